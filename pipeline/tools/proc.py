@@ -1,0 +1,112 @@
+"""The one subprocess runner: timeouts, argv lists, redacted output, a clear error when a tool is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import StageFailed, ToolMissing
+from pipeline.paths import TOOLS_BIN
+from pipeline.redact import redact
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def find_tool(name: str, fix: str | None = None) -> str:
+    """Path of a tool: the project's tools dir first, then PATH. Raises ToolMissing with the fix."""
+    local = TOOLS_BIN / name
+    if local.exists() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ToolMissing(f"required tool '{name}' not found in {TOOLS_BIN} or PATH",
+                      fix or "run: python3 -m pipeline.bootstrap")
+
+
+def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float,
+    check: bool = True,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    what: str | None = None,
+) -> Result:
+    """Run argv (no shell) with a timeout; on failure raise StageFailed naming the command and its stderr."""
+    args = tuple(str(a) for a in argv)
+    try:
+        cp = subprocess.run(  # noqa: S603 - argv list, never a shell
+            args, input=input, capture_output=True, text=True, timeout=timeout,
+            env=tool_env(env), cwd=cwd, check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissing(f"cannot run '{args[0]}': not installed", "run: python3 -m pipeline.bootstrap") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise StageFailed(f"{what or args[0]} timed out after {timeout:.0f}s: {redact(' '.join(args))}") from exc
+    res = Result(args, cp.returncode, redact(cp.stdout or ""), redact(cp.stderr or ""))
+    if check and not res.ok:
+        tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-5:]
+        raise StageFailed(f"{what or args[0]} failed (exit {res.returncode}): " + " | ".join(tail))
+    return res
+
+
+def stream(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float,
+    on_line: Callable[[str], None],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    input: str | None = None,
+) -> int:
+    """Run argv, calling on_line for every (redacted) output line; returns the exit code. Kills on timeout."""
+    args = [str(a) for a in argv]
+    try:
+        p = subprocess.Popen(  # noqa: S603
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            env=tool_env(env), cwd=cwd, bufsize=1,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissing(f"cannot run '{args[0]}': not installed", "run: python3 -m pipeline.bootstrap") from exc
+    import threading
+
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    try:
+        if input is not None and p.stdin:
+            p.stdin.write(input)
+            p.stdin.close()
+        assert p.stdout is not None
+        for line in p.stdout:
+            on_line(redact(line.rstrip("\n")))
+        return p.wait()
+    finally:
+        timer.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -1,0 +1,358 @@
+"""Invoke entry point of veza-pipeline. Thin: parse arguments, call one pipeline function, map errors to exit codes.
+
+Heavy modules are imported inside each task so that `invoke --list` stays fast.
+Exit codes: see README.md ("Exit codes") or pipeline/errors.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from invoke import Context, Exit, task
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cli(fn: F) -> F:
+    """Map pipeline errors to one clear line on stderr and their exit code; never a traceback for user errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pipeline.errors import PipelineError
+
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            print(f"error: {exc.one_line()}", file=sys.stderr)
+            raise Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted: cleanup ran; rerun the same command to resume", file=sys.stderr)
+            raise Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _list(value: Any) -> list[str]:
+    """Invoke's iterable flags give lists; accept comma-separated values too."""
+    out: list[str] = []
+    for v in value or []:
+        out.extend(x for x in str(v).split(",") if x)
+    return out
+
+
+# ---------------------------------------------------------------- foundation
+
+@task(help={"fix": "also install what is missing (runs the bootstrap)"})
+@_cli
+def doctor(c: Context, fix: bool = False) -> None:
+    """Check every required tool and the engine; print the fix for anything missing (exit 6 if so)."""
+    from pipeline.doctor import run_doctor
+
+    run_doctor(fix=fix)
+
+
+@task(help={"quiet": "print only what was installed"})
+@_cli
+def bootstrap(c: Context, quiet: bool = False) -> None:
+    """Make this machine ready, idempotently: venv, tool binaries, Docker engine (installs only what is missing)."""
+    from pipeline.bootstrap import bootstrap as run_bootstrap
+
+    run_bootstrap(quiet=quiet)
+
+
+@task(
+    help={
+        "unit": "only the unit tests (no engine needed)",
+        "k": "pytest -k expression",
+        "no_lint": "skip ruff and mypy",
+        "pytest_args": "extra arguments for pytest",
+    }
+)
+@_cli
+def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pytest_args: str = "") -> None:
+    """Run ruff, mypy and the whole test suite (unit + integration + e2e on the real engine)."""
+    from pipeline.testrun import run_tests
+
+    run_tests(unit_only=unit, keyword=k, lint=not no_lint, extra=pytest_args)
+
+
+# ---------------------------------------------------------------- versioning
+
+@task(help={"env": "environment whose tag policy to apply", "json": "machine-readable output (stable schema)"})
+@_cli
+def version(c: Context, env: str = "dev", json: bool = False) -> None:
+    """Print the version facts (SHA, branch, dirty, semver, next) and the exact tags each service would get."""
+    from pipeline.versioning_cli import print_version
+
+    print_version(env_name=env, as_json=json)
+
+
+@task(
+    help={
+        "part": "auto (from conventional commits) | major | minor | patch",
+        "pre": "pre-release label, e.g. rc → 1.4.0-rc.1",
+        "dry_run": "print the tag and message, create nothing",
+    }
+)
+@_cli
+def bump(c: Context, part: str = "auto", pre: str = "", dry_run: bool = False) -> None:
+    """Create the next annotated release tag on HEAD, with the changelog as its message."""
+    from pipeline.versioning_cli import bump_version
+
+    bump_version(part=part, pre=pre or None, dry_run=dry_run)
+
+
+@task(help={"since": "tag to start from (default: the last release tag)"})
+@_cli
+def changelog(c: Context, since: str = "") -> None:
+    """Print the changelog since the last release tag, grouped (Breaking, Features, Fixes)."""
+    from pipeline.versioning_cli import print_changelog
+
+    print_changelog(since=since or None)
+
+
+# ---------------------------------------------------------------- images
+
+@task(help={"force": "rebuild even when the recipe digest is unchanged", "no_pull": "do not try upstream pulls"})
+@_cli
+def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
+    """Provide the base and infra images: pull upstream where possible, else build them from Debian packages."""
+    from pipeline.bases import ensure_bases
+
+    ensure_bases(force=force, try_pull=not no_pull)
+
+
+@task(
+    iterable=["service"],
+    help={
+        "service": "service to build (repeatable; default: all)",
+        "env": "environment whose tag policy applies",
+        "no_cache": "build without the engine's layer cache",
+        "workers": "parallel builds (0 = auto)",
+        "fail_fast": "stop at the first failing build",
+        "dry_run": "print the plan (tags, input digest, action) and build nothing",
+    },
+)
+@_cli
+def build(c: Context, service: list[str] | None = None, env: str = "dev", no_cache: bool = False,
+          workers: int = 0, fail_fast: bool = False, dry_run: bool = False) -> None:
+    """Build the service images in parallel, skipping those whose input digest is unchanged."""
+    from pipeline.build import run_build
+
+    run_build(services=_list(service), env_name=env, no_cache=no_cache, workers=workers,
+              fail_fast=fail_fast, dry_run=dry_run)
+
+
+# ---------------------------------------------------------------- scan and lint
+
+@task(iterable=["service"], help={"service": "service to scan (repeatable)", "env": "environment whose gate applies"})
+@_cli
+def scan(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
+    """Scan the built images with Trivy (vulns, secrets, misconfig) and apply the environment's gate."""
+    from pipeline.scan import run_scan
+
+    run_scan(services=_list(service), env_name=env)
+
+
+@task(
+    name="scan-gate",
+    help={
+        "report": "a Trivy JSON report (SchemaVersion 2)",
+        "fail_on": "lowest blocking severity (default HIGH)",
+        "ignore_unfixed": "ignore findings without a fixed version",
+        "ignore_file": "YAML ignore file (each entry: id, reason, expires)",
+        "sarif": "write SARIF here",
+        "summary": "write a Markdown summary here",
+    },
+)
+@_cli
+def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bool = False,
+              ignore_file: str = "", sarif: str = "", summary: str = "") -> None:
+    """Evaluate any Trivy JSON report with the pipeline's policy (exit 3 when blocked)."""
+    from pipeline.scan import run_scan_gate
+
+    run_scan_gate(report=report, fail_on=fail_on, ignore_unfixed=ignore_unfixed,
+                  ignore_file=ignore_file or None, sarif=sarif or None, summary=summary or None)
+
+
+@task(
+    iterable=["path"],
+    help={
+        "path": "file or directory to lint (repeatable; default: the project's own)",
+        "threshold": "lowest blocking severity (default: prod's threshold)",
+        "format": "text | json",
+    },
+)
+@_cli
+def lint(c: Context, path: list[str] | None = None, threshold: str = "", format: str = "text") -> None:
+    """Lint Dockerfiles, compose, k8s and Helm: hadolint, trivy config, helm lint, schemas, the seed's pitfalls."""
+    from pipeline.lint import run_lint
+
+    run_lint(paths=_list(path), threshold=threshold or None, fmt=format)
+
+
+# ---------------------------------------------------------------- registry, push, promote
+
+@task(name="registry-up", help={"auth": "enable htpasswd auth", "tls": "serve TLS with a local CA"})
+@_cli
+def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
+    """Start the local OCI registry on 127.0.0.1:5000 (storage under the state directory)."""
+    from pipeline.registry import registry_up as up
+
+    up(auth=auth, tls=tls)
+
+
+@task(name="registry-down")
+@_cli
+def registry_down(c: Context) -> None:
+    """Stop the local registry (its storage is kept)."""
+    from pipeline.registry import registry_down as down
+
+    down()
+
+
+@task(name="registry-status")
+@_cli
+def registry_status(c: Context) -> None:
+    """Tell whether the local registry runs, where, and what it holds."""
+    from pipeline.registry import registry_status as status_
+
+    status_()
+
+
+@task(iterable=["service"], help={"service": "service to push (repeatable)", "env": "target environment"})
+@_cli
+def push(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
+    """Push every tag of the built images, with retries; record each registry digest in the manifest."""
+    from pipeline.push import run_push
+
+    run_push(services=_list(service), env_name=env)
+
+
+@task(iterable=["service"], help={"from_": "source environment", "to": "target environment",
+                                  "service": "service to promote (repeatable)"})
+@_cli
+def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -> None:
+    """Copy the exact images (by digest) that passed in one environment to the next; no rebuild, no pull."""
+    from pipeline.promote import run_promote
+
+    run_promote(from_env=from_, to_env=to, services=_list(service))
+
+
+# ---------------------------------------------------------------- compose stack and smoke
+
+@task(help={"env": "environment", "build": "build the images first"})
+@_cli
+def up(c: Context, env: str = "local", build: bool = False) -> None:
+    """Start the whole platform with docker compose for development."""
+    from pipeline.stack import stack_up
+
+    stack_up(env_name=env, build=build)
+
+
+@task(help={"volumes": "also remove the named volumes"})
+@_cli
+def down(c: Context, volumes: bool = False) -> None:
+    """Stop the development stack."""
+    from pipeline.stack import stack_down
+
+    stack_down(volumes=volumes)
+
+
+@task(help={"service": "only this service", "follow": "follow the logs"})
+@_cli
+def logs(c: Context, service: str = "", follow: bool = False) -> None:
+    """Show the development stack's logs."""
+    from pipeline.stack import stack_logs
+
+    stack_logs(service=service or None, follow=follow)
+
+
+@task(help={"env": "environment", "keep_on_failure": "leave the stack up when it fails (debugging)"})
+@_cli
+def smoke(c: Context, env: str = "local", keep_on_failure: bool = False) -> None:
+    """Smoke-test the exact images of the manifest: compose up, wait healthy, probe, always tear down (exit 4)."""
+    from pipeline.smoke import run_smoke
+
+    run_smoke(env_name=env, keep_on_failure=keep_on_failure)
+
+
+# ---------------------------------------------------------------- cluster and deploy
+
+@task(name="cluster-up", help={"env": "environment whose kube context to use"})
+@_cli
+def cluster_up(c: Context, env: str = "local") -> None:
+    """Use the environment's kube context, or provision the local single-node Kubernetes offline."""
+    from pipeline.cluster import cluster_up as up_
+
+    up_(env_name=env)
+
+
+@task(name="cluster-down")
+@_cli
+def cluster_down(c: Context) -> None:
+    """Stop the local cluster and restore the machine (processes, containers, mounts, iptables, sysctls)."""
+    from pipeline.cluster import cluster_down as down_
+
+    down_()
+
+
+@task(name="cluster-status")
+@_cli
+def cluster_status(c: Context) -> None:
+    """Tell what runs in the local cluster, since when, the versions, and the kubeconfig path."""
+    from pipeline.cluster import cluster_status as status_
+
+    status_()
+
+
+@task(iterable=["service"], help={"env": "target environment", "service": "service to deploy (repeatable)",
+                                  "dry_run": "render and validate, change nothing"})
+@_cli
+def deploy(c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False) -> None:
+    """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5)."""
+    from pipeline.deploy import run_deploy
+
+    run_deploy(env_name=env, services=_list(service), dry_run=dry_run)
+
+
+@task(help={"env": "environment", "to": "revision to roll back to (default: the previous one)"})
+@_cli
+def rollback(c: Context, env: str = "local", to: int = 0) -> None:
+    """Roll the environment's Helm release back to a previous revision."""
+    from pipeline.deploy import run_rollback
+
+    run_rollback(env_name=env, revision=to or None)
+
+
+@task(help={"env": "environment", "json": "machine-readable output"})
+@_cli
+def status(c: Context, env: str = "local", json: bool = False) -> None:
+    """Revision, digests running, readiness per service, and whether they match the Release manifest."""
+    from pipeline.deploy import run_status
+
+    run_status(env_name=env, as_json=json)
+
+
+# ---------------------------------------------------------------- release
+
+@task(
+    iterable=["service"],
+    help={
+        "env": "target environment (local, dev, staging, prod)",
+        "service": "restrict to these services (repeatable)",
+        "dry_run": "print the whole plan, change nothing",
+        "yes": "do not ask for confirmation (also when CI=true)",
+        "fresh": "start over instead of resuming the last incomplete release",
+    },
+)
+@_cli
+def release(c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False,
+            yes: bool = False, fresh: bool = False) -> None:
+    """Build → scan → smoke → push → deploy → verify, as the environment requires; resumable, locked, reported."""
+    from pipeline.release import run_release
+
+    run_release(env_name=env, services=_list(service), dry_run=dry_run, yes=yes, fresh=fresh)
