@@ -186,7 +186,7 @@ class _Table:
             value, ok = float(value), True
         if not ok:
             self.fail(self.key(name), f"expected {kind_name}, got {_tname(value)} {value!r}",
-                      f"set {name} to a {kind_name}")
+                      f"set {name} to {_article(kind_name)} {kind_name}")
         return value  # type: ignore[no-any-return]
 
     def str(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
@@ -454,3 +454,7 @@ def _check_semver(t: _Table, key: str, value: str) -> None:
 
     if not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", value):
         t.fail(t.key(key), f"'{value}' is not a semantic version", "write it as MAJOR.MINOR.PATCH, e.g. 0.1.0")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 ROOT = Path(os.environ.get("VEZA_ROOT", Path(__file__).resolve().parent.parent))
-CONFIG_FILE = ROOT / "pipeline.toml"
+CONFIG_FILE = Path(os.environ.get("VEZA_CONFIG", ROOT / "pipeline.toml"))
 STATE_DIR = ROOT / ".pipeline"
 MANIFEST_FILE = STATE_DIR / "manifest.json"
 RUNS_DIR = STATE_DIR / "runs"

@@ -1,0 +1,194 @@
+"""pipeline.toml: the valid file loads into typed objects; every malformed variant gives one exact line, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+VALID = """
+[project]
+name = "veza"
+
+[registry]
+address = "127.0.0.1:5000"
+namespace = "veza"
+password_env = "REG_PW"
+
+[bases.golang]
+upstream = "golang:1.22-bookworm"
+local = "veza-local/golang:bookworm"
+recipe = "golang"
+build_arg = "GO_IMAGE"
+
+[bases.postgres]
+upstream = "postgres:15-alpine"
+local = "veza-local/postgres:15"
+recipe = "postgres"
+
+[[services]]
+name = "api"
+context = "svc/api"
+dockerfile = "df/api.Dockerfile"
+port = 8080
+depends_on = ["postgres"]
+bases = ["golang"]
+probes = [{ method = "GET", path = "/health", status = 200, body_contains = "ok" }]
+
+[[services]]
+name = "docs"
+context = "svc/docs"
+dockerfile = "df/docs.Dockerfile"
+port = 8083
+
+[infra.postgres]
+base = "postgres"
+port = 5432
+
+[environments.dev]
+namespace = "veza-dev"
+values_file = "helm/values-dev.yaml"
+stages = ["build", "scan", "push", "deploy"]
+tags = ["sha", "branch"]
+
+[environments.prod]
+namespace = "veza-prod"
+values_file = "helm/values-prod.yaml"
+stages = ["build", "scan", "smoke", "push", "deploy", "verify"]
+tags = ["semver"]
+scan_threshold = "HIGH"
+require_clean_tree = true
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for d in ("svc/api", "svc/docs", "df"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "df/api.Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "df/docs.Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "pipeline.toml").write_text(VALID)
+    return tmp_path
+
+
+def _load(project: Path, text: str) -> ConfigError:
+    (project / "pipeline.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(project / "pipeline.toml")
+    return info.value
+
+
+def test_valid_config_loads_typed_and_immutable(project: Path) -> None:
+    cfg = load_config(project / "pipeline.toml")
+    assert [s.name for s in cfg.services] == ["api", "docs"]
+    api = cfg.service("api")
+    assert api.port == 8080 and api.depends_on == ("postgres",) and api.probes[0].status == 200
+    assert cfg.env("prod").scan_threshold == "HIGH" and cfg.env("prod").require_clean_tree
+    assert cfg.env("dev").repository(api) == "127.0.0.1:5000/veza/api"
+    with pytest.raises(FrozenInstanceError):
+        api.port = 1  # type: ignore[misc]
+
+
+def test_project_config_loads() -> None:
+    cfg = load_config(check_files=False)
+    assert {"local", "dev", "staging", "prod"} <= set(cfg.environments)
+    assert "latest" not in cfg.env("prod").tags and "latest" not in cfg.env("staging").tags
+
+
+CASES: list[tuple[str, str, str, str]] = [
+    ("unknown top-level key", "[project]", "[colour]\nx = 1\n\n[project]",
+     "pipeline.toml: colour: unknown key (fix: remove it or use one of: bases, build, environments, infra, "
+     "project, registry, scan, services, versioning)"),
+    ("unknown service key", 'port = 8080\n', 'port = 8080\nimage_name = "x"\n',
+     "pipeline.toml: services[0].image_name: unknown key (fix: remove it or use one of: bases, build_args, "
+     "context, depends_on, dockerfile, health_path, name, port, probes, ready_path, repository, volumes)"),
+    ("port as string", "port = 8080", 'port = "8080"',
+     "pipeline.toml: services[0].port: expected integer, got string '8080' (fix: set port to an integer)"),
+    ("port out of range", "port = 8080", "port = 70000",
+     "pipeline.toml: services[0].port: 70000 is out of range (fix: use an integer between 1 and 65535)"),
+    ("unknown dependency", 'depends_on = ["postgres"]', 'depends_on = ["postgress"]',
+     "pipeline.toml: services[0].depends_on: unknown service 'postgress' (fix: use one of: api, docs, postgres)"),
+    ("self dependency", 'depends_on = ["postgres"]', 'depends_on = ["api"]',
+     "pipeline.toml: services[0].depends_on: 'api' depends on itself (fix: remove it from depends_on)"),
+    ("missing Dockerfile", 'dockerfile = "df/api.Dockerfile"', 'dockerfile = "df/nope.Dockerfile"',
+     "pipeline.toml: services[0].dockerfile: file 'df/nope.Dockerfile' does not exist "
+     "(fix: create it or point dockerfile at an existing file)"),
+    ("missing context", 'context = "svc/api"', 'context = "svc/gone"',
+     "pipeline.toml: services[0].context: directory 'svc/gone' does not exist "
+     "(fix: create it or point context at an existing directory)"),
+    ("duplicate service name", 'name = "docs"', 'name = "api"',
+     "pipeline.toml: services[1].name: duplicate service name 'api' (fix: give every service a unique name)"),
+    ("duplicate port", "port = 8083", "port = 8080",
+     "pipeline.toml: services[1].port: port 8080 already used by 'api' (fix: give every service its own port)"),
+    ("invalid service name", 'name = "docs"', 'name = "Docs_Site"',
+     "pipeline.toml: services[1].name: 'Docs_Site' is not a valid name (fix: use lowercase letters, digits and '-')"),
+    ("unknown base", 'bases = ["golang"]', 'bases = ["golang", "java"]',
+     "pipeline.toml: services[0].bases: unknown base 'java' (fix: use one of the [bases] tables: golang, postgres)"),
+    ("unknown severity", 'scan_threshold = "HIGH"', 'scan_threshold = "SEVERE"',
+     "pipeline.toml: environments.prod.scan_threshold: 'SEVERE' is not allowed "
+     "(fix: use one of: UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"),
+    ("unknown stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "test", "push", "deploy"]',
+     "pipeline.toml: environments.dev.stages: 'test' is not allowed "
+     "(fix: use items from: build, scan, smoke, push, deploy, verify)"),
+    ("latest in prod", 'tags = ["semver"]', 'tags = ["semver", "latest"]',
+     "pipeline.toml: environments.prod.tags: 'latest' is never used by prod (fix: remove 'latest' from tags)"),
+    ("deploy without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "deploy"]',
+     'pipeline.toml: environments.dev.stages: deploy needs push (deploys are by registry digest) '
+     '(fix: add "push" before "deploy")'),
+    ("smoke after push", 'stages = ["build", "scan", "smoke", "push", "deploy", "verify"]',
+     'stages = ["build", "scan", "push", "smoke", "deploy", "verify"]',
+     'pipeline.toml: environments.prod.stages: smoke runs after push (fix: put "smoke" before "push")'),
+    ("boolean as string", "require_clean_tree = true", 'require_clean_tree = "yes"',
+     "pipeline.toml: environments.prod.require_clean_tree: expected boolean (true/false), got string 'yes' "
+     "(fix: set require_clean_tree to a boolean (true/false))"),
+    ("password in file", 'password_env = "REG_PW"', 'password_env = "REG_PW"\npassword = "hunter22"',
+     "pipeline.toml: registry.password: credentials must not be written in pipeline.toml "
+     "(fix: remove it and set password_env to the name of an environment variable)"),
+    ("missing registry address", 'address = "127.0.0.1:5000"\n', "",
+     "pipeline.toml: registry.address: missing (fix: add address = <string> under [registry])"),
+    ("probe path relative", 'path = "/health"', 'path = "health"',
+     "pipeline.toml: services[0].probes[0].path: 'health' does not start with '/' "
+     "(fix: write an absolute URL path like /health)"),
+    ("services not an array", "[[services]]\nname = \"docs\"", "[services2]\nname = \"docs\"",
+     "pipeline.toml: services2: unknown key (fix: remove it or use one of: bases, build, environments, infra, "
+     "project, registry, scan, services, versioning)"),
+    ("bad TOML", 'name = "veza"', 'name = "veza',
+     "pipeline.toml: invalid TOML: Illegal character '\\n' (at line 3, column 13) (fix: fix the syntax at that line)"),
+    ("list item not string", 'tags = ["sha", "branch"]', 'tags = ["sha", 7]',
+     "pipeline.toml: environments.dev.tags: expected list of strings, found integer 7 "
+     "(fix: quote every item of tags, e.g. [\"a\", \"b\"])"),
+    ("unknown infra base", 'base = "postgres"', 'base = "mysql"',
+     "pipeline.toml: infra.postgres.base: unknown base 'mysql' (fix: use one of the [bases] tables: golang, postgres)"),
+    ("bad first version", "[project]", '[versioning]\nfirst_version = "1.0"\n\n[project]',
+     "pipeline.toml: versioning.first_version: '1.0' is not a semantic version "
+     "(fix: write it as MAJOR.MINOR.PATCH, e.g. 0.1.0)"),
+]
+
+
+@pytest.mark.parametrize(("case", "old", "new", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_malformed_config_gives_exact_one_line(project: Path, case: str, old: str, new: str, expected: str) -> None:
+    assert old in VALID, case
+    err = _load(project, VALID.replace(old, new, 1))
+    assert err.exit_code == 2
+    assert err.one_line() == expected
+    assert "\n" not in err.one_line()
+
+
+def test_invoke_reports_config_error_in_one_line_exit_2(project: Path) -> None:
+    """Through the real CLI: one line on stderr, exit 2, no traceback."""
+    (project / "pipeline.toml").write_text(VALID.replace('port = 8080', 'port = "8080"'))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "VEZA_CONFIG": str(project / "pipeline.toml")}
+    cp = subprocess.run([sys.executable, "-m", "invoke", "build", "--dry-run"], cwd=root, env=env,
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert cp.returncode == 2, cp.stderr
+    assert cp.stderr.strip() == ("error: pipeline.toml: services[0].port: expected integer, got string '8080' "
+                                 "(fix: set port to an integer)")
+    assert "Traceback" not in cp.stdout + cp.stderr
