@@ -1,0 +1,137 @@
+"""Docker engine adapter: the engine that DOCKER_HOST or the current docker context points to.
+
+Queries and tagging go through the Engine API (docker-py: fast, no process per call); builds go through the
+docker CLI so they behave exactly like a developer's `docker build`: BuildKit via buildx where the plugin exists,
+the legacy builder otherwise (TOOLCHAIN.md: no buildx on Debian bookworm).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ToolMissing
+from pipeline.tools import proc
+
+LABEL_RUN = "veza.pipeline.run"
+LABEL_INPUT_DIGEST = "veza.pipeline.input-digest"
+LABEL_SERVICE = "veza.pipeline.service"
+
+
+def engine_host() -> str | None:
+    """DOCKER_HOST, else the current docker context's endpoint (None: the default socket)."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    try:
+        from docker.context import ContextAPI
+
+        ctx = ContextAPI.get_current_context()
+        host = ctx.Host if ctx is not None else None
+        return str(host) if host and ctx.Name != "default" else None
+    except Exception:  # noqa: BLE001 - a broken context file falls back to the default socket
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def client() -> Any:
+    """A docker-py client for the configured engine; ToolMissing when no engine answers."""
+    import docker
+
+    host = engine_host()
+    try:
+        c = docker.DockerClient(base_url=host, timeout=300) if host else docker.from_env(timeout=300)
+        c.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure here means: no engine
+        raise ToolMissing(f"no Docker engine answers at {host or 'the default socket'} ({type(exc).__name__})",
+                          "start dockerd (python3 -m pipeline.bootstrap) or fix DOCKER_HOST / docker context") from None
+    return c
+
+
+@functools.lru_cache(maxsize=1)
+def has_buildx() -> bool:
+    res = proc.run(["docker", "buildx", "version"], timeout=20, check=False)
+    return res.ok
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+
+
+def images_by_label(label: str) -> list[LocalImage]:
+    """All local images carrying a label (any value), in one API call."""
+    out = []
+    for img in client().api.images(filters={"label": label}):
+        out.append(LocalImage(img["Id"], tuple(t for t in (img.get("RepoTags") or []) if t != "<none>:<none>"),
+                              img.get("Labels") or {}))
+    return out
+
+
+def image_id(ref: str) -> str | None:
+    """The ID of a local image (by name, tag or ID), or None when absent."""
+    import docker.errors
+
+    try:
+        return str(client().api.inspect_image(ref)["Id"])
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def inspect_image(ref: str) -> dict[str, Any]:
+    return dict(client().api.inspect_image(ref))
+
+
+def tag_image(image: str, repository: str, tag: str) -> None:
+    client().api.tag(image, repository, tag, force=True)
+
+
+def build_image(
+    *,
+    context: Path,
+    dockerfile: Path,
+    tags: list[str],
+    build_args: Mapping[str, str],
+    labels: Mapping[str, str],
+    no_cache: bool,
+    on_line: Callable[[str], None],
+    timeout: float,
+    iidfile: Path,
+) -> int:
+    """Build with the docker CLI, streaming each output line; returns the exit code. The image ID lands in iidfile."""
+    if has_buildx():
+        argv: list[str] = ["docker", "buildx", "build", "--load", "--progress", "plain"]
+        env = None
+    else:
+        argv = ["docker", "build"]
+        env = {"DOCKER_BUILDKIT": "0"}
+    argv += ["-f", str(dockerfile), "--iidfile", str(iidfile)]
+    for t in tags:
+        argv += ["-t", t]
+    for k, v in sorted(build_args.items()):
+        argv += ["--build-arg", f"{k}={v}"]
+    for k, v in sorted(labels.items()):
+        argv += ["--label", f"{k}={v}"]
+    if no_cache:
+        argv.append("--no-cache")
+    argv.append(str(context))
+    return proc.stream(argv, timeout=timeout, on_line=on_line, env=env)
+
+
+def image_size(ref: str) -> int:
+    return int(inspect_image(ref)["Size"])
+
+
+def image_config(ref: str) -> dict[str, Any]:
+    cfg = inspect_image(ref).get("Config") or {}
+    return dict(cfg)
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
