@@ -24,7 +24,8 @@ TODAY = date(2026, 6, 1)
 
 
 def os_findings() -> tuple[Finding, ...]:
-    return load_report(FIX / "os-pkgs.json").findings  # CVE-2099-0001 HIGH fixed, CVE-2099-0002 CRITICAL unfixed
+    # CVE-2099-0001: HIGH, fixed in 5.2.15-3; CVE-2099-0002: CRITICAL, no fix
+    return load_report(FIX / "os-pkgs.json").findings
 
 
 def test_threshold_blocks_at_and_above() -> None:
