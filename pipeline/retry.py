@@ -1,0 +1,60 @@
+"""Retries with exponential backoff and full jitter, for transient registry failures only.
+
+An error is retried when it has `transient = True` (RegistryUnavailable); everything else (auth, 4xx,
+unknown host) propagates at once: retrying a wrong password only delays the clear message.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5          # total tries, >= 1
+    ceiling_s: float = 20.0    # no single wait is longer
+    base_s: float = 0.5        # first wait (before jitter)
+
+    def delay(self, retry: int, rng: random.Random | None = None) -> float:
+        """Wait before retry number `retry` (1-based): base*2^(retry-1), capped, jittered into [d/2, d]."""
+        d = min(self.ceiling_s, self.base_s * 2.0 ** (retry - 1))
+        r = rng.random() if rng is not None else random.random()
+        return d * (0.5 + 0.5 * r)
+
+
+@dataclass
+class Attempts:
+    """How many tries an operation took (shared across the operations of one image)."""
+
+    tries: int = 0
+    retries: int = 0
+
+
+def is_transient(exc: BaseException) -> bool:
+    return bool(getattr(exc, "transient", False))
+
+
+def with_retries(fn: Callable[[], T], policy: RetryPolicy, counter: Attempts | None = None,
+                 on_retry: Callable[[int, float, BaseException], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call fn until it succeeds, a non-transient error occurs, or the attempts are spent."""
+    counter = counter if counter is not None else Attempts()
+    for n in range(1, policy.attempts + 1):
+        counter.tries += 1
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc) or n == policy.attempts:
+                raise
+            wait = policy.delay(n)
+            counter.retries += 1
+            if on_retry:
+                on_retry(n, wait, exc)
+            sleep(wait)
+    raise AssertionError("unreachable")

@@ -1,0 +1,111 @@
+"""Pushing through the Docker engine API (docker-py): credentials travel in the API's X-Registry-Auth
+header to the daemon, never in any process's argv. Errors are classified for the retry policy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import RegistryAuthError, StageFailed
+from pipeline.redact import redact
+from pipeline.tools import docker as engine
+from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable
+
+_AUTH = re.compile(r"unauthorized|authentication required|denied|no basic auth credentials|"
+                   r"\b401\b|\b403\b|forbidden", re.I)
+_UNKNOWN_HOST = re.compile(r"no such host|server misbehaving|name or service not known", re.I)
+_TRANSIENT = re.compile(r"connection reset|connection refused|broken pipe|\bEOF\b|timeout|timed out|"
+                        r"TLS handshake|\b50[0234]\b|internal server error|bad gateway|service unavailable|"
+                        r"gateway timeout|closed network connection|server closed|too many requests|\b429\b|"
+                        r"connection aborted|no route to host|network is unreachable", re.I)
+
+
+def classify(message: str) -> str:
+    """'auth' | 'unknown-host' | 'transient' | 'permanent' for a daemon push error message."""
+    if _AUTH.search(message):
+        return "auth"
+    if _UNKNOWN_HOST.search(message):
+        return "unknown-host"
+    if _TRANSIENT.search(message):
+        return "transient"
+    return "permanent"
+
+
+def raise_classified(message: str, ref: str) -> None:
+    msg = redact(message.strip())
+    kind = classify(msg)
+    if kind == "auth":
+        raise RegistryAuthError(f"push of {ref} refused by the registry: {msg}",
+                                "check the credentials: the env vars named in [registry] username_env/"
+                                "password_env, or `docker login` (docker config)")
+    if kind == "unknown-host":
+        raise RegistryRequestError(f"push of {ref}: unknown registry host: {msg}",
+                                   "check the environment's registry address in pipeline.toml")
+    if kind == "transient":
+        raise RegistryUnavailable(f"push of {ref}: {msg}", "retry later")
+    raise RegistryRequestError(f"push of {ref} failed: {msg}", "see the message above")
+
+
+@dataclass(frozen=True)
+class LocalImageInfo:
+    id: str
+    repo_digests: tuple[str, ...]
+
+
+def local_image(ref: str) -> LocalImageInfo | None:
+    """The local image behind ref (ID and RepoDigests), or None when absent."""
+    import docker.errors
+
+    try:
+        info = engine.client().api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    return LocalImageInfo(str(info["Id"]), tuple(info.get("RepoDigests") or ()))
+
+
+def repo_digest(info: LocalImageInfo, repository: str) -> str | None:
+    """The digest the engine recorded for this image in `repository` (set by an earlier push or pull)."""
+    for rd in info.repo_digests:
+        repo, _, digest = rd.partition("@")
+        if repo == repository and digest:
+            return digest
+    return None
+
+
+def tag(image_id: str, repository: str, tag_: str) -> None:
+    engine.tag_image(image_id, repository, tag_)
+
+
+def push_tag(repository: str, tag_: str, credentials: Credentials | None) -> str:
+    """Push repository:tag through the engine; returns the registry digest. Raises classified errors."""
+    import docker.errors
+    import requests
+
+    ref = f"{repository}:{tag_}"
+    auth: dict[str, Any] | None = None
+    if credentials is not None:
+        auth = {"username": credentials.username, "password": credentials.password,
+                "serveraddress": repository.split("/", 1)[0]}
+    digest = ""
+    try:
+        for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
+            if "error" in msg or "errorDetail" in msg:
+                detail = msg.get("errorDetail") or {}
+                raise_classified(str(detail.get("message") or msg.get("error") or msg), ref)
+            aux = msg.get("aux") or {}
+            if aux.get("Digest"):
+                digest = str(aux["Digest"])
+            elif not digest:
+                m = re.search(r"digest: (sha256:[0-9a-f]{64})", str(msg.get("status", "")))
+                if m:
+                    digest = m.group(1)
+    except docker.errors.APIError as exc:
+        raise_classified(str(exc.explanation or exc), ref)
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise RegistryUnavailable(f"push of {ref}: the engine connection failed: {type(exc).__name__}",
+                                  "is dockerd running?") from None
+    if not digest:
+        raise StageFailed(f"push of {ref} ended without a digest", "rerun the push")
+    return digest

@@ -1,0 +1,379 @@
+"""A small client of the OCI distribution API (urllib): manifests, tags, blob mounts, upload checks.
+
+Used for "already there?" checks, digest verification, the push pre-flight and same-registry promotion.
+Auth: anonymous, Basic, or Bearer tokens from the registry's token realm (Docker Hub / Harbor style),
+answering the registry's own 401 challenge. Every credential is registered with pipeline.redact.
+
+Errors are classified for the retry policy: RegistryUnavailable (transient: connection refused/reset,
+timeouts, 5xx, 429) vs RegistryAuthError (401/403) vs RegistryRequestError (other 4xx, unknown host).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import socket
+import ssl
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import RegistryAuthError, StageFailed
+from pipeline.redact import redact, register_secret
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+INDEX_TYPES = MANIFEST_TYPES[:2]
+ACCEPT = ", ".join(MANIFEST_TYPES)
+LOOPBACK = ("127.", "localhost", "[::1]")
+
+
+class RegistryRequestError(StageFailed):
+    """A permanent registry failure (4xx other than auth, unknown host): retrying will not help."""
+
+    transient = False
+
+
+class RegistryUnavailable(StageFailed):
+    """A transient failure (connection refused/reset, timeout, 5xx, 429): worth retrying."""
+
+    transient = True
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def __post_init__(self) -> None:
+        register_secret(self.password)
+        register_secret(self.basic())
+
+    def basic(self) -> str:
+        return base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def __repr__(self) -> str:  # never print a password by accident
+        return f"Credentials({self.username!r}, ***)"
+
+
+@dataclass(frozen=True)
+class ManifestRef:
+    digest: str
+    media_type: str
+    size: int
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith(LOOPBACK)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RegistryClient:
+    """One registry (host:port). Thread-safe: tokens are cached per scope behind a lock."""
+
+    def __init__(self, address: str, *, credentials: Credentials | None = None, scheme: str | None = None,
+                 cafile: Path | None = None, timeout: float = 30.0) -> None:
+        self.address = address
+        self.credentials = credentials
+        self.timeout = timeout
+        self._cafile = cafile
+        self._scheme = scheme
+        self._lock = threading.Lock()
+        self._tokens: dict[str, str] = {}
+        self._basic_preferred = False
+
+    # -- transport
+    @property
+    def scheme(self) -> str:
+        if self._scheme is None:
+            self._scheme = self._detect_scheme()
+        return self._scheme
+
+    def _detect_scheme(self) -> str:
+        """https, except a loopback registry that speaks plain http (what docker and skopeo accept too)."""
+        if not is_loopback(self.address) or self._cafile:
+            return "https"
+        try:
+            status, _, body = self._raw("GET", f"http://{self.address}/v2/", {}, None)
+        except RegistryUnavailable:
+            return "https"  # maybe TLS; the next request says
+        if status == 400 and b"HTTPS" in body:
+            return "https"
+        return "http"
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self._cafile:
+            return ssl.create_default_context(cafile=str(self._cafile))
+        if is_loopback(self.address):
+            # Loopback TLS registries are self-signed (docker treats 127.0.0.0/8 as insecure too).
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        return None
+
+    def _raw(self, method: str, url: str, headers: dict[str, str],
+             body: bytes | None) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            ctx = self._ssl_context() if url.startswith("https:") else None
+            with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as r:
+                return int(r.status), {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), {k.lower(): v for k, v in exc.headers.items()}, exc.read() or b""
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, socket.gaierror):
+                raise RegistryRequestError(f"unknown registry host '{self.address.split(':')[0]}' ({reason})",
+                                           "check the registry address in pipeline.toml ([registry] / env)"
+                                           ) from None
+            raise RegistryUnavailable(f"registry {self.address} unreachable: {reason}",
+                                      "is it running? (local: invoke registry-up)") from None
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
+            raise RegistryUnavailable(f"registry {self.address}: {type(exc).__name__}: {exc}",
+                                      "is it running? (local: invoke registry-up)") from None
+
+    def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                body: bytes | None = None, scope: str = "", ok: tuple[int, ...] = (200,),
+                allow: tuple[int, ...] = ()) -> tuple[int, dict[str, str], bytes]:
+        """One API call with auth. Status in `ok`+`allow` is returned; others raise a classified error."""
+        url = path if path.startswith("http") else f"{self.scheme}://{self.address}{path}"
+        hdrs = dict(headers or {})
+        auth = self._auth_header(scope)
+        if auth:
+            hdrs["Authorization"] = auth
+        status, rh, data = self._raw(method, url, hdrs, body)
+        if status == 401:
+            challenge = rh.get("www-authenticate", "")
+            new_auth = self._answer_challenge(challenge, scope)
+            if new_auth and new_auth != auth:
+                hdrs["Authorization"] = new_auth
+                status, rh, data = self._raw(method, url, hdrs, body)
+        if status in ok or status in allow:
+            return status, rh, data
+        self._raise_for(status, method, path, data)
+        raise AssertionError("unreachable")
+
+    def _raise_for(self, status: int, method: str, path: str, data: bytes) -> None:
+        detail = _error_detail(data)
+        where = f"{method} {self.address}{path.split('?')[0]}"
+        if status in (401, 403):
+            who = f"user '{self.credentials.username}'" if self.credentials else "anonymous access"
+            raise RegistryAuthError(
+                f"registry {self.address} refused {who} (HTTP {status}{': ' + detail if detail else ''})",
+                "check the credentials: the env vars named in [registry] username_env/password_env, "
+                "or `docker login` (docker config)")
+        if status == 429 or status >= 500:
+            raise RegistryUnavailable(f"{where}: HTTP {status} {detail}".strip(), "retry later")
+        raise RegistryRequestError(f"{where}: HTTP {status} {detail}".strip(),
+                                   "check the repository name and the image reference")
+
+    # -- auth
+    def _auth_header(self, scope: str) -> str | None:
+        with self._lock:
+            if scope in self._tokens:
+                return f"Bearer {self._tokens[scope]}"
+            if self._basic_preferred and self.credentials:
+                return f"Basic {self.credentials.basic()}"
+        return None
+
+    def _answer_challenge(self, challenge: str, scope: str) -> str | None:
+        kind, _, params = challenge.partition(" ")
+        kind = kind.lower()
+        if kind == "basic":
+            if not self.credentials:
+                return None
+            with self._lock:
+                self._basic_preferred = True
+            return f"Basic {self.credentials.basic()}"
+        if kind == "bearer":
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+            token = self._fetch_token(fields.get("realm", ""), fields.get("service", ""),
+                                      scope or fields.get("scope", ""))
+            if token:
+                with self._lock:
+                    self._tokens[scope] = token
+                return f"Bearer {token}"
+        return None
+
+    def _fetch_token(self, realm: str, service: str, scope: str) -> str | None:
+        if not realm:
+            return None
+        query = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+        url = realm + ("?" + urllib.parse.urlencode(query) if query else "")
+        hdrs = {"Authorization": f"Basic {self.credentials.basic()}"} if self.credentials else {}
+        status, _, data = self._raw("GET", url, hdrs, None)
+        if status != 200:
+            self._raise_for(status, "GET", "/token", data)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return None
+        token = doc.get("token") or doc.get("access_token")
+        register_secret(token)
+        return str(token) if token else None
+
+    # -- the API
+    def ping(self) -> int:
+        """Authenticate against /v2/ (200 means: these credentials, or none, are accepted)."""
+        status, _, _ = self.request("GET", "/v2/", scope="")
+        return status
+
+    def head_manifest(self, repo: str, ref: str) -> ManifestRef | None:
+        """Digest of repo:ref (tag or digest) or None when absent. No body is transferred."""
+        status, h, _ = self.request("HEAD", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
+                                    scope=_pull(repo), allow=(404,))
+        if status == 404:
+            return None
+        digest = h.get("docker-content-digest", "")
+        if not digest:  # some registries omit the header on HEAD: fall back to GET and hash the bytes
+            got = self.get_manifest(repo, ref)
+            return None if got is None else got[0]
+        return ManifestRef(digest, h.get("content-type", ""), int(h.get("content-length", "0") or 0))
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[ManifestRef, bytes] | None:
+        status, h, data = self.request("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
+                                       scope=_pull(repo), allow=(404,))
+        if status == 404:
+            return None
+        digest = h.get("docker-content-digest") or sha256_digest(data)
+        return ManifestRef(digest, h.get("content-type", ""), len(data)), data
+
+    def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
+        """Upload a manifest under a tag (or digest); returns the digest the registry computed."""
+        _, h, _ = self.request("PUT", f"/v2/{repo}/manifests/{ref}", headers={"Content-Type": media_type},
+                               body=body, scope=_push(repo), ok=(201, 200))
+        return h.get("docker-content-digest") or sha256_digest(body)
+
+    def tags(self, repo: str) -> list[str]:
+        status, _, data = self.request("GET", f"/v2/{repo}/tags/list?n=10000", scope=_pull(repo),
+                                       allow=(404,))
+        if status == 404:
+            return []
+        return [str(t) for t in (json.loads(data).get("tags") or [])]
+
+    def catalog(self) -> list[str]:
+        _, _, data = self.request("GET", "/v2/_catalog?n=10000", scope="registry:catalog:*")
+        return [str(r) for r in (json.loads(data).get("repositories") or [])]
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        status, _, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo), allow=(404,))
+        return status == 200
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount (no data moves). False when the registry asks for an upload instead."""
+        scope = f"{_push(repo)} {_pull(from_repo)}"
+        q = urllib.parse.urlencode({"mount": digest, "from": from_repo})
+        status, h, _ = self.request("POST", f"/v2/{repo}/blobs/uploads/?{q}", scope=scope, ok=(201, 202))
+        if status == 202 and h.get("location"):  # an upload session was opened instead: close it
+            self._cancel_upload(h["location"], repo)
+            return False
+        return True
+
+    def check_push_access(self, repo: str) -> None:
+        """Prove write access without writing: open a blob upload session, then cancel it."""
+        _, h, _ = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=_push(repo), ok=(202,))
+        loc = h.get("location")
+        if loc:
+            self._cancel_upload(loc, repo)
+
+    def _cancel_upload(self, location: str, repo: str) -> None:
+        url = location if location.startswith("http") else f"{self.scheme}://{self.address}{location}"
+        try:
+            self.request("DELETE", url, scope=_push(repo), ok=(204, 200, 202), allow=(404,))
+        except RegistryRequestError:
+            pass  # an unfinished upload session expires on its own
+
+    def children(self, media_type: str, body: bytes) -> tuple[list[str], list[str]]:
+        """(blob digests, child manifest digests) referenced by a manifest or an index."""
+        doc = json.loads(body)
+        if media_type in INDEX_TYPES or doc.get("manifests") is not None:
+            return [], [str(m["digest"]) for m in doc.get("manifests") or []]
+        blobs = [str(doc["config"]["digest"])] if doc.get("config") else []
+        blobs += [str(layer["digest"]) for layer in doc.get("layers") or []]
+        return blobs, []
+
+
+def _pull(repo: str) -> str:
+    return f"repository:{repo}:pull"
+
+
+def _push(repo: str) -> str:
+    return f"repository:{repo}:pull,push"
+
+
+def _error_detail(data: bytes) -> str:
+    try:
+        errs = json.loads(data).get("errors") or []
+        return redact("; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errs))[:300]
+    except (ValueError, AttributeError):
+        return redact(data[:200].decode(errors="replace")).strip()
+
+
+def split_repository(repository: str) -> tuple[str, str]:
+    """'127.0.0.1:5000/veza/api' → ('127.0.0.1:5000', 'veza/api')."""
+    host, _, path = repository.partition("/")
+    if not path or ("." not in host and ":" not in host and host != "localhost"):
+        raise RegistryRequestError(f"repository '{repository}' does not name a registry host",
+                                   "use host[:port]/path, e.g. 127.0.0.1:5000/veza/veza-backend-api")
+    return host, path
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """'host/repo:tag' or 'host/repo@sha256:…' → (repository, tag-or-digest)."""
+    if "@" in ref:
+        repo, _, digest = ref.partition("@")
+        return repo, digest
+    head, _, last = ref.rpartition("/")
+    if ":" in last:
+        name, _, tag = last.partition(":")
+        return f"{head}/{name}" if head else name, tag
+    return ref, "latest"
+
+
+def copy_within_registry(client: RegistryClient, src_repo: str, digest: str, dst_repo: str,
+                         tags: list[str]) -> str:
+    """Promote inside one registry: mount every blob, put the exact manifest bytes under each tag.
+
+    The manifest bytes never change, so the digest is the same (the registry recomputes and we check it).
+    """
+    got = client.get_manifest(src_repo, digest)
+    if got is None:
+        raise RegistryRequestError(f"{client.address}/{src_repo}@{digest} is not in the registry",
+                                   "push it first (invoke push --env <source env>)")
+    ref, body = got
+    _copy_tree(client, src_repo, dst_repo, ref.media_type, body)
+    if not tags:
+        client.put_manifest(dst_repo, digest, body, ref.media_type)
+    for tag in tags:
+        put = client.put_manifest(dst_repo, tag, body, ref.media_type)
+        if put != digest:
+            raise RegistryRequestError(f"{dst_repo}:{tag} got digest {put}, expected {digest}",
+                                       "the registry rewrote the manifest; promote with skopeo")
+    return digest
+
+
+def _copy_tree(client: RegistryClient, src: str, dst: str, media_type: str, body: bytes) -> None:
+    blobs, manifests = client.children(media_type, body)
+    for child in manifests:
+        got = client.get_manifest(src, child)
+        if got is None:
+            raise RegistryRequestError(f"{src}@{child} (child of an index) is missing", "re-push the image")
+        _copy_tree(client, src, dst, got[0].media_type, got[1])
+        client.put_manifest(dst, child, got[1], got[0].media_type)
+    for blob in blobs:
+        if src != dst and not client.blob_exists(dst, blob) and not client.mount_blob(dst, blob, src):
+            raise RegistryRequestError(f"registry {client.address} refused to mount {blob} into {dst}",
+                                       "use skopeo for this copy")
