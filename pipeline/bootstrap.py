@@ -60,8 +60,10 @@ class Report:
             print(f"  {kind:<9} {what}", flush=True)
 
 
-def _run(argv: list[str], timeout: float, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]  # noqa: S603
+def _run(argv: list[str], timeout: float, env: dict[str, str] | None = None,
+         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,  # noqa: S603
+                          env=env, cwd=cwd)
 
 
 def _ok(argv: list[str], timeout: float = 20) -> bool:
@@ -116,8 +118,8 @@ def ensure_dockerd(report: Report, quiet: bool) -> None:
         raise SystemExit("bootstrap: no Docker engine answers and dockerd is not installed "
                          "(fix: apt-get install docker.io, as root)")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
-    proc = subprocess.Popen([dockerd], stdout=log, stderr=log, stdin=subprocess.DEVNULL,  # noqa: S603
+    log = open(LOG_DIR / "dockerd.log", "ab")
+    proc = subprocess.Popen([dockerd], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     STARTED_DIR.mkdir(parents=True, exist_ok=True)
     (STARTED_DIR / "dockerd.pid").write_text(str(proc.pid))

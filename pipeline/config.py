@@ -189,28 +189,28 @@ class _Table:
                       f"set {name} to {_article(kind_name)} {kind_name}")
         return value  # type: ignore[no-any-return]
 
-    def str(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
+    def text(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
         v = self._get(name, str, "string", default, default is None)
         if choices and v not in choices:
             self.fail(self.key(name), f"'{v}' is not allowed", f"use one of: {', '.join(choices)}")
         return v
 
-    def int(self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 2**31) -> int:
+    def integer(self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 2**31) -> int:
         v = self._get(name, int, "integer", default, default is None)
         if not lo <= v <= hi:
             self.fail(self.key(name), f"{v} is out of range", f"use an integer between {lo} and {hi}")
         return v
 
-    def float(self, name: str, default: float | None = None) -> float:
+    def number(self, name: str, default: float | None = None) -> float:
         v = self._get(name, float, "number", default, default is None)
         if v < 0:
             self.fail(self.key(name), f"{v} is negative", "use a number >= 0")
         return v
 
-    def bool(self, name: str, default: bool | None = None) -> bool:
+    def flag(self, name: str, default: bool | None = None) -> bool:
         return self._get(name, bool, "boolean (true/false)", default, default is None)
 
-    def strs(self, name: str, default: tuple[str, ...] | None = None, *,
+    def texts(self, name: str, default: tuple[str, ...] | None = None, *,
              choices: tuple[str, ...] = ()) -> tuple[str, ...]:
         v = self._get(name, list, "list of strings", None if default is None else list(default),
                       default is None)
@@ -251,7 +251,7 @@ def _name(t: _Table, key: str, value: str) -> None:
 
 
 def _path_in(t: _Table, root: Path, name: str, *, must_exist: bool, is_dir: bool) -> Path:
-    rel = t.str(name)
+    rel = t.text(name)
     p = (root / rel).resolve()
     if must_exist and not (p.is_dir() if is_dir else p.is_file()):
         kind = "directory" if is_dir else "file"
@@ -287,31 +287,31 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     top = _Table(path, "", raw)
 
     proj = top.table("project")
-    project_name = proj.str("name")
-    state_dir = root / proj.str("state_dir", ".pipeline")
-    source_url = proj.str("source_url", "")
+    project_name = proj.text("name")
+    state_dir = root / proj.text("state_dir", ".pipeline")
+    source_url = proj.text("source_url", "")
     proj.done()
 
     v = top.table("versioning", required=False)
     versioning = Versioning(
-        first_version=v.str("first_version", "0.1.0"),
-        tag_prefix=v.str("tag_prefix", "v"),
-        breaking_below_1=v.str("breaking_below_1", "minor", choices=("minor", "major")),
-        non_conventional=v.str("non_conventional", "none", choices=("none", "patch")),
+        first_version=v.text("first_version", "0.1.0"),
+        tag_prefix=v.text("tag_prefix", "v"),
+        breaking_below_1=v.text("breaking_below_1", "minor", choices=("minor", "major")),
+        non_conventional=v.text("non_conventional", "none", choices=("none", "patch")),
     )
     _check_semver(v, "first_version", versioning.first_version)
     v.done()
 
     b = top.table("build", required=False)
-    build = Build(workers=b.int("workers", 0, hi=64), timeout_s=b.int("timeout_s", 1800, lo=1))
+    build = Build(workers=b.integer("workers", 0, hi=64), timeout_s=b.integer("timeout_s", 1800, lo=1))
     b.done()
 
     r = top.table("registry")
     registry = Registry(
-        address=r.str("address"), namespace=r.str("namespace", ""),
-        username_env=r.str("username_env", ""), password_env=r.str("password_env", ""),
-        retry_attempts=r.int("retry_attempts", 5, lo=1, hi=20),
-        retry_ceiling_s=r.float("retry_ceiling_s", 20.0), timeout_s=r.int("timeout_s", 300, lo=1),
+        address=r.text("address"), namespace=r.text("namespace", ""),
+        username_env=r.text("username_env", ""), password_env=r.text("password_env", ""),
+        retry_attempts=r.integer("retry_attempts", 5, lo=1, hi=20),
+        retry_ceiling_s=r.number("retry_ceiling_s", 20.0), timeout_s=r.integer("timeout_s", 300, lo=1),
     )
     for forbidden in ("password", "username", "token"):
         if forbidden in r.data:
@@ -321,10 +321,10 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
 
     s = top.table("scan", required=False)
     scan = Scan(
-        db_repository=s.str("db_repository", ""),
-        ignore_file=root / s.str("ignore_file", ".trivyignore.yaml"),
-        scanners=s.strs("scanners", ("vuln", "secret", "misconfig"), choices=("vuln", "secret", "misconfig")),
-        timeout_s=s.int("timeout_s", 600, lo=1),
+        db_repository=s.text("db_repository", ""),
+        ignore_file=root / s.text("ignore_file", ".trivyignore.yaml"),
+        scanners=s.texts("scanners", ("vuln", "secret", "misconfig"), choices=("vuln", "secret", "misconfig")),
+        timeout_s=s.integer("timeout_s", 600, lo=1),
     )
     s.done()
 
@@ -332,8 +332,8 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     bases: dict[str, Base] = {}
     for bname in list(bases_t.data):
         bt = bases_t.table(bname)
-        bases[bname] = Base(name=bname, upstream=bt.str("upstream"), local=bt.str("local"),
-                            recipe=bt.str("recipe"), build_arg=bt.str("build_arg", ""))
+        bases[bname] = Base(name=bname, upstream=bt.text("upstream"), local=bt.text("local"),
+                            recipe=bt.text("recipe"), build_arg=bt.text("build_arg", ""))
         bt.done()
     bases_t.done()
 
@@ -341,39 +341,39 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     infra: dict[str, Infra] = {}
     for iname in list(infra_t.data):
         it = infra_t.table(iname)
-        base = it.str("base")
+        base = it.text("base")
         if base not in bases:
             it.fail(it.key("base"), f"unknown base '{base}'", f"use one of the [bases] tables: {', '.join(bases)}")
-        infra[iname] = Infra(name=iname, base=base, port=it.int("port", lo=1, hi=65535))
+        infra[iname] = Infra(name=iname, base=base, port=it.integer("port", lo=1, hi=65535))
         it.done()
     infra_t.done()
 
     def read_probe(pt: _Table) -> Probe:
-        p = Probe(method=pt.str("method", "GET", choices=HTTP_METHODS), path=pt.str("path"),
-                  status=pt.int("status", 200, lo=100, hi=599), body_contains=pt.str("body_contains", ""))
+        p = Probe(method=pt.text("method", "GET", choices=HTTP_METHODS), path=pt.text("path"),
+                  status=pt.integer("status", 200, lo=100, hi=599), body_contains=pt.text("body_contains", ""))
         if not p.path.startswith("/"):
             pt.fail(pt.key("path"), f"'{p.path}' does not start with '/'", "write an absolute URL path like /health")
         pt.done()
         return p
 
     def read_service(st: _Table) -> Service:
-        name = st.str("name")
+        name = st.text("name")
         _name(st, st.key("name"), name)
         ba = st.table("build_args", required=False)
-        args = tuple((k, ba.str(k)) for k in list(ba.data))
+        args = tuple((k, ba.text(k)) for k in list(ba.data))
         ba.done()
         svc = Service(
             name=name,
             context=_path_in(st, root, "context", must_exist=check_files, is_dir=True),
             dockerfile=_path_in(st, root, "dockerfile", must_exist=check_files, is_dir=False),
-            repository=st.str("repository", name),
-            port=st.int("port", lo=1, hi=65535),
-            health_path=st.str("health_path", "/health"),
-            ready_path=st.str("ready_path", "/ready"),
-            depends_on=st.strs("depends_on", ()),
-            bases=st.strs("bases", ()),
+            repository=st.text("repository", name),
+            port=st.integer("port", lo=1, hi=65535),
+            health_path=st.text("health_path", "/health"),
+            ready_path=st.text("ready_path", "/ready"),
+            depends_on=st.texts("depends_on", ()),
+            bases=st.texts("bases", ()),
             probes=tuple(_items(st, "probes", read_probe, required=False)),
-            volumes=st.strs("volumes", ()),
+            volumes=st.texts("volumes", ()),
             build_args=args,
         )
         for bn in svc.bases:
@@ -409,27 +409,28 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         _name(et, et.key(""), ename)
         env = Environment(
             name=ename,
-            registry=et.str("registry", registry.address),
-            registry_namespace=et.str("registry_namespace", registry.namespace),
-            kube_context=et.str("kube_context", ""),
-            namespace=et.str("namespace"),
-            helm_release=et.str("helm_release", project_name),
+            registry=et.text("registry", registry.address),
+            registry_namespace=et.text("registry_namespace", registry.namespace),
+            kube_context=et.text("kube_context", ""),
+            namespace=et.text("namespace"),
+            helm_release=et.text("helm_release", project_name),
             values_file=_path_in(et, root, "values_file", must_exist=False, is_dir=False),
-            stages=et.strs("stages", choices=STAGES),
-            tags=et.strs("tags", choices=TAG_KINDS),
-            scan_threshold=et.str("scan_threshold", "CRITICAL", choices=SEVERITIES),
-            ignore_unfixed=et.bool("ignore_unfixed", False),
-            require_clean_tree=et.bool("require_clean_tree", False),
-            require_release_tag=et.bool("require_release_tag", False),
-            confirm=et.bool("confirm", False),
-            promote_requires=et.strs("promote_requires", (), choices=("scan", "smoke")),
+            stages=et.texts("stages", choices=STAGES),
+            tags=et.texts("tags", choices=TAG_KINDS),
+            scan_threshold=et.text("scan_threshold", "CRITICAL", choices=SEVERITIES),
+            ignore_unfixed=et.flag("ignore_unfixed", False),
+            require_clean_tree=et.flag("require_clean_tree", False),
+            require_release_tag=et.flag("require_release_tag", False),
+            confirm=et.flag("confirm", False),
+            promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
         )
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
         if "latest" in env.tags and (env.require_release_tag or env.name in ("staging", "prod")):
             et.fail(et.key("tags"), f"'latest' is never used by {ename}", "remove 'latest' from tags")
         if env.stages and "deploy" in env.stages and "push" not in env.stages:
-            et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)", "add \"push\" before \"deploy\"")
+            et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)",
+                    'add "push" before "deploy"')
         order = [s for s in STAGES if s in env.stages]
         if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
             et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")

@@ -12,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("VEZA_ROOT", str(ROOT))
 
+# Fixture modules shared across test files (each area keeps its fixtures in its own module).
+pytest_plugins = ["tests.integration.build_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:
@@ -31,7 +34,7 @@ def docker_client() -> Iterator[object]:
     client = docker.from_env(timeout=300)
     try:
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"no Docker engine answers ({exc}); run: python3 -m pipeline.bootstrap")
     yield client
     client.close()

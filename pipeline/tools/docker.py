@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ToolMissing
+from pipeline.errors import StageFailed, ToolMissing
 from pipeline.tools import proc
 
 LABEL_RUN = "veza.pipeline.run"
@@ -33,7 +34,7 @@ def engine_host() -> str | None:
         ctx = ContextAPI.get_current_context()
         host = ctx.Host if ctx is not None else None
         return str(host) if host and ctx.Name != "default" else None
-    except Exception:  # noqa: BLE001 - a broken context file falls back to the default socket
+    except Exception:
         return None
 
 
@@ -46,7 +47,7 @@ def client() -> Any:
     try:
         c = docker.DockerClient(base_url=host, timeout=300) if host else docker.from_env(timeout=300)
         c.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure here means: no engine
+    except Exception as exc:
         raise ToolMissing(f"no Docker engine answers at {host or 'the default socket'} ({type(exc).__name__})",
                           "start dockerd (python3 -m pipeline.bootstrap) or fix DOCKER_HOST / docker context") from None
     return c
@@ -103,6 +104,7 @@ def build_image(
     on_line: Callable[[str], None],
     timeout: float,
     iidfile: Path,
+    stop: threading.Event | None = None,
 ) -> int:
     """Build with the docker CLI, streaming each output line; returns the exit code. The image ID lands in iidfile."""
     if has_buildx():
@@ -121,7 +123,7 @@ def build_image(
     if no_cache:
         argv.append("--no-cache")
     argv.append(str(context))
-    return proc.stream(argv, timeout=timeout, on_line=on_line, env=env)
+    return proc.stream(argv, timeout=timeout, on_line=on_line, env=env, stop=stop)
 
 
 def image_size(ref: str) -> int:
@@ -135,3 +137,34 @@ def image_config(ref: str) -> dict[str, Any]:
 
 def to_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+# ---------------------------------------------------------------- base images (pipeline/bases.py)
+
+def local_images() -> list[LocalImage]:
+    """Every local image with its tags and labels, in one API call (cheap enough for a < 2 s no-op rerun)."""
+    out = []
+    for img in client().api.images():
+        out.append(LocalImage(img["Id"], tuple(t for t in (img.get("RepoTags") or []) if t != "<none>:<none>"),
+                              img.get("Labels") or {}))
+    return out
+
+
+def pull_image(ref: str, *, timeout: float) -> tuple[bool, str]:
+    """Try `docker pull ref`; (ok, one-line reason). Never raises for a registry that cannot be reached."""
+    try:
+        res = proc.run(["docker", "pull", "--quiet", ref], timeout=timeout, check=False, what=f"docker pull {ref}")
+    except StageFailed as exc:  # the timeout: a network that drops packets instead of refusing them
+        return False, exc.message
+    lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
+    return res.ok, (lines[-1] if lines else f"exit {res.returncode}")
+
+
+def import_rootfs(tarball: Path, ref: str, *, changes: list[str], timeout: float) -> str:
+    """`docker import` a root filesystem tarball as ref with Dockerfile changes (LABEL, ENV, CMD); its image ID."""
+    argv: list[str] = ["docker", "import"]
+    for ch in changes:
+        argv += ["--change", ch]
+    argv += [str(tarball), ref]
+    res = proc.run(argv, timeout=timeout, what=f"docker import {ref}")
+    return res.stdout.strip().splitlines()[-1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ def run(
     """Run argv (no shell) with a timeout; on failure raise StageFailed naming the command and its stderr."""
     args = tuple(str(a) for a in argv)
     try:
-        cp = subprocess.run(  # noqa: S603 - argv list, never a shell
+        cp = subprocess.run(
             args, input=input, capture_output=True, text=True, timeout=timeout,
             env=tool_env(env), cwd=cwd, check=False,
         )
@@ -82,20 +83,34 @@ def stream(
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
     input: str | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Run argv, calling on_line for every (redacted) output line; returns the exit code. Kills on timeout."""
+    """Run argv, calling on_line for every (redacted) output line; returns the exit code.
+
+    The process is killed on timeout, or as soon as `stop` is set (e.g. --fail-fast, Ctrl-C).
+    """
     args = [str(a) for a in argv]
     try:
-        p = subprocess.Popen(  # noqa: S603
+        p = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             env=tool_env(env), cwd=cwd, bufsize=1,
         )
     except FileNotFoundError as exc:
         raise ToolMissing(f"cannot run '{args[0]}': not installed", "run: python3 -m pipeline.bootstrap") from exc
-    import threading
+    deadline = threading.Event()
 
-    timer = threading.Timer(timeout, p.kill)
+    def watchdog() -> None:
+        # Wakes every 0.2 s: kill on timeout or when asked to stop.
+        waited = 0.0
+        while p.poll() is None and not deadline.is_set():
+            if waited >= timeout or (stop is not None and stop.is_set()):
+                p.kill()
+                return
+            deadline.wait(0.2)
+            waited += 0.2
+
+    timer = threading.Thread(target=watchdog, daemon=True)
     timer.start()
     try:
         if input is not None and p.stdin:
@@ -106,7 +121,7 @@ def stream(
             on_line(redact(line.rstrip("\n")))
         return p.wait()
     finally:
-        timer.cancel()
+        deadline.set()
         if p.poll() is None:
             p.kill()
             p.wait()

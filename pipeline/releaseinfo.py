@@ -1,0 +1,41 @@
+"""What a release is, computed once per run: version facts, the tags of the environment, build metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import Config, Environment
+from pipeline.manifest import now_iso
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    version: dict[str, Any]        # Version.to_dict(): the stable facts of `invoke version --json`
+    tags: tuple[str, ...]
+    revision: str
+    version_label: str
+    created: str
+    release_key: str               # short sha + dirty suffix: the same commit and tree give the same key
+
+    def release_id(self, env_name: str) -> str:
+        return f"{env_name}-{self.release_key}"
+
+    def build_args(self, cfg: Config) -> dict[str, str]:
+        """Build metadata for /version and the OCI labels (not part of the input digest)."""
+        return {"VERSION": self.version_label, "REVISION": self.revision, "CREATED": self.created,
+                "SOURCE": cfg.source_url}
+
+
+def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
+    import os
+
+    from pipeline.tagging import tags_for
+    from pipeline.version import read_version
+
+    v = read_version(cfg.root, cfg.versioning, branch_override=os.environ.get("VEZA_BRANCH"))
+    facts = v.to_dict()
+    key = v.short_sha + (f"-dirty-{v.dirty_hash}" if v.dirty else "")
+    return ReleaseInfo(version=facts, tags=tuple(tags_for(env, v)), revision=v.sha,
+                       version_label=str(facts.get("version") or v.short_sha), created=now_iso(),
+                       release_key=key)
