@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import Config, Environment
@@ -17,6 +17,7 @@ class ReleaseInfo:
     version_label: str
     created: str
     release_key: str               # short sha + dirty suffix: the same commit and tree give the same key
+    source: Any = field(default=None, compare=False, repr=False)  # the pipeline.version.Version itself
 
     def release_id(self, env_name: str) -> str:
         return f"{env_name}-{self.release_key}"
@@ -38,4 +39,4 @@ def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
     key = v.short_sha + (f"-dirty-{v.dirty_hash}" if v.dirty else "")
     return ReleaseInfo(version=facts, tags=tuple(tags_for(env, v)), revision=v.sha,
                        version_label=str(facts.get("version") or v.short_sha), created=now_iso(),
-                       release_key=key)
+                       release_key=key, source=v)
