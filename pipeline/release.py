@@ -77,9 +77,9 @@ def _workers(cfg: Config) -> int:
 
 
 def _scan(ctx: ReleaseContext) -> None:
-    from pipeline.scan import scan_release
+    from pipeline.scan import run_scan
 
-    scan_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services)
+    run_scan(ctx.services or None, ctx.env.name, config=ctx.cfg, manifest=ctx.manifest, log=ctx.say)
 
 
 def _smoke(ctx: ReleaseContext) -> None:
