@@ -703,7 +703,7 @@ def _local_helm_busy(release: str, namespace: str) -> str:
 
 # ---------------------------------------------------------------- entry points
 
-def deploy_release(cfg: Config, env: Environment, manifest: Manifest | None, *, services: Sequence[str] = (),
+def deploy_release(cfg: Config, env: Environment, manifest: Manifest | None, services: Sequence[str] = (), *,
                    dry_run: bool = False, timeout_s: int = DEFAULT_TIMEOUT_S, history_max: int = HISTORY_MAX,
                    kubeconfig: Path | None = None, extra_values: Sequence[Path] = (),
                    out: Out = print) -> DeployResult:
@@ -711,6 +711,42 @@ def deploy_release(cfg: Config, env: Environment, manifest: Manifest | None, *, 
     after rolling back, PolicyBlocked when the chart fails lint, UsageError for bad input."""
     return _Deployer(cfg, env, manifest, services=services, dry_run=dry_run, timeout_s=timeout_s,
                      history_max=history_max, kubeconfig=kubeconfig, extra_values=extra_values, out=out).run()
+
+
+def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, services: Sequence[str] = (), *,
+                   timeout_s: int = DEFAULT_TIMEOUT_S, kubeconfig: Path | None = None, out: Out = print) -> None:
+    """Re-verify what runs (read-only unless it fails): the manifest's digests run, rolled out and Ready, and
+    every service answers on its ready path through a port-forward. On failure, roll back the revision this
+    manifest deployed (when there is one before it) and raise DeployFailed (exit 5)."""
+    d = _Deployer(cfg, env, manifest, services=services, dry_run=False, timeout_s=timeout_s,
+                  history_max=HISTORY_MAX, kubeconfig=kubeconfig, extra_values=(), out=out)
+    current = helm.status(d.target, d.release)
+    if current is None or current.status != "deployed":
+        raise DeployFailed(f"verify {env.name}: release {d.release} is {current.status if current else 'missing'}",
+                           f"deploy it: invoke deploy --env {env.name}")
+    deployed = helm.get_values(d.target, d.release)
+    msvcs = manifest.data["services"] if manifest is not None else {}
+    choices, _ = choose_images(cfg, msvcs, services, deployed)
+    live = d.live_images()
+    problems = [f"{name} runs {live.get(resource_name(d.release, name), ('nothing', False))[0]}, not {c.ref}"
+                for name, c in choices.items() if live.get(resource_name(d.release, name), ("", False))[0] != c.ref]
+    if not problems:
+        problems = d.verify(choices, d.merged_values(image_values(cfg, choices, "")))
+    if not problems:
+        out(f"verify {env.name}: revision {current.revision} runs the manifest's digests, Ready and answering")
+        return
+    for p in problems:
+        out(f"  verify: {p}")
+    hist = helm.history(d.target, d.release)
+    ours = {int((msvcs.get(n) or {}).get("deploy", {}).get("revision", 0)) for n in choices}
+    older = [r.revision for r in hist if r.revision < current.revision and r.status == "superseded"]
+    if current.revision in ours and older:
+        d.report_failure(time.time() - 600, d.capture_logs(choices))
+        d.rollback_after_verify(max(older))
+        raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}; rolled back to revision {max(older)}",
+                           f"see the events and logs above; `invoke status --env {env.name}`")
+    raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}",
+                       f"inspect: `invoke status --env {env.name}`; undo: `invoke rollback --env {env.name}`")
 
 
 def _manifest_for(cfg: Config) -> Manifest:
