@@ -352,13 +352,15 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
 
     rev_range = f"{last_final.sha}..HEAD" if last_final else "HEAD"
     commits = tuple(parse_commit(c) for c in repo.commits(rev_range))
-    commits_since = repo.count(f"{last.sha}..HEAD") if last else repo.count("HEAD")
+    # the log above already counts them unless the last tag is a pre-release after the last final one
+    commits_since = len(commits) if last is None or last == last_final else repo.count(f"{last.sha}..HEAD")
     nxt = compute_next(last_final=last_final, last=last, commits=commits, versioning=cfg)
     if last_final is not None and last_final.sha == head and nxt.version is None:
         nxt = NextVersion(None, None, f"HEAD is the release {last_final.tag}")
 
-    dirty_paths = tuple(repo.changed_paths())
-    dirty_hash = repo.dirty_digest()[:DIRTY_HASH_LEN] if dirty_paths else None
+    changed, untracked = repo.changed_paths()
+    dirty_paths = tuple(changed)
+    dirty_hash = repo.dirty_digest(untracked)[:DIRTY_HASH_LEN] if dirty_paths else None
 
     return Version(
         sha=head, short_sha=head[:SHORT_SHA_LEN], branch=branch, detached=detached,

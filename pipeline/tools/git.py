@@ -70,29 +70,28 @@ class GitRepo:
         return self.repo.active_branch.name
 
     def is_shallow(self) -> bool:
-        return self._git("rev-parse", "--is-shallow-repository") == "true"
+        # what `git rev-parse --is-shallow-repository` checks, without a process
+        return (Path(self.repo.common_dir) / "shallow").is_file()
 
     # ------------------------------------------------------------ work tree
-    def changed_paths(self) -> list[str]:
-        """Paths with uncommitted changes (staged, unstaged, untracked not ignored), sorted."""
+    def changed_paths(self) -> tuple[list[str], list[str]]:
+        """(paths with uncommitted changes, untracked non-ignored paths among them), both sorted."""
         out = self._git("status", "--porcelain=v1", "-z", "--untracked-files=all", strip=False)
-        entries = [e for e in out.split("\0") if e]
         paths: list[str] = []
+        untracked: list[str] = []
         skip_next = False
-        for e in entries:
+        for e in (e for e in out.split("\0") if e):
             if skip_next:  # the source path of a rename/copy entry
                 skip_next = False
                 continue
             status, path = e[:2], e[3:]
             paths.append(path)
+            if status == "??":
+                untracked.append(path)
             skip_next = "R" in status or "C" in status
-        return sorted(paths)
+        return sorted(paths), sorted(untracked)
 
-    def untracked_paths(self) -> list[str]:
-        out = self._git("ls-files", "--others", "--exclude-standard", "-z", strip=False)
-        return sorted(p for p in out.split("\0") if p)
-
-    def dirty_digest(self) -> str:
+    def dirty_digest(self, untracked: list[str]) -> str:
         """sha256 over the diff against HEAD (staged + unstaged, binary-safe) and every untracked file.
 
         Same uncommitted state → same digest; any difference in content, mode or path → another digest.
@@ -100,7 +99,7 @@ class GitRepo:
         h = hashlib.sha256()
         h.update(self._git("diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", strip=False)
                  .encode("utf-8", "surrogateescape"))
-        for rel in self.untracked_paths():
+        for rel in untracked:
             h.update(b"\0untracked\0" + rel.encode("utf-8", "surrogateescape") + b"\0")
             p = self.root / rel
             if p.is_symlink():
