@@ -145,15 +145,16 @@ def local_images() -> list[LocalImage]:
     """Every local image with its tags and labels, in one API call (cheap enough for a < 2 s no-op rerun)."""
     out = []
     for img in client().api.images():
-        out.append(LocalImage(img["Id"], tuple(t for t in (img.get("RepoTags") or []) if t != "<none>:<none>"),
-                              img.get("Labels") or {}))
+        tags = tuple(t for t in (img.get("RepoTags") or []) if t != "<none>:<none>")
+        out.append(LocalImage(img["Id"], tags, img.get("Labels") or {}))
     return out
 
 
 def pull_image(ref: str, *, timeout: float) -> tuple[bool, str]:
     """Try `docker pull ref`; (ok, one-line reason). Never raises for a registry that cannot be reached."""
     try:
-        res = proc.run(["docker", "pull", "--quiet", ref], timeout=timeout, check=False, what=f"docker pull {ref}")
+        res = proc.run(["docker", "pull", "--quiet", ref], timeout=timeout, check=False,
+                       what=f"docker pull {ref}")
     except StageFailed as exc:  # the timeout: a network that drops packets instead of refusing them
         return False, exc.message
     lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
@@ -161,7 +162,7 @@ def pull_image(ref: str, *, timeout: float) -> tuple[bool, str]:
 
 
 def import_rootfs(tarball: Path, ref: str, *, changes: list[str], timeout: float) -> str:
-    """`docker import` a root filesystem tarball as ref with Dockerfile changes (LABEL, ENV, CMD); its image ID."""
+    """`docker import` a rootfs tarball as ref with Dockerfile changes (LABEL, ENV, CMD); its image ID."""
     argv: list[str] = ["docker", "import"]
     for ch in changes:
         argv += ["--change", ch]

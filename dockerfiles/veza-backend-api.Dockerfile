@@ -1,0 +1,40 @@
+# veza-backend-api: a static Go binary on an empty (scratch) runtime image, run as UID 1001.
+# GO_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`
+# (--build-arg GO_IMAGE=veza-local/golang:bookworm) where upstream images cannot be pulled.
+# The code needs Go >= 1.19 (Debian bookworm's golang-go) and builds with golang:1.22 as well.
+ARG GO_IMAGE=golang:1.22-bookworm
+
+FROM ${GO_IMAGE} AS build
+WORKDIR /src
+COPY go.mod ./
+COPY kit ./kit
+COPY *.go ./
+# Build info goes in last: a new commit re-runs only this step.
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
+        -ldflags "-s -w -X veza/backend-api/kit.Version=${VERSION} -X veza/backend-api/kit.Revision=${REVISION} -X veza/backend-api/kit.Created=${CREATED}" \
+        -o /out/veza-backend-api . \
+    && echo 'app:x:1001:1001:veza:/app:/sbin/nologin' > /out/passwd \
+    && echo 'app:x:1001:' > /out/group
+
+FROM scratch
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=https://github.com/veza/veza-platform
+LABEL org.opencontainers.image.title="veza-backend-api" \
+      org.opencontainers.image.description="Veza HTTP API" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.created="${CREATED}"
+COPY --from=build /out/passwd /out/group /etc/
+COPY --from=build /out/veza-backend-api /app/veza-backend-api
+USER 1001:1001
+ENV LISTEN_ADDR=:8080
+EXPOSE 8080
+# No shell or curl in a scratch image: the binary checks itself.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/app/veza-backend-api", "-healthcheck"]
+ENTRYPOINT ["/app/veza-backend-api"]

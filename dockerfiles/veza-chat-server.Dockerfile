@@ -1,0 +1,42 @@
+# veza-chat-server: a static Rust binary (std only, glibc linked statically) on a scratch image, run as UID 1001.
+# RUST_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`
+# (--build-arg RUST_IMAGE=veza-local/rust:bookworm) where upstream images cannot be pulled.
+# The code builds with rustc >= 1.63 (Debian bookworm) and with rust:1.77.
+ARG RUST_IMAGE=rust:1.77-bookworm
+
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# Build info goes in last: a new commit re-runs only this step.
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+# +crt-static with an explicit target gives a fully static executable (no dynamic loader in scratch).
+RUN target="$(uname -m)-unknown-linux-gnu" \
+    && VEZA_VERSION="${VERSION}" VEZA_REVISION="${REVISION}" VEZA_CREATED="${CREATED}" \
+       RUSTFLAGS="-C target-feature=+crt-static" \
+       cargo build --release --locked --offline --target "${target}" \
+    && mkdir -p /out \
+    && cp "target/${target}/release/veza-chat-server" /out/veza-chat-server \
+    && echo 'app:x:1001:1001:veza:/app:/sbin/nologin' > /out/passwd \
+    && echo 'app:x:1001:' > /out/group
+
+FROM scratch
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=https://github.com/veza/veza-platform
+LABEL org.opencontainers.image.title="veza-chat-server" \
+      org.opencontainers.image.description="Veza chat server (publishes to NATS)" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.created="${CREATED}"
+COPY --from=build /out/passwd /out/group /etc/
+COPY --from=build /out/veza-chat-server /app/veza-chat-server
+USER 1001:1001
+ENV LISTEN_ADDR=0.0.0.0:8081
+EXPOSE 8081
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/app/veza-chat-server", "-healthcheck"]
+ENTRYPOINT ["/app/veza-chat-server"]

@@ -1,0 +1,42 @@
+# veza-stream-server: a static Go binary on an empty (scratch) runtime image, run as UID 1001.
+# GO_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`
+# (--build-arg GO_IMAGE=veza-local/golang:bookworm) where upstream images cannot be pulled.
+ARG GO_IMAGE=golang:1.22-bookworm
+
+FROM ${GO_IMAGE} AS build
+WORKDIR /src
+COPY go.mod ./
+COPY kit ./kit
+COPY *.go ./
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
+        -ldflags "-s -w -X veza/stream-server/kit.Version=${VERSION} -X veza/stream-server/kit.Revision=${REVISION} -X veza/stream-server/kit.Created=${CREATED}" \
+        -o /out/veza-stream-server . \
+    && echo 'app:x:1001:1001:veza:/app:/sbin/nologin' > /out/passwd \
+    && echo 'app:x:1001:' > /out/group \
+    && mkdir -p /out/streams
+
+FROM scratch
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=https://github.com/veza/veza-platform
+LABEL org.opencontainers.image.title="veza-stream-server" \
+      org.opencontainers.image.description="Veza stream storage server" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.created="${CREATED}"
+COPY --from=build /out/passwd /out/group /etc/
+COPY --from=build /out/veza-stream-server /app/veza-stream-server
+# The volume's mount point belongs to the runtime user: a fresh volume inherits this ownership.
+COPY --from=build --chown=1001:1001 /out/streams /app/streams
+USER 1001:1001
+ENV LISTEN_ADDR=:8082 \
+    STREAMS_DIR=/app/streams
+VOLUME ["/app/streams"]
+EXPOSE 8082
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/app/veza-stream-server", "-healthcheck"]
+ENTRYPOINT ["/app/veza-stream-server"]

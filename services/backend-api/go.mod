@@ -1,0 +1,3 @@
+module veza/backend-api
+
+go 1.19

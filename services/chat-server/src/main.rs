@@ -1,0 +1,475 @@
+//! veza-chat-server: `POST /messages` publishes the body to a NATS subject and returns what it published.
+//! Ready only when NATS answers with its INFO line. Standard library only (crates.io is unreachable here).
+//!
+//! Configuration (environment): LISTEN_ADDR (0.0.0.0:8081), NATS_URL (nats://nats:4222),
+//! NATS_SUBJECT (veza.chat), MAX_MESSAGE_BYTES (65536).
+
+use std::collections::BTreeMap;
+use std::env;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SERVICE: &str = "veza-chat-server";
+const VERSION: &str = match option_env!("VEZA_VERSION") { Some(v) => v, None => "dev" };
+const REVISION: &str = match option_env!("VEZA_REVISION") { Some(v) => v, None => "unknown" };
+const CREATED: &str = match option_env!("VEZA_CREATED") { Some(v) => v, None => "unknown" };
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const MAX_CONNECTIONS: usize = 128;
+
+// ---------------------------------------------------------------- SIGTERM without the libc crate
+
+static STOP: AtomicBool = AtomicBool::new(false);
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+extern "C" {
+    fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+}
+
+extern "C" fn on_signal(_: i32) {
+    STOP.store(true, Ordering::SeqCst); // async-signal-safe: one atomic store
+}
+
+// ---------------------------------------------------------------- JSON logs
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn now_rfc3339() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", year, month, day, rem / 3600, rem % 3600 / 60,
+            rem % 60, d.subsec_millis())
+}
+
+fn log(level: &str, msg: &str, fields: &[(&str, String)]) {
+    let mut line = format!("{{\"ts\":\"{}\",\"level\":\"{}\",\"msg\":{}", now_rfc3339(), level, json_str(msg));
+    for (k, v) in fields {
+        line.push_str(&format!(",{}:{}", json_str(k), v));
+    }
+    line.push_str("}\n");
+    let _ = io::stdout().lock().write_all(line.as_bytes());
+}
+
+// ---------------------------------------------------------------- metrics
+
+#[derive(Default)]
+struct Metrics {
+    requests: BTreeMap<(String, String, u16), u64>,
+    durations: BTreeMap<String, ([u64; 10], f64, u64)>,
+}
+
+impl Metrics {
+    fn observe(&mut self, method: &str, route: &str, code: u16, seconds: f64) {
+        *self.requests.entry((method.to_string(), route.to_string(), code)).or_insert(0) += 1;
+        let h = self.durations.entry(route.to_string()).or_insert(([0; 10], 0.0, 0));
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b {
+                h.0[i] += 1;
+            }
+        }
+        h.1 += seconds;
+        h.2 += 1;
+    }
+
+    fn render(&self, uptime: f64, published: u64) -> String {
+        let mut s = String::new();
+        s += "# HELP veza_build_info Build information.\n# TYPE veza_build_info gauge\n";
+        s += &format!("veza_build_info{{service=\"{}\",version={},revision={}}} 1\n", SERVICE,
+                      json_str(VERSION), json_str(REVISION));
+        s += "# HELP veza_uptime_seconds Seconds since the process started.\n# TYPE veza_uptime_seconds gauge\n";
+        s += &format!("veza_uptime_seconds {:.3}\n", uptime);
+        s += "# HELP veza_chat_messages_published_total Messages published to NATS.\n";
+        s += "# TYPE veza_chat_messages_published_total counter\n";
+        s += &format!("veza_chat_messages_published_total {}\n", published);
+        s += "# HELP http_requests_total HTTP requests served.\n# TYPE http_requests_total counter\n";
+        for ((m, r, c), n) in &self.requests {
+            s += &format!("http_requests_total{{method=\"{}\",route=\"{}\",code=\"{}\"}} {}\n", m, r, c, n);
+        }
+        s += "# HELP http_request_duration_seconds HTTP request latency.\n";
+        s += "# TYPE http_request_duration_seconds histogram\n";
+        for (r, (counts, sum, count)) in &self.durations {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                s += &format!("http_request_duration_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n", r, b, counts[i]);
+            }
+            s += &format!("http_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {}\n", r, count);
+            s += &format!("http_request_duration_seconds_sum{{route=\"{}\"}} {:.6}\n", r, sum);
+            s += &format!("http_request_duration_seconds_count{{route=\"{}\"}} {}\n", r, count);
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------- NATS (text protocol)
+
+struct NatsTarget {
+    addr: String,
+    user: Option<(String, String)>,
+}
+
+fn parse_nats_url(url: &str) -> Result<NatsTarget, String> {
+    let rest = url.strip_prefix("nats://").unwrap_or(url);
+    let rest = rest.split('/').next().unwrap_or("");
+    let (cred, hostport) = match rest.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, rest),
+    };
+    if hostport.is_empty() {
+        return Err(format!("NATS_URL '{}' has no host", url));
+    }
+    let addr = if hostport.rsplit_once(':').map_or(false, |(_, p)| p.parse::<u16>().is_ok()) {
+        hostport.to_string()
+    } else {
+        format!("{}:4222", hostport)
+    };
+    let user = cred.map(|c| match c.split_once(':') {
+        Some((u, p)) => (u.to_string(), p.to_string()),
+        None => (c.to_string(), String::new()),
+    });
+    Ok(NatsTarget { addr, user })
+}
+
+fn nats_connect(t: &NatsTarget, timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpStream>, String)> {
+    let addr: SocketAddr = t.addr.to_socket_addrs()?.next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "NATS host does not resolve"))?;
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut info = String::new();
+    reader.read_line(&mut info)?;
+    if !info.starts_with("INFO ") {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("no INFO line from NATS: {:?}",
+                                                                      info.trim_end())));
+    }
+    Ok((stream, reader, info))
+}
+
+/// Publish and wait for the PONG that follows: the server has then processed the PUB (or said -ERR).
+fn nats_publish(t: &NatsTarget, subject: &str, payload: &[u8]) -> io::Result<()> {
+    let (mut stream, mut reader, _) = nats_connect(t, Duration::from_secs(2))?;
+    let mut connect = format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"lang\":\"rust\",\"version\":{},\
+                               \"name\":\"{}\"", json_str(VERSION), SERVICE);
+    if let Some((u, p)) = &t.user {
+        connect += &format!(",\"user\":{},\"pass\":{}", json_str(u), json_str(p));
+    }
+    connect += "}\r\n";
+    let mut msg = connect.into_bytes();
+    msg.extend_from_slice(format!("PUB {} {}\r\n", subject, payload.len()).as_bytes());
+    msg.extend_from_slice(payload);
+    msg.extend_from_slice(b"\r\nPING\r\n");
+    stream.write_all(&msg)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "NATS closed the connection"));
+        }
+        let l = line.trim_end();
+        if l == "PONG" {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        if l.starts_with("-ERR") {
+            return Err(io::Error::new(io::ErrorKind::Other, l.to_string()));
+        }
+        // +OK, PING or INFO updates: keep reading
+    }
+}
+
+fn valid_token(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+// ---------------------------------------------------------------- HTTP
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    body: Vec<u8>,
+}
+
+struct Response {
+    code: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+fn json_response(code: u16, body: String) -> Response {
+    Response { code, content_type: "application/json", body: (body + "\n").into_bytes() }
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK", 201 => "Created", 400 => "Bad Request", 404 => "Not Found", 405 => "Method Not Allowed",
+        411 => "Length Required", 413 => "Payload Too Large", 502 => "Bad Gateway",
+        503 => "Service Unavailable", _ => "Error",
+    }
+}
+
+fn read_request(stream: &TcpStream, max_body: usize) -> Result<Request, Response> {
+    let bad = |code: u16, msg: &str| json_response(code, format!("{{\"error\":{}}}", json_str(msg)));
+    let mut reader = BufReader::new(stream.try_clone().map_err(|_| bad(400, "connection error"))?);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|_| bad(400, "cannot read the request line"))?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = match (parts.next(), parts.next()) {
+        (Some(m), Some(t)) => (m.to_string(), t.to_string()),
+        _ => return Err(bad(400, "malformed request line")),
+    };
+    let mut length: Option<usize> = None;
+    for _ in 0..100 {
+        let mut h = String::new();
+        if reader.read_line(&mut h).map_err(|_| bad(400, "cannot read headers"))? == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                length = Some(v.trim().parse().map_err(|_| bad(400, "bad Content-Length"))?);
+            } else if k.trim().eq_ignore_ascii_case("transfer-encoding") {
+                return Err(bad(411, "send a Content-Length (chunked bodies are not supported)"));
+            }
+        }
+    }
+    let n = length.unwrap_or(0);
+    if n > max_body {
+        return Err(bad(413, "message too large"));
+    }
+    let mut body = vec![0u8; n];
+    reader.read_exact(&mut body).map_err(|_| bad(400, "body shorter than Content-Length"))?;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target, String::new()),
+    };
+    Ok(Request { method, path, query, body })
+}
+
+struct App {
+    nats: NatsTarget,
+    subject: String,
+    max_body: usize,
+    started: Instant,
+    metrics: Mutex<Metrics>,
+    published: std::sync::atomic::AtomicU64,
+}
+
+impl App {
+    fn route(&self, req: &Request) -> (&'static str, Response) {
+        let err = |code: u16, msg: &str| json_response(code, format!("{{\"error\":{}}}", json_str(msg)));
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/health") => ("/health", json_response(200, format!(
+                "{{\"status\":\"ok\",\"service\":\"{}\"}}", SERVICE))),
+            ("GET", "/ready") => ("/ready", match nats_connect(&self.nats, Duration::from_secs(2)) {
+                Ok(_) => json_response(200, "{\"ready\":true,\"checks\":{\"nats\":\"ok\"}}".to_string()),
+                Err(e) => json_response(503, format!("{{\"ready\":false,\"checks\":{{\"nats\":{}}}}}",
+                                                     json_str(&e.to_string()))),
+            }),
+            ("GET", "/version") => ("/version", json_response(200, format!(
+                "{{\"service\":\"{}\",\"version\":{},\"revision\":{},\"created\":{}}}",
+                SERVICE, json_str(VERSION), json_str(REVISION), json_str(CREATED)))),
+            ("GET", "/metrics") => {
+                let text = self.metrics.lock().unwrap_or_else(|e| e.into_inner())
+                    .render(self.started.elapsed().as_secs_f64(), self.published.load(Ordering::Relaxed));
+                ("/metrics", Response { code: 200, content_type: "text/plain; version=0.0.4; charset=utf-8",
+                                        body: text.into_bytes() })
+            }
+            ("POST", "/messages") => ("/messages", self.publish(req)),
+            (_, "/health" | "/ready" | "/version" | "/metrics" | "/messages") =>
+                ("other", err(405, "method not allowed")),
+            _ => ("other", err(404, "not found")),
+        }
+    }
+
+    fn publish(&self, req: &Request) -> Response {
+        let err = |code: u16, msg: &str| json_response(code, format!("{{\"error\":{}}}", json_str(msg)));
+        let text = match std::str::from_utf8(&req.body) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => return err(400, "empty message"),
+            Err(_) => return err(400, "the message must be UTF-8 text"),
+        };
+        // ?room=NAME publishes to SUBJECT.NAME
+        let mut subject = self.subject.clone();
+        for kv in req.query.split('&') {
+            if let Some(room) = kv.strip_prefix("room=") {
+                if !valid_token(room, 64) {
+                    return err(400, "room must match [A-Za-z0-9_-]{1,64}");
+                }
+                subject = format!("{}.{}", self.subject, room);
+            }
+        }
+        match nats_publish(&self.nats, &subject, text.as_bytes()) {
+            Ok(()) => {
+                self.published.fetch_add(1, Ordering::Relaxed);
+                log("info", "published", &[("subject", json_str(&subject)), ("bytes", text.len().to_string())]);
+                json_response(201, format!("{{\"subject\":{},\"payload\":{},\"bytes\":{}}}",
+                                           json_str(&subject), json_str(text), text.len()))
+            }
+            Err(e) => {
+                log("error", "publish failed", &[("error", json_str(&e.to_string()))]);
+                err(502, &format!("NATS publish failed: {}", e))
+            }
+        }
+    }
+
+    fn handle(&self, stream: TcpStream) {
+        let start = Instant::now();
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        let (method, path, route, resp) = match read_request(&stream, self.max_body) {
+            Ok(req) => {
+                let (route, resp) = self.route(&req);
+                (req.method, req.path, route, resp)
+            }
+            Err(resp) => (String::from("?"), String::from("?"), "other", resp),
+        };
+        let mut out = stream;
+        let head = format!("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                           resp.code, reason(resp.code), resp.content_type, resp.body.len());
+        let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(&resp.body)).and_then(|_| out.flush());
+        let elapsed = start.elapsed().as_secs_f64();
+        self.metrics.lock().unwrap_or_else(|e| e.into_inner()).observe(&method, route, resp.code, elapsed);
+        if route != "/health" && route != "/metrics" {
+            log("info", "request", &[("method", json_str(&method)), ("path", json_str(&path)),
+                                     ("status", resp.code.to_string()),
+                                     ("duration_ms", format!("{:.3}", elapsed * 1000.0))]);
+        }
+    }
+}
+
+fn healthcheck(listen: &str) -> i32 {
+    let port = listen.rsplit(':').next().unwrap_or("8081");
+    let addr: SocketAddr = match format!("127.0.0.1:{}", port).parse() {
+        Ok(a) => a,
+        Err(_) => return 1,
+    };
+    let run = || -> io::Result<bool> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut buf = String::new();
+        BufReader::new(s).read_line(&mut buf)?;
+        Ok(buf.starts_with("HTTP/1.1 200"))
+    };
+    match run() {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("healthcheck: {}", e);
+            1
+        }
+    }
+}
+
+fn main() {
+    let listen = env::var("LISTEN_ADDR").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "0.0.0.0:8081".into());
+    if env::args().skip(1).any(|a| a == "-healthcheck" || a == "--healthcheck") {
+        exit(healthcheck(&listen));
+    }
+    let nats_url = env::var("NATS_URL").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "nats://nats:4222".into());
+    let subject = env::var("NATS_SUBJECT").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "veza.chat".into());
+    let max_body = match env::var("MAX_MESSAGE_BYTES").ok().filter(|v| !v.is_empty()) {
+        None => 65536,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                log("error", "MAX_MESSAGE_BYTES must be a positive integer", &[("value", json_str(&v))]);
+                exit(2);
+            }
+        },
+    };
+    if subject.split('.').any(|t| !valid_token(t, 64)) {
+        log("error", "NATS_SUBJECT must be dot-separated tokens of [A-Za-z0-9_-]", &[("value", json_str(&subject))]);
+        exit(2);
+    }
+    let nats = match parse_nats_url(&nats_url) {
+        Ok(t) => t,
+        Err(e) => {
+            log("error", "bad NATS_URL", &[("error", json_str(&e))]);
+            exit(2);
+        }
+    };
+    unsafe {
+        signal(SIGTERM, on_signal);
+        signal(SIGINT, on_signal);
+    }
+    let listener = match TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            log("error", "cannot listen", &[("addr", json_str(&listen)), ("error", json_str(&e.to_string()))]);
+            exit(1);
+        }
+    };
+    // Non-blocking accept polled every 25 ms: the loop sees the SIGTERM flag promptly.
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let app = Arc::new(App { nats, subject, max_body, started: Instant::now(), metrics: Mutex::new(Metrics::default()),
+                             published: std::sync::atomic::AtomicU64::new(0) });
+    let active = Arc::new(AtomicUsize::new(0));
+    log("info", "listening", &[("service", json_str(SERVICE)), ("addr", json_str(&listen)),
+                               ("version", json_str(VERSION)), ("revision", json_str(REVISION)),
+                               ("nats", json_str(&app.nats.addr)), ("subject", json_str(&app.subject))]);
+    while !STOP.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    let _ = (&stream).write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (app, active) = (Arc::clone(&app), Arc::clone(&active));
+                thread::spawn(move || {
+                    app.handle(stream);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(25)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log("error", "accept failed", &[("error", json_str(&e.to_string()))]);
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    log("info", "shutting down", &[("in_flight", active.load(Ordering::SeqCst).to_string())]);
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    log("info", "stopped", &[]);
+}

@@ -1,0 +1,3 @@
+module veza/docs
+
+go 1.19

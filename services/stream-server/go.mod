@@ -1,0 +1,3 @@
+module veza/stream-server
+
+go 1.19
