@@ -118,11 +118,11 @@ def remove_run_images(run: str) -> None:
     import docker
 
     api = docker.APIClient()
-    doomed = {img["Id"] for img in api.images(filters={"label": f"veza.pipeline.run={run}"})}
-    for img in api.images(filters={"label": "veza.pipeline.service"}):
-        if any(f"mini-{run}/" in t for t in img.get("RepoTags") or []):
-            doomed.add(img["Id"])
-    for image_id in doomed:
+    # Service images first: a base cannot be removed while images built on it exist.
+    doomed = [img["Id"] for img in api.images(filters={"label": "veza.pipeline.service"})
+              if any(f"mini-{run}/" in t for t in img.get("RepoTags") or [])]
+    doomed += [img["Id"] for img in api.images(filters={"label": f"veza.pipeline.run={run}"})]
+    for image_id in dict.fromkeys(doomed):
         try:
             api.remove_image(image_id, force=True)
         except docker.errors.APIError:
