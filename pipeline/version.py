@@ -16,6 +16,7 @@ Rules (docs/versioning.md has the user-facing version):
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 
 import semver
 
-from pipeline.config import Versioning
+from pipeline.config import Config, Versioning
 from pipeline.errors import UsageError
 from pipeline.tools.git import GitRepo, RawCommit
 
@@ -369,3 +370,10 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
         head_tags=head_tags, commits_since=commits_since, next=nxt, commits=commits,
         ignored_tags=tuple(sorted(ignored)), warnings=tuple(warnings),
     )
+
+
+def read_project_version(config: Config, path: Path | str | None = None) -> Version:
+    """The Version of the project's repository (config.root unless path), as every task computes it:
+    [versioning] from pipeline.toml, and $VEZA_BRANCH naming the branch of a detached CI checkout."""
+    return read_version(path or config.root, config.versioning,
+                        branch_override=os.environ.get("VEZA_BRANCH") or None)

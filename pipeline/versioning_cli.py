@@ -7,7 +7,6 @@ them against temporary repositories.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from pipeline.guards import require_clean_tree
 from pipeline.paths import ROOT
 from pipeline.tagging import plan_tags
 from pipeline.tools.git import GitRepo
-from pipeline.version import Version, compute_next, parse_commit, parse_release_tag, read_version
+from pipeline.version import Version, compute_next, parse_commit, parse_release_tag, read_project_version
 
 
 def _config(config: Config | None) -> Config:
@@ -32,8 +31,7 @@ def _config(config: Config | None) -> Config:
 
 
 def _read(repo_path: Path | str | None, cfg: Config) -> Version:
-    branch = os.environ.get("VEZA_BRANCH") or None
-    return read_version(repo_path or ROOT, cfg.versioning, branch_override=branch)
+    return read_project_version(cfg, repo_path or ROOT)
 
 
 def _warn(version: Version) -> None:

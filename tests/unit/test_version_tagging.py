@@ -177,3 +177,18 @@ def test_dev_accepts_anything(tmp_path: Path) -> None:
     v = _repo_version(tmp_path, after=1, dirty=True)
     require_release_ready(v, project_config().env("dev"))
     require_release_ready(v, project_config().env("staging"))
+
+
+def test_read_project_version_takes_the_branch_of_a_detached_ci_checkout_from_veza_branch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.version import read_project_version
+
+    sb = Sandbox(tmp_path / "repo")
+    first = sb.commit("feat: a")
+    sb.commit("feat: b")
+    sb.repo.git.checkout(first)
+    monkeypatch.setenv("VEZA_BRANCH", "feature/Foo_Bar#12")
+    v = read_project_version(project_config(), sb.path)
+    assert v.detached and tags_for(project_config().env("dev"), v) == [f"sha-{first[:8]}", "feature-foo_bar-12"]
+    monkeypatch.delenv("VEZA_BRANCH")
+    assert read_project_version(project_config(), sb.path).branch is None
