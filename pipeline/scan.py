@@ -188,9 +188,13 @@ def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
     """Fetch the DB once from the mirror; offline with the cached DB when the mirror cannot be reached."""
     repo = cfg.scan.db_repository
     if repo:
+        before = trivy.db_info(cache)
         try:
             info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s))
-            log(f"scan: Trivy DB from {repo} (updated {info.updated_at or '?'})")
+            if info == before:   # Trivy fetches only when the cached DB is past its NextUpdate
+                log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
+            else:
+                log(f"scan: Trivy DB fetched from {repo} (updated {info.updated_at or '?'})")
             return info
         except StageFailed as exc:
             cached = trivy.db_info(cache)

@@ -8,6 +8,7 @@ with --skip-db-update, so N parallel scans never race to download it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ def binary() -> str:
     return find_tool("trivy", INSTALL_FIX)
 
 
+@functools.lru_cache(maxsize=1)
 def version(timeout: float = 30) -> str:
-    res = run([binary(), "--version", *COMMON[:1]], timeout=timeout, what="trivy --version")
+    """Trivy's version (part of the report-cache key: a new Trivy may find more)."""
+    res = run([binary(), "--version"], timeout=timeout, what="trivy --version")
     first = res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
     return first.removeprefix("Version:").strip()
 
@@ -86,14 +89,22 @@ def require_db(cache_dir: Path) -> DbInfo:
 
 # ---------------------------------------------------------------- scans
 
+def _db_args(db_repository: str) -> list[str]:
+    """Offline (--skip-db-update: the cached DB) unless a repository is given for Trivy to fetch from."""
+    return ["--db-repository", db_repository] if db_repository else ["--skip-db-update"]
+
+
 def scan_image(
     ref: str, out: Path, *, cache_dir: Path, scanners: tuple[str, ...] = ("vuln", "secret", "misconfig"),
-    timeout: float = 600,
+    timeout: float = 600, db_repository: str = "",
 ) -> dict[str, Any]:
-    """Scan a local image (Docker engine) offline; writes the JSON report (with every package) to `out`."""
+    """Scan a local image (Docker engine); writes the JSON report (with every package) to `out`.
+
+    Offline by default; with db_repository, Trivy itself fetches the DB from that OCI repository first.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     argv: list[str | Path] = [
-        binary(), "image", *COMMON, "--cache-dir", cache_dir, "--skip-db-update", "--skip-check-update",
+        binary(), "image", *COMMON, "--cache-dir", cache_dir, *_db_args(db_repository), "--skip-check-update",
         "--image-src", "docker", "--cache-backend", "memory", "--scanners", ",".join(scanners),
         "--list-all-pkgs", "--format", "json", "--output", out, "--quiet",
     ]
@@ -102,6 +113,18 @@ def scan_image(
         argv += ["--image-config-scanners", ",".join(config_scanners)]
     argv.append(ref)
     run(argv, timeout=timeout, what=f"trivy image {ref}")
+    return _read_json(out)
+
+
+def scan_fs(
+    target: Path, out: Path, *, cache_dir: Path, scanners: tuple[str, ...] = ("vuln", "secret", "misconfig"),
+    timeout: float = 300, db_repository: str = "",
+) -> dict[str, Any]:
+    """`trivy fs` on a directory: lockfiles (requirements.txt, package-lock.json, go.sum, ...), secrets, configs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run([binary(), "fs", *COMMON, "--cache-dir", cache_dir, *_db_args(db_repository), "--skip-check-update",
+         "--cache-backend", "memory", "--scanners", ",".join(scanners), "--list-all-pkgs", "--format", "json",
+         "--output", out, "--quiet", target], timeout=timeout, what=f"trivy fs {target}")
     return _read_json(out)
 
 
