@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("VEZA_ROOT", str(ROOT))
 
 # Fixture modules shared across test files (each area keeps its fixtures in its own module).
-pytest_plugins = ["tests.integration.build_fixtures"]
+pytest_plugins = ["tests.integration.build_fixtures", "tests.integration.cluster_fixtures",
+                  "tests.integration.scan_fixtures"]
 
 
 @pytest.fixture(scope="session")
