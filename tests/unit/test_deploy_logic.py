@@ -1,0 +1,140 @@
+"""Pure deploy logic: Helm 3/4 flags, image choice from the manifest, deploy hash, pending recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.deploy import (
+    ImageChoice,
+    choose_images,
+    deep_merge,
+    deploy_hash,
+    image_values,
+    pending_recovery,
+    recovery_command,
+    resource_name,
+)
+from pipeline.errors import UsageError
+from pipeline.tools.helm import Revision, upgrade_flags
+
+D1 = "sha256:" + "a" * 64
+D2 = "sha256:" + "b" * 64
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cfg():  # type: ignore[no-untyped-def]
+    return load_config(ROOT / "pipeline.toml", check_files=False)
+
+
+def test_helm3_flags_are_wait_and_atomic() -> None:
+    assert upgrade_flags(3, wait=True, rollback_on_failure=True) == ["--wait", "--atomic"]
+    assert upgrade_flags(3, wait=True, rollback_on_failure=False) == ["--wait"]
+
+
+def test_helm4_flags_are_watcher_and_rollback_on_failure() -> None:
+    assert upgrade_flags(4, wait=True, rollback_on_failure=True) == ["--wait=watcher", "--rollback-on-failure"]
+    assert "--atomic" not in upgrade_flags(4, wait=True, rollback_on_failure=True)
+    assert upgrade_flags(4, wait=False, rollback_on_failure=False) == []
+
+
+def test_resource_name_matches_the_chart_helper() -> None:
+    assert resource_name("veza", "veza-backend-api") == "veza-backend-api"
+    assert resource_name("t", "veza-chat-server") == "t-veza-chat-server"  # "t" is in "chat": prefix rule
+    assert resource_name("veza", "veza") == "veza"
+    assert len(resource_name("x" * 60, "veza-stream-server")) == 63
+
+
+def _manifest(**digests: str) -> dict[str, object]:
+    return {name: {"repository": f"127.0.0.1:5000/veza-dev/{name}", "push": {"status": "pushed", "digest": d}}
+            for name, d in digests.items()}
+
+
+def test_all_services_from_the_manifest(cfg) -> None:  # type: ignore[no-untyped-def]
+    m = _manifest(**{s.name: D1 for s in cfg.services})
+    choices, notes = choose_images(cfg, m, [], None)
+    assert set(choices) == {s.name for s in cfg.services} and notes == []
+    assert choices["veza-docs"].ref == f"127.0.0.1:5000/veza-dev/veza-docs@{D1}"
+
+
+def test_selected_service_without_digest_is_a_usage_error(cfg) -> None:  # type: ignore[no-untyped-def]
+    m = _manifest(**{"veza-docs": D1})
+    with pytest.raises(UsageError, match="veza-chat-server.*no pushed digest"):
+        choose_images(cfg, m, ["veza-chat-server"], None)
+
+
+def test_failed_push_is_not_deployed(cfg) -> None:  # type: ignore[no-untyped-def]
+    m = _manifest(**{"veza-docs": D1})
+    m["veza-docs"]["push"]["status"] = "failed"  # type: ignore[index]
+    with pytest.raises(UsageError):
+        choose_images(cfg, m, ["veza-docs"], None)
+
+
+def test_unselected_services_keep_the_deployed_digest(cfg) -> None:  # type: ignore[no-untyped-def]
+    m = _manifest(**{s.name: D2 for s in cfg.services})
+    deployed = {"services": {"veza-chat-server": {"enabled": True, "image": {
+        "repository": "127.0.0.1:5000/veza-dev/veza-chat-server", "digest": D1}}}}
+    choices, _ = choose_images(cfg, m, ["veza-docs"], deployed)
+    assert choices["veza-docs"].digest == D2 and choices["veza-docs"].source == "manifest"
+    assert choices["veza-chat-server"].digest == D1 and choices["veza-chat-server"].source == "deployed"
+    assert "veza-backend-api" not in choices  # neither selected nor deployed
+
+
+def test_missing_services_are_disabled_in_the_values(cfg) -> None:  # type: ignore[no-untyped-def]
+    m = _manifest(**{"veza-docs": D1})
+    choices, notes = choose_images(cfg, m, [], None)
+    assert list(choices) == ["veza-docs"] and len(notes) == 3
+    values = image_values(cfg, choices, "sha256:x")
+    assert values["services"]["veza-docs"] == {"enabled": True, "image": {
+        "repository": "127.0.0.1:5000/veza-dev/veza-docs", "digest": D1, "tag": ""}}
+    assert values["services"]["veza-backend-api"] == {"enabled": False}
+    assert values["global"]["deployHash"] == "sha256:x"
+
+
+def test_deploy_hash_tracks_digests_values_and_chart(tmp_path: Path) -> None:
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "templates" / "a.yaml").write_text("a: 1\n")
+    (chart / "ci").mkdir()
+    (chart / "ci" / "x.yaml").write_text("ignored\n")
+    vals = tmp_path / "values-local.yaml"
+    vals.write_text("replicas: 1\n")
+    c1 = {"svc": ImageChoice("svc", "r/svc", D1, "manifest")}
+    c2 = {"svc": ImageChoice("svc", "r/svc", D2, "manifest")}
+    h = deploy_hash(chart, [vals], c1)
+    assert h == deploy_hash(chart, [vals], c1)
+    assert h != deploy_hash(chart, [vals], c2)
+    (chart / "ci" / "x.yaml").write_text("changed, still ignored\n")
+    assert h == deploy_hash(chart, [vals], c1)
+    vals.write_text("replicas: 2\n")
+    h2 = deploy_hash(chart, [vals], c1)
+    assert h2 != h
+    (chart / "templates" / "a.yaml").write_text("a: 2\n")
+    assert deploy_hash(chart, [vals], c1) != h2
+
+
+def _rev(n: int, status: str) -> Revision:
+    return Revision(n, status, "", "veza-0.1.0", "0.1.0", "")
+
+
+def test_pending_upgrade_rolls_back_to_last_good_revision() -> None:
+    hist = [_rev(1, "superseded"), _rev(2, "deployed"), _rev(3, "pending-upgrade")]
+    assert pending_recovery("veza", "ns", "pending-upgrade", hist) == ("rollback", 2)
+    hist = [_rev(1, "superseded"), _rev(2, "failed"), _rev(3, "pending-upgrade")]
+    assert pending_recovery("veza", "ns", "pending-upgrade", hist) == ("rollback", 1)
+    assert recovery_command("veza", "ns", "rollback", 1) == "helm rollback veza 1 --namespace ns --wait"
+
+
+def test_pending_first_install_is_uninstalled() -> None:
+    assert pending_recovery("veza", "ns", "pending-install", [_rev(1, "pending-install")]) == ("uninstall", 0)
+    assert recovery_command("veza", "ns", "uninstall", 0) == "helm uninstall veza --namespace ns --wait"
+
+
+def test_deep_merge_like_helm() -> None:
+    base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+    over = {"a": {"c": [3]}, "e": {"f": 1}}
+    assert deep_merge(base, over) == {"a": {"b": 1, "c": [3]}, "d": 1, "e": {"f": 1}}
+    assert base == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
