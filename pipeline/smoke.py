@@ -125,7 +125,7 @@ def smoke_release(
     """Run the whole smoke stage for the release orchestrator; records in the manifest; raises SmokeFailed."""
     say = echo or (lambda _msg: None)
     run_id = stack_spec.safe_run_id(run_dir.name)
-    result = SmokeResult(run_id=run_id, project=f"veza-smoke-{run_id}", run_dir=run_dir)
+    result = SmokeResult(run_id=run_id, project=f"veza-smoke-{run_id.removeprefix('smoke-')}", run_dir=run_dir)
     for o in overrides:
         if not o.is_file():
             raise UsageError(f"compose override file {o} does not exist", "fix VEZA_SMOKE_OVERRIDES")
@@ -195,6 +195,7 @@ def smoke_release(
                 t0 = time.monotonic()
                 result.leftovers = _teardown(project, run_id)
                 result.timings["down_s"] = round(time.monotonic() - t0, 2)
+                env_file.unlink(missing_ok=True)   # its passwords belonged to the stack just removed
             result.timings["total_s"] = round(time.monotonic() - t_start, 2)
             _record(manifest, cfg, result)
             (run_dir / "smoke.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")

@@ -1,0 +1,105 @@
+"""The developer stack (`invoke up / down / logs`): the same compose files as the smoke test.
+
+One stack per work tree, project `veza-dev`, services on 127.0.0.1:8080-8083 (docker-compose.dev.yml).
+Its state lives in .pipeline/stack/: the env file (0600: it holds the generated passwords, kept across
+`up`/`down` so the PostgreSQL volume keeps matching its password; replaced by `down --volumes`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipeline import stack_spec
+from pipeline.config import load_config
+from pipeline.errors import StageFailed, UsageError
+from pipeline.manifest import Manifest
+from pipeline.paths import MANIFEST_FILE, STATE_DIR
+from pipeline.tools.compose import RUN_LABEL, ComposeProject, remove_labelled
+from pipeline.tools.proc import stream
+
+PROJECT = "veza-dev"
+RUN_ID = "dev-stack"
+STACK_DIR = STATE_DIR / "stack"
+ENV_FILE = STACK_DIR / "compose.env"
+STATE_FILE = STACK_DIR / "state.json"
+UP_TIMEOUT_S = 180.0
+FOLLOW_TIMEOUT_S = 7 * 24 * 3600.0   # `logs --follow` runs until Ctrl-C; the timeout is only a backstop
+
+
+def _project(env_file: Path | None = ENV_FILE) -> ComposeProject:
+    return ComposeProject(name=PROJECT, files=(stack_spec.BASE_FILE, stack_spec.DEV_FILE),
+                          env_file=env_file, workdir=stack_spec.COMPOSE_DIR)
+
+
+def stack_up(env_name: str = "local", build: bool = False) -> None:
+    """Start the platform with the images of the Release manifest (building them first with build=True)."""
+    cfg = load_config()
+    env = cfg.env(env_name)
+    if build:
+        from pipeline.build import run_build
+
+        run_build(services=[], env_name=env.name, no_cache=False, workers=0, fail_fast=True, dry_run=False)
+    manifest = Manifest.load(Path(os.environ.get("VEZA_MANIFEST", MANIFEST_FILE)))
+    if manifest.env != env.name:
+        raise UsageError(f"the Release manifest is for environment '{manifest.env}', not '{env.name}'",
+                         f"run `invoke up --env {manifest.env}` or `invoke up --env {env.name} --build`")
+    images = {**stack_spec.service_images(cfg, manifest), **stack_spec.infra_images(cfg)}
+    # Keep the passwords of an existing stack: its PostgreSQL volume was initialised with them.
+    old = stack_spec.read_env_file(ENV_FILE) if ENV_FILE.exists() else {}
+    secret_values = {**stack_spec.new_secrets(), **{k: old[k] for k in stack_spec.SECRET_VARS if old.get(k)}}
+    stack_spec.write_env_file(ENV_FILE, stack_spec.stack_variables(
+        RUN_ID, images, secret_values, {"VEZA_RESTART": "unless-stopped"}))
+    project = _project()
+    project.config()
+    print(f"starting {PROJECT} ({env.name} images) …", file=sys.stderr, flush=True)
+    res = project.up(wait_timeout=UP_TIMEOUT_S)
+    STATE_FILE.write_text(json.dumps({"env": env.name, "project": PROJECT,
+                                      "images": {k: v.ref for k, v in images.items()}}, indent=2) + "\n")
+    if not res.ok:
+        tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+        raise StageFailed(f"the stack did not become healthy: {tail}",
+                          "inspect it with `invoke logs`; stop it with `invoke down`")
+    for host, svc in _published(project):
+        print(f"  {svc:<16} http://{host}")
+
+
+def _published(project: ComposeProject) -> list[tuple[str, str]]:
+    out = []
+    for s in project.ps():
+        for _target, ip, port in s.publishers:
+            if port:
+                out.append((f"{ip or '127.0.0.1'}:{port}", s.service))
+    return sorted(set(out), key=lambda x: x[1])
+
+
+def stack_down(volumes: bool = False) -> None:
+    """Stop the developer stack; with volumes=True also delete its data (and forget its passwords)."""
+    project = _project(ENV_FILE if ENV_FILE.exists() else None)
+    res = project.down(volumes=volumes)
+    if not res.ok and ENV_FILE.exists():
+        raise StageFailed(f"docker compose down failed: {(res.stderr or res.stdout).strip()[-300:]}")
+    if volumes:
+        # Anything the stack created that compose no longer knows about (e.g. the env file was lost).
+        remove_labelled(RUN_LABEL, RUN_ID)
+        ENV_FILE.unlink(missing_ok=True)
+        STATE_FILE.unlink(missing_ok=True)
+    print(f"{PROJECT} stopped" + (" and its volumes removed" if volumes else " (volumes kept)"), file=sys.stderr)
+
+
+def stack_logs(service: str | None = None, follow: bool = False) -> None:
+    """Print (or follow) the developer stack's logs; service may be `veza-backend-api` or `backend-api`."""
+    if not ENV_FILE.exists():
+        raise UsageError("the developer stack is not running (no .pipeline/stack/compose.env)", "start it: invoke up")
+    name = stack_spec.compose_service(service) if service else None
+    project = _project()
+    if name:
+        known = set(project.config().get("services", {}))
+        if name not in known:
+            raise UsageError(f"unknown service '{service}'", f"use one of: {', '.join(sorted(known))}")
+    rc = stream(project.logs_argv(name, follow=follow, tail=None if follow else 500),
+                timeout=FOLLOW_TIMEOUT_S if follow else 120, on_line=print)
+    if rc not in (0, 130):
+        raise StageFailed(f"docker compose logs exited {rc}")
