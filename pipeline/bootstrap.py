@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
-TOOLS_BIN = ROOT / ".tools" / "bin"
+TOOLS_BIN = Path(os.environ.get("VEZA_TOOLS_DIR", ROOT / ".tools")) / "bin"
 STARTED_DIR = ROOT / ".pipeline" / "started"
 CACHE = Path(os.environ.get("VEZA_CACHE_DIR", "/var/cache/veza-pipeline"))
 DOWNLOADS = CACHE / "downloads"

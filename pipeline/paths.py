@@ -11,7 +11,7 @@ STATE_DIR = ROOT / ".pipeline"
 MANIFEST_FILE = STATE_DIR / "manifest.json"
 RUNS_DIR = STATE_DIR / "runs"
 VENV_DIR = ROOT / ".venv"
-TOOLS_DIR = ROOT / ".tools"
+TOOLS_DIR = Path(os.environ.get("VEZA_TOOLS_DIR", ROOT / ".tools"))
 TOOLS_BIN = TOOLS_DIR / "bin"
 # Caches that must survive a fresh clone (CI clones anew every run): outside the work tree.
 CACHE_DIR = Path(os.environ.get("VEZA_CACHE_DIR", "/var/cache/veza-pipeline"))

