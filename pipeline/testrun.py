@@ -16,7 +16,7 @@ PYTEST_NO_TESTS = 5
 def _step(name: str, argv: list[str]) -> int:
     print(f"\n=== {name}: {' '.join(argv)}", flush=True)
     t0 = time.monotonic()
-    rc = subprocess.call(argv, cwd=ROOT)  # noqa: S603 - argv list; output streams to the console
+    rc = subprocess.call(argv, cwd=ROOT)
     print(f"=== {name}: exit {rc} in {time.monotonic() - t0:.1f}s", flush=True)
     return rc
 
