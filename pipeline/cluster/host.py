@@ -98,12 +98,13 @@ def remove_hosts_entry() -> bool:
     return len(kept) != len(lines)
 
 
-def kubelet_mounts(root: Path = layout.KUBELET_ROOT) -> list[str]:
+def kubelet_mounts(root: Path | None = None, mountinfo: str | None = None) -> list[str]:
     """Mount points at or below the kubelet root dir, deepest first."""
     found = []
-    prefix = str(root)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    prefix = str(root or layout.KUBELET_ROOT)
+    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+    for line in text.splitlines():
         point = line.split()[4].replace("\\040", " ")
         if point == prefix or point.startswith(prefix + "/"):
             found.append(point)
-    return sorted(set(found), key=lambda p: (-p.count("/"), p), reverse=False)
+    return sorted(set(found), key=lambda p: (-p.count("/"), p))

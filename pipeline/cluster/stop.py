@@ -81,6 +81,11 @@ def stop_local(say: Callable[[str], None] = print) -> list[str]:
     """Tear the local cluster down; returns the problems left (empty: the machine is as before)."""
     problems: list[str] = []
     state = load_state()
+    strays = _stray_pids(layout.ETCD_DATA)
+    # Evidence that our cluster ran since the last clean stop; without it, KUBE-* chains and kubelet containers
+    # on this machine belong to someone else's Kubernetes and are left alone.
+    if state is None and not strays and not layout.SYSCTL_BEFORE.is_file() and not PATHS_BEFORE.is_file():
+        return []
     by_name = {d.name: d for d in (state.daemons if state else [])}
     api_up = all(n in by_name and daemon.alive(by_name[n]) for n in ("kube-apiserver", "kubelet"))
     if api_up and (layout.PKI / "tokens.csv").is_file():
@@ -93,7 +98,7 @@ def stop_local(say: Callable[[str], None] = print) -> list[str]:
         d = by_name.get(name)
         if d and daemon.stop(d):
             say(f"cluster: stopped {name} (pid {d.pid})")
-    for pid in _stray_pids(layout.ETCD_DATA):
+    for pid in _stray_pids(layout.ETCD_DATA) if strays else []:
         if daemon.stop(daemon.Daemon("stray", pid, 0, "")):
             say(f"cluster: stopped a stray cluster process (pid {pid})")
 

@@ -54,11 +54,12 @@ def _codename() -> str:
     return ""
 
 
-def machine_sources() -> list[AptSource]:
+def machine_sources(sources_dir: Path = _SOURCES_DIR, sources_list: Path = _SOURCES_LIST,
+                    codename: str | None = None) -> list[AptSource]:
     """The machine's enabled binary sources for its release's main suite (deb822 and one-line formats)."""
-    codename = _codename()
+    codename = codename if codename is not None else _codename()
     found: list[AptSource] = []
-    for path in sorted(_SOURCES_DIR.glob("*.sources")):
+    for path in sorted(sources_dir.glob("*.sources")):
         for stanza in re.split(r"\n\s*\n", path.read_text()):
             fields: dict[str, str] = {}
             for line in stanza.splitlines():
@@ -73,7 +74,7 @@ def machine_sources() -> list[AptSource]:
                     if suite == codename:
                         found.append(AptSource(uri, suite, tuple(fields.get("components", "main").split()),
                                                fields.get("signed-by", "")))
-    for path in [_SOURCES_LIST, *sorted(_SOURCES_DIR.glob("*.list"))]:
+    for path in [sources_list, *sorted(sources_dir.glob("*.list"))]:
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():

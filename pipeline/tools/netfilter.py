@@ -27,7 +27,11 @@ def _save(family: str) -> str | None:
 
 
 def kube_rules(family: str) -> KubeRules:
-    dump = _save(family) or ""
+    return parse_save(family, _save(family) or "")
+
+
+def parse_save(family: str, dump: str) -> KubeRules:
+    """The KUBE-* chains of an iptables-save dump, and the rules of other chains that jump into them."""
     table = ""
     chains: list[tuple[str, str]] = []
     jumps: list[tuple[str, tuple[str, ...]]] = []

@@ -1,0 +1,85 @@
+"""The local Kubernetes cluster for integration tests: up once per session, down at the end.
+
+`local_cluster` (session) returns the kubeconfig path. A cluster that already ran before the session is reused
+and left running; one the session started is stopped at the end. Registered in tests/conftest.py
+(pytest_plugins), so every test module shares the one session fixture.
+
+Loopback ports of this area: 127.0.0.1:18300-18349 (port-forwards, the test registry on 18349).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.paths import ROOT, TOOLS_BIN
+
+KUBECTL = str(TOOLS_BIN / "kubectl")
+PF_PORTS = range(18300, 18349)
+TEST_REGISTRY_PORT = 18349
+
+
+@dataclass
+class ClusterSession:
+    kubeconfig: Path
+    started_here: bool
+    up_seconds: float
+
+
+_session: ClusterSession | None = None
+
+
+def cluster_session() -> ClusterSession | None:
+    """What local_cluster did this session (None before it ran)."""
+    return _session
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[Path]:
+    """The local cluster's kubeconfig; brings the cluster up when needed (fails, never skips, when it cannot)."""
+    global _session
+    from pipeline.cluster import cluster_down, cluster_up
+    from pipeline.cluster.start import running_state
+
+    if os.geteuid() != 0:
+        pytest.fail("the local cluster needs root")
+    was_running = running_state() is not None
+    t0 = time.monotonic()
+    kubeconfig = cluster_up("local")
+    _session = ClusterSession(kubeconfig, not was_running, time.monotonic() - t0)
+    yield kubeconfig
+    if _session.started_here:
+        cluster_down()
+
+
+def kubectl(kubeconfig: Path, *args: str, timeout: float = 120, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                         timeout=timeout, input=input, check=False)
+    if check and res.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res
+
+
+def invoke(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the project's invoke task the way a user does."""
+    return subprocess.run([str(ROOT / ".venv/bin/invoke"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, check=False)
+
+
+def free_pf_port() -> int:
+    for p in PF_PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return p
+    raise RuntimeError("no free port in 127.0.0.1:18300-18348")

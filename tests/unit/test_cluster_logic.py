@@ -1,0 +1,244 @@
+"""Pure logic of the local cluster provisioner: PKI, cache key, apt source parsing, iptables and mount
+parsing, the /etc/hosts entry. No engine, no cluster."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pipeline.cluster import build, components, host, layout
+from pipeline.cluster.pki import ensure_pki
+from pipeline.tools import apt, netfilter
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_pki_apiserver_cert_is_signed_by_the_ca_with_the_service_sans(tmp_path: Path) -> None:
+    p = ensure_pki(tmp_path / "pki")
+    ca, srv = _cert(p.ca_crt), _cert(p.apiserver_crt)
+    pub = ca.public_key()
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    srv.verify_directly_issued_by(ca)
+    sans = srv.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    ips = {str(i) for i in sans.get_values_for_type(x509.IPAddress)}
+    assert ips == {"127.0.0.1", layout.SERVICE_IP}
+    assert ipaddress.ip_address(layout.SERVICE_IP) in ipaddress.ip_network(layout.SERVICE_CIDR)
+    assert {"kubernetes.default.svc", "localhost", layout.NODE_NAME} <= set(sans.get_values_for_type(x509.DNSName))
+    eku = srv.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+
+
+def test_pki_kubelet_client_is_a_cluster_admin_client_cert(tmp_path: Path) -> None:
+    p = ensure_pki(tmp_path / "pki")
+    c = _cert(p.kubelet_client_crt)
+    c.verify_directly_issued_by(_cert(p.ca_crt))
+    orgs = [a.value for a in c.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    assert orgs == ["system:masters"]
+    assert list(c.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+def test_pki_tokens_are_distinct_private_and_stable(tmp_path: Path) -> None:
+    p = ensure_pki(tmp_path / "pki")
+    tokens = {u: p.token(u) for u in ("admin", f"system:node:{layout.NODE_NAME}", "system:kube-proxy")}
+    assert len(set(tokens.values())) == 3 and all(len(t) >= 32 for t in tokens.values())
+    for f in (p.ca_key, p.apiserver_key, p.sa_key, p.tokens_csv):
+        assert f.stat().st_mode & 0o077 == 0, f
+    before = {f.name: f.read_bytes() for f in p.dir.iterdir()}
+    ensure_pki(p.dir)
+    assert {f.name: f.read_bytes() for f in p.dir.iterdir()} == before  # nothing remade
+
+
+def test_pki_remakes_only_a_missing_leaf(tmp_path: Path) -> None:
+    p = ensure_pki(tmp_path / "pki")
+    ca_before, token_before = p.ca_crt.read_bytes(), p.token("admin")
+    p.apiserver_crt.unlink()
+    ensure_pki(p.dir)
+    assert p.apiserver_crt.is_file()
+    assert p.ca_crt.read_bytes() == ca_before and p.token("admin") == token_before
+
+
+def test_pki_node_token_user_is_in_system_nodes(tmp_path: Path) -> None:
+    p = ensure_pki(tmp_path / "pki")
+    line = next(ln for ln in p.tokens_csv.read_text().splitlines() if f",system:node:{layout.NODE_NAME}," in ln)
+    assert line.endswith(',"system:nodes"')
+
+
+def test_build_key_depends_on_the_patch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = build.build_key()
+    assert key.startswith(layout.K8S_VERSION + "-") and key == build.build_key()
+    patched = tmp_path / "p.patch"
+    shutil.copy(layout.OOM_PATCH, patched)
+    patched.write_text(patched.read_text() + "\n")
+    monkeypatch.setattr(layout, "OOM_PATCH", patched)
+    assert build.build_key() != key
+
+
+def test_binaries_are_cached_outside_the_work_tree() -> None:
+    from pipeline.paths import ROOT
+
+    d = layout.binaries_dir(build.build_key())
+    assert not d.resolve().is_relative_to(ROOT.resolve())
+    assert d.parent.name == build.build_key()
+
+
+def test_openapi_inputs_follow_the_marker(tmp_path: Path) -> None:
+    tree = tmp_path / "k"
+    (tree / "pkg/apis/a").mkdir(parents=True)
+    (tree / "pkg/apis/a/doc.go").write_text("// +k8s:openapi-gen=true\npackage a\n")
+    (tree / "pkg/apis/b").mkdir(parents=True)
+    (tree / "pkg/apis/b/doc.go").write_text("package b\n")
+    (tree / "pkg/apis/c").mkdir(parents=True)
+    (tree / "pkg/apis/c/x_test.go").write_text("// +k8s:openapi-gen=true\npackage c\n")
+    (tree / "vendor/k8s.io/code-generator/x").mkdir(parents=True)
+    (tree / "vendor/k8s.io/code-generator/x/doc.go").write_text("// +k8s:openapi-gen=true\npackage x\n")
+    assert build._openapi_inputs(tree) == ["k8s.io/kubernetes/pkg/apis/a"]
+
+
+def test_machine_sources_reads_deb822_and_one_line_formats(tmp_path: Path) -> None:
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n")
+    (d / "other.sources.disabled").write_text("Types: deb\nURIs: http://x\nSuites: bookworm\nComponents: main\n")
+    one = tmp_path / "sources.list"
+    one.write_text("# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://m2.example/debian bookworm main contrib\n"
+                   "deb-src http://m2.example/debian bookworm main\n")
+    found = apt.machine_sources(d, one, codename="bookworm")
+    assert [(s.uri, s.suite, s.components, s.signed_by) for s in found] == [
+        ("http://mirror.example/debian", "bookworm", ("main",), "/usr/share/keyrings/debian-archive-keyring.gpg"),
+        ("http://m2.example/debian", "bookworm", ("main", "contrib"), "/k.gpg"),
+    ]
+
+
+def test_private_apt_writes_deb_and_deb_src(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apt, "machine_sources", lambda: [apt.AptSource("http://m/debian", "bookworm", ("main",), "")])
+    papt = apt.PrivateApt(tmp_path / "apt")
+    papt.configure()
+    assert (tmp_path / "apt/sources.list").read_text().splitlines() == [
+        "deb http://m/debian bookworm main", "deb-src http://m/debian bookworm main"]
+    assert (tmp_path / "apt/lists/partial").is_dir()
+
+
+SAVE = """# Generated by iptables-save
+*nat
+:PREROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-POSTROUTING - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A DOCKER -i docker0 -j RETURN
+-A KUBE-SERVICES -j RETURN
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+-A INPUT -j KUBE-FIREWALL
+COMMIT
+"""
+
+
+def test_parse_iptables_save_finds_kube_chains_and_jumps() -> None:
+    r = netfilter.parse_save("iptables", SAVE)
+    assert r.chains == (("nat", "KUBE-SERVICES"), ("nat", "KUBE-POSTROUTING"), ("filter", "KUBE-FIREWALL"))
+    assert [(t, s[0], s[-1]) for t, s in r.jumps] == [("nat", "PREROUTING", "KUBE-SERVICES"),
+                                                     ("nat", "POSTROUTING", "KUBE-POSTROUTING"),
+                                                     ("filter", "INPUT", "KUBE-FIREWALL")]
+    assert ("nat", ("PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j",
+                    "KUBE-SERVICES")) in r.jumps
+
+
+def test_kubelet_mounts_deepest_first_and_only_under_root() -> None:
+    root = Path("/var/lib/x/kubelet")
+    info = "\n".join([
+        "22 1 0:21 / /proc rw - proc proc rw",
+        f"30 22 0:50 / {root} rw shared:5 - ext4 /dev/vda rw",
+        f"31 30 0:51 / {root}/pods/u1/volumes/kubernetes.io~secret/tok rw - tmpfs tmpfs rw",
+        f"32 30 0:52 / {root}-other rw - tmpfs tmpfs rw",
+    ])
+    assert host.kubelet_mounts(root, info) == [f"{root}/pods/u1/volumes/kubernetes.io~secret/tok", str(root)]
+
+
+def test_hosts_entry_added_once_and_removed_only_if_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost")
+    monkeypatch.setattr(host, "HOSTS", hosts)
+    monkeypatch.setattr(layout, "HOSTS_MARK", tmp_path / "mark")
+    resolves = {"v": False}
+    monkeypatch.setattr(host, "node_resolves_locally", lambda: resolves["v"])
+    assert host.ensure_hosts_entry() is True
+    assert hosts.read_text() == f"127.0.0.1 localhost\n{host.HOSTS_LINE}\n"
+    resolves["v"] = True
+    assert host.ensure_hosts_entry() is False  # idempotent
+    assert host.remove_hosts_entry() is True
+    assert hosts.read_text() == "127.0.0.1 localhost\n"
+    assert host.remove_hosts_entry() is False  # not ours any more: left alone
+    hosts.write_text(f"{host.HOSTS_LINE}\n")  # someone else's identical line, no mark: kept
+    assert host.remove_hosts_entry() is False and hosts.read_text() == f"{host.HOSTS_LINE}\n"
+
+
+def test_components_listen_on_loopback_only(tmp_path: Path) -> None:
+    p = ensure_pki(tmp_path / "pki")
+    bindir = tmp_path / "bin"
+    argv = components.apiserver(bindir, p)
+    assert "--bind-address=127.0.0.1" in argv and "--insecure-port=0" in argv
+    assert "--bind-address=127.0.0.1" in components.controller_manager(bindir, p, tmp_path / "kc")
+    assert "--bind-address=127.0.0.1" in components.scheduler(bindir, tmp_path / "kc")
+    assert "--bind-address=127.0.0.1" in components.kube_proxy(bindir, tmp_path / "kc", "172.17.0.0/16")
+    etcd = components.etcd(tmp_path / "etcd")
+    urls = [etcd[i + 1] for i, a in enumerate(etcd) if a.startswith("--listen")]
+    assert urls and all(u.startswith("http://127.0.0.1:") for u in urls)
+    cfg = yaml.safe_load(components.kubelet_config(p))
+    assert cfg["address"] == "127.0.0.1" and cfg["healthzBindAddress"] == "127.0.0.1"
+    assert cfg["readOnlyPort"] == 0 and cfg["authentication"]["anonymous"]["enabled"] is False
+    assert cfg["imageGCHighThresholdPercent"] == 100  # never deletes the engine's images
+
+
+def test_kubeconfig_points_at_the_local_apiserver(tmp_path: Path) -> None:
+    p = ensure_pki(tmp_path / "pki")
+    doc = yaml.safe_load(components.kubeconfig_text(p, "tok"))
+    assert doc["current-context"] == layout.CLUSTER_NAME
+    assert doc["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{layout.API_PORT}"
+    assert doc["clusters"][0]["cluster"]["certificate-authority"] == str(p.ca_crt)
+    assert doc["users"][0]["user"]["token"] == "tok"
+
+
+def test_kubeconfig_for_local_env_is_the_local_cluster() -> None:
+    import pipeline.cluster as cluster
+
+    assert cluster.kubeconfig_for("local") == layout.KUBECONFIG  # pipeline.toml: local has no kube_context
+
+
+def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.cluster as cluster
+    from pipeline.errors import UsageError
+
+    user_kc = tmp_path / "config"
+    user_kc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": [
+        {"name": "kind-veza", "context": {"cluster": "kind-veza", "user": "u"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(user_kc))
+    monkeypatch.setattr(cluster, "_env_context", lambda env: {"prod": "kind-veza", "bad": "nope"}.get(env, ""))
+    assert cluster.kubeconfig_for("prod") == user_kc
+    assert cluster.kubeconfig_for("local") == layout.KUBECONFIG
+    assert cluster.cluster_up("prod") == user_kc  # a user's cluster: nothing provisioned
+    with pytest.raises(UsageError, match="kube context 'nope' not found"):
+        cluster.cluster_up("bad")
+
+
+def test_unknown_environment_is_a_usage_error() -> None:
+    import pipeline.cluster as cluster
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown environment"):
+        cluster.kubeconfig_for("nowhere")
