@@ -1,0 +1,233 @@
+"""Deploys on the real local cluster, with Helm 3 and Helm 4: by digest, pods Ready for real; a second deploy is
+a no-op; a broken readiness path and a missing image each fail, roll back automatically, leave the previous
+revision serving (probed) and exit 5; `rollback --to` works; a pending release from a killed deploy is recovered.
+
+The tests of one Helm version build on each other (one namespace per version), in file order."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.deploy import deploy_release, release_status, rollback_release
+from pipeline.errors import DeployFailed
+from pipeline.paths import ROOT, TOOLS_BIN
+from pipeline.tools import helm, kubectl
+from pipeline.tools.kubectl import KubeTarget
+from tests.integration.deploy_fixtures import (
+    PF_RANGE,
+    DeployTarget,
+    kc,
+    make_target,
+    remove_target,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.engine, pytest.mark.slow]
+pytest_plugins = ["tests.integration.deploy_fixtures"]
+
+HELMS = {"helm3": TOOLS_BIN / "helm", "helm4": TOOLS_BIN / "helm4"}
+FAIL_TIMEOUT_S = 45
+
+
+@pytest.fixture(scope="module", params=sorted(HELMS))
+def target(request: pytest.FixtureRequest, local_cluster: Path, deploy_registry: str,
+           pushed_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployTarget]:
+    old = {k: os.environ.get(k) for k in (helm.HELM_ENV, kubectl.PORT_RANGE_ENV)}
+    os.environ[helm.HELM_ENV] = str(HELMS[request.param])
+    os.environ[kubectl.PORT_RANGE_ENV] = PF_RANGE
+    t = make_target(local_cluster, deploy_registry, pushed_images, tmp_path_factory.mktemp(request.param),
+                    request.param.replace("helm", "h"))
+    try:
+        yield t
+    finally:
+        remove_target(t)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _deploy(t: DeployTarget, *extra: Path, lines: list[str] | None = None, timeout_s: int = 180,
+            manifest: object = None):  # type: ignore[no-untyped-def]
+    out = lines if lines is not None else []
+    return deploy_release(t.cfg, t.env, manifest or t.manifest(), timeout_s=timeout_s, kubeconfig=t.kubeconfig,
+                          extra_values=[t.infra_values, *extra], out=out.append)
+
+
+def _kt(t: DeployTarget) -> KubeTarget:
+    return KubeTarget(t.kubeconfig, "", t.namespace)
+
+
+def _live(t: DeployTarget) -> dict[str, dict[str, object]]:
+    data = json.loads(kc(t.kubeconfig, "-n", t.namespace, "get", "deploy", "-l", "app.kubernetes.io/instance=veza",
+                         "-o", "json"))
+    return {d["metadata"]["name"]: {"image": d["spec"]["template"]["spec"]["containers"][0]["image"],
+                                    "ready": d["status"].get("readyReplicas", 0),
+                                    "replicas": d["spec"]["replicas"],
+                                    "readiness": d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+                                    ["httpGet"]["path"]} for d in data["items"]}
+
+
+def _probe(t: DeployTarget, service: str, path: str = "/ready") -> tuple[int, str]:
+    """GET path on svc/<service> through our own port-forward (independent of the deploy's verification)."""
+    with kubectl.port_forward(_kt(t), f"svc/{service}", 80) as port:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+
+
+def _history(t: DeployTarget) -> list[helm.Revision]:
+    return helm.history(_kt(t), "veza")
+
+
+def test_deploy_by_digest_pods_ready(target: DeployTarget) -> None:
+    lines: list[str] = []
+    res = _deploy(target, lines=lines)
+    assert res.status == "deployed" and res.revision == 1, "\n".join(lines)
+    live = _live(target)
+    assert set(live) == set(target.digests)
+    for svc, digest in target.digests.items():
+        assert live[svc]["image"] == f"{target.repository(svc)}@{digest}"
+        assert live[svc]["ready"] == live[svc]["replicas"] == 1
+    status, body = _probe(target, "veza-backend-api")  # ready = PostgreSQL and Redis answered for real
+    assert status == 200 and '"ready":true' in body.replace(" ", "")
+    status, body = _probe(target, "veza-stream-server")  # its PVC (hostPath PV) is writable
+    assert status == 200
+    assert any("server-side validation" in ln for ln in lines) and any("lint --strict: ok" in ln for ln in lines)
+    rec = target.manifest().stage_result("veza-docs", "deploy")
+    assert rec is not None and rec["status"] == "deployed" and rec["revision"] == 1
+    st = release_status(target.cfg, target.env, target.manifest(), kubeconfig=target.kubeconfig)
+    assert st["revision"] == 1 and all(s["matches_manifest"] for s in st["services"].values())
+
+
+def test_second_deploy_is_a_noop(target: DeployTarget) -> None:
+    before = _history(target)
+    lines: list[str] = []
+    res = _deploy(target, lines=lines)
+    assert res.status == "noop" and res.revision == before[-1].revision
+    assert any(ln.startswith("no-op: revision") for ln in lines), lines
+    assert _history(target) == before
+
+
+def _values(t: DeployTarget, name: str, doc: dict[str, object]) -> Path:
+    p = t.state / name
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def _assert_previous_serving(t: DeployTarget, revision_before: int) -> None:
+    st = helm.status(_kt(t), "veza")
+    assert st is not None and st.status == "deployed" and st.revision > revision_before
+    live = _live(t)
+    assert live["veza-docs"]["readiness"] == "/ready"
+    assert live["veza-docs"]["image"] == f"{t.repository('veza-docs')}@{t.digests['veza-docs']}"
+    wait_for(lambda: all(v["ready"] == v["replicas"] for v in _live(t).values()), 90, "previous revision Ready")
+    status, _ = _probe(t, "veza-docs")
+    assert status == 200
+
+
+def test_broken_readiness_path_rolls_back_and_exits_5(target: DeployTarget) -> None:
+    rev = _history(target)[-1].revision
+    broken = _values(target, "broken-ready.yaml",
+                     {"services": {"veza-docs": {"probes": {"readinessPath": "/nope"}}}})
+    lines: list[str] = []
+    with pytest.raises(DeployFailed) as exc:
+        _deploy(target, broken, lines=lines, timeout_s=FAIL_TIMEOUT_S)
+    assert exc.value.exit_code == 5
+    assert "rolled back" in exc.value.message
+    text = "\n".join(lines)
+    assert "Unhealthy" in text and "404" in text, text  # the real probe result, from the events
+    assert "logs of failing pod veza-docs-" in text, text
+    _assert_previous_serving(target, rev)
+    rec = target.manifest().stage_result("veza-docs", "deploy")
+    assert rec is not None and rec["status"] == "rolled_back"
+
+
+def test_missing_image_rolls_back_and_exits_5(target: DeployTarget) -> None:
+    rev = _history(target)[-1].revision
+    m = target.manifest()
+    missing = "sha256:" + "0" * 63 + "1"
+    m.record("veza-docs", "push", {"status": "pushed", "digest": missing, "tags_pushed": []})
+    lines: list[str] = []
+    try:
+        with pytest.raises(DeployFailed) as exc:
+            _deploy(target, lines=lines, timeout_s=FAIL_TIMEOUT_S, manifest=m)
+    finally:
+        m.record("veza-docs", "push", {"status": "pushed", "digest": target.digests["veza-docs"],
+                                       "tags_pushed": ["test"]})
+    assert exc.value.exit_code == 5
+    text = "\n".join(lines)
+    assert missing in text and ("ErrImagePull" in text or "ImagePullBackOff" in text or "Failed" in text), text
+    _assert_previous_serving(target, rev)
+
+
+def test_rollback_to_a_revision(target: DeployTarget) -> None:
+    two = _values(target, "two-docs.yaml", {"services": {"veza-docs": {"replicas": 2}}})
+    res = _deploy(target, two)
+    assert res.status == "deployed" and _live(target)["veza-docs"]["replicas"] == 2
+    lines: list[str] = []
+    new_rev = rollback_release(target.cfg, target.env, 1, kubeconfig=target.kubeconfig, out=lines.append)
+    assert new_rev == res.revision + 1
+    assert _live(target)["veza-docs"]["replicas"] == 1
+    assert helm.get_values(_kt(target), "veza")["global"]["deployHash"] == helm.get_values(
+        _kt(target), "veza", revision=1)["global"]["deployHash"]
+    status, _ = _probe(target, "veza-docs")
+    assert status == 200
+
+
+KILLED_DEPLOY = textwrap.dedent("""
+    import dataclasses, json, sys
+    from pathlib import Path
+    from pipeline.config import load_config
+    from pipeline.deploy import deploy_release
+    from pipeline.manifest import Manifest
+    a = json.loads(sys.argv[1])
+    base = load_config()
+    env = dataclasses.replace(base.env("local"), namespace=a["ns"], helm_release="veza",
+                              values_file=Path(a["values_file"]))
+    cfg = dataclasses.replace(base, state_dir=Path(a["state"]), environments={"local": env})
+    deploy_release(cfg, env, Manifest.load(Path(a["state"]) / "manifest.json"), timeout_s=120,
+                   kubeconfig=Path(a["kubeconfig"]), extra_values=[Path(p) for p in a["extra"]], out=print)
+""")
+
+
+def test_pending_release_from_a_killed_deploy_is_recovered(target: DeployTarget) -> None:
+    rev = _history(target)[-1].revision
+    # A deploy that will wait (its docs pods never become Ready), killed with SIGKILL mid-wait.
+    slow = _values(target, "slow.yaml", {"services": {"veza-docs": {"probes": {"readinessPath": "/nope"}}}})
+    args = {"ns": target.namespace, "values_file": str(target.env.values_file), "state": str(target.state),
+            "kubeconfig": str(target.kubeconfig), "extra": [str(target.infra_values), str(slow)]}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_DEPLOY, json.dumps(args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ})
+    try:
+        wait_for(lambda: (s := helm.status(_kt(target), "veza")) is not None and s.status == "pending-upgrade",
+                 120, "the deploy to reach pending-upgrade")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the deploy and its helm child, like a killed CI job
+        proc.wait(timeout=30)
+    st = helm.status(_kt(target), "veza")
+    assert st is not None and st.status == "pending-upgrade"
+    # plain helm refuses to work on it
+    blocked = helm.upgrade_install(_kt(target), "veza", ROOT / "helm/veza", [target.env.values_file], timeout_s=30,
+                                   dry_run="server")
+    assert not blocked.ok and "another operation" in (blocked.stderr + blocked.stdout)
+
+    lines: list[str] = []
+    res = _deploy(target, lines=lines)
+    text = "\n".join(lines)
+    assert "stuck in pending-upgrade" in text and f"helm rollback veza {rev} --namespace" in text, text
+    assert "recovered: release now deployed" in text, text
+    assert res.status in ("deployed", "noop")
+    _assert_previous_serving(target, rev)
