@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -108,3 +109,28 @@ def kubelet_mounts(root: Path | None = None, mountinfo: str | None = None) -> li
         if point == prefix or point.startswith(prefix + "/"):
             found.append(point)
     return sorted(set(found), key=lambda p: (-p.count("/"), p))
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def kubepods_cgroups(root: Path = CGROUP_ROOT) -> list[Path]:
+    """The kubelet's QoS cgroup trees (kubepods, on every v1 hierarchy, or at the v2 root)."""
+    return sorted(p for p in [*root.glob("*/kubepods"), *root.glob("*/kubepods.slice"), root / "kubepods"]
+                  if p.is_dir())
+
+
+def remove_kubepods_cgroups(root: Path = CGROUP_ROOT) -> list[str]:
+    """rmdir the kubelet's cgroups, deepest first (only empty cgroups go: a process inside keeps its cgroup).
+    Returns the trees that could not be removed."""
+    left = []
+    for tree in kubepods_cgroups(root):
+        dirs = sorted((Path(d) for d, _s, _f in os.walk(tree)), key=lambda p: -len(p.parts))
+        for d in dirs:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        if tree.exists():
+            left.append(str(tree))
+    return left

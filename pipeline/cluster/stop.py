@@ -115,6 +115,10 @@ def stop_local(say: Callable[[str], None] = print) -> list[str]:
     if host.kubelet_mounts():
         problems.append(f"mounts left under {layout.KUBELET_ROOT}: {', '.join(host.kubelet_mounts())}")
 
+    cg_left = host.remove_kubepods_cgroups()
+    if cg_left:
+        problems.append(f"kubelet cgroups left (a process still inside?): {', '.join(cg_left[:3])}")
+
     gone = netfilter.remove_kube_rules()
     if gone:
         say(f"cluster: removed {sum(1 for g in gone if ' -X ' in g)} KUBE-* iptables chains")

@@ -73,7 +73,8 @@ def namespace(local_cluster: Path, run_id: str) -> Iterator[str]:
     ns = f"veza-{run_id}"
     kubectl(local_cluster, "create", "namespace", ns)
     yield ns
-    kubectl(local_cluster, "delete", "namespace", ns, "--wait=false", check=False)
+    # Wait: the pods' containers must be gone before the module removes the image they run.
+    kubectl(local_cluster, "delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False, timeout=150)
 
 
 def _deployment(name: str, image: str, probe_path: str) -> str:
@@ -81,7 +82,7 @@ def _deployment(name: str, image: str, probe_path: str) -> str:
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": name}},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {
             "metadata": {"labels": {"app": name}},
-            "spec": {"containers": [{
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
                 "name": "web", "image": image, "imagePullPolicy": "Always",
                 "ports": [{"containerPort": 8080, "protocol": "TCP"}],
                 "readinessProbe": {"httpGet": {"path": probe_path, "port": 8080},

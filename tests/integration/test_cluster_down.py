@@ -55,6 +55,7 @@ def test_cluster_down_leaves_no_trace_and_is_idempotent(local_cluster: Path, doc
     assert _kube_containers(docker_client)
     assert _state_mounts()
     assert netfilter.kube_chains_left()
+    assert host.kubepods_cgroups()
     recorded = json.loads(layout.SYSCTL_BEFORE.read_text())
     assert recorded and host.changed_sysctls()  # the kubelet changes some (vm.overcommit_memory, kernel.panic...)
     hosts_added = layout.HOSTS_MARK.is_file()
@@ -68,6 +69,7 @@ def test_cluster_down_leaves_no_trace_and_is_idempotent(local_cluster: Path, doc
     assert _kube_containers(docker_client) == []
     assert _state_mounts() == []
     assert netfilter.kube_chains_left() == []
+    assert host.kubepods_cgroups() == []
     now = host.read_sysctls()
     assert {k: v for k, v in recorded.items() if now.get(k) != v} == {}
     assert not layout.SYSCTL_BEFORE.exists() and not layout.STATE_FILE.exists()

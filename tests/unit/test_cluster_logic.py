@@ -242,3 +242,12 @@ def test_unknown_environment_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="unknown environment"):
         cluster.kubeconfig_for("nowhere")
+
+
+def test_kubepods_cgroups_removed_deepest_first(tmp_path: Path) -> None:
+    (tmp_path / "cpu/kubepods/burstable/pod1").mkdir(parents=True)
+    (tmp_path / "memory/kubepods/besteffort").mkdir(parents=True)
+    (tmp_path / "memory/docker/abc").mkdir(parents=True)
+    assert [p.parent.name for p in host.kubepods_cgroups(tmp_path)] == ["cpu", "memory"]
+    assert host.remove_kubepods_cgroups(tmp_path) == []
+    assert host.kubepods_cgroups(tmp_path) == [] and (tmp_path / "memory/docker/abc").is_dir()
