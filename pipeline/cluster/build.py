@@ -30,6 +30,8 @@ from pipeline.tools import apt, srcbuild
 APT_PACKAGES = ("golang-go", "gcc", "libc6-dev", "patch", "dpkg-dev", "tar")
 REFLECT2_PACKAGE = "golang-github-modern-go-reflect2-dev"
 SOURCE_PACKAGE = "kubernetes"
+# The recipe was verified with bookworm's source package (1.20.5+really1.20.2); newer releases dropped it.
+SOURCE_SUITE = "bookworm"
 # Bump when the recipe changes in a way the binaries depend on (it is part of the cache key).
 RECIPE_REVISION = "1"
 BINARIES = (*layout.COMPONENTS, "pause")
@@ -239,7 +241,7 @@ def _download() -> tuple[Path, Path]:
     r2deb = _newest(d.glob(f"{REFLECT2_PACKAGE}_*.deb"))
     if orig and r2deb:
         return orig, r2deb
-    papt = apt.PrivateApt(layout.APT_DIR)
+    papt = apt.PrivateApt(layout.APT_DIR, source_suite=SOURCE_SUITE)
     papt.configure()
     papt.update()
     if not orig:

@@ -89,8 +89,9 @@ def machine_sources(sources_dir: Path = _SOURCES_DIR, sources_list: Path = _SOUR
 class PrivateApt:
     """apt-get with its own sources (deb + deb-src from the machine's sources), lists and cache under root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, source_suite: str = "") -> None:
         self.root = root
+        self.source_suite = source_suite  # deb-src from this suite (default: the machine's own release)
 
     def _opts(self) -> list[str]:
         r = self.root
@@ -108,8 +109,8 @@ class PrivateApt:
         lines = []
         for s in sources:
             opt = f"[signed-by={s.signed_by}] " if s.signed_by else ""
-            for kind in ("deb", "deb-src"):
-                lines.append(f"{kind} {opt}{s.uri} {s.suite} {' '.join(s.components)}")
+            lines.append(f"deb {opt}{s.uri} {s.suite} {' '.join(s.components)}")
+            lines.append(f"deb-src {opt}{s.uri} {self.source_suite or s.suite} {' '.join(s.components)}")
         (self.root / "sources.list").write_text("\n".join(lines) + "\n")
 
     def update(self, *, timeout: float = 600) -> None:
