@@ -94,7 +94,8 @@ def run_smoke(env_name: str, keep_on_failure: bool = False) -> SmokeResult:
     """`invoke smoke`: smoke-test the images of the Release manifest; SmokeFailed (exit 4) on failure.
 
     VEZA_MANIFEST points at another manifest file; VEZA_SMOKE_OVERRIDES adds compose override files
-    (os.pathsep-separated), e.g. to reproduce a failure; VEZA_SMOKE_WAIT_TIMEOUT sets the health timeout.
+    (os.pathsep-separated), e.g. to reproduce a failure; VEZA_SMOKE_WAIT_TIMEOUT sets the health timeout;
+    VEZA_RUN_ID names the run (e.g. the CI job), else a unique one is made.
     """
     from pipeline.config import load_config
 
@@ -106,7 +107,9 @@ def run_smoke(env_name: str, keep_on_failure: bool = False) -> SmokeResult:
                          f"run `invoke build --env {env.name}` or `invoke smoke --env {manifest.env}`")
     overrides = [Path(p) for p in os.environ.get("VEZA_SMOKE_OVERRIDES", "").split(os.pathsep) if p]
     wait = float(os.environ.get("VEZA_SMOKE_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_S))
-    return smoke_release(cfg, env, manifest, new_run_dir(), keep_on_failure, overrides=overrides,
+    rid = os.environ.get("VEZA_RUN_ID", "")
+    run_dir = RUNS_DIR / stack_spec.safe_run_id(rid) if rid else new_run_dir()
+    return smoke_release(cfg, env, manifest, run_dir, keep_on_failure, overrides=overrides,
                          wait_timeout=wait, echo=_print)
 
 
@@ -135,14 +138,16 @@ def smoke_release(
     infra = stack_spec.infra_images(cfg)
     result.images = {name: c.ref for name, c in {**images, **infra}.items()}
     run_dir.mkdir(parents=True, exist_ok=True)
-    env_file = stack_spec.write_env_file(
-        run_dir / "compose.env",
-        stack_spec.stack_variables(run_id, {**images, **infra}, stack_spec.new_secrets(), SMOKE_VARIABLES))
+    variables = stack_spec.stack_variables(run_id, {**images, **infra}, stack_spec.new_secrets(), SMOKE_VARIABLES)
+    env_file = stack_spec.write_env_file(run_dir / "compose.env", variables)
     project = ComposeProject(
         name=result.project,
         files=(stack_spec.BASE_FILE, stack_spec.SMOKE_FILE, *overrides),
         env_file=env_file,
         workdir=stack_spec.COMPOSE_DIR,
+        # Also in compose's process environment: a shell variable (e.g. an exported BACKEND_API_IMAGE)
+        # would otherwise win over the env file and smoke-test another image than the manifest's.
+        env=variables,
     )
     project.config()   # validates the files and the variables before anything is created
 

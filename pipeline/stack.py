@@ -30,8 +30,10 @@ FOLLOW_TIMEOUT_S = 7 * 24 * 3600.0   # `logs --follow` runs until Ctrl-C; the ti
 
 
 def _project(env_file: Path | None = ENV_FILE) -> ComposeProject:
+    # The variables also go to compose's environment: an exported shell variable must not win over them.
+    values = stack_spec.read_env_file(env_file) if env_file is not None and env_file.exists() else {}
     return ComposeProject(name=PROJECT, files=(stack_spec.BASE_FILE, stack_spec.DEV_FILE),
-                          env_file=env_file, workdir=stack_spec.COMPOSE_DIR)
+                          env_file=env_file if values else None, workdir=stack_spec.COMPOSE_DIR, env=values)
 
 
 def stack_up(env_name: str = "local", build: bool = False) -> None:
@@ -77,15 +79,17 @@ def _published(project: ComposeProject) -> list[tuple[str, str]]:
 
 def stack_down(volumes: bool = False) -> None:
     """Stop the developer stack; with volumes=True also delete its data (and forget its passwords)."""
-    project = _project(ENV_FILE if ENV_FILE.exists() else None)
-    res = project.down(volumes=volumes)
-    if not res.ok and ENV_FILE.exists():
-        raise StageFailed(f"docker compose down failed: {(res.stderr or res.stdout).strip()[-300:]}")
+    if ENV_FILE.exists():
+        res = _project().down(volumes=volumes)
+        if not res.ok:
+            raise StageFailed(f"docker compose down failed: {(res.stderr or res.stdout).strip()[-300:]}")
+    # Whatever still carries the stack's label (all of it when the env file was lost).
+    left = remove_labelled(RUN_LABEL, RUN_ID, volumes=volumes)
     if volumes:
-        # Anything the stack created that compose no longer knows about (e.g. the env file was lost).
-        remove_labelled(RUN_LABEL, RUN_ID)
         ENV_FILE.unlink(missing_ok=True)
         STATE_FILE.unlink(missing_ok=True)
+    if left.containers or left.networks:
+        raise StageFailed(f"could not remove: {left.describe()}", "remove them with docker rm -f / docker network rm")
     print(f"{PROJECT} stopped" + (" and its volumes removed" if volumes else " (volumes kept)"), file=sys.stderr)
 
 

@@ -177,7 +177,7 @@ def labelled(label: str, value: str) -> Labelled:
     )
 
 
-def remove_labelled(label: str, value: str) -> Labelled:
+def remove_labelled(label: str, value: str, *, volumes: bool = True) -> Labelled:
     """Force-remove what label=value still holds (containers, then networks, then volumes).
 
     Engine API calls from this process, not a CLI: a second Ctrl-C in the terminal cannot interrupt them
@@ -199,7 +199,7 @@ def remove_labelled(label: str, value: str) -> Labelled:
             net.remove()
         except docker.errors.NotFound:
             pass
-    for vol in c.volumes.list(filters=flt):
+    for vol in c.volumes.list(filters=flt) if volumes else []:
         try:
             vol.remove(force=True)
         except docker.errors.NotFound:
