@@ -45,7 +45,8 @@ SECRET_NAME = re.compile(
     r"|(^|[_.-])KEY$|^KEY([_.-]|$)|(^|[_.-])PWD$)", re.IGNORECASE)
 # names that hold a reference to a secret, not the secret itself
 SECRET_REF_SUFFIX = re.compile(r"(_FILE|_PATH|_REF|_NAME|_ID|_URL|_ENV|_VAR|_LENGTH|_TTL)$", re.IGNORECASE)
-INTERPOLATION = re.compile(r"^\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)$")
+# ${VAR}, ${VAR:?error}, $VAR: a reference. ${VAR:-default} with a default is still a literal.
+REFERENCE = re.compile(r"\$(\{[A-Za-z_][A-Za-z0-9_]*(:?\?[^}]*)?\}|[A-Za-z_][A-Za-z0-9_]*)")
 FAT_IMAGES = re.compile(r"^(debian|ubuntu|centos|fedora|rockylinux|almalinux|amazonlinux|oraclelinux|opensuse.*"
                         r"|golang|rust|node|python|openjdk|eclipse-temurin|maven|gradle|ruby|php|perl"
                         r"|buildpack-deps|gcc|mcr\.microsoft\.com/dotnet/sdk)$")
@@ -88,7 +89,7 @@ def is_literal(value: Any) -> bool:
     if value is None or isinstance(value, bool):
         return False
     text = str(value).strip()
-    return bool(text) and not INTERPOLATION.match(text)
+    return bool(text) and not REFERENCE.search(text)
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -219,16 +220,20 @@ def _convert(node: yaml.Node) -> Any:
     if isinstance(node, yaml.MappingNode):
         m = YMap()
         m.line, m.key_lines = node.start_mark.line + 1, {}
+        merges: list[YMap] = []
         for k, v in node.value:
-            key = _convert(k)
-            if key == "<<" and isinstance(v, yaml.MappingNode):   # merge keys
-                merged = _convert(v)
-                for mk, mv in merged.items():
-                    m.setdefault(mk, mv)
-                    m.key_lines.setdefault(mk, merged.key_lines.get(mk, m.line))
+            if k.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` or `<<: [*a, *b]`
+                sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                merges += [c for c in (_convert(x) for x in sources) if isinstance(c, YMap)]
                 continue
+            key = _convert(k)
             m[key] = _convert(v)
             m.key_lines[key] = k.start_mark.line + 1
+        for merged in merges:   # explicit keys win over merged ones; the first merge source wins over later
+            for mk, mv in merged.items():
+                if mk not in m:
+                    m[mk] = mv
+                    m.key_lines[mk] = merged.key_lines.get(mk, merged.line)
         return m
     if isinstance(node, yaml.SequenceNode):
         seq = YList(_convert(v) for v in node.value)
