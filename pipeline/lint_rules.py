@@ -114,7 +114,7 @@ def parse_dockerfile(text: str) -> list[Instruction]:
         if not buf:
             start = n
         if stripped.endswith("\\"):
-            buf += stripped[:-1] + " "
+            buf += stripped[:-1].rstrip() + " "
             continue
         buf += stripped
         kw, _, args = buf.partition(" ")
