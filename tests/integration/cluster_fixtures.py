@@ -1,8 +1,9 @@
 """The local Kubernetes cluster for integration tests: up once per session, down at the end.
 
-`local_cluster` (session) returns the kubeconfig path. A cluster that already ran before the session is reused
-and left running; one the session started is stopped at the end. Registered in tests/conftest.py
-(pytest_plugins), so every test module shares the one session fixture.
+`local_cluster` (session) returns the kubeconfig path. A cluster that already ran before any test session (a
+developer's) is reused and left running; one a test session started is stopped by the last test session to end:
+each session holds a lease file (its PID) while it runs, so concurrent sessions never pull the cluster from under
+each other. Registered in tests/conftest.py (pytest_plugins): every module shares the one session fixture.
 
 Loopback ports of this area: 127.0.0.1:18300-18349 (port-forwards, the test registry on 18349).
 """
@@ -41,22 +42,50 @@ def cluster_session() -> ClusterSession | None:
     return _session
 
 
+def _leases_dir() -> Path:
+    from pipeline.cluster import layout
+
+    return layout.STATE / "test-leases"
+
+
+def _live_leases() -> list[Path]:
+    live = []
+    for lease in _leases_dir().glob("*"):
+        if lease.name.isdigit() and Path(f"/proc/{lease.name}").exists():
+            live.append(lease)
+        elif lease.name.isdigit():
+            lease.unlink(missing_ok=True)  # a session that died without teardown
+    return live
+
+
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[Path]:
     """The local cluster's kubeconfig; brings the cluster up when needed (fails, never skips, when it cannot)."""
     global _session
     from pipeline.cluster import cluster_down, cluster_up
     from pipeline.cluster.start import running_state
+    from pipeline.cluster.state import cluster_lock
 
     if os.geteuid() != 0:
         pytest.fail("the local cluster needs root")
-    was_running = running_state() is not None
+    marker = _leases_dir() / "started-by-tests"
+    with cluster_lock():
+        _leases_dir().mkdir(parents=True, exist_ok=True)
+        lease = _leases_dir() / str(os.getpid())
+        lease.write_text(f"{time.time()}\n")
+        was_running = running_state() is not None
+    if not was_running:
+        marker.write_text(f"{os.getpid()}\n")
     t0 = time.monotonic()
     kubeconfig = cluster_up("local")
     _session = ClusterSession(kubeconfig, not was_running, time.monotonic() - t0)
-    yield kubeconfig
-    if _session.started_here:
-        cluster_down()
+    try:
+        yield kubeconfig
+    finally:
+        lease.unlink(missing_ok=True)
+        if marker.is_file() and not _live_leases():
+            marker.unlink(missing_ok=True)
+            cluster_down()
 
 
 def kubectl(kubeconfig: Path, *args: str, timeout: float = 120, check: bool = True,
