@@ -309,8 +309,8 @@ impl App {
                                         body: text.into_bytes() })
             }
             ("POST", "/messages") => ("/messages", self.publish(req)),
-            (_, "/health" | "/ready" | "/version" | "/metrics" | "/messages") =>
-                ("other", err(405, "method not allowed")),
+            (_, "/messages") => ("/messages", err(405, "method not allowed")),
+            (_, "/health" | "/ready" | "/version" | "/metrics") => ("other", err(405, "method not allowed")),
             _ => ("other", err(404, "not found")),
         }
     }
