@@ -256,6 +256,9 @@ def _last_log_line(project: ComposeProject, service: str) -> str:
         return ""
     # "<service>-1  | 2026-…Z message": keep the message.
     msg = lines[-1].split("|", 1)[-1].strip()
+    stamp, _, rest = msg.partition(" ")
+    if stamp[:4].isdigit() and stamp.endswith("Z") and rest:
+        msg = rest
     return " ".join(msg.split())[:240]
 
 

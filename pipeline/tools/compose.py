@@ -222,7 +222,11 @@ def container_state(container: str) -> dict[str, Any]:
 def health_summary(state: Mapping[str, Any], last: int = 2) -> str:
     """The last healthcheck outputs (why a container is unhealthy), one short line each."""
     entries = ((state.get("Health") or {}).get("Log") or [])[-last:]
-    lines = [f"exit {e.get('ExitCode')}: {' '.join(str(e.get('Output', '')).split())[:200]}" for e in entries]
+    lines: list[str] = []
+    for e in entries:
+        line = f"exit {e.get('ExitCode')}: {' '.join(str(e.get('Output', '')).split())[:200]}"
+        if line not in lines:   # a check failing the same way each time is said once
+            lines.append(line)
     if state.get("Error"):
         lines.append(f"engine error: {state['Error']}")
     return " | ".join(lines)
