@@ -153,8 +153,8 @@ class Rendered:
     chart: Path
     values: str              # the values file this rendering used (label)
     kube_version: str
-    docs: list[tuple[Any, str, int]]   # (object, label "chart/templates/x.yaml", line offset of the document)
-    text: str
+    docs: list[tuple[Any, str, int]]   # (object, label naming its template, line offset: see split_rendered)
+    texts: list[str]                   # each rendered document's text, from its apiVersion line on
 
 
 def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...], log: Log) -> LintReport:
@@ -227,23 +227,28 @@ def _values_sets(chart: Path) -> list[tuple[str, list[Path]]]:
 SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
 
 
-def split_rendered(text: str, chart: Path, values: str) -> list[tuple[Any, str, int]]:
-    """Rendered documents with a label naming their template, and each document's first line in `text`."""
+def split_rendered(text: str, chart: Path, values: str) -> tuple[list[tuple[Any, str, int]], list[str]]:
+    """Rendered documents, each labelled with its template, object and values file.
+
+    Lines count within the rendered document, line 1 being the line after its `# Source:` comment
+    (usually the template's first line): a template that loops renders several documents.
+    """
     out: list[tuple[Any, str, int]] = []
-    line = 1
+    texts: list[str] = []
     for chunk in re.split(r"^---\s*$", text, flags=re.MULTILINE):
         m = SOURCE.search(chunk)
-        chunk_lines = chunk.count("\n")
+        body = chunk[m.end() + 1:] if m else chunk.lstrip("\n")
         try:
-            docs = rules.load_yaml_docs(chunk)
+            docs = rules.load_yaml_docs(body)
         except yaml.YAMLError:
             docs = []
         for doc in docs:
             if rules.is_k8s(doc):
                 src = m.group(1).split("/", 1)[-1] if m else "?"
-                out.append((doc, f"{chart}/{src} [rendered with {values}]", line - 1))
-        line += chunk_lines
-    return out
+                what = f"{doc['kind']}/{(doc.get('metadata') or {}).get('name', '?')}"
+                out.append((doc, f"{chart}/{src} [rendered with {values}: {what}]", 0))
+                texts.append(body)
+    return out, texts
 
 
 def lint_chart(chart: Path, kube_versions: tuple[str, ...], log: Log) -> tuple[list[LintFinding], list[Rendered]]:
@@ -270,7 +275,8 @@ def lint_chart(chart: Path, kube_versions: tuple[str, ...], log: Log) -> tuple[l
                                          f"helm template (Kubernetes {kv}) failed: {exc.message}",
                                          "fix the template or the values", "helm"))
                 continue
-            renders.append(Rendered(chart, label, kv, split_rendered(text, chart, label), text))
+            docs, texts = split_rendered(text, chart, label)
+            renders.append(Rendered(chart, label, kv, docs, texts))
     return found, renders
 
 
@@ -327,10 +333,11 @@ def trivy_config_findings(files: list[Path], renders: list[Rendered], log: Log) 
             shutil.copyfile(f, stage / rel)
             origin[rel] = str(f)
         for i, r in enumerate(renders):
-            rel = f"r{i}/rendered.yaml"
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            (stage / rel).write_text(r.text)
-            origin[rel] = f"{r.chart} [rendered with {r.values}]"
+            for j, ((_, label, _), text) in enumerate(zip(r.docs, r.texts, strict=True)):
+                rel = f"r{i}/d{j}.yaml"
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                (stage / rel).write_text(text)
+                origin[rel] = label
         data = trivy.scan_config(stage, Path(tmp) / "report.json", cache_dir=trivy.default_cache_dir())
         for res in data.get("Results") or []:
             target = str(res.get("Target", ""))
