@@ -134,3 +134,34 @@ def test_scan_gate_cli_exit_codes(tmp_path: Path, scan_registry: LocalRegistry,
     assert passed.returncode == 0, passed.stderr
     bad = gate("--fail-on", "SEVERE")
     assert bad.returncode == 2 and "unknown severity" in bad.stderr
+
+
+def test_debootstrap_base_image_with_real_debian_packages(tmp_path: Path, scan_registry: LocalRegistry) -> None:
+    """The project's own debootstrap base (veza-local/debian:bookworm): real dpkg database, real versions."""
+    from pipeline.tools import docker
+
+    ref = "veza-local/debian:bookworm"
+    if docker.image_id(ref) is None:
+        from pipeline.bases import ensure_bases
+
+        ensure_bases(try_pull=False)
+    glibc = {"id": "CVE-2099-4343", "source": "debian 12", "package": "glibc", "severity": "CRITICAL"}
+    vulnerable = publish_db(scan_registry, "trivy/db-base-vuln",
+                            [{**BASH_ADVISORY, "fixed": "5.2.15-3"}, {**glibc, "fixed": "2.36-9+deb12u999"}],
+                            tmp_path / "w1")
+    fixed_before = publish_db(scan_registry, "trivy/db-base-fixed",
+                              [{**BASH_ADVISORY, "fixed": "5.2.15-1"}, {**glibc, "fixed": "2.36-9"}],
+                              tmp_path / "w2")
+    data = trivy.scan_image(ref, tmp_path / "r.json", cache_dir=tmp_path / "c1", scanners=("vuln",),
+                            db_repository=vulnerable)
+    pkgs = {p["Name"]: p for r in data["Results"] for p in r.get("Packages") or []}
+    assert len(pkgs) > 50 and pkgs["libc6"]["SrcName"] == "glibc"   # the real dpkg database was read
+    found = {(v["VulnerabilityID"], v["PkgName"]) for r in data["Results"] for v in r.get("Vulnerabilities") or []}
+    assert ("CVE-2099-4242", "bash") in found and ("CVE-2099-4343", "libc6") in found
+    with pytest.raises(PolicyBlocked):
+        from pipeline.scan import run_scan_gate
+
+        run_scan_gate(str(tmp_path / "r.json"), fail_on="CRITICAL")
+    clean = trivy.scan_image(ref, tmp_path / "r2.json", cache_dir=tmp_path / "c2", scanners=("vuln",),
+                             db_repository=fixed_before)
+    assert not [v for r in clean["Results"] for v in r.get("Vulnerabilities") or []]
