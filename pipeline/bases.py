@@ -15,11 +15,14 @@ rebuilds everything above it. It is stored as an image label.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +235,7 @@ def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None]) -> str:
     if tarball.is_file():
         say(f"  {r.base.name}: rootfs from cache {tarball}")
     else:
-        work = cache / f"rootfs-{run_id}"
+        work = cache / f"rootfs-{run_id}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         try:
             say(f"  {r.base.name}: debootstrap --variant={conf['variant']} {conf['suite']} (about 30 s)")
@@ -284,14 +287,44 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
     outcomes = [Outcome(d.name, recipes[d.name].base.local, "present", d.reason, 0.0)
                 for d in decisions if d.action == "present"]
     if not todo:
-        say(f"bases: all {len(decisions)} present (recipe digests match), nothing to do "
-            f"[{time.monotonic() - started:.2f}s]")
+        pulled = sum(1 for d in decisions if d.reason.startswith("pulled"))
+        say(f"bases: all {len(decisions)} present ({len(decisions) - pulled} built here from their recipes, "
+            f"digests match; {pulled} pulled upstream), nothing to do [{time.monotonic() - started:.2f}s]")
         return outcomes
 
+    log_dir = ensure_dir(STATE_DIR / "bases")
+    # Another `invoke bases` (a parallel test session, a second terminal) may be building the same images:
+    # wait for it, then look again, so that nothing is built twice.
+    with _exclusive(log_dir / ".lock", say):
+        decisions = decide(recipes, _inspect_all(), force=False) if not force else decisions
+        todo = [d for d in decisions if d.action != "present"]
+        outcomes = [Outcome(d.name, recipes[d.name].base.local, "present", d.reason, 0.0)
+                    for d in decisions if d.action == "present"]
+        if not todo:
+            say("bases: provided meanwhile by another run, nothing to do")
+            return outcomes
+        return _provide(cfg, recipes, todo, outcomes, try_pull, log_dir, started, say)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, say: Callable[[str], None]) -> Iterator[None]:
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"bases: another run holds {path}; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], outcomes: list[Outcome],
+             try_pull: bool, log_dir: Path, started: float, say: Callable[[str], None]) -> list[Outcome]:
     from pipeline.tools import docker
 
     run_id = f"bases-{time.strftime('%Y%m%d%H%M%S')}"
-    log_dir = ensure_dir(STATE_DIR / "bases")
     say(f"bases: {len(todo)} to provide: " + ", ".join(f"{d.name} ({d.reason})" for d in todo))
 
     # Pull first where allowed (and not forced): a reachable registry is the cheapest path.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def create_rootfs(target: Path, *, suite: str, variant: str, include: tuple[str,
 
 def pack_rootfs(source: Path, tarball: Path, *, timeout: float) -> None:
     """tar the root filesystem with numeric owners (a rootfs must keep root:root, not the host's names)."""
-    tmp = tarball.with_name(tarball.name + ".part")
+    tmp = tarball.with_name(f"{tarball.name}.{os.getpid()}.part")
     proc.run(["tar", "--numeric-owner", "--xattrs", "-C", str(source), "-cf", str(tmp), "."],
              timeout=timeout, what="tar of the Debian rootfs")
     tmp.replace(tarball)
