@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import Config, Environment
-from pipeline.manifest import now_iso
 
 
 @dataclass(frozen=True)
@@ -15,7 +14,7 @@ class ReleaseInfo:
     tags: tuple[str, ...]
     revision: str
     version_label: str
-    created: str
+    created: str                   # HEAD's commit time: the same commit gives the same build args (cache hits)
     release_key: str               # short sha + dirty suffix: the same commit and tree give the same key
     source: Any = field(default=None, compare=False, repr=False)  # the pipeline.version.Version itself
 
@@ -32,11 +31,12 @@ def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
     import os
 
     from pipeline.tagging import tags_for
+    from pipeline.tools.git import GitRepo
     from pipeline.version import read_version
 
     v = read_version(cfg.root, cfg.versioning, branch_override=os.environ.get("VEZA_BRANCH"))
     facts = v.to_dict()
     key = v.short_sha + (f"-dirty-{v.dirty_hash}" if v.dirty else "")
     return ReleaseInfo(version=facts, tags=tuple(tags_for(env, v)), revision=v.sha,
-                       version_label=str(facts.get("version") or v.short_sha), created=now_iso(),
+                       version_label=str(facts.get("version") or v.short_sha), created=GitRepo(cfg.root).head_time(),
                        release_key=key, source=v)

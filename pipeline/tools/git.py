@@ -63,6 +63,12 @@ class GitRepo:
     def head_sha(self) -> str:
         return self.repo.head.commit.hexsha
 
+    def head_time(self) -> str:
+        """HEAD's commit time, UTC ISO 8601: a reproducible build timestamp (like SOURCE_DATE_EPOCH)."""
+        from datetime import UTC
+
+        return self.repo.head.commit.committed_datetime.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     def branch(self) -> str | None:
         """The checked-out branch, or None when HEAD is detached."""
         if self.repo.head.is_detached:
