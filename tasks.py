@@ -196,6 +196,24 @@ def lint(c: Context, path: list[str] | None = None, threshold: str = "", format:
     run_lint(paths=_list(path), threshold=threshold or None, fmt=format)
 
 
+@task(
+    name="trivy-db",
+    help={
+        "advisories": "YAML advisories file (see pipeline/trivydb/__init__.py)",
+        "push": "push the DB to this OCI repository, e.g. 127.0.0.1:5000/trivy/db (tag :2 added)",
+        "out": "where to write db.tar.gz (default: the cache)",
+    },
+)
+@_cli
+def trivy_db(c: Context, advisories: str, push: str = "", out: str = "") -> None:
+    """Build a Trivy vulnerability DB offline from advisories and publish it: a mirror for air-gapped scans."""
+    from pathlib import Path
+
+    from pipeline.trivydb import make_mirror
+
+    make_mirror(Path(advisories), push=push, out=Path(out) if out else None)
+
+
 # ---------------------------------------------------------------- registry, push, promote
 
 @task(name="registry-up", help={"auth": "enable htpasswd auth", "tls": "serve TLS with a local CA"})

@@ -199,7 +199,8 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True) -> str:
                                manifest_config=f"{cfg}:{CONFIG_MEDIA_TYPE}", disable_path_validation=True,
                                quiet=True)
         except Exception as exc:  # oras raises plain exceptions and requests errors alike
-            raise StageFailed(f"cannot push the Trivy DB to {target}: {exc}",
+            why = "connection refused" if "Connection refused" in str(exc) else str(exc).splitlines()[0][:200]
+            raise StageFailed(f"cannot push the Trivy DB to {target}: {why}",
                               "is the registry up? (`invoke registry-up`)") from exc
     if resp.status_code not in (200, 201):
         raise StageFailed(f"pushing the Trivy DB to {target} answered HTTP {resp.status_code}")
