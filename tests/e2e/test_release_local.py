@@ -1,0 +1,102 @@
+"""The main job end to end: `invoke release --env local` from a fresh clone, on the real engine, the local
+registry (127.0.0.1:5000), the real Trivy and the local Kubernetes cluster.
+
+Then: a second run is a no-op, and a commit that changes one service releases only that service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INVOKE = ROOT / ".venv/bin/invoke"
+pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iterator[Path]:
+    """A fresh clone of the committed tree; the registry is stopped afterwards if this test started it."""
+    from pipeline.registry import default_registry
+
+    dest = tmp_path_factory.mktemp("e2e") / "veza"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
+    for k, v in (("user.email", "e2e@example.invalid"), ("user.name", "e2e")):
+        subprocess.run(["git", "-C", str(dest), "config", k, v], check=True)
+    registry_was_up = default_registry().answers()
+    yield dest
+    subprocess.run([str(ROOT / ".tools/bin/helm"), "uninstall", "veza", "--namespace", "veza-local", "--wait",
+                    "--kubeconfig", str(local_cluster)], capture_output=True, timeout=180, check=False)
+    subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(local_cluster), "delete", "namespace",
+                    "veza-local", "--wait=true", "--timeout=120s"], capture_output=True, timeout=180, check=False)
+    if not registry_was_up:
+        _invoke(dest, "registry-down")
+
+
+def _invoke(clone: Path, *args: str, timeout: float = 3000) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VEZA_CONFIG": str(clone / "pipeline.toml"), "CI": "true"}
+    return subprocess.run([str(INVOKE), "-r", str(ROOT), *args], cwd=clone, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _manifest(clone: Path) -> dict[str, object]:
+    return json.loads((clone / ".pipeline/manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def _latest_report(clone: Path) -> dict[str, object]:
+    runs = sorted((clone / ".pipeline/runs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text())  # type: ignore[no-any-return]
+
+
+def test_release_local_end_to_end(clone: Path) -> None:
+    first = _invoke(clone, "release", "--env", "local", "--yes")
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    m = _manifest(clone)
+    stages = m["stages"]  # type: ignore[index]
+    for stage in ("build", "scan", "push", "deploy"):
+        assert stages[stage]["status"] == "ok", (stage, stages)
+    services = m["services"]  # type: ignore[index]
+    assert set(services) == {"veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-docs"}
+    for name, svc in services.items():
+        assert svc["scan"]["status"] == "pass", (name, svc["scan"])
+        assert svc["push"]["digest"].startswith("sha256:"), name
+        assert svc["deploy"]["status"] in ("deployed", "noop", "unchanged"), (name, svc["deploy"])
+    report = _latest_report(clone)
+    assert report["status"] == "ok"
+    assert all(s["deployed"] and "@sha256:" in s["deployed"] for s in report["services"].values())  # type: ignore[union-attr]
+
+    # What runs in the cluster is exactly what the manifest recorded.
+    status = _invoke(clone, "status", "--env", "local", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_second_release_is_a_noop(clone: Path) -> None:
+    t0 = time.monotonic()
+    again = _invoke(clone, "release", "--env", "local", "--yes")
+    took = time.monotonic() - t0
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
+    report = _latest_report(clone)
+    assert {s["name"]: s["status"] for s in report["stages"]} == {  # type: ignore[union-attr]
+        "build": "resumed", "scan": "resumed", "push": "resumed", "deploy": "resumed"}
+    assert took < 10, f"no-op release took {took:.1f}s"
+
+
+def test_one_changed_service_releases_only_it(clone: Path) -> None:
+    before = _manifest(clone)["services"]  # type: ignore[index]
+    page = clone / "services/docs/site/index.html"
+    page.write_text(page.read_text().replace("</body>", "<!-- e2e change --></body>"))
+    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "docs: e2e change"], check=True)
+    run = _invoke(clone, "release", "--env", "local", "--yes")
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    after = _manifest(clone)["services"]  # type: ignore[index]
+    assert after["veza-docs"]["build"]["status"] == "built"
+    assert after["veza-docs"]["push"]["digest"] != before["veza-docs"]["push"]["digest"]
+    for name in ("veza-backend-api", "veza-chat-server", "veza-stream-server"):
+        assert after[name]["build"]["status"] == "reused", name
+        assert after[name]["push"]["digest"] == before[name]["push"]["digest"], name
