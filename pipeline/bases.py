@@ -226,13 +226,15 @@ def _labels(r: Recipe, run_id: str) -> dict[str, str]:
                                                     f"built from Debian packages by `invoke bases`"}
 
 
-def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None]) -> str:
+def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: bool) -> str:
+    """Import the cached rootfs tarball of this recipe digest, or debootstrap one (always with fresh=True:
+    --force means current packages, not the ones cached when the recipe last changed)."""
     from pipeline.tools import debootstrap, docker
 
     conf = read_rootfs_conf(r.directory)
     cache = ensure_dir(CACHE_DIR / "bases")
     tarball = cache / f"debian-rootfs-{r.digest.split(':')[1][:16]}.tar"
-    if tarball.is_file():
+    if tarball.is_file() and not fresh:
         say(f"  {r.base.name}: rootfs from cache {tarball}")
     else:
         work = cache / f"rootfs-{run_id}-{os.getpid()}"
@@ -303,7 +305,7 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
         if not todo:
             say("bases: provided meanwhile by another run, nothing to do")
             return outcomes
-        return _provide(cfg, recipes, todo, outcomes, try_pull, log_dir, started, say)
+        return _provide(cfg, recipes, todo, outcomes, try_pull, force, log_dir, started, say)
 
 
 @contextlib.contextmanager
@@ -321,7 +323,8 @@ def _exclusive(path: Path, say: Callable[[str], None]) -> Iterator[None]:
 
 
 def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], outcomes: list[Outcome],
-             try_pull: bool, log_dir: Path, started: float, say: Callable[[str], None]) -> list[Outcome]:
+             try_pull: bool, force: bool, log_dir: Path, started: float,
+             say: Callable[[str], None]) -> list[Outcome]:
     from pipeline.tools import docker
 
     run_id = f"bases-{time.strftime('%Y%m%d%H%M%S')}"
@@ -349,7 +352,7 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
         r = recipes[name]
         t0 = time.monotonic()
         if r.is_rootfs:
-            image = _build_rootfs(r, run_id, say)
+            image = _build_rootfs(r, run_id, say, fresh=force)
         else:
             image = _build_dockerfile(r, cfg.bases, run_id, log_dir)
         built[name] = time.monotonic() - t0
