@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -434,18 +434,28 @@ fn main() {
             exit(1);
         }
     };
-    // Non-blocking accept polled every 25 ms: the loop sees the SIGTERM flag promptly.
-    listener.set_nonblocking(true).expect("non-blocking listener");
+    // accept() blocks (std retries it on EINTR, so the signal alone cannot interrupt it): a watcher thread
+    // sees the SIGTERM flag and wakes the loop with a connection of its own. No polling delay per request.
+    let mut wake = listener.local_addr().expect("bound address");
+    if wake.ip().is_unspecified() {
+        wake.set_ip(if wake.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+    }
+    thread::spawn(move || {
+        while !STOP.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    });
     let app = Arc::new(App { nats, subject, max_body, started: Instant::now(), metrics: Mutex::new(Metrics::default()),
                              published: std::sync::atomic::AtomicU64::new(0) });
     let active = Arc::new(AtomicUsize::new(0));
     log("info", "listening", &[("service", json_str(SERVICE)), ("addr", json_str(&listen)),
                                ("version", json_str(VERSION)), ("revision", json_str(REVISION)),
                                ("nats", json_str(&app.nats.addr)), ("subject", json_str(&app.subject))]);
-    while !STOP.load(Ordering::SeqCst) {
+    loop {
         match listener.accept() {
+            Ok(_) if STOP.load(Ordering::SeqCst) => break,
             Ok((stream, _)) => {
-                let _ = stream.set_nonblocking(false);
                 if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
                     let _ = (&stream).write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
@@ -457,9 +467,10 @@ fn main() {
                     active.fetch_sub(1, Ordering::SeqCst);
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(25)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
+                if STOP.load(Ordering::SeqCst) {
+                    break;
+                }
                 log("error", "accept failed", &[("error", json_str(&e.to_string()))]);
                 thread::sleep(Duration::from_millis(100));
             }
