@@ -214,6 +214,16 @@ def trivy_db(c: Context, advisories: str, push: str = "", out: str = "") -> None
     make_mirror(Path(advisories), push=push, out=Path(out) if out else None)
 
 
+@task(name="sbom-attach", iterable=["service"],
+      help={"service": "service whose SBOM to attach (repeatable)", "env": "environment whose registry holds it"})
+@_cli
+def sbom_attach(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
+    """Attach each pushed image's CycloneDX SBOM (from the scan stage) to it in the registry (OCI artifact)."""
+    from pipeline.sbom import attach_sboms
+
+    attach_sboms(_list(service), env)
+
+
 # ---------------------------------------------------------------- registry, push, promote
 
 @task(name="registry-up", help={"auth": "enable htpasswd auth", "tls": "serve TLS with a local CA"})

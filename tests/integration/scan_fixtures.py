@@ -97,8 +97,6 @@ ImageFactory = Callable[..., tuple[str, str]]
 @pytest.fixture
 def scan_image_factory(docker_client: Any, run_id: str) -> Iterator[ImageFactory]:
     """make(name, files, user="1000") → (ref, image id): a docker-imported image, removed after the test."""
-    made: list[str] = []
-
     def make(name: str, files: dict[str, bytes], user: str = "1000", modes: dict[str, int] | None = None,
              tag: str = "t1") -> tuple[str, str]:
         repo = f"veza-scan-test/{name}-{run_id}"
@@ -107,13 +105,13 @@ def scan_image_factory(docker_client: Any, run_id: str) -> Iterator[ImageFactory
                                                  changes=changes)
         ref = f"{repo}:{tag}"
         image_id = str(docker_client.api.inspect_image(ref)["Id"])  # type: ignore[attr-defined]
-        made.append(ref)
         return ref, image_id
 
     yield make
-    for ref in made:
+    # by label: the push stage may have added tags of its own to these images
+    for img in docker_client.images.list(filters={"label": f"veza.pipeline.run={run_id}"}):  # type: ignore[attr-defined]
         try:
-            docker_client.api.remove_image(ref, force=True)  # type: ignore[attr-defined]
+            docker_client.images.remove(img.id, force=True)  # type: ignore[attr-defined]
         except Exception:
             pass
 
@@ -163,14 +161,14 @@ def db_mirror(scan_registry: LocalRegistry, tmp_path_factory: pytest.TempPathFac
 
 
 def scan_config(tmp_path: Path, *, db_repository: str, threshold: str = "HIGH", ignore_unfixed: bool = False,
-                ignore_file: str = ".trivyignore.yaml") -> Config:
+                ignore_file: str = ".trivyignore.yaml", registry: str = "127.0.0.1:5200") -> Config:
     """A minimal pipeline.toml with one service and one environment 'test' of the given gate."""
     (tmp_path / "pipeline.toml").write_text("\n".join([
         "[project]", 'name = "veza"', 'state_dir = ".pipeline"', "",
-        "[registry]", 'address = "127.0.0.1:5200"', 'namespace = "scan"', "",
+        "[registry]", f'address = "{registry}"', 'namespace = "scan"', "",
         "[scan]", f'db_repository = "{db_repository}"', f'ignore_file = "{ignore_file}"', "timeout_s = 300", "",
         "[[services]]", 'name = "svc-a"', 'context = "ctx"', 'dockerfile = "ctx/Dockerfile"', "port = 18080", "",
-        "[environments.test]", 'namespace = "t"', 'values_file = "v.yaml"', 'stages = ["build", "scan"]',
+        "[environments.test]", 'namespace = "t"', 'values_file = "v.yaml"', 'stages = ["build", "scan", "push"]',
         'tags = ["sha"]', f'scan_threshold = "{threshold}"', f"ignore_unfixed = {str(ignore_unfixed).lower()}", "",
     ]))
     return load_config(tmp_path / "pipeline.toml", check_files=False)

@@ -1,0 +1,49 @@
+"""SBOMs: written per image by the scan stage, then attached to the pushed image in a real registry as an
+OCI artifact (subject = the image manifest; tag sha256-<hex>.sbom)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.push import run_push
+from pipeline.registry import LocalRegistry
+from pipeline.sbom import SBOM_MEDIA_TYPE, attach_sboms, sbom_tag
+from pipeline.scan import run_scan
+from pipeline.tools.registry_api import RegistryClient, split_repository
+from tests.integration.scan_fixtures import DbMirror, ImageFactory, built_manifest, debian_files, scan_config
+
+pytestmark = [pytest.mark.engine, pytest.mark.registry]
+
+
+def test_sbom_attached_to_the_pushed_image(tmp_path: Path, db_mirror: DbMirror, scan_registry: LocalRegistry,
+                                           scan_image_factory: ImageFactory) -> None:
+    ref, image_id = scan_image_factory("sbom", debian_files("5.2.15-3", "bash"))
+    cfg = scan_config(tmp_path, db_repository=db_mirror.repository, threshold="HIGH",
+                      registry=scan_registry.address)
+    man = built_manifest(tmp_path, {"svc-a": (ref, image_id)})
+    scanned = run_scan(None, "test", config=cfg, manifest=man, cache_dir=db_mirror.cache_dir)["svc-a"]
+    assert scanned["status"] == "pass"
+    pushed = run_push(None, "test", config=cfg, manifest=man)["svc-a"]
+    assert pushed["status"] == "pushed"
+
+    refs = attach_sboms(None, "test", config=cfg, manifest=man)
+    repository = pushed["repository"]
+    assert refs == {"svc-a": f"{repository}:{sbom_tag(pushed['digest'])}"}
+    address, repo = split_repository(repository)
+    client = RegistryClient(address)
+    got = client.get_manifest(repo, sbom_tag(pushed["digest"]))
+    assert got is not None
+    body = json.loads(got[1])
+    assert body["artifactType"] == SBOM_MEDIA_TYPE
+    assert body["subject"]["digest"] == pushed["digest"]
+    layer = body["layers"][0]
+    _, _, blob = client.request("GET", f"/v2/{repo}/blobs/{layer['digest']}")
+    assert blob == Path(scanned["sbom"]).read_bytes()
+    assert json.loads(blob)["bomFormat"] == "CycloneDX"
+    rec = man.stage_result("svc-a", "scan")
+    assert rec is not None and rec["sbom_ref"] == refs["svc-a"] and rec["status"] == "pass"
+    # attaching again is idempotent (same tag, blobs already there)
+    assert attach_sboms(None, "test", config=cfg, manifest=man) == refs
