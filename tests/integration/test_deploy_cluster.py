@@ -24,7 +24,7 @@ from pipeline.errors import DeployFailed
 from pipeline.paths import ROOT, TOOLS_BIN
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
-from tests.integration.deploy_fixtures import (
+from tests.integration.deploy_support import (
     PF_RANGE,
     DeployTarget,
     kc,
@@ -144,6 +144,7 @@ def test_broken_readiness_path_rolls_back_and_exits_5(target: DeployTarget) -> N
     lines: list[str] = []
     with pytest.raises(DeployFailed) as exc:
         _deploy(target, broken, lines=lines, timeout_s=FAIL_TIMEOUT_S)
+    print("\n".join(lines), f"\nerror: {exc.value.one_line()}")  # shown with -s: what a user sees
     assert exc.value.exit_code == 5
     assert "rolled back" in exc.value.message
     text = "\n".join(lines)
@@ -166,6 +167,7 @@ def test_missing_image_rolls_back_and_exits_5(target: DeployTarget) -> None:
     finally:
         m.record("veza-docs", "push", {"status": "pushed", "digest": target.digests["veza-docs"],
                                        "tags_pushed": ["test"]})
+    print("\n".join(lines), f"\nerror: {exc.value.one_line()}")
     assert exc.value.exit_code == 5
     text = "\n".join(lines)
     assert missing in text and ("ErrImagePull" in text or "ImagePullBackOff" in text or "Failed" in text), text
@@ -227,6 +229,7 @@ def test_pending_release_from_a_killed_deploy_is_recovered(target: DeployTarget)
     lines: list[str] = []
     res = _deploy(target, lines=lines)
     text = "\n".join(lines)
+    print(text)
     assert "stuck in pending-upgrade" in text and f"helm rollback veza {rev} --namespace" in text, text
     assert "recovered: release now deployed" in text, text
     assert res.status in ("deployed", "noop")

@@ -1,0 +1,229 @@
+"""Helpers of the deploy tests (their fixtures are registered through deploy_fixtures.py).
+
+A real deploy target: the local cluster, a test registry on 127.0.0.1:5300-5349 holding
+the project's service images (pushed by digest), and PostgreSQL/Redis/NATS running as Deployments in a
+veza-test-* namespace from the local infra images (`invoke bases`).
+
+The cluster has no DNS add-on: the chart's infra hosts are set to the infra Services' ClusterIPs
+(reached through kube-proxy), exactly what a values file does for infra outside the cluster.
+Port-forwards use 127.0.0.1:18200-18299 (VEZA_PORT_FORWARD_PORTS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.config import Config, Environment, load_config
+from pipeline.manifest import Manifest
+from pipeline.paths import CACHE_DIR, ROOT, TOOLS_BIN
+from pipeline.registry import LocalRegistry
+from pipeline.tools.kubectl import PORT_RANGE_ENV
+
+REGISTRY_PORTS = range(5300, 5350)
+PF_RANGE = "18200-18299"
+KUBECTL = str(TOOLS_BIN / "kubectl")
+INFRA = {  # name → (image, port, container spec extras)
+    "postgres": ("veza-local/postgres:15", 5432),
+    "redis": ("veza-local/redis:7", 6379),
+    "nats": ("veza-local/nats:2.9", 4222),
+}
+
+
+def sh(*argv: str, timeout: float = 300, input: str | None = None, check: bool = True) -> str:
+    res = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input, check=False)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(argv[:4])}… failed ({res.returncode}): {res.stderr.strip()[-600:]}")
+    return res.stdout
+
+
+def kc(kubeconfig: Path, *args: str, timeout: float = 120, input: str | None = None, check: bool = True) -> str:
+    return sh(KUBECTL, "--kubeconfig", str(kubeconfig), *args, timeout=timeout, input=input, check=check)
+
+
+@dataclass
+class DeployTarget:
+    cfg: Config
+    env: Environment
+    kubeconfig: Path
+    namespace: str
+    registry: str
+    digests: dict[str, str]
+    infra_values: Path
+    state: Path
+
+    def manifest(self) -> Manifest:
+        path = self.state / "manifest.json"
+        if path.exists():
+            return Manifest.load(path)
+        m = Manifest.new(path, env=self.env.name, release_id=f"test-{self.namespace}", version={})
+        for svc, digest in self.digests.items():
+            m.set_service(svc, repository=self.repository(svc), tags=["test"], input_digest="sha256:test")
+            m.record(svc, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
+        return m
+
+    def repository(self, service: str) -> str:
+        return f"{self.registry}/veza-test/{service}"
+
+
+def _free_registry_port() -> int:
+    import socket
+
+    for p in REGISTRY_PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return p
+    raise AssertionError("no free port in 127.0.0.1:5300-5349 for the test registry")
+
+
+def _service_image(cfg: Config, name: str, run: str) -> str:
+    """Build the service's image from its Dockerfile with the offline bases (layer cache: fast when built)."""
+    svc = cfg.service(name)
+    tag = f"veza-test-deploy/{name}:{run}"
+    args = ["docker", "build", "-q", "-f", str(svc.dockerfile), "-t", tag, "--label", f"veza.pipeline.run={run}"]
+    for b in svc.bases:
+        base = cfg.bases[b]
+        if base.build_arg:
+            args += ["--build-arg", f"{base.build_arg}={base.local}"]
+    sh(*args, str(svc.context), timeout=1200)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def deploy_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    reg = LocalRegistry(_free_registry_port(), root=tmp_path_factory.mktemp("registry"))
+    reg.start()
+    try:
+        yield reg.address
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def pushed_images(deploy_registry: str) -> Iterator[dict[str, str]]:
+    """service → digest in the test registry (built from dockerfiles/, copied with skopeo)."""
+    cfg = load_config()
+    run = "d" + uuid.uuid4().hex[:8]
+    digests: dict[str, str] = {}
+    built: list[str] = []
+    try:
+        for svc in cfg.services:
+            tag = _service_image(cfg, svc.name, run)
+            built.append(tag)
+            dest = f"docker://{deploy_registry}/veza-test/{svc.name}:test"
+            digest_file = Path(f"/tmp/{run}-{svc.name}.digest")
+            sh("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+               f"docker-daemon:{tag}", dest)
+            digests[svc.name] = digest_file.read_text().strip()
+            digest_file.unlink()
+        yield digests
+    finally:
+        for tag in built:
+            sh("docker", "rmi", tag, check=False)
+
+
+def _infra_manifest(name: str, image: str, port: int) -> list[dict[str, Any]]:
+    labels = {"app.kubernetes.io/name": name, "veza.pipeline.test": "infra"}
+    env: list[dict[str, Any]] = []
+    args: list[str] = []
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if name == "postgres":
+        env = [{"name": "POSTGRES_USER", "value": "veza"}, {"name": "POSTGRES_DB", "value": "veza"},
+               {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+               {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "veza-secrets",
+                                                                            "key": "db-password"}}}]
+        mounts += [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                   {"name": "run", "mountPath": "/var/run/postgresql"}]
+        volumes += [{"name": "data", "emptyDir": {}}, {"name": "run", "emptyDir": {}}]
+    elif name == "redis":
+        env = [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "veza-secrets",
+                                                                         "key": "redis-password"}}}]
+        args = ["redis-server", "--bind", "0.0.0.0", "--dir", "/data", "--requirepass", "$(REDIS_PASSWORD)"]
+        mounts.append({"name": "data", "mountPath": "/data"})
+        volumes.append({"name": "data", "emptyDir": {}})
+    container: dict[str, Any] = {
+        "name": name, "image": image, "imagePullPolicy": "Never", "env": env,
+        "ports": [{"containerPort": port, "protocol": "TCP"}], "volumeMounts": mounts,
+        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2},
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    if args:
+        container["args"] = args
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels},
+                               "spec": {"securityContext": {"fsGroup": 999}, "containers": [container],
+                                        "volumes": volumes, "terminationGracePeriodSeconds": 2}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"port": port, "targetPort": port, "protocol": "TCP"}]}},
+    ]
+
+
+def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state: Path,
+                label: str) -> DeployTarget:
+    """A veza-test-* namespace with the Secret and the infra running, and the config pointing at it."""
+    ns = f"veza-test-{label}-{uuid.uuid4().hex[:6]}"
+    kc(kubeconfig, "create", "namespace", ns)
+    kc(kubeconfig, "label", "namespace", ns, "veza.pipeline.test=deploy")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "veza-secrets", "namespace": ns},
+              "type": "Opaque", "stringData": {k: secrets.token_urlsafe(18)
+                                               for k in ("jwt-secret", "db-password", "redis-password")}}
+    kc(kubeconfig, "apply", "-f", "-", input=json.dumps(secret))  # on stdin: never in argv
+    docs = [d for name, (image, port) in INFRA.items() for d in _infra_manifest(name, image, port)]
+    kc(kubeconfig, "-n", ns, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                   "items": docs}))
+    for name in INFRA:
+        kc(kubeconfig, "-n", ns, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
+    ips = {name: kc(kubeconfig, "-n", ns, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}").strip()
+           for name in INFRA}
+    infra_values = state / "infra-values.yaml"
+    infra_values.write_text(yaml.safe_dump({"infra": {n: {"host": ip} for n, ip in ips.items()}}))
+    base = load_config()
+    env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza",
+                              values_file=ROOT / "helm/veza/values-local.yaml")
+    cfg = dataclasses.replace(base, state_dir=state, environments={"local": env})
+    return DeployTarget(cfg=cfg, env=env, kubeconfig=kubeconfig, namespace=ns, registry=registry,
+                        digests=digests, infra_values=infra_values, state=state)
+
+
+def remove_target(t: DeployTarget) -> None:
+    from pipeline.tools import helm
+
+    helm_bin = helm.helm_path()
+    sh(helm_bin, "uninstall", "veza", "--kubeconfig", str(t.kubeconfig), "-n", t.namespace, "--wait",
+       "--timeout", "120s", check=False, timeout=180)
+    kc(t.kubeconfig, "delete", "namespace", t.namespace, "--wait=true", "--timeout=180s", check=False, timeout=200)
+    kc(t.kubeconfig, "delete", "pv", "-l", f"veza.io/namespace={t.namespace}", "--wait=false", check=False)
+    shutil.rmtree(CACHE_DIR / "volumes" / t.namespace, ignore_errors=True)
+
+
+@pytest.fixture
+def port_range(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(PORT_RANGE_ENV, PF_RANGE)
+    return PF_RANGE
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
