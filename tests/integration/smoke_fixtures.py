@@ -100,7 +100,7 @@ class SmokeRun:
 
     def start(self, *extra: str, wait_timeout: float | None = None) -> subprocess.Popen[str]:
         """`invoke smoke --env local` as a subprocess (the real CLI, exit codes included)."""
-        return subprocess.Popen(  # noqa: S603
+        return subprocess.Popen(
             [sys.executable, "-m", "invoke", "smoke", "--env", "local", *extra], cwd=ROOT,
             env=self.env(wait_timeout), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -135,7 +135,7 @@ def _smoke_run(smoke_manifest: Path, tmp_path: Path, docker_client: Any) -> Iter
         for tag in run.images:
             try:
                 docker_client.images.remove(tag, force=True)
-            except Exception:  # noqa: BLE001 - already gone
+            except Exception:
                 pass
         shutil.rmtree(run.run_dir, ignore_errors=True)
 

@@ -8,14 +8,8 @@ import signal
 
 import pytest
 
-from tests.integration.smoke_fixtures import (  # noqa: F401 - fixtures
-    OVERRIDES,
-    SmokeRun,
-    interrupt,
-    smoke_manifest,
-    smoke_run,
-    wait_for_containers,
-)
+from tests.integration.smoke_fixtures import *  # noqa: F403 - the pytest fixtures
+from tests.integration.smoke_fixtures import OVERRIDES, SmokeRun, interrupt, wait_for_containers
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 STACK = ("backend-api", "chat-server", "stream-server", "docs", "postgres", "redis", "nats")
@@ -57,6 +51,27 @@ def test_service_never_healthy_exits_4_after_the_timeout(smoke_run: SmokeRun) ->
     assert "veza-docs-no-such-healthcheck" in out      # the healthcheck's own output says why
     _assert_logs_saved(smoke_run, "docs", '"msg":"listening"')
     _assert_failed_in_manifest(smoke_run, "veza-docs")
+    assert smoke_run.leftovers() == ""
+
+
+def test_service_turning_unhealthy_exits_4_without_waiting_for_the_timeout(smoke_run: SmokeRun) -> None:
+    smoke_run.overrides.append(OVERRIDES / "unhealthy-docs.yml")
+    rc, out = smoke_run.invoke(wait_timeout=120)
+    assert rc == 4, out
+    assert "error: smoke: service docs is unhealthy (its healthcheck failed): exit -1: " in out, out
+    assert "veza-docs-no-such-healthcheck" in out
+    stage = _assert_failed_in_manifest(smoke_run, "veza-docs")
+    assert float(stage["timings"]["up_s"]) < 60     # reported when it happened, not at the timeout
+    _assert_logs_saved(smoke_run, "docs", '"msg":"listening"')
+    assert smoke_run.leftovers() == ""
+
+
+def test_smoke_without_a_manifest_is_one_clear_line(smoke_run: SmokeRun) -> None:
+    smoke_run.manifest_path.unlink()
+    rc, out = smoke_run.invoke()
+    assert rc == 2, out
+    assert out.strip().splitlines()[-1] == (f"error: no Release manifest at {smoke_run.manifest_path} "
+                                            "(fix: run `invoke build` first)"), out
     assert smoke_run.leftovers() == ""
 
 

@@ -9,12 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.smoke_fixtures import (  # noqa: F401 - fixtures
-    SmokeRun,
-    smoke_manifest,
-    smoke_run,
-    smoke_run_factory,
-)
+from tests.integration.smoke_fixtures import *  # noqa: F403 - the pytest fixtures
+from tests.integration.smoke_fixtures import SmokeRun
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
