@@ -1,8 +1,10 @@
 """The developer stack (`invoke up / down / logs`): the same compose files as the smoke test.
 
-One stack per work tree, project `veza-dev`, services on 127.0.0.1:8080-8083 (docker-compose.dev.yml).
-Its state lives in .pipeline/stack/: the env file (0600: it holds the generated passwords, kept across
-`up`/`down` so the PostgreSQL volume keeps matching its password; replaced by `down --volumes`).
+One stack per work tree, compose project `veza-dev` (VEZA_STACK_NAME names another one), the four services
+on 127.0.0.1:8080-8083 (docker-compose.dev.yml; BACKEND_API_PORT, CHAT_SERVER_PORT, STREAM_SERVER_PORT,
+DOCS_PORT move them). Its state lives in .pipeline/stack/<name>/: the env file (0600: it holds the generated
+passwords, kept across `up`/`down` so the PostgreSQL volume keeps matching its password; removed by
+`down --volumes`). Every object carries veza.pipeline.run=<name>.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import stack_spec
@@ -20,26 +23,44 @@ from pipeline.paths import MANIFEST_FILE, STATE_DIR
 from pipeline.tools.compose import RUN_LABEL, ComposeProject, remove_labelled
 from pipeline.tools.proc import stream
 
-PROJECT = "veza-dev"
-RUN_ID = "dev-stack"
-STACK_DIR = STATE_DIR / "stack"
-ENV_FILE = STACK_DIR / "compose.env"
-STATE_FILE = STACK_DIR / "state.json"
+DEFAULT_NAME = "veza-dev"
 UP_TIMEOUT_S = 180.0
 FOLLOW_TIMEOUT_S = 7 * 24 * 3600.0   # `logs --follow` runs until Ctrl-C; the timeout is only a backstop
 
 
-def _project(env_file: Path | None = ENV_FILE) -> ComposeProject:
-    # The variables also go to compose's environment: an exported shell variable must not win over them.
-    values = stack_spec.read_env_file(env_file) if env_file is not None and env_file.exists() else {}
-    return ComposeProject(name=PROJECT, files=(stack_spec.BASE_FILE, stack_spec.DEV_FILE),
-                          env_file=env_file if values else None, workdir=stack_spec.COMPOSE_DIR, env=values)
+@dataclass(frozen=True)
+class DevStack:
+    name: str
+
+    @property
+    def dir(self) -> Path:
+        return STATE_DIR / "stack" / self.name
+
+    @property
+    def env_file(self) -> Path:
+        return self.dir / "compose.env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def project(self) -> ComposeProject:
+        # The variables also go to compose's environment: an exported shell variable must not win over them.
+        values = stack_spec.read_env_file(self.env_file) if self.env_file.exists() else {}
+        return ComposeProject(name=self.name, files=(stack_spec.BASE_FILE, stack_spec.DEV_FILE),
+                              env_file=self.env_file if values else None, workdir=stack_spec.COMPOSE_DIR,
+                              env=values)
+
+
+def current() -> DevStack:
+    return DevStack(stack_spec.safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)))
 
 
 def stack_up(env_name: str = "local", build: bool = False) -> None:
     """Start the platform with the images of the Release manifest (building them first with build=True)."""
     cfg = load_config()
     env = cfg.env(env_name)
+    stack = current()
     if build:
         from pipeline.build import run_build
 
@@ -50,25 +71,26 @@ def stack_up(env_name: str = "local", build: bool = False) -> None:
                          f"run `invoke up --env {manifest.env}` or `invoke up --env {env.name} --build`")
     images = {**stack_spec.service_images(cfg, manifest), **stack_spec.infra_images(cfg)}
     # Keep the passwords of an existing stack: its PostgreSQL volume was initialised with them.
-    old = stack_spec.read_env_file(ENV_FILE) if ENV_FILE.exists() else {}
+    old = stack_spec.read_env_file(stack.env_file) if stack.env_file.exists() else {}
     secret_values = {**stack_spec.new_secrets(), **{k: old[k] for k in stack_spec.SECRET_VARS if old.get(k)}}
-    stack_spec.write_env_file(ENV_FILE, stack_spec.stack_variables(
-        RUN_ID, images, secret_values, {"VEZA_RESTART": "unless-stopped"}))
-    project = _project()
+    stack_spec.write_env_file(stack.env_file, stack_spec.stack_variables(
+        stack.name, images, secret_values, {"VEZA_RESTART": "unless-stopped"}))
+    project = stack.project()
     project.config()
-    print(f"starting {PROJECT} ({env.name} images) …", file=sys.stderr, flush=True)
+    print(f"starting {stack.name} ({env.name} images) …", file=sys.stderr, flush=True)
     res = project.up(wait_timeout=UP_TIMEOUT_S)
-    STATE_FILE.write_text(json.dumps({"env": env.name, "project": PROJECT,
-                                      "images": {k: v.ref for k, v in images.items()}}, indent=2) + "\n")
+    stack.state_file.write_text(json.dumps({"env": env.name, "project": stack.name,
+                                            "images": {k: v.ref for k, v in images.items()}}, indent=2) + "\n")
     if not res.ok:
         tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
         raise StageFailed(f"the stack did not become healthy: {tail}",
                           "inspect it with `invoke logs`; stop it with `invoke down`")
-    for host, svc in _published(project):
-        print(f"  {svc:<16} http://{host}")
+    for addr, svc in published(project):
+        print(f"  {svc:<16} http://{addr}")
 
 
-def _published(project: ComposeProject) -> list[tuple[str, str]]:
+def published(project: ComposeProject) -> list[tuple[str, str]]:
+    """(host:port, compose service) for every published port of the stack."""
     out = []
     for s in project.ps():
         for _target, ip, port in s.publishers:
@@ -79,26 +101,29 @@ def _published(project: ComposeProject) -> list[tuple[str, str]]:
 
 def stack_down(volumes: bool = False) -> None:
     """Stop the developer stack; with volumes=True also delete its data (and forget its passwords)."""
-    if ENV_FILE.exists():
-        res = _project().down(volumes=volumes)
+    stack = current()
+    if stack.env_file.exists():
+        res = stack.project().down(volumes=volumes)
         if not res.ok:
             raise StageFailed(f"docker compose down failed: {(res.stderr or res.stdout).strip()[-300:]}")
     # Whatever still carries the stack's label (all of it when the env file was lost).
-    left = remove_labelled(RUN_LABEL, RUN_ID, volumes=volumes)
+    left = remove_labelled(RUN_LABEL, stack.name, volumes=volumes)
     if volumes:
-        ENV_FILE.unlink(missing_ok=True)
-        STATE_FILE.unlink(missing_ok=True)
+        stack.env_file.unlink(missing_ok=True)
+        stack.state_file.unlink(missing_ok=True)
     if left.containers or left.networks:
         raise StageFailed(f"could not remove: {left.describe()}", "remove them with docker rm -f / docker network rm")
-    print(f"{PROJECT} stopped" + (" and its volumes removed" if volumes else " (volumes kept)"), file=sys.stderr)
+    print(f"{stack.name} stopped" + (" and its volumes removed" if volumes else " (volumes kept)"), file=sys.stderr)
 
 
 def stack_logs(service: str | None = None, follow: bool = False) -> None:
     """Print (or follow) the developer stack's logs; service may be `veza-backend-api` or `backend-api`."""
-    if not ENV_FILE.exists():
-        raise UsageError("the developer stack is not running (no .pipeline/stack/compose.env)", "start it: invoke up")
+    stack = current()
+    if not stack.env_file.exists():
+        raise UsageError(f"the developer stack {stack.name} is not running (no {stack.env_file})",
+                         "start it: invoke up")
     name = stack_spec.compose_service(service) if service else None
-    project = _project()
+    project = stack.project()
     if name:
         known = set(project.config().get("services", {}))
         if name not in known:
