@@ -88,6 +88,9 @@ def cluster_down() -> None:
     from pipeline.cluster.stop import stop_local
     from pipeline.errors import StageFailed
 
+    users = _test_sessions()
+    if users:
+        _say(f"cluster: warning: stopping it under {len(users)} running test session(s) (pids {', '.join(users)})")
     with cluster_lock():
         had = load_state() is not None
         problems = stop_local(_say)
@@ -95,6 +98,13 @@ def cluster_down() -> None:
         raise StageFailed("cluster-down left traces: " + "; ".join(problems),
                           "run invoke cluster-down again; see " + str(layout.LOGS))
     _say("cluster: stopped; the machine is as before" if had else "cluster: not running; nothing to stop")
+
+
+def _test_sessions() -> list[str]:
+    """PIDs of live test sessions holding a lease on the cluster (tests/integration/cluster_fixtures.py)."""
+    leases = layout.STATE / "test-leases"
+    return sorted(p.name for p in leases.glob("*")
+                  if p.name.isdigit() and int(p.name) != os.getpid() and Path(f"/proc/{p.name}").exists())
 
 
 def cluster_state() -> dict[str, Any]:
@@ -129,7 +139,8 @@ def cluster_status() -> None:
         _say(f"cluster: not running (start it with: {info['start']}); binaries: {info['binaries']}")
         return
     state = "running" if info["running"] else "DEGRADED"
-    _say(f"cluster: {state} since {info['since']} (ready after {info.get('ready_after_s')}s), "
+    ready = info.get("ready_after_s")
+    _say(f"cluster: {state} since {info['since']} ({f'ready after {ready}s' if ready else 'starting'}), "
          f"Kubernetes {info['version']}")
     for name, p in info["processes"].items():
         _say(f"  {name:<24} pid {p['pid']:<8} {'running' if p['alive'] else 'NOT RUNNING'}")
