@@ -88,6 +88,13 @@ def new_run_dir(prefix: str = "smoke") -> Path:
     return RUNS_DIR / f"{prefix}-{stamp}-{secrets.token_hex(3)}"
 
 
+def run_id_for(run_dir: Path) -> str:
+    """The run's label value: the run directory's name, or `<parent>-<name>` when the directory is nested
+    in another run's (a release's .pipeline/runs/<release run>/smoke): concurrent releases never share one."""
+    nested = run_dir.resolve().parent != RUNS_DIR.resolve()
+    return stack_spec.safe_run_id(f"{run_dir.parent.name}-{run_dir.name}" if nested else run_dir.name)
+
+
 # ---------------------------------------------------------------- entry points
 
 def run_smoke(env_name: str, keep_on_failure: bool = False) -> SmokeResult:
@@ -127,7 +134,7 @@ def smoke_release(
 ) -> SmokeResult:
     """Run the whole smoke stage for the release orchestrator; records in the manifest; raises SmokeFailed."""
     say = echo or (lambda _msg: None)
-    run_id = stack_spec.safe_run_id(run_dir.name)
+    run_id = run_id_for(run_dir)
     result = SmokeResult(run_id=run_id, project=f"veza-smoke-{run_id.removeprefix('smoke-')}", run_dir=run_dir)
     for o in overrides:
         if not o.is_file():

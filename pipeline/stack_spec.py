@@ -11,6 +11,7 @@ filled from an env file written here for the run (mode 0600, under the run's dir
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -44,12 +45,18 @@ def compose_service(name: str) -> str:
     return name.removeprefix("veza-")
 
 
-def safe_run_id(raw: str) -> str:
-    """A run ID usable in compose project names and label values: lowercase, digits, '-'."""
+def safe_run_id(raw: str, limit: int = 48) -> str:
+    """A run ID usable in compose project names and label values: lowercase, digits, '-'.
+
+    A long one is shortened with a hash of the whole kept at its end: two ids that differ only past
+    the limit (e.g. in a random suffix) stay different.
+    """
     rid = RUN_ID_RE.sub("-", raw.lower()).strip("-")
     if not rid:
         raise UsageError(f"run id '{raw}' has no usable character", "use letters, digits and '-'")
-    return rid[:48]
+    if len(rid) > limit:
+        rid = rid[: limit - 9].rstrip("-") + "-" + hashlib.sha256(rid.encode()).hexdigest()[:8]
+    return rid
 
 
 @dataclass(frozen=True)

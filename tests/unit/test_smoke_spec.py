@@ -32,7 +32,7 @@ def test_names() -> None:
 def test_run_ids_are_made_safe_for_compose_and_labels() -> None:
     assert safe_run_id("CI Job #12/x") == "ci-job-12-x"
     assert safe_run_id("smoke-20261125t181451-df0c0e") == "smoke-20261125t181451-df0c0e"
-    assert len(safe_run_id("a" * 200)) == 48
+    assert len(safe_run_id("a" * 200)) == 48 and safe_run_id("a" * 200) != safe_run_id("a" * 201)
     with pytest.raises(UsageError):
         safe_run_id("///")
 
@@ -92,3 +92,15 @@ def test_nats_reader_times_out_and_reports_refusals() -> None:
     with pytest.raises(NatsError, match="refused the subscription"):
         NatsSubscriber("127.0.0.1", port, ">")
     t.join(3)
+
+
+def test_long_run_ids_stay_distinct_and_nested_run_dirs_are_qualified() -> None:
+    from pipeline.paths import RUNS_DIR
+    from pipeline.smoke import run_id_for
+
+    a = safe_run_id("local-7ca075e3-dirty-d1ffd42a-20261125t181451-df0c0e-smoke")
+    b = safe_run_id("local-7ca075e3-dirty-d1ffd42a-20261125t181451-aa1111-smoke")
+    assert len(a) == len(b) == 48 and a != b
+    assert run_id_for(RUNS_DIR / "smoke-20261125t1814-ab12cd") == "smoke-20261125t1814-ab12cd"
+    assert run_id_for(RUNS_DIR / "rel-1" / "smoke") == "rel-1-smoke"
+    assert run_id_for(RUNS_DIR / "rel-2" / "smoke") != run_id_for(RUNS_DIR / "rel-1" / "smoke")
