@@ -45,7 +45,7 @@ DEFAULT_PROBE_WINDOW_S = 8.0     # a probe is retried this long before it counts
 LOG_TAIL = 200
 # Smoke-only timings: check health every second (a healthy stack is seen at once); a dependency that
 # starts slowly on a busy machine still has start_period to come up before failed checks count.
-SMOKE_VARIABLES = {"VEZA_HEALTH_INTERVAL": "1s", "VEZA_HEALTH_START_PERIOD": "20s", "VEZA_RESTART": "no"}
+SMOKE_VARIABLES = {"VEZA_HEALTH_INTERVAL": "1s", "VEZA_HEALTH_START_PERIOD": "60s", "VEZA_RESTART": "no"}
 
 
 @dataclass
