@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,14 +36,13 @@ class ServiceImages:
 
 
 @pytest.fixture(scope="session")
-def service_images(docker_client: Any) -> Iterator[ServiceImages]:
+def service_images(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceImages]:
     """Build the four service images once per session (after making sure the bases exist)."""
     cfg = load_config()
     ensure_bases(config=cfg, say=lambda _line: None)
     run = "svc" + uuid.uuid4().hex[:8]
     refs: dict[str, str] = {}
-    logs = Path("/tmp") / f"veza-service-tests-{run}"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = tmp_path_factory.mktemp("service-images")
     try:
         for svc in cfg.services:
             ref = f"veza-test/{svc.name}:{run}"
