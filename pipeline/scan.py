@@ -16,6 +16,7 @@ an edited ignore file or a stricter environment takes effect without a rescan.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -129,6 +130,7 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
             outcomes.append(out)
             log(_outcome_line(out))
 
+    prune_report_cache(cache / "reports")
     judged = [(o.service, o.verdict) for o in outcomes if o.verdict is not None]
     if judged:
         write_sarif(reports_dir / "scan.sarif", judged, trivy.version())
@@ -207,6 +209,18 @@ def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
     return info
 
 
+def prune_report_cache(reports: Path, keep: int = 400) -> int:
+    """Drop the least recently used cache entries beyond `keep` (each is a report + an SBOM)."""
+    try:
+        entries = sorted((p for p in reports.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+    except FileNotFoundError:
+        return 0
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return max(0, len(entries) - keep)
+
+
 def cache_key(image_id: str, key_base: str) -> str:
     return hashlib.sha256(f"{image_id}|{key_base}".encode()).hexdigest()[:32]
 
@@ -217,6 +231,8 @@ def _scan_one(t: ScanTarget, key_base: str, cache: Path, reports_dir: Path, scan
     entry = cache / "reports" / cache_key(t.image_id, key_base)
     report_c, sbom_c = entry / "report.json", entry / "sbom.cdx.json"
     cached = report_c.is_file() and sbom_c.is_file()
+    if cached:
+        os.utime(entry)   # recently used: pruning drops the oldest entries first
     if not cached:
         # scan into a temp dir, then move into the cache: a killed scan never leaves half a cache entry
         entry.parent.mkdir(parents=True, exist_ok=True)

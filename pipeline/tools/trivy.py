@@ -8,6 +8,7 @@ with --skip-db-update, so N parallel scans never race to download it.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -69,9 +70,12 @@ def db_info(cache_dir: Path) -> DbInfo:
 def download_db(repository: str, cache_dir: Path, *, timeout: float = 600) -> DbInfo:
     """Fetch (or refresh) the DB from an OCI repository such as 127.0.0.1:5000/trivy/db (Trivy adds :2)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    res = run([binary(), "image", *COMMON, "--cache-dir", cache_dir, "--download-db-only",
-               "--db-repository", repository, "--quiet"], timeout=timeout, check=False,
-              what="trivy DB download")
+    # Two pipelines sharing the cache (CI jobs on one machine) must not write the DB at the same time.
+    with open(cache_dir / ".db.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = run([binary(), "image", *COMMON, "--cache-dir", cache_dir, "--download-db-only",
+                   "--db-repository", repository, "--quiet"], timeout=timeout, check=False,
+                  what="trivy DB download")
     if not res.ok:
         tail = " | ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-3:])
         raise StageFailed(f"cannot fetch the Trivy DB from {repository}: {tail}",

@@ -136,3 +136,16 @@ def test_verdict_dict_for_the_manifest() -> None:
     assert d["status"] == "blocked" and d["blocking_count"] == 2 and len(d["blocking"]) == 1
     assert d["blocking"][0]["id"] == "CVE-2099-0002"   # most severe first
     assert d["counts"] == {"CRITICAL": 1, "HIGH": 1, "MEDIUM": 0, "LOW": 0, "UNKNOWN": 0}
+
+
+def test_report_cache_pruning_keeps_the_most_recent(tmp_path: Path) -> None:
+    import os
+
+    from pipeline.scan import prune_report_cache
+
+    for i in range(5):
+        (tmp_path / f"e{i}").mkdir()
+        os.utime(tmp_path / f"e{i}", (1000 + i, 1000 + i))
+    assert prune_report_cache(tmp_path, keep=3) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e2", "e3", "e4"]
+    assert prune_report_cache(tmp_path / "absent") == 0
