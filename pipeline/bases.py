@@ -4,9 +4,12 @@ For every [bases.*] entry of pipeline.toml (upstream reference → local name, r
   1. present   — the local image exists and carries the current recipe digest (or is the pulled upstream):
                  nothing is done; a rerun with everything present is one engine call (< 2 s);
   2. pulled    — otherwise, when pulls are allowed, `docker pull upstream` (short timeout) and tag it local;
+                 a registry that proves unreachable is not asked again for the other images it serves;
   3. built     — otherwise, build it from Debian packages with its recipe in pipeline/recipes/<recipe>/:
                  `debian` is a debootstrap rootfs imported with `docker import` (the tarball is cached under
                  CACHE_DIR), every other recipe is a Dockerfile FROM the local Debian base.
+
+`--force` rebuilds every base, with a fresh debootstrap (current packages, not the cached tarball).
 
 The recipe digest hashes the recipe's files and the digest of the recipe it builds on (a recipe that takes
 `ARG DEBIAN_IMAGE` builds on the base whose build_arg is DEBIAN_IMAGE), so a change to the Debian recipe
@@ -36,7 +39,7 @@ LABEL_RECIPE_DIGEST = "veza.pipeline.recipe-digest"
 LABEL_BASE = "veza.pipeline.base"
 ROOTFS_RECIPE = "debian"
 ROOTFS_CONF = "rootfs.conf"
-PULL_TIMEOUT_S = 60.0
+PULL_TIMEOUT_S = 30.0
 BUILD_TIMEOUT_S = 1800.0
 DEBOOTSTRAP_TIMEOUT_S = 900.0
 _ARG_RE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
@@ -175,6 +178,24 @@ def decide(recipes: Mapping[str, Recipe], facts: Mapping[str, ImageFacts], *, fo
     return out
 
 
+def registry_host(ref: str) -> str:
+    """The registry an image reference is pulled from (Docker Hub for short names like golang:1.22)."""
+    first, sep, _ = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+_UNREACHABLE = ("no such host", "dial tcp", "timed out", "timeout", "connection refused",
+                "network is unreachable", "no route to host", "tls handshake")
+
+
+def is_unreachable(reason: str) -> bool:
+    """True when a failed pull says the registry cannot be reached (not: this one image is unknown)."""
+    low = reason.lower()
+    return any(marker in low for marker in _UNREACHABLE)
+
+
 def facts_by_ref(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
     return {t: img for img in images for t in img.tags}
 
@@ -246,6 +267,7 @@ def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: 
                                       mirror=conf.get("mirror") or None, timeout=DEBOOTSTRAP_TIMEOUT_S)
             debootstrap.pack_rootfs(work, tarball, timeout=300)
         finally:
+            debootstrap.release_mounts(work)
             shutil.rmtree(work, ignore_errors=True)
         for old in cache.glob("debian-rootfs-*.tar"):   # keep only the current recipe's tarball
             if old != tarball:
@@ -330,19 +352,29 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
     run_id = f"bases-{time.strftime('%Y%m%d%H%M%S')}"
     say(f"bases: {len(todo)} to provide: " + ", ".join(f"{d.name} ({d.reason})" for d in todo))
 
-    # Pull first where allowed (and not forced): a reachable registry is the cheapest path.
+    # Pull first where allowed (and not forced): a reachable registry is the cheapest path. Once a registry
+    # proves unreachable, the other images it serves are not tried (a dropping network would cost a timeout each).
     to_build: list[str] = []
+    unreachable: dict[str, str] = {}
     for d in todo:
         r = recipes[d.name]
         if try_pull and d.action == "acquire":
+            host = registry_host(r.base.upstream)
+            if host in unreachable:
+                say(f"  {d.name}: pull of {r.base.upstream} skipped ({host} unreachable); "
+                    "building from Debian packages")
+                to_build.append(d.name)
+                continue
             t0 = time.monotonic()
             ok, why = docker.pull_image(r.base.upstream, timeout=PULL_TIMEOUT_S)
             if ok:
-                docker.tag_image(r.base.upstream, *r.base.local.rsplit(":", 1))
+                docker.tag_image(r.base.upstream, *normalize_ref(r.base.local).rsplit(":", 1))
                 outcomes.append(Outcome(d.name, r.base.local, "pulled", f"from {r.base.upstream}",
                                         time.monotonic() - t0))
                 say(f"  {d.name}: pulled {r.base.upstream} → tagged {r.base.local}")
                 continue
+            if is_unreachable(why):
+                unreachable[host] = why
             say(f"  {d.name}: pull of {r.base.upstream} failed (…{why[-70:]}); building from Debian packages")
         to_build.append(d.name)
 

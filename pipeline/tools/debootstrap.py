@@ -39,3 +39,18 @@ def pack_rootfs(source: Path, tarball: Path, *, timeout: float) -> None:
     proc.run(["tar", "--numeric-owner", "--xattrs", "-C", str(source), "-cf", str(tmp), "."],
              timeout=timeout, what="tar of the Debian rootfs")
     tmp.replace(tarball)
+
+
+def release_mounts(target: Path) -> list[str]:
+    """Unmount whatever an interrupted debootstrap left mounted inside target (proc, sys), deepest first,
+    so that removing the directory never reaches into a live /proc or /sys. Returns what was unmounted."""
+    root = str(target.resolve())
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = [ln.split()[1].encode().decode("unicode_escape") for ln in lines if len(ln.split()) > 1]
+    inside = sorted((p for p in points if p == root or p.startswith(root + "/")), key=len, reverse=True)
+    for p in inside:
+        proc.run(["umount", "--lazy", p], timeout=30, check=False, what=f"umount {p}")
+    return inside

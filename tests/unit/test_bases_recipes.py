@@ -16,8 +16,10 @@ from pipeline.bases import (
     decide,
     facts_by_ref,
     files_digest,
+    is_unreachable,
     normalize_ref,
     read_rootfs_conf,
+    registry_host,
     resolve_recipes,
 )
 from pipeline.config import Base, load_config
@@ -160,3 +162,18 @@ def test_build_args_map_upstream_args_to_local_refs(bases: dict[str, Base]) -> N
     assert args["RUST_IMAGE"] == "veza-local/rust:bookworm"
     assert "POSTGRES" not in " ".join(args)          # infra bases have no build arg
     assert build_args_for(bases, ["rust"]) == {"RUST_IMAGE": "veza-local/rust:bookworm"}
+
+
+def test_registry_host_of_references() -> None:
+    assert registry_host("golang:1.22-bookworm") == "docker.io"
+    assert registry_host("library/redis:7") == "docker.io"
+    assert registry_host("ghcr.io/nats-io/nats:2.9") == "ghcr.io"
+    assert registry_host("127.0.0.1:5000/veza/x:1") == "127.0.0.1:5000"
+    assert registry_host("localhost/x") == "localhost"
+
+
+def test_unreachable_registry_is_told_apart_from_an_unknown_image() -> None:
+    assert is_unreachable('Get "https://r/v2/": dial tcp: lookup r on 10.0.0.53:53: no such host')
+    assert is_unreachable("docker pull x timed out after 30s: docker pull --quiet x")
+    assert not is_unreachable("manifest for golang:9.99 not found: manifest unknown")
+    assert not is_unreachable("pull access denied for x, repository does not exist")
