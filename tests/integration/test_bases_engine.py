@@ -131,3 +131,21 @@ def test_pull_path_is_taken_when_the_upstream_answers(tmp_path: Path, private_re
         assert docker_client.api.inspect_image(local)["Id"] == docker_client.api.inspect_image(upstream)["Id"]
         again = ensure_bases(config=small, say=lines.append)
         assert again[0].path == "present" and "pulled upstream" in again[0].detail
+
+
+def test_unreachable_upstream_falls_back_to_the_recipe_and_is_asked_once(private_refs: list[str],
+                                                                         docker_client: Any) -> None:
+    cfg = load_config(check_files=False)
+    run = uuid.uuid4().hex[:8]
+    port = _free_port()                      # nothing listens there: connection refused
+    redis = dataclasses.replace(cfg.bases["redis"], upstream=f"127.0.0.1:{port}/up/redis:7",
+                                local=f"veza-test-{run}/redis:7")
+    nats = dataclasses.replace(cfg.bases["nats"], upstream=f"127.0.0.1:{port}/up/nats:2.9",
+                               local=f"veza-test-{run}/nats:2.9")
+    private_refs.extend([redis.local, nats.local])
+    small = _with_bases(cfg, {"debian": cfg.bases["debian"], "redis": redis, "nats": nats})
+    lines: list[str] = []
+    outcomes = {o.name: o.path for o in ensure_bases(config=small, try_pull=True, say=lines.append)}
+    assert outcomes == {"debian": "present", "redis": "built", "nats": "built"}, lines
+    tried = [ln for ln in lines if "pull of" in ln]
+    assert len(tried) == 2 and "failed" in tried[0] and f"skipped (127.0.0.1:{port} unreachable)" in tried[1]
