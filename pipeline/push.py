@@ -152,6 +152,7 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
     known = _known_digest(t, previous)
     result: dict[str, Any] = {"repository": t.repository, "image_id": t.image_id}
     digest: str | None = known
+    engine_retries = 0
     try:
         present = _registry_tags(ctx, t, counter)
         if known and all(r is not None and r.digest == known for r in present.values()):
@@ -174,8 +175,10 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
                 for tag in t.tags:
                     docker_push.tag(t.image_id, t.repository, tag)
             for tag in t.tags:
-                d = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials),
-                                 ctx.policy, counter, _on_retry(ctx, t))
+                pushed = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials),
+                                      ctx.policy, counter, _on_retry(ctx, t))
+                d = pushed.digest
+                engine_retries += pushed.engine_retries
                 if digest and d != digest and tag != t.tags[0]:
                     raise StageFailed(f"{t.repository}:{tag} was pushed as {d}, but {t.tags[0]} as {digest}")
                 digest = d
@@ -186,14 +189,14 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
             raise StageFailed(f"{t.repository}: tags {wrong} do not point to {digest} after the push",
                               "rerun the push")
         return {**result, "status": "pushed", "digest": digest, "tags_pushed": list(t.tags),
-                "attempts": counter.tries, "retries": counter.retries, "method": method,
-                "duration_s": round(time.monotonic() - started, 3)}
+                "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
+                "method": method, "duration_s": round(time.monotonic() - started, 3)}
     except RegistryAuthError:
         raise
     except PipelineError as exc:
         return {**result, "status": "failed", "digest": digest, "error": redact(exc.one_line()),
                 "tags_pushed": _verified_tags(client, repo, t.tags, digest),
-                "attempts": counter.tries, "retries": counter.retries,
+                "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "duration_s": round(time.monotonic() - started, 3)}
 
 
@@ -285,6 +288,8 @@ def _line(t: PushTarget, r: dict[str, Any]) -> str:
     if r["status"] == "failed":
         return f"  {t.service}: FAILED after {r.get('attempts', 1)} attempt(s): {r.get('error', '')}"
     tries = f", {r['retries']} retries" if r.get("retries") else ""
+    if r.get("engine_retries"):
+        tries += f", {r['engine_retries']} layer retries by the engine"
     what = "already in the registry" if r["status"] == "skipped" else f"pushed ({r.get('method')})"
     return (f"  {t.service}: {what} {t.repository}@{r['digest']} "
             f"[{', '.join(r['tags_pushed'])}]{tries} {r.get('duration_s', 0):.2f}s")

@@ -78,7 +78,13 @@ def tag(image_id: str, repository: str, tag_: str) -> None:
     engine.tag_image(image_id, repository, tag_)
 
 
-def push_tag(repository: str, tag_: str, credentials: Credentials | None) -> str:
+@dataclass(frozen=True)
+class PushedTag:
+    digest: str
+    engine_retries: int  # layer uploads the engine itself retried ("Retrying in N seconds")
+
+
+def push_tag(repository: str, tag_: str, credentials: Credentials | None) -> PushedTag:
     """Push repository:tag through the engine; returns the registry digest. Raises classified errors."""
     import docker.errors
     import requests
@@ -89,11 +95,19 @@ def push_tag(repository: str, tag_: str, credentials: Credentials | None) -> str
         auth = {"username": credentials.username, "password": credentials.password,
                 "serveraddress": repository.split("/", 1)[0]}
     digest = ""
+    engine_retries = 0
+    counting_down: dict[str, bool] = {}
     try:
         for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
             if "error" in msg or "errorDetail" in msg:
                 detail = msg.get("errorDetail") or {}
                 raise_classified(str(detail.get("message") or msg.get("error") or msg), ref)
+            # The engine counts down "Retrying in 5 seconds", "… 4 seconds" per layer: count each retry once.
+            retrying = str(msg.get("status", "")).startswith("Retrying in")
+            layer = str(msg.get("id", ""))
+            if retrying and not counting_down.get(layer):
+                engine_retries += 1
+            counting_down[layer] = retrying
             aux = msg.get("aux") or {}
             if aux.get("Digest"):
                 digest = str(aux["Digest"])
@@ -108,4 +122,4 @@ def push_tag(repository: str, tag_: str, credentials: Credentials | None) -> str
                                   "is dockerd running?") from None
     if not digest:
         raise StageFailed(f"push of {ref} ended without a digest", "rerun the push")
-    return digest
+    return PushedTag(digest, engine_retries)

@@ -129,7 +129,7 @@ def remove_run_images(client: Any, run_id: str) -> None:
     for img in client.images.list(filters={"label": f"veza.pipeline.run={run_id}"}):
         try:
             client.images.remove(img.id, force=True)
-        except Exception:  # noqa: BLE001 - already gone
+        except Exception:  # already gone
             pass
 
 
@@ -142,13 +142,15 @@ def registry(tmp_path: Path) -> Iterator[LocalRegistry]:
 class FlakyProxy:
     """A loopback TCP proxy in front of a real registry that resets chosen connections.
 
-    `reset_every=n`: every n-th accepted connection is reset at once (SO_LINGER 0 → RST).
+    `reset_every=n`: every n-th accepted connection is reset at once (SO_LINGER 0 → RST), at most
+    `max_resets` times (a burst of trouble, then a healthy network).
     `drop_all=True`: every connection is reset (the registry looks down).
     """
 
-    def __init__(self, target_port: int, reset_every: int = 0) -> None:
+    def __init__(self, target_port: int, reset_every: int = 0, max_resets: int = 1_000_000) -> None:
         self.target_port = target_port
         self.reset_every = reset_every
+        self.max_resets = max_resets
         self.drop_all = False
         self.accepted = 0
         self.resets = 0
@@ -172,7 +174,8 @@ class FlakyProxy:
             except OSError:
                 return
             self.accepted += 1
-            if self.drop_all or (self.reset_every and self.accepted % self.reset_every == 0):
+            if self.drop_all or (self.reset_every and self.accepted % self.reset_every == 0
+                                 and self.resets < self.max_resets):
                 self.resets += 1
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 conn.close()
