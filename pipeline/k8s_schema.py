@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import zipfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ _lock = threading.Lock()
 
 class SchemaUnavailable(Exception):
     """No schema source for this Kubernetes version on this machine."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    path: tuple[str | int, ...]   # where in the object (empty: the object itself)
+    message: str
+
+    def __str__(self) -> str:
+        where = ".".join(str(p) for p in self.path)
+        return f"{where}: {self.message}" if where else self.message
 
 
 def _mm(version: str) -> tuple[int, int]:
@@ -68,7 +79,7 @@ def _definitions(d: Path) -> Any:
     return json.loads((d / "_definitions.json").read_text())
 
 
-def validate(doc: dict[str, Any], version: str) -> list[str]:
+def validate(doc: dict[str, Any], version: str) -> list[Violation]:
     """Violations of one object ([] when valid). Raises SchemaUnavailable when no schema source exists."""
     api, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
     group = api.rpartition("/")[0]
@@ -80,9 +91,9 @@ def validate(doc: dict[str, Any], version: str) -> list[str]:
         except kubernetes_validate.SchemaNotFoundError:
             return [_missing(api, kind, version, group)] if group in CORE_GROUPS else []
         except kubernetes_validate.ValidationError as exc:
-            return [_describe(exc.caused_by if hasattr(exc, "caused_by") else exc)]
+            return [_describe(getattr(exc, "caused_by", exc))]
         except kubernetes_validate.InvalidSchemaError as exc:
-            return [f"invalid schema: {exc}"]
+            return [Violation((), f"invalid schema: {exc}")]
         return []
     import jsonschema
     from referencing import Registry
@@ -101,11 +112,10 @@ def validate(doc: dict[str, Any], version: str) -> list[str]:
     return [_describe(e) for e in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))[:5]]
 
 
-def _missing(api: str, kind: str, version: str, group: str) -> str:
-    return f"Kubernetes {version} does not serve {kind} in {api}"
+def _missing(api: str, kind: str, version: str, group: str) -> Violation:
+    return Violation((), f"Kubernetes {version} does not serve {kind} in {api}")
 
 
-def _describe(err: Any) -> str:
-    path = ".".join(str(p) for p in getattr(err, "absolute_path", []) or [])
-    msg = str(getattr(err, "message", err)).splitlines()[0]
-    return f"{path}: {msg}" if path else msg
+def _describe(err: Any) -> Violation:
+    path = tuple(getattr(err, "absolute_path", []) or [])
+    return Violation(path, str(getattr(err, "message", err)).splitlines()[0])

@@ -300,10 +300,24 @@ def schema_findings(objects: list[tuple[Any, str, int]], renders: list[Rendered]
             continue
         what = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name', '?')}"
         for e in errors:
-            out.append(LintFinding(f"SCHEMA-{'.'.join(kv.split('.')[:2])}", "HIGH", label, rules._line(doc) + off,
+            out.append(LintFinding(f"SCHEMA-{'.'.join(kv.split('.')[:2])}", "HIGH", label, line_of(doc, e.path) + off,
                                    f"{what}: {e}", f"make the object valid for Kubernetes {kv}",
                                    "kubernetes-validate"))
     return out
+
+
+def line_of(doc: Any, path: tuple[str | int, ...]) -> int:
+    """The line of the deepest node along `path` that the YAML loader recorded."""
+    line, node = rules._line(doc), doc
+    for step in path:
+        if isinstance(node, dict) and step in node:
+            line, node = rules._line(node, step) or line, node[step]
+        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+            lines = getattr(node, "item_lines", [])
+            line, node = (lines[step] if step < len(lines) else line), node[step]
+        else:
+            break
+    return line
 
 
 def _plain(obj: Any) -> Any:

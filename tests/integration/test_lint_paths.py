@@ -167,6 +167,8 @@ def test_json_format_names_rule_file_line_and_fix(bad_repo: Path, root: Path) ->
     deploy = {f["rule"] for f in data["findings"] if f["file"].endswith("k8s/deploy.yaml")}
     assert {"VZ003", "VZ004", "VZ005", "VZ006", "VZ007", "VZ008", "VZ009", "VZ010"} <= deploy
     assert {"SCHEMA-1.20", "SCHEMA-1.31"} <= deploy                     # `protocl` is no field of a port
+    schema = [f for f in data["findings"] if f["rule"].startswith("SCHEMA") and f["file"].endswith("deploy.yaml")]
+    assert {(f["line"], "protocl" in f["message"]) for f in schema} == {(16, True)}
     assert any(r.startswith("KSV") for r in deploy)                     # trivy's Kubernetes checks
     chart = {f["rule"] for f in data["findings"] if "charts/demo" in f["file"]}
     assert {"HELM-LINT", "HELM-TEMPLATE"} <= chart
