@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry]
 ROOT = Path(__file__).resolve().parents[3]
 INVOKE = str(Path(sys.executable).parent / "invoke")
 USER = "veza-ci"
-PASSWORD = "Pw-7c1e9f0b-known-secret"  # noqa: S105 - the known test password we hunt for
+PASSWORD = "Pw-7c1e9f0b-known-secret"  # the known test password the test hunts for
 TAGS = ["sha-abcdef1", "main"]
 
 
