@@ -1,7 +1,7 @@
 # veza-backend-api: a static Go binary on an empty (scratch) runtime image, run as UID 1001.
 # GO_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`
 # (--build-arg GO_IMAGE=veza-local/golang:bookworm) where upstream images cannot be pulled.
-# The code needs Go >= 1.19 (Debian bookworm's golang-go) and builds with golang:1.22 as well.
+# The local builder has Go 1.22 from bookworm-backports, like golang:1.22; the code needs only Go >= 1.19.
 ARG GO_IMAGE=golang:1.22-bookworm
 
 FROM ${GO_IMAGE} AS build
