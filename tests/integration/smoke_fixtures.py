@@ -32,9 +32,22 @@ from pipeline.tools.compose import PROJECT_LABEL, RUN_LABEL, labelled, remove_la
 OVERRIDES = Path(__file__).resolve().parent / "smoke_overrides"
 
 
+_BUILT: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def smoke_manifest(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Path:
-    """A Release manifest (env local) recording the four real images, built or reused by the build stage."""
+    """A Release manifest (env local) recording the four real images, built or reused by the build stage.
+
+    Each test module imports this fixture (its own definition for pytest), so the result is kept here:
+    one build per test session, and every smoke test of the session runs the same images.
+    """
+    if "manifest" not in _BUILT:
+        _BUILT["manifest"] = _build_manifest(tmp_path_factory)
+    return _BUILT["manifest"]
+
+
+def _build_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.bases import ensure_bases
     from pipeline.build import execute_plan, make_plan
     from pipeline.releaseinfo import release_info
