@@ -356,6 +356,8 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
     # proves unreachable, the other images it serves are not tried (a dropping network would cost a timeout each).
     to_build: list[str] = []
     unreachable: dict[str, str] = {}
+    if not try_pull:
+        say("  pulls disabled (--no-pull): building from the recipes")
     for d in todo:
         r = recipes[d.name]
         if try_pull and d.action == "acquire":
