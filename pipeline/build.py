@@ -19,6 +19,8 @@ from pipeline.plan import BuildPlan, ServicePlan, base_build_args, input_digest
 from pipeline.releaseinfo import ReleaseInfo, release_info
 from pipeline.tools import docker
 
+CACHE_REPO = "veza-pipeline-cache"
+
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -38,7 +40,8 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
                   provision: bool) -> tuple[dict[str, str], dict[str, bool]]:
     """Base refs → image IDs, preferring the upstream image when it is present, else the local equivalent.
 
-    When neither exists and provision is true, `invoke bases` runs first (pull, or build from Debian packages).
+    When neither reference exists and provision is true, `invoke bases` runs first (pull, or build from
+    Debian packages).
     """
     names = sorted({b for s in services for b in s.bases})
     ids: dict[str, str] = {}
@@ -66,13 +69,24 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
     return ids, use_local
 
 
+def cache_ref(service: str, digest: str) -> str:
+    """A local tag naming an image by its input digest: finding it is one inspect, not an image listing."""
+    return f"{CACHE_REPO}/{service}:in-{digest.removeprefix('sha256:')[:32]}"
+
+
+def find_by_input_digest(service: str, digest: str) -> str | None:
+    """The local image built from exactly these inputs (its label must agree with the cache tag), or None."""
+    found = docker.image_labels(cache_ref(service, digest))
+    if found is None:
+        return None
+    image_id, labels = found
+    return image_id if labels.get(docker.LABEL_INPUT_DIGEST) == digest else None
+
+
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
               no_cache: bool, provision_bases: bool) -> BuildPlan:
     """Decide tags, input digests and actions before anything is built (one engine query for existing images)."""
     base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases)
-    existing: dict[str, str] = {}
-    for img in docker.images_by_label(docker.LABEL_INPUT_DIGEST):
-        existing.setdefault(img.labels[docker.LABEL_INPUT_DIGEST], img.id)
     plans = []
     for svc in cfg.services:
         repo = env.repository(svc)
@@ -83,12 +97,13 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
             plans.append(ServicePlan(svc, repo, info.tags, "", args, "skip", "not selected (--service)"))
             continue
         digest = input_digest(svc, args, svc_bases)
+        existing = None if no_cache else find_by_input_digest(svc.name, digest)
         if "missing" in svc_bases.values():
             action, reason, found = "build", "base image missing: `invoke bases` will provide it", None
         elif no_cache:
             action, reason, found = "build", "--no-cache", None
-        elif digest in existing:
-            action, reason, found = "reuse", "same input digest as image " + existing[digest][7:19], existing[digest]
+        elif existing:
+            action, reason, found = "reuse", "same input digest as image " + existing[7:19], existing
         else:
             action, reason, found = "build", "no image with this input digest", None
         plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found))
@@ -140,7 +155,10 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
         return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast")
     if rc != 0 or not iid.exists():
         return BuildResult(p.name, "failed", None, took, log, f"docker build exited {rc}; log: {log}")
-    return BuildResult(p.name, "built", iid.read_text().strip(), took, log)
+    image_id = iid.read_text().strip()
+    repo, tag = cache_ref(p.name, p.input_digest).rsplit(":", 1)
+    docker.tag_image(image_id, repo, tag)
+    return BuildResult(p.name, "built", image_id, took, log)
 
 
 def _escape(line: str) -> str:

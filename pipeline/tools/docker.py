@@ -66,10 +66,10 @@ class LocalImage:
     labels: Mapping[str, str]
 
 
-def images_by_label(label: str) -> list[LocalImage]:
-    """All local images carrying a label (any value), in one API call."""
+def images_by_label(label: str | None = None) -> list[LocalImage]:
+    """All local images (carrying `label`, when given), in one API call."""
     out = []
-    for img in client().api.images(filters={"label": label}):
+    for img in client().api.images(filters={"label": label} if label else None):
         out.append(LocalImage(img["Id"], tuple(t for t in (img.get("RepoTags") or []) if t != "<none>:<none>"),
                               img.get("Labels") or {}))
     return out
@@ -83,6 +83,17 @@ def image_id(ref: str) -> str | None:
         return str(client().api.inspect_image(ref)["Id"])
     except docker.errors.ImageNotFound:
         return None
+
+
+def image_labels(ref: str) -> tuple[str, dict[str, str]] | None:
+    """(ID, labels) of a local image, or None when absent: one inspect call."""
+    import docker.errors
+
+    try:
+        info = client().api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    return str(info["Id"]), dict((info.get("Config") or {}).get("Labels") or {})
 
 
 def inspect_image(ref: str) -> dict[str, Any]:
