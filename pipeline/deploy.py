@@ -45,6 +45,7 @@ LOCAL_STORAGE_CLASS = "veza-local-hostpath"
 PSS_LABELS = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/warn": "restricted",
               "pod-security.kubernetes.io/audit": "restricted"}
+NOISE_EVENTS = ("MissingClusterDNS",)
 Out = Callable[[str], None]
 
 
@@ -532,7 +533,10 @@ class _Deployer:
         return out
 
     def report_failure(self, since: float, logs: dict[str, str]) -> None:
-        evs = [e for e in kubectl.events(self.target) if e.type == "Warning" and _ts(e.last_seen) >= since - 5]
+        # Warnings about the release's own objects; MissingClusterDNS (a cluster without a DNS add-on) is noise.
+        prefixes = tuple(resource_name(self.release, s.name) for s in self.cfg.services)
+        evs = [e for e in kubectl.events(self.target) if e.type == "Warning" and _ts(e.last_seen) >= since - 5
+               and e.name.startswith(prefixes) and e.reason not in NOISE_EVENTS]
         self.out("  events (warnings since the deploy started):")
         for e in evs[-15:]:
             self.out(f"    {e.line()}")
