@@ -64,14 +64,14 @@ def cluster_up(env_name: str = "local") -> Path:
         _say(f"cluster: environment '{env_name}' uses kube context '{context}' from {path}; nothing to provision")
         return path
     from pipeline.cluster.start import running_state, start_local
-    from pipeline.cluster.stop import stop_local
+    from pipeline.cluster.stop import ran_since_last_stop, stop_local
 
     with cluster_lock():
         running = running_state()
         if running:
             _say(f"cluster: already running since {running.started_at} — kubeconfig: {running.kubeconfig}")
             return layout.KUBECONFIG
-        if load_state() is not None:
+        if ran_since_last_stop():
             _say("cluster: cleaning up after a previous run that did not stop cleanly")
             stop_local(_say)
         try:
@@ -85,14 +85,14 @@ def cluster_up(env_name: str = "local") -> Path:
 
 def cluster_down() -> None:
     """Stop the local cluster and restore the machine; safe when nothing runs. Raises when traces remain."""
-    from pipeline.cluster.stop import stop_local
+    from pipeline.cluster.stop import ran_since_last_stop, stop_local
     from pipeline.errors import StageFailed
 
     users = _test_sessions()
     if users:
         _say(f"cluster: warning: stopping it under {len(users)} running test session(s) (pids {', '.join(users)})")
     with cluster_lock():
-        had = load_state() is not None
+        had = ran_since_last_stop()
         problems = stop_local(_say)
     if problems:
         raise StageFailed("cluster-down left traces: " + "; ".join(problems),

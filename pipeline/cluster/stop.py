@@ -77,14 +77,18 @@ def _stray_pids(etcd_data: Path) -> list[int]:
     return sorted(set(pids))
 
 
+def ran_since_last_stop() -> bool:
+    """Evidence that our cluster ran since the last clean stop (a record, or our binaries running). Without it,
+    KUBE-* chains and kubelet containers on this machine belong to someone else's Kubernetes: left alone."""
+    return (load_state() is not None or layout.SYSCTL_BEFORE.is_file() or PATHS_BEFORE.is_file()
+            or bool(_stray_pids(layout.ETCD_DATA)))
+
+
 def stop_local(say: Callable[[str], None] = print) -> list[str]:
     """Tear the local cluster down; returns the problems left (empty: the machine is as before)."""
     problems: list[str] = []
     state = load_state()
-    strays = _stray_pids(layout.ETCD_DATA)
-    # Evidence that our cluster ran since the last clean stop; without it, KUBE-* chains and kubelet containers
-    # on this machine belong to someone else's Kubernetes and are left alone.
-    if state is None and not strays and not layout.SYSCTL_BEFORE.is_file() and not PATHS_BEFORE.is_file():
+    if not ran_since_last_stop():
         return []
     by_name = {d.name: d for d in (state.daemons if state else [])}
     api_up = all(n in by_name and daemon.alive(by_name[n]) for n in ("kube-apiserver", "kubelet"))
@@ -98,7 +102,7 @@ def stop_local(say: Callable[[str], None] = print) -> list[str]:
         d = by_name.get(name)
         if d and daemon.stop(d):
             say(f"cluster: stopped {name} (pid {d.pid})")
-    for pid in _stray_pids(layout.ETCD_DATA) if strays else []:
+    for pid in _stray_pids(layout.ETCD_DATA):
         if daemon.stop(daemon.Daemon("stray", pid, 0, "")):
             say(f"cluster: stopped a stray cluster process (pid {pid})")
 
