@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cluster import build, cluster_down, cluster_up  # noqa: E402
-from pipeline.cluster.start import running_state  # noqa: E402
+from pipeline.cluster import build, cluster_down, cluster_up
+from pipeline.cluster.start import running_state
 
 
 def main() -> int:
