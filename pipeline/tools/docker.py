@@ -8,13 +8,16 @@ the legacy builder otherwise (TOOLCHAIN.md: no buildx on Debian bookworm).
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pipeline.errors import StageFailed, ToolMissing
 from pipeline.tools import proc
@@ -75,23 +78,68 @@ def images_by_label(label: str | None = None) -> list[LocalImage]:
     return out
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def _local_socket() -> str | None:
+    """The engine's unix socket when the engine is the local default one (else None: use docker-py)."""
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return host.removeprefix("unix://") if host.startswith("unix://") else None
+    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    try:
+        context = json.loads(config.read_text()).get("currentContext")
+    except (OSError, ValueError):
+        context = None
+    return "/var/run/docker.sock" if context in (None, "", "default") else None
+
+
+def _inspect(ref: str) -> dict[str, Any] | None:
+    """GET /images/{ref}/json. On the local socket this is plain HTTP: no-op builds skip importing docker-py."""
+    sock = _local_socket()
+    if sock is None:
+        import docker.errors
+
+        try:
+            return dict(client().api.inspect_image(ref))
+        except docker.errors.ImageNotFound:
+            return None
+    conn = _UnixHTTPConnection(sock, timeout=60)
+    try:
+        conn.request("GET", f"/images/{quote(ref, safe='/:@')}/json")
+        resp = conn.getresponse()
+        body = resp.read()
+    except OSError as exc:
+        raise ToolMissing(f"no Docker engine answers at {sock} ({exc.strerror or exc})",
+                          "start dockerd (python3 -m pipeline.bootstrap) or fix DOCKER_HOST / docker context") from None
+    finally:
+        conn.close()
+    if resp.status == 404:
+        return None
+    if resp.status != 200:
+        raise StageFailed(f"the engine answered {resp.status} to inspect {ref}: {body[:200]!r}")
+    return dict(json.loads(body))
+
+
 def image_id(ref: str) -> str | None:
     """The ID of a local image (by name, tag or ID), or None when absent."""
-    import docker.errors
-
-    try:
-        return str(client().api.inspect_image(ref)["Id"])
-    except docker.errors.ImageNotFound:
-        return None
+    info = _inspect(ref)
+    return str(info["Id"]) if info else None
 
 
 def image_labels(ref: str) -> tuple[str, dict[str, str]] | None:
     """(ID, labels) of a local image, or None when absent: one inspect call."""
-    import docker.errors
-
-    try:
-        info = client().api.inspect_image(ref)
-    except docker.errors.ImageNotFound:
+    info = _inspect(ref)
+    if info is None:
         return None
     return str(info["Id"]), dict((info.get("Config") or {}).get("Labels") or {})
 
