@@ -190,9 +190,14 @@ def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
     """Fetch the DB once from the mirror; offline with the cached DB when the mirror cannot be reached."""
     repo = cfg.scan.db_repository
     if repo:
+        from pipeline.tools.credentials import resolve
+
+        creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
         before = trivy.db_info(cache)
         try:
-            info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s))
+            info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s),
+                                     username=creds.username if creds else "",
+                                     password=creds.password if creds else "")
             if info == before:   # Trivy fetches only when the cached DB is past its NextUpdate
                 log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
             else:

@@ -67,14 +67,19 @@ def db_info(cache_dir: Path) -> DbInfo:
                   str(m.get("NextUpdate", "")))
 
 
-def download_db(repository: str, cache_dir: Path, *, timeout: float = 600) -> DbInfo:
-    """Fetch (or refresh) the DB from an OCI repository such as 127.0.0.1:5000/trivy/db (Trivy adds :2)."""
+def download_db(repository: str, cache_dir: Path, *, timeout: float = 600,
+                username: str = "", password: str = "") -> DbInfo:
+    """Fetch (or refresh) the DB from an OCI repository such as 127.0.0.1:5000/trivy/db (Trivy adds :2).
+
+    Credentials of a private mirror reach Trivy through its environment (TRIVY_USERNAME/PASSWORD), never argv.
+    """
+    env = {"TRIVY_USERNAME": username, "TRIVY_PASSWORD": password} if username and password else None
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Two pipelines sharing the cache (CI jobs on one machine) must not write the DB at the same time.
     with open(cache_dir / ".db.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = run([binary(), "image", *COMMON, "--cache-dir", cache_dir, "--download-db-only",
-                   "--db-repository", repository, "--quiet"], timeout=timeout, check=False,
+                   "--db-repository", repository, "--quiet"], timeout=timeout, check=False, env=env,
                   what="trivy DB download")
     if not res.ok:
         tail = " | ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-3:])

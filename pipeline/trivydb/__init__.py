@@ -179,7 +179,7 @@ def install_db(db_dir: Path, cache_dir: Path) -> None:
         (target / name).write_bytes((db_dir / name).read_bytes())
 
 
-def push_db(archive: Path, repository: str, *, insecure: bool = True) -> str:
+def push_db(archive: Path, repository: str, *, insecure: bool = True, username: str = "", password: str = "") -> str:
     """Push db.tar.gz as Trivy's OCI artifact to `repository` (host:port/path[:tag], default tag 2)."""
     host, _, rest = repository.partition("/")
     if not rest:
@@ -188,12 +188,23 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True) -> str:
     target = repository if ":" in rest.rsplit("/", 1)[-1] else f"{repository}:{DB_SCHEMA_VERSION}"
     import oras.client
 
+    from pipeline.tools.registry_api import Credentials, RegistryClient
+
+    # Preflight: a refused login (or a registry that is down) fails here in a second, with the pipeline's
+    # own error, instead of after the ORAS client's minutes of retries.
+    RegistryClient(host, credentials=Credentials(username, password) if username and password else None,
+                   timeout=10).check_push_access(rest.rsplit(":", 1)[0] if ":" in rest.rsplit("/", 1)[-1] else rest)
+
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.json"
         cfg.write_text("{}")
         layer = Path(tmp) / "db.tar.gz"
         layer.write_bytes(archive.read_bytes())
-        client = oras.client.OrasClient(hostname=host, insecure=insecure)
+        # Basic auth (or none): the token backend would take the registry's Basic realm for a token
+        # service, and retry it for minutes before failing.
+        client = oras.client.OrasClient(hostname=host, insecure=insecure, auth_backend="basic")
+        if username and password:
+            client.auth.set_basic_auth(username, password)   # in memory: no docker config written
         try:
             resp = client.push(target=target, files=[f"{layer}:{LAYER_MEDIA_TYPE}"],
                                manifest_config=f"{cfg}:{CONFIG_MEDIA_TYPE}", disable_path_validation=True,
@@ -216,7 +227,14 @@ def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None) 
         package_db(db_dir, out)
     print(f"Trivy DB with {len(advisories)} advisories written to {out}")
     if push:
-        print(f"pushed to {push_db(out, push)}")
+        from pipeline.config import load_config
+        from pipeline.tools.credentials import resolve
+
+        cfg = load_config(check_files=False)
+        creds = resolve(push.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+        pushed = push_db(out, push, username=creds.username if creds else "",
+                         password=creds.password if creds else "")
+        print(f"pushed to {pushed}")
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,34 @@ def test_debootstrap_base_image_with_real_debian_packages(tmp_path: Path, scan_r
     clean = trivy.scan_image(ref, tmp_path / "r2.json", cache_dir=tmp_path / "c2", scanners=("vuln",),
                              db_repository=fixed_before)
     assert not [v for r in clean["Results"] for v in r.get("Vulnerabilities") or []]
+
+
+def test_private_mirror_with_credentials(tmp_path: Path, scan_image_factory: ImageFactory,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mirror behind htpasswd auth: credentials from the [registry] env vars reach Trivy via its env."""
+    from pipeline import trivydb
+    from pipeline.errors import RegistryAuthError, StageFailed
+    from pipeline.registry import write_htpasswd
+    from tests.integration.scan_fixtures import free_port
+
+    ref, image_id = scan_image_factory("debian", debian_files())
+    user, password = "scanner", "s3cret-" + image_id[-8:]
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {user: password})
+    with LocalRegistry(free_port(), root=tmp_path / "reg", htpasswd=htpasswd) as reg:
+        db_dir = trivydb.build_db(trivydb.parse_advisories([{**BASH_ADVISORY, "fixed": "5.2.15-3"}]), tmp_path / "db")
+        archive = trivydb.package_db(db_dir, tmp_path / "db.tar.gz")
+        with pytest.raises(RegistryAuthError):
+            trivydb.push_db(archive, f"{reg.address}/trivy/db")            # anonymous push refused, at once
+        trivydb.push_db(archive, f"{reg.address}/trivy/db", username=user, password=password)
+        cfg = scan_config(tmp_path, db_repository=f"{reg.address}/trivy/db", threshold="HIGH")
+        man = built_manifest(tmp_path, {"svc-a": (ref, image_id)})
+        monkeypatch.delenv("VEZA_REGISTRY_USERNAME", raising=False)
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+        with pytest.raises(StageFailed, match="cannot fetch the Trivy DB"):
+            run_scan(None, "test", config=cfg, manifest=man, cache_dir=tmp_path / "cache")   # no credentials
+        cfg = replace(cfg, registry=replace(cfg.registry, username_env="SCAN_T_USER", password_env="SCAN_T_PW"))
+        monkeypatch.setenv("SCAN_T_USER", user)
+        monkeypatch.setenv("SCAN_T_PW", password)
+        with pytest.raises(PolicyBlocked):
+            run_scan(None, "test", config=cfg, manifest=man, cache_dir=tmp_path / "cache")
+        assert password not in man.path.read_text()
