@@ -80,7 +80,10 @@ def run_lint(paths: list[str] | None, threshold: str | None = None, fmt: str = "
         raise UsageError(f"unknown format '{fmt}'", "use --format text or --format json")
     level = severity(threshold) if threshold else _default_threshold()
     say: Log = log or ((lambda s: print(s, file=sys.stderr)) if fmt == "json" else print)
-    targets = [Path(p) for p in paths] if paths else [ROOT / d for d in ("dockerfiles", "compose", "k8s", "helm")]
+    if paths:
+        targets = [Path(p) for p in paths]
+    else:   # the project's own: those of these directories that exist
+        targets = [ROOT / d for d in ("dockerfiles", "compose", "k8s", "helm") if (ROOT / d).exists()]
     missing = [str(p) for p in targets if not p.exists()]
     if missing:
         raise UsageError(f"lint: no such file or directory: {', '.join(missing)}", "pass existing paths to --path")
