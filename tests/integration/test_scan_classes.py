@@ -44,6 +44,10 @@ def test_clean_image_passes_and_planted_secret_is_blocked(
     assert bad is not None and bad["status"] == "blocked"
     assert {f["id"] for f in bad["blocking"]} == {"aws-access-key-id", "aws-secret-access-key"}
     assert all(f["target"] == "/app/credentials" and f["kind"] == "secret" for f in bad["blocking"])
+    # the scan gate reaches the same verdict on the saved real report (class "secret")
+    with pytest.raises(PolicyBlocked, match="2 finding"):
+        run_scan_gate(bad["report"], fail_on="CRITICAL")
+    assert run_scan_gate(ok["report"], fail_on="CRITICAL").passed
     # the secret itself never reaches the report or the manifest (Trivy masks it)
     secret_tail = "hT5vJ0aLcE6sK9oP4iB7"
     assert secret_tail not in Path(bad["report"]).read_text() and secret_tail not in man.path.read_text()
