@@ -91,6 +91,7 @@ class Environment:
     require_release_tag: bool
     confirm: bool
     promote_requires: tuple[str, ...] = ()
+    local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -423,6 +424,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             require_release_tag=et.flag("require_release_tag", False),
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
+            local_infra=et.flag("local_infra", False),
         )
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')

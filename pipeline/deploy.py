@@ -35,6 +35,7 @@ from pipeline.config import Config, Environment, load_config
 from pipeline.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
 from pipeline.manifest import Manifest, atomic_write, now_iso
 from pipeline.paths import CACHE_DIR
+from pipeline.local_infra import ensure_local_infra
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
 
@@ -248,12 +249,18 @@ class _Deployer:
         if self.manifest is not None and self.manifest.env != env.name:
             raise UsageError(f"the Release manifest is for environment '{self.manifest.env}', not '{env.name}'",
                              f"run `invoke build push --env {env.name}` (or promote) first")
-        values_files = self.env_values_files()
         h = helm.helm()
         self.out(f"deploy {env.name}: release {self.release} in namespace {env.namespace} "
                  f"(helm {h.version}, chart {CHART})")
 
         reachable = kubectl.server_version(self.target)
+        if reachable and env.local_infra and not self.dry_run:
+            # The pipeline's own cluster has no infra: run it beside the release, hosts by ClusterIP.
+            self.ensure_namespace()
+            secret = (yaml.safe_load((self.chart / "values.yaml").read_text()) or {})["secrets"]["name"]
+            self.extra_values.append(ensure_local_infra(cfg, self.target, secret, cfg.state_dir / "deploy",
+                                                        say=self.out))
+        values_files = self.env_values_files()
         deployed_values: dict[str, Any] | None = None
         current: helm.ReleaseStatus | None = None
         if reachable:

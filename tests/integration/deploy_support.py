@@ -196,7 +196,7 @@ def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state:
     infra_values = state / "infra-values.yaml"
     infra_values.write_text(yaml.safe_dump({"infra": {n: {"host": ip} for n, ip in ips.items()}}))
     base = load_config()
-    env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza",
+    env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza", local_infra=False,
                               values_file=ROOT / "helm/veza/values-local.yaml")
     cfg = dataclasses.replace(base, state_dir=state, environments={"local": env})
     return DeployTarget(cfg=cfg, env=env, kubeconfig=kubeconfig, namespace=ns, registry=registry,
