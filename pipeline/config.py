@@ -119,6 +119,7 @@ class Scan:
     ignore_file: Path
     scanners: tuple[str, ...]
     timeout_s: int
+    mirror_seed: Path | None = None   # advisories that seed an empty embedded DB mirror (air-gapped local env)
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         ignore_file=root / s.text("ignore_file", ".trivyignore.yaml"),
         scanners=s.texts("scanners", ("vuln", "secret", "misconfig"), choices=("vuln", "secret", "misconfig")),
         timeout_s=s.integer("timeout_s", 600, lo=1),
+        mirror_seed=(root / seed) if (seed := s.text("mirror_seed", "")) else None,
     )
     s.done()
 

@@ -92,6 +92,13 @@ def _push(ctx: ReleaseContext) -> None:
     from pipeline.push import run_push
 
     run_push(ctx.services or None, ctx.env.name, config=ctx.cfg, manifest=ctx.manifest, log=ctx.say)
+    if "scan" in ctx.env.stages:
+        from pipeline.sbom import attach_sboms
+
+        try:  # the SBOM beside the image in the registry is a plus: its failure does not fail the release
+            attach_sboms(ctx.services or None, ctx.env.name, config=ctx.cfg, manifest=ctx.manifest, log=ctx.say)
+        except PipelineError as exc:
+            ctx.say(f"warning: SBOMs not attached: {exc.one_line()}")
 
 
 def _deploy(ctx: ReleaseContext) -> None:
@@ -136,10 +143,30 @@ def preflight(ctx: ReleaseContext) -> None:
             ensure_local_registry(ctx.env.registry)
         check_registry_writable(ctx.env, config=ctx.cfg, services=ctx.services or None)
         ctx.say(f"pre-flight: registry {ctx.env.registry} accepts pushes")
+    if "scan" in ctx.env.stages:
+        ensure_db_mirror(ctx.cfg, ctx.say)
     if "deploy" in ctx.env.stages:
         from pipeline.cluster import cluster_up
 
         cluster_up(env_name=ctx.env.name)
+
+
+def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
+    """An empty embedded DB mirror (local registry) is seeded from [scan].mirror_seed; any other is left alone."""
+    repo = cfg.scan.db_repository
+    if not repo or cfg.scan.mirror_seed is None or not repo.startswith(("127.0.0.1:", "localhost:")):
+        return
+    from pipeline.registry import ensure_local_registry
+    from pipeline.tools.registry_api import RegistryClient, split_repository
+
+    address, path = split_repository(repo)
+    ensure_local_registry(address)
+    if RegistryClient(address, timeout=10).head_manifest(path, "2") is not None:
+        return
+    from pipeline.trivydb import make_mirror
+
+    say(f"pre-flight: the Trivy DB mirror {repo} is empty; seeding it from {cfg.scan.mirror_seed.name}")
+    make_mirror(cfg.scan.mirror_seed, push=repo)
 
 
 def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, services: list[str],
