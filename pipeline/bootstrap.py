@@ -64,7 +64,7 @@ class Report:
 
 def _run(argv: list[str], timeout: float, env: dict[str, str] | None = None,
          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,  # noqa: S603
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                           env=env, cwd=cwd)
 
 

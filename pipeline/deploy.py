@@ -33,9 +33,9 @@ import yaml
 
 from pipeline.config import Config, Environment, load_config
 from pipeline.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
+from pipeline.local_infra import ensure_local_infra
 from pipeline.manifest import Manifest, atomic_write, now_iso
 from pipeline.paths import CACHE_DIR
-from pipeline.local_infra import ensure_local_infra
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
 
