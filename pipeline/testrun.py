@@ -29,7 +29,10 @@ def run_tests(unit_only: bool = False, keyword: str = "", lint: bool = True, ext
             failed.append("ruff")
         if _step("mypy", [str(bin_ / "mypy")]):
             failed.append("mypy")
-    args = [str(bin_ / "python"), "-m", "pytest", "tests/unit" if unit_only else "tests"]
+    # Unit tests first (seconds, no engine), then the real engine, registry, Trivy, Helm and cluster.
+    args = [str(bin_ / "python"), "-m", "pytest", "tests/unit"]
+    if not unit_only:
+        args += ["tests/integration", "tests/e2e"]
     if keyword:
         args += ["-k", keyword]
     args += shlex.split(extra)

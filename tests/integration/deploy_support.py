@@ -12,8 +12,6 @@ Port-forwards use 127.0.0.1:18200-18299 (VEZA_PORT_FORWARD_PORTS).
 from __future__ import annotations
 
 import dataclasses
-import json
-import secrets
 import shutil
 import subprocess
 import time
@@ -24,22 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pipeline.config import Config, Environment, load_config
+from pipeline.local_infra import ensure_local_infra
 from pipeline.manifest import Manifest
 from pipeline.paths import CACHE_DIR, ROOT, TOOLS_BIN
 from pipeline.registry import LocalRegistry
-from pipeline.tools.kubectl import PORT_RANGE_ENV
+from pipeline.tools.kubectl import PORT_RANGE_ENV, KubeTarget
 
 REGISTRY_PORTS = range(5300, 5350)
 PF_RANGE = "18200-18299"
 KUBECTL = str(TOOLS_BIN / "kubectl")
-INFRA = {  # name → (image, port, container spec extras)
-    "postgres": ("veza-local/postgres:15", 5432),
-    "redis": ("veza-local/redis:7", 6379),
-    "nats": ("veza-local/nats:2.9", 4222),
-}
 
 
 def sh(*argv: str, timeout: float = 300, input: str | None = None, check: bool = True) -> str:
@@ -137,65 +130,15 @@ def pushed_images(deploy_registry: str) -> Iterator[dict[str, str]]:
             sh("docker", "rmi", tag, check=False)
 
 
-def _infra_manifest(name: str, image: str, port: int) -> list[dict[str, Any]]:
-    labels = {"app.kubernetes.io/name": name, "veza.pipeline.test": "infra"}
-    env: list[dict[str, Any]] = []
-    args: list[str] = []
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    if name == "postgres":
-        env = [{"name": "POSTGRES_USER", "value": "veza"}, {"name": "POSTGRES_DB", "value": "veza"},
-               {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
-               {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "veza-secrets",
-                                                                            "key": "db-password"}}}]
-        mounts += [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
-                   {"name": "run", "mountPath": "/var/run/postgresql"}]
-        volumes += [{"name": "data", "emptyDir": {}}, {"name": "run", "emptyDir": {}}]
-    elif name == "redis":
-        env = [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "veza-secrets",
-                                                                         "key": "redis-password"}}}]
-        args = ["redis-server", "--bind", "0.0.0.0", "--dir", "/data", "--requirepass", "$(REDIS_PASSWORD)"]
-        mounts.append({"name": "data", "mountPath": "/data"})
-        volumes.append({"name": "data", "emptyDir": {}})
-    container: dict[str, Any] = {
-        "name": name, "image": image, "imagePullPolicy": "Never", "env": env,
-        "ports": [{"containerPort": port, "protocol": "TCP"}], "volumeMounts": mounts,
-        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2},
-        "securityContext": {"allowPrivilegeEscalation": False},
-    }
-    if args:
-        container["args"] = args
-    return [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": labels},
-                               "spec": {"securityContext": {"fsGroup": 999}, "containers": [container],
-                                        "volumes": volumes, "terminationGracePeriodSeconds": 2}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
-         "spec": {"selector": labels, "ports": [{"port": port, "targetPort": port, "protocol": "TCP"}]}},
-    ]
-
-
 def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state: Path,
                 label: str) -> DeployTarget:
     """A veza-test-* namespace with the Secret and the infra running, and the config pointing at it."""
     ns = f"veza-test-{label}-{uuid.uuid4().hex[:6]}"
     kc(kubeconfig, "create", "namespace", ns)
     kc(kubeconfig, "label", "namespace", ns, "veza.pipeline.test=deploy")
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "veza-secrets", "namespace": ns},
-              "type": "Opaque", "stringData": {k: secrets.token_urlsafe(18)
-                                               for k in ("jwt-secret", "db-password", "redis-password")}}
-    kc(kubeconfig, "apply", "-f", "-", input=json.dumps(secret))  # on stdin: never in argv
-    docs = [d for name, (image, port) in INFRA.items() for d in _infra_manifest(name, image, port)]
-    kc(kubeconfig, "-n", ns, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                   "items": docs}))
-    for name in INFRA:
-        kc(kubeconfig, "-n", ns, "rollout", "status", f"deployment/{name}", "--timeout=180s", timeout=200)
-    ips = {name: kc(kubeconfig, "-n", ns, "get", "svc", name, "-o", "jsonpath={.spec.clusterIP}").strip()
-           for name in INFRA}
-    infra_values = state / "infra-values.yaml"
-    infra_values.write_text(yaml.safe_dump({"infra": {n: {"host": ip} for n, ip in ips.items()}}))
     base = load_config()
+    # The same infra the local environment runs beside a release (pipeline/local_infra.py).
+    infra_values = ensure_local_infra(base, KubeTarget(kubeconfig, "", ns), "veza-secrets", state, say=lambda _: None)
     env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza", local_infra=False,
                               values_file=ROOT / "helm/veza/values-local.yaml")
     cfg = dataclasses.replace(base, state_dir=state, environments={"local": env})

@@ -196,7 +196,7 @@ KILLED_DEPLOY = textwrap.dedent("""
     from pipeline.manifest import Manifest
     a = json.loads(sys.argv[1])
     base = load_config()
-    env = dataclasses.replace(base.env("local"), namespace=a["ns"], helm_release="veza",
+    env = dataclasses.replace(base.env("local"), namespace=a["ns"], helm_release="veza", local_infra=False,
                               values_file=Path(a["values_file"]))
     cfg = dataclasses.replace(base, state_dir=Path(a["state"]), environments={"local": env})
     deploy_release(cfg, env, Manifest.load(Path(a["state"]) / "manifest.json"), timeout_s=120,
