@@ -120,15 +120,21 @@ def print_plan(plan: BuildPlan) -> None:
 
 
 def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
-    return {
+    """OCI labels the Dockerfile does not set itself (from the same build args), plus the pipeline's own.
+
+    The legacy builder turns every --label into one more build step (a container commit each), so labels
+    the Dockerfile already carries are not passed again: a rebuild stays close to a plain `docker build`.
+    """
+    oci = {
         "org.opencontainers.image.title": p.name,
         "org.opencontainers.image.source": cfg.source_url,
         "org.opencontainers.image.revision": info.revision,
         "org.opencontainers.image.version": info.version_label,
         "org.opencontainers.image.created": info.created,
-        docker.LABEL_INPUT_DIGEST: p.input_digest,
-        docker.LABEL_SERVICE: p.name,
     }
+    dockerfile = p.service.dockerfile.read_text()
+    return {**{k: v for k, v in oci.items() if k not in dockerfile},
+            docker.LABEL_INPUT_DIGEST: p.input_digest, docker.LABEL_SERVICE: p.name}
 
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,
