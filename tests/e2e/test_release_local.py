@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def test_second_release_is_a_noop(clone: Path) -> None:
 def test_one_changed_service_releases_only_it(clone: Path) -> None:
     before = _manifest(clone)["services"]  # type: ignore[index]
     page = clone / "services/docs/site/index.html"
-    page.write_text(page.read_text().replace("</body>", "<!-- e2e change --></body>"))
+    # Unique content: an image built earlier from the same inputs would (rightly) be reused.
+    page.write_text(page.read_text().replace("</body>", f"<!-- e2e change {uuid.uuid4().hex} --></body>"))
     subprocess.run(["git", "-C", str(clone), "commit", "-qam", "docs: e2e change"], check=True)
     run = _invoke(clone, "release", "--env", "local", "--yes")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
