@@ -133,8 +133,8 @@ def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
         "org.opencontainers.image.created": info.created,
     }
     dockerfile = p.service.dockerfile.read_text()
-    return {**{k: v for k, v in oci.items() if k not in dockerfile},
-            docker.LABEL_INPUT_DIGEST: p.input_digest, docker.LABEL_SERVICE: p.name}
+    # One pipeline label only: the service is named by the OCI title label and the cache tag.
+    return {**{k: v for k, v in oci.items() if k not in dockerfile}, docker.LABEL_INPUT_DIGEST: p.input_digest}
 
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,

@@ -85,7 +85,9 @@ def _scan(ctx: ReleaseContext) -> None:
 def _smoke(ctx: ReleaseContext) -> None:
     from pipeline.smoke import smoke_release
 
-    smoke_release(ctx.cfg, ctx.env, ctx.manifest, ctx.run_dir / "smoke", False, echo=ctx.say)
+    # Same knob as `invoke smoke`: extra compose override files (e.g. to reproduce a failure).
+    overrides = [Path(p) for p in os.environ.get("VEZA_SMOKE_OVERRIDES", "").split(os.pathsep) if p]
+    smoke_release(ctx.cfg, ctx.env, ctx.manifest, ctx.run_dir / "smoke", False, overrides=overrides, echo=ctx.say)
 
 
 def _push(ctx: ReleaseContext) -> None:

@@ -24,7 +24,6 @@ from pipeline.tools import proc
 
 LABEL_RUN = "veza.pipeline.run"
 LABEL_INPUT_DIGEST = "veza.pipeline.input-digest"
-LABEL_SERVICE = "veza.pipeline.service"
 
 
 def engine_host() -> str | None:

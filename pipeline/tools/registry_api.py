@@ -265,7 +265,8 @@ class RegistryClient:
         return [str(t) for t in (json.loads(data).get("tags") or [])]
 
     def catalog(self) -> list[str]:
-        _, _, data = self.request("GET", "/v2/_catalog?n=10000", scope="registry:catalog:*")
+        # The distribution registry refuses n above its maximum (1000 by default).
+        _, _, data = self.request("GET", "/v2/_catalog?n=1000", scope="registry:catalog:*")
         return [str(r) for r in (json.loads(data).get("repositories") or [])]
 
     def blob_exists(self, repo: str, digest: str) -> bool:

@@ -119,7 +119,7 @@ def remove_run_images(run: str) -> None:
 
     api = docker.APIClient()
     # Service images first: a base cannot be removed while images built on it exist.
-    doomed = [img["Id"] for img in api.images(filters={"label": "veza.pipeline.service"})
+    doomed = [img["Id"] for img in api.images(filters={"label": "veza.pipeline.input-digest"})
               if any(f"mini-{run}/" in t for t in img.get("RepoTags") or [])]
     doomed += [img["Id"] for img in api.images(filters={"label": f"veza.pipeline.run={run}"})]
     for image_id in dict.fromkeys(doomed):

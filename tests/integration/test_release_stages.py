@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import GitStateError
+from pipeline.errors import GitStateError, PolicyBlocked
 from pipeline.lock import EnvLock, LockHeld
 from pipeline.manifest import Manifest
 from pipeline.registry import LocalRegistry
@@ -196,3 +196,51 @@ def test_interrupted_push_resumes_without_pushing_twice(mini_project: MiniProjec
             assert max(after.values()) == 1, after  # and none was pushed twice
         finally:
             proxy.close()
+
+
+def _catalog(reg: LocalRegistry) -> list[str]:
+    from pipeline.tools.registry_api import RegistryClient
+
+    return RegistryClient(reg.address).catalog()
+
+
+def test_blocked_scan_stops_the_release_before_push(release_project: tuple[MiniProject, LocalRegistry]) -> None:
+    """A secret planted in one image: the scan gate blocks (exit 3) and nothing reaches the registry."""
+    p, reg = release_project
+    key_id, secret = "AKIA" + "2E0A8F3B244C9986", "g7pYbD2mRkzQ8uWf1xN3" + "hT5vJ0aLcE6sK9oP4iB7"
+    p.write("services/alpha/credentials", f"aws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n")
+    rel = 'stages = ["build", "push"]\ntags = ["sha", "branch"]'
+    text = (p.root / "pipeline.toml").read_text().replace(rel, rel.replace('"build", ', '"build", "scan", '))
+    scan = '[scan]\nscanners = ["secret"]\ndb_repository = ""\n\n'
+    p.write("pipeline.toml", text.replace("[project]", scan + "[project]"))
+    p.commit("feat(alpha): credentials")
+    with pytest.raises(PolicyBlocked) as info:
+        run_release("rel", cfg=p.config)
+    assert info.value.exit_code == 3 and "blocked: alpha" in info.value.message
+    m = json.loads((p.root / ".pipeline/manifest.json").read_text())
+    assert m["stages"]["scan"]["status"] == "failed" and "push" not in m["stages"]
+    assert m["services"]["alpha"]["scan"]["status"] == "blocked"
+    assert _catalog(reg) == []
+    assert secret not in (p.root / ".pipeline/manifest.json").read_text()
+
+
+def test_failed_smoke_stops_the_release_before_push(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real services: one crashes on start under compose → exit 4 with its reason; nothing pushed."""
+    import dataclasses
+
+    from pipeline.config import load_config
+    from pipeline.errors import SmokeFailed
+
+    with LocalRegistry(free_port(), root=tmp_path / "registry") as reg:
+        base = load_config()
+        env = dataclasses.replace(base.env("staging"), name="gate", registry=reg.address, registry_namespace="gate",
+                                  stages=("build", "smoke", "push"))
+        cfg = dataclasses.replace(base, state_dir=tmp_path / "state", environments={"gate": env})
+        crash = ROOT / "tests/integration/smoke_overrides/crash-stream-server.yml"
+        monkeypatch.setenv("VEZA_SMOKE_OVERRIDES", str(crash))
+        with pytest.raises(SmokeFailed) as info:
+            run_release("gate", cfg=cfg)
+        assert info.value.exit_code == 4 and "stream-server exited with code" in info.value.message
+        m = json.loads((tmp_path / "state/manifest.json").read_text())
+        assert m["stages"]["smoke"]["status"] == "failed" and "push" not in m["stages"]
+        assert _catalog(reg) == []
