@@ -24,11 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def release(clone: Path) -> float:
+def invoke(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VEZA_CONFIG": str(clone / "pipeline.toml"), "CI": "true"}
+    return subprocess.run([str(ROOT / ".venv/bin/invoke"), "-r", str(ROOT), *args], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=3600, check=False)
+
+
+def release(clone: Path) -> float:
     t0 = time.monotonic()
-    cp = subprocess.run([str(ROOT / ".venv/bin/invoke"), "-r", str(ROOT), "release", "--env", "local", "--yes"],
-                        cwd=clone, env=env, capture_output=True, text=True, timeout=3600, check=False)
+    cp = invoke(clone, "release", "--env", "local", "--yes")
     took = time.monotonic() - t0
     if cp.returncode != 0:
         sys.exit(f"bench: release failed (exit {cp.returncode}):\n{cp.stdout[-3000:]}\n{cp.stderr[-2000:]}")
@@ -41,12 +45,24 @@ def main() -> None:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         for k, v in (("user.email", "bench@example.invalid"), ("user.name", "bench")):
             subprocess.run(["git", "-C", str(clone), "config", k, v], check=True)
-        full = release(clone)
-        same = release(clone)
-        with (clone / "README.md").open("a") as fh:
-            fh.write("\n<!-- bench: a change that is no image input -->\n")
-        subprocess.run(["git", "-C", str(clone), "commit", "-qam", "docs: bench"], check=True)
-        unrelated = release(clone)
+        sys.path.insert(0, str(ROOT))
+        from pipeline.cluster import cluster_state
+        from pipeline.registry import default_registry
+
+        registry_was_up, cluster_was_up = default_registry().answers(), bool(cluster_state().get("running"))
+        try:
+            full = release(clone)
+            same = release(clone)
+            with (clone / "README.md").open("a") as fh:
+                fh.write("\n<!-- bench: a change that is no image input -->\n")
+            subprocess.run(["git", "-C", str(clone), "commit", "-qam", "docs: bench"], check=True)
+            unrelated = release(clone)
+        finally:
+            # Stop what the bench started, before its clone (the registry's storage) is deleted.
+            if not registry_was_up:
+                invoke(clone, "registry-down")
+            if not cluster_was_up:
+                invoke(clone, "cluster-down")
     print(f"\nrelease no-op benchmark — {platform.node()}: {os.cpu_count()} cores, {platform.platform()}\n")
     print("| case | time | baseline (first, full release) | ratio |\n|---|---|---|---|")
     print(f"| same commit again (resume) | {same:.2f} s | {full:.1f} s | {same / full:.3f}× (target < 10 s) |")

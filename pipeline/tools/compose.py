@@ -168,12 +168,14 @@ def labelled(label: str, value: str) -> Labelled:
     """Every container, network and volume carrying label=value, asked from the engine itself (API, in-process)."""
     from pipeline.tools.docker import client
 
-    c = client()
+    # The low-level listings: docker-py's high-level list() inspects each container afterwards, which
+    # races with a teardown removing them (NotFound).
+    api = client().api
     flt = {"label": f"{label}={value}"}
     return Labelled(
-        containers=tuple(sorted(x.name for x in c.containers.list(all=True, filters=flt))),
-        networks=tuple(sorted(x.name for x in c.networks.list(filters=flt))),
-        volumes=tuple(sorted(x.name for x in c.volumes.list(filters=flt))),
+        containers=tuple(sorted(str(x["Names"][0]).lstrip("/") for x in api.containers(all=True, filters=flt))),
+        networks=tuple(sorted(str(x["Name"]) for x in api.networks(filters=flt))),
+        volumes=tuple(sorted(str(x["Name"]) for x in (api.volumes(filters=flt).get("Volumes") or []))),
     )
 
 
