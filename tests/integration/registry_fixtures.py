@@ -21,27 +21,12 @@ import pytest
 from pipeline.config import Config, load_config
 from pipeline.manifest import Manifest
 from pipeline.registry import LocalRegistry
+from tests.ports import PortPool
 
 PORTS = range(5100, 5200)
-_used: set[int] = set()
-_port_lock = threading.Lock()
 
 
-def free_port() -> int:
-    """A port of our allocation (5100-5199) that nothing listens on."""
-    with _port_lock:
-        for p in PORTS:
-            if p in _used:
-                continue
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    continue
-            _used.add(p)
-            return p
-    raise RuntimeError("no free port left in 127.0.0.1:5100-5199")
+free_port = PortPool(PORTS).take
 
 
 SERVICES = ("svc-a", "svc-b", "svc-c", "svc-d")

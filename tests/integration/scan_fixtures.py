@@ -8,9 +8,7 @@ Images are `docker import`s of small root filesystems (no pull is possible here)
 from __future__ import annotations
 
 import io
-import socket
 import tarfile
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -24,10 +22,9 @@ from pipeline.config import Config, load_config
 from pipeline.manifest import Manifest
 from pipeline.registry import LocalRegistry
 from pipeline.tools import trivy
+from tests.ports import PortPool
 
 PORTS = range(5200, 5250)
-_used: set[int] = set()
-_lock = threading.Lock()
 
 OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -56,20 +53,7 @@ def fake_aws_credentials() -> bytes:
     return f"aws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n".encode()
 
 
-def free_port() -> int:
-    with _lock:
-        for p in PORTS:
-            if p in _used:
-                continue
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    continue
-            _used.add(p)
-            return p
-    raise RuntimeError("no free port left in 127.0.0.1:5200-5249")
+free_port = PortPool(PORTS).take
 
 
 def rootfs_tar(files: dict[str, bytes], modes: dict[str, int] | None = None) -> bytes:
