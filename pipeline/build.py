@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -274,11 +273,3 @@ def run_build(services: list[str], env_name: str, no_cache: bool = False, worker
         raise StageFailed(f"build failed for {names}; logs under {log_dir}",
                           "read the log, fix the Dockerfile or sources, rerun `invoke build` (built images are kept)")
     return results
-
-
-def plans_by_name(plan: BuildPlan) -> Mapping[str, ServicePlan]:
-    return {p.name: p for p in plan.services}
-
-
-def with_action(p: ServicePlan, action: str, reason: str) -> ServicePlan:
-    return replace(p, action=action, reason=reason)

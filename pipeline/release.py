@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.build import execute_plan, make_plan, open_manifest, print_plan, summarize
+from pipeline.build import default_workers, execute_plan, make_plan, open_manifest, print_plan, summarize
 from pipeline.config import Config, Environment, load_config
 from pipeline.console import console, table
 from pipeline.errors import Interrupted, PipelineError, StageFailed, UsageError
@@ -61,19 +61,13 @@ def _build(ctx: ReleaseContext) -> None:
     selected = ctx.cfg.select(ctx.services)
     plan = make_plan(ctx.cfg, ctx.env, selected, ctx.info, no_cache=False, provision_bases=True)
     print_plan(plan)
-    results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, workers=_workers(ctx.cfg),
+    results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, workers=default_workers(ctx.cfg),
                            fail_fast=False, no_cache=False, log_dir=ctx.run_dir / "build")
     summarize(results)
     failed = [r.service for r in results if r.status not in ("built", "reused")]
     if failed:
         raise StageFailed(f"build failed for {', '.join(failed)}; logs under {ctx.run_dir / 'build'}",
                           "fix the build, then rerun the same release: it resumes")
-
-
-def _workers(cfg: Config) -> int:
-    from pipeline.build import default_workers
-
-    return default_workers(cfg)
 
 
 def _scan(ctx: ReleaseContext) -> None:

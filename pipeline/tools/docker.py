@@ -68,15 +68,6 @@ class LocalImage:
     labels: Mapping[str, str]
 
 
-def images_by_label(label: str | None = None) -> list[LocalImage]:
-    """All local images (carrying `label`, when given), in one API call."""
-    out = []
-    for img in client().api.images(filters={"label": label} if label else None):
-        out.append(LocalImage(img["Id"], tuple(t for t in (img.get("RepoTags") or []) if t != "<none>:<none>"),
-                              img.get("Labels") or {}))
-    return out
-
-
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -182,19 +173,6 @@ def build_image(
         argv.append("--no-cache")
     argv.append(str(context))
     return proc.stream(argv, timeout=timeout, on_line=on_line, env=env, stop=stop)
-
-
-def image_size(ref: str) -> int:
-    return int(inspect_image(ref)["Size"])
-
-
-def image_config(ref: str) -> dict[str, Any]:
-    cfg = inspect_image(ref).get("Config") or {}
-    return dict(cfg)
-
-
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
 
 
 # ---------------------------------------------------------------- base images (pipeline/bases.py)
