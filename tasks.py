@@ -1,7 +1,7 @@
 """Invoke entry point of veza-pipeline. Thin: parse arguments, call one pipeline function, map errors to exit codes.
 
 Heavy modules are imported inside each task so that `invoke --list` stays fast.
-Exit codes: see README.md ("Exit codes") or pipeline/errors.py.
+Exit codes: see README.md ("Exit codes") or pipeline/core/errors.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _cli(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pipeline.errors import PipelineError
+        from pipeline.core.errors import PipelineError
 
         try:
             return fn(*args, **kwargs)
@@ -51,7 +51,7 @@ def _list(value: Any) -> list[str]:
 @_cli
 def doctor(c: Context, fix: bool = False) -> None:
     """Check every required tool and the engine; print the fix for anything missing (exit 6 if so)."""
-    from pipeline.doctor import run_doctor
+    from pipeline.machine.doctor import run_doctor
 
     run_doctor(fix=fix)
 
@@ -60,7 +60,7 @@ def doctor(c: Context, fix: bool = False) -> None:
 @_cli
 def bootstrap(c: Context, quiet: bool = False) -> None:
     """Make this machine ready, idempotently: venv, tool binaries, Docker engine (installs only what is missing)."""
-    from pipeline.bootstrap import bootstrap as run_bootstrap
+    from pipeline.machine.bootstrap import bootstrap as run_bootstrap
 
     run_bootstrap(quiet=quiet)
 
@@ -76,7 +76,7 @@ def bootstrap(c: Context, quiet: bool = False) -> None:
 @_cli
 def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pytest_args: str = "") -> None:
     """Run ruff, mypy and the whole test suite (unit + integration + e2e on the real engine)."""
-    from pipeline.testrun import run_tests
+    from pipeline.machine.testrun import run_tests
 
     run_tests(unit_only=unit, keyword=k, lint=not no_lint, extra=pytest_args)
 
@@ -87,7 +87,7 @@ def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pyt
 @_cli
 def version(c: Context, env: str = "dev", json: bool = False) -> None:
     """Print the version facts (SHA, branch, dirty, semver, next) and the exact tags each service would get."""
-    from pipeline.versioning_cli import print_version
+    from pipeline.versioning.cli import print_version
 
     print_version(env_name=env, as_json=json)
 
@@ -102,7 +102,7 @@ def version(c: Context, env: str = "dev", json: bool = False) -> None:
 @_cli
 def bump(c: Context, part: str = "auto", pre: str = "", dry_run: bool = False) -> None:
     """Create the next annotated release tag on HEAD, with the changelog as its message."""
-    from pipeline.versioning_cli import bump_version
+    from pipeline.versioning.cli import bump_version
 
     bump_version(part=part, pre=pre or None, dry_run=dry_run)
 
@@ -111,7 +111,7 @@ def bump(c: Context, part: str = "auto", pre: str = "", dry_run: bool = False) -
 @_cli
 def changelog(c: Context, since: str = "") -> None:
     """Print the changelog since the last release tag, grouped (Breaking, Features, Fixes)."""
-    from pipeline.versioning_cli import print_changelog
+    from pipeline.versioning.cli import print_changelog
 
     print_changelog(since=since or None)
 
@@ -122,7 +122,7 @@ def changelog(c: Context, since: str = "") -> None:
 @_cli
 def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
     """Provide the base and infra images: pull upstream where possible, else build them from Debian packages."""
-    from pipeline.bases import ensure_bases
+    from pipeline.local.bases import ensure_bases
 
     ensure_bases(force=force, try_pull=not no_pull)
 
@@ -142,7 +142,7 @@ def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
 def build(c: Context, service: list[str] | None = None, env: str = "dev", no_cache: bool = False,
           workers: int = 0, fail_fast: bool = False, dry_run: bool = False) -> None:
     """Build the service images in parallel, skipping those whose input digest is unchanged."""
-    from pipeline.build import run_build
+    from pipeline.stages.build import run_build
 
     run_build(services=_list(service), env_name=env, no_cache=no_cache, workers=workers,
               fail_fast=fail_fast, dry_run=dry_run)
@@ -154,7 +154,7 @@ def build(c: Context, service: list[str] | None = None, env: str = "dev", no_cac
 @_cli
 def scan(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
     """Scan the built images with Trivy (vulns, secrets, misconfig) and apply the environment's gate."""
-    from pipeline.scan import run_scan
+    from pipeline.stages.scan import run_scan
 
     run_scan(services=_list(service), env_name=env)
 
@@ -174,7 +174,7 @@ def scan(c: Context, service: list[str] | None = None, env: str = "dev") -> None
 def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bool = False,
               ignore_file: str = "", sarif: str = "", summary: str = "") -> None:
     """Evaluate any Trivy JSON report with the pipeline's policy (exit 3 when blocked)."""
-    from pipeline.scan import run_scan_gate
+    from pipeline.stages.scan import run_scan_gate
 
     run_scan_gate(report=report, fail_on=fail_on, ignore_unfixed=ignore_unfixed,
                   ignore_file=ignore_file or None, sarif=sarif or None, summary=summary or None)
@@ -191,7 +191,7 @@ def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bo
 @_cli
 def lint(c: Context, path: list[str] | None = None, threshold: str = "", format: str = "text") -> None:
     """Lint Dockerfiles, compose, k8s and Helm: hadolint, trivy config, helm lint, schemas, the seed's pitfalls."""
-    from pipeline.lint import run_lint
+    from pipeline.lint.run import run_lint
 
     run_lint(paths=_list(path), threshold=threshold or None, fmt=format)
 
@@ -199,7 +199,7 @@ def lint(c: Context, path: list[str] | None = None, threshold: str = "", format:
 @task(
     name="trivy-db",
     help={
-        "advisories": "YAML advisories file (see pipeline/trivydb/__init__.py)",
+        "advisories": "YAML advisories file (see pipeline/local/trivydb/__init__.py)",
         "push": "push the DB to this OCI repository, e.g. 127.0.0.1:5000/trivy/db (tag :2 added)",
         "out": "where to write db.tar.gz (default: the cache)",
     },
@@ -209,7 +209,7 @@ def trivy_db(c: Context, advisories: str, push: str = "", out: str = "") -> None
     """Build a Trivy vulnerability DB offline from advisories and publish it: a mirror for air-gapped scans."""
     from pathlib import Path
 
-    from pipeline.trivydb import make_mirror
+    from pipeline.local.trivydb import make_mirror
 
     make_mirror(Path(advisories), push=push, out=Path(out) if out else None)
 
@@ -219,7 +219,7 @@ def trivy_db(c: Context, advisories: str, push: str = "", out: str = "") -> None
 @_cli
 def sbom_attach(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
     """Attach each pushed image's CycloneDX SBOM (from the scan stage) to it in the registry (OCI artifact)."""
-    from pipeline.sbom import attach_sboms
+    from pipeline.stages.sbom import attach_sboms
 
     attach_sboms(_list(service), env)
 
@@ -230,7 +230,7 @@ def sbom_attach(c: Context, service: list[str] | None = None, env: str = "dev") 
 @_cli
 def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
     """Start the local OCI registry on 127.0.0.1:5000 (storage under the state directory)."""
-    from pipeline.registry import registry_up as up
+    from pipeline.local.registry import registry_up as up
 
     up(auth=auth, tls=tls)
 
@@ -239,7 +239,7 @@ def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
 @_cli
 def registry_down(c: Context) -> None:
     """Stop the local registry (its storage is kept)."""
-    from pipeline.registry import registry_down as down
+    from pipeline.local.registry import registry_down as down
 
     down()
 
@@ -248,7 +248,7 @@ def registry_down(c: Context) -> None:
 @_cli
 def registry_status(c: Context) -> None:
     """Tell whether the local registry runs, where, and what it holds."""
-    from pipeline.registry import registry_status as status_
+    from pipeline.local.registry import registry_status as status_
 
     status_()
 
@@ -257,7 +257,7 @@ def registry_status(c: Context) -> None:
 @_cli
 def push(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
     """Push every tag of the built images, with retries; record each registry digest in the manifest."""
-    from pipeline.push import run_push
+    from pipeline.stages.push import run_push
 
     run_push(services=_list(service), env_name=env)
 
@@ -267,7 +267,7 @@ def push(c: Context, service: list[str] | None = None, env: str = "dev") -> None
 @_cli
 def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -> None:
     """Copy the exact images (by digest) that passed in one environment to the next; no rebuild, no pull."""
-    from pipeline.promote import run_promote
+    from pipeline.release.promote import run_promote
 
     run_promote(from_env=from_, to_env=to, services=_list(service))
 
@@ -278,7 +278,7 @@ def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -
 @_cli
 def up(c: Context, env: str = "local", build: bool = False) -> None:
     """Start the whole platform with docker compose for development."""
-    from pipeline.stack import stack_up
+    from pipeline.local.stack import stack_up
 
     stack_up(env_name=env, build=build)
 
@@ -287,7 +287,7 @@ def up(c: Context, env: str = "local", build: bool = False) -> None:
 @_cli
 def down(c: Context, volumes: bool = False) -> None:
     """Stop the development stack."""
-    from pipeline.stack import stack_down
+    from pipeline.local.stack import stack_down
 
     stack_down(volumes=volumes)
 
@@ -296,7 +296,7 @@ def down(c: Context, volumes: bool = False) -> None:
 @_cli
 def logs(c: Context, service: str = "", follow: bool = False) -> None:
     """Show the development stack's logs."""
-    from pipeline.stack import stack_logs
+    from pipeline.local.stack import stack_logs
 
     stack_logs(service=service or None, follow=follow)
 
@@ -305,7 +305,7 @@ def logs(c: Context, service: str = "", follow: bool = False) -> None:
 @_cli
 def smoke(c: Context, env: str = "local", keep_on_failure: bool = False) -> None:
     """Smoke-test the exact images of the manifest: compose up, wait healthy, probe, always tear down (exit 4)."""
-    from pipeline.smoke import run_smoke
+    from pipeline.stages.smoke import run_smoke
 
     run_smoke(env_name=env, keep_on_failure=keep_on_failure)
 
@@ -316,7 +316,7 @@ def smoke(c: Context, env: str = "local", keep_on_failure: bool = False) -> None
 @_cli
 def cluster_up(c: Context, env: str = "local") -> None:
     """Use the environment's kube context, or provision the local single-node Kubernetes offline."""
-    from pipeline.cluster import cluster_up as up_
+    from pipeline.local.cluster import cluster_up as up_
 
     up_(env_name=env)
 
@@ -325,7 +325,7 @@ def cluster_up(c: Context, env: str = "local") -> None:
 @_cli
 def cluster_down(c: Context) -> None:
     """Stop the local cluster and restore the machine (processes, containers, mounts, iptables, sysctls)."""
-    from pipeline.cluster import cluster_down as down_
+    from pipeline.local.cluster import cluster_down as down_
 
     down_()
 
@@ -334,7 +334,7 @@ def cluster_down(c: Context) -> None:
 @_cli
 def cluster_status(c: Context) -> None:
     """Tell what runs in the local cluster, since when, the versions, and the kubeconfig path."""
-    from pipeline.cluster import cluster_status as status_
+    from pipeline.local.cluster import cluster_status as status_
 
     status_()
 
@@ -344,7 +344,7 @@ def cluster_status(c: Context) -> None:
 @_cli
 def deploy(c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False) -> None:
     """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5)."""
-    from pipeline.deploy import run_deploy
+    from pipeline.stages.deploy import run_deploy
 
     run_deploy(env_name=env, services=_list(service), dry_run=dry_run)
 
@@ -353,7 +353,7 @@ def deploy(c: Context, env: str = "local", service: list[str] | None = None, dry
 @_cli
 def rollback(c: Context, env: str = "local", to: int = 0) -> None:
     """Roll the environment's Helm release back to a previous revision."""
-    from pipeline.deploy import run_rollback
+    from pipeline.stages.deploy import run_rollback
 
     run_rollback(env_name=env, revision=to or None)
 
@@ -362,7 +362,7 @@ def rollback(c: Context, env: str = "local", to: int = 0) -> None:
 @_cli
 def status(c: Context, env: str = "local", json: bool = False) -> None:
     """Revision, digests running, readiness per service, and whether they match the Release manifest."""
-    from pipeline.deploy import run_status
+    from pipeline.stages.deploy import run_status
 
     run_status(env_name=env, as_json=json)
 
@@ -383,6 +383,6 @@ def status(c: Context, env: str = "local", json: bool = False) -> None:
 def release(c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False,
             yes: bool = False, fresh: bool = False) -> None:
     """Build → scan → smoke → push → deploy → verify, as the environment requires; resumable, locked, reported."""
-    from pipeline.release import run_release
+    from pipeline.release.runner import run_release
 
     run_release(env_name=env, services=_list(service), dry_run=dry_run, yes=yes, fresh=fresh)

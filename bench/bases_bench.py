@@ -39,10 +39,10 @@ def rerun_seconds(repeat: int = 5) -> list[float]:
 def isolated_runs() -> tuple[float, float]:
     """(cold, warm-cache) seconds for a full provision under private names and a private cache dir."""
     cache = tempfile.mkdtemp(prefix="veza-bases-bench-")
-    os.environ["VEZA_CACHE_DIR"] = cache          # read by pipeline.paths at import time
+    os.environ["VEZA_CACHE_DIR"] = cache          # read by pipeline.core.paths at import time
     sys.path.insert(0, str(ROOT))
-    from pipeline import bases
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
+    from pipeline.local import bases
     from pipeline.tools import docker
 
     bases.CACHE_DIR = Path(cache)

@@ -43,9 +43,9 @@ def invoke_build(clone: Path, *args: str) -> float:
 def plain_builds(clone: Path, names: list[str] | None = None) -> float:
     """`docker build` of each service sequentially with the same args the pipeline passes."""
     sys.path.insert(0, str(ROOT))
-    from pipeline.build import make_plan
-    from pipeline.config import load_config
-    from pipeline.releaseinfo import release_info
+    from pipeline.core.config import load_config
+    from pipeline.stages.build import make_plan
+    from pipeline.versioning.releaseinfo import release_info
 
     cfg = load_config(clone / "pipeline.toml")
     env = cfg.env("dev")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.cluster import build, cluster_down, cluster_up
-from pipeline.cluster.start import running_state
+from pipeline.local.cluster import build, cluster_down, cluster_up
+from pipeline.local.cluster.start import running_state
 
 
 def main() -> int:
@@ -35,7 +35,7 @@ def main() -> int:
     def capture(line: str) -> None:
         lines.append(line)
 
-    import pipeline.cluster as cl
+    import pipeline.local.cluster as cl
 
     cl._say = capture  # quiet, and keep the lines to read the apiserver-ready lap
     ready, api = [], []

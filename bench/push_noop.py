@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.push import run_push
-from pipeline.registry import LocalRegistry
+from pipeline.local.registry import LocalRegistry
+from pipeline.stages.push import run_push
 from pipeline.tools import docker as engine
 from pipeline.tools.proc import run
 from tests.integration.registry_fixtures import (

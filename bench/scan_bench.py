@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import docker
 
-from pipeline import trivydb
-from pipeline.config import load_config
-from pipeline.errors import PolicyBlocked
-from pipeline.manifest import Manifest
-from pipeline.registry import LocalRegistry
-from pipeline.scan import run_scan, run_scan_gate
+from pipeline.core.config import load_config
+from pipeline.core.errors import PolicyBlocked
+from pipeline.core.manifest import Manifest
+from pipeline.local import trivydb
+from pipeline.local.registry import LocalRegistry
+from pipeline.stages.scan import run_scan, run_scan_gate
 from pipeline.tools import trivy
 
 BASE = "veza-local/debian:bookworm"

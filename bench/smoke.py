@@ -23,19 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import stack_spec
-from pipeline.config import Config, load_config
-from pipeline.manifest import Manifest
-from pipeline.paths import MANIFEST_FILE, RUNS_DIR
-from pipeline.smoke import SMOKE_VARIABLES, smoke_release
+from pipeline.core.config import Config, load_config
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import MANIFEST_FILE, RUNS_DIR
+from pipeline.local import stack_spec
+from pipeline.stages.smoke import SMOKE_VARIABLES, smoke_release
 from pipeline.tools.compose import RUN_LABEL, ComposeProject, remove_labelled
 
 
 def manifest_with_images(cfg: Config, path: Path | None, tmp: Path) -> Manifest:
     if path and path.exists():
         return Manifest.load(path)
-    from pipeline.build import execute_plan, make_plan
-    from pipeline.releaseinfo import release_info
+    from pipeline.stages.build import execute_plan, make_plan
+    from pipeline.versioning.releaseinfo import release_info
 
     env = cfg.env("local")
     info = release_info(cfg, env)

@@ -36,6 +36,6 @@ def docker_client() -> Iterator[object]:
     try:
         client.ping()
     except Exception as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); run: python3 -m pipeline.bootstrap")
+        pytest.fail(f"no Docker engine answers ({exc}); run: python3 -m pipeline.machine.bootstrap")
     yield client
     client.close()

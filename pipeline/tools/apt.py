@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ToolMissing
+from pipeline.core.errors import ToolMissing
 from pipeline.tools import proc
 
 _SOURCES_DIR = Path("/etc/apt/sources.list.d")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import StageFailed, ToolMissing
+from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools.proc import Result, find_tool, run
 
 RUN_LABEL = "veza.pipeline.run"

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 from pipeline.tools.proc import run
 from pipeline.tools.registry_api import Credentials
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ToolMissing
+from pipeline.core.errors import ToolMissing
 from pipeline.tools.proc import tool_env
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pipeline.errors import StageFailed, ToolMissing
+from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools import proc
 
 LABEL_RUN = "veza.pipeline.run"
@@ -51,7 +51,8 @@ def client() -> Any:
         c.ping()
     except Exception as exc:
         raise ToolMissing(f"no Docker engine answers at {host or 'the default socket'} ({type(exc).__name__})",
-                          "start dockerd (python3 -m pipeline.bootstrap) or fix DOCKER_HOST / docker context") from None
+                          "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
+                          ) from None
     return c
 
 
@@ -110,7 +111,8 @@ def _inspect(ref: str) -> dict[str, Any] | None:
         body = resp.read()
     except OSError as exc:
         raise ToolMissing(f"no Docker engine answers at {sock} ({exc.strerror or exc})",
-                          "start dockerd (python3 -m pipeline.bootstrap) or fix DOCKER_HOST / docker context") from None
+                          "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
+                          ) from None
     finally:
         conn.close()
     if resp.status == 404:
@@ -175,7 +177,7 @@ def build_image(
     return proc.stream(argv, timeout=timeout, on_line=on_line, env=env, stop=stop)
 
 
-# ---------------------------------------------------------------- base images (pipeline/bases.py)
+# ---------------------------------------------------------------- base images (pipeline/local/bases.py)
 
 def local_images() -> list[LocalImage]:
     """Every local image with its tags and labels, in one API call (cheap enough for a < 2 s no-op rerun)."""

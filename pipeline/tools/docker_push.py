@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import RegistryAuthError, StageFailed
-from pipeline.redact import redact
+from pipeline.core.errors import RegistryAuthError, StageFailed
+from pipeline.core.redact import redact
 from pipeline.tools import docker as engine
 from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import git
 
-from pipeline.errors import GitStateError
+from pipeline.core.errors import GitStateError
 
 TIMEOUT_S = 60  # local git commands on a repository of this size take milliseconds
 _FIELD, _RECORD = "\x1f", "\x1e"

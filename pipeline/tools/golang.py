@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import ToolMissing
-from pipeline.paths import CACHE_DIR
+from pipeline.core.errors import ToolMissing
+from pipeline.core.paths import CACHE_DIR
 from pipeline.tools.proc import find_tool, run
 
 DEBIAN_GOPATH = Path("/usr/share/gocode")

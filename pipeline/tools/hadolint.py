@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import StageFailed
+from pipeline.core.errors import StageFailed
 from pipeline.tools.proc import find_tool, run
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import StageFailed, ToolMissing
-from pipeline.paths import ROOT
+from pipeline.core.errors import StageFailed, ToolMissing
+from pipeline.core.paths import ROOT
 from pipeline.tools.kubectl import KubeTarget
 from pipeline.tools.proc import Result, find_tool, run, stream
 

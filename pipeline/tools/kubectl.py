@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import StageFailed
-from pipeline.redact import redact
+from pipeline.core.errors import StageFailed
+from pipeline.core.redact import redact
 from pipeline.tools.proc import Result, find_tool, run, tool_env
 
 # Loopback ports kubectl port-forward may use, e.g. "18200-18299" (tests and CI runners set it to their

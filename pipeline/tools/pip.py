@@ -15,7 +15,7 @@ def download_wheel(spec: str, dest: Path, *, timeout: float = 300) -> Path:
         timeout=timeout, what=f"pip download {spec}")
     wheels = sorted(dest.glob("*.whl"))
     if not wheels:
-        from pipeline.errors import StageFailed
+        from pipeline.core.errors import StageFailed
 
         raise StageFailed(f"pip download {spec} gave no wheel in {dest}")
     return wheels[-1]

@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import StageFailed, ToolMissing
-from pipeline.paths import TOOLS_BIN
-from pipeline.redact import redact
+from pipeline.core.errors import StageFailed, ToolMissing
+from pipeline.core.paths import TOOLS_BIN
+from pipeline.core.redact import redact
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def find_tool(name: str, fix: str | None = None) -> str:
     if found:
         return found
     raise ToolMissing(f"required tool '{name}' not found in {TOOLS_BIN} or PATH",
-                      fix or "run: python3 -m pipeline.bootstrap")
+                      fix or "run: python3 -m pipeline.machine.bootstrap")
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -65,7 +65,8 @@ def run(
             env=tool_env(env), cwd=cwd, check=False,
         )
     except FileNotFoundError as exc:
-        raise ToolMissing(f"cannot run '{args[0]}': not installed", "run: python3 -m pipeline.bootstrap") from exc
+        raise ToolMissing(f"cannot run '{args[0]}': not installed",
+                          "run: python3 -m pipeline.machine.bootstrap") from exc
     except subprocess.TimeoutExpired as exc:
         raise StageFailed(f"{what or args[0]} timed out after {timeout:.0f}s: {redact(' '.join(args))}") from exc
     res = Result(args, cp.returncode, redact(cp.stdout or ""), redact(cp.stderr or ""))
@@ -97,7 +98,8 @@ def stream(
             env=tool_env(env), cwd=cwd, bufsize=1,
         )
     except FileNotFoundError as exc:
-        raise ToolMissing(f"cannot run '{args[0]}': not installed", "run: python3 -m pipeline.bootstrap") from exc
+        raise ToolMissing(f"cannot run '{args[0]}': not installed",
+                          "run: python3 -m pipeline.machine.bootstrap") from exc
     deadline = threading.Event()
 
     def watchdog() -> None:

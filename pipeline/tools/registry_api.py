@@ -2,7 +2,7 @@
 
 Used for "already there?" checks, digest verification, the push pre-flight and same-registry promotion.
 Auth: anonymous, Basic, or Bearer tokens from the registry's token realm (Docker Hub / Harbor style),
-answering the registry's own 401 challenge. Every credential is registered with pipeline.redact.
+answering the registry's own 401 challenge. Every credential is registered with pipeline.core.redact.
 
 Errors are classified for the retry policy: RegistryUnavailable (transient: connection refused/reset,
 timeouts, 5xx, 429) vs RegistryAuthError (401/403) vs RegistryRequestError (other 4xx, unknown host).
@@ -23,8 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import RegistryAuthError, StageFailed
-from pipeline.redact import redact, register_secret
+from pipeline.core.errors import RegistryAuthError, StageFailed
+from pipeline.core.redact import redact, register_secret
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",

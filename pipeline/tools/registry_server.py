@@ -1,6 +1,6 @@
 """Adapter for the registry server process: Debian's `docker-registry` binary, or the `registry:2` image.
 
-Only this module starts or stops the server. pipeline/registry.py decides which path to take.
+Only this module starts or stops the server. pipeline/local/registry.py decides which path to take.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.errors import StageFailed, ToolMissing
+from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools.proc import find_tool, run, tool_env
 
 BINARY = "docker-registry"
@@ -92,7 +92,7 @@ def _reap(pid: int) -> None:
 # -- the container path (where `docker-registry` is missing but images can be pulled)
 
 def docker_exe() -> str:
-    return find_tool("docker", "install the Docker engine: python3 -m pipeline.bootstrap")
+    return find_tool("docker", "install the Docker engine: python3 -m pipeline.machine.bootstrap")
 
 
 def run_container(*, name: str, port: int, host: str, config: Path, data: Path, label: str,

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.errors import RegistryAuthError, StageFailed, ToolMissing
+from pipeline.core.errors import RegistryAuthError, StageFailed, ToolMissing
 from pipeline.tools.proc import find_tool, run
 from pipeline.tools.registry_api import Credentials, is_loopback
 

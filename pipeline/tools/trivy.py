@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import StageFailed, ToolMissing
-from pipeline.paths import CACHE_DIR
+from pipeline.core.errors import StageFailed, ToolMissing
+from pipeline.core.paths import CACHE_DIR
 from pipeline.tools.proc import find_tool, run
 
 COMMON = ("--skip-version-check", "--disable-telemetry")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, load_config
+from pipeline.core.config import Config, load_config
 
 DOCKERFILE = """\
 ARG BASE_IMAGE=scratch
@@ -90,7 +90,7 @@ class MiniProject:
         repo.index.commit(msg)
 
     def image_ids(self) -> dict[str, str]:
-        from pipeline.manifest import Manifest
+        from pipeline.core.manifest import Manifest
 
         m = Manifest.load(self.root / ".pipeline" / "manifest.json")
         return {s: m.service(s)["build"]["image_id"] for s in m.services()}

@@ -16,8 +16,8 @@ import yaml
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from pipeline.k8s_schema import legacy_schema_dir
-from pipeline.paths import ROOT
+from pipeline.core.paths import ROOT
+from pipeline.lint.k8s_schema import legacy_schema_dir
 from pipeline.tools import helm
 
 CHART = ROOT / "helm" / "veza"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.paths import ROOT, TOOLS_BIN
+from pipeline.core.paths import ROOT, TOOLS_BIN
 
 KUBECTL = str(TOOLS_BIN / "kubectl")
 PF_PORTS = range(18300, 18349)
@@ -43,7 +43,7 @@ def cluster_session() -> ClusterSession | None:
 
 
 def _leases_dir() -> Path:
-    from pipeline.cluster import layout
+    from pipeline.local.cluster import layout
 
     return layout.STATE / "test-leases"
 
@@ -62,9 +62,9 @@ def _live_leases() -> list[Path]:
 def local_cluster() -> Iterator[Path]:
     """The local cluster's kubeconfig; brings the cluster up when needed (fails, never skips, when it cannot)."""
     global _session
-    from pipeline.cluster import cluster_down, cluster_up
-    from pipeline.cluster.start import running_state
-    from pipeline.cluster.state import cluster_lock
+    from pipeline.local.cluster import cluster_down, cluster_up
+    from pipeline.local.cluster.start import running_state
+    from pipeline.local.cluster.state import cluster_lock
 
     if os.geteuid() != 0:
         pytest.fail("the local cluster needs root")

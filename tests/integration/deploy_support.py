@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Config, Environment, load_config
-from pipeline.local_infra import ensure_local_infra
-from pipeline.manifest import Manifest
-from pipeline.paths import CACHE_DIR, ROOT, TOOLS_BIN
-from pipeline.registry import LocalRegistry
+from pipeline.core.config import Config, Environment, load_config
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import CACHE_DIR, ROOT, TOOLS_BIN
+from pipeline.local.infra import ensure_local_infra
+from pipeline.local.registry import LocalRegistry
 from pipeline.tools.kubectl import PORT_RANGE_ENV, KubeTarget
 
 REGISTRY_PORTS = range(5300, 5350)
@@ -137,7 +137,7 @@ def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state:
     kc(kubeconfig, "create", "namespace", ns)
     kc(kubeconfig, "label", "namespace", ns, "veza.pipeline.test=deploy")
     base = load_config()
-    # The same infra the local environment runs beside a release (pipeline/local_infra.py).
+    # The same infra the local environment runs beside a release (pipeline/local/infra.py).
     infra_values = ensure_local_infra(base, KubeTarget(kubeconfig, "", ns), "veza-secrets", state, say=lambda _: None)
     env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza", local_infra=False,
                               values_file=ROOT / "helm/veza/values-local.yaml")

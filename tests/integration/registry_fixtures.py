@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Config, load_config
-from pipeline.manifest import Manifest
-from pipeline.registry import LocalRegistry
+from pipeline.core.config import Config, load_config
+from pipeline.core.manifest import Manifest
+from pipeline.local.registry import LocalRegistry
 from tests.ports import PortPool
 
 PORTS = range(5100, 5200)

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import trivydb
-from pipeline.config import Config, load_config
-from pipeline.manifest import Manifest
-from pipeline.registry import LocalRegistry
+from pipeline.core.config import Config, load_config
+from pipeline.core.manifest import Manifest
+from pipeline.local import trivydb
+from pipeline.local.registry import LocalRegistry
 from pipeline.tools import trivy
 from tests.ports import PortPool
 

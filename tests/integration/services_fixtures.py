@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.bases import build_args_for, ensure_bases
-from pipeline.config import Config, load_config
+from pipeline.core.config import Config, load_config
+from pipeline.local.bases import build_args_for, ensure_bases
 from pipeline.tools import docker as docker_tool
 
 LABEL_RUN = docker_tool.LABEL_RUN

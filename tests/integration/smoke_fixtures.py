@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.manifest import Manifest
-from pipeline.paths import ROOT, RUNS_DIR
+from pipeline.core.config import load_config
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import ROOT, RUNS_DIR
 from pipeline.tools.compose import PROJECT_LABEL, RUN_LABEL, labelled, remove_labelled
 
 OVERRIDES = Path(__file__).resolve().parent / "smoke_overrides"
@@ -48,9 +48,9 @@ def smoke_manifest(tmp_path_factory: pytest.TempPathFactory, docker_client: Any)
 
 
 def _build_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.bases import ensure_bases
-    from pipeline.build import execute_plan, make_plan
-    from pipeline.releaseinfo import release_info
+    from pipeline.local.bases import ensure_bases
+    from pipeline.stages.build import execute_plan, make_plan
+    from pipeline.versioning.releaseinfo import release_info
 
     cfg = load_config()
     env = cfg.env("local")

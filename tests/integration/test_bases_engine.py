@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.bases import LABEL_RECIPE_DIGEST, ensure_bases, resolve_recipes
-from pipeline.config import Base, Config, load_config
-from pipeline.registry import LocalRegistry
+from pipeline.core.config import Base, Config, load_config
+from pipeline.local.bases import LABEL_RECIPE_DIGEST, ensure_bases, resolve_recipes
+from pipeline.local.registry import LocalRegistry
 from pipeline.tools import docker as docker_tool
 from pipeline.tools import proc
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.engine
 
 def _bootstrap(tools_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VEZA_TOOLS_DIR": str(tools_dir)}
-    return subprocess.run([SYSTEM_PY, "-m", "pipeline.bootstrap"], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([SYSTEM_PY, "-m", "pipeline.machine.bootstrap"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=1800, check=False)
 
 
@@ -64,4 +64,4 @@ def test_doctor_all_present_then_exit_6_with_fix_when_trivy_removed(tmp_path: Pa
     assert bad.returncode == 6, bad.stdout + bad.stderr
     assert "MISSING" in bad.stdout and "trivy" in bad.stdout
     assert bad.stderr.strip() == ("error: missing required component(s): trivy "
-                                  "(fix: python3 -m pipeline.bootstrap)")
+                                  "(fix: python3 -m pipeline.machine.bootstrap)")

@@ -12,15 +12,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pipeline.build import run_build
-from pipeline.errors import StageFailed, UsageError
-from pipeline.manifest import Manifest
+from pipeline.core.errors import StageFailed, UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.stages.build import run_build
 from pipeline.tools import docker
 from tests.integration.build_fixtures import MiniProject, make_base_image
 
 pytestmark = pytest.mark.engine
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "pipeline/schemas/manifest.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "pipeline/core/schemas/manifest.schema.json").read_text())
 
 
 def _build(p: MiniProject, **kw: object) -> dict[str, str]:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.errors import StageFailed
-from pipeline.paths import ROOT, TOOLS_BIN
+from pipeline.core.errors import StageFailed
+from pipeline.core.paths import ROOT, TOOLS_BIN
 from pipeline.tools import helm
 from tests.integration.chart_fixtures import CHART, DIGESTS, ENVS, render, validate
 

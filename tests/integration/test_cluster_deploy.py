@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster import layout
-from pipeline.registry import LocalRegistry
+from pipeline.local.cluster import layout
+from pipeline.local.registry import LocalRegistry
 from tests.integration.cluster_fixtures import KUBECTL, TEST_REGISTRY_PORT, free_pf_port, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine, pytest.mark.slow]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster import build, host, layout
-from pipeline.cluster.state import load_state
+from pipeline.local.cluster import build, host, layout
+from pipeline.local.cluster.state import load_state
 from pipeline.tools import daemon, netfilter
 from tests.integration.cluster_fixtures import invoke, kubectl
 
@@ -21,7 +21,7 @@ WARM_START_TARGET_S = 30.0
 
 
 def _our_processes() -> list[int]:
-    from pipeline.cluster.stop import _stray_pids
+    from pipeline.local.cluster.stop import _stray_pids
 
     return _stray_pids(layout.ETCD_DATA)
 

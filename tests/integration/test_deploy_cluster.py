@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.deploy import deploy_release, release_status, rollback_release
-from pipeline.errors import DeployFailed
-from pipeline.paths import ROOT, TOOLS_BIN
+from pipeline.core.errors import DeployFailed
+from pipeline.core.paths import ROOT, TOOLS_BIN
+from pipeline.stages.deploy import deploy_release, release_status, rollback_release
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
 from tests.integration.deploy_support import (
@@ -191,9 +191,9 @@ def test_rollback_to_a_revision(target: DeployTarget) -> None:
 KILLED_DEPLOY = textwrap.dedent("""
     import dataclasses, json, sys
     from pathlib import Path
-    from pipeline.config import load_config
-    from pipeline.deploy import deploy_release
-    from pipeline.manifest import Manifest
+    from pipeline.core.config import load_config
+    from pipeline.stages.deploy import deploy_release
+    from pipeline.core.manifest import Manifest
     a = json.loads(sys.argv[1])
     base = load_config()
     env = dataclasses.replace(base.env("local"), namespace=a["ns"], helm_release="veza", local_infra=False,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PolicyBlocked
-from pipeline.lint import run_lint
+from pipeline.core.errors import PolicyBlocked
+from pipeline.lint.run import run_lint
 
 BAD_DOCKERFILE = """\
 FROM debian:bookworm
@@ -191,7 +191,7 @@ def test_lint_single_files_and_missing_paths(good_repo: Path, bad_repo: Path) ->
     assert run_lint([str(good_repo / "Dockerfile")], fmt="text", log=lambda _: None).status == "pass"
     with pytest.raises(PolicyBlocked):
         run_lint([str(bad_repo / "compose" / "docker-compose.yml")], fmt="text", log=lambda _: None)
-    from pipeline.errors import UsageError
+    from pipeline.core.errors import UsageError
 
     with pytest.raises(UsageError, match="no such file"):
         run_lint([str(good_repo / "nope")], fmt="text")

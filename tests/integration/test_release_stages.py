@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import GitStateError, PolicyBlocked
-from pipeline.lock import EnvLock, LockHeld
-from pipeline.manifest import Manifest
-from pipeline.registry import LocalRegistry
-from pipeline.release import run_release
+from pipeline.core.errors import GitStateError, PolicyBlocked
+from pipeline.core.lock import EnvLock, LockHeld
+from pipeline.core.manifest import Manifest
+from pipeline.local.registry import LocalRegistry
+from pipeline.release.runner import run_release
 from tests.integration.build_fixtures import MiniProject
 from tests.integration.registry_fixtures import FlakyProxy, free_port
 
@@ -228,8 +228,8 @@ def test_failed_smoke_stops_the_release_before_push(tmp_path: Path, monkeypatch:
     """The real services: one crashes on start under compose → exit 4 with its reason; nothing pushed."""
     import dataclasses
 
-    from pipeline.config import load_config
-    from pipeline.errors import SmokeFailed
+    from pipeline.core.config import load_config
+    from pipeline.core.errors import SmokeFailed
 
     with LocalRegistry(free_port(), root=tmp_path / "registry") as reg:
         base = load_config()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PolicyBlocked
-from pipeline.policy import load_report
-from pipeline.scan import run_scan, run_scan_gate
+from pipeline.core.errors import PolicyBlocked
+from pipeline.gate.policy import load_report
+from pipeline.stages.scan import run_scan, run_scan_gate
 from pipeline.tools import golang, trivy
 from tests.integration.scan_fixtures import (
     DbMirror,

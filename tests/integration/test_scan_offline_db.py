@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import PolicyBlocked
-from pipeline.registry import LocalRegistry
-from pipeline.scan import run_scan
+from pipeline.core.errors import PolicyBlocked
+from pipeline.local.registry import LocalRegistry
+from pipeline.stages.scan import run_scan
 from pipeline.tools import trivy
 from tests.integration.scan_fixtures import ImageFactory, built_manifest, debian_files, publish_db, scan_config
 
@@ -143,7 +143,7 @@ def test_debootstrap_base_image_with_real_debian_packages(tmp_path: Path, scan_r
 
     ref = "veza-local/debian:bookworm"
     if docker.image_id(ref) is None:
-        from pipeline.bases import ensure_bases
+        from pipeline.local.bases import ensure_bases
 
         ensure_bases(try_pull=False)
     glibc = {"id": "CVE-2099-4343", "source": "debian 12", "package": "glibc", "severity": "CRITICAL"}
@@ -160,7 +160,7 @@ def test_debootstrap_base_image_with_real_debian_packages(tmp_path: Path, scan_r
     found = {(v["VulnerabilityID"], v["PkgName"]) for r in data["Results"] for v in r.get("Vulnerabilities") or []}
     assert ("CVE-2099-4242", "bash") in found and ("CVE-2099-4343", "libc6") in found
     with pytest.raises(PolicyBlocked):
-        from pipeline.scan import run_scan_gate
+        from pipeline.stages.scan import run_scan_gate
 
         run_scan_gate(str(tmp_path / "r.json"), fail_on="CRITICAL")
     clean = trivy.scan_image(ref, tmp_path / "r2.json", cache_dir=tmp_path / "c2", scanners=("vuln",),
@@ -171,9 +171,9 @@ def test_debootstrap_base_image_with_real_debian_packages(tmp_path: Path, scan_r
 def test_private_mirror_with_credentials(tmp_path: Path, scan_image_factory: ImageFactory,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A mirror behind htpasswd auth: credentials from the [registry] env vars reach Trivy via its env."""
-    from pipeline import trivydb
-    from pipeline.errors import RegistryAuthError, StageFailed
-    from pipeline.registry import write_htpasswd
+    from pipeline.core.errors import RegistryAuthError, StageFailed
+    from pipeline.local import trivydb
+    from pipeline.local.registry import write_htpasswd
     from tests.integration.scan_fixtures import free_port
 
     ref, image_id = scan_image_factory("debian", debian_files())

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.push import run_push
-from pipeline.registry import LocalRegistry
-from pipeline.sbom import SBOM_MEDIA_TYPE, attach_sboms, sbom_tag
-from pipeline.scan import run_scan
+from pipeline.local.registry import LocalRegistry
+from pipeline.stages.push import run_push
+from pipeline.stages.sbom import SBOM_MEDIA_TYPE, attach_sboms, sbom_tag
+from pipeline.stages.scan import run_scan
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from tests.integration.scan_fixtures import DbMirror, ImageFactory, built_manifest, debian_files, scan_config
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.paths import ROOT, STATE_DIR
-from pipeline.probes import http
+from pipeline.core.paths import ROOT, STATE_DIR
+from pipeline.stages.probes import http
 from pipeline.tools.compose import RUN_LABEL, labelled, remove_labelled
 from tests.integration.smoke_fixtures import *  # noqa: F403 - the pytest fixtures
 

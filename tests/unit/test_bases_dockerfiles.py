@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Service, load_config
+from pipeline.core.config import Service, load_config
 
 CONFIG = load_config()
 SERVICES = {s.name: s for s in CONFIG.services}

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bases import (
+from pipeline.core.config import Base, load_config
+from pipeline.core.errors import ConfigError
+from pipeline.local.bases import (
     LABEL_RECIPE_DIGEST,
     RECIPES_DIR,
     ImageFacts,
@@ -22,8 +24,6 @@ from pipeline.bases import (
     registry_host,
     resolve_recipes,
 )
-from pipeline.config import Base, load_config
-from pipeline.errors import ConfigError
 
 
 @pytest.fixture

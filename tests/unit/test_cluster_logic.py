@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pipeline.cluster import build, components, host, layout
-from pipeline.cluster.pki import ensure_pki
+from pipeline.local.cluster import build, components, host, layout
+from pipeline.local.cluster.pki import ensure_pki
 from pipeline.tools import apt, netfilter
 
 
@@ -83,7 +83,7 @@ def test_build_key_depends_on_the_patch(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_binaries_are_cached_outside_the_work_tree() -> None:
-    from pipeline.paths import ROOT
+    from pipeline.core.paths import ROOT
 
     d = layout.binaries_dir(build.build_key())
     assert not d.resolve().is_relative_to(ROOT.resolve())
@@ -219,14 +219,14 @@ def test_kubeconfig_points_at_the_local_apiserver(tmp_path: Path) -> None:
 
 
 def test_kubeconfig_for_local_env_is_the_local_cluster() -> None:
-    import pipeline.cluster as cluster
+    import pipeline.local.cluster as cluster
 
     assert cluster.kubeconfig_for("local") == layout.KUBECONFIG  # pipeline.toml: local has no kube_context
 
 
 def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.cluster as cluster
-    from pipeline.errors import UsageError
+    import pipeline.local.cluster as cluster
+    from pipeline.core.errors import UsageError
 
     user_kc = tmp_path / "config"
     user_kc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": [
@@ -241,8 +241,8 @@ def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatc
 
 
 def test_unknown_environment_is_a_usage_error() -> None:
-    import pipeline.cluster as cluster
-    from pipeline.errors import UsageError
+    import pipeline.local.cluster as cluster
+    from pipeline.core.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown environment"):
         cluster.kubeconfig_for("nowhere")

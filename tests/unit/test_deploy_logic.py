@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
-from pipeline.deploy import (
+from pipeline.core.config import load_config
+from pipeline.core.errors import UsageError
+from pipeline.stages.deploy import (
     ImageChoice,
     choose_images,
     deep_merge,
@@ -17,7 +18,6 @@ from pipeline.deploy import (
     recovery_command,
     resource_name,
 )
-from pipeline.errors import UsageError
 from pipeline.tools.helm import Revision, upgrade_flags
 
 D1 = "sha256:" + "a" * 64

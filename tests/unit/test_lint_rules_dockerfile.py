@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.lint_rules import dockerfile_rules, is_fat_image, parse_dockerfile
+from pipeline.lint.rules import dockerfile_rules, is_fat_image, parse_dockerfile
 
 
 def rules_of(text: str) -> list[tuple[str, int]]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.lint_rules import compose_rules, k8s_rules, load_yaml_docs
+from pipeline.lint.rules import compose_rules, k8s_rules, load_yaml_docs
 
 GOOD = """\
 apiVersion: apps/v1

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.policy import (
+from pipeline.core.errors import UsageError
+from pipeline.gate.policy import (
     Finding,
     IgnoreFileError,
     Policy,
@@ -141,7 +141,7 @@ def test_verdict_dict_for_the_manifest() -> None:
 def test_report_cache_pruning_keeps_the_most_recent(tmp_path: Path) -> None:
     import os
 
-    from pipeline.scan import prune_report_cache
+    from pipeline.stages.scan import prune_report_cache
 
     for i in range(5):
         (tmp_path / f"e{i}").mkdir()

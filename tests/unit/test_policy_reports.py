@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.policy import Policy, ReportError, evaluate, load_report, parse_report
+from pipeline.core.errors import UsageError
+from pipeline.gate.policy import Policy, ReportError, evaluate, load_report, parse_report
 
 FIX = Path(__file__).parent / "fixtures" / "trivy"
 

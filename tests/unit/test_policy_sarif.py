@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from pipeline.policy import Policy, Verdict, evaluate, load_report, parse_ignore_file
-from pipeline.sarif import to_markdown, to_sarif
+from pipeline.gate.policy import Policy, Verdict, evaluate, load_report, parse_ignore_file
+from pipeline.gate.sarif import to_markdown, to_sarif
 
 FIX = Path(__file__).parent / "fixtures" / "trivy"
 IGNORE = "ignores:\n  - {id: GHSA-xxxx-0001, reason: dev-only dependency, expires: 2099-01-01}\n"

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from pipeline.config import Environment
-from pipeline.errors import UsageError
-from pipeline.promote import env_tags
-from pipeline.registry import htpasswd_line
-from pipeline.retry import Attempts, RetryPolicy, with_retries
+from pipeline.core.config import Environment
+from pipeline.core.errors import UsageError
+from pipeline.core.retry import Attempts, RetryPolicy, with_retries
+from pipeline.local.registry import htpasswd_line
+from pipeline.release.promote import env_tags
 from pipeline.tools.docker_push import classify
 from pipeline.tools.registry_api import RegistryRequestError, RegistryUnavailable, parse_ref, split_repository
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import load_config
-from pipeline.stack_spec import BASE_FILE, DEV_FILE, SMOKE_FILE, compose_service, image_var
+from pipeline.core.config import load_config
+from pipeline.local.stack_spec import BASE_FILE, DEV_FILE, SMOKE_FILE, compose_service, image_var
 
 VAR = re.compile(r"^\$\{[A-Z_]+(:[?-][^}]*)?\}$")
 

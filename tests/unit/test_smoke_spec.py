@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.probes import NatsError, NatsSubscriber
-from pipeline.redact import redact
-from pipeline.stack_spec import (
+from pipeline.core.errors import UsageError
+from pipeline.core.redact import redact
+from pipeline.local.stack_spec import (
     compose_service,
     image_var,
     new_secrets,
@@ -20,6 +19,7 @@ from pipeline.stack_spec import (
     safe_run_id,
     write_env_file,
 )
+from pipeline.stages.probes import NatsError, NatsSubscriber
 
 
 def test_names() -> None:
@@ -95,8 +95,8 @@ def test_nats_reader_times_out_and_reports_refusals() -> None:
 
 
 def test_long_run_ids_stay_distinct_and_nested_run_dirs_are_qualified() -> None:
-    from pipeline.paths import RUNS_DIR
-    from pipeline.smoke import run_id_for
+    from pipeline.core.paths import RUNS_DIR
+    from pipeline.stages.smoke import run_id_for
 
     a = safe_run_id("local-7ca075e3-dirty-d1ffd42a-20261125t181451-df0c0e-smoke")
     b = safe_run_id("local-7ca075e3-dirty-d1ffd42a-20261125t181451-aa1111-smoke")

@@ -10,10 +10,10 @@ from pathlib import Path
 import git
 import pytest
 
-from pipeline.config import Config
-from pipeline.errors import GitStateError, PipelineError, UsageError
-from pipeline.paths import ROOT
-from pipeline.versioning_cli import bump_version, print_changelog, print_version
+from pipeline.core.config import Config
+from pipeline.core.errors import GitStateError, PipelineError, UsageError
+from pipeline.core.paths import ROOT
+from pipeline.versioning.cli import bump_version, print_changelog, print_version
 from tests.unit.version_fixtures import Sandbox, copy_config_into, project_config
 
 INVOKE = ROOT / ".venv" / "bin" / "invoke"

@@ -7,9 +7,9 @@ from pathlib import Path
 import git
 import pytest
 
-from pipeline.errors import GitStateError
-from pipeline.tagging import sha_tag
-from pipeline.version import read_version
+from pipeline.core.errors import GitStateError
+from pipeline.versioning.tagging import sha_tag
+from pipeline.versioning.version import read_version
 from tests.unit.version_fixtures import Sandbox, versioning
 
 

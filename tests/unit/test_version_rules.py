@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import semver
 
-from pipeline.errors import UsageError
+from pipeline.core.errors import UsageError
 from pipeline.tools.git import RawCommit
-from pipeline.version import ConventionalCommit, ReleaseTag, compute_next, parse_commit, parse_release_tag
+from pipeline.versioning.version import ConventionalCommit, ReleaseTag, compute_next, parse_commit, parse_release_tag
 from tests.unit.version_fixtures import versioning
 
 

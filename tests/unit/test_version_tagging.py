@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import GitStateError
-from pipeline.guards import require_release_ready
-from pipeline.tagging import branch_tag, plan_tags, tags_for
-from pipeline.version import Version, read_version
+from pipeline.core.errors import GitStateError
+from pipeline.versioning.guards import require_release_ready
+from pipeline.versioning.tagging import branch_tag, plan_tags, tags_for
+from pipeline.versioning.version import Version, read_version
 from tests.unit.version_fixtures import Sandbox, env, project_config, versioning
 
 DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # the Docker reference grammar for a tag
@@ -181,7 +181,7 @@ def test_dev_accepts_anything(tmp_path: Path) -> None:
 
 def test_read_project_version_takes_the_branch_of_a_detached_ci_checkout_from_veza_branch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.version import read_project_version
+    from pipeline.versioning.version import read_project_version
 
     sb = Sandbox(tmp_path / "repo")
     first = sb.commit("feat: a")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import git
 
-from pipeline.config import Config, Environment, Versioning, load_config
-from pipeline.paths import ROOT
+from pipeline.core.config import Config, Environment, Versioning, load_config
+from pipeline.core.paths import ROOT
 
 
 class Sandbox:

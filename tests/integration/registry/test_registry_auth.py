@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import RegistryAuthError
-from pipeline.push import check_registry_writable
-from pipeline.registry import LocalRegistry, write_htpasswd
+from pipeline.core.errors import RegistryAuthError
+from pipeline.local.registry import LocalRegistry, write_htpasswd
+from pipeline.stages.push import check_registry_writable
 from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
 from tests.integration.registry_fixtures import free_port, make_manifest, write_config
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import PolicyBlocked
-from pipeline.promote import run_promote
-from pipeline.push import run_push
-from pipeline.registry import LocalRegistry
+from pipeline.core.errors import PolicyBlocked
+from pipeline.local.registry import LocalRegistry
+from pipeline.release.promote import run_promote
+from pipeline.stages.push import run_push
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from tests.integration.registry_fixtures import free_port, make_manifest, write_config
 

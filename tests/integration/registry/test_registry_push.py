@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import StageFailed
-from pipeline.manifest import Manifest
-from pipeline.push import run_push
-from pipeline.registry import LocalRegistry
+from pipeline.core.errors import StageFailed
+from pipeline.core.manifest import Manifest
+from pipeline.local.registry import LocalRegistry
+from pipeline.stages.push import run_push
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from tests.integration.registry_fixtures import (
     SERVICES,

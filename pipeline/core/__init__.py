@@ -1,0 +1,1 @@
+"""Foundation: config, Release manifest, errors and exit codes, console, locks, redaction, paths."""

@@ -1,0 +1,465 @@
+"""pipeline.toml → typed, immutable objects.
+
+Every mistake is one line naming the file, the key and the fix (ConfigError, exit 2).
+The reader is strict: unknown keys, wrong types, unknown references and missing files are refused.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.core.errors import ConfigError
+
+SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+STAGES = ("build", "scan", "smoke", "push", "deploy", "verify")
+TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Probe:
+    method: str
+    path: str
+    status: int
+    body_contains: str = ""
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    context: Path
+    dockerfile: Path
+    repository: str
+    port: int
+    health_path: str
+    ready_path: str
+    depends_on: tuple[str, ...]
+    bases: tuple[str, ...]
+    probes: tuple[Probe, ...]
+    volumes: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    upstream: str
+    local: str
+    recipe: str
+    build_arg: str = ""
+
+
+@dataclass(frozen=True)
+class Infra:
+    name: str
+    base: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Registry:
+    address: str
+    namespace: str
+    username_env: str
+    password_env: str
+    retry_attempts: int
+    retry_ceiling_s: float
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    registry: str
+    registry_namespace: str
+    kube_context: str
+    namespace: str
+    helm_release: str
+    values_file: Path
+    stages: tuple[str, ...]
+    tags: tuple[str, ...]
+    scan_threshold: str
+    ignore_unfixed: bool
+    require_clean_tree: bool
+    require_release_tag: bool
+    confirm: bool
+    promote_requires: tuple[str, ...] = ()
+    local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+
+    def repository(self, service: Service) -> str:
+        """Full image repository of a service in this environment's registry."""
+        ns = f"{self.registry_namespace}/" if self.registry_namespace else ""
+        return f"{self.registry}/{ns}{service.repository}"
+
+
+@dataclass(frozen=True)
+class Versioning:
+    first_version: str
+    tag_prefix: str
+    breaking_below_1: str
+    non_conventional: str
+
+
+@dataclass(frozen=True)
+class Build:
+    workers: int
+    timeout_s: int
+
+
+@dataclass(frozen=True)
+class Scan:
+    db_repository: str
+    ignore_file: Path
+    scanners: tuple[str, ...]
+    timeout_s: int
+    mirror_seed: Path | None = None   # advisories that seed an empty embedded DB mirror (air-gapped local env)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    root: Path
+    project_name: str
+    state_dir: Path
+    source_url: str
+    versioning: Versioning
+    build: Build
+    registry: Registry
+    scan: Scan
+    bases: Mapping[str, Base]
+    services: tuple[Service, ...]
+    infra: Mapping[str, Infra]
+    environments: Mapping[str, Environment] = field(default_factory=dict)
+
+    def service(self, name: str) -> Service:
+        for s in self.services:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.services)
+        raise ConfigError(f"unknown service '{name}'", f"use one of: {known}")
+
+    def select(self, names: list[str] | tuple[str, ...] | None) -> tuple[Service, ...]:
+        """The services named (all when none), in config order; an unknown name is a usage error."""
+        if not names:
+            return self.services
+        wanted = [self.service(n).name for n in names]
+        return tuple(s for s in self.services if s.name in wanted)
+
+    def env(self, name: str) -> Environment:
+        if name not in self.environments:
+            known = ", ".join(self.environments)
+            raise ConfigError(f"unknown environment '{name}'", f"use one of: {known}")
+        return self.environments[name]
+
+
+class _Table:
+    """A TOML table being read: typed getters that name the file and the dotted key on error."""
+
+    def __init__(self, file: Path, where: str, data: Any) -> None:
+        self.file = file
+        self.where = where
+        if not isinstance(data, dict):
+            self.fail(where, f"must be a table, got {_tname(data)}", f"write [{where}] as a table")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def fail(self, key: str, problem: str, fix: str) -> None:
+        raise ConfigError(f"{self.file.name}: {key}: {problem}", fix)
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def _get(self, name: str, kind: type[T], kind_name: str, default: Any, required: bool) -> T:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                self.fail(self.key(name), "missing", f"add {name} = <{kind_name}> under [{self.where}]")
+            return default  # type: ignore[no-any-return]
+        value = self.data[name]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            self.fail(self.key(name), f"expected {kind_name}, got {_tname(value)} {value!r}",
+                      f"set {name} to {_article(kind_name)} {kind_name}")
+        return value  # type: ignore[no-any-return]
+
+    def text(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
+        v = self._get(name, str, "string", default, default is None)
+        if choices and v not in choices:
+            self.fail(self.key(name), f"'{v}' is not allowed", f"use one of: {', '.join(choices)}")
+        return v
+
+    def integer(self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 2**31) -> int:
+        v = self._get(name, int, "integer", default, default is None)
+        if not lo <= v <= hi:
+            self.fail(self.key(name), f"{v} is out of range", f"use an integer between {lo} and {hi}")
+        return v
+
+    def number(self, name: str, default: float | None = None) -> float:
+        v = self._get(name, float, "number", default, default is None)
+        if v < 0:
+            self.fail(self.key(name), f"{v} is negative", "use a number >= 0")
+        return v
+
+    def flag(self, name: str, default: bool | None = None) -> bool:
+        return self._get(name, bool, "boolean (true/false)", default, default is None)
+
+    def texts(self, name: str, default: tuple[str, ...] | None = None, *,
+             choices: tuple[str, ...] = ()) -> tuple[str, ...]:
+        v = self._get(name, list, "list of strings", None if default is None else list(default),
+                      default is None)
+        for item in v:
+            if not isinstance(item, str):
+                self.fail(self.key(name), f"expected list of strings, found {_tname(item)} {item!r}",
+                          f'quote every item of {name}, e.g. ["a", "b"]')
+            if choices and item not in choices:
+                self.fail(self.key(name), f"'{item}' is not allowed", f"use items from: {', '.join(choices)}")
+        if len(set(v)) != len(v):
+            self.fail(self.key(name), "has duplicate items", f"list each item of {name} once")
+        return tuple(v)
+
+    def table(self, name: str, required: bool = True) -> _Table:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                self.fail(self.key(name), "missing table", f"add a [{self.key(name)}] table")
+            return _Table(self.file, self.key(name), {})
+        return _Table(self.file, self.key(name), self.data[name])
+
+    def done(self) -> None:
+        """Refuse keys nobody read: a typo must not be silently ignored."""
+        for k in self.data:
+            if k not in self.used:
+                allowed = ", ".join(sorted(self.used))
+                self.fail(self.key(k), "unknown key", f"remove it or use one of: {allowed}")
+
+
+def _tname(v: Any) -> str:
+    return {str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def _name(t: _Table, key: str, value: str) -> None:
+    if not value or not set(value) <= NAME_CHARS or value[0] == "-":
+        t.fail(key, f"'{value}' is not a valid name", "use lowercase letters, digits and '-'")
+
+
+def _path_in(t: _Table, root: Path, name: str, *, must_exist: bool, is_dir: bool) -> Path:
+    rel = t.text(name)
+    p = (root / rel).resolve()
+    if must_exist and not (p.is_dir() if is_dir else p.is_file()):
+        kind = "directory" if is_dir else "file"
+        t.fail(t.key(name), f"{kind} '{rel}' does not exist", f"create it or point {name} at an existing {kind}")
+    return p
+
+
+def _items(t: _Table, name: str, read: Callable[[_Table], T], required: bool = True) -> list[T]:
+    """An array of tables, each read strictly."""
+    t.used.add(name)
+    raw = t.data.get(name)
+    if raw is None:
+        if required:
+            t.fail(t.key(name), "missing", f"add at least one [[{name}]] table")
+        return []
+    if not isinstance(raw, list):
+        t.fail(t.key(name), f"expected an array of tables, got {_tname(raw)}", f"write [[{name}]] blocks")
+    return [read(_Table(t.file, f"{t.key(name)}[{i}]", item)) for i, item in enumerate(raw)]
+
+
+def load_config(path: Path | None = None, *, check_files: bool = True) -> Config:
+    """Read and validate pipeline.toml. check_files=False skips existence checks (for pure planning tests)."""
+    from pipeline.core.paths import CONFIG_FILE
+
+    path = (path or CONFIG_FILE).resolve()
+    root = path.parent
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path.name}: not found at {path}", "run from the project root or pass --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: invalid TOML: {exc}", "fix the syntax at that line") from None
+    top = _Table(path, "", raw)
+
+    proj = top.table("project")
+    project_name = proj.text("name")
+    state_dir = root / proj.text("state_dir", ".pipeline")
+    source_url = proj.text("source_url", "")
+    proj.done()
+
+    v = top.table("versioning", required=False)
+    versioning = Versioning(
+        first_version=v.text("first_version", "0.1.0"),
+        tag_prefix=v.text("tag_prefix", "v"),
+        breaking_below_1=v.text("breaking_below_1", "minor", choices=("minor", "major")),
+        non_conventional=v.text("non_conventional", "none", choices=("none", "patch")),
+    )
+    _check_semver(v, "first_version", versioning.first_version)
+    v.done()
+
+    b = top.table("build", required=False)
+    build = Build(workers=b.integer("workers", 0, hi=64), timeout_s=b.integer("timeout_s", 1800, lo=1))
+    b.done()
+
+    r = top.table("registry")
+    registry = Registry(
+        address=r.text("address"), namespace=r.text("namespace", ""),
+        username_env=r.text("username_env", ""), password_env=r.text("password_env", ""),
+        retry_attempts=r.integer("retry_attempts", 5, lo=1, hi=20),
+        retry_ceiling_s=r.number("retry_ceiling_s", 20.0), timeout_s=r.integer("timeout_s", 300, lo=1),
+    )
+    for forbidden in ("password", "username", "token"):
+        if forbidden in r.data:
+            r.fail(r.key(forbidden), "credentials must not be written in pipeline.toml",
+                   f"remove it and set {forbidden}_env to the name of an environment variable")
+    r.done()
+
+    s = top.table("scan", required=False)
+    scan = Scan(
+        db_repository=s.text("db_repository", ""),
+        ignore_file=root / s.text("ignore_file", ".trivyignore.yaml"),
+        scanners=s.texts("scanners", ("vuln", "secret", "misconfig"), choices=("vuln", "secret", "misconfig")),
+        timeout_s=s.integer("timeout_s", 600, lo=1),
+        mirror_seed=(root / seed) if (seed := s.text("mirror_seed", "")) else None,
+    )
+    s.done()
+
+    bases_t = top.table("bases", required=False)
+    bases: dict[str, Base] = {}
+    for bname in list(bases_t.data):
+        bt = bases_t.table(bname)
+        bases[bname] = Base(name=bname, upstream=bt.text("upstream"), local=bt.text("local"),
+                            recipe=bt.text("recipe"), build_arg=bt.text("build_arg", ""))
+        bt.done()
+    bases_t.done()
+
+    infra_t = top.table("infra", required=False)
+    infra: dict[str, Infra] = {}
+    for iname in list(infra_t.data):
+        it = infra_t.table(iname)
+        base = it.text("base")
+        if base not in bases:
+            it.fail(it.key("base"), f"unknown base '{base}'", f"use one of the [bases] tables: {', '.join(bases)}")
+        infra[iname] = Infra(name=iname, base=base, port=it.integer("port", lo=1, hi=65535))
+        it.done()
+    infra_t.done()
+
+    def read_probe(pt: _Table) -> Probe:
+        p = Probe(method=pt.text("method", "GET", choices=HTTP_METHODS), path=pt.text("path"),
+                  status=pt.integer("status", 200, lo=100, hi=599), body_contains=pt.text("body_contains", ""))
+        if not p.path.startswith("/"):
+            pt.fail(pt.key("path"), f"'{p.path}' does not start with '/'", "write an absolute URL path like /health")
+        pt.done()
+        return p
+
+    def read_service(st: _Table) -> Service:
+        name = st.text("name")
+        _name(st, st.key("name"), name)
+        ba = st.table("build_args", required=False)
+        args = tuple((k, ba.text(k)) for k in list(ba.data))
+        ba.done()
+        svc = Service(
+            name=name,
+            context=_path_in(st, root, "context", must_exist=check_files, is_dir=True),
+            dockerfile=_path_in(st, root, "dockerfile", must_exist=check_files, is_dir=False),
+            repository=st.text("repository", name),
+            port=st.integer("port", lo=1, hi=65535),
+            health_path=st.text("health_path", "/health"),
+            ready_path=st.text("ready_path", "/ready"),
+            depends_on=st.texts("depends_on", ()),
+            bases=st.texts("bases", ()),
+            probes=tuple(_items(st, "probes", read_probe, required=False)),
+            volumes=st.texts("volumes", ()),
+            build_args=args,
+        )
+        for bn in svc.bases:
+            if bn not in bases:
+                st.fail(st.key("bases"), f"unknown base '{bn}'", f"use one of the [bases] tables: {', '.join(bases)}")
+        st.done()
+        return svc
+
+    services = _items(top, "services", read_service)
+    seen: set[str] = set()
+    ports: dict[int, str] = {}
+    for i, svc in enumerate(services):
+        if svc.name in seen:
+            top.fail(f"services[{i}].name", f"duplicate service name '{svc.name}'", "give every service a unique name")
+        seen.add(svc.name)
+        if svc.port in ports:
+            top.fail(f"services[{i}].port", f"port {svc.port} already used by '{ports[svc.port]}'",
+                     "give every service its own port")
+        ports[svc.port] = svc.name
+    known = seen | set(infra)
+    for i, svc in enumerate(services):
+        for dep in svc.depends_on:
+            if dep == svc.name:
+                top.fail(f"services[{i}].depends_on", f"'{svc.name}' depends on itself", "remove it from depends_on")
+            if dep not in known:
+                top.fail(f"services[{i}].depends_on", f"unknown service '{dep}'",
+                         f"use one of: {', '.join(sorted(known))}")
+
+    envs_t = top.table("environments")
+    environments: dict[str, Environment] = {}
+    for ename in list(envs_t.data):
+        et = envs_t.table(ename)
+        _name(et, et.key(""), ename)
+        env = Environment(
+            name=ename,
+            registry=et.text("registry", registry.address),
+            registry_namespace=et.text("registry_namespace", registry.namespace),
+            kube_context=et.text("kube_context", ""),
+            namespace=et.text("namespace"),
+            helm_release=et.text("helm_release", project_name),
+            values_file=_path_in(et, root, "values_file", must_exist=False, is_dir=False),
+            stages=et.texts("stages", choices=STAGES),
+            tags=et.texts("tags", choices=TAG_KINDS),
+            scan_threshold=et.text("scan_threshold", "CRITICAL", choices=SEVERITIES),
+            ignore_unfixed=et.flag("ignore_unfixed", False),
+            require_clean_tree=et.flag("require_clean_tree", False),
+            require_release_tag=et.flag("require_release_tag", False),
+            confirm=et.flag("confirm", False),
+            promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
+            local_infra=et.flag("local_infra", False),
+        )
+        if not env.tags:
+            et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
+        if "latest" in env.tags and (env.require_release_tag or env.name in ("staging", "prod")):
+            et.fail(et.key("tags"), f"'latest' is never used by {ename}", "remove 'latest' from tags")
+        if env.stages and "deploy" in env.stages and "push" not in env.stages:
+            et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)",
+                    'add "push" before "deploy"')
+        order = [s for s in STAGES if s in env.stages]
+        if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
+            et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
+        if env.stages and env.stages[0] != "build" and "build" in env.stages:
+            et.fail(et.key("stages"), "build must come first", f"order stages like: {order}")
+        et.done()
+        environments[ename] = env
+    if not environments:
+        envs_t.fail("environments", "no environment defined", "add at least [environments.local]")
+    envs_t.done()
+    top.done()
+
+    return Config(
+        path=path, root=root, project_name=project_name, state_dir=state_dir, source_url=source_url,
+        versioning=versioning, build=build, registry=registry, scan=scan, bases=bases,
+        services=tuple(services), infra=infra, environments=environments,
+    )
+
+
+def _check_semver(t: _Table, key: str, value: str) -> None:
+    import re
+
+    if not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", value):
+        t.fail(t.key(key), f"'{value}' is not a semantic version", "write it as MAJOR.MINOR.PATCH, e.g. 0.1.0")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -1,0 +1,98 @@
+"""One release per environment at a time: a lock file with holder, PID and start time.
+
+A lock whose PID is dead (same host) is stale: it is taken over, with a message. Creation is atomic
+(O_EXCL), so two releases racing for a free lock cannot both win.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from pipeline.core.errors import UsageError
+from pipeline.core.manifest import now_iso
+
+
+class LockHeld(UsageError):
+    """Another release to the same environment is running (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    user: str
+    host: str
+    pid: int
+    started: str
+    release_id: str
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host} pid {self.pid} since {self.started} (release {self.release_id})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EnvLock:
+    def __init__(self, lock_dir: Path, env: str, release_id: str) -> None:
+        self.path = lock_dir / f"{env}.lock"
+        self.env = env
+        self.release_id = release_id
+        self.taken_over: Holder | None = None
+
+    def holder(self) -> Holder | None:
+        try:
+            return Holder(**json.loads(self.path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = Holder(getpass.getuser(), socket.gethostname(), os.getpid(), now_iso(), self.release_id)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                h = self.holder()
+                if h is not None and (h.host != socket.gethostname() or _alive(h.pid)):
+                    raise LockHeld(f"another release to {self.env} is running: {h.describe()}",
+                                   f"wait for it to finish; if that process is gone, delete {self.path}") from None
+                # Stale (dead PID on this host) or unreadable: take it over. Rename first so a racing
+                # release cannot delete the lock we are about to create.
+                stale = self.path.with_suffix(f".stale.{os.getpid()}")
+                try:
+                    os.replace(self.path, stale)
+                    stale.unlink()
+                except FileNotFoundError:
+                    pass
+                self.taken_over = h
+                what = h.describe() if h else "unreadable lock file"
+                print(f"lock: took over a stale lock on {self.env} ({what}: process is gone)", flush=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me.__dict__, fh)
+            return
+        raise LockHeld(f"could not take the lock on {self.env} ({self.path})", f"delete {self.path} and retry")
+
+    def release(self) -> None:
+        h = self.holder()
+        if h is not None and h.pid == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> EnvLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()

@@ -1,0 +1,164 @@
+"""The Release manifest: one JSON document per release, extended by every stage, written atomically.
+
+Layout (schema: pipeline/core/schemas/manifest.schema.json, documented in README "Release manifest"):
+
+    {
+      "schema_version": 1,
+      "release_id": "<env>-<short sha>[-dirty-<hash>]",
+      "env": "local", "created": "...", "updated": "...",
+      "version": {... Version facts ...},
+      "stages": {"build": {"status": "ok", "started": ..., "finished": ..., "duration_s": ...}, ...},
+      "services": {
+        "veza-backend-api": {
+          "repository": "127.0.0.1:5000/veza/veza-backend-api",
+          "tags": ["sha-abc1234", "main"],
+          "input_digest": "sha256:...",
+          "build":  {"status": "built|reused|failed", "image_id": "sha256:...", "duration_s": 1.2, "log": "..."},
+          "scan":   {"status": "pass|blocked|error", "counts": {...}, "report": "...", "sbom": "..."},
+          "push":   {"status": "pushed|skipped|failed", "digest": "sha256:...", "tags_pushed": [...]},
+          "smoke":  {"status": "pass|fail", ...},
+          "deploy": {"status": "deployed|noop|rolled_back", "revision": 3}
+        }
+      }
+    }
+
+Stage results are free-form dicts under a fixed set of keys, each with a mandatory "status".
+Secrets never enter it: every string is redacted on save.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import UsageError
+from pipeline.core.redact import redact
+
+SCHEMA_VERSION = 1
+SERVICE_STAGES = ("build", "scan", "push", "smoke", "deploy", "verify")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Manifest:
+    """Thread-safe view of the Release manifest; every mutation is saved at once (atomically)."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self._data = data
+        self._lock = threading.RLock()
+
+    # -- creation and loading
+    @classmethod
+    def new(cls, path: Path, *, env: str, release_id: str, version: dict[str, Any]) -> Manifest:
+        ts = now_iso()
+        data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION, "release_id": release_id, "env": env,
+            "created": ts, "updated": ts, "version": version, "stages": {}, "services": {},
+        }
+        m = cls(path, data)
+        m.save()
+        return m
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"no Release manifest at {path}", "run `invoke build` first") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: not valid JSON ({exc})", "delete it and rerun `invoke build`") from None
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise UsageError(f"{path}: schema_version {data.get('schema_version')} is not {SCHEMA_VERSION}",
+                             "delete it and rerun `invoke build`")
+        return cls(path, data)
+
+    @classmethod
+    def load_or_none(cls, path: Path) -> Manifest | None:
+        return cls.load(path) if path.exists() else None
+
+    # -- reading
+    @property
+    def data(self) -> dict[str, Any]:
+        """A deep copy: callers cannot mutate the manifest behind its lock."""
+        with self._lock:
+            return copy.deepcopy(self._data)
+
+    @property
+    def env(self) -> str:
+        return str(self._data["env"])
+
+    @property
+    def release_id(self) -> str:
+        return str(self._data["release_id"])
+
+    def services(self) -> list[str]:
+        with self._lock:
+            return list(self._data["services"])
+
+    def service(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            if name not in self._data["services"]:
+                raise UsageError(f"service '{name}' is not in the Release manifest {self.path}",
+                                 "run `invoke build` for it first")
+            return copy.deepcopy(self._data["services"][name])
+
+    def stage_result(self, service: str, stage: str) -> dict[str, Any] | None:
+        with self._lock:
+            res = self._data["services"].get(service, {}).get(stage)
+            return copy.deepcopy(res) if res is not None else None
+
+    # -- writing (each saves)
+    def set_service(self, name: str, **fields: Any) -> None:
+        with self._lock:
+            self._data["services"].setdefault(name, {}).update(fields)
+            self.save()
+
+    def record(self, service: str, stage: str, result: dict[str, Any]) -> None:
+        """Record a stage's result for one service (replaces the previous one)."""
+        if stage not in SERVICE_STAGES:
+            raise ValueError(f"unknown stage {stage}")
+        if "status" not in result:
+            raise ValueError("a stage result needs a status")
+        with self._lock:
+            self._data["services"].setdefault(service, {})[stage] = {**result, "at": now_iso()}
+            self.save()
+
+    def record_stage(self, stage: str, result: dict[str, Any]) -> None:
+        """Record a whole stage's summary (status, timings)."""
+        with self._lock:
+            self._data["stages"][stage] = {**result, "at": now_iso()}
+            self.save()
+
+    def set(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self.save()
+
+    def save(self) -> None:
+        with self._lock:
+            self._data["updated"] = now_iso()
+            atomic_write(self.path, redact(json.dumps(self._data, indent=2, sort_keys=True)) + "\n")

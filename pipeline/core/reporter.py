@@ -1,0 +1,79 @@
+"""The one reporter of a run: every line a stage says goes through it, redacted.
+
+Stages never print: they call `ctx.reporter`. The reporter decides how a line reaches the user (a plain
+line per event when there is no terminal, as in CI; a live view on a terminal) and keeps per-service
+progress for the summary. `PlainReporter` is the line-per-event implementation; the live view
+implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Protocol
+
+from pipeline.core.console import console
+from pipeline.core.redact import redact
+
+
+class Reporter(Protocol):
+    """What a stage may say. Every method is thread-safe (builds and pushes run in worker threads)."""
+
+    def info(self, msg: str) -> None:
+        """A fact worth a line (a decision, a result)."""
+
+    def warn(self, msg: str) -> None:
+        """Something the user should know that does not fail the run."""
+
+    def detail(self, msg: str) -> None:
+        """Tool output and other noise: shown only in verbose mode (always in the log files)."""
+
+    def stage_started(self, stage: str) -> None:
+        """A stage begins (the runner calls it)."""
+
+    def stage_finished(self, stage: str, status: str, detail: str = "") -> None:
+        """A stage ended with a status (ok, failed, skipped, resumed, redone) and a one-line detail."""
+
+    def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
+        """Per-service progress inside a stage: `state` is running | done | cached | failed."""
+
+
+class PlainReporter:
+    """One line per event, no escape codes: for CI logs, pipes and tests."""
+
+    def __init__(self, *, verbose: bool = False, stream_is_stderr: bool = False) -> None:
+        self.verbose = verbose
+        self._lock = threading.Lock()
+        self._started: dict[str, float] = {}
+        self._stderr = stream_is_stderr
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            if self._stderr:
+                print(redact(text), file=sys.stderr, flush=True)
+            else:
+                console.print(text, highlight=False, markup=False)
+
+    def info(self, msg: str) -> None:
+        self._line(msg)
+
+    def warn(self, msg: str) -> None:
+        self._line(f"warning: {msg}")
+
+    def detail(self, msg: str) -> None:
+        if self.verbose:
+            self._line(msg)
+
+    def stage_started(self, stage: str) -> None:
+        self._started[stage] = time.monotonic()
+        self._line(f"── {stage}")
+
+    def stage_finished(self, stage: str, status: str, detail: str = "") -> None:
+        took = time.monotonic() - self._started.pop(stage, time.monotonic())
+        self._line(f"── {stage}: {status} ({took:.1f}s){f' — {detail}' if detail else ''}")
+
+    def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
+        if state == "running" and not self.verbose:
+            return
+        self._line(f"  {service}: {text}" if state in ("running", "done") else f"  {service}: {state} — {text}")

@@ -1,0 +1,1 @@
+"""The scan policy: Trivy reports → findings → a verdict, SARIF and Markdown."""

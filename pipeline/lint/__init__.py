@@ -1,0 +1,1 @@
+"""`invoke lint`: Dockerfiles, compose, Kubernetes manifests and Helm charts."""

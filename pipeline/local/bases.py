@@ -1,0 +1,414 @@
+"""`invoke bases`: provide the base and infra images that the Dockerfiles and the compose stack use.
+
+For every [bases.*] entry of pipeline.toml (upstream reference → local name, recipe):
+  1. present   — the local image exists and carries the current recipe digest (or is the pulled upstream):
+                 nothing is done; a rerun with everything present is one engine call (< 2 s);
+  2. pulled    — otherwise, when pulls are allowed, `docker pull upstream` (short timeout) and tag it local;
+                 a registry that proves unreachable is not asked again for the other images it serves;
+  3. built     — otherwise, build it from Debian packages with its recipe in pipeline/local/recipes/<recipe>/:
+                 `debian` is a debootstrap rootfs imported with `docker import` (the tarball is cached under
+                 CACHE_DIR), every other recipe is a Dockerfile FROM the local Debian base.
+
+`--force` rebuilds every base, with a fresh debootstrap (current packages, not the cached tarball).
+
+The recipe digest hashes the recipe's files and the digest of the recipe it builds on (a recipe that takes
+`ARG DEBIAN_IMAGE` builds on the base whose build_arg is DEBIAN_IMAGE), so a change to the Debian recipe
+rebuilds everything above it. It is stored as an image label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.config import Base, Config, load_config
+from pipeline.core.errors import ConfigError, StageFailed
+from pipeline.core.paths import CACHE_DIR, STATE_DIR, ensure_dir
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+LABEL_RECIPE_DIGEST = "veza.pipeline.recipe-digest"
+LABEL_BASE = "veza.pipeline.base"
+ROOTFS_RECIPE = "debian"
+ROOTFS_CONF = "rootfs.conf"
+PULL_TIMEOUT_S = 30.0
+BUILD_TIMEOUT_S = 1800.0
+DEBOOTSTRAP_TIMEOUT_S = 900.0
+_ARG_RE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+# ---------------------------------------------------------------- pure: recipes, digests, decisions
+
+@dataclass(frozen=True)
+class Recipe:
+    base: Base
+    directory: Path
+    parent: str | None          # name of the base this recipe builds FROM (via its build arg), if any
+    digest: str
+
+    @property
+    def is_rootfs(self) -> bool:
+        return self.base.recipe == ROOTFS_RECIPE
+
+
+def recipe_files(directory: Path) -> list[Path]:
+    """The files of a recipe directory, sorted; editor and cache debris excluded."""
+    debris = (".pyc", "~", ".swp")
+    return sorted(p for p in directory.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(debris))
+
+
+def files_digest(directory: Path, parent_digest: str | None = None) -> str:
+    """sha256 over (path, executable bit, content) of every recipe file, chained to the parent's digest."""
+    h = hashlib.sha256(b"veza-recipe-v1\0")
+    h.update((parent_digest or "").encode() + b"\0")
+    for f in recipe_files(directory):
+        h.update(f.relative_to(directory).as_posix().encode() + b"\0")
+        h.update(b"x" if f.stat().st_mode & 0o111 else b"-")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return "sha256:" + h.hexdigest()
+
+
+def dockerfile_args(directory: Path) -> list[str]:
+    df = directory / "Dockerfile"
+    return _ARG_RE.findall(df.read_text()) if df.is_file() else []
+
+
+def resolve_recipes(bases: Mapping[str, Base], recipes_dir: Path = RECIPES_DIR) -> dict[str, Recipe]:
+    """Recipes for every base, with parents and chained digests, in dependency order (parents first)."""
+    by_arg = {b.build_arg: name for name, b in bases.items() if b.build_arg}
+    parents: dict[str, str | None] = {}
+    for name, b in bases.items():
+        d = recipes_dir / b.recipe
+        if not d.is_dir():
+            known = ", ".join(sorted(p.name for p in recipes_dir.iterdir() if p.is_dir()))
+            raise ConfigError(f"pipeline.toml: bases.{name}.recipe: no recipe directory {d}",
+                              f"create {d} or use one of: {known}")
+        if b.recipe == ROOTFS_RECIPE:
+            if not (d / ROOTFS_CONF).is_file():
+                raise ConfigError(f"recipe {d}: {ROOTFS_CONF} missing", "restore it from git")
+            parents[name] = None
+            continue
+        if not (d / "Dockerfile").is_file():
+            raise ConfigError(f"recipe {d}: Dockerfile missing", "restore it from git")
+        found = [by_arg[a] for a in dockerfile_args(d) if a in by_arg and by_arg[a] != name]
+        parents[name] = found[0] if found else None
+    order = _topological(parents)
+    out: dict[str, Recipe] = {}
+    for name in order:
+        parent = parents[name]
+        d = recipes_dir / bases[name].recipe
+        out[name] = Recipe(bases[name], d, parent, files_digest(d, out[parent].digest if parent else None))
+    return out
+
+
+def _topological(parents: Mapping[str, str | None]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, chain: tuple[str, ...]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            raise ConfigError(f"base recipes form a cycle: {' → '.join((*chain, n))}",
+                              "make the recipes' FROM build args point one way only")
+        state[n] = 1
+        p = parents[n]
+        if p is not None:
+            visit(p, (*chain, n))
+        state[n] = 2
+        order.append(n)
+
+    for n in parents:
+        visit(n, ())
+    return order
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the engine says about one local reference (from a single listing of all images)."""
+    image_id: str
+    tags: tuple[str, ...]
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    action: str          # present | acquire (pull or build) | rebuild
+    reason: str
+
+
+def normalize_ref(ref: str) -> str:
+    """The engine's RepoTags spelling: `:latest` added when no tag (a digest ref is kept as is)."""
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ("@" in ref or ":" in last) else f"{ref}:latest"
+
+
+def decide(recipes: Mapping[str, Recipe], facts: Mapping[str, ImageFacts], *, force: bool) -> list[Decision]:
+    """For each base (dependency order): present, acquire or rebuild. A rebuilt parent forces its children."""
+    out: list[Decision] = []
+    redo: set[str] = set()
+    for name, r in recipes.items():
+        f = facts.get(normalize_ref(r.base.local))
+        if force:
+            action, reason = "rebuild", "--force"
+        elif f is None:
+            action, reason = "acquire", "not present"
+        elif f.labels.get(LABEL_RECIPE_DIGEST) == r.digest:
+            action, reason = "present", "recipe digest matches"
+        elif normalize_ref(r.base.upstream) in f.tags:
+            action, reason = "present", f"pulled upstream {r.base.upstream}"
+        else:
+            action = "rebuild"
+            reason = "recipe changed" if LABEL_RECIPE_DIGEST in f.labels else "no recipe label"
+        if action == "present" and r.parent in redo:
+            action, reason = "rebuild", f"its base '{r.parent}' is rebuilt"
+        if action != "present":
+            redo.add(name)
+        out.append(Decision(name, action, reason))
+    return out
+
+
+def registry_host(ref: str) -> str:
+    """The registry an image reference is pulled from (Docker Hub for short names like golang:1.22)."""
+    first, sep, _ = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+_UNREACHABLE = ("no such host", "dial tcp", "timed out", "timeout", "connection refused",
+                "network is unreachable", "no route to host", "tls handshake")
+
+
+def is_unreachable(reason: str) -> bool:
+    """True when a failed pull says the registry cannot be reached (not: this one image is unknown)."""
+    low = reason.lower()
+    return any(marker in low for marker in _UNREACHABLE)
+
+
+def facts_by_ref(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
+    return {t: img for img in images for t in img.tags}
+
+
+def build_args_for(bases: Mapping[str, Base], names: Sequence[str] | None = None) -> dict[str, str]:
+    """Build args pointing a Dockerfile at the local bases, e.g. {"GO_IMAGE": "veza-local/golang:bookworm"}."""
+    return {b.build_arg: b.local for n, b in bases.items()
+            if b.build_arg and (names is None or n in names)}
+
+
+def read_rootfs_conf(directory: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for ln in (directory / ROOTFS_CONF).read_text().splitlines():
+        ln = ln.split("#", 1)[0].strip()
+        if ln:
+            k, sep, v = ln.partition("=")
+            if not sep:
+                raise ConfigError(f"{directory / ROOTFS_CONF}: '{ln}' is not key = value", "fix that line")
+            out[k.strip()] = v.strip()
+    for key in ("suite", "variant"):
+        if key not in out:
+            raise ConfigError(f"{directory / ROOTFS_CONF}: '{key}' missing", f"add {key} = ...")
+    return out
+
+
+# ---------------------------------------------------------------- engine side
+
+@dataclass
+class Outcome:
+    name: str
+    ref: str
+    path: str            # present | pulled | built
+    detail: str
+    duration_s: float
+
+
+def _inspect_all() -> dict[str, ImageFacts]:
+    from pipeline.tools import docker
+
+    return facts_by_ref([ImageFacts(i.id, i.tags, i.labels) for i in docker.local_images()])
+
+
+def _labels(r: Recipe, run_id: str) -> dict[str, str]:
+    from pipeline.tools.docker import LABEL_RUN
+
+    return {LABEL_RECIPE_DIGEST: r.digest, LABEL_BASE: r.base.name, LABEL_RUN: run_id,
+            "org.opencontainers.image.title": r.base.local,
+            "org.opencontainers.image.description": f"local equivalent of {r.base.upstream}, "
+                                                    f"built from Debian packages by `invoke bases`"}
+
+
+def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: bool) -> str:
+    """Import the cached rootfs tarball of this recipe digest, or debootstrap one (always with fresh=True:
+    --force means current packages, not the ones cached when the recipe last changed)."""
+    from pipeline.tools import debootstrap, docker
+
+    conf = read_rootfs_conf(r.directory)
+    cache = ensure_dir(CACHE_DIR / "bases")
+    tarball = cache / f"debian-rootfs-{r.digest.split(':')[1][:16]}.tar"
+    if tarball.is_file() and not fresh:
+        say(f"  {r.base.name}: rootfs from cache {tarball}")
+    else:
+        work = cache / f"rootfs-{run_id}-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            say(f"  {r.base.name}: debootstrap --variant={conf['variant']} {conf['suite']} (about 30 s)")
+            include = tuple(p.strip() for p in conf.get("include", "").split(",") if p.strip())
+            debootstrap.create_rootfs(work, suite=conf["suite"], variant=conf["variant"], include=include,
+                                      mirror=conf.get("mirror") or None, timeout=DEBOOTSTRAP_TIMEOUT_S)
+            debootstrap.pack_rootfs(work, tarball, timeout=300)
+        finally:
+            debootstrap.release_mounts(work)
+            shutil.rmtree(work, ignore_errors=True)
+        for old in cache.glob("debian-rootfs-*.tar"):   # keep only the current recipe's tarball
+            if old != tarball:
+                old.unlink(missing_ok=True)
+    changes = [f'LABEL {k}="{v}"' for k, v in _labels(r, run_id).items()]
+    changes += ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8",
+                'CMD ["/bin/bash"]']
+    return docker.import_rootfs(tarball, r.base.local, changes=changes, timeout=300)
+
+
+def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir: Path) -> str:
+    from pipeline.tools import docker
+
+    log = log_dir / f"{r.base.name}.log"
+    iid = log_dir / f"{r.base.name}.iid"
+    iid.unlink(missing_ok=True)
+    with log.open("w") as fh:
+        def write(line: str) -> None:
+            fh.write(line + "\n")
+
+        rc = docker.build_image(
+            context=r.directory, dockerfile=r.directory / "Dockerfile", tags=[r.base.local],
+            build_args=build_args_for(bases, [r.parent] if r.parent else []),
+            labels=_labels(r, run_id), no_cache=False, on_line=write,
+            timeout=BUILD_TIMEOUT_S, iidfile=iid)
+    if rc != 0:
+        tail = " | ".join(log.read_text().strip().splitlines()[-3:])
+        raise StageFailed(f"building base '{r.base.name}' ({r.base.local}) failed: {tail}",
+                          f"see {log}; fix pipeline/local/recipes/{r.base.recipe}/ and rerun invoke bases")
+    return iid.read_text().strip()
+
+
+def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config | None = None,
+                 say: Callable[[str], None] = print) -> list[Outcome]:
+    """Make every configured base image present locally; print which path each one took."""
+    cfg = config or load_config(check_files=False)   # bases need no service sources
+    recipes = resolve_recipes(cfg.bases)
+    started = time.monotonic()
+    decisions = decide(recipes, _inspect_all(), force=force)
+    todo = [d for d in decisions if d.action != "present"]
+    outcomes = [Outcome(d.name, recipes[d.name].base.local, "present", d.reason, 0.0)
+                for d in decisions if d.action == "present"]
+    if not todo:
+        pulled = sum(1 for d in decisions if d.reason.startswith("pulled"))
+        say(f"bases: all {len(decisions)} present ({len(decisions) - pulled} built here from their recipes, "
+            f"digests match; {pulled} pulled upstream), nothing to do [{time.monotonic() - started:.2f}s]")
+        return outcomes
+
+    log_dir = ensure_dir(STATE_DIR / "bases")
+    # Another `invoke bases` (a parallel test session, a second terminal) may be building the same images:
+    # wait for it, then look again, so that nothing is built twice.
+    with _exclusive(log_dir / ".lock", say):
+        decisions = decide(recipes, _inspect_all(), force=False) if not force else decisions
+        todo = [d for d in decisions if d.action != "present"]
+        outcomes = [Outcome(d.name, recipes[d.name].base.local, "present", d.reason, 0.0)
+                    for d in decisions if d.action == "present"]
+        if not todo:
+            say("bases: provided meanwhile by another run, nothing to do")
+            return outcomes
+        return _provide(cfg, recipes, todo, outcomes, try_pull, force, log_dir, started, say)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, say: Callable[[str], None]) -> Iterator[None]:
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"bases: another run holds {path}; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], outcomes: list[Outcome],
+             try_pull: bool, force: bool, log_dir: Path, started: float,
+             say: Callable[[str], None]) -> list[Outcome]:
+    from pipeline.tools import docker
+
+    run_id = f"bases-{time.strftime('%Y%m%d%H%M%S')}"
+    say(f"bases: {len(todo)} to provide: " + ", ".join(f"{d.name} ({d.reason})" for d in todo))
+
+    # Pull first where allowed (and not forced): a reachable registry is the cheapest path. Once a registry
+    # proves unreachable, the other images it serves are not tried (a dropping network would cost a timeout each).
+    to_build: list[str] = []
+    unreachable: dict[str, str] = {}
+    if not try_pull:
+        say("  pulls disabled (--no-pull): building from the recipes")
+    for d in todo:
+        r = recipes[d.name]
+        if try_pull and d.action == "acquire":
+            host = registry_host(r.base.upstream)
+            if host in unreachable:
+                say(f"  {d.name}: pull of {r.base.upstream} skipped ({host} unreachable); "
+                    "building from Debian packages")
+                to_build.append(d.name)
+                continue
+            t0 = time.monotonic()
+            ok, why = docker.pull_image(r.base.upstream, timeout=PULL_TIMEOUT_S)
+            if ok:
+                docker.tag_image(r.base.upstream, *normalize_ref(r.base.local).rsplit(":", 1))
+                outcomes.append(Outcome(d.name, r.base.local, "pulled", f"from {r.base.upstream}",
+                                        time.monotonic() - t0))
+                say(f"  {d.name}: pulled {r.base.upstream} → tagged {r.base.local}")
+                continue
+            if is_unreachable(why):
+                unreachable[host] = why
+            say(f"  {d.name}: pull of {r.base.upstream} failed (…{why[-70:]}); building from Debian packages")
+        to_build.append(d.name)
+
+    built: dict[str, float] = {}
+
+    def build_one(name: str) -> None:
+        r = recipes[name]
+        t0 = time.monotonic()
+        if r.is_rootfs:
+            image = _build_rootfs(r, run_id, say, fresh=force)
+        else:
+            image = _build_dockerfile(r, cfg.bases, run_id, log_dir)
+        built[name] = time.monotonic() - t0
+        outcomes.append(Outcome(name, r.base.local, "built", image[:19], built[name]))
+        say(f"  {name}: built {r.base.local} from pipeline/local/recipes/{r.base.recipe} in {built[name]:.1f}s")
+
+    # Parents first (the rootfs), then the rest in parallel: apt downloads overlap well on 2 cores.
+    waves: list[list[str]] = []
+    done: set[str] = set(recipes) - set(to_build)
+    pending = list(to_build)
+    while pending:
+        wave = [n for n in pending if recipes[n].parent is None or recipes[n].parent in done]
+        if not wave:
+            raise StageFailed("base recipes could not be ordered", "check the recipes' build args")
+        waves.append(wave)
+        done.update(wave)
+        pending = [n for n in pending if n not in wave]
+    for wave in waves:
+        with ThreadPoolExecutor(max_workers=min(3, len(wave))) as pool:
+            for fut in [pool.submit(build_one, n) for n in wave]:
+                fut.result()
+    say(f"bases: done in {time.monotonic() - started:.1f}s "
+        f"({sum(1 for o in outcomes if o.path == 'pulled')} pulled, {len(built)} built, "
+        f"{sum(1 for o in outcomes if o.path == 'present')} already present)")
+    return outcomes

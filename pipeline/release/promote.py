@@ -1,0 +1,163 @@
+"""Promotion: copy the exact images (by digest) that passed in one environment to the next one.
+
+No rebuild and no pull through the engine: skopeo copies registry-to-registry with --preserve-digests
+(the registry API's cross-repository mount is the fallback inside one registry when skopeo is missing).
+The target environment's `promote_requires` gates ("scan", "smoke") are checked for every selected
+service before anything is copied: a refusal (PolicyBlocked, exit 3) leaves nothing half-done.
+Every target tag is then verified through the registry API to answer the source digest.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from pipeline.core.config import Config, Environment, load_config
+from pipeline.core.errors import PolicyBlocked, StageFailed, ToolMissing, UsageError
+from pipeline.core.manifest import Manifest, now_iso
+from pipeline.core.redact import redact
+from pipeline.core.retry import with_retries
+from pipeline.stages.push import registry_credentials, retry_policy
+from pipeline.tools import skopeo
+from pipeline.tools.registry_api import (
+    Credentials,
+    RegistryClient,
+    copy_within_registry,
+    split_repository,
+)
+
+PASSING = {"scan": ("pass", "passed"), "smoke": ("pass", "passed")}
+SOURCE_OK = ("pushed", "skipped")
+SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.-]+)?$")
+
+
+def env_tags(env: Environment, version: Mapping[str, Any]) -> list[str]:
+    """The tags an environment wants, from the release's version facts (sha, branch, semver...)."""
+    sem = str(version.get("semver") or version.get("version") or "")
+    sha = str(version.get("short_sha") or str(version.get("sha") or "")[:7])
+    branch = re.sub(r"[^A-Za-z0-9_.-]", "-", str(version.get("branch") or ""))[:128]
+    m = SEMVER.match(sem)
+    out: list[str] = []
+    for kind in env.tags:
+        if kind == "sha" and sha:
+            out.append(f"sha-{sha}")
+        elif kind == "branch" and branch:
+            out.append(branch)
+        elif kind in ("semver", "semver-minor", "semver-major"):
+            if not m:
+                raise UsageError(f"environment '{env.name}' wants {kind} tags but the release has no semantic "
+                                 f"version ({sem or 'none'})", "tag the commit (e.g. v1.2.3) and rebuild")
+            major, minor = m.group(1), m.group(2)
+            out.append({"semver": sem.lstrip("v"), "semver-minor": f"{major}.{minor}",
+                        "semver-major": major}[kind])
+        elif kind == "latest":
+            out.append("latest")
+    if not out:
+        raise UsageError(f"no tag could be computed for environment '{env.name}' (tags: {list(env.tags)})",
+                         "check the release's version facts in the manifest")
+    return list(dict.fromkeys(out))
+
+
+def _source(man: Manifest, name: str, src_env: Environment, src_repo: str) -> str:
+    """The digest of the service in the source environment: its push result or an earlier promotion."""
+    entry = man.service(name)
+    push = entry.get("push") or {}
+    if push.get("status") in SOURCE_OK and push.get("digest") and push.get("repository", src_repo) == src_repo:
+        return str(push["digest"])
+    promo = (entry.get("promotions") or {}).get(src_env.name) or {}
+    if promo.get("status") in ("promoted", "unchanged") and promo.get("digest"):
+        return str(promo["digest"])
+    raise UsageError(f"{name} has no image in {src_env.name}'s registry ({src_repo}) in the Release manifest",
+                     f"run `invoke push --env {src_env.name} --service {name}` first")
+
+
+def _gates(man: Manifest, names: list[str], dst: Environment) -> None:
+    blocked: list[str] = []
+    for name in names:
+        for gate in dst.promote_requires:
+            res = man.stage_result(name, gate) or {}
+            if res.get("status") not in PASSING[gate]:
+                blocked.append(f"{name} ({gate}: {res.get('status', 'no result')})")
+    if blocked:
+        raise PolicyBlocked(f"promotion to {dst.name} refused: {', '.join(blocked)} — {dst.name} requires "
+                            f"a passing {' and '.join(dst.promote_requires)}",
+                            "run the missing gates (invoke scan / invoke smoke) on these images first")
+
+
+def run_promote(from_env: str, to_env: str, services: list[str] | None, *, config: Config | None = None,
+                manifest: Manifest | None = None, via: str | None = None,
+                log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Copy each service's image by digest from from_env to to_env and add to_env's tags.
+
+    via: "skopeo" (default when installed) or "registry-api" (same registry only: blob mounts).
+    """
+    from pipeline.core.paths import MANIFEST_FILE
+
+    cfg = config or load_config(check_files=False)
+    src, dst = cfg.env(from_env), cfg.env(to_env)
+    if src.name == dst.name:
+        raise UsageError(f"cannot promote from {src.name} to itself", "name two different environments")
+    man = manifest or Manifest.load(MANIFEST_FILE)
+    names = [s.name for s in cfg.select(services)] if services else man.services()
+    if not names:
+        raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build push` first")
+    tags = env_tags(dst, man.data.get("version") or {})
+    plans = []
+    for name in names:  # every check before any copy
+        svc = cfg.service(name)
+        src_repo, dst_repo = src.repository(svc), dst.repository(svc)
+        plans.append((name, src_repo, dst_repo, _source(man, name, src, src_repo)))
+    _gates(man, names, dst)
+
+    policy = retry_policy(cfg)
+    creds: dict[str, Credentials] = {}
+    clients: dict[str, RegistryClient] = {}
+    for address in {split_repository(r)[0] for _, a, b, _ in plans for r in (a, b)}:
+        c = registry_credentials(cfg, address)
+        if c is not None:
+            creds[address] = c
+        clients[address] = RegistryClient(address, credentials=c, timeout=min(30.0, cfg.registry.timeout_s))
+        with_retries(clients[address].ping, policy)
+    via = via or ("skopeo" if skopeo.available() else "registry-api")
+    if via not in ("skopeo", "registry-api"):
+        raise UsageError(f"unknown copy method '{via}'", "use skopeo or registry-api")
+    if via == "registry-api" and any(split_repository(a)[0] != split_repository(b)[0] for _, a, b, _ in plans):
+        raise ToolMissing("promoting between two registries needs skopeo", skopeo.FIX)
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, src_repo, dst_repo, digest in plans:
+        started = time.monotonic()
+        s_addr, s_path = split_repository(src_repo)
+        d_addr, d_path = split_repository(dst_repo)
+        dclient = clients[d_addr]
+        if with_retries(partial(clients[s_addr].head_manifest, s_path, digest), policy) is None:
+            raise StageFailed(f"{src_repo}@{digest} is not in the registry any more",
+                              f"push it again: invoke push --env {src.name} --service {name}")
+        present = {t: with_retries(partial(dclient.head_manifest, d_path, t), policy) for t in tags}
+        if all(r is not None and r.digest == digest for r in present.values()):
+            method = "none"
+        elif via == "skopeo":
+            method = "skopeo"
+            for tag in tags:
+                skopeo.copy(f"{src_repo}@{digest}", f"{dst_repo}:{tag}", credentials=creds,
+                            timeout=cfg.registry.timeout_s, retries=max(0, policy.attempts - 1))
+        else:
+            method = "registry-api"
+            with_retries(partial(copy_within_registry, dclient, s_path, digest, d_path, tags), policy)
+        wrong = [t for t in tags if (r := dclient.head_manifest(d_path, t)) is None or r.digest != digest]
+        if wrong:
+            raise StageFailed(f"after the copy, {dst_repo} tags {wrong} do not point to {digest}",
+                              "rerun the promote; check that nothing else writes these tags")
+        res = {"status": "unchanged" if method == "none" else "promoted", "from": src.name, "to": dst.name,
+               "source": f"{src_repo}@{digest}", "repository": dst_repo, "digest": digest, "tags": tags,
+               "method": method, "duration_s": round(time.monotonic() - started, 3), "at": now_iso()}
+        promos = dict(man.service(name).get("promotions") or {})
+        promos[dst.name] = res
+        man.set_service(name, promotions=promos)
+        results[name] = res
+        log(redact(f"  {name}: {res['status']} {dst_repo}@{digest} [{', '.join(tags)}] via {method}"))
+    log(f"promote {src.name} → {dst.name}: {len(results)} image(s), same digests, nothing built or pulled")
+    return results

@@ -1,0 +1,70 @@
+"""The run report: JSON for machines and Markdown for humans and CI job summaries, secrets redacted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.core.manifest import atomic_write, now_iso
+from pipeline.core.redact import redact
+
+if TYPE_CHECKING:
+    from pipeline.release.runner import ReleaseContext
+
+
+def report_data(ctx: ReleaseContext, *, status: str, error: str, duration_s: float) -> dict[str, Any]:
+    m = ctx.manifest.data
+    services = {}
+    for name, svc in m["services"].items():
+        build, push, scan = svc.get("build") or {}, svc.get("push") or {}, svc.get("scan") or {}
+        services[name] = {
+            "repository": svc.get("repository"), "tags": svc.get("tags"),
+            "input_digest": svc.get("input_digest"),
+            "build": build.get("status"), "image_id": build.get("image_id"), "build_log": build.get("log"),
+            "digest": push.get("digest"), "push": push.get("status"),
+            "scan": scan.get("status"), "scan_counts": scan.get("counts"), "scan_report": scan.get("report"),
+            "sbom": scan.get("sbom"),
+            "smoke": (svc.get("smoke") or {}).get("status"),
+            "deploy": (svc.get("deploy") or {}).get("status"),
+            "deployed": f"{svc.get('repository')}@{push.get('digest')}" if (svc.get("deploy") or {}).get(
+                "status") in ("deployed", "noop", "unchanged") and push.get("digest") else None,
+        }
+    return {
+        "schema": 1, "run_id": ctx.run_id, "release_id": m["release_id"], "env": ctx.env.name,
+        "status": status, "error": error or None, "finished": now_iso(), "duration_s": round(duration_s, 2),
+        "version": m["version"],
+        "stages": [{"name": n, **ctx.outcomes.get(n, {"status": "not run"})} for n in ctx.env.stages],
+        "services": services, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+    }
+
+
+def markdown(data: dict[str, Any]) -> str:
+    icon = {"ok": "✅", "failed": "❌", "resumed": "↩️", "skipped": "⏭️", "interrupted": "⏹️"}
+    lines = [f"# Release `{data['release_id']}` → **{data['env']}**: {data['status']}", ""]
+    v = data["version"]
+    lines += [f"version `{v.get('version')}`, commit `{v.get('short_sha')}`, branch `{v.get('branch')}`, "
+              f"took {data['duration_s']:.1f}s, run `{data['run_id']}`", ""]
+    if data.get("error"):
+        lines += [f"> **error:** {data['error']}", ""]
+    lines += ["| stage | result | duration | detail |", "|---|---|---|---|"]
+    for s in data["stages"]:
+        lines.append(f"| {s['name']} | {icon.get(s['status'], '')} {s['status']} | {s.get('duration_s', 0):.1f}s "
+                     f"| {s.get('error') or s.get('reason') or ''} |")
+    lines += ["", "| service | build | scan | push | digest | deploy |", "|---|---|---|---|---|---|"]
+    for name, s in data["services"].items():
+        digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
+        lines.append(f"| {name} | {s.get('build') or ''} | {s.get('scan') or ''} | {s.get('push') or ''} | {digest} "
+                     f"| {s.get('deploy') or ''} |")
+    links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
+    if links:
+        lines += ["", "## Logs and reports", ""] + [f"- {n}: `{p}`" for n, p in links]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(ctx: ReleaseContext, *, status: str, error: str, duration_s: float) -> tuple[Path, Path]:
+    data = report_data(ctx, status=status, error=error, duration_s=duration_s)
+    jpath, mpath = ctx.run_dir / "report.json", ctx.run_dir / "report.md"
+    atomic_write(jpath, redact(json.dumps(data, indent=2)) + "\n")
+    atomic_write(mpath, redact(markdown(data)))
+    return jpath, mpath

@@ -1,0 +1,295 @@
+"""The push stage: every tag of every built image to the environment's registry, in parallel, resiliently.
+
+Per image:
+1. "already there?" — HEAD every wanted tag through the registry API and compare with the digest the
+   engine recorded for this image (RepoDigests) or the digest this manifest recorded for the same image ID.
+   All tags at that digest: skipped (no engine call beyond one inspect). Some tags missing but the digest
+   present: the missing tags are added by putting the same manifest bytes (no upload).
+2. Otherwise `push` through the engine API per tag (credentials in the API header, never argv),
+   transient failures retried with exponential backoff + jitter ([registry] retry_attempts/ceiling).
+3. Verify: every tag must answer the pushed digest; only then is the image recorded as "pushed".
+A failed image is recorded "failed" with the tags verified so far: the manifest never claims an image
+that is not in the registry, and a rerun pushes only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from pipeline.core.config import Config, Environment, Service, load_config
+from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed, UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.core.redact import redact
+from pipeline.core.retry import Attempts, RetryPolicy, with_retries
+from pipeline.tools import credentials as creds_mod
+from pipeline.tools import docker_push
+from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
+
+BUILT = ("built", "reused")
+
+
+@dataclass
+class PushTarget:
+    service: str
+    source_repository: str
+    repository: str
+    tags: list[str]
+    image_id: str
+
+
+@dataclass
+class PushContext:
+    env: Environment
+    policy: RetryPolicy
+    credentials: Credentials | None
+    clients: dict[str, RegistryClient] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+    def client(self, address: str) -> RegistryClient:
+        if address not in self.clients:
+            self.clients[address] = RegistryClient(address, credentials=self.credentials)
+        return self.clients[address]
+
+
+def retry_policy(cfg: Config) -> RetryPolicy:
+    return RetryPolicy(attempts=cfg.registry.retry_attempts, ceiling_s=cfg.registry.retry_ceiling_s,
+                       base_s=min(0.5, cfg.registry.retry_ceiling_s or 0.5))
+
+
+def registry_credentials(cfg: Config, address: str) -> Credentials | None:
+    """[registry] username_env/password_env, else the docker config; registered for redaction."""
+    return creds_mod.resolve(address, cfg.registry.username_env, cfg.registry.password_env)
+
+
+def check_registry_writable(env: Environment | str, *, config: Config | None = None,
+                            services: list[str] | None = None) -> None:
+    """Pre-flight, before any build: authenticate and prove push access on the first service's repository.
+
+    Opens a blob upload session and cancels it (nothing is written). RegistryAuthError (exit 2) for bad
+    credentials; StageFailed when the registry cannot be reached after the retries.
+    """
+    cfg = config or load_config(check_files=False)
+    environment = cfg.env(env) if isinstance(env, str) else env
+    svcs = cfg.select(services)
+    address, repo = split_repository(environment.repository(svcs[0]))
+    client = RegistryClient(address, credentials=registry_credentials(cfg, address),
+                            timeout=min(30.0, cfg.registry.timeout_s))
+    policy = retry_policy(cfg)
+    with_retries(client.ping, policy)
+    with_retries(lambda: client.check_push_access(repo), policy)
+
+
+def _targets(cfg: Config, env: Environment, manifest: Manifest,
+             services: list[str] | None) -> list[PushTarget]:
+    """What to push, checked before anything is pushed: a bad selection leaves nothing half-done."""
+    names = [s.name for s in cfg.select(services)] if services else manifest.services()
+    if not names:
+        raise UsageError(f"the Release manifest {manifest.path} lists no service", "run `invoke build` first")
+    out: list[PushTarget] = []
+    for name in names:
+        svc: Service = cfg.service(name)
+        entry = manifest.service(name)
+        build = entry.get("build") or {}
+        if build.get("status") not in BUILT or not build.get("image_id"):
+            raise UsageError(f"{name} has no built image in the Release manifest (build: "
+                             f"{build.get('status', 'missing')})", f"run `invoke build --service {name}`")
+        tags = list(entry.get("tags") or [])
+        if not tags:
+            raise UsageError(f"{name} has no tags in the Release manifest", "rerun `invoke build`")
+        src = str(entry.get("repository") or env.repository(svc))
+        info = docker_push.local_image(f"{src}:{tags[0]}")
+        if info is None or info.id != build["image_id"]:
+            raise UsageError(f"the image {src}:{tags[0]} built for {name} is not in the local engine",
+                             f"rerun `invoke build --service {name}`")
+        out.append(PushTarget(name, src, env.repository(svc), tags, info.id))
+    return out
+
+
+def _known_digest(t: PushTarget, previous: dict[str, Any] | None) -> str | None:
+    info = docker_push.local_image(t.image_id)
+    if info is not None:
+        d = docker_push.repo_digest(info, t.repository)
+        if d:
+            return d
+    if previous and previous.get("digest") and previous.get("image_id") == t.image_id \
+            and previous.get("repository") == t.repository:
+        return str(previous["digest"])
+    return None
+
+
+def _registry_tags(ctx: PushContext, t: PushTarget, counter: Attempts) -> dict[str, ManifestRef | None]:
+    address, repo = split_repository(t.repository)
+    client = ctx.client(address)
+    note = _on_retry(ctx, t)
+    return {tag: with_retries(partial(client.head_manifest, repo, tag), ctx.policy, counter, note)
+            for tag in t.tags}
+
+
+def _on_retry(ctx: PushContext, t: PushTarget) -> Callable[[int, float, BaseException], None]:
+    def note(n: int, wait: float, exc: BaseException) -> None:
+        msg = exc.message if isinstance(exc, PipelineError) else str(exc)
+        ctx.log(redact(f"  {t.service}: attempt {n} failed ({msg}); retrying in {wait:.1f}s"))
+    return note
+
+
+def _ping_note(ctx: PushContext, address: str) -> Callable[[int, float, BaseException], None]:
+    def note(n: int, wait: float, exc: BaseException) -> None:
+        ctx.log(f"  registry {address}: attempt {n} failed; retrying in {wait:.1f}s")
+    return note
+
+
+def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Push one image; returns its manifest push result. Raises only RegistryAuthError."""
+    started = time.monotonic()
+    counter = Attempts()
+    address, repo = split_repository(t.repository)
+    client = ctx.client(address)
+    known = _known_digest(t, previous)
+    result: dict[str, Any] = {"repository": t.repository, "image_id": t.image_id}
+    digest: str | None = known
+    engine_retries = 0
+    try:
+        present = _registry_tags(ctx, t, counter)
+        if known and all(r is not None and r.digest == known for r in present.values()):
+            return {**result, "status": "skipped", "digest": known, "tags_pushed": list(t.tags),
+                    "attempts": counter.tries, "retries": counter.retries, "method": "none",
+                    "duration_s": round(time.monotonic() - started, 3)}
+        missing = [tag for tag, r in present.items() if r is None or r.digest != known]
+        method = "engine"
+        got = with_retries(partial(client.get_manifest, repo, known), ctx.policy, counter,
+                           _on_retry(ctx, t)) if known else None
+        if got is not None:
+            # The image is in the registry under another tag: add the tags, no upload at all.
+            ref, body = got
+            for tag in missing:
+                with_retries(partial(client.put_manifest, repo, tag, body, ref.media_type),
+                             ctx.policy, counter, _on_retry(ctx, t))
+            method = "retag"
+        else:
+            if t.repository != t.source_repository:
+                for tag in t.tags:
+                    docker_push.tag(t.image_id, t.repository, tag)
+            for tag in t.tags:
+                pushed = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials),
+                                      ctx.policy, counter, _on_retry(ctx, t))
+                d = pushed.digest
+                engine_retries += pushed.engine_retries
+                if digest and d != digest and tag != t.tags[0]:
+                    raise StageFailed(f"{t.repository}:{tag} was pushed as {d}, but {t.tags[0]} as {digest}")
+                digest = d
+        # Verify through the registry, not the engine's word: every tag must answer the digest.
+        final = _registry_tags(ctx, t, counter)
+        wrong = [tag for tag, r in final.items() if r is None or r.digest != digest]
+        if wrong:
+            raise StageFailed(f"{t.repository}: tags {wrong} do not point to {digest} after the push",
+                              "rerun the push")
+        return {**result, "status": "pushed", "digest": digest, "tags_pushed": list(t.tags),
+                "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
+                "method": method, "duration_s": round(time.monotonic() - started, 3)}
+    except RegistryAuthError:
+        raise
+    except PipelineError as exc:
+        return {**result, "status": "failed", "digest": digest, "error": redact(exc.one_line()),
+                "tags_pushed": _verified_tags(client, repo, t.tags, digest),
+                "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
+                "duration_s": round(time.monotonic() - started, 3)}
+
+
+def _verified_tags(client: RegistryClient, repo: str, tags: list[str], digest: str | None) -> list[str]:
+    """After a failure: the tags that are really in the registry at the digest (one try, no retry)."""
+    if not digest:
+        return []
+    out: list[str] = []
+    for tag in tags:
+        try:
+            r = client.head_manifest(repo, tag)
+        except PipelineError:
+            return out
+        if r is not None and r.digest == digest:
+            out.append(tag)
+    return out
+
+
+def run_push(services: list[str] | None, env_name: str, *, config: Config | None = None,
+             manifest: Manifest | None = None, workers: int | None = None,
+             log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Push the images of the Release manifest to env_name's registry; returns each service's result.
+
+    Raises RegistryAuthError (exit 2) on refused credentials, StageFailed (exit 1) when any image failed
+    (after recording every result), UsageError for a bad selection (before pushing anything).
+    """
+    from pipeline.core.paths import MANIFEST_FILE
+
+    started = time.monotonic()
+    cfg = config or load_config(check_files=False)
+    env = cfg.env(env_name)
+    man = manifest or Manifest.load(MANIFEST_FILE)
+    targets = _targets(cfg, env, man, services)
+    addresses = sorted({split_repository(t.repository)[0] for t in targets})
+    ctx = PushContext(env=env, policy=retry_policy(cfg), credentials=None, log=lambda s: log(redact(s)))
+    for address in addresses:  # one registry per environment in practice
+        ctx.credentials = registry_credentials(cfg, address)
+        ctx.clients[address] = RegistryClient(address, credentials=ctx.credentials,
+                                              timeout=min(30.0, cfg.registry.timeout_s))
+        try:
+            # Fail fast: a refused password is exit 2 now, before the engine uploads anything.
+            with_retries(ctx.clients[address].ping, ctx.policy, None, _ping_note(ctx, address))
+        except RegistryAuthError:
+            man.record_stage("push", {"status": "failed", "error": "registry refused the credentials"})
+            raise
+        except PipelineError as exc:
+            man.record_stage("push", {"status": "failed", "error": redact(exc.one_line())})
+            raise StageFailed(f"registry {address} cannot be reached: {exc.message}",
+                              exc.hint or "start it (local: invoke registry-up) and rerun the push") from None
+
+    n_workers = workers or cfg.build.workers or min(4, len(targets))
+    results: dict[str, dict[str, Any]] = {}
+    auth_error: RegistryAuthError | None = None
+
+    def task(t: PushTarget) -> None:
+        nonlocal auth_error
+        try:
+            res = push_one(ctx, t, man.stage_result(t.service, "push"))
+        except RegistryAuthError as exc:
+            auth_error = exc
+            res = {"repository": t.repository, "image_id": t.image_id, "status": "failed",
+                   "digest": None, "tags_pushed": [], "attempts": 1, "error": exc.message}
+        man.record(t.service, "push", res)
+        results[t.service] = res
+        ctx.log(_line(t, res))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(n_workers, len(targets))),
+                            thread_name_prefix="push") as pool:
+        list(pool.map(task, targets))
+
+    counts = {s: sum(1 for r in results.values() if r["status"] == s)
+              for s in ("pushed", "skipped", "failed")}
+    retries = sum(int(r.get("retries", 0)) for r in results.values())
+    duration = round(time.monotonic() - started, 3)
+    man.record_stage("push", {"status": "failed" if counts["failed"] else "ok", "env": env.name,
+                              "duration_s": duration, "retries": retries, **counts})
+    ctx.log(f"push: {counts['pushed']} pushed, {counts['skipped']} already in the registry, "
+            f"{counts['failed']} failed, {retries} retries, {duration:.2f}s")
+    if auth_error is not None:
+        raise auth_error
+    if counts["failed"]:
+        failed = ", ".join(sorted(s for s, r in results.items() if r["status"] == "failed"))
+        raise StageFailed(f"push failed for {failed}", "see the messages above; rerun `invoke push` to push "
+                                                       "only what is missing")
+    return results
+
+
+def _line(t: PushTarget, r: dict[str, Any]) -> str:
+    if r["status"] == "failed":
+        return f"  {t.service}: FAILED after {r.get('attempts', 1)} attempt(s): {r.get('error', '')}"
+    tries = f", {r['retries']} retries" if r.get("retries") else ""
+    if r.get("engine_retries"):
+        tries += f", {r['engine_retries']} layer retries by the engine"
+    what = "already in the registry" if r["status"] == "skipped" else f"pushed ({r.get('method')})"
+    return (f"  {t.service}: {what} {t.repository}@{r['digest']} "
+            f"[{', '.join(r['tags_pushed'])}]{tries} {r.get('duration_s', 0):.2f}s")

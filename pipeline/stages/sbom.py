@@ -1,0 +1,115 @@
+"""Attach each image's CycloneDX SBOM to the pushed image in the registry, as an OCI artifact.
+
+The artifact is an OCI image manifest (artifactType application/vnd.cyclonedx+json, empty config, one
+layer: the SBOM) whose `subject` is the image manifest, so registries with the OCI 1.1 referrers API list
+it under the image. Registries without that API (distribution 2.8) find it by the tag convention
+`<repository>:sha256-<image digest hex>.sbom`, which this module always sets too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, StageFailed, UsageError
+from pipeline.core.manifest import Manifest, now_iso
+from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
+
+SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sbom_tag(image_digest: str) -> str:
+    return image_digest.replace(":", "-") + ".sbom"
+
+
+def upload_blob(client: RegistryClient, repo: str, data: bytes) -> str:
+    """Monolithic blob upload (POST then PUT ?digest=); skipped when the registry has the blob already."""
+    digest = _digest(data)
+    if client.blob_exists(repo, digest):
+        return digest
+    scope = f"repository:{repo}:pull,push"
+    _, h, _ = client.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
+    location = h.get("location", "")
+    if not location:
+        raise StageFailed(f"registry {client.address} gave no upload location for {repo}")
+    sep = "&" if "?" in location else "?"
+    url = f"{location}{sep}digest={urllib.parse.quote(digest)}"
+    client.request("PUT", url, headers={"Content-Type": "application/octet-stream"}, body=data, scope=scope,
+                   ok=(201, 204))
+    return digest
+
+
+def attach_sbom(client: RegistryClient, repo: str, image_digest: str, sbom: Path) -> tuple[str, str]:
+    """Push the SBOM as an artifact referring to repo@image_digest; returns (tag, artifact digest)."""
+    subject = client.head_manifest(repo, image_digest)
+    if subject is None:
+        raise UsageError(f"{repo}@{image_digest} is not in the registry {client.address}",
+                         "push the image first (`invoke push`)")
+    data = sbom.read_bytes()
+    config_digest = upload_blob(client, repo, EMPTY)
+    layer_digest = upload_blob(client, repo, data)
+    body: dict[str, Any] = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SBOM_MEDIA_TYPE,
+        "config": {"mediaType": EMPTY_CONFIG, "digest": config_digest, "size": len(EMPTY),
+                   "data": base64.b64encode(EMPTY).decode()},
+        "layers": [{"mediaType": SBOM_MEDIA_TYPE, "digest": layer_digest, "size": len(data),
+                    "annotations": {"org.opencontainers.image.title": sbom.name}}],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        "annotations": {"org.opencontainers.image.created": now_iso()},
+    }
+    tag = sbom_tag(image_digest)
+    digest = client.put_manifest(repo, tag, json.dumps(body, separators=(",", ":")).encode(), OCI_MANIFEST)
+    return tag, digest
+
+
+def attach_sboms(services: list[str] | None, env_name: str, *, config: Config | None = None,
+                 manifest: Manifest | None = None, credentials: Credentials | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, str]:
+    """Attach the scan stage's SBOM to every pushed image of the Release manifest; returns service → ref."""
+    from pipeline.core.paths import MANIFEST_FILE
+
+    cfg = config or load_config(check_files=False)
+    cfg.env(env_name)
+    man = manifest or Manifest.load(MANIFEST_FILE)
+    names = [s.name for s in cfg.select(services)] if services else man.services()
+    todo: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for name in names:
+        push, scan = man.stage_result(name, "push") or {}, man.stage_result(name, "scan") or {}
+        if push.get("status") not in ("pushed", "skipped") or not push.get("digest"):
+            raise UsageError(f"{name} has no pushed image in the Release manifest", "run `invoke push` first")
+        if not scan.get("sbom") or not Path(str(scan["sbom"])).is_file():
+            raise UsageError(f"{name} has no SBOM from the scan stage", "run `invoke scan` first")
+        todo.append((name, push, scan))
+    out: dict[str, str] = {}
+    clients: dict[str, RegistryClient] = {}
+    for name, push, scan in todo:
+        repository = str(push.get("repository") or man.service(name)["repository"])
+        address, repo = split_repository(repository)
+        if address not in clients:
+            if credentials is None:
+                from pipeline.stages.push import registry_credentials
+
+                credentials = registry_credentials(cfg, address)
+            clients[address] = RegistryClient(address, credentials=credentials)
+        try:
+            tag, digest = attach_sbom(clients[address], repo, str(push["digest"]), Path(str(scan["sbom"])))
+        except PipelineError as exc:
+            raise StageFailed(f"cannot attach the SBOM of {name}: {exc.message}", exc.hint) from None
+        out[name] = f"{repository}:{tag}"
+        man.record(name, "scan", {**{k: v for k, v in scan.items() if k != "at"},
+                                  "sbom_ref": out[name], "sbom_digest": digest})
+        log(f"sbom {name}: attached to {repository}@{push['digest']} as {out[name]}")
+    return out

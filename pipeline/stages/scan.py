@@ -1,0 +1,307 @@
+"""The scan stage and the scan gate.
+
+`run_scan` scans every built image of the Release manifest with Trivy (vulnerabilities, secrets,
+misconfigurations), in parallel and offline (the DB is fetched once, first, from the configured mirror),
+saves the JSON report and a CycloneDX SBOM per image under <state>/reports/<service>/, applies the
+environment's policy and records the verdict in the manifest. A blocked image raises PolicyBlocked (exit 3)
+after a table of the blocking findings.
+
+Unchanged images are not rescanned: the report is cached under CACHE_DIR/trivy/reports, keyed by
+(image ID, DB version, scanners, Trivy version). The policy is always re-applied to the cached report, so
+an edited ignore file or a stricter environment takes effect without a rescan.
+
+`run_scan_gate` evaluates any Trivy JSON report with the same policy code (CI jobs that scan elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.gate.policy import (
+    IgnoreFile,
+    Policy,
+    Verdict,
+    evaluate,
+    load_ignore_file,
+    load_report,
+    parse_report,
+    severity,
+)
+from pipeline.gate.sarif import write_markdown, write_sarif
+from pipeline.tools import trivy
+
+BUILT = ("built", "reused")
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ScanTarget:
+    service: str
+    ref: str           # repository:tag as tagged locally by the build
+    image_id: str
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    service: str
+    verdict: Verdict | None
+    result: dict[str, Any]
+
+
+# ---------------------------------------------------------------- scan-gate
+
+def run_scan_gate(report: str, fail_on: str = "HIGH", ignore_unfixed: bool = False, ignore_file: str | None = None,
+                  sarif: str | None = None, summary: str | None = None, *, today: date | None = None,
+                  log: Log = print) -> Verdict:
+    """Evaluate a Trivy JSON report; raise PolicyBlocked (exit 3) when findings reach the threshold."""
+    threshold = severity(fail_on)
+    ignores = load_ignore_file(Path(ignore_file)) if ignore_file else IgnoreFile("", ())
+    parsed = load_report(Path(report))
+    verdict = evaluate(parsed.findings, Policy(threshold, ignore_unfixed, ignores), today)
+    subject = parsed.artifact or Path(report).name
+    if sarif:
+        write_sarif(Path(sarif), [(subject, verdict)], parsed_trivy_version(report))
+    if summary:
+        write_markdown(Path(summary), [(subject, verdict)], "Scan gate")
+    log(_verdict_line(subject, verdict))
+    if not verdict.passed:
+        print_blocking(subject, verdict)
+        raise PolicyBlocked(f"scan gate blocked {subject}: {len(verdict.blocking)} finding(s) at or above {threshold}",
+                            "fix them (upgrade the packages, remove the secrets) or add a justified, dated entry "
+                            "to the ignore file")
+    return verdict
+
+
+def parsed_trivy_version(report: str) -> str:
+    import json
+
+    try:
+        return str(json.loads(Path(report).read_text()).get("Trivy", {}).get("Version", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+# ---------------------------------------------------------------- scan stage
+
+def run_scan(services: list[str] | None, env_name: str, *, config: Config | None = None,
+             manifest: Manifest | None = None, workers: int | None = None, cache_dir: Path | None = None,
+             today: date | None = None, log: Log = print) -> dict[str, dict[str, Any]]:
+    """Scan the built images of the Release manifest and apply env_name's gate; returns each result."""
+    from pipeline.core.paths import MANIFEST_FILE
+
+    started = time.monotonic()
+    cfg = config or load_config(check_files=False)
+    env = cfg.env(env_name)
+    man = manifest or Manifest.load(MANIFEST_FILE)
+    targets = _targets(cfg, man, services)
+    ignores = load_ignore_file(cfg.scan.ignore_file) if cfg.scan.ignore_file.is_file() else IgnoreFile("", ())
+    policy = Policy(env.scan_threshold, env.ignore_unfixed, ignores)
+    cache = cache_dir or trivy.default_cache_dir()
+    scanners = cfg.scan.scanners
+    db = _prepare_db(cfg, cache, log) if "vuln" in scanners else trivy.DbInfo(False, "no-vuln-scan")
+    key_base = f"{db.version}|{','.join(sorted(scanners))}|{trivy.version()}"
+    reports_dir = man.path.parent / "reports"
+
+    def task(t: ScanTarget) -> ScanOutcome:
+        try:
+            return _scan_one(t, key_base, cache, reports_dir, scanners, policy, cfg.scan.timeout_s, today,
+                             db.version)
+        except PipelineError as exc:
+            return ScanOutcome(t.service, None, {"status": "error", "image_id": t.image_id, "error": exc.one_line()})
+
+    n = max(1, min(workers or cfg.build.workers or 2, len(targets)))
+    outcomes: list[ScanOutcome] = []
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="scan") as pool:
+        for out in pool.map(task, targets):
+            man.record(out.service, "scan", out.result)
+            outcomes.append(out)
+            log(_outcome_line(out))
+
+    prune_report_cache(cache / "reports")
+    judged = [(o.service, o.verdict) for o in outcomes if o.verdict is not None]
+    if judged:
+        write_sarif(reports_dir / "scan.sarif", judged, trivy.version())
+        write_markdown(reports_dir / "scan-summary.md", judged,
+                       f"Scan gate ({env.name}, threshold {env.scan_threshold})")
+    counts = {s: sum(1 for o in outcomes if o.result["status"] == s) for s in ("pass", "blocked", "error")}
+    cached = sum(1 for o in outcomes if o.result.get("cached"))
+    duration = round(time.monotonic() - started, 3)
+    status = "failed" if counts["error"] else ("blocked" if counts["blocked"] else "ok")
+    man.record_stage("scan", {"status": status, "env": env.name, "threshold": env.scan_threshold,
+                              "db_version": db.version, "duration_s": duration, "cached": cached, **counts})
+    log(f"scan: {counts['pass']} pass, {counts['blocked']} blocked, {counts['error']} error(s), "
+        f"{cached} reused from the cache, {duration:.2f}s")
+    blocked = [o for o in outcomes if o.result["status"] == "blocked" and o.verdict is not None]
+    for o in blocked:
+        assert o.verdict is not None
+        print_blocking(o.service, o.verdict)
+    if counts["error"]:
+        errs = "; ".join(f"{o.service}: {o.result.get('error')}" for o in outcomes if o.result["status"] == "error")
+        raise StageFailed(f"scan failed for {counts['error']} image(s): {errs}")
+    if blocked:
+        names = ", ".join(o.service for o in blocked)
+        raise PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}) blocked: {names}",
+                            f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
+                            f"justified, dated entry to {cfg.scan.ignore_file.name}")
+    return {o.service: o.result for o in outcomes}
+
+
+def _targets(cfg: Config, man: Manifest, services: list[str] | None) -> list[ScanTarget]:
+    """What to scan, checked before anything runs: a bad selection leaves nothing half-done."""
+    from pipeline.tools import docker
+
+    names = [s.name for s in cfg.select(services)] if services else man.services()
+    if not names:
+        raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build` first")
+    out = []
+    for name in names:
+        entry = man.service(name)
+        build = entry.get("build") or {}
+        if build.get("status") not in BUILT or not build.get("image_id"):
+            raise UsageError(f"{name} has no built image in the Release manifest (build: "
+                             f"{build.get('status', 'missing')})", f"run `invoke build --service {name}`")
+        tags = list(entry.get("tags") or [])
+        if not tags or not entry.get("repository"):
+            raise UsageError(f"{name} has no repository/tags in the Release manifest", "rerun `invoke build`")
+        ref = f"{entry['repository']}:{tags[0]}"
+        local = docker.image_id(ref)
+        if local != build["image_id"]:
+            found = f"it is {local}" if local else "it is missing"
+            raise UsageError(f"{ref} is not the image built for {name} ({found}, manifest says {build['image_id']})",
+                             f"rerun `invoke build --service {name}`")
+        out.append(ScanTarget(name, ref, str(build["image_id"])))
+    return out
+
+
+def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
+    """Fetch the DB once from the mirror; offline with the cached DB when the mirror cannot be reached."""
+    repo = cfg.scan.db_repository
+    if repo:
+        from pipeline.tools.credentials import resolve
+
+        creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+        before = trivy.db_info(cache)
+        try:
+            info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s),
+                                     username=creds.username if creds else "",
+                                     password=creds.password if creds else "")
+            if info == before:   # Trivy fetches only when the cached DB is past its NextUpdate
+                log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
+            else:
+                log(f"scan: Trivy DB fetched from {repo} (updated {info.updated_at or '?'})")
+            return info
+        except StageFailed as exc:
+            cached = trivy.db_info(cache)
+            if not cached.present:
+                raise
+            log(f"scan: warning: {exc.message}; scanning offline with the cached DB (updated {cached.updated_at})")
+            return cached
+    info = trivy.require_db(cache)
+    log(f"scan: offline with the cached Trivy DB (updated {info.updated_at}); no [scan].db_repository set")
+    return info
+
+
+def prune_report_cache(reports: Path, keep: int = 400) -> int:
+    """Drop the least recently used cache entries beyond `keep` (each is a report + an SBOM)."""
+    try:
+        entries = sorted((p for p in reports.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+    except FileNotFoundError:
+        return 0
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return max(0, len(entries) - keep)
+
+
+def cache_key(image_id: str, key_base: str) -> str:
+    return hashlib.sha256(f"{image_id}|{key_base}".encode()).hexdigest()[:32]
+
+
+def _scan_one(t: ScanTarget, key_base: str, cache: Path, reports_dir: Path, scanners: Sequence[str],
+              policy: Policy, timeout: float, today: date | None, db_version: str) -> ScanOutcome:
+    started = time.monotonic()
+    entry = cache / "reports" / cache_key(t.image_id, key_base)
+    report_c, sbom_c = entry / "report.json", entry / "sbom.cdx.json"
+    cached = report_c.is_file() and sbom_c.is_file()
+    if cached:
+        os.utime(entry)   # recently used: pruning drops the oldest entries first
+    if not cached:
+        # scan into a temp dir, then move into the cache: a killed scan never leaves half a cache entry
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=entry.parent, prefix=".scan-") as tmp:
+            tmp_report = Path(tmp) / "report.json"
+            data = trivy.scan_image(t.ref, tmp_report, cache_dir=cache, scanners=tuple(scanners), timeout=timeout)
+            scanned_id = str((data.get("Metadata") or {}).get("ImageID", ""))
+            if scanned_id and scanned_id != t.image_id:
+                raise StageFailed(f"{t.ref} changed during the scan ({scanned_id} != {t.image_id})",
+                                  "do not retag images while the pipeline runs; rerun the scan")
+            trivy.sbom_from_report(tmp_report, Path(tmp) / "sbom.cdx.json")
+            if not (entry / "report.json").is_file():   # else a parallel scan of the same image won the race
+                shutil.rmtree(entry, ignore_errors=True)
+                Path(tmp).rename(entry)
+                Path(tmp).mkdir()   # TemporaryDirectory cleans up a directory that must exist
+    out_dir = reports_dir / t.service
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, sbom = out_dir / "trivy.json", out_dir / "sbom.cdx.json"
+    shutil.copyfile(report_c, report)
+    shutil.copyfile(sbom_c, sbom)
+    parsed = parse_report(_json(report), str(report))
+    verdict = evaluate(parsed.findings, policy, today)
+    result: dict[str, Any] = {
+        **verdict.to_dict(), "image_id": t.image_id, "ref": t.ref, "db_version": db_version,
+        "cached": cached, "report": str(report), "sbom": str(sbom), "sbom_format": "cyclonedx",
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    return ScanOutcome(t.service, verdict, result)
+
+
+def _json(path: Path) -> Any:
+    import json
+
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- output
+
+def _verdict_line(subject: str, v: Verdict) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in v.counts.items() if n)
+    extra = f"; {len(v.ignored)} ignored" if v.ignored else ""
+    extra += f"; {v.unfixed_skipped} unfixed skipped" if v.unfixed_skipped else ""
+    return f"{subject}: {v.status.upper()} at {v.threshold} ({counts or 'no findings'}{extra})"
+
+
+def _outcome_line(o: ScanOutcome) -> str:
+    if o.verdict is None:
+        return f"scan {o.service}: ERROR {o.result.get('error')}"
+    note = " [cached: same image and DB version, not rescanned]" if o.result.get("cached") else ""
+    return f"scan {_verdict_line(o.service, o.verdict)}{note}"
+
+
+def print_blocking(subject: str, v: Verdict, limit: int = 40) -> None:
+    from pipeline.core.console import console, table
+
+    t = table(f"{subject}: {len(v.blocking)} blocking finding(s) (threshold {v.threshold})",
+              "ID", "package", "installed → fixed", "severity", "target")
+    for f in v.blocking[:limit]:
+        if f.kind == "vulnerability":
+            versions = f"{f.installed} → {f.fixed or '(no fix)'}"
+        else:
+            versions = f"({f.kind})"
+        target = f.target + (f":{f.line}" if f.line else "")
+        t.add_row(f.id, f.package or f.title, versions, f.severity, target)
+    if len(v.blocking) > limit:
+        t.add_row("…", f"{len(v.blocking) - limit} more in the report", "", "", "")
+    console.print(t)

@@ -1,0 +1,42 @@
+"""What a release is, computed once per run: version facts, the tags of the environment, build metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.core.config import Config, Environment
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    version: dict[str, Any]        # Version.to_dict(): the stable facts of `invoke version --json`
+    tags: tuple[str, ...]
+    revision: str
+    version_label: str
+    created: str                   # HEAD's commit time: the same commit gives the same build args (cache hits)
+    release_key: str               # short sha + dirty suffix: the same commit and tree give the same key
+    source: Any = field(default=None, compare=False, repr=False)  # the pipeline.versioning.version.Version itself
+
+    def release_id(self, env_name: str) -> str:
+        return f"{env_name}-{self.release_key}"
+
+    def build_args(self, cfg: Config) -> dict[str, str]:
+        """Build metadata for /version and the OCI labels (not part of the input digest)."""
+        return {"VERSION": self.version_label, "REVISION": self.revision, "CREATED": self.created,
+                "SOURCE": cfg.source_url}
+
+
+def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
+    import os
+
+    from pipeline.tools.git import GitRepo
+    from pipeline.versioning.tagging import tags_for
+    from pipeline.versioning.version import read_version
+
+    v = read_version(cfg.root, cfg.versioning, branch_override=os.environ.get("VEZA_BRANCH"))
+    facts = v.to_dict()
+    key = v.short_sha + (f"-dirty-{v.dirty_hash}" if v.dirty else "")
+    return ReleaseInfo(version=facts, tags=tuple(tags_for(env, v)), revision=v.sha,
+                       version_label=str(facts.get("version") or v.short_sha), created=GitRepo(cfg.root).head_time(),
+                       release_key=key, source=v)

@@ -1,0 +1,101 @@
+"""Tag policy: which image tags an environment gets for a Version, decided before anything is built.
+
+Tag kinds (Environment.tags, in pipeline.toml):
+- `sha`          `sha-<short8>`, plus `-dirty-<hash8>` when the tree has uncommitted changes, so two different
+                 dirty trees never share a tag (and the same dirty tree reuses its tag).
+- `branch`       the branch name made a valid Docker tag: lowercased, every run of characters outside
+                 [a-z0-9_.-] becomes '-', leading/trailing '-' and '.' dropped; over 128 characters it is cut
+                 and ends with '-<hash8 of the full name>' so long names stay distinct. Names that would
+                 look like another kind (`latest`, `sha-…`, a version) get a `branch-` prefix. Skipped (with
+                 a note) when HEAD is detached and VEZA_BRANCH does not name the branch.
+- `semver`       `X.Y.Z` (or `X.Y.Z-rc.N`) when HEAD is a release tag on a clean tree; otherwise the
+                 development pre-release `X.Y.Z-dev.N.sha-<short8>[.dirty-<hash8>]` (see Version.semver):
+                 Docker tags cannot contain '+', so the SHA is a pre-release identifier, not build metadata.
+- `semver-minor` `X.Y` and `semver-major` `X`: moving tags, only for a final release on a clean tree
+                 (skipped with a note otherwise: a moving tag must never point at a dev build or an rc).
+- `latest`       `latest` (pipeline.toml refuses it for staging and prod).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from pipeline.core.config import Environment
+from pipeline.core.errors import GitStateError
+from pipeline.versioning.version import Version
+
+DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+MAX_TAG_LEN = 128
+_LOOKS_RESERVED = re.compile(r"latest|sha-[0-9a-f]+.*|\d+(\.\d+){0,2}([-.].*)?")
+
+
+@dataclass(frozen=True)
+class TagPlan:
+    tags: tuple[str, ...]
+    notes: tuple[str, ...]  # kinds skipped or degraded, one line each
+
+
+def sha_tag(version: Version) -> str:
+    tag = f"sha-{version.short_sha}"
+    return f"{tag}-dirty-{version.dirty_hash}" if version.dirty else tag
+
+
+def branch_tag(branch: str) -> str:
+    """A valid Docker tag for a branch name (see the module docstring for the rules)."""
+    s = re.sub(r"[^a-z0-9_.-]+", "-", branch.lower())
+    s = re.sub(r"-{2,}", "-", s).strip("-.")
+    if not s:
+        s = "branch"
+    if _LOOKS_RESERVED.fullmatch(s):
+        s = f"branch-{s}"
+    if len(s) > MAX_TAG_LEN:
+        digest = hashlib.sha256(branch.encode()).hexdigest()[:8]
+        s = f"{s[:MAX_TAG_LEN - 9].rstrip('-.')}-{digest}"
+    return s
+
+
+def plan_tags(env: Environment, version: Version) -> TagPlan:
+    """The tags for every image built for env, with a note for each kind that was skipped or degraded."""
+    tags: list[str] = []
+    notes: list[str] = []
+    final_release = version.is_release and version.last is not None and not version.last.version.prerelease
+    for kind in env.tags:
+        if kind == "sha":
+            tags.append(sha_tag(version))
+        elif kind == "branch":
+            if version.branch:
+                tags.append(branch_tag(version.branch))
+            else:
+                notes.append("branch tag skipped: HEAD is detached (set VEZA_BRANCH to name the branch)")
+        elif kind == "semver":
+            tags.append(version.semver)
+            if not version.is_release:
+                why = "the tree is dirty" if version.on_tag else "HEAD is not on a release tag"
+                notes.append(f"semver tag is the development pre-release {version.semver}: {why}")
+        elif kind in ("semver-minor", "semver-major"):
+            if final_release and version.last is not None:
+                v = version.last.version
+                tags.append(f"{v.major}.{v.minor}" if kind == "semver-minor" else f"{v.major}")
+            else:
+                head = "a pre-release" if version.is_release else "not a clean release tag"
+                notes.append(f"{kind} tag skipped: moving tags follow final releases only (HEAD is {head})")
+        elif kind == "latest":
+            tags.append("latest")
+        else:  # pipeline.core.config refuses unknown kinds; this guards a config built by hand
+            raise GitStateError(f"unknown tag kind '{kind}' in environment '{env.name}'",
+                                "use sha, branch, semver, semver-minor, semver-major or latest")
+    unique = tuple(dict.fromkeys(tags))
+    for t in unique:
+        if not DOCKER_TAG.fullmatch(t):  # every rule above must keep tags valid; fail loudly if not
+            raise AssertionError(f"tag policy produced an invalid Docker tag: {t!r}")
+    if not unique:
+        raise GitStateError(f"environment '{env.name}' gets no image tag: {'; '.join(notes)}",
+                            "add \"sha\" to its tags in pipeline.toml, or set VEZA_BRANCH")
+    return TagPlan(unique, tuple(notes))
+
+
+def tags_for(env: Environment, version: Version) -> list[str]:
+    """The image tags env gets for version, in the configured order (pure: no git, no engine)."""
+    return list(plan_tags(env, version).tags)

@@ -1,0 +1,379 @@
+"""Version facts from git: SHA, branch, dirty state, the last semver release tag, the next version.
+
+`read_version(path, versioning)` is the one entry point; everything after the git reads is plain Python
+(`parse_commit`, `parse_release_tag`, `compute_next`) so the rules are testable on their own.
+
+Rules (docs/versioning.md has the user-facing version):
+- Release tags are `<tag_prefix>MAJOR.MINOR.PATCH[-PRERELEASE]` (prefix "v" by default). Any other tag
+  (`release-2024`, `v1.2`, `1.2.3.4`, `v1.2.3+build`) is ignored with a warning, never picked.
+- The last release is the highest release tag reachable from HEAD (pre-releases included).
+- The next version comes from the conventional commits since the last *final* release: `feat` → minor,
+  `fix`/`perf` → patch, `type!:` or a `BREAKING CHANGE:` footer → major (minor below 1.0.0 when
+  [versioning] breaking_below_1 = "minor"). Merge commits are skipped. Non-conventional commits bump
+  patch only with non_conventional = "patch". No release tag at all → [versioning] first_version.
+- Short SHAs are a fixed 8 characters, so a shallow CI clone and a full clone give the same tags.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import semver
+
+from pipeline.core.config import Config, Versioning
+from pipeline.core.errors import UsageError
+from pipeline.tools.git import GitRepo, RawCommit
+
+SHORT_SHA_LEN = 8
+DIRTY_HASH_LEN = 8
+PARTS = ("major", "minor", "patch")
+_RANK = {None: 0, "patch": 1, "minor": 2, "major": 3}
+DEFAULT_VERSIONING = Versioning(first_version="0.1.0", tag_prefix="v", breaking_below_1="minor",
+                                non_conventional="none")
+
+# Conventional Commits 1.0: `type(scope)!: description`; the type is case-insensitive.
+_HEADER = re.compile(
+    r"(?P<type>[A-Za-z][A-Za-z0-9-]*)(?:\((?P<scope>[^()\r\n]*)\))?(?P<bang>!)?: +(?P<desc>\S.*)")
+_BREAKING_FOOTER = re.compile(r"^BREAKING[ -]CHANGE: *(?P<note>.*)$", re.MULTILINE)
+_CORE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?")
+_PRE_LABEL = re.compile(r"[A-Za-z][0-9A-Za-z-]*")
+
+
+# ------------------------------------------------------------------ commits
+
+@dataclass(frozen=True)
+class ConventionalCommit:
+    sha: str
+    subject: str
+    type: str | None  # None: not a conventional commit
+    scope: str | None
+    description: str
+    breaking: bool
+    breaking_note: str | None = None
+    merge: bool = False
+
+    @property
+    def short_sha(self) -> str:
+        return self.sha[:SHORT_SHA_LEN]
+
+
+def parse_commit(raw: RawCommit) -> ConventionalCommit:
+    subject, _, body = raw.message.partition("\n")
+    subject = subject.strip()
+    footer = _BREAKING_FOOTER.search(body)
+    note = footer.group("note").strip() if footer else None
+    m = _HEADER.fullmatch(subject)
+    if not m:
+        return ConventionalCommit(raw.sha, subject, None, None, subject, footer is not None, note,
+                                  merge=len(raw.parents) > 1)
+    return ConventionalCommit(
+        sha=raw.sha, subject=subject, type=m.group("type").lower(), scope=m.group("scope") or None,
+        description=m.group("desc").strip(), breaking=bool(m.group("bang")) or footer is not None,
+        breaking_note=note, merge=len(raw.parents) > 1,
+    )
+
+
+def commit_part(c: ConventionalCommit, versioning: Versioning) -> str | None:
+    """The bump one commit asks for (before the below-1.0.0 rule)."""
+    if c.merge:
+        return None
+    if c.breaking:
+        return "major"
+    if c.type == "feat":
+        return "minor"
+    if c.type in ("fix", "perf"):
+        return "patch"
+    if c.type is None and versioning.non_conventional == "patch":
+        return "patch"
+    return None
+
+
+# ------------------------------------------------------------------ tags
+
+def parse_release_tag(name: str, prefix: str) -> semver.Version | None:
+    """The version a release tag names, or None when the tag is not `<prefix>X.Y.Z[-PRE]`."""
+    if not name.startswith(prefix):
+        return None
+    core = name[len(prefix):]
+    if not _CORE.fullmatch(core):
+        return None
+    try:
+        return semver.Version.parse(core)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ReleaseTag:
+    tag: str
+    version: semver.Version
+    sha: str
+
+
+# ------------------------------------------------------------------ next version
+
+@dataclass(frozen=True)
+class NextVersion:
+    version: semver.Version | None  # None: nothing to release
+    part: str | None  # the part that was bumped, "first" for the first release
+    reason: str
+
+
+def compute_next(
+    *,
+    last_final: ReleaseTag | None,
+    last: ReleaseTag | None,
+    commits: list[ConventionalCommit] | tuple[ConventionalCommit, ...],
+    versioning: Versioning,
+    part: str = "auto",
+    pre: str | None = None,
+) -> NextVersion:
+    """The next version. `commits` are those since `last_final` (all history when there is none)."""
+    if part not in ("auto", *PARTS):
+        raise UsageError(f"unknown --part '{part}'", "use auto, major, minor or patch")
+    if pre is not None and not _PRE_LABEL.fullmatch(pre):
+        raise UsageError(f"invalid pre-release label '{pre}'",
+                         "use letters, digits and '-', starting with a letter (e.g. rc, beta)")
+
+    if last_final is None:
+        # No final release yet: the first one (or the version earlier pre-releases were heading to).
+        target = last.version.finalize_version() if last else semver.Version.parse(versioning.first_version)
+        src = f"pre-release {last.tag}" if last else "no release tag yet: [versioning] first_version"
+        nv = NextVersion(target, "first", f"first release ({src})")
+    elif part == "auto":
+        kinds = Counter(_kind(c) for c in commits if not c.merge)
+        wanted = max((commit_part(c, versioning) for c in commits), key=lambda p: _RANK[p], default=None)
+        since = f"since {last_final.tag}"
+        if wanted is None:
+            if not kinds:
+                return NextVersion(None, None, f"{'only merge commits' if commits else 'no commits'} {since}")
+            detail = _describe(kinds)
+            extra = ""
+            if kinds.get("non-conventional") and versioning.non_conventional == "none":
+                extra = '; non-conventional commits bump nothing ([versioning] non_conventional = "none")'
+            return NextVersion(None, None, f"no feat, fix, perf or breaking commit {since} ({detail}){extra}")
+        chosen = wanted
+        note = ""
+        if wanted == "major" and last_final.version.major == 0 and versioning.breaking_below_1 == "minor":
+            chosen = "minor"
+            note = " (breaking change below 1.0.0 bumps minor: [versioning] breaking_below_1)"
+        nv = NextVersion(_bump(last_final.version, chosen), chosen,
+                         f"{chosen}: {_describe(kinds)} {since}{note}")
+    else:
+        nv = NextVersion(_bump(last_final.version, part), part, f"{part}: requested with --part")
+
+    if pre is None or nv.version is None:
+        return nv
+    target = nv.version
+    if last and last.version.prerelease and last.version.finalize_version() == target \
+            and str(last.version.prerelease).split(".")[0] == pre:
+        version = last.version.bump_prerelease(pre)
+    else:
+        version = target.replace(prerelease=f"{pre}.1")
+    return NextVersion(version, nv.part, f"{nv.reason}; pre-release '{pre}'")
+
+
+def _bump(v: semver.Version, part: str) -> semver.Version:
+    if part == "major":
+        return v.bump_major()
+    if part == "minor":
+        return v.bump_minor()
+    return v.bump_patch()
+
+
+def _kind(c: ConventionalCommit) -> str:
+    if c.breaking:
+        return "breaking"
+    return c.type or "non-conventional"
+
+
+def _describe(kinds: Counter[str]) -> str:
+    order = ["breaking", "feat", "fix", "perf"]
+    keys = sorted(kinds, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return ", ".join(f"{kinds[k]} {k}" for k in keys)
+
+
+# ------------------------------------------------------------------ the facts
+
+@dataclass(frozen=True)
+class Version:
+    """Everything the pipeline needs to know about the source revision it builds.
+
+    `to_dict()` is the stable JSON of `invoke version --json` (schema 1, documented in docs/versioning.md).
+    """
+
+    sha: str
+    short_sha: str
+    branch: str | None  # None when HEAD is detached (and VEZA_BRANCH did not name it)
+    detached: bool
+    dirty: bool
+    dirty_hash: str | None  # short hash of the uncommitted diff + untracked files; None when clean
+    dirty_paths: tuple[str, ...]
+    shallow: bool
+    tag_prefix: str
+    first_version: str
+    last: ReleaseTag | None  # highest release tag reachable from HEAD, pre-releases included
+    last_final: ReleaseTag | None  # highest final (non pre-release) release tag reachable from HEAD
+    head_tags: tuple[str, ...]  # release tags pointing at HEAD
+    commits_since: int  # commits from the last release tag to HEAD (all commits when no tag)
+    next: NextVersion
+    commits: tuple[ConventionalCommit, ...] = field(repr=False)  # since last_final, newest first
+    ignored_tags: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def on_tag(self) -> bool:
+        """HEAD is exactly the last release tag's commit."""
+        return self.last is not None and self.last.sha == self.sha
+
+    @property
+    def is_release(self) -> bool:
+        """HEAD is a release tag and the tree is clean: the build is exactly that release."""
+        return self.on_tag and not self.dirty
+
+    @property
+    def semver(self) -> str:
+        """The release version, or a development pre-release that names this exact source tree.
+
+        `X.Y.Z-dev.N.sha-<short>[.dirty-<hash>]`: X.Y.Z is the version this work heads to, N the commits
+        since the last release tag. Semver would put the SHA in build metadata (`+sha`), but Docker tags
+        cannot hold '+', so it is a pre-release identifier (`sha-` keeps it non-numeric, hence valid).
+        """
+        if self.is_release and self.last:
+            return str(self.last.version)
+        if self.next.version is not None:
+            base = self.next.version.finalize_version()
+        elif self.last is not None:
+            lv = self.last.version
+            base = lv.finalize_version() if lv.prerelease else lv.bump_patch()
+        else:
+            base = semver.Version.parse(self.first_version)
+        dev = f"{base}-dev.{self.commits_since}.sha-{self.short_sha}"
+        return f"{dev}.dirty-{self.dirty_hash}" if self.dirty else dev
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON form (schema 1). Keys are only ever added, never renamed or removed.
+
+        schema          1
+        sha             full commit SHA of HEAD
+        short_sha       first 8 characters of sha
+        branch          checked-out branch, or null when HEAD is detached (VEZA_BRANCH names it in CI)
+        detached        true when HEAD is detached
+        dirty           true when there are uncommitted changes (untracked, non-ignored files included)
+        dirty_hash      8-hex hash of those changes (null when clean): two different dirty trees differ
+        dirty_files     number of changed paths
+        shallow         true in a shallow clone
+        tag_prefix      release tag prefix from pipeline.toml ("v")
+        last_tag        highest release tag reachable from HEAD (pre-releases included), or null
+        last_version    its version without the prefix ("1.4.0-rc.1"), or null
+        last_release    highest final release version reachable from HEAD ("1.3.0"), or null
+        on_tag          HEAD is exactly last_tag
+        head_tags       release tags pointing at HEAD
+        commits_since   commits from last_tag to HEAD (all commits when there is no tag)
+        release         on_tag and clean: this build is exactly last_version
+        version         last_version when release, else the development pre-release
+                        "X.Y.Z-dev.N.sha-<short_sha>[.dirty-<dirty_hash>]"
+        next_version    the version `invoke bump` would tag (auto part, no pre-release), or null
+        bump            "major" | "minor" | "patch" | "first" | null
+        bump_reason     one line saying why
+        ignored_tags    tags that are not release tags (ignored)
+        warnings        one-line warnings
+        """
+        return {
+            "schema": 1,
+            "sha": self.sha,
+            "short_sha": self.short_sha,
+            "branch": self.branch,
+            "detached": self.detached,
+            "dirty": self.dirty,
+            "dirty_hash": self.dirty_hash,
+            "dirty_files": len(self.dirty_paths),
+            "shallow": self.shallow,
+            "tag_prefix": self.tag_prefix,
+            "last_tag": self.last.tag if self.last else None,
+            "last_version": str(self.last.version) if self.last else None,
+            "last_release": str(self.last_final.version) if self.last_final else None,
+            "on_tag": self.on_tag,
+            "head_tags": list(self.head_tags),
+            "commits_since": self.commits_since,
+            "release": self.is_release,
+            "version": self.semver,
+            "next_version": str(self.next.version) if self.next.version else None,
+            "bump": self.next.part,
+            "bump_reason": self.next.reason,
+            "ignored_tags": list(self.ignored_tags),
+            "warnings": list(self.warnings),
+        }
+
+
+def read_version(path: Path | str, versioning: Versioning | None = None, *,
+                 branch_override: str | None = None) -> Version:
+    """Read the facts of the repository at `path` (or a parent of it).
+
+    branch_override names the branch when HEAD is detached (CI checkouts are; pass $VEZA_BRANCH).
+    """
+    cfg = versioning or DEFAULT_VERSIONING
+    repo = GitRepo(path)
+    head = repo.head_sha()
+    branch = repo.branch()
+    detached = branch is None
+    if detached and branch_override:
+        branch = branch_override
+    warnings: list[str] = []
+
+    releases: list[ReleaseTag] = []
+    ignored: list[str] = []
+    for ref in repo.tags():
+        v = parse_release_tag(ref.name, cfg.tag_prefix)
+        if v is None:
+            ignored.append(ref.name)
+        else:
+            releases.append(ReleaseTag(ref.name, v, ref.sha))
+    if ignored:
+        shown = ", ".join(sorted(ignored)[:8]) + (", …" if len(ignored) > 8 else "")
+        warnings.append(f"ignored {len(ignored)} tag(s) that are not release tags "
+                        f"({cfg.tag_prefix}MAJOR.MINOR.PATCH[-PRE]): {shown}")
+
+    merged = repo.tags_merged_into_head() if releases else set()
+    reachable = [r for r in releases if r.tag in merged]
+    last = max(reachable, key=lambda r: r.version, default=None)
+    finals = [r for r in reachable if not r.version.prerelease]
+    last_final = max(finals, key=lambda r: r.version, default=None)
+    head_tags = tuple(r.tag for r in sorted(releases, key=lambda r: r.version) if r.sha == head)
+
+    shallow = repo.is_shallow()
+    if shallow and last is None:
+        warnings.append("shallow clone with no release tag in the fetched history: the last release may be "
+                        "older than the clone depth (run: git fetch --unshallow --tags)")
+
+    rev_range = f"{last_final.sha}..HEAD" if last_final else "HEAD"
+    commits = tuple(parse_commit(c) for c in repo.commits(rev_range))
+    # the log above already counts them unless the last tag is a pre-release after the last final one
+    commits_since = len(commits) if last is None or last == last_final else repo.count(f"{last.sha}..HEAD")
+    nxt = compute_next(last_final=last_final, last=last, commits=commits, versioning=cfg)
+    if last_final is not None and last_final.sha == head and nxt.version is None:
+        nxt = NextVersion(None, None, f"HEAD is the release {last_final.tag}")
+
+    changed, untracked = repo.changed_paths()
+    dirty_paths = tuple(changed)
+    dirty_hash = repo.dirty_digest(untracked)[:DIRTY_HASH_LEN] if dirty_paths else None
+
+    return Version(
+        sha=head, short_sha=head[:SHORT_SHA_LEN], branch=branch, detached=detached,
+        dirty=bool(dirty_paths), dirty_hash=dirty_hash, dirty_paths=dirty_paths, shallow=shallow,
+        tag_prefix=cfg.tag_prefix, first_version=cfg.first_version, last=last, last_final=last_final,
+        head_tags=head_tags, commits_since=commits_since, next=nxt, commits=commits,
+        ignored_tags=tuple(sorted(ignored)), warnings=tuple(warnings),
+    )
+
+
+def read_project_version(config: Config, path: Path | str | None = None) -> Version:
+    """The Version of the project's repository (config.root unless path), as every task computes it:
+    [versioning] from pipeline.toml, and $VEZA_BRANCH naming the branch of a detached CI checkout."""
+    return read_version(path or config.root, config.versioning,
+                        branch_override=os.environ.get("VEZA_BRANCH") or None)
