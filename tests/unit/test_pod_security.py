@@ -115,8 +115,8 @@ def test_apparmor_annotation_must_be_runtime_default_or_localhost() -> None:
 def test_pods_cronjobs_and_lists_are_found_other_kinds_ignored() -> None:
     pod = {"kind": "Pod", "metadata": {"name": "p"},
            "spec": copy.deepcopy(_deployment(privileged=True)["spec"]["template"]["spec"])}
-    cron = {"kind": "CronJob", "metadata": {"name": "c"},
-            "spec": {"jobTemplate": {"spec": {"template": copy.deepcopy(_deployment(privileged=True)["spec"]["template"])}}}}
+    template = copy.deepcopy(_deployment(privileged=True)["spec"]["template"])
+    cron = {"kind": "CronJob", "metadata": {"name": "c"}, "spec": {"jobTemplate": {"spec": {"template": template}}}}
     text = yaml.safe_dump_all([{"kind": "Service", "metadata": {"name": "s"}, "spec": {}},
                                {"kind": "List", "items": [pod]}, None, cron])
     found = check_restricted(parse_manifests(text))
