@@ -6,6 +6,7 @@ The reader is strict: unknown keys, wrong types, unknown references and missing 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,9 @@ class Environment:
     confirm: bool
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+    # The name of an environment variable that, when set, holds the path of the kubeconfig of an external
+    # cluster (CI: written from the secret store); see pipeline/core/kubeconfig.py.
+    kubeconfig_env: str = ""
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -427,7 +431,12 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            kubeconfig_env=et.text("kubeconfig_env", ""),
         )
+        if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
+            et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",
+                    "use a name like PROD_KUBECONFIG")
+
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
         if "latest" in env.tags and (env.require_release_tag or env.name in ("staging", "prod")):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from pipeline.core.errors import UsageError
+from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluster
 from pipeline.local.cluster import build, layout
 from pipeline.local.cluster.state import cluster_lock, load_state
+
+if TYPE_CHECKING:
+    from pipeline.core.config import Environment
 
 START_COMMAND = "invoke cluster-up"
 
@@ -24,45 +25,36 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _user_kubeconfig() -> Path:
-    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    return Path(first) if first else Path.home() / ".kube" / "config"
-
-
-def _env_context(env_name: str) -> str:
+def _env(env_name: str) -> Environment:
     from pipeline.core.config import load_config
 
-    return load_config(check_files=False).env(env_name).kube_context
+    return load_config(check_files=False).env(env_name)
+
+
+def cluster_access(env: Environment) -> ClusterAccess:
+    """Where `env` deploys (pipeline/core/kubeconfig.py): an external cluster's kubeconfig, checked to define the
+    context, or the local cluster's kubeconfig (its current context is the local cluster)."""
+    access = resolve_cluster(env, layout.KUBECONFIG)
+    check_access(access)
+    return access
+
+
+def kubeconfig_for_env(env: Environment) -> Path:
+    """The kubeconfig file of cluster_access(env)."""
+    return cluster_access(env).kubeconfig
 
 
 def kubeconfig_for(env_name: str) -> Path:
-    """The kubeconfig for an environment: the user's (use it with the env's kube_context) when the environment
-    names a kube_context, else the local cluster's (its current context is the local cluster)."""
-    return _user_kubeconfig() if _env_context(env_name) else layout.KUBECONFIG
-
-
-def _check_user_context(context: str) -> Path:
-    path = _user_kubeconfig()
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"cannot read the kubeconfig {path} ({exc.__class__.__name__})",
-                         "set KUBECONFIG to the file holding the context, or empty kube_context in pipeline.toml",
-                         ) from None
-    names = [c.get("name") for c in doc.get("contexts") or []]
-    if context not in names:
-        raise UsageError(f"kube context '{context}' not found in {path} (has: {', '.join(map(str, names)) or 'none'})",
-                         "fix kube_context in pipeline.toml or KUBECONFIG")
-    return path
+    """kubeconfig_for_env of the named environment of pipeline.toml."""
+    return kubeconfig_for_env(_env(env_name))
 
 
 def cluster_up(env_name: str = "local") -> Path:
     """Use the environment's kube context, or bring up the local cluster (idempotent). Returns the kubeconfig."""
-    context = _env_context(env_name)
-    if context:
-        path = _check_user_context(context)
-        _say(f"cluster: environment '{env_name}' uses kube context '{context}' from {path}; nothing to provision")
-        return path
+    access = cluster_access(_env(env_name))
+    if access.external:
+        _say(f"cluster: environment '{env_name}' uses {access.describe()}; nothing to provision")
+        return access.kubeconfig
     from pipeline.local.cluster.start import running_state, start_local
     from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
 
