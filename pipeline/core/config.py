@@ -92,6 +92,7 @@ class Environment:
     confirm: bool
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+    generate_secrets: bool = False  # deploy creates the chart's missing Secret keys with random values
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -427,6 +428,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            generate_secrets=et.flag("generate_secrets", False),
         )
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
