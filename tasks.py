@@ -344,7 +344,7 @@ def cluster_status(c: Context) -> None:
 @_cli
 def deploy(c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False) -> None:
     """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5)."""
-    from pipeline.stages.deploy import run_deploy
+    from pipeline.stages.deploy.commands import run_deploy
 
     run_deploy(env_name=env, services=_list(service), dry_run=dry_run)
 
@@ -353,7 +353,7 @@ def deploy(c: Context, env: str = "local", service: list[str] | None = None, dry
 @_cli
 def rollback(c: Context, env: str = "local", to: int = 0) -> None:
     """Roll the environment's Helm release back to a previous revision."""
-    from pipeline.stages.deploy import run_rollback
+    from pipeline.stages.deploy.commands import run_rollback
 
     run_rollback(env_name=env, revision=to or None)
 
@@ -362,7 +362,7 @@ def rollback(c: Context, env: str = "local", to: int = 0) -> None:
 @_cli
 def status(c: Context, env: str = "local", json: bool = False) -> None:
     """Revision, digests running, readiness per service, and whether they match the Release manifest."""
-    from pipeline.stages.deploy import run_status
+    from pipeline.stages.deploy.commands import run_status
 
     run_status(env_name=env, as_json=json)
 

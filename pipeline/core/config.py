@@ -96,6 +96,7 @@ class Environment:
     # The name of an environment variable that, when set, holds the path of the kubeconfig of an external
     # cluster (CI: written from the secret store); see pipeline/core/kubeconfig.py.
     kubeconfig_env: str = ""
+    generate_secrets: bool = False  # deploy creates the chart's missing Secret keys with random values
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -432,6 +433,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
             kubeconfig_env=et.text("kubeconfig_env", ""),
+            generate_secrets=et.flag("generate_secrets", False),
         )
         if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
             et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",

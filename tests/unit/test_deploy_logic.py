@@ -8,14 +8,13 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import UsageError
-from pipeline.stages.deploy import (
+from pipeline.stages.deploy.recovery import pending_recovery, recovery_command
+from pipeline.stages.deploy.values import (
     ImageChoice,
     choose_images,
     deep_merge,
     deploy_hash,
     image_values,
-    pending_recovery,
-    recovery_command,
     resource_name,
 )
 from pipeline.tools.helm import Revision, upgrade_flags

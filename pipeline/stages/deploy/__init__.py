@@ -1,0 +1,16 @@
+"""The deploy stage, by concern:
+
+values     (pure) the image per service, the generated values, the deploy hash
+target     the environment's kubeconfig/context, its Helm release (ReleaseTarget), the deploy lock
+prepare    namespace, Secret, local volumes, local infra — what Helm needs before it runs
+recovery   pending releases of killed runs, rollback after a failure, `invoke rollback`
+rollout    the deploy: upgrade, wait, verify, record; deploy_release / verify_release / rollback_release
+diagnosis  warning events and failing pods' logs
+status     what runs: revision, images, readiness
+commands   the task layer (`invoke deploy|rollback|status`)
+"""
+
+from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release, verify_release
+from pipeline.stages.deploy.status import release_status
+
+__all__ = ["DeployResult", "deploy_release", "release_status", "rollback_release", "verify_release"]

@@ -1,0 +1,68 @@
+"""The task layer of `invoke deploy`, `invoke rollback` and `invoke status`: load the config and the manifest,
+call the stage's functions, print for the terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.core.redact import redact
+from pipeline.core.reporter import PlainReporter
+from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release
+from pipeline.stages.deploy.status import release_status
+from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S
+
+
+def _manifest_for(cfg: Config) -> Manifest:
+    path = cfg.state_dir / "manifest.json"
+    if not path.exists():
+        raise UsageError(f"no Release manifest at {path}", "run: invoke build push --env <env>")
+    return Manifest.load(path)
+
+
+def run_deploy(env_name: str, services: Sequence[str], dry_run: bool) -> DeployResult:
+    """`invoke deploy`."""
+    cfg = load_config()
+    env = cfg.env(env_name)
+    for s in services:
+        cfg.service(s)
+    timeout = int(os.environ.get("VEZA_DEPLOY_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+    return deploy_release(cfg, env, _manifest_for(cfg), services=services, dry_run=dry_run, timeout_s=timeout,
+                          reporter=PlainReporter())
+
+
+def run_rollback(env_name: str, revision: int | None) -> int:
+    """`invoke rollback`."""
+    cfg = load_config()
+    return rollback_release(cfg, cfg.env(env_name), revision, reporter=PlainReporter())
+
+
+def run_status(env_name: str, as_json: bool) -> dict[str, Any]:
+    """`invoke status`."""
+    cfg = load_config()
+    env = cfg.env(env_name)
+    path = cfg.state_dir / "manifest.json"
+    manifest = Manifest.load(path) if path.exists() else None
+    info = release_status(cfg, env, manifest)
+    say = PlainReporter().info
+    if as_json:
+        print(redact(json.dumps(info, indent=2, sort_keys=True)))  # machine-readable: never wrapped
+        return info
+    if not info["cluster"]:
+        say(f"{env.name}: no Kubernetes API answers (start it: invoke cluster-up --env {env.name})")
+        return info
+    say(f"{env.name}: release {info['release']} in {info['namespace']} (Kubernetes {info['cluster']}): "
+        f"{info['status']}" + (f", revision {info['revision']}" if info["revision"] else ""))
+    for name, e in info["services"].items():
+        if not e["deployed"]:
+            say(f"  {name:<20} not deployed")
+            continue
+        match = "matches the manifest" if e["matches_manifest"] else (
+            "differs from the manifest" if e["manifest_digest"] else "not in the manifest")
+        say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
+    return info
