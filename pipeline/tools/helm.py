@@ -11,6 +11,8 @@ import functools
 import json
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,10 +143,14 @@ def template(chart: Path, release: str, values_files: Sequence[Path] = (), *, na
 
 def upgrade_install(target: KubeTarget, release: str, chart: Path, values_files: Sequence[Path], *,
                     timeout_s: int, history_max: int = 10, wait: bool = True, rollback_on_failure: bool = True,
-                    dry_run: str = "", on_line: Callable[[str], None] | None = None) -> Result:
+                    dry_run: str = "", on_line: Callable[[str], None] | None = None,
+                    cancel: threading.Event | None = None) -> Result:
     """`helm upgrade --install` with the version's wait/rollback flags. check=False: returns the result.
 
     dry_run: "" (real), "server" (validated by the API server, nothing changes) or "client".
+    cancel: when set, Helm gets SIGTERM — it cancels the wait and, with atomic/rollback-on-failure, rolls the
+    release back itself (its signal handling of `upgrade`); it is killed if it has not ended `timeout_s + 60`
+    seconds later. The caller checks the release's status afterwards.
     """
     h = helm()
     argv = [h.path, "upgrade", release, str(chart), "--install", *_target_args(target),
@@ -154,15 +160,17 @@ def upgrade_install(target: KubeTarget, release: str, chart: Path, values_files:
     else:
         argv += upgrade_flags(h.major, wait=wait, rollback_on_failure=rollback_on_failure)
     budget = timeout_s * 2 + 60  # wait, then (on failure) the rollback's own wait
-    if on_line is None:
+    if on_line is None and cancel is None:
         return run(argv, timeout=budget, check=False, what="helm upgrade")
     lines: list[str] = []
 
     def collect(line: str) -> None:
         lines.append(line)
-        on_line(line)
+        if on_line is not None:
+            on_line(line)
 
-    code = stream(argv, timeout=budget, on_line=collect)
+    code = stream(argv, timeout=budget, on_line=collect, stop=cancel, stop_signal=signal.SIGTERM,
+                  stop_grace_s=timeout_s + 60)
     text = "\n".join(lines)
     return Result(tuple(argv), code, text, text)
 
