@@ -3,6 +3,7 @@ parsing, the /etc/hosts entry. No engine, no cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import shutil
 from pathlib import Path
@@ -232,7 +233,14 @@ def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatc
     user_kc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": [
         {"name": "kind-veza", "context": {"cluster": "kind-veza", "user": "u"}}]}))
     monkeypatch.setenv("KUBECONFIG", str(user_kc))
-    monkeypatch.setattr(cluster, "_env_context", lambda env: {"prod": "kind-veza", "bad": "nope"}.get(env, ""))
+    monkeypatch.delenv("VEZA_PROD_KUBECONFIG", raising=False)
+    real_env = cluster._env
+
+    def env_with_context(name: str):  # type: ignore[no-untyped-def]
+        context = {"prod": "kind-veza", "bad": "nope"}.get(name, "")
+        return dataclasses.replace(real_env("prod" if name == "bad" else name), kube_context=context)
+
+    monkeypatch.setattr(cluster, "_env", env_with_context)
     assert cluster.kubeconfig_for("prod") == user_kc
     assert cluster.kubeconfig_for("local") == layout.KUBECONFIG
     assert cluster.cluster_up("prod") == user_kc  # a user's cluster: nothing provisioned

@@ -17,28 +17,33 @@ from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.paths import CACHE_DIR
 from pipeline.core.reporter import Reporter
+from pipeline.local.cluster.storage import STORAGE_CLASS, storage_class_doc
 from pipeline.local.infra import ensure_local_infra
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 
-LOCAL_STORAGE_CLASS = "veza-local-hostpath"
-# Pod Security Standards labels (https://kubernetes.io/docs/concepts/security/pod-security-admission/).
+LOCAL_STORAGE_CLASS = STORAGE_CLASS
+# Pod Security Standards labels (https://kubernetes.io/docs/concepts/security/pod-security-admission/): enforced
+# by Pod Security admission from Kubernetes 1.23 on; inert on 1.20, where the pipeline's gate
+# (pipeline/gate/pod_security.py) checks the rendered manifests instead.
 PSS_LABELS = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/warn": "restricted",
               "pod-security.kubernetes.io/audit": "restricted"}
 
 
 def ensure_namespace(rt: ReleaseTarget, reporter: Reporter) -> None:
-    """Create the release's namespace (labelled part-of veza, Pod Security `restricted`) when it is missing."""
+    """Create the release's namespace (labelled part-of veza, Pod Security `restricted`) when it is missing.
+    The labels only take effect where Pod Security admission exists (Kubernetes >= 1.23)."""
     ns = kubectl.get_json(rt.kube, "namespace", rt.namespace, namespaced=False, ignore_not_found=True)
     if ns:
         return
     doc = {"apiVersion": "v1", "kind": "Namespace",
            "metadata": {"name": rt.namespace, "labels": {"app.kubernetes.io/part-of": "veza", **PSS_LABELS}}}
     kubectl.apply(rt.kube, json.dumps(doc))
-    reporter.info(f"  created namespace {rt.namespace} (Pod Security: restricted)")
+    reporter.info(f"  created namespace {rt.namespace} (labelled pod-security.kubernetes.io/enforce=restricted: "
+                  "enforced only by Kubernetes >= 1.23's Pod Security admission)")
 
 
 def ensure_local_infra_values(cfg: Config, rt: ReleaseTarget, chart: Path, out_dir: Path,
@@ -78,18 +83,44 @@ def ensure_secret(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter)
                      f"create it: kubectl -n {rt.namespace} create secret generic {name} {literal}")
 
 
-def ensure_local_volumes(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:
-    """The local cluster has no volume provisioner: a hostPath PersistentVolume (reclaim policy Retain) per
-    claim of the local storage class, pre-bound to that claim (claimRef), owned by the pods' UID/fsGroup.
-    Host directories live under <cache>/volumes/<namespace>/<claim>."""
+def ensure_local_storage_class(rt: ReleaseTarget, reporter: Reporter) -> None:
+    """The pipeline's own cluster's default StorageClass (pipeline/local/cluster/storage.py), created when
+    missing (cluster-up creates it; a cluster started by an older version may lack it)."""
+    cluster_scope = KubeTarget(rt.kube.kubeconfig, rt.kube.context, "")
+    if kubectl.get_json(cluster_scope, "storageclass", STORAGE_CLASS, namespaced=False, ignore_not_found=True):
+        return
+    kubectl.apply(cluster_scope, json.dumps(storage_class_doc()))
+    reporter.info(f"  created the default StorageClass {STORAGE_CLASS} (static hostPath provisioning by the deploy)")
+
+
+def local_claims(release: str, merged: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(claim name, persistence values) of every enabled claim the pipeline's own cluster provisions: those
+    naming its class, or none (the cluster default, which is its class there)."""
+    out = []
     for name, svc in merged["services"].items():
         p = svc.get("persistence") or {}
-        if not (svc.get("enabled") and p.get("enabled") and p.get("storageClassName") == LOCAL_STORAGE_CLASS):
-            continue
-        claim = p.get("existingClaim") or resource_name(rt.release, name)
+        if svc.get("enabled") and p.get("enabled") and p.get("storageClassName", "") in ("", LOCAL_STORAGE_CLASS):
+            out.append((str(p.get("existingClaim") or resource_name(release, name)), p))
+    return out
+
+
+def ensure_local_volumes(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:
+    """Static provisioning on the pipeline's own cluster (never on an external one): a hostPath
+    PersistentVolume (reclaim policy Retain) per claim of the release (local_claims), pre-bound to it
+    (claimRef), of the claim's class (its live class when it exists already, else the default class),
+    owned by the pods' UID/fsGroup. Host directories live under <cache>/volumes/<namespace>/<claim>."""
+    claims = local_claims(rt.release, merged)
+    if not claims:
+        return
+    ensure_local_storage_class(rt, reporter)
+    cluster_scope = KubeTarget(rt.kube.kubeconfig, rt.kube.context, "")
+    for claim, p in claims:
         pv_name = f"veza-{rt.namespace}-{claim}"[:63].rstrip("-")
         if kubectl.get_json(rt.kube, "pv", pv_name, namespaced=False, ignore_not_found=True):
             continue
+        live = kubectl.get_json(rt.kube, "pvc", claim, ignore_not_found=True)
+        klass = (live.get("spec") or {}).get("storageClassName") or "" if live else (
+            p.get("storageClassName") or LOCAL_STORAGE_CLASS)
         host_dir = CACHE_DIR / "volumes" / rt.namespace / claim
         host_dir.mkdir(parents=True, exist_ok=True)
         uid = int(merged["securityContext"]["runAsUser"])
@@ -99,9 +130,9 @@ def ensure_local_volumes(rt: ReleaseTarget, merged: dict[str, Any], reporter: Re
                                                         "veza.io/namespace": rt.namespace}},
                "spec": {"capacity": {"storage": p.get("size", "1Gi")},
                         "accessModes": p.get("accessModes", ["ReadWriteOnce"]),
-                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": LOCAL_STORAGE_CLASS,
+                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": klass,
                         "claimRef": {"namespace": rt.namespace, "name": claim},
                         "hostPath": {"path": str(host_dir), "type": "Directory"}}}
-        cluster_scope = KubeTarget(rt.kube.kubeconfig, rt.kube.context, "")
         kubectl.apply(cluster_scope, json.dumps(doc))
-        reporter.info(f"  created PersistentVolume {pv_name} (hostPath {host_dir}) for claim {claim}")
+        reporter.info(f"  created PersistentVolume {pv_name} (hostPath {host_dir}, class {klass or 'none'}) "
+                      f"for claim {claim}")

@@ -101,6 +101,28 @@ def recover_pending(rt: ReleaseTarget, current: helm.ReleaseStatus | None, lock:
     return after
 
 
+def settle_after_cancel(rt: ReleaseTarget, previous: int, reporter: Reporter) -> None:
+    """After Helm was cancelled (SIGTERM) on a blocker: Helm normally rolls back itself (atomic /
+    rollback-on-failure). When it left the release pending or failed, finish the job: roll back to `previous`,
+    or uninstall a first install. Raises DeployFailed when that fails too."""
+    after = helm.status(rt.kube, rt.release)
+    if after is None and not previous:
+        reporter.info("  helm removed the failed first install")
+        return
+    if after is not None and after.status == "deployed" and previous:
+        latest = max(helm.history(rt.kube, rt.release), key=lambda r: r.revision, default=None)
+        if after.revision == previous or (latest is not None and latest.description.startswith("Rollback")):
+            reporter.info(f"  helm rolled back: revision {after.revision} serves revision {previous}'s release")
+            return
+    reporter.info(f"  release left {after.status if after else 'missing'} after the cancel: "
+                  + (f"rolling back to revision {previous}" if previous else "uninstalling the first install"))
+    res = (helm.rollback(rt.kube, rt.release, previous, timeout_s=rt.timeout_s, history_max=rt.history_max)
+           if previous else helm.uninstall(rt.kube, rt.release, timeout_s=rt.timeout_s))
+    if not res.ok:
+        raise DeployFailed(f"the deploy was stopped and the rollback failed: {res.stderr.strip()[-300:]}",
+                           f"inspect: helm history {rt.release} -n {rt.namespace}")
+
+
 def rollback_after_verify(rt: ReleaseTarget, previous: int, reporter: Reporter) -> None:
     """Undo a revision that failed verification: roll back to `previous`, or uninstall when it is 0.
     Raises DeployFailed when Helm fails to."""

@@ -5,7 +5,9 @@ Flow of deploy_release():
   → helm lint --strict → cluster answers? → namespace, Secret and local volume preflight (prepare)
   → a pending release from a killed run: recovered when safe, else refused with the exact commands (recovery)
   → no-op when the deployed revision has the same hash and runs the same digests, Ready
-  → helm upgrade --dry-run=server → helm upgrade --install --wait + atomic/rollback-on-failure
+  → Pod Security gate: the rendered chart against the restricted profile (exit 3), before anything is applied
+  → helm upgrade --dry-run=server → helm upgrade --install --wait + atomic/rollback-on-failure, while a watcher
+    stops it within seconds on what cannot recover (failfast: unschedulable, unbound claim, image pull, crash loop)
   → verify: every Deployment rolled out, each service's ready path answers through a port-forward
   → on failure: roll back to the previous revision, report events and the failing pods' logs (diagnosis), exit 5.
 """
@@ -13,6 +15,7 @@ Flow of deploy_release():
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +28,8 @@ from pipeline.core.config import Config, Environment
 from pipeline.core.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, atomic_write
 from pipeline.core.reporter import PlainReporter, Reporter
-from pipeline.stages.deploy import diagnosis, prepare, recovery
+from pipeline.gate import pod_security
+from pipeline.stages.deploy import diagnosis, failfast, prepare, recovery
 from pipeline.stages.deploy.status import live_images
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, HISTORY_MAX, ReleaseTarget, deploy_lock
 from pipeline.stages.deploy.values import (
@@ -98,8 +102,14 @@ class _Rollout:
         h = helm.helm()
         say(f"deploy {env.name}: release {rt.release} in namespace {env.namespace} (helm {h.version}, chart {CHART})")
 
+        self.pod_security_gate()
+        if rt.external:
+            say(f"  external cluster: context {rt.kube.context or '(current)'} of {rt.kube.kubeconfig}; no local "
+                "shortcuts (no local infra, no hostPath volumes, no generated Secret)")
         reachable = kubectl.server_version(rt.kube)
-        if reachable and env.local_infra and not dry_run:
+        if reachable:
+            say(f"  what the cluster enforces: {pod_security.enforcement_note(reachable)}")
+        if reachable and env.local_infra and not rt.external and not dry_run:
             self.extra_values.append(prepare.ensure_local_infra_values(cfg, rt, self.chart, cfg.state_dir / "deploy",
                                                                        self.reporter))
         values_files = env_values_files(env, self.extra_values)
@@ -143,7 +153,8 @@ class _Rollout:
         with deploy_lock(cfg, env) as lock:
             prepare.ensure_namespace(rt, self.reporter)
             prepare.ensure_secret(rt, merged, self.reporter)
-            prepare.ensure_local_volumes(rt, merged, self.reporter)
+            if not rt.external:
+                prepare.ensure_local_volumes(rt, merged, self.reporter)
             current = recovery.recover_pending(rt, current, lock, self.reporter)
             if current is not None and current.status == "deployed" and self.is_noop(dhash, choices):
                 say(f"no-op: revision {current.revision} already runs these digests and values "
@@ -162,6 +173,15 @@ class _Rollout:
                             duration_s=round(time.monotonic() - self.started, 1), notes=notes)
 
     # -- checks before
+    def pod_security_gate(self) -> None:
+        """Render the chart with the environment's values (placeholder digests: images do not change a pod's
+        security) and stop with PolicyBlocked (exit 3) on the first breach of the restricted profile, before
+        anything reaches the cluster."""
+        files = [*env_values_files(self.env, self.extra_values), self.chart / "ci" / "digests-values.yaml"]
+        text = helm.template(self.chart, self.rt.release, files, namespace=self.env.namespace)
+        checked = pod_security.enforce_restricted(text, where=f"{self.env.name}'s rendered chart")
+        self.reporter.info(f"  Pod Security gate (restricted, checked by the pipeline): {checked} pod template(s) pass")
+
     def lint(self, values_files: list[Path], kube_version: str | None) -> None:
         kv = (kube_version or "").lstrip("v").split("+")[0].split("-")[0]
         res = helm.lint(self.chart, values_files, strict=True, kube_version=kv)
@@ -201,18 +221,31 @@ class _Rollout:
         self.reporter.info(f"  helm upgrade --install {flags} --timeout {rt.timeout_s}s --history-max {rt.history_max}")
         since = time.time()
         watcher = diagnosis.FailingPodWatcher(rt.kube, rt.release)
+        cancel = threading.Event()
 
         def helm_line(line: str) -> None:  # Helm's own output: tool noise, redacted by the reporter
             if line.strip():
                 self.reporter.detail(f"    helm: {line}")
 
+        def blocked(b: failfast.Blocker) -> None:
+            self.reporter.info(f"  fail fast after {time.time() - since:.0f}s: {b.line()}; cancelling Helm "
+                               "(it rolls back)")
+            cancel.set()
+
+        blockers = failfast.BlockerWatcher(rt.kube, rt.selector, since, blocked)
         watcher.start()
+        blockers.start()
         try:
             res = helm.upgrade_install(rt.kube, rt.release, self.chart, values_files, timeout_s=rt.timeout_s,
                                        history_max=rt.history_max, wait=True, rollback_on_failure=True,
-                                       on_line=helm_line)
+                                       on_line=helm_line, cancel=cancel)
         finally:
+            blockers.stop()
             watcher.stop()
+        if blockers.found is not None:
+            recovery.settle_after_cancel(rt, previous, self.reporter)
+            diagnosis.report_failure(self.cfg, rt, since, watcher.captured, self.reporter)
+            self.fail(choices, previous, f"stopped after {time.time() - since:.0f}s, {blockers.found.line()}")
         if not res.ok:
             reason = diagnosis.helm_reason(res.stdout + "\n" + res.stderr)
             diagnosis.report_failure(self.cfg, rt, since, watcher.captured, self.reporter)

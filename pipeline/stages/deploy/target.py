@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
+from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluster
 from pipeline.core.manifest import now_iso
 from pipeline.tools.kubectl import KubeTarget
 
@@ -19,39 +20,50 @@ DEFAULT_TIMEOUT_S = 300
 HISTORY_MAX = 10
 
 
-def kubeconfig_path(env: Environment) -> Path | None:
-    """The kubeconfig of an environment: with a kube_context, the user's (the first file of KUBECONFIG;
-    None = kubectl's default, ~/.kube/config); without one, the pipeline's own local cluster's file."""
-    if env.kube_context:
-        first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-        return Path(first) if first else None
+def cluster_access(env: Environment) -> ClusterAccess:
+    """Where the environment deploys (pipeline/core/kubeconfig.py): an external cluster through the kubeconfig
+    named by kubeconfig_env / KUBECONFIG (checked: readable, defines the context), or the pipeline's own."""
     from pipeline.local.cluster import layout
 
-    return Path(layout.KUBECONFIG)
+    access = resolve_cluster(env, Path(layout.KUBECONFIG))
+    check_access(access)
+    return access
+
+
+def kubeconfig_path(env: Environment) -> Path:
+    """The kubeconfig file of cluster_access(env)."""
+    return cluster_access(env).kubeconfig
 
 
 def kube_target(env: Environment, kubeconfig: Path | None = None) -> KubeTarget:
     """The KubeTarget (kubeconfig, context, namespace) of an environment; `kubeconfig` overrides the lookup."""
-    return KubeTarget(kubeconfig=kubeconfig if kubeconfig is not None else kubeconfig_path(env),
-                      context=env.kube_context, namespace=env.namespace)
+    if kubeconfig is not None:
+        return KubeTarget(kubeconfig=kubeconfig, context=env.kube_context, namespace=env.namespace)
+    access = cluster_access(env)
+    return KubeTarget(kubeconfig=access.kubeconfig, context=access.context, namespace=env.namespace)
 
 
 @dataclass(frozen=True)
 class ReleaseTarget:
     """One Helm release of one environment on its cluster, with the limits of every Helm call on it.
 
-    timeout_s: Helm's --timeout for upgrade/rollback/uninstall waits (seconds); history_max: --history-max."""
+    timeout_s: Helm's --timeout for upgrade/rollback/uninstall waits (seconds); history_max: --history-max;
+    external: an external cluster (kube_context / kubeconfig_env): none of the local shortcuts apply to it."""
 
     env: Environment
     kube: KubeTarget
     release: str
     timeout_s: int = DEFAULT_TIMEOUT_S
     history_max: int = HISTORY_MAX
+    external: bool = False
 
     @classmethod
     def of(cls, env: Environment, kubeconfig: Path | None = None, *, timeout_s: int = DEFAULT_TIMEOUT_S,
            history_max: int = HISTORY_MAX) -> ReleaseTarget:
-        return cls(env, kube_target(env, kubeconfig), env.helm_release, timeout_s, history_max)
+        from pipeline.local.cluster import layout
+
+        external = resolve_cluster(env, Path(layout.KUBECONFIG)).external
+        return cls(env, kube_target(env, kubeconfig), env.helm_release, timeout_s, history_max, external)
 
     @property
     def namespace(self) -> str:
