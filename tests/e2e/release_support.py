@@ -1,0 +1,74 @@
+"""Helpers of the environment e2e tests: fresh clones, `invoke` as a user runs it, reading the manifest and
+report, comparing `invoke status` with the manifest, and removing a release and everything it left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+INVOKE = ROOT / ".venv/bin/invoke"
+HELM = ROOT / ".tools/bin/helm"
+KUBECTL = ROOT / ".tools/bin/kubectl"
+PORT_FORWARDS = "19750-19799"
+
+
+def clone_repo(tmp: Path) -> Path:
+    """A fresh clone of the committed tree (with its tags), with a git identity for commits and tags."""
+    dest = tmp / "veza"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
+    for k, v in (("user.email", "e2e@example.invalid"), ("user.name", "e2e")):
+        subprocess.run(["git", "-C", str(dest), "config", k, v], check=True, timeout=30)
+    return dest
+
+
+def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
+           drop_env: tuple[str, ...] = (), timeout: float = 3000) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VEZA_CONFIG": str(clone / "pipeline.toml"), "CI": "true",
+           "VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, **(extra_env or {})}
+    for name in drop_env:
+        env.pop(name, None)
+    return subprocess.run([str(INVOKE), "-r", str(ROOT), *args], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def manifest(clone: Path) -> dict[str, Any]:
+    return json.loads((clone / ".pipeline/manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def latest_report(clone: Path) -> dict[str, Any]:
+    runs = sorted((clone / ".pipeline/runs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text())  # type: ignore[no-any-return]
+
+
+def status_matches(clone: Path, env: str, **kw: Any) -> dict[str, Any]:
+    """`invoke status --env ENV --json` says every service runs its manifest digest, all replicas ready."""
+    st = invoke(clone, "status", "--env", env, "--json", **kw)
+    assert st.returncode == 0, st.stdout + st.stderr
+    info: dict[str, Any] = json.loads(st.stdout)
+    assert info["status"] == "deployed", info
+    for name, svc in info["services"].items():
+        assert svc["matches_manifest"], (name, svc)
+        assert svc["ready"] == svc["replicas"] >= 1, (name, svc)
+    return info
+
+
+def remove_release(kubeconfig: Path, namespace: str, release: str = "veza", context: str = "") -> None:
+    """Uninstall the release, delete its namespace, its static PersistentVolumes and their host directories."""
+    from pipeline.core.paths import CACHE_DIR
+
+    ctx = ["--kube-context", context] if context else []
+    kctx = ["--context", context] if context else []
+    subprocess.run([str(HELM), "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s",
+                    "--kubeconfig", str(kubeconfig), *ctx], capture_output=True, timeout=180, check=False)
+    subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *kctx, "delete", "namespace", namespace,
+                    "--ignore-not-found", "--wait=true", "--timeout=180s"], capture_output=True, timeout=200,
+                   check=False)
+    subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *kctx, "delete", "pv", "-l",
+                    f"veza.io/namespace={namespace}", "--ignore-not-found", "--wait=false"], capture_output=True,
+                   timeout=60, check=False)
+    shutil.rmtree(CACHE_DIR / "volumes" / namespace, ignore_errors=True)
