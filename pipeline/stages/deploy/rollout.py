@@ -80,6 +80,9 @@ def http_ok(url: str, *, attempts: int) -> str:
     return last
 
 
+EMBEDDED_VALUES = "values-embedded.yaml"
+
+
 class _Rollout:
     """The state of one deploy or verify run; each step is a method, the cluster work lives in the sibling
     modules (prepare, recovery, diagnosis, status)."""
@@ -102,6 +105,10 @@ class _Rollout:
         h = helm.helm()
         say(f"deploy {env.name}: release {rt.release} in namespace {env.namespace} (helm {h.version}, chart {CHART})")
 
+        if not rt.external:
+            # One small node shared by every environment here: CPU requests scaled down (the file says why).
+            self.extra_values.insert(0, self.chart / EMBEDDED_VALUES)
+            say(f"  the pipeline's own cluster: adding {CHART / EMBEDDED_VALUES} (CPU requests scaled down)")
         self.pod_security_gate()
         if rt.external:
             say(f"  external cluster: context {rt.kube.context or '(current)'} of {rt.kube.kubeconfig}; no local "
