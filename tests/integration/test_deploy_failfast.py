@@ -1,0 +1,163 @@
+"""On the local cluster: the deploy stops within seconds on what cannot recover (an unbound claim, an image that
+cannot be pulled, a crash loop), names the object and the reason, and leaves nothing behind (a first install is
+removed); the Pod Security gate stops a privileged container with exit 3 before anything reaches the cluster.
+
+Namespaces veza-d2-ff-*; two images in the machine's registry under 127.0.0.1:5000/veza-d2/ (copies of the local
+Debian base, no new blobs: the registry keeps them, as it keeps every pushed image); port-forwards 127.0.0.1:19750-19799.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.errors import DeployFailed, PolicyBlocked
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import ROOT
+from pipeline.tools import helm
+from pipeline.tools.kubectl import KubeTarget
+from tests.e2e.release_support import remove_release
+
+pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster]
+REGISTRY = "127.0.0.1:5000"
+HELM_TIMEOUT_S = 300  # Helm's default: fail fast must beat it by far
+FAST_S = 90
+
+
+class Lines:
+    """A Reporter that keeps every line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def warn(self, msg: str) -> None:
+        self.lines.append(f"warning: {msg}")
+
+    def detail(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def stage_started(self, stage: str) -> None:
+        pass
+
+    def stage_finished(self, stage: str, status: str, detail: str = "") -> None:
+        pass
+
+    def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
+        pass
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclasses.dataclass
+class Target:
+    cfg: Config
+    kubeconfig: Path
+    namespace: str
+    state: Path
+
+    def manifest(self, service: str, repository: str, digest: str) -> Manifest:
+        m = Manifest.new(self.state / "manifest.json", env="local", release_id=f"test-{self.namespace}", version={})
+        m.set_service(service, repository=repository, tags=["test"], input_digest="sha256:test")
+        m.record(service, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
+        return m
+
+    def deploy(self, m: Manifest, service: str, out: Lines, extra: list[Path] | None = None) -> None:
+        from pipeline.stages.deploy import deploy_release
+
+        deploy_release(self.cfg, self.cfg.env("local"), m, [service], kubeconfig=self.kubeconfig,
+                       timeout_s=HELM_TIMEOUT_S, extra_values=extra or [], reporter=out)
+
+
+@pytest.fixture
+def target(local_cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Target]:
+    monkeypatch.setenv("VEZA_PORT_FORWARD_PORTS", "19750-19799")
+    ns = f"veza-d2-ff-{uuid.uuid4().hex[:6]}"
+    base = load_config(ROOT / "pipeline.toml", check_files=False)
+    env = dataclasses.replace(base.env("local"), namespace=ns, local_infra=False, generate_secrets=True)
+    cfg = dataclasses.replace(base, state_dir=tmp_path / "state", environments={"local": env})
+    try:
+        yield Target(cfg, local_cluster, ns, tmp_path / "state")
+    finally:
+        remove_release(local_cluster, ns)
+
+
+def _push_local_image(image: str, name: str) -> tuple[str, str]:
+    """Copy a local engine image to 127.0.0.1:5000/veza-d2/<name>; (repository, digest)."""
+    repo = f"{REGISTRY}/veza-d2/{name}"
+    digest_file = Path(f"/tmp/veza-d2-{uuid.uuid4().hex}.digest")
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+                    f"docker-daemon:{image}", f"docker://{repo}:1"], check=True, timeout=300, capture_output=True)
+    digest = digest_file.read_text().strip()
+    digest_file.unlink()
+    return repo, digest
+
+
+def _assert_fast_failure(exc: DeployFailed, took: float, out: Lines, category: str, target: Target) -> None:
+    assert exc.exit_code == 5
+    assert took < FAST_S, f"took {took:.0f}s (Helm alone would wait {HELM_TIMEOUT_S}s)\n{out.text()}"
+    assert f": {category}: " in exc.message, exc.message
+    assert "Pod " in exc.message and "stopped after" in exc.message, exc.message
+    assert helm.status(KubeTarget(target.kubeconfig, "", target.namespace), "veza") is None, out.text()
+
+
+def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_path: Path) -> None:
+    repo, digest = _push_local_image("veza-local/debian:bookworm", "anything")
+    no_class = tmp_path / "no-class.yaml"
+    no_class.write_text(yaml.safe_dump({"services": {"veza-stream-server": {
+        "persistence": {"storageClassName": "veza-d2-no-such-class"}}}}))
+    m = target.manifest("veza-stream-server", repo, digest)
+    out, t0 = Lines(), time.monotonic()
+    with pytest.raises(DeployFailed) as exc:
+        target.deploy(m, "veza-stream-server", out, [no_class])
+    _assert_fast_failure(exc.value, time.monotonic() - t0, out, "unbound-claim", target)
+    assert "PersistentVolumeClaim veza-stream-server is Pending" in exc.value.message, exc.value.message
+
+
+def test_an_image_that_cannot_be_pulled_stops_the_deploy_within_seconds(target: Target) -> None:
+    m = target.manifest("veza-docs", f"{REGISTRY}/veza-d2/missing", "sha256:" + "d" * 64)
+    out, t0 = Lines(), time.monotonic()
+    with pytest.raises(DeployFailed) as exc:
+        target.deploy(m, "veza-docs", out)
+    _assert_fast_failure(exc.value, time.monotonic() - t0, out, "image-pull", target)
+
+
+def test_a_crash_loop_stops_the_deploy_within_seconds(target: Target) -> None:
+    # The Debian base's default command (bash) exits at once without a terminal: a crash loop under the chart.
+    repo, digest = _push_local_image("veza-local/debian:bookworm", "exits")
+    m = target.manifest("veza-docs", repo, digest)
+    out, t0 = Lines(), time.monotonic()
+    with pytest.raises(DeployFailed) as exc:
+        target.deploy(m, "veza-docs", out)
+    _assert_fast_failure(exc.value, time.monotonic() - t0, out, "crash-loop", target)
+
+
+def test_a_privileged_container_is_blocked_before_anything_is_applied(target: Target, tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "helm", root / "helm")
+    deployment = root / "helm/veza/templates/deployment.yaml"
+    deployment.write_text(deployment.read_text().replace("privileged: false", "privileged: true"))
+    env = dataclasses.replace(target.cfg.env("local"), values_file=root / "helm/veza/values-local.yaml")
+    target.cfg = dataclasses.replace(target.cfg, root=root, environments={"local": env})
+    m = target.manifest("veza-docs", f"{REGISTRY}/veza-d2/never-used", "sha256:" + "e" * 64)
+    with pytest.raises(PolicyBlocked) as exc:
+        target.deploy(m, "veza-docs", Lines())
+    line = exc.value.one_line()
+    assert exc.value.exit_code == 3 and "\n" not in line
+    assert "Deployment veza-docs: spec.template.spec.containers[0](name=veza-docs).securityContext.privileged" in line
+    ns = subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(target.kubeconfig), "get",
+                         "namespace", target.namespace, "--ignore-not-found", "-o", "name"],
+                        capture_output=True, text=True, timeout=60, check=True).stdout
+    assert ns.strip() == "", "the gate must stop the deploy before anything is applied"
