@@ -2,8 +2,9 @@
 cannot be pulled, a crash loop), names the object and the reason, and leaves nothing behind (a first install is
 removed); the Pod Security gate stops a privileged container with exit 3 before anything reaches the cluster.
 
-Namespaces veza-d2-ff-*; two images in the machine's registry under 127.0.0.1:5000/veza-d2/ (copies of the local
-Debian base, no new blobs: the registry keeps them, as it keeps every pushed image); port-forwards 127.0.0.1:19750-19799.
+Namespaces veza-d2-ff-*; one tiny image (a static binary that exits 3, ~1 MB, label veza.pipeline.run) built,
+pushed to the machine's registry as 127.0.0.1:5000/veza-d2/exits and removed from the engine afterwards;
+port-forwards 127.0.0.1:19750-19799.
 """
 
 from __future__ import annotations
@@ -94,15 +95,37 @@ def target(local_cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         remove_release(local_cluster, ns)
 
 
-def _push_local_image(image: str, name: str) -> tuple[str, str]:
-    """Copy a local engine image to 127.0.0.1:5000/veza-d2/<name>; (repository, digest)."""
-    repo = f"{REGISTRY}/veza-d2/{name}"
-    digest_file = Path(f"/tmp/veza-d2-{uuid.uuid4().hex}.digest")
-    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
-                    f"docker-daemon:{image}", f"docker://{repo}:1"], check=True, timeout=300, capture_output=True)
-    digest = digest_file.read_text().strip()
-    digest_file.unlink()
-    return repo, digest
+EXITS_DOCKERFILE = """\
+ARG GO_IMAGE
+FROM ${GO_IMAGE} AS build
+WORKDIR /src
+RUN printf 'package main\\nimport "os"\\nfunc main() { os.Exit(3) }\\n' > main.go \\
+ && CGO_ENABLED=0 go build -o /exits main.go
+FROM scratch
+COPY --from=build /exits /exits
+USER 1001
+ENTRYPOINT ["/exits"]
+"""
+
+
+@pytest.fixture(scope="module")
+def exiting_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(repository, digest) of an image whose process exits 3 at once, in the machine's registry."""
+    run = "d2ff" + uuid.uuid4().hex[:8]
+    ctx = tmp_path_factory.mktemp("exits")
+    (ctx / "Dockerfile").write_text(EXITS_DOCKERFILE)
+    tag = f"veza-d2/exits:{run}"
+    go = load_config(ROOT / "pipeline.toml", check_files=False).bases["golang"].local
+    subprocess.run(["docker", "build", "-q", "-t", tag, "--label", f"veza.pipeline.run={run}", "--build-arg",
+                    f"GO_IMAGE={go}", str(ctx)], check=True, timeout=600, capture_output=True)
+    repo = f"{REGISTRY}/veza-d2/exits"
+    digest_file = ctx / "digest"
+    try:
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+                        f"docker-daemon:{tag}", f"docker://{repo}:1"], check=True, timeout=300, capture_output=True)
+        yield repo, digest_file.read_text().strip()
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120, check=False)
 
 
 def _assert_fast_failure(exc: DeployFailed, took: float, out: Lines, category: str, target: Target) -> None:
@@ -114,7 +137,7 @@ def _assert_fast_failure(exc: DeployFailed, took: float, out: Lines, category: s
 
 
 def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_path: Path) -> None:
-    repo, digest = _push_local_image("veza-local/debian:bookworm", "anything")
+    repo, digest = f"{REGISTRY}/veza-d2/never-pulled", "sha256:" + "c" * 64  # the pod is never scheduled
     no_class = tmp_path / "no-class.yaml"
     no_class.write_text(yaml.safe_dump({"services": {"veza-stream-server": {
         "persistence": {"storageClassName": "veza-d2-no-such-class"}}}}))
@@ -134,10 +157,8 @@ def test_an_image_that_cannot_be_pulled_stops_the_deploy_within_seconds(target: 
     _assert_fast_failure(exc.value, time.monotonic() - t0, out, "image-pull", target)
 
 
-def test_a_crash_loop_stops_the_deploy_within_seconds(target: Target) -> None:
-    # The Debian base's default command (bash) exits at once without a terminal: a crash loop under the chart.
-    repo, digest = _push_local_image("veza-local/debian:bookworm", "exits")
-    m = target.manifest("veza-docs", repo, digest)
+def test_a_crash_loop_stops_the_deploy_within_seconds(target: Target, exiting_image: tuple[str, str]) -> None:
+    m = target.manifest("veza-docs", *exiting_image)
     out, t0 = Lines(), time.monotonic()
     with pytest.raises(DeployFailed) as exc:
         target.deploy(m, "veza-docs", out)
