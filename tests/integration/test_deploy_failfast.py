@@ -10,6 +10,7 @@ port-forwards 127.0.0.1:19750-19799.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import subprocess
 import time
@@ -78,8 +79,12 @@ class Target:
     def deploy(self, m: Manifest, service: str, out: Lines, extra: list[Path] | None = None) -> None:
         from pipeline.stages.deploy import deploy_release
 
-        deploy_release(self.cfg, self.cfg.env("local"), m, [service], kubeconfig=self.kubeconfig,
-                       timeout_s=HELM_TIMEOUT_S, extra_values=extra or [], reporter=out)
+        t0 = time.monotonic()
+        try:
+            deploy_release(self.cfg, self.cfg.env("local"), m, [service], kubeconfig=self.kubeconfig,
+                           timeout_s=HELM_TIMEOUT_S, extra_values=extra or [], reporter=out)
+        finally:
+            print(f"deploy of {service} ended after {time.monotonic() - t0:.1f}s:\n{out.text()}")
 
 
 @pytest.fixture
@@ -177,7 +182,9 @@ def test_a_privileged_container_is_blocked_before_anything_is_applied(target: Ta
         target.deploy(m, "veza-docs", Lines())
     line = exc.value.one_line()
     assert exc.value.exit_code == 3 and "\n" not in line
-    assert "Deployment veza-docs: spec.template.spec.containers[0](name=veza-docs).securityContext.privileged" in line
+    assert re.search(r"Deployment (veza-[a-z-]+): spec\.template\.spec\.containers\[0\]\(name=\1\)"
+                     r"\.securityContext\.privileged is true", line), line
+    assert "(+3 more)" in line, line  # all four services' Deployments
     ns = subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(target.kubeconfig), "get",
                          "namespace", target.namespace, "--ignore-not-found", "-o", "name"],
                         capture_output=True, text=True, timeout=60, check=True).stdout
