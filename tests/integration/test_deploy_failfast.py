@@ -128,9 +128,12 @@ def exiting_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     try:
         subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
                         f"docker-daemon:{tag}", f"docker://{repo}:1"], check=True, timeout=300, capture_output=True)
-        yield repo, digest_file.read_text().strip()
+        digest = digest_file.read_text().strip()
+        yield repo, digest
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120, check=False)
+        # The tag built here, and the copy the kubelet pulled by digest.
+        pulled = f"{repo}@{digest_file.read_text().strip()}" if digest_file.exists() else tag
+        subprocess.run(["docker", "rmi", "-f", tag, pulled], capture_output=True, timeout=120, check=False)
 
 
 def _assert_fast_failure(exc: DeployFailed, took: float, out: Lines, category: str, target: Target) -> None:
