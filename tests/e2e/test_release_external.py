@@ -50,48 +50,52 @@ def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     return res.stdout
 
 
-@pytest.fixture
-def external(tmp_path: Path, local_cluster: Path) -> Iterator[tuple[Path, Path]]:
-    """(clone with the `ext` environment, the external kubeconfig); the operators' side set up beforehand."""
-    from pipeline.core.config import load_config
-    from pipeline.local.infra import ensure_local_infra
-    from pipeline.tools.kubectl import KubeTarget
-
-    remove_release(local_cluster, NAMESPACE)
-    _kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found")
+def _ext_clone(tmp_path: Path, local_cluster: Path, infra: dict[str, object]) -> tuple[Path, Path]:
+    """A clone with the `ext` environment (pipeline.toml entry, values with these infra hosts), committed, and the
+    external kubeconfig: the local cluster's, its context renamed (what a CI secret would hold)."""
     clone = clone_repo(tmp_path)
-    # The operators' side, with their own (admin) access: namespace, Secret and infra, a volume.
-    _kubectl(local_cluster, "create", "namespace", NAMESPACE)
-    _kubectl(local_cluster, "label", "namespace", NAMESPACE, "veza.pipeline.test=external")
-    cfg = load_config(ROOT / "pipeline.toml", check_files=False)
-    infra_file = ensure_local_infra(cfg, KubeTarget(local_cluster, "", NAMESPACE), "veza-secrets", tmp_path,
-                                    say=lambda _: None)
-    host_dir = tmp_path / "streams"
-    host_dir.mkdir()
-    host_dir.chmod(0o777)
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-          "metadata": {"name": f"{NAMESPACE}-streams", "labels": {"veza.io/namespace": NAMESPACE}},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": CLASS,
-                   "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": str(host_dir)},
-                   "claimRef": {"namespace": NAMESPACE, "name": "veza-stream-server"}}}
-    _kubectl(local_cluster, "apply", "-f", "-", input=json.dumps(pv))
-    # The environment as a user writes it: pipeline.toml entry and values (infra hosts, the storage class).
     values = yaml.safe_load((clone / "helm/veza/values-dev.yaml").read_text())
-    values["infra"] = yaml.safe_load(infra_file.read_text())["infra"]
+    values["infra"] = infra
     values["services"]["veza-stream-server"]["persistence"] = {"storageClassName": CLASS, "size": "1Gi"}
     (clone / "helm/veza/values-ext.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     (clone / "pipeline.toml").write_text((clone / "pipeline.toml").read_text() + ENV_TABLE)
     subprocess.run(["git", "-C", str(clone), "add", "-A"], check=True, timeout=60)
     subprocess.run(["git", "-C", str(clone), "commit", "-qm", "chore: the ext environment"], check=True, timeout=60)
-    # The kubeconfig handed in: the local cluster's, its context renamed (what a CI secret would hold).
     doc = yaml.safe_load(local_cluster.read_text())
     doc["contexts"][0]["name"] = CONTEXT
     doc["current-context"] = CONTEXT
     kc = tmp_path / "external-kubeconfig"
     kc.write_text(yaml.safe_dump(doc))
     kc.chmod(0o600)
+    return clone, kc
+
+
+@pytest.fixture
+def external(tmp_path: Path, local_cluster: Path) -> Iterator[tuple[Path, Path]]:
+    """(clone with the `ext` environment, the external kubeconfig); the operators' side set up beforehand, with
+    their own (admin) access: namespace, Secret and infra, a volume of the class the values name."""
+    from pipeline.core.config import load_config
+    from pipeline.local.infra import ensure_local_infra
+    from pipeline.tools.kubectl import KubeTarget
+
+    remove_release(local_cluster, NAMESPACE)
+    _kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found")
     try:
-        yield clone, kc
+        _kubectl(local_cluster, "create", "namespace", NAMESPACE)
+        _kubectl(local_cluster, "label", "namespace", NAMESPACE, "veza.pipeline.test=external")
+        cfg = load_config(ROOT / "pipeline.toml", check_files=False)
+        infra_file = ensure_local_infra(cfg, KubeTarget(local_cluster, "", NAMESPACE), "veza-secrets", tmp_path,
+                                        say=lambda _: None)
+        host_dir = tmp_path / "streams"
+        host_dir.mkdir()
+        host_dir.chmod(0o777)
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume",
+              "metadata": {"name": f"{NAMESPACE}-streams", "labels": {"veza.io/namespace": NAMESPACE}},
+              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": CLASS,
+                       "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": str(host_dir)},
+                       "claimRef": {"namespace": NAMESPACE, "name": "veza-stream-server"}}}
+        _kubectl(local_cluster, "apply", "-f", "-", input=json.dumps(pv))
+        yield _ext_clone(tmp_path, local_cluster, yaml.safe_load(infra_file.read_text())["infra"])
     finally:
         remove_release(local_cluster, NAMESPACE)
         _kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found", "--wait=false")
@@ -111,9 +115,10 @@ def test_release_through_an_external_kubeconfig_only(external: tuple[Path, Path]
     status_matches(clone, "ext", extra_env=handed, drop_env=("KUBECONFIG",))
 
 
-def test_an_external_kubeconfig_without_the_context_is_refused_in_one_line(external: tuple[Path, Path],
-                                                                           tmp_path: Path) -> None:
-    clone, kc = external
+def test_an_external_kubeconfig_without_the_context_is_refused_in_one_line(tmp_path: Path,
+                                                                           local_cluster: Path) -> None:
+    """Refused before any build or cluster call: nothing of the operators' side is needed."""
+    clone, kc = _ext_clone(tmp_path, local_cluster, {"postgres": {"host": "10.0.0.1"}})
     other = yaml.safe_load(kc.read_text())
     other["contexts"][0]["name"] = "somebody-else"
     other["current-context"] = "somebody-else"
