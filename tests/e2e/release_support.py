@@ -26,6 +26,18 @@ def clone_repo(tmp: Path) -> Path:
     return dest
 
 
+def tag_release(clone: Path) -> str:
+    """An annotated release tag on the clone's HEAD: the next patch after its highest vX.Y.Z tag (v0.1.0 first).
+    (`invoke bump` tags the repository it runs from, which in these tests is the work tree, not the clone.)"""
+    tags = subprocess.run(["git", "-C", str(clone), "tag", "-l", "v*.*.*"], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.split()
+    versions = sorted(tuple(int(x) for x in t[1:].split(".")) for t in tags if t[1:].replace(".", "").isdigit())
+    nxt = (versions[-1][0], versions[-1][1], versions[-1][2] + 1) if versions else (0, 1, 0)
+    name = "v" + ".".join(map(str, nxt))
+    subprocess.run(["git", "-C", str(clone), "tag", "-a", name, "-m", f"release {name}"], check=True, timeout=30)
+    return name
+
+
 def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
            drop_env: tuple[str, ...] = (), timeout: float = 3000) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VEZA_CONFIG": str(clone / "pipeline.toml"), "CI": "true",

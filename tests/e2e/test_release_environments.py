@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.release_support import clone_repo, invoke, latest_report, manifest, remove_release, status_matches
+from tests.e2e.release_support import (
+    clone_repo,
+    invoke,
+    latest_report,
+    manifest,
+    remove_release,
+    status_matches,
+    tag_release,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
@@ -62,8 +70,7 @@ def test_release_staging_end_to_end(env_clone: Path) -> None:
 @pytest.mark.parametrize("env_clone", [("prod", "veza-prod")], indirect=True)
 def test_release_prod_from_a_tagged_clean_clone_then_a_failing_verification_is_rolled_back(env_clone: Path) -> None:
     clone = env_clone
-    tag = invoke(clone, "bump", "--part", "patch")
-    assert tag.returncode == 0, tag.stdout + tag.stderr
+    assert tag_release(clone) == "v0.1.0"
     m = _release_ok(clone, "prod", ("build", "scan", "smoke", "push", "deploy", "verify"))
     report = latest_report(clone)
     assert [s["name"] for s in report["stages"]][-1] == "verify"  # type: ignore[index]
@@ -80,8 +87,7 @@ def test_release_prod_from_a_tagged_clean_clone_then_a_failing_verification_is_r
     ready_at = text.index('ready_path = "/ready"', docs_at)
     toml.write_text(text[:ready_at] + 'ready_path = "/e2e-not-served"' + text[ready_at + len('ready_path = "/ready"'):])
     subprocess.run(["git", "-C", str(clone), "commit", "-qam", "fix: docs page"], check=True, timeout=60)
-    tag = invoke(clone, "bump", "--part", "patch")
-    assert tag.returncode == 0, tag.stdout + tag.stderr
+    assert tag_release(clone) == "v0.1.1"
     failed = invoke(clone, "release", "--env", "prod", "--yes")
     assert failed.returncode == 5, failed.stdout[-8000:] + failed.stderr[-3000:]
     assert "verification failed" in failed.stdout + failed.stderr
