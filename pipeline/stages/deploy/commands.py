@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import UsageError
+from pipeline.core.errors import DriftFound, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.redact import redact
 from pipeline.core.reporter import PlainReporter
+from pipeline.stages.deploy.drift import drift_report
 from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release
 from pipeline.stages.deploy.status import release_status
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S
@@ -43,26 +44,33 @@ def run_rollback(env_name: str, revision: int | None) -> int:
 
 
 def run_status(env_name: str, as_json: bool) -> dict[str, Any]:
-    """`invoke status`."""
+    """`invoke status`: what runs, per service, and every difference from the environment's manifest.
+    Raises DriftFound (exit 7) when there is one."""
     cfg = load_config()
     env = cfg.env(env_name)
     path = cfg.state_dir / "manifest.json"
     manifest = Manifest.load(path) if path.exists() else None
     info = release_status(cfg, env, manifest)
+    _, diffs = drift_report(cfg, env, manifest)
+    info["differences"] = [d.line() for d in diffs]
     say = PlainReporter().info
     if as_json:
         print(redact(json.dumps(info, indent=2, sort_keys=True)))  # machine-readable: never wrapped
-        return info
-    if not info["cluster"]:
+    elif not info["cluster"]:
         say(f"{env.name}: no Kubernetes API answers (start it: invoke cluster-up --env {env.name})")
-        return info
-    say(f"{env.name}: release {info['release']} in {info['namespace']} (Kubernetes {info['cluster']}): "
-        f"{info['status']}" + (f", revision {info['revision']}" if info["revision"] else ""))
-    for name, e in info["services"].items():
-        if not e["deployed"]:
-            say(f"  {name:<20} not deployed")
-            continue
-        match = "matches the manifest" if e["matches_manifest"] else (
-            "differs from the manifest" if e["manifest_digest"] else "not in the manifest")
-        say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
+    else:
+        say(f"{env.name}: release {info['release']} in {info['namespace']} (Kubernetes {info['cluster']}): "
+            f"{info['status']}" + (f", revision {info['revision']}" if info["revision"] else ""))
+        for name, e in info["services"].items():
+            if not e["deployed"]:
+                say(f"  {name:<20} not deployed")
+                continue
+            match = "matches the manifest" if e["matches_manifest"] else (
+                "differs from the manifest" if e["manifest_digest"] else "not in the manifest")
+            say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
+    if diffs:
+        for d in diffs:
+            say(f"drift: {d.line()}")
+        raise DriftFound(f"{env.name}: the cluster differs from the Release manifest in {len(diffs)} place(s)",
+                         f"`invoke deploy --env {env.name}` (or the next release) restores the recorded state")
     return info
