@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, load_config
+from pipeline.core.config import Config, Environment, load_config
 from pipeline.core.errors import DriftFound, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.redact import redact
-from pipeline.core.reporter import PlainReporter
+from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.stages.deploy.drift import drift_report
 from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release
 from pipeline.stages.deploy.status import release_status
-from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S
+from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, ReleaseTarget
 
 
 def _manifest_for(cfg: Config) -> Manifest:
@@ -44,16 +45,23 @@ def run_rollback(env_name: str, revision: int | None) -> int:
 
 
 def run_status(env_name: str, as_json: bool) -> dict[str, Any]:
-    """`invoke status`: what runs, per service, and every difference from the environment's manifest.
-    Raises DriftFound (exit 7) when there is one."""
+    """`invoke status`."""
     cfg = load_config()
     env = cfg.env(env_name)
     path = cfg.state_dir / "manifest.json"
     manifest = Manifest.load(path) if path.exists() else None
-    info = release_status(cfg, env, manifest)
-    _, diffs = drift_report(cfg, env, manifest)
+    return status_report(cfg, env, manifest, PlainReporter(), as_json=as_json)
+
+
+def status_report(cfg: Config, env: Environment, manifest: Manifest | None, reporter: Reporter, *,
+                  as_json: bool = False, kubeconfig: Path | None = None) -> dict[str, Any]:
+    """What runs, per service, and every difference from the environment's manifest, one line each
+    ("drift: SERVICE: expected sha256:…, running sha256:…"). Returns release_status()'s dict plus
+    `differences` (lines). Raises DriftFound (exit 7) when there is any difference."""
+    info = release_status(cfg, env, manifest, kubeconfig=kubeconfig)
+    _, diffs = drift_report(cfg, env, manifest, rt=ReleaseTarget.of(env, kubeconfig))
     info["differences"] = [d.line() for d in diffs]
-    say = PlainReporter().info
+    say = reporter.info
     if as_json:
         print(redact(json.dumps(info, indent=2, sort_keys=True)))  # machine-readable: never wrapped
     elif not info["cluster"]:
@@ -70,7 +78,7 @@ def run_status(env_name: str, as_json: bool) -> dict[str, Any]:
             say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
     if diffs:
         for d in diffs:
-            say(f"drift: {d.line()}")
+            reporter.warn(f"drift: {d.line()}")
         raise DriftFound(f"{env.name}: the cluster differs from the Release manifest in {len(diffs)} place(s)",
                          f"`invoke deploy --env {env.name}` (or the next release) restores the recorded state")
     return info
