@@ -11,12 +11,14 @@ from pipeline.core.config import load_config
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.stages.deploy.drift import (
+    drift_report,
     pushed_images,
     recorded_deploy,
     release_difference,
     workload_differences,
 )
 from pipeline.stages.deploy.recovery import last_good_revision, pending_recovery, recovery_command
+from pipeline.stages.deploy.status import Observation
 from pipeline.stages.deploy.values import (
     ImageChoice,
     choose_images,
@@ -245,3 +247,22 @@ def test_recorded_deploy_and_pushed_images_read_the_manifest(tmp_path: Path) -> 
     assert recorded_deploy(m) == (4, {"veza-docs": f"{REPO}@{D1}", "veza-chat-server": f"r/chat@{D1}"})
     m.record("veza-chat-server", "deploy", {"status": "rolled_back", "revision": 5, "image": f"r/chat@{D2}"})
     assert recorded_deploy(m) == (3, {"veza-docs": f"{REPO}@{D1}"})
+
+
+def test_status_compares_an_observation_with_the_environments_manifest(tmp_path: Path, cfg) -> None:  # type: ignore[no-untyped-def]
+    env = cfg.env("local")
+    m = Manifest.new(tmp_path / "m.json", env="local", release_id="r", version={})
+    m.set_service("veza-docs", repository=REPO)
+    m.record("veza-docs", "push", {"status": "pushed", "digest": D1})
+    fine = Observation(True, _status(2, "deployed"), {"veza-docs": _deployment("veza-docs", f"{REPO}@{D1}")})
+    assert drift_report(env, m, fine) == []
+    assert [d.line() for d in drift_report(env, m, Observation(False, None, {}))] == [
+        "cluster: expected a Kubernetes API that answers, not running"]
+    assert [d.line() for d in drift_report(env, None, fine)] == [
+        "local: expected a Release manifest for this environment, none found"]
+    assert [d.line() for d in drift_report(cfg.env("dev"), m, fine)] == [
+        "dev: expected a Release manifest for this environment, the manifest is for 'local'"]
+    failed = Observation(True, _status(3, "failed"), {})
+    assert [d.line() for d in drift_report(env, m, failed)] == [
+        "release veza: expected deployed, failed at revision 3",
+        "veza-docs: expected " + D1 + ", Deployment veza-docs does not exist"]

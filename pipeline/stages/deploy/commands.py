@@ -16,8 +16,9 @@ from pipeline.core.redact import redact
 from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.stages.deploy.drift import drift_report
 from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release
-from pipeline.stages.deploy.status import release_status
+from pipeline.stages.deploy.status import observe, summarize
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, ReleaseTarget
+from pipeline.tools import kubectl
 
 
 def _manifest_for(cfg: Config) -> Manifest:
@@ -58,8 +59,10 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
     """What runs, per service, and every difference from the environment's manifest, one line each
     ("drift: SERVICE: expected sha256:…, running sha256:…"). Returns release_status()'s dict plus
     `differences` (lines). Raises DriftFound (exit 7) when there is any difference."""
-    info = release_status(cfg, env, manifest, kubeconfig=kubeconfig)
-    _, diffs = drift_report(cfg, env, manifest, rt=ReleaseTarget.of(env, kubeconfig))
+    rt = ReleaseTarget.of(env, kubeconfig)
+    seen = observe(rt)
+    info = summarize(cfg, env, manifest, seen, kubectl.server_version(rt.kube) if seen.cluster else None)
+    diffs = drift_report(env, manifest, seen)
     info["differences"] = [d.line() for d in diffs]
     say = reporter.info
     if as_json:

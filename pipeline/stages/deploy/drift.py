@@ -5,14 +5,13 @@ Two questions, one comparison:
                    its workloads run exactly the recorded digests, Ready. None = holds, else a one-line reason.
   drift_report()   `invoke status`: the workloads run exactly the environment's manifest digests (what was
                    pushed), every one Ready. A list of differences, one line each.
-The comparison (workload_differences) is pure and unit-tested; observe() makes the two cluster calls in parallel
-so that a no-op release stays cheap.
+The comparisons are pure and unit-tested; status.observe() makes the two cluster calls in parallel so that a
+no-op release stays cheap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +19,10 @@ from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
-from pipeline.stages.deploy.status import deployment_ready
+from pipeline.stages.deploy.status import Observation, deployment_ready, observe
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import manifest_services, pushed_ref, resource_name
-from pipeline.tools import helm, kubectl
-
-OBSERVE_TIMEOUT_S = 10
+from pipeline.tools import helm
 
 
 @dataclass(frozen=True)
@@ -39,29 +36,6 @@ class Difference:
 
     def line(self) -> str:
         return f"{self.subject}: expected {self.expected}, {self.observed}"
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the cluster says now: its version (None = no API answers), the Helm release (None = not installed),
-    and the release's Deployments by name (as `kubectl get -o json` gives them)."""
-
-    cluster: str | None
-    release: helm.ReleaseStatus | None
-    deployments: dict[str, dict[str, Any]]
-
-
-def observe(rt: ReleaseTarget, *, timeout_s: float = OBSERVE_TIMEOUT_S) -> Observation:
-    """Two calls in parallel: the release's Deployments (which also proves the API answers) and `helm status`."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        deps = pool.submit(kubectl.list_json, rt.kube, "deployments", selector=rt.selector, timeout=timeout_s)
-        rel = pool.submit(helm.status, rt.kube, rt.release, timeout=timeout_s + 5)
-        data = deps.result()
-        if data is None:
-            return Observation(None, None, {})
-        status = rel.result()
-    return Observation("answers", status,
-                       {d["metadata"]["name"]: d for d in data.get("items", [])})
 
 
 def _short(ref: str, other: str) -> str:
@@ -149,7 +123,7 @@ def deploy_holds(cfg: Config, env: Environment, manifest: Manifest, reporter: Re
         seen = observe(rt)
     except PipelineError as exc:
         return f"cannot observe release {rt.release} in {env.namespace}: {exc.one_line()}"
-    if seen.cluster is None:
+    if not seen.cluster:
         return f"cluster not running (no Kubernetes API answers for {env.name})"
     rel = release_difference(rt.release, seen.release, revision)
     if rel is not None:
@@ -166,23 +140,20 @@ def deploy_holds(cfg: Config, env: Environment, manifest: Manifest, reporter: Re
     return f"{first.subject}: {first.observed} (expected {first.expected}){more}"
 
 
-def drift_report(cfg: Config, env: Environment, manifest: Manifest | None, *,
-                 rt: ReleaseTarget | None = None) -> tuple[Observation | None, list[Difference]]:
-    """`invoke status`: every difference between the cluster and the environment's manifest (its pushed digests:
-    each must run, Ready; the release must be deployed). ([], observation) = the cluster runs exactly that.
-    Services the manifest has no pushed digest for are not judged."""
-    rt = rt or ReleaseTarget.of(env)
+def drift_report(env: Environment, manifest: Manifest | None, seen: Observation) -> list[Difference]:
+    """`invoke status`, pure: every difference between an observation of the cluster and the environment's
+    manifest (its pushed digests: each must run, Ready; the release must be deployed). [] = the cluster runs
+    exactly that. Services the manifest has no pushed digest for are not judged."""
     if manifest is None or manifest.env != env.name:
-        return None, [Difference(env.name, "a Release manifest for this environment",
-                                 "none found" if manifest is None else f"the manifest is for '{manifest.env}'")]
-    expected = pushed_images(manifest)
-    seen = observe(rt)
-    if seen.cluster is None:
-        return seen, [Difference("cluster", "a Kubernetes API that answers", "not running")]
+        return [Difference(env.name, "a Release manifest for this environment",
+                           "none found" if manifest is None else f"the manifest is for '{manifest.env}'")]
+    if not seen.cluster:
+        return [Difference("cluster", "a Kubernetes API that answers", "not running")]
     diffs: list[Difference] = []
-    rel = release_difference(rt.release, seen.release, None)
+    rel = release_difference(env.helm_release, seen.release, None)
     if rel is not None:
         diffs.append(rel)
+    expected = pushed_images(manifest)
     if not expected:
         diffs.append(Difference(env.name, "pushed digests in the manifest", "none recorded"))
-    return seen, diffs + workload_differences(rt.release, expected, seen.deployments)
+    return diffs + workload_differences(env.helm_release, expected, seen.deployments)
