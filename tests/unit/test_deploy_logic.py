@@ -260,6 +260,7 @@ def test_status_compares_an_observation_with_the_environments_manifest(tmp_path:
         "cluster: expected a Kubernetes API that answers, not running"]
     assert [d.line() for d in drift_report(env, None, fine)] == [
         "local: expected a Release manifest for this environment, none found"]
+    assert [d.subject for d in drift_report(env, None, Observation(False, None, {}))] == ["local", "cluster"]
     assert [d.line() for d in drift_report(cfg.env("dev"), m, fine)] == [
         "dev: expected a Release manifest for this environment, the manifest is for 'local'"]
     failed = Observation(True, _status(3, "failed"), {})

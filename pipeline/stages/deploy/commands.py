@@ -14,7 +14,7 @@ from pipeline.core.errors import DriftFound, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.redact import redact
 from pipeline.core.reporter import PlainReporter, Reporter
-from pipeline.stages.deploy.drift import drift_report
+from pipeline.stages.deploy.drift import drift_hint, drift_report
 from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release
 from pipeline.stages.deploy.status import observe, summarize
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, ReleaseTarget
@@ -83,5 +83,5 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
         for d in diffs:
             reporter.warn(f"drift: {d.line()}")
         raise DriftFound(f"{env.name}: the cluster differs from the Release manifest in {len(diffs)} place(s)",
-                         f"`invoke deploy --env {env.name}` (or the next release) restores the recorded state")
+                         drift_hint(env, diffs))
     return info

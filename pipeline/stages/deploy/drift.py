@@ -144,12 +144,14 @@ def drift_report(env: Environment, manifest: Manifest | None, seen: Observation)
     """`invoke status`, pure: every difference between an observation of the cluster and the environment's
     manifest (its pushed digests: each must run, Ready; the release must be deployed). [] = the cluster runs
     exactly that. Services the manifest has no pushed digest for are not judged."""
-    if manifest is None or manifest.env != env.name:
-        return [Difference(env.name, "a Release manifest for this environment",
-                           "none found" if manifest is None else f"the manifest is for '{manifest.env}'")]
-    if not seen.cluster:
-        return [Difference("cluster", "a Kubernetes API that answers", "not running")]
     diffs: list[Difference] = []
+    if manifest is None or manifest.env != env.name:
+        diffs.append(Difference(env.name, "a Release manifest for this environment",
+                                "none found" if manifest is None else f"the manifest is for '{manifest.env}'"))
+    if not seen.cluster:
+        diffs.append(Difference("cluster", "a Kubernetes API that answers", "not running"))
+    if diffs or manifest is None:
+        return diffs
     rel = release_difference(env.helm_release, seen.release, None)
     if rel is not None:
         diffs.append(rel)
@@ -157,3 +159,13 @@ def drift_report(env: Environment, manifest: Manifest | None, seen: Observation)
     if not expected:
         diffs.append(Difference(env.name, "pushed digests in the manifest", "none recorded"))
     return diffs + workload_differences(env.helm_release, expected, seen.deployments)
+
+
+def drift_hint(env: Environment, diffs: list[Difference]) -> str:
+    """The command that repairs these differences."""
+    subjects = {d.subject for d in diffs}
+    if env.name in subjects:
+        return f"run: invoke build push --env {env.name}, then invoke deploy --env {env.name}"
+    if "cluster" in subjects:
+        return f"start it: invoke cluster-up --env {env.name}, then invoke deploy --env {env.name}"
+    return f"`invoke deploy --env {env.name}` (or the next release) restores the recorded state"
