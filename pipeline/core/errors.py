@@ -59,6 +59,12 @@ class ToolMissing(PipelineError):
     exit_code = 6
 
 
+class DriftFound(PipelineError):
+    """`invoke status`: the cluster does not run exactly what the environment's manifest records (exit 7)."""
+
+    exit_code = 7
+
+
 class StageFailed(PipelineError):
     """A stage failed for a reason that is not a gate (build error, push error): exit 1."""
 
@@ -85,5 +91,6 @@ EXIT_CODES: dict[int, str] = {
     4: "the smoke test failed",
     5: "the deploy failed and was rolled back",
     6: "a required tool or the Docker engine is missing",
+    7: "status: the cluster differs from the environment's manifest (one line per difference)",
     130: "interrupted (Ctrl-C); cleanup ran and the manifest is consistent",
 }

@@ -6,11 +6,13 @@ prepare    namespace, Secret, local volumes, local infra — what Helm needs bef
 recovery   pending releases of killed runs, rollback after a failure, `invoke rollback`
 rollout    the deploy: upgrade, wait, verify, record; deploy_release / verify_release / rollback_release
 diagnosis  warning events and failing pods' logs
-status     what runs: revision, images, readiness
+status     what runs: one observation (revision, images, readiness) and its summary
+drift      does the cluster run what was recorded? deploy_holds (resume check), drift_report (invoke status)
 commands   the task layer (`invoke deploy|rollback|status`)
 """
 
+from pipeline.stages.deploy.drift import deploy_holds
 from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release, verify_release
 from pipeline.stages.deploy.status import release_status
 
-__all__ = ["DeployResult", "deploy_release", "release_status", "rollback_release", "verify_release"]
+__all__ = ["DeployResult", "deploy_holds", "deploy_release", "release_status", "rollback_release", "verify_release"]

@@ -27,6 +27,15 @@ def pending_recovery(release: str, namespace: str, status: str, history: Sequenc
     return "uninstall", 0
 
 
+def last_good_revision(history: Sequence[helm.Revision], before: int | None = None) -> int:
+    """The newest revision that ever served (status deployed or superseded), whatever the status of the latest
+    one; only revisions older than `before` when given. 0 = the release never had a successful revision.
+    (Helm's own --atomic rollback picks its target the same way: helm/pkg/action/upgrade.go, failRelease.)"""
+    good = [r.revision for r in history
+            if r.status in ("deployed", "superseded") and (before is None or r.revision < before)]
+    return max(good, default=0)
+
+
 def recovery_command(release: str, namespace: str, action: str, revision: int) -> str:
     """The Helm command a user runs by hand for a recovery decided by pending_recovery()."""
     if action == "rollback":
@@ -123,18 +132,23 @@ def settle_after_cancel(rt: ReleaseTarget, previous: int, reporter: Reporter) ->
                            f"inspect: helm history {rt.release} -n {rt.namespace}")
 
 
-def rollback_after_verify(rt: ReleaseTarget, previous: int, reporter: Reporter) -> None:
-    """Undo a revision that failed verification: roll back to `previous`, or uninstall when it is 0.
-    Raises DeployFailed when Helm fails to."""
-    if previous:
-        reporter.info(f"  rolling back to revision {previous}")
-        res = helm.rollback(rt.kube, rt.release, previous, timeout_s=rt.timeout_s, history_max=rt.history_max)
+def rollback_after_verify(rt: ReleaseTarget, failed_revision: int, reporter: Reporter) -> int:
+    """Undo a revision that Helm deployed but that failed verification. The target comes from the release's
+    history as it is now: the newest revision before `failed_revision` that ever served (last_good_revision).
+    Only a release that never had one is uninstalled (its claims carry helm.sh/resource-policy: keep).
+    Returns the revision rolled back to (0 = uninstalled). Raises DeployFailed when Helm fails to."""
+    target = last_good_revision(helm.history(rt.kube, rt.release), before=failed_revision or None)
+    if target:
+        reporter.info(f"  rolling back to revision {target}, the last revision that was deployed")
+        res = helm.rollback(rt.kube, rt.release, target, timeout_s=rt.timeout_s, history_max=rt.history_max)
     else:
-        reporter.info("  first install failed verification: uninstalling it")
+        reporter.info(f"  no revision of {rt.release} ever succeeded: uninstalling the failed first install")
         res = helm.uninstall(rt.kube, rt.release, timeout_s=rt.timeout_s)
     if not res.ok:
-        raise DeployFailed(f"verification failed and the rollback failed too: {res.stderr.strip()[-300:]}",
+        what = f"the rollback to revision {target}" if target else "the uninstall"
+        raise DeployFailed(f"verification failed and {what} failed too: {res.stderr.strip()[-300:]}",
                            f"inspect: helm history {rt.release} -n {rt.namespace}")
+    return target
 
 
 def rollback_to(rt: ReleaseTarget, revision: int | None, reporter: Reporter) -> int:
@@ -152,10 +166,10 @@ def rollback_to(rt: ReleaseTarget, revision: int | None, reporter: Reporter) -> 
     current = hist[-1].revision
     known = {r.revision for r in hist}
     if revision is None:
-        older = [r.revision for r in hist if r.revision < current and r.status in ("superseded", "deployed")]
-        if not older:
-            raise UsageError(f"release {rt.release} has no revision before {current}", "nothing to roll back to")
-        revision = max(older)
+        revision = last_good_revision(hist, before=current)
+        if not revision:
+            raise UsageError(f"release {rt.release} has no deployed revision before {current}",
+                             "nothing to roll back to")
     if revision not in known:
         raise UsageError(f"revision {revision} of {rt.release} is not in its history "
                          f"({', '.join(str(r) for r in sorted(known))})", "pick one of those (helm keeps the last 10)")

@@ -9,7 +9,8 @@ Flow of deploy_release():
   → helm upgrade --dry-run=server → helm upgrade --install --wait + atomic/rollback-on-failure, while a watcher
     stops it within seconds on what cannot recover (failfast: unschedulable, unbound claim, image pull, crash loop)
   → verify: every Deployment rolled out, each service's ready path answers through a port-forward
-  → on failure: roll back to the previous revision, report events and the failing pods' logs (diagnosis), exit 5.
+  → on failure: roll back to the newest revision that ever served (uninstall only when none did),
+    report events and the failing pods' logs (diagnosis), exit 5.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pipeline.core.manifest import Manifest, atomic_write
 from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.gate import pod_security
 from pipeline.stages.deploy import diagnosis, failfast, prepare, recovery
+from pipeline.stages.deploy.drift import workload_differences
 from pipeline.stages.deploy.status import live_images
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, HISTORY_MAX, ReleaseTarget, deploy_lock
 from pipeline.stages.deploy.values import (
@@ -169,7 +171,8 @@ class _Rollout:
                 self.record(choices, "noop", current.revision)
                 return self.result("noop", current.revision, current.revision, choices, dhash, notes)
             self.validate_server(all_values)
-            previous = current.revision if current is not None and current.status == "deployed" else 0
+            # What a failure returns to: the newest revision that ever served, whatever the latest one's status.
+            previous = recovery.last_good_revision(helm.history(rt.kube, rt.release)) if current is not None else 0
             return self.upgrade(all_values, choices, dhash, notes, merged, previous)
 
     def result(self, status: str, revision: int, previous: int, choices: dict[str, ImageChoice], dhash: str,
@@ -208,16 +211,17 @@ class _Rollout:
         self.reporter.info("  server-side validation (--dry-run=server): ok")
 
     def is_noop(self, dhash: str, choices: dict[str, ImageChoice]) -> bool:
+        """The deployed revision has this hash and its workloads run these digests, Ready (else: drift, say it)."""
         deployed = helm.get_values(self.rt.kube, self.rt.release)
         if (deployed.get("global") or {}).get("deployHash") != dhash:
             return False
-        live = live_images(self.rt)
-        for name, c in choices.items():
-            full = resource_name(self.rt.release, name)
-            if live.get(full, (None, False)) != (c.ref, True):
-                self.reporter.info(f"  {full} does not run {c.ref} Ready (drift): deploying again")
-                return False
-        return True
+        deployments = {d["metadata"]["name"]: d
+                       for d in kubectl.get_json(self.rt.kube, "deployments", selector=self.rt.selector)
+                       .get("items", [])}
+        diffs = workload_differences(self.rt.release, {n: c.ref for n, c in choices.items()}, deployments)
+        for d in diffs:
+            self.reporter.info(f"  drift: {d.line()}; deploying again")
+        return not diffs
 
     # -- the upgrade and what follows
     def upgrade(self, values_files: list[Path], choices: dict[str, ImageChoice], dhash: str, notes: list[str],
@@ -266,7 +270,7 @@ class _Rollout:
             diagnosis.report_failure(self.cfg, rt, since, captured, self.reporter)
             for p in problems:
                 self.reporter.info(f"  verify: {p}")
-            recovery.rollback_after_verify(rt, previous, self.reporter)
+            previous = recovery.rollback_after_verify(rt, revision, self.reporter)
             self.fail(choices, previous, "verification failed: " + "; ".join(problems), failed_revision=revision)
         self.record(choices, "deployed", revision)
         self.reporter.info(f"deployed {self.env.name}: revision {revision}, {len(choices)} service(s) Ready and "
@@ -304,17 +308,21 @@ class _Rollout:
             return f"{full}: {exc.message}"
 
     def fail(self, choices: dict[str, ImageChoice], previous: int, reason: str, *, failed_revision: int = 0) -> None:
+        """Say what the cluster holds now (observed, not assumed), record it, raise DeployFailed (exit 5).
+        `previous`: the revision the failure went back to (0: none ever served)."""
         after = helm.status(self.rt.kube, self.rt.release)
-        if previous and after is not None and after.status == "deployed":
+        if after is None:
+            state = ("the release was removed: no revision of it ever succeeded, so the failed first install was "
+                     "uninstalled (claims marked helm.sh/resource-policy: keep stay)")
+        elif previous and after.status == "deployed":
             serving = self.previous_serving()
-            state = f"rolled back: revision {after.revision} (= revision {previous}) serving" + (
-                "" if serving is None else f", but {serving}")
-        elif not previous:
-            state = "nothing ran before; the failed first install was removed"
+            state = (f"rolled back to revision {previous}: revision {after.revision} serves revision {previous}'s "
+                     "images and values" + ("" if serving is None else f", but {serving}"))
         else:
-            state = f"release now {after.status if after else 'missing'}"
-        self.record(choices, "rolled_back" if previous else "failed", after.revision if after else 0,
-                    reason=reason, failed_revision=failed_revision)
+            state = (f"release now {after.status} at revision {after.revision}"
+                     + (f"; the last deployed revision is {previous}" if previous else ""))
+        self.record(choices, "rolled_back" if previous and after is not None else "failed",
+                    after.revision if after else 0, reason=reason, failed_revision=failed_revision)
         raise DeployFailed(f"deploy to {self.env.name} failed ({reason}); {state}",
                            f"see the events and logs above; `invoke status --env {self.env.name}`")
 
@@ -383,11 +391,11 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
         say(f"  verify: {p}")
     hist = helm.history(rt.kube, rt.release)
     ours = {int((msvcs.get(n) or {}).get("deploy", {}).get("revision", 0)) for n in choices}
-    older = [r.revision for r in hist if r.revision < current.revision and r.status == "superseded"]
+    older = recovery.last_good_revision(hist, before=current.revision)
     if current.revision in ours and older:
         diagnosis.report_failure(cfg, rt, time.time() - 600, diagnosis.capture_logs(rt), reporter)
-        recovery.rollback_after_verify(rt, max(older), reporter)
-        raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}; rolled back to revision {max(older)}",
+        back = recovery.rollback_after_verify(rt, current.revision, reporter)
+        raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}; rolled back to revision {back}",
                            f"see the events and logs above; `invoke status --env {env.name}`")
     raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}",
                        f"inspect: `invoke status --env {env.name}`; undo: `invoke rollback --env {env.name}`")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.manifest import Manifest
-from pipeline.stages.deploy.target import ReleaseTarget, kube_target
+from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
 from pipeline.tools import helm, kubectl
+
+OBSERVE_TIMEOUT_S = 10
 
 
 def deployment_ready(d: dict[str, Any]) -> bool:
@@ -28,30 +32,48 @@ def live_images(rt: ReleaseTarget) -> dict[str, tuple[str, bool]]:
             for d in data.get("items", [])}
 
 
-def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
-                   kubeconfig: Path | None = None) -> dict[str, Any]:
-    """Revision, digests running, readiness per service, and whether they match the Release manifest.
+@dataclass(frozen=True)
+class Observation:
+    """What the cluster says now: whether its API answers, the Helm release (None = not installed), and the
+    release's Deployments by name (as `kubectl get -o json` gives them)."""
 
-    Shape: {env, release, namespace, cluster: version | None, revision, status, last_deployed,
+    cluster: bool
+    release: helm.ReleaseStatus | None
+    deployments: dict[str, dict[str, Any]]
+
+
+def observe(rt: ReleaseTarget, *, timeout_s: float = OBSERVE_TIMEOUT_S) -> Observation:
+    """Two calls in parallel (wall time about one of them): the release's Deployments, which also proves the API
+    answers, and `helm status`. Raises StageFailed when the API answers but refuses."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        deps = pool.submit(kubectl.list_json, rt.kube, "deployments", selector=rt.selector, timeout=timeout_s)
+        rel = pool.submit(helm.status, rt.kube, rt.release, timeout=timeout_s + 5)
+        data = deps.result()
+        if data is None:
+            return Observation(False, None, {})
+        status = rel.result()
+    return Observation(True, status, {d["metadata"]["name"]: d for d in data.get("items", [])})
+
+
+def summarize(cfg: Config, env: Environment, manifest: Manifest | None, seen: Observation,
+              cluster_version: str | None = None) -> dict[str, Any]:
+    """The status of a release as data, from an observation.
+
+    Shape: {env, release, namespace, cluster: version | "answers" | None, revision, status, last_deployed,
     services: {name: {deployed, image, digest, replicas, ready, manifest_digest, matches_manifest}}}."""
-    target = kube_target(env, kubeconfig)
     out: dict[str, Any] = {"env": env.name, "release": env.helm_release, "namespace": env.namespace,
-                           "cluster": None, "revision": None, "status": None, "services": {}}
-    version = kubectl.server_version(target)
-    out["cluster"] = version
-    if not version:
+                           "cluster": (cluster_version or "answers") if seen.cluster else None,
+                           "revision": None, "status": None, "services": {}}
+    if not seen.cluster:
         return out
-    st = helm.status(target, env.helm_release)
+    st = seen.release
     if st is None:
         out["status"] = "not-installed"
         return out
     out.update(revision=st.revision, status=st.status, last_deployed=st.last_deployed)
-    data = kubectl.get_json(target, "deployments", selector=f"app.kubernetes.io/instance={env.helm_release}")
-    deployments = {d["metadata"]["name"]: d for d in data.get("items", [])}
     msvcs = manifest.data["services"] if manifest is not None and manifest.env == env.name else {}
     for svc in cfg.services:
-        full = resource_name(env.helm_release, svc.name)
-        d = deployments.get(full)
+        d = seen.deployments.get(resource_name(env.helm_release, svc.name))
         entry: dict[str, Any] = {"deployed": d is not None}
         if d is not None:
             image = d["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -64,3 +86,12 @@ def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
         entry["matches_manifest"] = bool(d is not None and mdigest and entry.get("digest") == mdigest)
         out["services"][svc.name] = entry
     return out
+
+
+def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
+                   kubeconfig: Path | None = None) -> dict[str, Any]:
+    """Revision, digests running, readiness per service, and whether they match the Release manifest
+    (summarize()'s shape, with the API server's version)."""
+    rt = ReleaseTarget.of(env, kubeconfig)
+    seen = observe(rt)
+    return summarize(cfg, env, manifest, seen, kubectl.server_version(rt.kube) if seen.cluster else None)
