@@ -136,6 +136,25 @@ def exiting_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         subprocess.run(["docker", "rmi", "-f", tag, pulled], capture_output=True, timeout=120, check=False)
 
 
+@pytest.fixture(scope="module")
+def docs_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(repository, digest) of the real veza-docs image (built from its Dockerfile, layer cache), pushed as
+    127.0.0.1:5000/veza-d2/veza-docs."""
+    from tests.integration.deploy_support import _service_image
+
+    run = "d2ff" + uuid.uuid4().hex[:8]
+    tag = _service_image(load_config(ROOT / "pipeline.toml", check_files=False), "veza-docs", run)
+    repo = f"{REGISTRY}/veza-d2/veza-docs"
+    digest_file = tmp_path_factory.mktemp("docs") / "digest"
+    try:
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+                        f"docker-daemon:{tag}", f"docker://{repo}:1"], check=True, timeout=300, capture_output=True)
+        yield repo, digest_file.read_text().strip()
+    finally:
+        pulled = f"{repo}@{digest_file.read_text().strip()}" if digest_file.exists() else tag
+        subprocess.run(["docker", "rmi", "-f", tag, pulled], capture_output=True, timeout=120, check=False)
+
+
 def _assert_fast_failure(exc: DeployFailed, took: float, out: Lines, category: str, target: Target) -> None:
     assert exc.exit_code == 5
     assert took < FAST_S, f"took {took:.0f}s (Helm alone would wait {HELM_TIMEOUT_S}s)\n{out.text()}"
@@ -171,6 +190,28 @@ def test_a_crash_loop_stops_the_deploy_within_seconds(target: Target, exiting_im
     with pytest.raises(DeployFailed) as exc:
         target.deploy(m, "veza-docs", out)
     _assert_fast_failure(exc.value, time.monotonic() - t0, out, "crash-loop", target)
+
+
+def test_a_crash_loop_in_an_upgrade_is_rolled_back_to_the_serving_revision(
+        target: Target, docs_image: tuple[str, str], exiting_image: tuple[str, str]) -> None:
+    target.deploy(target.manifest("veza-docs", *docs_image), "veza-docs", Lines())
+    kube = KubeTarget(target.kubeconfig, "", target.namespace)
+    first = helm.status(kube, "veza")
+    assert first is not None and first.status == "deployed"
+    (target.state / "manifest.json").unlink()
+    out, t0 = Lines(), time.monotonic()
+    with pytest.raises(DeployFailed) as exc:
+        target.deploy(target.manifest("veza-docs", *exiting_image), "veza-docs", out)
+    took = time.monotonic() - t0
+    assert took < FAST_S and ": crash-loop: " in exc.value.message, (took, out.text())
+    assert f"rolled back to revision {first.revision}" in exc.value.message, exc.value.message
+    after = helm.status(kube, "veza")
+    assert after is not None and after.status == "deployed" and after.revision > first.revision
+    image = subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(target.kubeconfig), "-n",
+                            target.namespace, "get", "deployment", "veza-docs", "-o",
+                            "jsonpath={.spec.template.spec.containers[0].image}"],
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    assert image == "@".join(docs_image), image
 
 
 def test_a_privileged_container_is_blocked_before_anything_is_applied(target: Target, tmp_path: Path) -> None:
