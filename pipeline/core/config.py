@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.vocab import SEVERITIES, STAGES
 
-SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-STAGES = ("build", "scan", "smoke", "push", "deploy", "verify")
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -29,6 +28,20 @@ class Probe:
     path: str
     status: int
     body_contains: str = ""
+
+
+# The functional smoke checks a service may list in pipeline.toml (`smoke_checks`), each with its URL path:
+#   ready-json     GET path answers JSON {"ready": true} (dependencies really answered)
+#   nats-publish   POST path with a token; our own NATS subscriber must see it published
+#   blob-roundtrip PUT path ({id} replaced) then GET returns the same bytes
+#   html-index     GET path serves text/html with <html>
+SMOKE_CHECK_KINDS = ("ready-json", "nats-publish", "blob-roundtrip", "html-index")
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    kind: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class Service:
     probes: tuple[Probe, ...]
     volumes: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
+    smoke_checks: tuple[SmokeCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -359,6 +373,13 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         pt.done()
         return p
 
+    def read_check(ct: _Table) -> SmokeCheck:
+        c = SmokeCheck(kind=ct.text("kind", choices=SMOKE_CHECK_KINDS), path=ct.text("path"))
+        if not c.path.startswith("/"):
+            ct.fail(ct.key("path"), f"'{c.path}' does not start with '/'", "write an absolute URL path like /ready")
+        ct.done()
+        return c
+
     def read_service(st: _Table) -> Service:
         name = st.text("name")
         _name(st, st.key("name"), name)
@@ -378,6 +399,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             probes=tuple(_items(st, "probes", read_probe, required=False)),
             volumes=st.texts("volumes", ()),
             build_args=args,
+            smoke_checks=tuple(_items(st, "smoke_checks", read_check, required=False)),
         )
         for bn in svc.bases:
             if bn not in bases:
