@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pipeline.core.config import Base, Config, load_config
 from pipeline.core.errors import ConfigError, StageFailed
-from pipeline.core.paths import CACHE_DIR, STATE_DIR, ensure_dir
+from pipeline.core.paths import CACHE_DIR, ensure_dir
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 LABEL_RECIPE_DIGEST = "veza.pipeline.recipe-digest"
@@ -316,7 +316,7 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
             f"digests match; {pulled} pulled upstream), nothing to do [{time.monotonic() - started:.2f}s]")
         return outcomes
 
-    log_dir = ensure_dir(STATE_DIR / "bases")
+    log_dir = ensure_dir(cfg.state_dir / "bases")
     # Another `invoke bases` (a parallel test session, a second terminal) may be building the same images:
     # wait for it, then look again, so that nothing is built twice.
     with _exclusive(log_dir / ".lock", say):

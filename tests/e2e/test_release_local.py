@@ -30,7 +30,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iter
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
     for k, v in (("user.email", "e2e@example.invalid"), ("user.name", "e2e")):
         subprocess.run(["git", "-C", str(dest), "config", k, v], check=True)
-    registry_was_up = default_registry().answers()
+    from pipeline.core.config import load_config
+
+    registry_was_up = default_registry(load_config()).answers()
     yield dest
     subprocess.run([str(ROOT / ".tools/bin/helm"), "uninstall", "veza", "--namespace", "veza-local", "--wait",
                     "--kubeconfig", str(local_cluster)], capture_output=True, timeout=180, check=False)
@@ -47,7 +49,7 @@ def _invoke(clone: Path, *args: str, timeout: float = 3000) -> subprocess.Comple
 
 
 def _manifest(clone: Path) -> dict[str, object]:
-    return json.loads((clone / ".pipeline/manifest.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((clone / ".pipeline/local/manifest.json").read_text())  # type: ignore[no-any-return]
 
 
 def _latest_report(clone: Path) -> dict[str, object]:
