@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.core.config import Config, load_config
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import PlainReporter
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.local import stack_spec
 from pipeline.stages.smoke import SMOKE_VARIABLES, smoke_release
-from pipeline.tools.compose import RUN_LABEL, ComposeProject, remove_labelled
+from pipeline.tools.compose import ComposeProject
+from pipeline.tools.docker import remove_labelled
 
 
 def manifest_with_images(cfg: Config, path: Path | None, tmp: Path) -> Manifest:

@@ -35,10 +35,9 @@ from pipeline.stages.probes import HttpAnswer, NatsError, NatsSubscriber, http
 from pipeline.tools.compose import (
     ComposeProject,
     ContainerState,
-    container_state,
     health_summary,
-    remove_labelled,
 )
+from pipeline.tools.docker import container_state, remove_labelled
 
 DEFAULT_WAIT_TIMEOUT_S = 120.0
 DEFAULT_PROBE_WINDOW_S = 8.0     # a probe is retried this long before it counts as failed

@@ -29,7 +29,8 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.paths import ROOT
 from pipeline.core.reporter import PlainReporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
-from pipeline.tools.compose import PROJECT_LABEL, labelled, remove_labelled
+from pipeline.tools.compose import PROJECT_LABEL
+from pipeline.tools.docker import labelled, remove_labelled
 
 OVERRIDES = Path(__file__).resolve().parent / "smoke_overrides"
 

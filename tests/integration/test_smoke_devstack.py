@@ -17,7 +17,7 @@ import pytest
 from pipeline.core.paths import ROOT
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.stages.probes import http
-from pipeline.tools.compose import labelled, remove_labelled
+from pipeline.tools.docker import labelled, remove_labelled
 from tests.integration.smoke_fixtures import *  # noqa: F403 - the pytest fixtures
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
