@@ -255,3 +255,36 @@ def test_failed_smoke_stops_the_release_before_push(tmp_path: Path) -> None:
         # The runner keeps what the failing stage said: its logs and the extra compose file it was told to use.
         assert Path(smoke["logs"]).is_dir() and smoke["compose_overrides"] == [str(crash)]
         assert _catalog(reg) == []
+
+
+def test_registry_storage_wiped_then_the_release_pushes_again_exactly_the_missing_images(
+        mini_project: MiniProject, tmp_path: Path) -> None:
+    """The journal says "pushed"; the registry lost its storage: the rerun sees it and pushes every image again."""
+    import shutil
+
+    p = mini_project
+    port = free_port()
+    with LocalRegistry(port, root=tmp_path / "registry") as reg:
+        p.write("pipeline.toml", (p.root / "pipeline.toml").read_text() + ENVS.format(registry=reg.address, run=p.run))
+        p.commit("chore: release envs")
+        first = run_release("rel", cfg=p.config)
+        assert first is not None and _stages(first)["push"] == "ok"
+        data = reg.data_dir
+    shutil.rmtree(data)                                   # the storage is gone (a new disk, a wiped volume)
+    with LocalRegistry(port, root=tmp_path / "registry") as reg:
+        before = _manifest_puts(reg.log_file)             # the log file outlives the storage: count the new PUTs
+        lines: list[str] = []
+        again = release(p.config, p.config.env("rel"), PlainReporter(sink=lines.append))
+        assert again is not None and _stages(again) == {"build": "resumed", "push": "ok"}, lines
+        assert any("pushing again" in line and "registry serves nothing" in line for line in lines), lines
+        puts = _manifest_puts(reg.log_file) - before
+        assert len(puts) == 6 and max(puts.values()) == 1, puts   # 3 images × 2 tags, each exactly once
+        from pipeline.tools.registry_api import RegistryClient
+
+        m = Manifest.load(p.root / ".pipeline/rel/manifest.json")
+        client = RegistryClient(reg.address)
+        for name in m.services():
+            pushed = m.pushed(name)
+            assert pushed is not None and pushed.ok
+            ref = client.head_manifest(pushed.repository.split("/", 1)[1], pushed.tags[0])
+            assert ref is not None and ref.digest == pushed.digest, name
