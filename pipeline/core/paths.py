@@ -16,11 +16,6 @@ TOOLS_BIN = TOOLS_DIR / "bin"
 CACHE_DIR = Path(os.environ.get("VEZA_CACHE_DIR", "/var/cache/veza-pipeline"))
 
 
-def tool_path(name: str) -> Path:
-    """The project-local path of a tool binary (it may not exist yet)."""
-    return TOOLS_BIN / name
-
-
 def ensure_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

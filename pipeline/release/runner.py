@@ -210,8 +210,4 @@ def run_command(cfg: Config, env: Environment, stage_names: Sequence[str], repor
         return run_stages(ctx, stages)
 
 
-def summary_line(outcomes: Sequence[Outcome]) -> str:
-    return ", ".join(f"{o.name} {o.status}" for o in outcomes)
-
-
 __all__ = ["Outcome", "StageSummary", "make_stages", "open_run", "preflight", "run_command", "run_stages"]
