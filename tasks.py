@@ -37,13 +37,16 @@ def _cli(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _setup(env: str = "", verbose: bool = False) -> tuple[Any, Any, Any]:
-    """The config (loaded once, here), the environment object and the run's reporter."""
+def _setup(env: str = "", verbose: bool = False, *, sources: bool = False) -> tuple[Any, Any, Any]:
+    """The config (loaded once, here), the environment object and the run's reporter.
+
+    sources=True: the services' build contexts and Dockerfiles must exist (building needs them; pushing,
+    scanning, deploying work from the manifest alone)."""
     from pipeline.core.config import load_config
     from pipeline.core.reporter import make_reporter
     from pipeline.core.vocab import DEFAULT_ENV
 
-    cfg = load_config()
+    cfg = load_config(check_files=sources)
     return cfg, cfg.env(env or DEFAULT_ENV), make_reporter(verbose=verbose)
 
 
@@ -52,7 +55,7 @@ def _stages(names: list[str], env: str, services: list[str] | None = None, verbo
     """A task that is one or more stages: the runner, on the environment's manifest."""
     from pipeline.release.runner import run_command
 
-    cfg, environment, reporter = _setup(env, verbose)
+    cfg, environment, reporter = _setup(env, verbose, sources="build" in names)
     run_command(cfg, environment, names, reporter, services=_list(services), options=options)
 
 
@@ -169,7 +172,7 @@ def build(c: Context, service: list[str] | None = None, env: str = "", no_cache:
     if dry_run:
         from pipeline.stages.build import dry_run_plan
 
-        cfg, environment, reporter = _setup(env, verbose)
+        cfg, environment, reporter = _setup(env, verbose, sources=True)
         dry_run_plan(cfg, environment, _list(service), reporter)
         reporter.info("dry run: nothing built")
         return
@@ -310,7 +313,7 @@ def up(c: Context, env: str = "", build: bool = False) -> None:
     """Start the whole platform with docker compose for development."""
     from pipeline.local.stack import stack_up
 
-    cfg, environment, reporter = _setup(env)
+    cfg, environment, reporter = _setup(env, sources=build)
     stack_up(cfg, environment, reporter, build=build)
 
 
@@ -436,6 +439,6 @@ def release(c: Context, env: str = "", service: list[str] | None = None, dry_run
 
     from pipeline.release.release import run_release
 
-    cfg, environment, reporter = _setup(env, verbose)
+    cfg, environment, reporter = _setup(env, verbose, sources=True)
     run_release(cfg, environment, reporter, services=_list(service), dry_run=dry_run, yes=yes, fresh=fresh,
                 options={"compose_overrides": tuple(Path(p).resolve() for p in _list(compose_override))})
