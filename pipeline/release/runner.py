@@ -144,10 +144,11 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False
             outcomes.append(o)
             continue
         if resume and _recorded_ok(ctx, stage.name):
+            t0, wall = time.monotonic(), time.time()
             why = stage.holds(ctx)
             if why is None:
-                o = Outcome(stage.name, StageStatus.RESUMED, detail="recorded earlier; checked: still holds",
-                            started=time.time())
+                o = Outcome(stage.name, StageStatus.RESUMED, time.monotonic() - t0,
+                            "recorded earlier; checked: still holds", started=wall)
                 ctx.reporter.stage_finished(stage.name, o.status, o.detail)
                 outcomes.append(o)
                 continue
