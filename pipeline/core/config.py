@@ -6,6 +6,7 @@ The reader is strict: unknown keys, wrong types, unknown references and missing 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from pipeline.core.errors import ConfigError
 
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-STAGES = ("build", "scan", "smoke", "push", "deploy", "verify")
+STAGES = ("lint", "build", "scan", "smoke", "push", "deploy", "verify")   # "lint" is optional, first when listed
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -92,6 +93,7 @@ class Environment:
     confirm: bool
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+    kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -427,7 +429,11 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            kube_versions=et.texts("kube_versions", ()),
         )
+        for kv in env.kube_versions:
+            if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
+                et.fail(et.key("kube_versions"), f"'{kv}' is not a Kubernetes version", 'write e.g. ["1.31"]')
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
         if "latest" in env.tags and (env.require_release_tag or env.name in ("staging", "prod")):
@@ -438,7 +444,11 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         order = [s for s in STAGES if s in env.stages]
         if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
             et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
-        if env.stages and env.stages[0] != "build" and "build" in env.stages:
+        if "lint" in env.stages and env.stages[0] != "lint":
+            et.fail(et.key("stages"), "lint runs first (it gates the release before anything is built)",
+                    "put \"lint\" first")
+        built = [s for s in env.stages if s != "lint"]
+        if built and built[0] != "build" and "build" in built:
             et.fail(et.key("stages"), "build must come first", f"order stages like: {order}")
         et.done()
         environments[ename] = env
