@@ -147,7 +147,8 @@ def schema_findings(jobs: list[tuple[SchemaJob, str]]) -> list[LintFinding]:
             where = file
             if rendered is not None:
                 where, line = to_template(rendered, line)
-            versions = merged.setdefault((where, line, f"{what}: {e}"), [])
+            message = str(e).replace(", 'null'", "")   # newer schemas spell optional fields as nullable
+            versions = merged.setdefault((where, line, f"{what}: {message}"), [])
             short = ".".join(kv.split(".")[:2])
             if short not in versions:
                 versions.append(short)

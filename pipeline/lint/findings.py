@@ -41,8 +41,13 @@ SAME_PROBLEM: dict[str, str] = {
     "DS-0002": "VZ001", "DL3002": "VZ001",                                   # root user
     "KSV-0011": "VZ004", "KSV-0015": "VZ004", "KSV-0016": "VZ004", "KSV-0018": "VZ004",   # limits/requests
     "KSV-0013": "VZ005",                                                     # image tag latest
-    "KSV-0012": "VZ007", "KSV-0014": "VZ008", "KSV-0001": "VZ009", "KSV-0003": "VZ010",
+    "KSV-0012": "VZ007", "KSV-0014": "VZ008", "KSV-0001": "VZ009", "KSV-0003": "VZ010", "KSV-0004": "VZ010",
+    "DS-0031": "VZ003", "DL3064": "VZ003", "KSV-0109": "VZ003",             # secrets judged by name
+    "SCHEMA": "MALFORMED",                                                   # a field of the wrong type
 }
+# Checks whose verdict the VZ rule replaces when it does not agree: they judge by a variable's name or
+# read only the last stage of a Dockerfile, where the VZ rule reads values and stage inheritance.
+SUPERSEDED = {"DS-0002", "DL3002", "DS-0031", "DL3064", "KSV-0109"}
 
 
 @dataclass(frozen=True)
@@ -77,13 +82,14 @@ def merge_same_problem(findings: list[LintFinding], spans: dict[tuple[str, str, 
     (at its line, or within the line span that tool reported) is folded into the VZ finding's `seen_by`.
 
     `spans` maps (tool, file, start line) of a finding to its end line when the tool reported a range.
-    A check with no VZ counterpart nearby stays a finding of its own.
+    A check with no VZ counterpart nearby stays a finding of its own, except the SUPERSEDED ones.
     """
-    vz = [f for f in findings if f.rule.startswith("VZ")]
+    primary = set(SAME_PROBLEM.values())
+    vz = [f for f in findings if f.rule in primary]
     extra: dict[int, list[str]] = {}
     out: list[LintFinding] = []
     for f in findings:
-        if f.rule.startswith("VZ"):
+        if f.rule in primary:
             continue
         target = SAME_PROBLEM.get(f.rule)
         if target is None:
@@ -93,7 +99,8 @@ def merge_same_problem(findings: list[LintFinding], spans: dict[tuple[str, str, 
         matches = [i for i, v in enumerate(vz) if v.rule == target and v.file == f.file
                    and (f.line <= v.line <= max(end, f.line) or f.line == 0 or v.line == 0)]
         if not matches:
-            out.append(f)
+            if f.rule not in SUPERSEDED:
+                out.append(f)
             continue
         best = min(matches, key=lambda i: abs(vz[i].line - f.line))
         extra.setdefault(best, []).append(f"{f.tool} {f.rule}")

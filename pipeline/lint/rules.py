@@ -241,18 +241,20 @@ def _container_rules(c: dict[Any, Any], role: str, cname: str, kind: str, pod_sc
         probes = [p for p in ("livenessProbe", "readinessProbe") if not c.get(p)]
         if probes:
             add("VZ006", c, "name", f"{cname}: no {' / '.join(probes)}")
+    # a missing field is reported at the container's securityContext key, or its name without one
+    at = (c, "securityContext") if sc else (c, "name")
     if not (sc.get("runAsNonRoot") is True or (pod_sc.get("runAsNonRoot") is True
                                                and sc.get("runAsNonRoot") is not False)):
-        add("VZ007", sc or c, "runAsNonRoot" if sc else "name", f"{cname}: runAsNonRoot is not true")
+        add("VZ007", *((sc, "runAsNonRoot") if "runAsNonRoot" in sc else at), f"{cname}: runAsNonRoot is not true")
     if sc.get("readOnlyRootFilesystem") is not True:
-        add("VZ008", sc or c, "readOnlyRootFilesystem" if sc else "name",
+        add("VZ008", *((sc, "readOnlyRootFilesystem") if "readOnlyRootFilesystem" in sc else at),
             f"{cname}: readOnlyRootFilesystem is not true")
     if sc.get("allowPrivilegeEscalation") is not False:
-        add("VZ009", sc or c, "allowPrivilegeEscalation" if sc else "name",
+        add("VZ009", *((sc, "allowPrivilegeEscalation") if "allowPrivilegeEscalation" in sc else at),
             f"{cname}: allowPrivilegeEscalation is not false")
     drop = [str(x).upper() for x in (_m(sc.get("capabilities")).get("drop") or [])]
     if "ALL" not in drop:
-        add("VZ010", sc or c, "capabilities" if sc else "name", f"{cname}: capabilities.drop lacks ALL")
+        add("VZ010", *((sc, "capabilities") if "capabilities" in sc else at), f"{cname}: capabilities.drop lacks ALL")
 
 
 def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,6 @@ from pipeline.lint.findings import LintFinding, merge_same_problem, pitfall
 from pipeline.lint.secrets import judge
 
 DEFAULT_KUBE_VERSIONS = ("1.20.0", "1.31.0")   # when neither a cluster, a flag nor the config says
-# checks whose verdict a VZ rule replaces: it reads the same thing with Dockerfile stage semantics
-SUPERSEDED = {"DS-0002": "VZ001"}
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,8 @@ def _guarded(what: str, file: str, check: Any, *args: Any, **kwargs: Any) -> lis
                             "give each field the type its reference documents")]
 
 
-def _lint_yaml(y: Path, inputs: Inputs, found: list[LintFinding], schema_jobs: list[SchemaJob]) -> bool:
+def _lint_yaml(y: Path, inputs: Inputs, found: list[LintFinding], schema_jobs: list[SchemaJob],
+               malformed: list[tuple[str, int, int]]) -> bool:
     """Lint one YAML/JSON file; True when it holds something recognised (and trivy should see it)."""
     rp = y.resolve()
     if rp in inputs.json_patches:
@@ -138,7 +137,9 @@ def _lint_yaml(y: Path, inputs: Inputs, found: list[LintFinding], schema_jobs: l
                                  f"invalid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax", "yaml"))
         return True
     recognised = False
-    for doc in docs:
+    starts = [rules._line(d) for d in docs] + [10**9]
+    for n, doc in enumerate(docs):
+        before = len(found)
         if rules.is_compose(doc):
             recognised = True
             found.extend(_guarded("compose file", str(y), rules.compose_rules, doc, str(y)))
@@ -154,6 +155,8 @@ def _lint_yaml(y: Path, inputs: Inputs, found: list[LintFinding], schema_jobs: l
             else:
                 found.extend(_guarded(f"{obj['kind']}", str(y), rules.k8s_rules, obj, str(y), committed=True))
                 schema_jobs.append((obj, str(y), None))
+        if any(f.rule == "MALFORMED" for f in found[before:]):
+            malformed.append((str(y), starts[n], starts[n + 1] - 1))
     return recognised
 
 
@@ -187,6 +190,7 @@ def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
     found: list[LintFinding] = []
     recognised: list[str] = [str(p) for p in inputs.dockerfiles + inputs.charts + inputs.kustomizations]
     schema_jobs: list[SchemaJob] = []
+    malformed: list[tuple[str, int, int]] = []   # (file, first line, last line) of objects found malformed
     yaml_for_trivy: list[Path] = []
     rejects: set[str] = set()
     for df in inputs.dockerfiles:
@@ -199,7 +203,7 @@ def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
     for k in inputs.kustomizations:
         found += _kustomization_findings(k)
     for y in inputs.yamls:
-        if _lint_yaml(y, inputs, found, schema_jobs):
+        if _lint_yaml(y, inputs, found, schema_jobs, malformed):
             recognised.append(str(y))
             if y.resolve() not in inputs.patches | inputs.json_patches:
                 yaml_for_trivy.append(y)
@@ -224,15 +228,29 @@ def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
     found += hadolint_findings(inputs.dockerfiles, rejects)
     trivy_found, spans = trivy_config_findings(inputs.dockerfiles + yaml_for_trivy, rule_renders,
                                                reporter.detail if reporter else (lambda _: None))
-    vz_files = {(f.file, f.rule) for f in found if f.rule.startswith("VZ")}
-    found += [f for f in trivy_found
-              if f.rule not in SUPERSEDED or (f.file, SUPERSEDED[f.rule]) in vz_files]
+    found += _fold_into_malformed(trivy_found, malformed, found)
     unique = _dedupe(merge_same_problem(found, spans))
     checked = {"dockerfiles": len(inputs.dockerfiles), "yaml_files": len(inputs.yamls), "charts": len(inputs.charts),
                "kustomizations": len(inputs.kustomizations),
                "kubernetes_objects": len(schema_jobs) + sum(len(r.docs) for r in rule_renders)}
     unrecognised = tuple(str(t) for t in inputs.targets if not any(under(p, t) for p in recognised))
     return LintReport(threshold, tuple(unique), checked, unrecognised, kube_versions)
+
+
+def _fold_into_malformed(trivy_found: list[LintFinding], malformed: list[tuple[str, int, int]],
+                         found: list[LintFinding]) -> list[LintFinding]:
+    """What trivy says about an object the API server rejects is the same problem: fold it into MALFORMED."""
+    keep: list[LintFinding] = []
+    for f in trivy_found:
+        hit = next(((file, a, b) for file, a, b in malformed if f.file == file and a <= f.line <= b), None)
+        if hit is None:
+            keep.append(f)
+            continue
+        for i, m in enumerate(found):
+            if m.rule == "MALFORMED" and m.file == hit[0] and hit[1] <= m.line <= hit[2]:
+                found[i] = replace(m, seen_by=tuple(sorted({*m.seen_by, f"{f.tool} {f.rule}"})))
+                break
+    return keep
 
 
 def _dedupe(findings: list[LintFinding]) -> list[LintFinding]:
