@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 PITFALL_SEVERITY = "HIGH"
+ORDER = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")   # a merged finding keeps the worst severity
 
 RULES: dict[str, tuple[str, str]] = {   # id → (name, fix)
     "VZ001": ("runs-as-root", "add `USER <uid>` (non-zero, e.g. USER 10001) to the final stage"),
@@ -78,7 +79,8 @@ def pitfall(rule: str, file: str, line: int, message: str) -> LintFinding:
 
 
 def merge_same_problem(findings: list[LintFinding], spans: dict[tuple[str, str, int], int]) -> list[LintFinding]:
-    """One finding per problem: another tool's check for the same problem as a VZ finding in the same file
+    """One finding per problem, at the worst severity any tool gave it: another tool's check for the same
+    problem as a VZ finding in the same file
     (at its line, or within the line span that tool reported) is folded into the VZ finding's `seen_by`.
 
     `spans` maps (tool, file, start line) of a finding to its end line when the tool reported a range.
@@ -87,6 +89,7 @@ def merge_same_problem(findings: list[LintFinding], spans: dict[tuple[str, str, 
     primary = set(SAME_PROBLEM.values())
     vz = [f for f in findings if f.rule in primary]
     extra: dict[int, list[str]] = {}
+    worst: dict[int, str] = {}
     out: list[LintFinding] = []
     for f in findings:
         if f.rule in primary:
@@ -104,7 +107,9 @@ def merge_same_problem(findings: list[LintFinding], spans: dict[tuple[str, str, 
             continue
         best = min(matches, key=lambda i: abs(vz[i].line - f.line))
         extra.setdefault(best, []).append(f"{f.tool} {f.rule}")
+        if ORDER.index(f.severity) > ORDER.index(worst.get(best, vz[best].severity)):
+            worst[best] = f.severity
     for i, v in enumerate(vz):
         seen = tuple(sorted(set(v.seen_by) | set(extra.get(i, []))))
-        out.append(replace(v, seen_by=seen) if seen != v.seen_by else v)
+        out.append(replace(v, seen_by=seen, severity=worst.get(i, v.severity)) if i in extra else v)
     return out
