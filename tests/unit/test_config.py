@@ -136,7 +136,7 @@ CASES: list[tuple[str, str, str, str]] = [
      "(fix: use one of: UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"),
     ("unknown stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "test", "push", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'test' is not allowed "
-     "(fix: use items from: build, scan, smoke, push, deploy, verify)"),
+     "(fix: use items from: lint, build, scan, smoke, push, deploy, verify)"),
     ("latest in prod", 'tags = ["semver"]', 'tags = ["semver", "latest"]',
      "pipeline.toml: environments.prod.tags: 'latest' is never used by prod (fix: remove 'latest' from tags)"),
     ("deploy without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "deploy"]',
@@ -192,3 +192,14 @@ def test_invoke_reports_config_error_in_one_line_exit_2(project: Path) -> None:
     assert cp.stderr.strip() == ("error: pipeline.toml: services[0].port: expected integer, got string '8080' "
                                  "(fix: set port to an integer)")
     assert "Traceback" not in cp.stdout + cp.stderr
+
+
+
+def test_lint_stage_is_optional_and_first(project: Path) -> None:
+    base = 'stages = ["build", "scan", "push", "deploy"]'
+    assert base in VALID
+    (project / "pipeline.toml").write_text(VALID.replace(base, 'stages = ["lint", "build", "scan", "push", "deploy"]'))
+    cfg = load_config(project / "pipeline.toml")
+    assert any(e.stages[:2] == ("lint", "build") for e in cfg.environments.values())
+    err = _load(project, VALID.replace(base, 'stages = ["build", "lint", "scan", "push", "deploy"]'))
+    assert "lint runs first" in err.one_line()

@@ -74,3 +74,17 @@ def test_parser_continuations_and_comments() -> None:
 def test_fat_image_detection() -> None:
     assert is_fat_image("127.0.0.1:5000/library/debian:12")
     assert not is_fat_image("127.0.0.1:5000/veza/backend:1.0")
+
+
+def test_heredoc_bodies_are_not_instructions() -> None:
+    text = ("FROM python:3.12-slim\nUSER 10001\nCOPY <<PY /app/main.py\nfrom http.server import HTTPServer\nPY\n"
+            "CMD [\"python\", \"/app/main.py\"]\n")
+    assert rules_of(text) == []
+    hidden = "FROM nginx:1.27\nCOPY <<CONF /etc/nginx.conf\nuser nginx;\nCONF\n"
+    assert [(r, line) for r, line in rules_of(hidden)] == [("VZ001", 1)]
+
+
+def test_user_is_inherited_from_the_parent_stage() -> None:
+    assert rules_of("FROM debian:bookworm-slim AS rt\nUSER 10001\nFROM rt\nCOPY a /a\n") == []
+    assert rules_of("FROM debian:bookworm-slim AS rt\nUSER root\nFROM rt\nCOPY a /a\n") == [("VZ001", 2)]
+    assert rules_of("ARG UID=0\nFROM scratch\nARG UID\nUSER ${UID}\n") == [("VZ001", 4)]   # ARG scoping
