@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.vocab import SEVERITIES, STAGES
 
-SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-STAGES = ("lint", "build", "scan", "smoke", "push", "deploy", "verify")   # "lint" is optional, first when listed
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -30,6 +29,20 @@ class Probe:
     path: str
     status: int
     body_contains: str = ""
+
+
+# The functional smoke checks a service may list in pipeline.toml (`smoke_checks`), each with its URL path:
+#   ready-json     GET path answers JSON {"ready": true} (dependencies really answered)
+#   nats-publish   POST path with a token; our own NATS subscriber must see it published
+#   blob-roundtrip PUT path ({id} replaced) then GET returns the same bytes
+#   html-index     GET path serves text/html with <html>
+SMOKE_CHECK_KINDS = ("ready-json", "nats-publish", "blob-roundtrip", "html-index")
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    kind: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class Service:
     probes: tuple[Probe, ...]
     volumes: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
+    smoke_checks: tuple[SmokeCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -361,6 +375,13 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         pt.done()
         return p
 
+    def read_check(ct: _Table) -> SmokeCheck:
+        c = SmokeCheck(kind=ct.text("kind", choices=SMOKE_CHECK_KINDS), path=ct.text("path"))
+        if not c.path.startswith("/"):
+            ct.fail(ct.key("path"), f"'{c.path}' does not start with '/'", "write an absolute URL path like /ready")
+        ct.done()
+        return c
+
     def read_service(st: _Table) -> Service:
         name = st.text("name")
         _name(st, st.key("name"), name)
@@ -380,6 +401,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             probes=tuple(_items(st, "probes", read_probe, required=False)),
             volumes=st.texts("volumes", ()),
             build_args=args,
+            smoke_checks=tuple(_items(st, "smoke_checks", read_check, required=False)),
         )
         for bn in svc.bases:
             if bn not in bases:
@@ -444,11 +466,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         order = [s for s in STAGES if s in env.stages]
         if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
             et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
-        if "lint" in env.stages and env.stages[0] != "lint":
-            et.fail(et.key("stages"), "lint runs first (it gates the release before anything is built)",
-                    "put \"lint\" first")
-        built = [s for s in env.stages if s != "lint"]
-        if built and built[0] != "build" and "build" in built:
+        if env.stages and env.stages[0] != "build" and "build" in env.stages:
             et.fail(et.key("stages"), "build must come first", f"order stages like: {order}")
         et.done()
         environments[ename] = env

@@ -16,6 +16,8 @@ class PipelineError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Fields a failing stage wants in its `stages.<name>` record (e.g. the smoke logs path).
+        self.record: dict[str, object] = {}
 
     def one_line(self) -> str:
         return f"{self.message} (fix: {self.hint})" if self.hint else self.message

@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import UsageError
+from pipeline.core.vocab import SEVERITIES
+from pipeline.core.vocab import SEVERITY_RANK as RANK
 
-SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-RANK = {s: i for i, s in enumerate(SEVERITIES)}
 SCHEMA_VERSION = 2
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.gate.policy import RANK
+from pipeline.core.vocab import SEVERITY_RANK as RANK
 from pipeline.lint.charts import Rendered, RenderedDoc, to_template
 from pipeline.lint.findings import LintFinding
 from pipeline.lint.rules import _line

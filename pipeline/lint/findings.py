@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from pipeline.core.vocab import SEVERITY_RANK
+
 PITFALL_SEVERITY = "HIGH"
-ORDER = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")   # a merged finding keeps the worst severity
 
 RULES: dict[str, tuple[str, str]] = {   # id → (name, fix)
     "VZ001": ("runs-as-root", "add `USER <uid>` (non-zero, e.g. USER 10001) to the final stage"),
@@ -107,7 +108,7 @@ def merge_same_problem(findings: list[LintFinding], spans: dict[tuple[str, str, 
             continue
         best = min(matches, key=lambda i: abs(vz[i].line - f.line))
         extra.setdefault(best, []).append(f"{f.tool} {f.rule}")
-        if ORDER.index(f.severity) > ORDER.index(worst.get(best, vz[best].severity)):
+        if SEVERITY_RANK.get(f.severity, 0) > SEVERITY_RANK.get(worst.get(best, vz[best].severity), 0):
             worst[best] = f.severity
     for i, v in enumerate(vz):
         seen = tuple(sorted(set(v.seen_by) | set(extra.get(i, []))))

@@ -21,7 +21,9 @@ import yaml
 
 from pipeline.core.errors import PolicyBlocked, UsageError
 from pipeline.core.reporter import Reporter
-from pipeline.gate.policy import RANK, SEVERITIES, severity
+from pipeline.core.vocab import SEVERITIES
+from pipeline.core.vocab import SEVERITY_RANK as RANK
+from pipeline.gate.policy import severity
 from pipeline.lint import rules
 from pipeline.lint.charts import Rendered, lint_chart, to_template
 from pipeline.lint.collect import Inputs, collect, under

@@ -239,7 +239,7 @@ def _inspect_all() -> dict[str, ImageFacts]:
 
 
 def _labels(r: Recipe, run_id: str) -> dict[str, str]:
-    from pipeline.tools.docker import LABEL_RUN
+    from pipeline.core.vocab import LABEL_RUN
 
     return {LABEL_RECIPE_DIGEST: r.digest, LABEL_BASE: r.base.name, LABEL_RUN: run_id,
             "org.opencontainers.image.title": r.base.local,

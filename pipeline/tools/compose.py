@@ -17,7 +17,6 @@ from typing import Any
 from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools.proc import Result, find_tool, run
 
-RUN_LABEL = "veza.pipeline.run"
 PROJECT_LABEL = "com.docker.compose.project"
 
 

@@ -20,10 +20,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.core.errors import StageFailed, ToolMissing
+from pipeline.core.vocab import LABEL_INPUT_DIGEST, LABEL_RUN  # noqa: F401  (re-exported for callers)
 from pipeline.tools import proc
-
-LABEL_RUN = "veza.pipeline.run"
-LABEL_INPUT_DIGEST = "veza.pipeline.input-digest"
 
 
 def engine_host() -> str | None:

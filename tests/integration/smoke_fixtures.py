@@ -27,7 +27,8 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.manifest import Manifest
 from pipeline.core.paths import ROOT, RUNS_DIR
-from pipeline.tools.compose import PROJECT_LABEL, RUN_LABEL, labelled, remove_labelled
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
+from pipeline.tools.compose import PROJECT_LABEL, labelled, remove_labelled
 
 OVERRIDES = Path(__file__).resolve().parent / "smoke_overrides"
 

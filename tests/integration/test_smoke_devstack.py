@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.paths import ROOT, STATE_DIR
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.stages.probes import http
-from pipeline.tools.compose import RUN_LABEL, labelled, remove_labelled
+from pipeline.tools.compose import labelled, remove_labelled
 from tests.integration.smoke_fixtures import *  # noqa: F403 - the pytest fixtures
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
