@@ -30,23 +30,42 @@ SchemaJob = tuple[Any, str, RenderedDoc | None]
 
 
 def hadolint_findings(dockerfiles: list[Path], buildkit_rejects: set[str]) -> list[LintFinding]:
-    """hadolint's findings; `buildkit_rejects` are the files BuildKit's parser refused (reported elsewhere)."""
+    """hadolint's findings; `buildkit_rejects` are the files BuildKit's parser refused (reported elsewhere).
+
+    A file with heredocs is given to hadolint with the heredocs replaced by stand-ins, lines kept in place
+    (dockerfile.without_heredoc_bodies), so its checks still run on the rest of the file.
+    """
+    from pipeline.lint.dockerfile import without_heredoc_bodies
     from pipeline.tools import hadolint
 
     out = []
-    for d in hadolint.lint(dockerfiles):
-        code, file, line = str(d.get("code", "DL")), str(d.get("file", "")), int(d.get("line") or 0)
-        message = str(d.get("message", "")).replace("\n", " ")
-        if code == "DL1000":
-            if file in buildkit_rejects:
+    with tempfile.TemporaryDirectory(prefix="veza-hadolint-") as tmp:
+        given: list[Path] = []
+        origin: dict[str, str] = {}
+        for i, df in enumerate(dockerfiles):
+            stand_in = None if str(df) in buildkit_rejects else without_heredoc_bodies(df.read_text(errors="replace"))
+            if stand_in is None:
+                given.append(df)
                 continue
-            out.append(LintFinding("HADOLINT-PARSE", "LOW", file, line,
-                                   f"hadolint cannot parse this file ({message}), though BuildKit can: hadolint's "
-                                   "checks did not run on it", "nothing to fix in the file; the VZ rules and "
-                                   "trivy read it with BuildKit's parser", "hadolint"))
-            continue
-        out.append(LintFinding(code, HADOLINT_SEVERITY.get(str(d.get("level", "warning")), "MEDIUM"), file, line,
-                               message, f"https://github.com/hadolint/hadolint/wiki/{code}", "hadolint"))
+            copy = Path(tmp) / str(i) / df.name
+            copy.parent.mkdir()
+            copy.write_text(stand_in)
+            given.append(copy)
+            origin[str(copy)] = str(df)
+        for d in hadolint.lint(given):
+            code, line = str(d.get("code", "DL")), int(d.get("line") or 0)
+            file = origin.get(str(d.get("file", "")), str(d.get("file", "")))
+            message = str(d.get("message", "")).replace("\n", " ")
+            if code == "DL1000":
+                if file in buildkit_rejects:
+                    continue
+                out.append(LintFinding("HADOLINT-PARSE", "LOW", file, line,
+                                       f"hadolint cannot parse this file ({message}), though BuildKit can: "
+                                       "hadolint's checks did not run on it", "nothing to fix in the file; the VZ "
+                                       "rules and trivy read it with BuildKit's parser", "hadolint"))
+                continue
+            out.append(LintFinding(code, HADOLINT_SEVERITY.get(str(d.get("level", "warning")), "MEDIUM"), file,
+                                   line, message, f"https://github.com/hadolint/hadolint/wiki/{code}", "hadolint"))
     return out
 
 

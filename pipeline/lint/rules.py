@@ -126,6 +126,20 @@ def _m(x: Any) -> dict[Any, Any]:
     return x if isinstance(x, dict) else {}
 
 
+def is_workload(doc: dict[str, Any]) -> bool:
+    """A Kubernetes workload kind, or any other kind with a pod template at spec.template.spec.containers
+    (custom workloads such as Argo Rollouts or OpenKruise CloneSets carry the same PodTemplateSpec)."""
+    if doc.get("kind") in WORKLOADS:
+        return True
+    template = _m(_m(doc.get("spec")).get("template")).get("spec")
+    return isinstance(template, dict) and "containers" in template
+
+
+def is_long_running(kind: str) -> bool:
+    """Serves for as long as it runs (probes apply): the apps kinds, and custom workloads not named *Job."""
+    return kind in LONG_RUNNING or (kind not in WORKLOADS and not kind.endswith("Job"))
+
+
 def pod_spec(doc: dict[str, Any]) -> Any:
     """The pod spec of a workload object (None when it has none)."""
     kind = doc.get("kind")
@@ -237,7 +251,7 @@ def _container_rules(c: dict[Any, Any], role: str, cname: str, kind: str, pod_sc
         missing = [k for k in ("requests", "limits") if not res.get(k)]
         if missing:
             add("VZ004", c, "resources" if res else "name", f"{cname}: no resources.{' / '.join(missing)}")
-    if role == "main" and kind in LONG_RUNNING:
+    if role == "main" and is_long_running(kind):
         probes = [p for p in ("livenessProbe", "readinessProbe") if not c.get(p)]
         if probes:
             add("VZ006", c, "name", f"{cname}: no {' / '.join(probes)}")
@@ -275,7 +289,8 @@ def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
         line = _line(obj, key)
         found.append(pitfall(rule, file, line + line_offset if line else 0, message))
 
-    if kind in WORKLOADS:
+    workload = is_workload(doc)
+    if workload:
         problem = shape_problem(doc)
         if problem:
             parent, key, text = problem
@@ -284,7 +299,7 @@ def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
                                 f"{what}: {text}; the API server rejects it and no other rule can judge it",
                                 "give the field the type the Kubernetes API reference gives it")]
     _secret_rules(doc, file, what, add, committed and not patch)
-    if kind not in WORKLOADS:
+    if not workload:
         return found
     pod = pod_spec(doc)
     if not isinstance(pod, dict):

@@ -134,6 +134,8 @@ def _lint_yaml(y: Path, inputs: Inputs, found: list[LintFinding], schema_jobs: l
     try:
         docs = rules.load_yaml_docs(y.read_text(errors="replace"))
     except yaml.YAMLError as exc:
+        if y.suffix == ".json":
+            return False     # JSON that is not even valid: no manifest kubectl would take, not ours to judge
         mark = getattr(exc, "problem_mark", None)
         found.append(LintFinding("YAML", "HIGH", str(y), (mark.line + 1) if mark else 0,
                                  f"invalid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax", "yaml"))

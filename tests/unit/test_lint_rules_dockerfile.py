@@ -88,3 +88,15 @@ def test_user_is_inherited_from_the_parent_stage() -> None:
     assert rules_of("FROM debian:bookworm-slim AS rt\nUSER 10001\nFROM rt\nCOPY a /a\n") == []
     assert rules_of("FROM debian:bookworm-slim AS rt\nUSER root\nFROM rt\nCOPY a /a\n") == [("VZ001", 2)]
     assert rules_of("ARG UID=0\nFROM scratch\nARG UID\nUSER ${UID}\n") == [("VZ001", 4)]   # ARG scoping
+
+
+def test_heredocs_get_stand_ins_for_hadolint_with_lines_in_place() -> None:
+    from pipeline.lint.dockerfile import without_heredoc_bodies
+
+    text = "FROM a\nCOPY <<PY /app/x.py\nfrom os import path\nPY\nRUN <<EOT bash\n  echo hi\nEOT\nUSER 1\n"
+    assert without_heredoc_bodies(text) == "FROM a\nCOPY heredoc-PY /app/x.py\n\n\nRUN true\n\n\nUSER 1\n"
+    assert without_heredoc_bodies("FROM a\nUSER 1\n") is None
+
+
+def test_a_blank_line_does_not_end_a_continuation() -> None:
+    assert rules_of("FROM debian:bookworm-slim\nRUN echo \\\n\nUSER 10001\n") == [("VZ001", 1)]
