@@ -9,6 +9,8 @@ the chart's ci/*-values.yaml (test inputs, the chart-testing convention) apply t
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +41,49 @@ class Rendered:
     docs: list[RenderedDoc]
 
 
-def chart_type(chart: Path) -> str:
-    """`application` or `library` (Chart.yaml's `type`, default application)."""
+def chart_meta(chart: Path) -> dict[str, Any]:
+    """Chart.yaml as a dict ({} when unreadable: helm lint reports that)."""
     try:
         meta: Any = yaml.safe_load((chart / "Chart.yaml").read_text(errors="replace"))
     except (OSError, yaml.YAMLError):
-        return "application"
-    return str(meta.get("type") or "application") if isinstance(meta, dict) else "application"
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def chart_type(chart: Path) -> str:
+    """`application` or `library` (Chart.yaml's `type`, default application)."""
+    return str(chart_meta(chart).get("type") or "application")
+
+
+def vendor_local_dependencies(chart: Path, workdir: Path) -> tuple[Path, list[str]]:
+    """The chart to give helm, with its dependencies present, and the dependencies that cannot be.
+
+    A dependency is present when charts/<name>/ or charts/<name>-*.tgz exists. A missing one whose
+    repository is `file://<dir>` (a library chart beside it, as in a monorepo) is copied into a copy of the
+    chart under `workdir`, which is what `helm dependency build` does, without touching the user's tree.
+    Returns (chart or its copy, names of missing dependencies from other repositories).
+    """
+    deps = chart_meta(chart).get("dependencies")
+    copies: list[tuple[str, Path]] = []
+    missing: list[str] = []
+    for dep in deps if isinstance(deps, list) else []:
+        if not isinstance(dep, dict) or not dep.get("name"):
+            continue
+        name, repo = str(dep["name"]), str(dep.get("repository") or "")
+        if (chart / "charts" / name / "Chart.yaml").is_file() or list((chart / "charts").glob(f"{name}-*.tgz")):
+            continue
+        source = (chart / repo.removeprefix("file://")).resolve() if repo.startswith("file://") else None
+        if source is not None and (source / "Chart.yaml").is_file():
+            copies.append((name, source))
+        else:
+            missing.append(name)
+    if not copies:
+        return chart, missing
+    staged = workdir / chart.name
+    shutil.copytree(chart, staged, symlinks=True)
+    for name, source in copies:
+        shutil.copytree(source, staged / "charts" / name, symlinks=True)
+    return staged, missing
 
 
 def values_sets(chart: Path) -> list[tuple[str, list[Path]]]:
@@ -119,32 +157,44 @@ def to_template(doc: RenderedDoc, line: int) -> tuple[str, int]:
 def lint_chart(chart: Path, kube_versions: tuple[str, ...]) -> tuple[list[LintFinding], list[Rendered]]:
     """helm lint --strict per values set; helm template per values set and Kubernetes version (not for a
     library chart). Findings of helm itself point at the chart directory with the values set named."""
-    from pipeline.tools import helm
 
     found: list[LintFinding] = []
     renders: list[Rendered] = []
     library = chart_type(chart) == "library"
-    for label, files in values_sets(chart):
-        where = f"{chart} [{label}]"
-        res = helm.lint(chart, files, strict=True, kube_version=kube_versions[-1] if kube_versions else "")
-        for line in (res.stdout + "\n" + res.stderr).splitlines():
-            m = re.match(r"^\[(ERROR|WARNING|INFO)\]\s*(.*)$", line.strip())
-            if m and m.group(1) != "INFO":
-                found.append(LintFinding("HELM-LINT", "HIGH", where, 0, m.group(2),
-                                         "fix the chart (helm lint --strict treats warnings as errors)", "helm"))
-        if not res.ok and not any(f.file == where for f in found):
-            tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:]
-            found.append(LintFinding("HELM-LINT", "HIGH", where, 0, f"helm lint --strict failed: {' '.join(tail)}",
-                                     "fix the chart", "helm"))
-        if library:
-            continue
-        for kv in kube_versions:
-            try:
-                text = helm.template(chart, "lint", files, namespace="lint", kube_version=kv)
-            except PipelineError as exc:
-                found.append(LintFinding("HELM-TEMPLATE", "HIGH", where, 0,
-                                         f"helm template (Kubernetes {kv}) failed: {exc.message}",
-                                         "fix the template or the values", "helm"))
-                continue
-            renders.append(Rendered(chart, label, kv, split_rendered(text, chart)))
+    with tempfile.TemporaryDirectory(prefix="veza-chart-") as tmp:
+        given, missing = vendor_local_dependencies(chart, Path(tmp))
+        if missing:
+            return [LintFinding("HELM-DEPENDENCY", "HIGH", str(chart / "Chart.yaml"), 0,
+                                f"dependencies not in charts/: {', '.join(missing)}; the chart cannot be rendered",
+                                f"run `helm dependency build {chart}` (or vendor them under charts/)", "helm")], []
+        for label, files in values_sets(chart):
+            _lint_values_set(chart, given, label, files, kube_versions, library, found, renders)
     return found, renders
+
+
+def _lint_values_set(chart: Path, given: Path, label: str, files: list[Path], kube_versions: tuple[str, ...],
+                     library: bool, found: list[LintFinding], renders: list[Rendered]) -> None:
+    from pipeline.tools import helm
+
+    where = f"{chart} [{label}]"
+    res = helm.lint(given, files, strict=True, kube_version=kube_versions[-1] if kube_versions else "")
+    for line in (res.stdout + "\n" + res.stderr).splitlines():
+        m = re.match(r"^\[(ERROR|WARNING|INFO)\]\s*(.*)$", line.strip())
+        if m and m.group(1) != "INFO":
+            found.append(LintFinding("HELM-LINT", "HIGH", where, 0, m.group(2),
+                                     "fix the chart (helm lint --strict treats warnings as errors)", "helm"))
+    if not res.ok and not any(f.file == where for f in found):
+        tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:]
+        found.append(LintFinding("HELM-LINT", "HIGH", where, 0, f"helm lint --strict failed: {' '.join(tail)}",
+                                 "fix the chart", "helm"))
+    if library:
+        return
+    for kv in kube_versions:
+        try:
+            text = helm.template(given, "lint", files, namespace="lint", kube_version=kv)
+        except PipelineError as exc:
+            found.append(LintFinding("HELM-TEMPLATE", "HIGH", where, 0,
+                                     f"helm template (Kubernetes {kv}) failed: {exc.message}",
+                                     "fix the template or the values", "helm"))
+            continue
+        renders.append(Rendered(chart, label, kv, split_rendered(text, chart)))
