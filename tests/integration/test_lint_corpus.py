@@ -12,7 +12,7 @@ from pipeline.core.errors import PolicyBlocked, UsageError
 from pipeline.lint.run import LintReport, gate, lint_paths
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "lint"
-KINDS = ("dockerfiles", "manifests", "kustomize", "charts")
+KINDS = ("dockerfiles", "compose", "manifests", "kustomize", "charts")
 
 EXPECTED_BLOCKING = {
     # 1. BuildKit's parser and Dockerfile semantics
@@ -21,10 +21,12 @@ EXPECTED_BLOCKING = {
     ("VZ001", "dockerfiles/scratch-no-user.Dockerfile", 3),
     ("VZ001", "dockerfiles/continuation-swallows-user.Dockerfile", 1),   # the blank line does not end the RUN
     ("DOCKERFILE", "dockerfiles/unterminated-heredoc.Dockerfile", 0),
+    ("VZ001", "dockerfiles/arg-unscoped-user.Dockerfile", 4),        # ARG APP_UID brings the global 0 in
     # 5. secrets by value and context
     ("VZ003", "dockerfiles/escape-directive.Dockerfile", 3),        # `# escape=` continuation, API_TOKEN
     ("VZ003", "dockerfiles/secrets-by-value.Dockerfile", 2),        # DATABASE_URL with a password
     ("VZ003", "dockerfiles/secrets-by-value.Dockerfile", 8),        # a token URL inside a RUN heredoc
+    ("VZ003", "compose/docker-compose.yml", 5),                     # only DATABASE_URL of six variables
     ("VZ003", "manifests/malformed-and-next.yaml", 17),
     ("VZ003", "manifests/malformed-and-next.yaml", 18),
     ("VZ003", "manifests/list-and-secret.yaml", 9),                 # a committed Secret, inside a List
@@ -35,6 +37,8 @@ EXPECTED_BLOCKING = {
     ("VZ009", "kustomize/overlay/unsafe.yaml", 12),
     # 4. a malformed object is one finding (schema and trivy fold into it), the next object is still linted
     ("MALFORMED", "manifests/malformed-and-next.yaml", 9),
+    ("MALFORMED", "manifests/malformed-siblings.yaml", 13),         # env: a string
+    ("MALFORMED", "manifests/malformed-siblings.yaml", 25),         # capabilities.drop: a string
     # 6. chart findings at the template's line
     ("VZ005", "charts/shop/templates/deployment.yaml", 22),
     ("VZ008", "charts/shop/templates/deployment.yaml", 31),
@@ -60,6 +64,8 @@ def test_blocking_findings_exactly(report: LintReport) -> None:
 @pytest.mark.parametrize("clean", [
     "dockerfiles/heredoc-python.Dockerfile",       # a `from` line in a heredoc is no FROM
     "dockerfiles/stage-inherits-user.Dockerfile",  # FROM runtime inherits USER 10001
+    "dockerfiles/arg-scoped-user.Dockerfile",      # lower-case instructions, ARG scoping, ONBUILD USER root
+    "dockerfiles/distroless-nonroot.Dockerfile",   # the base's tag says its default user is nonroot
     "manifests/good-deployment.yaml",              # null annotations/envFrom, cpu: 0.5, TOKENIZERS_*
     "kustomize/base/deployment.yaml",
     "kustomize/overlay/add-env.yaml",              # a patch that adds one env var
