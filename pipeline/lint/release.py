@@ -9,6 +9,7 @@ A flag (`invoke lint --kube-version`) overrides all three.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.core.config import Config, Environment
@@ -32,10 +33,15 @@ class LintResult:
     report: LintReport
 
 
-def _normal(version: str) -> str:
+def normal_version(version: str) -> str:
     """"v1.20.2" → "1.20.0", "1.31" → "1.31.0": schemas exist per minor version."""
     major, minor = version.lstrip("v").split(".")[:2]
     return f"{major}.{''.join(ch for ch in minor if ch.isdigit())}.0"
+
+
+def sorted_versions(versions: Iterable[str]) -> tuple[str, ...]:
+    """Distinct "X.Y.Z" versions, oldest first (the last one is the "current" one the rules render with)."""
+    return tuple(sorted(set(versions), key=lambda v: tuple(int(x) for x in v.split("."))))
 
 
 def kube_versions_for(env: Environment, reporter: Reporter | None = None, *,
@@ -52,13 +58,14 @@ def kube_versions_for(env: Environment, reporter: Reporter | None = None, *,
         if found:
             if reporter:
                 reporter.detail(f"lint: {env.name}'s cluster runs Kubernetes {found}")
-            return (_normal(found),)
+            return (normal_version(found),)
     if env.kube_versions:
-        return tuple(sorted({_normal(v) for v in env.kube_versions}, key=lambda v: tuple(map(int, v.split(".")))))
+        return sorted_versions(normal_version(v) for v in env.kube_versions)
     return DEFAULT_KUBE_VERSIONS
 
 
-def default_settings(env_name: str, reporter: Reporter | None) -> tuple[str, tuple[str, ...]]:
+def default_settings(env_name: str, reporter: Reporter | None, *,
+                     versions_needed: bool = True) -> tuple[str, tuple[str, ...]]:
     """(threshold, Kubernetes versions) for `invoke lint`: the named environment's, else prod's threshold and
     the versions of every environment (DEFAULT_KUBE_VERSIONS without a readable pipeline.toml)."""
     from pipeline.core.config import load_config
@@ -75,12 +82,12 @@ def default_settings(env_name: str, reporter: Reporter | None) -> tuple[str, tup
             raise UsageError(f"lint: unknown environment '{env_name}'",
                              f"use one of: {', '.join(cfg.environments)}")
         env = cfg.environments[env_name]
-        return env.scan_threshold, kube_versions_for(env, reporter)
+        return env.scan_threshold, kube_versions_for(env, reporter) if versions_needed else ()
     threshold = cfg.environments["prod"].scan_threshold if "prod" in cfg.environments else "HIGH"
     versions: set[str] = set()
-    for env in cfg.environments.values():
+    for env in cfg.environments.values() if versions_needed else ():
         versions.update(kube_versions_for(env, reporter))
-    return threshold, tuple(sorted(versions, key=lambda v: tuple(map(int, v.split(".")))))
+    return threshold, sorted_versions(versions)
 
 
 def lint_release(cfg: Config, env: Environment, reporter: Reporter) -> LintResult:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -94,15 +95,18 @@ def run_lint(paths: list[str] | None, threshold: str | None = None, fmt: str = "
     """The `invoke lint` task: lint, print (text or json), gate. Kubernetes versions: the given ones, else
     the environment's cluster or config (release.kube_versions_for), else DEFAULT_KUBE_VERSIONS."""
     from pipeline.core.paths import ROOT
-    from pipeline.lint.release import default_settings
+    from pipeline.lint.release import default_settings, normal_version
 
     if fmt not in ("text", "json"):
         raise UsageError(f"unknown format '{fmt}'", "use --format text or --format json")
-    level, versions = default_settings(env_name, reporter)
+    level, versions = default_settings(env_name, reporter, versions_needed=not kube_versions)
     if threshold:
         level = severity(threshold)
     if kube_versions:
-        versions = tuple(v.lstrip("v") for v in kube_versions)
+        bad = [v for v in kube_versions if not re.fullmatch(r"v?1\.\d+(\.\d+)?", v)]
+        if bad:
+            raise UsageError(f"lint: '{bad[0]}' is not a Kubernetes version", "pass e.g. --kube-version 1.31")
+        versions = tuple(dict.fromkeys(normal_version(v) for v in kube_versions))
     targets = [Path(p) for p in paths] if paths else \
         [ROOT / d for d in ("dockerfiles", "compose", "k8s", "helm") if (ROOT / d).exists()]
     report = lint_paths(targets, level, versions, reporter)
