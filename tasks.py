@@ -265,7 +265,7 @@ def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
     """Start the local OCI registry on 127.0.0.1:5000 (storage under the state directory)."""
     from pipeline.local.registry import registry_up as up
 
-    up(auth=auth, tls=tls)
+    up(_setup()[0], auth=auth, tls=tls)
 
 
 @task(name="registry-down")
@@ -274,7 +274,7 @@ def registry_down(c: Context) -> None:
     """Stop the local registry (its storage is kept)."""
     from pipeline.local.registry import registry_down as down
 
-    down()
+    down(_setup()[0])
 
 
 @task(name="registry-status")
@@ -283,7 +283,7 @@ def registry_status(c: Context) -> None:
     """Tell whether the local registry runs, where, and what it holds."""
     from pipeline.local.registry import registry_status as status_
 
-    status_()
+    status_(_setup()[0])
 
 
 @task(iterable=["service"], help={"service": "service to push (repeatable)", "env": ENV_HELP})

@@ -6,6 +6,7 @@ The reader is strict: unknown keys, wrong types, unknown references and missing 
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -306,7 +307,9 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
 
     proj = top.table("project")
     project_name = proj.text("name")
-    state_dir = root / proj.text("state_dir", ".pipeline")
+    # VEZA_STATE_DIR moves the state (manifests, runs, locks) elsewhere, e.g. a CI job's workspace.
+    configured_state = proj.text("state_dir", ".pipeline")
+    state_dir = root / (os.environ.get("VEZA_STATE_DIR") or configured_state)
     source_url = proj.text("source_url", "")
     proj.done()
 

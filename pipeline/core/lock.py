@@ -1,4 +1,7 @@
-"""One release per environment at a time: a lock file with holder, PID and start time.
+"""The pipeline's locks: one run per environment (EnvLock, with a named holder) and machine-wide file
+locks (file_lock, flock) for shared caches and the local cluster.
+
+EnvLock: one release per environment at a time: a lock file with holder, PID and start time.
 
 A lock whose PID is dead (same host) is stale: it is taken over, with a message. Creation is atomic
 (O_EXCL), so two releases racing for a free lock cannot both win.
@@ -6,10 +9,13 @@ A lock whose PID is dead (same host) is stale: it is taken over, with a message.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -105,3 +111,24 @@ class EnvLock:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+@contextmanager
+def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on `path` for the duration of the block; the kernel releases it
+    when the holder dies, so there is no stale state to clean.
+
+    on_wait: called once when another process holds the lock, before waiting for it (to say so).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

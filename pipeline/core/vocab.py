@@ -53,23 +53,9 @@ class ScanStatus(StrEnum):
     ERROR = "error"
 
 
-class SmokeStatus(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-
-
-class DeployStatus(StrEnum):
-    DEPLOYED = "deployed"
-    NOOP = "noop"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
 
 
 def now_iso() -> str:
     """UTC now as RFC 3339 with second precision (`2026-11-29T13:47:01Z`)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def short_digest(digest: str, n: int = 12) -> str:
-    """`sha256:abcdef…` → the first n hex digits (for humans; never for lookups)."""
-    return digest.split(":", 1)[-1][:n]

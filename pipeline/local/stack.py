@@ -20,7 +20,8 @@ from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.local import stack_spec
-from pipeline.tools.compose import ComposeProject, remove_labelled
+from pipeline.tools.compose import ComposeProject
+from pipeline.tools.docker import remove_labelled
 from pipeline.tools.proc import stream
 
 DEFAULT_NAME = "veza-dev"

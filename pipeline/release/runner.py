@@ -11,6 +11,7 @@ Adding a stage: one module with a class of the Stage shape (pipeline.release.sta
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -64,7 +65,13 @@ class Outcome:
 
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + "-" + secrets.token_hex(3)
+    """VEZA_RUN_ID (a CI job's name for the run, made label-safe), else `<UTC time>-<6 hex>`.
+
+    The run id names the run directory and labels every engine object the run creates."""
+    from pipeline.local.stack_spec import safe_run_id
+
+    given = os.environ.get("VEZA_RUN_ID", "")
+    return safe_run_id(given) if given else datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo, *, create: bool, fresh: bool = False) -> Manifest:
@@ -201,10 +208,6 @@ def run_command(cfg: Config, env: Environment, stage_names: Sequence[str], repor
                   creates_manifest="build" in stage_names) as ctx:
         preflight(ctx, stages)
         return run_stages(ctx, stages)
-
-
-def summary_line(outcomes: Sequence[Outcome]) -> str:
-    return ", ".join(f"{o.name} {o.status}" for o in outcomes)
 
 
 __all__ = ["Outcome", "StageSummary", "make_stages", "open_run", "preflight", "run_command", "run_stages"]

@@ -311,7 +311,7 @@ class PushStage:
         if ctx.env.registry.startswith(("127.0.0.1:", "localhost:")):
             from pipeline.local.registry import ensure_local_registry
 
-            ensure_local_registry(ctx.env.registry)
+            ensure_local_registry(ctx.cfg, ctx.env.registry)
         check_registry_writable(ctx.cfg, ctx.env, ctx.services or None)
         ctx.reporter.info(f"pre-flight: registry {ctx.env.registry} accepts pushes")
 

@@ -32,6 +32,7 @@ from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import ScanStatus
 from pipeline.gate.policy import (
     IgnoreFile,
     Policy,
@@ -193,7 +194,7 @@ class ScanStage:
             return f"the Trivy DB changed ({rec.get('db_version')} → {db.version})"
         for name in ctx.selected():
             built, scanned = ctx.manifest.built(name), ctx.manifest.stage_result(name, "scan") or {}
-            if built is None or scanned.get("image_id") != built.image_id or scanned.get("status") != "pass":
+            if built is None or scanned.get("image_id") != built.image_id or scanned.get("status") != ScanStatus.PASS:
                 return f"{name}: its image was not scanned as built"
         return None
 

@@ -35,10 +35,9 @@ from pipeline.stages.probes import HttpAnswer, NatsError, NatsSubscriber, http
 from pipeline.tools.compose import (
     ComposeProject,
     ContainerState,
-    container_state,
     health_summary,
-    remove_labelled,
 )
+from pipeline.tools.docker import container_state, remove_labelled
 
 DEFAULT_WAIT_TIMEOUT_S = 120.0
 DEFAULT_PROBE_WINDOW_S = 8.0     # a probe is retried this long before it counts as failed
@@ -103,6 +102,7 @@ def smoke_release(
     run_dir: Path,
     reporter: Reporter,
     *,
+    run_id: str,
     keep_on_failure: bool = False,
     overrides: Sequence[Path] = (),
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
@@ -110,12 +110,12 @@ def smoke_release(
 ) -> SmokeResult:
     """Run the exact images of the manifest as one compose stack, probe them, always tear it down.
 
-    run_dir: this smoke run's directory (logs, env file, smoke.json); its name labels every engine object.
+    run_dir: this smoke run's directory (logs, env file, smoke.json); run_id labels every engine object.
     overrides: extra compose files (an explicit flag of `invoke smoke`/`release`, printed and recorded).
     Records each service's `smoke` record. Raises SmokeFailed (exit 4) with the stage fields attached.
     """
     say = reporter.info
-    run_id = stack_spec.safe_run_id(f"{run_dir.parent.name}-{run_dir.name}")
+    run_id = stack_spec.safe_run_id(run_id)
     result = SmokeResult(run_id=run_id, project=f"veza-smoke-{run_id}", run_dir=run_dir,
                          overrides=tuple(overrides))
     check_overrides(env, overrides)
@@ -521,7 +521,7 @@ class SmokeStage:
 
     def run(self, ctx: RunContext) -> StageSummary:
         wait = float(os.environ.get("VEZA_SMOKE_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_S))
-        result = smoke_release(ctx.cfg, ctx.env, ctx.manifest, ctx.run_dir / "smoke", ctx.reporter,
+        result = smoke_release(ctx.cfg, ctx.env, ctx.manifest, ctx.run_dir / "smoke", ctx.reporter, run_id=ctx.run_id,
                                keep_on_failure=bool(ctx.options.get("keep_on_failure")),
                                overrides=tuple(ctx.options.get("compose_overrides", ())), wait_timeout=wait)
         t = result.timings

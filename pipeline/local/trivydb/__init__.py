@@ -253,7 +253,7 @@ def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
     from pipeline.tools.registry_api import RegistryClient, split_repository
 
     address, path = split_repository(repo)
-    ensure_local_registry(address)
+    ensure_local_registry(cfg, address)
     if RegistryClient(address, timeout=10).head_manifest(path, "2") is not None:
         return
     say(f"pre-flight: the Trivy DB mirror {repo} is empty; seeding it from {cfg.scan.mirror_seed.name}")
