@@ -44,12 +44,13 @@ SAME_PROBLEM: dict[str, str] = {
     "KSV-0011": "VZ004", "KSV-0015": "VZ004", "KSV-0016": "VZ004", "KSV-0018": "VZ004",   # limits/requests
     "KSV-0013": "VZ005",                                                     # image tag latest
     "KSV-0012": "VZ007", "KSV-0014": "VZ008", "KSV-0001": "VZ009", "KSV-0003": "VZ010", "KSV-0004": "VZ010",
-    "DS-0031": "VZ003", "DL3064": "VZ003", "KSV-0109": "VZ003",             # secrets judged by name
+    "DS-0031": "VZ003", "DL3064": "VZ003", "KSV-0109": "VZ003", "KSV-01010": "VZ003",   # secrets by name
     "SCHEMA": "MALFORMED",                                                   # a field of the wrong type
 }
 # Checks whose verdict the VZ rule replaces when it does not agree: they judge by a variable's name or
-# read only the last stage of a Dockerfile, where the VZ rule reads values and stage inheritance.
-SUPERSEDED = {"DS-0002", "DL3002", "DS-0031", "DL3064", "KSV-0109"}
+# read only the last stage of a Dockerfile, or take an ${IMAGE} placeholder for an untagged image, where
+# the VZ rule reads values, references and stage inheritance.
+SUPERSEDED = {"DS-0002", "DL3002", "DS-0031", "DL3064", "KSV-0109", "KSV-01010", "KSV-0013"}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import yaml
 
 from pipeline.lint.dockerfile import dockerfile_rules, image_name_tag, is_fat_image, parse_dockerfile
 from pipeline.lint.findings import RULES, LintFinding, pitfall
-from pipeline.lint.secrets import is_secret_name, judge
+from pipeline.lint.secrets import could_be_secret, is_reference, is_secret_name, judge, judge_text
 
 __all__ = ["RULES", "LintFinding", "compose_rules", "dockerfile_rules", "image_name_tag", "is_fat_image",
            "is_secret_name", "k8s_rules", "load_yaml_docs", "parse_dockerfile", "patch_rules"]
@@ -204,17 +204,25 @@ def shape_problem(doc: dict[str, Any]) -> tuple[Any, Any, str] | None:
     return None
 
 
-def _secret_rules(doc: dict[str, Any], file: str, what: str, add: Any, committed: bool) -> None:
+def _secret_rules(doc: dict[str, Any], what: str, add: Any, add_at: Any, committed: bool) -> None:
+    """VZ003 in ConfigMaps (by key and value, and line by line in embedded config files) and committed Secrets."""
     kind = doc.get("kind")
     if kind == "ConfigMap":
-        for k, v in _m(doc.get("data")).items():
+        data = _m(doc.get("data"))
+        for k, v in data.items():
+            if isinstance(v, str) and "\n" in v.strip():   # a whole config file: judge each of its lines
+                for offset, in_file in judge_text(v):
+                    line = _line(data, k)
+                    found_at = line + 1 + offset if line else 0
+                    add_at("VZ003", found_at, f"{what}: data.{k} line {offset + 1} {in_file} (use a Secret)")
+                continue
             reason = judge(str(k), v)
             if reason:
-                add("VZ003", doc["data"], k, f"{what}: data {reason} (a ConfigMap is not secret: use a Secret)")
+                add("VZ003", data, k, f"{what}: data {reason} (a ConfigMap is not secret: use a Secret)")
     if kind == "Secret" and committed:
         for field in ("stringData", "data"):
             for k, v in _m(doc.get(field)).items():
-                if v not in (None, ""):
+                if could_be_secret(v):
                     add("VZ003", doc[field], k, f"{what}: {field}.{k} is a secret committed to the repository")
                     break
 
@@ -233,7 +241,7 @@ def _container_rules(c: dict[Any, Any], role: str, cname: str, kind: str, pod_sc
                 add("VZ003", c, f, f"{cname}: {f} {reason}")
                 break
     image = c.get("image")
-    if isinstance(image, str) and image:
+    if isinstance(image, str) and image and not is_reference(image):   # ${IMAGE}: set by envsubst at deploy
         _, tag, digest = image_name_tag(image)
         if not digest and tag in ("", "latest"):
             add("VZ005", c, "image", f"{cname}: image '{image}' is {'latest' if tag else 'untagged'}")
@@ -285,9 +293,11 @@ def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
     kind, name = doc["kind"], _m(doc.get("metadata")).get("name", "?")
     what = f"{kind}/{name}"
 
-    def add(rule: str, obj: Any, key: Any, message: str) -> None:
-        line = _line(obj, key)
+    def add_at(rule: str, line: int, message: str) -> None:
         found.append(pitfall(rule, file, line + line_offset if line else 0, message))
+
+    def add(rule: str, obj: Any, key: Any, message: str) -> None:
+        add_at(rule, _line(obj, key), message)
 
     workload = is_workload(doc)
     if workload:
@@ -298,7 +308,7 @@ def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
             return [LintFinding("MALFORMED", "HIGH", file, line + line_offset if line else 0,
                                 f"{what}: {text}; the API server rejects it and no other rule can judge it",
                                 "give the field the type the Kubernetes API reference gives it")]
-    _secret_rules(doc, file, what, add, committed and not patch)
+    _secret_rules(doc, what, add, add_at, committed and not patch)
     if not workload:
         return found
     pod = pod_spec(doc)

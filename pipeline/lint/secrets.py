@@ -80,7 +80,7 @@ def could_be_secret(value: Any) -> bool:
     text = str(value).strip().strip("\"'")
     if not text or is_reference(text) or text.lower() in NOT_SECRET_VALUES:
         return False
-    if NUMBER_OR_DURATION.fullmatch(text):
+    if NUMBER_OR_DURATION.fullmatch(text) or text[0] in "[{~":   # numbers, durations, structures, YAML null
         return False
     return not (text.startswith("/") and " " not in text)
 
@@ -98,6 +98,26 @@ def secret_in_value(value: Any) -> str | None:
         if pattern.search(text):
             return what
     return None
+
+
+CONFIG_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*[:=]\s*(\S.*?)\s*[;,]?\s*$")
+
+
+def judge_text(text: str) -> list[tuple[int, str]]:
+    """Secrets in a configuration file's text (properties, .env, INI, YAML, TOML lines `key = value` or
+    `key: value`): (0-based line index, reason) for each line whose key and value judge as a secret."""
+    out: list[tuple[int, str]] = []
+    for i, line in enumerate(text.split("\n")):
+        if line.lstrip().startswith(("#", "//", ";")):
+            continue
+        m = CONFIG_LINE.match(line)
+        reason = judge(m.group(1), m.group(2)) if m else None
+        if reason is None and not m:
+            found = secret_in_value(line)
+            reason = f"holds {found}" if found else None
+        if reason:
+            out.append((i, reason))
+    return out
 
 
 def judge(name: str, value: Any) -> str | None:

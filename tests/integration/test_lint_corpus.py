@@ -30,6 +30,7 @@ EXPECTED_BLOCKING = {
     ("VZ003", "manifests/malformed-and-next.yaml", 17),
     ("VZ003", "manifests/malformed-and-next.yaml", 18),
     ("VZ003", "manifests/list-and-secret.yaml", 9),                 # a committed Secret, inside a List
+    ("VZ003", "manifests/configmap-files.yaml", 10),                # one line of a properties file
     ("VZ003", "kustomize/overlay/kustomization.yaml", 13),          # configMapGenerator literal
     # 3. other shapes: List items, Kustomize patches (only what they set)
     ("VZ005", "manifests/list-and-secret.yaml", 21),
