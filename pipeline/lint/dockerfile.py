@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import dockerfile as buildkit
 
 from pipeline.lint.findings import LintFinding, pitfall
-from pipeline.lint.secrets import judge, secret_in_value
+from pipeline.lint.secrets import judge, judge_text, secret_in_value
 
 FAT_IMAGES = re.compile(r"^(debian|ubuntu|centos|fedora|rockylinux|almalinux|amazonlinux|oraclelinux|opensuse.*"
                         r"|golang|rust|node|python|openjdk|eclipse-temurin|maven|gradle|ruby|php|perl"
@@ -238,11 +238,15 @@ def _secret_findings(instrs: list[Instruction], file: str) -> list[LintFinding]:
                     found.append(pitfall("VZ003", file, ins.line,
                                          f"{ins.keyword} {reason} (baked into the image and its history)"))
             continue
+        if ins.heredocs:   # a file or script written inline: judged line by line, keys and values
+            body = ins.original.split("\n")[1:]
+            for offset, reason in judge_text("\n".join(body)):
+                found.append(pitfall("VZ003", file, ins.line + 1 + offset,
+                                     f"{ins.keyword} heredoc: {reason} (baked into the image)"))
+            continue
         what = secret_in_value(ins.original)
-        if what:   # the line of the secret inside a heredoc body, else the instruction's first line
-            line = next((ins.line + i for i, text in enumerate(ins.original.split("\n")) if secret_in_value(text)),
-                        ins.line)
-            found.append(pitfall("VZ003", file, line, f"{ins.keyword} holds {what} (baked into the image)"))
+        if what:
+            found.append(pitfall("VZ003", file, ins.line, f"{ins.keyword} holds {what} (baked into the image)"))
     return found
 
 

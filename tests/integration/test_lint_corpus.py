@@ -26,6 +26,7 @@ EXPECTED_BLOCKING = {
     ("VZ003", "dockerfiles/escape-directive.Dockerfile", 3),        # `# escape=` continuation, API_TOKEN
     ("VZ003", "dockerfiles/secrets-by-value.Dockerfile", 2),        # DATABASE_URL with a password
     ("VZ003", "dockerfiles/secrets-by-value.Dockerfile", 8),        # a token URL inside a RUN heredoc
+    ("VZ003", "dockerfiles/heredoc-config-secret.Dockerfile", 5),   # `password = …` in an INI file written inline
     ("VZ003", "compose/docker-compose.yml", 5),                     # only DATABASE_URL of six variables
     ("VZ003", "manifests/malformed-and-next.yaml", 17),
     ("VZ003", "manifests/malformed-and-next.yaml", 18),

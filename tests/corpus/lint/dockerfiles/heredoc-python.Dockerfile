@@ -7,3 +7,7 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 HTTPServer(("", 8000), SimpleHTTPRequestHandler).serve_forever()
 PY
 CMD ["python", "/app/main.py"]
+COPY <<ENV /app/.env
+LOG_LEVEL=info
+TOKENIZERS_PARALLELISM=false
+ENV
