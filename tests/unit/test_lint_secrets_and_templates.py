@@ -66,3 +66,11 @@ def test_rendered_lines_map_to_the_template() -> None:
     assert template_line(TEMPLATE, RENDERED, 13) == 9      # the second worker's image: the one image line
     assert template_line(TEMPLATE, RENDERED, 16) == 10     # from toYaml: the nearest key above that maps
     assert template_line(TEMPLATE, RENDERED, 2) == 2
+
+
+def test_config_text_is_judged_line_by_line() -> None:
+    from pipeline.lint.secrets import judge_text
+
+    text = ("# comment: password=not-this\n[db]\nhost = db\npassword = hunter2\npool_size = 10\n"
+            "export API_TOKEN=abc123\nAPI_TOKEN_FILE=/run/secrets/t\nsecrets: []\nurl: postgres://u:p4ss@db/x\n")
+    assert [i for i, _ in judge_text(text)] == [3, 5, 8]
