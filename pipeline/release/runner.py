@@ -33,12 +33,13 @@ from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, 
 def _stage_factories() -> dict[str, Callable[[], Stage]]:
     """Stage name → its class. Imported on use: `invoke --list` stays fast."""
     from pipeline.stages.build import BuildStage
+    from pipeline.stages.lint import LintStage
     from pipeline.stages.push import PushStage
     from pipeline.stages.rollout import DeployStage, VerifyStage
     from pipeline.stages.scan import ScanStage
     from pipeline.stages.smoke import SmokeStage
 
-    return {"build": BuildStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
+    return {"build": BuildStage, "lint": LintStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
             "deploy": DeployStage, "verify": VerifyStage}
 
 
