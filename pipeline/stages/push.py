@@ -309,7 +309,7 @@ class PushStage:
     def preflight(self, ctx: RunContext) -> None:
         """The registry accepts our writes (and the embedded one runs), before anything is built."""
         if ctx.env.registry.startswith(("127.0.0.1:", "localhost:")):
-            from pipeline.local.registry import ensure_local_registry
+            from pipeline.local.embedded_registry import ensure_local_registry
 
             ensure_local_registry(ctx.cfg, ctx.env.registry)
         check_registry_writable(ctx.cfg, ctx.env, ctx.services or None)
