@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
-from pipeline.core.manifest import now_iso
+from pipeline.core.vocab import now_iso
 from pipeline.tools.kubectl import KubeTarget
 
 DEFAULT_TIMEOUT_S = 300
@@ -20,14 +20,11 @@ HISTORY_MAX = 10
 
 
 def kubeconfig_path(env: Environment) -> Path | None:
-    """The kubeconfig of an environment: with a kube_context, the user's (the first file of KUBECONFIG;
-    None = kubectl's default, ~/.kube/config); without one, the pipeline's own local cluster's file."""
-    if env.kube_context:
-        first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-        return Path(first) if first else None
-    from pipeline.local.cluster import layout
+    """The kubeconfig of an environment: with a kube_context, the user's; without one, the pipeline's own local
+    cluster's (pipeline.local.cluster decides)."""
+    from pipeline.local.cluster import kubeconfig_for
 
-    return Path(layout.KUBECONFIG)
+    return Path(kubeconfig_for(env.kube_context))
 
 
 def kube_target(env: Environment, kubeconfig: Path | None = None) -> KubeTarget:
