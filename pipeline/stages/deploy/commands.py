@@ -50,7 +50,7 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
                 "differs from the manifest" if e["manifest_digest"] else "not in the manifest")
             say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
     if diffs:
-        for d in diffs:
+        for d in diffs if not as_json else []:  # the JSON carries them: stdout stays one JSON document
             reporter.warn(f"drift: {d.line()}")
         raise DriftFound(f"{env.name}: the cluster differs from the Release manifest in {len(diffs)} place(s)",
                          drift_hint(env, diffs))
