@@ -221,8 +221,10 @@ def test_kubeconfig_points_at_the_local_apiserver(tmp_path: Path) -> None:
 
 def test_kubeconfig_for_local_env_is_the_local_cluster() -> None:
     import pipeline.local.cluster as cluster
+    from pipeline.core.config import load_config
 
-    assert cluster.kubeconfig_for("local") == layout.KUBECONFIG  # pipeline.toml: local has no kube_context
+    local = load_config(check_files=False).env("local")  # pipeline.toml: local has no kube_context
+    assert cluster.kubeconfig_for(local) == layout.KUBECONFIG
 
 
 def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,26 +236,16 @@ def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatc
         {"name": "kind-veza", "context": {"cluster": "kind-veza", "user": "u"}}]}))
     monkeypatch.setenv("KUBECONFIG", str(user_kc))
     monkeypatch.delenv("VEZA_PROD_KUBECONFIG", raising=False)
-    real_env = cluster._env
+    from pipeline.core.config import load_config
 
-    def env_with_context(name: str):  # type: ignore[no-untyped-def]
-        context = {"prod": "kind-veza", "bad": "nope"}.get(name, "")
-        return dataclasses.replace(real_env("prod" if name == "bad" else name), kube_context=context)
-
-    monkeypatch.setattr(cluster, "_env", env_with_context)
-    assert cluster.kubeconfig_for("prod") == user_kc
-    assert cluster.kubeconfig_for("local") == layout.KUBECONFIG
-    assert cluster.cluster_up("prod") == user_kc  # a user's cluster: nothing provisioned
+    prod = load_config(check_files=False).env("prod")
+    kind = dataclasses.replace(prod, kube_context="kind-veza")
+    assert cluster.kubeconfig_for(kind) == user_kc
+    assert cluster.kubeconfig_for(prod) == layout.KUBECONFIG  # no variable, no context: the own cluster
+    assert cluster.kubeconfig_for(None) == layout.KUBECONFIG
+    assert cluster.cluster_up(kind, say=lambda _l: None) == user_kc  # a user's cluster: nothing provisioned
     with pytest.raises(UsageError, match="kube context 'nope' not found"):
-        cluster.cluster_up("bad")
-
-
-def test_unknown_environment_is_a_usage_error() -> None:
-    import pipeline.local.cluster as cluster
-    from pipeline.core.errors import UsageError
-
-    with pytest.raises(UsageError, match="unknown environment"):
-        cluster.kubeconfig_for("nowhere")
+        cluster.cluster_up(dataclasses.replace(prod, kube_context="nope"), say=lambda _l: None)
 
 
 def test_kubepods_cgroups_removed_deepest_first(tmp_path: Path) -> None:

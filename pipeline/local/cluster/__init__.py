@@ -8,6 +8,7 @@ kubernetes source package (build.py) and run on 127.0.0.1 (start.py, stop.py). O
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,6 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _env(env_name: str) -> Environment:
-    from pipeline.core.config import load_config
-
-    return load_config(check_files=False).env(env_name)
-
-
 def cluster_access(env: Environment) -> ClusterAccess:
     """Where `env` deploys (pipeline/core/kubeconfig.py): an external cluster's kubeconfig, checked to define the
     context, or the local cluster's kubeconfig (its current context is the local cluster)."""
@@ -39,21 +34,18 @@ def cluster_access(env: Environment) -> ClusterAccess:
     return access
 
 
-def kubeconfig_for_env(env: Environment) -> Path:
-    """The kubeconfig file of cluster_access(env)."""
-    return cluster_access(env).kubeconfig
+def kubeconfig_for(env: Environment | None) -> Path:
+    """The kubeconfig file of cluster_access(env); None: the local cluster's."""
+    return cluster_access(env).kubeconfig if env is not None else layout.KUBECONFIG
 
 
-def kubeconfig_for(env_name: str) -> Path:
-    """kubeconfig_for_env of the named environment of pipeline.toml."""
-    return kubeconfig_for_env(_env(env_name))
-
-
-def cluster_up(env_name: str = "local") -> Path:
-    """Use the environment's kube context, or bring up the local cluster (idempotent). Returns the kubeconfig."""
-    access = cluster_access(_env(env_name))
-    if access.external:
-        _say(f"cluster: environment '{env_name}' uses {access.describe()}; nothing to provision")
+def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say) -> Path:
+    """Use the environment's external cluster (cluster_access: kubeconfig_env, kube_context), or bring up the
+    local cluster (idempotent; env None = the local cluster). Returns the kubeconfig. UsageError (exit 2, one
+    line) when the external kubeconfig cannot be read or lacks the context."""
+    access = cluster_access(env) if env is not None else None
+    if access is not None and access.external:
+        say(f"cluster: environment '{env.name if env else ''}' uses {access.describe()}; nothing to provision")
         return access.kubeconfig
     from pipeline.local.cluster.start import running_state, start_local
     from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
@@ -61,16 +53,17 @@ def cluster_up(env_name: str = "local") -> Path:
     with cluster_lock():
         running = running_state()
         if running:
-            _say(f"cluster: already running since {running.started_at} — kubeconfig: {running.kubeconfig}")
+            say(f"cluster: already running since {running.started_at} — kubeconfig: {running.kubeconfig}")
             return layout.KUBECONFIG
         if ran_since_last_stop():
-            _say("cluster: cleaning up after a previous run that did not stop cleanly")
-            stop_local(_say)
+            say("cluster: cleaning up after a previous run that did not stop cleanly")
+            stop_local(say)
         try:
-            start_local(_say)
+            say("cluster: not running; starting it")
+            start_local(say)
         except BaseException:
-            _say("cluster: start failed; undoing what was started (logs kept in " + str(layout.LOGS) + ")")
-            stop_local(_say)
+            say("cluster: start failed; undoing what was started (logs kept in " + str(layout.LOGS) + ")")
+            stop_local(say)
             raise
     return layout.KUBECONFIG
 

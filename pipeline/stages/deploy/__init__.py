@@ -14,5 +14,7 @@ commands   the task layer (`invoke deploy|rollback|status`)
 from pipeline.stages.deploy.drift import deploy_holds
 from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release, verify_release
 from pipeline.stages.deploy.status import release_status
+from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, kube_target
 
-__all__ = ["DeployResult", "deploy_holds", "deploy_release", "release_status", "rollback_release", "verify_release"]
+__all__ = ["DEFAULT_TIMEOUT_S", "DeployResult", "deploy_holds", "deploy_release", "kube_target", "release_status",
+           "rollback_release", "verify_release"]

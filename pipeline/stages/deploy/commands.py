@@ -1,57 +1,27 @@
-"""The task layer of `invoke deploy`, `invoke rollback` and `invoke status`: load the config and the manifest,
-call the stage's functions, print for the terminal."""
+"""The task layer of `invoke status`: the environment's manifest, one observation of the cluster, the comparison;
+what runs for the terminal (or JSON), then one line per difference and exit 7 when there is any."""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, Environment, load_config
-from pipeline.core.errors import DriftFound, UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.config import Config, Environment
+from pipeline.core.errors import DriftFound
+from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.redact import redact
-from pipeline.core.reporter import PlainReporter, Reporter
+from pipeline.core.reporter import Reporter
 from pipeline.stages.deploy.drift import drift_hint, drift_report
-from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release
 from pipeline.stages.deploy.status import observe, summarize
-from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, ReleaseTarget
+from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
 
 
-def _manifest_for(cfg: Config) -> Manifest:
-    path = cfg.state_dir / "manifest.json"
-    if not path.exists():
-        raise UsageError(f"no Release manifest at {path}", "run: invoke build push --env <env>")
-    return Manifest.load(path)
-
-
-def run_deploy(env_name: str, services: Sequence[str], dry_run: bool) -> DeployResult:
-    """`invoke deploy`."""
-    cfg = load_config()
-    env = cfg.env(env_name)
-    for s in services:
-        cfg.service(s)
-    timeout = int(os.environ.get("VEZA_DEPLOY_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-    return deploy_release(cfg, env, _manifest_for(cfg), services=services, dry_run=dry_run, timeout_s=timeout,
-                          reporter=PlainReporter())
-
-
-def run_rollback(env_name: str, revision: int | None) -> int:
-    """`invoke rollback`."""
-    cfg = load_config()
-    return rollback_release(cfg, cfg.env(env_name), revision, reporter=PlainReporter())
-
-
-def run_status(env_name: str, as_json: bool) -> dict[str, Any]:
-    """`invoke status`."""
-    cfg = load_config()
-    env = cfg.env(env_name)
-    path = cfg.state_dir / "manifest.json"
-    manifest = Manifest.load(path) if path.exists() else None
-    return status_report(cfg, env, manifest, PlainReporter(), as_json=as_json)
+def run_status(cfg: Config, env: Environment, *, as_json: bool, reporter: Reporter) -> dict[str, Any]:
+    """`invoke status` on the environment's own manifest (see status_report)."""
+    manifest = Manifest.load_or_none(manifest_path(cfg.state_dir, env.name))
+    return status_report(cfg, env, manifest, reporter, as_json=as_json)
 
 
 def status_report(cfg: Config, env: Environment, manifest: Manifest | None, reporter: Reporter, *,
@@ -80,7 +50,7 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
                 "differs from the manifest" if e["manifest_digest"] else "not in the manifest")
             say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
     if diffs:
-        for d in diffs:
+        for d in diffs if not as_json else []:  # the JSON carries them: stdout stays one JSON document
             reporter.warn(f"drift: {d.line()}")
         raise DriftFound(f"{env.name}: the cluster differs from the Release manifest in {len(diffs)} place(s)",
                          drift_hint(env, diffs))

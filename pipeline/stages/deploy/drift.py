@@ -21,7 +21,7 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.stages.deploy.status import Observation, deployment_ready, observe
 from pipeline.stages.deploy.target import ReleaseTarget
-from pipeline.stages.deploy.values import manifest_services, pushed_ref, resource_name
+from pipeline.stages.deploy.values import resource_name
 from pipeline.tools import helm
 
 
@@ -85,26 +85,26 @@ def release_difference(release: str, status: helm.ReleaseStatus | None, revision
 # ---------------------------------------------------------------- what was recorded (swappable accessors)
 
 def pushed_images(manifest: Manifest) -> dict[str, str]:
-    """service → repository@digest the manifest says was pushed (what `invoke status` expects to run).
-    To be replaced by `manifest.pushed(service)` when the typed accessors land."""
+    """service → repository@digest the manifest says was pushed (what `invoke status` expects to run)."""
     out: dict[str, str] = {}
-    for name, entry in manifest_services(manifest).items():
-        ref = pushed_ref(entry or {})
-        if ref is not None:
-            out[name] = f"{ref[0]}@{ref[1]}"
+    for name in manifest.services():
+        pushed = manifest.pushed(name)
+        if pushed is not None and pushed.ok:
+            out[name] = pushed.ref
     return out
 
 
 def recorded_deploy(manifest: Manifest) -> tuple[int, dict[str, str]]:
     """(Helm revision, service → repository@digest) the manifest records as deployed (status deployed or noop);
     (0, {}) when nothing is. The revision is the newest one recorded (a later `--service` deploy moves it on;
-    the services it kept run what they ran). To be replaced by `manifest.deployed(service)`."""
+    the services it kept run what they ran)."""
     revision, images = 0, {}
-    for name, entry in manifest_services(manifest).items():
-        rec = (entry or {}).get("deploy") or {}
-        if rec.get("status") in ("deployed", "noop") and rec.get("image"):
+    for name in manifest.services():
+        deployed = manifest.deployed(name)
+        rec = manifest.stage_result(name, "deploy") or {}
+        if deployed is not None and deployed.status in ("deployed", "noop") and rec.get("image"):
             images[name] = str(rec["image"])
-            revision = max(revision, int(rec.get("revision") or 0))
+            revision = max(revision, int(deployed.revision or 0))
     return revision, images
 
 

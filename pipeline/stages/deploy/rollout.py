@@ -303,7 +303,8 @@ class _Rollout:
         path = ready_path(self.cfg, name, merged)
         try:
             with kubectl.port_forward(self.rt.kube, f"svc/{full}", port) as local:
-                return http_ok(f"http://127.0.0.1:{local}{path}", attempts=5)
+                err = http_ok(f"http://127.0.0.1:{local}{path}", attempts=5)
+                return f"{name}: {err}" if err else ""
         except StageFailed as exc:
             return f"{full}: {exc.message}"
 
@@ -336,6 +337,8 @@ class _Rollout:
         return None
 
     def record(self, choices: dict[str, ImageChoice], status: str, revision: int, **extra: Any) -> None:
+        """Each deployed service's own record (`services.<name>.deploy`); the runner alone writes `stages.deploy`
+        from the returned DeployResult."""
         if self.manifest is None:
             return
         for name, c in choices.items():
@@ -343,10 +346,8 @@ class _Rollout:
                 continue
             self.manifest.record(name, "deploy", {
                 "status": status, "revision": revision, "release": self.rt.release, "namespace": self.env.namespace,
-                "image": c.ref, "helm": helm.helm().version, **{k: v for k, v in extra.items() if v}})
-        self.manifest.record_stage("deploy", {"status": "ok" if status in ("deployed", "noop") else "failed",
-                                              "result": status, "revision": revision,
-                                              "duration_s": round(time.monotonic() - self.started, 1)})
+                "image": c.ref, "digest": c.digest, "helm": helm.helm().version,
+                **{k: v for k, v in extra.items() if v}})
 
 
 # ---------------------------------------------------------------- entry points

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluster
-from pipeline.core.manifest import now_iso
+from pipeline.core.vocab import now_iso
 from pipeline.tools.kubectl import KubeTarget
 
 DEFAULT_TIMEOUT_S = 300

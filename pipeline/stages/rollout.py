@@ -1,0 +1,65 @@
+"""The deploy and verify stages: `helm upgrade --install` by digest, then an independent re-verification.
+
+The work is in pipeline.stages.deploy; these objects give it the stage shape (skip/preflight/holds/run).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pipeline.release.stage import RunContext, StageSummary
+
+
+def _cluster_up(ctx: RunContext) -> None:
+    from pipeline.local.cluster import cluster_up
+
+    cluster_up(ctx.env, say=ctx.reporter.info)
+
+
+class DeployStage:
+    """`helm upgrade --install` of the manifest's digests; waits, verifies, rolls back on failure (exit 5)."""
+
+    name = "deploy"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        _cluster_up(ctx)
+
+    def holds(self, ctx: RunContext) -> str | None:
+        from pipeline.stages.deploy import deploy_holds
+
+        reason = deploy_holds(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter)
+        return f"{reason}; deploying again" if reason else None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        from pipeline.stages.deploy import DEFAULT_TIMEOUT_S, deploy_release
+
+        timeout = int(os.environ.get("VEZA_DEPLOY_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+        res = deploy_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services, dry_run=bool(ctx.options.get("dry_run")),
+                             timeout_s=timeout, reporter=ctx.reporter)
+        return StageSummary(f"{res.status}, revision {res.revision}",
+                            {"revision": res.revision, "previous_revision": res.previous_revision,
+                             "result": res.status, "deploy_hash": res.deploy_hash})
+
+
+class VerifyStage:
+    """Re-verify what runs: the manifest's digests, rolled out, Ready and answering (exit 5, rolled back)."""
+
+    name = "verify"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        _cluster_up(ctx)
+
+    def holds(self, ctx: RunContext) -> str | None:
+        return "verification is never taken from the record"
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        from pipeline.stages.deploy import verify_release
+
+        verify_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services, reporter=ctx.reporter)
+        return StageSummary("the manifest's digests run, Ready and answering")
