@@ -20,7 +20,8 @@ def test_smoke_passes_on_the_real_stack(smoke_run: SmokeRun) -> None:
     assert rc == 0, out
     # Every probe of pipeline.toml and every functional check ran and passed.
     for line in ("veza-backend-api     /ready is true (deps answer)",
-                 "veza-chat-server     POST /messages?room=smoke → NATS", "veza-stream-server   PUT+GET /streams/{id}", "veza-docs            GET / serves the HTML index",
+                 "veza-chat-server     POST /messages?room=smoke → NATS",
+                 "veza-stream-server   PUT+GET /streams/{id}", "veza-docs            GET / serves the HTML index",
                  "veza-backend-api     GET /version"):
         assert f"ok   {line}" in out, out
     assert "FAIL" not in out
