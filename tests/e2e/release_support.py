@@ -48,12 +48,13 @@ def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
                           text=True, timeout=timeout, check=False)
 
 
-def manifest(clone: Path) -> dict[str, Any]:
-    return json.loads((clone / ".pipeline/manifest.json").read_text())  # type: ignore[no-any-return]
+def manifest(clone: Path, env: str) -> dict[str, Any]:
+    """The environment's Release manifest (<state>/<env>/manifest.json)."""
+    return json.loads((clone / ".pipeline" / env / "manifest.json").read_text())  # type: ignore[no-any-return]
 
 
-def latest_report(clone: Path) -> dict[str, Any]:
-    runs = sorted((clone / ".pipeline/runs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+def latest_report(clone: Path, env: str) -> dict[str, Any]:
+    runs = sorted((clone / ".pipeline" / env / "runs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(runs[-1].read_text())  # type: ignore[no-any-return]
 
 

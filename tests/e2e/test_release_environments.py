@@ -43,7 +43,7 @@ def env_clone(tmp_path: Path, local_cluster: Path, request: pytest.FixtureReques
 def _release_ok(clone: Path, env: str, stages: tuple[str, ...]) -> dict[str, object]:
     run = invoke(clone, "release", "--env", env, "--yes")
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
-    m = manifest(clone)
+    m = manifest(clone, env)
     assert m["env"] == env
     for stage in stages:
         assert m["stages"][stage]["status"] == "ok", (stage, m["stages"])  # type: ignore[index]
@@ -72,7 +72,7 @@ def test_release_prod_from_a_tagged_clean_clone_then_a_failing_verification_is_r
     clone = env_clone
     assert tag_release(clone) == "v0.1.0"
     m = _release_ok(clone, "prod", ("build", "scan", "smoke", "push", "deploy", "verify"))
-    report = latest_report(clone)
+    report = latest_report(clone, "prod")
     assert [s["name"] for s in report["stages"]][-1] == "verify"  # type: ignore[index]
     first_docs = m["services"]["veza-docs"]["push"]["digest"]  # type: ignore[index]
     first_revision = m["services"]["veza-docs"]["deploy"]["revision"]  # type: ignore[index]

@@ -17,11 +17,12 @@ from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.paths import CACHE_DIR
 from pipeline.core.reporter import Reporter
+from pipeline.gate import pod_security
 from pipeline.local.cluster.storage import STORAGE_CLASS, storage_class_doc
 from pipeline.local.infra import ensure_local_infra
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
-from pipeline.tools import kubectl
+from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
 
 LOCAL_STORAGE_CLASS = STORAGE_CLASS
@@ -31,6 +32,16 @@ LOCAL_STORAGE_CLASS = STORAGE_CLASS
 PSS_LABELS = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/warn": "restricted",
               "pod-security.kubernetes.io/audit": "restricted"}
+
+
+def pod_security_gate(chart: Path, rt: ReleaseTarget, values_files: list[Path], reporter: Reporter) -> None:
+    """Render the chart with the environment's values files (and the chart's placeholder digests: an image
+    does not change a pod's security) and raise PolicyBlocked (exit 3) on the first breach of the Pod Security
+    "restricted" profile (pipeline/gate/pod_security.py), before anything reaches the cluster."""
+    files = [*values_files, chart / "ci" / "digests-values.yaml"]
+    text = helm.template(chart, rt.release, files, namespace=rt.namespace)
+    checked = pod_security.enforce_restricted(text, where=f"{rt.env.name}'s rendered chart")
+    reporter.info(f"  Pod Security gate (restricted, checked by the pipeline): {checked} pod template(s) pass")
 
 
 def ensure_namespace(rt: ReleaseTarget, reporter: Reporter) -> None:

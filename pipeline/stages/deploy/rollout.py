@@ -111,7 +111,7 @@ class _Rollout:
             # One small node shared by every environment here: CPU requests scaled down (the file says why).
             self.extra_values.insert(0, self.chart / EMBEDDED_VALUES)
             say(f"  the pipeline's own cluster: adding {CHART / EMBEDDED_VALUES} (CPU requests scaled down)")
-        self.pod_security_gate()
+        prepare.pod_security_gate(self.chart, rt, env_values_files(env, self.extra_values), self.reporter)
         if rt.external:
             say(f"  external cluster: context {rt.kube.context or '(current)'} of {rt.kube.kubeconfig}; no local "
                 "shortcuts (no local infra, no hostPath volumes, no generated Secret)")
@@ -183,15 +183,6 @@ class _Rollout:
                             duration_s=round(time.monotonic() - self.started, 1), notes=notes)
 
     # -- checks before
-    def pod_security_gate(self) -> None:
-        """Render the chart with the environment's values (placeholder digests: images do not change a pod's
-        security) and stop with PolicyBlocked (exit 3) on the first breach of the restricted profile, before
-        anything reaches the cluster."""
-        files = [*env_values_files(self.env, self.extra_values), self.chart / "ci" / "digests-values.yaml"]
-        text = helm.template(self.chart, self.rt.release, files, namespace=self.env.namespace)
-        checked = pod_security.enforce_restricted(text, where=f"{self.env.name}'s rendered chart")
-        self.reporter.info(f"  Pod Security gate (restricted, checked by the pipeline): {checked} pod template(s) pass")
-
     def lint(self, values_files: list[Path], kube_version: str | None) -> None:
         kv = (kube_version or "").lstrip("v").split("+")[0].split("-")[0]
         res = helm.lint(self.chart, values_files, strict=True, kube_version=kv)
