@@ -48,6 +48,11 @@ def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
                           text=True, timeout=timeout, check=False)
 
 
+def flat(text: str) -> str:
+    """Output with the reporter's line wrapping undone (every run of whitespace becomes one space)."""
+    return " ".join(text.split())
+
+
 def manifest(clone: Path, env: str) -> dict[str, Any]:
     """The environment's Release manifest (<state>/<env>/manifest.json)."""
     return json.loads((clone / ".pipeline" / env / "manifest.json").read_text())  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.release_support import (
     clone_repo,
+    flat,
     invoke,
     latest_report,
     manifest,
@@ -47,7 +48,7 @@ def _release_ok(clone: Path, env: str, stages: tuple[str, ...]) -> dict[str, obj
     assert m["env"] == env
     for stage in stages:
         assert m["stages"][stage]["status"] == "ok", (stage, m["stages"])  # type: ignore[index]
-    out = run.stdout
+    out = flat(run.stdout)
     assert "Pod Security gate (restricted, checked by the pipeline)" in out, out[-4000:]
     assert "no Pod Security admission" in out and "NetworkPolicies" in out, out[-4000:]
     status_matches(clone, env)
@@ -90,11 +91,13 @@ def test_release_prod_from_a_tagged_clean_clone_then_a_failing_verification_is_r
     assert tag_release(clone) == "v0.1.1"
     failed = invoke(clone, "release", "--env", "prod", "--yes")
     assert failed.returncode == 5, failed.stdout[-8000:] + failed.stderr[-3000:]
-    assert "verification failed" in failed.stdout + failed.stderr
-    assert "rolled back" in failed.stdout + failed.stderr
+    assert "verification failed" in flat(failed.stdout + failed.stderr)
+    assert "rolled back" in flat(failed.stdout + failed.stderr)
+    # The world now differs from the failed release's manifest in exactly one way: docs runs the first image.
     st = invoke(clone, "status", "--env", "prod", "--json")
-    assert st.returncode == 0, st.stdout + st.stderr
+    assert st.returncode == 7, st.stdout + st.stderr
     info = json.loads(st.stdout)
+    assert [d.split(":")[0] for d in info["differences"]] == ["veza-docs"], info["differences"]
     docs = info["services"]["veza-docs"]
     assert docs["digest"] == first_docs and docs["ready"] == docs["replicas"], docs
     assert info["revision"] > first_revision and info["status"] == "deployed"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.release_support import ROOT, clone_repo, invoke, remove_release, status_matches
+from tests.e2e.release_support import ROOT, clone_repo, flat, invoke, remove_release, status_matches
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
@@ -105,7 +105,7 @@ def test_release_through_an_external_kubeconfig_only(external: tuple[Path, Path]
     clone, kc = external
     handed = {VARIABLE: str(kc), "HOME": str(tmp_path)}  # no ~/.kube/config to fall back on
     run = invoke(clone, "release", "--env", "ext", "--yes", extra_env=handed, drop_env=("KUBECONFIG",))
-    out = run.stdout + run.stderr
+    out = flat(run.stdout + run.stderr)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
     assert f"external cluster: context {CONTEXT} of {kc}" in out, out[-6000:]
     assert f"uses context '{CONTEXT}' of {kc} (from ${VARIABLE}); nothing to provision" in out, out[-6000:]
@@ -127,5 +127,6 @@ def test_an_external_kubeconfig_without_the_context_is_refused_in_one_line(tmp_p
     run = invoke(clone, "release", "--env", "ext", "--yes", extra_env={VARIABLE: str(wrong)},
                  drop_env=("KUBECONFIG",))
     assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
-    line = [ln for ln in (run.stdout + run.stderr).splitlines() if f"kube context '{CONTEXT}' not found" in ln]
-    assert len(line) == 1 and f"(from ${VARIABLE})" in line[0] and "Traceback" not in run.stderr
+    out = flat(run.stdout + run.stderr)
+    assert out.count(f"kube context '{CONTEXT}' not found") == 1 and f"(from ${VARIABLE})" in out, out[-3000:]
+    assert "Traceback" not in out
