@@ -114,7 +114,8 @@ def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     try:
         loaded = serialization.load_pem_public_key(path.read_bytes())
     except FileNotFoundError:
-        raise UsageError(f"trusted key {path} does not exist", "run `invoke keygen --env ENV` or fix the path") from None
+        raise UsageError(f"trusted key {path} does not exist",
+                         "run `invoke keygen --env ENV` or fix the path") from None
     except ValueError:
         raise UsageError(f"trusted key {path} is not a PEM public key", "point at the env's cosign.pub") from None
     if not isinstance(loaded, ec.EllipticCurvePublicKey):

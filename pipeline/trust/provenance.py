@@ -24,10 +24,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import CryptoSigner, Key, SSlibKey  # type: ignore[attr-defined]
 
-from pipeline.trust.attach import Layer, attachment_tag, read_layers, write_layers
 from pipeline.tools.registry_api import RegistryClient
+from pipeline.trust.attach import Layer, attachment_tag, read_layers, write_layers
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
@@ -133,7 +133,7 @@ def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePubli
         return ProvenanceCheck(False, "provenance is not a DSSE envelope")
     if env.payload_type != PAYLOAD_TYPE:
         return ProvenanceCheck(False, f"provenance payload type is {env.payload_type!r}")
-    keys = [_sslib_key(k) for k in trusted]
+    keys: list[Key] = [_sslib_key(k) for k in trusted]
     try:
         env.verify(keys, 1)
     except VerificationError:

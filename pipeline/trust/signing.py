@@ -27,8 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pipeline.trust.attach import Layer, attachment_tag, read_layers, write_layers
 from pipeline.tools.registry_api import RegistryClient
+from pipeline.trust.attach import Layer, attachment_tag, read_layers, write_layers
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
