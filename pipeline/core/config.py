@@ -111,6 +111,7 @@ class Environment:
     kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
     trusted_keys: tuple[Path, ...] = ()   # public keys accepted besides the environment's own (verify-images)
     signing_passphrase_env: str = ""      # overrides [signing].passphrase_env for this environment's key
+    auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -479,6 +480,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
                                for k in et.texts("trusted_keys", ())),
             signing_passphrase_env=et.text("signing_passphrase_env", ""),
+            auto_key=et.flag("auto_key", False),
         )
         for kv in env.kube_versions:
             if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
@@ -496,6 +498,8 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
                 et.fail(et.key("stages"), f"{later} runs before {earlier}", f"put \"{earlier}\" before \"{later}\"")
         if "sign" in env.stages and "push" not in env.stages:
             et.fail(et.key("stages"), "sign needs push (images are signed by registry digest)", 'add "push"')
+        if env.auto_key and (env.require_release_tag or env.confirm):
+            et.fail(et.key("auto_key"), f"{ename} is a guarded environment", "make its key with `invoke keygen`")
         if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
             et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
         if env.stages and env.stages[0] != "build" and "build" in env.stages:

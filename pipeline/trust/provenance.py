@@ -129,7 +129,7 @@ def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePubli
     """Is this DSSE envelope signed by a trusted key, SLSA v1, about `digest`, built from `commit`?"""
     try:
         env = Envelope.from_dict(copy.deepcopy(envelope))   # from_dict consumes its argument
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return ProvenanceCheck(False, "provenance is not a DSSE envelope")
     if env.payload_type != PAYLOAD_TYPE:
         return ProvenanceCheck(False, f"provenance payload type is {env.payload_type!r}")
