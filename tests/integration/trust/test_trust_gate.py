@@ -214,7 +214,7 @@ def test_promotion_verifies_the_source_and_signs_with_the_target_key(trust_world
     res = run_promote(trust_world.cfg, trust_world.cfg.env("dev"), trust_world.cfg.env("prod"), man, QUIET,
                       via="registry-api")
     prod_repo = trust_world.repository("prod")
-    assert res["svc-a"]["signature"] == f"{prod_repo}:{attachment_tag(digest, 'sig')}"
+    assert res["veza-docs"]["signature"] == f"{prod_repo}:{attachment_tag(digest, 'sig')}"
     from pipeline.stages.verify_images import check_image
 
     _, prepo = split_repository(prod_repo)

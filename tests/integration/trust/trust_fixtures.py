@@ -53,11 +53,12 @@ def write_config(root: Path, registry: str, key_dir: Path) -> Config:
         "[project]", 'name = "veza"', 'state_dir = ".pipeline"', 'source_url = "https://example.test/veza"', "",
         "[registry]", f'address = "{registry}"', 'namespace = "trust"', "timeout_s = 30", "",
         "[signing]", f'key_dir = "{key_dir}"', "",
-        "[[services]]", 'name = "svc-a"', 'context = "ctx"', 'dockerfile = "ctx/Dockerfile"', "port = 18080", "",
+        "[[services]]", 'name = "veza-docs"', 'context = "ctx"', 'dockerfile = "ctx/Dockerfile"', "port = 8083", "",
     ]
     for env in ("dev", "prod"):
         lines += [f"[environments.{env}]", f'registry = "{registry}"', f'registry_namespace = "t-{env}"',
-                  f'namespace = "veza-{env}"', f'values_file = "helm/veza/values-{env}.yaml"',
+                  f'namespace = "trust-{env}-{uuid.uuid4().hex[:8]}"', f'helm_release = "trust{uuid.uuid4().hex[:6]}"',
+                  f'values_file = "helm/veza/values-{env}.yaml"',
                   'stages = ["build", "push", "sign", "verify-images", "deploy"]', 'tags = ["sha"]',
                   f'signing_passphrase_env = "{PASS_VARS[env]}"', ""]
     (root / "ctx").mkdir(parents=True, exist_ok=True)
@@ -74,21 +75,21 @@ class TrustWorld:
     root: Path
 
     def repository(self, env: str = "dev") -> str:
-        return self.cfg.env(env).repository(self.cfg.service("svc-a"))
+        return self.cfg.env(env).repository(self.cfg.service("veza-docs"))
 
     def push(self, env: str = "dev", tag: str = "sha-0123456") -> str:
         _, repo = split_repository(self.repository(env))
-        return push_tiny_image(self.client, repo, tag, f"svc-a {uuid.uuid4().hex}".encode())
+        return push_tiny_image(self.client, repo, tag, f"veza-docs {uuid.uuid4().hex}".encode())
 
     def manifest(self, digest: str, env: str = "dev", commit: str = COMMIT) -> Manifest:
         path = self.cfg.state_dir / env / "manifest.json"
         m = Manifest.new(path, env=env, release_id=f"{env}-{commit[:7]}", version={
             "version": "1.0.0", "sha": commit, "short_sha": commit[:7], "branch": "main", "dirty": False})
-        m.set_service("svc-a", repository=self.repository(env), tags=["sha-0123456"], input_digest="sha256:" + "1" * 64)
-        m.record("svc-a", "build", {"status": "built", "image_id": "sha256:" + "2" * 64,
+        m.set_service("veza-docs", repository=self.repository(env), tags=["sha-0123456"], input_digest="sha256:" + "1" * 64)
+        m.record("veza-docs", "build", {"status": "built", "image_id": "sha256:" + "2" * 64,
                                     "build_args": {"GO_IMAGE": "veza-local/golang:bookworm"},
                                     "base_images": {"veza-local/golang:bookworm": "sha256:" + "3" * 64}})
-        m.record("svc-a", "push", {"status": "pushed", "digest": digest, "repository": self.repository(env)})
+        m.record("veza-docs", "push", {"status": "pushed", "digest": digest, "repository": self.repository(env)})
         m.save()
         return m
 
