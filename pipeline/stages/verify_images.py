@@ -185,3 +185,40 @@ class VerifyImagesStage:
 
     def run(self, ctx: RunContext) -> StageSummary:
         return verify_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services)
+
+
+def published_attachments(cfg: Config, env: Environment, man: Manifest, services: Sequence[str] = ()
+                          ) -> dict[str, dict[str, str]]:
+    """Post-release verification: re-read each published digest from the registry and recheck its signature
+    (env's trusted keys), provenance (subject digest, release commit) and the SBOM/VEX attachments.
+
+    Returns service → {"image", "signature", "provenance", "sbom", "vex"}: "ok"/"present", "missing" or the
+    problem. Never raises for what it finds (the report records it); registry errors do raise.
+    """
+    from pipeline.stages.push import registry_credentials
+    from pipeline.stages.sbom import sbom_tag
+    from pipeline.trust.attach import attachment_tag
+
+    trusted = envkeys.trusted_keys(cfg, env)
+    commit = str((man.data.get("version") or {}).get("sha") or "")
+    out: dict[str, dict[str, str]] = {}
+    clients: dict[str, RegistryClient] = {}
+    for name in (list(services) or man.services()):
+        pushed = man.pushed(name)
+        if pushed is None or not pushed.digest:
+            continue
+        address, repo = split_repository(pushed.repository)
+        if address not in clients:
+            clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address),
+                                              timeout=min(60.0, cfg.registry.timeout_s))
+        c = clients[address]
+        sig = check_signature(c, repo, pushed.digest, trusted)
+        prov = check_provenance(c, repo, pushed.digest, trusted, commit=commit)
+        out[name] = {
+            "image": pushed.ref,
+            "signature": "ok" if sig.ok else sig.problem,
+            "provenance": "ok" if prov.ok else prov.problem,
+            "sbom": "present" if c.head_manifest(repo, sbom_tag(pushed.digest)) else "missing",
+            "vex": "present" if c.head_manifest(repo, attachment_tag(pushed.digest, "vex")) else "missing",
+        }
+    return out

@@ -235,3 +235,20 @@ def test_promotion_of_an_unsigned_image_is_refused_before_any_copy(trust_world: 
     assert info.value.exit_code == 3
     _, prepo = split_repository(trust_world.repository("prod"))
     assert trust_world.client.head_manifest(prepo, digest) is None
+
+
+def test_post_release_verification_rereads_each_published_digest(trust_world: TrustWorld, tmp_path: Path) -> None:
+    from pipeline.core.manifest import Manifest
+    from pipeline.stages.sbom import attach_sbom
+    from pipeline.stages.verify_images import published_attachments
+
+    repository, digest = _signed(trust_world)
+    man = Manifest.load(trust_world.cfg.state_dir / "dev" / "manifest.json")
+    got = published_attachments(trust_world.cfg, trust_world.cfg.env("dev"), man)
+    assert got == {"veza-docs": {"image": f"{repository}@{digest}", "signature": "ok", "provenance": "ok",
+                                 "sbom": "missing", "vex": "missing"}}
+    sbom = tmp_path / "sbom.json"
+    sbom.write_text('{"bomFormat": "CycloneDX"}')
+    _, repo = split_repository(repository)
+    attach_sbom(trust_world.client, repo, digest, sbom)
+    assert published_attachments(trust_world.cfg, trust_world.cfg.env("dev"), man)["veza-docs"]["sbom"] == "present"

@@ -85,7 +85,8 @@ class TrustWorld:
         path = self.cfg.state_dir / env / "manifest.json"
         m = Manifest.new(path, env=env, release_id=f"{env}-{commit[:7]}", version={
             "version": "1.0.0", "sha": commit, "short_sha": commit[:7], "branch": "main", "dirty": False})
-        m.set_service("veza-docs", repository=self.repository(env), tags=["sha-0123456"], input_digest="sha256:" + "1" * 64)
+        m.set_service("veza-docs", repository=self.repository(env), tags=["sha-0123456"],
+                      input_digest="sha256:" + "1" * 64)
         m.record("veza-docs", "build", {"status": "built", "image_id": "sha256:" + "2" * 64,
                                     "build_args": {"GO_IMAGE": "veza-local/golang:bookworm"},
                                     "base_images": {"veza-local/golang:bookworm": "sha256:" + "3" * 64}})
