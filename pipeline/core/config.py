@@ -364,8 +364,8 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     s.done()
 
     sg = top.table("signing", required=False)
-    key_dir = Path(os.environ.get("VEZA_KEY_DIR") or os.path.expanduser(
-        sg.text("key_dir", "~/.config/veza-pipeline/keys"))).resolve()
+    configured_keys = sg.text("key_dir", "~/.config/veza-pipeline/keys")
+    key_dir = Path(os.path.expanduser(os.environ.get("VEZA_KEY_DIR") or configured_keys)).resolve()
     if key_dir == root.resolve() or root.resolve() in key_dir.parents:
         sg.fail(sg.key("key_dir"), f"{key_dir} is inside the repository", "keep signing keys outside the work tree")
     signing = Signing(key_dir=key_dir, passphrase_env=sg.text("passphrase_env", "VEZA_SIGNING_PASSPHRASE"),

@@ -33,7 +33,8 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
 def images_in_manifests(text: str) -> list[str]:
     """Every container and init container image in multi-document Kubernetes YAML, first-seen order."""
     out: list[str] = []
-    for doc in yaml.safe_load_all(text):
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml: ~10x faster on a rendered chart
+    for doc in yaml.load_all(text, Loader=loader):
         if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
             continue
         spec: Any = doc.get("spec") or {}
