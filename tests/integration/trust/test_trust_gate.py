@@ -252,3 +252,26 @@ def test_post_release_verification_rereads_each_published_digest(trust_world: Tr
     _, repo = split_repository(repository)
     attach_sbom(trust_world.client, repo, digest, sbom)
     assert published_attachments(trust_world.cfg, trust_world.cfg.env("dev"), man)["veza-docs"]["sbom"] == "present"
+
+
+def test_release_vex_comes_from_the_justified_ignore_entries_and_is_attached(trust_world: TrustWorld,
+                                                                            tmp_path: Path) -> None:
+    from pipeline.trust.vex import vex_for_release
+
+    (trust_world.root / ".trivyignore.yaml").write_text(
+        "ignores:\n"
+        "  - {id: CVE-2099-1, reason: never reached, expires: 2099-01-01}\n"
+        "  - {id: CVE-2099-2, expires: 2099-01-01}\n"                      # no reason: not justified
+        "  - {id: CVE-2099-3, reason: old, expires: 2000-01-01}\n")        # expired: not justified
+    digest = trust_world.push()
+    man = trust_world.manifest(digest)
+    vex = vex_for_release(trust_world.cfg, man, tmp_path)
+    assert vex is not None
+    doc = json.loads(vex.read_text())
+    assert [s["vulnerability"]["name"] for s in doc["statements"]] == ["CVE-2099-1"]
+    envkeys.keygen(trust_world.cfg, trust_world.cfg.env("dev"))
+    sign_images(trust_world.cfg, trust_world.cfg.env("dev"), man, QUIET, vex=vex)
+    _, repo = split_repository(trust_world.repository())
+    (layer,) = read_layers(trust_world.client, repo, attachment_tag(digest, "vex")) or []
+    assert layer.media_type == "application/openvex+json" and json.loads(layer.data) == doc
+    assert man.stage_result("veza-docs", "signature")["vex"].endswith(attachment_tag(digest, "vex"))  # type: ignore[index]
