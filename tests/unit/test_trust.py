@@ -135,3 +135,11 @@ def test_split_image() -> None:
     assert split_image("127.0.0.1:5000/ns/app@sha256:ab") == ("127.0.0.1:5000/ns/app", "", "sha256:ab")
     assert split_image("127.0.0.1:5000/ns/app:v1") == ("127.0.0.1:5000/ns/app", "v1", "")
     assert split_image("127.0.0.1:5000/ns/app:v1@sha256:ab") == ("127.0.0.1:5000/ns/app", "v1", "sha256:ab")
+
+
+def test_every_stage_name_has_a_stage_object_in_the_release_order() -> None:
+    from pipeline.core.vocab import STAGES
+    from pipeline.release.runner import make_stages
+
+    assert [s.name for s in make_stages(STAGES)] == list(STAGES)
+    assert STAGES.index("push") < STAGES.index("sign") < STAGES.index("verify-images") < STAGES.index("deploy")
