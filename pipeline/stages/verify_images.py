@@ -194,7 +194,8 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
     (env's trusted keys), provenance (subject digest, release commit) and the SBOM/VEX attachments.
 
     Returns service → {"image", "signature", "provenance", "sbom", "vex"}: "ok"/"present", "missing" or the
-    problem. Never raises for what it finds (the report records it); registry errors do raise.
+    problem ("vex": "none (nothing justified)" when the ignore file justified nothing to attach).
+    Never raises for what it finds (the report records it); registry errors do raise.
     """
     from pipeline.stages.push import registry_credentials
     from pipeline.stages.sbom import sbom_tag
@@ -220,6 +221,7 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
             "signature": "ok" if sig.ok else sig.problem,
             "provenance": "ok" if prov.ok else prov.problem,
             "sbom": "present" if c.head_manifest(repo, sbom_tag(pushed.digest)) else "missing",
-            "vex": "present" if c.head_manifest(repo, attachment_tag(pushed.digest, "vex")) else "missing",
+            "vex": "present" if c.head_manifest(repo, attachment_tag(pushed.digest, "vex"))
+            else "missing" if (man.stage_result(name, "signature") or {}).get("vex") else "none (nothing justified)",
         }
     return out

@@ -246,7 +246,7 @@ def test_post_release_verification_rereads_each_published_digest(trust_world: Tr
     man = Manifest.load(trust_world.cfg.state_dir / "dev" / "manifest.json")
     got = published_attachments(trust_world.cfg, trust_world.cfg.env("dev"), man)
     assert got == {"veza-docs": {"image": f"{repository}@{digest}", "signature": "ok", "provenance": "ok",
-                                 "sbom": "missing", "vex": "missing"}}
+                                 "sbom": "missing", "vex": "none (nothing justified)"}}
     sbom = tmp_path / "sbom.json"
     sbom.write_text('{"bomFormat": "CycloneDX"}')
     _, repo = split_repository(repository)
