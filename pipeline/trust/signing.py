@@ -94,12 +94,19 @@ def check_signature(client: RegistryClient, repo: str, digest: str,
         if signed_digest != digest:
             seen.append(f"a trusted signature of another digest ({signed_digest[:19]}…)")
             continue
-        if signed_ref.split("@")[0].rsplit(":", 1)[0] != want_ref and signed_ref != want_ref:
+        if _repository_of(signed_ref) != want_ref:
             seen.append(f"a trusted signature for another repository ({signed_ref})")
             continue
         return SignatureCheck(True, "", len(layers))
     return SignatureCheck(False, "not signed by a trusted key (found " + ", ".join(seen or ["no signature"]) + ")",
                           len(layers))
+
+
+def _repository_of(reference: str) -> str:
+    """`host:port/ns/app[:tag][@digest]` → `host:port/ns/app` (a tag is a colon in the last path segment)."""
+    name = reference.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
 def sign_image(client: RegistryClient, repo: str, digest: str, key: ec.EllipticCurvePrivateKey) -> tuple[str, bool]:

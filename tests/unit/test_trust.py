@@ -143,3 +143,12 @@ def test_every_stage_name_has_a_stage_object_in_the_release_order() -> None:
 
     assert [s.name for s in make_stages(STAGES)] == list(STAGES)
     assert STAGES.index("push") < STAGES.index("sign") < STAGES.index("verify-images") < STAGES.index("deploy")
+
+
+def test_signed_identity_is_compared_by_repository() -> None:
+    from pipeline.trust.signing import _repository_of
+
+    assert _repository_of("127.0.0.1:5000/ns/app") == "127.0.0.1:5000/ns/app"
+    assert _repository_of("127.0.0.1:5000/ns/app:v1") == "127.0.0.1:5000/ns/app"
+    assert _repository_of("127.0.0.1:5000/ns/app@sha256:ab") == "127.0.0.1:5000/ns/app"
+    assert _repository_of("127.0.0.1:5000/ns/other") != "127.0.0.1:5000/ns/app"

@@ -275,3 +275,20 @@ def test_release_vex_comes_from_the_justified_ignore_entries_and_is_attached(tru
     (layer,) = read_layers(trust_world.client, repo, attachment_tag(digest, "vex")) or []
     assert layer.media_type == "application/openvex+json" and json.loads(layer.data) == doc
     assert man.stage_result("veza-docs", "signature")["vex"].endswith(attachment_tag(digest, "vex"))  # type: ignore[index]
+
+
+def test_signature_copied_to_another_repository_is_not_trusted_there(trust_world: TrustWorld) -> None:
+    from pipeline.trust.signing import check_signature
+    from tests.integration.trust.trust_fixtures import push_tiny_image
+
+    envkeys.keygen(trust_world.cfg, trust_world.cfg.env("dev"))
+    key = envkeys.signing_key(trust_world.cfg, trust_world.cfg.env("dev"))
+    a = push_tiny_image(trust_world.client, "trust/app-a", "v1", b"same bytes")
+    b = push_tiny_image(trust_world.client, "trust/app-b", "v1", b"same bytes")
+    assert a == b
+    sign_image(trust_world.client, "trust/app-a", a, key)
+    layers = read_layers(trust_world.client, "trust/app-a", attachment_tag(a, "sig")) or []
+    write_layers(trust_world.client, "trust/app-b", attachment_tag(b, "sig"), layers)
+    assert check_signature(trust_world.client, "trust/app-a", a, [key.public_key()]).ok
+    got = check_signature(trust_world.client, "trust/app-b", b, [key.public_key()])
+    assert not got.ok and "for another repository" in got.problem
