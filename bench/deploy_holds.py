@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.config import load_config
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import PlainReporter
 from pipeline.stages.deploy.drift import deploy_holds
 from pipeline.stages.deploy.target import ReleaseTarget
@@ -43,7 +43,7 @@ def main() -> int:
     a = ap.parse_args()
     cfg = load_config()
     env = cfg.env(a.env)
-    manifest = Manifest.load(cfg.state_dir / "manifest.json")
+    manifest = Manifest.load(manifest_path(cfg.state_dir, env.name))
     rt = ReleaseTarget.of(env)
     reason = deploy_holds(cfg, env, manifest, PlainReporter(verbose=True), rt=rt)
     print(f"deploy_holds({env.name}) → {reason or 'holds'}")

@@ -1,5 +1,5 @@
-"""Issue 15 on the real local cluster (Helm 3): status and the resume check observe the cluster; recovery never
-destroys what serves. The tests build on each other in file order, in one namespace.
+"""Issue 15 on the real local cluster, with Helm 3 and Helm 4: status and the resume check observe the cluster;
+recovery never destroys what serves. The tests of one Helm version build on each other in file order, in one namespace.
 
 - a first install that fails is removed, and the message says so;
 - after a deploy, status has no difference and deploy_holds() holds, cheaply;
@@ -44,15 +44,17 @@ pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.engine, pyt
 pytest_plugins = ["tests.integration.deploy_fixtures"]
 
 FAIL_TIMEOUT_S = 45
+HELMS = {"helm3": TOOLS_BIN / "helm", "helm4": TOOLS_BIN / "helm4"}
 
 
-@pytest.fixture(scope="module")
-def target(local_cluster: Path, deploy_registry: str, pushed_images: dict[str, str],
+@pytest.fixture(scope="module", params=sorted(HELMS))
+def target(request: pytest.FixtureRequest, local_cluster: Path, deploy_registry: str, pushed_images: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployTarget]:
     old = {k: os.environ.get(k) for k in (helm.HELM_ENV, kubectl.PORT_RANGE_ENV)}
-    os.environ[helm.HELM_ENV] = str(TOOLS_BIN / "helm")
+    os.environ[helm.HELM_ENV] = str(HELMS[request.param])
     os.environ[kubectl.PORT_RANGE_ENV] = PF_RANGE
-    t = make_target(local_cluster, deploy_registry, pushed_images, tmp_path_factory.mktemp("truth"), "tr")
+    t = make_target(local_cluster, deploy_registry, pushed_images, tmp_path_factory.mktemp(f"truth-{request.param}"),
+                    request.param.replace("helm", "tr"))
     try:
         yield t
     finally:
