@@ -120,9 +120,9 @@ def bump_version(part: str = "auto", pre: str | None = None, dry_run: bool = Fal
                    else "commit the next change first; this commit is already released")
             raise GitStateError(
                 f"refusing to tag: HEAD {version.short_sha} already carries the {kind} {head_tag}", fix)
-    if version.shallow and version.last is None:
-        raise GitStateError("refusing to tag a shallow clone with no release tag in its history: "
-                            "the last release cannot be known", "run: git fetch --unshallow --tags")
+    if not version.next.known:
+        raise GitStateError(f"refusing to tag: {version.next.reason.split(' (')[0]}",
+                            "run: git fetch --unshallow --tags")
     if nxt.version is None:
         raise GitStateError(f"nothing to release: {nxt.reason}",
                             "use --part patch|minor|major to force a bump")

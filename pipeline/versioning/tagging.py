@@ -11,6 +11,9 @@ Tag kinds (Environment.tags, in pipeline.toml):
 - `semver`       `X.Y.Z` (or `X.Y.Z-rc.N`) when HEAD is a release tag on a clean tree; otherwise the
                  development pre-release `X.Y.Z-dev.N.sha-<short8>[.dirty-<hash8>]` (see Version.semver):
                  Docker tags cannot contain '+', so the SHA is a pre-release identifier, not build metadata.
+                 A release with build metadata (`v1.4.0+build.7`) gets the tag `1.4.0_build.7`: '+' becomes
+                 '_', the convention Helm documents for chart versions stored as OCI tags. Skipped (with a
+                 note) when the history cannot be read (shallow clone): no version is made up.
 - `semver-minor` `X.Y` and `semver-major` `X`: moving tags, only for a final release on a clean tree
                  (skipped with a note otherwise: a moving tag must never point at a dev build or an rc).
 - `latest`       `latest` (pipeline.toml refuses it for staging and prod).
@@ -26,6 +29,7 @@ from pipeline.core.config import Environment
 from pipeline.core.errors import GitStateError
 from pipeline.versioning.version import Version
 
+# OCI distribution spec ("Pulling manifests"): a tag is [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}.
 DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 MAX_TAG_LEN = 128
 _LOOKS_RESERVED = re.compile(r"latest|sha-[0-9a-f]+.*|\d+(\.\d+){0,2}([-.].*)?")
@@ -40,6 +44,21 @@ class TagPlan:
 def sha_tag(version: Version) -> str:
     tag = f"sha-{version.short_sha}"
     return f"{tag}-dirty-{version.dirty_hash}" if version.dirty else tag
+
+
+def semver_tag(version: str) -> str:
+    """A semver string as an image tag: '+' (build metadata) becomes '_' (Helm's rule for OCI tags).
+
+    Raises GitStateError (exit 2) when the result breaks the OCI tag grammar, e.g. longer than 128
+    characters (a very long pre-release or build label in the release tag).
+    """
+    tag = version.replace("+", "_")
+    if not DOCKER_TAG.fullmatch(tag):
+        why = f"{len(tag)} characters, the OCI limit is {MAX_TAG_LEN}" if len(tag) > MAX_TAG_LEN \
+            else "characters outside [A-Za-z0-9_.-]"
+        raise GitStateError(f"version {version} cannot be an image tag ({why})",
+                            "release under a shorter pre-release/build label (git tag vX.Y.Z-rc.1)")
+    return tag
 
 
 def branch_tag(branch: str) -> str:
@@ -70,10 +89,14 @@ def plan_tags(env: Environment, version: Version) -> TagPlan:
             else:
                 notes.append("branch tag skipped: HEAD is detached (set VEZA_BRANCH to name the branch)")
         elif kind == "semver":
-            tags.append(version.semver)
+            sem = version.semver
+            if sem is None:
+                notes.append(f"semver tag skipped: {version.next.reason}")
+                continue
+            tags.append(semver_tag(sem))
             if not version.is_release:
                 why = "the tree is dirty" if version.on_tag else "HEAD is not on a release tag"
-                notes.append(f"semver tag is the development pre-release {version.semver}: {why}")
+                notes.append(f"semver tag is the development pre-release {sem}: {why}")
         elif kind in ("semver-minor", "semver-major"):
             if final_release and version.last is not None:
                 v = version.last.version
