@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.yamlfile import DatelessLoader
+
 PITFALL_SEVERITY = "HIGH"
 
 RULES: dict[str, tuple[str, str]] = {   # id → (name, fix)
@@ -242,12 +244,12 @@ def _convert(node: yaml.Node) -> Any:
     return _SCALARS.construct_document(node) if isinstance(node, yaml.ScalarNode) else None
 
 
-_SCALARS = yaml.constructor.SafeConstructor()   # typed scalars (int, bool, null, dates) as yaml.safe_load does
+_SCALARS = DatelessLoader("")   # typed scalars (int, bool, null) as yaml.safe_load does; dates stay text
 
 
 def load_yaml_docs(text: str) -> list[Any]:
     """Every document of a YAML stream, mappings as YMap (with key lines), lists as YList."""
-    loader = yaml.SafeLoader(text)
+    loader = DatelessLoader(text)   # an impossible date (2026-02-30) is text, not a crash in the loader
     docs = []
     try:
         while loader.check_node():

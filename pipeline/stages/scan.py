@@ -30,12 +30,11 @@ from typing import Any
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.gate.ignorefile import IgnoreFile, load_ignore_file
 from pipeline.gate.policy import (
-    IgnoreFile,
     Policy,
     Verdict,
     evaluate,
-    load_ignore_file,
     load_report,
     parse_report,
     severity,
@@ -77,6 +76,8 @@ def run_scan_gate(report: str, fail_on: str = "HIGH", ignore_unfixed: bool = Fal
     if summary:
         write_markdown(Path(summary), [(subject, verdict)], "Scan gate")
     log(_verdict_line(subject, verdict))
+    if verdict.unused_ignores:
+        log(f"unused ignore entries (they matched no finding; remove them?): {', '.join(verdict.unused_ignores)}")
     if not verdict.passed:
         print_blocking(subject, verdict)
         raise PolicyBlocked(f"scan gate blocked {subject}: {len(verdict.blocking)} finding(s) at or above {threshold}",

@@ -137,11 +137,16 @@ def scan_fs(
     return _read_json(out)
 
 
-def scan_config(target: Path, out: Path, *, cache_dir: Path, timeout: float = 300) -> dict[str, Any]:
-    """`trivy config` on a file or directory (Dockerfile, Kubernetes, Helm checks are embedded: offline)."""
+def scan_config(target: Path, out: Path, *, cache_dir: Path, timeout: float = 300,
+                ignore_file: Path | None = None) -> dict[str, Any]:
+    """`trivy config` on a file or directory (Dockerfile, Kubernetes, Helm checks are embedded: offline).
+
+    ignore_file: Trivy's own `--ignorefile` (a `.trivyignore.yaml`), applied by Trivy itself.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
+    extra: list[str | Path] = ["--ignorefile", ignore_file] if ignore_file is not None else []
     run([binary(), "config", *COMMON, "--cache-dir", cache_dir, "--skip-check-update", "--format", "json",
-         "--output", out, "--quiet", target], timeout=timeout, what=f"trivy config {target}")
+         "--output", out, "--quiet", *extra, target], timeout=timeout, what=f"trivy config {target}")
     return _read_json(out)
 
 

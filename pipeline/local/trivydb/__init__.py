@@ -35,8 +35,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.paths import CACHE_DIR
 from pipeline.gate.policy import SEVERITIES
@@ -107,13 +105,13 @@ def parse_advisories(data: Any, source: str = "advisories") -> list[Advisory]:
 
 
 def load_advisories(path: Path) -> list[Advisory]:
+    from pipeline.core.yamlfile import load_text
+
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise UsageError(f"advisories file not found: {path}", "pass an existing YAML file") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
-    return parse_advisories(data, str(path))
+    return parse_advisories(load_text(text, str(path)), str(path))
 
 
 def db_entries(advisories: Iterable[Advisory]) -> list[dict[str, Any]]:
