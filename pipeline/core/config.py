@@ -470,11 +470,15 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     envs_t.done()
     top.done()
 
-    return Config(
+    config = Config(
         path=path, root=root, project_name=project_name, state_dir=state_dir, source_url=source_url,
         versioning=versioning, build=build, registry=registry, scan=scan, bases=bases,
         services=tuple(services), infra=infra, environments=environments,
     )
+    from pipeline.core.names import check_config_names
+
+    check_config_names(config)   # every name against the rules of the system that receives it
+    return config
 
 
 def _read_bump_rule(t: _Table) -> BumpRule:
