@@ -186,7 +186,9 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
     target = repository if ":" in rest.rsplit("/", 1)[-1] else f"{repository}:{DB_SCHEMA_VERSION}"
     import oras.client
 
-    from pipeline.tools.registry_api import Credentials, RegistryClient
+    from pipeline.core.errors import RegistryAuthError
+    from pipeline.tools.registry_api import Credentials, RegistryClient, RegistryUnavailable
+    from pipeline.tools.registry_errors import classify_response, classify_text
 
     # Preflight: a refused login (or a registry that is down) fails here in a second, with the pipeline's
     # own error, instead of after the ORAS client's minutes of retries.
@@ -209,10 +211,18 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
                                quiet=True)
         except Exception as exc:  # oras raises plain exceptions and requests errors alike
             why = "connection refused" if "Connection refused" in str(exc) else str(exc).splitlines()[0][:200]
-            raise StageFailed(f"cannot push the Trivy DB to {target}: {why}",
-                              "is the registry up? (`invoke registry-up`)") from exc
+            failure = classify_text(str(exc))
+            if failure.kind == "auth":
+                raise RegistryAuthError(f"the registry refused the Trivy DB push to {target}: {why}",
+                                        "check the registry credentials") from None
+            error = RegistryUnavailable if failure.kind == "transient" else StageFailed
+            raise error(f"cannot push the Trivy DB to {target}: {why}",
+                        "is the registry up? (`invoke registry-up`)") from None
     if resp.status_code not in (200, 201):
-        raise StageFailed(f"pushing the Trivy DB to {target} answered HTTP {resp.status_code}")
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        failure = classify_response(resp.status_code, resp.content or b"", headers)
+        error = RegistryUnavailable if failure.kind == "transient" else StageFailed
+        raise error(f"pushing the Trivy DB to {target} answered HTTP {resp.status_code} {failure.detail}".strip())
     return target
 
 
