@@ -130,6 +130,19 @@ def helm_release_problem(name: str) -> str | None:
     return None
 
 
+_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def git_tag_problem(name: str) -> str | None:
+    """Why `name` cannot be a git tag (git-check-ref-format rules for refs/tags/<name>), or None."""
+    if not name or _REF_BAD.search(name) or name == "@":
+        return "is not a valid git tag name (no spaces, '..', '~^:?*[\\', '@{' or '//')"
+    if any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")) or name.endswith(("/", ".")):
+        return ("is not a valid git tag name (no component may start with '.' or end with '.lock'; "
+                "no trailing '/' or '.')")
+    return None
+
+
 def chart_object_name(release: str, service: str) -> str:
     """The name the chart gives a service's Deployment/Service (helm/veza/templates/_helpers.tpl)."""
     return service if service == release or service.startswith(f"{release}-") else f"{release}-{service}"
@@ -142,6 +155,10 @@ def fail(file: str, key: str, value: str, problem: str, fix: str) -> None:
 def check_config_names(cfg: Config) -> None:
     """Every name pipeline.toml takes, against the rules above; the first problem is a ConfigError (exit 2)."""
     file = cfg.path.name
+    prefix = cfg.versioning.tag_prefix
+    if (why := git_tag_problem(f"{prefix}1.0.0")) is not None:
+        fail(file, "versioning.tag_prefix", prefix, f"makes release tags like '{prefix}1.0.0', which {why}",
+             'use e.g. "v" or "release/"')
     reg = cfg.registry
     if (why := registry_problem(reg.address)) is not None:
         fail(file, "registry.address", reg.address, why, "write host:port, e.g. 127.0.0.1:5000 or registry.example.org")

@@ -79,8 +79,9 @@ def print_version(env_name: str = "dev", as_json: bool = False, *, repo_path: Pa
         ("branch", branch),
         ("dirty", dirty),
         ("last release tag", last),
-        ("version", data["version"]),
-        ("next version", f"{data['next_version'] or 'none'}: {data['bump_reason']}"),
+        ("version", data["version"] or "unknown: the history since the last release cannot be read"),
+        ("next version", f"{data['next_version'] or ('none' if data['next_known'] else 'unknown')}: "
+                         f"{data['bump_reason']}"),
     ]
     for k, v in rows:
         facts.add_row(k, escape(v))

@@ -65,6 +65,9 @@ def test_repository_grammar(tmp_path: Path, repo: str, ok: bool) -> None:
     ('local = "veza-local/golang:bookworm"', 'local = "veza-local/golang:1.22+b1"', "invalid tag '1.22+b1'"),
     ('db_repository = "127.0.0.1:5000/trivy/db"', 'db_repository = "127.0.0.1:5000/Trivy/db"',
      "scan.db_repository"),
+    ('tag_prefix = "v"', 'tag_prefix = "v "', "versioning.tag_prefix: 'v '"),
+    ('tag_prefix = "v"', 'tag_prefix = "rel:"', "versioning.tag_prefix: 'rel:'"),
+    ('tag_prefix = "v"', 'tag_prefix = ".v"', "versioning.tag_prefix: '.v'"),
     # Helm accepts these release names, but the chart's object names "<release>-<service>" could not exist
     ('helm_release = "veza"', 'helm_release = "veza.v2"', "object name 'veza.v2-veza-backend-api'"),
     ('helm_release = "veza"', f'helm_release = "{"v" * 53}"', "is 70 characters (at most 63)"),
@@ -76,6 +79,8 @@ def test_each_name_the_config_takes(tmp_path: Path, old: str, new: str, key: str
 
 @pytest.mark.parametrize(("old", "new"), [
     ('\nnamespace = "veza-dev"', f'\nnamespace = "{"a" * 63}"'),
+    ('tag_prefix = "v"', 'tag_prefix = "release/"'),
+    ('tag_prefix = "v"', 'tag_prefix = ""'),
     ('helm_release = "veza"', 'helm_release = "veza-2"'),
     ('address = "127.0.0.1:5000"', 'address = "Registry.Example.org:443"'),
     ('address = "127.0.0.1:5000"', 'address = "localhost"'),

@@ -281,3 +281,13 @@ def test_semver_tag_rules() -> None:
     assert len(semver_tag("1.0.0-" + "a" * 122)) == 128
     with pytest.raises(GitStateError, match="129 characters, the OCI limit is 128"):
         semver_tag("1.0.0-" + "a" * 123)
+
+
+def test_shallow_clone_text_output(tmp_path: Path, cfg: Config, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.versioning.cli import print_version
+
+    path = _shallow_after_release(tmp_path)
+    print_version("staging", repo_path=path, config=cfg)
+    out = capsys.readouterr()
+    assert "next version" in out.out and "unknown: next version unknown: shallow clone" in " ".join(out.out.split())
+    assert "warning:" in out.err and "git fetch --unshallow --tags" in out.err
