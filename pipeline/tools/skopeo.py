@@ -74,15 +74,21 @@ def copy(src: str, dst: str, *, credentials: Mapping[str, Credentials], timeout:
         argv += [f"docker://{src}", f"docker://{dst}"]
         res = run(argv, timeout=timeout, check=False, what="skopeo copy")
     if not res.ok:
-        tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:]
-        msg = tail[0] if tail else f"exit {res.returncode}"
-        kind = classify_text(msg).kind
-        if kind == "auth":
-            raise RegistryAuthError(f"skopeo copy {src} → {dst} refused: {msg}",
-                                    "check the registry credentials ([registry] username_env/password_env)")
-        if kind == "transient":
-            raise RegistryUnavailable(f"skopeo copy {src} → {dst}: {msg}", "retry later")
-        raise RegistryRequestError(f"skopeo copy {src} → {dst} failed: {msg}", "see the message; rerun the promote")
+        _raise_classified(f"skopeo copy {src} → {dst}", res.stderr.strip() or res.stdout.strip(), res.returncode)
+
+
+def _raise_classified(what: str, output: str, returncode: int) -> None:
+    """skopeo's last error line → RegistryAuthError | RegistryUnavailable | RegistryRequestError, by the
+    registry's error code in it (registry_errors.classify_text)."""
+    tail = output.splitlines()[-1:]
+    msg = tail[0] if tail else f"exit {returncode}"
+    kind = classify_text(msg).kind
+    if kind == "auth":
+        raise RegistryAuthError(f"{what} refused: {msg}",
+                                "check the registry credentials ([registry] username_env/password_env)")
+    if kind == "transient":
+        raise RegistryUnavailable(f"{what}: {msg}", "retry later")
+    raise RegistryRequestError(f"{what} failed: {msg}", "see the message; rerun the promote")
 
 
 def inspect_digest(ref: str, *, credentials: Mapping[str, Credentials], timeout: float = 60) -> str:
@@ -93,5 +99,7 @@ def inspect_digest(ref: str, *, credentials: Mapping[str, Credentials], timeout:
         if auth is not None:
             argv += ["--authfile", str(auth)]
         argv.append(f"docker://{ref}")
-        res = run(argv, timeout=timeout, what="skopeo inspect")
+        res = run(argv, timeout=timeout, check=False, what="skopeo inspect")
+    if not res.ok:
+        _raise_classified(f"skopeo inspect {ref}", res.stderr.strip() or res.stdout.strip(), res.returncode)
     return res.stdout.strip()
