@@ -13,21 +13,21 @@ release until someone renews or removes them. Entries that matched nothing are l
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UsageError
+from pipeline.core.vocab import SEVERITIES
+from pipeline.core.vocab import SEVERITY_RANK as RANK
 from pipeline.gate.ignorefile import IgnoreEntry as IgnoreEntry  # re-exported: the gate's public names
 from pipeline.gate.ignorefile import IgnoreFile as IgnoreFile
 from pipeline.gate.ignorefile import IgnoreFileError as IgnoreFileError
 from pipeline.gate.ignorefile import load_ignore_file as load_ignore_file
 from pipeline.gate.ignorefile import parse_ignore_file as parse_ignore_file
 
-SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-RANK = {s: i for i, s in enumerate(SEVERITIES)}
 SCHEMA_VERSION = 2
 
 
@@ -278,7 +278,3 @@ def evaluate(findings: Iterable[Finding], policy: Policy, today: date | datetime
 
 def sort_key(f: Finding) -> tuple[int, str, str, str]:
     return (-RANK[f.severity], f.kind, f.id, f.package or f.target)
-
-
-def evaluate_reports(reports: Sequence[ParsedReport], policy: Policy, today: date | None = None) -> Verdict:
-    return evaluate([f for r in reports for f in r.findings], policy, today)

@@ -90,16 +90,3 @@ def _raise_classified(what: str, output: str, returncode: int) -> None:
         raise RegistryUnavailable(f"{what}: {msg}", "retry later")
     raise RegistryRequestError(f"{what} failed: {msg}", "see the message; rerun the promote")
 
-
-def inspect_digest(ref: str, *, credentials: Mapping[str, Credentials], timeout: float = 60) -> str:
-    """The registry digest of ref (`skopeo inspect --format {{.Digest}}`)."""
-    exe = find_tool("skopeo", FIX)
-    with authfile(credentials) as auth:
-        argv = [exe, "inspect", "--format", "{{.Digest}}", _tls_flag("", ref)]
-        if auth is not None:
-            argv += ["--authfile", str(auth)]
-        argv.append(f"docker://{ref}")
-        res = run(argv, timeout=timeout, check=False, what="skopeo inspect")
-    if not res.ok:
-        _raise_classified(f"skopeo inspect {ref}", res.stderr.strip() or res.stdout.strip(), res.returncode)
-    return res.stdout.strip()
