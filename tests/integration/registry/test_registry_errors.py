@@ -14,10 +14,9 @@ import pytest
 from pipeline.core.errors import RegistryAuthError
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.push import run_push
 from pipeline.tools.registry_api import RegistryClient, RegistryRequestError, RegistryUnavailable, split_repository
 from tests.integration.registry.standin import Answer, ScriptedRegistry, ThrottlingProxy
-from tests.integration.registry_fixtures import make_manifest, write_config
+from tests.integration.registry_fixtures import make_manifest, run_push, write_config
 
 POLICY = RetryPolicy(attempts=5, ceiling_s=0.2, base_s=0.05)
 
