@@ -291,3 +291,43 @@ def test_shallow_clone_text_output(tmp_path: Path, cfg: Config, capsys: pytest.C
     out = capsys.readouterr()
     assert "next version" in out.out and "unknown: next version unknown: shallow clone" in " ".join(out.out.split())
     assert "warning:" in out.err and "git fetch --unshallow --tags" in out.err
+
+
+def test_revert_and_its_revert_of_released_work_cancel_out(tmp_path: Path, cfg: Config,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    sb = Sandbox(tmp_path / "repo")
+    sb.commit("feat: base", {"app.txt": "1\n"})
+    shipped = sb.commit("feat: export", {"export.txt": "1\n"})
+    sb.tag("v1.2.0")
+    undo = git_revert(sb, shipped)   # a revert of released work…
+    git_revert(sb, undo)             # …reverted again before any release: nothing changed
+    data, text = agree(sb, cfg, capsys)
+    assert data["next_version"] is None and "### Reverts" not in text
+
+
+def test_invoke_version_json_in_a_shallow_ci_clone(tmp_path: Path) -> None:
+    """The reported case, end to end: `git clone --depth 1`, three commits after v1.3.0, the real task."""
+    import os
+    import subprocess
+
+    from pipeline.core.paths import ROOT
+    from tests.unit.version_fixtures import copy_config_into
+
+    sb = Sandbox(tmp_path / "repo")
+    copy_config_into(sb.path)
+    sb.repo.index.add(["pipeline.toml"])
+    sb.commit("feat: base")
+    sb.tag("v1.3.0")
+    for m in ("feat: one", "fix: two", "fix: three"):
+        sb.commit(m)
+    clone = tmp_path / "ci"
+    git.Repo.clone_from(f"file://{sb.path}", clone, depth=1)
+    cp = subprocess.run([str(ROOT / ".venv" / "bin" / "invoke"), "-r", str(ROOT), "version", "--env", "staging",
+                         "--json"], cwd=clone, env={**os.environ, "VEZA_ROOT": str(clone)}, capture_output=True,
+                        text=True, timeout=60, check=False)
+    assert cp.returncode == 0, cp.stderr
+    data = json.loads(cp.stdout)
+    assert data["next_version"] is None and data["next_known"] is False and data["bump"] is None
+    assert data["version"] is None and "no release tag yet" not in data["bump_reason"]
+    assert all(not t.startswith("0.1.0") for t in data["tags"]) and data["tags"] == [f"sha-{data['short_sha']}"]
+    assert "warning: " in cp.stderr and "git fetch --unshallow --tags" in cp.stderr
