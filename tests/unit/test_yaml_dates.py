@@ -40,7 +40,8 @@ def test_lint_yaml_reader(tmp_path: Path) -> None:
 def test_chart_metadata_reader(tmp_path: Path) -> None:
     from pipeline.lint.charts import chart_meta
 
-    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: x\nversion: 0.1.0\nannotations:\n  released: 2026-02-30\n")
+    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: x\nversion: 0.1.0\n"
+                                         "annotations:\n  released: 2026-02-30\n")
     assert chart_meta(tmp_path)["annotations"]["released"] == "2026-02-30"
 
 
