@@ -184,3 +184,23 @@ def test_purl_qualifiers_must_all_be_on_the_finding() -> None:
 def test_malformed_fields(text: str, msg: str) -> None:
     with pytest.raises(IgnoreFileError, match=msg):
         parse_ignore_file(text)
+
+
+def test_scan_gate_passes_the_reported_case_and_lists_unused_entries(tmp_path: Path) -> None:
+    """Case 4 end to end: `id: AVD-DS-0002` against a report saying ID DS002 / AVDID AVD-DS-0002 (was exit 3)."""
+    import json
+
+    from pipeline.stages.scan import run_scan_gate
+
+    report = tmp_path / "config.json"
+    report.write_text(json.dumps({"SchemaVersion": 2, "ArtifactName": "dockerfiles", "Results": [
+        {"Target": "dockerfiles/api.Dockerfile", "Class": "config", "Type": "dockerfile", "Misconfigurations": [
+            {"Type": "Dockerfile Security Check", "ID": "DS002", "AVDID": "AVD-DS-0002", "Status": "FAIL",
+             "Severity": "HIGH", "Title": "Image user should not be 'root'"}]}]}))
+    ign = tmp_path / ".trivyignore.yaml"
+    ign.write_text("ignores:\n  - id: AVD-DS-0002\n    reason: the init container needs root\n    expires: 2099-01-01\n"
+                   "  - id: CVE-2000-0001\n    reason: old\n    expires: 2099-01-01\n")
+    lines: list[str] = []
+    verdict = run_scan_gate(str(report), "HIGH", ignore_file=str(ign), log=lines.append)
+    assert verdict.passed and len(verdict.ignored) == 1
+    assert any(line.startswith("unused ignore entries") and "CVE-2000-0001" in line for line in lines)
