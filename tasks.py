@@ -266,7 +266,7 @@ def sbom_attach(c: Context, service: list[str] | None = None, env: str = "") -> 
 @_cli
 def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
     """Start the local OCI registry on 127.0.0.1:5000 (storage under the state directory)."""
-    from pipeline.local.registry import registry_up as up
+    from pipeline.local.embedded_registry import registry_up as up
 
     up(_setup()[0], auth=auth, tls=tls)
 
@@ -275,7 +275,7 @@ def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
 @_cli
 def registry_down(c: Context) -> None:
     """Stop the local registry (its storage is kept)."""
-    from pipeline.local.registry import registry_down as down
+    from pipeline.local.embedded_registry import registry_down as down
 
     down(_setup()[0])
 
@@ -284,7 +284,7 @@ def registry_down(c: Context) -> None:
 @_cli
 def registry_status(c: Context) -> None:
     """Tell whether the local registry runs, where, and what it holds."""
-    from pipeline.local.registry import registry_status as status_
+    from pipeline.local.embedded_registry import registry_status as status_
 
     status_(_setup()[0])
 

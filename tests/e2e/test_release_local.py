@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pyt
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iterator[Path]:
     """A fresh clone of the committed tree; the registry is stopped afterwards if this test started it."""
-    from pipeline.local.registry import default_registry
+    from pipeline.local.embedded_registry import default_registry
 
     dest = tmp_path_factory.mktemp("e2e") / "veza"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
