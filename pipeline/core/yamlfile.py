@@ -9,6 +9,7 @@ one, with a one-line error when it is not a calendar date.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 from pipeline.core.errors import UsageError
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[Tt ])")
 
 
 class DatelessLoader(yaml.SafeLoader):
@@ -59,6 +61,8 @@ def parse_when(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"not a date: {value!r}")
     text = value.strip()
+    if not _DATE_START.match(text):
+        raise ValueError(f"not a date: {text!r}")
     if len(text) == 10:
         return datetime.combine(date.fromisoformat(text), time(0, 0), tzinfo=UTC)
     parsed = datetime.fromisoformat(text.replace(" ", "T", 1) if text[10:11] == " " else text)

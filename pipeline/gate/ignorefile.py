@@ -3,7 +3,8 @@
 Source of every meaning below: Trivy's `pkg/result/ignore.go` (IgnoreFinding, IgnoreConfig, Match*) and
 `pkg/result/filter.go`, `pkg/purl` (PackageURL.Match), and the "Filtering" page of Trivy's docs.
 
-Two spellings are read, mixed freely in one file:
+A file whose name does not end in .yml/.yaml is Trivy's plain `.trivyignore` (parse_plain_ignore_file).
+Two YAML spellings are read, mixed freely in one file:
 
     vulnerabilities:                 # Trivy's own layout: one list per finding class
       - id: CVE-2023-3446
@@ -185,7 +186,38 @@ def load_ignore_file(path: Path | None) -> IgnoreFile:
         raise IgnoreFileError(f"ignore file not found: {path}",
                               "create it (YAML: vulnerabilities: [{id, statement, expired_at}])"
                               " or drop --ignore-file") from None
+    if path.suffix not in (".yml", ".yaml"):   # Trivy picks the format by the extension too
+        return parse_plain_ignore_file(text, str(path))
     return parse_ignore_file(text, str(path))
+
+
+def parse_plain_ignore_file(text: str, source: str = ".trivyignore") -> IgnoreFile:
+    """Trivy's plain `.trivyignore`: one ID per line, `#` comments, an optional `exp:YYYY-MM-DD` field.
+
+    As in Trivy (pkg/result/ignore.go parseIgnore), each ID applies to every finding class and the expiry
+    is 00:00 UTC that day. Unlike Trivy, which skips a line whose date does not parse, an impossible date is
+    a one-line error (exit 2). The text after `#` on an entry's line is its statement (the pipeline requires
+    one; Trivy reads none from this format).
+    """
+    entries: list[IgnoreEntry] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        body, _, comment = raw.partition("#")
+        fields = body.split()
+        if not fields:
+            continue
+        expires = None
+        for f in fields[1:]:
+            if f.startswith("exp:"):
+                value = f.removeprefix("exp:")
+                try:   # Trivy: time.Parse("2006-01-02", …), a bare date only
+                    expires = parse_when(value) if len(value) == 10 else None
+                except ValueError:
+                    expires = None
+                if expires is None:
+                    raise IgnoreFileError(f"{source}: entry {len(entries) + 1} (line {n}): exp '{value}' is not a date",
+                                          "write a real calendar date as exp:YYYY-MM-DD, e.g. exp:2026-02-28")
+        entries.append(IgnoreEntry(id=fields[0], reason=comment.strip(), expires=expires, line=n))
+    return IgnoreFile(source, tuple(entries))
 
 
 def parse_ignore_file(text: str, source: str = "ignore file") -> IgnoreFile:

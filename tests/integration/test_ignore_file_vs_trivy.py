@@ -59,3 +59,25 @@ def test_gate_ignores_exactly_what_trivy_ignores(project: Path, full: dict[str, 
                        datetime.now(UTC))
     by_gate = {f.id for f in verdict.findings if f.kind == "misconfig"}
     assert by_gate == by_trivy, f"entry {entry!r}: trivy leaves {by_trivy}, the gate leaves {by_gate}"
+
+
+PLAIN = ["AVD-DS-0002", "DS002", "DS-0002", "ds-0002", "DS-0002 exp:2020-01-01", "DS-0002 exp:2099-01-01",
+         "DS-0026 # comment"]
+
+
+@pytest.mark.parametrize("line", PLAIN)
+def test_plain_trivyignore_matches_what_trivy_matches(project: Path, full: dict[str, object], tmp_path: Path,
+                                                      line: str) -> None:
+    from pipeline.gate.ignorefile import load_ignore_file
+
+    ign = tmp_path / ".trivyignore"
+    # every line carries an expiry and a statement (`# …`): only the matching is compared, not the pipeline's
+    # own rule that an entry without them ignores nothing
+    ident, _, comment = line.partition("#")
+    exp = "" if "exp:" in ident else " exp:2099-01-01"
+    ign.write_text(f"{ident.strip()}{exp} # {comment.strip() or 'accepted for the cross-check'}\n")
+    by_trivy = _ids(trivy.scan_config(project / "src", tmp_path / "filtered.json", cache_dir=project / "cache",
+                                      ignore_file=ign))
+    verdict = evaluate(parse_report(full).findings, Policy("LOW", False, load_ignore_file(ign)), datetime.now(UTC))
+    by_gate = {f.id for f in verdict.findings if f.kind == "misconfig"}
+    assert by_gate == by_trivy, f"line {line!r}: trivy leaves {by_trivy}, the gate leaves {by_gate}"

@@ -204,3 +204,34 @@ def test_scan_gate_passes_the_reported_case_and_lists_unused_entries(tmp_path: P
     verdict = run_scan_gate(str(report), "HIGH", ignore_file=str(ign), log=lines.append)
     assert verdict.passed and len(verdict.ignored) == 1
     assert any(line.startswith("unused ignore entries") and "CVE-2000-0001" in line for line in lines)
+
+
+# ------------------------------------------------------------------ Trivy's plain .trivyignore
+
+def test_plain_trivyignore_is_read_by_extension(tmp_path: Path) -> None:
+    from pipeline.gate.ignorefile import load_ignore_file
+
+    f = tmp_path / ".trivyignore"
+    f.write_text("# accepted risks\nCVE-2099-0001 exp:2027-01-01 # bash is never run\n\nAVD-DS-0002\n"
+                 "CVE-2099-0002 exp:2026-06-01 # expires today\n")
+    ign = load_ignore_file(f)
+    assert [(e.id, e.reason, e.line) for e in ign.entries] == [
+        ("CVE-2099-0001", "bash is never run", 2), ("AVD-DS-0002", "", 4), ("CVE-2099-0002", "expires today", 5)]
+    findings = [*load_report(FIX / "os-pkgs.json").findings, misconf("DS-0002")]
+    v = evaluate(findings, Policy("LOW", False, ign), TODAY)
+    assert [f.id for f, _ in v.ignored] == ["CVE-2099-0001"]          # every class: IDs apply to all
+    ids = {f.id for f in v.blocking}
+    assert {"IGNORE-NO-REASON", "IGNORE-EXPIRED", "DS-0002", "CVE-2099-0002"} <= ids
+
+
+@pytest.mark.parametrize("bad", ["exp:2026-02-30", "exp:2026-13-01", "exp:2026-W09-1", "exp:tomorrow"])
+def test_plain_trivyignore_bad_dates_are_one_line_errors(tmp_path: Path, bad: str) -> None:
+    from pipeline.gate.ignorefile import load_ignore_file
+
+    f = tmp_path / ".trivyignore"
+    f.write_text(f"# header\nCVE-2024-0001 {bad} # accepted\n")
+    with pytest.raises(IgnoreFileError) as exc:
+        load_ignore_file(f)
+    value = bad.removeprefix("exp:")
+    assert exc.value.one_line() == (f"{f}: entry 1 (line 2): exp '{value}' is not a date "
+                                    "(fix: write a real calendar date as exp:YYYY-MM-DD, e.g. exp:2026-02-28)")
