@@ -165,6 +165,9 @@ def print_changelog(since: str | None = None, *, repo_path: Path | str | None = 
         commits = tuple(parse_commit(c) for c in repo.commits(f"{sha}..HEAD"))
         start: str | None = since
     else:
+        if not version.next.known:   # a changelog of a truncated history would not be the release's
+            raise GitStateError(f"no changelog: {version.next.reason.split(' (')[0]}",
+                                "run: git fetch --unshallow --tags (or pass --since a tag in the fetched history)")
         commits = version.commits
         start = version.last_final.tag if version.last_final else None
     title = str(version.next.version) if version.next.version and not since else "Unreleased"

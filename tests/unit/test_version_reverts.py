@@ -331,3 +331,11 @@ def test_invoke_version_json_in_a_shallow_ci_clone(tmp_path: Path) -> None:
     assert data["version"] is None and "no release tag yet" not in data["bump_reason"]
     assert all(not t.startswith("0.1.0") for t in data["tags"]) and data["tags"] == [f"sha-{data['short_sha']}"]
     assert "warning: " in cp.stderr and "git fetch --unshallow --tags" in cp.stderr
+
+
+def test_shallow_clone_changelog_refuses_like_bump(tmp_path: Path, cfg: Config) -> None:
+    path = _shallow_after_release(tmp_path)
+    with pytest.raises(GitStateError) as exc:
+        print_changelog(repo_path=path, config=cfg)
+    assert exc.value.one_line().startswith("no changelog: next version unknown: shallow clone")
+    assert "git fetch --unshallow --tags" in exc.value.one_line()
