@@ -231,9 +231,15 @@ def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
         creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
         before = trivy.db_info(cache)
         try:
-            info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s),
-                                     username=creds.username if creds else "",
-                                     password=creds.password if creds else "")
+            from functools import partial
+
+            from pipeline.core.retry import with_retries
+            from pipeline.stages.push import retry_policy
+
+            # a throttled or briefly unavailable mirror (by its error code) is retried before falling back
+            info = with_retries(partial(trivy.download_db, repo, cache, timeout=min(600, cfg.scan.timeout_s),
+                                        username=creds.username if creds else "",
+                                        password=creds.password if creds else ""), retry_policy(cfg))
             if info == before:   # Trivy fetches only when the cached DB is past its NextUpdate
                 log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
             else:

@@ -82,6 +82,17 @@ def download_db(repository: str, cache_dir: Path, *, timeout: float = 600,
                   what="trivy DB download")
     if not res.ok:
         tail = " | ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-3:])
+        # By the registry's error code in Trivy's message (a rate-limited DB mirror says TOOMANYREQUESTS).
+        from pipeline.tools.registry_api import RegistryUnavailable
+        from pipeline.tools.registry_errors import classify_text
+
+        kind = classify_text(tail).kind
+        if kind == "transient":
+            raise RegistryUnavailable(f"cannot fetch the Trivy DB from {repository} (transient): {tail}",
+                                      "retry later, or point [scan].db_repository at a mirror")
+        if kind == "auth":
+            raise StageFailed(f"the registry refused the Trivy DB download from {repository}: {tail}",
+                              "check the credentials ([registry] username_env/password_env)")
         raise StageFailed(f"cannot fetch the Trivy DB from {repository}: {tail}",
                           "push a DB mirror there (`invoke trivy-db --push REPO`) or fix [scan].db_repository")
     return db_info(cache_dir)

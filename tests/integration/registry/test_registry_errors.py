@@ -121,3 +121,18 @@ def test_skopeo_failures_are_classified_by_code(answer: Answer, error: type[Exce
     finally:
         reg.close()
     assert answer.code.lower().replace("_", " ") in str(exc.value).lower()
+
+
+@pytest.mark.parametrize(("answer", "transient"), [(Answer(429, "TOOMANYREQUESTS"), True),
+                                                   (Answer(404, "NAME_UNKNOWN"), False)])
+def test_trivy_db_download_failures_are_classified_by_code(tmp_path: Path, answer: Answer, transient: bool) -> None:
+    from pipeline.core.errors import StageFailed
+    from pipeline.tools import trivy
+
+    reg = ScriptedRegistry([answer] * 50)
+    try:
+        with pytest.raises(StageFailed) as exc:
+            trivy.download_db(f"{reg.address}/trivy/db", tmp_path / "cache", timeout=120)
+    finally:
+        reg.close()
+    assert isinstance(exc.value, RegistryUnavailable) is transient, exc.value.message
