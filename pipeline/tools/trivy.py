@@ -91,7 +91,7 @@ def download_db(repository: str, cache_dir: Path, *, timeout: float = 600,
             raise RegistryUnavailable(f"cannot fetch the Trivy DB from {repository} (transient): {tail}",
                                       "retry later, or point [scan].db_repository at a mirror")
         if kind == "auth":
-            raise StageFailed(f"the registry refused the Trivy DB download from {repository}: {tail}",
+            raise StageFailed(f"cannot fetch the Trivy DB from {repository} (credentials refused): {tail}",
                               "check the credentials ([registry] username_env/password_env)")
         raise StageFailed(f"cannot fetch the Trivy DB from {repository}: {tail}",
                           "push a DB mirror there (`invoke trivy-db --push REPO`) or fix [scan].db_repository")
