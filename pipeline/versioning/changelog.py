@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline.versioning.version import ConventionalCommit, resolve_reverts
+from pipeline.versioning.commits import ConventionalCommit, resolve_reverts
 
 GROUPS = (("breaking", "Breaking changes"), ("feat", "Features"), ("fix", "Fixes"), ("perf", "Performance"),
           ("revert", "Reverts"))

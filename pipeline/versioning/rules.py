@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pipeline.core.config import BumpRule, Versioning
 
 if TYPE_CHECKING:
-    from pipeline.versioning.version import ConventionalCommit
+    from pipeline.versioning.commits import ConventionalCommit
 
 RANK: dict[str | None, int] = {None: 0, "patch": 1, "minor": 2, "major": 3}
 

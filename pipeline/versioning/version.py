@@ -15,8 +15,8 @@ Rules (docs/versioning.md has the user-facing version):
   No release tag at all → [versioning] first_version.
 - A commit and its revert inside the range cancel out (both dropped), a revert of a revert re-applies the
   original; a revert whose target is older than the range (already released) is itself a change (patch by
-  default, as semantic-release does). `resolve_reverts` is the one place this is decided: the next version
-  and the changelog both go through it.
+  default, as semantic-release does). `resolve_reverts` (pipeline/versioning/commits.py) is the one place
+  this is decided: the next version and the changelog both go through it.
 - A shallow clone whose history since the last release cannot be read (no final release tag visible, or the
   shallow boundary inside the range) has no known next version (`NextVersion.known` is False) and no
   semver version: the fix is `git fetch --unshallow --tags`.
@@ -36,118 +36,28 @@ import semver
 
 from pipeline.core.config import Config, Versioning
 from pipeline.core.errors import UsageError
-from pipeline.tools.git import GitRepo, RawCommit
+from pipeline.tools.git import GitRepo
+from pipeline.versioning.commits import SHORT_SHA_LEN as SHORT_SHA_LEN  # re-exported
+from pipeline.versioning.commits import ConventionalCommit as ConventionalCommit
+from pipeline.versioning.commits import ResolvedCommits as ResolvedCommits
+from pipeline.versioning.commits import parse_commit as parse_commit
+from pipeline.versioning.commits import resolve_reverts as resolve_reverts
 from pipeline.versioning.rules import RANK, commit_release
 
-SHORT_SHA_LEN = 8
 DIRTY_HASH_LEN = 8
 PARTS = ("major", "minor", "patch")
 DEFAULT_VERSIONING = Versioning(first_version="0.1.0", tag_prefix="v", breaking_below_1="minor",
                                 non_conventional="none")
 
-# Conventional Commits 1.0: `type(scope)!: description`; the type is case-insensitive.
-_HEADER = re.compile(
-    r"(?P<type>[A-Za-z][A-Za-z0-9-]*)(?:\((?P<scope>[^()\r\n]*)\))?(?P<bang>!)?: +(?P<desc>\S.*)")
-_BREAKING_FOOTER = re.compile(r"^BREAKING[ -]CHANGE: *(?P<note>.*)$", re.MULTILINE)
 _CORE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 _PRE_LABEL = re.compile(r"[A-Za-z][0-9A-Za-z-]*")
-# `git revert` writes `Revert "<subject>"` (git >= 2.43: `Reapply "<subject>"` when reverting a revert) and
-# a body line `This reverts commit <sha>.`; the Angular convention writes `revert: <subject>` with that body.
-_REVERT_SUBJECT = re.compile(r'(?:Revert|Reapply) "(?P<inner>.*)"')
-_REVERTS_SHA = re.compile(r"\bThis reverts commit (?P<sha>[0-9a-fA-F]{7,64})\b")
 
 
 # ------------------------------------------------------------------ commits
 
-@dataclass(frozen=True)
-class ConventionalCommit:
-    sha: str
-    subject: str
-    type: str | None  # None: not a conventional commit
-    scope: str | None
-    description: str
-    breaking: bool
-    breaking_note: str | None = None
-    merge: bool = False
-    revert: bool = False                 # a revert commit (git's `Revert "…"`, `revert:` type, or the body line)
-    reverts_sha: str | None = None       # the SHA (or prefix) named by "This reverts commit <sha>"
-    reverts_subject: str | None = None   # the subject it names (`Revert "<subject>"` / `revert: <subject>`)
-
-    @property
-    def short_sha(self) -> str:
-        return self.sha[:SHORT_SHA_LEN]
-
-
-def parse_commit(raw: RawCommit) -> ConventionalCommit:
-    """A commit message → its conventional fields, breaking flag and revert target (if it is a revert)."""
-    subject, _, body = raw.message.partition("\n")
-    subject = subject.strip()
-    footer = _BREAKING_FOOTER.search(body)
-    note = footer.group("note").strip() if footer else None
-    sha_ref = _REVERTS_SHA.search(body)
-    quoted = _REVERT_SUBJECT.fullmatch(subject)
-    m = _HEADER.fullmatch(subject)
-    ctype = m.group("type").lower() if m else None
-    revert = bool(sha_ref or quoted or ctype == "revert")
-    reverts_subject = quoted.group("inner") if quoted else (m.group("desc").strip() if m and ctype == "revert"
-                                                            else None)
-    reverts_sha = sha_ref.group("sha").lower() if sha_ref else None
-    merge = len(raw.parents) > 1
-    if not m:
-        return ConventionalCommit(raw.sha, subject, None, None, subject, footer is not None, note, merge=merge,
-                                  revert=revert, reverts_sha=reverts_sha, reverts_subject=reverts_subject)
-    return ConventionalCommit(
-        sha=raw.sha, subject=subject, type=ctype, scope=m.group("scope") or None,
-        description=m.group("desc").strip(), breaking=bool(m.group("bang")) or footer is not None,
-        breaking_note=note, merge=merge, revert=revert, reverts_sha=reverts_sha, reverts_subject=reverts_subject,
-    )
-
-
 def commit_part(c: ConventionalCommit, versioning: Versioning) -> str | None:
     """The bump one commit asks for (before the below-1.0.0 rule): the bump rules of [versioning]."""
     return commit_release(c, versioning)
-
-
-# ------------------------------------------------------------------ reverts
-
-@dataclass(frozen=True)
-class ResolvedCommits:
-    effective: tuple[ConventionalCommit, ...]  # what the release contains, newest first
-    cancelled: tuple[tuple[ConventionalCommit, ConventionalCommit], ...]  # (revert, its target), both dropped
-
-
-def resolve_reverts(commits: list[ConventionalCommit] | tuple[ConventionalCommit, ...]) -> ResolvedCommits:
-    """Drop every commit whose revert is in the same range, with the revert (commits newest first).
-
-    Walking from the newest: a revert whose target (by the SHA of "This reverts commit <sha>", else by the
-    reverted subject, nearest older first) is an older, still-standing commit of the range cancels it and
-    disappears with it; a commit already cancelled is skipped, so a revert of a revert restores the
-    original. A revert whose target is not in the range reverts released work and stays (a change itself).
-    """
-    items = list(commits)
-    cancelled: set[str] = set()
-    pairs: list[tuple[ConventionalCommit, ConventionalCommit]] = []
-    effective: list[ConventionalCommit] = []
-    for i, c in enumerate(items):
-        if c.sha in cancelled:
-            continue
-        target = _revert_target(c, items[i + 1:], cancelled) if c.revert else None
-        if target is not None:
-            cancelled.update((c.sha, target.sha))
-            pairs.append((c, target))
-            continue
-        effective.append(c)
-    return ResolvedCommits(tuple(effective), tuple(pairs))
-
-
-def _revert_target(c: ConventionalCommit, older: list[ConventionalCommit],
-                   cancelled: set[str]) -> ConventionalCommit | None:
-    standing = [o for o in older if o.sha not in cancelled]
-    if c.reverts_sha:
-        return next((o for o in standing if o.sha.lower().startswith(c.reverts_sha)), None)
-    if c.reverts_subject:
-        return next((o for o in standing if o.subject == c.reverts_subject), None)
-    return None
 
 
 # ------------------------------------------------------------------ tags
