@@ -67,7 +67,7 @@ def run_checks(cfg: Config, project: ComposeProject, run_id: str, window: float)
         for probe in svc.probes:
             checks.append(_probe(svc, base, probe, window))
         for check in svc.smoke_checks:
-            checks.append(CHECKS[check.kind](svc, base + check.path, ends, run_id, window))
+            checks.append(CHECKS[check.kind](svc, base, check.path, ends, run_id, window))
     return checks
 
 
@@ -88,29 +88,29 @@ def _probe(svc: Service, base: str, p: Probe, window: float) -> Check:
     return _timed(svc.name, f"{p.method} {p.path}", expected, lambda: _retry(window, attempt))
 
 
-def _check_ready(svc: Service, url: str, _ends: Any, _run_id: str, window: float) -> Check:
-    """ready-json: the URL reports {"ready": true}, i.e. the service's dependencies really answered it."""
+def _check_ready(svc: Service, base: str, path: str, _ends: Any, _run_id: str, window: float) -> Check:
+    """ready-json: GET path reports {"ready": true}, i.e. the service's dependencies really answered it."""
 
     def attempt() -> tuple[bool, str]:
-        a = http("GET", url)
+        a = http("GET", base + path)
         try:
             ready = a.status == 200 and json.loads(a.body).get("ready") is True
         except (ValueError, AttributeError):
             ready = False
         return ready, a.summary()
 
-    return _timed(svc.name, f"/{url.split('/', 3)[-1]} ready is true (deps answer)",
+    return _timed(svc.name, f"{path} is true (deps answer)",
                   'HTTP 200 with JSON {"ready": true}', lambda: _retry(window, attempt))
 
 
-def _check_nats_publish(svc: Service, url: str, ends: dict[tuple[str, int], tuple[str, int]], run_id: str,
-                        window: float) -> Check:
+def _check_nats_publish(svc: Service, base: str, path: str, ends: dict[tuple[str, int], tuple[str, int]],
+                        run_id: str, window: float) -> Check:
     """nats-publish: a message POSTed to the URL is observed on NATS by our own subscriber."""
     token = f"smoke-{run_id}-{secrets.token_hex(4)}"
     expected = f"the posted message ({token}) published on NATS"
     nats = ends.get(("nats", 4222))
     if nats is None:
-        return Check(svc.name, "POST → NATS", False, expected, "NATS port 4222 is not published", 0.0)
+        return Check(svc.name, f"POST {path} → NATS", False, expected, "NATS port 4222 is not published", 0.0)
 
     def run() -> tuple[bool, str]:
         try:
@@ -118,14 +118,14 @@ def _check_nats_publish(svc: Service, url: str, ends: dict[tuple[str, int], tupl
                 answer: list[HttpAnswer] = []
 
                 def post() -> tuple[bool, str]:
-                    answer[:] = [http("POST", url, body=token.encode(),
+                    answer[:] = [http("POST", base + path, body=token.encode(),
                                       headers={"Content-Type": "text/plain; charset=utf-8"})]
                     a = answer[0]
                     return 200 <= a.status < 300 and token in a.text, a.summary()
 
                 posted, got_post = _retry(window, post)
                 if not posted:
-                    return False, f"POST {url} answered {got_post}"
+                    return False, f"POST {path} answered {got_post}"
                 seen = sub.wait_for(token.encode(), timeout=5)
                 if seen is None:
                     return False, "POST /messages succeeded but no message carrying it reached NATS within 5s"
@@ -136,7 +136,7 @@ def _check_nats_publish(svc: Service, url: str, ends: dict[tuple[str, int], tupl
         except NatsError as exc:
             return False, str(exc)
 
-    return _timed(svc.name, "POST → NATS", expected, run)
+    return _timed(svc.name, f"POST {path} → NATS", expected, run)
 
 
 def _json_field(body: bytes, key: str) -> str:
@@ -147,10 +147,10 @@ def _json_field(body: bytes, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _check_blob_roundtrip(svc: Service, url: str, _ends: Any, run_id: str, window: float) -> Check:
-    """blob-roundtrip: PUT to the URL ({id} = a fresh id) then GET returns the same bytes."""
+def _check_blob_roundtrip(svc: Service, base: str, path: str, _ends: Any, run_id: str, window: float) -> Check:
+    """blob-roundtrip: PUT to path ({id} = a fresh id) then GET returns the same bytes."""
     data = secrets.token_bytes(48 * 1024)
-    url = url.replace("{id}", f"smoke-{run_id}")
+    url = base + path.replace("{id}", f"smoke-{run_id}")
 
     def attempt() -> tuple[bool, str]:
         put = http("PUT", url, body=data, headers={"Content-Type": "application/octet-stream"})
@@ -163,24 +163,24 @@ def _check_blob_roundtrip(svc: Service, url: str, _ends: Any, run_id: str, windo
             return False, f"GET returned {len(got.body)} bytes that differ from the {len(data)} bytes stored"
         return True, f"{len(data)} bytes round-tripped"
 
-    return _timed(svc.name, "PUT+GET round trip", f"the same {len(data)} bytes back",
+    return _timed(svc.name, f"PUT+GET {path}", f"the same {len(data)} bytes back",
                   lambda: _retry(window, attempt))
 
 
-def _check_html_index(svc: Service, url: str, _ends: Any, _run_id: str, window: float) -> Check:
-    """html-index: the URL serves an HTML page."""
+def _check_html_index(svc: Service, base: str, path: str, _ends: Any, _run_id: str, window: float) -> Check:
+    """html-index: GET path serves an HTML page."""
 
     def attempt() -> tuple[bool, str]:
-        a = http("GET", url)
+        a = http("GET", base + path)
         ok = a.status == 200 and "html" in a.content_type.lower() and "<html" in a.text.lower()
         return ok, a.summary() + (f", content-type {a.content_type!r}" if a.status == 200 and not ok else "")
 
-    return _timed(svc.name, "GET serves an HTML index", "HTTP 200, text/html with <html>",
+    return _timed(svc.name, f"GET {path} serves the HTML index", "HTTP 200, text/html with <html>",
                   lambda: _retry(window, attempt))
 
 
 # The kinds a service lists in pipeline.toml (`smoke_checks`); see pipeline.core.config.SMOKE_CHECK_KINDS.
-CHECKS: dict[str, Callable[[Service, str, dict[tuple[str, int], tuple[str, int]], str, float], Check]] = {
+CHECKS: dict[str, Callable[[Service, str, str, dict[tuple[str, int], tuple[str, int]], str, float], Check]] = {
     "ready-json": _check_ready,
     "nats-publish": _check_nats_publish,
     "blob-roundtrip": _check_blob_roundtrip,
