@@ -339,3 +339,26 @@ def test_shallow_clone_changelog_refuses_like_bump(tmp_path: Path, cfg: Config) 
         print_changelog(repo_path=path, config=cfg)
     assert exc.value.one_line().startswith("no changelog: next version unknown: shallow clone")
     assert "git fetch --unshallow --tags" in exc.value.one_line()
+
+
+def test_shallow_clone_at_the_release_tag_still_releases(tmp_path: Path, cfg: Config) -> None:
+    """A CI checkout of the tag itself (`--depth 1` at v1.3.0): the history needed is all there."""
+    sb = released(tmp_path, "v1.2.0")
+    sb.commit("feat: more")
+    sb.tag("v1.3.0")
+    clone = git.Repo.clone_from(f"file://{sb.path}", tmp_path / "ci", depth=1)
+    path = Path(str(clone.working_dir))
+    data = version_report("prod", repo_path=path, config=cfg)
+    assert data["shallow"] and data["next_known"] and data["release"] and data["version"] == "1.3.0"
+    assert data["tags"] == ["1.3.0", "1.3", "1"]
+    shallow_cfg = type(cfg)(**{**cfg.__dict__, "root": path})
+    assert release_info(shallow_cfg, cfg.env("prod")).tags == ("1.3.0", "1.3", "1")
+
+
+def test_a_rule_can_turn_breaking_changes_into_minor(tmp_path: Path) -> None:
+    sb = released(tmp_path, "v1.2.0")
+    sb.commit("feat!: new wire format")
+    vcfg = versioning()
+    rules = (BumpRule("minor", breaking=True),)
+    v = read_version(sb.path, type(vcfg)(**{**vcfg.__dict__, "bump_rules": rules}))
+    assert str(v.next.version) == "1.3.0"
