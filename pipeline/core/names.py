@@ -9,7 +9,7 @@ with a corrected value when one can be derived), never after images were built. 
   host components `[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]` joined by '.', or a bracketed IPv6
   address, with an optional `:port`; `reference.go`: a repository name, domain included, is at most 255
   characters). A first component without '.' or ':' that is not `localhost` is not a registry (Docker
-  would read it as a Docker Hub namespace).
+  would read it as a namespace on its default registry).
 - Kubernetes: namespaces are RFC 1123 labels (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63); Services
   are RFC 1035 labels (the same, starting with a letter), and the chart names each service's objects
   `<release>-<service>` (or `<service>` when it already starts with the release name): that name must be
@@ -81,7 +81,8 @@ def registry_problem(address: str) -> str | None:
     if not DOMAIN.fullmatch(address):
         return "is not a registry host[:port]"
     if "." not in address and ":" not in address and address != "localhost":
-        return "has no '.' or ':' and is not localhost, so an image reference would read it as a Docker Hub namespace"
+        return ("has no '.' or ':' and is not localhost, so an image reference would read it as a namespace "
+                "on Docker's default registry")
     return None
 
 
