@@ -44,6 +44,9 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
                     else {"name": n, "status": "not run"}) for n in ctx.env.stages],
         "services": services, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        # post-release verification: each published digest re-read from the registry (signature, provenance,
+        # SBOM and VEX attachments), when the environment signs or gates
+        "published": ctx.options.get("published") or None,
     }
 
 
@@ -64,6 +67,11 @@ def markdown(data: dict[str, Any]) -> str:
         digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
         lines.append(f"| {name} | {s.get('build') or ''} | {s.get('scan') or ''} | {s.get('push') or ''} | {digest} "
                      f"| {s.get('deploy') or ''} |")
+    if data.get("published"):
+        lines += ["", "## Published digests, re-read from the registry", "",
+                  "| service | image | signature | provenance | SBOM | VEX |", "|---|---|---|---|---|---|"]
+        for n, p in data["published"].items():
+            lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
     links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
     if links:
         lines += ["", "## Logs and reports", ""] + [f"- {n}: `{p}`" for n, p in links]

@@ -37,10 +37,12 @@ def _stage_factories() -> dict[str, Callable[[], Stage]]:
     from pipeline.stages.push import PushStage
     from pipeline.stages.rollout import DeployStage, VerifyStage
     from pipeline.stages.scan import ScanStage
+    from pipeline.stages.sign import SignStage
     from pipeline.stages.smoke import SmokeStage
+    from pipeline.stages.verify_images import VerifyImagesStage
 
     return {"build": BuildStage, "lint": LintStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
-            "deploy": DeployStage, "verify": VerifyStage}
+            "sign": SignStage, "verify-images": VerifyImagesStage, "deploy": DeployStage, "verify": VerifyStage}
 
 
 def make_stages(names: Sequence[str]) -> list[Stage]:
