@@ -33,12 +33,11 @@ from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, Usag
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import ScanStatus
+from pipeline.gate.ignorefile import IgnoreFile, load_ignore_file
 from pipeline.gate.policy import (
-    IgnoreFile,
     Policy,
     Verdict,
     evaluate,
-    load_ignore_file,
     load_report,
     parse_report,
     severity,
@@ -80,6 +79,8 @@ def run_scan_gate(report: str, fail_on: str = "HIGH", ignore_unfixed: bool = Fal
     if summary:
         write_markdown(Path(summary), [(subject, verdict)], "Scan gate")
     log(_verdict_line(subject, verdict))
+    if verdict.unused_ignores:
+        log(f"unused ignore entries (they matched no finding; remove them?): {', '.join(verdict.unused_ignores)}")
     if not verdict.passed:
         print_blocking(subject, verdict)
         raise PolicyBlocked(f"scan gate blocked {subject}: {len(verdict.blocking)} finding(s) at or above {threshold}",
@@ -230,9 +231,15 @@ def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
         creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
         before = trivy.db_info(cache)
         try:
-            info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s),
-                                     username=creds.username if creds else "",
-                                     password=creds.password if creds else "")
+            from functools import partial
+
+            from pipeline.core.retry import with_retries
+            from pipeline.stages.push import retry_policy
+
+            # a throttled or briefly unavailable mirror (by its error code) is retried before falling back
+            info = with_retries(partial(trivy.download_db, repo, cache, timeout=min(600, cfg.scan.timeout_s),
+                                        username=creds.username if creds else "",
+                                        password=creds.password if creds else ""), retry_policy(cfg))
             if info == before:   # Trivy fetches only when the cached DB is past its NextUpdate
                 log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
             else:

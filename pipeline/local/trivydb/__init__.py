@@ -35,8 +35,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core.config import Config
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.paths import CACHE_DIR
@@ -108,13 +106,13 @@ def parse_advisories(data: Any, source: str = "advisories") -> list[Advisory]:
 
 
 def load_advisories(path: Path) -> list[Advisory]:
+    from pipeline.core.yamlfile import load_text
+
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise UsageError(f"advisories file not found: {path}", "pass an existing YAML file") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
-    return parse_advisories(data, str(path))
+    return parse_advisories(load_text(text, str(path)), str(path))
 
 
 def db_entries(advisories: Iterable[Advisory]) -> list[dict[str, Any]]:
@@ -189,7 +187,9 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
     target = repository if ":" in rest.rsplit("/", 1)[-1] else f"{repository}:{DB_SCHEMA_VERSION}"
     import oras.client
 
-    from pipeline.tools.registry_api import Credentials, RegistryClient
+    from pipeline.core.errors import RegistryAuthError
+    from pipeline.tools.registry_api import Credentials, RegistryClient, RegistryUnavailable
+    from pipeline.tools.registry_errors import classify_response, classify_text
 
     # Preflight: a refused login (or a registry that is down) fails here in a second, with the pipeline's
     # own error, instead of after the ORAS client's minutes of retries.
@@ -212,10 +212,18 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
                                quiet=True)
         except Exception as exc:  # oras raises plain exceptions and requests errors alike
             why = "connection refused" if "Connection refused" in str(exc) else str(exc).splitlines()[0][:200]
-            raise StageFailed(f"cannot push the Trivy DB to {target}: {why}",
-                              "is the registry up? (`invoke registry-up`)") from exc
+            failure = classify_text(str(exc))
+            if failure.kind == "auth":
+                raise RegistryAuthError(f"the registry refused the Trivy DB push to {target}: {why}",
+                                        "check the registry credentials") from None
+            error = RegistryUnavailable if failure.kind == "transient" else StageFailed
+            raise error(f"cannot push the Trivy DB to {target}: {why}",
+                        "is the registry up? (`invoke registry-up`)") from None
     if resp.status_code not in (200, 201):
-        raise StageFailed(f"pushing the Trivy DB to {target} answered HTTP {resp.status_code}")
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        failure = classify_response(resp.status_code, resp.content or b"", headers)
+        error = RegistryUnavailable if failure.kind == "transient" else StageFailed
+        raise error(f"pushing the Trivy DB to {target} answered HTTP {resp.status_code} {failure.detail}".strip())
     return target
 
 
