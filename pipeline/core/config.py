@@ -92,6 +92,12 @@ class Environment:
     confirm: bool
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+    infra_scan_threshold: str = ""   # the gate of the infra images ([infra.*]); empty: scan_threshold
+
+    @property
+    def infra_threshold(self) -> str:
+        """The severity at which an infra image (PostgreSQL, Redis, NATS) blocks: its own, else scan_threshold."""
+        return self.infra_scan_threshold or self.scan_threshold
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -427,6 +433,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            infra_scan_threshold=et.text("infra_scan_threshold", "", choices=("", *SEVERITIES)),
         )
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')

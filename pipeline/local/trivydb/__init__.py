@@ -4,18 +4,21 @@ Trivy reads its DB (a BoltDB file + metadata.json) from an OCI artifact in any r
 mirror it; tests need a small but real one. This module writes it from an advisories file:
 
     advisories:
-      - id: CVE-2099-0001
+      - id: CVE-2023-45853
         source: debian 12              # Trivy's bucket: "<os> <major>" or "<eco>::<data source>"
-        package: bash                  # OS advisories: the SOURCE package name (glibc, not libc6)
-        fixed: 5.2.15-3                # omit when there is no fix
-        severity: HIGH
-        title: bash test advisory
-      - id: GHSA-0000-0000-0001
-        source: "npm::GitHub Security Advisory npm"
-        package: lodash
-        vulnerable: ["<4.17.21"]       # language ecosystems: version ranges
-        patched: ["4.17.21"]
+        package: zlib                  # OS advisories: the SOURCE package name (glibc, not libc6)
+        fixed: ""                      # omit when there is no fix ...
+        status: will_not_fix           # ... and say why (affected, will_not_fix, fix_deferred, ...)
         severity: CRITICAL
+        origin: https://security-tracker.debian.org/tracker/CVE-2023-45853   # where the record comes from
+        date: 2025-07-21               # the date of that record
+      - id: CVE-2025-22871
+        source: "go::The Go Vulnerability Database"
+        package: stdlib                # Go binaries: Trivy reads the toolchain version from the build info
+        vendor_ids: [GO-2025-3563]
+        vulnerable: [">=0.0.0-0, <1.23.8", ">=1.24.0-0, <1.24.2"]   # language ecosystems: version ranges
+        patched: ["1.23.8", "1.24.2"]
+        severity: MEDIUM
 
 The BoltDB is written by a tiny Go program (writer.go, GOPATH mode + Debian's bbolt), packaged as
 db.tar.gz (trivy.db and metadata.json at the root) and pushed with the ORAS client under Trivy's media
@@ -51,8 +54,13 @@ VENDOR_SEVERITY = {s: i for i, s in enumerate(SEVERITIES)}
 DATA_SOURCES = {
     "debian": ("debian", "Debian Security Tracker", "https://salsa.debian.org/security-tracker-team/security-tracker"),
     "ghsa": ("ghsa", "GitHub Security Advisory", "https://github.com/advisories"),
-    "go": ("go", "The Go Vulnerability Database", "https://pkg.go.dev/vuln/"),
+    "govulndb": ("govulndb", "The Go Vulnerability Database", "https://pkg.go.dev/vuln/"),
 }
+# trivy-db's status enum (pkg/types/status.go): the index is what the DB stores
+STATUSES = ("unknown", "not_affected", "affected", "fixed", "under_investigation", "will_not_fix", "fix_deferred",
+            "end_of_life")
+KEYS = {"id", "source", "package", "severity", "fixed", "status", "vulnerable", "patched", "vendor_ids", "title",
+        "description", "references", "origin", "date", "severity_source"}
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,18 @@ class Advisory:
     title: str = ""
     description: str = ""
     references: tuple[str, ...] = field(default=())
+    status: str = ""               # OS advisories without a fix: affected, will_not_fix, fix_deferred, ...
+    vendor_ids: tuple[str, ...] = ()   # the data source's own IDs (GO-2025-3563 for a CVE of the Go database)
+    origin: str = ""               # where this record comes from (an advisory URL)
+    date: str = ""                 # the date of that record (YYYY-MM-DD)
+    severity_source: str = ""      # who rated the severity (debian, nvd, ...): Trivy's SeveritySource
 
     @property
     def vendor(self) -> str:
+        """Trivy's data-source ID for the advisory's bucket (debian, govulndb, ghsa, ...)."""
         if "::" in self.source:
-            eco, ds = self.source.split("::", 1)
-            return "go" if "Go Vulnerability" in ds else "ghsa"
+            _, ds = self.source.split("::", 1)
+            return "govulndb" if "Go Vulnerability" in ds else "ghsa"
         return self.source.split()[0]
 
 
@@ -92,16 +106,21 @@ def parse_advisories(data: Any, source: str = "advisories") -> list[Advisory]:
         sev = str(raw.get("severity", "HIGH")).upper()
         if sev not in VENDOR_SEVERITY:
             raise UsageError(f"{where}: unknown severity '{sev}'", f"use one of: {', '.join(SEVERITIES)}")
-        unknown = set(raw) - {"id", "source", "package", "severity", "fixed", "vulnerable", "patched", "title",
-                              "description", "references"}
+        unknown = set(raw) - KEYS
         if unknown:
             raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
-                             "allowed: id, source, package, severity, fixed, vulnerable, patched, title, ...")
+                             f"allowed: {', '.join(sorted(KEYS))}")
+        status = str(raw.get("status") or "")
+        if status and status not in STATUSES:
+            raise UsageError(f"{where}: unknown status '{status}'", f"use one of: {', '.join(STATUSES)}")
         out.append(Advisory(
             id=str(raw["id"]), source=str(raw["source"]), package=str(raw["package"]), severity=sev,
             fixed=str(raw.get("fixed") or ""), vulnerable=tuple(map(str, raw.get("vulnerable") or ())),
             patched=tuple(map(str, raw.get("patched") or ())), title=str(raw.get("title") or ""),
             description=str(raw.get("description") or ""), references=tuple(map(str, raw.get("references") or ())),
+            status=status, vendor_ids=tuple(map(str, raw.get("vendor_ids") or ())),
+            origin=str(raw.get("origin") or ""), date=str(raw.get("date") or ""),
+            severity_source=str(raw.get("severity_source") or ""),
         ))
     return out
 
@@ -125,11 +144,19 @@ def db_entries(advisories: Iterable[Advisory]) -> list[dict[str, Any]]:
             value: dict[str, Any] = {"VulnerableVersions": list(a.vulnerable), "PatchedVersions": list(a.patched)}
         else:
             value = {"FixedVersion": a.fixed} if a.fixed else {}
+        if a.status:
+            value["Status"] = STATUSES.index(a.status)
+        if a.vendor_ids:
+            value["VendorIDs"] = list(a.vendor_ids)
         entries.append({"path": [a.source, a.package], "key": a.id, "value": value})
         vuln: dict[str, Any] = {"Title": a.title or f"{a.id} in {a.package}", "Description": a.description,
-                                "Severity": a.severity, "VendorSeverity": {a.vendor: VENDOR_SEVERITY[a.severity]}}
-        if a.references:
-            vuln["References"] = list(a.references)
+                                "Severity": a.severity}
+        if a.severity_source:   # else Trivy reports Severity with no vendor (as for most Go stdlib entries)
+            vuln["VendorSeverity"] = {a.severity_source: VENDOR_SEVERITY[a.severity]}
+        refs = [*([a.origin] if a.origin else []), *a.references]
+        if refs:
+            vuln["References"] = refs
+
         entries.append({"path": ["vulnerability"], "key": a.id, "value": vuln})
         if a.source not in sources:
             sources.add(a.source)
