@@ -5,6 +5,8 @@ Trivy itself refreshes its cached DB only once the cache is past its NextUpdate,
 republished into the mirror (`invoke trivy-db --import`, `--seed`) would be ignored for up to a day. Here the
 mirror's manifest digest of `<repository>:2` is compared with the one the cache was filled from (kept in
 <cache>/db/mirror.json); when they differ the cached metadata is dropped and Trivy fetches the new DB.
+The embedded mirror is first seeded (or reseeded) from [scan].mirror_seed when it needs it
+(pipeline.local.trivydb.seed.ensure_seeded).
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
         log(f"scan: offline with the cached Trivy DB (updated {info.updated_at}, next update {info.next_update}); "
             "no [scan].db_repository set")
         return info
+    from pipeline.local.trivydb.seed import ensure_seeded
     from pipeline.tools.credentials import resolve
 
+    ensure_seeded(cfg, lambda m: log(f"scan: {m}"))   # the embedded mirror only: empty or an outdated seed
     creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
     user, password = (creds.username, creds.password) if creds else ("", "")
     served = mirror_digest(repo, user, password)

@@ -32,7 +32,7 @@ import io
 import json
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +49,8 @@ WRITER_SOURCE = Path(__file__).with_name("writer.go")
 DB_SCHEMA_VERSION = 2
 LAYER_MEDIA_TYPE = "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.aquasec.trivy.config.v1+json"
+SEED_ANNOTATION = "dev.veza.pipeline.trivydb.seed"   # on a DB built here from an advisories file: its sha256
+IMPORT_ANNOTATION = "dev.veza.pipeline.trivydb.imported"   # on an imported bundle (`--import`): its sha256
 # Trivy's numeric vendor severities: 0 unknown .. 4 critical
 VENDOR_SEVERITY = {s: i for i, s in enumerate(SEVERITIES)}
 DATA_SOURCES = {
@@ -206,8 +208,12 @@ def install_db(db_dir: Path, cache_dir: Path) -> None:
         (target / name).write_bytes((db_dir / name).read_bytes())
 
 
-def push_db(archive: Path, repository: str, *, insecure: bool = True, username: str = "", password: str = "") -> str:
-    """Push db.tar.gz as Trivy's OCI artifact to `repository` (host:port/path[:tag], default tag 2)."""
+def push_db(archive: Path, repository: str, *, insecure: bool = True, username: str = "", password: str = "",
+            annotations: dict[str, str] | None = None) -> str:
+    """Push db.tar.gz as Trivy's OCI artifact to `repository` (host:port/path[:tag], default tag 2).
+
+    `annotations` go on the artifact's manifest (a seed built here says so: SEED_ANNOTATION).
+    """
     host, _, rest = repository.partition("/")
     if not rest:
         raise UsageError(f"'{repository}' is not a repository reference",
@@ -235,7 +241,7 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
         try:
             resp = client.push(target=target, files=[f"{layer}:{LAYER_MEDIA_TYPE}"],
                                manifest_config=f"{cfg}:{CONFIG_MEDIA_TYPE}", disable_path_validation=True,
-                               quiet=True)
+                               manifest_annotations=annotations or None, quiet=True)
         except Exception as exc:  # oras raises plain exceptions and requests errors alike
             why = "connection refused" if "Connection refused" in str(exc) else str(exc).splitlines()[0][:200]
             raise StageFailed(f"cannot push the Trivy DB to {target}: {why}",
@@ -245,23 +251,28 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
     return target
 
 
-def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None) -> Path:
-    """`invoke trivy-db`: build a DB from an advisories file, write db.tar.gz, optionally push it."""
+def seed_digest(advisories_file: Path) -> str:
+    """sha256 of an advisories file: marks a mirror seeded from exactly this content (SEED_ANNOTATION)."""
+    return "sha256:" + hashlib.sha256(advisories_file.read_bytes()).hexdigest()
+
+
+def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None, *, username: str = "",
+                password: str = "", log: Callable[[str], None] = print) -> Path:
+    """`invoke trivy-db --advisories F`: build a DB from an advisories file, write db.tar.gz, optionally push it.
+
+    A pushed DB carries SEED_ANNOTATION = seed_digest(file), so the embedded mirror can tell an outdated seed
+    (reseeded) from an imported real DB (left alone). Credentials of a private registry: username/password.
+    """
     advisories = load_advisories(advisories_file)
     out = out or (CACHE_DIR / "trivy" / "mirror" / "db.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
         db_dir = build_db(advisories, Path(tmp) / "db")
         package_db(db_dir, out)
-    print(f"Trivy DB with {len(advisories)} advisories written to {out}")
+    log(f"Trivy DB with {len(advisories)} advisories written to {out}")
     if push:
-        from pipeline.core.config import load_config
-        from pipeline.tools.credentials import resolve
-
-        cfg = load_config(check_files=False)
-        creds = resolve(push.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
-        pushed = push_db(out, push, username=creds.username if creds else "",
-                         password=creds.password if creds else "")
-        print(f"pushed to {pushed}")
+        pushed = push_db(out, push, username=username, password=password,
+                         annotations={SEED_ANNOTATION: seed_digest(advisories_file)})
+        log(f"pushed to {pushed}")
     return out
 
 
