@@ -75,3 +75,14 @@ def summary_line(subject: str, c: Comparison, limit: int = 12) -> str:
     parts = [f"{len(c.resolved)} resolved" + (f" ({ids(c.resolved)})" if c.resolved else "")]
     parts.append(f"{len(c.introduced)} new" + (f" ({ids(c.introduced)})" if c.introduced else ""))
     return f"scan {subject}: since the last scan (image {c.previous_image[:19]}): {'; '.join(parts)}"
+
+
+def changes_markdown(changes: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown section per subject: the findings resolved and introduced since its last scan."""
+    lines: list[str] = []
+    for subject, c in changes.items():
+        lines += ["", f"## {subject}: changes since the last scan (image {str(c.get('previous_image', ''))[:19]})", ""]
+        resolved, introduced = list(c.get("resolved") or ()), list(c.get("introduced") or ())
+        lines.append(f"- resolved ({len(resolved)}): {', '.join(resolved) or 'none'}")
+        lines.append(f"- new ({len(introduced)}): {', '.join(introduced) or 'none'}")
+    return "\n".join(lines) + "\n"

@@ -34,7 +34,14 @@ from typing import Any
 from pipeline.core.config import Config, Environment, load_config
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
-from pipeline.gate.history import compare, load_history, save_history, summary_line, vulnerability_keys
+from pipeline.gate.history import (
+    changes_markdown,
+    compare,
+    load_history,
+    save_history,
+    summary_line,
+    vulnerability_keys,
+)
 from pipeline.gate.policy import (
     IgnoreFile,
     Policy,
@@ -163,6 +170,10 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
         write_markdown(reports_dir / "scan-summary.md", judged,
                        f"Scan gate ({env.name}, threshold {env.scan_threshold}, infra {env.infra_threshold}, "
                        f"Trivy DB updated {db.updated_at or '?'})")
+        changes = {o.service: o.result["since_last_scan"] for o in outcomes if o.result.get("since_last_scan")}
+        if changes:
+            with (reports_dir / "scan-summary.md").open("a") as fh:
+                fh.write(changes_markdown(changes))
     counts = {s: sum(1 for o in outcomes if o.result["status"] == s) for s in ("pass", "blocked", "error")}
     cached = sum(1 for o in outcomes if o.result.get("cached"))
     duration = round(time.monotonic() - started, 3)
