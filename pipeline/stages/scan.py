@@ -10,7 +10,8 @@ manifest (services.<name>.scan, infra.<name>.scan) and says which findings disap
 the last scan of a different image of the same subject. A blocked image raises PolicyBlocked (exit 3)
 after a table of the blocking findings.
 
-Unchanged images are not rescanned: the report is cached under CACHE_DIR/trivy/reports, keyed by
+Unchanged images are not rescanned: the report is cached under the mirror's cache dir
+(CACHE_DIR/trivy/mirrors/<repository>/reports), keyed by
 (image ID, DB version, scanners, Trivy version). The policy is always re-applied to the cached report, so
 an edited ignore file or a stricter environment takes effect without a rescan.
 
@@ -134,7 +135,7 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
         targets += infra
         if why_not:
             log(f"scan: infra images not scanned: {why_not}")
-    cache = cache_dir or trivy.default_cache_dir()
+    cache = cache_dir or trivy.default_cache_dir(cfg.scan.db_repository)
     scanners = cfg.scan.scanners
     db = prepare_db(cfg, cache, log) if "vuln" in scanners else trivy.DbInfo(False, "no-vuln-scan")
     key_base = f"{db.version}|{','.join(sorted(scanners))}|{trivy.version()}"

