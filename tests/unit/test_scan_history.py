@@ -49,3 +49,15 @@ def test_infra_threshold_defaults_to_the_scan_threshold_and_is_stated_for_every_
     from dataclasses import replace
     staging = cfg.env("staging")
     assert replace(staging, infra_scan_threshold="").infra_threshold == staging.scan_threshold
+
+
+def test_the_readme_config_table_names_every_key_the_config_reader_accepts() -> None:
+    import re
+
+    source = (ROOT / "pipeline" / "core" / "config.py").read_text()
+    keys = set(re.findall(r'\.(?:text|integer|flag|texts|number|table)\("([a-z_]+)"', source))
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Release manifest")]
+    missing = sorted(k for k in keys if f"`{k}`" not in table and f"[{k}" not in table)
+    assert not missing, f"README's configuration table does not name: {missing}"
+    assert "CI=true" in table
