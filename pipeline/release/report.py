@@ -30,12 +30,17 @@ def report_data(ctx: ReleaseContext, *, status: str, error: str, duration_s: flo
             "deployed": f"{svc.get('repository')}@{push.get('digest')}" if (svc.get("deploy") or {}).get(
                 "status") in ("deployed", "noop", "unchanged") and push.get("digest") else None,
         }
+    infra = {name: {"image": (rec.get("scan") or {}).get("ref"), "scan": (rec.get("scan") or {}).get("status"),
+                    "threshold": (rec.get("scan") or {}).get("threshold"),
+                    "scan_counts": (rec.get("scan") or {}).get("counts"),
+                    "scan_report": (rec.get("scan") or {}).get("report")}
+             for name, rec in (m.get("infra") or {}).items()}
     return {
         "schema": 1, "run_id": ctx.run_id, "release_id": m["release_id"], "env": ctx.env.name,
         "status": status, "error": error or None, "finished": now_iso(), "duration_s": round(duration_s, 2),
         "version": m["version"],
         "stages": [{"name": n, **ctx.outcomes.get(n, {"status": "not run"})} for n in ctx.env.stages],
-        "services": services, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
     }
 
 
@@ -56,7 +61,14 @@ def markdown(data: dict[str, Any]) -> str:
         digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
         lines.append(f"| {name} | {s.get('build') or ''} | {s.get('scan') or ''} | {s.get('push') or ''} | {digest} "
                      f"| {s.get('deploy') or ''} |")
+    if data.get("infra"):
+        lines += ["", "| infra image | scan | threshold | findings |", "|---|---|---|---|"]
+        for name, i in data["infra"].items():
+            counts = ", ".join(f"{n} {sev}" for sev, n in (i.get("scan_counts") or {}).items() if n) or "none"
+            lines.append(f"| {name} (`{i.get('image') or ''}`) | {i.get('scan') or ''} | {i.get('threshold') or ''} "
+                         f"| {counts} |")
     links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
+    links += [(f"infra/{n}", i["scan_report"]) for n, i in (data.get("infra") or {}).items() if i.get("scan_report")]
     if links:
         lines += ["", "## Logs and reports", ""] + [f"- {n}: `{p}`" for n, p in links]
     return "\n".join(lines) + "\n"

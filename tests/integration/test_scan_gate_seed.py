@@ -193,6 +193,8 @@ def test_staging_gate_blocks_go_1_22_then_ignores_then_go_1_27_3_resolves(
     assert [f["id"] for f in redis["blocking"]] == ["CVE-2023-45853"]
     summary = project.summary()
     assert "infra/redis" in summary and "CVE-2023-45853" in summary and "CVE-2025-47907" in summary
+    [run_report] = (project.root / ".pipeline" / "runs").glob("*/report.md")
+    assert f"| redis (`{REDIS}`) | blocked | CRITICAL | 1 CRITICAL" in run_report.read_text()
 
     # 2) justified, dated exceptions for every blocking finding: the release passes and the report lists them
     high = sorted({v["VulnerabilityID"] for r in report["Results"] for v in r.get("Vulnerabilities") or []
