@@ -26,7 +26,9 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import PipelineError, PolicyBlocked, UsageError
-from pipeline.gate.policy import RANK, SEVERITIES, severity
+from pipeline.core.vocab import SEVERITIES
+from pipeline.core.vocab import SEVERITY_RANK as RANK
+from pipeline.gate.policy import severity
 from pipeline.lint import rules
 from pipeline.lint.rules import LintFinding
 

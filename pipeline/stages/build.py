@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, Environment, Service, load_config
-from pipeline.core.console import console, table
+from pipeline.core.config import Config, Environment, Service
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import LABEL_INPUT_DIGEST
+from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_digest
 from pipeline.tools import docker
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
@@ -58,8 +60,8 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
     if missing and provision:
         from pipeline.local.bases import ensure_bases
 
-        console.print(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)")
-        ensure_bases(force=False, try_pull=True)
+        print(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)", flush=True)
+        ensure_bases(force=False, try_pull=True, config=cfg)
         return resolve_bases(cfg, services, provision=False)
     for n in missing:
         base = cfg.bases[n]
@@ -79,7 +81,7 @@ def find_by_input_digest(service: str, digest: str) -> str | None:
     if found is None:
         return None
     image_id, labels = found
-    return image_id if labels.get(docker.LABEL_INPUT_DIGEST) == digest else None
+    return image_id if labels.get(LABEL_INPUT_DIGEST) == digest else None
 
 
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
@@ -109,13 +111,10 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
     return BuildPlan(env=env, services=tuple(plans), version=info.version)
 
 
-def print_plan(plan: BuildPlan) -> None:
-    t = table(f"build plan ({plan.env.name})", "service", "tags", "input digest", "action", "why")
-    for p in plan.services:
-        colour = {"build": "yellow", "reuse": "green", "skip": "dim"}[p.action]
-        t.add_row(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-",
-                  f"[{colour}]{p.action}[/]", p.reason)
-    console.print(t)
+def print_plan(plan: BuildPlan, reporter: Reporter) -> None:
+    reporter.table(f"build plan ({plan.env.name})", ("service", "tags", "input digest", "action", "why"),
+                   [(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-", p.action, p.reason)
+                    for p in plan.services])
 
 
 def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
@@ -133,22 +132,21 @@ def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
     }
     dockerfile = p.service.dockerfile.read_text()
     # One pipeline label only: the service is named by the OCI title label and the cache tag.
-    return {**{k: v for k, v in oci.items() if k not in dockerfile}, docker.LABEL_INPUT_DIGEST: p.input_digest}
+    return {**{k: v for k, v in oci.items() if k not in dockerfile}, LABEL_INPUT_DIGEST: p.input_digest}
 
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,
-               stop: threading.Event) -> BuildResult:
+               stop: threading.Event, reporter: Reporter) -> BuildResult:
     log = log_dir / f"{p.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     iid = log_dir / f"{p.name}.iid"
     iid.unlink(missing_ok=True)
     t0 = time.monotonic()
-    prefix = f"[cyan]{p.name:<20}[/] "
     with log.open("w") as fh:
         def on_line(line: str) -> None:
             fh.write(line + "\n")
             fh.flush()
-            console.print(prefix + _escape(line), highlight=False)
+            reporter.step("build", p.name, line)
 
         rc = docker.build_image(
             context=p.service.context, dockerfile=p.service.dockerfile, tags=p.refs, build_args=p.build_args,
@@ -166,12 +164,6 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
     return BuildResult(p.name, "built", image_id, took, log)
 
 
-def _escape(line: str) -> str:
-    from rich.markup import escape
-
-    return escape(line)
-
-
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
     m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
     res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2)}
@@ -182,17 +174,9 @@ def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
     m.record(p.name, "build", res)
 
 
-def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo, path: Path | None = None) -> Manifest:
-    """The manifest of this release (same env, same commit and tree): continued; otherwise a new one."""
-    path = path or cfg.state_dir / "manifest.json"
-    old = Manifest.load_or_none(path) if path.exists() else None
-    if old is not None and old.release_id == info.release_id(env.name):
-        return old
-    return Manifest.new(path, env=env.name, release_id=info.release_id(env.name), version=info.version)
-
-
-def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, *, workers: int,
-                 fail_fast: bool, no_cache: bool, log_dir: Path) -> list[BuildResult]:
+def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, reporter: Reporter, *,
+                 workers: int, fail_fast: bool, no_cache: bool, log_dir: Path) -> list[BuildResult]:
+    """Reuse what the plan found, build the rest in parallel; records each service's `build` record."""
     results: list[BuildResult] = []
     for p in plan.services:
         if p.action == "reuse" and p.existing_image:
@@ -201,17 +185,17 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                 repo, tag = ref.rsplit(":", 1)
                 docker.tag_image(p.existing_image, repo, tag)
             r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)
-            console.print(f"[green]{p.name}[/]: unchanged ({p.reason}); tagged {', '.join(p.tags)}")
+            reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
             _record(manifest, p, r)
             results.append(r)
     to_build = [p for p in plan.services if p.action == "build"]
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="build") as pool:
         futures: dict[Future[BuildResult], ServicePlan] = {
-            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop): p for p in to_build}
+            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, reporter): p for p in to_build}
         if to_build:
             builder = "buildx" if docker.has_buildx() else "legacy builder"
-            console.print(f"building {len(to_build)} image(s) with {workers} worker(s) ({builder}): "
+            reporter.info(f"building {len(to_build)} image(s) with {workers} worker(s) ({builder}): "
                           f"{', '.join(p.name for p in to_build)}")
         pending = set(futures)
         try:
@@ -223,8 +207,10 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                                                                           "not started: --fail-fast")
                     results.append(r)
                     _record(manifest, p, r)
+                    reporter.step("build", p.name, r.reason or f"{r.status} in {r.duration_s:.1f}s",
+                                  "failed" if r.status == "failed" else "done")
                     if r.status == "failed" and fail_fast and not stop.is_set():
-                        console.print(f"[red]{p.name} failed[/]: --fail-fast stops the other builds")
+                        reporter.warn(f"{p.name} failed: --fail-fast stops the other builds")
                         stop.set()
                         for other in pending:
                             other.cancel()
@@ -236,40 +222,58 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
     return results
 
 
-def summarize(results: list[BuildResult]) -> None:
-    t = table("build summary", "service", "result", "image", "duration", "log / reason")
-    colours = {"built": "green", "reused": "green", "failed": "red", "cancelled": "yellow"}
-    for r in sorted(results, key=lambda r: r.service):
-        t.add_row(r.service, f"[{colours.get(r.status, 'white')}]{r.status}[/]",
-                  (r.image_id or "-")[7:19], f"{r.duration_s:.1f}s", r.reason or (str(r.log) if r.log else ""))
-    console.print(t)
+def summarize(results: list[BuildResult], reporter: Reporter) -> None:
+    reporter.table("build summary", ("service", "result", "image", "duration", "log / reason"),
+                   [(r.service, r.status, (r.image_id or "-")[7:19], f"{r.duration_s:.1f}s",
+                     r.reason or (str(r.log) if r.log else "")) for r in sorted(results, key=lambda r: r.service)])
 
 
-def run_build(services: list[str], env_name: str, no_cache: bool = False, workers: int = 0,
-              fail_fast: bool = False, dry_run: bool = False, cfg: Config | None = None) -> list[BuildResult]:
-    """`invoke build`: the whole build stage; raises StageFailed (exit 1) when any build failed."""
-    cfg = cfg or load_config()
-    env = cfg.env(env_name)
-    selected = cfg.select(services)
-    if workers < 0:
-        raise UsageError(f"--workers {workers} is negative", "give 0 (auto) or a positive number")
-    info = release_info(cfg, env)
-    plan = make_plan(cfg, env, selected, info, no_cache=no_cache, provision_bases=not dry_run)
-    print_plan(plan)
-    if dry_run:
-        console.print("dry run: nothing built")
-        return []
-    manifest = open_manifest(cfg, env, info)
-    log_dir = cfg.state_dir / "logs" / "build"
-    t0 = time.monotonic()
-    results = execute_plan(cfg, plan, info, manifest, workers=workers or default_workers(cfg),
-                           fail_fast=fail_fast, no_cache=no_cache, log_dir=log_dir)
-    failed = [r for r in results if r.status in ("failed", "cancelled")]
-    manifest.record_stage("build", {"status": "failed" if failed else "ok",
-                                    "duration_s": round(time.monotonic() - t0, 2)})
-    summarize(results)
-    if failed:
-        names = ", ".join(r.service for r in failed if r.status == "failed")
-        raise StageFailed(f"build failed for {names}; logs under {log_dir}",
-                          "read the log, fix the Dockerfile or sources, rerun `invoke build` (built images are kept)")
-    return results
+def dry_run_plan(cfg: Config, env: Environment, services: list[str], reporter: Reporter) -> BuildPlan:
+    """`invoke build --dry-run`: the plan (tags, input digests, actions) with nothing built or recorded."""
+    plan = make_plan(cfg, env, cfg.select(services), release_info(cfg, env), no_cache=False, provision_bases=False)
+    print_plan(plan, reporter)
+    return plan
+
+
+class BuildStage:
+    """Plan by input digest, reuse unchanged images, build the rest in parallel (exit 1 when one fails)."""
+
+    name = "build"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        if int(ctx.options.get("workers") or 0) < 0:
+            raise UsageError(f"--workers {ctx.options['workers']} is negative", "give 0 (auto) or a positive number")
+
+    def holds(self, ctx: RunContext) -> str | None:
+        """Every recorded image still exists in the engine (by ID)."""
+        for name in ctx.selected():
+            built = ctx.manifest.built(name)
+            if built is None or not built.ok:
+                return f"{name} has no built image recorded"
+            if docker.image_id(str(built.image_id)) is None:
+                return f"image {str(built.image_id)[7:19]} of {name} is gone from the engine; building again"
+        return None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        no_cache = bool(ctx.options.get("no_cache"))
+        plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
+                         provision_bases=True)
+        print_plan(plan, ctx.reporter)
+        for p in plan.services:
+            if p.action != "skip":
+                ctx.manifest.set_service(p.name, repository=p.repository, tags=list(p.tags),
+                                         input_digest=p.input_digest)
+        log_dir = ctx.run_dir / "build"
+        results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, ctx.reporter,
+                               workers=int(ctx.options.get("workers") or 0) or default_workers(ctx.cfg),
+                               fail_fast=bool(ctx.options.get("fail_fast")), no_cache=no_cache, log_dir=log_dir)
+        summarize(results, ctx.reporter)
+        counts = {s: sum(1 for r in results if r.status == s) for s in ("built", "reused", "failed", "cancelled")}
+        failed = [r.service for r in results if r.status == "failed"]
+        if failed or counts["cancelled"]:
+            raise StageFailed(f"build failed for {', '.join(failed) or 'cancelled builds'}; logs under {log_dir}",
+                              "read the log, fix the Dockerfile or sources, rerun (built images are kept)")
+        return StageSummary(f"{counts['built']} built, {counts['reused']} reused", counts)

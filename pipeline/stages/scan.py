@@ -1,13 +1,14 @@
 """The scan stage and the scan gate.
 
-`run_scan` scans every image the release ships or runs with Trivy (vulnerabilities, secrets,
-misconfigurations), in parallel and offline (the DB is fetched once, first, from the configured mirror):
-the built service images of the Release manifest, and the infra images ([infra.*]: PostgreSQL, Redis, NATS,
-as provided by `invoke bases`) whenever the environment runs them (local_infra, or a compose smoke test).
-Services are judged at the environment's scan_threshold, infra images at its infra_scan_threshold. It saves
-the JSON report and a CycloneDX SBOM per image under <state>/reports/<subject>/, records each verdict in the
-manifest (services.<name>.scan, infra.<name>.scan) and says which findings disappeared (or appeared) since
-the last scan of a different image of the same subject. A blocked image raises PolicyBlocked (exit 3)
+`scan_images` (the scan stage, `ScanStage`) scans every image the release ships or runs with Trivy
+(vulnerabilities, secrets, misconfigurations), in parallel and offline (the DB is fetched once, first, from the
+configured mirror): the built service images of the Release manifest, and the infra images ([infra.*]:
+PostgreSQL, Redis, NATS, as provided by `invoke bases`) whenever the environment runs them (local_infra, or a
+compose smoke test). Services are judged at the environment's scan_threshold, infra images at its
+infra_scan_threshold. It saves the JSON report and a CycloneDX SBOM per image under <state>/reports/<subject>/,
+records each verdict in the manifest (services.<name>.scan, infra.<name>.scan) and says which findings
+disappeared (or appeared) since the last scan of a different image of the same subject. A blocked image raises
+PolicyBlocked (exit 3)
 after a table of the blocking findings.
 
 Unchanged images are not rescanned: the report is cached under the mirror's cache dir
@@ -32,9 +33,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, Environment, load_config
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import ScanStatus
 from pipeline.gate.history import (
     changes_markdown,
     compare,
@@ -54,6 +57,7 @@ from pipeline.gate.policy import (
     severity,
 )
 from pipeline.gate.sarif import write_markdown, write_sarif
+from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.scan_db import prepare_db
 from pipeline.tools import trivy
 
@@ -117,16 +121,17 @@ def parsed_trivy_version(report: str) -> str:
 
 # ---------------------------------------------------------------- scan stage
 
-def run_scan(services: list[str] | None, env_name: str, *, config: Config | None = None,
-             manifest: Manifest | None = None, workers: int | None = None, cache_dir: Path | None = None,
-             today: date | None = None, log: Log = print) -> dict[str, dict[str, Any]]:
-    """Scan the built images of the Release manifest and apply env_name's gate; returns each result."""
-    from pipeline.core.paths import MANIFEST_FILE
+def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter, services: list[str] | None = None,
+                *, workers: int | None = None, cache_dir: Path | None = None,
+                today: date | None = None) -> StageSummary:
+    """Scan the built images of the Release manifest and apply env's gate.
 
+    Records each service's verdict (`scan` record); returns the stage summary (counts, DB version, policy
+    fingerprint). Raises UsageError before scanning anything for a bad selection, StageFailed (exit 1) when a
+    scan failed, PolicyBlocked (exit 3) when the gate blocked, after recording every verdict.
+    """
     started = time.monotonic()
-    cfg = config or load_config(check_files=False)
-    env = cfg.env(env_name)
-    man = manifest or Manifest.load(MANIFEST_FILE)
+    log = reporter.info
     targets = _targets(cfg, man, services)
     ignores = load_ignore_file(cfg.scan.ignore_file) if cfg.scan.ignore_file.is_file() else IgnoreFile("", ())
     policy = Policy(env.scan_threshold, env.ignore_unfixed, ignores)
@@ -178,14 +183,9 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
     counts = {s: sum(1 for o in outcomes if o.result["status"] == s) for s in ("pass", "blocked", "error")}
     cached = sum(1 for o in outcomes if o.result.get("cached"))
     duration = round(time.monotonic() - started, 3)
-    status = "failed" if counts["error"] else ("blocked" if counts["blocked"] else "ok")
-    man.record_stage("scan", {"status": status, "env": env.name, "threshold": env.scan_threshold,
-                              "infra_threshold": env.infra_threshold,
-                              "infra": [t.name for t in targets if t.kind == "infra"],
-                              "db_version": db.version, "db_updated_at": db.updated_at,
-                              "db_next_update": db.next_update, "duration_s": duration, "cached": cached, **counts})
-    log(f"scan: {counts['pass']} pass, {counts['blocked']} blocked, {counts['error']} error(s), "
-        f"{cached} reused from the cache, {duration:.2f}s")
+    detail = (f"{counts['pass']} pass, {counts['blocked']} blocked, {counts['error']} error(s), "
+              f"{cached} reused from the cache")
+    log(f"scan: {detail}, {duration:.2f}s")
     blocked = [o for o in outcomes if o.result["status"] == "blocked" and o.verdict is not None]
     for o in blocked:
         assert o.verdict is not None
@@ -199,7 +199,58 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
                             f"blocked: {names}",
                             f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
                             f"justified, dated entry to {cfg.scan.ignore_file.name}")
-    return {o.service: o.result for o in outcomes}
+    return StageSummary(detail, {"threshold": env.scan_threshold, "infra_threshold": env.infra_threshold,
+                                 "infra": [t.name for t in targets if t.kind == "infra"],
+                                 "db_version": db.version, "db_updated_at": db.updated_at,
+                                 "db_next_update": db.next_update, "cached": cached,
+                                 "policy": policy_fingerprint(cfg, env), **counts})
+
+
+def policy_fingerprint(cfg: Config, env: Environment) -> str:
+    """A digest of everything a verdict depends on besides the image and the DB: threshold, unfixed, ignores."""
+    ignore = cfg.scan.ignore_file.read_bytes() if cfg.scan.ignore_file.is_file() else b""
+    h = hashlib.sha256(f"{env.scan_threshold}|{env.infra_threshold}|{env.ignore_unfixed}|"
+                       f"{','.join(cfg.scan.scanners)}|".encode())
+    h.update(ignore)
+    return "sha256:" + h.hexdigest()
+
+
+class ScanStage:
+    """Trivy over every built image, gated by the environment's policy (exit 3 when blocked)."""
+
+    name = "scan"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        from pipeline.local.trivydb import ensure_db_mirror
+
+        ensure_db_mirror(ctx.cfg, ctx.reporter.info)
+
+    def holds(self, ctx: RunContext) -> str | None:
+        """The recorded verdicts still apply: same images, same policy, same DB version."""
+        rec = ctx.manifest.stage("scan") or {}
+        if rec.get("policy") != policy_fingerprint(ctx.cfg, ctx.env):
+            return "the scan policy (threshold, ignore file, scanners) changed since the recorded scan"
+        db = trivy.db_info(trivy.default_cache_dir(ctx.cfg.scan.db_repository))
+        if "vuln" in ctx.cfg.scan.scanners and db.version != rec.get("db_version"):
+            return f"the Trivy DB changed ({rec.get('db_version')} → {db.version})"
+        for name in ctx.selected():
+            built, scanned = ctx.manifest.built(name), ctx.manifest.stage_result(name, "scan") or {}
+            if built is None or scanned.get("image_id") != built.image_id or scanned.get("status") != ScanStatus.PASS:
+                return f"{name}: its image was not scanned as built"
+        if not ctx.services:
+            from pipeline.tools import docker
+
+            for name in rec.get("infra") or []:
+                scanned = ctx.manifest.infra_result(name, "scan") or {}
+                if not scanned.get("ref") or docker.image_id(scanned["ref"]) != scanned.get("image_id"):
+                    return f"infra/{name}: the image in the engine is not the one scanned"
+        return None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        return scan_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None)
 
 
 def _targets(cfg: Config, man: Manifest, services: list[str] | None) -> list[ScanTarget]:
@@ -255,7 +306,7 @@ def infra_targets(cfg: Config, env: Environment, policy: Policy) -> tuple[list[S
 
 def _compare_with_last_scan(out: ScanOutcome, history: dict[str, Any], log: Log) -> None:
     """Add `since_last_scan` to the result when the subject's image changed; update the history in place."""
-    from pipeline.core.manifest import now_iso
+    from pipeline.core.vocab import now_iso
 
     keys = vulnerability_keys(load_report(Path(out.result["report"])).findings)
     diff = compare(history.get(out.service), out.result["image_id"], keys)

@@ -23,6 +23,27 @@ from pipeline.core.manifest import Manifest
 from pipeline.local.registry import LocalRegistry
 from tests.ports import PortPool
 
+
+def run_push(services: list[str] | None, env_name: str, *, config: Config, manifest: Manifest,
+             workers: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """The push stage on one manifest, as the tests drive it: each service's recorded push result."""
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.push import push_images
+
+    reporter = PlainReporter(sink=log or (lambda _line: None))
+    push_images(config, config.env(env_name), manifest, reporter, services, workers=workers)
+    return {n: manifest.stage_result(n, "push") or {} for n in (services or manifest.services())}
+
+
+def run_promote(src: str, dst: str, services: list[str] | None, *, config: Config, manifest: Manifest,
+                via: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Promotion between two environments of one config, as the tests drive it."""
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.release.promote import run_promote as promote
+
+    return promote(config, config.env(src), config.env(dst), manifest, PlainReporter(sink=log or (lambda _l: None)),
+                   services, via=via)
+
 PORTS = range(5100, 5200)
 
 

@@ -15,9 +15,15 @@ import pytest
 
 from pipeline.core.errors import PolicyBlocked
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.scan import run_scan
 from pipeline.tools import trivy
-from tests.integration.scan_fixtures import ImageFactory, built_manifest, debian_files, publish_db, scan_config
+from tests.integration.scan_fixtures import (
+    ImageFactory,
+    built_manifest,
+    debian_files,
+    publish_db,
+    run_scan,
+    scan_config,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 

@@ -40,9 +40,10 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.config import Config
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.paths import CACHE_DIR
-from pipeline.gate.policy import SEVERITIES
+from pipeline.core.vocab import SEVERITIES
 from pipeline.tools import golang
 
 WRITER_SOURCE = Path(__file__).with_name("writer.go")
@@ -279,3 +280,11 @@ def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None, 
 def tar_members(archive: Path) -> list[str]:
     with tarfile.open(fileobj=io.BytesIO(archive.read_bytes()), mode="r:gz") as tar:
         return tar.getnames()
+
+
+def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
+    """The embedded DB mirror (a loopback registry) is seeded from [scan].mirror_seed when it is empty or holds an
+    older seed; an imported DB, or any mirror elsewhere, is left alone (pipeline.local.trivydb.seed)."""
+    from pipeline.local.trivydb.seed import ensure_seeded
+
+    ensure_seeded(cfg, lambda m: say(f"pre-flight: {m}"))

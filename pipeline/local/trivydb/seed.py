@@ -71,7 +71,7 @@ def ensure_seeded(cfg: Config, log: Log) -> str:
         return "not embedded"
     from pipeline.local.registry import ensure_local_registry
 
-    ensure_local_registry(repo.split("/", 1)[0])
+    ensure_local_registry(cfg, repo.split("/", 1)[0])
     annotations = mirror_annotations(cfg)
     present = annotations is not None
     if annotations and annotations.get(SEED_ANNOTATION) == seed_digest(seed):

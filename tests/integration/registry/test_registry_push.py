@@ -13,7 +13,6 @@ import pytest
 from pipeline.core.errors import StageFailed
 from pipeline.core.manifest import Manifest
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.push import run_push
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from tests.integration.registry_fixtures import (
     SERVICES,
@@ -21,6 +20,7 @@ from tests.integration.registry_fixtures import (
     FlakyProxy,
     free_port,
     make_manifest,
+    run_push,
     wait_for,
     write_config,
 )
