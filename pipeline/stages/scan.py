@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment
-from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
+from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import ScanStatus
@@ -59,24 +59,10 @@ from pipeline.gate.policy import (
 from pipeline.gate.sarif import write_markdown, write_sarif
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.scan_db import prepare_db
+from pipeline.stages.scan_targets import ScanTarget, infra_targets, service_targets
 from pipeline.tools import trivy
 
-BUILT = ("built", "reused")
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ScanTarget:
-    service: str       # the subject: a service name, or "infra/<name>" for an infra image
-    ref: str           # repository:tag as tagged locally by the build (or by `invoke bases`)
-    image_id: str
-    kind: str = "service"   # service | infra
-    policy: Policy | None = None   # None: the environment's service policy
-
-    @property
-    def name(self) -> str:
-        """The manifest key: the service name, or the [infra.NAME] name."""
-        return self.service.removeprefix("infra/")
 
 
 @dataclass(frozen=True)
@@ -132,7 +118,7 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     """
     started = time.monotonic()
     log = reporter.info
-    targets = _targets(cfg, man, services)
+    targets = service_targets(cfg, man, services)
     ignores = load_ignore_file(cfg.scan.ignore_file) if cfg.scan.ignore_file.is_file() else IgnoreFile("", ())
     policy = Policy(env.scan_threshold, env.ignore_unfixed, ignores)
     if not services:
@@ -251,57 +237,6 @@ class ScanStage:
 
     def run(self, ctx: RunContext) -> StageSummary:
         return scan_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None)
-
-
-def _targets(cfg: Config, man: Manifest, services: list[str] | None) -> list[ScanTarget]:
-    """What to scan, checked before anything runs: a bad selection leaves nothing half-done."""
-    from pipeline.tools import docker
-
-    names = [s.name for s in cfg.select(services)] if services else man.services()
-    if not names:
-        raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build` first")
-    out = []
-    for name in names:
-        entry = man.service(name)
-        build = entry.get("build") or {}
-        if build.get("status") not in BUILT or not build.get("image_id"):
-            raise UsageError(f"{name} has no built image in the Release manifest (build: "
-                             f"{build.get('status', 'missing')})", f"run `invoke build --service {name}`")
-        tags = list(entry.get("tags") or [])
-        if not tags or not entry.get("repository"):
-            raise UsageError(f"{name} has no repository/tags in the Release manifest", "rerun `invoke build`")
-        ref = f"{entry['repository']}:{tags[0]}"
-        local = docker.image_id(ref)
-        if local != build["image_id"]:
-            found = f"it is {local}" if local else "it is missing"
-            raise UsageError(f"{ref} is not the image built for {name} ({found}, manifest says {build['image_id']})",
-                             f"rerun `invoke build --service {name}`")
-        out.append(ScanTarget(name, ref, str(build["image_id"])))
-    return out
-
-
-def infra_targets(cfg: Config, env: Environment, policy: Policy) -> tuple[list[ScanTarget], str]:
-    """The infra images ([infra.*]) this environment runs, each as `infra/<name>`; and why none, if none.
-
-    They run beside the release when env.local_infra is set and in the compose smoke test; an environment
-    that uses external PostgreSQL/Redis/NATS (no local_infra, no smoke) ships none of them. An image that
-    is not in the engine is a usage error: `invoke bases` provides it.
-    """
-    from pipeline.tools import docker
-
-    if not cfg.infra:
-        return [], "no [infra] in the config"
-    if not (env.local_infra or "smoke" in env.stages):
-        return [], f"{env.name} runs none (local_infra is false and there is no smoke stage)"
-    out = []
-    for name, infra in cfg.infra.items():
-        ref = cfg.bases[infra.base].local
-        image_id = docker.image_id(ref)
-        if not image_id:
-            raise UsageError(f"the infra image {ref} ([infra.{name}]) is not in the engine",
-                             "run `invoke bases` (it pulls or builds the base and infra images)")
-        out.append(ScanTarget(f"infra/{name}", ref, image_id, kind="infra", policy=policy))
-    return out, ""
 
 
 def _compare_with_last_scan(out: ScanOutcome, history: dict[str, Any], log: Log) -> None:

@@ -26,9 +26,10 @@ import yaml
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import PolicyBlocked
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Manifest, manifest_path
+from pipeline.core.reporter import PlainReporter
 from pipeline.local.registry import LocalRegistry
-from pipeline.release.runner import run_release
+from pipeline.release.release import run_release as release
 from pipeline.tools import docker as docker_tool
 from tests.ports import PortPool
 
@@ -119,10 +120,14 @@ class Project:
         subprocess.run(["git", "-C", str(self.root), *args], check=True, timeout=30, capture_output=True)
 
     def manifest(self) -> Manifest:
-        return Manifest.load(self.root / ".pipeline" / "manifest.json")
+        return Manifest.load(manifest_path(self.root / ".pipeline", "staging"))
 
     def summary(self) -> str:
-        return (self.root / ".pipeline" / "reports" / "scan-summary.md").read_text()
+        return (self.manifest().path.parent / "reports" / "scan-summary.md").read_text()
+
+
+def run_release(env: str, *, cfg: Config) -> None:
+    release(cfg, cfg.env(env), PlainReporter())
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +198,7 @@ def test_staging_gate_blocks_go_1_22_then_ignores_then_go_1_27_3_resolves(
     assert [f["id"] for f in redis["blocking"]] == ["CVE-2023-45853"]
     summary = project.summary()
     assert "infra/redis" in summary and "CVE-2023-45853" in summary and "CVE-2025-47907" in summary
-    [run_report] = (project.root / ".pipeline" / "runs").glob("*/report.md")
+    [run_report] = (project.root / ".pipeline").glob("**/runs/*/report.md")
     assert f"| redis (`{REDIS}`) | blocked | CRITICAL | 1 CRITICAL" in run_report.read_text()
 
     # 2) justified, dated exceptions for every blocking finding: the release passes and the report lists them
