@@ -210,19 +210,23 @@ def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bo
 
 
 @task(
-    iterable=["path"],
+    iterable=["path", "kube_version"],
     help={
         "path": "file or directory to lint (repeatable; default: the project's own)",
-        "threshold": "lowest blocking severity (default: prod's threshold)",
+        "threshold": "lowest blocking severity (default: the environment's, else prod's threshold)",
         "format": "text | json",
+        "env": "environment whose threshold and cluster's Kubernetes version apply (default: all environments)",
+        "kube_version": "Kubernetes version to check schemas for, e.g. 1.31 (repeatable; default: the clusters')",
     },
 )
 @_cli
-def lint(c: Context, path: list[str] | None = None, threshold: str = "", format: str = "text") -> None:
-    """Lint Dockerfiles, compose, k8s and Helm: hadolint, trivy config, helm lint, schemas, the seed's pitfalls."""
+def lint(c: Context, path: list[str] | None = None, threshold: str = "", format: str = "text", env: str = "",
+         kube_version: list[str] | None = None) -> None:
+    """Lint Dockerfiles, compose, k8s, Kustomize and Helm: hadolint, trivy config, helm lint, schemas, VZ rules."""
     from pipeline.lint.run import run_lint
 
-    run_lint(paths=_list(path), threshold=threshold or None, fmt=format)
+    run_lint(paths=_list(path), threshold=threshold or None, fmt=format, env_name=env,
+             kube_versions=tuple(_list(kube_version) or ()))
 
 
 @task(

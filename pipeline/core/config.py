@@ -7,6 +7,7 @@ The reader is strict: unknown keys, wrong types, unknown references and missing 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class Environment:
     confirm: bool
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+    kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
     infra_scan_threshold: str = ""   # the gate of the infra images ([infra.*]); empty: scan_threshold
 
     @property
@@ -459,7 +461,11 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
             infra_scan_threshold=et.text("infra_scan_threshold", "", choices=("", *SEVERITIES)),
+            kube_versions=et.texts("kube_versions", ()),
         )
+        for kv in env.kube_versions:
+            if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
+                et.fail(et.key("kube_versions"), f"'{kv}' is not a Kubernetes version", 'write e.g. ["1.31"]')
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
         if "latest" in env.tags and (env.require_release_tag or env.name in ("staging", "prod")):

@@ -27,18 +27,19 @@ from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import StageStatus
 from pipeline.release.stage import RunContext, Stage, StageSummary
-from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
+from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, release_info
 
 
 def _stage_factories() -> dict[str, Callable[[], Stage]]:
     """Stage name → its class. Imported on use: `invoke --list` stays fast."""
     from pipeline.stages.build import BuildStage
+    from pipeline.stages.lint import LintStage
     from pipeline.stages.push import PushStage
     from pipeline.stages.rollout import DeployStage, VerifyStage
     from pipeline.stages.scan import ScanStage
     from pipeline.stages.smoke import SmokeStage
 
-    return {"build": BuildStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
+    return {"build": BuildStage, "lint": LintStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
             "deploy": DeployStage, "verify": VerifyStage}
 
 
@@ -74,7 +75,8 @@ def new_run_id() -> str:
     return safe_run_id(given) if given else datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo, *, create: bool, fresh: bool = False) -> Manifest:
+def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo | None, *, create: bool,
+                  fresh: bool = False) -> Manifest:
     """The environment's Release manifest (`<state_dir>/<env>/manifest.json`).
 
     create=True (a run that builds): continued when it records this release (same commit and tree), else a
@@ -88,6 +90,7 @@ def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo, *, create: b
             raise UsageError(f"environment {env.name} has no Release manifest yet ({path})",
                              f"run `invoke build --env {env.name}` first")
         return old
+    assert info is not None, "a manifest is created for a release read from git"
     if old is not None and old.release_id == info.release_id(env.name) and not fresh:
         return old
     return Manifest.new(path, env=env.name, release_id=info.release_id(env.name), version=info.version)
@@ -100,6 +103,10 @@ def open_run(cfg: Config, env: Environment, reporter: Reporter, *, services: Seq
     """Lock the environment, open its manifest and a run directory; yields the RunContext of one command."""
     for s in services:
         cfg.service(s)   # a bad --service is refused before anything runs
+    if info is None and not creates_manifest:
+        # Working from a recorded release: its facts come from the manifest, git is not read.
+        recorded = open_manifest(cfg, env, None, create=False)
+        info = recorded_release_info(recorded.data)
     info = info or release_info(cfg, env)
     run_id = new_run_id()
     run_dir = cfg.state_dir / env.name / "runs" / run_id

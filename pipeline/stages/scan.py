@@ -176,20 +176,24 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     for o in blocked:
         assert o.verdict is not None
         print_blocking(o.service, o.verdict)
+    fields = {"threshold": env.scan_threshold, "infra_threshold": env.infra_threshold,
+              "infra": [t.name for t in targets if t.kind == "infra"], "db_version": db.version,
+              "db_updated_at": db.updated_at, "db_next_update": db.next_update, "cached": cached,
+              "policy": policy_fingerprint(cfg, env), "summary": str(reports_dir / "scan-summary.md"), **counts}
+    error: PipelineError | None = None
     if counts["error"]:
         errs = "; ".join(f"{o.service}: {o.result.get('error')}" for o in outcomes if o.result["status"] == "error")
-        raise StageFailed(f"scan failed for {counts['error']} image(s): {errs}")
-    if blocked:
+        error = StageFailed(f"scan failed for {counts['error']} image(s): {errs}")
+    elif blocked:
         names = ", ".join(o.service for o in blocked)
-        raise PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}, infra {env.infra_threshold}) "
-                            f"blocked: {names}",
-                            f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
-                            f"justified, dated entry to {cfg.scan.ignore_file.name}")
-    return StageSummary(detail, {"threshold": env.scan_threshold, "infra_threshold": env.infra_threshold,
-                                 "infra": [t.name for t in targets if t.kind == "infra"],
-                                 "db_version": db.version, "db_updated_at": db.updated_at,
-                                 "db_next_update": db.next_update, "cached": cached,
-                                 "policy": policy_fingerprint(cfg, env), **counts})
+        error = PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}, infra {env.infra_threshold}) "
+                              f"blocked: {names}",
+                              f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
+                              f"justified, dated entry to {cfg.scan.ignore_file.name}")
+    if error is not None:
+        error.record.update(fields)   # the runner records the counts with the failed stage
+        raise error
+    return StageSummary(detail, fields)
 
 
 def policy_fingerprint(cfg: Config, env: Environment) -> str:

@@ -31,11 +31,12 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config, manif
     """The scan stage on one manifest, as the tests drive it: each scanned service's recorded result."""
     from pipeline.core.reporter import PlainReporter
     from pipeline.stages.scan import scan_images
+    from tests.integration.registry_fixtures import StageResults
 
     reporter = PlainReporter(sink=log or (lambda _line: None))
-    scan_images(config, config.env(env_name), manifest, reporter, services, cache_dir=cache_dir, today=today)
-    names = services or manifest.services()
-    return {n: manifest.stage_result(n, "scan") or {} for n in names}
+    summary = scan_images(config, config.env(env_name), manifest, reporter, services, cache_dir=cache_dir,
+                          today=today)
+    return StageResults({n: manifest.stage_result(n, "scan") or {} for n in services or manifest.services()}, summary)
 
 PORTS = range(5200, 5250)
 
