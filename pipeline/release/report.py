@@ -49,6 +49,9 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
                     else {"name": n, "status": "not run"}) for n in ctx.env.stages],
         "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        # post-release verification: each published digest re-read from the registry (signature, provenance,
+        # SBOM and VEX attachments), when the environment signs or gates
+        "published": ctx.options.get("published") or None,
     }
 
 
@@ -75,6 +78,11 @@ def markdown(data: dict[str, Any]) -> str:
             counts = ", ".join(f"{n} {sev}" for sev, n in (i.get("scan_counts") or {}).items() if n) or "none"
             lines.append(f"| {name} (`{i.get('image') or ''}`) | {i.get('scan') or ''} | {i.get('threshold') or ''} "
                          f"| {counts} |")
+    if data.get("published"):
+        lines += ["", "## Published digests, re-read from the registry", "",
+                  "| service | image | signature | provenance | SBOM | VEX |", "|---|---|---|---|---|---|"]
+        for n, p in data["published"].items():
+            lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
     links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
     links += [(f"infra/{n}", i["scan_report"]) for n, i in (data.get("infra") or {}).items() if i.get("scan_report")]
     if links:

@@ -69,7 +69,7 @@ def ensure_seeded(cfg: Config, log: Log) -> str:
     repo, seed = cfg.scan.db_repository, cfg.scan.mirror_seed
     if not repo or seed is None or not is_embedded(repo):
         return "not embedded"
-    from pipeline.local.registry import ensure_local_registry
+    from pipeline.local.embedded_registry import ensure_local_registry
 
     ensure_local_registry(cfg, repo.split("/", 1)[0])
     annotations = mirror_annotations(cfg)
