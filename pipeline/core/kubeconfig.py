@@ -22,6 +22,7 @@ import yaml
 
 from pipeline.core.config import Environment
 from pipeline.core.errors import UsageError
+from pipeline.core.yamlfile import DatelessLoader
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def resolve_cluster(env: Environment, local_kubeconfig: Path,
 
 def kubeconfig_contexts(text: str) -> tuple[list[str], str]:
     """(context names, current-context) of a kubeconfig document; parse errors raise yaml.YAMLError."""
-    doc = yaml.safe_load(text) or {}
+    doc = yaml.load(text, Loader=DatelessLoader) or {}  # a SafeLoader subclass; dates stay text
     if not isinstance(doc, dict):
         return [], ""
     names = [str(c.get("name")) for c in doc.get("contexts") or [] if isinstance(c, dict)]
