@@ -38,10 +38,18 @@ def tag_release(clone: Path) -> str:
     return name
 
 
+def signing_env(clone: Path) -> dict[str, str]:
+    """The signing keys of the clone's environments live beside the clone (VEZA_KEY_DIR), never in the machine's
+    key directory; their passphrase variables hold a throwaway test value (these keys sign test releases only)."""
+    passphrase = "e2e-" + clone.parent.name  # not a secret: the key pair is deleted with the test's directory
+    return {"VEZA_KEY_DIR": str(clone.parent / "keys"), "VEZA_SIGNING_PASSPHRASE": passphrase,
+            "VEZA_STAGING_SIGNING_PASSPHRASE": passphrase, "VEZA_PROD_SIGNING_PASSPHRASE": passphrase}
+
+
 def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
            drop_env: tuple[str, ...] = (), timeout: float = 3000) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VEZA_CONFIG": str(clone / "pipeline.toml"), "CI": "true",
-           "VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, **(extra_env or {})}
+           "VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, **signing_env(clone), **(extra_env or {})}
     for name in drop_env:
         env.pop(name, None)
     return subprocess.run([str(INVOKE), "-r", str(ROOT), *args], cwd=clone, env=env, capture_output=True,

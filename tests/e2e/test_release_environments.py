@@ -35,6 +35,9 @@ def env_clone(tmp_path: Path, local_cluster: Path, request: pytest.FixtureReques
     env, namespace = request.param
     dest = clone_repo(tmp_path)
     remove_release(local_cluster, namespace)  # a leftover of an interrupted earlier run
+    if env in ("staging", "prod"):  # no auto_key there: the user makes the environment's signing key first
+        made = invoke(dest, "keygen", "--env", env)
+        assert made.returncode == 0, made.stdout + made.stderr
     try:
         yield dest
     finally:
