@@ -118,7 +118,7 @@ def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: 
         return ctx
 
 
-def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, Path]) -> None:
+def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, ...]) -> None:
     by_name = {o.name: o for o in outcomes}
     rows = []
     for name in ctx.env.stages:
@@ -126,4 +126,4 @@ def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: 
         rows.append((name, str(o.status), f"{o.duration_s:.1f}s", o.detail) if o else (name, "not run", "", ""))
     ctx.reporter.table(f"release {ctx.manifest.release_id} → {ctx.env.name}: {status}",
                        ("stage", "result", "duration", "detail"), rows)
-    ctx.reporter.info(f"report: {paths[0]} and {paths[1]}")
+    ctx.reporter.info(f"report: {paths[-1]} (also .json, .md)")

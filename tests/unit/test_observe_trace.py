@@ -4,58 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from pathlib import Path
 
 import pytest
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.errors import StageFailed
 from pipeline.core.paths import ROOT
-from pipeline.core.reporter import PlainReporter
-from pipeline.observe.observed import ObservedReporter
 from pipeline.observe.recorder import read_events
 from pipeline.observe.tracing import TRACE_FILE, read_trace_file
-from pipeline.release.runner import open_run, run_stages
-from pipeline.release.stage import RunContext, StageSummary
-from pipeline.tools import proc
-from tests.unit.test_runner import info
-
-
-class ToolStage:
-    """A stage that works per service in worker threads, as build and push do, and calls a real tool."""
-
-    def __init__(self, name: str, *, fail_service: str = "", skip: str | None = None) -> None:
-        self.name, self.fail_service, self._skip = name, fail_service, skip
-        self.traceparents: list[str] = []
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return self._skip
-
-    def preflight(self, ctx: RunContext) -> None:
-        pass
-
-    def holds(self, ctx: RunContext) -> str | None:
-        return None
-
-    def run(self, ctx: RunContext) -> StageSummary:
-        def work(service: str) -> None:
-            for i in range(30):
-                ctx.reporter.step(self.name, service, f"{service} line {i}")
-            out = proc.run(["sh", "-c", 'echo "$TRACEPARENT"'], timeout=10).stdout.strip()
-            self.traceparents.append(out)
-            failed = service == self.fail_service
-            ctx.reporter.step(self.name, service, "exited 1" if failed else "done in 0.1s",
-                              "failed" if failed else "done")
-
-        threads = [threading.Thread(target=work, args=(s,)) for s in ctx.selected()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if self.fail_service:
-            raise StageFailed(f"{self.name}: {self.fail_service} failed")
-        return StageSummary(f"{len(threads)} done")
+from tests.observe_support import ToolStage, run_observed
 
 
 @pytest.fixture
@@ -63,22 +20,9 @@ def cfg(tmp_path: Path) -> Config:
     return dataclasses.replace(load_config(ROOT / "pipeline.toml", check_files=False), state_dir=tmp_path / "state")
 
 
-def _run(cfg: Config, stages: list[ToolStage], lines: list[str]) -> Path:
-    rep = ObservedReporter(PlainReporter(sink=lines.append))
-    run_dir: Path | None = None
-    try:
-        with open_run(cfg, cfg.env("local"), rep, creates_manifest=True, info=info()) as ctx:
-            run_dir = ctx.run_dir
-            run_stages(ctx, stages)
-    except StageFailed:
-        pass
-    assert run_dir is not None
-    return run_dir
-
-
 def test_the_trace_file_has_one_root_a_child_per_stage_and_tool_calls_under_their_service(cfg: Config) -> None:
     stages = [ToolStage("build"), ToolStage("scan"), ToolStage("push", skip="nothing to push")]
-    run_dir = _run(cfg, stages, [])
+    run_dir = run_observed(cfg, stages, [])
     spans = read_trace_file(run_dir / TRACE_FILE)
     by_id = {s["spanId"]: s for s in spans}
     roots = [s for s in spans if not s.get("parentSpanId")]
@@ -103,7 +47,7 @@ def test_the_trace_file_has_one_root_a_child_per_stage_and_tool_calls_under_thei
 def test_events_and_logs_record_each_services_work_and_a_failure_shows_its_last_20_lines(cfg: Config) -> None:
     lines: list[str] = []
     failing = cfg.services[1].name
-    run_dir = _run(cfg, [ToolStage("build", fail_service=failing)], lines)
+    run_dir = run_observed(cfg, [ToolStage("build", fail_service=failing)], lines)
     events = read_events(run_dir)
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "stage_started" and kinds[-1] == "stage_finished"
