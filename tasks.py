@@ -421,6 +421,26 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
 
 # ---------------------------------------------------------------- release
 
+@task(help={"env": ENV_HELP, "open": "also open it in the default browser", "history": "the history page instead"})
+@_cli
+def report(c: Context, env: str = "", open: bool = False, history: bool = False) -> None:
+    """Print the path of the latest HTML run report of an environment (or of its history page)."""
+    from pipeline.core.config import load_config
+    from pipeline.core.vocab import DEFAULT_ENV
+    from pipeline.release.html_report import HISTORY_FILE, latest_report
+
+    cfg = load_config(check_files=False)
+    environment = cfg.env(env or DEFAULT_ENV)
+    path = latest_report(cfg.state_dir, environment.name)
+    path = path.parent.parent / HISTORY_FILE if history else path
+    print(path)
+    if open:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            print(f"no browser to open it with; open {path.as_uri()}", file=sys.stderr)
+
+
 @task(
     help={
         "env": "target environment (local, dev, staging, prod; default: local)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from pipeline.core.config import Config
@@ -19,8 +20,8 @@ from tests.unit.test_runner import info
 class ToolStage:
     """A stage that works per service in worker threads, as build and push do, and calls a real tool."""
 
-    def __init__(self, name: str, *, fail_service: str = "", skip: str | None = None) -> None:
-        self.name, self.fail_service, self._skip = name, fail_service, skip
+    def __init__(self, name: str, *, fail_service: str = "", skip: str | None = None, delay_s: float = 0.0) -> None:
+        self.name, self.fail_service, self._skip, self.delay_s = name, fail_service, skip, delay_s
         self.traceparents: list[str] = []
 
     def skip(self, ctx: RunContext) -> str | None:
@@ -36,6 +37,7 @@ class ToolStage:
         def work(service: str) -> None:
             for i in range(30):
                 ctx.reporter.step(self.name, service, f"{service} line {i}")
+                time.sleep(self.delay_s)
             out = proc.run(["sh", "-c", 'echo "$TRACEPARENT"'], timeout=10).stdout.strip()
             self.traceparents.append(out)
             failed = service == self.fail_service

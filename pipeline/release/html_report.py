@@ -18,6 +18,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.errors import UsageError
 from pipeline.core.manifest import atomic_write
 from pipeline.core.redact import redact
 from pipeline.observe.recorder import read_events
@@ -250,3 +251,14 @@ def write_html_report(data: dict[str, Any], run_dir: Path) -> Path:
     atomic_write(path, render_report(data, read_events(run_dir), run_dir))
     atomic_write(run_dir.parent / HISTORY_FILE, render_history(run_dir.parent, str(data.get("env") or "")))
     return path
+
+
+def latest_report(state_dir: Path, env: str) -> Path:
+    """The newest run's report.html of `env` (`<state_dir>/<env>/runs/<run id>/report.html`, run ids sort by
+    time). UsageError when the environment has no HTML report yet."""
+    runs = state_dir / env / "runs"
+    found = sorted(runs.glob("*/report.html"), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+    if not found:
+        raise UsageError(f"environment {env} has no HTML run report yet (looked in {runs})",
+                         f"run `invoke release --env {env}` first")
+    return found[-1]

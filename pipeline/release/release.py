@@ -113,9 +113,32 @@ def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: 
         finally:
             got = ctx.options.get("outcomes")
             outcomes = got if isinstance(got, list) else outcomes
-            paths = write_report(ctx, outcomes, status=status, error=error, duration_s=time.monotonic() - t_start)
+            took = time.monotonic() - t_start
+            paths = write_report(ctx, outcomes, status=status, error=error, duration_s=took)
             print_summary(ctx, outcomes, status, paths)
+            push_metrics(ctx, outcomes, status, took)
         return ctx
+
+
+def push_metrics(ctx: RunContext, outcomes: list[Outcome], status: str, duration_s: float) -> None:
+    """Stage durations, cache hits and retries to the Pushgateway named by VEZA_PUSHGATEWAY_URL (if any);
+    a failed push is a warning."""
+    from pipeline.observe.metrics import StageTiming, push_run_metrics, pushgateway_url, run_registry
+    from pipeline.observe.recorder import read_events
+    from pipeline.release.html_report import cache_hits
+
+    url = pushgateway_url()
+    if not url:
+        return
+    retries = sum(int((svc.get("push") or {}).get("retries") or 0) for svc in ctx.manifest.data["services"].values())
+    reg = run_registry(ctx.run_id, status, duration_s,
+                       [StageTiming(o.name, str(o.status), o.duration_s) for o in outcomes],
+                       cache_hits=cache_hits(read_events(ctx.run_dir)), retries=retries)
+    error = push_run_metrics(url, ctx.env.name, reg)
+    if error:
+        ctx.reporter.warn(error)
+    else:
+        ctx.reporter.detail(f"metrics pushed to {url}")
 
 
 def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, ...]) -> None:
