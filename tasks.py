@@ -148,9 +148,15 @@ def changelog(c: Context, since: str = "") -> None:
 @_cli
 def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
     """Provide the base and infra images: pull upstream where possible, else build them from Debian packages."""
+    from pipeline.core.reporter import make_reporter
     from pipeline.local.bases import ensure_bases
 
-    ensure_bases(force=force, try_pull=not no_pull)
+    reporter = make_reporter()
+    try:
+        ensure_bases(force=force, try_pull=not no_pull, say=reporter.info,
+                     progress=lambda base, text, state: reporter.step("bases", base, text, state))
+    finally:
+        reporter.run_closed("done")
 
 
 @task(

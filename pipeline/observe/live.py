@@ -66,7 +66,7 @@ class LiveReporter:
     def _ensure_live(self) -> None:
         if self._live is None:
             self._live = Live(get_renderable=self.render, console=self.console, transient=True,
-                              refresh_per_second=self._fps, redirect_stdout=False, redirect_stderr=False)
+                              refresh_per_second=self._fps)   # a stray print lands above the region
             self._live.start()
 
     def _stop_live_if_idle(self) -> None:
