@@ -47,6 +47,9 @@ class ObservedReporter:
         if self.trace is not None:
             tracing.activate(None)
             self.trace.close(status)
+            error = self.trace.export_error()
+            if error:
+                self.display.warn(error)
             self.trace = None
         if self.recorder is not None:
             self.recorder.close()

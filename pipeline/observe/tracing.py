@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import threading
@@ -82,6 +83,26 @@ def _file_exporter(path: Path) -> Any:
     return OtlpJsonFileExporter()
 
 
+def _counting(inner: Any, owner: RunTrace) -> Any:
+    """A SpanExporter that delegates to `inner` and counts failed exports on `owner`."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class CountingExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            result = inner.export(spans)
+            if result != SpanExportResult.SUCCESS:
+                owner.export_failures += 1
+            return result  # type: ignore[no-any-return]
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return bool(inner.force_flush(timeout_millis))
+
+    return CountingExporter()
+
+
 def otlp_endpoint_configured(environ: dict[str, str] | None = None) -> bool:
     """True when the standard OTLP exporter variables name an endpoint."""
     e = os.environ if environ is None else environ
@@ -108,10 +129,13 @@ class RunTrace:
                                     "deployment.environment": env})
         self.provider: TracerProvider = TracerProvider(resource=resource)
         self.provider.add_span_processor(BatchSpanProcessor(_file_exporter(self.path)))
+        self.export_failures = 0
         if otlp_endpoint_configured():
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=5)))
+            # The exporter logs each retry; the run says it once instead (export_error()).
+            logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+            self.provider.add_span_processor(BatchSpanProcessor(_counting(OTLPSpanExporter(timeout=5), self)))
         self.tracer = self.provider.get_tracer("veza-pipeline")
         incoming = self._propagator.extract({"traceparent": os.environ["TRACEPARENT"]}) \
             if os.environ.get("TRACEPARENT") else None
@@ -205,6 +229,14 @@ class RunTrace:
             raise
         finally:
             span.end()
+
+    def export_error(self) -> str:
+        """"" when every batch reached the OTLP endpoint (or none is configured), else one line saying so."""
+        if not self.export_failures:
+            return ""
+        where = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        return (f"trace not exported to {where} ({self.export_failures} batch(es) failed); "
+                f"the trace file has every span: {self.path}")
 
     def close(self, status: str) -> None:
         """End what is still open, then the root span; flush the file and the OTLP export (bounded waits)."""

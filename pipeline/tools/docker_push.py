@@ -100,12 +100,14 @@ class _LayerProgress:
             return
         layer, status = str(msg["id"]), str(msg.get("status", ""))
         detail = msg.get("progressDetail") or {}
-        if detail.get("total"):
+        moved = bool(detail.get("total"))
+        if moved:
             self.layers[layer] = (int(detail.get("current") or 0), int(detail["total"]))
         if status in ("Pushed", "Layer already exists") or status.startswith("Mounted from"):
             self.done.add(layer)
+            moved = True
         now = time.monotonic()
-        if now - self.last >= 1.0:
+        if moved and now - self.last >= 1.0:
             self.last = now
             cur = sum(c for c, _ in self.layers.values()) / 1e6
             tot = sum(t for _, t in self.layers.values()) / 1e6

@@ -130,3 +130,14 @@ def test_an_unreachable_pushgateway_is_one_line_not_a_failure() -> None:
     reg = run_registry("r1", "failed", 1.0, [], cache_hits=0, retries=0)
     error = push_run_metrics(f"http://127.0.0.1:{port}", "local", reg, timeout_s=2)
     assert error.startswith(f"metrics not pushed to http://127.0.0.1:{port}:") and "\n" not in error
+
+
+def test_an_unreachable_otlp_endpoint_is_one_warning_and_the_trace_file_is_whole(
+        cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = PORTS.take()   # nothing listens there
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    lines: list[str] = []
+    run_dir = run_observed(cfg, [ToolStage("build")], lines)
+    warnings = [ln for ln in lines if ln.startswith("warning: trace not exported")]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0] and str(run_dir) in warnings[0]
+    assert len(read_trace_file(run_dir / TRACE_FILE)) == 1 + 1 + 4 * 2

@@ -76,3 +76,18 @@ def test_invoke_report_prints_the_latest_report_and_refuses_when_there_is_none(t
     assert cp.returncode == 0 and cp.stdout.strip() == str(run_dir / "report.html")
     cp = subprocess.run([*invoke, "--history"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert cp.stdout.strip() == str(run_dir.parent / "index.html")
+
+
+def test_push_progress_sums_the_engines_layer_bytes() -> None:
+    from pipeline.tools.docker_push import _LayerProgress
+
+    seen: list[str] = []
+    prog = _LayerProgress(seen.append)
+    prog.update({"status": "Preparing", "id": "a"})
+    prog.update({"status": "Pushing", "id": "a", "progressDetail": {"current": 1_000_000, "total": 4_000_000}})
+    prog.update({"status": "Layer already exists", "id": "b"})
+    prog.last = 0.0
+    prog.update({"status": "Pushing", "id": "c", "progressDetail": {"current": 500_000, "total": 2_000_000}})
+    assert seen[0] == "0/1 layers, 1.0/4.0 MB"
+    assert seen[-1] == "1/3 layers, 1.5/6.0 MB"
+    assert len(seen) == 2   # throttled: one line per second
