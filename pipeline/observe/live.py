@@ -4,11 +4,15 @@ While a stage runs, a live region shows its header (name, elapsed) and one line 
 the current step (the last line its tool printed). When the stage ends the region is replaced by one line
 ("✓ build ok (34.1s) — 2 built, 2 reused"). Stages that resume or are skipped in a row share one line, so a
 no-op release stays a handful of lines. Tool output is not shown (it is in the run's log files) unless
-verbose, where it streams above the live region. Facts (info), warnings and tables print above the region.
+verbose, where it streams above the live region. What a running stage says (its facts and tables) shows as
+the latest note under its header and stays in the run's logs (run.log, logs/<stage>.log), so a release fits
+a screen; warnings, and everything said outside a stage (the summary, the report's path), print above the
+region. With verbose, every line prints.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +29,7 @@ from pipeline.core.console import console as default_console
 from pipeline.core.console import table as make_table
 from pipeline.core.redact import redact
 
+_NOISE = re.compile(r"\s*(--->|Removing intermediate container|Successfully tagged|\s*$)")
 GLYPH = {"ok": "✓", "done": "✓", "cached": "≡", "resumed": "↩", "skipped": "·", "failed": "✗", "blocked": "✗",
          "interrupted": "■"}
 STYLE = {"ok": "green", "done": "green", "cached": "cyan", "resumed": "cyan", "skipped": "dim", "failed": "red",
@@ -44,6 +49,7 @@ class _Group:
     started: float = field(default_factory=time.monotonic)
     explicit: bool = True            # opened by stage_started (else by a step: bases, the cluster build…)
     rows: dict[str, _Row] = field(default_factory=dict)
+    note: str = ""                   # the latest fact the stage said (shown under its header)
 
 
 def _elapsed(seconds: float) -> str:
@@ -86,6 +92,10 @@ class LiveReporter:
                 head.add_row(Spinner("dots", style="cyan"), Text(stage, style="bold"),
                              Text(_elapsed(now - g.started), style="dim"))
                 parts.append(head)
+                if g.note:
+                    note = Text("  " + redact(g.note)[: width - 4], style="dim")
+                    note.no_wrap, note.overflow = True, "ellipsis"
+                    parts.append(note)
                 rows = list(g.rows.items())
                 room = budget - len(parts)
                 shown = rows if len(rows) <= room else rows[:max(0, room - 1)]
@@ -127,7 +137,17 @@ class LiveReporter:
             self._emit(line)
 
     # -- the Reporter protocol ------------------------------------------------------------------------------
+    def _running_stage(self) -> _Group | None:
+        """The stage whose region takes a stage's facts (the newest one opened by stage_started), if any."""
+        explicit = [g for g in self._groups.values() if g.explicit]
+        return explicit[-1] if explicit and not self.verbose else None
+
     def info(self, msg: str) -> None:
+        with self._lock:
+            g = self._running_stage()
+            if g is not None:
+                g.note = msg.strip().splitlines()[0] if msg.strip() else g.note
+                return
         self._print(msg)
 
     def warn(self, msg: str) -> None:
@@ -170,7 +190,11 @@ class LiveReporter:
             r = g.rows.get(service)
             if r is None:
                 r = g.rows[service] = _Row()
-            r.state, r.text = state, text
+            # The legacy builder's " ---> 3f2a…" and "Removing intermediate container" lines say less than the
+            # "Step 5/9 : RUN …" before them: the current step stays the last meaningful line.
+            if state != "running" or not _NOISE.match(text):
+                r.text = text
+            r.state = state
             if state != "running" and r.ended is None:
                 r.ended = time.monotonic()
             if self.verbose and state == "running":
@@ -189,6 +213,11 @@ class LiveReporter:
             self._ensure_live()
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        with self._lock:
+            g = self._running_stage()
+            if g is not None:
+                g.note = f"{title} ({len(rows)} rows: in run.log)"
+                return
         tbl = make_table(title, *columns)
         for row in rows:
             tbl.add_row(*(redact(str(c)) for c in row))

@@ -30,7 +30,7 @@ PALETTE = ("#3b82c4", "#2e9e5b", "#d9a400", "#8e5bd6", "#d64545", "#14a3a3", "#c
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1f2328;background:#fff}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px}.meta{color:#57606a}
 table{border-collapse:collapse;margin:4px 0}td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left;
-vertical-align:top}th{background:#f6f8fa}code{font:12px ui-monospace,monospace}.err{color:#d64545}
+vertical-align:top}th{background:#f6f8fa}code{font:12px ui-monospace,monospace;word-break:break-all}.err{color:#d64545}
 .ok{color:#2e9e5b}.failed,.blocked{color:#d64545}svg text{font:12px system-ui,sans-serif}"""
 
 
@@ -50,13 +50,13 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return out + "</table>"
 
 
-def _link(path: str | None, run_dir: Path) -> str:
+def _link(path: str | None, run_dir: Path, label: str = "") -> str:
     if not path:
         return ""
     p = Path(path)
     href = str(p.relative_to(run_dir)) if p.is_absolute() and p.is_relative_to(run_dir) else p.as_uri() \
         if p.is_absolute() else str(p)
-    return f'<a href="{_e(href)}">{_e(p.name)}</a>'
+    return f'<a href="{_e(href)}">{_e(label or p.name)}</a>'
 
 
 def service_intervals(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ def timeline_svg(stages: Sequence[dict[str, Any]], intervals: Sequence[dict[str,
     if not starts:
         return "<p class=meta>no timing recorded</p>"
     t0, span = min(starts), max(max(ends) - min(starts), 0.001)
-    label_w, row_h, plot_w = 260, 20, width - 260 - 60
+    label_w, row_h, plot_w = 240, 20, width - 240 - 130
     rows: list[str] = []
     y = 24
 
@@ -179,8 +179,10 @@ def render_report(data: dict[str, Any], events: Sequence[dict[str, Any]], run_di
                      _e(", ".join(s.get("tags") or [])), f"{_e(s.get('scan'))} "
                      f"{_e(' '.join(f'{k}:{n}' for k, n in counts.items() if n))}", _e(s.get("push")),
                      f"<code>{_e(s.get('digest'))}</code>", _e(s.get("deploy")),
-                     " ".join(x for x in [_link(s.get("build_log"), run_dir), _link(s.get("scan_report"), run_dir),
-                                          _link(s.get("sbom"), run_dir)] + [_link(str(p), run_dir) for p in own] if x)])
+                     " · ".join(x for x in [_link(s.get("build_log"), run_dir, "build log"),
+                                            _link(s.get("scan_report"), run_dir, "scan report"),
+                                            _link(s.get("sbom"), run_dir, "SBOM")]
+                                + [_link(str(p), run_dir, f"{p.parent.name} log") for p in own] if x)])
     body += ["<h2>Services</h2>", _table(("service", "build", "image", "tags", "scan", "push", "digest", "deploy",
                                          "logs and reports"), rows)]
     for name, s in (data.get("services") or {}).items():

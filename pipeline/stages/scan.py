@@ -121,6 +121,7 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     reports_dir = man.path.parent / "reports"
 
     def task(t: ScanTarget) -> ScanOutcome:
+        reporter.step("scan", t.service, f"scanning {t.image_id[7:19]}")
         try:
             return _scan_one(t, key_base, cache, reports_dir, scanners, policy, cfg.scan.timeout_s, today,
                              db.version)
@@ -133,7 +134,9 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         for out in pool.map(task, targets):
             man.record(out.service, "scan", out.result)
             outcomes.append(out)
-            log(_outcome_line(out))
+            status = out.result["status"]
+            state = "failed" if status in ("error", "blocked") else "cached" if out.result.get("cached") else "done"
+            reporter.step("scan", out.service, _outcome_line(out).split(": ", 1)[1], state)
 
     prune_report_cache(cache / "reports")
     judged = [(o.service, o.verdict) for o in outcomes if o.verdict is not None]
