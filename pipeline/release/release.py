@@ -142,7 +142,14 @@ def push_metrics(ctx: RunContext, outcomes: list[Outcome], status: str, duration
 
 
 def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, ...]) -> None:
+    """The closing lines: a table of the stages, or one line when nothing had to be redone."""
     by_name = {o.name: o for o in outcomes}
+    if status == "ok" and by_name and all(o.status in ("resumed", "skipped") for o in by_name.values()):
+        took = sum(o.duration_s for o in outcomes)
+        ctx.reporter.info(f"release {ctx.manifest.release_id} → {ctx.env.name}: ok, nothing to redo "
+                          f"({len(by_name)} stage(s) checked against the world in {took:.1f}s)")
+        ctx.reporter.info(f"report: {paths[-1]}")
+        return
     rows = []
     for name in ctx.env.stages:
         o = by_name.get(name)
