@@ -272,7 +272,7 @@ def sbom_attach(c: Context, service: list[str] | None = None, env: str = "") -> 
 @_cli
 def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
     """Start the local OCI registry on 127.0.0.1:5000 (storage under the state directory)."""
-    from pipeline.local.registry import registry_up as up
+    from pipeline.local.embedded_registry import registry_up as up
 
     up(_setup()[0], auth=auth, tls=tls)
 
@@ -281,7 +281,7 @@ def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
 @_cli
 def registry_down(c: Context) -> None:
     """Stop the local registry (its storage is kept)."""
-    from pipeline.local.registry import registry_down as down
+    from pipeline.local.embedded_registry import registry_down as down
 
     down(_setup()[0])
 
@@ -290,7 +290,7 @@ def registry_down(c: Context) -> None:
 @_cli
 def registry_status(c: Context) -> None:
     """Tell whether the local registry runs, where, and what it holds."""
-    from pipeline.local.registry import registry_status as status_
+    from pipeline.local.embedded_registry import registry_status as status_
 
     status_(_setup()[0])
 
@@ -313,6 +313,36 @@ def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -
     cfg, src, reporter = _setup(from_)
     with open_run(cfg, src, reporter, services=_list(service), creates_manifest=False) as ctx:
         run_promote(cfg, src, cfg.env(to), ctx.manifest, reporter, ctx.services or None)
+
+
+# ---------------------------------------------------------------- signing, provenance, the trust gate
+
+@task(help={"env": ENV_HELP, "force": "replace an existing key pair (images it signed stop verifying)"})
+@_cli
+def keygen(c: Context, env: str = "", force: bool = False) -> None:
+    """Make the environment's signing key pair (ECDSA P-256, encrypted; the passphrase from the variable
+    pipeline.toml names) under [signing].key_dir/<env>/, outside the repository."""
+    from pipeline.trust.envkeys import keygen as make
+
+    cfg, environment, reporter = _setup(env)
+    paths = make(cfg, environment, force=force)
+    reporter.info(f"signing key of {environment.name}: {paths.private} (encrypted), public key {paths.public}")
+
+
+@task(iterable=["service"], help={"service": "service to sign (repeatable)", "env": ENV_HELP})
+@_cli
+def sign(c: Context, service: list[str] | None = None, env: str = "") -> None:
+    """Sign every pushed digest with the environment's key; attach SLSA provenance and VEX (tag schema)."""
+    _stages(["sign"], env, service)
+
+
+@task(name="verify-images", iterable=["service"],
+      help={"service": "service to check (repeatable)", "env": ENV_HELP})
+@_cli
+def verify_images(c: Context, service: list[str] | None = None, env: str = "") -> None:
+    """The trust gate: every image in the rendered manifests is signed by the environment's trusted key(s)
+    and has provenance matching the Release manifest (digest, commit); exit 3 otherwise."""
+    _stages(["verify-images"], env, service)
 
 
 # ---------------------------------------------------------------- compose stack and smoke
@@ -394,8 +424,14 @@ def cluster_status(c: Context) -> None:
                                   "dry_run": "render and validate, change nothing"})
 @_cli
 def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False) -> None:
-    """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5)."""
-    _stages(["deploy"], env, service, dry_run=dry_run)
+    """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5).
+
+    Where the environment lists the `verify-images` gate, it runs first (exit 3 before any helm upgrade)."""
+    from pipeline.core.config import load_config
+    from pipeline.core.vocab import DEFAULT_ENV
+
+    gate = "verify-images" in load_config(check_files=False).env(env or DEFAULT_ENV).stages
+    _stages(["verify-images", "deploy"] if gate else ["deploy"], env, service, dry_run=dry_run)
 
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to verify (repeatable)"})

@@ -109,6 +109,9 @@ class Environment:
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
     kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
+    trusted_keys: tuple[Path, ...] = ()   # public keys accepted besides the environment's own (verify-images)
+    signing_passphrase_env: str = ""      # overrides [signing].passphrase_env for this environment's key
+    auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -140,6 +143,15 @@ class Scan:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """[signing]: where key pairs live (key_dir/<env>/, outside the repository), the passphrase variable."""
+
+    key_dir: Path
+    passphrase_env: str = "VEZA_SIGNING_PASSPHRASE"
+    builder_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path
@@ -154,6 +166,7 @@ class Config:
     services: tuple[Service, ...]
     infra: Mapping[str, Infra]
     environments: Mapping[str, Environment] = field(default_factory=dict)
+    signing: Signing = field(default_factory=lambda: Signing(Path.home() / ".config" / "veza-pipeline" / "keys"))
 
     def service(self, name: str) -> Service:
         for s in self.services:
@@ -350,6 +363,15 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     )
     s.done()
 
+    sg = top.table("signing", required=False)
+    configured_keys = sg.text("key_dir", "~/.config/veza-pipeline/keys")
+    key_dir = Path(os.path.expanduser(os.environ.get("VEZA_KEY_DIR") or configured_keys)).resolve()
+    if key_dir == root.resolve() or root.resolve() in key_dir.parents:
+        sg.fail(sg.key("key_dir"), f"{key_dir} is inside the repository", "keep signing keys outside the work tree")
+    signing = Signing(key_dir=key_dir, passphrase_env=sg.text("passphrase_env", "VEZA_SIGNING_PASSPHRASE"),
+                      builder_id=sg.text("builder_id", f"{source_url or project_name}/veza-pipeline"))
+    sg.done()
+
     bases_t = top.table("bases", required=False)
     bases: dict[str, Base] = {}
     for bname in list(bases_t.data):
@@ -455,6 +477,10 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
             kube_versions=et.texts("kube_versions", ()),
+            trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
+                               for k in et.texts("trusted_keys", ())),
+            signing_passphrase_env=et.text("signing_passphrase_env", ""),
+            auto_key=et.flag("auto_key", False),
         )
         for kv in env.kube_versions:
             if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
@@ -467,6 +493,13 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)",
                     'add "push" before "deploy"')
         order = [s for s in STAGES if s in env.stages]
+        for later, earlier in (("sign", "push"), ("deploy", "verify-images"), ("verify-images", "sign")):
+            if later in env.stages and earlier in env.stages and env.stages.index(later) < env.stages.index(earlier):
+                et.fail(et.key("stages"), f"{later} runs before {earlier}", f"put \"{earlier}\" before \"{later}\"")
+        if "sign" in env.stages and "push" not in env.stages:
+            et.fail(et.key("stages"), "sign needs push (images are signed by registry digest)", 'add "push"')
+        if env.auto_key and (env.require_release_tag or env.confirm):
+            et.fail(et.key("auto_key"), f"{ename} is a guarded environment", "make its key with `invoke keygen`")
         if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
             et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
         if env.stages and env.stages[0] != "build" and "build" in env.stages:
@@ -481,7 +514,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     return Config(
         path=path, root=root, project_name=project_name, state_dir=state_dir, source_url=source_url,
         versioning=versioning, build=build, registry=registry, scan=scan, bases=bases,
-        services=tuple(services), infra=infra, environments=environments,
+        services=tuple(services), infra=infra, environments=environments, signing=signing,
     )
 
 

@@ -52,6 +52,9 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
         "deploy": {k: v for k, v in (m["stages"].get("deploy") or {}).items()
                    if k in ("status", "revision", "previous_revision", "detail", "run_id")} or None,
         "cache_hits": cache_hits(read_events(ctx.run_dir)),
+        # post-release verification: each published digest re-read from the registry (signature, provenance,
+        # SBOM and VEX attachments), when the environment signs or gates
+        "published": ctx.options.get("published") or None,
     }
 
 
@@ -72,6 +75,11 @@ def markdown(data: dict[str, Any]) -> str:
         digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
         lines.append(f"| {name} | {s.get('build') or ''} | {s.get('scan') or ''} | {s.get('push') or ''} | {digest} "
                      f"| {s.get('deploy') or ''} |")
+    if data.get("published"):
+        lines += ["", "## Published digests, re-read from the registry", "",
+                  "| service | image | signature | provenance | SBOM | VEX |", "|---|---|---|---|---|---|"]
+        for n, p in data["published"].items():
+            lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
     links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
     if links:
         lines += ["", "## Logs and reports", ""] + [f"- {n}: `{p}`" for n, p in links]

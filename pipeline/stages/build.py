@@ -109,7 +109,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
             action, reason, found = "reuse", "same input digest as image " + existing[7:19], existing
         else:
             action, reason, found = "build", "no image with this input digest", None
-        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found))
+        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, svc_bases))
     return BuildPlan(env=env, services=tuple(plans), version=info.version)
 
 
@@ -168,7 +168,8 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
     m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
-    res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2)}
+    res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2),
+                           "build_args": dict(p.build_args), "base_images": dict(p.base_images)}  # for provenance
     if r.log:
         res["log"] = str(r.log)
     if r.reason:

@@ -33,6 +33,7 @@ class ServicePlan:
     action: str = "build"          # build | reuse | skip
     reason: str = ""
     existing_image: str | None = None
+    base_images: Mapping[str, str] = field(default_factory=dict)   # base reference → image ID (provenance)
 
     @property
     def name(self) -> str:

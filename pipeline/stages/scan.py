@@ -47,7 +47,6 @@ from pipeline.gate.sarif import write_markdown, write_sarif
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.tools import trivy
 
-BUILT = ("built", "reused")
 Log = Callable[[str], None]
 
 
@@ -214,26 +213,14 @@ def _targets(cfg: Config, man: Manifest, services: list[str] | None) -> list[Sca
     """What to scan, checked before anything runs: a bad selection leaves nothing half-done."""
     from pipeline.tools import docker
 
-    names = [s.name for s in cfg.select(services)] if services else man.services()
-    if not names:
-        raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build` first")
     out = []
-    for name in names:
-        entry = man.service(name)
-        build = entry.get("build") or {}
-        if build.get("status") not in BUILT or not build.get("image_id"):
-            raise UsageError(f"{name} has no built image in the Release manifest (build: "
-                             f"{build.get('status', 'missing')})", f"run `invoke build --service {name}`")
-        tags = list(entry.get("tags") or [])
-        if not tags or not entry.get("repository"):
-            raise UsageError(f"{name} has no repository/tags in the Release manifest", "rerun `invoke build`")
-        ref = f"{entry['repository']}:{tags[0]}"
-        local = docker.image_id(ref)
-        if local != build["image_id"]:
+    for b in man.built_images([s.name for s in cfg.select(services)] if services else []):
+        local = docker.image_id(b.local_ref)
+        if local != b.image_id:
             found = f"it is {local}" if local else "it is missing"
-            raise UsageError(f"{ref} is not the image built for {name} ({found}, manifest says {build['image_id']})",
-                             f"rerun `invoke build --service {name}`")
-        out.append(ScanTarget(name, ref, str(build["image_id"])))
+            raise UsageError(f"{b.local_ref} is not the image built for {b.service} ({found}, manifest says "
+                             f"{b.image_id})", f"rerun `invoke build --service {b.service}`")
+        out.append(ScanTarget(b.service, b.local_ref, str(b.image_id)))
     return out
 
 

@@ -273,6 +273,17 @@ class RegistryClient:
         status, _, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo), allow=(404,))
         return status == 200
 
+    def get_blob(self, repo: str, digest: str, *, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+        """A blob's bytes (small artifacts: signatures, attestations), checked against its digest.
+
+        RegistryRequestError when the registry serves something else or more than `max_bytes`.
+        """
+        _, _, data = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo))
+        if len(data) > max_bytes or sha256_digest(data) != digest:
+            raise RegistryRequestError(f"registry {self.address} served a blob of {repo} that is not {digest}",
+                                       "the registry storage may be corrupt: push the artifact again")
+        return data
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount (no data moves). False when the registry asks for an upload instead."""
         scope = f"{_push(repo)} {_pull(from_repo)}"

@@ -249,7 +249,7 @@ def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
     repo = cfg.scan.db_repository
     if not repo or cfg.scan.mirror_seed is None or not repo.startswith(("127.0.0.1:", "localhost:")):
         return
-    from pipeline.local.registry import ensure_local_registry
+    from pipeline.local.embedded_registry import ensure_local_registry
     from pipeline.tools.registry_api import RegistryClient, split_repository
 
     address, path = split_repository(repo)
