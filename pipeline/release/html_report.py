@@ -222,7 +222,9 @@ def render_history(runs_dir: Path, env: str, limit: int = 50) -> str:
     for i, r in enumerate(rows):
         y = float(h)
         for s in r["data"].get("stages") or []:
-            d = float(s.get("duration_s") or 0) / top * (h - 10)
+            if "duration_s" not in s:   # not run
+                continue
+            d = float(s["duration_s"]) / top * (h - 10)
             y -= d
             parts.append(f'<rect class="bar run" x="{40 + i * (bw + 6)}" y="{y:.1f}" width="{bw}" height="{d:.1f}" '
                          f'fill="{color[s["name"]]}"><title>{_e(r["dir"])} {_e(s["name"])}: '
