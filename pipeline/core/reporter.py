@@ -44,6 +44,9 @@ class Reporter(Protocol):
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A small table (a plan, a summary); cells are plain text."""
 
+    def excerpt(self, title: str, lines: Sequence[str]) -> None:
+        """A block always shown as is, even in a live view (the last lines of a failing log, with its path)."""
+
     def run_opened(self, run_dir: Path, run_id: str, env: str) -> None:
         """The runner opened a run: its directory exists (logs, events, trace go there)."""
 
@@ -109,6 +112,11 @@ class PlainReporter:
             tbl.add_row(*(str(c) for c in row))
         with self._lock:
             console.print(tbl)
+
+    def excerpt(self, title: str, lines: Sequence[str]) -> None:
+        self._line(title)
+        for line in lines:
+            self._line(f"  │ {line}")
 
     def run_opened(self, run_dir: Path, run_id: str, env: str) -> None:
         pass

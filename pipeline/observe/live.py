@@ -225,6 +225,12 @@ class LiveReporter:
             self._flush_quiet()
             self.console.print(tbl)
 
+    def excerpt(self, title: str, lines: Sequence[str]) -> None:
+        with self._lock:
+            self._print(Text(redact(title), style="bold"))
+            for line in lines:
+                self._print(Text(f"  │ {redact(line)}", style="dim"))
+
     def run_opened(self, run_dir: Path, run_id: str, env: str) -> None:
         pass
 

@@ -74,6 +74,10 @@ class ObservedReporter:
         self._log(msg)
         self.display.detail(msg)
 
+    def excerpt(self, title: str, lines: Sequence[str]) -> None:
+        self._log("\n".join([title, *lines]))
+        self.display.excerpt(title, lines)
+
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         self._log(title + "".join("\n  " + " | ".join(r) for r in rows))
         self.display.table(title, columns, rows)
@@ -138,6 +142,4 @@ class ObservedReporter:
         lines = tail(path, TAIL_LINES)
         if not lines:
             return
-        self.display.info(f"last {len(lines)} lines of {path}:")
-        for line in lines:
-            self.display.info(f"  │ {line}")
+        self.display.excerpt(f"last {len(lines)} lines of {path}:", lines)

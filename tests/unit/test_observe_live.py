@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,16 @@ def test_push_progress_sums_the_engines_layer_bytes() -> None:
     assert seen[0] == "0/1 layers, 1.0/4.0 MB"
     assert seen[-1] == "1/3 layers, 1.5/6.0 MB"
     assert len(seen) == 2   # throttled: one line per second
+
+
+def test_in_the_live_view_a_failing_service_shows_its_last_20_lines_and_the_path(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(load_config(ROOT / "pipeline.toml", check_files=False), state_dir=tmp_path / "state")
+    rep, out = _live()
+    failing = cfg.services[0].name
+    run_dir = run_observed(cfg, [ToolStage("build", fail_service=failing)], display=rep)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).replace("\r", "\n")   # the terminal's view
+    log = run_dir / "logs" / "build" / f"{failing}.log"
+    assert f"last 20 lines of {log}:" in text
+    shown = [ln for ln in text.splitlines() if ln.startswith("  │ ")]
+    assert shown[0] == f"  │ {failing} line 11" and shown[-1] == "  │ [failed] exited 1" and len(shown) == 20
+    assert "✗ build failed" in text
