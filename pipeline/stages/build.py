@@ -144,6 +144,7 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
     iid = log_dir / f"{p.name}.iid"
     iid.unlink(missing_ok=True)
     t0 = time.monotonic()
+    reporter.step("build", p.name, "starting the build")   # opens the service's span before the builder's
     with log.open("w") as fh:
         def on_line(line: str) -> None:
             fh.write(line + "\n")
