@@ -10,7 +10,9 @@ Tool calls (pipeline.tools.proc) ask `tool_span(argv)` for a span and get the W3
 proc passes to the subprocess as TRACEPARENT (W3C Trace Context, https://www.w3.org/TR/trace-context/).
 A TRACEPARENT in this process's environment (a CI job's own trace) becomes the parent of the run span.
 
-The SDK is imported only when a run opens: `invoke --list` and the tasks without a run stay fast.
+Span attributes carry names, states and one-line details (redacted), never argv or environment values; the
+trace file is redacted again as it is written. The SDK is imported only when a run opens: `invoke --list`
+and the tasks without a run stay fast.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipeline.core.redact import redact
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -75,7 +79,7 @@ def _file_exporter(path: Path) -> Any:
             self._lock = threading.Lock()
 
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            line = json.dumps(otlp_json(spans), separators=(",", ":"))
+            line = redact(json.dumps(otlp_json(spans), separators=(",", ":")))
             with self._lock, path.open("a") as fh:
                 fh.write(line + "\n")
             return SpanExportResult.SUCCESS
@@ -166,7 +170,7 @@ class RunTrace:
             self.service_finished(key[0], key[1], status)
         span.set_attribute("veza.status", status)
         if detail:
-            span.set_attribute("veza.detail", detail[:500])
+            span.set_attribute("veza.detail", redact(detail)[:500])
         self._set_status(span, status)
         span.end()
 
@@ -224,7 +228,8 @@ class RunTrace:
         try:
             yield carrier.get("traceparent", ""), span
         except BaseException as exc:
-            span.record_exception(exc)
+            # the error's type only: its message may quote a command line (the run's logs keep it, redacted)
+            span.set_attribute("error.type", type(exc).__name__)
             self._set_status(span, "failed")
             raise
         finally:

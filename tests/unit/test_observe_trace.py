@@ -12,6 +12,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.paths import ROOT
 from pipeline.observe.recorder import read_events
 from pipeline.observe.tracing import TRACE_FILE, read_trace_file
+from pipeline.release.stage import RunContext, StageSummary
 from tests.observe_support import ToolStage, run_observed
 
 
@@ -65,3 +66,23 @@ def test_events_and_logs_record_each_services_work_and_a_failure_shows_its_last_
     bad = next(s for s in spans if s["name"] == f"build {failing}")
     assert bad["status"]["code"] == 2   # STATUS_CODE_ERROR
     json.dumps(events)
+
+
+def test_a_registered_secret_never_reaches_the_trace_file_or_the_logs(cfg: Config) -> None:
+    from pipeline.core.errors import StageFailed
+    from pipeline.core.redact import register_secret
+
+    secret = "s3cr3t-" + "x" * 12
+    register_secret(secret)
+
+    class Leaky(ToolStage):
+        def run(self, ctx: RunContext) -> StageSummary:
+            ctx.reporter.step(self.name, "svc", f"login with {secret}")
+            ctx.reporter.info(f"token {secret}")
+            raise StageFailed(f"push refused for {secret}")
+
+    run_dir = run_observed(cfg, [Leaky("push")])
+    for path in [run_dir / TRACE_FILE, *run_dir.rglob("*.log"), run_dir / "events.jsonl"]:
+        text = path.read_text()
+        assert secret not in text, path
+    assert "***" in (run_dir / TRACE_FILE).read_text()
