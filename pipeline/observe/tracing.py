@@ -270,6 +270,26 @@ def activate(trace: RunTrace | None) -> None:
 
 
 @contextmanager
+def call_span(name: str, **attributes: str) -> Iterator[Any]:
+    """A span for an external call that is not a subprocess (an engine API push, a registry request); yields
+    the span, or None when no run is traced. `name` like "engine push"; attributes must hold no secret."""
+    current = _active
+    if current is None:
+        yield None
+        return
+    span = current.tracer.start_span(name, context=current._trace.set_span_in_context(current._parent()),
+                                     attributes={k: redact(v) for k, v in attributes.items()})
+    try:
+        yield span
+    except BaseException as exc:
+        span.set_attribute("error.type", type(exc).__name__)
+        current._set_status(span, "failed")
+        raise
+    finally:
+        span.end()
+
+
+@contextmanager
 def tool_span(argv: Sequence[str]) -> Iterator[tuple[str, Any]]:
     """proc's hook: (traceparent, span) of a new tool-call span, or ("", None) when no run is traced."""
     current = _active

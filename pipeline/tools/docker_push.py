@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import RegistryAuthError, StageFailed
 from pipeline.core.redact import redact
+from pipeline.observe.tracing import call_span
 from pipeline.tools import docker as engine
 from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable
 
@@ -115,6 +116,14 @@ class _LayerProgress:
             self.on_progress(f"{len(self.done)}/{seen} layers" + (f", {cur:.1f}/{tot:.1f} MB" if tot else ""))
 
 
+def _push_stream(repository: str, tag_: str, auth: dict[str, Any] | None,
+                 layers: _LayerProgress) -> Iterator[dict[str, Any]]:
+    """The engine's push messages, as they come (progress reported on the way)."""
+    for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
+        layers.update(msg)
+        yield msg
+
+
 def push_tag(repository: str, tag_: str, credentials: Credentials | None,
              on_progress: Callable[[str], None] | None = None) -> PushedTag:
     """Push repository:tag through the engine; returns the registry digest. Raises classified errors.
@@ -134,24 +143,24 @@ def push_tag(repository: str, tag_: str, credentials: Credentials | None,
     counting_down: dict[str, bool] = {}
     layers = _LayerProgress(on_progress)
     try:
-        for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
-            layers.update(msg)
-            if "error" in msg or "errorDetail" in msg:
-                detail = msg.get("errorDetail") or {}
-                raise_classified(str(detail.get("message") or msg.get("error") or msg), ref)
-            # The engine counts down "Retrying in 5 seconds", "… 4 seconds" per layer: count each retry once.
-            retrying = str(msg.get("status", "")).startswith("Retrying in")
-            layer = str(msg.get("id", ""))
-            if retrying and not counting_down.get(layer):
-                engine_retries += 1
-            counting_down[layer] = retrying
-            aux = msg.get("aux") or {}
-            if aux.get("Digest"):
-                digest = str(aux["Digest"])
-            elif not digest:
-                m = re.search(r"digest: (sha256:[0-9a-f]{64})", str(msg.get("status", "")))
-                if m:
-                    digest = m.group(1)
+        with call_span("engine push", **{"veza.image": ref}):
+            for msg in _push_stream(repository, tag_, auth, layers):
+                if "error" in msg or "errorDetail" in msg:
+                    detail = msg.get("errorDetail") or {}
+                    raise_classified(str(detail.get("message") or msg.get("error") or msg), ref)
+                # The engine counts down "Retrying in 5 seconds", "… 4 seconds" per layer: count each retry once.
+                retrying = str(msg.get("status", "")).startswith("Retrying in")
+                layer = str(msg.get("id", ""))
+                if retrying and not counting_down.get(layer):
+                    engine_retries += 1
+                counting_down[layer] = retrying
+                aux = msg.get("aux") or {}
+                if aux.get("Digest"):
+                    digest = str(aux["Digest"])
+                elif not digest:
+                    m = re.search(r"digest: (sha256:[0-9a-f]{64})", str(msg.get("status", "")))
+                    if m:
+                        digest = m.group(1)
     except docker.errors.APIError as exc:
         raise_classified(str(exc.explanation or exc), ref)
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
