@@ -239,19 +239,53 @@ def lint(c: Context, path: list[str] | None = None, threshold: str = "", format:
 @task(
     name="trivy-db",
     help={
-        "advisories": "YAML advisories file (see pipeline/local/trivydb/__init__.py)",
-        "push": "push the DB to this OCI repository, e.g. 127.0.0.1:5000/trivy/db (tag :2 added)",
+        "advisories": "build a DB from this YAML advisories file (see pipeline/local/trivydb/__init__.py)",
+        "push": "push the built DB to this OCI repository, e.g. 127.0.0.1:5000/trivy/db (tag :2 added)",
         "out": "where to write db.tar.gz (default: the cache)",
+        "seed": "regenerate the embedded mirror's DB from [scan].mirror_seed and publish it to [scan].db_repository",
+        "import_": "import a downloaded DB bundle (the db.tar.gz of the trivy-db OCI artifact) into "
+                   "[scan].db_repository (or --push REPO); later scans use it",
     },
 )
 @_cli
-def trivy_db(c: Context, advisories: str, push: str = "", out: str = "") -> None:
-    """Build a Trivy vulnerability DB offline from advisories and publish it: a mirror for air-gapped scans."""
+def trivy_db(c: Context, advisories: str = "", push: str = "", out: str = "", seed: bool = False,
+             import_: str = "") -> None:
+    """The Trivy DB mirror: import a real DB bundle (air gap), republish the embedded seed, or build one."""
     from pathlib import Path
 
-    from pipeline.local.trivydb import make_mirror
+    from pipeline.core.config import load_config
+    from pipeline.core.errors import UsageError
 
-    make_mirror(Path(advisories), push=push, out=Path(out) if out else None)
+    chosen = [n for n, v in (("--advisories", advisories), ("--seed", seed), ("--import", import_)) if v]
+    if len(chosen) != 1:
+        raise UsageError(f"trivy-db needs exactly one of --advisories, --seed, --import (got {len(chosen)})",
+                         "e.g. `invoke trivy-db --import db.tar.gz` or `invoke trivy-db --seed`")
+    if import_:
+        from pipeline.local.trivydb.bundle import import_bundle
+        from pipeline.tools.credentials import resolve
+
+        cfg = load_config(check_files=False)
+        repo = push or cfg.scan.db_repository
+        if not repo:
+            raise UsageError("no DB repository to import into", "set [scan].db_repository or pass --push REPO")
+        creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+        info, pushed = import_bundle(Path(import_), repo, username=creds.username if creds else "",
+                                     password=creds.password if creds else "")
+        print(f"imported {info.line()}\npushed to {pushed}; the next scan fetches and uses it")
+    elif seed:
+        from pipeline.local.trivydb.seed import publish_seed
+
+        print(f"published to {publish_seed(load_config(check_files=False), print)}")
+    else:
+        from pipeline.local.trivydb import make_mirror
+        from pipeline.tools.credentials import resolve
+
+        creds = None
+        if push:
+            cfg = load_config(check_files=False)
+            creds = resolve(push.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+        make_mirror(Path(advisories), push=push, out=Path(out) if out else None,
+                    username=creds.username if creds else "", password=creds.password if creds else "")
 
 
 @task(name="sbom-attach", iterable=["service"],
