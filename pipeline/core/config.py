@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from pipeline.core.errors import ConfigError
 from pipeline.core.vocab import SEVERITIES, STAGES
 
+BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
+RELEASES = ("major", "minor", "patch", "none")
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -110,9 +112,15 @@ class Environment:
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
     generate_secrets: bool = False  # deploy creates the chart's missing Secret keys with random values
     kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
+    infra_scan_threshold: str = ""   # the gate of the infra images ([infra.*]); empty: scan_threshold
     trusted_keys: tuple[Path, ...] = ()   # public keys accepted besides the environment's own (verify-images)
     signing_passphrase_env: str = ""      # overrides [signing].passphrase_env for this environment's key
     auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
+
+    @property
+    def infra_threshold(self) -> str:
+        """The severity at which an infra image (PostgreSQL, Redis, NATS) blocks: its own, else scan_threshold."""
+        return self.infra_scan_threshold or self.scan_threshold
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -121,11 +129,30 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class BumpRule:
+    """One `[[versioning.bump_rules]]` entry: which release a matching commit asks for.
+
+    The shape of semantic-release's `releaseRules` (@semantic-release/commit-analyzer): every criterion
+    that is set must hold. `type` and `scope` are globs (fnmatch, case-sensitive); `breaking` and `revert`
+    match the commit's flags. `release` is major | minor | patch | none ("none" is semantic-release's
+    `release: false`: a matching none rule wins over the other matching rules).
+    """
+
+    release: str
+    type: str | None = None
+    scope: str | None = None
+    breaking: bool | None = None
+    revert: bool | None = None
+
+
+@dataclass(frozen=True)
 class Versioning:
     first_version: str
     tag_prefix: str
     breaking_below_1: str
     non_conventional: str
+    preset: str = "conventional"             # conventional | semantic-release | commitizen
+    bump_rules: tuple[BumpRule, ...] = ()    # evaluated before the preset's rules
 
 
 @dataclass(frozen=True)
@@ -333,6 +360,8 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         tag_prefix=v.text("tag_prefix", "v"),
         breaking_below_1=v.text("breaking_below_1", "minor", choices=("minor", "major")),
         non_conventional=v.text("non_conventional", "none", choices=("none", "patch")),
+        preset=v.text("preset", "conventional", choices=BUMP_PRESETS),
+        bump_rules=tuple(_items(v, "bump_rules", _read_bump_rule, required=False)),
     )
     _check_semver(v, "first_version", versioning.first_version)
     v.done()
@@ -478,6 +507,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
             generate_secrets=et.flag("generate_secrets", False),
+            infra_scan_threshold=et.text("infra_scan_threshold", "", choices=("", *SEVERITIES)),
             kube_versions=et.texts("kube_versions", ()),
             trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
                                for k in et.texts("trusted_keys", ())),
@@ -513,11 +543,33 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     envs_t.done()
     top.done()
 
-    return Config(
+    config = Config(
         path=path, root=root, project_name=project_name, state_dir=state_dir, source_url=source_url,
         versioning=versioning, build=build, registry=registry, scan=scan, bases=bases,
         services=tuple(services), infra=infra, environments=environments, signing=signing,
     )
+    from pipeline.core.names import check_config_names
+
+    check_config_names(config)   # every name against the rules of the system that receives it
+    return config
+
+
+def _read_bump_rule(t: _Table) -> BumpRule:
+    def opt_flag(name: str) -> bool | None:
+        return t.flag(name) if name in t.data else None
+
+    rule = BumpRule(
+        release=t.text("release", choices=RELEASES),
+        type=t.text("type", "") or None,
+        scope=t.text("scope", "") or None,
+        breaking=opt_flag("breaking"),
+        revert=opt_flag("revert"),
+    )
+    if rule.type is None and rule.scope is None and rule.breaking is None and rule.revert is None:
+        t.fail(t.key("release"), "a rule without any criterion matches every commit",
+               "add type, scope, breaking or revert to the rule")
+    t.done()
+    return rule
 
 
 def _check_semver(t: _Table, key: str, value: str) -> None:

@@ -254,6 +254,19 @@ class Manifest:
             self._data["services"].setdefault(service, {})[stage] = {**result, "at": now_iso()}
             self.save()
 
+    def record_infra(self, name: str, stage: str, result: dict[str, Any]) -> None:
+        """Record a stage's result for one infra image ([infra.NAME]: PostgreSQL, Redis, NATS) under `infra`."""
+        if "status" not in result:
+            raise ValueError("a stage result needs a status")
+        with self._lock:
+            self._data.setdefault("infra", {}).setdefault(name, {})[stage] = {**result, "at": now_iso()}
+            self.save()
+
+    def infra_result(self, name: str, stage: str) -> dict[str, Any] | None:
+        with self._lock:
+            res = self._data.get("infra", {}).get(name, {}).get(stage)
+            return copy.deepcopy(res) if res is not None else None
+
     def record_stage(self, stage: str, result: dict[str, Any]) -> None:
         """Record a whole stage's summary (status, timings). Only the runner calls this."""
         with self._lock:

@@ -129,9 +129,9 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
             method = "none"
         elif via == "skopeo":
             method = "skopeo"
-            for tag in tags:
-                skopeo.copy(f"{src_repo}@{digest}", f"{dst_repo}:{tag}", credentials=creds,
-                            timeout=cfg.registry.timeout_s, retries=max(0, policy.attempts - 1))
+            for tag in tags:   # transient failures (by the registry's error code) are retried by the policy
+                with_retries(partial(skopeo.copy, f"{src_repo}@{digest}", f"{dst_repo}:{tag}", credentials=creds,
+                                     timeout=cfg.registry.timeout_s), policy)
         else:
             method = "registry-api"
             with_retries(partial(copy_within_registry, dclient, s_path, digest, d_path, tags), policy)

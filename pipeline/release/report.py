@@ -1,4 +1,5 @@
-"""The run report: JSON for machines and Markdown for humans and CI job summaries, secrets redacted."""
+"""The run report: JSON for machines, Markdown for humans and CI job summaries, HTML with a timeline
+(pipeline.release.html_report); secrets redacted."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core.manifest import atomic_write
 from pipeline.core.redact import redact
 from pipeline.core.vocab import now_iso
+from pipeline.observe.recorder import read_events
 
 if TYPE_CHECKING:
     from pipeline.release.runner import Outcome
@@ -18,7 +20,10 @@ if TYPE_CHECKING:
 
 def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
                 duration_s: float) -> dict[str, Any]:
-    """The run report's data: stages (status, timing, detail), per-service results, paths. Schema 1."""
+    """The run report's data: stages (status, timing, detail), per-service results, the deploy record, cache
+    hits (services reused in this run, from events.jsonl), paths. Schema 1 (fields are only ever added)."""
+    from pipeline.release.html_report import cache_hits
+
     m = ctx.manifest.data
     by_name = {o.name: o for o in outcomes}
     services = {}
@@ -36,6 +41,11 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
             "deployed": f"{svc.get('repository')}@{push.get('digest')}" if (svc.get("deploy") or {}).get(
                 "status") in ("deployed", "noop", "unchanged") and push.get("digest") else None,
         }
+    infra = {name: {"image": (rec.get("scan") or {}).get("ref"), "scan": (rec.get("scan") or {}).get("status"),
+                    "threshold": (rec.get("scan") or {}).get("threshold"),
+                    "scan_counts": (rec.get("scan") or {}).get("counts"),
+                    "scan_report": (rec.get("scan") or {}).get("report")}
+             for name, rec in (m.get("infra") or {}).items()}
     return {
         "schema": 1, "run_id": ctx.run_id, "release_id": m["release_id"], "env": ctx.env.name,
         "status": status, "error": error or None, "finished": now_iso(), "duration_s": round(duration_s, 2),
@@ -43,7 +53,10 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
         "stages": [({"name": n, "status": str(by_name[n].status), "duration_s": round(by_name[n].duration_s, 2),
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
                     else {"name": n, "status": "not run"}) for n in ctx.env.stages],
-        "services": services, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        "deploy": {k: v for k, v in (m["stages"].get("deploy") or {}).items()
+                   if k in ("status", "revision", "previous_revision", "detail", "run_id")} or None,
+        "cache_hits": cache_hits(read_events(ctx.run_dir)),
         # post-release verification: each published digest re-read from the registry (signature, provenance,
         # SBOM and VEX attachments), when the environment signs or gates
         "published": ctx.options.get("published") or None,
@@ -67,22 +80,32 @@ def markdown(data: dict[str, Any]) -> str:
         digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
         lines.append(f"| {name} | {s.get('build') or ''} | {s.get('scan') or ''} | {s.get('push') or ''} | {digest} "
                      f"| {s.get('deploy') or ''} |")
+    if data.get("infra"):
+        lines += ["", "| infra image | scan | threshold | findings |", "|---|---|---|---|"]
+        for name, i in data["infra"].items():
+            counts = ", ".join(f"{n} {sev}" for sev, n in (i.get("scan_counts") or {}).items() if n) or "none"
+            lines.append(f"| {name} (`{i.get('image') or ''}`) | {i.get('scan') or ''} | {i.get('threshold') or ''} "
+                         f"| {counts} |")
     if data.get("published"):
         lines += ["", "## Published digests, re-read from the registry", "",
                   "| service | image | signature | provenance | SBOM | VEX |", "|---|---|---|---|---|---|"]
         for n, p in data["published"].items():
             lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
     links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
+    links += [(f"infra/{n}", i["scan_report"]) for n, i in (data.get("infra") or {}).items() if i.get("scan_report")]
     if links:
         lines += ["", "## Logs and reports", ""] + [f"- {n}: `{p}`" for n, p in links]
     return "\n".join(lines) + "\n"
 
 
 def write_report(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
-                 duration_s: float) -> tuple[Path, Path]:
-    """Write report.json and report.md into the run directory; returns both paths."""
+                 duration_s: float) -> tuple[Path, Path, Path]:
+    """Write report.json, report.md and report.html into the run directory, refresh the environment's history
+    page (`<state_dir>/<env>/runs/index.html`); returns the three report paths."""
+    from pipeline.release.html_report import write_html_report
+
     data = report_data(ctx, outcomes, status=status, error=error, duration_s=duration_s)
     jpath, mpath = ctx.run_dir / "report.json", ctx.run_dir / "report.md"
     atomic_write(jpath, redact(json.dumps(data, indent=2)) + "\n")
     atomic_write(mpath, redact(markdown(data)))
-    return jpath, mpath
+    return jpath, mpath, write_html_report(data, ctx.run_dir)

@@ -11,12 +11,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.paths import CACHE_DIR
 from pipeline.core.reporter import Reporter
+from pipeline.core.yamlfile import load_text
 from pipeline.local.infra import ensure_local_infra
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
@@ -46,7 +45,7 @@ def ensure_local_infra_values(cfg: Config, rt: ReleaseTarget, chart: Path, out_d
     """Run PostgreSQL/Redis/NATS beside the release (an environment with `local_infra = true`: the pipeline's
     own cluster has none) and return the values file that points the chart at them (hosts by ClusterIP)."""
     ensure_namespace(rt, reporter)
-    secret = (yaml.safe_load((chart / "values.yaml").read_text()) or {})["secrets"]["name"]
+    secret = (load_text((chart / "values.yaml").read_text(), "values.yaml") or {})["secrets"]["name"]
     return ensure_local_infra(cfg, rt.kube, secret, out_dir, say=reporter.info)
 
 

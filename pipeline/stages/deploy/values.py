@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.yamlfile import load_text
 
 CHART = Path("helm/veza")
 
@@ -136,9 +135,10 @@ def env_values_files(env: Environment, extra: Sequence[Path] = ()) -> list[Path]
 
 def merged_values(chart: Path, values_files: Sequence[Path], generated: dict[str, Any]) -> dict[str, Any]:
     """The values Helm computes: the chart's values.yaml, each file in order, then the generated ones."""
-    merged: dict[str, Any] = yaml.safe_load((chart / "values.yaml").read_text()) or {}
+    # dates stay text (as Helm reads them); bad YAML is one line (UsageError), no traceback
+    merged: dict[str, Any] = load_text((chart / "values.yaml").read_text(), "values.yaml") or {}
     for f in values_files:
-        merged = deep_merge(merged, yaml.safe_load(f.read_text()) or {})
+        merged = deep_merge(merged, load_text(f.read_text(), str(f)) or {})
     return deep_merge(merged, generated)
 
 
