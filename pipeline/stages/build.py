@@ -37,8 +37,8 @@ def default_workers(cfg: Config) -> int:
     return cfg.build.workers or max(1, min(4, os.cpu_count() or 2))
 
 
-def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
-                  provision: bool) -> tuple[dict[str, str], dict[str, bool]]:
+def resolve_bases(cfg: Config, services: tuple[Service, ...], *, provision: bool,
+                  reporter: Reporter | None = None) -> tuple[dict[str, str], dict[str, bool]]:
     """Base refs → image IDs, preferring the upstream image when it is present, else the local equivalent.
 
     When neither reference exists and provision is true, `invoke bases` runs first (pull, or build from
@@ -60,8 +60,10 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
     if missing and provision:
         from pipeline.local.bases import ensure_bases
 
-        print(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)", flush=True)
-        ensure_bases(force=False, try_pull=True, config=cfg)
+        say = reporter.info if reporter else print
+        say(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)")
+        ensure_bases(force=False, try_pull=True, config=cfg, say=say,
+                     progress=(lambda b, text, state: reporter.step("bases", b, text, state)) if reporter else None)
         return resolve_bases(cfg, services, provision=False)
     for n in missing:
         base = cfg.bases[n]
@@ -85,9 +87,9 @@ def find_by_input_digest(service: str, digest: str) -> str | None:
 
 
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
-              no_cache: bool, provision_bases: bool) -> BuildPlan:
+              no_cache: bool, provision_bases: bool, reporter: Reporter | None = None) -> BuildPlan:
     """Decide tags, input digests and actions before anything is built (one engine query for existing images)."""
-    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases)
+    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
     plans = []
     for svc in cfg.services:
         repo = env.repository(svc)
@@ -142,6 +144,7 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
     iid = log_dir / f"{p.name}.iid"
     iid.unlink(missing_ok=True)
     t0 = time.monotonic()
+    reporter.step("build", p.name, "starting the build")   # opens the service's span before the builder's
     with log.open("w") as fh:
         def on_line(line: str) -> None:
             fh.write(line + "\n")
@@ -261,7 +264,7 @@ class BuildStage:
     def run(self, ctx: RunContext) -> StageSummary:
         no_cache = bool(ctx.options.get("no_cache"))
         plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
-                         provision_bases=True)
+                         provision_bases=True, reporter=ctx.reporter)
         print_plan(plan, ctx.reporter)
         for p in plan.services:
             if p.action != "skip":

@@ -96,6 +96,14 @@ def upgrade_flags(major: int, *, wait: bool, rollback_on_failure: bool) -> list[
     return flags
 
 
+def ownership_flags(major: int) -> list[str]:
+    """Helm 4 applies server-side: a field changed out of band (`kubectl set image`, `kubectl scale`) belongs to
+    another field manager and the upgrade or rollback fails with a conflict. The release is the pipeline's, and
+    restoring the recorded state is the point, so Helm 4 takes those fields back (`--force-conflicts`). Helm 3's
+    three-way merge restores them without a flag."""
+    return ["--force-conflicts"] if major >= 4 else []
+
+
 def wait_flag(major: int) -> str:
     """The flag that makes rollback/uninstall wait for the resources."""
     return "--wait=watcher" if major >= 4 else "--wait"
@@ -155,6 +163,7 @@ def upgrade_install(target: KubeTarget, release: str, chart: Path, values_files:
     h = helm()
     argv = [h.path, "upgrade", release, str(chart), "--install", *_target_args(target),
             *_values_args(values_files), "--timeout", f"{timeout_s}s", "--history-max", str(history_max)]
+    argv += ownership_flags(h.major)
     if dry_run:
         argv.append(f"--dry-run={dry_run}")
     else:
@@ -224,7 +233,7 @@ def rollback(target: KubeTarget, release: str, revision: int, *, timeout_s: int,
     """`helm rollback RELEASE REVISION` (check=False)."""
     h = helm()
     argv = [h.path, "rollback", release, str(revision), *_target_args(target), "--timeout", f"{timeout_s}s",
-            "--history-max", str(history_max)]
+            "--history-max", str(history_max), *ownership_flags(h.major)]
     if wait:
         argv.append(wait_flag(h.major))
     return run(argv, timeout=timeout_s + 60, check=False, what="helm rollback")

@@ -27,7 +27,7 @@ from pipeline.stages.deploy.values import (
     image_values,
     resource_name,
 )
-from pipeline.tools.helm import ReleaseStatus, Revision, upgrade_flags
+from pipeline.tools.helm import ReleaseStatus, Revision, ownership_flags, upgrade_flags
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64
@@ -48,6 +48,11 @@ def test_helm4_flags_are_watcher_and_rollback_on_failure() -> None:
     assert upgrade_flags(4, wait=True, rollback_on_failure=True) == ["--wait=watcher", "--rollback-on-failure"]
     assert "--atomic" not in upgrade_flags(4, wait=True, rollback_on_failure=True)
     assert upgrade_flags(4, wait=False, rollback_on_failure=False) == []
+
+
+def test_helm4_takes_back_fields_changed_out_of_band() -> None:
+    assert ownership_flags(4) == ["--force-conflicts"]  # server-side apply: kubectl set image owns .image
+    assert ownership_flags(3) == []  # three-way merge restores them by itself
 
 
 def test_resource_name_matches_the_chart_helper() -> None:

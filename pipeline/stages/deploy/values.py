@@ -135,7 +135,7 @@ def env_values_files(env: Environment, extra: Sequence[Path] = ()) -> list[Path]
 
 def merged_values(chart: Path, values_files: Sequence[Path], generated: dict[str, Any]) -> dict[str, Any]:
     """The values Helm computes: the chart's values.yaml, each file in order, then the generated ones."""
-    # dates stay text (as Helm reads them); a bad file is one line, no traceback
+    # dates stay text (as Helm reads them); bad YAML is one line (UsageError), no traceback
     merged: dict[str, Any] = load_text((chart / "values.yaml").read_text(), "values.yaml") or {}
     for f in values_files:
         merged = deep_merge(merged, load_text(f.read_text(), str(f)) or {})
