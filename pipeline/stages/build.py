@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment, Service, load_config
-from pipeline.core.console import console, table
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest
-from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_digest
-from pipeline.tools import docker
+from pipeline.core.reporter import PlainReporter, Reporter
+from pipeline.stages.buildcontext import rules_for
+from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_record
+from pipeline.stages.rebuild_reasons import InputCache, why_rebuilt
+from pipeline.tools import buildkit, docker
+from pipeline.tools.build_progress import BuildProgress
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
 
 CACHE_REPO = "veza-pipeline-cache"
@@ -29,14 +32,16 @@ class BuildResult:
     duration_s: float
     log: Path | None
     reason: str = ""
+    why: str = ""                              # what changed since the image it would otherwise reuse
+    cached_steps: tuple[str, ...] = ()         # Dockerfile steps the builder took from its cache
 
 
 def default_workers(cfg: Config) -> int:
     return cfg.build.workers or max(1, min(4, os.cpu_count() or 2))
 
 
-def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
-                  provision: bool) -> tuple[dict[str, str], dict[str, bool]]:
+def resolve_bases(cfg: Config, services: tuple[Service, ...], *, provision: bool,
+                  reporter: Reporter | None = None) -> tuple[dict[str, str], dict[str, bool]]:
     """Base refs → image IDs, preferring the upstream image when it is present, else the local equivalent.
 
     When neither reference exists and provision is true, `invoke bases` runs first (pull, or build from
@@ -58,9 +63,10 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
     if missing and provision:
         from pipeline.local.bases import ensure_bases
 
-        console.print(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)")
+        (reporter or PlainReporter()).info(f"base images missing ({', '.join(missing)}): "
+                                           "providing them first (invoke bases)")
         ensure_bases(force=False, try_pull=True)
-        return resolve_bases(cfg, services, provision=False)
+        return resolve_bases(cfg, services, provision=False, reporter=reporter)
     for n in missing:
         base = cfg.bases[n]
         ids[base.local] = "missing"
@@ -82,10 +88,23 @@ def find_by_input_digest(service: str, digest: str) -> str | None:
     return image_id if labels.get(docker.LABEL_INPUT_DIGEST) == digest else None
 
 
+def input_cache(cfg: Config) -> InputCache:
+    """The local cache of each service's last inputs (for "why rebuilt")."""
+    return InputCache(cfg.state_dir / "inputs")
+
+
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
-              no_cache: bool, provision_bases: bool) -> BuildPlan:
-    """Decide tags, input digests and actions before anything is built (one engine query for existing images)."""
-    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases)
+              no_cache: bool, provision_bases: bool, builder: buildkit.Builder | None = None,
+              reporter: Reporter | None = None) -> BuildPlan:
+    """Decide tags, input digests, actions and reasons before anything is built.
+
+    The context file list follows the `.dockerignore` semantics of `builder` (detected from
+    `[build].builder` when None). Engine queries: one inspect per base and per service.
+    """
+    builder = builder or buildkit.detect(cfg.build.builder)
+    rules = rules_for(builder.kind)
+    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
+    cache = input_cache(cfg)
     plans = []
     for svc in cfg.services:
         repo = env.repository(svc)
@@ -95,8 +114,10 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         if svc not in selected:
             plans.append(ServicePlan(svc, repo, info.tags, "", args, "skip", "not selected (--service)"))
             continue
-        digest = input_digest(svc, args, svc_bases)
+        record = input_record(svc, args, svc_bases, rules)
+        digest = record.digest
         existing = None if no_cache else find_by_input_digest(svc.name, digest)
+        why = "unchanged"
         if "missing" in svc_bases.values():
             action, reason, found = "build", "base image missing: `invoke bases` will provide it", None
         elif no_cache:
@@ -105,17 +126,25 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
             action, reason, found = "reuse", "same input digest as image " + existing[7:19], existing
         else:
             action, reason, found = "build", "no image with this input digest", None
-        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found))
-    return BuildPlan(env=env, services=tuple(plans), version=info.version)
+        if action == "build":
+            why = "--no-cache" if no_cache else why_rebuilt(cache.load(svc.name), record)
+        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record))
+    return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
-def print_plan(plan: BuildPlan) -> None:
-    t = table(f"build plan ({plan.env.name})", "service", "tags", "input digest", "action", "why")
+def print_plan(plan: BuildPlan, reporter: Reporter | None = None) -> None:
+    """One line per service: "veza-backend-api: rebuild — main.go modified", and which builder runs."""
+    rep = reporter or PlainReporter()
+    if plan.builder is not None:
+        rep.info(f"build plan ({plan.env.name}) — builder: {plan.builder.label} ({plan.builder.why})")
     for p in plan.services:
-        colour = {"build": "yellow", "reuse": "green", "skip": "dim"}[p.action]
-        t.add_row(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-",
-                  f"[{colour}]{p.action}[/]", p.reason)
-    console.print(t)
+        tags = ", ".join(p.tags)
+        if p.action == "build":
+            rep.info(f"  {p.name}: rebuild — {p.why or p.reason} (input {p.input_digest[7:19]}; tags {tags})")
+        elif p.action == "reuse":
+            rep.info(f"  {p.name}: reuse — {p.reason} (tags {tags})")
+        else:
+            rep.info(f"  {p.name}: skip — {p.reason}")
 
 
 def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
@@ -137,39 +166,44 @@ def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
 
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,
-               stop: threading.Event) -> BuildResult:
+               stop: threading.Event, builder: buildkit.Builder, reporter: Reporter) -> BuildResult:
     log = log_dir / f"{p.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     iid = log_dir / f"{p.name}.iid"
     iid.unlink(missing_ok=True)
     t0 = time.monotonic()
-    prefix = f"[cyan]{p.name:<20}[/] "
+    progress = BuildProgress()
+    reporter.step("build", p.name, f"starting ({p.why or p.reason})")
     with log.open("w") as fh:
         def on_line(line: str) -> None:
             fh.write(line + "\n")
             fh.flush()
-            console.print(prefix + _escape(line), highlight=False)
+            reporter.detail(f"{p.name}: {line}")
+            for ev in progress.feed(line):
+                took = f" {ev.seconds:.1f}s" if ev.seconds is not None else ""
+                reporter.step("build", p.name, f"{ev.name}{took}",
+                              "running" if ev.state == "done" else ev.state)
 
-        rc = docker.build_image(
-            context=p.service.context, dockerfile=p.service.dockerfile, tags=p.refs, build_args=p.build_args,
-            labels=_labels(cfg, p, info), no_cache=no_cache, on_line=on_line, timeout=cfg.build.timeout_s,
-            iidfile=iid, stop=stop,
+        rc = buildkit.build(
+            builder, context=p.service.context, dockerfile=p.service.dockerfile, tags=p.refs,
+            build_args=p.build_args, labels=_labels(cfg, p, info), no_cache=no_cache, on_line=on_line,
+            timeout=cfg.build.timeout_s, iidfile=iid, stop=stop,
         )
     took = time.monotonic() - t0
+    cached = tuple(progress.cached_steps())
     if stop.is_set() and rc != 0:
-        return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast")
+        return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast", p.why, cached)
     if rc != 0 or not iid.exists():
-        return BuildResult(p.name, "failed", None, took, log, f"docker build exited {rc}; log: {log}")
+        tail = progress.failure_tail()
+        reporter.step("build", p.name, f"{builder.label} exited {rc}", "failed")
+        for line in tail:
+            reporter.warn(f"{p.name} | {line}")
+        return BuildResult(p.name, "failed", None, took, log, f"docker build exited {rc}; log: {log}", p.why, cached)
     image_id = iid.read_text().strip()
     repo, tag = cache_ref(p.name, p.input_digest).rsplit(":", 1)
     docker.tag_image(image_id, repo, tag)
-    return BuildResult(p.name, "built", image_id, took, log)
-
-
-def _escape(line: str) -> str:
-    from rich.markup import escape
-
-    return escape(line)
+    reporter.step("build", p.name, f"built in {took:.1f}s ({len(cached)} step(s) from cache)", "done")
+    return BuildResult(p.name, "built", image_id, took, log, "", p.why, cached)
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
@@ -179,6 +213,8 @@ def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
         res["log"] = str(r.log)
     if r.reason:
         res["reason"] = r.reason
+    if r.why:
+        res["why"] = r.why
     m.record(p.name, "build", res)
 
 
@@ -192,7 +228,17 @@ def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo, path: Path |
 
 
 def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, *, workers: int,
-                 fail_fast: bool, no_cache: bool, log_dir: Path) -> list[BuildResult]:
+                 fail_fast: bool, no_cache: bool, log_dir: Path,
+                 reporter: Reporter | None = None) -> list[BuildResult]:
+    """Reuse (re-tag) what the plan reuses, build the rest in parallel with the plan's builder, record each.
+
+    Each service's full builder output goes to `<log_dir>/<service>.log`; the reporter gets one step per
+    Dockerfile step state change and, on a failure, the failing step's last lines. The inputs of every image
+    built or reused are kept in the local input cache (for the next plan's "why rebuilt").
+    """
+    rep = reporter or PlainReporter()
+    builder = plan.builder or buildkit.detect(cfg.build.builder)
+    cache = input_cache(cfg)
     results: list[BuildResult] = []
     for p in plan.services:
         if p.action == "reuse" and p.existing_image:
@@ -200,19 +246,20 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
             for ref in p.refs:
                 repo, tag = ref.rsplit(":", 1)
                 docker.tag_image(p.existing_image, repo, tag)
-            r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)
-            console.print(f"[green]{p.name}[/]: unchanged ({p.reason}); tagged {', '.join(p.tags)}")
+            r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason, "unchanged")
+            rep.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
             _record(manifest, p, r)
+            if p.inputs is not None:
+                cache.save(p.name, p.inputs)
             results.append(r)
     to_build = [p for p in plan.services if p.action == "build"]
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="build") as pool:
         futures: dict[Future[BuildResult], ServicePlan] = {
-            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop): p for p in to_build}
+            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, builder, rep): p for p in to_build}
         if to_build:
-            builder = "buildx" if docker.has_buildx() else "legacy builder"
-            console.print(f"building {len(to_build)} image(s) with {workers} worker(s) ({builder}): "
-                          f"{', '.join(p.name for p in to_build)}")
+            rep.info(f"building {len(to_build)} image(s) with {workers} worker(s), {builder.label}: "
+                     f"{', '.join(p.name for p in to_build)}")
         pending = set(futures)
         try:
             while pending:
@@ -220,11 +267,13 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                 for f in done:
                     p = futures[f]
                     r = f.result() if not f.cancelled() else BuildResult(p.name, "cancelled", None, 0.0, None,
-                                                                          "not started: --fail-fast")
+                                                                          "not started: --fail-fast", p.why)
                     results.append(r)
                     _record(manifest, p, r)
+                    if r.status == "built" and p.inputs is not None:
+                        cache.save(p.name, p.inputs)
                     if r.status == "failed" and fail_fast and not stop.is_set():
-                        console.print(f"[red]{p.name} failed[/]: --fail-fast stops the other builds")
+                        rep.warn(f"{p.name} failed: --fail-fast stops the other builds")
                         stop.set()
                         for other in pending:
                             other.cancel()
@@ -236,38 +285,52 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
     return results
 
 
-def summarize(results: list[BuildResult]) -> None:
-    t = table("build summary", "service", "result", "image", "duration", "log / reason")
-    colours = {"built": "green", "reused": "green", "failed": "red", "cancelled": "yellow"}
+def summarize(results: list[BuildResult], reporter: Reporter | None = None,
+              builder: buildkit.Builder | None = None) -> None:
+    """The build summary: one line per service (result, image, duration, why / log), and the builder."""
+    rep = reporter or PlainReporter()
+    if builder is not None:
+        rep.info(f"build summary — builder: {builder.label} ({builder.why})")
+    else:
+        rep.info("build summary")
     for r in sorted(results, key=lambda r: r.service):
-        t.add_row(r.service, f"[{colours.get(r.status, 'white')}]{r.status}[/]",
-                  (r.image_id or "-")[7:19], f"{r.duration_s:.1f}s", r.reason or (str(r.log) if r.log else ""))
-    console.print(t)
+        image = (r.image_id or "-")[7:19]
+        if r.status == "built":
+            detail = f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}"
+        elif r.status == "reused":
+            detail = r.reason
+        else:
+            detail = r.reason or (str(r.log) if r.log else "")
+        rep.info(f"  {r.service}: {r.status} {image} {r.duration_s:.1f}s — {detail}")
 
 
 def run_build(services: list[str], env_name: str, no_cache: bool = False, workers: int = 0,
-              fail_fast: bool = False, dry_run: bool = False, cfg: Config | None = None) -> list[BuildResult]:
+              fail_fast: bool = False, dry_run: bool = False, cfg: Config | None = None,
+              reporter: Reporter | None = None) -> list[BuildResult]:
     """`invoke build`: the whole build stage; raises StageFailed (exit 1) when any build failed."""
     cfg = cfg or load_config()
+    rep = reporter or PlainReporter()
     env = cfg.env(env_name)
     selected = cfg.select(services)
     if workers < 0:
         raise UsageError(f"--workers {workers} is negative", "give 0 (auto) or a positive number")
     info = release_info(cfg, env)
-    plan = make_plan(cfg, env, selected, info, no_cache=no_cache, provision_bases=not dry_run)
-    print_plan(plan)
+    plan = make_plan(cfg, env, selected, info, no_cache=no_cache, provision_bases=not dry_run, reporter=rep)
+    print_plan(plan, rep)
     if dry_run:
-        console.print("dry run: nothing built")
+        rep.info("dry run: nothing built")
         return []
     manifest = open_manifest(cfg, env, info)
     log_dir = cfg.state_dir / "logs" / "build"
     t0 = time.monotonic()
     results = execute_plan(cfg, plan, info, manifest, workers=workers or default_workers(cfg),
-                           fail_fast=fail_fast, no_cache=no_cache, log_dir=log_dir)
+                           fail_fast=fail_fast, no_cache=no_cache, log_dir=log_dir, reporter=rep)
     failed = [r for r in results if r.status in ("failed", "cancelled")]
+    builder = plan.builder
     manifest.record_stage("build", {"status": "failed" if failed else "ok",
-                                    "duration_s": round(time.monotonic() - t0, 2)})
-    summarize(results)
+                                    "duration_s": round(time.monotonic() - t0, 2),
+                                    **({"builder": builder.kind} if builder else {})})
+    summarize(results, rep, builder)
     if failed:
         names = ", ".join(r.service for r in failed if r.status == "failed")
         raise StageFailed(f"build failed for {names}; logs under {log_dir}",

@@ -56,6 +56,11 @@ BUILDKIT_CURRENT = ContextRules("BuildKit file sync (buildx)", True, True, True)
 LEGACY_TAR = ContextRules("legacy builder context tar", True, False, False)
 
 
+def rules_for(builder_kind: str) -> ContextRules:
+    """The context rules of a builder kind (pipeline.tools.buildkit.KINDS: buildx | buildkit | legacy)."""
+    return {"buildx": BUILDKIT_CURRENT, "buildkit": BUILDKIT_CLASSIC, "legacy": LEGACY_TAR}[builder_kind]
+
+
 @dataclass(frozen=True)
 class Pattern:
     """One cleaned ignore pattern: its text (without `!`), whether it is an exception, and its regex."""
