@@ -11,22 +11,23 @@ BuildKit-only flags (`RUN --mount=…`, `FROM --platform=…`) are removed: slow
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
-import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import ToolMissing, UsageError
-from pipeline.core.paths import TOOLS_BIN
+from pipeline.core.paths import CACHE_DIR, TOOLS_BIN
 from pipeline.tools import proc
 
 KINDS = ("buildx", "buildkit", "legacy")
 # Where Debian's docker.io package puts its CLI (`dpkg -L docker.io`), also looked at when another CLI is first.
 DEBIAN_CLI = "/usr/bin/docker"
 FIRST_CLI_WITHOUT_BUILTIN_BUILDKIT = 23   # docker/cli 23.0 made `docker build` a buildx alias
+DETECT_CACHE = CACHE_DIR / "builder-detect.json"
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,10 @@ def _clis() -> list[str]:
 
 
 def _client_version(cli: str) -> str:
-    res = proc.run([cli, "version", "--format", "{{.Client.Version}}"], timeout=20, check=False)
-    return res.stdout.strip().splitlines()[0] if res.stdout.strip() else ""
+    """The CLI's own version (`docker --version`: no engine call), e.g. "20.10.24+dfsg1"."""
+    res = proc.run([cli, "--version"], timeout=20, check=False)
+    m = re.search(r"version ([^\s,]+)", res.stdout)
+    return m.group(1) if m else ""
 
 
 def _major(version: str) -> int:
@@ -65,19 +68,76 @@ def _major(version: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _plugin_dirs() -> list[str]:
+    """Where docker CLIs look for plugins such as buildx (docker/cli's default plugin directories)."""
+    config = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return [os.path.join(config, "cli-plugins"), "/usr/local/lib/docker/cli-plugins",
+            "/usr/local/libexec/docker/cli-plugins", "/usr/lib/docker/cli-plugins",
+            "/usr/libexec/docker/cli-plugins"]
+
+
+def _fingerprint(clis: list[str]) -> str:
+    """Identity of what detection looked at: each CLI and buildx plugin file (path, size, mtime)."""
+    parts = []
+    for path in [*clis, *(os.path.join(d, "docker-buildx") for d in _plugin_dirs())]:
+        try:
+            st = os.stat(path)
+            parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}:-")
+    return "|".join(parts)
+
+
+def _cached(fingerprint: str) -> dict[str, Builder] | None:
+    try:
+        data = json.loads(DETECT_CACHE.read_text())
+        if data.get("fingerprint") != fingerprint:
+            return None
+        return {k: Builder(**v) for k, v in data["found"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store(fingerprint: str, found: dict[str, Builder]) -> None:
+    try:
+        DETECT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = DETECT_CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "found": {k: vars(b) for k, b in found.items()}}))
+        os.replace(tmp, DETECT_CACHE)
+    except OSError:
+        pass   # a cache: detection simply runs again next time
+
+
 @functools.lru_cache(maxsize=4)
 def detect(prefer: str = "auto") -> Builder:
     """The builder to use: `prefer` = auto | buildx | buildkit | legacy (config `[build].builder`).
 
     auto: buildx where the plugin answers; else a CLI older than 23.0 (these drive BuildKit without
-    buildx); else the legacy builder. Raises UsageError for an unknown kind and ToolMissing when the
-    preferred kind is not available or no docker CLI exists at all.
+    buildx); else the legacy builder. The probe (a few CLI runs) is cached in CACHE_DIR until a CLI or a
+    buildx plugin file changes. Raises UsageError for an unknown kind and ToolMissing when the preferred
+    kind is not available or no docker CLI exists at all.
     """
     if prefer not in ("auto", *KINDS):
         raise UsageError(f"[build].builder = {prefer!r} is not a builder", "use auto, buildx, buildkit or legacy")
     clis = _clis()
     if not clis:
         raise ToolMissing("no docker CLI found on PATH", "apt-get install -y docker.io")
+    fingerprint = _fingerprint(clis)
+    found = _cached(fingerprint)
+    if found is None:
+        found = _probe(clis)
+        _store(fingerprint, found)
+    if prefer == "auto":
+        return next(found[k] for k in KINDS if k in found)
+    if prefer not in found:
+        raise ToolMissing(f"[build].builder = {prefer!r} but this machine has no {prefer} builder",
+                          "set [build].builder = \"auto\" or install it (docker.io's 20.10 CLI, or buildx)")
+    chosen = found[prefer]
+    return Builder(chosen.kind, chosen.cli, chosen.version, f"[build].builder = {prefer!r}; {chosen.why}")
+
+
+def _probe(clis: list[str]) -> dict[str, Builder]:
+    """Every builder kind this machine offers (legacy always), each with the CLI that runs it."""
     versions = {cli: _client_version(cli) for cli in clis}
     found: dict[str, Builder] = {}
     for cli in clis:
@@ -95,13 +155,7 @@ def detect(prefer: str = "auto") -> Builder:
     found["legacy"] = Builder("legacy", clis[0], versions[clis[0]],
                               "no buildx plugin and no docker CLI older than 23.0 (the ones that drive BuildKit "
                               "without buildx): install Debian's docker.io or the buildx plugin")
-    if prefer == "auto":
-        return next(found[k] for k in KINDS if k in found)
-    if prefer not in found:
-        raise ToolMissing(f"[build].builder = {prefer!r} but this machine has no {prefer} builder",
-                          "set [build].builder = \"auto\" or install it (docker.io's 20.10 CLI, or buildx)")
-    chosen = found[prefer]
-    return Builder(chosen.kind, chosen.cli, chosen.version, f"[build].builder = {prefer!r}; {chosen.why}")
+    return found
 
 
 _MOUNT_FLAGS = re.compile(r"^(\s*RUN\s+)((?:--mount=\S+\s*(?:\\\r?\n\s*)?)+)", re.IGNORECASE | re.MULTILINE)
@@ -186,7 +240,3 @@ def prune_builder_cache(builder: Builder, *, keep_bytes: int, timeout: float) ->
     res = proc.run(argv, timeout=timeout, env=env, what="docker builder prune")
     return res.stdout.strip()
 
-
-def which_cli() -> str:
-    """The first docker CLI on PATH (for doctor lines)."""
-    return shutil.which("docker") or ""

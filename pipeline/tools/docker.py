@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools import proc
@@ -141,7 +141,24 @@ def inspect_image(ref: str) -> dict[str, Any]:
 
 
 def tag_image(image: str, repository: str, tag: str) -> None:
-    client().api.tag(image, repository, tag, force=True)
+    """Tag a local image (POST /images/{image}/tag): plain HTTP on the local socket, docker-py elsewhere."""
+    sock = _local_socket()
+    if sock is None:
+        client().api.tag(image, repository, tag, force=True)
+        return
+    conn = _UnixHTTPConnection(sock, timeout=60)
+    try:
+        conn.request("POST", f"/images/{quote(image, safe='/:@')}/tag?{urlencode({'repo': repository, 'tag': tag})}")
+        resp = conn.getresponse()
+        body = resp.read()
+    except OSError as exc:
+        raise ToolMissing(f"no Docker engine answers at {sock} ({exc.strerror or exc})",
+                          "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
+                          ) from None
+    finally:
+        conn.close()
+    if resp.status not in (200, 201):
+        raise StageFailed(f"the engine answered {resp.status} to tag {image} as {repository}:{tag}: {body[:200]!r}")
 
 
 def build_image(
