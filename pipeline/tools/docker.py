@@ -224,3 +224,51 @@ def import_rootfs(tarball: Path, ref: str, *, changes: list[str], timeout: float
     argv += [str(tarball), ref]
     res = proc.run(argv, timeout=timeout, what=f"docker import {ref}")
     return res.stdout.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- cache hygiene (pipeline/machine/prune.py)
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """One record of the engine's BuildKit cache (`GET /system/df`): ID, bytes, in use, last use (ISO time)."""
+
+    id: str
+    size: int
+    in_use: bool
+    last_used: str
+    description: str
+
+
+def build_cache_records(timeout: float = 120) -> list[CacheRecord]:
+    """Every BuildKit cache record the engine holds (empty when the engine has no BuildKit cache)."""
+    df = client().api.df()
+    return [CacheRecord(str(r.get("ID")), int(r.get("Size") or 0), bool(r.get("InUse")),
+                        str(r.get("LastUsedAt") or r.get("CreatedAt") or ""), str(r.get("Description") or ""))
+            for r in (df.get("BuildCache") or [])]
+
+
+def prune_build_cache(keep_bytes: int) -> int:
+    """Trim the engine's build cache to keep_bytes, least recently used first (`POST /build/prune`); bytes freed."""
+    res = client().api.prune_builds(keep_storage=keep_bytes)
+    return int((res or {}).get("SpaceReclaimed") or 0)
+
+
+def images_with_label(*labels: str, dangling: bool | None = None) -> list[dict[str, Any]]:
+    """Local images carrying every one of `labels` (key or key=value), optionally only dangling (untagged) ones."""
+    filters: dict[str, Any] = {"label": list(labels)}
+    if dangling is not None:
+        filters["dangling"] = dangling
+    return list(client().api.images(filters=filters))
+
+
+def remove_image(ref: str) -> str | None:
+    """Remove a tag (or an untagged image by ID) without force; None when done, else the engine's reason."""
+    import docker.errors
+
+    try:
+        client().api.remove_image(ref, force=False, noprune=False)
+        return None
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as exc:
+        return str(exc.explanation or exc)

@@ -53,3 +53,28 @@ def test_parse_size() -> None:
     assert parse_size("512MB") == 512_000_000
     assert parse_size("0B") == 0
     assert parse_size("n/a") is None
+
+
+def test_cache_over_cap_is_least_recently_used_first() -> None:
+    from pipeline.machine.prune import cache_over_cap
+    from pipeline.tools.docker import CacheRecord
+
+    recs = [CacheRecord("new", 400, False, "2026-11-29T10:00:00Z", ""),
+            CacheRecord("old", 300, False, "2026-11-01T10:00:00Z", ""),
+            CacheRecord("busy", 500, True, "2026-10-01T10:00:00Z", ""),
+            CacheRecord("mid", 200, False, "2026-11-15T10:00:00Z", "")]
+    assert [r.id for r in cache_over_cap(recs, 1400)] == []
+    assert [r.id for r in cache_over_cap(recs, 1000)] == ["old", "mid"]   # the in-use record stays
+    assert [r.id for r in cache_over_cap(recs, 0)] == ["old", "mid", "new"]
+
+
+def test_old_cache_tags_keeps_newest_and_protected() -> None:
+    from pipeline.machine.prune import old_cache_tags
+
+    images = [{"Id": "sha256:a", "Created": 1, "RepoTags": ["c/svc:in-a"]},
+              {"Id": "sha256:b", "Created": 2, "RepoTags": ["c/svc:in-b", "127.0.0.1:5000/x/svc:sha-1"]},
+              {"Id": "sha256:c", "Created": 3, "RepoTags": ["c/svc:in-c"]},
+              {"Id": "sha256:d", "Created": 1, "RepoTags": ["c/other:in-d"]},
+              {"Id": "sha256:e", "Created": 0, "RepoTags": ["elsewhere/svc:in-e"]}]
+    assert old_cache_tags(images, "c", 1, protected={"sha256:a"}) == [("c/svc:in-b", "sha256:b")]
+    assert old_cache_tags(images, "c", 3, protected=set()) == []
