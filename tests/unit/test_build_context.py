@@ -70,7 +70,8 @@ def test_issue_case_depends_on_the_sender(tmp_path: Path) -> None:
     ("**/build\n", sorted(t for t in [*TREE, ".dockerignore"] if "build/" not in t)),
     ("*.tmp\n", sorted(t for t in [*TREE, ".dockerignore"] if t != "scratch.tmp")),
     ("**/*.tmp\n.dockerignore\n", sorted(t for t in TREE if not t.endswith(".tmp"))),
-    ("internal\n!internal/api/handler.go\n", sorted(t for t in [*TREE, ".dockerignore"] if t != "internal/api/notes.txt")),
+    ("internal\n!internal/api/handler.go\n",
+     sorted(t for t in [*TREE, ".dockerignore"] if t != "internal/api/notes.txt")),
     ("kit/**\n!kit/tmp\n", sorted(t for t in [*TREE, ".dockerignore"] if t != "kit/kit.go")),
 ])
 def test_table_agrees_across_senders(tmp_path: Path, ignore: str | None, expected: list[str]) -> None:

@@ -35,8 +35,8 @@ def test_added_removed_args_bases_dockerfile() -> None:
     changes = compare(BASE, cur)
     assert changes.added == ("kit/new.go",) and changes.removed == ("go.mod",) and not changes.modified
     assert changes.args == ("EXTRA", "GREETING")
-    assert why_rebuilt(BASE, cur) == ("Dockerfile modified; kit/new.go added; go.mod removed; "
-                                      "build args EXTRA, GREETING changed; base image veza-local/golang:bookworm changed")
+    assert why_rebuilt(BASE, cur) == ("Dockerfile modified; kit/new.go added; go.mod removed; build args EXTRA, "
+                                      "GREETING changed; base image veza-local/golang:bookworm changed")
 
 
 def test_many_paths_are_counted() -> None:
