@@ -179,10 +179,14 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
             fh.write(line + "\n")
             fh.flush()
             reporter.detail(f"{p.name}: {line}")
+            # Each Dockerfile step's state changes are progress of the running build ("running"); the
+            # service's own outcome is reported once below (done | failed), a reuse as "cached".
             for ev in progress.feed(line):
+                if ev.state == "failed":
+                    continue
                 took = f" {ev.seconds:.1f}s" if ev.seconds is not None else ""
-                reporter.step("build", p.name, f"{ev.name}{took}",
-                              "running" if ev.state == "done" else ev.state)
+                note = {"running": "", "cached": " — cached", "done": f" — done{took}"}[ev.state]
+                reporter.step("build", p.name, f"{ev.name}{note}", "running")
 
         rc = buildkit.build(
             builder, context=p.service.context, dockerfile=p.service.dockerfile, tags=p.refs,
