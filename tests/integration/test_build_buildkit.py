@@ -162,3 +162,24 @@ def test_dry_run_says_why(go_project: MiniProject, capsys: pytest.CaptureFixture
     assert "beta: rebuild — kit/extra.go added" in out
     assert "alpha: reuse" in out
     assert "builder: BuildKit (docker CLI, DOCKER_BUILDKIT=1)" in out
+
+
+def test_failure_shows_the_failing_steps_last_lines(go_project: MiniProject,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.core.errors import StageFailed
+
+    p = go_project
+    p.write("services/alpha/main.go", "package main\n\nfunc main() { undefinedCall() }\n")
+    p.commit("fix(alpha): broken")
+    capsys.readouterr()
+    with pytest.raises(StageFailed) as info:
+        run_build(services=["alpha"], env_name="dev", cfg=p.config)
+    assert "build failed for alpha" in info.value.message
+    out = capsys.readouterr().out
+    failing = [ln for ln in out.splitlines() if ln.startswith("warning: alpha | ")]
+    assert failing[0].startswith("warning: alpha | [build 6/6] RUN --mount=type=cache")
+    assert any("undefined: undefinedCall" in ln for ln in failing)
+    assert len(failing) <= 22
+    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    assert m.service("alpha")["build"]["status"] == "failed"
+    assert "undefined: undefinedCall" in Path(m.service("alpha")["build"]["log"]).read_text()
