@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.core.config import Config, load_config
 from pipeline.local.bases import build_args_for, ensure_bases
+from pipeline.tools import buildkit
 from pipeline.tools import docker as docker_tool
 
 LABEL_RUN = docker_tool.LABEL_RUN
@@ -47,8 +48,8 @@ def service_images(docker_client: Any, tmp_path_factory: pytest.TempPathFactory)
         for svc in cfg.services:
             ref = f"veza-test/{svc.name}:{run}"
             lines: list[str] = []
-            rc = docker_tool.build_image(
-                context=svc.context, dockerfile=svc.dockerfile, tags=[ref],
+            rc = buildkit.build(
+                buildkit.detect(cfg.build.builder), context=svc.context, dockerfile=svc.dockerfile, tags=[ref],
                 build_args={**build_args_for(cfg.bases, svc.bases), **BUILD_INFO},
                 labels={LABEL_RUN: run}, no_cache=False, on_line=lines.append, timeout=1800,
                 iidfile=logs / f"{svc.name}.iid")
