@@ -109,3 +109,18 @@ def test_symlinks_are_sent_as_links(tmp_path: Path) -> None:
     ctx = make_tree(tmp_path, None, ["real/file.txt"])
     (ctx / "link").symlink_to("real")
     assert context_files(ctx, tmp_path / "Dockerfile", BUILDKIT_CLASSIC) == ["link", "real/file.txt"]
+
+
+def test_project_services_digest_is_the_same_whichever_builder_runs() -> None:
+    """The services' ignore files avoid the senders' corners: switching builders rebuilds nothing."""
+    from pipeline.core.config import load_config
+    from pipeline.stages.buildcontext import rules_for
+    from pipeline.stages.plan import input_record
+
+    cfg = load_config()
+    for svc in cfg.services:
+        digests = {k: input_record(svc, {"A": "1"}, {"base": "sha256:1"}, rules_for(k)).digest
+                   for k in ("buildx", "buildkit", "legacy")}
+        assert len(set(digests.values())) == 1, (svc.name, digests)
+        files = context_files(svc.context, svc.dockerfile, rules_for("buildkit"))
+        assert ".dockerignore" not in files and files, svc.name
