@@ -117,7 +117,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--port", type=int, default=19400, help="loopback port of the bench registry")
     ap.add_argument("--skip-cold", action="store_true", help="skip the cold builds (minutes)")
+    ap.add_argument("--cases", default="go,rust,noop,cold", help="comma-separated subset of go,rust,noop,cold")
     args = ap.parse_args()
+    cases = set(args.cases.split(","))
     run = uuid.uuid4().hex[:8]
     builder = detect("auto")
     rows: list[tuple[str, ...]] = []
@@ -137,8 +139,11 @@ def main() -> None:
             print(f"bench {run}: builder {builder.label}; warming both sides (load {load()})", flush=True)
             pipeline_build_push(clone)
             seed_loop(clone, cfg, reg.address, run, work)
-            for case, rel, target in (("Go (veza-backend-api)", "services/backend-api/main.go", 0.25),
-                                      ("Rust (veza-chat-server)", "services/chat-server/src/main.rs", 0.35)):
+            for key, case, rel, target in (
+                    ("go", "Go (veza-backend-api)", "services/backend-api/main.go", 0.25),
+                    ("rust", "Rust (veza-chat-server)", "services/chat-server/src/main.rs", 0.35)):
+                if key not in cases:
+                    continue
                 ours, theirs, loads = [], [], []
                 for n in range(args.rounds):
                     loads.append(load())
@@ -152,10 +157,11 @@ def main() -> None:
                 rows.append((f"one changed {case}, build + push", f"{a:.1f} s", f"{b:.1f} s",
                              f"{a / b:.2f}× (target ≤ {target}×)", ", ".join(loads),
                              " / ".join(f"{x:.1f}" for x in ours) + " vs " + " / ".join(f"{x:.1f}" for x in theirs)))
-            noops = [invoke(clone, "build", "--env", "bench") for _ in range(3)]
-            rows.append(("no-op `invoke build`, 4 services", f"{statistics.median(noops):.2f} s", "-",
-                         "target < 1 s", load(), " / ".join(f"{x:.2f}" for x in noops)))
-            if not args.skip_cold:
+            if "noop" in cases:
+                noops = [invoke(clone, "build", "--env", "bench") for _ in range(3)]
+                rows.append(("no-op `invoke build`, 4 services", f"{statistics.median(noops):.2f} s", "-",
+                             "target < 1 s", load(), " / ".join(f"{x:.2f}" for x in noops)))
+            if "cold" in cases and not args.skip_cold:
                 # Empty cache mounts for the BuildKit side: ids unique to this run.
                 for df in (clone / "dockerfiles").glob("*.Dockerfile"):
                     df.write_text(re.sub(r"id=(veza-[a-z-]+)", rf"id=\1-bench{run}", df.read_text()))
