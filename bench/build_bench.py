@@ -97,6 +97,15 @@ def commit_all(clone: Path, msg: str) -> None:
     subprocess.run(["git", "-C", str(clone), "commit", "-qam", msg], check=True)
 
 
+def keep_logs(clone: Path, dest: Path) -> None:
+    """Copy the build logs of the last `invoke build` out of the clone (they outlive the bench)."""
+    import shutil
+
+    for log in clone.glob(".pipeline/**/build/*.log"):
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, dest / log.name)
+
+
 def cleanup(registry: str, run: str) -> None:
     import docker
 
@@ -121,6 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     cases = set(args.cases.split(","))
     run = uuid.uuid4().hex[:8]
+    logs = Path(tempfile.gettempdir()) / f"veza-bench-logs-{run}"
     builder = detect("auto")
     rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="veza-bench-") as tmp, \
@@ -158,25 +168,29 @@ def main() -> None:
                              f"{a / b:.2f}× (target ≤ {target}×)", ", ".join(loads),
                              " / ".join(f"{x:.1f}" for x in ours) + " vs " + " / ".join(f"{x:.1f}" for x in theirs)))
             if "noop" in cases:
+                invoke(clone, "build", "--env", "bench")   # the last seed-side change is not built yet
                 noops = [invoke(clone, "build", "--env", "bench") for _ in range(3)]
                 rows.append(("no-op `invoke build`, 4 services", f"{statistics.median(noops):.2f} s", "-",
                              "target < 1 s", load(), " / ".join(f"{x:.2f}" for x in noops)))
             if "cold" in cases and not args.skip_cold:
-                # Empty cache mounts for the BuildKit side: ids unique to this run.
-                for df in (clone / "dockerfiles").glob("*.Dockerfile"):
-                    df.write_text(re.sub(r"id=(veza-[a-z-]+)", rf"id=\1-bench{run}", df.read_text()))
-                commit_all(clone, "bench: cold cache mounts")
-                l1 = load()
-                bk = invoke(clone, "build", "--env", "bench", "--no-cache")
+                # Legacy first, then BuildKit with empty cache mounts (ids unique to this run); each log kept.
                 text = (clone / "pipeline.toml").read_text()
                 assert 'builder = "auto"' in text
                 (clone / "pipeline.toml").write_text(text.replace('builder = "auto"', 'builder = "legacy"'))
                 commit_all(clone, "bench: legacy builder")
-                l2 = load()
+                l1 = load()
                 legacy = invoke(clone, "build", "--env", "bench", "--no-cache")
+                keep_logs(clone, logs / "cold-legacy")
+                (clone / "pipeline.toml").write_text(text)
+                for df in (clone / "dockerfiles").glob("*.Dockerfile"):
+                    df.write_text(re.sub(r"id=(veza-[a-z-]+)", rf"id=\1-bench{run}", df.read_text()))
+                commit_all(clone, "bench: BuildKit, cold cache mounts")
+                l2 = load()
+                bk = invoke(clone, "build", "--env", "bench", "--no-cache")
+                keep_logs(clone, logs / "cold-buildkit")
                 rows.append(("cold build (`--no-cache`), 4 services",
                              f"{bk:.1f} s ({builder.label}, empty cache mounts)", f"{legacy:.1f} s (legacy builder)",
-                             f"{bk / legacy:.2f}× (target ≤ 1×)", f"{l1}, {l2}", ""))
+                             f"{bk / legacy:.2f}× (target ≤ 1×)", f"{l2}, {l1}", f"logs: {logs}"))
         finally:
             cleanup(reg.address, run)
     machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}"
