@@ -37,6 +37,31 @@ def _cli(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _setup(env: str = "", verbose: bool = False, *, sources: bool = False) -> tuple[Any, Any, Any]:
+    """The config (loaded once, here), the environment object and the run's reporter.
+
+    sources=True: the services' build contexts and Dockerfiles must exist (building needs them; pushing,
+    scanning, deploying work from the manifest alone)."""
+    from pipeline.core.config import load_config
+    from pipeline.core.reporter import make_reporter
+    from pipeline.core.vocab import DEFAULT_ENV
+
+    cfg = load_config(check_files=sources)
+    return cfg, cfg.env(env or DEFAULT_ENV), make_reporter(verbose=verbose)
+
+
+def _stages(names: list[str], env: str, services: list[str] | None = None, verbose: bool = False,
+            **options: Any) -> None:
+    """A task that is one or more stages: the runner, on the environment's manifest."""
+    from pipeline.release.runner import run_command
+
+    cfg, environment, reporter = _setup(env, verbose, sources="build" in names)
+    run_command(cfg, environment, names, reporter, services=_list(services), options=options)
+
+
+ENV_HELP = "environment (default: local)"
+
+
 def _list(value: Any) -> list[str]:
     """Invoke's iterable flags give lists; accept comma-separated values too."""
     out: list[str] = []
@@ -83,9 +108,10 @@ def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pyt
 
 # ---------------------------------------------------------------- versioning
 
-@task(help={"env": "environment whose tag policy to apply", "json": "machine-readable output (stable schema)"})
+@task(help={"env": "environment whose tag policy to apply (default: local)",
+            "json": "machine-readable output (stable schema)"})
 @_cli
-def version(c: Context, env: str = "dev", json: bool = False) -> None:
+def version(c: Context, env: str = "local", json: bool = False) -> None:
     """Print the version facts (SHA, branch, dirty, semver, next) and the exact tags each service would get."""
     from pipeline.versioning.cli import print_version
 
@@ -131,21 +157,26 @@ def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
     iterable=["service"],
     help={
         "service": "service to build (repeatable; default: all)",
-        "env": "environment whose tag policy applies",
+        "env": ENV_HELP,
         "no_cache": "build without the engine's layer cache",
         "workers": "parallel builds (0 = auto)",
         "fail_fast": "stop at the first failing build",
         "dry_run": "print the plan (tags, input digest, action) and build nothing",
+        "verbose": "stream the builders' output",
     },
 )
 @_cli
-def build(c: Context, service: list[str] | None = None, env: str = "dev", no_cache: bool = False,
-          workers: int = 0, fail_fast: bool = False, dry_run: bool = False) -> None:
+def build(c: Context, service: list[str] | None = None, env: str = "", no_cache: bool = False,
+          workers: int = 0, fail_fast: bool = False, dry_run: bool = False, verbose: bool = False) -> None:
     """Build the service images in parallel, skipping those whose input digest is unchanged."""
-    from pipeline.stages.build import run_build
+    if dry_run:
+        from pipeline.stages.build import dry_run_plan
 
-    run_build(services=_list(service), env_name=env, no_cache=no_cache, workers=workers,
-              fail_fast=fail_fast, dry_run=dry_run)
+        cfg, environment, reporter = _setup(env, verbose, sources=True)
+        dry_run_plan(cfg, environment, _list(service), reporter)
+        reporter.info("dry run: nothing built")
+        return
+    _stages(["build"], env, service, verbose, no_cache=no_cache, workers=workers, fail_fast=fail_fast)
 
 
 @task(help={
@@ -156,22 +187,19 @@ def build(c: Context, service: list[str] | None = None, env: str = "dev", no_cac
 @_cli
 def prune(c: Context, dry_run: bool = False, keep: int = 2, all_dangling: bool = False) -> None:
     """Cache hygiene: build cache over [build].cache_cap_mb, the pipeline's dangling images, old cache tags."""
-    from pipeline.core.config import load_config
-    from pipeline.core.reporter import PlainReporter
     from pipeline.machine.prune import run_prune
 
-    run_prune(load_config(), PlainReporter(), dry_run=dry_run, keep=keep, all_dangling=all_dangling)
+    cfg, _environment, reporter = _setup()
+    run_prune(cfg, reporter, dry_run=dry_run, keep=keep, all_dangling=all_dangling)
 
 
 # ---------------------------------------------------------------- scan and lint
 
-@task(iterable=["service"], help={"service": "service to scan (repeatable)", "env": "environment whose gate applies"})
+@task(iterable=["service"], help={"service": "service to scan (repeatable)", "env": ENV_HELP})
 @_cli
-def scan(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
-    """Scan the built images with Trivy (vulns, secrets, misconfig) and apply the environment's gate."""
-    from pipeline.stages.scan import run_scan
-
-    run_scan(services=_list(service), env_name=env)
+def scan(c: Context, service: list[str] | None = None, env: str = "") -> None:
+    """Scan the built images with Trivy (vulns, secrets, misconfig) and apply the environment's gate (exit 3)."""
+    _stages(["scan"], env, service)
 
 
 @task(
@@ -196,19 +224,23 @@ def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bo
 
 
 @task(
-    iterable=["path"],
+    iterable=["path", "kube_version"],
     help={
         "path": "file or directory to lint (repeatable; default: the project's own)",
-        "threshold": "lowest blocking severity (default: prod's threshold)",
+        "threshold": "lowest blocking severity (default: the environment's, else prod's threshold)",
         "format": "text | json",
+        "env": "environment whose threshold and cluster's Kubernetes version apply (default: all environments)",
+        "kube_version": "Kubernetes version to check schemas for, e.g. 1.31 (repeatable; default: the clusters')",
     },
 )
 @_cli
-def lint(c: Context, path: list[str] | None = None, threshold: str = "", format: str = "text") -> None:
-    """Lint Dockerfiles, compose, k8s and Helm: hadolint, trivy config, helm lint, schemas, the seed's pitfalls."""
+def lint(c: Context, path: list[str] | None = None, threshold: str = "", format: str = "text", env: str = "",
+         kube_version: list[str] | None = None) -> None:
+    """Lint Dockerfiles, compose, k8s, Kustomize and Helm: hadolint, trivy config, helm lint, schemas, VZ rules."""
     from pipeline.lint.run import run_lint
 
-    run_lint(paths=_list(path), threshold=threshold or None, fmt=format)
+    run_lint(paths=_list(path), threshold=threshold or None, fmt=format, env_name=env,
+             kube_versions=tuple(_list(kube_version) or ()))
 
 
 @task(
@@ -230,13 +262,16 @@ def trivy_db(c: Context, advisories: str, push: str = "", out: str = "") -> None
 
 
 @task(name="sbom-attach", iterable=["service"],
-      help={"service": "service whose SBOM to attach (repeatable)", "env": "environment whose registry holds it"})
+      help={"service": "service whose SBOM to attach (repeatable)", "env": ENV_HELP})
 @_cli
-def sbom_attach(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
+def sbom_attach(c: Context, service: list[str] | None = None, env: str = "") -> None:
     """Attach each pushed image's CycloneDX SBOM (from the scan stage) to it in the registry (OCI artifact)."""
+    from pipeline.release.runner import open_run
     from pipeline.stages.sbom import attach_sboms
 
-    attach_sboms(_list(service), env)
+    cfg, environment, reporter = _setup(env)
+    with open_run(cfg, environment, reporter, services=_list(service), creates_manifest=False) as ctx:
+        attach_sboms(cfg, ctx.manifest, reporter, ctx.services or None)
 
 
 # ---------------------------------------------------------------- registry, push, promote
@@ -247,7 +282,7 @@ def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
     """Start the local OCI registry on 127.0.0.1:5000 (storage under the state directory)."""
     from pipeline.local.registry import registry_up as up
 
-    up(auth=auth, tls=tls)
+    up(_setup()[0], auth=auth, tls=tls)
 
 
 @task(name="registry-down")
@@ -256,7 +291,7 @@ def registry_down(c: Context) -> None:
     """Stop the local registry (its storage is kept)."""
     from pipeline.local.registry import registry_down as down
 
-    down()
+    down(_setup()[0])
 
 
 @task(name="registry-status")
@@ -265,16 +300,14 @@ def registry_status(c: Context) -> None:
     """Tell whether the local registry runs, where, and what it holds."""
     from pipeline.local.registry import registry_status as status_
 
-    status_()
+    status_(_setup()[0])
 
 
-@task(iterable=["service"], help={"service": "service to push (repeatable)", "env": "target environment"})
+@task(iterable=["service"], help={"service": "service to push (repeatable)", "env": ENV_HELP})
 @_cli
-def push(c: Context, service: list[str] | None = None, env: str = "dev") -> None:
+def push(c: Context, service: list[str] | None = None, env: str = "") -> None:
     """Push every tag of the built images, with retries; record each registry digest in the manifest."""
-    from pipeline.stages.push import run_push
-
-    run_push(services=_list(service), env_name=env)
+    _stages(["push"], env, service)
 
 
 @task(iterable=["service"], help={"from_": "source environment", "to": "target environment",
@@ -283,19 +316,23 @@ def push(c: Context, service: list[str] | None = None, env: str = "dev") -> None
 def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -> None:
     """Copy the exact images (by digest) that passed in one environment to the next; no rebuild, no pull."""
     from pipeline.release.promote import run_promote
+    from pipeline.release.runner import open_run
 
-    run_promote(from_env=from_, to_env=to, services=_list(service))
+    cfg, src, reporter = _setup(from_)
+    with open_run(cfg, src, reporter, services=_list(service), creates_manifest=False) as ctx:
+        run_promote(cfg, src, cfg.env(to), ctx.manifest, reporter, ctx.services or None)
 
 
 # ---------------------------------------------------------------- compose stack and smoke
 
-@task(help={"env": "environment", "build": "build the images first"})
+@task(help={"env": ENV_HELP, "build": "build the images first"})
 @_cli
-def up(c: Context, env: str = "local", build: bool = False) -> None:
+def up(c: Context, env: str = "", build: bool = False) -> None:
     """Start the whole platform with docker compose for development."""
     from pipeline.local.stack import stack_up
 
-    stack_up(env_name=env, build=build)
+    cfg, environment, reporter = _setup(env, sources=build)
+    stack_up(cfg, environment, reporter, build=build)
 
 
 @task(help={"volumes": "also remove the named volumes"})
@@ -304,7 +341,8 @@ def down(c: Context, volumes: bool = False) -> None:
     """Stop the development stack."""
     from pipeline.local.stack import stack_down
 
-    stack_down(volumes=volumes)
+    cfg, _env, reporter = _setup()
+    stack_down(cfg, reporter, volumes=volumes)
 
 
 @task(help={"service": "only this service", "follow": "follow the logs"})
@@ -313,27 +351,33 @@ def logs(c: Context, service: str = "", follow: bool = False) -> None:
     """Show the development stack's logs."""
     from pipeline.local.stack import stack_logs
 
-    stack_logs(service=service or None, follow=follow)
+    cfg, _env, _reporter = _setup()
+    stack_logs(cfg, service=service or None, follow=follow)
 
 
-@task(help={"env": "environment", "keep_on_failure": "leave the stack up when it fails (debugging)"})
+@task(iterable=["compose_override"],
+      help={"env": ENV_HELP, "keep_on_failure": "leave the stack up when it fails (debugging)",
+            "compose_override": "an extra compose file (repeatable; printed, recorded; refused where the "
+                                "environment requires a clean tree)"})
 @_cli
-def smoke(c: Context, env: str = "local", keep_on_failure: bool = False) -> None:
+def smoke(c: Context, env: str = "", keep_on_failure: bool = False, compose_override: list[str] | None = None) -> None:
     """Smoke-test the exact images of the manifest: compose up, wait healthy, probe, always tear down (exit 4)."""
-    from pipeline.stages.smoke import run_smoke
+    from pathlib import Path
 
-    run_smoke(env_name=env, keep_on_failure=keep_on_failure)
+    _stages(["smoke"], env, keep_on_failure=keep_on_failure,
+            compose_overrides=tuple(Path(p).resolve() for p in _list(compose_override)))
 
 
 # ---------------------------------------------------------------- cluster and deploy
 
-@task(name="cluster-up", help={"env": "environment whose kube context to use"})
+@task(name="cluster-up", help={"env": "environment whose kube context to use (default: local)"})
 @_cli
-def cluster_up(c: Context, env: str = "local") -> None:
+def cluster_up(c: Context, env: str = "") -> None:
     """Use the environment's kube context, or provision the local single-node Kubernetes offline."""
     from pipeline.local.cluster import cluster_up as up_
 
-    up_(env_name=env)
+    _cfg, environment, reporter = _setup(env)
+    up_(environment.kube_context, say=reporter.info)
 
 
 @task(name="cluster-down")
@@ -354,50 +398,65 @@ def cluster_status(c: Context) -> None:
     status_()
 
 
-@task(iterable=["service"], help={"env": "target environment", "service": "service to deploy (repeatable)",
+@task(iterable=["service"], help={"env": ENV_HELP, "service": "service to deploy (repeatable)",
                                   "dry_run": "render and validate, change nothing"})
 @_cli
-def deploy(c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False) -> None:
+def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False) -> None:
     """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5)."""
-    from pipeline.stages.deploy import run_deploy
-
-    run_deploy(env_name=env, services=_list(service), dry_run=dry_run)
+    _stages(["deploy"], env, service, dry_run=dry_run)
 
 
-@task(help={"env": "environment", "to": "revision to roll back to (default: the previous one)"})
+@task(iterable=["service"], help={"env": ENV_HELP, "service": "service to verify (repeatable)"})
 @_cli
-def rollback(c: Context, env: str = "local", to: int = 0) -> None:
+def verify(c: Context, env: str = "", service: list[str] | None = None) -> None:
+    """Re-verify what runs: the manifest's digests, rolled out, Ready and answering (exit 5, rolled back)."""
+    _stages(["verify"], env, service)
+
+
+@task(help={"env": ENV_HELP, "to": "revision to roll back to (default: the previous one)"})
+@_cli
+def rollback(c: Context, env: str = "", to: int = 0) -> None:
     """Roll the environment's Helm release back to a previous revision."""
-    from pipeline.stages.deploy import run_rollback
+    from pipeline.stages.deploy import rollback_release
 
-    run_rollback(env_name=env, revision=to or None)
+    cfg, environment, reporter = _setup(env)
+    rollback_release(cfg, environment, to or None, out=reporter.info)
 
 
-@task(help={"env": "environment", "json": "machine-readable output"})
+@task(help={"env": ENV_HELP, "json": "machine-readable output"})
 @_cli
-def status(c: Context, env: str = "local", json: bool = False) -> None:
+def status(c: Context, env: str = "", json: bool = False) -> None:
     """Revision, digests running, readiness per service, and whether they match the Release manifest."""
     from pipeline.stages.deploy import run_status
 
-    run_status(env_name=env, as_json=json)
+    cfg, environment, _reporter = _setup(env)
+    run_status(cfg, environment, as_json=json)
 
 
 # ---------------------------------------------------------------- release
 
 @task(
-    iterable=["service"],
     help={
-        "env": "target environment (local, dev, staging, prod)",
+        "env": "target environment (local, dev, staging, prod; default: local)",
         "service": "restrict to these services (repeatable)",
         "dry_run": "print the whole plan, change nothing",
         "yes": "do not ask for confirmation (also when CI=true)",
         "fresh": "start over instead of resuming the last incomplete release",
+        "compose_override": "an extra compose file for the smoke stage (repeatable; printed, recorded; refused "
+                            "where the environment requires a clean tree)",
+        "verbose": "stream the tools' output",
     },
+    iterable=["service", "compose_override"],
 )
 @_cli
-def release(c: Context, env: str = "local", service: list[str] | None = None, dry_run: bool = False,
-            yes: bool = False, fresh: bool = False) -> None:
+def release(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False,
+            yes: bool = False, fresh: bool = False, compose_override: list[str] | None = None,
+            verbose: bool = False) -> None:
     """Build → scan → smoke → push → deploy → verify, as the environment requires; resumable, locked, reported."""
-    from pipeline.release.runner import run_release
+    from pathlib import Path
 
-    run_release(env_name=env, services=_list(service), dry_run=dry_run, yes=yes, fresh=fresh)
+    from pipeline.release.release import run_release
+
+    cfg, environment, reporter = _setup(env, verbose, sources=True)
+    run_release(cfg, environment, reporter, services=_list(service), dry_run=dry_run, yes=yes, fresh=fresh,
+                options={"compose_overrides": tuple(Path(p).resolve() for p in _list(compose_override))})

@@ -1,9 +1,9 @@
-"""Benchmark: a no-op `run_push` of 4 services (2 tags each) vs a plain `docker push` of the same tags.
+"""Benchmark: a no-op push stage (`push_images`) of 4 services (2 tags each) vs a plain `docker push` of the same tags.
 
 Everything is real and local: a docker-registry on 127.0.0.1:5150-5199 (temporary storage), four tiny
 FROM-scratch images labelled veza.pipeline.run=<id>, removed at the end. The images are pushed once,
 then each variant is timed N times with everything already in the registry:
-  - pipeline: run_push (one inspect per image + HEAD per tag through the registry API, in parallel);
+  - pipeline: the push stage (one inspect per image + HEAD per tag through the registry API, in parallel);
   - baseline: `docker push REPO:TAG` for the 8 tags, one after the other (what a plain script does);
   - baseline-parallel: the same 8 `docker push` commands, 4 at a time.
 Usage: .venv/bin/python bench/push_noop.py [--runs N]
@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.push import run_push
 from pipeline.tools import docker as engine
 from pipeline.tools.proc import run
 from tests.integration.registry_fixtures import (
@@ -32,6 +31,7 @@ from tests.integration.registry_fixtures import (
     build_tiny_image,
     make_manifest,
     remove_run_images,
+    run_push,
     write_config,
 )
 

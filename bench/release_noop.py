@@ -46,10 +46,12 @@ def main() -> None:
         for k, v in (("user.email", "bench@example.invalid"), ("user.name", "bench")):
             subprocess.run(["git", "-C", str(clone), "config", k, v], check=True)
         sys.path.insert(0, str(ROOT))
+        from pipeline.core.config import load_config
         from pipeline.local.cluster import cluster_state
         from pipeline.local.registry import default_registry
 
-        registry_was_up, cluster_was_up = default_registry().answers(), bool(cluster_state().get("running"))
+        registry_was_up = default_registry(load_config()).answers()
+        cluster_was_up = bool(cluster_state().get("running"))
         try:
             full = release(clone)
             same = release(clone)

@@ -31,8 +31,9 @@ from pipeline.core.errors import PolicyBlocked
 from pipeline.core.manifest import Manifest
 from pipeline.local import trivydb
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.scan import run_scan, run_scan_gate
+from pipeline.stages.scan import run_scan_gate
 from pipeline.tools import trivy
+from tests.integration.scan_fixtures import run_scan
 
 BASE = "veza-local/debian:bookworm"
 ADVISORIES = [{"id": "CVE-2099-0001", "source": "debian 12", "package": "bash", "fixed": "5.2.15-3",

@@ -24,11 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.core.config import Config, load_config
-from pipeline.core.manifest import Manifest
-from pipeline.core.paths import MANIFEST_FILE, RUNS_DIR
+from pipeline.core.manifest import Manifest, manifest_path
+from pipeline.core.reporter import PlainReporter
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.local import stack_spec
 from pipeline.stages.smoke import SMOKE_VARIABLES, smoke_release
-from pipeline.tools.compose import RUN_LABEL, ComposeProject, remove_labelled
+from pipeline.tools.compose import ComposeProject
+from pipeline.tools.docker import remove_labelled
 
 
 def manifest_with_images(cfg: Config, path: Path | None, tmp: Path) -> Manifest:
@@ -41,7 +43,8 @@ def manifest_with_images(cfg: Config, path: Path | None, tmp: Path) -> Manifest:
     info = release_info(cfg, env)
     m = Manifest.new(tmp / "manifest.json", env=env.name, release_id=info.release_id(env.name), version=info.version)
     plan = make_plan(cfg, env, cfg.services, info, no_cache=False, provision_bases=True)
-    execute_plan(cfg, plan, info, m, workers=2, fail_fast=True, no_cache=False, log_dir=tmp / "build-logs")
+    execute_plan(cfg, plan, info, m, PlainReporter(sink=lambda _l: None), workers=2, fail_fast=True, no_cache=False,
+                 log_dir=tmp / "build-logs")
     return m
 
 
@@ -66,9 +69,10 @@ def baseline(cfg: Config, manifest: Manifest, tmp: Path) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--manifest", type=Path, default=MANIFEST_FILE)
+    ap.add_argument("--manifest", type=Path, default=None, help="default: the local environment's manifest")
     args = ap.parse_args()
     cfg = load_config()
+    args.manifest = args.manifest or manifest_path(cfg.state_dir, "local")
     with tempfile.TemporaryDirectory(prefix="veza-bench-smoke-") as t:
         tmp = Path(t)
         src = manifest_with_images(cfg, args.manifest, tmp)
@@ -80,9 +84,10 @@ def main() -> int:
         base = [baseline(cfg, manifest, tmp) for _ in range(args.runs)]
         rows = []
         for i in range(args.runs):
-            run_dir = RUNS_DIR / f"bench-smoke-{uuid.uuid4().hex[:8]}"
+            rid = f"bench-smoke-{uuid.uuid4().hex[:8]}"
+            run_dir = tmp / rid
             t0 = time.monotonic()
-            r = smoke_release(cfg, env, manifest, run_dir, False)
+            r = smoke_release(cfg, env, manifest, run_dir, PlainReporter(sink=lambda _l: None), run_id=rid)
             wall = time.monotonic() - t0
             rows.append((wall, r.timings["up_s"], r.timings["probes_s"], r.timings["down_s"]))
             print(f"run {i + 1}: total {wall:5.1f}s  up {r.timings['up_s']:5.1f}s  "

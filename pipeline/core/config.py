@@ -6,6 +6,8 @@ The reader is strict: unknown keys, wrong types, unknown references and missing 
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,9 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.vocab import SEVERITIES, STAGES
 
-SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-STAGES = ("build", "scan", "smoke", "push", "deploy", "verify")
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -29,6 +30,20 @@ class Probe:
     path: str
     status: int
     body_contains: str = ""
+
+
+# The functional smoke checks a service may list in pipeline.toml (`smoke_checks`), each with its URL path:
+#   ready-json     GET path answers JSON {"ready": true} (dependencies really answered)
+#   nats-publish   POST path with a token; our own NATS subscriber must see it published
+#   blob-roundtrip PUT path ({id} replaced) then GET returns the same bytes
+#   html-index     GET path serves text/html with <html>
+SMOKE_CHECK_KINDS = ("ready-json", "nats-publish", "blob-roundtrip", "html-index")
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    kind: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class Service:
     probes: tuple[Probe, ...]
     volumes: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
+    smoke_checks: tuple[SmokeCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,7 @@ class Environment:
     confirm: bool
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+    kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -292,7 +309,9 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
 
     proj = top.table("project")
     project_name = proj.text("name")
-    state_dir = root / proj.text("state_dir", ".pipeline")
+    # VEZA_STATE_DIR moves the state (manifests, runs, locks) elsewhere, e.g. a CI job's workspace.
+    configured_state = proj.text("state_dir", ".pipeline")
+    state_dir = root / (os.environ.get("VEZA_STATE_DIR") or configured_state)
     source_url = proj.text("source_url", "")
     proj.done()
 
@@ -363,6 +382,13 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         pt.done()
         return p
 
+    def read_check(ct: _Table) -> SmokeCheck:
+        c = SmokeCheck(kind=ct.text("kind", choices=SMOKE_CHECK_KINDS), path=ct.text("path"))
+        if not c.path.startswith("/"):
+            ct.fail(ct.key("path"), f"'{c.path}' does not start with '/'", "write an absolute URL path like /ready")
+        ct.done()
+        return c
+
     def read_service(st: _Table) -> Service:
         name = st.text("name")
         _name(st, st.key("name"), name)
@@ -382,6 +408,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             probes=tuple(_items(st, "probes", read_probe, required=False)),
             volumes=st.texts("volumes", ()),
             build_args=args,
+            smoke_checks=tuple(_items(st, "smoke_checks", read_check, required=False)),
         )
         for bn in svc.bases:
             if bn not in bases:
@@ -431,7 +458,11 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            kube_versions=et.texts("kube_versions", ()),
         )
+        for kv in env.kube_versions:
+            if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
+                et.fail(et.key("kube_versions"), f"'{kv}' is not a Kubernetes version", 'write e.g. ["1.31"]')
         if not env.tags:
             et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
         if "latest" in env.tags and (env.require_release_tag or env.name in ("staging", "prod")):

@@ -16,6 +16,8 @@ class PipelineError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Fields a failing stage wants in its `stages.<name>` record (e.g. the smoke logs path).
+        self.record: dict[str, object] = {}
 
     def one_line(self) -> str:
         return f"{self.message} (fix: {self.hint})" if self.hint else self.message
@@ -75,15 +77,3 @@ class Interrupted(PipelineError):
     """The user pressed Ctrl-C; cleanup ran (exit 130)."""
 
     exit_code = 130
-
-
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    1: "unexpected failure (a build or push failed, or a bug: the traceback is saved in the run directory)",
-    2: "usage or configuration error (bad flag, bad pipeline.toml, git state refused, bad credentials)",
-    3: "a policy gate blocked the release (scan findings, lint findings, promotion refused)",
-    4: "the smoke test failed",
-    5: "the deploy failed and was rolled back",
-    6: "a required tool or the Docker engine is missing",
-    130: "interrupted (Ctrl-C); cleanup ran and the manifest is consistent",
-}

@@ -1,4 +1,7 @@
-"""One release per environment at a time: a lock file with holder, PID and start time.
+"""The pipeline's locks: one run per environment (EnvLock, with a named holder) and machine-wide file
+locks (file_lock, flock) for shared caches and the local cluster.
+
+EnvLock: one release per environment at a time: a lock file with holder, PID and start time.
 
 A lock whose PID is dead (same host) is stale: it is taken over, with a message. Creation is atomic
 (O_EXCL), so two releases racing for a free lock cannot both win.
@@ -6,16 +9,19 @@ A lock whose PID is dead (same host) is stale: it is taken over, with a message.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from pipeline.core.errors import UsageError
-from pipeline.core.manifest import now_iso
+from pipeline.core.vocab import now_iso
 
 
 class LockHeld(UsageError):
@@ -45,6 +51,11 @@ def _alive(pid: int) -> bool:
 
 
 class EnvLock:
+    """An exclusive lock on one environment's state (`<lock_dir>/<env>.lock`): one run at a time.
+
+    LockHeld (exit 2) names the holder; a lock whose process is gone (same host) is taken over.
+    """
+
     def __init__(self, lock_dir: Path, env: str, release_id: str) -> None:
         self.path = lock_dir / f"{env}.lock"
         self.env = env
@@ -61,8 +72,12 @@ class EnvLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = Holder(getpass.getuser(), socket.gethostname(), os.getpid(), now_iso(), self.release_id)
         for _ in range(2):
+            # The lock appears whole or not at all: written to a private file, then hard-linked into place
+            # (link fails when the name exists), so a competitor never reads a half-written holder.
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(me.__dict__))
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(tmp, self.path)
             except FileExistsError:
                 h = self.holder()
                 if h is not None and (h.host != socket.gethostname() or _alive(h.pid)):
@@ -80,8 +95,8 @@ class EnvLock:
                 what = h.describe() if h else "unreadable lock file"
                 print(f"lock: took over a stale lock on {self.env} ({what}: process is gone)", flush=True)
                 continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me.__dict__, fh)
+            finally:
+                tmp.unlink(missing_ok=True)
             return
         raise LockHeld(f"could not take the lock on {self.env} ({self.path})", f"delete {self.path} and retry")
 
@@ -96,3 +111,24 @@ class EnvLock:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+@contextmanager
+def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on `path` for the duration of the block; the kernel releases it
+    when the holder dies, so there is no stale state to clean.
+
+    on_wait: called once when another process holds the lock, before waiting for it (to say so).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

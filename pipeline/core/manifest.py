@@ -22,7 +22,9 @@ Layout (schema: pipeline/core/schemas/manifest.schema.json, documented in README
       }
     }
 
-Stage results are free-form dicts under a fixed set of keys, each with a mandatory "status".
+Each service's stage records are written by that stage only, through `record()`; readers use the typed
+views (`built()`, `pushed()`, `scanned()`, `smoked()`, `deployed()`). The runner alone writes
+`stages.<name>` (`record_stage()`). One manifest per environment: `manifest_path(cfg, env)`.
 Secrets never enter it: every string is redacted on save.
 """
 
@@ -33,19 +35,70 @@ import json
 import os
 import tempfile
 import threading
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import redact
+from pipeline.core.vocab import BuildStatus, PushStatus, now_iso
 
 SCHEMA_VERSION = 1
-SERVICE_STAGES = ("build", "scan", "push", "smoke", "deploy", "verify")
+# Per-service record slots: one per stage, plus the artifacts attached to a pushed image.
+SERVICE_RECORDS = ("build", "lint", "scan", "push", "smoke", "deploy", "verify", "sbom", "signature", "provenance")
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def manifest_path(state_dir: Path, env_name: str) -> Path:
+    """`<state_dir>/<env>/manifest.json`: each environment has its own record; releases never share one."""
+    return state_dir / env_name / "manifest.json"
+
+
+@dataclass(frozen=True)
+class Built:
+    """A service's build record: the local image the later stages use."""
+
+    status: BuildStatus
+    image_id: str | None
+    repository: str
+    tags: tuple[str, ...]
+    input_digest: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (BuildStatus.BUILT, BuildStatus.REUSED) and bool(self.image_id)
+
+    @property
+    def local_ref(self) -> str:
+        """`repository:first-tag`, as the build tagged it in the local engine."""
+        return f"{self.repository}:{self.tags[0]}" if self.tags else self.repository
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """A service's push record: the registry digest every later stage deploys by."""
+
+    status: PushStatus
+    repository: str
+    digest: str | None
+    tags: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PushStatus.PUSHED, PushStatus.SKIPPED) and bool(self.digest)
+
+    @property
+    def ref(self) -> str:
+        """`repository@sha256:…` (OCI reference by digest)."""
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A service's deploy record."""
+
+    status: str
+    revision: int | None
+    digest: str | None
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -131,6 +184,42 @@ class Manifest:
             res = self._data["services"].get(service, {}).get(stage)
             return copy.deepcopy(res) if res is not None else None
 
+    def _rec(self, service: str, stage: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._data["services"].get(service, {}).get(stage) or {})
+
+    def built(self, service: str) -> Built | None:
+        """The build record of a service, or None when it was never built in this release."""
+        rec = self._rec(service, "build")
+        if not rec:
+            return None
+        with self._lock:
+            svc = self._data["services"][service]
+            return Built(BuildStatus(rec["status"]), rec.get("image_id"), str(svc.get("repository", "")),
+                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")))
+
+    def pushed(self, service: str) -> Pushed | None:
+        """The push record of a service, or None when it was never pushed in this release."""
+        rec = self._rec(service, "push")
+        if not rec:
+            return None
+        with self._lock:
+            repo = str(self._data["services"][service].get("repository", ""))
+        return Pushed(PushStatus(rec["status"]), repo, rec.get("digest"),
+                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()))
+
+    def deployed(self, service: str) -> Deployed | None:
+        rec = self._rec(service, "deploy")
+        if not rec:
+            return None
+        return Deployed(str(rec["status"]), rec.get("revision"), rec.get("digest"))
+
+    def stage(self, name: str) -> dict[str, Any] | None:
+        """The runner's record of a whole stage (`stages.<name>`), or None."""
+        with self._lock:
+            rec = self._data["stages"].get(name)
+            return copy.deepcopy(rec) if rec is not None else None
+
     # -- writing (each saves)
     def set_service(self, name: str, **fields: Any) -> None:
         with self._lock:
@@ -139,8 +228,8 @@ class Manifest:
 
     def record(self, service: str, stage: str, result: dict[str, Any]) -> None:
         """Record a stage's result for one service (replaces the previous one)."""
-        if stage not in SERVICE_STAGES:
-            raise ValueError(f"unknown stage {stage}")
+        if stage not in SERVICE_RECORDS:
+            raise ValueError(f"unknown record {stage}")
         if "status" not in result:
             raise ValueError("a stage result needs a status")
         with self._lock:
@@ -148,7 +237,7 @@ class Manifest:
             self.save()
 
     def record_stage(self, stage: str, result: dict[str, Any]) -> None:
-        """Record a whole stage's summary (status, timings)."""
+        """Record a whole stage's summary (status, timings). Only the runner calls this."""
         with self._lock:
             self._data["stages"][stage] = {**result, "at": now_iso()}
             self.save()

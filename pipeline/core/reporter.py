@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from pipeline.core.console import console
+from pipeline.core.console import console, table
 from pipeline.core.redact import redact
 
 
@@ -38,19 +39,30 @@ class Reporter(Protocol):
     def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
         """Per-service progress inside a stage: `state` is running | done | cached | failed."""
 
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """A small table (a plan, a summary); cells are plain text."""
+
 
 class PlainReporter:
-    """One line per event, no escape codes: for CI logs, pipes and tests."""
+    """One line per event, no escape codes: for CI logs, pipes and tests.
 
-    def __init__(self, *, verbose: bool = False, stream_is_stderr: bool = False) -> None:
+    `sink` receives each redacted line instead of the console (a test's list.append, a log file's write);
+    `to_stderr` sends the lines to stderr (commands whose stdout is data, e.g. `--json`).
+    """
+
+    def __init__(self, *, verbose: bool = False, to_stderr: bool = False,
+                 sink: Callable[[str], None] | None = None) -> None:
         self.verbose = verbose
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
-        self._stderr = stream_is_stderr
+        self._stderr = to_stderr
+        self._sink = sink
 
     def _line(self, text: str) -> None:
         with self._lock:
-            if self._stderr:
+            if self._sink is not None:
+                self._sink(redact(text))
+            elif self._stderr:
                 print(redact(text), file=sys.stderr, flush=True)
             else:
                 console.print(text, highlight=False, markup=False)
@@ -77,3 +89,20 @@ class PlainReporter:
         if state == "running" and not self.verbose:
             return
         self._line(f"  {service}: {text}" if state in ("running", "done") else f"  {service}: {state} — {text}")
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        if self._sink is not None or self._stderr:
+            self._line(title)
+            for row in rows:
+                self._line("  " + " | ".join(row))
+            return
+        tbl = table(title, *columns)
+        for row in rows:
+            tbl.add_row(*(str(c) for c in row))
+        with self._lock:
+            console.print(tbl)
+
+
+def make_reporter(*, verbose: bool = False) -> Reporter:
+    """The reporter for a command: one line per event (the live view replaces it on a terminal)."""
+    return PlainReporter(verbose=verbose)

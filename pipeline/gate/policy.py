@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import UsageError
+from pipeline.core.vocab import SEVERITIES
+from pipeline.core.vocab import SEVERITY_RANK as RANK
 
-SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-RANK = {s: i for i, s in enumerate(SEVERITIES)}
 SCHEMA_VERSION = 2
 
 
@@ -373,7 +373,3 @@ def evaluate(findings: Iterable[Finding], policy: Policy, today: date | None = N
 
 def sort_key(f: Finding) -> tuple[int, str, str, str]:
     return (-RANK[f.severity], f.kind, f.id, f.package or f.target)
-
-
-def evaluate_reports(reports: Sequence[ParsedReport], policy: Policy, today: date | None = None) -> Verdict:
-    return evaluate([f for r in reports for f in r.findings], policy, today)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.manifest import atomic_write
-from pipeline.gate.policy import RANK, SEVERITIES, Finding, Verdict
+from pipeline.core.vocab import SEVERITIES
+from pipeline.core.vocab import SEVERITY_RANK as RANK
+from pipeline.gate.policy import Finding, Verdict
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL = "veza-pipeline scan gate (Trivy)"

@@ -74,9 +74,17 @@ def legacy_schema_dir(version: str) -> Path:
     return target
 
 
+QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+
+
 @lru_cache(maxsize=4)
 def _definitions(d: Path) -> Any:
-    return json.loads((d / "_definitions.json").read_text())
+    """The legacy definitions, with Quantity as the API server decodes it: the published 1.20 schema allows a
+    string or an integer, but apimachinery's Quantity.UnmarshalJSON also takes a JSON number (`cpu: 0.5`)."""
+    defs = json.loads((d / "_definitions.json").read_text())
+    if QUANTITY in defs.get("definitions", {}):
+        defs["definitions"][QUANTITY] = {"anyOf": [{"type": "string"}, {"type": "number"}]}
+    return defs
 
 
 def validate(doc: dict[str, Any], version: str) -> list[Violation]:

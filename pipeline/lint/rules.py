@@ -1,207 +1,28 @@
-"""The seed guide's pitfalls as named lint rules, pure: text in, findings (rule, file, line, fix) out.
+"""The seed guide's pitfalls in compose files and Kubernetes objects, pure: objects in, findings out.
 
-Rules (each an error: severity HIGH, so it blocks at the default threshold whatever Trivy thinks):
-
-  VZ001 runs-as-root          Dockerfile: the final stage has no USER, or USER 0/root
-  VZ002 fat-base-image        Dockerfile: a single-stage build on a full distro/toolchain image
-  VZ003 plaintext-secret      PASSWORD/SECRET/TOKEN/KEY-like variable with a literal value: Dockerfile
-                              ENV/ARG, compose environment, Kubernetes env value / ConfigMap data
-  VZ004 missing-resources     Kubernetes container without resources.requests and resources.limits
-  VZ005 mutable-image-tag     Kubernetes image with tag `latest` or no tag (and no digest)
-  VZ006 missing-probes        Kubernetes long-running container without livenessProbe / readinessProbe
-  VZ007 run-as-non-root       pod/container securityContext without runAsNonRoot: true
-  VZ008 writable-root-fs      container securityContext without readOnlyRootFilesystem: true
-  VZ009 privilege-escalation  container securityContext without allowPrivilegeEscalation: false
-  VZ010 capabilities-kept     container securityContext.capabilities.drop without ALL
+The rules themselves are listed in pipeline/lint/findings.py and explained in docs/lint.md; Dockerfiles
+are in pipeline/lint/dockerfile.py. What is checked depends on what a document is (pipeline/lint/shapes.py):
+a whole object gets every rule; a Kustomize patch only the rules about what it sets explicitly; an object
+whose fields have the wrong type (a string where a map belongs) is one MALFORMED finding.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import yaml
 
-PITFALL_SEVERITY = "HIGH"
+from pipeline.lint.dockerfile import dockerfile_rules, image_name_tag, is_fat_image, parse_dockerfile
+from pipeline.lint.findings import RULES, LintFinding, pitfall
+from pipeline.lint.secrets import could_be_secret, is_reference, is_secret_name, judge, judge_text
 
-RULES: dict[str, tuple[str, str]] = {   # id → (name, fix)
-    "VZ001": ("runs-as-root", "add `USER <uid>` (non-zero, e.g. USER 10001) to the final stage"),
-    "VZ002": ("fat-base-image", "build in a builder stage and copy the result into a slim/distroless/scratch stage"),
-    "VZ003": ("plaintext-secret", "pass it at run time: a Kubernetes secretKeyRef, a compose secret or ${VAR} "
-                                  "interpolation, a BuildKit secret mount - never a literal"),
-    "VZ004": ("missing-resources", "set resources.requests and resources.limits (cpu, memory)"),
-    "VZ005": ("mutable-image-tag", "pin the image to a version tag, better a digest (repo@sha256:...)"),
-    "VZ006": ("missing-probes", "add livenessProbe and readinessProbe (e.g. httpGet /health and /ready)"),
-    "VZ007": ("run-as-non-root", "set securityContext.runAsNonRoot: true (pod or container)"),
-    "VZ008": ("writable-root-fs", "set securityContext.readOnlyRootFilesystem: true (mount an emptyDir for /tmp)"),
-    "VZ009": ("privilege-escalation", "set securityContext.allowPrivilegeEscalation: false"),
-    "VZ010": ("capabilities-kept", "set securityContext.capabilities.drop: [ALL]"),
-}
+__all__ = ["RULES", "LintFinding", "compose_rules", "dockerfile_rules", "image_name_tag", "is_fat_image",
+           "is_secret_name", "k8s_rules", "load_yaml_docs", "parse_dockerfile", "patch_rules"]
 
-SECRET_NAME = re.compile(
-    r"(PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY|CREDENTIALS?"
-    r"|(^|[_.-])KEY$|^KEY([_.-]|$)|(^|[_.-])PWD$)", re.IGNORECASE)
-# names that hold a reference to a secret, not the secret itself
-SECRET_REF_SUFFIX = re.compile(r"(_FILE|_PATH|_REF|_NAME|_ID|_URL|_ENV|_VAR|_LENGTH|_TTL)$", re.IGNORECASE)
-# ${VAR}, ${VAR:?error}, $VAR: a reference. ${VAR:-default} with a default is still a literal.
-REFERENCE = re.compile(r"\$(\{[A-Za-z_][A-Za-z0-9_]*(:?\?[^}]*)?\}|[A-Za-z_][A-Za-z0-9_]*)")
-FAT_IMAGES = re.compile(r"^(debian|ubuntu|centos|fedora|rockylinux|almalinux|amazonlinux|oraclelinux|opensuse.*"
-                        r"|golang|rust|node|python|openjdk|eclipse-temurin|maven|gradle|ruby|php|perl"
-                        r"|buildpack-deps|gcc|mcr\.microsoft\.com/dotnet/sdk)$")
-SLIM_TAG = re.compile(r"(slim|alpine|distroless|minimal|micro|busybox)", re.IGNORECASE)
-WORKLOADS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job", "CronJob"}
+WORKLOADS = {"Pod", "PodTemplate", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController",
+             "Job", "CronJob"}
 LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController"}
-
-
-@dataclass(frozen=True)
-class LintFinding:
-    rule: str          # VZ001 / DL3008 / DS-0002 / HELM / SCHEMA-1.20 ...
-    severity: str
-    file: str
-    line: int
-    message: str
-    fix: str = ""
-    tool: str = "veza"
-
-    @property
-    def name(self) -> str:
-        return RULES.get(self.rule, ("", ""))[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.name:
-            d["name"] = self.name
-        return d
-
-
-def pitfall(rule: str, file: str, line: int, message: str) -> LintFinding:
-    return LintFinding(rule, PITFALL_SEVERITY, file, line, message, RULES[rule][1])
-
-
-def is_secret_name(name: str) -> bool:
-    return bool(SECRET_NAME.search(name)) and not SECRET_REF_SUFFIX.search(name)
-
-
-def is_literal(value: Any) -> bool:
-    """A value written in the file (not empty, not a ${VAR} reference)."""
-    if value is None or isinstance(value, bool):
-        return False
-    text = str(value).strip()
-    return bool(text) and not REFERENCE.search(text)
-
-
-# ---------------------------------------------------------------- Dockerfile
-
-@dataclass(frozen=True)
-class Instruction:
-    line: int
-    keyword: str
-    args: str
-
-
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions with the line they start on; continuations joined, comments and blank lines dropped."""
-    out: list[Instruction] = []
-    buf, start = "", 0
-    for n, raw in enumerate(text.splitlines(), 1):
-        stripped = raw.strip()
-        if not buf and (not stripped or stripped.startswith("#")):
-            continue
-        if buf and stripped.startswith("#"):
-            continue   # comment lines inside a continuation are skipped by Docker
-        if not buf:
-            start = n
-        if stripped.endswith("\\"):
-            buf += stripped[:-1].rstrip() + " "
-            continue
-        buf += stripped
-        kw, _, args = buf.partition(" ")
-        out.append(Instruction(start, kw.upper(), args.strip()))
-        buf = ""
-    if buf:
-        kw, _, args = buf.partition(" ")
-        out.append(Instruction(start, kw.upper(), args.strip()))
-    return out
-
-
-def _kv_pairs(args: str) -> list[tuple[str, str]]:
-    """ENV/ARG arguments: `K=V K2="V 2"`, legacy `K V`, or a bare `K` (ARG without default)."""
-    import shlex
-
-    try:
-        parts = shlex.split(args, posix=True)
-    except ValueError:
-        parts = args.split()
-    if not parts:
-        return []
-    if "=" not in parts[0]:
-        return [(parts[0], " ".join(parts[1:]))] if len(parts) > 1 else [(parts[0], "")]
-    return [(p.partition("=")[0], p.partition("=")[2]) for p in parts if "=" in p]
-
-
-def _resolve(ref: str, args: dict[str, str]) -> str:
-    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}?",
-                  lambda m: args.get(m.group(1), (m.group(2) or ":-")[2:]), ref)
-
-
-def image_name_tag(ref: str) -> tuple[str, str, bool]:
-    """(name without registry/library prefix, tag, has digest)."""
-    digest = "@" in ref
-    ref = ref.split("@")[0]
-    last = ref.rsplit("/", 1)[-1]
-    tag = last.split(":", 1)[1] if ":" in last else ""
-    name = ref[: len(ref) - len(tag) - 1] if tag else ref
-    parts = name.split("/")
-    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        parts = parts[1:]    # a registry host
-    if parts and parts[0] == "library":
-        parts = parts[1:]
-    return "/".join(parts), tag, digest
-
-
-def is_fat_image(ref: str) -> bool:
-    name, tag, _ = image_name_tag(ref)
-    base = name.rsplit("/", 1)[-1]
-    return bool(FAT_IMAGES.match(base)) and not SLIM_TAG.search(tag) and not SLIM_TAG.search(base)
-
-
-def dockerfile_rules(text: str, file: str) -> list[LintFinding]:
-    found: list[LintFinding] = []
-    instrs = parse_dockerfile(text)
-    global_args: dict[str, str] = {}
-    stages: list[tuple[Instruction, str, str]] = []   # (FROM instruction, resolved image, stage name)
-    users: dict[int, Instruction] = {}                 # stage index → its last USER
-    for ins in instrs:
-        if ins.keyword == "FROM":
-            words = [w for w in ins.args.split() if not w.startswith("--")]
-            image = _resolve(words[0], global_args) if words else ""
-            name = words[2].lower() if len(words) >= 3 and words[1].upper() == "AS" else ""
-            stages.append((ins, image, name))
-        elif ins.keyword == "ARG" and not stages:
-            global_args.update((k, v) for k, v in _kv_pairs(ins.args))
-        elif ins.keyword == "USER" and stages:
-            users[len(stages) - 1] = ins
-        if ins.keyword in ("ENV", "ARG"):
-            for k, v in _kv_pairs(ins.args):
-                if is_secret_name(k) and is_literal(v):
-                    found.append(pitfall("VZ003", file, ins.line,
-                                         f"{ins.keyword} {k} holds a literal secret value (baked into the image)"))
-    if not stages:
-        return found
-    last = len(stages) - 1
-    user = users.get(last)
-    if user is None:
-        found.append(pitfall("VZ001", file, stages[last][0].line, "the final stage has no USER: it runs as root"))
-    elif user.args.split(":")[0].strip() in ("0", "root"):
-        found.append(pitfall("VZ001", file, user.line, f"USER {user.args} runs the container as root"))
-    stage_names = {n for _, _, n in stages if n}
-    if len(stages) == 1 and stages[0][1].lower() not in stage_names and is_fat_image(stages[0][1]):
-        found.append(pitfall("VZ002", file, stages[0][0].line,
-                             f"single-stage build on the full image {stages[0][1]}: compilers and the whole "
-                             "distro ship to production"))
-    return found
 
 
 # ---------------------------------------------------------------- YAML with line numbers
@@ -267,6 +88,7 @@ def _line(obj: Any, key: Any = None, default: int = 0) -> int:
 # ---------------------------------------------------------------- compose
 
 def compose_rules(doc: Any, file: str) -> list[LintFinding]:
+    """VZ003 in a compose file's `services.*.environment` (map or list form, `<<` merges resolved)."""
     found: list[LintFinding] = []
     services = doc.get("services") if isinstance(doc, dict) else None
     if not isinstance(services, dict):
@@ -284,8 +106,9 @@ def compose_rules(doc: Any, file: str) -> list[LintFinding]:
                 k, sep, v = str(item).partition("=")
                 pairs.append((k, v if sep else None, ln))
         for k, v, ln in pairs:
-            if is_secret_name(k) and is_literal(v):
-                found.append(pitfall("VZ003", file, ln, f"service {sname}: environment {k} is a literal secret"))
+            reason = judge(k, v)
+            if reason:
+                found.append(pitfall("VZ003", file, ln, f"service {sname}: environment {reason}"))
     return found
 
 
@@ -299,73 +122,204 @@ def is_k8s(doc: Any) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("apiVersion"), str) and isinstance(doc.get("kind"), str)
 
 
+def _m(x: Any) -> dict[Any, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def is_workload(doc: dict[str, Any]) -> bool:
+    """A Kubernetes workload kind, or any other kind with a pod template at spec.template.spec.containers
+    (custom workloads such as Argo Rollouts or OpenKruise CloneSets carry the same PodTemplateSpec)."""
+    if doc.get("kind") in WORKLOADS:
+        return True
+    template = _m(_m(doc.get("spec")).get("template")).get("spec")
+    return isinstance(template, dict) and "containers" in template
+
+
+def is_long_running(kind: str) -> bool:
+    """Serves for as long as it runs (probes apply): the apps kinds, and custom workloads not named *Job."""
+    return kind in LONG_RUNNING or (kind not in WORKLOADS and not kind.endswith("Job"))
+
+
 def pod_spec(doc: dict[str, Any]) -> Any:
+    """The pod spec of a workload object (None when it has none)."""
     kind = doc.get("kind")
-    spec = doc.get("spec") or {}
+    spec = _m(doc.get("spec"))
     if kind == "Pod":
-        return spec
+        return doc.get("spec")
+    if kind == "PodTemplate":
+        return _m(doc.get("template")).get("spec")
     if kind == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-    return (spec.get("template") or {}).get("spec") if isinstance(spec, dict) else None
+        spec = _m(_m(spec.get("jobTemplate")).get("spec"))
+    return _m(spec.get("template")).get("spec")
 
 
-def _containers(pod: Any) -> Iterator[tuple[Any, bool]]:
-    for key, init in (("initContainers", True), ("containers", False)):
-        for c in pod.get(key) or []:
+CONTAINER_LISTS = (("initContainers", "init"), ("containers", "main"), ("ephemeralContainers", "ephemeral"))
+# where an object may be malformed in a way that the rules below would trip over: path → expected type
+MAP_FIELDS = ("securityContext", "resources", "livenessProbe", "readinessProbe")
+
+
+def _containers(pod: dict[Any, Any]) -> Iterator[tuple[Any, str]]:
+    for key, role in CONTAINER_LISTS:
+        items = pod.get(key)
+        for c in items if isinstance(items, list) else []:
             if isinstance(c, dict):
-                yield c, init
+                yield c, role
 
 
-def k8s_rules(doc: Any, file: str, line_offset: int = 0) -> list[LintFinding]:
-    """Pitfalls of one Kubernetes object; line_offset maps lines of a rendered document to its file."""
+def shape_problem(doc: dict[str, Any]) -> tuple[Any, Any, str] | None:
+    """The first field of a workload with the wrong type for the rules: (parent, key, description) or None.
+
+    The API server rejects these objects (the schema check says so too); the rules report them once and
+    skip the object instead of guessing.
+    """
+    spec = doc.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        return doc, "spec", "spec is not a map"
+    pod = pod_spec(doc)
+    if pod is None:
+        return None
+    if not isinstance(pod, dict):
+        return doc, "spec", "the pod spec is not a map"
+    if pod.get("securityContext") is not None and not isinstance(pod["securityContext"], dict):
+        return pod, "securityContext", "the pod's securityContext is not a map"
+    for key, _ in CONTAINER_LISTS:
+        items = pod.get(key)
+        if items is not None and not isinstance(items, list):
+            return pod, key, f"{key} is not a list"
+        for i, c in enumerate(items or []):
+            if not isinstance(c, dict):
+                return items, None, f"{key}[{i}] is not a map"
+            for f in MAP_FIELDS:
+                if c.get(f) is not None and not isinstance(c[f], dict):
+                    return c, f, f"{key}[{i}].{f} is not a map ({type(c[f]).__name__} {c[f]!r})"
+            for f in ("env", "envFrom", "ports"):
+                if c.get(f) is not None and not isinstance(c[f], list):
+                    return c, f, f"{key}[{i}].{f} is not a list"
+            sc = _m(c.get("securityContext"))
+            if sc.get("capabilities") is not None and not isinstance(sc["capabilities"], dict):
+                return sc, "capabilities", f"{key}[{i}].securityContext.capabilities is not a map"
+            drop = _m(sc.get("capabilities")).get("drop")
+            if drop is not None and not isinstance(drop, list):
+                return sc["capabilities"], "drop", f"{key}[{i}].securityContext.capabilities.drop is not a list"
+    return None
+
+
+def _secret_rules(doc: dict[str, Any], what: str, add: Any, add_at: Any, committed: bool) -> None:
+    """VZ003 in ConfigMaps (by key and value, and line by line in embedded config files) and committed Secrets."""
+    kind = doc.get("kind")
+    if kind == "ConfigMap":
+        data = _m(doc.get("data"))
+        for k, v in data.items():
+            if isinstance(v, str) and "\n" in v.strip():   # a whole config file: judge each of its lines
+                for offset, in_file in judge_text(v):
+                    line = _line(data, k)
+                    found_at = line + 1 + offset if line else 0
+                    add_at("VZ003", found_at, f"{what}: data.{k} line {offset + 1} {in_file} (use a Secret)")
+                continue
+            reason = judge(str(k), v)
+            if reason:
+                add("VZ003", data, k, f"{what}: data {reason} (a ConfigMap is not secret: use a Secret)")
+    if kind == "Secret" and committed:
+        for field in ("stringData", "data"):
+            for k, v in _m(doc.get(field)).items():
+                if could_be_secret(v):
+                    add("VZ003", doc[field], k, f"{what}: {field}.{k} is a secret committed to the repository")
+                    break
+
+
+def _container_rules(c: dict[Any, Any], role: str, cname: str, kind: str, pod_sc: dict[Any, Any],
+                     add: Any, patch: bool) -> None:
+    for e in c.get("env") or []:
+        if isinstance(e, dict) and "valueFrom" not in e:
+            reason = judge(str(e.get("name", "")), e.get("value"))
+            if reason:
+                add("VZ003", e, "value", f"{cname}: env {reason} (use secretKeyRef)")
+    for f in ("command", "args"):
+        for item in c.get(f) or [] if isinstance(c.get(f), list) else []:
+            reason = judge("", item)
+            if reason:
+                add("VZ003", c, f, f"{cname}: {f} {reason}")
+                break
+    image = c.get("image")
+    if isinstance(image, str) and image and not is_reference(image):   # ${IMAGE}: set by envsubst at deploy
+        _, tag, digest = image_name_tag(image)
+        if not digest and tag in ("", "latest"):
+            add("VZ005", c, "image", f"{cname}: image '{image}' is {'latest' if tag else 'untagged'}")
+    sc = _m(c.get("securityContext"))
+    if patch:   # a patch sets some fields; judge only what it sets
+        if sc.get("runAsNonRoot") is False:
+            add("VZ007", sc, "runAsNonRoot", f"{cname}: sets runAsNonRoot: false")
+        if sc.get("readOnlyRootFilesystem") is False:
+            add("VZ008", sc, "readOnlyRootFilesystem", f"{cname}: sets readOnlyRootFilesystem: false")
+        if sc.get("allowPrivilegeEscalation") is True:
+            add("VZ009", sc, "allowPrivilegeEscalation", f"{cname}: sets allowPrivilegeEscalation: true")
+        return
+    if role != "ephemeral":   # ephemeral containers may set neither resources nor probes
+        res = _m(c.get("resources"))
+        missing = [k for k in ("requests", "limits") if not res.get(k)]
+        if missing:
+            add("VZ004", c, "resources" if res else "name", f"{cname}: no resources.{' / '.join(missing)}")
+    if role == "main" and is_long_running(kind):
+        probes = [p for p in ("livenessProbe", "readinessProbe") if not c.get(p)]
+        if probes:
+            add("VZ006", c, "name", f"{cname}: no {' / '.join(probes)}")
+    # a missing field is reported at the container's securityContext key, or its name without one
+    at = (c, "securityContext") if sc else (c, "name")
+    if not (sc.get("runAsNonRoot") is True or (pod_sc.get("runAsNonRoot") is True
+                                               and sc.get("runAsNonRoot") is not False)):
+        add("VZ007", *((sc, "runAsNonRoot") if "runAsNonRoot" in sc else at), f"{cname}: runAsNonRoot is not true")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        add("VZ008", *((sc, "readOnlyRootFilesystem") if "readOnlyRootFilesystem" in sc else at),
+            f"{cname}: readOnlyRootFilesystem is not true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        add("VZ009", *((sc, "allowPrivilegeEscalation") if "allowPrivilegeEscalation" in sc else at),
+            f"{cname}: allowPrivilegeEscalation is not false")
+    drop = [str(x).upper() for x in (_m(sc.get("capabilities")).get("drop") or [])]
+    if "ALL" not in drop:
+        add("VZ010", *((sc, "capabilities") if "capabilities" in sc else at), f"{cname}: capabilities.drop lacks ALL")
+
+
+def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
+              committed: bool = False) -> list[LintFinding]:
+    """Pitfalls of one Kubernetes object (or, with patch=True, of a Kustomize strategic-merge patch).
+
+    line_offset maps lines of a rendered document to its file; committed=True for a manifest in the
+    repository (a Secret with literal data is then a finding). A workload with a field of the wrong type
+    is one MALFORMED finding and no other.
+    """
     if not is_k8s(doc):
         return []
     found: list[LintFinding] = []
-    kind, name = doc["kind"], (doc.get("metadata") or {}).get("name", "?")
+    kind, name = doc["kind"], _m(doc.get("metadata")).get("name", "?")
     what = f"{kind}/{name}"
 
-    def add(rule: str, obj: Any, key: Any, message: str) -> None:
-        found.append(pitfall(rule, file, _line(obj, key) + line_offset if _line(obj, key) else 0, message))
+    def add_at(rule: str, line: int, message: str) -> None:
+        found.append(pitfall(rule, file, line + line_offset if line else 0, message))
 
-    if kind == "ConfigMap" and isinstance(doc.get("data"), dict):
-        for k, v in doc["data"].items():
-            if is_secret_name(str(k)) and is_literal(v):
-                add("VZ003", doc["data"], k, f"{what}: data.{k} is a secret in a ConfigMap (use a Secret)")
-    if kind not in WORKLOADS:
+    def add(rule: str, obj: Any, key: Any, message: str) -> None:
+        add_at(rule, _line(obj, key), message)
+
+    workload = is_workload(doc)
+    if workload:
+        problem = shape_problem(doc)
+        if problem:
+            parent, key, text = problem
+            line = _line(parent, key)
+            return [LintFinding("MALFORMED", "HIGH", file, line + line_offset if line else 0,
+                                f"{what}: {text}; the API server rejects it and no other rule can judge it",
+                                "give the field the type the Kubernetes API reference gives it")]
+    _secret_rules(doc, what, add, add_at, committed and not patch)
+    if not workload:
         return found
     pod = pod_spec(doc)
     if not isinstance(pod, dict):
         return found
-    pod_sc = pod.get("securityContext") or {}
-    for c, init in _containers(pod):
-        cname = f"{what} container {c.get('name', '?')}"
-        for e in c.get("env") or []:
-            if isinstance(e, dict) and is_secret_name(str(e.get("name", ""))) and "valueFrom" not in e \
-                    and is_literal(e.get("value")):
-                add("VZ003", e, "value", f"{cname}: env {e.get('name')} has a literal value (use secretKeyRef)")
-        image = str(c.get("image") or "")
-        _, tag, digest = image_name_tag(image)
-        if image and not digest and tag in ("", "latest"):
-            add("VZ005", c, "image", f"{cname}: image '{image}' is {'latest' if tag else 'untagged'}")
-        res = c.get("resources") or {}
-        missing = [k for k in ("requests", "limits") if not (isinstance(res, dict) and res.get(k))]
-        if missing:
-            add("VZ004", c, "resources" if res else "name", f"{cname}: no resources.{' / '.join(missing)}")
-        if not init and kind in LONG_RUNNING:
-            probes = [p for p in ("livenessProbe", "readinessProbe") if not c.get(p)]
-            if probes:
-                add("VZ006", c, "name", f"{cname}: no {' / '.join(probes)}")
-        sc = c.get("securityContext") or {}
-        if not (sc.get("runAsNonRoot") is True or (pod_sc.get("runAsNonRoot") is True
-                                                   and sc.get("runAsNonRoot") is not False)):
-            add("VZ007", sc or c, "runAsNonRoot" if sc else "name", f"{cname}: runAsNonRoot is not true")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            add("VZ008", sc or c, "readOnlyRootFilesystem" if sc else "name",
-                f"{cname}: readOnlyRootFilesystem is not true")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            add("VZ009", sc or c, "allowPrivilegeEscalation" if sc else "name",
-                f"{cname}: allowPrivilegeEscalation is not false")
-        drop = [str(x).upper() for x in ((sc.get("capabilities") or {}).get("drop") or [])]
-        if "ALL" not in drop:
-            add("VZ010", sc or c, "capabilities" if sc else "name", f"{cname}: capabilities.drop lacks ALL")
+    pod_sc = _m(pod.get("securityContext"))
+    for c, role in _containers(pod):
+        _container_rules(c, role, f"{what} container {c.get('name', '?')}", kind, pod_sc, add, patch)
     return found
+
+
+def patch_rules(doc: Any, file: str) -> list[LintFinding]:
+    """A Kustomize strategic-merge patch: secrets, mutable tags and explicitly unsafe settings it sets."""
+    return k8s_rules(doc, file, patch=True)

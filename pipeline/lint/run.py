@@ -1,13 +1,12 @@
-"""`invoke lint`: Dockerfiles, compose files, Kubernetes manifests and Helm charts, with every checker.
+"""`invoke lint`: Dockerfiles, compose files, Kubernetes manifests, Kustomizations and Helm charts.
 
-- the seed guide's pitfalls (pipeline/lint/rules.py: VZ001-VZ010, errors that block at the default threshold)
-- hadolint on Dockerfiles
-- `trivy config` on Dockerfiles, compose files, Kubernetes manifests and the rendered Helm charts (one run)
-- `helm lint --strict` and `helm template` per values file, the rendered objects checked like manifests
-- strict schema validation of every Kubernetes object for 1.20 (the local cluster) and a current version
+- the seed guide's pitfalls (rules VZ001-VZ010, docs/lint.md), Dockerfiles read with BuildKit's parser
+- hadolint on Dockerfiles; `trivy config` on everything (one run); `helm lint --strict` and `helm template`
+- schema validation of every Kubernetes object for the Kubernetes versions asked for (the environment's
+  cluster, a flag or a config value: pipeline/lint/release.py decides)
 
-`--path` takes any files or directories (another repository too). Exit 3 when findings at or above the
-threshold exist (default: the prod environment's scan threshold), 0 otherwise; `--format json`.
+One finding per problem, with every tool that saw it; chart findings point at the template file and line;
+a malformed object is one finding and the run goes on; a target in which nothing is recognised fails.
 """
 
 from __future__ import annotations
@@ -15,33 +14,26 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import sys
-import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.core.errors import PipelineError, PolicyBlocked, UsageError
-from pipeline.gate.policy import RANK, SEVERITIES, severity
+from pipeline.core.errors import PolicyBlocked, UsageError
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import SEVERITIES
+from pipeline.core.vocab import SEVERITY_RANK as RANK
+from pipeline.gate.policy import severity
 from pipeline.lint import rules
-from pipeline.lint.rules import LintFinding
+from pipeline.lint.charts import Rendered, lint_chart, to_template
+from pipeline.lint.collect import Inputs, collect, under
+from pipeline.lint.dockerfile import DockerfileSyntaxError, parse_dockerfile
+from pipeline.lint.external import SchemaJob, hadolint_findings, schema_findings, trivy_config_findings
+from pipeline.lint.findings import LintFinding, merge_same_problem, pitfall
+from pipeline.lint.secrets import judge
 
-KUBE_VERSIONS = ("1.20.0", "1.31.0")   # the local cluster's, and a current one (kubectl's)
-SKIP_DIRS = {".git", ".venv", "venv", "node_modules", ".pipeline", ".tools", "__pycache__", ".mypy_cache",
-             ".ruff_cache", ".pytest_cache", "vendor", "target"}
-HADOLINT_SEVERITY = {"error": "HIGH", "warning": "MEDIUM", "info": "LOW", "style": "LOW"}
-Log = Callable[[str], None]
-
-
-@dataclass
-class Inputs:
-    dockerfiles: list[Path] = field(default_factory=list)
-    yamls: list[Path] = field(default_factory=list)
-    charts: list[Path] = field(default_factory=list)
+DEFAULT_KUBE_VERSIONS = ("1.20.0", "1.31.0")   # when neither a cluster, a flag nor the config says
 
 
 @dataclass(frozen=True)
@@ -49,6 +41,8 @@ class LintReport:
     threshold: str
     findings: tuple[LintFinding, ...]
     checked: dict[str, int]
+    unrecognised: tuple[str, ...] = ()
+    kube_versions: tuple[str, ...] = field(default=())
 
     @property
     def blocking(self) -> tuple[LintFinding, ...]:
@@ -56,7 +50,7 @@ class LintReport:
 
     @property
     def status(self) -> str:
-        return "blocked" if self.blocking else "pass"
+        return "blocked" if self.blocking else "nothing-recognised" if self.unrecognised else "pass"
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in reversed(SEVERITIES)}
@@ -66,321 +60,223 @@ class LintReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "threshold": self.threshold, "counts": self.counts(),
-                "checked": self.checked, "blocking_count": len(self.blocking),
+                "checked": self.checked, "kube_versions": list(self.kube_versions),
+                "unrecognised": list(self.unrecognised), "blocking_count": len(self.blocking),
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-# ---------------------------------------------------------------- entry point
+def lint_paths(targets: list[Path], threshold: str, kube_versions: tuple[str, ...],
+               reporter: Reporter | None = None) -> LintReport:
+    """Lint files and directories; no printing, no raising on findings (the caller gates).
 
-def run_lint(paths: list[str] | None, threshold: str | None = None, fmt: str = "text", *,
-             kube_versions: tuple[str, ...] = KUBE_VERSIONS, log: Log | None = None) -> LintReport:
-    from pipeline.core.paths import ROOT
-
-    if fmt not in ("text", "json"):
-        raise UsageError(f"unknown format '{fmt}'", "use --format text or --format json")
-    level = severity(threshold) if threshold else _default_threshold()
-    say: Log = log or ((lambda s: print(s, file=sys.stderr)) if fmt == "json" else print)
-    if paths:
-        targets = [Path(p) for p in paths]
-    else:   # the project's own: those of these directories that exist
-        targets = [ROOT / d for d in ("dockerfiles", "compose", "k8s", "helm") if (ROOT / d).exists()]
+    Raises UsageError when a target does not exist.
+    """
     missing = [str(p) for p in targets if not p.exists()]
     if missing:
         raise UsageError(f"lint: no such file or directory: {', '.join(missing)}", "pass existing paths to --path")
-    inputs = collect([p for p in targets if p.exists()])
-    report = lint_inputs(inputs, level, kube_versions, say)
+    return lint_inputs(collect(targets), severity(threshold), kube_versions, reporter)
+
+
+def gate(report: LintReport) -> None:
+    """Raise PolicyBlocked (exit 3) on findings at the threshold; UsageError (exit 2) when a target held
+    nothing this lint recognises (a lint that saw nothing must not pass)."""
+    if report.blocking:
+        raise PolicyBlocked(f"lint: {len(report.blocking)} finding(s) at or above {report.threshold}",
+                            "fix them (each finding names its fix) or lower --threshold")
+    if report.unrecognised:
+        raise UsageError(f"lint: nothing recognised in {', '.join(report.unrecognised)} (no Dockerfile, compose "
+                         "file, Kubernetes manifest, Kustomization or Helm chart)",
+                         "pass the paths that hold them (Dockerfile/*.Dockerfile/Containerfile, YAML or JSON with "
+                         "apiVersion and kind or services:, a directory with Chart.yaml)")
+
+
+def run_lint(paths: list[str] | None, threshold: str | None = None, fmt: str = "text", *,
+             kube_versions: tuple[str, ...] = (), env_name: str = "", reporter: Reporter | None = None) -> LintReport:
+    """The `invoke lint` task: lint, print (text or json), gate. Kubernetes versions: the given ones, else
+    the environment's cluster or config (release.kube_versions_for), else DEFAULT_KUBE_VERSIONS."""
+    from pipeline.core.paths import ROOT
+    from pipeline.lint.release import default_settings, normal_version
+
+    if fmt not in ("text", "json"):
+        raise UsageError(f"unknown format '{fmt}'", "use --format text or --format json")
+    level, versions = default_settings(env_name, reporter, versions_needed=not kube_versions)
+    if threshold:
+        level = severity(threshold)
+    if kube_versions:
+        bad = [v for v in kube_versions if not re.fullmatch(r"v?1\.\d+(\.\d+)?", v)]
+        if bad:
+            raise UsageError(f"lint: '{bad[0]}' is not a Kubernetes version", "pass e.g. --kube-version 1.31")
+        versions = tuple(dict.fromkeys(normal_version(v) for v in kube_versions))
+    targets = [Path(p) for p in paths] if paths else \
+        [ROOT / d for d in ("dockerfiles", "compose", "k8s", "helm") if (ROOT / d).exists()]
+    report = lint_paths(targets, level, versions, reporter)
     if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print_report(report)
-    if report.blocking:
-        raise PolicyBlocked(f"lint: {len(report.blocking)} finding(s) at or above {level}",
-                            "fix them (each finding names its fix) or lower --threshold")
+    gate(report)
     return report
-
-
-def _default_threshold() -> str:
-    try:
-        from pipeline.core.config import load_config
-
-        cfg = load_config(check_files=False)
-        return cfg.environments["prod"].scan_threshold if "prod" in cfg.environments else "HIGH"
-    except PipelineError:
-        return "HIGH"
-
-
-# ---------------------------------------------------------------- collecting files
-
-def is_dockerfile(p: Path) -> bool:
-    n = p.name.lower()
-    return n == "dockerfile" or n.endswith(".dockerfile") or n.startswith("dockerfile.")
-
-
-def collect(targets: Iterable[Path]) -> Inputs:
-    inputs = Inputs()
-    seen: set[Path] = set()
-
-    def add_file(p: Path) -> None:
-        rp = p.resolve()
-        if rp in seen:
-            return
-        seen.add(rp)
-        if is_dockerfile(p):
-            inputs.dockerfiles.append(p)
-        elif p.suffix in (".yml", ".yaml"):
-            inputs.yamls.append(p)
-
-    for t in targets:
-        if t.is_file():
-            if t.name == "Chart.yaml":
-                inputs.charts.append(t.parent)
-            else:
-                add_file(t)
-            continue
-        for dirpath, dirnames, filenames in os.walk(t):
-            d = Path(dirpath)
-            if (d / "Chart.yaml").is_file():
-                inputs.charts.append(d)
-                dirnames[:] = []          # a chart is linted rendered, not file by file
-                continue
-            dirnames[:] = sorted(x for x in dirnames if x not in SKIP_DIRS)
-            for f in sorted(filenames):
-                add_file(d / f)
-    return inputs
 
 
 # ---------------------------------------------------------------- the checks
 
-@dataclass
-class Rendered:
-    chart: Path
-    values: str              # the values file this rendering used (label)
-    kube_version: str
-    docs: list[tuple[Any, str, int]]   # (object, label naming its template, line offset: see split_rendered)
-    texts: list[str]                   # each rendered document's text, from its apiVersion line on
+def _guarded(what: str, file: str, check: Any, *args: Any, **kwargs: Any) -> list[LintFinding]:
+    """Run one rule function on one object; an unexpected shape is one finding, never a crash of the run."""
+    try:
+        return list(check(*args, **kwargs))
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        return [LintFinding("MALFORMED", "HIGH", file, 0, f"{what}: cannot be checked ({type(exc).__name__}: {exc})",
+                            "give each field the type its reference documents")]
 
 
-def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...], log: Log) -> LintReport:
-    found: list[LintFinding] = []
-    checked = {"dockerfiles": len(inputs.dockerfiles), "yaml_files": len(inputs.yamls), "charts": len(inputs.charts),
-               "kubernetes_objects": 0}
-    k8s_objects: list[tuple[Any, str, int]] = []   # (object, file label, line offset) for schema checks
-    yaml_for_trivy: list[Path] = []
-    for df in inputs.dockerfiles:
-        found += rules.dockerfile_rules(df.read_text(errors="replace"), str(df))
-    for y in inputs.yamls:
-        try:
-            docs = rules.load_yaml_docs(y.read_text(errors="replace"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            found.append(LintFinding("YAML", "HIGH", str(y), (mark.line + 1) if mark else 0,
-                                     f"invalid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax", "yaml"))
+def _lint_yaml(y: Path, inputs: Inputs, found: list[LintFinding], schema_jobs: list[SchemaJob],
+               malformed: list[tuple[str, int, int]]) -> bool:
+    """Lint one YAML/JSON file; True when it holds something recognised (and trivy should see it)."""
+    rp = y.resolve()
+    if rp in inputs.json_patches:
+        return True          # JSON 6902 operations: nothing of an object to judge
+    try:
+        docs = rules.load_yaml_docs(y.read_text(errors="replace"))
+    except yaml.YAMLError as exc:
+        if y.suffix == ".json":
+            return False     # JSON that is not even valid: no manifest kubectl would take, not ours to judge
+        mark = getattr(exc, "problem_mark", None)
+        found.append(LintFinding("YAML", "HIGH", str(y), (mark.line + 1) if mark else 0,
+                                 f"invalid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax", "yaml"))
+        return True
+    recognised = False
+    starts = [rules._line(d) for d in docs] + [10**9]
+    for n, doc in enumerate(docs):
+        before = len(found)
+        if rules.is_compose(doc):
+            recognised = True
+            found.extend(_guarded("compose file", str(y), rules.compose_rules, doc, str(y)))
             continue
-        relevant = False
-        for doc in docs:
-            if rules.is_compose(doc):
-                relevant = True
-                found += rules.compose_rules(doc, str(y))
-            elif rules.is_k8s(doc):
-                relevant = True
-                found += rules.k8s_rules(doc, str(y))
-                k8s_objects.append((doc, str(y), 0))
-        if relevant:
-            yaml_for_trivy.append(y)
+        if not rules.is_k8s(doc):
+            continue
+        recognised = True
+        items = doc.get("items") if str(doc["kind"]).endswith("List") else None
+        objects = [i for i in items if rules.is_k8s(i)] if isinstance(items, list) else [doc]
+        for obj in objects:
+            if rp in inputs.patches:
+                found.extend(_guarded(f"patch {obj['kind']}", str(y), rules.patch_rules, obj, str(y)))
+            else:
+                found.extend(_guarded(f"{obj['kind']}", str(y), rules.k8s_rules, obj, str(y), committed=True))
+                schema_jobs.append((obj, str(y), None))
+        if any(f.rule == "MALFORMED" for f in found[before:]):
+            malformed.append((str(y), starts[n], starts[n + 1] - 1))
+    return recognised
+
+
+def _kustomization_findings(k: Path) -> list[LintFinding]:
+    """VZ003 in configMapGenerator/secretGenerator literals of a Kustomization."""
+    try:
+        docs = rules.load_yaml_docs(k.read_text(errors="replace"))
+    except yaml.YAMLError as exc:
+        return [LintFinding("YAML", "HIGH", str(k), 0, f"invalid YAML: {str(exc).splitlines()[0]}",
+                            "fix the YAML syntax", "yaml")]
+    out: list[LintFinding] = []
+    for doc in docs:
+        for gen, committed in (("configMapGenerator", False), ("secretGenerator", True)):
+            entries = doc.get(gen) if isinstance(doc, dict) else None
+            for entry in entries if isinstance(entries, list) else []:
+                lits = entry.get("literals") if isinstance(entry, dict) else None
+                for i, lit in enumerate(lits if isinstance(lits, list) else []):
+                    name, _, value = str(lit).partition("=")
+                    reason = f"{name} is a secret committed to the repository" if committed and value \
+                        else judge(name, value)
+                    if reason:
+                        lines = getattr(lits, "item_lines", [])
+                        line = lines[i] if i < len(lines) else 0
+                        out.append(pitfall("VZ003", str(k), line, f"{gen} literal: {reason}"))
+    return out
+
+
+def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
+                reporter: Reporter | None = None) -> LintReport:
+    """Every check over the collected inputs; one finding per problem."""
+    found: list[LintFinding] = []
+    recognised: list[str] = [str(p) for p in inputs.dockerfiles + inputs.charts + inputs.kustomizations]
+    schema_jobs: list[SchemaJob] = []
+    malformed: list[tuple[str, int, int]] = []   # (file, first line, last line) of objects found malformed
+    yaml_for_trivy: list[Path] = []
+    rejects: set[str] = set()
+    for df in inputs.dockerfiles:
+        text = df.read_text(errors="replace")
+        try:
+            parse_dockerfile(text)
+        except DockerfileSyntaxError:
+            rejects.add(str(df))
+        found += _guarded("Dockerfile", str(df), rules.dockerfile_rules, text, str(df))
+    for k in inputs.kustomizations:
+        found += _kustomization_findings(k)
+    for y in inputs.yamls:
+        if _lint_yaml(y, inputs, found, schema_jobs, malformed):
+            recognised.append(str(y))
+            if y.resolve() not in inputs.patches | inputs.json_patches:
+                yaml_for_trivy.append(y)
     renders: list[Rendered] = []
     for chart in inputs.charts:
-        chart_findings, chart_renders = lint_chart(chart, kube_versions, log)
+        if reporter:
+            reporter.detail(f"lint: helm lint and template {chart}")
+        chart_findings, chart_renders = lint_chart(chart, kube_versions)
         found += chart_findings
         renders += chart_renders
     current = kube_versions[-1] if kube_versions else ""
-    for r in renders:
-        if r.kube_version == current:   # pitfalls once per values file (not once per Kubernetes version)
-            for doc, label, offset in r.docs:
-                found += rules.k8s_rules(doc, label, offset)
-    checked["kubernetes_objects"] = len(k8s_objects) + sum(len(r.docs) for r in renders if r.kube_version == current)
-    found += schema_findings(k8s_objects, renders, kube_versions)
-    found += hadolint_findings(inputs.dockerfiles)
-    found += trivy_config_findings(inputs.dockerfiles + yaml_for_trivy,
-                                   [r for r in renders if r.kube_version == current], log)
-    unique = sorted(set(found), key=lambda f: (f.file, f.line, -RANK[f.severity], f.rule, f.message))
-    return LintReport(threshold, tuple(unique), checked)
+    rule_renders = [r for r in renders if r.kube_version == current]
+    for r in rule_renders:   # pitfalls once per values set (not once per Kubernetes version)
+        for d in r.docs:
+            for f in _guarded(d.what, str(d.template), rules.k8s_rules, d.obj, str(d.template)):
+                where, line = to_template(d, f.line)
+                found.append(LintFinding(f.rule, f.severity, where, line, f"{f.message} (rendered with {r.values})",
+                                         f.fix, f.tool))
+    jobs = [(job, kv) for job in schema_jobs for kv in kube_versions]
+    jobs += [((d.obj, str(d.template), d), r.kube_version) for r in renders for d in r.docs]
+    found += schema_findings(jobs)
+    found += hadolint_findings(inputs.dockerfiles, rejects)
+    trivy_found, spans = trivy_config_findings(inputs.dockerfiles + yaml_for_trivy, rule_renders,
+                                               reporter.detail if reporter else (lambda _: None))
+    found += _fold_into_malformed(trivy_found, malformed, found)
+    unique = _dedupe(merge_same_problem(found, spans))
+    checked = {"dockerfiles": len(inputs.dockerfiles), "yaml_files": len(inputs.yamls), "charts": len(inputs.charts),
+               "kustomizations": len(inputs.kustomizations),
+               "kubernetes_objects": len(schema_jobs) + sum(len(r.docs) for r in rule_renders)}
+    unrecognised = tuple(str(t) for t in inputs.targets if not any(under(p, t) for p in recognised))
+    return LintReport(threshold, tuple(unique), checked, unrecognised, kube_versions)
 
 
-def hadolint_findings(dockerfiles: list[Path]) -> list[LintFinding]:
-    from pipeline.tools import hadolint
-
-    out = []
-    for d in hadolint.lint(dockerfiles):
-        level = str(d.get("level", "warning"))
-        out.append(LintFinding(str(d.get("code", "DL")), HADOLINT_SEVERITY.get(level, "MEDIUM"), str(d.get("file", "")),
-                               int(d.get("line") or 0), str(d.get("message", "")),
-                               f"https://github.com/hadolint/hadolint/wiki/{d.get('code', '')}", "hadolint"))
-    return out
-
-
-def _values_sets(chart: Path) -> list[tuple[str, list[Path]]]:
-    """values.yaml alone, then each values-<env>.yaml; the chart's ci/*-values.yaml (test inputs) apply to all."""
-    ci = sorted((chart / "ci").glob("*values*.yaml")) if (chart / "ci").is_dir() else []
-    sets: list[tuple[str, list[Path]]] = [("values.yaml", ci)]
-    for v in sorted(chart.glob("values-*.yaml")):
-        sets.append((v.name, [v, *ci]))
-    return sets
-
-
-SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
-
-
-def split_rendered(text: str, chart: Path, values: str) -> tuple[list[tuple[Any, str, int]], list[str]]:
-    """Rendered documents, each labelled with its template, object and values file.
-
-    Lines count within the rendered document, line 1 being the line after its `# Source:` comment
-    (usually the template's first line): a template that loops renders several documents.
-    """
-    out: list[tuple[Any, str, int]] = []
-    texts: list[str] = []
-    for chunk in re.split(r"^---\s*$", text, flags=re.MULTILINE):
-        m = SOURCE.search(chunk)
-        body = chunk[m.end() + 1:] if m else chunk.lstrip("\n")
-        try:
-            docs = rules.load_yaml_docs(body)
-        except yaml.YAMLError:
-            docs = []
-        for doc in docs:
-            if rules.is_k8s(doc):
-                src = m.group(1).split("/", 1)[-1] if m else "?"
-                what = f"{doc['kind']}/{(doc.get('metadata') or {}).get('name', '?')}"
-                out.append((doc, f"{chart}/{src} [rendered with {values}: {what}]", 0))
-                texts.append(body)
-    return out, texts
-
-
-def lint_chart(chart: Path, kube_versions: tuple[str, ...], log: Log) -> tuple[list[LintFinding], list[Rendered]]:
-    from pipeline.tools import helm
-
-    found: list[LintFinding] = []
-    renders: list[Rendered] = []
-    for label, files in _values_sets(chart):
-        res = helm.lint(chart, files, strict=True, kube_version=kube_versions[-1] if kube_versions else "")
-        for line in (res.stdout + "\n" + res.stderr).splitlines():
-            m = re.match(r"^\[(ERROR|WARNING|INFO)\]\s*(.*)$", line.strip())
-            if m and m.group(1) != "INFO":
-                found.append(LintFinding("HELM-LINT", "HIGH", f"{chart} [{label}]", 0, m.group(2),
-                                         "fix the chart (helm lint --strict treats warnings as errors)", "helm"))
-        if not res.ok and not any(f.file == f"{chart} [{label}]" for f in found):
-            tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:]
-            found.append(LintFinding("HELM-LINT", "HIGH", f"{chart} [{label}]", 0,
-                                     f"helm lint --strict failed: {' '.join(tail)}", "fix the chart", "helm"))
-        for kv in kube_versions:
-            try:
-                text = helm.template(chart, "lint", files, namespace="lint", kube_version=kv)
-            except PipelineError as exc:
-                found.append(LintFinding("HELM-TEMPLATE", "HIGH", f"{chart} [{label}]", 0,
-                                         f"helm template (Kubernetes {kv}) failed: {exc.message}",
-                                         "fix the template or the values", "helm"))
-                continue
-            docs, texts = split_rendered(text, chart, label)
-            renders.append(Rendered(chart, label, kv, docs, texts))
-    return found, renders
-
-
-def schema_findings(objects: list[tuple[Any, str, int]], renders: list[Rendered],
-                    kube_versions: tuple[str, ...]) -> list[LintFinding]:
-    from pipeline.lint import k8s_schema
-
-    out: list[LintFinding] = []
-    jobs = [(doc, label, off, kv) for doc, label, off in objects for kv in kube_versions]
-    jobs += [(doc, label, off, r.kube_version) for r in renders for doc, label, off in r.docs]
-    unavailable: set[str] = set()
-    for doc, label, off, kv in jobs:
-        if kv in unavailable:
+def _fold_into_malformed(trivy_found: list[LintFinding], malformed: list[tuple[str, int, int]],
+                         found: list[LintFinding]) -> list[LintFinding]:
+    """What trivy says about an object the API server rejects is the same problem: fold it into MALFORMED."""
+    keep: list[LintFinding] = []
+    for f in trivy_found:
+        hit = next(((file, a, b) for file, a, b in malformed if f.file == file and a <= f.line <= b), None)
+        if hit is None:
+            keep.append(f)
             continue
-        try:
-            errors = k8s_schema.validate(_plain(doc), kv)
-        except k8s_schema.SchemaUnavailable as exc:
-            unavailable.add(kv)
-            out.append(LintFinding("SCHEMA", "LOW", label, 0, str(exc), "run `invoke lint` once with PyPI reachable",
-                                   "kubernetes-validate"))
-            continue
-        what = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name', '?')}"
-        for e in errors:
-            out.append(LintFinding(f"SCHEMA-{'.'.join(kv.split('.')[:2])}", "HIGH", label, line_of(doc, e.path) + off,
-                                   f"{what}: {e}", f"make the object valid for Kubernetes {kv}",
-                                   "kubernetes-validate"))
-    return out
+        for i, m in enumerate(found):
+            if m.rule == "MALFORMED" and m.file == hit[0] and hit[1] <= m.line <= hit[2]:
+                found[i] = replace(m, seen_by=tuple(sorted({*m.seen_by, f"{f.tool} {f.rule}"})))
+                break
+    return keep
 
 
-def line_of(doc: Any, path: tuple[str | int, ...]) -> int:
-    """The line of the deepest node along `path` that the YAML loader recorded."""
-    line, node = rules._line(doc), doc
-    for step in path:
-        if isinstance(node, dict) and step in node:
-            line, node = rules._line(node, step) or line, node[step]
-        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
-            lines = getattr(node, "item_lines", [])
-            line, node = (lines[step] if step < len(lines) else line), node[step]
-        else:
-            break
-    return line
-
-
-def _plain(obj: Any) -> Any:
-    """YMap/YList → plain dicts/lists (JSON-schema validators want exact types); dates as strings."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return obj
-
-
-def trivy_config_findings(files: list[Path], renders: list[Rendered], log: Log) -> list[LintFinding]:
-    """One `trivy config` run over a staging copy of every file (and every rendering), mapped back."""
-    from pipeline.tools import trivy
-
-    if not files and not renders:
-        return []
-    out: list[LintFinding] = []
-    with tempfile.TemporaryDirectory(prefix="veza-lint-") as tmp:
-        stage = Path(tmp) / "stage"
-        origin: dict[str, str] = {}
-        for i, f in enumerate(files):
-            rel = f"f{i}/{f.name}"
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, stage / rel)
-            origin[rel] = str(f)
-        for i, r in enumerate(renders):
-            for j, ((_, label, _), text) in enumerate(zip(r.docs, r.texts, strict=True)):
-                rel = f"r{i}/d{j}.yaml"
-                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-                (stage / rel).write_text(text)
-                origin[rel] = label
-        data = trivy.scan_config(stage, Path(tmp) / "report.json", cache_dir=trivy.default_cache_dir())
-        for res in data.get("Results") or []:
-            target = str(res.get("Target", ""))
-            where = origin.get(target, target)
-            for m in res.get("Misconfigurations") or []:
-                if str(m.get("Status", "FAIL")).upper() != "FAIL":
-                    continue
-                cause = m.get("CauseMetadata") or {}
-                out.append(LintFinding(str(m.get("ID") or m.get("AVDID")), rules_sev(m.get("Severity")), where,
-                                       int(cause.get("StartLine") or 0), str(m.get("Message") or m.get("Title")),
-                                       str(m.get("Resolution") or ""), "trivy"))
-    return out
-
-
-def _rel(path: str) -> str:
-    """A path relative to the working directory when it is below it (shorter tables)."""
-    cwd = str(Path.cwd()) + os.sep
-    return path[len(cwd):] if path.startswith(cwd) else path
-
-
-def rules_sev(value: Any) -> str:
-    v = str(value or "UNKNOWN").upper()
-    return v if v in RANK else "UNKNOWN"
+def _dedupe(findings: list[LintFinding]) -> list[LintFinding]:
+    """The same (rule, file, line) from several renderings (values sets) is one finding."""
+    best: dict[tuple[str, str, int, str], LintFinding] = {}
+    for f in findings:
+        key = (f.rule, f.file, f.line, f.message.split(" (rendered with ")[0])
+        if key not in best:
+            best[key] = f
+    return sorted(best.values(), key=lambda f: (f.file, f.line, -RANK[f.severity], f.rule, f.message))
 
 
 # ---------------------------------------------------------------- output
+
+def _rel(path: str) -> str:
+    cwd = str(Path.cwd()) + os.sep
+    return path[len(cwd):] if path.startswith(cwd) else path
+
 
 def print_report(report: LintReport) -> None:
     from rich.markup import escape
@@ -389,15 +285,19 @@ def print_report(report: LintReport) -> None:
 
     c = report.checked
     console.print(f"lint: {c['dockerfiles']} Dockerfile(s), {c['yaml_files']} YAML file(s), {c['charts']} chart(s), "
-                  f"{c['kubernetes_objects']} Kubernetes object(s) checked")
+                  f"{c['kustomizations']} Kustomization(s), {c['kubernetes_objects']} Kubernetes object(s) checked; "
+                  f"schemas for Kubernetes {', '.join(report.kube_versions) or '(none)'}")
     shown = [f for f in report.findings if RANK[f.severity] >= RANK["MEDIUM"] or f in report.blocking]
     if shown:
         t = table(f"lint findings (threshold {report.threshold}; LOW ones are in --format json)",
-                  "rule", "severity", "file:line", "problem", "fix", "tool")
+                  "rule", "severity", "file:line", "problem", "fix", "tools")
         for f in shown:
             rule = f"{f.rule} {f.name}".strip()
             where = _rel(f.file) + (f":{f.line}" if f.line else "")
-            t.add_row(*(escape(x) for x in (rule, f.severity, where, f.message, f.fix, f.tool)))
+            tools = ", ".join((f.tool, *f.seen_by))
+            t.add_row(*(escape(x) for x in (rule, f.severity, where, f.message, f.fix, tools)))
         console.print(t)
+    for u in report.unrecognised:
+        console.print(f"lint: nothing recognised in {escape(_rel(u))}")
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n) or "no findings"
     console.print(f"lint: {report.status.upper()} at {report.threshold} ({counts}; {len(report.blocking)} blocking)")

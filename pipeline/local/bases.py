@@ -19,20 +19,20 @@ rebuilds everything above it. It is stored as an image label.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.config import Base, Config, load_config
 from pipeline.core.errors import ConfigError, StageFailed
-from pipeline.core.paths import CACHE_DIR, STATE_DIR, ensure_dir
+from pipeline.core.lock import file_lock
+from pipeline.core.paths import CACHE_DIR, ensure_dir
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 LABEL_RECIPE_DIGEST = "veza.pipeline.recipe-digest"
@@ -239,7 +239,7 @@ def _inspect_all() -> dict[str, ImageFacts]:
 
 
 def _labels(r: Recipe, run_id: str) -> dict[str, str]:
-    from pipeline.tools.docker import LABEL_RUN
+    from pipeline.core.vocab import LABEL_RUN
 
     return {LABEL_RECIPE_DIGEST: r.digest, LABEL_BASE: r.base.name, LABEL_RUN: run_id,
             "org.opencontainers.image.title": r.base.local,
@@ -316,7 +316,7 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
             f"digests match; {pulled} pulled upstream), nothing to do [{time.monotonic() - started:.2f}s]")
         return outcomes
 
-    log_dir = ensure_dir(STATE_DIR / "bases")
+    log_dir = ensure_dir(cfg.state_dir / "bases")
     # Another `invoke bases` (a parallel test session, a second terminal) may be building the same images:
     # wait for it, then look again, so that nothing is built twice.
     with _exclusive(log_dir / ".lock", say):
@@ -330,18 +330,8 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
         return _provide(cfg, recipes, todo, outcomes, try_pull, force, log_dir, started, say)
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path, say: Callable[[str], None]) -> Iterator[None]:
-    with path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"bases: another run holds {path}; waiting for it")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _exclusive(path: Path, say: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
+    return file_lock(path, on_wait=lambda: say(f"bases: another run holds {path}; waiting for it"))
 
 
 def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], outcomes: list[Outcome],

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pipeline.core.config import Config
 from pipeline.core.errors import StageFailed, ToolMissing, UsageError
 from pipeline.core.manifest import atomic_write
 from pipeline.core.redact import register_secret
@@ -52,10 +53,11 @@ class LocalRegistry:
                  tls: tuple[Path, Path] | None = None) -> None:
         if not 1 <= port <= 65535:
             raise UsageError(f"registry port {port} is out of range", "use a port between 1 and 65535")
-        from pipeline.core.paths import STATE_DIR
+        from pipeline.core.paths import CACHE_DIR
 
         self.port = port
-        default_root = STATE_DIR / ("registry" if port == DEFAULT_PORT else f"registry-{port}")
+        # Without a root (a bare LocalRegistry(port)), storage goes to the machine's cache, never the work tree.
+        default_root = CACHE_DIR / "registries" / f"registry-{port}"
         self.root = (root or default_root).resolve()
         self.htpasswd = htpasswd.resolve() if htpasswd else None
         self.tls = (tls[0].resolve(), tls[1].resolve()) if tls else None
@@ -351,11 +353,8 @@ class RegistryStatus:
         return out
 
 
-def default_registry(*, auth: bool = False, tls: bool = False) -> LocalRegistry:
+def default_registry(cfg: Config, *, auth: bool = False, tls: bool = False) -> LocalRegistry:
     """The embedded default: port from [registry] address when it is loopback, root <state dir>/registry."""
-    from pipeline.core.config import load_config
-
-    cfg = load_config(check_files=False)
     port = DEFAULT_PORT
     host, _, p = cfg.registry.address.partition(":")
     if host in ("127.0.0.1", "localhost") and p.isdigit():
@@ -384,11 +383,11 @@ def _from_state(reg: LocalRegistry) -> LocalRegistry:
     return out
 
 
-def registry_up(auth: bool = False, tls: bool = False) -> RegistryStatus:
+def registry_up(cfg: Config, auth: bool = False, tls: bool = False) -> RegistryStatus:
     """Start the default registry (idempotent); print where it runs and which path was taken."""
-    probe = _from_state(default_registry())
+    probe = _from_state(default_registry(cfg))
     if probe.running():
-        st = registry_status(quiet=True)
+        st = registry_status(cfg, quiet=True)
         if st.auth != auth or st.tls != tls:
             raise UsageError(f"the registry on {probe.address} already runs with auth={st.auth} tls={st.tls}",
                              "run `invoke registry-down` first to restart it with other settings")
@@ -396,16 +395,16 @@ def registry_up(auth: bool = False, tls: bool = False) -> RegistryStatus:
         return st
     if probe.answers() or ping(f"https://{probe.address}", timeout=1.0) is not None:
         print(f"registry: {probe.address} already answers (not started by the pipeline); using it as is")
-        return registry_status(quiet=True)
-    reg = default_registry(auth=auth, tls=tls).start()
+        return registry_status(cfg, quiet=True)
+    reg = default_registry(cfg, auth=auth, tls=tls).start()
     path = ("Debian docker-registry binary" if reg.mode == "binary" else "registry:2 image")
     print(f"registry: started on {reg.url} via {path} (storage {reg.data_dir})")
-    return registry_status(quiet=True)
+    return registry_status(cfg, quiet=True)
 
 
-def registry_down() -> bool:
+def registry_down(cfg: Config) -> bool:
     """Stop the default registry if the pipeline started it; its storage is kept."""
-    reg = _from_state(default_registry())
+    reg = _from_state(default_registry(cfg))
     if reg.stop():
         print(f"registry: stopped {reg.address} (storage kept in {reg.data_dir})")
         return True
@@ -416,8 +415,8 @@ def registry_down() -> bool:
     return False
 
 
-def registry_status(quiet: bool = False) -> RegistryStatus:
-    reg = _from_state(default_registry())
+def registry_status(cfg: Config, quiet: bool = False) -> RegistryStatus:
+    reg = _from_state(default_registry(cfg))
     st = RegistryStatus(running=False, address=reg.address, mode=None, root=reg.root)
     if reg.running():
         st.running, st.mode, st.pid = True, reg.mode, reg.pid()
@@ -460,15 +459,15 @@ def _catalog(reg: LocalRegistry) -> list[str]:
         return []
 
 
-def ensure_local_registry(address: str | None = None) -> RegistryStatus | None:
+def ensure_local_registry(cfg: Config, address: str | None = None) -> RegistryStatus | None:
     """Make sure the registry a release pushes to answers, starting the embedded default when needed.
 
     `address` is the target registry (host:port); a non-loopback or non-default one is never started here
     (None is returned: it is the user's registry). Called by the release before the push pre-flight.
     """
-    reg = _from_state(default_registry())
+    reg = _from_state(default_registry(cfg))
     if address is not None and address not in (reg.address, f"localhost:{reg.port}"):
         return None
     if reg.running() or reg.answers() or ping_insecure_tls(reg.address) is not None:
-        return registry_status(quiet=True)
-    return registry_up()
+        return registry_status(cfg, quiet=True)
+    return registry_up(cfg)

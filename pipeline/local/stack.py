@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.config import load_config
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import StageFailed, UsageError
-from pipeline.core.manifest import Manifest
-from pipeline.core.paths import MANIFEST_FILE, STATE_DIR
+from pipeline.core.manifest import Manifest, manifest_path
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.local import stack_spec
-from pipeline.tools.compose import RUN_LABEL, ComposeProject, remove_labelled
+from pipeline.tools.compose import ComposeProject
+from pipeline.tools.docker import remove_labelled
 from pipeline.tools.proc import stream
 
 DEFAULT_NAME = "veza-dev"
@@ -31,10 +32,11 @@ FOLLOW_TIMEOUT_S = 7 * 24 * 3600.0   # `logs --follow` runs until Ctrl-C; the ti
 @dataclass(frozen=True)
 class DevStack:
     name: str
+    state_dir: Path
 
     @property
     def dir(self) -> Path:
-        return STATE_DIR / "stack" / self.name
+        return self.state_dir / "stack" / self.name
 
     @property
     def env_file(self) -> Path:
@@ -52,23 +54,22 @@ class DevStack:
                               env=values)
 
 
-def current() -> DevStack:
-    return DevStack(stack_spec.safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)))
+def current(cfg: Config) -> DevStack:
+    return DevStack(stack_spec.safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)), cfg.state_dir)
 
 
-def stack_up(env_name: str = "local", build: bool = False) -> None:
-    """Start the platform with the images of the Release manifest (building them first with build=True)."""
-    cfg = load_config()
-    env = cfg.env(env_name)
-    stack = current()
+def stack_up(cfg: Config, env: Environment, reporter: Reporter, build: bool = False) -> None:
+    """Start the platform with the images of env's Release manifest (building them first with build=True)."""
+    stack = current(cfg)
     if build:
-        from pipeline.stages.build import run_build
+        from pipeline.release.runner import run_command
 
-        run_build(services=[], env_name=env.name, no_cache=False, workers=0, fail_fast=True, dry_run=False)
-    manifest = Manifest.load(Path(os.environ.get("VEZA_MANIFEST", MANIFEST_FILE)))
-    if manifest.env != env.name:
-        raise UsageError(f"the Release manifest is for environment '{manifest.env}', not '{env.name}'",
-                         f"run `invoke up --env {manifest.env}` or `invoke up --env {env.name} --build`")
+        run_command(cfg, env, ["build"], reporter, options={"fail_fast": True})
+    path = manifest_path(cfg.state_dir, env.name)
+    if not path.exists():
+        raise UsageError(f"environment {env.name} has no Release manifest yet ({path})",
+                         f"run `invoke up --env {env.name} --build`")
+    manifest = Manifest.load(path)
     images = {**stack_spec.service_images(cfg, manifest), **stack_spec.infra_images(cfg)}
     # Keep the passwords of an existing stack: its PostgreSQL volume was initialised with them.
     old = stack_spec.read_env_file(stack.env_file) if stack.env_file.exists() else {}
@@ -77,7 +78,7 @@ def stack_up(env_name: str = "local", build: bool = False) -> None:
         stack.name, images, secret_values, {"VEZA_RESTART": "unless-stopped"}))
     project = stack.project()
     project.config()
-    print(f"starting {stack.name} ({env.name} images) …", file=sys.stderr, flush=True)
+    reporter.info(f"starting {stack.name} ({env.name} images) …")
     res = project.up(wait_timeout=UP_TIMEOUT_S)
     stack.state_file.write_text(json.dumps({"env": env.name, "project": stack.name,
                                             "images": {k: v.ref for k, v in images.items()}}, indent=2) + "\n")
@@ -86,7 +87,7 @@ def stack_up(env_name: str = "local", build: bool = False) -> None:
         raise StageFailed(f"the stack did not become healthy: {tail}",
                           "inspect it with `invoke logs`; stop it with `invoke down`")
     for addr, svc in published(project):
-        print(f"  {svc:<16} http://{addr}")
+        reporter.info(f"  {svc:<16} http://{addr}")
 
 
 def published(project: ComposeProject) -> list[tuple[str, str]]:
@@ -99,9 +100,9 @@ def published(project: ComposeProject) -> list[tuple[str, str]]:
     return sorted(set(out), key=lambda x: x[1])
 
 
-def stack_down(volumes: bool = False) -> None:
+def stack_down(cfg: Config, reporter: Reporter, volumes: bool = False) -> None:
     """Stop the developer stack; with volumes=True also delete its data (and forget its passwords)."""
-    stack = current()
+    stack = current(cfg)
     if stack.env_file.exists():
         res = stack.project().down(volumes=volumes)
         if not res.ok:
@@ -113,12 +114,12 @@ def stack_down(volumes: bool = False) -> None:
         stack.state_file.unlink(missing_ok=True)
     if left.containers or left.networks:
         raise StageFailed(f"could not remove: {left.describe()}", "remove them with docker rm -f / docker network rm")
-    print(f"{stack.name} stopped" + (" and its volumes removed" if volumes else " (volumes kept)"), file=sys.stderr)
+    reporter.info(f"{stack.name} stopped" + (" and its volumes removed" if volumes else " (volumes kept)"))
 
 
-def stack_logs(service: str | None = None, follow: bool = False) -> None:
+def stack_logs(cfg: Config, service: str | None = None, follow: bool = False) -> None:
     """Print (or follow) the developer stack's logs; service may be `veza-backend-api` or `backend-api`."""
-    stack = current()
+    stack = current(cfg)
     if not stack.env_file.exists():
         raise UsageError(f"the developer stack {stack.name} is not running (no {stack.env_file})",
                          "start it: invoke up")

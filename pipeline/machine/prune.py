@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import LABEL_INPUT_DIGEST, LABEL_RUN
 from pipeline.stages.build import CACHE_REPO
 from pipeline.tools import docker
 
@@ -92,7 +93,7 @@ def plan_prune(*, cap_bytes: int, cache_repo: str, keep: int, protected: set[str
         for r in cache_over_cap(records, cap_bytes):
             plan.items.append(PruneItem("build cache", r.id, r.size,
                                         f"last used {r.last_used[:19]}; cache over the cap"))
-    labels = [docker.LABEL_INPUT_DIGEST, *([f"{docker.LABEL_RUN}={run}"] if run else [])]
+    labels = [LABEL_INPUT_DIGEST, *([f"{LABEL_RUN}={run}"] if run else [])]
     if all_dangling and run is None:
         dangling = docker.client().api.images(filters={"dangling": True})
     else:
@@ -142,17 +143,18 @@ def report_plan(plan: PrunePlan, reporter: Reporter, *, dry_run: bool) -> None:
 
 def run_prune(cfg: Config, reporter: Reporter, *, dry_run: bool, keep: int = 2, all_dangling: bool = False,
               cache_repo: str = CACHE_REPO) -> PrunePlan:
-    """`invoke prune`: plan, report, and (unless dry_run) remove. Images the manifest records are kept."""
+    """`invoke prune`: plan, report, and (unless dry_run) remove. Images any environment's manifest records
+    are kept."""
     if keep < 1:
         raise UsageError(f"--keep {keep} keeps no cache tag", "give 1 or more (the newest cache tags per service)")
     protected: set[str] = set()
-    manifest_path = cfg.state_dir / "manifest.json"
-    m = Manifest.load_or_none(manifest_path) if manifest_path.exists() else None
-    if m is not None:
-        for svc in m.services():
-            image_id = (m.service(svc).get("build") or {}).get("image_id")
-            if image_id:
-                protected.add(str(image_id))
+    for env_name in cfg.environments:
+        path = manifest_path(cfg.state_dir, env_name)
+        m = Manifest.load_or_none(path) if path.exists() else None
+        for svc in m.services() if m is not None else []:
+            built = m.built(svc) if m is not None else None
+            if built is not None and built.image_id:
+                protected.add(str(built.image_id))
     plan = plan_prune(cap_bytes=cfg.build.cache_cap_mb * 1_000_000, cache_repo=cache_repo, keep=keep,
                       protected=protected, all_dangling=all_dangling)
     report_plan(plan, reporter, dry_run=dry_run)

@@ -9,17 +9,18 @@ Every target tag is then verified through the registry API to answer the source 
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from pipeline.core.config import Config, Environment, load_config
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PolicyBlocked, StageFailed, ToolMissing, UsageError
-from pipeline.core.manifest import Manifest, now_iso
+from pipeline.core.manifest import Manifest
 from pipeline.core.redact import redact
+from pipeline.core.reporter import Reporter
 from pipeline.core.retry import with_retries
+from pipeline.core.vocab import now_iso
 from pipeline.stages.push import registry_credentials, retry_policy
 from pipeline.tools import skopeo
 from pipeline.tools.registry_api import (
@@ -28,37 +29,20 @@ from pipeline.tools.registry_api import (
     copy_within_registry,
     split_repository,
 )
+from pipeline.versioning.tagging import TagInputs, tags_for
 
 PASSING = {"scan": ("pass", "passed"), "smoke": ("pass", "passed")}
 SOURCE_OK = ("pushed", "skipped")
-SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:-[0-9A-Za-z.-]+)?$")
 
 
 def env_tags(env: Environment, version: Mapping[str, Any]) -> list[str]:
-    """The tags an environment wants, from the release's version facts (sha, branch, semver...)."""
-    sem = str(version.get("semver") or version.get("version") or "")
-    sha = str(version.get("short_sha") or str(version.get("sha") or "")[:7])
-    branch = re.sub(r"[^A-Za-z0-9_.-]", "-", str(version.get("branch") or ""))[:128]
-    m = SEMVER.match(sem)
-    out: list[str] = []
-    for kind in env.tags:
-        if kind == "sha" and sha:
-            out.append(f"sha-{sha}")
-        elif kind == "branch" and branch:
-            out.append(branch)
-        elif kind in ("semver", "semver-minor", "semver-major"):
-            if not m:
-                raise UsageError(f"environment '{env.name}' wants {kind} tags but the release has no semantic "
-                                 f"version ({sem or 'none'})", "tag the commit (e.g. v1.2.3) and rebuild")
-            major, minor = m.group(1), m.group(2)
-            out.append({"semver": sem.lstrip("v"), "semver-minor": f"{major}.{minor}",
-                        "semver-major": major}[kind])
-        elif kind == "latest":
-            out.append("latest")
-    if not out:
+    """The tags env gets for a recorded release (its manifest's version facts), by the planning policy
+    (pipeline.versioning.tagging): a dev pre-release never gets the moving tags X and X.Y."""
+    tags = tags_for(env, TagInputs.from_facts(dict(version)))
+    if not tags:
         raise UsageError(f"no tag could be computed for environment '{env.name}' (tags: {list(env.tags)})",
                          "check the release's version facts in the manifest")
-    return list(dict.fromkeys(out))
+    return tags
 
 
 def _source(man: Manifest, name: str, src_env: Environment, src_repo: str) -> str:
@@ -87,20 +71,17 @@ def _gates(man: Manifest, names: list[str], dst: Environment) -> None:
                             "run the missing gates (invoke scan / invoke smoke) on these images first")
 
 
-def run_promote(from_env: str, to_env: str, services: list[str] | None, *, config: Config | None = None,
-                manifest: Manifest | None = None, via: str | None = None,
-                log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Copy each service's image by digest from from_env to to_env and add to_env's tags.
+def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, reporter: Reporter,
+                services: list[str] | None = None, *, via: str | None = None) -> dict[str, dict[str, Any]]:
+    """Copy each service's image by digest from src to dst and add dst's tags (the planning tag policy).
 
+    man: the source environment's Release manifest (promotions are recorded in it, per service).
     via: "skopeo" (default when installed) or "registry-api" (same registry only: blob mounts).
+    PolicyBlocked (exit 3) when dst's promote_requires gates did not pass; nothing is copied then.
     """
-    from pipeline.core.paths import MANIFEST_FILE
-
-    cfg = config or load_config(check_files=False)
-    src, dst = cfg.env(from_env), cfg.env(to_env)
+    log = reporter.info
     if src.name == dst.name:
         raise UsageError(f"cannot promote from {src.name} to itself", "name two different environments")
-    man = manifest or Manifest.load(MANIFEST_FILE)
     names = [s.name for s in cfg.select(services)] if services else man.services()
     if not names:
         raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build push` first")

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core.manifest import atomic_write, now_iso
+from pipeline.core.manifest import atomic_write
 from pipeline.core.redact import redact
+from pipeline.core.vocab import now_iso
 
 if TYPE_CHECKING:
-    from pipeline.release.runner import ReleaseContext
+    from pipeline.release.runner import Outcome
+    from pipeline.release.stage import RunContext
 
 
-def report_data(ctx: ReleaseContext, *, status: str, error: str, duration_s: float) -> dict[str, Any]:
+def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
+                duration_s: float) -> dict[str, Any]:
+    """The run report's data: stages (status, timing, detail), per-service results, paths. Schema 1."""
     m = ctx.manifest.data
+    by_name = {o.name: o for o in outcomes}
     services = {}
     for name, svc in m["services"].items():
         build, push, scan = svc.get("build") or {}, svc.get("push") or {}, svc.get("scan") or {}
@@ -24,7 +30,7 @@ def report_data(ctx: ReleaseContext, *, status: str, error: str, duration_s: flo
             "build": build.get("status"), "image_id": build.get("image_id"), "build_log": build.get("log"),
             "digest": push.get("digest"), "push": push.get("status"),
             "scan": scan.get("status"), "scan_counts": scan.get("counts"), "scan_report": scan.get("report"),
-            "sbom": scan.get("sbom"),
+            "sbom": scan.get("sbom"), "sbom_ref": (svc.get("sbom") or {}).get("ref"),
             "smoke": (svc.get("smoke") or {}).get("status"),
             "deploy": (svc.get("deploy") or {}).get("status"),
             "deployed": f"{svc.get('repository')}@{push.get('digest')}" if (svc.get("deploy") or {}).get(
@@ -34,7 +40,9 @@ def report_data(ctx: ReleaseContext, *, status: str, error: str, duration_s: flo
         "schema": 1, "run_id": ctx.run_id, "release_id": m["release_id"], "env": ctx.env.name,
         "status": status, "error": error or None, "finished": now_iso(), "duration_s": round(duration_s, 2),
         "version": m["version"],
-        "stages": [{"name": n, **ctx.outcomes.get(n, {"status": "not run"})} for n in ctx.env.stages],
+        "stages": [({"name": n, "status": str(by_name[n].status), "duration_s": round(by_name[n].duration_s, 2),
+                     "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
+                    else {"name": n, "status": "not run"}) for n in ctx.env.stages],
         "services": services, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
     }
 
@@ -50,7 +58,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["| stage | result | duration | detail |", "|---|---|---|---|"]
     for s in data["stages"]:
         lines.append(f"| {s['name']} | {icon.get(s['status'], '')} {s['status']} | {s.get('duration_s', 0):.1f}s "
-                     f"| {s.get('error') or s.get('reason') or ''} |")
+                     f"| {s.get('detail') or ''} |")
     lines += ["", "| service | build | scan | push | digest | deploy |", "|---|---|---|---|---|---|"]
     for name, s in data["services"].items():
         digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
@@ -62,8 +70,10 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(ctx: ReleaseContext, *, status: str, error: str, duration_s: float) -> tuple[Path, Path]:
-    data = report_data(ctx, status=status, error=error, duration_s=duration_s)
+def write_report(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
+                 duration_s: float) -> tuple[Path, Path]:
+    """Write report.json and report.md into the run directory; returns both paths."""
+    data = report_data(ctx, outcomes, status=status, error=error, duration_s=duration_s)
     jpath, mpath = ctx.run_dir / "report.json", ctx.run_dir / "report.md"
     atomic_write(jpath, redact(json.dumps(data, indent=2)) + "\n")
     atomic_write(mpath, redact(markdown(data)))

@@ -1,318 +1,221 @@
-"""`invoke release --env ENV`: the stages the environment requires, resumable, locked, reported.
+"""The one runner: `invoke build|scan|smoke|push|deploy|verify` and `invoke release` run Stage objects here.
 
-Every stage is a small object with a name and run(ctx) (GoReleaser's pipes); a stage that does not apply
-raises Skip(reason) and the runner says why. One ReleaseContext carries the config, the environment,
-the release facts and the Release manifest, which every stage extends and which makes a rerun resume.
+    open_run(cfg, env, …)  → RunContext (the environment's manifest, a run directory, the reporter)
+    run_stages(ctx, stages, resume=…)
+        for each stage: skip? → (resume and recorded ok and holds()?) → run() → the runner records
+        `stages.<name>` from the returned StageSummary (or from the error), and nothing else does.
+
+A release adds the git gates, the confirmation, resume and the report (pipeline.release.release).
+Adding a stage: one module with a class of the Stage shape (pipeline.release.stage), one line in STAGES.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, Environment, load_config
-from pipeline.core.console import console, table
-from pipeline.core.errors import Interrupted, PipelineError, StageFailed, UsageError
+from pipeline.core.config import Config, Environment
+from pipeline.core.errors import Interrupted, PipelineError, PolicyBlocked, SmokeFailed, UsageError
 from pipeline.core.lock import EnvLock
-from pipeline.core.manifest import Manifest
-from pipeline.release.report import write_report
-from pipeline.stages.build import default_workers, execute_plan, make_plan, open_manifest, print_plan, summarize
-from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
+from pipeline.core.manifest import Manifest, manifest_path
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import StageStatus
+from pipeline.release.stage import RunContext, Stage, StageSummary
+from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, release_info
 
 
-class Skip(Exception):
-    """A stage that does not apply to this run; the reason is printed and recorded."""
+def _stage_factories() -> dict[str, Callable[[], Stage]]:
+    """Stage name → its class. Imported on use: `invoke --list` stays fast."""
+    from pipeline.stages.build import BuildStage
+    from pipeline.stages.lint import LintStage
+    from pipeline.stages.push import PushStage
+    from pipeline.stages.rollout import DeployStage, VerifyStage
+    from pipeline.stages.scan import ScanStage
+    from pipeline.stages.smoke import SmokeStage
+
+    return {"build": BuildStage, "lint": LintStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
+            "deploy": DeployStage, "verify": VerifyStage}
+
+
+def make_stages(names: Sequence[str]) -> list[Stage]:
+    """The Stage objects for these names, in the order given. UsageError for an unknown name."""
+    factories = _stage_factories()
+    unknown = [n for n in names if n not in factories]
+    if unknown:
+        raise UsageError(f"unknown stage(s): {', '.join(unknown)}", f"use: {', '.join(factories)}")
+    return [factories[n]() for n in names]
 
 
 @dataclass
-class ReleaseContext:
-    cfg: Config
-    env: Environment
-    services: list[str]
-    info: ReleaseInfo
-    manifest: Manifest
-    run_id: str
-    run_dir: Path
-    fresh: bool
-    timings: dict[str, float] = field(default_factory=dict)
-    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+class Outcome:
+    """What happened to one stage in this run (the summary table, the report, `stages.<name>`)."""
 
-    def say(self, msg: str) -> None:
-        console.print(msg, highlight=False, markup=False)
-
-
-@dataclass(frozen=True)
-class Stage:
     name: str
-    run: Callable[[ReleaseContext], None]
-    resumable: bool = True   # a stage recorded "ok" for this release is not redone
+    status: StageStatus
+    duration_s: float = 0.0
+    detail: str = ""
+    exit_code: int = 0
+    started: float = 0.0          # wall clock (epoch seconds), for the report's timeline
+    fields: dict[str, Any] = field(default_factory=dict)
 
-
-# ---------------------------------------------------------------- the stages
-
-def _build(ctx: ReleaseContext) -> None:
-    selected = ctx.cfg.select(ctx.services)
-    plan = make_plan(ctx.cfg, ctx.env, selected, ctx.info, no_cache=False, provision_bases=True)
-    print_plan(plan)
-    results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, workers=default_workers(ctx.cfg),
-                           fail_fast=False, no_cache=False, log_dir=ctx.run_dir / "build")
-    summarize(results)
-    failed = [r.service for r in results if r.status not in ("built", "reused")]
-    if failed:
-        raise StageFailed(f"build failed for {', '.join(failed)}; logs under {ctx.run_dir / 'build'}",
-                          "fix the build, then rerun the same release: it resumes")
-
-
-def _scan(ctx: ReleaseContext) -> None:
-    from pipeline.stages.scan import run_scan
-
-    run_scan(ctx.services or None, ctx.env.name, config=ctx.cfg, manifest=ctx.manifest, log=ctx.say)
-
-
-def _smoke(ctx: ReleaseContext) -> None:
-    from pipeline.stages.smoke import smoke_release
-
-    # Same knob as `invoke smoke`: extra compose override files (e.g. to reproduce a failure).
-    overrides = [Path(p) for p in os.environ.get("VEZA_SMOKE_OVERRIDES", "").split(os.pathsep) if p]
-    smoke_release(ctx.cfg, ctx.env, ctx.manifest, ctx.run_dir / "smoke", False, overrides=overrides, echo=ctx.say)
-
-
-def _push(ctx: ReleaseContext) -> None:
-    from pipeline.stages.push import run_push
-
-    run_push(ctx.services or None, ctx.env.name, config=ctx.cfg, manifest=ctx.manifest, log=ctx.say)
-    if "scan" in ctx.env.stages:
-        from pipeline.stages.sbom import attach_sboms
-
-        try:  # the SBOM beside the image in the registry is a plus: its failure does not fail the release
-            attach_sboms(ctx.services or None, ctx.env.name, config=ctx.cfg, manifest=ctx.manifest, log=ctx.say)
-        except PipelineError as exc:
-            ctx.say(f"warning: SBOMs not attached: {exc.one_line()}")
-
-
-def _deploy(ctx: ReleaseContext) -> None:
-    from pipeline.stages.deploy import deploy_release
-
-    deploy_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services)
-
-
-def _verify(ctx: ReleaseContext) -> None:
-    from pipeline.stages.deploy import verify_release
-
-    verify_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services)
-
-
-STAGES: dict[str, Stage] = {
-    "build": Stage("build", _build, resumable=True),
-    "scan": Stage("scan", _scan),
-    "smoke": Stage("smoke", _smoke),
-    "push": Stage("push", _push),
-    "deploy": Stage("deploy", _deploy),
-    "verify": Stage("verify", _verify, resumable=False),  # always re-verified: it is cheap and read-only
-}
-
-
-# ---------------------------------------------------------------- pre-flight, plan, confirmation
-
-def check_gates(env: Environment, info: ReleaseInfo) -> None:
-    """Refuse before anything runs when the environment's git policy is not met (exit 2)."""
-    if env.require_clean_tree or env.require_release_tag:
-        from pipeline.versioning.guards import require_release_ready
-
-        require_release_ready(info.source, env)
-
-
-def preflight(ctx: ReleaseContext) -> None:
-    """Fail fast, before any build: the registry accepts our writes, the cluster answers."""
-    if "push" in ctx.env.stages:
-        from pipeline.local.registry import ensure_local_registry
-        from pipeline.stages.push import check_registry_writable
-
-        if ctx.env.registry.startswith(("127.0.0.1:", "localhost:")):
-            ensure_local_registry(ctx.env.registry)
-        check_registry_writable(ctx.env, config=ctx.cfg, services=ctx.services or None)
-        ctx.say(f"pre-flight: registry {ctx.env.registry} accepts pushes")
-    if "scan" in ctx.env.stages:
-        ensure_db_mirror(ctx.cfg, ctx.say)
-    if "deploy" in ctx.env.stages:
-        from pipeline.local.cluster import cluster_up
-
-        cluster_up(env_name=ctx.env.name)
-
-
-def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
-    """An empty embedded DB mirror (local registry) is seeded from [scan].mirror_seed; any other is left alone."""
-    repo = cfg.scan.db_repository
-    if not repo or cfg.scan.mirror_seed is None or not repo.startswith(("127.0.0.1:", "localhost:")):
-        return
-    from pipeline.local.registry import ensure_local_registry
-    from pipeline.tools.registry_api import RegistryClient, split_repository
-
-    address, path = split_repository(repo)
-    ensure_local_registry(address)
-    if RegistryClient(address, timeout=10).head_manifest(path, "2") is not None:
-        return
-    from pipeline.local.trivydb import make_mirror
-
-    say(f"pre-flight: the Trivy DB mirror {repo} is empty; seeding it from {cfg.scan.mirror_seed.name}")
-    make_mirror(cfg.scan.mirror_seed, push=repo)
-
-
-def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, services: list[str],
-                       manifest: Manifest | None) -> None:
-    v = info.version
-    console.print(f"[bold]release plan[/]: env [bold]{env.name}[/], version {v.get('version')}, "
-                  f"commit {v.get('short_sha')}{' (dirty)' if v.get('dirty') else ''}, "
-                  f"branch {v.get('branch') or 'detached'}, tags {', '.join(info.tags)}")
-    done = {k for k, s in (manifest.data["stages"] if manifest else {}).items() if s.get("status") == "ok"}
-    console.print(f"stages: {' → '.join(s + (' (done, resumes after)' if s in done else '') for s in env.stages)}")
-    console.print(f"gates: scan blocks at {env.scan_threshold} and above"
-                  f"{', unfixed ignored' if env.ignore_unfixed else ''}; clean tree "
-                  f"{'required' if env.require_clean_tree else 'not required'}; release tag "
-                  f"{'required' if env.require_release_tag else 'not required'}; confirmation "
-                  f"{'asked' if env.confirm else 'not asked'}")
-    selected = cfg.select(services)
-    plan = make_plan(cfg, env, selected, info, no_cache=False, provision_bases=False)
-    print_plan(plan)
-    t = table("targets", "service", "registry repository", "helm image value")
-    for p in plan.services:
-        if p.action == "skip":
-            continue
-        pushed = (manifest.stage_result(p.name, "push") if manifest and p.name in manifest.services() else None) or {}
-        digest = pushed.get("digest") if pushed.get("status") in ("pushed", "skipped") else None
-        t.add_row(p.name, p.repository, f"{p.repository}@{digest}" if digest else f"{p.repository}@<digest after push>")
-    console.print(t)
-    if "deploy" in env.stages:
-        ctx = env.kube_context or "the local cluster (invoke cluster-up)"
-        console.print(f"helm: upgrade --install {env.helm_release} helm/veza --namespace {env.namespace} "
-                      f"--kube-context {ctx} -f helm/veza/values.yaml -f {env.values_file.relative_to(cfg.root)} "
-                      f"--set <service>.image.repository/digest (above) --wait, rollback on failure")
-
-
-def confirm(env: Environment, info: ReleaseInfo, yes: bool) -> None:
-    if not env.confirm or yes or os.environ.get("CI", "").lower() == "true":
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"releasing to {env.name} needs confirmation and there is no terminal to ask",
-                         "pass --yes (or set CI=true in CI)")
-    answer = input(f"Release {info.version.get('version')} ({info.release_key}) to {env.name}? [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
-        raise UsageError("release not confirmed", "answer y, or pass --yes")
-
-
-# ---------------------------------------------------------------- the runner
 
 def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + "-" + secrets.token_hex(3)
+    """VEZA_RUN_ID (a CI job's name for the run, made label-safe), else `<UTC time>-<6 hex>`.
+
+    The run id names the run directory and labels every engine object the run creates."""
+    from pipeline.local.stack_spec import safe_run_id
+
+    given = os.environ.get("VEZA_RUN_ID", "")
+    return safe_run_id(given) if given else datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def _stage_done(m: Manifest, stage: str, services: list[str]) -> bool:
-    rec = m.data["stages"].get(stage) or {}
-    if rec.get("status") != "ok":
+def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo | None, *, create: bool,
+                  fresh: bool = False) -> Manifest:
+    """The environment's Release manifest (`<state_dir>/<env>/manifest.json`).
+
+    create=True (a run that builds): continued when it records this release (same commit and tree), else a
+    new one. create=False (push, smoke, deploy… alone): the recorded one whatever release it holds; UsageError
+    when the environment has none yet.
+    """
+    path = manifest_path(cfg.state_dir, env.name)
+    old = Manifest.load_or_none(path)
+    if not create:
+        if old is None:
+            raise UsageError(f"environment {env.name} has no Release manifest yet ({path})",
+                             f"run `invoke build --env {env.name}` first")
+        return old
+    assert info is not None, "a manifest is created for a release read from git"
+    if old is not None and old.release_id == info.release_id(env.name) and not fresh:
+        return old
+    return Manifest.new(path, env=env.name, release_id=info.release_id(env.name), version=info.version)
+
+
+@contextmanager
+def open_run(cfg: Config, env: Environment, reporter: Reporter, *, services: Sequence[str] = (),
+             options: dict[str, Any] | None = None, creates_manifest: bool, fresh: bool = False,
+             info: ReleaseInfo | None = None) -> Iterator[RunContext]:
+    """Lock the environment, open its manifest and a run directory; yields the RunContext of one command."""
+    for s in services:
+        cfg.service(s)   # a bad --service is refused before anything runs
+    if info is None and not creates_manifest:
+        # Working from a recorded release: its facts come from the manifest, git is not read.
+        recorded = open_manifest(cfg, env, None, create=False)
+        info = recorded_release_info(recorded.data)
+    info = info or release_info(cfg, env)
+    run_id = new_run_id()
+    run_dir = cfg.state_dir / env.name / "runs" / run_id
+    with EnvLock(cfg.state_dir / "locks", env.name, info.release_id(env.name)):
+        manifest = open_manifest(cfg, env, info, create=creates_manifest, fresh=fresh)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        manifest.set("run_id", run_id)
+        yield RunContext(cfg=cfg, env=env, info=info, manifest=manifest, run_id=run_id, run_dir=run_dir,
+                         reporter=reporter, services=list(services), options=dict(options or {}))
+
+
+def _recorded_ok(ctx: RunContext, name: str) -> bool:
+    rec = ctx.manifest.stage(name) or {}
+    if rec.get("status") != StageStatus.OK:
         return False
     covered = set(rec.get("services") or [])
-    return not services or set(services) <= covered
+    return set(ctx.selected()) <= covered
 
 
-def run_stages(ctx: ReleaseContext) -> None:
-    names = [s.name for s in ctx.cfg.select(ctx.services)]
-    for name in ctx.env.stages:
-        stage = STAGES[name]
-        if stage.resumable and not ctx.fresh and _stage_done(ctx.manifest, name, names):
-            ctx.say(f"── {name}: done in an earlier run of this release; not redone")
-            ctx.outcomes[name] = {"status": "resumed", "duration_s": 0.0}
+def preflight(ctx: RunContext, stages: Sequence[Stage]) -> None:
+    """Every stage's cheap checks, before any stage runs (a bad registry password fails before a build)."""
+    for stage in stages:
+        if stage.skip(ctx) is None:
+            stage.preflight(ctx)
+
+
+def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False) -> list[Outcome]:
+    """Run the stages in order; the runner alone records `stages.<name>`.
+
+    resume=True: a stage recorded ok for this release (covering the selected services) is not redone when its
+    holds() says the world still matches; otherwise the reason is printed and the stage runs again.
+    Raises the first stage's PipelineError (after recording it), Interrupted (exit 130) on Ctrl-C.
+    """
+    outcomes: list[Outcome] = []
+    ctx.options["outcomes"] = outcomes
+    for stage in stages:
+        reason = stage.skip(ctx)
+        if reason:
+            o = Outcome(stage.name, StageStatus.SKIPPED, detail=reason, started=time.time())
+            ctx.reporter.stage_finished(stage.name, o.status, reason)
+            _record(ctx, o)
+            outcomes.append(o)
             continue
-        console.rule(f"{name}")
-        t0 = time.monotonic()
-        try:
-            stage.run(ctx)
-        except Skip as skip:
-            ctx.outcomes[name] = {"status": "skipped", "reason": str(skip), "duration_s": time.monotonic() - t0}
-            ctx.say(f"── {name}: skipped ({skip})")
-            continue
-        except KeyboardInterrupt:
-            _finish(ctx, name, t0, "interrupted", "Ctrl-C")
-            raise Interrupted(f"release interrupted during {name}; its cleanup ran",
-                              "rerun the same command: the release resumes") from None
-        except PipelineError as exc:
-            _finish(ctx, name, t0, "failed", exc.one_line(), exit_code=exc.exit_code)
-            raise
-        except Exception as exc:
-            _finish(ctx, name, t0, "failed", f"{type(exc).__name__}: {exc}", exit_code=1)
-            raise
-        _finish(ctx, name, t0, "ok", "")
+        if resume and _recorded_ok(ctx, stage.name):
+            t0, wall = time.monotonic(), time.time()
+            why = stage.holds(ctx)
+            if why is None:
+                o = Outcome(stage.name, StageStatus.RESUMED, time.monotonic() - t0,
+                            "recorded earlier; checked: still holds", started=wall)
+                ctx.reporter.stage_finished(stage.name, o.status, o.detail)
+                outcomes.append(o)
+                continue
+            ctx.reporter.info(f"{stage.name}: {why}")
+        outcomes.append(_run_one(ctx, stage))
+    return outcomes
 
 
-def _finish(ctx: ReleaseContext, name: str, t0: float, status: str, error: str, exit_code: int = 0) -> None:
-    took = round(time.monotonic() - t0, 2)
-    rec: dict[str, Any] = {"status": status, "duration_s": took, "run_id": ctx.run_id,
-                           "services": [s.name for s in ctx.cfg.select(ctx.services)]}
-    if error:
-        rec["error"] = error
-        rec["exit_code"] = exit_code
-    ctx.manifest.record_stage(name, rec)
-    ctx.outcomes[name] = rec
+def _run_one(ctx: RunContext, stage: Stage) -> Outcome:
+    ctx.reporter.stage_started(stage.name)
+    t0, wall = time.monotonic(), time.time()
+    try:
+        summary = stage.run(ctx)
+    except KeyboardInterrupt:
+        o = Outcome(stage.name, StageStatus.INTERRUPTED, time.monotonic() - t0, "Ctrl-C", 130, wall)
+        _finish(ctx, o)
+        raise Interrupted(f"interrupted during {stage.name}; its cleanup ran",
+                          "rerun the same command: it resumes") from None
+    except PipelineError as exc:
+        status = StageStatus.BLOCKED if isinstance(exc, PolicyBlocked | SmokeFailed) else StageStatus.FAILED
+        if isinstance(exc, Interrupted):
+            status = StageStatus.INTERRUPTED
+        o = Outcome(stage.name, status, time.monotonic() - t0, exc.one_line(), exc.exit_code, wall, dict(exc.record))
+        _finish(ctx, o)
+        raise
+    except Exception as exc:
+        o = Outcome(stage.name, StageStatus.FAILED, time.monotonic() - t0, f"{type(exc).__name__}: {exc}", 1, wall)
+        _finish(ctx, o)
+        raise
+    o = Outcome(stage.name, StageStatus.OK, time.monotonic() - t0, summary.detail, 0, wall, summary.fields)
+    _finish(ctx, o)
+    return o
 
 
-def run_release(env_name: str, services: list[str] | None = None, dry_run: bool = False, yes: bool = False,
-                fresh: bool = False, cfg: Config | None = None) -> ReleaseContext | None:
-    t_start = time.monotonic()
-    cfg = cfg or load_config()
-    env = cfg.env(env_name)
-    names = [s.name for s in cfg.select(services)] if services else []
-    info = release_info(cfg, env)
-    manifest_path = cfg.state_dir / "manifest.json"
-    old = Manifest.load_or_none(manifest_path)
-    resumable = old if old is not None and old.release_id == info.release_id(env.name) and not fresh else None
-    if dry_run:
-        print_release_plan(cfg, env, info, names, resumable)
-        check_gates(env, info)
-        console.print("dry run: nothing built, pushed or deployed")
-        return None
-    check_gates(env, info)
-    confirm(env, info, yes)
-    run_id = new_run_id()
-    run_dir = cfg.state_dir / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with EnvLock(cfg.state_dir / "locks", env.name, info.release_id(env.name)):
-        if fresh or resumable is None:
-            manifest = Manifest.new(manifest_path, env=env.name, release_id=info.release_id(env.name),
-                                    version=info.version)
-        else:
-            manifest = open_manifest(cfg, env, info, manifest_path)
-            console.print(f"resuming release {manifest.release_id} (use --fresh to start over)")
-        manifest.set("run_id", run_id)
-        ctx = ReleaseContext(cfg, env, names, info, manifest, run_id, run_dir, fresh)
-        console.print(f"[bold]release {manifest.release_id}[/] → {env.name}: {' → '.join(env.stages)} "
-                      f"(run {run_id})")
-        status, error = "ok", ""
-        try:
-            preflight(ctx)
-            run_stages(ctx)
-        except PipelineError as exc:
-            status, error = "failed", exc.one_line()
-            raise
-        except BaseException as exc:
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            paths = write_report(ctx, status=status, error=error, duration_s=time.monotonic() - t_start)
-            print_summary(ctx, status, paths)
-        return ctx
+def _finish(ctx: RunContext, o: Outcome) -> None:
+    ctx.reporter.stage_finished(o.name, o.status, o.detail)
+    _record(ctx, o)
+    outcomes = ctx.options.get("outcomes")
+    if isinstance(outcomes, list) and o not in outcomes and o.status != StageStatus.OK:
+        outcomes.append(o)
 
 
-def print_summary(ctx: ReleaseContext, status: str, paths: tuple[Path, Path]) -> None:
-    t = table(f"release {ctx.manifest.release_id} → {ctx.env.name}: {status}", "stage", "result", "duration",
-              "detail")
-    for name in ctx.env.stages:
-        o = ctx.outcomes.get(name, {"status": "not run"})
-        t.add_row(name, o["status"], f"{o.get('duration_s', 0):.1f}s", str(o.get("error") or o.get("reason") or ""))
-    console.print(t)
-    console.print(f"report: {paths[0]} and {paths[1]}")
+def _record(ctx: RunContext, o: Outcome) -> None:
+    rec: dict[str, Any] = {**o.fields, "status": str(o.status), "duration_s": round(o.duration_s, 2),
+                           "run_id": ctx.run_id, "services": ctx.selected()}
+    if o.detail:
+        rec["detail" if o.status in (StageStatus.OK, StageStatus.SKIPPED) else "error"] = o.detail
+    if o.exit_code:
+        rec["exit_code"] = o.exit_code
+    ctx.manifest.record_stage(o.name, rec)
+
+
+def run_command(cfg: Config, env: Environment, stage_names: Sequence[str], reporter: Reporter, *,
+                services: Sequence[str] = (), options: dict[str, Any] | None = None) -> list[Outcome]:
+    """`invoke build`, `invoke push`, … : the named stages, in order, on the environment's manifest, no resume."""
+    stages = make_stages(stage_names)
+    with open_run(cfg, env, reporter, services=services, options=options,
+                  creates_manifest="build" in stage_names) as ctx:
+        preflight(ctx, stages)
+        return run_stages(ctx, stages)
+
+
+__all__ = ["Outcome", "StageSummary", "make_stages", "open_run", "preflight", "run_command", "run_stages"]

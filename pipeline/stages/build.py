@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, Environment, Service, load_config
+from pipeline.core.config import Config, Environment, Service
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest
-from pipeline.core.reporter import PlainReporter, Reporter
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import LABEL_INPUT_DIGEST
+from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.buildcontext import rules_for
 from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_record
 from pipeline.stages.rebuild_reasons import InputCache, why_rebuilt
@@ -40,8 +42,8 @@ def default_workers(cfg: Config) -> int:
     return cfg.build.workers or max(1, min(4, os.cpu_count() or 2))
 
 
-def resolve_bases(cfg: Config, services: tuple[Service, ...], *, provision: bool,
-                  reporter: Reporter | None = None) -> tuple[dict[str, str], dict[str, bool]]:
+def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
+                  provision: bool) -> tuple[dict[str, str], dict[str, bool]]:
     """Base refs → image IDs, preferring the upstream image when it is present, else the local equivalent.
 
     When neither reference exists and provision is true, `invoke bases` runs first (pull, or build from
@@ -63,10 +65,9 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *, provision: bool
     if missing and provision:
         from pipeline.local.bases import ensure_bases
 
-        (reporter or PlainReporter()).info(f"base images missing ({', '.join(missing)}): "
-                                           "providing them first (invoke bases)")
-        ensure_bases(force=False, try_pull=True)
-        return resolve_bases(cfg, services, provision=False, reporter=reporter)
+        print(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)", flush=True)
+        ensure_bases(force=False, try_pull=True, config=cfg)
+        return resolve_bases(cfg, services, provision=False)
     for n in missing:
         base = cfg.bases[n]
         ids[base.local] = "missing"
@@ -85,7 +86,7 @@ def find_by_input_digest(service: str, digest: str) -> str | None:
     if found is None:
         return None
     image_id, labels = found
-    return image_id if labels.get(docker.LABEL_INPUT_DIGEST) == digest else None
+    return image_id if labels.get(LABEL_INPUT_DIGEST) == digest else None
 
 
 def input_cache(cfg: Config) -> InputCache:
@@ -94,8 +95,7 @@ def input_cache(cfg: Config) -> InputCache:
 
 
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
-              no_cache: bool, provision_bases: bool, builder: buildkit.Builder | None = None,
-              reporter: Reporter | None = None) -> BuildPlan:
+              no_cache: bool, provision_bases: bool, builder: buildkit.Builder | None = None) -> BuildPlan:
     """Decide tags, input digests, actions and reasons before anything is built.
 
     The context file list follows the `.dockerignore` semantics of `builder` (detected from
@@ -103,7 +103,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
     """
     builder = builder or buildkit.detect(cfg.build.builder)
     rules = rules_for(builder.kind)
-    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
+    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases)
     cache = input_cache(cfg)
     plans = []
     for svc in cfg.services:
@@ -132,19 +132,15 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
     return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
-def print_plan(plan: BuildPlan, reporter: Reporter | None = None) -> None:
-    """One line per service: "veza-backend-api: rebuild — main.go modified", and which builder runs."""
-    rep = reporter or PlainReporter()
+def print_plan(plan: BuildPlan, reporter: Reporter) -> None:
+    """The plan: which builder runs and why, then per service its tags, input digest, action and why
+    ("rebuild" — "main.go modified")."""
     if plan.builder is not None:
-        rep.info(f"build plan ({plan.env.name}) — builder: {plan.builder.label} ({plan.builder.why})")
-    for p in plan.services:
-        tags = ", ".join(p.tags)
-        if p.action == "build":
-            rep.info(f"  {p.name}: rebuild — {p.why or p.reason} (input {p.input_digest[7:19]}; tags {tags})")
-        elif p.action == "reuse":
-            rep.info(f"  {p.name}: reuse — {p.reason} (tags {tags})")
-        else:
-            rep.info(f"  {p.name}: skip — {p.reason}")
+        reporter.info(f"builder: {plan.builder.label} ({plan.builder.why})")
+    action = {"build": "rebuild", "reuse": "reuse", "skip": "skip"}
+    reporter.table(f"build plan ({plan.env.name})", ("service", "tags", "input digest", "action", "why"),
+                   [(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-", action[p.action],
+                     (p.why or p.reason) if p.action == "build" else p.reason) for p in plan.services])
 
 
 def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
@@ -162,7 +158,7 @@ def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
     }
     dockerfile = p.service.dockerfile.read_text()
     # One pipeline label only: the service is named by the OCI title label and the cache tag.
-    return {**{k: v for k, v in oci.items() if k not in dockerfile}, docker.LABEL_INPUT_DIGEST: p.input_digest}
+    return {**{k: v for k, v in oci.items() if k not in dockerfile}, LABEL_INPUT_DIGEST: p.input_digest}
 
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,
@@ -180,7 +176,7 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
             fh.flush()
             reporter.detail(f"{p.name}: {line}")
             # Each Dockerfile step's state changes are progress of the running build ("running"); the
-            # service's own outcome is reported once below (done | failed), a reuse as "cached".
+            # service's own outcome is reported once by execute_plan (done | failed), a reuse as "cached".
             for ev in progress.feed(line):
                 if ev.state == "failed":
                     continue
@@ -198,15 +194,13 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
     if stop.is_set() and rc != 0:
         return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast", p.why, cached)
     if rc != 0 or not iid.exists():
-        tail = progress.failure_tail()
-        reporter.step("build", p.name, f"{builder.label} exited {rc}", "failed")
-        for line in tail:
+        for line in progress.failure_tail():
             reporter.warn(f"{p.name} | {line}")
-        return BuildResult(p.name, "failed", None, took, log, f"docker build exited {rc}; log: {log}", p.why, cached)
+        return BuildResult(p.name, "failed", None, took, log, f"{builder.label} exited {rc}; log: {log}", p.why,
+                           cached)
     image_id = iid.read_text().strip()
     repo, tag = cache_ref(p.name, p.input_digest).rsplit(":", 1)
     docker.tag_image(image_id, repo, tag)
-    reporter.step("build", p.name, f"built in {took:.1f}s ({len(cached)} step(s) from cache)", "done")
     return BuildResult(p.name, "built", image_id, took, log, "", p.why, cached)
 
 
@@ -222,25 +216,15 @@ def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
     m.record(p.name, "build", res)
 
 
-def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo, path: Path | None = None) -> Manifest:
-    """The manifest of this release (same env, same commit and tree): continued; otherwise a new one."""
-    path = path or cfg.state_dir / "manifest.json"
-    old = Manifest.load_or_none(path) if path.exists() else None
-    if old is not None and old.release_id == info.release_id(env.name):
-        return old
-    return Manifest.new(path, env=env.name, release_id=info.release_id(env.name), version=info.version)
+def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, reporter: Reporter, *,
+                 workers: int, fail_fast: bool, no_cache: bool, log_dir: Path) -> list[BuildResult]:
+    """Reuse what the plan found, build the rest in parallel with the plan's builder; records each service's
+    `build` record (with `why`).
 
-
-def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, *, workers: int,
-                 fail_fast: bool, no_cache: bool, log_dir: Path,
-                 reporter: Reporter | None = None) -> list[BuildResult]:
-    """Reuse (re-tag) what the plan reuses, build the rest in parallel with the plan's builder, record each.
-
-    Each service's full builder output goes to `<log_dir>/<service>.log`; the reporter gets one step per
-    Dockerfile step state change and, on a failure, the failing step's last lines. The inputs of every image
-    built or reused are kept in the local input cache (for the next plan's "why rebuilt").
+    Each service's full builder output goes to `<log_dir>/<service>.log`; the reporter gets each Dockerfile
+    step as progress and, on a failure, the failing step's last lines. The inputs of every image built or
+    reused are kept in the local input cache (the next plan's "why rebuilt").
     """
-    rep = reporter or PlainReporter()
     builder = plan.builder or buildkit.detect(cfg.build.builder)
     cache = input_cache(cfg)
     results: list[BuildResult] = []
@@ -250,8 +234,8 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
             for ref in p.refs:
                 repo, tag = ref.rsplit(":", 1)
                 docker.tag_image(p.existing_image, repo, tag)
-            r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason, "unchanged")
-            rep.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
+            r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)
+            reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
             _record(manifest, p, r)
             if p.inputs is not None:
                 cache.save(p.name, p.inputs)
@@ -260,10 +244,10 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="build") as pool:
         futures: dict[Future[BuildResult], ServicePlan] = {
-            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, builder, rep): p for p in to_build}
+            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, builder, reporter): p for p in to_build}
         if to_build:
-            rep.info(f"building {len(to_build)} image(s) with {workers} worker(s), {builder.label}: "
-                     f"{', '.join(p.name for p in to_build)}")
+            reporter.info(f"building {len(to_build)} image(s) with {workers} worker(s), {builder.label}: "
+                          f"{', '.join(p.name for p in to_build)}")
         pending = set(futures)
         try:
             while pending:
@@ -276,8 +260,11 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                     _record(manifest, p, r)
                     if r.status == "built" and p.inputs is not None:
                         cache.save(p.name, p.inputs)
+                    done_text = f"built in {r.duration_s:.1f}s ({len(r.cached_steps)} step(s) from cache)"
+                    reporter.step("build", p.name, r.reason or done_text,
+                                  "failed" if r.status == "failed" else "done")
                     if r.status == "failed" and fail_fast and not stop.is_set():
-                        rep.warn(f"{p.name} failed: --fail-fast stops the other builds")
+                        reporter.warn(f"{p.name} failed: --fail-fast stops the other builds")
                         stop.set()
                         for other in pending:
                             other.cancel()
@@ -289,54 +276,68 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
     return results
 
 
-def summarize(results: list[BuildResult], reporter: Reporter | None = None,
-              builder: buildkit.Builder | None = None) -> None:
-    """The build summary: one line per service (result, image, duration, why / log), and the builder."""
-    rep = reporter or PlainReporter()
-    if builder is not None:
-        rep.info(f"build summary — builder: {builder.label} ({builder.why})")
-    else:
-        rep.info("build summary")
-    for r in sorted(results, key=lambda r: r.service):
-        image = (r.image_id or "-")[7:19]
+def summarize(results: list[BuildResult], reporter: Reporter, builder: buildkit.Builder | None = None) -> None:
+    """The build summary: per service its result, image, duration and why (rebuilt: "main.go modified")."""
+    def detail(r: BuildResult) -> str:
         if r.status == "built":
-            detail = f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}"
-        elif r.status == "reused":
-            detail = r.reason
-        else:
-            detail = r.reason or (str(r.log) if r.log else "")
-        rep.info(f"  {r.service}: {r.status} {image} {r.duration_s:.1f}s — {detail}")
+            return f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}"
+        return r.reason or (str(r.log) if r.log else "")
+
+    if builder is not None:
+        reporter.info(f"built with {builder.label} ({builder.why})")
+    reporter.table("build summary", ("service", "result", "image", "duration", "why / log"),
+                   [(r.service, r.status, (r.image_id or "-")[7:19], f"{r.duration_s:.1f}s", detail(r))
+                    for r in sorted(results, key=lambda r: r.service)])
 
 
-def run_build(services: list[str], env_name: str, no_cache: bool = False, workers: int = 0,
-              fail_fast: bool = False, dry_run: bool = False, cfg: Config | None = None,
-              reporter: Reporter | None = None) -> list[BuildResult]:
-    """`invoke build`: the whole build stage; raises StageFailed (exit 1) when any build failed."""
-    cfg = cfg or load_config()
-    rep = reporter or PlainReporter()
-    env = cfg.env(env_name)
-    selected = cfg.select(services)
-    if workers < 0:
-        raise UsageError(f"--workers {workers} is negative", "give 0 (auto) or a positive number")
-    info = release_info(cfg, env)
-    plan = make_plan(cfg, env, selected, info, no_cache=no_cache, provision_bases=not dry_run, reporter=rep)
-    print_plan(plan, rep)
-    if dry_run:
-        rep.info("dry run: nothing built")
-        return []
-    manifest = open_manifest(cfg, env, info)
-    log_dir = cfg.state_dir / "logs" / "build"
-    t0 = time.monotonic()
-    results = execute_plan(cfg, plan, info, manifest, workers=workers or default_workers(cfg),
-                           fail_fast=fail_fast, no_cache=no_cache, log_dir=log_dir, reporter=rep)
-    failed = [r for r in results if r.status in ("failed", "cancelled")]
-    builder = plan.builder
-    manifest.record_stage("build", {"status": "failed" if failed else "ok",
-                                    "duration_s": round(time.monotonic() - t0, 2),
-                                    **({"builder": builder.kind} if builder else {})})
-    summarize(results, rep, builder)
-    if failed:
-        names = ", ".join(r.service for r in failed if r.status == "failed")
-        raise StageFailed(f"build failed for {names}; logs under {log_dir}",
-                          "read the log, fix the Dockerfile or sources, rerun `invoke build` (built images are kept)")
-    return results
+def dry_run_plan(cfg: Config, env: Environment, services: list[str], reporter: Reporter) -> BuildPlan:
+    """`invoke build --dry-run`: the plan (tags, input digests, actions) with nothing built or recorded."""
+    plan = make_plan(cfg, env, cfg.select(services), release_info(cfg, env), no_cache=False, provision_bases=False)
+    print_plan(plan, reporter)
+    return plan
+
+
+class BuildStage:
+    """Plan by input digest, reuse unchanged images, build the rest in parallel (exit 1 when one fails)."""
+
+    name = "build"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        if int(ctx.options.get("workers") or 0) < 0:
+            raise UsageError(f"--workers {ctx.options['workers']} is negative", "give 0 (auto) or a positive number")
+
+    def holds(self, ctx: RunContext) -> str | None:
+        """Every recorded image still exists in the engine (by ID)."""
+        for name in ctx.selected():
+            built = ctx.manifest.built(name)
+            if built is None or not built.ok:
+                return f"{name} has no built image recorded"
+            if docker.image_id(str(built.image_id)) is None:
+                return f"image {str(built.image_id)[7:19]} of {name} is gone from the engine; building again"
+        return None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        no_cache = bool(ctx.options.get("no_cache"))
+        plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
+                         provision_bases=True)
+        print_plan(plan, ctx.reporter)
+        for p in plan.services:
+            if p.action != "skip":
+                ctx.manifest.set_service(p.name, repository=p.repository, tags=list(p.tags),
+                                         input_digest=p.input_digest)
+        log_dir = ctx.run_dir / "build"
+        results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, ctx.reporter,
+                               workers=int(ctx.options.get("workers") or 0) or default_workers(ctx.cfg),
+                               fail_fast=bool(ctx.options.get("fail_fast")), no_cache=no_cache, log_dir=log_dir)
+        summarize(results, ctx.reporter, plan.builder)
+        counts = {s: sum(1 for r in results if r.status == s) for s in ("built", "reused", "failed", "cancelled")}
+        failed = [r.service for r in results if r.status == "failed"]
+        if failed or counts["cancelled"]:
+            raise StageFailed(f"build failed for {', '.join(failed) or 'cancelled builds'}; logs under {log_dir}",
+                              "read the log, fix the Dockerfile or sources, rerun (built images are kept)")
+        builder = plan.builder.kind if plan.builder else ""
+        return StageSummary(f"{counts['built']} built, {counts['reused']} reused ({builder})",
+                            {**counts, "builder": builder})

@@ -31,10 +31,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.core.config import Config, Environment, load_config
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
-from pipeline.core.manifest import Manifest, atomic_write, now_iso
+from pipeline.core.manifest import Manifest, atomic_write, manifest_path
 from pipeline.core.paths import CACHE_DIR
+from pipeline.core.vocab import now_iso
 from pipeline.local.infra import ensure_local_infra
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
@@ -177,7 +178,7 @@ def kubeconfig_path(env: Environment) -> Path | None:
     cluster = importlib.import_module("pipeline.local.cluster")
     kubeconfig_for = getattr(cluster, "kubeconfig_for", None)  # written concurrently (issue 10)
     if kubeconfig_for is not None:
-        found = kubeconfig_for(env.name)
+        found = kubeconfig_for(env.kube_context)
         if found:
             return Path(found)
     env_kc = os.environ.get("KUBECONFIG", "")
@@ -760,23 +761,6 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
                        f"inspect: `invoke status --env {env.name}`; undo: `invoke rollback --env {env.name}`")
 
 
-def _manifest_for(cfg: Config) -> Manifest:
-    path = cfg.state_dir / "manifest.json"
-    if not path.exists():
-        raise UsageError(f"no Release manifest at {path}", "run: invoke build push --env <env>")
-    return Manifest.load(path)
-
-
-def run_deploy(env_name: str, services: Sequence[str], dry_run: bool) -> DeployResult:
-    """`invoke deploy`."""
-    cfg = load_config()
-    env = cfg.env(env_name)
-    for s in services:
-        cfg.service(s)
-    timeout = int(os.environ.get("VEZA_DEPLOY_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-    return deploy_release(cfg, env, _manifest_for(cfg), services=services, dry_run=dry_run, timeout_s=timeout)
-
-
 def rollback_release(cfg: Config, env: Environment, revision: int | None, *, timeout_s: int = DEFAULT_TIMEOUT_S,
                      kubeconfig: Path | None = None, out: Out = print) -> int:
     """Roll back to `revision` (default: the one before the current), wait, verify. Returns the new revision."""
@@ -809,12 +793,6 @@ def rollback_release(cfg: Config, env: Environment, revision: int | None, *, tim
     new_rev = after.revision if after else 0
     out(f"rolled back: revision {new_rev} now runs revision {revision}'s images and values")
     return new_rev
-
-
-def run_rollback(env_name: str, revision: int | None) -> int:
-    """`invoke rollback`."""
-    cfg = load_config()
-    return rollback_release(cfg, cfg.env(env_name), revision)
 
 
 def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
@@ -852,12 +830,9 @@ def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
     return out
 
 
-def run_status(env_name: str, as_json: bool) -> dict[str, Any]:
+def run_status(cfg: Config, env: Environment, as_json: bool) -> dict[str, Any]:
     """`invoke status`."""
-    cfg = load_config()
-    env = cfg.env(env_name)
-    path = cfg.state_dir / "manifest.json"
-    manifest = Manifest.load(path) if path.exists() else None
+    manifest = Manifest.load_or_none(manifest_path(cfg.state_dir, env.name))
     info = release_status(cfg, env, manifest)
     if as_json:
         print(json.dumps(info, indent=2, sort_keys=True))

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pipeline.core.config import Config, Environment, Service, load_config
+from pipeline.core.config import Config, Environment, Service
 from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.redact import redact
+from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
+from pipeline.release.stage import RunContext, StageSummary
 from pipeline.tools import credentials as creds_mod
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
@@ -66,17 +68,14 @@ def registry_credentials(cfg: Config, address: str) -> Credentials | None:
     return creds_mod.resolve(address, cfg.registry.username_env, cfg.registry.password_env)
 
 
-def check_registry_writable(env: Environment | str, *, config: Config | None = None,
-                            services: list[str] | None = None) -> None:
+def check_registry_writable(cfg: Config, env: Environment, services: list[str] | None = None) -> None:
     """Pre-flight, before any build: authenticate and prove push access on the first service's repository.
 
     Opens a blob upload session and cancels it (nothing is written). RegistryAuthError (exit 2) for bad
     credentials; StageFailed when the registry cannot be reached after the retries.
     """
-    cfg = config or load_config(check_files=False)
-    environment = cfg.env(env) if isinstance(env, str) else env
     svcs = cfg.select(services)
-    address, repo = split_repository(environment.repository(svcs[0]))
+    address, repo = split_repository(env.repository(svcs[0]))
     client = RegistryClient(address, credentials=registry_credentials(cfg, address),
                             timeout=min(30.0, cfg.registry.timeout_s))
     policy = retry_policy(cfg)
@@ -215,20 +214,16 @@ def _verified_tags(client: RegistryClient, repo: str, tags: list[str], digest: s
     return out
 
 
-def run_push(services: list[str] | None, env_name: str, *, config: Config | None = None,
-             manifest: Manifest | None = None, workers: int | None = None,
-             log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Push the images of the Release manifest to env_name's registry; returns each service's result.
+def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,
+                services: list[str] | None = None, *, workers: int | None = None) -> StageSummary:
+    """Push the images of the Release manifest to env's registry; records each service's `push` record.
 
-    Raises RegistryAuthError (exit 2) on refused credentials, StageFailed (exit 1) when any image failed
-    (after recording every result), UsageError for a bad selection (before pushing anything).
+    Returns the stage summary (counts, retries). Raises RegistryAuthError (exit 2) on refused credentials,
+    StageFailed (exit 1) when any image failed (after recording every result), UsageError for a bad
+    selection (before pushing anything).
     """
-    from pipeline.core.paths import MANIFEST_FILE
-
+    log = reporter.info
     started = time.monotonic()
-    cfg = config or load_config(check_files=False)
-    env = cfg.env(env_name)
-    man = manifest or Manifest.load(MANIFEST_FILE)
     targets = _targets(cfg, env, man, services)
     addresses = sorted({split_repository(t.repository)[0] for t in targets})
     ctx = PushContext(env=env, policy=retry_policy(cfg), credentials=None, log=lambda s: log(redact(s)))
@@ -240,10 +235,8 @@ def run_push(services: list[str] | None, env_name: str, *, config: Config | None
             # Fail fast: a refused password is exit 2 now, before the engine uploads anything.
             with_retries(ctx.clients[address].ping, ctx.policy, None, _ping_note(ctx, address))
         except RegistryAuthError:
-            man.record_stage("push", {"status": "failed", "error": "registry refused the credentials"})
             raise
         except PipelineError as exc:
-            man.record_stage("push", {"status": "failed", "error": redact(exc.one_line())})
             raise StageFailed(f"registry {address} cannot be reached: {exc.message}",
                               exc.hint or "start it (local: invoke registry-up) and rerun the push") from None
 
@@ -271,17 +264,71 @@ def run_push(services: list[str] | None, env_name: str, *, config: Config | None
               for s in ("pushed", "skipped", "failed")}
     retries = sum(int(r.get("retries", 0)) for r in results.values())
     duration = round(time.monotonic() - started, 3)
-    man.record_stage("push", {"status": "failed" if counts["failed"] else "ok", "env": env.name,
-                              "duration_s": duration, "retries": retries, **counts})
-    ctx.log(f"push: {counts['pushed']} pushed, {counts['skipped']} already in the registry, "
-            f"{counts['failed']} failed, {retries} retries, {duration:.2f}s")
+    detail = (f"{counts['pushed']} pushed, {counts['skipped']} already in the registry, "
+              f"{counts['failed']} failed, {retries} retries")
+    ctx.log(f"push: {detail}, {duration:.2f}s")
     if auth_error is not None:
         raise auth_error
     if counts["failed"]:
         failed = ", ".join(sorted(s for s, r in results.items() if r["status"] == "failed"))
         raise StageFailed(f"push failed for {failed}", "see the messages above; rerun `invoke push` to push "
                                                        "only what is missing")
-    return results
+    return StageSummary(detail, {"retries": retries, **counts})
+
+
+def registry_serves(cfg: Config, man: Manifest, services: list[str]) -> str | None:
+    """None when the registry serves every recorded digest under every recorded tag (HEAD requests), else
+    the first difference as one line ("registry no longer has veza-docs@sha256:…")."""
+    clients: dict[str, RegistryClient] = {}
+    for name in services:
+        pushed = man.pushed(name)
+        if pushed is None or not pushed.ok:
+            return f"{name} has no pushed image recorded"
+        address, path = split_repository(pushed.repository)
+        if address not in clients:
+            clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address), timeout=10)
+        try:
+            for tag in pushed.tags:
+                ref = clients[address].head_manifest(path, tag)
+                if ref is None or ref.digest != pushed.digest:
+                    now = ref.digest[:19] if ref else "nothing"
+                    return f"registry serves {now} for {pushed.repository}:{tag}, not {str(pushed.digest)[:19]}"
+        except PipelineError as exc:
+            return f"registry {address} cannot be asked ({exc.message})"
+    return None
+
+
+class PushStage:
+    """Every tag of every built image to the environment's registry, verified by digest; SBOMs attached."""
+
+    name = "push"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        """The registry accepts our writes (and the embedded one runs), before anything is built."""
+        if ctx.env.registry.startswith(("127.0.0.1:", "localhost:")):
+            from pipeline.local.registry import ensure_local_registry
+
+            ensure_local_registry(ctx.cfg, ctx.env.registry)
+        check_registry_writable(ctx.cfg, ctx.env, ctx.services or None)
+        ctx.reporter.info(f"pre-flight: registry {ctx.env.registry} accepts pushes")
+
+    def holds(self, ctx: RunContext) -> str | None:
+        why = registry_serves(ctx.cfg, ctx.manifest, ctx.selected())
+        return f"{why}; pushing again" if why else None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        summary = push_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None)
+        if "scan" in ctx.env.stages:
+            from pipeline.stages.sbom import attach_sboms
+
+            try:  # the SBOM beside the image in the registry is a plus: its failure does not fail the release
+                attach_sboms(ctx.cfg, ctx.manifest, ctx.reporter, ctx.services or None)
+            except PipelineError as exc:
+                ctx.reporter.warn(f"SBOMs not attached: {exc.one_line()}")
+        return summary
 
 
 def _line(t: PushTarget, r: dict[str, Any]) -> str:

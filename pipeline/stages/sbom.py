@@ -12,13 +12,14 @@ import base64
 import hashlib
 import json
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, load_config
+from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError, StageFailed, UsageError
-from pipeline.core.manifest import Manifest, now_iso
+from pipeline.core.manifest import Manifest
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import now_iso
 from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
 
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
@@ -75,15 +76,15 @@ def attach_sbom(client: RegistryClient, repo: str, image_digest: str, sbom: Path
     return tag, digest
 
 
-def attach_sboms(services: list[str] | None, env_name: str, *, config: Config | None = None,
-                 manifest: Manifest | None = None, credentials: Credentials | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, str]:
-    """Attach the scan stage's SBOM to every pushed image of the Release manifest; returns service → ref."""
-    from pipeline.core.paths import MANIFEST_FILE
+def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[str] | None = None, *,
+                 credentials: Credentials | None = None) -> dict[str, str]:
+    """Attach the scan stage's SBOM to every pushed image of the Release manifest; returns service → ref.
 
-    cfg = config or load_config(check_files=False)
-    cfg.env(env_name)
-    man = manifest or Manifest.load(MANIFEST_FILE)
+    Each attachment is recorded in the service's own `sbom` record (ref, digest). UsageError before
+    anything is attached when a service has no pushed image or no SBOM; StageFailed when the registry
+    refuses one.
+    """
+    log = reporter.info
     names = [s.name for s in cfg.select(services)] if services else man.services()
     todo: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     for name in names:
@@ -109,7 +110,7 @@ def attach_sboms(services: list[str] | None, env_name: str, *, config: Config | 
         except PipelineError as exc:
             raise StageFailed(f"cannot attach the SBOM of {name}: {exc.message}", exc.hint) from None
         out[name] = f"{repository}:{tag}"
-        man.record(name, "scan", {**{k: v for k, v in scan.items() if k != "at"},
-                                  "sbom_ref": out[name], "sbom_digest": digest})
+        man.record(name, "sbom", {"status": "attached", "ref": out[name], "digest": digest,
+                                  "subject": str(push["digest"]), "format": "cyclonedx"})
         log(f"sbom {name}: attached to {repository}@{push['digest']} as {out[name]}")
     return out

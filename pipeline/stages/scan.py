@@ -1,7 +1,8 @@
 """The scan stage and the scan gate.
 
-`run_scan` scans every built image of the Release manifest with Trivy (vulnerabilities, secrets,
-misconfigurations), in parallel and offline (the DB is fetched once, first, from the configured mirror),
+`scan_images` (the scan stage, `ScanStage`) scans every built image of the Release manifest with Trivy
+(vulnerabilities, secrets, misconfigurations), in parallel and offline
+(the DB is fetched once, first, from the configured mirror),
 saves the JSON report and a CycloneDX SBOM per image under <state>/reports/<service>/, applies the
 environment's policy and records the verdict in the manifest. A blocked image raises PolicyBlocked (exit 3)
 after a table of the blocking findings.
@@ -27,9 +28,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, load_config
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import ScanStatus
 from pipeline.gate.policy import (
     IgnoreFile,
     Policy,
@@ -41,6 +44,7 @@ from pipeline.gate.policy import (
     severity,
 )
 from pipeline.gate.sarif import write_markdown, write_sarif
+from pipeline.release.stage import RunContext, StageSummary
 from pipeline.tools import trivy
 
 BUILT = ("built", "reused")
@@ -96,16 +100,17 @@ def parsed_trivy_version(report: str) -> str:
 
 # ---------------------------------------------------------------- scan stage
 
-def run_scan(services: list[str] | None, env_name: str, *, config: Config | None = None,
-             manifest: Manifest | None = None, workers: int | None = None, cache_dir: Path | None = None,
-             today: date | None = None, log: Log = print) -> dict[str, dict[str, Any]]:
-    """Scan the built images of the Release manifest and apply env_name's gate; returns each result."""
-    from pipeline.core.paths import MANIFEST_FILE
+def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter, services: list[str] | None = None,
+                *, workers: int | None = None, cache_dir: Path | None = None,
+                today: date | None = None) -> StageSummary:
+    """Scan the built images of the Release manifest and apply env's gate.
 
+    Records each service's verdict (`scan` record); returns the stage summary (counts, DB version, policy
+    fingerprint). Raises UsageError before scanning anything for a bad selection, StageFailed (exit 1) when a
+    scan failed, PolicyBlocked (exit 3) when the gate blocked, after recording every verdict.
+    """
     started = time.monotonic()
-    cfg = config or load_config(check_files=False)
-    env = cfg.env(env_name)
-    man = manifest or Manifest.load(MANIFEST_FILE)
+    log = reporter.info
     targets = _targets(cfg, man, services)
     ignores = load_ignore_file(cfg.scan.ignore_file) if cfg.scan.ignore_file.is_file() else IgnoreFile("", ())
     policy = Policy(env.scan_threshold, env.ignore_unfixed, ignores)
@@ -139,24 +144,67 @@ def run_scan(services: list[str] | None, env_name: str, *, config: Config | None
     counts = {s: sum(1 for o in outcomes if o.result["status"] == s) for s in ("pass", "blocked", "error")}
     cached = sum(1 for o in outcomes if o.result.get("cached"))
     duration = round(time.monotonic() - started, 3)
-    status = "failed" if counts["error"] else ("blocked" if counts["blocked"] else "ok")
-    man.record_stage("scan", {"status": status, "env": env.name, "threshold": env.scan_threshold,
-                              "db_version": db.version, "duration_s": duration, "cached": cached, **counts})
-    log(f"scan: {counts['pass']} pass, {counts['blocked']} blocked, {counts['error']} error(s), "
-        f"{cached} reused from the cache, {duration:.2f}s")
+    detail = (f"{counts['pass']} pass, {counts['blocked']} blocked, {counts['error']} error(s), "
+              f"{cached} reused from the cache")
+    log(f"scan: {detail}, {duration:.2f}s")
     blocked = [o for o in outcomes if o.result["status"] == "blocked" and o.verdict is not None]
     for o in blocked:
         assert o.verdict is not None
         print_blocking(o.service, o.verdict)
+    fields = {"threshold": env.scan_threshold, "db_version": db.version, "cached": cached,
+              "policy": policy_fingerprint(cfg, env), "summary": str(reports_dir / "scan-summary.md"), **counts}
+    error: PipelineError | None = None
     if counts["error"]:
         errs = "; ".join(f"{o.service}: {o.result.get('error')}" for o in outcomes if o.result["status"] == "error")
-        raise StageFailed(f"scan failed for {counts['error']} image(s): {errs}")
-    if blocked:
+        error = StageFailed(f"scan failed for {counts['error']} image(s): {errs}")
+    elif blocked:
         names = ", ".join(o.service for o in blocked)
-        raise PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}) blocked: {names}",
-                            f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
-                            f"justified, dated entry to {cfg.scan.ignore_file.name}")
-    return {o.service: o.result for o in outcomes}
+        error = PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}) blocked: {names}",
+                              f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
+                              f"justified, dated entry to {cfg.scan.ignore_file.name}")
+    if error is not None:
+        error.record.update(fields)   # the runner records the counts with the failed stage
+        raise error
+    return StageSummary(detail, fields)
+
+
+def policy_fingerprint(cfg: Config, env: Environment) -> str:
+    """A digest of everything a verdict depends on besides the image and the DB: threshold, unfixed, ignores."""
+    ignore = cfg.scan.ignore_file.read_bytes() if cfg.scan.ignore_file.is_file() else b""
+    h = hashlib.sha256(f"{env.scan_threshold}|{env.ignore_unfixed}|{','.join(cfg.scan.scanners)}|".encode())
+    h.update(ignore)
+    return "sha256:" + h.hexdigest()
+
+
+class ScanStage:
+    """Trivy over every built image, gated by the environment's policy (exit 3 when blocked)."""
+
+    name = "scan"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        from pipeline.local.trivydb import ensure_db_mirror
+
+        ensure_db_mirror(ctx.cfg, ctx.reporter.info)
+
+    def holds(self, ctx: RunContext) -> str | None:
+        """The recorded verdicts still apply: same images, same policy, same DB version."""
+        rec = ctx.manifest.stage("scan") or {}
+        if rec.get("policy") != policy_fingerprint(ctx.cfg, ctx.env):
+            return "the scan policy (threshold, ignore file, scanners) changed since the recorded scan"
+        db = trivy.db_info(trivy.default_cache_dir())
+        if "vuln" in ctx.cfg.scan.scanners and db.version != rec.get("db_version"):
+            return f"the Trivy DB changed ({rec.get('db_version')} → {db.version})"
+        for name in ctx.selected():
+            built, scanned = ctx.manifest.built(name), ctx.manifest.stage_result(name, "scan") or {}
+            if built is None or scanned.get("image_id") != built.image_id or scanned.get("status") != ScanStatus.PASS:
+                return f"{name}: its image was not scanned as built"
+        return None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        return scan_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None)
 
 
 def _targets(cfg: Config, man: Manifest, services: list[str] | None) -> list[ScanTarget]:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -28,17 +27,17 @@ from typing import Any
 from pipeline.core.config import Config, Environment, Probe, Service
 from pipeline.core.errors import Interrupted, PipelineError, SmokeFailed, UsageError
 from pipeline.core.manifest import Manifest
-from pipeline.core.paths import MANIFEST_FILE, RUNS_DIR
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.local import stack_spec
+from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.probes import HttpAnswer, NatsError, NatsSubscriber, http
 from pipeline.tools.compose import (
-    RUN_LABEL,
     ComposeProject,
     ContainerState,
-    container_state,
     health_summary,
-    remove_labelled,
 )
+from pipeline.tools.docker import container_state, remove_labelled
 
 DEFAULT_WAIT_TIMEOUT_S = 120.0
 DEFAULT_PROBE_WINDOW_S = 8.0     # a probe is retried this long before it counts as failed
@@ -75,49 +74,25 @@ class SmokeResult:
     logs_dir: Path | None = None
     kept: bool = False
     leftovers: str = ""
+    overrides: tuple[Path, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["run_dir"] = str(self.run_dir)
         d["logs_dir"] = str(self.logs_dir) if self.logs_dir else None
+        d["overrides"] = [str(o) for o in self.overrides]
         return d
 
 
-def new_run_dir(prefix: str = "smoke") -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dt%H%M%S")
-    return RUNS_DIR / f"{prefix}-{stamp}-{secrets.token_hex(3)}"
-
-
-def run_id_for(run_dir: Path) -> str:
-    """The run's label value: the run directory's name, or `<parent>-<name>` when the directory is nested
-    in another run's (a release's .pipeline/runs/<release run>/smoke): concurrent releases never share one."""
-    nested = run_dir.resolve().parent != RUNS_DIR.resolve()
-    return stack_spec.safe_run_id(f"{run_dir.parent.name}-{run_dir.name}" if nested else run_dir.name)
-
-
-# ---------------------------------------------------------------- entry points
-
-def run_smoke(env_name: str, keep_on_failure: bool = False) -> SmokeResult:
-    """`invoke smoke`: smoke-test the images of the Release manifest; SmokeFailed (exit 4) on failure.
-
-    VEZA_MANIFEST points at another manifest file; VEZA_SMOKE_OVERRIDES adds compose override files
-    (os.pathsep-separated), e.g. to reproduce a failure; VEZA_SMOKE_WAIT_TIMEOUT sets the health timeout;
-    VEZA_RUN_ID names the run (e.g. the CI job), else a unique one is made.
-    """
-    from pipeline.core.config import load_config
-
-    cfg = load_config()
-    env = cfg.env(env_name)
-    manifest = Manifest.load(Path(os.environ.get("VEZA_MANIFEST", MANIFEST_FILE)))
-    if manifest.env != env.name:
-        raise UsageError(f"the Release manifest {manifest.path} is for environment '{manifest.env}', not '{env.name}'",
-                         f"run `invoke build --env {env.name}` or `invoke smoke --env {manifest.env}`")
-    overrides = [Path(p) for p in os.environ.get("VEZA_SMOKE_OVERRIDES", "").split(os.pathsep) if p]
-    wait = float(os.environ.get("VEZA_SMOKE_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_S))
-    rid = os.environ.get("VEZA_RUN_ID", "")
-    run_dir = RUNS_DIR / stack_spec.safe_run_id(rid) if rid else new_run_dir()
-    return smoke_release(cfg, env, manifest, run_dir, keep_on_failure, overrides=overrides,
-                         wait_timeout=wait, echo=_print)
+def check_overrides(env: Environment, overrides: Sequence[Path]) -> None:
+    """Extra compose files change what is smoke-tested: refused where the environment requires a clean tree."""
+    for o in overrides:
+        if not o.is_file():
+            raise UsageError(f"compose override file {o} does not exist", "fix the --compose-override path")
+    if overrides and env.require_clean_tree:
+        raise UsageError(f"--compose-override is refused for {env.name}: it requires a clean tree, and extra "
+                         "compose files could swap the image that is smoke-tested",
+                         "smoke-test the release as committed (drop --compose-override)")
 
 
 def smoke_release(
@@ -125,20 +100,27 @@ def smoke_release(
     env: Environment,
     manifest: Manifest,
     run_dir: Path,
-    keep_on_failure: bool = False,
+    reporter: Reporter,
     *,
+    run_id: str,
+    keep_on_failure: bool = False,
     overrides: Sequence[Path] = (),
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
     probe_window: float = DEFAULT_PROBE_WINDOW_S,
-    echo: Callable[[str], None] | None = None,
 ) -> SmokeResult:
-    """Run the whole smoke stage for the release orchestrator; records in the manifest; raises SmokeFailed."""
-    say = echo or (lambda _msg: None)
-    run_id = run_id_for(run_dir)
-    result = SmokeResult(run_id=run_id, project=f"veza-smoke-{run_id.removeprefix('smoke-')}", run_dir=run_dir)
-    for o in overrides:
-        if not o.is_file():
-            raise UsageError(f"compose override file {o} does not exist", "fix VEZA_SMOKE_OVERRIDES")
+    """Run the exact images of the manifest as one compose stack, probe them, always tear it down.
+
+    run_dir: this smoke run's directory (logs, env file, smoke.json); run_id labels every engine object.
+    overrides: extra compose files (an explicit flag of `invoke smoke`/`release`, printed and recorded).
+    Records each service's `smoke` record. Raises SmokeFailed (exit 4) with the stage fields attached.
+    """
+    say = reporter.info
+    run_id = stack_spec.safe_run_id(run_id)
+    result = SmokeResult(run_id=run_id, project=f"veza-smoke-{run_id}", run_dir=run_dir,
+                         overrides=tuple(overrides))
+    check_overrides(env, overrides)
+    if overrides:
+        say(f"smoke: extra compose files (--compose-override): {', '.join(map(str, overrides))}")
 
     # Everything that can be refused is refused before anything exists in the engine.
     images = stack_spec.service_images(cfg, manifest)
@@ -210,6 +192,9 @@ def smoke_release(
                 env_file.unlink(missing_ok=True)   # its passwords belonged to the stack just removed
             result.timings["total_s"] = round(time.monotonic() - t_start, 2)
             _record(manifest, cfg, result)
+            in_flight = sys.exc_info()[1]
+            if isinstance(in_flight, PipelineError):   # the runner records these with the failed stage
+                in_flight.record.update(summary_fields(result))
             (run_dir / "smoke.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if result.leftovers:
         raise SmokeFailed(f"smoke passed but teardown left objects behind: {result.leftovers}",
@@ -330,9 +315,8 @@ def _run_checks(cfg: Config, project: ComposeProject, run_id: str, window: float
         base = f"http://{host}:{port}"
         for probe in svc.probes:
             checks.append(_probe(svc, base, probe, window))
-        functional = FUNCTIONAL.get(svc.name)
-        if functional:
-            checks.append(functional(svc, base, ends, run_id, window))
+        for check in svc.smoke_checks:
+            checks.append(CHECKS[check.kind](svc, base + check.path, ends, run_id, window))
     return checks
 
 
@@ -353,29 +337,29 @@ def _probe(svc: Service, base: str, p: Probe, window: float) -> Check:
     return _timed(svc.name, f"{p.method} {p.path}", expected, lambda: _retry(window, attempt))
 
 
-def _check_ready(svc: Service, base: str, _ends: Any, _run_id: str, window: float) -> Check:
-    """backend-api: /ready reports true, i.e. PostgreSQL and Redis really answered it."""
+def _check_ready(svc: Service, url: str, _ends: Any, _run_id: str, window: float) -> Check:
+    """ready-json: the URL reports {"ready": true}, i.e. the service's dependencies really answered it."""
 
     def attempt() -> tuple[bool, str]:
-        a = http("GET", base + svc.ready_path)
+        a = http("GET", url)
         try:
             ready = a.status == 200 and json.loads(a.body).get("ready") is True
         except (ValueError, AttributeError):
             ready = False
         return ready, a.summary()
 
-    return _timed(svc.name, f"{svc.ready_path} is true (deps answer)", 'HTTP 200 with JSON {"ready": true}',
-                  lambda: _retry(window, attempt))
+    return _timed(svc.name, f"/{url.split('/', 3)[-1]} ready is true (deps answer)",
+                  'HTTP 200 with JSON {"ready": true}', lambda: _retry(window, attempt))
 
 
-def _check_chat_nats(svc: Service, base: str, ends: dict[tuple[str, int], tuple[str, int]], run_id: str,
-                     window: float) -> Check:
-    """chat-server: a message POSTed to /messages is observed on NATS by our own subscriber."""
+def _check_nats_publish(svc: Service, url: str, ends: dict[tuple[str, int], tuple[str, int]], run_id: str,
+                        window: float) -> Check:
+    """nats-publish: a message POSTed to the URL is observed on NATS by our own subscriber."""
     token = f"smoke-{run_id}-{secrets.token_hex(4)}"
     expected = f"the posted message ({token}) published on NATS"
     nats = ends.get(("nats", 4222))
     if nats is None:
-        return Check(svc.name, "POST /messages → NATS", False, expected, "NATS port 4222 is not published", 0.0)
+        return Check(svc.name, "POST → NATS", False, expected, "NATS port 4222 is not published", 0.0)
 
     def run() -> tuple[bool, str]:
         try:
@@ -383,14 +367,14 @@ def _check_chat_nats(svc: Service, base: str, ends: dict[tuple[str, int], tuple[
                 answer: list[HttpAnswer] = []
 
                 def post() -> tuple[bool, str]:
-                    answer[:] = [http("POST", base + "/messages?room=smoke", body=token.encode(),
+                    answer[:] = [http("POST", url, body=token.encode(),
                                       headers={"Content-Type": "text/plain; charset=utf-8"})]
                     a = answer[0]
                     return 200 <= a.status < 300 and token in a.text, a.summary()
 
                 posted, got_post = _retry(window, post)
                 if not posted:
-                    return False, f"POST /messages?room=smoke answered {got_post}"
+                    return False, f"POST {url} answered {got_post}"
                 seen = sub.wait_for(token.encode(), timeout=5)
                 if seen is None:
                     return False, "POST /messages succeeded but no message carrying it reached NATS within 5s"
@@ -401,7 +385,7 @@ def _check_chat_nats(svc: Service, base: str, ends: dict[tuple[str, int], tuple[
         except NatsError as exc:
             return False, str(exc)
 
-    return _timed(svc.name, "POST /messages → NATS", expected, run)
+    return _timed(svc.name, "POST → NATS", expected, run)
 
 
 def _json_field(body: bytes, key: str) -> str:
@@ -412,10 +396,10 @@ def _json_field(body: bytes, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _check_stream_roundtrip(svc: Service, base: str, _ends: Any, run_id: str, window: float) -> Check:
-    """stream-server: PUT /streams/{id} then GET returns the same bytes."""
+def _check_blob_roundtrip(svc: Service, url: str, _ends: Any, run_id: str, window: float) -> Check:
+    """blob-roundtrip: PUT to the URL ({id} = a fresh id) then GET returns the same bytes."""
     data = secrets.token_bytes(48 * 1024)
-    url = f"{base}/streams/smoke-{run_id}"
+    url = url.replace("{id}", f"smoke-{run_id}")
 
     def attempt() -> tuple[bool, str]:
         put = http("PUT", url, body=data, headers={"Content-Type": "application/octet-stream"})
@@ -428,27 +412,28 @@ def _check_stream_roundtrip(svc: Service, base: str, _ends: Any, run_id: str, wi
             return False, f"GET returned {len(got.body)} bytes that differ from the {len(data)} bytes stored"
         return True, f"{len(data)} bytes round-tripped"
 
-    return _timed(svc.name, "PUT+GET /streams/{id}", f"the same {len(data)} bytes back",
+    return _timed(svc.name, "PUT+GET round trip", f"the same {len(data)} bytes back",
                   lambda: _retry(window, attempt))
 
 
-def _check_docs_index(svc: Service, base: str, _ends: Any, _run_id: str, window: float) -> Check:
-    """docs: / serves an HTML index."""
+def _check_html_index(svc: Service, url: str, _ends: Any, _run_id: str, window: float) -> Check:
+    """html-index: the URL serves an HTML page."""
 
     def attempt() -> tuple[bool, str]:
-        a = http("GET", base + "/")
+        a = http("GET", url)
         ok = a.status == 200 and "html" in a.content_type.lower() and "<html" in a.text.lower()
         return ok, a.summary() + (f", content-type {a.content_type!r}" if a.status == 200 and not ok else "")
 
-    return _timed(svc.name, "GET / serves the HTML index", "HTTP 200, text/html with <html>",
+    return _timed(svc.name, "GET serves an HTML index", "HTTP 200, text/html with <html>",
                   lambda: _retry(window, attempt))
 
 
-FUNCTIONAL: dict[str, Callable[[Service, str, dict[tuple[str, int], tuple[str, int]], str, float], Check]] = {
-    "veza-backend-api": _check_ready,
-    "veza-chat-server": _check_chat_nats,
-    "veza-stream-server": _check_stream_roundtrip,
-    "veza-docs": _check_docs_index,
+# The kinds a service lists in pipeline.toml (`smoke_checks`); see pipeline.core.config.SMOKE_CHECK_KINDS.
+CHECKS: dict[str, Callable[[Service, str, dict[tuple[str, int], tuple[str, int]], str, float], Check]] = {
+    "ready-json": _check_ready,
+    "nats-publish": _check_nats_publish,
+    "blob-roundtrip": _check_blob_roundtrip,
+    "html-index": _check_html_index,
 }
 
 
@@ -468,13 +453,15 @@ def _record(manifest: Manifest, cfg: Config, result: SmokeResult) -> None:
             "checks": [{"name": c.name, "ok": c.ok, **({} if c.ok else {"got": c.got, "expected": c.expected})}
                        for c in mine],
         })
-    manifest.record_stage("smoke", {
-        "status": "ok" if result.status == "pass" else result.status,
-        "run_id": result.run_id, "project": result.project, "failure": result.failure,
-        "duration_s": result.timings.get("total_s", 0.0), "timings": result.timings,
-        "logs": str(result.logs_dir) if result.logs_dir else "", "kept": result.kept,
-        "report": str(result.run_dir / "smoke.json"),
-    })
+
+
+
+def summary_fields(result: SmokeResult) -> dict[str, Any]:
+    """What the runner records in `stages.smoke` (also on failure, through SmokeFailed.fields)."""
+    return {"run_id": result.run_id, "project": result.project, "failure": result.failure,
+            "timings": result.timings, "logs": str(result.logs_dir) if result.logs_dir else "",
+            "kept": result.kept, "report": str(result.run_dir / "smoke.json"),
+            "images": result.images, "compose_overrides": [str(o) for o in result.overrides]}
 
 
 # ---------------------------------------------------------------- signals
@@ -511,5 +498,31 @@ def _signals_deferred() -> Iterator[None]:
         signal.signal(signal.SIGTERM, prev_term)
 
 
-def _print(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+class SmokeStage:
+    """The exact images of the manifest under docker compose, probed, always torn down (exit 4)."""
+
+    name = "smoke"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        check_overrides(ctx.env, ctx.options.get("compose_overrides", ()))
+
+    def holds(self, ctx: RunContext) -> str | None:
+        """The recorded smoke test ran these exact images (and no extra compose file)."""
+        rec = ctx.manifest.stage("smoke") or {}
+        if rec.get("compose_overrides"):
+            return "the recorded smoke test used extra compose files"
+        images = {n: c.ref for n, c in stack_spec.service_images(ctx.cfg, ctx.manifest).items()}
+        tested = rec.get("images") or {}
+        changed = [n for n, ref in images.items() if tested.get(n) != ref]
+        return f"{', '.join(changed)} changed since the recorded smoke test" if changed else None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        wait = float(os.environ.get("VEZA_SMOKE_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_S))
+        result = smoke_release(ctx.cfg, ctx.env, ctx.manifest, ctx.run_dir / "smoke", ctx.reporter, run_id=ctx.run_id,
+                               keep_on_failure=bool(ctx.options.get("keep_on_failure")),
+                               overrides=tuple(ctx.options.get("compose_overrides", ())), wait_timeout=wait)
+        t = result.timings
+        return StageSummary(f"up {t.get('up_s', 0):.1f}s, probes {t.get('probes_s', 0):.1f}s", summary_fields(result))

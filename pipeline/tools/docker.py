@@ -22,9 +22,6 @@ from urllib.parse import quote, urlencode
 from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools import proc
 
-LABEL_RUN = "veza.pipeline.run"
-LABEL_INPUT_DIGEST = "veza.pipeline.input-digest"
-
 
 def engine_host() -> str | None:
     """DOCKER_HOST, else the current docker context's endpoint (None: the default socket)."""
@@ -272,3 +269,71 @@ def remove_image(ref: str) -> str | None:
         return None
     except docker.errors.APIError as exc:
         return str(exc.explanation or exc)
+
+
+# ---------------------------------------------------------------- objects a run created (by label)
+
+@dataclass(frozen=True)
+class Labelled:
+    containers: tuple[str, ...]
+    networks: tuple[str, ...]
+    volumes: tuple[str, ...]
+
+    def empty(self) -> bool:
+        return not (self.containers or self.networks or self.volumes)
+
+    def describe(self) -> str:
+        parts = [f"{k}: {', '.join(v)}" for k, v in
+                 (("containers", self.containers), ("networks", self.networks), ("volumes", self.volumes)) if v]
+        return "; ".join(parts) or "nothing"
+
+
+def labelled(label: str, value: str) -> Labelled:
+    """Every container, network and volume carrying label=value, asked from the engine itself (API, in-process)."""
+    # The low-level listings: docker-py's high-level list() inspects each container afterwards, which
+    # races with a teardown removing them (NotFound).
+    api = client().api
+    flt = {"label": f"{label}={value}"}
+    return Labelled(
+        containers=tuple(sorted(str(x["Names"][0]).lstrip("/") for x in api.containers(all=True, filters=flt))),
+        networks=tuple(sorted(str(x["Name"]) for x in api.networks(filters=flt))),
+        volumes=tuple(sorted(str(x["Name"]) for x in (api.volumes(filters=flt).get("Volumes") or []))),
+    )
+
+
+def remove_labelled(label: str, value: str, *, volumes: bool = True) -> Labelled:
+    """Force-remove what label=value still holds (containers, then networks, then volumes).
+
+    Engine API calls from this process, not a CLI: a second Ctrl-C in the terminal cannot interrupt them
+    half-way. Objects that vanish meanwhile (a concurrent cleanup) are fine. Returns what remains.
+    """
+    import docker.errors
+
+    c = client()
+    flt = {"label": f"{label}={value}"}
+    for ctr in c.containers.list(all=True, filters=flt):
+        try:
+            ctr.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+    for net in c.networks.list(filters=flt):
+        try:
+            net.remove()
+        except docker.errors.NotFound:
+            pass
+    for vol in c.volumes.list(filters=flt) if volumes else []:
+        try:
+            vol.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    return labelled(label, value)
+
+
+def container_state(container: str) -> dict[str, Any]:
+    """The engine's .State of a container ({} when it is gone): status, exit code, health log, error."""
+    import docker.errors
+
+    try:
+        return dict(client().api.inspect_container(container).get("State") or {})
+    except docker.errors.NotFound:
+        return {}

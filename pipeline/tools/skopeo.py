@@ -74,15 +74,3 @@ def copy(src: str, dst: str, *, credentials: Mapping[str, Credentials], timeout:
             raise RegistryAuthError(f"skopeo copy {src} → {dst} refused: {msg}",
                                     "check the registry credentials ([registry] username_env/password_env)")
         raise StageFailed(f"skopeo copy {src} → {dst} failed: {msg}", "see the message; rerun the promote")
-
-
-def inspect_digest(ref: str, *, credentials: Mapping[str, Credentials], timeout: float = 60) -> str:
-    """The registry digest of ref (`skopeo inspect --format {{.Digest}}`)."""
-    exe = find_tool("skopeo", FIX)
-    with authfile(credentials) as auth:
-        argv = [exe, "inspect", "--format", "{{.Digest}}", _tls_flag("", ref)]
-        if auth is not None:
-            argv += ["--authfile", str(auth)]
-        argv.append(f"docker://{ref}")
-        res = run(argv, timeout=timeout, what="skopeo inspect")
-    return res.stdout.strip()

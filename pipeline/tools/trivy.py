@@ -8,7 +8,6 @@ with --skip-db-update, so N parallel scans never race to download it.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import StageFailed, ToolMissing
+from pipeline.core.lock import file_lock
 from pipeline.core.paths import CACHE_DIR
 from pipeline.tools.proc import find_tool, run
 
@@ -76,8 +76,7 @@ def download_db(repository: str, cache_dir: Path, *, timeout: float = 600,
     env = {"TRIVY_USERNAME": username, "TRIVY_PASSWORD": password} if username and password else None
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Two pipelines sharing the cache (CI jobs on one machine) must not write the DB at the same time.
-    with open(cache_dir / ".db.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(cache_dir / ".db.lock"):
         res = run([binary(), "image", *COMMON, "--cache-dir", cache_dir, "--download-db-only",
                    "--db-repository", repository, "--quiet"], timeout=timeout, check=False, env=env,
                   what="trivy DB download")

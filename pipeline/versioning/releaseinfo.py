@@ -27,6 +27,16 @@ class ReleaseInfo:
                 "SOURCE": cfg.source_url}
 
 
+def recorded_release_info(manifest_data: dict[str, Any]) -> ReleaseInfo:
+    """The release a manifest records (its version facts and id), without reading git: for stages that
+    work from the manifest alone (push, scan, smoke, deploy…), which may run where no clone is."""
+    facts = dict(manifest_data.get("version") or {})
+    key = str(manifest_data["release_id"]).removeprefix(f"{manifest_data['env']}-")
+    return ReleaseInfo(version=facts, tags=(), revision=str(facts.get("sha") or ""),
+                       version_label=str(facts.get("version") or facts.get("short_sha") or key),
+                       created=str(manifest_data.get("created") or ""), release_key=key)
+
+
 def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
     import os
 

@@ -32,12 +32,42 @@ _LOOKS_RESERVED = re.compile(r"latest|sha-[0-9a-f]+.*|\d+(\.\d+){0,2}([-.].*)?")
 
 
 @dataclass(frozen=True)
+class TagInputs:
+    """The version facts the tag policy reads: from a Version (planning) or from a manifest's recorded
+    version facts (promotion), so both paths apply the one policy."""
+
+    short_sha: str
+    dirty: bool
+    dirty_hash: str | None
+    branch: str | None
+    semver: str               # Version.semver: the release, or the development pre-release
+    is_release: bool          # HEAD is a release tag on a clean tree
+    on_tag: bool
+    final_release: bool       # is_release and that release is not a pre-release
+
+    @classmethod
+    def of(cls, v: Version) -> TagInputs:
+        final = v.is_release and v.last is not None and not v.last.version.prerelease
+        return cls(v.short_sha, v.dirty, v.dirty_hash, v.branch, v.semver, v.is_release, v.on_tag, final)
+
+    @classmethod
+    def from_facts(cls, facts: dict[str, object]) -> TagInputs:
+        """From `Version.to_dict()` (a manifest's `version`): the same inputs, read back."""
+        release = bool(facts.get("release"))
+        version = str(facts.get("version") or "")
+        return cls(str(facts.get("short_sha") or ""), bool(facts.get("dirty")),
+                   str(facts["dirty_hash"]) if facts.get("dirty_hash") else None,
+                   str(facts["branch"]) if facts.get("branch") else None, version, release,
+                   bool(facts.get("on_tag")), release and "-" not in version)
+
+
+@dataclass(frozen=True)
 class TagPlan:
     tags: tuple[str, ...]
     notes: tuple[str, ...]  # kinds skipped or degraded, one line each
 
 
-def sha_tag(version: Version) -> str:
+def sha_tag(version: Version | TagInputs) -> str:
     tag = f"sha-{version.short_sha}"
     return f"{tag}-dirty-{version.dirty_hash}" if version.dirty else tag
 
@@ -56,11 +86,12 @@ def branch_tag(branch: str) -> str:
     return s
 
 
-def plan_tags(env: Environment, version: Version) -> TagPlan:
-    """The tags for every image built for env, with a note for each kind that was skipped or degraded."""
+def plan_tags(env: Environment, source: Version | TagInputs) -> TagPlan:
+    """The tags for every image built for (or promoted to) env, with a note for each kind skipped or degraded."""
     tags: list[str] = []
     notes: list[str] = []
-    final_release = version.is_release and version.last is not None and not version.last.version.prerelease
+    version = source if isinstance(source, TagInputs) else TagInputs.of(source)
+    final_release = version.final_release
     for kind in env.tags:
         if kind == "sha":
             tags.append(sha_tag(version))
@@ -75,9 +106,9 @@ def plan_tags(env: Environment, version: Version) -> TagPlan:
                 why = "the tree is dirty" if version.on_tag else "HEAD is not on a release tag"
                 notes.append(f"semver tag is the development pre-release {version.semver}: {why}")
         elif kind in ("semver-minor", "semver-major"):
-            if final_release and version.last is not None:
-                v = version.last.version
-                tags.append(f"{v.major}.{v.minor}" if kind == "semver-minor" else f"{v.major}")
+            if final_release:
+                major, minor = version.semver.split(".")[:2]
+                tags.append(f"{major}.{minor}" if kind == "semver-minor" else major)
             else:
                 head = "a pre-release" if version.is_release else "not a clean release tag"
                 notes.append(f"{kind} tag skipped: moving tags follow final releases only (HEAD is {head})")
@@ -96,6 +127,6 @@ def plan_tags(env: Environment, version: Version) -> TagPlan:
     return TagPlan(unique, tuple(notes))
 
 
-def tags_for(env: Environment, version: Version) -> list[str]:
+def tags_for(env: Environment, version: Version | TagInputs) -> list[str]:
     """The image tags env gets for version, in the configured order (pure: no git, no engine)."""
     return list(plan_tags(env, version).tags)

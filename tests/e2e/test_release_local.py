@@ -30,7 +30,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iter
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
     for k, v in (("user.email", "e2e@example.invalid"), ("user.name", "e2e")):
         subprocess.run(["git", "-C", str(dest), "config", k, v], check=True)
-    registry_was_up = default_registry().answers()
+    from pipeline.core.config import load_config
+
+    registry_was_up = default_registry(load_config()).answers()
     yield dest
     subprocess.run([str(ROOT / ".tools/bin/helm"), "uninstall", "veza", "--namespace", "veza-local", "--wait",
                     "--kubeconfig", str(local_cluster)], capture_output=True, timeout=180, check=False)
@@ -47,11 +49,11 @@ def _invoke(clone: Path, *args: str, timeout: float = 3000) -> subprocess.Comple
 
 
 def _manifest(clone: Path) -> dict[str, object]:
-    return json.loads((clone / ".pipeline/manifest.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((clone / ".pipeline/local/manifest.json").read_text())  # type: ignore[no-any-return]
 
 
 def _latest_report(clone: Path) -> dict[str, object]:
-    runs = sorted((clone / ".pipeline/runs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    runs = sorted((clone / ".pipeline/local/runs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(runs[-1].read_text())  # type: ignore[no-any-return]
 
 
@@ -72,9 +74,17 @@ def test_release_local_end_to_end(clone: Path) -> None:
     assert report["status"] == "ok"
     assert all(s["deployed"] and "@sha256:" in s["deployed"] for s in report["services"].values())  # type: ignore[union-attr]
 
-    # What runs in the cluster is exactly what the manifest recorded.
+    _assert_cluster_runs_the_manifest(clone)
+
+
+def _assert_cluster_runs_the_manifest(clone: Path) -> None:
+    """`invoke status` exits 0, and per service the digest the cluster runs is the manifest's, all Ready."""
     status = _invoke(clone, "status", "--env", "local", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
+    running = json.loads(status.stdout)["services"]
+    for name, svc in _manifest(clone)["services"].items():  # type: ignore[union-attr]
+        assert running[name]["digest"] == svc["push"]["digest"], (name, running[name], svc["push"])
+        assert running[name]["ready"] >= 1 and running[name]["ready"] == running[name]["replicas"], running[name]
 
 
 def test_second_release_is_a_noop(clone: Path) -> None:
@@ -102,3 +112,17 @@ def test_one_changed_service_releases_only_it(clone: Path) -> None:
     for name in ("veza-backend-api", "veza-chat-server", "veza-stream-server"):
         assert after[name]["build"]["status"] == "reused", name
         assert after[name]["push"]["digest"] == before[name]["push"]["digest"], name
+
+
+def test_release_after_cluster_down_brings_it_up_and_deploys(clone: Path) -> None:
+    """The journal says "deployed"; the cluster is gone (as after a reboot): the release must look, not trust."""
+    down = _invoke(clone, "cluster-down", timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    run = _invoke(clone, "release", "--env", "local", "--yes")
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert "cluster: not running; starting it" in run.stdout, run.stdout[-4000:]
+    report = _latest_report(clone)
+    stages = {s["name"]: s["status"] for s in report["stages"]}  # type: ignore[union-attr]
+    assert stages["build"] == "resumed" and stages["push"] == "resumed", stages
+    assert stages["deploy"] in ("ok", "resumed"), stages   # resumed only if the restarted cluster already ran it all
+    _assert_cluster_runs_the_manifest(clone)

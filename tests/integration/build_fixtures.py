@@ -92,7 +92,7 @@ class MiniProject:
     def image_ids(self) -> dict[str, str]:
         from pipeline.core.manifest import Manifest
 
-        m = Manifest.load(self.root / ".pipeline" / "manifest.json")
+        m = Manifest.load(self.root / ".pipeline" / "dev" / "manifest.json")
         return {s: m.service(s)["build"]["image_id"] for s in m.services()}
 
 

@@ -23,6 +23,36 @@ from pipeline.core.manifest import Manifest
 from pipeline.local.registry import LocalRegistry
 from tests.ports import PortPool
 
+
+class StageResults(dict[str, dict[str, Any]]):
+    """Each service's recorded result, plus the stage summary the runner would record (`.summary`)."""
+
+    def __init__(self, results: dict[str, dict[str, Any]], summary: Any) -> None:
+        super().__init__(results)
+        self.summary = summary
+
+
+def run_push(services: list[str] | None, env_name: str, *, config: Config, manifest: Manifest,
+             workers: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """The push stage on one manifest, as the tests drive it: each service's recorded push result."""
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.push import push_images
+
+    reporter = PlainReporter(sink=log or (lambda _line: None))
+    summary = push_images(config, config.env(env_name), manifest, reporter, services, workers=workers)
+    return StageResults({n: manifest.stage_result(n, "push") or {} for n in (services or manifest.services())},
+                        summary)
+
+
+def run_promote(src: str, dst: str, services: list[str] | None, *, config: Config, manifest: Manifest,
+                via: str | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Promotion between two environments of one config, as the tests drive it."""
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.release.promote import run_promote as promote
+
+    return promote(config, config.env(src), config.env(dst), manifest, PlainReporter(sink=log or (lambda _l: None)),
+                   services, via=via)
+
 PORTS = range(5100, 5200)
 
 
@@ -86,7 +116,8 @@ def build_tiny_image(client: Any, run_id: str, repository: str, tags: list[str],
 
 def make_manifest(path: Path, cfg: Config, env: str, images: list[BuiltImage]) -> Manifest:
     m = Manifest.new(path, env=env, release_id=f"{env}-test", version={
-        "version": "1.4.2", "sha": "abcdef1234567890", "short_sha": "abcdef1", "branch": "main"})
+        "version": "1.4.2", "release": True, "on_tag": True, "sha": "abcdef1234567890", "short_sha": "abcdef1",
+        "branch": "main"})
     for img in images:
         m.set_service(img.service, repository=img.repository, tags=img.tags, input_digest="sha256:" + "0" * 64)
         m.record(img.service, "build", {"status": "built", "image_id": img.image_id, "duration_s": 0.1})

@@ -24,6 +24,20 @@ from pipeline.local.registry import LocalRegistry
 from pipeline.tools import trivy
 from tests.ports import PortPool
 
+
+def run_scan(services: list[str] | None, env_name: str, *, config: Config, manifest: Manifest,
+             cache_dir: Path | None = None, log: Callable[[str], None] | None = None,
+             today: Any = None) -> dict[str, dict[str, Any]]:
+    """The scan stage on one manifest, as the tests drive it: each scanned service's recorded result."""
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.scan import scan_images
+    from tests.integration.registry_fixtures import StageResults
+
+    reporter = PlainReporter(sink=log or (lambda _line: None))
+    summary = scan_images(config, config.env(env_name), manifest, reporter, services, cache_dir=cache_dir,
+                          today=today)
+    return StageResults({n: manifest.stage_result(n, "scan") or {} for n in services or manifest.services()}, summary)
+
 PORTS = range(5200, 5250)
 
 OS_RELEASE = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"

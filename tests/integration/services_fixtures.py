@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 
 from pipeline.core.config import Config, load_config
+from pipeline.core.vocab import LABEL_RUN
 from pipeline.local.bases import build_args_for, ensure_bases
 from pipeline.tools import buildkit
-from pipeline.tools import docker as docker_tool
 
-LABEL_RUN = docker_tool.LABEL_RUN
 # Fixed build info: the layer cache stays warm across test runs, and /version must echo exactly these.
 BUILD_INFO = {"VERSION": "9.8.7-test", "REVISION": "0123456789abcdef0123456789abcdef01234567",
               "CREATED": "2026-01-02T03:04:05Z", "SOURCE": "https://example.invalid/veza"}

@@ -26,8 +26,11 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.manifest import Manifest
-from pipeline.core.paths import ROOT, RUNS_DIR
-from pipeline.tools.compose import PROJECT_LABEL, RUN_LABEL, labelled, remove_labelled
+from pipeline.core.paths import ROOT
+from pipeline.core.reporter import PlainReporter
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
+from pipeline.tools.compose import PROJECT_LABEL
+from pipeline.tools.docker import labelled, remove_labelled
 
 OVERRIDES = Path(__file__).resolve().parent / "smoke_overrides"
 
@@ -59,7 +62,8 @@ def _build_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("smoke-release")
     m = Manifest.new(d / "manifest.json", env=env.name, release_id=info.release_id(env.name), version=info.version)
     plan = make_plan(cfg, env, cfg.services, info, no_cache=False, provision_bases=False)
-    results = execute_plan(cfg, plan, info, m, workers=2, fail_fast=True, no_cache=False, log_dir=d / "build-logs")
+    results = execute_plan(cfg, plan, info, m, PlainReporter(sink=lambda _l: None), workers=2, fail_fast=True,
+                           no_cache=False, log_dir=d / "build-logs")
     bad = [(r.service, r.status, r.reason) for r in results if r.status not in ("built", "reused")]
     assert not bad, f"the service images did not build: {bad}"
     return m.path
@@ -76,8 +80,12 @@ class SmokeRun:
     images: list[str] = field(default_factory=list)
 
     @property
+    def state_dir(self) -> Path:
+        return self.manifest_path.parents[1]
+
+    @property
     def run_dir(self) -> Path:
-        return RUNS_DIR / self.run_id
+        return self.state_dir / "local" / "runs" / self.run_id / "smoke"
 
     @property
     def project(self) -> str:
@@ -105,16 +113,16 @@ class SmokeRun:
 
     def env(self, wait_timeout: float | None = None) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({"VEZA_MANIFEST": str(self.manifest_path), "VEZA_RUN_ID": self.run_id,
-                    "VEZA_SMOKE_OVERRIDES": os.pathsep.join(str(p) for p in self.overrides)})
+        env.update({"VEZA_STATE_DIR": str(self.state_dir), "VEZA_RUN_ID": self.run_id})
         if wait_timeout is not None:
             env["VEZA_SMOKE_WAIT_TIMEOUT"] = str(wait_timeout)
         return env
 
     def start(self, *extra: str, wait_timeout: float | None = None) -> subprocess.Popen[str]:
         """`invoke smoke --env local` as a subprocess (the real CLI, exit codes included)."""
+        overrides = [a for p in self.overrides for a in ("--compose-override", str(p))]
         return subprocess.Popen(
-            [sys.executable, "-m", "invoke", "smoke", "--env", "local", *extra], cwd=ROOT,
+            [sys.executable, "-m", "invoke", "smoke", "--env", "local", *overrides, *extra], cwd=ROOT,
             env=self.env(wait_timeout), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def invoke(self, *extra: str, wait_timeout: float | None = None, timeout: float = 400) -> tuple[int, str]:
@@ -137,8 +145,8 @@ def smoke_run(smoke_manifest: Path, tmp_path: Path, docker_client: Any) -> Itera
 
 def _smoke_run(smoke_manifest: Path, tmp_path: Path, docker_client: Any) -> Iterator[SmokeRun]:
     run_id = "t" + uuid.uuid4().hex[:10]
-    d = tmp_path / run_id
-    d.mkdir()
+    d = tmp_path / run_id / "state" / "local"
+    d.mkdir(parents=True)
     shutil.copy(smoke_manifest, d / "manifest.json")
     run = SmokeRun(run_id, d / "manifest.json", docker_client)
     try:

@@ -12,7 +12,9 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.manifest import Manifest
-from pipeline.stages.build import run_build
+from pipeline.core.reporter import PlainReporter
+from pipeline.release.runner import run_command
+from pipeline.stages.build import dry_run_plan
 from pipeline.tools import buildkit
 from tests.integration.build_fixtures import MiniProject, remove_run_images
 
@@ -108,8 +110,23 @@ def go_project(tmp_path: Path, docker_client: object) -> Iterator[MiniProject]:
     remove_run_images(run)
 
 
+def _run(p: MiniProject, services: list[str] | None = None) -> list[str]:
+    """`invoke build --verbose` through the runner; the reporter's lines (steps included)."""
+    lines: list[str] = []
+    cfg = p.config
+    run_command(cfg, cfg.env("dev"), ["build"], PlainReporter(verbose=True, sink=lines.append),
+                services=services or [])
+    return lines
+
+
+def _manifest(p: MiniProject) -> Manifest:
+    return Manifest.load(p.root / ".pipeline/dev/manifest.json")
+
+
 def _build(p: MiniProject) -> dict[str, str]:
-    return {r.service: r.status for r in run_build(services=[], env_name="dev", cfg=p.config)}
+    _run(p)
+    m = _manifest(p)
+    return {n: str(b.status) for n in m.services() if (b := m.built(n)) is not None}
 
 
 def _compiled(log: str) -> set[str]:
@@ -121,22 +138,23 @@ def test_one_file_change_rebuilds_one_service_with_the_compiler_cache(go_project
     p = go_project
     assert buildkit.detect("buildkit").kind == "buildkit"
     assert _build(p) == {"alpha": "built", "beta": "built"}
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    m = _manifest(p)
     first_log = Path(m.service("alpha")["build"]["log"]).read_text()
     assert _compiled(first_log) == {"gomini/alpha", "gomini/alpha/kit"}
     assert m.service("alpha")["build"]["why"] == "no earlier build recorded"
 
     p.write("services/alpha/main.go", MAIN.format(svc="alpha").replace('"x"', '"y"'))
     p.commit("fix(alpha): one line")
-    results = {r.service: r for r in run_build(services=[], env_name="dev", cfg=p.config)}
-    assert {s: r.status for s, r in results.items()} == {"alpha": "built", "beta": "reused"}
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    lines = _run(p)
+    m = _manifest(p)
+    assert {n: str(b.status) for n in m.services() if (b := m.built(n))} == {"alpha": "built", "beta": "reused"}
     assert m.service("alpha")["build"]["why"] == "main.go modified"
+    assert any("alpha | built" in ln and "rebuilt: main.go modified" in ln for ln in lines), lines
     log = Path(m.service("alpha")["build"]["log"]).read_text()
     # The layer cache: the steps before the changed file are CACHED in the second build's log ...
     for step in ("COPY go.mod ./", "COPY kit ./kit"):
         assert re.search(rf"^#(\d+) \[build \d/\d\] {re.escape(step)}\n(?:#\1 .*\n)*?#\1 CACHED$", log, re.MULTILINE)
-        assert any(step in s for s in results["alpha"].cached_steps)
+        assert any(ln.startswith("  alpha: [build ") and ln.endswith(f"] {step} — cached") for ln in lines), lines
     # ... and the compiler cache (a cache mount): the RUN step ran again, but only main was compiled.
     assert _compiled(log) == {"gomini/alpha"}
 
@@ -148,38 +166,37 @@ def test_build_arg_change_is_named(go_project: MiniProject) -> None:
     p.write("pipeline.toml", text)
     p.commit("chore: greeting")
     assert _build(p) == {"alpha": "reused", "beta": "built"}
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
-    assert m.service("beta")["build"]["why"] == "build arg GREETING changed"
+    assert _manifest(p).service("beta")["build"]["why"] == "build arg GREETING changed"
 
 
-def test_dry_run_says_why(go_project: MiniProject, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_says_why(go_project: MiniProject) -> None:
     p = go_project
     _build(p)
     p.write("services/beta/kit/extra.go", "package kit\n\nconst Extra = 1\n")
-    capsys.readouterr()
-    assert run_build(services=[], env_name="dev", cfg=p.config, dry_run=True) == []
-    out = capsys.readouterr().out
-    assert "beta: rebuild — kit/extra.go added" in out
-    assert "alpha: reuse" in out
-    assert "builder: BuildKit (docker CLI, DOCKER_BUILDKIT=1)" in out
+    lines: list[str] = []
+    cfg = p.config
+    plan = dry_run_plan(cfg, cfg.env("dev"), [], PlainReporter(sink=lines.append))
+    assert {s.name: (s.action, s.why) for s in plan.services} == {
+        "alpha": ("reuse", "unchanged"), "beta": ("build", "kit/extra.go added")}
+    assert lines[0].startswith("builder: BuildKit (docker CLI, DOCKER_BUILDKIT=1)")
+    assert any(ln.startswith("  beta | ") and ln.endswith(" | rebuild | kit/extra.go added") for ln in lines), lines
 
 
-def test_failure_shows_the_failing_steps_last_lines(go_project: MiniProject,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_failure_shows_the_failing_steps_last_lines(go_project: MiniProject) -> None:
     from pipeline.core.errors import StageFailed
 
     p = go_project
     p.write("services/alpha/main.go", "package main\n\nfunc main() { undefinedCall() }\n")
     p.commit("fix(alpha): broken")
-    capsys.readouterr()
+    lines: list[str] = []
+    cfg = p.config
     with pytest.raises(StageFailed) as info:
-        run_build(services=["alpha"], env_name="dev", cfg=p.config)
+        run_command(cfg, cfg.env("dev"), ["build"], PlainReporter(sink=lines.append), services=["alpha"])
     assert "build failed for alpha" in info.value.message
-    out = capsys.readouterr().out
-    failing = [ln for ln in out.splitlines() if ln.startswith("warning: alpha | ")]
-    assert failing[0].startswith("warning: alpha | [build 6/6] RUN --mount=type=cache")
+    failing = [ln for ln in lines if ln.startswith("warning: alpha | ")]
+    assert failing and failing[0].startswith("warning: alpha | [build 6/6] RUN --mount=type=cache"), lines
     assert any("undefined: undefinedCall" in ln for ln in failing)
     assert len(failing) <= 22
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    m = _manifest(p)
     assert m.service("alpha")["build"]["status"] == "failed"
     assert "undefined: undefinedCall" in Path(m.service("alpha")["build"]["log"]).read_text()

@@ -14,7 +14,9 @@ import pytest
 
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest
-from pipeline.stages.build import run_build
+from pipeline.core.reporter import PlainReporter
+from pipeline.release.runner import run_command
+from pipeline.stages.build import dry_run_plan
 from pipeline.tools import docker
 from tests.integration.build_fixtures import MiniProject, make_base_image
 
@@ -33,16 +35,22 @@ def builder_kind(request: pytest.FixtureRequest, mini_project: MiniProject) -> s
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "pipeline/core/schemas/manifest.schema.json").read_text())
 
 
-def _build(p: MiniProject, **kw: object) -> dict[str, str]:
-    results = run_build(services=kw.pop("services", []), env_name="dev", cfg=p.config, **kw)  # type: ignore[arg-type]
-    return {r.service: r.status for r in results}
+def run_build(services: list[str], p: MiniProject, **options: object) -> None:
+    cfg = p.config
+    run_command(cfg, cfg.env("dev"), ["build"], PlainReporter(), services=services, options=options)
+
+
+def _build(p: MiniProject, services: list[str] | None = None, **options: object) -> dict[str, str]:
+    run_build(services or [], p, **options)
+    m = Manifest.load(p.root / ".pipeline/dev/manifest.json")
+    return {n: str(b.status) for n in (services or m.services()) if (b := m.built(n)) is not None}
 
 
 def test_build_all_then_noop_then_one_change(mini_project: MiniProject, builder_kind: str) -> None:
     p = mini_project
     assert _build(p) == {"alpha": "built", "beta": "built", "gamma": "built"}
     first = p.image_ids()
-    manifest = json.loads((p.root / ".pipeline/manifest.json").read_text())
+    manifest = json.loads((p.root / ".pipeline/dev/manifest.json").read_text())
     jsonschema.validate(manifest, SCHEMA)
     assert manifest["stages"]["build"]["builder"] == builder_kind
     log = Path(manifest["services"]["alpha"]["build"]["log"]).read_text()
@@ -73,7 +81,7 @@ def test_build_all_then_noop_then_one_change(mini_project: MiniProject, builder_
     p.commit("fix(beta): change")
     statuses = _build(p)
     assert statuses == {"alpha": "reused", "beta": "built", "gamma": "reused"}
-    assert Manifest.load(p.root / ".pipeline/manifest.json").service("beta")["build"]["why"] == "main.txt modified"
+    assert Manifest.load(p.root / ".pipeline/dev/manifest.json").service("beta")["build"]["why"] == "main.txt modified"
     second = p.image_ids()
     assert second["alpha"] == first["alpha"] and second["gamma"] == first["gamma"]
     assert second["beta"] != first["beta"]
@@ -102,7 +110,7 @@ def test_failing_dockerfile_others_still_built(mini_project: MiniProject) -> Non
     with pytest.raises(StageFailed) as info:
         _build(p)
     assert "build failed for beta" in info.value.message
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    m = Manifest.load(p.root / ".pipeline/dev/manifest.json")
     assert m.service("alpha")["build"]["status"] == "built"
     assert m.service("gamma")["build"]["status"] == "built"
     beta = m.service("beta")["build"]
@@ -118,9 +126,9 @@ def test_fail_fast_stops_other_builds(mini_project: MiniProject) -> None:
     p.commit("chore: break alpha, slow beta")
     t0 = time.monotonic()
     with pytest.raises(StageFailed):
-        run_build(services=["alpha", "beta"], env_name="dev", cfg=p.config, workers=2, fail_fast=True)
+        run_build(["alpha", "beta"], p, workers=2, fail_fast=True)
     assert time.monotonic() - t0 < 45
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    m = Manifest.load(p.root / ".pipeline/dev/manifest.json")
     assert m.service("alpha")["build"]["status"] == "failed"
     assert m.service("beta")["build"]["status"] in ("cancelled", "failed")
 
@@ -128,12 +136,14 @@ def test_fail_fast_stops_other_builds(mini_project: MiniProject) -> None:
 def test_unknown_service_and_dry_run(mini_project: MiniProject, capsys: pytest.CaptureFixture[str]) -> None:
     p = mini_project
     with pytest.raises(UsageError) as info:
-        run_build(services=["delta"], env_name="dev", cfg=p.config)
+        run_build(["delta"], p)
     assert info.value.one_line() == "unknown service 'delta' (fix: use one of: alpha, beta, gamma)"
-    assert run_build(services=["alpha"], env_name="dev", cfg=p.config, dry_run=True) == []
+    cfg = p.config
+    plan = dry_run_plan(cfg, cfg.env("dev"), ["alpha"], PlainReporter())
+    assert [s.action for s in plan.services] == ["build", "skip", "skip"]
     out = capsys.readouterr().out
     assert "alpha" in out and "build" in out and "skip" in out and "not selected" in out
-    assert not (p.root / ".pipeline/manifest.json").exists()
+    assert not (p.root / ".pipeline/dev/manifest.json").exists()
 
 
 def _free_port() -> int:

@@ -19,11 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.config import Config
 from pipeline.core.errors import GitStateError, PolicyBlocked
 from pipeline.core.lock import EnvLock, LockHeld
 from pipeline.core.manifest import Manifest
+from pipeline.core.reporter import PlainReporter
 from pipeline.local.registry import LocalRegistry
-from pipeline.release.runner import run_release
+from pipeline.release.release import run_release as release
+from pipeline.release.stage import RunContext
 from tests.integration.build_fixtures import MiniProject
 from tests.integration.registry_fixtures import FlakyProxy, free_port
 
@@ -71,15 +74,19 @@ def release_project(mini_project: MiniProject, tmp_path: Path) -> Iterator[tuple
         yield mini_project, reg
 
 
-def _stages(ctx: object) -> dict[str, str]:
-    return {k: v["status"] for k, v in ctx.outcomes.items()}  # type: ignore[attr-defined]
+def run_release(env: str, *, cfg: Config, **kw: object) -> RunContext | None:
+    return release(cfg, cfg.env(env), PlainReporter(), **kw)  # type: ignore[arg-type]
+
+
+def _stages(ctx: RunContext) -> dict[str, str]:
+    return {o.name: str(o.status) for o in ctx.options["outcomes"]}
 
 
 def test_release_noop_rerun_and_one_changed_service(release_project: tuple[MiniProject, LocalRegistry]) -> None:
     p, reg = release_project
     ctx = run_release("rel", cfg=p.config)
     assert ctx is not None and _stages(ctx) == {"build": "ok", "push": "ok"}
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    m = Manifest.load(p.root / ".pipeline/rel/manifest.json")
     digests = {s: m.service(s)["push"]["digest"] for s in m.services()}
     assert all(d and d.startswith("sha256:") for d in digests.values())
     report = json.loads((ctx.run_dir / "report.json").read_text())
@@ -97,7 +104,7 @@ def test_release_noop_rerun_and_one_changed_service(release_project: tuple[MiniP
     p.commit("feat(gamma): v2")
     third = run_release("rel", cfg=p.config)
     assert third is not None and _stages(third) == {"build": "ok", "push": "ok"}
-    m = Manifest.load(p.root / ".pipeline/manifest.json")
+    m = Manifest.load(p.root / ".pipeline/rel/manifest.json")
     assert {s: m.service(s)["build"]["status"] for s in m.services()} == {
         "alpha": "reused", "beta": "reused", "gamma": "built"}
     assert m.service("alpha")["push"]["digest"] == digests["alpha"]
@@ -107,7 +114,7 @@ def test_release_noop_rerun_and_one_changed_service(release_project: tuple[MiniP
 
 def test_prod_gates_refuse_before_anything_runs(release_project: tuple[MiniProject, LocalRegistry]) -> None:
     p, _ = release_project
-    manifest = p.root / ".pipeline/manifest.json"
+    manifest = p.root / ".pipeline/prod/manifest.json"
     p.write("services/alpha/main.txt", "uncommitted\n")
     with pytest.raises(GitStateError) as info:
         run_release("prod", yes=True, cfg=p.config)
@@ -166,9 +173,10 @@ def test_interrupted_push_resumes_without_pushing_twice(mini_project: MiniProjec
             p.commit("chore: release envs")
             env = {**os.environ, "VEZA_CONFIG": str(p.root / "pipeline.toml"), "CI": "true"}
             argv = [str(ROOT / ".venv/bin/invoke"), "-r", str(ROOT), "release", "--env", "rel"]
+            # Its own process group, signalled as a whole: what a terminal's Ctrl-C does.
             first = subprocess.Popen(argv, cwd=p.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-            manifest = p.root / ".pipeline/manifest.json"
+                                     text=True, start_new_session=True)
+            manifest = p.root / ".pipeline/rel/manifest.json"
 
             def pushing() -> bool:
                 return bool(_manifest_puts(reg.log_file))
@@ -176,7 +184,7 @@ def test_interrupted_push_resumes_without_pushing_twice(mini_project: MiniProjec
             deadline = time.monotonic() + 180
             while not pushing() and time.monotonic() < deadline and first.poll() is None:
                 time.sleep(0.05)
-            first.send_signal(signal.SIGINT)
+            os.killpg(first.pid, signal.SIGINT)
             out, _ = first.communicate(timeout=120)
             assert first.returncode == 130, out
             m = json.loads(manifest.read_text())
@@ -190,7 +198,7 @@ def test_interrupted_push_resumes_without_pushing_twice(mini_project: MiniProjec
 
             second = subprocess.run(argv, cwd=p.root, env=env, capture_output=True, text=True, timeout=300)
             assert second.returncode == 0, second.stdout + second.stderr
-            assert "build: done in an earlier run of this release" in second.stdout
+            assert "── build: resumed" in second.stdout and "checked: still holds" in second.stdout
             after = _manifest_puts(reg.log_file)
             assert len(after) == 6, after          # 3 images × 2 tags, all present now
             assert max(after.values()) == 1, after  # and none was pushed twice
@@ -217,14 +225,15 @@ def test_blocked_scan_stops_the_release_before_push(release_project: tuple[MiniP
     with pytest.raises(PolicyBlocked) as info:
         run_release("rel", cfg=p.config)
     assert info.value.exit_code == 3 and "blocked: alpha" in info.value.message
-    m = json.loads((p.root / ".pipeline/manifest.json").read_text())
-    assert m["stages"]["scan"]["status"] == "failed" and "push" not in m["stages"]
+    m = json.loads((p.root / ".pipeline/rel/manifest.json").read_text())
+    assert m["stages"]["scan"]["status"] == "blocked" and m["stages"]["scan"]["exit_code"] == 3
+    assert "push" not in m["stages"]
     assert m["services"]["alpha"]["scan"]["status"] == "blocked"
     assert _catalog(reg) == []
-    assert secret not in (p.root / ".pipeline/manifest.json").read_text()
+    assert secret not in (p.root / ".pipeline/rel/manifest.json").read_text()
 
 
-def test_failed_smoke_stops_the_release_before_push(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_smoke_stops_the_release_before_push(tmp_path: Path) -> None:
     """The real services: one crashes on start under compose → exit 4 with its reason; nothing pushed."""
     import dataclasses
 
@@ -237,10 +246,45 @@ def test_failed_smoke_stops_the_release_before_push(tmp_path: Path, monkeypatch:
                                   stages=("build", "smoke", "push"))
         cfg = dataclasses.replace(base, state_dir=tmp_path / "state", environments={"gate": env})
         crash = ROOT / "tests/integration/smoke_overrides/crash-stream-server.yml"
-        monkeypatch.setenv("VEZA_SMOKE_OVERRIDES", str(crash))
         with pytest.raises(SmokeFailed) as info:
-            run_release("gate", cfg=cfg)
+            run_release("gate", cfg=cfg, options={"compose_overrides": (crash,)})
         assert info.value.exit_code == 4 and "stream-server exited with code" in info.value.message
-        m = json.loads((tmp_path / "state/manifest.json").read_text())
-        assert m["stages"]["smoke"]["status"] == "failed" and "push" not in m["stages"]
+        m = json.loads((tmp_path / "state/gate/manifest.json").read_text())
+        smoke = m["stages"]["smoke"]
+        assert smoke["status"] == "blocked" and "push" not in m["stages"]
+        # The runner keeps what the failing stage said: its logs and the extra compose file it was told to use.
+        assert Path(smoke["logs"]).is_dir() and smoke["compose_overrides"] == [str(crash)]
         assert _catalog(reg) == []
+
+
+def test_registry_storage_wiped_then_the_release_pushes_again_exactly_the_missing_images(
+        mini_project: MiniProject, tmp_path: Path) -> None:
+    """The journal says "pushed"; the registry lost its storage: the rerun sees it and pushes every image again."""
+    import shutil
+
+    p = mini_project
+    port = free_port()
+    with LocalRegistry(port, root=tmp_path / "registry") as reg:
+        p.write("pipeline.toml", (p.root / "pipeline.toml").read_text() + ENVS.format(registry=reg.address, run=p.run))
+        p.commit("chore: release envs")
+        first = run_release("rel", cfg=p.config)
+        assert first is not None and _stages(first)["push"] == "ok"
+        data = reg.data_dir
+    shutil.rmtree(data)                                   # the storage is gone (a new disk, a wiped volume)
+    with LocalRegistry(port, root=tmp_path / "registry") as reg:
+        before = _manifest_puts(reg.log_file)             # the log file outlives the storage: count the new PUTs
+        lines: list[str] = []
+        again = release(p.config, p.config.env("rel"), PlainReporter(sink=lines.append))
+        assert again is not None and _stages(again) == {"build": "resumed", "push": "ok"}, lines
+        assert any("pushing again" in line and "registry serves nothing" in line for line in lines), lines
+        puts = _manifest_puts(reg.log_file) - before
+        assert len(puts) == 6 and max(puts.values()) == 1, puts   # 3 images × 2 tags, each exactly once
+        from pipeline.tools.registry_api import RegistryClient
+
+        m = Manifest.load(p.root / ".pipeline/rel/manifest.json")
+        client = RegistryClient(reg.address)
+        for name in m.services():
+            pushed = m.pushed(name)
+            assert pushed is not None and pushed.ok
+            ref = client.head_manifest(pushed.repository.split("/", 1)[1], pushed.tags[0])
+            assert ref is not None and ref.digest == pushed.digest, name

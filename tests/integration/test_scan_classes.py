@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.core.errors import PolicyBlocked
 from pipeline.gate.policy import load_report
-from pipeline.stages.scan import run_scan, run_scan_gate
+from pipeline.stages.scan import run_scan_gate
 from pipeline.tools import golang, trivy
 from tests.integration.scan_fixtures import (
     DbMirror,
@@ -20,6 +20,7 @@ from tests.integration.scan_fixtures import (
     built_manifest,
     debian_files,
     fake_aws_credentials,
+    run_scan,
     scan_config,
 )
 

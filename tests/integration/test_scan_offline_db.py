@@ -15,9 +15,15 @@ import pytest
 
 from pipeline.core.errors import PolicyBlocked
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.scan import run_scan
 from pipeline.tools import trivy
-from tests.integration.scan_fixtures import ImageFactory, built_manifest, debian_files, publish_db, scan_config
+from tests.integration.scan_fixtures import (
+    ImageFactory,
+    built_manifest,
+    debian_files,
+    publish_db,
+    run_scan,
+    scan_config,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 
@@ -65,7 +71,7 @@ def test_gate_blocks_then_passes_when_fixed_in_an_older_version(
     sbom = json.loads(Path(res["sbom"]).read_text())
     assert sbom["bomFormat"] == "CycloneDX"
     assert any(c.get("name") == "bash" and c.get("version") == "5.2.15-2+b13" for c in sbom["components"])
-    assert man.data["stages"]["scan"]["blocked"] == 1
+    assert exc.value.record["blocked"] == 1 and exc.value.record["db_version"]
     summary = (man.path.parent / "reports" / "scan-summary.md").read_text()
     assert "CVE-2099-4242" in summary and "blocked" in summary
     sarif = json.loads((man.path.parent / "reports" / "scan.sarif").read_text())

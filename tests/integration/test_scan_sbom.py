@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.reporter import PlainReporter
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.push import run_push
 from pipeline.stages.sbom import SBOM_MEDIA_TYPE, attach_sboms, sbom_tag
-from pipeline.stages.scan import run_scan
 from pipeline.tools.registry_api import RegistryClient, split_repository
-from tests.integration.scan_fixtures import DbMirror, ImageFactory, built_manifest, debian_files, scan_config
+from tests.integration.registry_fixtures import run_push
+from tests.integration.scan_fixtures import DbMirror, ImageFactory, built_manifest, debian_files, run_scan, scan_config
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 
@@ -29,7 +29,7 @@ def test_sbom_attached_to_the_pushed_image(tmp_path: Path, db_mirror: DbMirror, 
     pushed = run_push(None, "test", config=cfg, manifest=man)["svc-a"]
     assert pushed["status"] == "pushed"
 
-    refs = attach_sboms(None, "test", config=cfg, manifest=man)
+    refs = attach_sboms(cfg, man, PlainReporter(sink=lambda _l: None))
     repository = pushed["repository"]
     assert refs == {"svc-a": f"{repository}:{sbom_tag(pushed['digest'])}"}
     address, repo = split_repository(repository)
@@ -43,7 +43,7 @@ def test_sbom_attached_to_the_pushed_image(tmp_path: Path, db_mirror: DbMirror, 
     _, _, blob = client.request("GET", f"/v2/{repo}/blobs/{layer['digest']}")
     assert blob == Path(scanned["sbom"]).read_bytes()
     assert json.loads(blob)["bomFormat"] == "CycloneDX"
-    rec = man.stage_result("svc-a", "scan")
-    assert rec is not None and rec["sbom_ref"] == refs["svc-a"] and rec["status"] == "pass"
+    rec = man.stage_result("svc-a", "sbom")
+    assert rec is not None and rec["ref"] == refs["svc-a"] and rec["status"] == "attached"
     # attaching again is idempotent (same tag, blobs already there)
-    assert attach_sboms(None, "test", config=cfg, manifest=man) == refs
+    assert attach_sboms(cfg, man, PlainReporter(sink=lambda _l: None)) == refs

@@ -11,7 +11,7 @@ import pytest
 from pipeline.tools import proc
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = ROOT / "pipeline" / "recipes"
+RECIPES = ROOT / "pipeline" / "local" / "recipes"
 
 
 def _trivy(target: Path, *extra: str) -> list[dict[str, object]]:

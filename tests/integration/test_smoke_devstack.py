@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.paths import ROOT, STATE_DIR
+from pipeline.core.paths import ROOT
+from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.stages.probes import http
-from pipeline.tools.compose import RUN_LABEL, labelled, remove_labelled
+from pipeline.tools.docker import labelled, remove_labelled
 from tests.integration.smoke_fixtures import *  # noqa: F403 - the pytest fixtures
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -24,15 +25,18 @@ PORTS = {"BACKEND_API_PORT": 18100, "CHAT_SERVER_PORT": 18101, "STREAM_SERVER_PO
 
 
 @pytest.fixture
-def dev_env(smoke_manifest: Path) -> Iterator[dict[str, str]]:
+def dev_env(smoke_manifest: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
     name = "t-devstack-" + uuid.uuid4().hex[:8]
-    env = {**os.environ, "VEZA_MANIFEST": str(smoke_manifest), "VEZA_STACK_NAME": name,
+    state = tmp_path / "state"
+    (state / "local").mkdir(parents=True)
+    shutil.copy(smoke_manifest, state / "local" / "manifest.json")
+    env = {**os.environ, "VEZA_STATE_DIR": str(state), "VEZA_STACK_NAME": name,
            **{k: str(v) for k, v in PORTS.items()}}
     try:
         yield env
     finally:
         remove_labelled(RUN_LABEL, name)
-        shutil.rmtree(STATE_DIR / "stack" / name, ignore_errors=True)
+        shutil.rmtree(state / "stack" / name, ignore_errors=True)
 
 
 def invoke(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -46,7 +50,7 @@ def test_up_logs_down_keeps_data_until_volumes_are_removed(dev_env: dict[str, st
     rc, out = invoke(dev_env, "up")
     assert rc == 0, out
     assert "backend-api      http://127.0.0.1:18100" in out
-    env_file = STATE_DIR / "stack" / name / "compose.env"
+    env_file = Path(dev_env["VEZA_STATE_DIR"]) / "stack" / name / "compose.env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     ready = http("GET", "http://127.0.0.1:18100/ready")
     assert ready.status == 200 and '"ready":true' in ready.text, ready.summary()

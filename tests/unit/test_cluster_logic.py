@@ -221,7 +221,7 @@ def test_kubeconfig_points_at_the_local_apiserver(tmp_path: Path) -> None:
 def test_kubeconfig_for_local_env_is_the_local_cluster() -> None:
     import pipeline.local.cluster as cluster
 
-    assert cluster.kubeconfig_for("local") == layout.KUBECONFIG  # pipeline.toml: local has no kube_context
+    assert cluster.kubeconfig_for("") == layout.KUBECONFIG  # pipeline.toml: local has no kube_context
 
 
 def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,20 +232,11 @@ def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatc
     user_kc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": [
         {"name": "kind-veza", "context": {"cluster": "kind-veza", "user": "u"}}]}))
     monkeypatch.setenv("KUBECONFIG", str(user_kc))
-    monkeypatch.setattr(cluster, "_env_context", lambda env: {"prod": "kind-veza", "bad": "nope"}.get(env, ""))
-    assert cluster.kubeconfig_for("prod") == user_kc
-    assert cluster.kubeconfig_for("local") == layout.KUBECONFIG
-    assert cluster.cluster_up("prod") == user_kc  # a user's cluster: nothing provisioned
+    assert cluster.kubeconfig_for("kind-veza") == user_kc
+    assert cluster.kubeconfig_for("") == layout.KUBECONFIG
+    assert cluster.cluster_up("kind-veza", say=lambda _l: None) == user_kc  # a user's cluster: nothing provisioned
     with pytest.raises(UsageError, match="kube context 'nope' not found"):
-        cluster.cluster_up("bad")
-
-
-def test_unknown_environment_is_a_usage_error() -> None:
-    import pipeline.local.cluster as cluster
-    from pipeline.core.errors import UsageError
-
-    with pytest.raises(UsageError, match="unknown environment"):
-        cluster.kubeconfig_for("nowhere")
+        cluster.cluster_up("nope", say=lambda _l: None)
 
 
 def test_kubepods_cgroups_removed_deepest_first(tmp_path: Path) -> None:

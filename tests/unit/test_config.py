@@ -108,7 +108,8 @@ CASES: list[tuple[str, str, str, str]] = [
      "project, registry, scan, services, versioning)"),
     ("unknown service key", 'port = 8080\n', 'port = 8080\nimage_name = "x"\n',
      "pipeline.toml: services[0].image_name: unknown key (fix: remove it or use one of: bases, build_args, "
-     "context, depends_on, dockerfile, health_path, name, port, probes, ready_path, repository, volumes)"),
+     "context, depends_on, dockerfile, health_path, name, port, probes, ready_path, repository, smoke_checks, "
+     "volumes)"),
     ("port as string", "port = 8080", 'port = "8080"',
      "pipeline.toml: services[0].port: expected integer, got string '8080' (fix: set port to an integer)"),
     ("port out of range", "port = 8080", "port = 70000",
@@ -136,7 +137,7 @@ CASES: list[tuple[str, str, str, str]] = [
      "(fix: use one of: UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"),
     ("unknown stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "test", "push", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'test' is not allowed "
-     "(fix: use items from: build, scan, smoke, push, deploy, verify)"),
+     "(fix: use items from: build, lint, scan, smoke, push, deploy, verify)"),
     ("latest in prod", 'tags = ["semver"]', 'tags = ["semver", "latest"]',
      "pipeline.toml: environments.prod.tags: 'latest' is never used by prod (fix: remove 'latest' from tags)"),
     ("deploy without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "deploy"]',
@@ -192,3 +193,22 @@ def test_invoke_reports_config_error_in_one_line_exit_2(project: Path) -> None:
     assert cp.stderr.strip() == ("error: pipeline.toml: services[0].port: expected integer, got string '8080' "
                                  "(fix: set port to an integer)")
     assert "Traceback" not in cp.stdout + cp.stderr
+
+
+
+
+def test_lint_stage_is_optional(project: Path) -> None:
+    base = 'stages = ["build", "scan", "push", "deploy"]'
+    assert base in VALID
+    (project / "pipeline.toml").write_text(VALID.replace(base, 'stages = ["build", "lint", "scan", "push", "deploy"]'))
+    cfg = load_config(project / "pipeline.toml")
+    assert any(e.stages[:2] == ("build", "lint") for e in cfg.environments.values())
+
+
+def test_kube_versions_are_checked(project: Path) -> None:
+    text = VALID.replace('[environments.dev]', '[environments.dev]\nkube_versions = ["1.29", "v1.31.2"]', 1)
+    assert text != VALID
+    (project / "pipeline.toml").write_text(text)
+    assert load_config(project / "pipeline.toml").environments["dev"].kube_versions == ("1.29", "v1.31.2")
+    err = _load(project, VALID.replace('[environments.dev]', '[environments.dev]\nkube_versions = ["latest"]', 1))
+    assert err.one_line().startswith("pipeline.toml: environments.dev.kube_versions: 'latest' is not a Kubernetes")

@@ -68,9 +68,35 @@ def test_vz003_twins(instr: str) -> None:
 def test_parser_continuations_and_comments() -> None:
     ins = parse_dockerfile("# c\nFROM x \\\n  AS y\n\nRUN a \\\n# inner comment\n  && b\nUSER 1\n")
     assert [(i.line, i.keyword) for i in ins] == [(2, "FROM"), (5, "RUN"), (8, "USER")]
-    assert ins[1].args == "a && b"
+    assert ins[1].args.split() == ["a", "&&", "b"]   # BuildKit keeps the inner whitespace
 
 
 def test_fat_image_detection() -> None:
     assert is_fat_image("127.0.0.1:5000/library/debian:12")
     assert not is_fat_image("127.0.0.1:5000/veza/backend:1.0")
+
+
+def test_heredoc_bodies_are_not_instructions() -> None:
+    text = ("FROM python:3.12-slim\nUSER 10001\nCOPY <<PY /app/main.py\nfrom http.server import HTTPServer\nPY\n"
+            "CMD [\"python\", \"/app/main.py\"]\n")
+    assert rules_of(text) == []
+    hidden = "FROM nginx:1.27\nCOPY <<CONF /etc/nginx.conf\nuser nginx;\nCONF\n"
+    assert [(r, line) for r, line in rules_of(hidden)] == [("VZ001", 1)]
+
+
+def test_user_is_inherited_from_the_parent_stage() -> None:
+    assert rules_of("FROM debian:bookworm-slim AS rt\nUSER 10001\nFROM rt\nCOPY a /a\n") == []
+    assert rules_of("FROM debian:bookworm-slim AS rt\nUSER root\nFROM rt\nCOPY a /a\n") == [("VZ001", 2)]
+    assert rules_of("ARG UID=0\nFROM scratch\nARG UID\nUSER ${UID}\n") == [("VZ001", 4)]   # ARG scoping
+
+
+def test_heredocs_get_stand_ins_for_hadolint_with_lines_in_place() -> None:
+    from pipeline.lint.dockerfile import without_heredoc_bodies
+
+    text = "FROM a\nCOPY <<PY /app/x.py\nfrom os import path\nPY\nRUN <<EOT bash\n  echo hi\nEOT\nUSER 1\n"
+    assert without_heredoc_bodies(text) == "FROM a\nCOPY heredoc-PY /app/x.py\n\n\nRUN true\n\n\nUSER 1\n"
+    assert without_heredoc_bodies("FROM a\nUSER 1\n") is None
+
+
+def test_a_blank_line_does_not_end_a_continuation() -> None:
+    assert rules_of("FROM debian:bookworm-slim\nRUN echo \\\n\nUSER 10001\n") == [("VZ001", 1)]

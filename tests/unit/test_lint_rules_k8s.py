@@ -183,3 +183,67 @@ def test_compose_plaintext_secrets_with_lines() -> None:
 def test_compose_twin_is_silent() -> None:
     (doc,) = load_yaml_docs(COMPOSE_GOOD)
     assert compose_rules(doc, "compose.yml") == []
+
+
+def _every_node_replaced(doc: Any) -> Any:
+    """Copies of doc with one node at a time replaced by a value of the wrong type."""
+    paths: list[list[Any]] = []
+
+    def walk(node: Any, path: list[Any]) -> None:
+        paths.append(path)
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for k, v in items:
+            walk(v, [*path, k])
+
+    walk(doc, [])
+    for path in paths[1:]:
+        for wrong in ("runAsNonRoot", 7, ["x"], None, {"a": 1}):
+            d = copy.deepcopy(doc)
+            node = d
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = wrong
+            yield d
+
+
+def test_no_shape_crashes_the_rules() -> None:
+    """Every field of the good Deployment given a wrong type: the rules return findings, never raise."""
+    count = 0
+    for d in _every_node_replaced(good()):
+        k8s_rules(d, "m.yaml")
+        k8s_rules(d, "m.yaml", patch=True)
+        count += 1
+    assert count > 100
+
+
+def test_a_string_security_context_is_one_malformed_finding() -> None:
+    block = GOOD[GOOD.index("          securityContext:\n            readOnly"):]
+    doc = load_yaml_docs(GOOD.replace(block, '          securityContext: "runAsNonRoot"\n'))[0]
+    (f,) = k8s_rules(doc, "m.yaml")
+    assert (f.rule, f.line) == ("MALFORMED", 28) and "securityContext is not a map" in f.message
+
+
+def test_custom_workloads_and_ephemeral_containers() -> None:
+    rollout = copy.deepcopy(good())
+    rollout["apiVersion"], rollout["kind"] = "argoproj.io/v1alpha1", "Rollout"
+    assert rules_of(rollout) == set()
+    del container(rollout)["readinessProbe"]
+    assert rules_of(rollout) == {"VZ006"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"securityContext": {"runAsNonRoot": True}, "containers": [],
+                    "ephemeralContainers": [{"name": "debug", "image": "busybox:1.36", "securityContext": {
+                        "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]}}}]}}
+    assert rules_of(pod) == set()          # no resources, no probes: ephemeral containers may set neither
+    pod["spec"]["ephemeralContainers"][0]["image"] = "busybox"
+    assert rules_of(pod) == {"VZ005"}
+
+
+def test_patch_is_judged_on_what_it_sets() -> None:
+    from pipeline.lint.rules import patch_rules
+
+    patch = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+             "spec": {"template": {"spec": {"containers": [{"name": "web", "env": [{"name": "A", "value": "1"}]}]}}}}
+    assert patch_rules(patch, "p.yaml") == []
+    patch["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": True}
+    assert [f.rule for f in patch_rules(patch, "p.yaml")] == ["VZ009"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline.lint.external import line_of
 from pipeline.lint.k8s_schema import Violation, validate
 from pipeline.lint.rules import load_yaml_docs
-from pipeline.lint.run import line_of
 
 DOC = """\
 apiVersion: apps/v1

@@ -75,11 +75,11 @@ def test_push_error_classification(message: str, kind: str) -> None:
 
 
 def test_env_tags_from_version_facts() -> None:
-    v = {"version": "1.4.2", "short_sha": "abcdef1", "branch": "feature/x"}
-    assert env_tags(_env(("semver", "semver-minor", "semver-major")), v) == ["1.4.2", "1.4", "1"]
-    assert env_tags(_env(("sha", "branch")), v) == ["sha-abcdef1", "feature-x"]
-    with pytest.raises(UsageError, match="no semantic version"):
-        env_tags(_env(("semver",)), {"short_sha": "abcdef1"})
+    release = {"version": "1.4.2", "release": True, "on_tag": True, "short_sha": "abcdef12", "branch": "feature/x"}
+    assert env_tags(_env(("semver", "semver-minor", "semver-major")), release) == ["1.4.2", "1.4", "1"]
+    assert env_tags(_env(("sha", "branch")), release) == ["sha-abcdef12", "feature-x"]
+    dev = {"version": "0.3.1-dev.2.sha-abcdef12", "release": False, "short_sha": "abcdef12", "branch": "main"}
+    assert env_tags(_env(("semver", "semver-minor", "semver-major")), dev) == ["0.3.1-dev.2.sha-abcdef12"]
 
 
 def test_references() -> None:

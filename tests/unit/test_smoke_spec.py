@@ -94,13 +94,7 @@ def test_nats_reader_times_out_and_reports_refusals() -> None:
     t.join(3)
 
 
-def test_long_run_ids_stay_distinct_and_nested_run_dirs_are_qualified() -> None:
-    from pipeline.core.paths import RUNS_DIR
-    from pipeline.stages.smoke import run_id_for
-
+def test_long_run_ids_stay_distinct() -> None:
     a = safe_run_id("local-7ca075e3-dirty-d1ffd42a-20261125t181451-df0c0e-smoke")
     b = safe_run_id("local-7ca075e3-dirty-d1ffd42a-20261125t181451-aa1111-smoke")
     assert len(a) == len(b) == 48 and a != b
-    assert run_id_for(RUNS_DIR / "smoke-20261125t1814-ab12cd") == "smoke-20261125t1814-ab12cd"
-    assert run_id_for(RUNS_DIR / "rel-1" / "smoke") == "rel-1-smoke"
-    assert run_id_for(RUNS_DIR / "rel-2" / "smoke") != run_id_for(RUNS_DIR / "rel-1" / "smoke")

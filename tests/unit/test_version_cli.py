@@ -226,7 +226,7 @@ def test_invoke_version_json_in_the_project() -> None:
     cp = _invoke(["version", "--json"], ROOT)
     assert cp.returncode == 0, cp.stderr
     data = json.loads(cp.stdout)
-    assert data["schema"] == 1 and data["env"] == "dev"
+    assert data["schema"] == 1 and data["env"] == "local"
     assert data["sha"] == git.Repo(ROOT).head.commit.hexsha
     assert data["tags"][0].startswith(f"sha-{data['short_sha']}")
 

@@ -192,3 +192,22 @@ def test_read_project_version_takes_the_branch_of_a_detached_ci_checkout_from_ve
     assert v.detached and tags_for(project_config().env("dev"), v) == [f"sha-{first[:8]}", "feature-foo_bar-12"]
     monkeypatch.delenv("VEZA_BRANCH")
     assert read_project_version(project_config(), sb.path).branch is None
+
+
+@pytest.mark.parametrize(("tag", "after", "dirty"), [
+    ("v1.4.2", 0, False),        # a final release: semver, X.Y and X
+    ("v1.5.0-rc.1", 0, False),   # an rc: its own tag, no moving tags
+    ("v1.4.2", 3, False),        # a dev pre-release after a release: no moving tags
+    ("v1.4.2", 0, True),         # a dirty tree on a release tag: not the release
+])
+def test_promotion_tags_equal_planning_tags(tmp_path: Path, tag: str, after: int, dirty: bool) -> None:
+    """Promotion reads the manifest's recorded version facts; it must tag exactly as planning would."""
+    from pipeline.release.promote import env_tags
+
+    v = _repo_version(tmp_path, tag=tag, after=after, dirty=dirty)
+    for kinds in [("semver", "semver-minor", "semver-major"), ("sha", "branch"), ("sha", "semver")]:
+        target = env("prod", tags=kinds)
+        assert env_tags(target, v.to_dict()) == tags_for(target, v), (tag, after, dirty, kinds)
+    prod = env("prod", tags=("semver", "semver-minor", "semver-major"))
+    moving = {"1", "1.4", "1.5"} & set(env_tags(prod, v.to_dict()))
+    assert bool(moving) == (tag == "v1.4.2" and after == 0 and not dirty)

@@ -8,6 +8,7 @@ kubernetes source package (build.py) and run on 127.0.0.1 (start.py, stop.py). O
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,10 @@ def _user_kubeconfig() -> Path:
     return Path(first) if first else Path.home() / ".kube" / "config"
 
 
-def _env_context(env_name: str) -> str:
-    from pipeline.core.config import load_config
-
-    return load_config(check_files=False).env(env_name).kube_context
-
-
-def kubeconfig_for(env_name: str) -> Path:
-    """The kubeconfig for an environment: the user's (use it with the env's kube_context) when the environment
-    names a kube_context, else the local cluster's (its current context is the local cluster)."""
-    return _user_kubeconfig() if _env_context(env_name) else layout.KUBECONFIG
+def kubeconfig_for(kube_context: str) -> Path:
+    """The kubeconfig for an environment's kube_context: the user's when it names one, else the local
+    cluster's (whose current context is the local cluster)."""
+    return _user_kubeconfig() if kube_context else layout.KUBECONFIG
 
 
 def _check_user_context(context: str) -> Path:
@@ -56,12 +51,12 @@ def _check_user_context(context: str) -> Path:
     return path
 
 
-def cluster_up(env_name: str = "local") -> Path:
-    """Use the environment's kube context, or bring up the local cluster (idempotent). Returns the kubeconfig."""
-    context = _env_context(env_name)
-    if context:
-        path = _check_user_context(context)
-        _say(f"cluster: environment '{env_name}' uses kube context '{context}' from {path}; nothing to provision")
+def cluster_up(kube_context: str = "", say: Callable[[str], None] = _say) -> Path:
+    """Use the environment's kube context (non-empty `kube_context`), or bring up the local cluster
+    (idempotent). Returns the kubeconfig. UsageError when the named context is not in the kubeconfig."""
+    if kube_context:
+        path = _check_user_context(kube_context)
+        say(f"cluster: kube context '{kube_context}' from {path}; nothing to provision")
         return path
     from pipeline.local.cluster.start import running_state, start_local
     from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
@@ -69,16 +64,17 @@ def cluster_up(env_name: str = "local") -> Path:
     with cluster_lock():
         running = running_state()
         if running:
-            _say(f"cluster: already running since {running.started_at} — kubeconfig: {running.kubeconfig}")
+            say(f"cluster: already running since {running.started_at} — kubeconfig: {running.kubeconfig}")
             return layout.KUBECONFIG
         if ran_since_last_stop():
-            _say("cluster: cleaning up after a previous run that did not stop cleanly")
-            stop_local(_say)
+            say("cluster: cleaning up after a previous run that did not stop cleanly")
+            stop_local(say)
         try:
-            start_local(_say)
+            say("cluster: not running; starting it")
+            start_local(say)
         except BaseException:
-            _say("cluster: start failed; undoing what was started (logs kept in " + str(layout.LOGS) + ")")
-            stop_local(_say)
+            say("cluster: start failed; undoing what was started (logs kept in " + str(layout.LOGS) + ")")
+            stop_local(say)
             raise
     return layout.KUBECONFIG
 

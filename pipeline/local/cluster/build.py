@@ -10,7 +10,6 @@ Binaries land in CACHE_DIR/k8s/<version>-<recipe digest>/bin/, outside the work 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.core.errors import StageFailed
+from pipeline.core.lock import file_lock
 from pipeline.local.cluster import layout
 from pipeline.tools import apt, srcbuild
 
@@ -137,12 +137,8 @@ def _fmt(seconds: float) -> str:
 @contextmanager
 def _build_lock() -> Iterator[None]:
     layout.BUILD_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(layout.BUILD_ROOT / ".build.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(layout.BUILD_ROOT / ".build.lock"):
+        yield
 
 
 def _expected() -> dict[str, float]:

@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 
 from pipeline.core.errors import StageFailed
+from pipeline.core.vocab import LABEL_COMPONENT, LABEL_RUN
 from pipeline.local.cluster import layout
 from pipeline.tools import docker
 
-LABELS = {docker.LABEL_RUN: "cluster", "veza.pipeline.component": "cluster-pause"}
+LABELS = {LABEL_RUN: "cluster", LABEL_COMPONENT: "cluster-pause"}
 
 
 def ensure_pause_image(bindir: Path) -> bool:

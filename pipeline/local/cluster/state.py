@@ -5,7 +5,6 @@ Written after every daemon start, so a crash half-way through start still leaves
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.core.lock import file_lock
 from pipeline.local.cluster import layout
 from pipeline.tools.daemon import Daemon
 
@@ -56,9 +56,5 @@ def cluster_lock() -> Iterator[None]:
     """One cluster-up/down at a time on this machine."""
     layout.STATE.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.STATE, 0o755)
-    with open(layout.LOCK_FILE, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(layout.LOCK_FILE):
+        yield

@@ -167,8 +167,3 @@ def _remove_kube_containers() -> int:
         except Exception:
             pass
     return n
-
-
-def kube_containers_left() -> list[str]:
-    c = docker.client()
-    return [x.name for x in c.containers.list(all=True, filters={"label": KUBE_CONTAINER_LABEL})]

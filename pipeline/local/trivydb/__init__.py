@@ -29,7 +29,7 @@ import io
 import json
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,9 +37,10 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.config import Config
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.paths import CACHE_DIR
-from pipeline.gate.policy import SEVERITIES
+from pipeline.core.vocab import SEVERITIES
 from pipeline.tools import golang
 
 WRITER_SOURCE = Path(__file__).with_name("writer.go")
@@ -241,3 +242,19 @@ def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None) 
 def tar_members(archive: Path) -> list[str]:
     with tarfile.open(fileobj=io.BytesIO(archive.read_bytes()), mode="r:gz") as tar:
         return tar.getnames()
+
+
+def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
+    """An empty embedded DB mirror (a loopback registry) is seeded from [scan].mirror_seed; any other is left alone."""
+    repo = cfg.scan.db_repository
+    if not repo or cfg.scan.mirror_seed is None or not repo.startswith(("127.0.0.1:", "localhost:")):
+        return
+    from pipeline.local.registry import ensure_local_registry
+    from pipeline.tools.registry_api import RegistryClient, split_repository
+
+    address, path = split_repository(repo)
+    ensure_local_registry(cfg, address)
+    if RegistryClient(address, timeout=10).head_manifest(path, "2") is not None:
+        return
+    say(f"pre-flight: the Trivy DB mirror {repo} is empty; seeding it from {cfg.scan.mirror_seed.name}")
+    make_mirror(cfg.scan.mirror_seed, push=repo)

@@ -84,10 +84,10 @@ def test_wrong_credentials_fail_fast_right_ones_work_password_nowhere(
     # The registry really demands auth, and the pre-flight says so before any build.
     assert RegistryClient(auth_registry.address).request("GET", "/v2/", allow=(401,))[0] == 401
     with pytest.raises(RegistryAuthError):
-        check_registry_writable(env, config=cfg)
+        check_registry_writable(cfg, env)
     os.environ["VEZA_TEST_REGISTRY_USER"], os.environ["VEZA_TEST_REGISTRY_PASSWORD"] = USER, PASSWORD
     try:
-        check_registry_writable(env, config=cfg)
+        check_registry_writable(cfg, env)
     finally:
         del os.environ["VEZA_TEST_REGISTRY_USER"], os.environ["VEZA_TEST_REGISTRY_PASSWORD"]
 

@@ -10,10 +10,8 @@ import pytest
 
 from pipeline.core.errors import PolicyBlocked
 from pipeline.local.registry import LocalRegistry
-from pipeline.release.promote import run_promote
-from pipeline.stages.push import run_push
 from pipeline.tools.registry_api import RegistryClient, split_repository
-from tests.integration.registry_fixtures import free_port, make_manifest, write_config
+from tests.integration.registry_fixtures import free_port, make_manifest, run_promote, run_push, write_config
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 TAGS = ["sha-abcdef1", "main"]

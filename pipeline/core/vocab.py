@@ -1,0 +1,61 @@
+"""The pipeline's vocabulary, defined once: stage names and their order, severities, statuses, labels, time.
+
+Every other module imports these; none re-spells them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+# Stage names in the only order a release runs them (an environment lists a subset).
+STAGES: tuple[str, ...] = ("build", "lint", "scan", "smoke", "push", "deploy", "verify")
+
+# Trivy's severities, lowest first (Trivy's own scale: UNKNOWN < LOW < MEDIUM < HIGH < CRITICAL).
+SEVERITIES: tuple[str, ...] = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+
+# Labels on everything the pipeline creates in the engine, so cleanup and tests find exactly a run's objects.
+LABEL_RUN = "veza.pipeline.run"
+LABEL_INPUT_DIGEST = "veza.pipeline.input-digest"
+LABEL_COMPONENT = "veza.pipeline.component"
+
+DEFAULT_ENV = "local"
+
+
+class StageStatus(StrEnum):
+    """A stage's outcome in `stages.<name>` and the run summary."""
+
+    OK = "ok"
+    FAILED = "failed"
+    BLOCKED = "blocked"          # a gate said no (exit 3/4)
+    SKIPPED = "skipped"          # skip() gave a reason
+    RESUMED = "resumed"          # recorded ok and holds() confirmed it in the world
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM
+
+
+class BuildStatus(StrEnum):
+    BUILT = "built"
+    REUSED = "reused"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class PushStatus(StrEnum):
+    PUSHED = "pushed"
+    SKIPPED = "skipped"          # the registry already served this digest under every tag
+    FAILED = "failed"
+
+
+class ScanStatus(StrEnum):
+    PASS = "pass"
+    BLOCKED = "blocked"
+    ERROR = "error"
+
+
+
+
+def now_iso() -> str:
+    """UTC now as RFC 3339 with second precision (`2026-11-29T13:47:01Z`)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+

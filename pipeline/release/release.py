@@ -1,0 +1,129 @@
+"""`invoke release --env ENV`: the environment's stages through the runner, gated, confirmed, resumable, reported.
+
+Resume means verified: a stage recorded ok for this release (same commit and tree) is skipped only when its
+holds() confirms, in the registry, the engine or the cluster, that its result is still there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import Config, Environment
+from pipeline.core.errors import PipelineError, UsageError
+from pipeline.core.manifest import Manifest, manifest_path
+from pipeline.core.reporter import Reporter
+from pipeline.release.report import write_report
+from pipeline.release.runner import Outcome, make_stages, open_run, preflight, run_stages
+from pipeline.release.stage import RunContext
+from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
+
+
+def check_gates(env: Environment, info: ReleaseInfo) -> None:
+    """Refuse before anything runs when the environment's git policy is not met (exit 2)."""
+    if env.require_clean_tree or env.require_release_tag:
+        from pipeline.versioning.guards import require_release_ready
+
+        require_release_ready(info.source, env)
+
+
+def confirm(env: Environment, info: ReleaseInfo, yes: bool) -> None:
+    """Ask before a release to an environment with `confirm = true`; CI=true or --yes skip the question."""
+    if not env.confirm or yes or os.environ.get("CI", "").lower() == "true":
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"releasing to {env.name} needs confirmation and there is no terminal to ask",
+                         "pass --yes (or set CI=true in CI)")
+    answer = input(f"Release {info.version.get('version')} ({info.release_key}) to {env.name}? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UsageError("release not confirmed", "answer y, or pass --yes")
+
+
+def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, services: list[str],
+                       manifest: Manifest | None, reporter: Reporter) -> None:
+    """`invoke release --dry-run`: version, stages (what a rerun would resume), gates, images and Helm call."""
+    from pipeline.stages.build import make_plan, print_plan
+
+    v = info.version
+    reporter.info(f"release plan: env {env.name}, version {v.get('version')}, commit {v.get('short_sha')}"
+                  f"{' (dirty)' if v.get('dirty') else ''}, branch {v.get('branch') or 'detached'}, "
+                  f"tags {', '.join(info.tags)}")
+    done = {k for k, s in (manifest.data["stages"] if manifest else {}).items() if s.get("status") == "ok"}
+    reporter.info("stages: " + " → ".join(s + (" (recorded; resumes after checking it holds)" if s in done else "")
+                                          for s in env.stages))
+    reporter.info(f"gates: scan blocks at {env.scan_threshold} and above"
+                  f"{', unfixed ignored' if env.ignore_unfixed else ''}; clean tree "
+                  f"{'required' if env.require_clean_tree else 'not required'}; release tag "
+                  f"{'required' if env.require_release_tag else 'not required'}; confirmation "
+                  f"{'asked' if env.confirm else 'not asked'}")
+    plan = make_plan(cfg, env, cfg.select(services), info, no_cache=False, provision_bases=False)
+    print_plan(plan, reporter)
+    rows = []
+    for p in plan.services:
+        if p.action == "skip":
+            continue
+        pushed = manifest.pushed(p.name) if manifest and p.name in manifest.services() else None
+        ref = pushed.ref if pushed and pushed.ok else f"{p.repository}@<digest after push>"
+        rows.append((p.name, p.repository, ref))
+    reporter.table("targets", ("service", "registry repository", "helm image value"), rows)
+    if "deploy" in env.stages:
+        where = env.kube_context or "the local cluster (invoke cluster-up)"
+        reporter.info(f"helm: upgrade --install {env.helm_release} helm/veza --namespace {env.namespace} "
+                      f"--kube-context {where} -f helm/veza/values.yaml -f {env.values_file.relative_to(cfg.root)} "
+                      f"--set <service>.image.repository/digest (above) --wait, rollback on failure")
+
+
+def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: list[str] | None = None,
+                dry_run: bool = False, yes: bool = False, fresh: bool = False,
+                options: dict[str, Any] | None = None) -> RunContext | None:
+    """The whole release to `env`: gates, confirmation, the env's lock, preflight of every stage, the stages
+    (resuming what holds), the JSON/Markdown report. Raises the failing stage's PipelineError."""
+    t_start = time.monotonic()
+    names = [s.name for s in cfg.select(services)] if services else []
+    info = release_info(cfg, env)
+    if dry_run:
+        old = Manifest.load_or_none(manifest_path(cfg.state_dir, env.name))
+        resumable = old if old is not None and old.release_id == info.release_id(env.name) else None
+        print_release_plan(cfg, env, info, names, resumable, reporter)
+        check_gates(env, info)
+        reporter.info("dry run: nothing built, pushed or deployed")
+        return None
+    check_gates(env, info)
+    confirm(env, info, yes)
+    stages = make_stages(env.stages)
+    with open_run(cfg, env, reporter, services=names, options=options, creates_manifest=True, fresh=fresh,
+                  info=info) as ctx:
+        resumed = bool(ctx.manifest.data["stages"]) and not fresh
+        reporter.info(f"release {ctx.manifest.release_id} → {env.name}: {' → '.join(env.stages)} (run {ctx.run_id})"
+                      + ("; resuming: recorded stages are checked against the world" if resumed else ""))
+        status, error = "ok", ""
+        outcomes: list[Outcome] = []
+        try:
+            preflight(ctx, stages)
+            outcomes = run_stages(ctx, stages, resume=not fresh)
+        except PipelineError as exc:
+            status, error = "failed", exc.one_line()
+            raise
+        except BaseException as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            got = ctx.options.get("outcomes")
+            outcomes = got if isinstance(got, list) else outcomes
+            paths = write_report(ctx, outcomes, status=status, error=error, duration_s=time.monotonic() - t_start)
+            print_summary(ctx, outcomes, status, paths)
+        return ctx
+
+
+def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, Path]) -> None:
+    by_name = {o.name: o for o in outcomes}
+    rows = []
+    for name in ctx.env.stages:
+        o = by_name.get(name)
+        rows.append((name, str(o.status), f"{o.duration_s:.1f}s", o.detail) if o else (name, "not run", "", ""))
+    ctx.reporter.table(f"release {ctx.manifest.release_id} → {ctx.env.name}: {status}",
+                       ("stage", "result", "duration", "detail"), rows)
+    ctx.reporter.info(f"report: {paths[0]} and {paths[1]}")
