@@ -246,19 +246,53 @@ def lint(c: Context, path: list[str] | None = None, threshold: str = "", format:
 @task(
     name="trivy-db",
     help={
-        "advisories": "YAML advisories file (see pipeline/local/trivydb/__init__.py)",
-        "push": "push the DB to this OCI repository, e.g. 127.0.0.1:5000/trivy/db (tag :2 added)",
+        "advisories": "build a DB from this YAML advisories file (see pipeline/local/trivydb/__init__.py)",
+        "push": "push the built DB to this OCI repository, e.g. 127.0.0.1:5000/trivy/db (tag :2 added)",
         "out": "where to write db.tar.gz (default: the cache)",
+        "seed": "regenerate the embedded mirror's DB from [scan].mirror_seed and publish it to [scan].db_repository",
+        "import_": "import a downloaded DB bundle (the db.tar.gz of the trivy-db OCI artifact) into "
+                   "[scan].db_repository (or --push REPO); later scans use it",
     },
 )
 @_cli
-def trivy_db(c: Context, advisories: str, push: str = "", out: str = "") -> None:
-    """Build a Trivy vulnerability DB offline from advisories and publish it: a mirror for air-gapped scans."""
+def trivy_db(c: Context, advisories: str = "", push: str = "", out: str = "", seed: bool = False,
+             import_: str = "") -> None:
+    """The Trivy DB mirror: import a real DB bundle (air gap), republish the embedded seed, or build one."""
     from pathlib import Path
 
-    from pipeline.local.trivydb import make_mirror
+    from pipeline.core.config import load_config
+    from pipeline.core.errors import UsageError
 
-    make_mirror(Path(advisories), push=push, out=Path(out) if out else None)
+    chosen = [n for n, v in (("--advisories", advisories), ("--seed", seed), ("--import", import_)) if v]
+    if len(chosen) != 1:
+        raise UsageError(f"trivy-db needs exactly one of --advisories, --seed, --import (got {len(chosen)})",
+                         "e.g. `invoke trivy-db --import db.tar.gz` or `invoke trivy-db --seed`")
+    if import_:
+        from pipeline.local.trivydb.bundle import import_bundle
+        from pipeline.tools.credentials import resolve
+
+        cfg = load_config(check_files=False)
+        repo = push or cfg.scan.db_repository
+        if not repo:
+            raise UsageError("no DB repository to import into", "set [scan].db_repository or pass --push REPO")
+        creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+        info, pushed = import_bundle(Path(import_), repo, username=creds.username if creds else "",
+                                     password=creds.password if creds else "")
+        print(f"imported {info.line()}\npushed to {pushed}; the next scan fetches and uses it")
+    elif seed:
+        from pipeline.local.trivydb.seed import publish_seed
+
+        print(f"published to {publish_seed(load_config(check_files=False), print)}")
+    else:
+        from pipeline.local.trivydb import make_mirror
+        from pipeline.tools.credentials import resolve
+
+        creds = None
+        if push:
+            cfg = load_config(check_files=False)
+            creds = resolve(push.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+        make_mirror(Path(advisories), push=push, out=Path(out) if out else None,
+                    username=creds.username if creds else "", password=creds.password if creds else "")
 
 
 @task(name="sbom-attach", iterable=["service"],
@@ -280,7 +314,7 @@ def sbom_attach(c: Context, service: list[str] | None = None, env: str = "") -> 
 @_cli
 def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
     """Start the local OCI registry on 127.0.0.1:5000 (storage under the state directory)."""
-    from pipeline.local.registry import registry_up as up
+    from pipeline.local.embedded_registry import registry_up as up
 
     up(_setup()[0], auth=auth, tls=tls)
 
@@ -289,7 +323,7 @@ def registry_up(c: Context, auth: bool = False, tls: bool = False) -> None:
 @_cli
 def registry_down(c: Context) -> None:
     """Stop the local registry (its storage is kept)."""
-    from pipeline.local.registry import registry_down as down
+    from pipeline.local.embedded_registry import registry_down as down
 
     down(_setup()[0])
 
@@ -298,7 +332,7 @@ def registry_down(c: Context) -> None:
 @_cli
 def registry_status(c: Context) -> None:
     """Tell whether the local registry runs, where, and what it holds."""
-    from pipeline.local.registry import registry_status as status_
+    from pipeline.local.embedded_registry import registry_status as status_
 
     status_(_setup()[0])
 
@@ -321,6 +355,36 @@ def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -
     cfg, src, reporter = _setup(from_)
     with open_run(cfg, src, reporter, services=_list(service), creates_manifest=False) as ctx:
         run_promote(cfg, src, cfg.env(to), ctx.manifest, reporter, ctx.services or None)
+
+
+# ---------------------------------------------------------------- signing, provenance, the trust gate
+
+@task(help={"env": ENV_HELP, "force": "replace an existing key pair (images it signed stop verifying)"})
+@_cli
+def keygen(c: Context, env: str = "", force: bool = False) -> None:
+    """Make the environment's signing key pair (ECDSA P-256, encrypted; the passphrase from the variable
+    pipeline.toml names) under [signing].key_dir/<env>/, outside the repository."""
+    from pipeline.trust.envkeys import keygen as make
+
+    cfg, environment, reporter = _setup(env)
+    paths = make(cfg, environment, force=force)
+    reporter.info(f"signing key of {environment.name}: {paths.private} (encrypted), public key {paths.public}")
+
+
+@task(iterable=["service"], help={"service": "service to sign (repeatable)", "env": ENV_HELP})
+@_cli
+def sign(c: Context, service: list[str] | None = None, env: str = "") -> None:
+    """Sign every pushed digest with the environment's key; attach SLSA provenance and VEX (tag schema)."""
+    _stages(["sign"], env, service)
+
+
+@task(name="verify-images", iterable=["service"],
+      help={"service": "service to check (repeatable)", "env": ENV_HELP})
+@_cli
+def verify_images(c: Context, service: list[str] | None = None, env: str = "") -> None:
+    """The trust gate: every image in the rendered manifests is signed by the environment's trusted key(s)
+    and has provenance matching the Release manifest (digest, commit); exit 3 otherwise."""
+    _stages(["verify-images"], env, service)
 
 
 # ---------------------------------------------------------------- compose stack and smoke
@@ -402,8 +466,14 @@ def cluster_status(c: Context) -> None:
                                   "dry_run": "render and validate, change nothing"})
 @_cli
 def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False) -> None:
-    """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5)."""
-    _stages(["deploy"], env, service, dry_run=dry_run)
+    """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5).
+
+    Where the environment lists the `verify-images` gate, it runs first (exit 3 before any helm upgrade)."""
+    from pipeline.core.config import load_config
+    from pipeline.core.vocab import DEFAULT_ENV
+
+    gate = "verify-images" in load_config(check_files=False).env(env or DEFAULT_ENV).stages
+    _stages(["verify-images", "deploy"] if gate else ["deploy"], env, service, dry_run=dry_run)
 
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to verify (repeatable)"})

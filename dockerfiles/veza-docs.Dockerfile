@@ -1,6 +1,6 @@
 # veza-docs: the static documentation site and a tiny static Go server, on a scratch image, run as UID 1001.
 # GO_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`.
-ARG GO_IMAGE=golang:1.22-bookworm
+ARG GO_IMAGE=golang:1.27-bookworm
 
 # The builder runs on the build machine's platform and cross-compiles for the target (no emulation).
 FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build

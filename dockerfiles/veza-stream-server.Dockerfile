@@ -1,7 +1,7 @@
 # veza-stream-server: a static Go binary on an empty (scratch) runtime image, run as UID 1001.
 # GO_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`
-# (--build-arg GO_IMAGE=veza-local/golang:bookworm) where upstream images cannot be pulled.
-ARG GO_IMAGE=golang:1.22-bookworm
+# (--build-arg GO_IMAGE=veza-local/golang:1.27-bookworm) where upstream images cannot be pulled.
+ARG GO_IMAGE=golang:1.27-bookworm
 
 # The builder runs on the build machine's platform and cross-compiles for the target (no emulation).
 FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build

@@ -14,7 +14,8 @@ os.environ.setdefault("VEZA_ROOT", str(ROOT))
 
 # Fixture modules shared across test files (each area keeps its fixtures in its own module).
 pytest_plugins = ["tests.integration.build_fixtures", "tests.integration.cluster_fixtures",
-                  "tests.integration.scan_fixtures", "tests.integration.services_fixtures"]
+                  "tests.integration.scan_fixtures", "tests.integration.services_fixtures",
+                  "tests.integration.trust.trust_fixtures"]
 
 
 @pytest.fixture(scope="session")

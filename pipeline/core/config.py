@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from pipeline.core.errors import ConfigError
 from pipeline.core.vocab import SEVERITIES, STAGES
 
+BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
+RELEASES = ("major", "minor", "patch", "none")
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -109,6 +111,15 @@ class Environment:
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
     kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
+    infra_scan_threshold: str = ""   # the gate of the infra images ([infra.*]); empty: scan_threshold
+    trusted_keys: tuple[Path, ...] = ()   # public keys accepted besides the environment's own (verify-images)
+    signing_passphrase_env: str = ""      # overrides [signing].passphrase_env for this environment's key
+    auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
+
+    @property
+    def infra_threshold(self) -> str:
+        """The severity at which an infra image (PostgreSQL, Redis, NATS) blocks: its own, else scan_threshold."""
+        return self.infra_scan_threshold or self.scan_threshold
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
@@ -117,11 +128,30 @@ class Environment:
 
 
 @dataclass(frozen=True)
+class BumpRule:
+    """One `[[versioning.bump_rules]]` entry: which release a matching commit asks for.
+
+    The shape of semantic-release's `releaseRules` (@semantic-release/commit-analyzer): every criterion
+    that is set must hold. `type` and `scope` are globs (fnmatch, case-sensitive); `breaking` and `revert`
+    match the commit's flags. `release` is major | minor | patch | none ("none" is semantic-release's
+    `release: false`: a matching none rule wins over the other matching rules).
+    """
+
+    release: str
+    type: str | None = None
+    scope: str | None = None
+    breaking: bool | None = None
+    revert: bool | None = None
+
+
+@dataclass(frozen=True)
 class Versioning:
     first_version: str
     tag_prefix: str
     breaking_below_1: str
     non_conventional: str
+    preset: str = "conventional"             # conventional | semantic-release | commitizen
+    bump_rules: tuple[BumpRule, ...] = ()    # evaluated before the preset's rules
 
 
 @dataclass(frozen=True)
@@ -142,6 +172,15 @@ class Scan:
 
 
 @dataclass(frozen=True)
+class Signing:
+    """[signing]: where key pairs live (key_dir/<env>/, outside the repository), the passphrase variable."""
+
+    key_dir: Path
+    passphrase_env: str = "VEZA_SIGNING_PASSPHRASE"
+    builder_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path
@@ -156,6 +195,7 @@ class Config:
     services: tuple[Service, ...]
     infra: Mapping[str, Infra]
     environments: Mapping[str, Environment] = field(default_factory=dict)
+    signing: Signing = field(default_factory=lambda: Signing(Path.home() / ".config" / "veza-pipeline" / "keys"))
 
     def service(self, name: str) -> Service:
         for s in self.services:
@@ -321,6 +361,8 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         tag_prefix=v.text("tag_prefix", "v"),
         breaking_below_1=v.text("breaking_below_1", "minor", choices=("minor", "major")),
         non_conventional=v.text("non_conventional", "none", choices=("none", "patch")),
+        preset=v.text("preset", "conventional", choices=BUMP_PRESETS),
+        bump_rules=tuple(_items(v, "bump_rules", _read_bump_rule, required=False)),
     )
     _check_semver(v, "first_version", versioning.first_version)
     v.done()
@@ -353,6 +395,15 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         mirror_seed=(root / seed) if (seed := s.text("mirror_seed", "")) else None,
     )
     s.done()
+
+    sg = top.table("signing", required=False)
+    configured_keys = sg.text("key_dir", "~/.config/veza-pipeline/keys")
+    key_dir = Path(os.path.expanduser(os.environ.get("VEZA_KEY_DIR") or configured_keys)).resolve()
+    if key_dir == root.resolve() or root.resolve() in key_dir.parents:
+        sg.fail(sg.key("key_dir"), f"{key_dir} is inside the repository", "keep signing keys outside the work tree")
+    signing = Signing(key_dir=key_dir, passphrase_env=sg.text("passphrase_env", "VEZA_SIGNING_PASSPHRASE"),
+                      builder_id=sg.text("builder_id", f"{source_url or project_name}/veza-pipeline"))
+    sg.done()
 
     bases_t = top.table("bases", required=False)
     bases: dict[str, Base] = {}
@@ -458,7 +509,12 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            infra_scan_threshold=et.text("infra_scan_threshold", "", choices=("", *SEVERITIES)),
             kube_versions=et.texts("kube_versions", ()),
+            trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
+                               for k in et.texts("trusted_keys", ())),
+            signing_passphrase_env=et.text("signing_passphrase_env", ""),
+            auto_key=et.flag("auto_key", False),
         )
         for kv in env.kube_versions:
             if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
@@ -471,6 +527,13 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)",
                     'add "push" before "deploy"')
         order = [s for s in STAGES if s in env.stages]
+        for later, earlier in (("sign", "push"), ("deploy", "verify-images"), ("verify-images", "sign")):
+            if later in env.stages and earlier in env.stages and env.stages.index(later) < env.stages.index(earlier):
+                et.fail(et.key("stages"), f"{later} runs before {earlier}", f"put \"{earlier}\" before \"{later}\"")
+        if "sign" in env.stages and "push" not in env.stages:
+            et.fail(et.key("stages"), "sign needs push (images are signed by registry digest)", 'add "push"')
+        if env.auto_key and (env.require_release_tag or env.confirm):
+            et.fail(et.key("auto_key"), f"{ename} is a guarded environment", "make its key with `invoke keygen`")
         if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
             et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
         if env.stages and env.stages[0] != "build" and "build" in env.stages:
@@ -482,11 +545,33 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     envs_t.done()
     top.done()
 
-    return Config(
+    config = Config(
         path=path, root=root, project_name=project_name, state_dir=state_dir, source_url=source_url,
         versioning=versioning, build=build, registry=registry, scan=scan, bases=bases,
-        services=tuple(services), infra=infra, environments=environments,
+        services=tuple(services), infra=infra, environments=environments, signing=signing,
     )
+    from pipeline.core.names import check_config_names
+
+    check_config_names(config)   # every name against the rules of the system that receives it
+    return config
+
+
+def _read_bump_rule(t: _Table) -> BumpRule:
+    def opt_flag(name: str) -> bool | None:
+        return t.flag(name) if name in t.data else None
+
+    rule = BumpRule(
+        release=t.text("release", choices=RELEASES),
+        type=t.text("type", "") or None,
+        scope=t.text("scope", "") or None,
+        breaking=opt_flag("breaking"),
+        revert=opt_flag("revert"),
+    )
+    if rule.type is None and rule.scope is None and rule.breaking is None and rule.revert is None:
+        t.fail(t.key("release"), "a rule without any criterion matches every commit",
+               "add type, scope, breaking or revert to the rule")
+    t.done()
+    return rule
 
 
 def _check_semver(t: _Table, key: str, value: str) -> None:

@@ -22,6 +22,7 @@ from types import TracebackType
 
 from pipeline.core.errors import UsageError
 from pipeline.core.vocab import now_iso
+from pipeline.tools.proc import pid_alive
 
 
 class LockHeld(UsageError):
@@ -38,16 +39,6 @@ class Holder:
 
     def describe(self) -> str:
         return f"{self.user}@{self.host} pid {self.pid} since {self.started} (release {self.release_id})"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EnvLock:
@@ -80,7 +71,7 @@ class EnvLock:
                 os.link(tmp, self.path)
             except FileExistsError:
                 h = self.holder()
-                if h is not None and (h.host != socket.gethostname() or _alive(h.pid)):
+                if h is not None and (h.host != socket.gethostname() or pid_alive(h.pid)):
                     raise LockHeld(f"another release to {self.env} is running: {h.describe()}",
                                    f"wait for it to finish; if that process is gone, delete {self.path}") from None
                 # Stale (dead PID on this host) or unreadable: take it over. Rename first so a racing

@@ -57,6 +57,7 @@ def manifest_path(state_dir: Path, env_name: str) -> Path:
 class Built:
     """A service's build record: the local image the later stages use."""
 
+    service: str
     status: BuildStatus
     image_id: str | None
     repository: str
@@ -195,8 +196,25 @@ class Manifest:
             return None
         with self._lock:
             svc = self._data["services"][service]
-            return Built(BuildStatus(rec["status"]), rec.get("image_id"), str(svc.get("repository", "")),
+            return Built(service, BuildStatus(rec["status"]), rec.get("image_id"), str(svc.get("repository", "")),
                          tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")))
+
+    def built_images(self, names: list[str] | None) -> list[Built]:
+        """The built image of each named service (every recorded service when `names` is empty), checked:
+        status built/reused, an image ID, a repository and tags. UsageError before anything runs otherwise."""
+        names = names or self.services()
+        if not names:
+            raise UsageError(f"the Release manifest {self.path} lists no service", "run `invoke build` first")
+        out = []
+        for name in names:
+            b = self.built(name)
+            if b is None or not b.ok:
+                raise UsageError(f"{name} has no built image in the Release manifest (build: "
+                                 f"{b.status if b else 'missing'})", f"run `invoke build --service {name}`")
+            if not b.tags or not b.repository:
+                raise UsageError(f"{name} has no repository/tags in the Release manifest", "rerun `invoke build`")
+            out.append(b)
+        return out
 
     def pushed(self, service: str) -> Pushed | None:
         """The push record of a service, or None when it was never pushed in this release."""
@@ -235,6 +253,19 @@ class Manifest:
         with self._lock:
             self._data["services"].setdefault(service, {})[stage] = {**result, "at": now_iso()}
             self.save()
+
+    def record_infra(self, name: str, stage: str, result: dict[str, Any]) -> None:
+        """Record a stage's result for one infra image ([infra.NAME]: PostgreSQL, Redis, NATS) under `infra`."""
+        if "status" not in result:
+            raise ValueError("a stage result needs a status")
+        with self._lock:
+            self._data.setdefault("infra", {}).setdefault(name, {})[stage] = {**result, "at": now_iso()}
+            self.save()
+
+    def infra_result(self, name: str, stage: str) -> dict[str, Any] | None:
+        with self._lock:
+            res = self._data.get("infra", {}).get(name, {}).get(stage)
+            return copy.deepcopy(res) if res is not None else None
 
     def record_stage(self, stage: str, result: dict[str, Any]) -> None:
         """Record a whole stage's summary (status, timings). Only the runner calls this."""

@@ -2,6 +2,9 @@
 
 An error is retried when it has `transient = True` (RegistryUnavailable); everything else (auth, 4xx,
 unknown host) propagates at once: retrying a wrong password only delays the clear message.
+When the error carries `retry_after_s` (the registry's Retry-After), the wait is at least that long; a
+Retry-After beyond RetryPolicy.retry_after_max_s stops the retries at once (waiting that long inside one
+command helps nobody): the error propagates with the registry's wait in its message.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class RetryPolicy:
     attempts: int = 5          # total tries, >= 1
     ceiling_s: float = 20.0    # no single wait is longer
     base_s: float = 0.5        # first wait (before jitter)
+    retry_after_max_s: float = 120.0   # the longest Retry-After honoured; longer → give up now
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         """Wait before retry number `retry` (1-based): base*2^(retry-1), capped, jittered into [d/2, d]."""
@@ -40,6 +44,12 @@ def is_transient(exc: BaseException) -> bool:
     return bool(getattr(exc, "transient", False))
 
 
+def asked_wait(exc: BaseException) -> float | None:
+    """The wait the failure asked for (a registry's Retry-After, seconds), or None."""
+    value = getattr(exc, "retry_after_s", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def with_retries(fn: Callable[[], T], policy: RetryPolicy, counter: Attempts | None = None,
                  on_retry: Callable[[int, float, BaseException], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> T:
@@ -52,7 +62,10 @@ def with_retries(fn: Callable[[], T], policy: RetryPolicy, counter: Attempts | N
         except Exception as exc:
             if not is_transient(exc) or n == policy.attempts:
                 raise
-            wait = policy.delay(n)
+            asked = asked_wait(exc)
+            if asked is not None and asked > policy.retry_after_max_s:
+                raise
+            wait = max(policy.delay(n), asked or 0.0)
             counter.retries += 1
             if on_retry:
                 on_retry(n, wait, exc)

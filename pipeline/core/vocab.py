@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 # Stage names in the only order a release runs them (an environment lists a subset).
-STAGES: tuple[str, ...] = ("build", "lint", "scan", "smoke", "push", "deploy", "verify")
+# sign: signatures and provenance of the pushed digests; verify-images: the trust gate before deploy.
+STAGES: tuple[str, ...] = ("build", "lint", "scan", "smoke", "push", "sign", "verify-images", "deploy", "verify")
 
 # Trivy's severities, lowest first (Trivy's own scale: UNKNOWN < LOW < MEDIUM < HIGH < CRITICAL).
 SEVERITIES: tuple[str, ...] = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")

@@ -3,45 +3,36 @@
 Every class of Trivy result is read: os-pkgs and lang-pkgs (vulnerabilities), secret (secrets) and
 config (misconfigurations; only FAIL entries count). A report without Results is valid and clean.
 
-The ignore file (YAML) suppresses findings, but only through entries that are still justified:
-
-    ignores:
-      - id: CVE-2024-1234                  # vulnerability ID, secret rule ID or misconfiguration ID
-        reason: "not reachable: bash is never run by the service"
-        expires: 2026-12-31                # the entry stops working after this day
-        packages: [bash]                   # optional: only for these packages
-        paths: ["usr/lib/**"]              # optional: only for these targets / package paths (globs)
-
-An entry without a reason or an expiry date, or past its expiry date, ignores nothing and is itself a
-finding (kind "ignore-file", severity CRITICAL): stale exceptions block the release until someone
-renews or removes them.
+The ignore file (Trivy's `.trivyignore.yaml`, read by pipeline/gate/ignorefile.py, where each field's
+meaning and its source in Trivy are documented) suppresses findings, but only through entries that are
+still justified: an entry without a statement/reason or an expiry date, or past its expiry, ignores
+nothing and is itself a finding (kind "ignore-file", severity CRITICAL): stale exceptions block the
+release until someone renews or removes them. Entries that matched nothing are listed (unused_ignores).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from pipeline.core.errors import UsageError
 from pipeline.core.vocab import SEVERITIES
 from pipeline.core.vocab import SEVERITY_RANK as RANK
+from pipeline.gate.ignorefile import IgnoreEntry as IgnoreEntry  # re-exported: the gate's public names
+from pipeline.gate.ignorefile import IgnoreFile as IgnoreFile
+from pipeline.gate.ignorefile import IgnoreFileError as IgnoreFileError
+from pipeline.gate.ignorefile import load_ignore_file as load_ignore_file
+from pipeline.gate.ignorefile import parse_ignore_file as parse_ignore_file
 
 SCHEMA_VERSION = 2
 
 
 class ReportError(UsageError):
     """A Trivy report that is not JSON, not SchemaVersion 2, or not shaped like a Trivy report (exit 2)."""
-
-
-class IgnoreFileError(UsageError):
-    """An ignore file that cannot be read at all (bad YAML, an entry without id, a bad date) (exit 2)."""
 
 
 def severity(value: str) -> str:
@@ -71,13 +62,16 @@ class Finding:
     line: int = 0
     url: str = ""
     resolution: str = ""
+    aliases: tuple[str, ...] = ()   # other IDs of the same finding (a check's AVDID, LongID, Aliases)
+    purl: str = ""                  # the package URL of a vulnerable package (PkgIdentifier.PURL)
 
     @property
     def has_fix(self) -> bool:
         return bool(self.fixed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in ("", 0)}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if v not in ("", 0, ())}
 
 
 @dataclass(frozen=True)
@@ -135,6 +129,7 @@ def parse_report(data: Any, source: str = "report") -> ParsedReport:
                 installed=str(v.get("InstalledVersion", "")), fixed=str(v.get("FixedVersion") or ""),
                 status=str(v.get("Status", "")), title=str(v.get("Title") or ""),
                 path=str(v.get("PkgPath") or ""), url=str(v.get("PrimaryURL") or ""),
+                purl=str((v.get("PkgIdentifier") or {}).get("PURL") or ""),
             ))
         for s in res.get("Secrets") or []:
             findings.append(Finding(
@@ -147,8 +142,11 @@ def parse_report(data: Any, source: str = "report") -> ParsedReport:
             if str(m.get("Status", "FAIL")).upper() != "FAIL":
                 continue  # --include-non-failures adds PASS/EXCEPTION entries: not findings
             cause = m.get("CauseMetadata") or {}
+            ident = str(m.get("ID") or m.get("AVDID") or "")
+            others = [m.get("AVDID"), m.get("LongID"), *(m.get("Aliases") or [])]
             findings.append(Finding(
-                kind="misconfig", id=str(m.get("ID") or m.get("AVDID") or ""),
+                kind="misconfig", id=ident,
+                aliases=tuple(dict.fromkeys(str(a) for a in others if a and str(a) != ident)),
                 severity=_sev(m.get("Severity")),
                 target=target, klass=klass or "config", type=rtype,
                 title=str(m.get("Title") or m.get("Message") or ""), path=target,
@@ -170,115 +168,13 @@ def _sev(value: Any) -> str:
 
 # ---------------------------------------------------------------- ignore file
 
-@dataclass(frozen=True)
-class IgnoreEntry:
-    id: str
-    reason: str
-    expires: date | None
-    packages: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
-    line: int = 0
+def ignore_file_findings(ignores: IgnoreFile, now: datetime | date) -> tuple[list[Finding], list[IgnoreEntry]]:
+    """Split entries into findings (no reason, no expiry, expired) and the valid entries that may ignore.
 
-    def matches(self, f: Finding) -> bool:
-        if f.id != self.id:
-            return False
-        if self.packages and f.package not in self.packages:
-            return False
-        if self.paths:
-            where = [p for p in (f.target, f.path) if p]
-            if not any(fnmatch.fnmatch(w.lstrip("/"), pat.lstrip("/")) for w in where for pat in self.paths):
-                return False
-        return True
-
-
-@dataclass(frozen=True)
-class IgnoreFile:
-    path: str
-    entries: tuple[IgnoreEntry, ...]
-
-
-def load_ignore_file(path: Path | None) -> IgnoreFile:
-    """Read the ignore file; a missing default file is an empty one, a missing named file is an error."""
-    if path is None:
-        return IgnoreFile("", ())
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise IgnoreFileError(f"ignore file not found: {path}",
-                              "create it (YAML: ignores: [{id, reason, expires}])"
-                              " or drop --ignore-file") from None
-    return parse_ignore_file(text, str(path))
-
-
-def parse_ignore_file(text: str, source: str = "ignore file") -> IgnoreFile:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise IgnoreFileError(f"{source}: invalid YAML: {first}", "fix the YAML syntax") from None
-    if root is None:
-        return IgnoreFile(source, ())
-    data = yaml.safe_load(text)
-    node_list = root
-    if isinstance(data, dict):
-        if set(data) - {"ignores"}:
-            extra = ", ".join(sorted(str(k) for k in set(data) - {"ignores"}))
-            raise IgnoreFileError(f"{source}: unknown top-level key(s): {extra}",
-                                  "put the entries under 'ignores:'")
-        data = data.get("ignores") or []
-        node_list = next((v for k, v in root.value if k.value == "ignores"), root)
-    if not isinstance(data, list):
-        raise IgnoreFileError(f"{source}: expected a list of entries under 'ignores:'",
-                              "write: ignores: [{id: CVE-..., reason: ..., expires: YYYY-MM-DD}]")
-    seq = isinstance(node_list, yaml.SequenceNode)
-    lines = [n.start_mark.line + 1 for n in node_list.value] if seq else []
-    entries = []
-    for i, raw in enumerate(data):
-        where = f"{source}: entry {i + 1}" + (f" (line {lines[i]})" if i < len(lines) else "")
-        if not isinstance(raw, dict):
-            raise IgnoreFileError(f"{where}: not a mapping",
-                                  "write each entry as {id: ..., reason: ..., expires: ...}")
-        unknown = set(raw) - {"id", "reason", "expires", "packages", "paths"}
-        if unknown:
-            raise IgnoreFileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}",
-                                  "allowed keys: id, reason, expires, packages, paths")
-        ident = str(raw.get("id") or "").strip()
-        if not ident:
-            raise IgnoreFileError(f"{where}: missing 'id'", "give the vulnerability, secret rule or check ID")
-        entries.append(IgnoreEntry(
-            id=ident, reason=str(raw.get("reason") or "").strip(), expires=_date(raw.get("expires"), where),
-            packages=_strs(raw.get("packages"), where, "packages"),
-            paths=_strs(raw.get("paths"), where, "paths"),
-            line=lines[i] if i < len(lines) else 0,
-        ))
-    return IgnoreFile(source, tuple(entries))
-
-
-def _date(value: Any, where: str) -> date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        raise IgnoreFileError(f"{where}: expires '{value}' is not a date", "write it as YYYY-MM-DD") from None
-
-
-def _strs(value: Any, where: str, key: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise IgnoreFileError(f"{where}: {key} must be a list of strings", f"write {key}: [\"...\"]")
-
-
-def ignore_file_findings(ignores: IgnoreFile, today: date) -> tuple[list[Finding], list[IgnoreEntry]]:
-    """Split entries into findings (no reason, no expiry, expired) and the valid entries that may ignore."""
+    now: the instant of the check (a date means noon UTC that day). An entry is expired when its expiry
+    instant is before now, as Trivy decides (a bare date expires at 00:00 UTC that day).
+    """
+    when = _instant(now)
     findings: list[Finding] = []
     valid: list[IgnoreEntry] = []
     for e in ignores.entries:
@@ -288,8 +184,9 @@ def ignore_file_findings(ignores: IgnoreFile, today: date) -> tuple[list[Finding
             fix = "add a reason saying why the risk is accepted"
         elif e.expires is None:
             problem, rule, fix = "has no expiry date", "IGNORE-NO-EXPIRY", "add expires: YYYY-MM-DD"
-        elif e.expires < today:
-            problem, rule = f"expired on {e.expires.isoformat()}", "IGNORE-EXPIRED"
+        elif e.expired(when):
+            shown = e.expires.date().isoformat() if e.expires.time() == time(0) else e.expires.isoformat()
+            problem, rule = f"expired on {shown}", "IGNORE-EXPIRED"
             fix = "fix the finding, or review the exception and set a new expiry date"
         if problem:
             findings.append(Finding(
@@ -338,11 +235,19 @@ class Verdict:
         }
 
 
-def evaluate(findings: Iterable[Finding], policy: Policy, today: date | None = None) -> Verdict:
-    """Apply the policy: drop unfixed (if asked), apply valid ignore entries, block at the threshold."""
+def _instant(now: datetime | date) -> datetime:
+    if isinstance(now, datetime):
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
+    return datetime.combine(now, time(12, 0), tzinfo=UTC)
+
+
+def evaluate(findings: Iterable[Finding], policy: Policy, today: date | datetime | None = None) -> Verdict:
+    """Apply the policy: drop unfixed (if asked), apply valid ignore entries, block at the threshold.
+
+    today: the date (noon UTC) or instant the ignore entries' expiry is checked against (default: now).
+    """
     threshold = severity(policy.threshold)
-    today = today or date.today()
-    policy_findings, valid = ignore_file_findings(policy.ignores, today)
+    policy_findings, valid = ignore_file_findings(policy.ignores, today or datetime.now(UTC))
     active: list[Finding] = []
     ignored: list[tuple[Finding, str]] = []
     used: set[int] = set()

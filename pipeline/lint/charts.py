@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.yamlfile import DatelessLoader  # dates stay text: 2026-02-30 is no crash
 from pipeline.lint.findings import LintFinding
 from pipeline.lint.rules import is_k8s, load_yaml_docs
 
@@ -44,7 +45,7 @@ class Rendered:
 def chart_meta(chart: Path) -> dict[str, Any]:
     """Chart.yaml as a dict ({} when unreadable: helm lint reports that)."""
     try:
-        meta: Any = yaml.safe_load((chart / "Chart.yaml").read_text(errors="replace"))
+        meta: Any = yaml.load((chart / "Chart.yaml").read_text(errors="replace"), Loader=DatelessLoader)
     except (OSError, yaml.YAMLError):
         return {}
     return meta if isinstance(meta, dict) else {}

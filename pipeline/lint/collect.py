@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.yamlfile import DatelessLoader  # dates stay text: 2026-02-30 is no crash
+
 SKIP_DIRS = {".git", ".venv", "venv", "node_modules", ".pipeline", ".tools", "__pycache__", ".mypy_cache",
              ".ruff_cache", ".pytest_cache", "vendor", "target"}
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -44,7 +46,7 @@ def is_dockerfile(p: Path) -> bool:
 def _kustomize_refs(kfile: Path) -> tuple[set[Path], set[Path]]:
     """(strategic-merge patch files, JSON 6902 patch files) a Kustomization names, as resolved paths."""
     try:
-        data: Any = yaml.safe_load(kfile.read_text(errors="replace"))
+        data: Any = yaml.load(kfile.read_text(errors="replace"), Loader=DatelessLoader)
     except yaml.YAMLError:
         return set(), set()
     if not isinstance(data, dict):

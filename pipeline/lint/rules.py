@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.core.yamlfile import DatelessLoader
 from pipeline.lint.dockerfile import dockerfile_rules, image_name_tag, is_fat_image, parse_dockerfile
 from pipeline.lint.findings import RULES, LintFinding, pitfall
 from pipeline.lint.secrets import could_be_secret, is_reference, is_secret_name, judge, judge_text
@@ -63,12 +64,12 @@ def _convert(node: yaml.Node) -> Any:
     return _SCALARS.construct_document(node) if isinstance(node, yaml.ScalarNode) else None
 
 
-_SCALARS = yaml.constructor.SafeConstructor()   # typed scalars (int, bool, null, dates) as yaml.safe_load does
+_SCALARS = DatelessLoader("")   # typed scalars (int, bool, null) as yaml.safe_load does; dates stay text
 
 
 def load_yaml_docs(text: str) -> list[Any]:
     """Every document of a YAML stream, mappings as YMap (with key lines), lists as YList."""
-    loader = yaml.SafeLoader(text)
+    loader = DatelessLoader(text)   # an impossible date (2026-02-30) is text, not a crash in the loader
     docs = []
     try:
         while loader.check_node():

@@ -33,6 +33,7 @@ from pipeline.core.config import Base, Config, load_config
 from pipeline.core.errors import ConfigError, StageFailed
 from pipeline.core.lock import file_lock
 from pipeline.core.paths import CACHE_DIR, ensure_dir
+from pipeline.local.recipe_inputs import build_context
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 LABEL_RECIPE_DIGEST = "veza.pipeline.recipe-digest"
@@ -288,11 +289,12 @@ def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir
         def write(line: str) -> None:
             fh.write(line + "\n")
 
-        rc = docker.build_image(
-            context=r.directory, dockerfile=r.directory / "Dockerfile", tags=[r.base.local],
-            build_args=build_args_for(bases, [r.parent] if r.parent else []),
-            labels=_labels(r, run_id), no_cache=False, on_line=write,
-            timeout=BUILD_TIMEOUT_S, iidfile=iid)
+        with build_context(r.directory) as ctx:   # + wheels/ when the recipe pins wheels (wheels.txt)
+            rc = docker.build_image(
+                context=ctx, dockerfile=ctx / "Dockerfile", tags=[r.base.local],
+                build_args=build_args_for(bases, [r.parent] if r.parent else []),
+                labels=_labels(r, run_id), no_cache=False, on_line=write,
+                timeout=BUILD_TIMEOUT_S, iidfile=iid)
     if rc != 0:
         tail = " | ".join(log.read_text().strip().splitlines()[-3:])
         raise StageFailed(f"building base '{r.base.name}' ({r.base.local}) failed: {tail}",

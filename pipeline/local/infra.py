@@ -28,6 +28,10 @@ SECRET_KEYS = ("jwt-secret", "db-password", "redis-password")
 LABEL = "veza.pipeline/infra"
 
 
+REDIS_STDIN_CONFIG = ("exec redis-server - --bind 0.0.0.0 --dir /data --appendonly yes <<EOF\n"
+                      'requirepass "$REDIS_PASSWORD"\nEOF')
+
+
 def _container(name: str, image: str, port: int, secret: str) -> dict[str, Any]:
     env: list[dict[str, Any]] = []
     args: list[str] = []
@@ -40,8 +44,10 @@ def _container(name: str, image: str, port: int, secret: str) -> dict[str, Any]:
                    {"name": "run", "mountPath": "/var/run/postgresql"}]
     elif name == "redis":
         env = [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "redis-password"}}}]
-        args = ["redis-server", "--bind", "0.0.0.0", "--dir", "/data", "--appendonly", "yes",
-                "--requirepass", "$(REDIS_PASSWORD)"]
+        # The password reaches redis-server as configuration on stdin (a here-document filled in by the shell
+        # from the environment), never on a command line; "$(REDIS_PASSWORD)" would be expanded by the kubelet
+        # into the argv.
+        args = ["sh", "-c", REDIS_STDIN_CONFIG]
         mounts.append({"name": "data", "mountPath": "/data"})
     container: dict[str, Any] = {
         "name": name, "image": image, "imagePullPolicy": "IfNotPresent", "env": env,

@@ -3,7 +3,9 @@
 No rebuild and no pull through the engine: skopeo copies registry-to-registry with --preserve-digests
 (the registry API's cross-repository mount is the fallback inside one registry when skopeo is missing).
 The target environment's `promote_requires` gates ("scan", "smoke") are checked for every selected
-service before anything is copied: a refusal (PolicyBlocked, exit 3) leaves nothing half-done.
+service before anything is copied, and so is the trust gate where the source signs or verifies (each
+digest signed by its trusted keys, attested for the release's commit): a refusal (PolicyBlocked, exit 3)
+leaves nothing half-done. A target that signs gets each promoted digest signed with its own key.
 Every target tag is then verified through the registry API to answer the source digest.
 """
 
@@ -92,6 +94,11 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
         src_repo, dst_repo = src.repository(svc), dst.repository(svc)
         plans.append((name, src_repo, dst_repo, _source(man, name, src, src_repo)))
     _gates(man, names, dst)
+    from pipeline.stages.sign import check_before_promotion, sign_promoted, signs
+    from pipeline.trust.envkeys import signing_key
+
+    check_before_promotion(cfg, src, man, [(n, a, d) for n, a, _, d in plans])
+    dst_key = signing_key(cfg, dst) if signs(dst) else None   # the target's key: before anything is copied
 
     policy = retry_policy(cfg)
     creds: dict[str, Credentials] = {}
@@ -122,9 +129,9 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
             method = "none"
         elif via == "skopeo":
             method = "skopeo"
-            for tag in tags:
-                skopeo.copy(f"{src_repo}@{digest}", f"{dst_repo}:{tag}", credentials=creds,
-                            timeout=cfg.registry.timeout_s, retries=max(0, policy.attempts - 1))
+            for tag in tags:   # transient failures (by the registry's error code) are retried by the policy
+                with_retries(partial(skopeo.copy, f"{src_repo}@{digest}", f"{dst_repo}:{tag}", credentials=creds,
+                                     timeout=cfg.registry.timeout_s), policy)
         else:
             method = "registry-api"
             with_retries(partial(copy_within_registry, dclient, s_path, digest, d_path, tags), policy)
@@ -135,6 +142,8 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
         res = {"status": "unchanged" if method == "none" else "promoted", "from": src.name, "to": dst.name,
                "source": f"{src_repo}@{digest}", "repository": dst_repo, "digest": digest, "tags": tags,
                "method": method, "duration_s": round(time.monotonic() - started, 3), "at": now_iso()}
+        if dst_key is not None:
+            res["signature"] = sign_promoted(cfg, dst, man, name, dst_repo, digest, key=dst_key)
         promos = dict(man.service(name).get("promotions") or {})
         promos[dst.name] = res
         man.set_service(name, promotions=promos)

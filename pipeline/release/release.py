@@ -104,6 +104,14 @@ def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: 
         try:
             preflight(ctx, stages)
             outcomes = run_stages(ctx, stages, resume=not fresh)
+            if "sign" in env.stages or "verify-images" in env.stages:
+                from pipeline.stages.verify_images import published_attachments
+
+                ctx.options["published"] = published = published_attachments(cfg, env, ctx.manifest, names)
+                for svc, checks in published.items():
+                    if checks["signature"] != "ok" or checks["provenance"] != "ok" or checks["sbom"] != "present":
+                        reporter.warn(f"published {svc}: signature {checks['signature']}, provenance "
+                                      f"{checks['provenance']}, SBOM {checks['sbom']}")
         except PipelineError as exc:
             status, error = "failed", exc.one_line()
             raise

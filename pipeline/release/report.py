@@ -36,6 +36,11 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
             "deployed": f"{svc.get('repository')}@{push.get('digest')}" if (svc.get("deploy") or {}).get(
                 "status") in ("deployed", "noop", "unchanged") and push.get("digest") else None,
         }
+    infra = {name: {"image": (rec.get("scan") or {}).get("ref"), "scan": (rec.get("scan") or {}).get("status"),
+                    "threshold": (rec.get("scan") or {}).get("threshold"),
+                    "scan_counts": (rec.get("scan") or {}).get("counts"),
+                    "scan_report": (rec.get("scan") or {}).get("report")}
+             for name, rec in (m.get("infra") or {}).items()}
     return {
         "schema": 1, "run_id": ctx.run_id, "release_id": m["release_id"], "env": ctx.env.name,
         "status": status, "error": error or None, "finished": now_iso(), "duration_s": round(duration_s, 2),
@@ -43,7 +48,10 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
         "stages": [({"name": n, "status": str(by_name[n].status), "duration_s": round(by_name[n].duration_s, 2),
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
                     else {"name": n, "status": "not run"}) for n in ctx.env.stages],
-        "services": services, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        # post-release verification: each published digest re-read from the registry (signature, provenance,
+        # SBOM and VEX attachments), when the environment signs or gates
+        "published": ctx.options.get("published") or None,
     }
 
 
@@ -64,7 +72,19 @@ def markdown(data: dict[str, Any]) -> str:
         digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
         lines.append(f"| {name} | {s.get('build') or ''} | {s.get('scan') or ''} | {s.get('push') or ''} | {digest} "
                      f"| {s.get('deploy') or ''} |")
+    if data.get("infra"):
+        lines += ["", "| infra image | scan | threshold | findings |", "|---|---|---|---|"]
+        for name, i in data["infra"].items():
+            counts = ", ".join(f"{n} {sev}" for sev, n in (i.get("scan_counts") or {}).items() if n) or "none"
+            lines.append(f"| {name} (`{i.get('image') or ''}`) | {i.get('scan') or ''} | {i.get('threshold') or ''} "
+                         f"| {counts} |")
+    if data.get("published"):
+        lines += ["", "## Published digests, re-read from the registry", "",
+                  "| service | image | signature | provenance | SBOM | VEX |", "|---|---|---|---|---|---|"]
+        for n, p in data["published"].items():
+            lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
     links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
+    links += [(f"infra/{n}", i["scan_report"]) for n, i in (data.get("infra") or {}).items() if i.get("scan_report")]
     if links:
         lines += ["", "## Logs and reports", ""] + [f"- {n}: `{p}`" for n, p in links]
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.core.config import Config, Environment
-from pipeline.core.errors import Interrupted, PipelineError, PolicyBlocked, SmokeFailed, UsageError
+from pipeline.core.errors import Interrupted, PipelineError, PolicyBlocked, UsageError
 from pipeline.core.lock import EnvLock
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
@@ -37,10 +37,12 @@ def _stage_factories() -> dict[str, Callable[[], Stage]]:
     from pipeline.stages.push import PushStage
     from pipeline.stages.rollout import DeployStage, VerifyStage
     from pipeline.stages.scan import ScanStage
+    from pipeline.stages.sign import SignStage
     from pipeline.stages.smoke import SmokeStage
+    from pipeline.stages.verify_images import VerifyImagesStage
 
     return {"build": BuildStage, "lint": LintStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
-            "deploy": DeployStage, "verify": VerifyStage}
+            "sign": SignStage, "verify-images": VerifyImagesStage, "deploy": DeployStage, "verify": VerifyStage}
 
 
 def make_stages(names: Sequence[str]) -> list[Stage]:
@@ -175,7 +177,7 @@ def _run_one(ctx: RunContext, stage: Stage) -> Outcome:
         raise Interrupted(f"interrupted during {stage.name}; its cleanup ran",
                           "rerun the same command: it resumes") from None
     except PipelineError as exc:
-        status = StageStatus.BLOCKED if isinstance(exc, PolicyBlocked | SmokeFailed) else StageStatus.FAILED
+        status = StageStatus.BLOCKED if isinstance(exc, PolicyBlocked) else StageStatus.FAILED
         if isinstance(exc, Interrupted):
             status = StageStatus.INTERRUPTED
         o = Outcome(stage.name, status, time.monotonic() - t0, exc.one_line(), exc.exit_code, wall, dict(exc.record))

@@ -128,7 +128,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
             action, reason, found = "build", "no image with this input digest", None
         if action == "build":
             why = "--no-cache" if no_cache else why_rebuilt(cache.load(svc.name), record)
-        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record))
+        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record, svc_bases))
     return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
@@ -206,7 +206,8 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
     m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
-    res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2)}
+    res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2),
+                           "build_args": dict(p.build_args), "base_images": dict(p.base_images)}  # for provenance
     if r.log:
         res["log"] = str(r.log)
     if r.reason:

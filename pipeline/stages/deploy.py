@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, atomic_write, manifest_path
 from pipeline.core.paths import CACHE_DIR
 from pipeline.core.vocab import now_iso
+from pipeline.core.yamlfile import load_text
 from pipeline.local.infra import ensure_local_infra
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
@@ -238,9 +237,10 @@ class _Deployer:
         return [self.env.values_file, *self.extra_values]
 
     def merged_values(self, generated: dict[str, Any]) -> dict[str, Any]:
-        merged: dict[str, Any] = yaml.safe_load((self.chart / "values.yaml").read_text()) or {}
+        # dates stay text (as Helm reads them); a bad one is no traceback
+        merged: dict[str, Any] = load_text((self.chart / "values.yaml").read_text(), "values.yaml") or {}
         for f in self.env_values_files():
-            merged = deep_merge(merged, yaml.safe_load(f.read_text()) or {})
+            merged = deep_merge(merged, load_text(f.read_text(), str(f)) or {})
         return deep_merge(merged, generated)
 
     # -- main
@@ -258,7 +258,7 @@ class _Deployer:
         if reachable and env.local_infra and not self.dry_run:
             # The pipeline's own cluster has no infra: run it beside the release, hosts by ClusterIP.
             self.ensure_namespace()
-            secret = (yaml.safe_load((self.chart / "values.yaml").read_text()) or {})["secrets"]["name"]
+            secret = (load_text((self.chart / "values.yaml").read_text(), "values.yaml") or {})["secrets"]["name"]
             self.extra_values.append(ensure_local_infra(cfg, self.target, secret, cfg.state_dir / "deploy",
                                                         say=self.out))
         values_files = self.env_values_files()

@@ -38,6 +38,7 @@ class ServicePlan:
     existing_image: str | None = None
     why: str = ""                  # what changed since the image it would otherwise reuse ("main.go modified")
     inputs: InputRecord | None = None
+    base_images: Mapping[str, str] = field(default_factory=dict)   # base reference → image ID (provenance)
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pipeline.core.config import Config, Environment, Service
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.redact import redact
@@ -31,8 +31,6 @@ from pipeline.release.stage import RunContext, StageSummary
 from pipeline.tools import credentials as creds_mod
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
-
-BUILT = ("built", "reused")
 
 
 @dataclass
@@ -86,26 +84,14 @@ def check_registry_writable(cfg: Config, env: Environment, services: list[str] |
 def _targets(cfg: Config, env: Environment, manifest: Manifest,
              services: list[str] | None) -> list[PushTarget]:
     """What to push, checked before anything is pushed: a bad selection leaves nothing half-done."""
-    names = [s.name for s in cfg.select(services)] if services else manifest.services()
-    if not names:
-        raise UsageError(f"the Release manifest {manifest.path} lists no service", "run `invoke build` first")
+    names = [s.name for s in cfg.select(services)] if services else []
     out: list[PushTarget] = []
-    for name in names:
-        svc: Service = cfg.service(name)
-        entry = manifest.service(name)
-        build = entry.get("build") or {}
-        if build.get("status") not in BUILT or not build.get("image_id"):
-            raise UsageError(f"{name} has no built image in the Release manifest (build: "
-                             f"{build.get('status', 'missing')})", f"run `invoke build --service {name}`")
-        tags = list(entry.get("tags") or [])
-        if not tags:
-            raise UsageError(f"{name} has no tags in the Release manifest", "rerun `invoke build`")
-        src = str(entry.get("repository") or env.repository(svc))
-        info = docker_push.local_image(f"{src}:{tags[0]}")
-        if info is None or info.id != build["image_id"]:
-            raise UsageError(f"the image {src}:{tags[0]} built for {name} is not in the local engine",
-                             f"rerun `invoke build --service {name}`")
-        out.append(PushTarget(name, src, env.repository(svc), tags, info.id))
+    for b in manifest.built_images(names):
+        info = docker_push.local_image(b.local_ref)
+        if info is None or info.id != b.image_id:
+            raise UsageError(f"the image {b.local_ref} built for {b.service} is not in the local engine",
+                             f"rerun `invoke build --service {b.service}`")
+        out.append(PushTarget(b.service, b.repository, env.repository(cfg.service(b.service)), list(b.tags), info.id))
     return out
 
 
@@ -309,7 +295,7 @@ class PushStage:
     def preflight(self, ctx: RunContext) -> None:
         """The registry accepts our writes (and the embedded one runs), before anything is built."""
         if ctx.env.registry.startswith(("127.0.0.1:", "localhost:")):
-            from pipeline.local.registry import ensure_local_registry
+            from pipeline.local.embedded_registry import ensure_local_registry
 
             ensure_local_registry(ctx.cfg, ctx.env.registry)
         check_registry_writable(ctx.cfg, ctx.env, ctx.services or None)

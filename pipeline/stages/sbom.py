@@ -12,13 +12,15 @@ import base64
 import hashlib
 import json
 import urllib.parse
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config
-from pipeline.core.errors import PipelineError, StageFailed, UsageError
+from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
+from pipeline.core.retry import with_retries
 from pipeline.core.vocab import now_iso
 from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
 
@@ -94,6 +96,8 @@ def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[
         if not scan.get("sbom") or not Path(str(scan["sbom"])).is_file():
             raise UsageError(f"{name} has no SBOM from the scan stage", "run `invoke scan` first")
         todo.append((name, push, scan))
+    from pipeline.stages.push import retry_policy
+
     out: dict[str, str] = {}
     clients: dict[str, RegistryClient] = {}
     for name, push, scan in todo:
@@ -105,8 +109,11 @@ def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[
 
                 credentials = registry_credentials(cfg, address)
             clients[address] = RegistryClient(address, credentials=credentials)
-        try:
-            tag, digest = attach_sbom(clients[address], repo, str(push["digest"]), Path(str(scan["sbom"])))
+        try:   # transient registry failures (TOOMANYREQUESTS, 5xx, resets) retried; attaching is idempotent
+            tag, digest = with_retries(partial(attach_sbom, clients[address], repo, str(push["digest"]),
+                                               Path(str(scan["sbom"]))), retry_policy(cfg))
+        except RegistryAuthError:
+            raise
         except PipelineError as exc:
             raise StageFailed(f"cannot attach the SBOM of {name}: {exc.message}", exc.hint) from None
         out[name] = f"{repository}:{tag}"

@@ -1,13 +1,18 @@
 """The scan stage and the scan gate.
 
-`scan_images` (the scan stage, `ScanStage`) scans every built image of the Release manifest with Trivy
-(vulnerabilities, secrets, misconfigurations), in parallel and offline
-(the DB is fetched once, first, from the configured mirror),
-saves the JSON report and a CycloneDX SBOM per image under <state>/reports/<service>/, applies the
-environment's policy and records the verdict in the manifest. A blocked image raises PolicyBlocked (exit 3)
+`scan_images` (the scan stage, `ScanStage`) scans every image the release ships or runs with Trivy
+(vulnerabilities, secrets, misconfigurations), in parallel and offline (the DB is fetched once, first, from the
+configured mirror): the built service images of the Release manifest, and the infra images ([infra.*]:
+PostgreSQL, Redis, NATS, as provided by `invoke bases`) whenever the environment runs them (local_infra, or a
+compose smoke test). Services are judged at the environment's scan_threshold, infra images at its
+infra_scan_threshold. It saves the JSON report and a CycloneDX SBOM per image under <state>/reports/<subject>/,
+records each verdict in the manifest (services.<name>.scan, infra.<name>.scan) and says which findings
+disappeared (or appeared) since the last scan of a different image of the same subject. A blocked image raises
+PolicyBlocked (exit 3)
 after a table of the blocking findings.
 
-Unchanged images are not rescanned: the report is cached under CACHE_DIR/trivy/reports, keyed by
+Unchanged images are not rescanned: the report is cached under the mirror's cache dir
+(CACHE_DIR/trivy/mirrors/<repository>/reports), keyed by
 (image ID, DB version, scanners, Trivy version). The policy is always re-applied to the cached report, so
 an edited ignore file or a stricter environment takes effect without a rescan.
 
@@ -29,33 +34,34 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment
-from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
+from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import ScanStatus
+from pipeline.gate.history import (
+    changes_markdown,
+    compare,
+    load_history,
+    save_history,
+    summary_line,
+    vulnerability_keys,
+)
+from pipeline.gate.ignorefile import IgnoreFile, load_ignore_file
 from pipeline.gate.policy import (
-    IgnoreFile,
     Policy,
     Verdict,
     evaluate,
-    load_ignore_file,
     load_report,
     parse_report,
     severity,
 )
 from pipeline.gate.sarif import write_markdown, write_sarif
 from pipeline.release.stage import RunContext, StageSummary
+from pipeline.stages.scan_db import prepare_db
+from pipeline.stages.scan_targets import ScanTarget, infra_targets, service_targets
 from pipeline.tools import trivy
 
-BUILT = ("built", "reused")
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ScanTarget:
-    service: str
-    ref: str           # repository:tag as tagged locally by the build
-    image_id: str
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ def run_scan_gate(report: str, fail_on: str = "HIGH", ignore_unfixed: bool = Fal
     if summary:
         write_markdown(Path(summary), [(subject, verdict)], "Scan gate")
     log(_verdict_line(subject, verdict))
+    if verdict.unused_ignores:
+        log(f"unused ignore entries (they matched no finding; remove them?): {', '.join(verdict.unused_ignores)}")
     if not verdict.passed:
         print_blocking(subject, verdict)
         raise PolicyBlocked(f"scan gate blocked {subject}: {len(verdict.blocking)} finding(s) at or above {threshold}",
@@ -111,36 +119,54 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     """
     started = time.monotonic()
     log = reporter.info
-    targets = _targets(cfg, man, services)
+    targets = service_targets(cfg, man, services)
     ignores = load_ignore_file(cfg.scan.ignore_file) if cfg.scan.ignore_file.is_file() else IgnoreFile("", ())
     policy = Policy(env.scan_threshold, env.ignore_unfixed, ignores)
-    cache = cache_dir or trivy.default_cache_dir()
+    if not services:
+        infra, why_not = infra_targets(cfg, env, Policy(env.infra_threshold, env.ignore_unfixed, ignores))
+        targets += infra
+        if why_not:
+            log(f"scan: infra images not scanned: {why_not}")
+    cache = cache_dir or trivy.default_cache_dir(cfg.scan.db_repository)
     scanners = cfg.scan.scanners
-    db = _prepare_db(cfg, cache, log) if "vuln" in scanners else trivy.DbInfo(False, "no-vuln-scan")
+    db = prepare_db(cfg, cache, log) if "vuln" in scanners else trivy.DbInfo(False, "no-vuln-scan")
     key_base = f"{db.version}|{','.join(sorted(scanners))}|{trivy.version()}"
     reports_dir = man.path.parent / "reports"
+    history_file = man.path.parent / "scan-history" / f"{env.name}.json"
+    history = load_history(history_file)
 
     def task(t: ScanTarget) -> ScanOutcome:
         try:
-            return _scan_one(t, key_base, cache, reports_dir, scanners, policy, cfg.scan.timeout_s, today,
-                             db.version)
+            return _scan_one(t, key_base, cache, reports_dir, scanners, t.policy or policy, cfg.scan.timeout_s,
+                             today, db.version)
         except PipelineError as exc:
             return ScanOutcome(t.service, None, {"status": "error", "image_id": t.image_id, "error": exc.one_line()})
 
     n = max(1, min(workers or cfg.build.workers or 2, len(targets)))
     outcomes: list[ScanOutcome] = []
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="scan") as pool:
-        for out in pool.map(task, targets):
-            man.record(out.service, "scan", out.result)
+        for t, out in zip(targets, pool.map(task, targets), strict=True):
+            if out.verdict is not None:
+                _compare_with_last_scan(out, history, log)
+            if t.kind == "infra":
+                man.record_infra(t.name, "scan", out.result)
+            else:
+                man.record(out.service, "scan", out.result)
             outcomes.append(out)
             log(_outcome_line(out))
+    save_history(history_file, history)
 
     prune_report_cache(cache / "reports")
     judged = [(o.service, o.verdict) for o in outcomes if o.verdict is not None]
     if judged:
         write_sarif(reports_dir / "scan.sarif", judged, trivy.version())
         write_markdown(reports_dir / "scan-summary.md", judged,
-                       f"Scan gate ({env.name}, threshold {env.scan_threshold})")
+                       f"Scan gate ({env.name}, threshold {env.scan_threshold}, infra {env.infra_threshold}, "
+                       f"Trivy DB updated {db.updated_at or '?'})")
+        changes = {o.service: o.result["since_last_scan"] for o in outcomes if o.result.get("since_last_scan")}
+        if changes:
+            with (reports_dir / "scan-summary.md").open("a") as fh:
+                fh.write(changes_markdown(changes))
     counts = {s: sum(1 for o in outcomes if o.result["status"] == s) for s in ("pass", "blocked", "error")}
     cached = sum(1 for o in outcomes if o.result.get("cached"))
     duration = round(time.monotonic() - started, 3)
@@ -151,7 +177,9 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     for o in blocked:
         assert o.verdict is not None
         print_blocking(o.service, o.verdict)
-    fields = {"threshold": env.scan_threshold, "db_version": db.version, "cached": cached,
+    fields = {"threshold": env.scan_threshold, "infra_threshold": env.infra_threshold,
+              "infra": [t.name for t in targets if t.kind == "infra"], "db_version": db.version,
+              "db_updated_at": db.updated_at, "db_next_update": db.next_update, "cached": cached,
               "policy": policy_fingerprint(cfg, env), "summary": str(reports_dir / "scan-summary.md"), **counts}
     error: PipelineError | None = None
     if counts["error"]:
@@ -159,7 +187,8 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         error = StageFailed(f"scan failed for {counts['error']} image(s): {errs}")
     elif blocked:
         names = ", ".join(o.service for o in blocked)
-        error = PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}) blocked: {names}",
+        error = PolicyBlocked(f"scan gate ({env.name}, threshold {env.scan_threshold}, infra {env.infra_threshold}) "
+                              f"blocked: {names}",
                               f"see the table above and {reports_dir}/scan-summary.md; fix the findings or add a "
                               f"justified, dated entry to {cfg.scan.ignore_file.name}")
     if error is not None:
@@ -171,7 +200,8 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
 def policy_fingerprint(cfg: Config, env: Environment) -> str:
     """A digest of everything a verdict depends on besides the image and the DB: threshold, unfixed, ignores."""
     ignore = cfg.scan.ignore_file.read_bytes() if cfg.scan.ignore_file.is_file() else b""
-    h = hashlib.sha256(f"{env.scan_threshold}|{env.ignore_unfixed}|{','.join(cfg.scan.scanners)}|".encode())
+    h = hashlib.sha256(f"{env.scan_threshold}|{env.infra_threshold}|{env.ignore_unfixed}|"
+                       f"{','.join(cfg.scan.scanners)}|".encode())
     h.update(ignore)
     return "sha256:" + h.hexdigest()
 
@@ -194,72 +224,36 @@ class ScanStage:
         rec = ctx.manifest.stage("scan") or {}
         if rec.get("policy") != policy_fingerprint(ctx.cfg, ctx.env):
             return "the scan policy (threshold, ignore file, scanners) changed since the recorded scan"
-        db = trivy.db_info(trivy.default_cache_dir())
+        db = trivy.db_info(trivy.default_cache_dir(ctx.cfg.scan.db_repository))
         if "vuln" in ctx.cfg.scan.scanners and db.version != rec.get("db_version"):
             return f"the Trivy DB changed ({rec.get('db_version')} → {db.version})"
         for name in ctx.selected():
             built, scanned = ctx.manifest.built(name), ctx.manifest.stage_result(name, "scan") or {}
             if built is None or scanned.get("image_id") != built.image_id or scanned.get("status") != ScanStatus.PASS:
                 return f"{name}: its image was not scanned as built"
+        if not ctx.services:
+            from pipeline.tools import docker
+
+            for name in rec.get("infra") or []:
+                scanned = ctx.manifest.infra_result(name, "scan") or {}
+                if not scanned.get("ref") or docker.image_id(scanned["ref"]) != scanned.get("image_id"):
+                    return f"infra/{name}: the image in the engine is not the one scanned"
         return None
 
     def run(self, ctx: RunContext) -> StageSummary:
         return scan_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None)
 
 
-def _targets(cfg: Config, man: Manifest, services: list[str] | None) -> list[ScanTarget]:
-    """What to scan, checked before anything runs: a bad selection leaves nothing half-done."""
-    from pipeline.tools import docker
+def _compare_with_last_scan(out: ScanOutcome, history: dict[str, Any], log: Log) -> None:
+    """Add `since_last_scan` to the result when the subject's image changed; update the history in place."""
+    from pipeline.core.vocab import now_iso
 
-    names = [s.name for s in cfg.select(services)] if services else man.services()
-    if not names:
-        raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build` first")
-    out = []
-    for name in names:
-        entry = man.service(name)
-        build = entry.get("build") or {}
-        if build.get("status") not in BUILT or not build.get("image_id"):
-            raise UsageError(f"{name} has no built image in the Release manifest (build: "
-                             f"{build.get('status', 'missing')})", f"run `invoke build --service {name}`")
-        tags = list(entry.get("tags") or [])
-        if not tags or not entry.get("repository"):
-            raise UsageError(f"{name} has no repository/tags in the Release manifest", "rerun `invoke build`")
-        ref = f"{entry['repository']}:{tags[0]}"
-        local = docker.image_id(ref)
-        if local != build["image_id"]:
-            found = f"it is {local}" if local else "it is missing"
-            raise UsageError(f"{ref} is not the image built for {name} ({found}, manifest says {build['image_id']})",
-                             f"rerun `invoke build --service {name}`")
-        out.append(ScanTarget(name, ref, str(build["image_id"])))
-    return out
-
-
-def _prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
-    """Fetch the DB once from the mirror; offline with the cached DB when the mirror cannot be reached."""
-    repo = cfg.scan.db_repository
-    if repo:
-        from pipeline.tools.credentials import resolve
-
-        creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
-        before = trivy.db_info(cache)
-        try:
-            info = trivy.download_db(repo, cache, timeout=min(600, cfg.scan.timeout_s),
-                                     username=creds.username if creds else "",
-                                     password=creds.password if creds else "")
-            if info == before:   # Trivy fetches only when the cached DB is past its NextUpdate
-                log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
-            else:
-                log(f"scan: Trivy DB fetched from {repo} (updated {info.updated_at or '?'})")
-            return info
-        except StageFailed as exc:
-            cached = trivy.db_info(cache)
-            if not cached.present:
-                raise
-            log(f"scan: warning: {exc.message}; scanning offline with the cached DB (updated {cached.updated_at})")
-            return cached
-    info = trivy.require_db(cache)
-    log(f"scan: offline with the cached Trivy DB (updated {info.updated_at}); no [scan].db_repository set")
-    return info
+    keys = vulnerability_keys(load_report(Path(out.result["report"])).findings)
+    diff = compare(history.get(out.service), out.result["image_id"], keys)
+    if diff is not None:
+        out.result["since_last_scan"] = diff.to_dict()
+        log(summary_line(out.service, diff))
+    history[out.service] = {"image_id": out.result["image_id"], "at": now_iso(), "keys": keys}
 
 
 def prune_report_cache(reports: Path, keep: int = 400) -> int:

@@ -12,25 +12,25 @@ from pipeline.core.errors import RegistryAuthError, StageFailed
 from pipeline.core.redact import redact
 from pipeline.tools import docker as engine
 from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable
+from pipeline.tools.registry_errors import classify_text
 
-_AUTH = re.compile(r"unauthorized|authentication required|denied|no basic auth credentials|"
-                   r"\b401\b|\b403\b|forbidden", re.I)
 _UNKNOWN_HOST = re.compile(r"no such host|server misbehaving|name or service not known", re.I)
-_TRANSIENT = re.compile(r"connection reset|connection refused|broken pipe|\bEOF\b|timeout|timed out|"
-                        r"TLS handshake|\b50[0234]\b|internal server error|bad gateway|service unavailable|"
-                        r"gateway timeout|closed network connection|server closed|too many requests|\b429\b|"
-                        r"connection aborted|no route to host|network is unreachable", re.I)
+# The engine's own words when it has no credentials to offer (no registry error code in them).
+_NO_CREDENTIALS = re.compile(r"no basic auth credentials|authentication required", re.I)
 
 
 def classify(message: str) -> str:
-    """'auth' | 'unknown-host' | 'transient' | 'permanent' for a daemon push error message."""
-    if _AUTH.search(message):
-        return "auth"
+    """'auth' | 'unknown-host' | 'transient' | 'permanent' for a daemon push error message.
+
+    By the registry's error code in the message (`toomanyrequests: …` → transient, `denied: …` → auth,
+    `name unknown: …` → permanent), else the HTTP status, else network failures: registry_errors.classify_text.
+    """
     if _UNKNOWN_HOST.search(message):
         return "unknown-host"
-    if _TRANSIENT.search(message):
-        return "transient"
-    return "permanent"
+    kind = classify_text(message).kind
+    if kind == "permanent" and _NO_CREDENTIALS.search(message):
+        return "auth"
+    return kind
 
 
 def raise_classified(message: str, ref: str) -> None:

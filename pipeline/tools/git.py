@@ -79,6 +79,14 @@ class GitRepo:
         # what `git rev-parse --is-shallow-repository` checks, without a process
         return (Path(self.repo.common_dir) / "shallow").is_file()
 
+    def shallow_boundary(self) -> set[str]:
+        """SHAs of the commits whose parents a shallow clone did not fetch (`.git/shallow`; empty if full)."""
+        path = Path(self.repo.common_dir) / "shallow"
+        try:
+            return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+        except FileNotFoundError:
+            return set()
+
     # ------------------------------------------------------------ work tree
     def changed_paths(self) -> tuple[list[str], list[str]]:
         """(paths with uncommitted changes, untracked non-ignored paths among them), both sorted."""

@@ -4,14 +4,18 @@ Used for "already there?" checks, digest verification, the push pre-flight and s
 Auth: anonymous, Basic, or Bearer tokens from the registry's token realm (Docker Hub / Harbor style),
 answering the registry's own 401 challenge. Every credential is registered with pipeline.core.redact.
 
-Errors are classified for the retry policy: RegistryUnavailable (transient: connection refused/reset,
-timeouts, 5xx, 429) vs RegistryAuthError (401/403) vs RegistryRequestError (other 4xx, unknown host).
+Errors are classified for the retry policy by the registry's error code first, then the HTTP status
+(pipeline/tools/registry_errors.py): RegistryUnavailable (transient: TOOMANYREQUESTS, UNAVAILABLE, 408/429/
+500/502/503/504, connection refused/reset, timeouts; carries the Retry-After wait) vs RegistryAuthError
+(UNAUTHORIZED, DENIED, 401/403) vs RegistryRequestError (NAME_UNKNOWN, MANIFEST_INVALID, … other 4xx,
+unknown host).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import re
 import socket
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from pipeline.core.errors import RegistryAuthError, StageFailed
 from pipeline.core.redact import redact, register_secret
+from pipeline.tools.registry_errors import classify_response
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -44,9 +49,14 @@ class RegistryRequestError(StageFailed):
 
 
 class RegistryUnavailable(StageFailed):
-    """A transient failure (connection refused/reset, timeout, 5xx, 429): worth retrying."""
+    """A transient failure (TOOMANYREQUESTS, 429/502/503/504, connection refused/reset, timeout): worth
+    retrying. retry_after_s: the wait the registry asked for (Retry-After), None when it did not say."""
 
     transient = True
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,8 @@ class RegistryClient:
                                            ) from None
             raise RegistryUnavailable(f"registry {self.address} unreachable: {reason}",
                                       "is it running? (local: invoke registry-up)") from None
-        except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a connection reset mid-answer (IncompleteRead, RemoteDisconnected, BadStatusLine)
             raise RegistryUnavailable(f"registry {self.address}: {type(exc).__name__}: {exc}",
                                       "is it running? (local: invoke registry-up)") from None
 
@@ -163,20 +174,24 @@ class RegistryClient:
                 status, rh, data = self._raw(method, url, hdrs, body)
         if status in ok or status in allow:
             return status, rh, data
-        self._raise_for(status, method, path, data)
+        self._raise_for(status, method, path, data, rh)
         raise AssertionError("unreachable")
 
-    def _raise_for(self, status: int, method: str, path: str, data: bytes) -> None:
-        detail = _error_detail(data)
+    def _raise_for(self, status: int, method: str, path: str, data: bytes,
+                   headers: dict[str, str] | None = None) -> None:
+        failure = classify_response(status, data, headers)
+        detail = redact(failure.detail)[:300]
         where = f"{method} {self.address}{path.split('?')[0]}"
-        if status in (401, 403):
+        if failure.kind == "auth":
             who = f"user '{self.credentials.username}'" if self.credentials else "anonymous access"
             raise RegistryAuthError(
                 f"registry {self.address} refused {who} (HTTP {status}{': ' + detail if detail else ''})",
                 "check the credentials: the env vars named in [registry] username_env/password_env, "
                 "or `docker login` (docker config)")
-        if status == 429 or status >= 500:
-            raise RegistryUnavailable(f"{where}: HTTP {status} {detail}".strip(), "retry later")
+        if failure.kind == "transient":
+            wait = f" (Retry-After {failure.retry_after_s:g}s)" if failure.retry_after_s is not None else ""
+            raise RegistryUnavailable(f"{where}: HTTP {status} {detail}{wait}".strip(), "retry later",
+                                      retry_after_s=failure.retry_after_s)
         raise RegistryRequestError(f"{where}: HTTP {status} {detail}".strip(),
                                    "check the repository name and the image reference")
 
@@ -214,9 +229,9 @@ class RegistryClient:
         query = {k: v for k, v in (("service", service), ("scope", scope)) if v}
         url = realm + ("?" + urllib.parse.urlencode(query) if query else "")
         hdrs = {"Authorization": f"Basic {self.credentials.basic()}"} if self.credentials else {}
-        status, _, data = self._raw("GET", url, hdrs, None)
+        status, rh, data = self._raw("GET", url, hdrs, None)
         if status != 200:
-            self._raise_for(status, "GET", "/token", data)
+            self._raise_for(status, "GET", "/token", data, rh)
         try:
             doc = json.loads(data)
         except ValueError:
@@ -273,6 +288,17 @@ class RegistryClient:
         status, _, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo), allow=(404,))
         return status == 200
 
+    def get_blob(self, repo: str, digest: str, *, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+        """A blob's bytes (small artifacts: signatures, attestations), checked against its digest.
+
+        RegistryRequestError when the registry serves something else or more than `max_bytes`.
+        """
+        _, _, data = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo))
+        if len(data) > max_bytes or sha256_digest(data) != digest:
+            raise RegistryRequestError(f"registry {self.address} served a blob of {repo} that is not {digest}",
+                                       "the registry storage may be corrupt: push the artifact again")
+        return data
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount (no data moves). False when the registry asks for an upload instead."""
         scope = f"{_push(repo)} {_pull(from_repo)}"
@@ -313,14 +339,6 @@ def _pull(repo: str) -> str:
 
 def _push(repo: str) -> str:
     return f"repository:{repo}:pull,push"
-
-
-def _error_detail(data: bytes) -> str:
-    try:
-        errs = json.loads(data).get("errors") or []
-        return redact("; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errs))[:300]
-    except (ValueError, AttributeError):
-        return redact(data[:200].decode(errors="replace")).strip()
 
 
 def split_repository(repository: str) -> tuple[str, str]:

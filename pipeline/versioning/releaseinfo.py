@@ -41,10 +41,12 @@ def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
     import os
 
     from pipeline.tools.git import GitRepo
+    from pipeline.versioning.guards import require_readable_history
     from pipeline.versioning.tagging import tags_for
     from pipeline.versioning.version import read_version
 
     v = read_version(cfg.root, cfg.versioning, branch_override=os.environ.get("VEZA_BRANCH"))
+    require_readable_history(v, env)  # a staging/prod build from a shallow clone refuses with the fix
     facts = v.to_dict()
     key = v.short_sha + (f"-dirty-{v.dirty_hash}" if v.dirty else "")
     return ReleaseInfo(version=facts, tags=tuple(tags_for(env, v)), revision=v.sha,

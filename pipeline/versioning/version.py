@@ -4,13 +4,22 @@
 (`parse_commit`, `parse_release_tag`, `compute_next`) so the rules are testable on their own.
 
 Rules (docs/versioning.md has the user-facing version):
-- Release tags are `<tag_prefix>MAJOR.MINOR.PATCH[-PRERELEASE]` (prefix "v" by default). Any other tag
-  (`release-2024`, `v1.2`, `1.2.3.4`, `v1.2.3+build`) is ignored with a warning, never picked.
+- Release tags are `<tag_prefix>MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD]` (prefix "v" by default; semver 2.0.0
+  grammar, build metadata allowed and ignored for precedence). Any other tag (`release-2024`, `v1.2`,
+  `1.2.3.4`, `v01.2.3`) is ignored with a warning, never picked.
 - The last release is the highest release tag reachable from HEAD (pre-releases included).
-- The next version comes from the conventional commits since the last *final* release: `feat` → minor,
-  `fix`/`perf` → patch, `type!:` or a `BREAKING CHANGE:` footer → major (minor below 1.0.0 when
-  [versioning] breaking_below_1 = "minor"). Merge commits are skipped. Non-conventional commits bump
-  patch only with non_conventional = "patch". No release tag at all → [versioning] first_version.
+- The next version comes from the conventional commits since the last *final* release, through the bump
+  rules (pipeline/versioning/rules.py; default: `feat` → minor, `fix`/`perf`/revert → patch, `type!:` or a
+  `BREAKING CHANGE:` footer → major, minor below 1.0.0 when [versioning] breaking_below_1 = "minor").
+  Merge commits are skipped. Non-conventional commits bump patch only with non_conventional = "patch".
+  No release tag at all → [versioning] first_version.
+- A commit and its revert inside the range cancel out (both dropped), a revert of a revert re-applies the
+  original; a revert whose target is older than the range (already released) is itself a change (patch by
+  default, as semantic-release does). `resolve_reverts` (pipeline/versioning/commits.py) is the one place
+  this is decided: the next version and the changelog both go through it.
+- A shallow clone whose history since the last release cannot be read (no final release tag visible, or the
+  shallow boundary inside the range) has no known next version (`NextVersion.known` is False) and no
+  semver version: the fix is `git fetch --unshallow --tags`.
 - Short SHAs are a fixed 8 characters, so a shallow CI clone and a full clone give the same tags.
 """
 
@@ -27,76 +36,34 @@ import semver
 
 from pipeline.core.config import Config, Versioning
 from pipeline.core.errors import UsageError
-from pipeline.tools.git import GitRepo, RawCommit
+from pipeline.tools.git import GitRepo
+from pipeline.versioning.commits import SHORT_SHA_LEN as SHORT_SHA_LEN  # re-exported
+from pipeline.versioning.commits import ConventionalCommit as ConventionalCommit
+from pipeline.versioning.commits import ResolvedCommits as ResolvedCommits
+from pipeline.versioning.commits import parse_commit as parse_commit
+from pipeline.versioning.commits import resolve_reverts as resolve_reverts
+from pipeline.versioning.rules import RANK, commit_release
 
-SHORT_SHA_LEN = 8
 DIRTY_HASH_LEN = 8
 PARTS = ("major", "minor", "patch")
-_RANK = {None: 0, "patch": 1, "minor": 2, "major": 3}
 DEFAULT_VERSIONING = Versioning(first_version="0.1.0", tag_prefix="v", breaking_below_1="minor",
                                 non_conventional="none")
 
-# Conventional Commits 1.0: `type(scope)!: description`; the type is case-insensitive.
-_HEADER = re.compile(
-    r"(?P<type>[A-Za-z][A-Za-z0-9-]*)(?:\((?P<scope>[^()\r\n]*)\))?(?P<bang>!)?: +(?P<desc>\S.*)")
-_BREAKING_FOOTER = re.compile(r"^BREAKING[ -]CHANGE: *(?P<note>.*)$", re.MULTILINE)
-_CORE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?")
+_CORE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 _PRE_LABEL = re.compile(r"[A-Za-z][0-9A-Za-z-]*")
 
 
 # ------------------------------------------------------------------ commits
 
-@dataclass(frozen=True)
-class ConventionalCommit:
-    sha: str
-    subject: str
-    type: str | None  # None: not a conventional commit
-    scope: str | None
-    description: str
-    breaking: bool
-    breaking_note: str | None = None
-    merge: bool = False
-
-    @property
-    def short_sha(self) -> str:
-        return self.sha[:SHORT_SHA_LEN]
-
-
-def parse_commit(raw: RawCommit) -> ConventionalCommit:
-    subject, _, body = raw.message.partition("\n")
-    subject = subject.strip()
-    footer = _BREAKING_FOOTER.search(body)
-    note = footer.group("note").strip() if footer else None
-    m = _HEADER.fullmatch(subject)
-    if not m:
-        return ConventionalCommit(raw.sha, subject, None, None, subject, footer is not None, note,
-                                  merge=len(raw.parents) > 1)
-    return ConventionalCommit(
-        sha=raw.sha, subject=subject, type=m.group("type").lower(), scope=m.group("scope") or None,
-        description=m.group("desc").strip(), breaking=bool(m.group("bang")) or footer is not None,
-        breaking_note=note, merge=len(raw.parents) > 1,
-    )
-
-
 def commit_part(c: ConventionalCommit, versioning: Versioning) -> str | None:
-    """The bump one commit asks for (before the below-1.0.0 rule)."""
-    if c.merge:
-        return None
-    if c.breaking:
-        return "major"
-    if c.type == "feat":
-        return "minor"
-    if c.type in ("fix", "perf"):
-        return "patch"
-    if c.type is None and versioning.non_conventional == "patch":
-        return "patch"
-    return None
+    """The bump one commit asks for (before the below-1.0.0 rule): the bump rules of [versioning]."""
+    return commit_release(c, versioning)
 
 
 # ------------------------------------------------------------------ tags
 
 def parse_release_tag(name: str, prefix: str) -> semver.Version | None:
-    """The version a release tag names, or None when the tag is not `<prefix>X.Y.Z[-PRE]`."""
+    """The version a release tag names, or None when the tag is not `<prefix>X.Y.Z[-PRE][+BUILD]`."""
     if not name.startswith(prefix):
         return None
     core = name[len(prefix):]
@@ -119,9 +86,10 @@ class ReleaseTag:
 
 @dataclass(frozen=True)
 class NextVersion:
-    version: semver.Version | None  # None: nothing to release
+    version: semver.Version | None  # None: nothing to release, or not known (known=False)
     part: str | None  # the part that was bumped, "first" for the first release
     reason: str
+    known: bool = True  # False: the history since the last release cannot be read (shallow clone)
 
 
 def compute_next(
@@ -146,17 +114,24 @@ def compute_next(
         src = f"pre-release {last.tag}" if last else "no release tag yet: [versioning] first_version"
         nv = NextVersion(target, "first", f"first release ({src})")
     elif part == "auto":
-        kinds = Counter(_kind(c) for c in commits if not c.merge)
-        wanted = max((commit_part(c, versioning) for c in commits), key=lambda p: _RANK[p], default=None)
+        resolved = resolve_reverts(commits)
+        effective = resolved.effective
+        kinds = Counter(_kind(c) for c in effective if not c.merge)
+        wanted = max((commit_part(c, versioning) for c in effective), key=lambda p: RANK[p], default=None)
         since = f"since {last_final.tag}"
+        if resolved.cancelled:
+            since += f" ({len(resolved.cancelled)} commit(s) cancelled by their revert)"
         if wanted is None:
             if not kinds:
-                return NextVersion(None, None, f"{'only merge commits' if commits else 'no commits'} {since}")
+                what = "only merge commits" if effective else ("no commits" if not commits else "nothing left")
+                return NextVersion(None, None, f"{what} {since}")
             detail = _describe(kinds)
             extra = ""
             if kinds.get("non-conventional") and versioning.non_conventional == "none":
                 extra = '; non-conventional commits bump nothing ([versioning] non_conventional = "none")'
-            return NextVersion(None, None, f"no feat, fix, perf or breaking commit {since} ({detail}){extra}")
+            what = ("no feat, fix, perf or breaking commit" if versioning.preset != "commitizen"
+                    and not versioning.bump_rules else "no commit that the bump rules release")
+            return NextVersion(None, None, f"{what} {since} ({detail}){extra}")
         chosen = wanted
         note = ""
         if wanted == "major" and last_final.version.major == 0 and versioning.breaking_below_1 == "minor":
@@ -189,11 +164,13 @@ def _bump(v: semver.Version, part: str) -> semver.Version:
 def _kind(c: ConventionalCommit) -> str:
     if c.breaking:
         return "breaking"
+    if c.revert:
+        return "revert"
     return c.type or "non-conventional"
 
 
 def _describe(kinds: Counter[str]) -> str:
-    order = ["breaking", "feat", "fix", "perf"]
+    order = ["breaking", "feat", "fix", "perf", "revert"]
     keys = sorted(kinds, key=lambda k: (order.index(k) if k in order else len(order), k))
     return ", ".join(f"{kinds[k]} {k}" for k in keys)
 
@@ -237,15 +214,19 @@ class Version:
         return self.on_tag and not self.dirty
 
     @property
-    def semver(self) -> str:
+    def semver(self) -> str | None:
         """The release version, or a development pre-release that names this exact source tree.
 
         `X.Y.Z-dev.N.sha-<short>[.dirty-<hash>]`: X.Y.Z is the version this work heads to, N the commits
         since the last release tag. Semver would put the SHA in build metadata (`+sha`), but Docker tags
         cannot hold '+', so it is a pre-release identifier (`sha-` keeps it non-numeric, hence valid).
+        None when the history since the last release cannot be read (shallow clone, `next.known` False):
+        a version made up from a truncated history would sort below releases that exist.
         """
         if self.is_release and self.last:
             return str(self.last.version)
+        if not self.next.known:
+            return None
         if self.next.version is not None:
             base = self.next.version.finalize_version()
         elif self.last is not None:
@@ -277,10 +258,11 @@ class Version:
         commits_since   commits from last_tag to HEAD (all commits when there is no tag)
         release         on_tag and clean: this build is exactly last_version
         version         last_version when release, else the development pre-release
-                        "X.Y.Z-dev.N.sha-<short_sha>[.dirty-<dirty_hash>]"
+                        "X.Y.Z-dev.N.sha-<short_sha>[.dirty-<dirty_hash>]"; null when next_known is false
         next_version    the version `invoke bump` would tag (auto part, no pre-release), or null
+        next_known      false when the history since the last release cannot be read (shallow clone)
         bump            "major" | "minor" | "patch" | "first" | null
-        bump_reason     one line saying why
+        bump_reason     one line saying why (and, when next_known is false, how to fix it)
         ignored_tags    tags that are not release tags (ignored)
         warnings        one-line warnings
         """
@@ -308,6 +290,7 @@ class Version:
             "bump_reason": self.next.reason,
             "ignored_tags": list(self.ignored_tags),
             "warnings": list(self.warnings),
+            "next_known": self.next.known,
         }
 
 
@@ -337,7 +320,7 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
     if ignored:
         shown = ", ".join(sorted(ignored)[:8]) + (", …" if len(ignored) > 8 else "")
         warnings.append(f"ignored {len(ignored)} tag(s) that are not release tags "
-                        f"({cfg.tag_prefix}MAJOR.MINOR.PATCH[-PRE]): {shown}")
+                        f"({cfg.tag_prefix}MAJOR.MINOR.PATCH[-PRE][+BUILD]): {shown}")
 
     merged = repo.tags_merged_into_head() if releases else set()
     reachable = [r for r in releases if r.tag in merged]
@@ -355,8 +338,14 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
     commits = tuple(parse_commit(c) for c in repo.commits(rev_range))
     # the log above already counts them unless the last tag is a pre-release after the last final one
     commits_since = len(commits) if last is None or last == last_final else repo.count(f"{last.sha}..HEAD")
-    nxt = compute_next(last_final=last_final, last=last, commits=commits, versioning=cfg)
-    if last_final is not None and last_final.sha == head and nxt.version is None:
+    truncated = shallow_gap(shallow, last_final, commits, repo.shallow_boundary() if shallow else set())
+    if truncated:
+        nxt = NextVersion(None, None, truncated, known=False)
+        if last is not None:
+            warnings.append(truncated)
+    else:
+        nxt = compute_next(last_final=last_final, last=last, commits=commits, versioning=cfg)
+    if last_final is not None and last_final.sha == head and nxt.version is None and nxt.known:
         nxt = NextVersion(None, None, f"HEAD is the release {last_final.tag}")
 
     changed, untracked = repo.changed_paths()
@@ -370,6 +359,26 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
         head_tags=head_tags, commits_since=commits_since, next=nxt, commits=commits,
         ignored_tags=tuple(sorted(ignored)), warnings=tuple(warnings),
     )
+
+
+def shallow_gap(shallow: bool, last_final: ReleaseTag | None, commits: tuple[ConventionalCommit, ...],
+                boundary: set[str]) -> str | None:
+    """Why the next version cannot be known from this clone, or None when its history is complete enough.
+
+    A shallow clone hides the commits behind its boundary (the commits listed in `.git/shallow`, whose
+    parents were not fetched). The range since the last final release is readable only when that release
+    tag is visible and no commit of the range sits on the boundary.
+    """
+    if not shallow:
+        return None
+    fix = "run: git fetch --unshallow --tags"
+    if last_final is None:
+        return ("next version unknown: shallow clone with no final release tag in the fetched history "
+                f"(the last release may be behind the clone depth; {fix})")
+    if any(c.sha in boundary for c in commits):
+        return (f"next version unknown: the shallow clone cuts the history since {last_final.tag} "
+                f"(commits between may be missing; {fix})")
+    return None
 
 
 def read_project_version(config: Config, path: Path | str | None = None) -> Version:

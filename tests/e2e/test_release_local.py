@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pyt
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iterator[Path]:
     """A fresh clone of the committed tree; the registry is stopped afterwards if this test started it."""
-    from pipeline.local.registry import default_registry
+    from pipeline.local.embedded_registry import default_registry
 
     dest = tmp_path_factory.mktemp("e2e") / "veza"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
@@ -62,7 +62,7 @@ def test_release_local_end_to_end(clone: Path) -> None:
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
     m = _manifest(clone)
     stages = m["stages"]  # type: ignore[index]
-    for stage in ("build", "scan", "push", "deploy"):
+    for stage in ("build", "scan", "push", "sign", "verify-images", "deploy"):
         assert stages[stage]["status"] == "ok", (stage, stages)
     services = m["services"]  # type: ignore[index]
     assert set(services) == {"veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-docs"}
@@ -73,6 +73,11 @@ def test_release_local_end_to_end(clone: Path) -> None:
     report = _latest_report(clone)
     assert report["status"] == "ok"
     assert all(s["deployed"] and "@sha256:" in s["deployed"] for s in report["services"].values())  # type: ignore[union-attr]
+    # post-release verification: every published digest re-read from the registry, signed, attested, with its SBOM
+    published = report["published"]
+    assert set(published) == set(services), published  # type: ignore[arg-type]
+    for name, checks in published.items():  # type: ignore[union-attr]
+        assert (checks["signature"], checks["provenance"], checks["sbom"]) == ("ok", "ok", "present"), (name, checks)
 
     _assert_cluster_runs_the_manifest(clone)
 
@@ -94,7 +99,9 @@ def test_second_release_is_a_noop(clone: Path) -> None:
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
     report = _latest_report(clone)
     assert {s["name"]: s["status"] for s in report["stages"]} == {  # type: ignore[union-attr]
-        "build": "resumed", "scan": "resumed", "push": "resumed", "deploy": "resumed"}
+        "build": "resumed", "scan": "resumed", "push": "resumed", "sign": "resumed",
+        "verify-images": "ok",   # the trust gate is never taken from the record
+        "deploy": "resumed"}
     assert took < 10, f"no-op release took {took:.1f}s"
 
 

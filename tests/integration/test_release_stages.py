@@ -251,7 +251,7 @@ def test_failed_smoke_stops_the_release_before_push(tmp_path: Path) -> None:
         assert info.value.exit_code == 4 and "stream-server exited with code" in info.value.message
         m = json.loads((tmp_path / "state/gate/manifest.json").read_text())
         smoke = m["stages"]["smoke"]
-        assert smoke["status"] == "blocked" and "push" not in m["stages"]
+        assert smoke["status"] == "failed" and smoke["exit_code"] == 4 and "push" not in m["stages"]
         # The runner keeps what the failing stage said: its logs and the extra compose file it was told to use.
         assert Path(smoke["logs"]).is_dir() and smoke["compose_overrides"] == [str(crash)]
         assert _catalog(reg) == []

@@ -78,8 +78,8 @@ def test_up_logs_down_keeps_data_until_volumes_are_removed(dev_env: dict[str, st
 
 
 def test_up_without_a_manifest_is_one_clear_line(dev_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**dev_env, "VEZA_MANIFEST": str(tmp_path / "none.json")}
+    env = {**dev_env, "VEZA_STATE_DIR": str(tmp_path / "empty-state")}
     rc, out = invoke(env, "up")
     assert rc == 2, out
-    assert out.strip().splitlines()[-1].startswith("error: no Release manifest at "), out
+    assert out.strip().splitlines()[-1].startswith("error: environment local has no Release manifest yet"), out
     assert labelled(RUN_LABEL, env["VEZA_STACK_NAME"]).empty()

@@ -27,7 +27,7 @@ def _assert_logs_saved(run: SmokeRun, culprit: str, needle: str) -> None:
 def _assert_failed_in_manifest(run: SmokeRun, culprit_service: str) -> dict[str, object]:
     m = run.manifest()
     stage = m["stages"]["smoke"]
-    assert stage["status"] == "fail" and stage["run_id"] == run.run_id
+    assert stage["status"] == "failed" and stage["run_id"] == run.run_id
     assert m["services"][culprit_service]["smoke"]["status"] == "fail"
     return dict(stage)
 
@@ -70,8 +70,9 @@ def test_smoke_without_a_manifest_is_one_clear_line(smoke_run: SmokeRun) -> None
     smoke_run.manifest_path.unlink()
     rc, out = smoke_run.invoke()
     assert rc == 2, out
-    assert out.strip().splitlines()[-1] == (f"error: no Release manifest at {smoke_run.manifest_path} "
-                                            "(fix: run `invoke build` first)"), out
+    assert out.strip().splitlines()[-1] == (f"error: environment local has no Release manifest yet "
+                                            f"({smoke_run.manifest_path}) (fix: run `invoke build --env local` "
+                                            "first)"), out
     assert smoke_run.leftovers() == ""
 
 

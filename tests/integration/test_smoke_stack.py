@@ -19,7 +19,8 @@ def test_smoke_passes_on_the_real_stack(smoke_run: SmokeRun) -> None:
     rc, out = smoke_run.invoke()
     assert rc == 0, out
     # Every probe of pipeline.toml and every functional check ran and passed.
-    for line in ("veza-backend-api     /ready is true (deps answer)", "veza-chat-server     POST /messages → NATS",
+    for line in ("veza-backend-api     /ready is true (deps answer)",
+                 "veza-chat-server     POST /messages?room=smoke → NATS",
                  "veza-stream-server   PUT+GET /streams/{id}", "veza-docs            GET / serves the HTML index",
                  "veza-backend-api     GET /version"):
         assert f"ok   {line}" in out, out

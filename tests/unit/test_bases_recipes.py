@@ -158,7 +158,7 @@ def test_normalize_ref_matches_engine_repotags() -> None:
 
 def test_build_args_map_upstream_args_to_local_refs(bases: dict[str, Base]) -> None:
     args = build_args_for(bases)
-    assert args["GO_IMAGE"] == "veza-local/golang:bookworm"
+    assert args["GO_IMAGE"] == "veza-local/golang:1.27-bookworm"
     assert args["RUST_IMAGE"] == "veza-local/rust:bookworm"
     assert "POSTGRES" not in " ".join(args)          # infra bases have no build arg
     assert build_args_for(bases, ["rust"]) == {"RUST_IMAGE": "veza-local/rust:bookworm"}

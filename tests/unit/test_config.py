@@ -105,7 +105,7 @@ def test_project_config_loads() -> None:
 CASES: list[tuple[str, str, str, str]] = [
     ("unknown top-level key", "[project]", "[colour]\nx = 1\n\n[project]",
      "pipeline.toml: colour: unknown key (fix: remove it or use one of: bases, build, environments, infra, "
-     "project, registry, scan, services, versioning)"),
+     "project, registry, scan, services, signing, versioning)"),
     ("unknown service key", 'port = 8080\n', 'port = 8080\nimage_name = "x"\n',
      "pipeline.toml: services[0].image_name: unknown key (fix: remove it or use one of: bases, build_args, "
      "context, depends_on, dockerfile, health_path, name, port, probes, ready_path, repository, smoke_checks, "
@@ -137,7 +137,14 @@ CASES: list[tuple[str, str, str, str]] = [
      "(fix: use one of: UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"),
     ("unknown stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "test", "push", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'test' is not allowed "
-     "(fix: use items from: build, lint, scan, smoke, push, deploy, verify)"),
+     "(fix: use items from: build, lint, scan, smoke, push, sign, verify-images, deploy, verify)"),
+    ("gate after deploy", 'stages = ["build", "scan", "push", "deploy"]',
+     'stages = ["build", "scan", "push", "sign", "deploy", "verify-images"]',
+     'pipeline.toml: environments.dev.stages: deploy runs before verify-images '
+     '(fix: put "verify-images" before "deploy")'),
+    ("sign without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "sign"]',
+     'pipeline.toml: environments.dev.stages: sign needs push (images are signed by registry digest) '
+     '(fix: add "push")'),
     ("latest in prod", 'tags = ["semver"]', 'tags = ["semver", "latest"]',
      "pipeline.toml: environments.prod.tags: 'latest' is never used by prod (fix: remove 'latest' from tags)"),
     ("deploy without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "deploy"]',
@@ -159,7 +166,7 @@ CASES: list[tuple[str, str, str, str]] = [
      "(fix: write an absolute URL path like /health)"),
     ("services not an array", "[[services]]\nname = \"docs\"", "[services2]\nname = \"docs\"",
      "pipeline.toml: services2: unknown key (fix: remove it or use one of: bases, build, environments, infra, "
-     "project, registry, scan, services, versioning)"),
+     "project, registry, scan, services, signing, versioning)"),
     ("bad TOML", 'name = "veza"', 'name = "veza',
      "pipeline.toml: invalid TOML: Illegal character '\\n' (at line 3, column 13) (fix: fix the syntax at that line)"),
     ("list item not string", 'tags = ["sha", "branch"]', 'tags = ["sha", 7]',

@@ -73,8 +73,11 @@ def test_expired_entry_ignores_nothing_and_is_a_finding() -> None:
     assert ids == ["IGNORE-EXPIRED"]       # the HIGH CVE is below CRITICAL: the stale entry alone blocks
     f = v.blocking[0]
     assert f.kind == "ignore-file" and f.line == 3 and "CVE-2099-0001" in f.title and "2026-05-31" in f.title
-    # the expiry day itself is still valid
+    # Trivy's expired_at: a bare date expires at 00:00 UTC that day (ExpiredAt.Before(now)), so the day
+    # before still applies and the day itself does not
     assert evaluate(os_findings(), Policy("CRITICAL", True, parse_ignore_file(
+        VALID.replace("2026-12-31", "2026-06-02"))), TODAY).passed
+    assert not evaluate(os_findings(), Policy("CRITICAL", True, parse_ignore_file(
         VALID.replace("2026-12-31", "2026-06-01"))), TODAY).passed
 
 

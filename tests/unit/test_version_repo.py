@@ -129,7 +129,7 @@ def test_non_semver_and_unreachable_tags_are_ignored(tmp_path: Path) -> None:
     sandbox.tag("v1.0.0")
     side = sandbox.repo.create_head("side")
     sandbox.commit("feat: x")
-    for bad in ("release-2024", "v1.2", "1.2.3.4", "v9.9.9.9", "v2.0.0+build.1", "2.0.0"):
+    for bad in ("release-2024", "v1.2", "1.2.3.4", "v9.9.9.9", "v2.0.0+bad+meta", "2.0.0"):
         sandbox.tag(bad)
     main_head = sandbox.repo.head.commit.hexsha
     side.checkout()
@@ -140,9 +140,9 @@ def test_non_semver_and_unreachable_tags_are_ignored(tmp_path: Path) -> None:
     assert v.sha == main_head
     assert v.last is not None and v.last.tag == "v1.0.0"
     assert str(v.next.version) == "1.1.0"
-    assert v.ignored_tags == ("1.2.3.4", "2.0.0", "release-2024", "v1.2", "v2.0.0+build.1", "v9.9.9.9")
+    assert v.ignored_tags == ("1.2.3.4", "2.0.0", "release-2024", "v1.2", "v2.0.0+bad+meta", "v9.9.9.9")
     assert len(v.warnings) == 1
-    assert v.warnings[0].startswith("ignored 6 tag(s) that are not release tags (vMAJOR.MINOR.PATCH[-PRE]): ")
+    assert v.warnings[0].startswith("ignored 6 tag(s) that are not release tags (vMAJOR.MINOR.PATCH[-PRE][+BUILD]): ")
 
 
 def test_two_different_dirty_diffs_give_different_tags(tmp_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_to_dict_is_the_documented_schema(tmp_path: Path) -> None:
     assert list(d) == [
         "schema", "sha", "short_sha", "branch", "detached", "dirty", "dirty_hash", "dirty_files", "shallow",
         "tag_prefix", "last_tag", "last_version", "last_release", "on_tag", "head_tags", "commits_since",
-        "release", "version", "next_version", "bump", "bump_reason", "ignored_tags", "warnings",
+        "release", "version", "next_version", "bump", "bump_reason", "ignored_tags", "warnings", "next_known",
     ]
     assert d["schema"] == 1 and d["last_tag"] == "v1.0.0" and d["next_version"] == "1.1.0" and d["bump"] == "minor"
     docs = (Path(__file__).resolve().parents[2] / "docs" / "versioning.md").read_text()

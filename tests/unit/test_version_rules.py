@@ -53,7 +53,7 @@ def test_breaking_footer_note_and_merge_flag() -> None:
     ("tag", "expected"),
     [("v1.2.3", "1.2.3"), ("v0.1.0-rc.1", "0.1.0-rc.1"), ("v10.20.30", "10.20.30"),
      ("release-2024", None), ("v1.2", None), ("1.2.3.4", None), ("v1.2.3.4", None), ("1.2.3", None),
-     ("v01.2.3", None), ("v1.2.3+build.5", None), ("vv1.2.3", None), ("v1.2.3-", None)],
+     ("v01.2.3", None), ("v1.2.3+build.5", "1.2.3+build.5"), ("v1.2.3+", None), ("vv1.2.3", None), ("v1.2.3-", None)],
 )
 def test_parse_release_tag(tag: str, expected: str | None) -> None:
     v = parse_release_tag(tag, "v")

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipeline.core.errors import UsageError
+from pipeline.core.yamlfile import DatelessLoader  # dates stay text: 2026-02-30 is no crash
 from pipeline.local.cluster import build, layout
 from pipeline.local.cluster.state import cluster_lock, load_state
 
@@ -39,7 +40,7 @@ def kubeconfig_for(kube_context: str) -> Path:
 def _check_user_context(context: str) -> Path:
     path = _user_kubeconfig()
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=DatelessLoader) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"cannot read the kubeconfig {path} ({exc.__class__.__name__})",
                          "set KUBECONFIG to the file holding the context, or empty kube_context in pipeline.toml",

@@ -4,18 +4,21 @@ Trivy reads its DB (a BoltDB file + metadata.json) from an OCI artifact in any r
 mirror it; tests need a small but real one. This module writes it from an advisories file:
 
     advisories:
-      - id: CVE-2099-0001
+      - id: CVE-2023-45853
         source: debian 12              # Trivy's bucket: "<os> <major>" or "<eco>::<data source>"
-        package: bash                  # OS advisories: the SOURCE package name (glibc, not libc6)
-        fixed: 5.2.15-3                # omit when there is no fix
-        severity: HIGH
-        title: bash test advisory
-      - id: GHSA-0000-0000-0001
-        source: "npm::GitHub Security Advisory npm"
-        package: lodash
-        vulnerable: ["<4.17.21"]       # language ecosystems: version ranges
-        patched: ["4.17.21"]
+        package: zlib                  # OS advisories: the SOURCE package name (glibc, not libc6)
+        fixed: ""                      # omit when there is no fix ...
+        status: will_not_fix           # ... and say why (affected, will_not_fix, fix_deferred, ...)
         severity: CRITICAL
+        origin: https://security-tracker.debian.org/tracker/CVE-2023-45853   # where the record comes from
+        date: 2025-07-21               # the date of that record
+      - id: CVE-2025-22871
+        source: "go::The Go Vulnerability Database"
+        package: stdlib                # Go binaries: Trivy reads the toolchain version from the build info
+        vendor_ids: [GO-2025-3563]
+        vulnerable: [">=0.0.0-0, <1.23.8", ">=1.24.0-0, <1.24.2"]   # language ecosystems: version ranges
+        patched: ["1.23.8", "1.24.2"]
+        severity: MEDIUM
 
 The BoltDB is written by a tiny Go program (writer.go, GOPATH mode + Debian's bbolt), packaged as
 db.tar.gz (trivy.db and metadata.json at the root) and pushed with the ORAS client under Trivy's media
@@ -35,8 +38,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core.config import Config
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.paths import CACHE_DIR
@@ -47,13 +48,20 @@ WRITER_SOURCE = Path(__file__).with_name("writer.go")
 DB_SCHEMA_VERSION = 2
 LAYER_MEDIA_TYPE = "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.aquasec.trivy.config.v1+json"
+SEED_ANNOTATION = "dev.veza.pipeline.trivydb.seed"   # on a DB built here from an advisories file: its sha256
+IMPORT_ANNOTATION = "dev.veza.pipeline.trivydb.imported"   # on an imported bundle (`--import`): its sha256
 # Trivy's numeric vendor severities: 0 unknown .. 4 critical
 VENDOR_SEVERITY = {s: i for i, s in enumerate(SEVERITIES)}
 DATA_SOURCES = {
     "debian": ("debian", "Debian Security Tracker", "https://salsa.debian.org/security-tracker-team/security-tracker"),
     "ghsa": ("ghsa", "GitHub Security Advisory", "https://github.com/advisories"),
-    "go": ("go", "The Go Vulnerability Database", "https://pkg.go.dev/vuln/"),
+    "govulndb": ("govulndb", "The Go Vulnerability Database", "https://pkg.go.dev/vuln/"),
 }
+# trivy-db's status enum (pkg/types/status.go): the index is what the DB stores
+STATUSES = ("unknown", "not_affected", "affected", "fixed", "under_investigation", "will_not_fix", "fix_deferred",
+            "end_of_life")
+KEYS = {"id", "source", "package", "severity", "fixed", "status", "vulnerable", "patched", "vendor_ids", "title",
+        "description", "references", "origin", "date", "severity_source"}
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,18 @@ class Advisory:
     title: str = ""
     description: str = ""
     references: tuple[str, ...] = field(default=())
+    status: str = ""               # OS advisories without a fix: affected, will_not_fix, fix_deferred, ...
+    vendor_ids: tuple[str, ...] = ()   # the data source's own IDs (GO-2025-3563 for a CVE of the Go database)
+    origin: str = ""               # where this record comes from (an advisory URL)
+    date: str = ""                 # the date of that record (YYYY-MM-DD)
+    severity_source: str = ""      # who rated the severity (debian, nvd, ...): Trivy's SeveritySource
 
     @property
     def vendor(self) -> str:
+        """Trivy's data-source ID for the advisory's bucket (debian, govulndb, ghsa, ...)."""
         if "::" in self.source:
-            eco, ds = self.source.split("::", 1)
-            return "go" if "Go Vulnerability" in ds else "ghsa"
+            _, ds = self.source.split("::", 1)
+            return "govulndb" if "Go Vulnerability" in ds else "ghsa"
         return self.source.split()[0]
 
 
@@ -93,28 +107,33 @@ def parse_advisories(data: Any, source: str = "advisories") -> list[Advisory]:
         sev = str(raw.get("severity", "HIGH")).upper()
         if sev not in VENDOR_SEVERITY:
             raise UsageError(f"{where}: unknown severity '{sev}'", f"use one of: {', '.join(SEVERITIES)}")
-        unknown = set(raw) - {"id", "source", "package", "severity", "fixed", "vulnerable", "patched", "title",
-                              "description", "references"}
+        unknown = set(raw) - KEYS
         if unknown:
             raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
-                             "allowed: id, source, package, severity, fixed, vulnerable, patched, title, ...")
+                             f"allowed: {', '.join(sorted(KEYS))}")
+        status = str(raw.get("status") or "")
+        if status and status not in STATUSES:
+            raise UsageError(f"{where}: unknown status '{status}'", f"use one of: {', '.join(STATUSES)}")
         out.append(Advisory(
             id=str(raw["id"]), source=str(raw["source"]), package=str(raw["package"]), severity=sev,
             fixed=str(raw.get("fixed") or ""), vulnerable=tuple(map(str, raw.get("vulnerable") or ())),
             patched=tuple(map(str, raw.get("patched") or ())), title=str(raw.get("title") or ""),
             description=str(raw.get("description") or ""), references=tuple(map(str, raw.get("references") or ())),
+            status=status, vendor_ids=tuple(map(str, raw.get("vendor_ids") or ())),
+            origin=str(raw.get("origin") or ""), date=str(raw.get("date") or ""),
+            severity_source=str(raw.get("severity_source") or ""),
         ))
     return out
 
 
 def load_advisories(path: Path) -> list[Advisory]:
+    from pipeline.core.yamlfile import load_text
+
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise UsageError(f"advisories file not found: {path}", "pass an existing YAML file") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax") from None
-    return parse_advisories(data, str(path))
+    return parse_advisories(load_text(text, str(path)), str(path))
 
 
 def db_entries(advisories: Iterable[Advisory]) -> list[dict[str, Any]]:
@@ -126,11 +145,19 @@ def db_entries(advisories: Iterable[Advisory]) -> list[dict[str, Any]]:
             value: dict[str, Any] = {"VulnerableVersions": list(a.vulnerable), "PatchedVersions": list(a.patched)}
         else:
             value = {"FixedVersion": a.fixed} if a.fixed else {}
+        if a.status:
+            value["Status"] = STATUSES.index(a.status)
+        if a.vendor_ids:
+            value["VendorIDs"] = list(a.vendor_ids)
         entries.append({"path": [a.source, a.package], "key": a.id, "value": value})
         vuln: dict[str, Any] = {"Title": a.title or f"{a.id} in {a.package}", "Description": a.description,
-                                "Severity": a.severity, "VendorSeverity": {a.vendor: VENDOR_SEVERITY[a.severity]}}
-        if a.references:
-            vuln["References"] = list(a.references)
+                                "Severity": a.severity}
+        if a.severity_source:   # else Trivy reports Severity with no vendor (as for most Go stdlib entries)
+            vuln["VendorSeverity"] = {a.severity_source: VENDOR_SEVERITY[a.severity]}
+        refs = [*([a.origin] if a.origin else []), *a.references]
+        if refs:
+            vuln["References"] = refs
+
         entries.append({"path": ["vulnerability"], "key": a.id, "value": vuln})
         if a.source not in sources:
             sources.add(a.source)
@@ -180,8 +207,12 @@ def install_db(db_dir: Path, cache_dir: Path) -> None:
         (target / name).write_bytes((db_dir / name).read_bytes())
 
 
-def push_db(archive: Path, repository: str, *, insecure: bool = True, username: str = "", password: str = "") -> str:
-    """Push db.tar.gz as Trivy's OCI artifact to `repository` (host:port/path[:tag], default tag 2)."""
+def push_db(archive: Path, repository: str, *, insecure: bool = True, username: str = "", password: str = "",
+            annotations: dict[str, str] | None = None) -> str:
+    """Push db.tar.gz as Trivy's OCI artifact to `repository` (host:port/path[:tag], default tag 2).
+
+    `annotations` go on the artifact's manifest (a seed built here says so: SEED_ANNOTATION).
+    """
     host, _, rest = repository.partition("/")
     if not rest:
         raise UsageError(f"'{repository}' is not a repository reference",
@@ -189,7 +220,9 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
     target = repository if ":" in rest.rsplit("/", 1)[-1] else f"{repository}:{DB_SCHEMA_VERSION}"
     import oras.client
 
-    from pipeline.tools.registry_api import Credentials, RegistryClient
+    from pipeline.core.errors import RegistryAuthError
+    from pipeline.tools.registry_api import Credentials, RegistryClient, RegistryUnavailable
+    from pipeline.tools.registry_errors import classify_response, classify_text
 
     # Preflight: a refused login (or a registry that is down) fails here in a second, with the pipeline's
     # own error, instead of after the ORAS client's minutes of retries.
@@ -209,33 +242,46 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
         try:
             resp = client.push(target=target, files=[f"{layer}:{LAYER_MEDIA_TYPE}"],
                                manifest_config=f"{cfg}:{CONFIG_MEDIA_TYPE}", disable_path_validation=True,
-                               quiet=True)
+                               manifest_annotations=annotations or None, quiet=True)
         except Exception as exc:  # oras raises plain exceptions and requests errors alike
             why = "connection refused" if "Connection refused" in str(exc) else str(exc).splitlines()[0][:200]
-            raise StageFailed(f"cannot push the Trivy DB to {target}: {why}",
-                              "is the registry up? (`invoke registry-up`)") from exc
+            failure = classify_text(str(exc))
+            if failure.kind == "auth":
+                raise RegistryAuthError(f"the registry refused the Trivy DB push to {target}: {why}",
+                                        "check the registry credentials") from None
+            error = RegistryUnavailable if failure.kind == "transient" else StageFailed
+            raise error(f"cannot push the Trivy DB to {target}: {why}",
+                        "is the registry up? (`invoke registry-up`)") from None
     if resp.status_code not in (200, 201):
-        raise StageFailed(f"pushing the Trivy DB to {target} answered HTTP {resp.status_code}")
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        failure = classify_response(resp.status_code, resp.content or b"", headers)
+        error = RegistryUnavailable if failure.kind == "transient" else StageFailed
+        raise error(f"pushing the Trivy DB to {target} answered HTTP {resp.status_code} {failure.detail}".strip())
     return target
 
 
-def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None) -> Path:
-    """`invoke trivy-db`: build a DB from an advisories file, write db.tar.gz, optionally push it."""
+def seed_digest(advisories_file: Path) -> str:
+    """sha256 of an advisories file: marks a mirror seeded from exactly this content (SEED_ANNOTATION)."""
+    return "sha256:" + hashlib.sha256(advisories_file.read_bytes()).hexdigest()
+
+
+def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None, *, username: str = "",
+                password: str = "", log: Callable[[str], None] = print) -> Path:
+    """`invoke trivy-db --advisories F`: build a DB from an advisories file, write db.tar.gz, optionally push it.
+
+    A pushed DB carries SEED_ANNOTATION = seed_digest(file), so the embedded mirror can tell an outdated seed
+    (reseeded) from an imported real DB (left alone). Credentials of a private registry: username/password.
+    """
     advisories = load_advisories(advisories_file)
     out = out or (CACHE_DIR / "trivy" / "mirror" / "db.tar.gz")
     with tempfile.TemporaryDirectory() as tmp:
         db_dir = build_db(advisories, Path(tmp) / "db")
         package_db(db_dir, out)
-    print(f"Trivy DB with {len(advisories)} advisories written to {out}")
+    log(f"Trivy DB with {len(advisories)} advisories written to {out}")
     if push:
-        from pipeline.core.config import load_config
-        from pipeline.tools.credentials import resolve
-
-        cfg = load_config(check_files=False)
-        creds = resolve(push.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
-        pushed = push_db(out, push, username=creds.username if creds else "",
-                         password=creds.password if creds else "")
-        print(f"pushed to {pushed}")
+        pushed = push_db(out, push, username=username, password=password,
+                         annotations={SEED_ANNOTATION: seed_digest(advisories_file)})
+        log(f"pushed to {pushed}")
     return out
 
 
@@ -245,16 +291,8 @@ def tar_members(archive: Path) -> list[str]:
 
 
 def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
-    """An empty embedded DB mirror (a loopback registry) is seeded from [scan].mirror_seed; any other is left alone."""
-    repo = cfg.scan.db_repository
-    if not repo or cfg.scan.mirror_seed is None or not repo.startswith(("127.0.0.1:", "localhost:")):
-        return
-    from pipeline.local.registry import ensure_local_registry
-    from pipeline.tools.registry_api import RegistryClient, split_repository
+    """The embedded DB mirror (a loopback registry) is seeded from [scan].mirror_seed when it is empty or holds an
+    older seed; an imported DB, or any mirror elsewhere, is left alone (pipeline.local.trivydb.seed)."""
+    from pipeline.local.trivydb.seed import ensure_seeded
 
-    address, path = split_repository(repo)
-    ensure_local_registry(cfg, address)
-    if RegistryClient(address, timeout=10).head_manifest(path, "2") is not None:
-        return
-    say(f"pre-flight: the Trivy DB mirror {repo} is empty; seeding it from {cfg.scan.mirror_seed.name}")
-    make_mirror(cfg.scan.mirror_seed, push=repo)
+    ensure_seeded(cfg, lambda m: say(f"pre-flight: {m}"))

@@ -79,7 +79,7 @@ def test_wrong_credentials_fail_fast_right_ones_work_password_nowhere(
                        registries={"dev": auth_registry.address, "prod": auth_registry.address})
     env = cfg.env("dev")
     images = [image_factory(s, env.repository(cfg.service(s)), TAGS) for s in ("svc-a", "svc-b")]
-    man = make_manifest(project / ".pipeline" / "manifest.json", cfg, "dev", images)
+    man = make_manifest(project / ".pipeline" / "dev" / "manifest.json", cfg, "dev", images)
 
     # The registry really demands auth, and the pre-flight says so before any build.
     assert RegistryClient(auth_registry.address).request("GET", "/v2/", allow=(401,))[0] == 401
@@ -115,7 +115,7 @@ def test_wrong_credentials_fail_fast_right_ones_work_password_nowhere(
 
     creds = Credentials(USER, PASSWORD)
     client = RegistryClient(auth_registry.address, credentials=creds)
-    data = (project / ".pipeline" / "manifest.json").read_text()
+    data = (project / ".pipeline" / "dev" / "manifest.json").read_text()
     import json
 
     doc = json.loads(data)

@@ -1,0 +1,104 @@
+"""The vulnerability DB a scan uses: fetched once per run from the configured mirror, trusted only while the
+mirror still serves the same artifact.
+
+Trivy itself refreshes its cached DB only once the cache is past its NextUpdate, so a DB imported or
+republished into the mirror (`invoke trivy-db --import`, `--seed`) would be ignored for up to a day. Here the
+mirror's manifest digest of `<repository>:2` is compared with the one the cache was filled from (kept in
+<cache>/db/mirror.json); when they differ the cached metadata is dropped and Trivy fetches the new DB.
+The embedded mirror is first seeded (or reseeded) from [scan].mirror_seed when it needs it
+(pipeline.local.trivydb.seed.ensure_seeded).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.core.config import Config
+from pipeline.core.errors import PipelineError, StageFailed
+from pipeline.tools import trivy
+
+Log = Callable[[str], None]
+MIRROR_RECORD = "mirror.json"
+
+
+def mirror_digest(repository: str, username: str = "", password: str = "") -> str:
+    """Manifest digest of the DB artifact `<repository>:2` in its registry ("" when absent or unreachable)."""
+    from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
+
+    address, path = split_repository(repository)
+    creds = Credentials(username, password) if username and password else None
+    try:
+        ref = RegistryClient(address, credentials=creds, timeout=10).head_manifest(path, str(trivy.DB_TAG))
+    except PipelineError:
+        return ""
+    return ref.digest if ref else ""
+
+
+def cached_mirror_digest(cache: Path, repository: str) -> str:
+    try:
+        data = json.loads((cache / "db" / MIRROR_RECORD).read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(data.get(repository, "")) if isinstance(data, dict) else ""
+
+
+def remember_mirror_digest(cache: Path, repository: str, digest: str) -> None:
+    path = cache / "db" / MIRROR_RECORD
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data = {repository: digest} if not isinstance(data, dict) else {**data, repository: digest}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
+    """Fetch the DB from [scan].db_repository when the mirror serves a different one than the cache holds.
+
+    Offline with the cached DB when the mirror cannot be reached (said in the log); ToolMissing when there
+    is neither a mirror nor a cached DB. Returns what is in the cache afterwards.
+    """
+    repo = cfg.scan.db_repository
+    if not repo:
+        info = trivy.require_db(cache)
+        log(f"scan: offline with the cached Trivy DB (updated {info.updated_at}, next update {info.next_update}); "
+            "no [scan].db_repository set")
+        return info
+    from pipeline.local.trivydb.seed import ensure_seeded
+    from pipeline.tools.credentials import resolve
+
+    ensure_seeded(cfg, lambda m: log(f"scan: {m}"))   # the embedded mirror only: empty or an outdated seed
+    creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+    user, password = (creds.username, creds.password) if creds else ("", "")
+    served = mirror_digest(repo, user, password)
+    before = trivy.db_info(cache)
+    if served and before.present and served != cached_mirror_digest(cache, repo):
+        (cache / "db" / "metadata.json").unlink(missing_ok=True)   # Trivy then fetches, whatever NextUpdate says
+        log(f"scan: the mirror {repo} serves another DB ({served[:19]}) than the cached one; fetching it")
+        before = trivy.DbInfo(False)
+    try:
+        from functools import partial
+
+        from pipeline.core.retry import with_retries
+        from pipeline.stages.push import retry_policy
+
+        # a throttled or briefly unavailable mirror (by its error code) is retried before falling back
+        info = with_retries(partial(trivy.download_db, repo, cache, timeout=min(600, cfg.scan.timeout_s),
+                                    username=user, password=password), retry_policy(cfg))
+    except StageFailed as exc:
+        cached = trivy.db_info(cache)
+        if not cached.present:
+            raise
+        log(f"scan: warning: {exc.message}; scanning offline with the cached DB (updated {cached.updated_at})")
+        return cached
+    if served:
+        remember_mirror_digest(cache, repo, served)
+    if info == before:
+        log(f"scan: cached Trivy DB is current (updated {info.updated_at}, next update {info.next_update})")
+    else:
+        log(f"scan: Trivy DB fetched from {repo}: updated {info.updated_at or '?'}, next update "
+            f"{info.next_update or '?'}")
+    return info

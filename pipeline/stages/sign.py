@@ -1,0 +1,222 @@
+"""The sign stage (after push): sign every pushed digest with the environment's key and attach its SLSA v1
+provenance (DSSE-signed) and the OpenVEX document, by the tag schema (`sha256-<hex>.sig/.att/.vex`).
+
+Signing in place, by digest, is idempotent: a digest already signed by this key with a provenance that
+verifies is left as it is (the no-op release writes nothing). Works from the Release manifest alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pipeline.core.config import Config, Environment
+from pipeline.core.errors import PipelineError, StageFailed, UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import now_iso
+from pipeline.release.stage import RunContext, StageSummary
+from pipeline.tools.registry_api import RegistryClient, split_repository
+from pipeline.trust import envkeys
+from pipeline.trust.provenance import (
+    BuildFacts,
+    attach_provenance,
+    check_provenance,
+    provenance_statement,
+    sign_statement,
+)
+from pipeline.trust.signing import sign_image
+
+BUILD_TYPE_PATH = "veza-pipeline/docker-build/v1"
+
+
+def key_id(key: ec.EllipticCurvePublicKey) -> str:
+    """sha256 of the public key's DER (SubjectPublicKeyInfo): names a key in records without revealing anything."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def pushed_images(cfg: Config, man: Manifest, services: list[str] | None) -> list[tuple[str, str, str]]:
+    """(service, repository, digest) of every selected service with a pushed digest; UsageError otherwise."""
+    names = [s.name for s in cfg.select(services)] if services else man.services()
+    if not names:
+        raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build push` first")
+    out = []
+    for name in names:
+        pushed = man.pushed(name)
+        if pushed is None or not pushed.ok or not pushed.digest:
+            raise UsageError(f"{name} has no pushed digest in the Release manifest", "run `invoke push` first")
+        out.append((name, pushed.repository, pushed.digest))
+    return out
+
+
+def build_facts(cfg: Config, man: Manifest, service: str, repository: str, digest: str, *,
+                run_id: str) -> BuildFacts:
+    """The provenance facts of one pushed image, from the Release manifest and the config."""
+    version = man.data.get("version") or {}
+    commit = str(version.get("sha") or "")
+    if not commit:
+        raise UsageError(f"the Release manifest {man.path} records no git commit", "run `invoke build` first")
+    branch = str(version.get("branch") or "")
+    source = cfg.source_url or f"file://{cfg.root}"
+    svc = cfg.service(service)
+    build = man.stage_result(service, "build") or {}
+    dockerfile = svc.dockerfile
+    rel = str(dockerfile.relative_to(cfg.root)) if dockerfile.is_relative_to(cfg.root) else str(dockerfile)
+    dockerfile_sha = hashlib.sha256(dockerfile.read_bytes()).hexdigest() if Path(dockerfile).is_file() else ""
+    return BuildFacts(
+        repository=repository, digest=digest, commit=commit, dirty=bool(version.get("dirty")),
+        source_uri=f"git+{source}" + (f"@refs/heads/{branch}" if branch else ""),
+        dockerfile=rel, dockerfile_sha256=dockerfile_sha,
+        input_digest=str(man.service(service).get("input_digest", "")),
+        build_args={str(k): str(v) for k, v in (build.get("build_args") or {}).items()},
+        base_images={str(k): str(v) for k, v in (build.get("base_images") or {}).items()},
+        builder_id=cfg.signing.builder_id, build_type=f"{source}/{BUILD_TYPE_PATH}", invocation_id=run_id,
+        finished_on=now_iso())
+
+
+def _client(cfg: Config, clients: dict[str, RegistryClient], address: str) -> RegistryClient:
+    if address not in clients:
+        from pipeline.stages.push import registry_credentials
+
+        clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address),
+                                          timeout=min(60.0, cfg.registry.timeout_s))
+    return clients[address]
+
+
+def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,
+                services: list[str] | None = None, *, run_id: str = "", vex: Path | None = None) -> StageSummary:
+    """Sign each pushed digest with env's key, attach provenance (and `vex`, an OpenVEX file, when given).
+
+    Records each service's `signature` and `provenance` records. UsageError (exit 2) before anything is
+    written when a digest, the key or its passphrase is missing; StageFailed when the registry refuses.
+    """
+    t0 = time.monotonic()
+    images = pushed_images(cfg, man, services)
+    key = envkeys.signing_key(cfg, env)
+    pub = key.public_key()
+    kid = key_id(pub)
+    commit = str((man.data.get("version") or {}).get("sha") or "")
+    clients: dict[str, RegistryClient] = {}
+    counts = {"signed": 0, "already": 0, "attested": 0}
+    for name, repository, digest in images:
+        address, repo = split_repository(repository)
+        client = _client(cfg, clients, address)
+        try:
+            sig_tag, signed_now = sign_image(client, repo, digest, key)
+            att_tag = f"{digest.replace(':', '-')}.att"
+            if not check_provenance(client, repo, digest, [pub], commit=commit).ok:
+                facts = build_facts(cfg, man, name, repository, digest, run_id=run_id)
+                att_tag = attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
+                counts["attested"] += 1
+            extra: dict[str, Any] = {}
+            if vex is not None:
+                from pipeline.trust.vex import attach_vex
+
+                extra["vex"] = f"{repository}:{attach_vex(client, repo, digest, vex)}"
+        except PipelineError as exc:
+            raise StageFailed(f"cannot sign {name} ({repository}@{digest}): {exc.message}", exc.hint) from None
+        counts["signed" if signed_now else "already"] += 1
+        man.record(name, "signature", {"status": "signed", "ref": f"{repository}:{sig_tag}", "subject": digest,
+                                       "key": kid, **extra})
+        man.record(name, "provenance", {"status": "attached", "ref": f"{repository}:{att_tag}", "subject": digest,
+                                        "commit": commit, "predicate_type": "https://slsa.dev/provenance/v1"})
+        reporter.step("sign", name, f"{repository}@{digest[:19]}… "
+                      f"{'signed' if signed_now else 'already signed'} ({kid[:19]}…)", "done")
+    detail = (f"{counts['signed']} signed, {counts['already']} already signed, "
+              f"{counts['attested']} provenance attached")
+    return StageSummary(detail, {"key": kid, **counts, "duration_s": round(time.monotonic() - t0, 2)})
+
+
+def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str]) -> str | None:
+    """None when the registry still serves, for every selected pushed digest, a signature and provenance
+    by env's trusted keys; else the first difference (one line)."""
+    from pipeline.stages.verify_images import check_image
+
+    try:
+        images = pushed_images(cfg, man, services or None)
+        trusted = envkeys.trusted_keys(cfg, env)
+    except PipelineError as exc:
+        return exc.message
+    commit = str((man.data.get("version") or {}).get("sha") or "")
+    clients: dict[str, RegistryClient] = {}
+    for name, repository, digest in images:
+        address, repo = split_repository(repository)
+        problems = check_image(_client(cfg, clients, address), repo, digest, trusted, commit=commit)
+        if problems:
+            return f"{name}: {problems[0]}"
+    return None
+
+
+class SignStage:
+    """Sign every pushed digest with the environment's key; attach provenance (and VEX) by the tag schema."""
+
+    name = "sign"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        """The key exists and its passphrase decrypts it, before anything is built or pushed."""
+        envkeys.signing_key(ctx.cfg, ctx.env)
+
+    def holds(self, ctx: RunContext) -> str | None:
+        why = signatures_hold(ctx.cfg, ctx.env, ctx.manifest, ctx.selected())
+        return f"{why}; signing again" if why else None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        from pipeline.trust.vex import vex_for_release
+
+        vex = vex_for_release(ctx.cfg, ctx.manifest, ctx.run_dir)
+        return sign_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None, run_id=ctx.run_id,
+                           vex=vex)
+
+
+def signs(env: Environment) -> bool:
+    """Does this environment sign its images (the `sign` stage is among its stages)?"""
+    return "sign" in env.stages
+
+
+def verifies(env: Environment) -> bool:
+    """Does this environment require signed, attested images (it signs, or gates with `verify-images`)?"""
+    return "sign" in env.stages or "verify-images" in env.stages
+
+
+def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
+                           images: list[tuple[str, str, str]]) -> None:
+    """Promotion's trust gate: each (service, source repository, digest) is signed by src's trusted keys and
+    attested for the manifest's commit; PolicyBlocked (exit 3) naming the image otherwise. Nothing when src
+    neither signs nor verifies."""
+    from pipeline.core.errors import PolicyBlocked
+    from pipeline.stages.verify_images import check_image
+
+    if not verifies(src):
+        return
+    trusted = envkeys.trusted_keys(cfg, src)
+    commit = str((man.data.get("version") or {}).get("sha") or "")
+    clients: dict[str, RegistryClient] = {}
+    for name, repository, digest in images:
+        address, repo = split_repository(repository)
+        problems = check_image(_client(cfg, clients, address), repo, digest, trusted, commit=commit)
+        if problems:
+            raise PolicyBlocked(f"promotion refused: {repository}@{digest} ({name}): {'; '.join(problems)}",
+                                f"sign and attest it in {src.name} first: invoke sign --env {src.name}")
+
+
+def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repository: str, digest: str, *,
+                  key: ec.EllipticCurvePrivateKey, run_id: str = "") -> str:
+    """Sign a promoted digest in dst's repository with dst's key and attach its provenance; returns the
+    signature reference (`repository:sha256-<hex>.sig`)."""
+    address, repo = split_repository(repository)
+    client = _client(cfg, {}, address)
+    tag, _ = sign_image(client, repo, digest, key)
+    commit = str((man.data.get("version") or {}).get("sha") or "")
+    if not check_provenance(client, repo, digest, [key.public_key()], commit=commit).ok:
+        facts = build_facts(cfg, man, name, repository, digest, run_id=run_id)
+        attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
+    return f"{repository}:{tag}"

@@ -1,0 +1,227 @@
+"""The trust gate (`invoke verify-images`, the `verify-images` stage before deploy, and promotion):
+every image in the rendered manifests is pinned by digest, is the digest the Release manifest recorded,
+is served by the registry, is signed by one of the environment's trusted keys, and has SLSA provenance
+whose subject is that digest and whose commit is the release's commit. Otherwise PolicyBlocked (exit 3)
+before anything deploys, naming each image and what is missing.
+
+Everything is read from the registry at the time of the check (trust the world, not the journal).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pipeline.core.config import Config, Environment
+from pipeline.core.errors import PolicyBlocked, UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.core.reporter import Reporter
+from pipeline.release.stage import RunContext, StageSummary
+from pipeline.tools.registry_api import RegistryClient, split_repository
+from pipeline.trust import envkeys
+from pipeline.trust.provenance import check_provenance
+from pipeline.trust.signing import check_signature
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod", "CronJob")
+
+
+def images_in_manifests(text: str) -> list[str]:
+    """Every container and init container image in multi-document Kubernetes YAML, first-seen order."""
+    out: list[str] = []
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml: ~10x faster on a rendered chart
+    for doc in yaml.load_all(text, Loader=loader):
+        if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
+            continue
+        spec: Any = doc.get("spec") or {}
+        if doc["kind"] == "CronJob":
+            spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
+        pod = spec if doc["kind"] == "Pod" else ((spec.get("template") or {}).get("spec") or {})
+        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+            image = str(c.get("image") or "")
+            if image and image not in out:
+                out.append(image)
+    return out
+
+
+def rendered_images(cfg: Config, env: Environment, man: Manifest, services: Sequence[str] = ()) -> list[str]:
+    """The images `helm template` puts in env's manifests with the Release manifest's digests (offline)."""
+    from pipeline.core.manifest import atomic_write
+    from pipeline.stages.deploy import CHART, choose_images, image_values
+    from pipeline.tools import helm
+
+    if not env.values_file.is_file():
+        raise UsageError(f"values file {env.values_file} of environment {env.name} does not exist",
+                         f"create it or fix values_file under [environments.{env.name}]")
+    choices, _ = choose_images(cfg, man.data["services"], list(services), None)
+    if not choices:
+        raise UsageError(f"nothing to verify for {env.name}: no service has a pushed digest in the manifest",
+                         f"run: invoke build push --env {env.name}")
+    gen = cfg.state_dir / "deploy" / f"{env.name}-verify-values.yaml"
+    gen.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(gen, yaml.safe_dump(image_values(cfg, choices, "")))
+    return images_in_manifests(helm.template(cfg.root / CHART, env.helm_release, [env.values_file, gen],
+                                             namespace=env.namespace))
+
+
+def check_image(client: RegistryClient, repo: str, digest: str, trusted: list[ec.EllipticCurvePublicKey], *,
+                commit: str) -> list[str]:
+    """What is missing or wrong for repo@digest (empty = signed and attested as the release says)."""
+    if client.head_manifest(repo, digest) is None:
+        return [f"the registry does not serve {digest}"]
+    problems = []
+    sig = check_signature(client, repo, digest, trusted)
+    if not sig.ok:
+        problems.append(sig.problem)
+    prov = check_provenance(client, repo, digest, trusted, commit=commit)
+    if not prov.ok:
+        problems.append(prov.problem)
+    return problems
+
+
+def split_image(ref: str) -> tuple[str, str, str]:
+    """`host/repo[:tag][@sha256:…]` → (host/repo, tag, digest) (tag/digest may be empty)."""
+    name, _, digest = ref.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = ""
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+    return name, tag, digest
+
+
+@dataclass(frozen=True)
+class ImageVerdict:
+    image: str
+    service: str
+    problems: tuple[str, ...]
+
+
+def verify_refs(cfg: Config, env: Environment, man: Manifest, images: Sequence[str], reporter: Reporter, *,
+                trusted: list[ec.EllipticCurvePublicKey] | None = None) -> list[ImageVerdict]:
+    """Check each image reference against the Release manifest and the registry; returns one verdict each.
+
+    Trusted keys: env's own and its `trusted_keys` unless given. The release's commit is the manifest's
+    `version.sha`. UsageError when the manifest records no commit or env trusts no key.
+    """
+    keys = trusted if trusted is not None else envkeys.trusted_keys(cfg, env)
+    commit = str((man.data.get("version") or {}).get("sha") or "")
+    if not commit:
+        raise UsageError(f"the Release manifest {man.path} records no git commit", "run `invoke build` first")
+    by_repo = {}
+    for name in man.services():
+        pushed = man.pushed(name)
+        if pushed is not None and pushed.digest:
+            by_repo[pushed.repository] = (name, pushed.digest)
+    from pipeline.stages.push import registry_credentials
+
+    clients: dict[str, RegistryClient] = {}
+    out = []
+    for image in images:
+        repository, tag, digest = split_image(image)
+        service, recorded = by_repo.get(repository, ("?", ""))
+        problems: list[str] = []
+        address, repo = split_repository(repository)
+        if address not in clients:
+            clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address),
+                                              timeout=min(60.0, cfg.registry.timeout_s))
+        client = clients[address]
+        if not digest:
+            served = client.head_manifest(repo, tag or "latest")
+            now = served.digest if served else "nothing"
+            problems.append(f"referenced by tag, not by digest (:{tag or 'latest'} serves {now[:19]}…)")
+            if recorded and served and served.digest != recorded:
+                problems.append(f"tag :{tag} moved: it serves {served.digest[:19]}…, the release recorded "
+                                f"{recorded[:19]}…")
+            digest = served.digest if served else ""
+        elif not recorded:
+            problems.append("not an image of this Release manifest")
+        elif digest != recorded:
+            problems.append(f"not the digest the release recorded ({recorded[:19]}…)")
+        if digest:
+            problems += check_image(client, repo, digest, keys, commit=commit)
+        out.append(ImageVerdict(image, service, tuple(problems)))
+        state = "done" if not problems else "failed"
+        reporter.step("verify-images", service, f"{image}: " + ("; ".join(problems) or "signed, provenance ok"), state)
+    return out
+
+
+def verify_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,
+                  services: Sequence[str] = (), *, images: Sequence[str] | None = None) -> StageSummary:
+    """The gate: the rendered images (or `images`) all verify, else PolicyBlocked (exit 3) naming the first
+    untrusted image and everything missing for it (each image gets its own reporter line).
+
+    Writes no per-service record: the runner records `stages.verify-images` from the summary.
+    """
+    t0 = time.monotonic()
+    refs = list(images) if images is not None else rendered_images(cfg, env, man, services)
+    verdicts = verify_refs(cfg, env, man, refs, reporter)
+    bad = [v for v in verdicts if v.problems]
+    if bad:
+        first = bad[0]
+        more = f" (+{len(bad) - 1} more image(s))" if len(bad) > 1 else ""
+        raise PolicyBlocked(f"untrusted image {first.image}: {'; '.join(first.problems)}{more}",
+                            f"sign and attest it for {env.name} (`invoke sign --env {env.name}` after a push "
+                            f"from this commit), or deploy what the release built")
+    return StageSummary(f"{len(verdicts)} image(s) signed and attested",
+                        {"images": len(verdicts), "duration_s": round(time.monotonic() - t0, 2)})
+
+
+class VerifyImagesStage:
+    """Before deploy: every image in the rendered manifests is signed by a trusted key and attested."""
+
+    name = "verify-images"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        return None
+
+    def preflight(self, ctx: RunContext) -> None:
+        envkeys.trusted_keys(ctx.cfg, ctx.env)
+
+    def holds(self, ctx: RunContext) -> str | None:
+        return "the trust gate is never taken from the record"
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        return verify_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services)
+
+
+def published_attachments(cfg: Config, env: Environment, man: Manifest, services: Sequence[str] = ()
+                          ) -> dict[str, dict[str, str]]:
+    """Post-release verification: re-read each published digest from the registry and recheck its signature
+    (env's trusted keys), provenance (subject digest, release commit) and the SBOM/VEX attachments.
+
+    Returns service → {"image", "signature", "provenance", "sbom", "vex"}: "ok"/"present", "missing" or the
+    problem ("vex": "none (nothing justified)" when the ignore file justified nothing to attach).
+    Never raises for what it finds (the report records it); registry errors do raise.
+    """
+    from pipeline.stages.push import registry_credentials
+    from pipeline.stages.sbom import sbom_tag
+    from pipeline.trust.attach import attachment_tag
+
+    trusted = envkeys.trusted_keys(cfg, env)
+    commit = str((man.data.get("version") or {}).get("sha") or "")
+    out: dict[str, dict[str, str]] = {}
+    clients: dict[str, RegistryClient] = {}
+    for name in (list(services) or man.services()):
+        pushed = man.pushed(name)
+        if pushed is None or not pushed.digest:
+            continue
+        address, repo = split_repository(pushed.repository)
+        if address not in clients:
+            clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address),
+                                              timeout=min(60.0, cfg.registry.timeout_s))
+        c = clients[address]
+        sig = check_signature(c, repo, pushed.digest, trusted)
+        prov = check_provenance(c, repo, pushed.digest, trusted, commit=commit)
+        out[name] = {
+            "image": pushed.ref,
+            "signature": "ok" if sig.ok else sig.problem,
+            "provenance": "ok" if prov.ok else prov.problem,
+            "sbom": "present" if c.head_manifest(repo, sbom_tag(pushed.digest)) else "missing",
+            "vex": "present" if c.head_manifest(repo, attachment_tag(pushed.digest, "vex"))
+            else "missing" if (man.stage_result(name, "signature") or {}).get("vex") else "none (nothing justified)",
+        }
+    return out

@@ -1,0 +1,186 @@
+"""SLSA v1 provenance of one image, as an in-toto Statement v1 in a DSSE envelope.
+
+Statement (https://in-toto.io/Statement/v1, spec: in-toto/attestation `spec/v1/statement.md`):
+    subject: [{"name": "<registry>/<repo>", "digest": {"sha256": "<hex of the image manifest digest>"}}]
+    predicateType: https://slsa.dev/provenance/v1 (spec: slsa.dev/spec/v1.0/provenance)
+    predicate.buildDefinition: buildType, externalParameters (source, dockerfile, buildArgs),
+        internalParameters (inputDigest), resolvedDependencies (the git commit with its tree state, the
+        Dockerfile by sha256, each base image by digest)
+    predicate.runDetails: builder.id, metadata (invocationId, startedOn/finishedOn)
+The envelope (DSSE v1, securesystemslib's reference implementation) signs the statement with the
+environment's ECDSA key; payloadType application/vnd.in-toto+json.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from securesystemslib.dsse import Envelope
+from securesystemslib.exceptions import VerificationError
+from securesystemslib.signer import CryptoSigner, Key, SSlibKey  # type: ignore[attr-defined]
+
+from pipeline.tools.registry_api import RegistryClient
+from pipeline.trust.attach import Layer, attachment_tag, read_layers, write_layers
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+PREDICATE_ANNOTATION = "predicateType"
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """What went into one image, from the Release manifest and the config (no engine or git call here).
+
+    commit: full git SHA; dirty: the tree had uncommitted changes; base_images: reference → digest
+    ("sha256:…", the image ID when a base only exists locally); dockerfile_sha256: hex of the file's bytes.
+    """
+
+    repository: str              # registry/namespace/repo
+    digest: str                  # the pushed image manifest digest
+    commit: str
+    dirty: bool
+    source_uri: str              # e.g. git+https://github.com/veza/veza-platform@refs/heads/main
+    dockerfile: str              # path relative to the repository root
+    dockerfile_sha256: str
+    input_digest: str
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    base_images: Mapping[str, str] = field(default_factory=dict)
+    builder_id: str = ""
+    build_type: str = ""
+    invocation_id: str = ""
+    started_on: str = ""
+    finished_on: str = ""
+
+
+def _hex(digest: str) -> dict[str, str]:
+    algo, _, value = digest.partition(":")
+    return {algo: value} if value else {"sha256": digest}
+
+
+def provenance_statement(f: BuildFacts) -> dict[str, Any]:
+    """The in-toto Statement v1 with an SLSA v1 provenance predicate for one image (a JSON-ready dict)."""
+    deps: list[dict[str, Any]] = [
+        {"uri": f.source_uri, "digest": {"gitCommit": f.commit},
+         "annotations": {"treeState": "dirty" if f.dirty else "clean"}},
+        {"uri": f.dockerfile, "name": "Dockerfile", "digest": {"sha256": f.dockerfile_sha256}},
+    ]
+    for ref, digest in sorted(f.base_images.items()):
+        deps.append({"uri": f"docker-image://{ref}", "name": "base-image", "digest": _hex(digest)})
+    metadata = {k: v for k, v in (("invocationId", f.invocation_id), ("startedOn", f.started_on),
+                                  ("finishedOn", f.finished_on)) if v}
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": f.repository, "digest": _hex(f.digest)}],
+        "predicateType": SLSA_PROVENANCE_V1,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": f.build_type,
+                "externalParameters": {"source": f.source_uri, "dockerfile": f.dockerfile,
+                                       "buildArgs": dict(sorted(f.build_args.items()))},
+                "internalParameters": {"inputDigest": f.input_digest},
+                "resolvedDependencies": deps,
+            },
+            "runDetails": {"builder": {"id": f.builder_id}, "metadata": metadata},
+        },
+    }
+
+
+def _sslib_key(key: ec.EllipticCurvePublicKey) -> SSlibKey:
+    return SSlibKey.from_crypto(key)
+
+
+def sign_statement(statement: dict[str, Any], key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+    """The DSSE envelope (as a dict: payload, payloadType, signatures) of `statement` signed by `key`."""
+    payload = json.dumps(statement, separators=(",", ":"), sort_keys=True).encode()
+    env = Envelope(payload, PAYLOAD_TYPE, {})
+    env.sign(CryptoSigner(key, _sslib_key(key.public_key())))
+    return env.to_dict()
+
+
+def attach_provenance(client: RegistryClient, repo: str, digest: str, envelope: dict[str, Any]) -> str:
+    """Put the envelope under `<repo>:sha256-<hex>.att` (cosign's attestation layout); returns the tag.
+
+    Replaces what was there: one provenance per image digest (the latest build of that digest).
+    """
+    tag = attachment_tag(digest, "att")
+    data = json.dumps(envelope, separators=(",", ":")).encode()
+    write_layers(client, repo, tag, [Layer(DSSE_MEDIA_TYPE, data, {PREDICATE_ANNOTATION: SLSA_PROVENANCE_V1})])
+    return tag
+
+
+@dataclass(frozen=True)
+class ProvenanceCheck:
+    ok: bool
+    problem: str = ""
+    statement: dict[str, Any] | None = None
+
+
+def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePublicKey], *, digest: str,
+                   commit: str) -> ProvenanceCheck:
+    """Is this DSSE envelope signed by a trusted key, SLSA v1, about `digest`, built from `commit`?"""
+    try:
+        env = Envelope.from_dict(copy.deepcopy(envelope))   # from_dict consumes its argument
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return ProvenanceCheck(False, "provenance is not a DSSE envelope")
+    if env.payload_type != PAYLOAD_TYPE:
+        return ProvenanceCheck(False, f"provenance payload type is {env.payload_type!r}")
+    keys: list[Key] = [_sslib_key(k) for k in trusted]
+    try:
+        env.verify(keys, 1)
+    except VerificationError:
+        return ProvenanceCheck(False, "provenance signature does not verify with a trusted key "
+                                      "(tampered, or signed by another key)")
+    try:
+        st = json.loads(env.payload)
+    except ValueError:
+        return ProvenanceCheck(False, "provenance payload is not JSON")
+    if st.get("_type") != STATEMENT_TYPE or st.get("predicateType") != SLSA_PROVENANCE_V1:
+        return ProvenanceCheck(False, "provenance is not an in-toto v1 statement with an SLSA v1 predicate")
+    subjects = [s.get("digest", {}) for s in st.get("subject") or []]
+    if _hex(digest) not in subjects:
+        return ProvenanceCheck(False, f"provenance subject is not {digest}")
+    deps = (st.get("predicate") or {}).get("buildDefinition", {}).get("resolvedDependencies") or []
+    commits = {str(d.get("digest", {}).get("gitCommit")) for d in deps if d.get("digest", {}).get("gitCommit")}
+    if commit not in commits:
+        found = ", ".join(sorted(commits)) or "none"
+        return ProvenanceCheck(False, f"provenance commit ({found[:12]}) is not the release's commit {commit[:12]}")
+    return ProvenanceCheck(True, "", st)
+
+
+def check_provenance(client: RegistryClient, repo: str, digest: str, trusted: list[ec.EllipticCurvePublicKey],
+                     *, commit: str) -> ProvenanceCheck:
+    """Read `<repo>:sha256-<hex>.att` from the registry and check its SLSA provenance (see check_envelope)."""
+    layers = read_layers(client, repo, attachment_tag(digest, "att"))
+    envelopes = [layer for layer in layers or [] if layer.media_type == DSSE_MEDIA_TYPE
+                 and layer.annotations.get(PREDICATE_ANNOTATION) == SLSA_PROVENANCE_V1]
+    if not envelopes:
+        return ProvenanceCheck(False, "no provenance (nothing under the .att tag)")
+    last = ProvenanceCheck(False, "no provenance")
+    for layer in envelopes:
+        try:
+            doc = json.loads(layer.data)
+        except ValueError:
+            last = ProvenanceCheck(False, "provenance is not JSON")
+            continue
+        last = check_envelope(doc, trusted, digest=digest, commit=commit)
+        if last.ok:
+            return last
+    return last
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def statement_of(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The statement inside an envelope, unverified (for display only)."""
+    return dict(json.loads(base64.b64decode(envelope["payload"])))
