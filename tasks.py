@@ -60,6 +60,7 @@ def _stages(names: list[str], env: str, services: list[str] | None = None, verbo
 
 
 ENV_HELP = "environment (default: local)"
+VERBOSE_HELP = "print every line the stages and their tools say (else: the live view, logs in the run directory)"
 
 
 def _list(value: Any) -> list[str]:
@@ -148,9 +149,15 @@ def changelog(c: Context, since: str = "") -> None:
 @_cli
 def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
     """Provide the base and infra images: pull upstream where possible, else build them from Debian packages."""
+    from pipeline.core.reporter import make_reporter
     from pipeline.local.bases import ensure_bases
 
-    ensure_bases(force=force, try_pull=not no_pull)
+    reporter = make_reporter()
+    try:
+        ensure_bases(force=force, try_pull=not no_pull, say=reporter.info,
+                     progress=lambda base, text, state: reporter.step("bases", base, text, state))
+    finally:
+        reporter.run_closed("done")
 
 
 @task(
@@ -195,11 +202,11 @@ def prune(c: Context, dry_run: bool = False, keep: int = 2, all_dangling: bool =
 
 # ---------------------------------------------------------------- scan and lint
 
-@task(iterable=["service"], help={"service": "service to scan (repeatable)", "env": ENV_HELP})
+@task(iterable=["service"], help={"service": "service to scan (repeatable)", "env": ENV_HELP, "verbose": VERBOSE_HELP})
 @_cli
-def scan(c: Context, service: list[str] | None = None, env: str = "") -> None:
+def scan(c: Context, service: list[str] | None = None, env: str = "", verbose: bool = False) -> None:
     """Scan the built images with Trivy (vulns, secrets, misconfig) and apply the environment's gate (exit 3)."""
-    _stages(["scan"], env, service)
+    _stages(["scan"], env, service, verbose)
 
 
 @task(
@@ -337,11 +344,11 @@ def registry_status(c: Context) -> None:
     status_(_setup()[0])
 
 
-@task(iterable=["service"], help={"service": "service to push (repeatable)", "env": ENV_HELP})
+@task(iterable=["service"], help={"service": "service to push (repeatable)", "env": ENV_HELP, "verbose": VERBOSE_HELP})
 @_cli
-def push(c: Context, service: list[str] | None = None, env: str = "") -> None:
+def push(c: Context, service: list[str] | None = None, env: str = "", verbose: bool = False) -> None:
     """Push every tag of the built images, with retries; record each registry digest in the manifest."""
-    _stages(["push"], env, service)
+    _stages(["push"], env, service, verbose)
 
 
 @task(iterable=["service"], help={"from_": "source environment", "to": "target environment",
@@ -463,9 +470,10 @@ def cluster_status(c: Context) -> None:
 
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to deploy (repeatable)",
-                                  "dry_run": "render and validate, change nothing"})
+                                  "dry_run": "render and validate, change nothing", "verbose": VERBOSE_HELP})
 @_cli
-def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False) -> None:
+def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False,
+           verbose: bool = False) -> None:
     """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5).
 
     Where the environment lists the `verify-images` gate, it runs first (exit 3 before any helm upgrade)."""
@@ -473,7 +481,7 @@ def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run:
     from pipeline.core.vocab import DEFAULT_ENV
 
     gate = "verify-images" in load_config(check_files=False).env(env or DEFAULT_ENV).stages
-    _stages(["verify-images", "deploy"] if gate else ["deploy"], env, service, dry_run=dry_run)
+    _stages(["verify-images", "deploy"] if gate else ["deploy"], env, service, verbose, dry_run=dry_run)
 
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to verify (repeatable)"})
@@ -504,6 +512,26 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
 
 
 # ---------------------------------------------------------------- release
+
+@task(help={"env": ENV_HELP, "open": "also open it in the default browser", "history": "the history page instead"})
+@_cli
+def report(c: Context, env: str = "", open: bool = False, history: bool = False) -> None:
+    """Print the path of the latest HTML run report of an environment (or of its history page)."""
+    from pipeline.core.config import load_config
+    from pipeline.core.vocab import DEFAULT_ENV
+    from pipeline.release.html_report import HISTORY_FILE, latest_report
+
+    cfg = load_config(check_files=False)
+    environment = cfg.env(env or DEFAULT_ENV)
+    path = latest_report(cfg.state_dir, environment.name)
+    path = path.parent.parent / HISTORY_FILE if history else path
+    print(path)
+    if open:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            print(f"no browser to open it with; open {path.as_uri()}", file=sys.stderr)
+
 
 @task(
     help={

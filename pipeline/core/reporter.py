@@ -8,10 +8,12 @@ implements the same protocol.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from pipeline.core.console import console, table
@@ -41,6 +43,15 @@ class Reporter(Protocol):
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A small table (a plan, a summary); cells are plain text."""
+
+    def excerpt(self, title: str, lines: Sequence[str]) -> None:
+        """A block always shown as is, even in a live view (the last lines of a failing log, with its path)."""
+
+    def run_opened(self, run_dir: Path, run_id: str, env: str) -> None:
+        """The runner opened a run: its directory exists (logs, events, trace go there)."""
+
+    def run_closed(self, status: str) -> None:
+        """The run ended (ok, failed, interrupted): flush and release what run_opened took."""
 
 
 class PlainReporter:
@@ -102,7 +113,35 @@ class PlainReporter:
         with self._lock:
             console.print(tbl)
 
+    def excerpt(self, title: str, lines: Sequence[str]) -> None:
+        self._line(title)
+        for line in lines:
+            self._line(f"  │ {line}")
+
+    def run_opened(self, run_dir: Path, run_id: str, env: str) -> None:
+        pass
+
+    def run_closed(self, status: str) -> None:
+        pass
+
+
+def wants_live_view(is_terminal: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """The live view only on a terminal, and never in CI (CI set to anything but false/0) or with TERM=dumb."""
+    e = os.environ if environ is None else environ
+    ci = e.get("CI", "").strip().lower()
+    return is_terminal and ci in ("", "false", "0") and e.get("TERM", "") != "dumb"
+
 
 def make_reporter(*, verbose: bool = False) -> Reporter:
-    """The reporter for a command: one line per event (the live view replaces it on a terminal)."""
-    return PlainReporter(verbose=verbose)
+    """The reporter for a command: the live view on a terminal, else one plain line per event; both record
+    the run's events, logs and trace into its run directory (pipeline.observe)."""
+    from pipeline.observe.observed import ObservedReporter
+
+    display: Reporter
+    if wants_live_view(console.is_terminal):
+        from pipeline.observe.live import LiveReporter
+
+        display = LiveReporter(verbose=verbose)
+    else:
+        display = PlainReporter(verbose=verbose)
+    return ObservedReporter(display)

@@ -248,7 +248,11 @@ def _labels(r: Recipe, run_id: str) -> dict[str, str]:
                                                     f"built from Debian packages by `invoke bases`"}
 
 
-def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: bool) -> str:
+Progress = Callable[[str, str, str], None]   # (base, text, state)
+
+
+def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: bool,
+                  progress: Progress | None = None) -> str:
     """Import the cached rootfs tarball of this recipe digest, or debootstrap one (always with fresh=True:
     --force means current packages, not the ones cached when the recipe last changed)."""
     from pipeline.tools import debootstrap, docker
@@ -263,6 +267,8 @@ def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: 
         shutil.rmtree(work, ignore_errors=True)
         try:
             say(f"  {r.base.name}: debootstrap --variant={conf['variant']} {conf['suite']} (about 30 s)")
+            if progress:
+                progress(r.base.name, f"debootstrap {conf['suite']} (about 30 s)", "running")
             include = tuple(p.strip() for p in conf.get("include", "").split(",") if p.strip())
             debootstrap.create_rootfs(work, suite=conf["suite"], variant=conf["variant"], include=include,
                                       mirror=conf.get("mirror") or None, timeout=DEBOOTSTRAP_TIMEOUT_S)
@@ -279,7 +285,8 @@ def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: 
     return docker.import_rootfs(tarball, r.base.local, changes=changes, timeout=300)
 
 
-def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir: Path) -> str:
+def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir: Path,
+                      progress: Progress | None = None) -> str:
     from pipeline.tools import docker
 
     log = log_dir / f"{r.base.name}.log"
@@ -288,6 +295,8 @@ def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir
     with log.open("w") as fh:
         def write(line: str) -> None:
             fh.write(line + "\n")
+            if progress:
+                progress(r.base.name, line, "running")
 
         with build_context(r.directory) as ctx:   # + wheels/ when the recipe pins wheels (wheels.txt)
             rc = docker.build_image(
@@ -303,8 +312,11 @@ def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir
 
 
 def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config | None = None,
-                 say: Callable[[str], None] = print) -> list[Outcome]:
-    """Make every configured base image present locally; print which path each one took."""
+                 say: Callable[[str], None] = print, progress: Progress | None = None) -> list[Outcome]:
+    """Make every configured base image present locally; print which path each one took.
+
+    progress(base, text, state) follows each base being built (state running, then done or failed): a
+    Reporter's step for the "bases" stage, so the live view shows one line per base with its elapsed time."""
     cfg = config or load_config(check_files=False)   # bases need no service sources
     recipes = resolve_recipes(cfg.bases)
     started = time.monotonic()
@@ -329,7 +341,7 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
         if not todo:
             say("bases: provided meanwhile by another run, nothing to do")
             return outcomes
-        return _provide(cfg, recipes, todo, outcomes, try_pull, force, log_dir, started, say)
+        return _provide(cfg, recipes, todo, outcomes, try_pull, force, log_dir, started, say, progress)
 
 
 def _exclusive(path: Path, say: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
@@ -338,7 +350,7 @@ def _exclusive(path: Path, say: Callable[[str], None]) -> contextlib.AbstractCon
 
 def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], outcomes: list[Outcome],
              try_pull: bool, force: bool, log_dir: Path, started: float,
-             say: Callable[[str], None]) -> list[Outcome]:
+             say: Callable[[str], None], progress: Progress | None = None) -> list[Outcome]:
     from pipeline.tools import docker
 
     run_id = f"bases-{time.strftime('%Y%m%d%H%M%S')}"
@@ -377,11 +389,20 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
     def build_one(name: str) -> None:
         r = recipes[name]
         t0 = time.monotonic()
-        if r.is_rootfs:
-            image = _build_rootfs(r, run_id, say, fresh=force)
-        else:
-            image = _build_dockerfile(r, cfg.bases, run_id, log_dir)
+        if progress:
+            progress(name, f"building {r.base.local}", "running")
+        try:
+            if r.is_rootfs:
+                image = _build_rootfs(r, run_id, say, fresh=force, progress=progress)
+            else:
+                image = _build_dockerfile(r, cfg.bases, run_id, log_dir, progress)
+        except BaseException as exc:
+            if progress:
+                progress(name, str(exc)[:200], "failed")
+            raise
         built[name] = time.monotonic() - t0
+        if progress:
+            progress(name, f"built in {built[name]:.1f}s", "done")
         outcomes.append(Outcome(name, r.base.local, "built", image[:19], built[name]))
         say(f"  {name}: built {r.base.local} from pipeline/local/recipes/{r.base.recipe} in {built[name]:.1f}s")
 

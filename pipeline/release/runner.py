@@ -116,8 +116,17 @@ def open_run(cfg: Config, env: Environment, reporter: Reporter, *, services: Seq
         manifest = open_manifest(cfg, env, info, create=creates_manifest, fresh=fresh)
         run_dir.mkdir(parents=True, exist_ok=True)
         manifest.set("run_id", run_id)
-        yield RunContext(cfg=cfg, env=env, info=info, manifest=manifest, run_id=run_id, run_dir=run_dir,
-                         reporter=reporter, services=list(services), options=dict(options or {}))
+        reporter.run_opened(run_dir, run_id, env.name)   # events, logs, trace (pipeline.observe)
+        status = "failed"
+        try:
+            yield RunContext(cfg=cfg, env=env, info=info, manifest=manifest, run_id=run_id, run_dir=run_dir,
+                             reporter=reporter, services=list(services), options=dict(options or {}))
+            status = "ok"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            reporter.run_closed(status)
 
 
 def _recorded_ok(ctx: RunContext, name: str) -> bool:

@@ -42,8 +42,8 @@ def default_workers(cfg: Config) -> int:
     return cfg.build.workers or max(1, min(4, os.cpu_count() or 2))
 
 
-def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
-                  provision: bool) -> tuple[dict[str, str], dict[str, bool]]:
+def resolve_bases(cfg: Config, services: tuple[Service, ...], *, provision: bool,
+                  reporter: Reporter | None = None) -> tuple[dict[str, str], dict[str, bool]]:
     """Base refs → image IDs, preferring the upstream image when it is present, else the local equivalent.
 
     When neither reference exists and provision is true, `invoke bases` runs first (pull, or build from
@@ -65,8 +65,10 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *,
     if missing and provision:
         from pipeline.local.bases import ensure_bases
 
-        print(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)", flush=True)
-        ensure_bases(force=False, try_pull=True, config=cfg)
+        say = reporter.info if reporter else print
+        say(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)")
+        ensure_bases(force=False, try_pull=True, config=cfg, say=say,
+                     progress=(lambda b, text, state: reporter.step("bases", b, text, state)) if reporter else None)
         return resolve_bases(cfg, services, provision=False)
     for n in missing:
         base = cfg.bases[n]
@@ -95,7 +97,8 @@ def input_cache(cfg: Config) -> InputCache:
 
 
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
-              no_cache: bool, provision_bases: bool, builder: buildkit.Builder | None = None) -> BuildPlan:
+              no_cache: bool, provision_bases: bool, reporter: Reporter | None = None,
+              builder: buildkit.Builder | None = None) -> BuildPlan:
     """Decide tags, input digests, actions and reasons before anything is built.
 
     The context file list follows the `.dockerignore` semantics of `builder` (detected from
@@ -103,7 +106,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
     """
     builder = builder or buildkit.detect(cfg.build.builder)
     rules = rules_for(builder.kind)
-    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases)
+    base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
     cache = input_cache(cfg)
     plans = []
     for svc in cfg.services:
@@ -169,7 +172,8 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
     iid.unlink(missing_ok=True)
     t0 = time.monotonic()
     progress = BuildProgress()
-    reporter.step("build", p.name, f"starting ({p.why or p.reason})")
+    # Opens the service's span before the builder's.
+    reporter.step("build", p.name, f"starting the build ({p.why or p.reason})")
     with log.open("w") as fh:
         def on_line(line: str) -> None:
             fh.write(line + "\n")
@@ -194,8 +198,11 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
     if stop.is_set() and rc != 0:
         return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast", p.why, cached)
     if rc != 0 or not iid.exists():
-        for line in progress.failure_tail():
-            reporter.warn(f"{p.name} | {line}")
+        step, tail = progress.failing_step(), progress.failure_tail()
+        if step is not None:
+            reporter.excerpt(f"{p.name}: {step} failed (full log: {log})", tail[1:])
+        else:
+            reporter.excerpt(f"{p.name}: last lines of the build (full log: {log})", tail)
         return BuildResult(p.name, "failed", None, took, log, f"{builder.label} exited {rc}; log: {log}", p.why,
                            cached)
     image_id = iid.read_text().strip()
@@ -323,7 +330,7 @@ class BuildStage:
     def run(self, ctx: RunContext) -> StageSummary:
         no_cache = bool(ctx.options.get("no_cache"))
         plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
-                         provision_bases=True)
+                         provision_bases=True, reporter=ctx.reporter)
         print_plan(plan, ctx.reporter)
         for p in plan.services:
             if p.action != "skip":

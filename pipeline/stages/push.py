@@ -49,6 +49,11 @@ class PushContext:
     credentials: Credentials | None
     clients: dict[str, RegistryClient] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    progress: Callable[[str, str], None] | None = None    # (service, text) while an image is pushed
+
+    def note(self, service: str, text: str) -> None:
+        if self.progress is not None:
+            self.progress(service, text)
 
     def client(self, address: str) -> RegistryClient:
         if address not in self.clients:
@@ -139,6 +144,7 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
     digest: str | None = known
     engine_retries = 0
     try:
+        ctx.note(t.service, "checking the registry")
         present = _registry_tags(ctx, t, counter)
         if known and all(r is not None and r.digest == known for r in present.values()):
             return {**result, "status": "skipped", "digest": known, "tags_pushed": list(t.tags),
@@ -160,7 +166,9 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
                 for tag in t.tags:
                     docker_push.tag(t.image_id, t.repository, tag)
             for tag in t.tags:
-                pushed = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials),
+                ctx.note(t.service, f"pushing :{tag}")
+                pushed = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials,
+                                              partial(_pushing, ctx, t.service, tag)),
                                       ctx.policy, counter, _on_retry(ctx, t))
                 d = pushed.digest
                 engine_retries += pushed.engine_retries
@@ -212,7 +220,8 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     started = time.monotonic()
     targets = _targets(cfg, env, man, services)
     addresses = sorted({split_repository(t.repository)[0] for t in targets})
-    ctx = PushContext(env=env, policy=retry_policy(cfg), credentials=None, log=lambda s: log(redact(s)))
+    ctx = PushContext(env=env, policy=retry_policy(cfg), credentials=None, log=lambda s: log(redact(s)),
+                      progress=lambda service, text: reporter.step("push", service, text))
     for address in addresses:  # one registry per environment in practice
         ctx.credentials = registry_credentials(cfg, address)
         ctx.clients[address] = RegistryClient(address, credentials=ctx.credentials,
@@ -240,7 +249,8 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
                    "digest": None, "tags_pushed": [], "attempts": 1, "error": exc.message}
         man.record(t.service, "push", res)
         results[t.service] = res
-        ctx.log(_line(t, res))
+        state = {"failed": "failed", "skipped": "cached"}.get(str(res["status"]), "done")
+        reporter.step("push", t.service, redact(_line(t, res).split(": ", 1)[1]), state)
 
     with ThreadPoolExecutor(max_workers=max(1, min(n_workers, len(targets))),
                             thread_name_prefix="push") as pool:
@@ -315,6 +325,10 @@ class PushStage:
             except PipelineError as exc:
                 ctx.reporter.warn(f"SBOMs not attached: {exc.one_line()}")
         return summary
+
+
+def _pushing(ctx: PushContext, service: str, tag: str, text: str) -> None:
+    ctx.note(service, f"pushing :{tag} — {text}")
 
 
 def _line(t: PushTarget, r: dict[str, Any]) -> str:

@@ -136,6 +136,7 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     history = load_history(history_file)
 
     def task(t: ScanTarget) -> ScanOutcome:
+        reporter.step("scan", t.service, f"scanning {t.image_id[7:19]}")
         try:
             return _scan_one(t, key_base, cache, reports_dir, scanners, t.policy or policy, cfg.scan.timeout_s,
                              today, db.version)
@@ -153,7 +154,9 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
             else:
                 man.record(out.service, "scan", out.result)
             outcomes.append(out)
-            log(_outcome_line(out))
+            status = out.result["status"]
+            state = "failed" if status in ("error", "blocked") else "cached" if out.result.get("cached") else "done"
+            reporter.step("scan", out.service, _outcome_line(out).split(": ", 1)[1], state)
     save_history(history_file, history)
 
     prune_report_cache(cache / "reports")

@@ -102,6 +102,14 @@ class BuildProgress:
         """Names of the steps the builder took from its cache."""
         return [self.vertices[v].name for v in self.order if self.vertices[v].state == "cached"]
 
+    def failing_step(self) -> str | None:
+        """The name of the step that failed (BuildKit: its ERROR vertex; legacy: the last step begun), or None."""
+        if self.failed is not None:
+            return self.vertices[self.failed].name
+        if self._legacy is not None and self.vertices[self._legacy].tail:
+            return self._legacy
+        return None
+
     def failure_tail(self) -> list[str]:
         """The failing step's last output lines (BuildKit), else the build's last lines."""
         if self.failed is not None:

@@ -5,11 +5,14 @@ header to the daemon, never in any process's argv. Errors are classified for the
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import RegistryAuthError, StageFailed
 from pipeline.core.redact import redact
+from pipeline.observe.tracing import call_span
 from pipeline.tools import docker as engine
 from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable
 from pipeline.tools.registry_errors import classify_text
@@ -84,8 +87,49 @@ class PushedTag:
     engine_retries: int  # layer uploads the engine itself retried ("Retrying in N seconds")
 
 
-def push_tag(repository: str, tag_: str, credentials: Credentials | None) -> PushedTag:
-    """Push repository:tag through the engine; returns the registry digest. Raises classified errors."""
+class _LayerProgress:
+    """Bytes pushed per layer, summarised for a progress line (throttled to one call per second)."""
+
+    def __init__(self, on_progress: Callable[[str], None] | None) -> None:
+        self.on_progress = on_progress
+        self.layers: dict[str, tuple[int, int]] = {}
+        self.done: set[str] = set()
+        self.last = 0.0
+
+    def update(self, msg: dict[str, Any]) -> None:
+        if self.on_progress is None or not msg.get("id"):
+            return
+        layer, status = str(msg["id"]), str(msg.get("status", ""))
+        detail = msg.get("progressDetail") or {}
+        moved = bool(detail.get("total"))
+        if moved:
+            self.layers[layer] = (int(detail.get("current") or 0), int(detail["total"]))
+        if status in ("Pushed", "Layer already exists") or status.startswith("Mounted from"):
+            self.done.add(layer)
+            moved = True
+        now = time.monotonic()
+        if moved and now - self.last >= 1.0:
+            self.last = now
+            cur = sum(c for c, _ in self.layers.values()) / 1e6
+            tot = sum(t for _, t in self.layers.values()) / 1e6
+            seen = len(self.layers.keys() | self.done)
+            self.on_progress(f"{len(self.done)}/{seen} layers" + (f", {cur:.1f}/{tot:.1f} MB" if tot else ""))
+
+
+def _push_stream(repository: str, tag_: str, auth: dict[str, Any] | None,
+                 layers: _LayerProgress) -> Iterator[dict[str, Any]]:
+    """The engine's push messages, as they come (progress reported on the way)."""
+    for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
+        layers.update(msg)
+        yield msg
+
+
+def push_tag(repository: str, tag_: str, credentials: Credentials | None,
+             on_progress: Callable[[str], None] | None = None) -> PushedTag:
+    """Push repository:tag through the engine; returns the registry digest. Raises classified errors.
+
+    on_progress receives a one-line summary of the upload while it runs ("3/7 layers, 41.2/118.0 MB"), from
+    the engine's per-layer progressDetail {current, total} in bytes; at most one call per second."""
     import docker.errors
     import requests
 
@@ -97,24 +141,26 @@ def push_tag(repository: str, tag_: str, credentials: Credentials | None) -> Pus
     digest = ""
     engine_retries = 0
     counting_down: dict[str, bool] = {}
+    layers = _LayerProgress(on_progress)
     try:
-        for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
-            if "error" in msg or "errorDetail" in msg:
-                detail = msg.get("errorDetail") or {}
-                raise_classified(str(detail.get("message") or msg.get("error") or msg), ref)
-            # The engine counts down "Retrying in 5 seconds", "… 4 seconds" per layer: count each retry once.
-            retrying = str(msg.get("status", "")).startswith("Retrying in")
-            layer = str(msg.get("id", ""))
-            if retrying and not counting_down.get(layer):
-                engine_retries += 1
-            counting_down[layer] = retrying
-            aux = msg.get("aux") or {}
-            if aux.get("Digest"):
-                digest = str(aux["Digest"])
-            elif not digest:
-                m = re.search(r"digest: (sha256:[0-9a-f]{64})", str(msg.get("status", "")))
-                if m:
-                    digest = m.group(1)
+        with call_span("engine push", **{"veza.image": ref}):
+            for msg in _push_stream(repository, tag_, auth, layers):
+                if "error" in msg or "errorDetail" in msg:
+                    detail = msg.get("errorDetail") or {}
+                    raise_classified(str(detail.get("message") or msg.get("error") or msg), ref)
+                # The engine counts down "Retrying in 5 seconds", "… 4 seconds" per layer: count each retry once.
+                retrying = str(msg.get("status", "")).startswith("Retrying in")
+                layer = str(msg.get("id", ""))
+                if retrying and not counting_down.get(layer):
+                    engine_retries += 1
+                counting_down[layer] = retrying
+                aux = msg.get("aux") or {}
+                if aux.get("Digest"):
+                    digest = str(aux["Digest"])
+                elif not digest:
+                    m = re.search(r"digest: (sha256:[0-9a-f]{64})", str(msg.get("status", "")))
+                    if m:
+                        digest = m.group(1)
     except docker.errors.APIError as exc:
         raise_classified(str(exc.explanation or exc), ref)
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:

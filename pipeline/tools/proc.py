@@ -9,10 +9,12 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.core.paths import TOOLS_BIN
 from pipeline.core.redact import redact
+from pipeline.observe.tracing import tool_span
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,12 @@ def find_tool(name: str, fix: str | None = None) -> str:
                       fix or "run: python3 -m pipeline.machine.bootstrap")
 
 
-def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def tool_env(extra: Mapping[str, str] | None = None, traceparent: str = "") -> dict[str, str]:
+    """The environment of a tool: ours, the tools dir first on PATH, `extra`, and TRACEPARENT (W3C Trace
+    Context) naming the tool call's span when the run is traced (pipeline.observe.tracing)."""
     env = dict(os.environ)
+    if traceparent:
+        env["TRACEPARENT"] = traceparent
     env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
     if extra:
         env.update(extra)
@@ -59,16 +65,18 @@ def run(
 ) -> Result:
     """Run argv (no shell) with a timeout; on failure raise StageFailed naming the command and its stderr."""
     args = tuple(str(a) for a in argv)
-    try:
-        cp = subprocess.run(
-            args, input=input, capture_output=True, text=True, timeout=timeout,
-            env=tool_env(env), cwd=cwd, check=False,
-        )
-    except FileNotFoundError as exc:
-        raise ToolMissing(f"cannot run '{args[0]}': not installed",
-                          "run: python3 -m pipeline.machine.bootstrap") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise StageFailed(f"{what or args[0]} timed out after {timeout:.0f}s: {redact(' '.join(args))}") from exc
+    with tool_span(args) as (traceparent, span):
+        try:
+            cp = subprocess.run(
+                args, input=input, capture_output=True, text=True, timeout=timeout,
+                env=tool_env(env, traceparent), cwd=cwd, check=False,
+            )
+        except FileNotFoundError as exc:
+            raise ToolMissing(f"cannot run '{args[0]}': not installed",
+                              "run: python3 -m pipeline.machine.bootstrap") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise StageFailed(f"{what or args[0]} timed out after {timeout:.0f}s: {redact(' '.join(args))}") from exc
+        _exit_code(span, cp.returncode)
     res = Result(args, cp.returncode, redact(cp.stdout or ""), redact(cp.stderr or ""))
     if check and not res.ok:
         tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-5:]
@@ -91,11 +99,25 @@ def stream(
     The process is killed on timeout, or as soon as `stop` is set (e.g. --fail-fast, Ctrl-C).
     """
     args = [str(a) for a in argv]
+    with tool_span(args) as (traceparent, span):
+        rc = _stream(args, timeout, on_line, env, cwd, input, stop, traceparent)
+        _exit_code(span, rc)
+        return rc
+
+
+def _exit_code(span: Any, code: int) -> None:
+    """Record a tool call's exit code on its span (OpenTelemetry semantic conventions: process.exit.code)."""
+    if span is not None:
+        span.set_attribute("process.exit.code", code)
+
+
+def _stream(args: list[str], timeout: float, on_line: Callable[[str], None], env: Mapping[str, str] | None,
+            cwd: Path | str | None, input: str | None, stop: threading.Event | None, traceparent: str) -> int:
     try:
         p = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            env=tool_env(env), cwd=cwd, bufsize=1,
+            env=tool_env(env, traceparent), cwd=cwd, bufsize=1,
         )
     except FileNotFoundError as exc:
         raise ToolMissing(f"cannot run '{args[0]}': not installed",

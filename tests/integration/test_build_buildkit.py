@@ -193,10 +193,11 @@ def test_failure_shows_the_failing_steps_last_lines(go_project: MiniProject) -> 
     with pytest.raises(StageFailed) as info:
         run_command(cfg, cfg.env("dev"), ["build"], PlainReporter(sink=lines.append), services=["alpha"])
     assert "build failed for alpha" in info.value.message
-    failing = [ln for ln in lines if ln.startswith("warning: alpha | ")]
-    assert failing and failing[0].startswith("warning: alpha | [build 6/6] RUN --mount=type=cache"), lines
-    assert any("undefined: undefinedCall" in ln for ln in failing)
-    assert len(failing) <= 22
+    head = [i for i, ln in enumerate(lines) if ln.startswith("alpha: [build 6/6] RUN --mount=type=cache")]
+    assert head and "failed (full log: " in lines[head[0]], lines
+    failing = [ln for ln in lines[head[0] + 1:] if ln.startswith("  │ ")]
+    assert any("undefined: undefinedCall" in ln for ln in failing), lines
+    assert 0 < len(failing) <= 20
     m = _manifest(p)
     assert m.service("alpha")["build"]["status"] == "failed"
     assert "undefined: undefinedCall" in Path(m.service("alpha")["build"]["log"]).read_text()

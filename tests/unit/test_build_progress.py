@@ -76,6 +76,7 @@ def test_buildkit_failure_tail_is_the_failing_step() -> None:
     bp, events = _feed(BUILDKIT_FAIL)
     assert events[-1] == Step('[2/2] RUN echo one && echo two && echo "boom: it broke" && exit 3', "failed")
     tail = bp.failure_tail()
+    assert bp.failing_step() == '[2/2] RUN echo one && echo two && echo "boom: it broke" && exit 3'
     assert tail[0].startswith("[2/2] RUN echo one")
     assert tail[1:4] == ["one", "two", "boom: it broke"]
     assert "exit code: 3" in tail[-1]
@@ -86,5 +87,6 @@ def test_legacy_steps() -> None:
     assert Step("[2/3] COPY a /a", "cached") in events
     assert Step("[3/3] RUN false", "running") in events
     assert bp.cached_steps() == ["[2/3] COPY a /a"]
+    assert bp.failing_step() == "[3/3] RUN false"
     assert bp.failure_tail() == ["[3/3] RUN false:", "it failed here",
                                  "The command '/bin/sh -c false' returned a non-zero code: 1"]

@@ -18,7 +18,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,8 +78,9 @@ class _Progress:
     """One line per step with its expected duration, and a heartbeat every 20 s while a step runs (a big Go
     package can compile for minutes without output)."""
 
-    def __init__(self, expected: dict[str, float]) -> None:
+    def __init__(self, expected: dict[str, float], say: Callable[[str], None] | None = None) -> None:
         self.expected = expected
+        self._say = say or _print
         self.t0 = time.monotonic()
         self.timings: dict[str, float] = {}
         self.step_start = self.t0
@@ -123,10 +124,13 @@ class _Progress:
         self.timings[step] = round(took, 1)
         self.say(f"      done in {_fmt(took)}{' (' + note + ')' if note else ''}")
 
-    @staticmethod
-    def say(line: str) -> None:
-        print(f"cluster build: {line}", flush=True)
-        sys.stdout.flush()
+    def say(self, line: str) -> None:
+        self._say(f"cluster build: {line}")
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+    sys.stdout.flush()
 
 
 def _fmt(seconds: float) -> str:
@@ -149,8 +153,10 @@ def _expected() -> dict[str, float]:
         return {}
 
 
-def ensure_binaries() -> Path:
-    """The directory holding every cluster binary, building them first when the cache has none for this key."""
+def ensure_binaries(say: Callable[[str], None] | None = None) -> Path:
+    """The directory holding every cluster binary, building them first when the cache has none for this key.
+
+    say: where the build's progress lines go (a step line, then a heartbeat every 20 s); default stdout."""
     found = cached_binaries()
     if found:
         return found
@@ -158,11 +164,11 @@ def ensure_binaries() -> Path:
         found = cached_binaries()  # another process may have built them while we waited
         if found:
             return found
-        return _build()
+        return _build(say)
 
 
-def _build() -> Path:
-    prog = _Progress(_expected())
+def _build(say: Callable[[str], None] | None = None) -> Path:
+    prog = _Progress(_expected(), say)
     try:
         return _build_steps(prog)
     finally:

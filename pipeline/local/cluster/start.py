@@ -130,7 +130,7 @@ def start_local(say: Callable[[str], None] = print) -> ClusterState:
         raise UsageError(f"ports in use on 127.0.0.1: {', '.join(busy)} (another Kubernetes or etcd?)",
                          "stop what listens there, or run: invoke cluster-down")
     docker.client()  # ToolMissing when no engine answers
-    bindir = build.ensure_binaries()
+    bindir = build.ensure_binaries(say)
     st = _Starter(say)
     apt.ensure_installed(RUNTIME_PACKAGES)
     for d in (layout.RUN, layout.LOGS, layout.KUBELET_ROOT, layout.DOCKERSHIM_ROOT):
