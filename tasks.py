@@ -448,7 +448,7 @@ def cluster_up(c: Context, env: str = "") -> None:
     from pipeline.local.cluster import cluster_up as up_
 
     _cfg, environment, reporter = _setup(env)
-    up_(environment.kube_context, say=reporter.info)
+    up_(environment, say=reporter.info)
 
 
 @task(name="cluster-down")
@@ -498,17 +498,17 @@ def rollback(c: Context, env: str = "", to: int = 0) -> None:
     from pipeline.stages.deploy import rollback_release
 
     cfg, environment, reporter = _setup(env)
-    rollback_release(cfg, environment, to or None, out=reporter.info)
+    rollback_release(cfg, environment, to or None, reporter=reporter)
 
 
 @task(help={"env": ENV_HELP, "json": "machine-readable output"})
 @_cli
 def status(c: Context, env: str = "", json: bool = False) -> None:
-    """Revision, digests running, readiness per service, and whether they match the Release manifest."""
-    from pipeline.stages.deploy import run_status
+    """What runs per service: exit 0 only when it is exactly the manifest's digests, Ready; else exit 7."""
+    from pipeline.stages.deploy.commands import run_status
 
-    cfg, environment, _reporter = _setup(env)
-    run_status(cfg, environment, as_json=json)
+    cfg, environment, reporter = _setup(env)
+    run_status(cfg, environment, as_json=json, reporter=reporter)
 
 
 # ---------------------------------------------------------------- release

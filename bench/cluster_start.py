@@ -44,7 +44,7 @@ def main() -> int:
             cluster_down()
         lines.clear()
         t0 = time.monotonic()
-        cluster_up("")
+        cluster_up()
         ready.append(time.monotonic() - t0)
         lap = next((float(m.group(1)) for ln in lines if (m := re.search(r"apiserver ready .*\((\d+\.\d+)s\)", ln))),
                    float("nan"))

@@ -110,6 +110,10 @@ class Environment:
     confirm: bool
     promote_requires: tuple[str, ...] = ()
     local_infra: bool = False      # run PostgreSQL/Redis/NATS beside the release (the pipeline's own cluster)
+    # The name of an environment variable that, when set, holds the path of the kubeconfig of an external
+    # cluster (CI: written from the secret store); see pipeline/core/kubeconfig.py.
+    kubeconfig_env: str = ""
+    generate_secrets: bool = False  # deploy creates the chart's missing Secret keys with random values
     kube_versions: tuple[str, ...] = ()   # Kubernetes versions to lint for when the cluster does not answer
     infra_scan_threshold: str = ""   # the gate of the infra images ([infra.*]); empty: scan_threshold
     trusted_keys: tuple[Path, ...] = ()   # public keys accepted besides the environment's own (verify-images)
@@ -509,6 +513,8 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             confirm=et.flag("confirm", False),
             promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
             local_infra=et.flag("local_infra", False),
+            kubeconfig_env=et.text("kubeconfig_env", ""),
+            generate_secrets=et.flag("generate_secrets", False),
             infra_scan_threshold=et.text("infra_scan_threshold", "", choices=("", *SEVERITIES)),
             kube_versions=et.texts("kube_versions", ()),
             trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
@@ -516,6 +522,9 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             signing_passphrase_env=et.text("signing_passphrase_env", ""),
             auto_key=et.flag("auto_key", False),
         )
+        if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
+            et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",
+                    "use a name like PROD_KUBECONFIG")
         for kv in env.kube_versions:
             if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
                 et.fail(et.key("kube_versions"), f"'{kv}' is not a Kubernetes version", 'write e.g. ["1.31"]')

@@ -61,6 +61,12 @@ class ToolMissing(PipelineError):
     exit_code = 6
 
 
+class DriftFound(PipelineError):
+    """`invoke status`: the cluster does not run exactly what the environment's manifest records (exit 7)."""
+
+    exit_code = 7
+
+
 class StageFailed(PipelineError):
     """A stage failed for a reason that is not a gate (build error, push error): exit 1."""
 

@@ -70,9 +70,12 @@ def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, service
         rows.append((p.name, p.repository, ref))
     reporter.table("targets", ("service", "registry repository", "helm image value"), rows)
     if "deploy" in env.stages:
-        where = env.kube_context or "the local cluster (invoke cluster-up)"
+        from pipeline.core.kubeconfig import resolve_cluster
+        from pipeline.local.cluster import layout
+
+        where = resolve_cluster(env, layout.KUBECONFIG).describe()
         reporter.info(f"helm: upgrade --install {env.helm_release} helm/veza --namespace {env.namespace} "
-                      f"--kube-context {where} -f helm/veza/values.yaml -f {env.values_file.relative_to(cfg.root)} "
+                      f"on {where} -f helm/veza/values.yaml -f {env.values_file.relative_to(cfg.root)} "
                       f"--set <service>.image.repository/digest (above) --wait, rollback on failure")
 
 

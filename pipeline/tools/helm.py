@@ -11,6 +11,8 @@ import functools
 import json
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +96,14 @@ def upgrade_flags(major: int, *, wait: bool, rollback_on_failure: bool) -> list[
     return flags
 
 
+def ownership_flags(major: int) -> list[str]:
+    """Helm 4 applies server-side: a field changed out of band (`kubectl set image`, `kubectl scale`) belongs to
+    another field manager and the upgrade or rollback fails with a conflict. The release is the pipeline's, and
+    restoring the recorded state is the point, so Helm 4 takes those fields back (`--force-conflicts`). Helm 3's
+    three-way merge restores them without a flag."""
+    return ["--force-conflicts"] if major >= 4 else []
+
+
 def wait_flag(major: int) -> str:
     """The flag that makes rollback/uninstall wait for the resources."""
     return "--wait=watcher" if major >= 4 else "--wait"
@@ -141,28 +151,35 @@ def template(chart: Path, release: str, values_files: Sequence[Path] = (), *, na
 
 def upgrade_install(target: KubeTarget, release: str, chart: Path, values_files: Sequence[Path], *,
                     timeout_s: int, history_max: int = 10, wait: bool = True, rollback_on_failure: bool = True,
-                    dry_run: str = "", on_line: Callable[[str], None] | None = None) -> Result:
+                    dry_run: str = "", on_line: Callable[[str], None] | None = None,
+                    cancel: threading.Event | None = None) -> Result:
     """`helm upgrade --install` with the version's wait/rollback flags. check=False: returns the result.
 
     dry_run: "" (real), "server" (validated by the API server, nothing changes) or "client".
+    cancel: when set, Helm gets SIGTERM — it cancels the wait and, with atomic/rollback-on-failure, rolls the
+    release back itself (its signal handling of `upgrade`); it is killed if it has not ended `timeout_s + 60`
+    seconds later. The caller checks the release's status afterwards.
     """
     h = helm()
     argv = [h.path, "upgrade", release, str(chart), "--install", *_target_args(target),
             *_values_args(values_files), "--timeout", f"{timeout_s}s", "--history-max", str(history_max)]
+    argv += ownership_flags(h.major)
     if dry_run:
         argv.append(f"--dry-run={dry_run}")
     else:
         argv += upgrade_flags(h.major, wait=wait, rollback_on_failure=rollback_on_failure)
     budget = timeout_s * 2 + 60  # wait, then (on failure) the rollback's own wait
-    if on_line is None:
+    if on_line is None and cancel is None:
         return run(argv, timeout=budget, check=False, what="helm upgrade")
     lines: list[str] = []
 
     def collect(line: str) -> None:
         lines.append(line)
-        on_line(line)
+        if on_line is not None:
+            on_line(line)
 
-    code = stream(argv, timeout=budget, on_line=collect)
+    code = stream(argv, timeout=budget, on_line=collect, stop=cancel, stop_signal=signal.SIGTERM,
+                  stop_grace_s=timeout_s + 60)
     text = "\n".join(lines)
     return Result(tuple(argv), code, text, text)
 
@@ -216,7 +233,7 @@ def rollback(target: KubeTarget, release: str, revision: int, *, timeout_s: int,
     """`helm rollback RELEASE REVISION` (check=False)."""
     h = helm()
     argv = [h.path, "rollback", release, str(revision), *_target_args(target), "--timeout", f"{timeout_s}s",
-            "--history-max", str(history_max)]
+            "--history-max", str(history_max), *ownership_flags(h.major)]
     if wait:
         argv.append(wait_flag(h.major))
     return run(argv, timeout=timeout_s + 60, check=False, what="helm rollback")

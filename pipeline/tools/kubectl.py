@@ -93,6 +93,22 @@ def get_json(target: KubeTarget, *resource: str, selector: str = "", timeout: fl
     return data
 
 
+def list_json(target: KubeTarget, resource: str, *, selector: str = "", timeout: float = 10) -> dict[str, Any] | None:
+    """`kubectl get RESOURCE -l SELECTOR -o json` with a request timeout, or None when no API server answers
+    (the cluster is down or unreachable). Raises StageFailed when the API answers but refuses (e.g. forbidden)."""
+    args = ["get", resource, "-o", "json", f"--request-timeout={max(1, int(timeout))}s"]
+    if selector:
+        args += ["-l", selector]
+    res = _kc(target, args, timeout=timeout + 5, check=False, what=f"kubectl get {resource}")
+    if res.ok:
+        data: dict[str, Any] = json.loads(res.stdout) if res.stdout.strip() else {"items": []}
+        return data
+    if server_version(target, timeout=min(timeout, 5)) is None:
+        return None
+    tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-3:]
+    raise StageFailed(f"kubectl get {resource} failed (exit {res.returncode}): " + " | ".join(tail))
+
+
 def apply(target: KubeTarget, manifest: str, *, timeout: float = 60, dry_run: str = "") -> Result:
     """Apply a manifest given on stdin (YAML or JSON): secrets stay out of argv."""
     args = ["apply", "-f", "-"]

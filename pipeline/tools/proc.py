@@ -93,14 +93,18 @@ def stream(
     cwd: Path | str | None = None,
     input: str | None = None,
     stop: threading.Event | None = None,
+    stop_signal: int | None = None,
+    stop_grace_s: float = 0.0,
 ) -> int:
     """Run argv, calling on_line for every (redacted) output line; returns the exit code.
 
-    The process is killed on timeout, or as soon as `stop` is set (e.g. --fail-fast, Ctrl-C).
+    The process is killed on timeout, or as soon as `stop` is set (e.g. --fail-fast, Ctrl-C). With
+    `stop_signal` (e.g. signal.SIGTERM), `stop` first sends that signal and lets the process finish its own
+    cleanup for up to `stop_grace_s` seconds (still within `timeout`) before it is killed.
     """
     args = [str(a) for a in argv]
     with tool_span(args) as (traceparent, span):
-        rc = _stream(args, timeout, on_line, env, cwd, input, stop, traceparent)
+        rc = _stream(args, timeout, on_line, env, cwd, input, stop, traceparent, stop_signal, stop_grace_s)
         _exit_code(span, rc)
         return rc
 
@@ -112,7 +116,8 @@ def _exit_code(span: Any, code: int) -> None:
 
 
 def _stream(args: list[str], timeout: float, on_line: Callable[[str], None], env: Mapping[str, str] | None,
-            cwd: Path | str | None, input: str | None, stop: threading.Event | None, traceparent: str) -> int:
+            cwd: Path | str | None, input: str | None, stop: threading.Event | None, traceparent: str,
+            stop_signal: int | None = None, stop_grace_s: float = 0.0) -> int:
     try:
         p = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -125,10 +130,16 @@ def _stream(args: list[str], timeout: float, on_line: Callable[[str], None], env
     deadline = threading.Event()
 
     def watchdog() -> None:
-        # Wakes every 0.2 s: kill on timeout or when asked to stop.
+        # Wakes every 0.2 s: kill on timeout or when asked to stop (after the stop signal's grace, if any).
         waited = 0.0
+        signalled_at: float | None = None
         while p.poll() is None and not deadline.is_set():
-            if waited >= timeout or (stop is not None and stop.is_set()):
+            stopping = stop is not None and stop.is_set()
+            if stopping and stop_signal is not None and signalled_at is None:
+                p.send_signal(stop_signal)
+                signalled_at = waited
+            grace_over = signalled_at is None or waited - signalled_at >= stop_grace_s
+            if waited >= timeout or (stopping and grace_over):
                 p.kill()
                 return
             deadline.wait(0.2)

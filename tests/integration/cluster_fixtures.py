@@ -77,7 +77,7 @@ def local_cluster() -> Iterator[Path]:
     if not was_running:
         marker.write_text(f"{os.getpid()}\n")
     t0 = time.monotonic()
-    kubeconfig = cluster_up("")
+    kubeconfig = cluster_up()
     _session = ClusterSession(kubeconfig, not was_running, time.monotonic() - t0)
     try:
         yield kubeconfig

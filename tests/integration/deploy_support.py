@@ -2,7 +2,11 @@
 
 A real deploy target: the local cluster, a test registry on 127.0.0.1:5300-5349 holding
 the project's service images (pushed by digest), and PostgreSQL/Redis/NATS running as Deployments in a
-veza-test-* namespace from the local infra images (`invoke bases`).
+veza-test-* namespace from the local infra images (`invoke bases`). The environment generates its Secret
+(`generate_secrets = true`), as the local environment does.
+
+VEZA_DEPLOY_TEST_PORTS=LO-HI (e.g. 19700-19749) moves every port of this area into that range (the last 10
+for the test registry, the others for port-forwards); VEZA_DEPLOY_TEST_NAMESPACE_PREFIX replaces "veza-test".
 
 The cluster has no DNS add-on: the chart's infra hosts are set to the infra Services' ClusterIPs
 (reached through kube-proxy), exactly what a values file does for infra outside the cluster.
@@ -12,6 +16,7 @@ Port-forwards use 127.0.0.1:18200-18299 (VEZA_PORT_FORWARD_PORTS).
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 import time
@@ -30,8 +35,17 @@ from pipeline.local.infra import ensure_local_infra
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools.kubectl import PORT_RANGE_ENV, KubeTarget
 
-REGISTRY_PORTS = range(5300, 5350)
-PF_RANGE = "18200-18299"
+
+def _ports() -> tuple[range, str]:
+    spec = os.environ.get("VEZA_DEPLOY_TEST_PORTS", "").strip()
+    if not spec:
+        return range(5300, 5350), "18200-18299"
+    lo, hi = (int(x) for x in spec.split("-"))
+    return range(hi - 9, hi + 1), f"{lo}-{hi - 10}"
+
+
+REGISTRY_PORTS, PF_RANGE = _ports()
+NS_PREFIX = os.environ.get("VEZA_DEPLOY_TEST_NAMESPACE_PREFIX", "veza-test")
 KUBECTL = str(TOOLS_BIN / "kubectl")
 
 
@@ -81,7 +95,8 @@ def _free_registry_port() -> int:
             except OSError:
                 continue
             return p
-    raise AssertionError("no free port in 127.0.0.1:5300-5349 for the test registry")
+    raise AssertionError(f"no free port in 127.0.0.1:{REGISTRY_PORTS.start}-{REGISTRY_PORTS.stop - 1} for the test "
+                         "registry")
 
 
 def _service_image(cfg: Config, name: str, run: str) -> str:
@@ -138,14 +153,14 @@ def pushed_images(deploy_registry: str) -> Iterator[dict[str, str]]:
 def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state: Path,
                 label: str) -> DeployTarget:
     """A veza-test-* namespace with the Secret and the infra running, and the config pointing at it."""
-    ns = f"veza-test-{label}-{uuid.uuid4().hex[:6]}"
+    ns = f"{NS_PREFIX}-{label}-{uuid.uuid4().hex[:6]}"
     kc(kubeconfig, "create", "namespace", ns)
     kc(kubeconfig, "label", "namespace", ns, "veza.pipeline.test=deploy")
     base = load_config()
     # The same infra the local environment runs beside a release (pipeline/local/infra.py).
     infra_values = ensure_local_infra(base, KubeTarget(kubeconfig, "", ns), "veza-secrets", state, say=lambda _: None)
     env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza", local_infra=False,
-                              values_file=ROOT / "helm/veza/values-local.yaml")
+                              generate_secrets=True, values_file=ROOT / "helm/veza/values-local.yaml")
     cfg = dataclasses.replace(base, state_dir=state, environments={"local": env})
     return DeployTarget(cfg=cfg, env=env, kubeconfig=kubeconfig, namespace=ns, registry=registry,
                         digests=digests, infra_values=infra_values, state=state)
@@ -166,6 +181,36 @@ def remove_target(t: DeployTarget) -> None:
 def port_range(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(PORT_RANGE_ENV, PF_RANGE)
     return PF_RANGE
+
+
+class LinesReporter:
+    """A Reporter (pipeline.core.reporter) that keeps every line it is given, detail included, as a user running
+    verbose would see them: the deploy tests assert on what the user is told."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def warn(self, msg: str) -> None:
+        self.lines.append(f"warning: {msg}")
+
+    def detail(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def stage_started(self, stage: str) -> None:
+        self.lines.append(f"── {stage}")
+
+    def stage_finished(self, stage: str, status: str, detail: str = "") -> None:
+        self.lines.append(f"── {stage}: {status} {detail}".rstrip())
+
+    def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
+        self.lines.append(f"  {service}: {state} — {text}")
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> None:

@@ -173,6 +173,15 @@ def test_stream_server_has_its_claim_and_recreate_strategy() -> None:
     assert vol["persistentVolumeClaim"]["claimName"] == "veza-stream-server"
 
 
+@pytest.mark.parametrize("env", [e for e in ENVS if e != "local"])
+def test_stateful_claims_survive_an_uninstall(env: str) -> None:
+    """issue 15: in every non-local environment no uninstall (nor a removed failed first install) deletes data."""
+    pvcs = _kinds(render(env, "1.31.0"), "PersistentVolumeClaim")
+    assert pvcs, f"{env} renders no claim"
+    for pvc in pvcs:
+        assert pvc["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep", pvc["metadata"]
+
+
 @pytest.mark.parametrize("kube,api", [("1.20.0", "networking.k8s.io/v1"), ("1.37.0", "networking.k8s.io/v1")])
 def test_ingress_per_service_when_enabled(kube: str, api: str) -> None:
     assert not _kinds(render("local", kube), "Ingress")

@@ -27,6 +27,7 @@ from pipeline.tools.kubectl import KubeTarget
 from tests.integration.deploy_support import (
     PF_RANGE,
     DeployTarget,
+    LinesReporter,
     kc,
     make_target,
     remove_target,
@@ -61,9 +62,11 @@ def target(request: pytest.FixtureRequest, local_cluster: Path, deploy_registry:
 
 def _deploy(t: DeployTarget, *extra: Path, lines: list[str] | None = None, timeout_s: int = 180,
             manifest: object = None):  # type: ignore[no-untyped-def]
-    out = lines if lines is not None else []
+    reporter = LinesReporter()
+    if lines is not None:
+        reporter.lines = lines
     return deploy_release(t.cfg, t.env, manifest or t.manifest(), timeout_s=timeout_s, kubeconfig=t.kubeconfig,
-                          extra_values=[t.infra_values, *extra], out=out.append)
+                          extra_values=[t.infra_values, *extra], reporter=reporter)
 
 
 def _kt(t: DeployTarget) -> KubeTarget:
@@ -178,8 +181,7 @@ def test_rollback_to_a_revision(target: DeployTarget) -> None:
     two = _values(target, "two-docs.yaml", {"services": {"veza-docs": {"replicas": 2}}})
     res = _deploy(target, two)
     assert res.status == "deployed" and _live(target)["veza-docs"]["replicas"] == 2
-    lines: list[str] = []
-    new_rev = rollback_release(target.cfg, target.env, 1, kubeconfig=target.kubeconfig, out=lines.append)
+    new_rev = rollback_release(target.cfg, target.env, 1, kubeconfig=target.kubeconfig, reporter=LinesReporter())
     assert new_rev == res.revision + 1
     assert _live(target)["veza-docs"]["replicas"] == 1
     assert helm.get_values(_kt(target), "veza")["global"]["deployHash"] == helm.get_values(
@@ -192,15 +194,17 @@ KILLED_DEPLOY = textwrap.dedent("""
     import dataclasses, json, sys
     from pathlib import Path
     from pipeline.core.config import load_config
-    from pipeline.stages.deploy import deploy_release
     from pipeline.core.manifest import Manifest
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import deploy_release
     a = json.loads(sys.argv[1])
     base = load_config()
     env = dataclasses.replace(base.env("local"), namespace=a["ns"], helm_release="veza", local_infra=False,
-                              values_file=Path(a["values_file"]))
+                              generate_secrets=True, values_file=Path(a["values_file"]))
     cfg = dataclasses.replace(base, state_dir=Path(a["state"]), environments={"local": env})
     deploy_release(cfg, env, Manifest.load(Path(a["state"]) / "manifest.json"), timeout_s=120,
-                   kubeconfig=Path(a["kubeconfig"]), extra_values=[Path(p) for p in a["extra"]], out=print)
+                   kubeconfig=Path(a["kubeconfig"]), extra_values=[Path(p) for p in a["extra"]],
+                   reporter=PlainReporter(verbose=True))
 """)
 
 

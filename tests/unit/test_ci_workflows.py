@@ -50,3 +50,27 @@ def test_ci_calls_only_existing_invoke_targets() -> None:
         used |= set(re.findall(r"\.venv/bin/invoke ([a-z][a-z-]+)", (ROOT / rel).read_text()))
     assert used and used <= tasks, used - tasks
     assert {"lint", "build", "scan", "smoke", "push", "release"} <= used
+
+
+@pytest.mark.parametrize(("job", "env", "secret"), [("deploy-dev", "dev", "DEV_KUBECONFIG"),
+                                                    ("release-prod", "prod", "PROD_KUBECONFIG")])
+def test_ci_deploys_reach_an_external_cluster_through_the_variable_pipeline_toml_names(
+        job: str, env: str, secret: str) -> None:
+    """The kubeconfig comes from the secret store into the file whose path pipeline.toml's kubeconfig_env names,
+    before any release step; an absent secret stops the job instead of falling back to a cluster of its own."""
+    from pipeline.core.config import load_config
+
+    var = load_config(ROOT / "pipeline.toml", check_files=False).env(env).kubeconfig_env
+    assert var
+    steps = yaml.safe_load((ROOT / ".github/workflows/release.yml").read_text())["jobs"][job]["steps"]
+    runs = [str(s.get("run", "")) for s in steps]
+    writes = [i for i, s in enumerate(steps) if f"secrets.{secret}" in str(s.get("env", {}))
+              and f'echo "{var}=' in runs[i] and "exit 2" in runs[i]]
+    releases = [i for i, r in enumerate(runs) if f"invoke release --env {env}" in r]
+    assert writes and releases and writes[0] < min(releases), (writes, releases)
+    assert not any("KUBECONFIG=" in r and var not in r for r in runs)
+    script = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())[job]["script"]
+    exports = [i for i, ln in enumerate(script) if ln.startswith(f"export {var}=")]
+    gl_releases = [i for i, ln in enumerate(script) if f"invoke release --env {env}" in ln]
+    assert exports and gl_releases and exports[0] < min(gl_releases), script
+    assert any(f'test -n "${secret}"' in ln and "exit 2" in ln for ln in script[:exports[0]])

@@ -3,6 +3,7 @@ parsing, the /etc/hosts entry. No engine, no cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import shutil
 from pathlib import Path
@@ -220,8 +221,10 @@ def test_kubeconfig_points_at_the_local_apiserver(tmp_path: Path) -> None:
 
 def test_kubeconfig_for_local_env_is_the_local_cluster() -> None:
     import pipeline.local.cluster as cluster
+    from pipeline.core.config import load_config
 
-    assert cluster.kubeconfig_for("") == layout.KUBECONFIG  # pipeline.toml: local has no kube_context
+    local = load_config(check_files=False).env("local")  # pipeline.toml: local has no kube_context
+    assert cluster.kubeconfig_for(local) == layout.KUBECONFIG
 
 
 def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,11 +235,17 @@ def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatc
     user_kc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "contexts": [
         {"name": "kind-veza", "context": {"cluster": "kind-veza", "user": "u"}}]}))
     monkeypatch.setenv("KUBECONFIG", str(user_kc))
-    assert cluster.kubeconfig_for("kind-veza") == user_kc
-    assert cluster.kubeconfig_for("") == layout.KUBECONFIG
-    assert cluster.cluster_up("kind-veza", say=lambda _l: None) == user_kc  # a user's cluster: nothing provisioned
+    monkeypatch.delenv("VEZA_PROD_KUBECONFIG", raising=False)
+    from pipeline.core.config import load_config
+
+    prod = load_config(check_files=False).env("prod")
+    kind = dataclasses.replace(prod, kube_context="kind-veza")
+    assert cluster.kubeconfig_for(kind) == user_kc
+    assert cluster.kubeconfig_for(prod) == layout.KUBECONFIG  # no variable, no context: the own cluster
+    assert cluster.kubeconfig_for(None) == layout.KUBECONFIG
+    assert cluster.cluster_up(kind, say=lambda _l: None) == user_kc  # a user's cluster: nothing provisioned
     with pytest.raises(UsageError, match="kube context 'nope' not found"):
-        cluster.cluster_up("nope", say=lambda _l: None)
+        cluster.cluster_up(dataclasses.replace(prod, kube_context="nope"), say=lambda _l: None)
 
 
 def test_kubepods_cgroups_removed_deepest_first(tmp_path: Path) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from pipeline.core.errors import UsageError
-from pipeline.core.yamlfile import DatelessLoader  # dates stay text: 2026-02-30 is no crash
+from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluster
 from pipeline.local.cluster import build, layout
 from pipeline.local.cluster.state import cluster_lock, load_state
+
+if TYPE_CHECKING:
+    from pipeline.core.config import Environment
 
 START_COMMAND = "invoke cluster-up"
 
@@ -26,39 +26,27 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _user_kubeconfig() -> Path:
-    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    return Path(first) if first else Path.home() / ".kube" / "config"
+def cluster_access(env: Environment) -> ClusterAccess:
+    """Where `env` deploys (pipeline/core/kubeconfig.py): an external cluster's kubeconfig, checked to define the
+    context, or the local cluster's kubeconfig (its current context is the local cluster)."""
+    access = resolve_cluster(env, layout.KUBECONFIG)
+    check_access(access)
+    return access
 
 
-def kubeconfig_for(kube_context: str) -> Path:
-    """The kubeconfig for an environment's kube_context: the user's when it names one, else the local
-    cluster's (whose current context is the local cluster)."""
-    return _user_kubeconfig() if kube_context else layout.KUBECONFIG
+def kubeconfig_for(env: Environment | None) -> Path:
+    """The kubeconfig file of cluster_access(env); None: the local cluster's."""
+    return cluster_access(env).kubeconfig if env is not None else layout.KUBECONFIG
 
 
-def _check_user_context(context: str) -> Path:
-    path = _user_kubeconfig()
-    try:
-        doc = yaml.load(path.read_text(), Loader=DatelessLoader) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"cannot read the kubeconfig {path} ({exc.__class__.__name__})",
-                         "set KUBECONFIG to the file holding the context, or empty kube_context in pipeline.toml",
-                         ) from None
-    names = [c.get("name") for c in doc.get("contexts") or []]
-    if context not in names:
-        raise UsageError(f"kube context '{context}' not found in {path} (has: {', '.join(map(str, names)) or 'none'})",
-                         "fix kube_context in pipeline.toml or KUBECONFIG")
-    return path
-
-
-def cluster_up(kube_context: str = "", say: Callable[[str], None] = _say) -> Path:
-    """Use the environment's kube context (non-empty `kube_context`), or bring up the local cluster
-    (idempotent). Returns the kubeconfig. UsageError when the named context is not in the kubeconfig."""
-    if kube_context:
-        path = _check_user_context(kube_context)
-        say(f"cluster: kube context '{kube_context}' from {path}; nothing to provision")
-        return path
+def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say) -> Path:
+    """Use the environment's external cluster (cluster_access: kubeconfig_env, kube_context), or bring up the
+    local cluster (idempotent; env None = the local cluster). Returns the kubeconfig. UsageError (exit 2, one
+    line) when the external kubeconfig cannot be read or lacks the context."""
+    access = cluster_access(env) if env is not None else None
+    if access is not None and access.external:
+        say(f"cluster: environment '{env.name if env else ''}' uses {access.describe()}; nothing to provision")
+        return access.kubeconfig
     from pipeline.local.cluster.start import running_state, start_local
     from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
 

@@ -43,6 +43,11 @@ class ApiClient:
         result: dict[str, Any] = json.loads(text)
         return result
 
+    def create(self, path: str, body: dict[str, Any], timeout: float = 30) -> int:
+        """POST an object; returns the HTTP status (201 created, 409 already exists, 0 no answer)."""
+        code, _ = self._call("POST", path, timeout=timeout, body=body)
+        return code
+
     def delete(self, path: str, timeout: float = 30) -> int:
         code, _ = self._call("DELETE", path, timeout=timeout,
                              body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.core.errors import StageFailed, ToolMissing, UsageError
-from pipeline.local.cluster import build, components, host, layout, pause, stop
+from pipeline.local.cluster import build, components, host, layout, pause, stop, storage
 from pipeline.local.cluster.api import ApiClient
 from pipeline.local.cluster.pki import ensure_pki
 from pipeline.local.cluster.state import ClusterState, load_state
@@ -190,6 +190,10 @@ def start_local(say: Callable[[str], None] = print) -> ClusterState:
 
     _wait("the default service account and its token", default_sa, 60,
           f"{layout.LOGS}/kube-controller-manager.log")
+    code = api.create(storage.API_PATH, storage.storage_class_doc())
+    if code not in (201, 409):
+        raise StageFailed(f"cluster: creating the default StorageClass {storage.STORAGE_CLASS} answered {code}",
+                          f"see {layout.LOGS}/kube-apiserver.log")
     st.state.ready_after_s = round(time.monotonic() - st.t0, 1)
     st.state.save()
     say(f"cluster: ready in {st.state.ready_after_s}s — kubeconfig: {layout.KUBECONFIG}")

@@ -1,0 +1,154 @@
+"""Fail fast on what cannot recover while Helm waits: stop within seconds, name the object and the reason.
+
+Helm's --wait only learns that a rollout will never finish when its --timeout (300 s) runs out. Some states
+never resolve on their own during a deploy, and the Pod and PersistentVolumeClaim objects say so early:
+- a pod the scheduler cannot place (PodScheduled=False, reason Unschedulable): an unbound claim, insufficient
+  cpu/memory, an unmatched node selector — blocking once it persists `unschedulable_grace_s` (a claim being
+  bound or a pod of the old revision going away can make it transient for a moment);
+- an image that cannot be pulled: container waiting with ErrImagePull / ImagePullBackOff / InvalidImageName /
+  ErrImageNeverPull;
+- a container that cannot be created from its spec (CreateContainerConfigError: a missing Secret key…),
+  persisting `config_grace_s`;
+- a crash loop: container waiting with CrashLoopBackOff, or restarted `crash_restarts` times.
+Reasons and states: the Kubernetes API (core/v1 PodStatus, ContainerStateWaiting reasons as the kubelet
+writes them, https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#container-states,
+https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-conditions).
+
+Only pods created after the deploy began count (pods of the previous revision are not this deploy's fault).
+`find_blocker` is pure (unit-tested); `BlockerWatcher` polls the cluster beside Helm and, on the first blocker,
+calls the given `on_blocker` (the deploy cancels Helm there; Helm then rolls back).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.stages.deploy.diagnosis import timestamp
+from pipeline.tools import kubectl
+from pipeline.tools.kubectl import KubeTarget
+
+PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError")
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """What will not recover: the object (kind/name), a short category, the cluster's own reason text."""
+
+    kind: str
+    name: str
+    category: str   # unschedulable | unbound-claim | image-pull | container-config | crash-loop
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.kind} {self.name}: {self.category}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    unschedulable_grace_s: float = 10.0
+    config_grace_s: float = 10.0
+    crash_restarts: int = 2
+
+
+def _claims(pod: dict[str, Any]) -> list[str]:
+    return [str(v["persistentVolumeClaim"].get("claimName")) for v in pod.get("spec", {}).get("volumes") or []
+            if isinstance(v, dict) and isinstance(v.get("persistentVolumeClaim"), dict)]
+
+
+def _claim_detail(claim: str, pvcs: dict[str, dict[str, Any]]) -> str:
+    pvc = pvcs.get(claim)
+    if pvc is None:
+        return f"claim {claim} does not exist"
+    phase = (pvc.get("status") or {}).get("phase", "?")
+    cls = (pvc.get("spec") or {}).get("storageClassName")
+    cls_text = repr(cls) if cls is not None else "unset, and the cluster has no default"
+    return f"PersistentVolumeClaim {claim} is {phase} (storage class {cls_text})"
+
+
+def find_blocker(pods: Sequence[dict[str, Any]], pvcs: Sequence[dict[str, Any]], *, since: float, now: float,
+                 limits: Thresholds = Thresholds()) -> Blocker | None:
+    """The first unrecoverable state among `pods` (Pod objects as `kubectl get -o json` lists them) created at
+    or after `since` (epoch seconds), judged at `now`; `pvcs` name the claims of unschedulable pods. None = keep
+    waiting."""
+    by_claim = {str(p.get("metadata", {}).get("name")): p for p in pvcs}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp") or timestamp(str(meta.get("creationTimestamp", ""))) < since - 1:
+            continue
+        name = str(meta.get("name", "?"))
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                    and cond.get("reason") == "Unschedulable":
+                age = now - timestamp(str(cond.get("lastTransitionTime", ""))) if cond.get("lastTransitionTime") \
+                    else now - timestamp(str(meta.get("creationTimestamp", "")))
+                if age < limits.unschedulable_grace_s:
+                    continue
+                message = str(cond.get("message", "")).strip()
+                if "PersistentVolumeClaim" in message:
+                    detail = "; ".join(_claim_detail(c, by_claim) for c in _claims(pod)) or message
+                    return Blocker("Pod", name, "unbound-claim", f"{message} — {detail}")
+                return Blocker("Pod", name, "unschedulable", message or "the scheduler cannot place it")
+        statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+        for cs in statuses:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = str(waiting.get("reason", ""))
+            message = str(waiting.get("message", "")).strip()
+            container = f"container {cs.get('name', '?')}"
+            if reason in PULL_FAILURES:
+                return Blocker("Pod", name, "image-pull", f"{container}: {reason}: {message or cs.get('image', '')}")
+            if reason in CONFIG_FAILURES:
+                created = timestamp(str(meta.get("creationTimestamp", "")))
+                if now - created >= limits.config_grace_s:
+                    return Blocker("Pod", name, "container-config", f"{container}: {reason}: {message}")
+            restarts = int(cs.get("restartCount") or 0)
+            if reason == "CrashLoopBackOff" or restarts >= limits.crash_restarts:
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                how = (f"exit code {last.get('exitCode')}" + (f" ({last['reason']})" if last.get("reason") else "")
+                       if last else reason or "restarting")
+                return Blocker("Pod", name, "crash-loop", f"{container} restarted {restarts} time(s), last {how}")
+    return None
+
+
+class BlockerWatcher:
+    """Polls the release's pods (every `period_s`) while Helm waits; calls `on_blocker` once with the first
+    Blocker found. Errors of a poll (the API busy) are skipped: Helm's own timeout remains the backstop."""
+
+    def __init__(self, target: KubeTarget, selector: str, since: float, on_blocker: Callable[[Blocker], None], *,
+                 period_s: float = 2.0, limits: Thresholds = Thresholds()) -> None:
+        self.target, self.selector, self.since = target, selector, since
+        self.on_blocker, self.period_s, self.limits = on_blocker, period_s, limits
+        self.found: Blocker | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="deploy-failfast")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def poll(self) -> Blocker | None:
+        import time
+
+        pods = kubectl.get_json(self.target, "pods", selector=self.selector, timeout=15).get("items", [])
+        pvcs: list[dict[str, Any]] = []
+        if any(_claims(p) for p in pods):
+            pvcs = kubectl.get_json(self.target, "pvc", timeout=15).get("items", [])
+        return find_blocker(pods, pvcs, since=self.since, now=time.time(), limits=self.limits)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                blocker = self.poll()
+            except Exception:  # a failed poll must not end the watch: Helm's timeout remains
+                continue
+            if blocker is not None:
+                self.found = blocker
+                self.on_blocker(blocker)
+                return

@@ -1,0 +1,148 @@
+"""What the release needs on the cluster before Helm runs: its namespace, its Secret, local volumes, local infra.
+
+Each function is idempotent: it looks first and creates only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import Config
+from pipeline.core.errors import UsageError
+from pipeline.core.paths import CACHE_DIR
+from pipeline.core.reporter import Reporter
+from pipeline.core.yamlfile import load_text
+from pipeline.gate import pod_security
+from pipeline.local.cluster.storage import STORAGE_CLASS, storage_class_doc
+from pipeline.local.infra import ensure_local_infra
+from pipeline.stages.deploy.target import ReleaseTarget
+from pipeline.stages.deploy.values import resource_name
+from pipeline.tools import helm, kubectl
+from pipeline.tools.kubectl import KubeTarget
+
+LOCAL_STORAGE_CLASS = STORAGE_CLASS
+# Pod Security Standards labels (https://kubernetes.io/docs/concepts/security/pod-security-admission/): enforced
+# by Pod Security admission from Kubernetes 1.23 on; inert on 1.20, where the pipeline's gate
+# (pipeline/gate/pod_security.py) checks the rendered manifests instead.
+PSS_LABELS = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/warn": "restricted",
+              "pod-security.kubernetes.io/audit": "restricted"}
+
+
+def pod_security_gate(chart: Path, rt: ReleaseTarget, values_files: list[Path], reporter: Reporter) -> None:
+    """Render the chart with the environment's values files (and the chart's placeholder digests: an image
+    does not change a pod's security) and raise PolicyBlocked (exit 3) on the first breach of the Pod Security
+    "restricted" profile (pipeline/gate/pod_security.py), before anything reaches the cluster."""
+    files = [*values_files, chart / "ci" / "digests-values.yaml"]
+    text = helm.template(chart, rt.release, files, namespace=rt.namespace)
+    checked = pod_security.enforce_restricted(text, where=f"{rt.env.name}'s rendered chart")
+    reporter.info(f"  Pod Security gate (restricted, checked by the pipeline): {checked} pod template(s) pass")
+
+
+def ensure_namespace(rt: ReleaseTarget, reporter: Reporter) -> None:
+    """Create the release's namespace (labelled part-of veza, Pod Security `restricted`) when it is missing.
+    The labels only take effect where Pod Security admission exists (Kubernetes >= 1.23)."""
+    ns = kubectl.get_json(rt.kube, "namespace", rt.namespace, namespaced=False, ignore_not_found=True)
+    if ns:
+        return
+    doc = {"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": rt.namespace, "labels": {"app.kubernetes.io/part-of": "veza", **PSS_LABELS}}}
+    kubectl.apply(rt.kube, json.dumps(doc))
+    reporter.info(f"  created namespace {rt.namespace} (labelled pod-security.kubernetes.io/enforce=restricted: "
+                  "enforced only by Kubernetes >= 1.23's Pod Security admission)")
+
+
+def ensure_local_infra_values(cfg: Config, rt: ReleaseTarget, chart: Path, out_dir: Path,
+                              reporter: Reporter) -> Path:
+    """Run PostgreSQL/Redis/NATS beside the release (an environment with `local_infra = true`: the pipeline's
+    own cluster has none) and return the values file that points the chart at them (hosts by ClusterIP)."""
+    ensure_namespace(rt, reporter)
+    secret = (load_text((chart / "values.yaml").read_text(), "values.yaml") or {})["secrets"]["name"]
+    return ensure_local_infra(cfg, rt.kube, secret, out_dir, say=reporter.info)
+
+
+def ensure_secret(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:
+    """The chart only references the Secret (`secrets.name`). An environment with `generate_secrets = true`
+    (pipeline.toml) gets the missing keys with random values; any other must have them already: their values
+    are nobody's business here. Raises UsageError naming the missing keys and the command that adds them."""
+    name = merged["secrets"]["name"]
+    keys = sorted({merged["secrets"]["keys"][k] for s in merged["services"].values()
+                   if s.get("enabled") for k in (s.get("secretEnv") or {}).values()})
+    found = kubectl.get_json(rt.kube, "secret", name, ignore_not_found=True)
+    have = set((found.get("data") or {}).keys()) if found else set()
+    missing = [k for k in keys if k not in have]
+    if not missing:
+        return
+    if rt.env.generate_secrets:
+        data = {k: secrets.token_urlsafe(24) for k in missing}
+        doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                               "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "veza"}},
+                               "stringData": data}
+        if found and found.get("data"):
+            doc["data"] = found["data"]
+        kubectl.apply(rt.kube, json.dumps(doc))
+        reporter.info(f"  created Secret {name} with random {', '.join(missing)} "
+                      f"(generate_secrets = true for {rt.env.name})")
+        return
+    literal = " ".join(f"--from-literal={k}=..." for k in missing)
+    raise UsageError(f"Secret {name} in namespace {rt.namespace} lacks {', '.join(missing)}",
+                     f"create it: kubectl -n {rt.namespace} create secret generic {name} {literal}")
+
+
+def ensure_local_storage_class(rt: ReleaseTarget, reporter: Reporter) -> None:
+    """The pipeline's own cluster's default StorageClass (pipeline/local/cluster/storage.py), created when
+    missing (cluster-up creates it; a cluster started by an older version may lack it)."""
+    cluster_scope = KubeTarget(rt.kube.kubeconfig, rt.kube.context, "")
+    if kubectl.get_json(cluster_scope, "storageclass", STORAGE_CLASS, namespaced=False, ignore_not_found=True):
+        return
+    kubectl.apply(cluster_scope, json.dumps(storage_class_doc()))
+    reporter.info(f"  created the default StorageClass {STORAGE_CLASS} (static hostPath provisioning by the deploy)")
+
+
+def local_claims(release: str, merged: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(claim name, persistence values) of every enabled claim the pipeline's own cluster provisions: those
+    naming its class, or none (the cluster default, which is its class there)."""
+    out = []
+    for name, svc in merged["services"].items():
+        p = svc.get("persistence") or {}
+        if svc.get("enabled") and p.get("enabled") and p.get("storageClassName", "") in ("", LOCAL_STORAGE_CLASS):
+            out.append((str(p.get("existingClaim") or resource_name(release, name)), p))
+    return out
+
+
+def ensure_local_volumes(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:
+    """Static provisioning on the pipeline's own cluster (never on an external one): a hostPath
+    PersistentVolume (reclaim policy Retain) per claim of the release (local_claims), pre-bound to it
+    (claimRef), of the claim's class (its live class when it exists already, else the default class),
+    owned by the pods' UID/fsGroup. Host directories live under <cache>/volumes/<namespace>/<claim>."""
+    claims = local_claims(rt.release, merged)
+    if not claims:
+        return
+    ensure_local_storage_class(rt, reporter)
+    cluster_scope = KubeTarget(rt.kube.kubeconfig, rt.kube.context, "")
+    for claim, p in claims:
+        pv_name = f"veza-{rt.namespace}-{claim}"[:63].rstrip("-")
+        if kubectl.get_json(rt.kube, "pv", pv_name, namespaced=False, ignore_not_found=True):
+            continue
+        live = kubectl.get_json(rt.kube, "pvc", claim, ignore_not_found=True)
+        klass = (live.get("spec") or {}).get("storageClassName") or "" if live else (
+            p.get("storageClassName") or LOCAL_STORAGE_CLASS)
+        host_dir = CACHE_DIR / "volumes" / rt.namespace / claim
+        host_dir.mkdir(parents=True, exist_ok=True)
+        uid = int(merged["securityContext"]["runAsUser"])
+        os.chown(host_dir, uid, int(merged["securityContext"]["fsGroup"]))
+        doc = {"apiVersion": "v1", "kind": "PersistentVolume",
+               "metadata": {"name": pv_name, "labels": {"app.kubernetes.io/part-of": "veza",
+                                                        "veza.io/namespace": rt.namespace}},
+               "spec": {"capacity": {"storage": p.get("size", "1Gi")},
+                        "accessModes": p.get("accessModes", ["ReadWriteOnce"]),
+                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": klass,
+                        "claimRef": {"namespace": rt.namespace, "name": claim},
+                        "hostPath": {"path": str(host_dir), "type": "Directory"}}}
+        kubectl.apply(cluster_scope, json.dumps(doc))
+        reporter.info(f"  created PersistentVolume {pv_name} (hostPath {host_dir}, class {klass or 'none'}) "
+                      f"for claim {claim}")

@@ -1,0 +1,150 @@
+"""What a deploy installs, decided without a cluster: the image per service, the generated values, the hash.
+
+Pure functions (no subprocess, no cluster): unit-tested in tests/unit/test_deploy_logic.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.config import Config, Environment
+from pipeline.core.errors import UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.core.yamlfile import load_text
+
+CHART = Path("helm/veza")
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """The image one service gets: `repository@digest`, taken from the manifest or kept from the cluster."""
+
+    service: str
+    repository: str
+    digest: str
+    source: str  # "manifest" | "deployed"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+def resource_name(release: str, service: str) -> str:
+    """The chart's veza.fullname: the service name when it starts with the release name, else release-service
+    (at most 63 characters, the Kubernetes name limit)."""
+    name = service if service == release or service.startswith(f"{release}-") else f"{release}-{service}"
+    return name[:63].rstrip("-")
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's values coalescing for maps: `over` wins, nested maps merge, lists are replaced. Inputs unchanged."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def manifest_services(manifest: Manifest | None) -> dict[str, Any]:
+    """service name → its record in the Release manifest ({} without a manifest).
+
+    The one place that reads the manifest's free-form records; swapped for the typed accessors
+    (`manifest.pushed(service)`) when they land."""
+    return dict(manifest.data["services"]) if manifest is not None else {}
+
+
+def pushed_ref(entry: dict[str, Any]) -> tuple[str, str] | None:
+    """(repository, digest) a manifest record says was pushed (status pushed or skipped), else None."""
+    push = entry.get("push") or {}
+    digest = str(push.get("digest", ""))
+    repo = str(entry.get("repository", ""))
+    if digest.startswith("sha256:") and repo and push.get("status") in ("pushed", "skipped"):
+        return repo, digest
+    return None
+
+
+def choose_images(cfg: Config, manifest_svcs: dict[str, Any], selected: Sequence[str],
+                  deployed_values: dict[str, Any] | None) -> tuple[dict[str, ImageChoice], list[str]]:
+    """Which image each service gets: the manifest's pushed digest for the services to deploy; the deployed
+    one for the others. Returns (choices by service, notes to print).
+
+    Raises UsageError when a service named in `selected` has no pushed digest."""
+    choices: dict[str, ImageChoice] = {}
+    notes: list[str] = []
+    deployed_svcs = (deployed_values or {}).get("services", {}) or {}
+    for svc in cfg.services:
+        ref = pushed_ref(manifest_svcs.get(svc.name) or {})
+        wanted = not selected or svc.name in selected
+        if wanted and ref is not None:
+            choices[svc.name] = ImageChoice(svc.name, ref[0], ref[1], "manifest")
+            continue
+        if wanted and selected:
+            raise UsageError(f"service '{svc.name}' has no pushed digest in the Release manifest",
+                             f"run: invoke build push --service {svc.name} --env <env>")
+        old = (deployed_svcs.get(svc.name) or {}).get("image") or {}
+        if old.get("digest") and old.get("repository") and (deployed_svcs.get(svc.name) or {}).get("enabled", True):
+            choices[svc.name] = ImageChoice(svc.name, str(old["repository"]), str(old["digest"]), "deployed")
+            if wanted:
+                notes.append(f"{svc.name}: no pushed digest in the manifest; keeping the deployed {old['digest'][:19]}")
+        elif wanted:
+            notes.append(f"{svc.name}: not built/pushed and not deployed yet: left out of this release")
+    return choices, notes
+
+
+def image_values(cfg: Config, choices: dict[str, ImageChoice], hash_: str) -> dict[str, Any]:
+    """The generated values file: one image per service (by digest), the others disabled, and the hash."""
+    services: dict[str, Any] = {}
+    for svc in cfg.services:
+        c = choices.get(svc.name)
+        if c is None:
+            services[svc.name] = {"enabled": False}
+        else:
+            services[svc.name] = {"enabled": True,
+                                  "image": {"repository": c.repository, "digest": c.digest, "tag": ""}}
+    return {"global": {"deployHash": hash_}, "services": services}
+
+
+def deploy_hash(chart_dir: Path, values_files: Sequence[Path], choices: dict[str, ImageChoice]) -> str:
+    """A hash of everything that defines the release: chart files (not ci/), values files, chosen images.
+    Returns "sha256:<64 hex>"."""
+    h = hashlib.sha256()
+    for p in sorted(chart_dir.rglob("*")):
+        if p.is_file() and "ci" not in p.relative_to(chart_dir).parts:
+            h.update(str(p.relative_to(chart_dir)).encode() + b"\0" + p.read_bytes() + b"\0")
+    for f in values_files:
+        h.update(b"values\0" + f.read_bytes() + b"\0")
+    h.update(json.dumps({k: v.ref for k, v in sorted(choices.items())}, sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def env_values_files(env: Environment, extra: Sequence[Path] = ()) -> list[Path]:
+    """The environment's values file, then the extra ones. Raises UsageError when the former is missing."""
+    if not env.values_file.is_file():
+        raise UsageError(f"values file {env.values_file} of environment {env.name} does not exist",
+                         f"create it or fix values_file under [environments.{env.name}]")
+    return [env.values_file, *extra]
+
+
+def merged_values(chart: Path, values_files: Sequence[Path], generated: dict[str, Any]) -> dict[str, Any]:
+    """The values Helm computes: the chart's values.yaml, each file in order, then the generated ones."""
+    # dates stay text (as Helm reads them); bad YAML is one line (UsageError), no traceback
+    merged: dict[str, Any] = load_text((chart / "values.yaml").read_text(), "values.yaml") or {}
+    for f in values_files:
+        merged = deep_merge(merged, load_text(f.read_text(), str(f)) or {})
+    return deep_merge(merged, generated)
+
+
+def ready_path(cfg: Config, service: str, merged: dict[str, Any]) -> str:
+    """The HTTP path that answers 200 when `service` is ready: pipeline.toml's, else the chart's probe path."""
+    try:
+        return str(cfg.service(service).ready_path)
+    except UsageError:
+        return str(merged["services"][service]["probes"]["readinessPath"])

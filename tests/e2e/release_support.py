@@ -1,0 +1,100 @@
+"""Helpers of the environment e2e tests: fresh clones, `invoke` as a user runs it, reading the manifest and
+report, comparing `invoke status` with the manifest, and removing a release and everything it left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+INVOKE = ROOT / ".venv/bin/invoke"
+HELM = ROOT / ".tools/bin/helm"
+KUBECTL = ROOT / ".tools/bin/kubectl"
+PORT_FORWARDS = "19750-19799"
+
+
+def clone_repo(tmp: Path) -> Path:
+    """A fresh clone of the committed tree (with its tags), with a git identity for commits and tags."""
+    dest = tmp / "veza"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
+    for k, v in (("user.email", "e2e@example.invalid"), ("user.name", "e2e")):
+        subprocess.run(["git", "-C", str(dest), "config", k, v], check=True, timeout=30)
+    return dest
+
+
+def tag_release(clone: Path) -> str:
+    """An annotated release tag on the clone's HEAD: the next patch after its highest vX.Y.Z tag (v0.1.0 first).
+    (`invoke bump` tags the repository it runs from, which in these tests is the work tree, not the clone.)"""
+    tags = subprocess.run(["git", "-C", str(clone), "tag", "-l", "v*.*.*"], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.split()
+    versions = sorted(tuple(int(x) for x in t[1:].split(".")) for t in tags if t[1:].replace(".", "").isdigit())
+    nxt = (versions[-1][0], versions[-1][1], versions[-1][2] + 1) if versions else (0, 1, 0)
+    name = "v" + ".".join(map(str, nxt))
+    subprocess.run(["git", "-C", str(clone), "tag", "-a", name, "-m", f"release {name}"], check=True, timeout=30)
+    return name
+
+
+def signing_env(clone: Path) -> dict[str, str]:
+    """The signing keys of the clone's environments live beside the clone (VEZA_KEY_DIR), never in the machine's
+    key directory; their passphrase variables hold a throwaway test value (these keys sign test releases only)."""
+    passphrase = "e2e-" + clone.parent.name  # not a secret: the key pair is deleted with the test's directory
+    return {"VEZA_KEY_DIR": str(clone.parent / "keys"), "VEZA_SIGNING_PASSPHRASE": passphrase,
+            "VEZA_STAGING_SIGNING_PASSPHRASE": passphrase, "VEZA_PROD_SIGNING_PASSPHRASE": passphrase}
+
+
+def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
+           drop_env: tuple[str, ...] = (), timeout: float = 3000) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VEZA_CONFIG": str(clone / "pipeline.toml"), "CI": "true",
+           "VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, **signing_env(clone), **(extra_env or {})}
+    for name in drop_env:
+        env.pop(name, None)
+    return subprocess.run([str(INVOKE), "-r", str(ROOT), *args], cwd=clone, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def flat(text: str) -> str:
+    """Output with the reporter's line wrapping undone (every run of whitespace becomes one space)."""
+    return " ".join(text.split())
+
+
+def manifest(clone: Path, env: str) -> dict[str, Any]:
+    """The environment's Release manifest (<state>/<env>/manifest.json)."""
+    return json.loads((clone / ".pipeline" / env / "manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def latest_report(clone: Path, env: str) -> dict[str, Any]:
+    runs = sorted((clone / ".pipeline" / env / "runs").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text())  # type: ignore[no-any-return]
+
+
+def status_matches(clone: Path, env: str, **kw: Any) -> dict[str, Any]:
+    """`invoke status --env ENV --json` says every service runs its manifest digest, all replicas ready."""
+    st = invoke(clone, "status", "--env", env, "--json", **kw)
+    assert st.returncode == 0, st.stdout + st.stderr
+    info: dict[str, Any] = json.loads(st.stdout)
+    assert info["status"] == "deployed", info
+    for name, svc in info["services"].items():
+        assert svc["matches_manifest"], (name, svc)
+        assert svc["ready"] == svc["replicas"] >= 1, (name, svc)
+    return info
+
+
+def remove_release(kubeconfig: Path, namespace: str, release: str = "veza", context: str = "") -> None:
+    """Uninstall the release, delete its namespace, its static PersistentVolumes and their host directories."""
+    from pipeline.core.paths import CACHE_DIR
+
+    ctx = ["--kube-context", context] if context else []
+    kctx = ["--context", context] if context else []
+    subprocess.run([str(HELM), "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s",
+                    "--kubeconfig", str(kubeconfig), *ctx], capture_output=True, timeout=180, check=False)
+    subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *kctx, "delete", "namespace", namespace,
+                    "--ignore-not-found", "--wait=true", "--timeout=180s"], capture_output=True, timeout=200,
+                   check=False)
+    subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *kctx, "delete", "pv", "-l",
+                    f"veza.io/namespace={namespace}", "--ignore-not-found", "--wait=false"], capture_output=True,
+                   timeout=60, check=False)
+    shutil.rmtree(CACHE_DIR / "volumes" / namespace, ignore_errors=True)
