@@ -117,6 +117,13 @@ def apply(target: KubeTarget, manifest: str, *, timeout: float = 60, dry_run: st
     return _kc(target, args, timeout=timeout, input=manifest, what="kubectl apply")
 
 
+def patch(target: KubeTarget, *resource: str, merge_patch: dict[str, Any], namespaced: bool = True,
+          timeout: float = 30) -> Result:
+    """`kubectl patch --type merge` of one object (raises StageFailed when kubectl fails)."""
+    return _kc(target, ["patch", *resource, "--type", "merge", "-p", json.dumps(merge_patch)], timeout=timeout,
+               namespaced=namespaced, what=f"kubectl patch {' '.join(resource)}")
+
+
 def delete(target: KubeTarget, *resource: str, timeout: float = 120, wait: bool = True,
            namespaced: bool = True) -> Result:
     args = ["delete", *resource, "--ignore-not-found", f"--wait={'true' if wait else 'false'}"]

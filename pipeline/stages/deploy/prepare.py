@@ -114,6 +114,21 @@ def local_claims(release: str, merged: dict[str, Any]) -> list[tuple[str, dict[s
     return out
 
 
+def _rebind_released(rt: ReleaseTarget, pv: dict[str, Any], claim: str, reporter: Reporter) -> None:
+    """A volume Released by an earlier claim of the same name (the release was uninstalled, or its namespace
+    deleted) binds no new claim until its stale claimRef is cleared; clearing it keeps the data (Retain) and
+    lets the reinstalled release find it again."""
+    ref = (pv.get("spec") or {}).get("claimRef") or {}
+    if (pv.get("status") or {}).get("phase") != "Released" or (ref.get("namespace"), ref.get("name")) != (
+            rt.namespace, claim):
+        return
+    name = pv["metadata"]["name"]
+    kubectl.patch(rt.kube, "pv", name, namespaced=False,
+                  merge_patch={"spec": {"claimRef": {"namespace": rt.namespace, "name": claim, "uid": None,
+                                                     "resourceVersion": None}}})
+    reporter.info(f"  PersistentVolume {name} was released by an earlier {claim}: bound again, data kept")
+
+
 def ensure_local_volumes(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:
     """Static provisioning on the pipeline's own cluster (never on an external one): a hostPath
     PersistentVolume (reclaim policy Retain) per claim of the release (local_claims), pre-bound to it
@@ -126,7 +141,9 @@ def ensure_local_volumes(rt: ReleaseTarget, merged: dict[str, Any], reporter: Re
     cluster_scope = KubeTarget(rt.kube.kubeconfig, rt.kube.context, "")
     for claim, p in claims:
         pv_name = f"veza-{rt.namespace}-{claim}"[:63].rstrip("-")
-        if kubectl.get_json(rt.kube, "pv", pv_name, namespaced=False, ignore_not_found=True):
+        existing = kubectl.get_json(rt.kube, "pv", pv_name, namespaced=False, ignore_not_found=True)
+        if existing:
+            _rebind_released(rt, existing, claim, reporter)
             continue
         live = kubectl.get_json(rt.kube, "pvc", claim, ignore_not_found=True)
         klass = (live.get("spec") or {}).get("storageClassName") or "" if live else (
