@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from pipeline.core.config_reader import Table, check_name, items_of, path_in
 from pipeline.core.errors import ConfigError
 from pipeline.core.vocab import SEVERITIES, STAGES
 
@@ -21,7 +22,6 @@ BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
 RELEASES = ("major", "minor", "patch", "none")
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 T = TypeVar("T")
 
@@ -222,121 +222,6 @@ class Config:
         return self.environments[name]
 
 
-class _Table:
-    """A TOML table being read: typed getters that name the file and the dotted key on error."""
-
-    def __init__(self, file: Path, where: str, data: Any) -> None:
-        self.file = file
-        self.where = where
-        if not isinstance(data, dict):
-            self.fail(where, f"must be a table, got {_tname(data)}", f"write [{where}] as a table")
-        self.data: dict[str, Any] = data
-        self.used: set[str] = set()
-
-    def fail(self, key: str, problem: str, fix: str) -> None:
-        raise ConfigError(f"{self.file.name}: {key}: {problem}", fix)
-
-    def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def _get(self, name: str, kind: type[T], kind_name: str, default: Any, required: bool) -> T:
-        self.used.add(name)
-        if name not in self.data:
-            if required:
-                self.fail(self.key(name), "missing", f"add {name} = <{kind_name}> under [{self.where}]")
-            return default  # type: ignore[no-any-return]
-        value = self.data[name]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            self.fail(self.key(name), f"expected {kind_name}, got {_tname(value)} {value!r}",
-                      f"set {name} to {_article(kind_name)} {kind_name}")
-        return value  # type: ignore[no-any-return]
-
-    def text(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
-        v = self._get(name, str, "string", default, default is None)
-        if choices and v not in choices:
-            self.fail(self.key(name), f"'{v}' is not allowed", f"use one of: {', '.join(choices)}")
-        return v
-
-    def integer(self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 2**31) -> int:
-        v = self._get(name, int, "integer", default, default is None)
-        if not lo <= v <= hi:
-            self.fail(self.key(name), f"{v} is out of range", f"use an integer between {lo} and {hi}")
-        return v
-
-    def number(self, name: str, default: float | None = None) -> float:
-        v = self._get(name, float, "number", default, default is None)
-        if v < 0:
-            self.fail(self.key(name), f"{v} is negative", "use a number >= 0")
-        return v
-
-    def flag(self, name: str, default: bool | None = None) -> bool:
-        return self._get(name, bool, "boolean (true/false)", default, default is None)
-
-    def texts(self, name: str, default: tuple[str, ...] | None = None, *,
-             choices: tuple[str, ...] = ()) -> tuple[str, ...]:
-        v = self._get(name, list, "list of strings", None if default is None else list(default),
-                      default is None)
-        for item in v:
-            if not isinstance(item, str):
-                self.fail(self.key(name), f"expected list of strings, found {_tname(item)} {item!r}",
-                          f'quote every item of {name}, e.g. ["a", "b"]')
-            if choices and item not in choices:
-                self.fail(self.key(name), f"'{item}' is not allowed", f"use items from: {', '.join(choices)}")
-        if len(set(v)) != len(v):
-            self.fail(self.key(name), "has duplicate items", f"list each item of {name} once")
-        return tuple(v)
-
-    def table(self, name: str, required: bool = True) -> _Table:
-        self.used.add(name)
-        if name not in self.data:
-            if required:
-                self.fail(self.key(name), "missing table", f"add a [{self.key(name)}] table")
-            return _Table(self.file, self.key(name), {})
-        return _Table(self.file, self.key(name), self.data[name])
-
-    def done(self) -> None:
-        """Refuse keys nobody read: a typo must not be silently ignored."""
-        for k in self.data:
-            if k not in self.used:
-                allowed = ", ".join(sorted(self.used))
-                self.fail(self.key(k), "unknown key", f"remove it or use one of: {allowed}")
-
-
-def _tname(v: Any) -> str:
-    return {str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
-            dict: "table"}.get(type(v), type(v).__name__)
-
-
-def _name(t: _Table, key: str, value: str) -> None:
-    if not value or not set(value) <= NAME_CHARS or value[0] == "-":
-        t.fail(key, f"'{value}' is not a valid name", "use lowercase letters, digits and '-'")
-
-
-def _path_in(t: _Table, root: Path, name: str, *, must_exist: bool, is_dir: bool) -> Path:
-    rel = t.text(name)
-    p = (root / rel).resolve()
-    if must_exist and not (p.is_dir() if is_dir else p.is_file()):
-        kind = "directory" if is_dir else "file"
-        t.fail(t.key(name), f"{kind} '{rel}' does not exist", f"create it or point {name} at an existing {kind}")
-    return p
-
-
-def _items(t: _Table, name: str, read: Callable[[_Table], T], required: bool = True) -> list[T]:
-    """An array of tables, each read strictly."""
-    t.used.add(name)
-    raw = t.data.get(name)
-    if raw is None:
-        if required:
-            t.fail(t.key(name), "missing", f"add at least one [[{name}]] table")
-        return []
-    if not isinstance(raw, list):
-        t.fail(t.key(name), f"expected an array of tables, got {_tname(raw)}", f"write [[{name}]] blocks")
-    return [read(_Table(t.file, f"{t.key(name)}[{i}]", item)) for i, item in enumerate(raw)]
-
-
 def load_config(path: Path | None = None, *, check_files: bool = True) -> Config:
     """Read and validate pipeline.toml. check_files=False skips existence checks (for pure planning tests)."""
     from pipeline.core.paths import CONFIG_FILE
@@ -349,7 +234,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         raise ConfigError(f"{path.name}: not found at {path}", "run from the project root or pass --config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: invalid TOML: {exc}", "fix the syntax at that line") from None
-    top = _Table(path, "", raw)
+    top = Table(path, "", raw)
 
     proj = top.table("project")
     project_name = proj.text("name")
@@ -366,7 +251,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         breaking_below_1=v.text("breaking_below_1", "minor", choices=("minor", "major")),
         non_conventional=v.text("non_conventional", "none", choices=("none", "patch")),
         preset=v.text("preset", "conventional", choices=BUMP_PRESETS),
-        bump_rules=tuple(_items(v, "bump_rules", _read_bump_rule, required=False)),
+        bump_rules=tuple(items_of(v, "bump_rules", _read_bump_rule, required=False)),
     )
     _check_semver(v, "first_version", versioning.first_version)
     v.done()
@@ -429,73 +314,15 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         it.done()
     infra_t.done()
 
-    def read_probe(pt: _Table) -> Probe:
-        p = Probe(method=pt.text("method", "GET", choices=HTTP_METHODS), path=pt.text("path"),
-                  status=pt.integer("status", 200, lo=100, hi=599), body_contains=pt.text("body_contains", ""))
-        if not p.path.startswith("/"):
-            pt.fail(pt.key("path"), f"'{p.path}' does not start with '/'", "write an absolute URL path like /health")
-        pt.done()
-        return p
+    from pipeline.core.config_services import read_services  # it reads into the types above
 
-    def read_check(ct: _Table) -> SmokeCheck:
-        c = SmokeCheck(kind=ct.text("kind", choices=SMOKE_CHECK_KINDS), path=ct.text("path"))
-        if not c.path.startswith("/"):
-            ct.fail(ct.key("path"), f"'{c.path}' does not start with '/'", "write an absolute URL path like /ready")
-        ct.done()
-        return c
-
-    def read_service(st: _Table) -> Service:
-        name = st.text("name")
-        _name(st, st.key("name"), name)
-        ba = st.table("build_args", required=False)
-        args = tuple((k, ba.text(k)) for k in list(ba.data))
-        ba.done()
-        svc = Service(
-            name=name,
-            context=_path_in(st, root, "context", must_exist=check_files, is_dir=True),
-            dockerfile=_path_in(st, root, "dockerfile", must_exist=check_files, is_dir=False),
-            repository=st.text("repository", name),
-            port=st.integer("port", lo=1, hi=65535),
-            health_path=st.text("health_path", "/health"),
-            ready_path=st.text("ready_path", "/ready"),
-            depends_on=st.texts("depends_on", ()),
-            bases=st.texts("bases", ()),
-            probes=tuple(_items(st, "probes", read_probe, required=False)),
-            volumes=st.texts("volumes", ()),
-            build_args=args,
-            smoke_checks=tuple(_items(st, "smoke_checks", read_check, required=False)),
-        )
-        for bn in svc.bases:
-            if bn not in bases:
-                st.fail(st.key("bases"), f"unknown base '{bn}'", f"use one of the [bases] tables: {', '.join(bases)}")
-        st.done()
-        return svc
-
-    services = _items(top, "services", read_service)
-    seen: set[str] = set()
-    ports: dict[int, str] = {}
-    for i, svc in enumerate(services):
-        if svc.name in seen:
-            top.fail(f"services[{i}].name", f"duplicate service name '{svc.name}'", "give every service a unique name")
-        seen.add(svc.name)
-        if svc.port in ports:
-            top.fail(f"services[{i}].port", f"port {svc.port} already used by '{ports[svc.port]}'",
-                     "give every service its own port")
-        ports[svc.port] = svc.name
-    known = seen | set(infra)
-    for i, svc in enumerate(services):
-        for dep in svc.depends_on:
-            if dep == svc.name:
-                top.fail(f"services[{i}].depends_on", f"'{svc.name}' depends on itself", "remove it from depends_on")
-            if dep not in known:
-                top.fail(f"services[{i}].depends_on", f"unknown service '{dep}'",
-                         f"use one of: {', '.join(sorted(known))}")
+    services = read_services(top, root, bases, infra, check_files)
 
     envs_t = top.table("environments")
     environments: dict[str, Environment] = {}
     for ename in list(envs_t.data):
         et = envs_t.table(ename)
-        _name(et, et.key(""), ename)
+        check_name(et, et.key(""), ename)
         env = Environment(
             name=ename,
             registry=et.text("registry", registry.address),
@@ -503,7 +330,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             kube_context=et.text("kube_context", ""),
             namespace=et.text("namespace"),
             helm_release=et.text("helm_release", project_name),
-            values_file=_path_in(et, root, "values_file", must_exist=False, is_dir=False),
+            values_file=path_in(et, root, "values_file", must_exist=False, is_dir=False),
             stages=et.texts("stages", choices=STAGES),
             tags=et.texts("tags", choices=TAG_KINDS),
             scan_threshold=et.text("scan_threshold", "CRITICAL", choices=SEVERITIES),
@@ -565,7 +392,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     return config
 
 
-def _read_bump_rule(t: _Table) -> BumpRule:
+def _read_bump_rule(t: Table) -> BumpRule:
     def opt_flag(name: str) -> bool | None:
         return t.flag(name) if name in t.data else None
 
@@ -583,12 +410,8 @@ def _read_bump_rule(t: _Table) -> BumpRule:
     return rule
 
 
-def _check_semver(t: _Table, key: str, value: str) -> None:
+def _check_semver(t: Table, key: str, value: str) -> None:
     import re
 
     if not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", value):
         t.fail(t.key(key), f"'{value}' is not a semantic version", "write it as MAJOR.MINOR.PATCH, e.g. 0.1.0")
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"

@@ -54,11 +54,6 @@ def client() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def has_buildx() -> bool:
-    res = proc.run(["docker", "buildx", "version"], timeout=20, check=False)
-    return res.ok
-
-
 @dataclass(frozen=True)
 class LocalImage:
     id: str
@@ -91,6 +86,21 @@ def _local_socket() -> str | None:
     return "/var/run/docker.sock" if context in (None, "", "default") else None
 
 
+def _socket_call(sock: str, method: str, path: str) -> tuple[int, bytes]:
+    """One Engine API request over the local unix socket: (HTTP status, body). ToolMissing when no engine answers."""
+    conn = _UnixHTTPConnection(sock, timeout=60)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except OSError as exc:
+        raise ToolMissing(f"no Docker engine answers at {sock} ({exc.strerror or exc})",
+                          "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
+                          ) from None
+    finally:
+        conn.close()
+
+
 def _inspect(ref: str) -> dict[str, Any] | None:
     """GET /images/{ref}/json. On the local socket this is plain HTTP: no-op builds skip importing docker-py."""
     sock = _local_socket()
@@ -101,21 +111,11 @@ def _inspect(ref: str) -> dict[str, Any] | None:
             return dict(client().api.inspect_image(ref))
         except docker.errors.ImageNotFound:
             return None
-    conn = _UnixHTTPConnection(sock, timeout=60)
-    try:
-        conn.request("GET", f"/images/{quote(ref, safe='/:@')}/json")
-        resp = conn.getresponse()
-        body = resp.read()
-    except OSError as exc:
-        raise ToolMissing(f"no Docker engine answers at {sock} ({exc.strerror or exc})",
-                          "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
-                          ) from None
-    finally:
-        conn.close()
-    if resp.status == 404:
+    status, body = _socket_call(sock, "GET", f"/images/{quote(ref, safe='/:@')}/json")
+    if status == 404:
         return None
-    if resp.status != 200:
-        raise StageFailed(f"the engine answered {resp.status} to inspect {ref}: {body[:200]!r}")
+    if status != 200:
+        raise StageFailed(f"the engine answered {status} to inspect {ref}: {body[:200]!r}")
     return dict(json.loads(body))
 
 
@@ -143,19 +143,10 @@ def tag_image(image: str, repository: str, tag: str) -> None:
     if sock is None:
         client().api.tag(image, repository, tag, force=True)
         return
-    conn = _UnixHTTPConnection(sock, timeout=60)
-    try:
-        conn.request("POST", f"/images/{quote(image, safe='/:@')}/tag?{urlencode({'repo': repository, 'tag': tag})}")
-        resp = conn.getresponse()
-        body = resp.read()
-    except OSError as exc:
-        raise ToolMissing(f"no Docker engine answers at {sock} ({exc.strerror or exc})",
-                          "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
-                          ) from None
-    finally:
-        conn.close()
-    if resp.status not in (200, 201):
-        raise StageFailed(f"the engine answered {resp.status} to tag {image} as {repository}:{tag}: {body[:200]!r}")
+    status, body = _socket_call(sock, "POST",
+                                f"/images/{quote(image, safe='/:@')}/tag?{urlencode({'repo': repository, 'tag': tag})}")
+    if status not in (200, 201):
+        raise StageFailed(f"the engine answered {status} to tag {image} as {repository}:{tag}: {body[:200]!r}")
 
 
 def build_image(
@@ -171,24 +162,17 @@ def build_image(
     iidfile: Path,
     stop: threading.Event | None = None,
 ) -> int:
-    """Build with the docker CLI, streaming each output line; returns the exit code. The image ID lands in iidfile."""
-    if has_buildx():
-        argv: list[str] = ["docker", "buildx", "build", "--load", "--progress", "plain"]
-        env = None
-    else:
-        argv = ["docker", "build"]
-        env = {"DOCKER_BUILDKIT": "0"}
-    argv += ["-f", str(dockerfile), "--iidfile", str(iidfile)]
-    for t in tags:
-        argv += ["-t", t]
-    for k, v in sorted(build_args.items()):
-        argv += ["--build-arg", f"{k}={v}"]
-    for k, v in sorted(labels.items()):
-        argv += ["--label", f"{k}={v}"]
-    if no_cache:
-        argv.append("--no-cache")
-    argv.append(str(context))
-    return proc.stream(argv, timeout=timeout, on_line=on_line, env=env, stop=stop)
+    """Build a plain Dockerfile (base recipes, the pause image) with buildx where it exists, else the legacy
+    builder (the Dockerfiles of the services go through pipeline.tools.buildkit), streaming each output line;
+    returns the exit code. The image ID lands in iidfile."""
+    from pipeline.tools import buildkit
+
+    builder = buildkit.detect("auto")
+    if builder.kind != "buildx":
+        builder = buildkit.detect("legacy")
+    argv, env = buildkit.build_argv(builder, context=context, dockerfile=dockerfile, tags=tags,
+                                    build_args=build_args, labels=labels, no_cache=no_cache, iidfile=iidfile)
+    return proc.stream(argv, timeout=timeout, on_line=on_line, env=env or None, stop=stop)
 
 
 # ---------------------------------------------------------------- base images (pipeline/local/bases.py)

@@ -1,0 +1,132 @@
+"""The strict TOML reader behind pipeline.toml: every key checked, every error one line with the path
+(`pipeline.toml: environments.dev.stages: 'test' is not allowed (fix: …)`), unknown keys refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.core.errors import ConfigError
+
+T = TypeVar("T")
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+class Table:
+    """A TOML table being read: typed getters that name the file and the dotted key on error."""
+
+    def __init__(self, file: Path, where: str, data: Any) -> None:
+        self.file = file
+        self.where = where
+        if not isinstance(data, dict):
+            self.fail(where, f"must be a table, got {type_name(data)}", f"write [{where}] as a table")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def fail(self, key: str, problem: str, fix: str) -> None:
+        raise ConfigError(f"{self.file.name}: {key}: {problem}", fix)
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def _get(self, name: str, kind: type[T], kind_name: str, default: Any, required: bool) -> T:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                self.fail(self.key(name), "missing", f"add {name} = <{kind_name}> under [{self.where}]")
+            return default  # type: ignore[no-any-return]
+        value = self.data[name]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            self.fail(self.key(name), f"expected {kind_name}, got {type_name(value)} {value!r}",
+                      f"set {name} to {_article(kind_name)} {kind_name}")
+        return value  # type: ignore[no-any-return]
+
+    def text(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str:
+        v = self._get(name, str, "string", default, default is None)
+        if choices and v not in choices:
+            self.fail(self.key(name), f"'{v}' is not allowed", f"use one of: {', '.join(choices)}")
+        return v
+
+    def integer(self, name: str, default: int | None = None, *, lo: int = 0, hi: int = 2**31) -> int:
+        v = self._get(name, int, "integer", default, default is None)
+        if not lo <= v <= hi:
+            self.fail(self.key(name), f"{v} is out of range", f"use an integer between {lo} and {hi}")
+        return v
+
+    def number(self, name: str, default: float | None = None) -> float:
+        v = self._get(name, float, "number", default, default is None)
+        if v < 0:
+            self.fail(self.key(name), f"{v} is negative", "use a number >= 0")
+        return v
+
+    def flag(self, name: str, default: bool | None = None) -> bool:
+        return self._get(name, bool, "boolean (true/false)", default, default is None)
+
+    def texts(self, name: str, default: tuple[str, ...] | None = None, *,
+             choices: tuple[str, ...] = ()) -> tuple[str, ...]:
+        v = self._get(name, list, "list of strings", None if default is None else list(default),
+                      default is None)
+        for item in v:
+            if not isinstance(item, str):
+                self.fail(self.key(name), f"expected list of strings, found {type_name(item)} {item!r}",
+                          f'quote every item of {name}, e.g. ["a", "b"]')
+            if choices and item not in choices:
+                self.fail(self.key(name), f"'{item}' is not allowed", f"use items from: {', '.join(choices)}")
+        if len(set(v)) != len(v):
+            self.fail(self.key(name), "has duplicate items", f"list each item of {name} once")
+        return tuple(v)
+
+    def table(self, name: str, required: bool = True) -> Table:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                self.fail(self.key(name), "missing table", f"add a [{self.key(name)}] table")
+            return Table(self.file, self.key(name), {})
+        return Table(self.file, self.key(name), self.data[name])
+
+    def done(self) -> None:
+        """Refuse keys nobody read: a typo must not be silently ignored."""
+        for k in self.data:
+            if k not in self.used:
+                allowed = ", ".join(sorted(self.used))
+                self.fail(self.key(k), "unknown key", f"remove it or use one of: {allowed}")
+
+
+def type_name(v: Any) -> str:
+    return {str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
+            dict: "table"}.get(type(v), type(v).__name__)
+
+
+def check_name(t: Table, key: str, value: str) -> None:
+    if not value or not set(value) <= NAME_CHARS or value[0] == "-":
+        t.fail(key, f"'{value}' is not a valid name", "use lowercase letters, digits and '-'")
+
+
+def path_in(t: Table, root: Path, name: str, *, must_exist: bool, is_dir: bool) -> Path:
+    rel = t.text(name)
+    p = (root / rel).resolve()
+    if must_exist and not (p.is_dir() if is_dir else p.is_file()):
+        kind = "directory" if is_dir else "file"
+        t.fail(t.key(name), f"{kind} '{rel}' does not exist", f"create it or point {name} at an existing {kind}")
+    return p
+
+
+def items_of(t: Table, name: str, read: Callable[[Table], T], required: bool = True) -> list[T]:
+    """An array of tables, each read strictly."""
+    t.used.add(name)
+    raw = t.data.get(name)
+    if raw is None:
+        if required:
+            t.fail(t.key(name), "missing", f"add at least one [[{name}]] table")
+        return []
+    if not isinstance(raw, list):
+        t.fail(t.key(name), f"expected an array of tables, got {type_name(raw)}", f"write [[{name}]] blocks")
+    return [read(Table(t.file, f"{t.key(name)}[{i}]", item)) for i, item in enumerate(raw)]
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
