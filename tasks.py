@@ -186,6 +186,20 @@ def build(c: Context, service: list[str] | None = None, env: str = "", no_cache:
     _stages(["build"], env, service, verbose, no_cache=no_cache, workers=workers, fail_fast=fail_fast)
 
 
+@task(help={
+    "dry_run": "list what would be removed and remove nothing",
+    "keep": "cache tags kept per service (the newest; images the manifest records are always kept)",
+    "all_dangling": "remove every dangling image, not only those the pipeline built",
+})
+@_cli
+def prune(c: Context, dry_run: bool = False, keep: int = 2, all_dangling: bool = False) -> None:
+    """Cache hygiene: build cache over [build].cache_cap_mb, the pipeline's dangling images, old cache tags."""
+    from pipeline.machine.prune import run_prune
+
+    cfg, _environment, reporter = _setup()
+    run_prune(cfg, reporter, dry_run=dry_run, keep=keep, all_dangling=all_dangling)
+
+
 # ---------------------------------------------------------------- scan and lint
 
 @task(iterable=["service"], help={"service": "service to scan (repeatable)", "env": ENV_HELP, "verbose": VERBOSE_HELP})

@@ -159,6 +159,8 @@ class Versioning:
 class Build:
     workers: int
     timeout_s: int
+    builder: str = "auto"           # auto | buildx | buildkit | legacy (pipeline/tools/buildkit.py)
+    cache_cap_mb: int = 4096        # `invoke prune` trims the engine's build cache to this size
 
 
 @dataclass(frozen=True)
@@ -367,7 +369,9 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     v.done()
 
     b = top.table("build", required=False)
-    build = Build(workers=b.integer("workers", 0, hi=64), timeout_s=b.integer("timeout_s", 1800, lo=1))
+    build = Build(workers=b.integer("workers", 0, hi=64), timeout_s=b.integer("timeout_s", 1800, lo=1),
+                  builder=b.text("builder", "auto", choices=("auto", "buildx", "buildkit", "legacy")),
+                  cache_cap_mb=b.integer("cache_cap_mb", 4096, lo=0))
     b.done()
 
     r = top.table("registry")

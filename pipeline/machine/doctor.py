@@ -54,10 +54,20 @@ def _engine() -> list[Check]:
     ctx = _first_line(["docker", "context", "show"]) or "default"
     checks = [Check("docker engine", True, f"{server.get('Version')} (API {server.get('ApiVersion')})",
                     f"context {ctx}")]
-    buildx = _first_line(["docker", "buildx", "version"])
-    checks.append(Check("builder", True, buildx or "legacy builder (no buildx plugin)",
-                        "buildx plugin" if buildx else "docker engine"))
+    checks.append(_builder())
     return checks
+
+
+def _builder() -> Check:
+    """Which builder `invoke build` uses and why (buildx, a BuildKit-capable CLI, or the legacy builder)."""
+    from pipeline.tools import buildkit
+
+    try:
+        b = buildkit.detect("auto")
+    except ToolMissing as exc:
+        return Check("builder", False, "", exc.message, exc.hint or "apt-get install -y docker.io")
+    fix = "" if b.kind != "legacy" else "apt-get install -y docker.io (its 20.10 CLI drives BuildKit) or docker-buildx"
+    return Check("builder", True, f"{b.label} {b.version}".strip(), b.why, fix)
 
 
 def _cluster() -> Check:

@@ -16,8 +16,11 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_INPUT_DIGEST
 from pipeline.release.stage import RunContext, StageSummary
-from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_digest
-from pipeline.tools import docker
+from pipeline.stages.buildcontext import rules_for
+from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_record
+from pipeline.stages.rebuild_reasons import InputCache, why_rebuilt
+from pipeline.tools import buildkit, docker
+from pipeline.tools.build_progress import BuildProgress
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
 
 CACHE_REPO = "veza-pipeline-cache"
@@ -31,6 +34,8 @@ class BuildResult:
     duration_s: float
     log: Path | None
     reason: str = ""
+    why: str = ""                              # what changed since the image it would otherwise reuse
+    cached_steps: tuple[str, ...] = ()         # Dockerfile steps the builder took from its cache
 
 
 def default_workers(cfg: Config) -> int:
@@ -86,10 +91,23 @@ def find_by_input_digest(service: str, digest: str) -> str | None:
     return image_id if labels.get(LABEL_INPUT_DIGEST) == digest else None
 
 
+def input_cache(cfg: Config) -> InputCache:
+    """The local cache of each service's last inputs (for "why rebuilt")."""
+    return InputCache(cfg.state_dir / "inputs")
+
+
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
-              no_cache: bool, provision_bases: bool, reporter: Reporter | None = None) -> BuildPlan:
-    """Decide tags, input digests and actions before anything is built (one engine query for existing images)."""
+              no_cache: bool, provision_bases: bool, reporter: Reporter | None = None,
+              builder: buildkit.Builder | None = None) -> BuildPlan:
+    """Decide tags, input digests, actions and reasons before anything is built.
+
+    The context file list follows the `.dockerignore` semantics of `builder` (detected from
+    `[build].builder` when None). Engine queries: one inspect per base and per service.
+    """
+    builder = builder or buildkit.detect(cfg.build.builder)
+    rules = rules_for(builder.kind)
     base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
+    cache = input_cache(cfg)
     plans = []
     for svc in cfg.services:
         repo = env.repository(svc)
@@ -99,8 +117,10 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         if svc not in selected:
             plans.append(ServicePlan(svc, repo, info.tags, "", args, "skip", "not selected (--service)"))
             continue
-        digest = input_digest(svc, args, svc_bases)
+        record = input_record(svc, args, svc_bases, rules)
+        digest = record.digest
         existing = None if no_cache else find_by_input_digest(svc.name, digest)
+        why = "unchanged"
         if "missing" in svc_bases.values():
             action, reason, found = "build", "base image missing: `invoke bases` will provide it", None
         elif no_cache:
@@ -109,14 +129,21 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
             action, reason, found = "reuse", "same input digest as image " + existing[7:19], existing
         else:
             action, reason, found = "build", "no image with this input digest", None
-        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, svc_bases))
-    return BuildPlan(env=env, services=tuple(plans), version=info.version)
+        if action == "build":
+            why = "--no-cache" if no_cache else why_rebuilt(cache.load(svc.name), record)
+        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record, svc_bases))
+    return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
 def print_plan(plan: BuildPlan, reporter: Reporter) -> None:
+    """The plan: which builder runs and why, then per service its tags, input digest, action and why
+    ("rebuild" — "main.go modified")."""
+    if plan.builder is not None:
+        reporter.info(f"builder: {plan.builder.label} ({plan.builder.why})")
+    action = {"build": "rebuild", "reuse": "reuse", "skip": "skip"}
     reporter.table(f"build plan ({plan.env.name})", ("service", "tags", "input digest", "action", "why"),
-                   [(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-", p.action, p.reason)
-                    for p in plan.services])
+                   [(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-", action[p.action],
+                     (p.why or p.reason) if p.action == "build" else p.reason) for p in plan.services])
 
 
 def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
@@ -138,33 +165,50 @@ def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
 
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,
-               stop: threading.Event, reporter: Reporter) -> BuildResult:
+               stop: threading.Event, builder: buildkit.Builder, reporter: Reporter) -> BuildResult:
     log = log_dir / f"{p.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     iid = log_dir / f"{p.name}.iid"
     iid.unlink(missing_ok=True)
     t0 = time.monotonic()
-    reporter.step("build", p.name, "starting the build")   # opens the service's span before the builder's
+    progress = BuildProgress()
+    # Opens the service's span before the builder's.
+    reporter.step("build", p.name, f"starting the build ({p.why or p.reason})")
     with log.open("w") as fh:
         def on_line(line: str) -> None:
             fh.write(line + "\n")
             fh.flush()
-            reporter.step("build", p.name, line)
+            reporter.detail(f"{p.name}: {line}")
+            # Each Dockerfile step's state changes are progress of the running build ("running"); the
+            # service's own outcome is reported once by execute_plan (done | failed), a reuse as "cached".
+            for ev in progress.feed(line):
+                if ev.state == "failed":
+                    continue
+                took = f" {ev.seconds:.1f}s" if ev.seconds is not None else ""
+                note = {"running": "", "cached": " — cached", "done": f" — done{took}"}[ev.state]
+                reporter.step("build", p.name, f"{ev.name}{note}", "running")
 
-        rc = docker.build_image(
-            context=p.service.context, dockerfile=p.service.dockerfile, tags=p.refs, build_args=p.build_args,
-            labels=_labels(cfg, p, info), no_cache=no_cache, on_line=on_line, timeout=cfg.build.timeout_s,
-            iidfile=iid, stop=stop,
+        rc = buildkit.build(
+            builder, context=p.service.context, dockerfile=p.service.dockerfile, tags=p.refs,
+            build_args=p.build_args, labels=_labels(cfg, p, info), no_cache=no_cache, on_line=on_line,
+            timeout=cfg.build.timeout_s, iidfile=iid, stop=stop,
         )
     took = time.monotonic() - t0
+    cached = tuple(progress.cached_steps())
     if stop.is_set() and rc != 0:
-        return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast")
+        return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast", p.why, cached)
     if rc != 0 or not iid.exists():
-        return BuildResult(p.name, "failed", None, took, log, f"docker build exited {rc}; log: {log}")
+        step, tail = progress.failing_step(), progress.failure_tail()
+        if step is not None:
+            reporter.excerpt(f"{p.name}: {step} failed (full log: {log})", tail[1:])
+        else:
+            reporter.excerpt(f"{p.name}: last lines of the build (full log: {log})", tail)
+        return BuildResult(p.name, "failed", None, took, log, f"{builder.label} exited {rc}; log: {log}", p.why,
+                           cached)
     image_id = iid.read_text().strip()
     repo, tag = cache_ref(p.name, p.input_digest).rsplit(":", 1)
     docker.tag_image(image_id, repo, tag)
-    return BuildResult(p.name, "built", image_id, took, log)
+    return BuildResult(p.name, "built", image_id, took, log, "", p.why, cached)
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
@@ -175,12 +219,22 @@ def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
         res["log"] = str(r.log)
     if r.reason:
         res["reason"] = r.reason
+    if r.why:
+        res["why"] = r.why
     m.record(p.name, "build", res)
 
 
 def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, reporter: Reporter, *,
                  workers: int, fail_fast: bool, no_cache: bool, log_dir: Path) -> list[BuildResult]:
-    """Reuse what the plan found, build the rest in parallel; records each service's `build` record."""
+    """Reuse what the plan found, build the rest in parallel with the plan's builder; records each service's
+    `build` record (with `why`).
+
+    Each service's full builder output goes to `<log_dir>/<service>.log`; the reporter gets each Dockerfile
+    step as progress and, on a failure, the failing step's last lines. The inputs of every image built or
+    reused are kept in the local input cache (the next plan's "why rebuilt").
+    """
+    builder = plan.builder or buildkit.detect(cfg.build.builder)
+    cache = input_cache(cfg)
     results: list[BuildResult] = []
     for p in plan.services:
         if p.action == "reuse" and p.existing_image:
@@ -191,15 +245,16 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
             r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)
             reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
             _record(manifest, p, r)
+            if p.inputs is not None:
+                cache.save(p.name, p.inputs)
             results.append(r)
     to_build = [p for p in plan.services if p.action == "build"]
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="build") as pool:
         futures: dict[Future[BuildResult], ServicePlan] = {
-            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, reporter): p for p in to_build}
+            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, builder, reporter): p for p in to_build}
         if to_build:
-            builder = "buildx" if docker.has_buildx() else "legacy builder"
-            reporter.info(f"building {len(to_build)} image(s) with {workers} worker(s) ({builder}): "
+            reporter.info(f"building {len(to_build)} image(s) with {workers} worker(s), {builder.label}: "
                           f"{', '.join(p.name for p in to_build)}")
         pending = set(futures)
         try:
@@ -208,10 +263,13 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                 for f in done:
                     p = futures[f]
                     r = f.result() if not f.cancelled() else BuildResult(p.name, "cancelled", None, 0.0, None,
-                                                                          "not started: --fail-fast")
+                                                                          "not started: --fail-fast", p.why)
                     results.append(r)
                     _record(manifest, p, r)
-                    reporter.step("build", p.name, r.reason or f"{r.status} in {r.duration_s:.1f}s",
+                    if r.status == "built" and p.inputs is not None:
+                        cache.save(p.name, p.inputs)
+                    done_text = f"built in {r.duration_s:.1f}s ({len(r.cached_steps)} step(s) from cache)"
+                    reporter.step("build", p.name, r.reason or done_text,
                                   "failed" if r.status == "failed" else "done")
                     if r.status == "failed" and fail_fast and not stop.is_set():
                         reporter.warn(f"{p.name} failed: --fail-fast stops the other builds")
@@ -226,10 +284,18 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
     return results
 
 
-def summarize(results: list[BuildResult], reporter: Reporter) -> None:
-    reporter.table("build summary", ("service", "result", "image", "duration", "log / reason"),
-                   [(r.service, r.status, (r.image_id or "-")[7:19], f"{r.duration_s:.1f}s",
-                     r.reason or (str(r.log) if r.log else "")) for r in sorted(results, key=lambda r: r.service)])
+def summarize(results: list[BuildResult], reporter: Reporter, builder: buildkit.Builder | None = None) -> None:
+    """The build summary: per service its result, image, duration and why (rebuilt: "main.go modified")."""
+    def detail(r: BuildResult) -> str:
+        if r.status == "built":
+            return f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}"
+        return r.reason or (str(r.log) if r.log else "")
+
+    if builder is not None:
+        reporter.info(f"built with {builder.label} ({builder.why})")
+    reporter.table("build summary", ("service", "result", "image", "duration", "why / log"),
+                   [(r.service, r.status, (r.image_id or "-")[7:19], f"{r.duration_s:.1f}s", detail(r))
+                    for r in sorted(results, key=lambda r: r.service)])
 
 
 def dry_run_plan(cfg: Config, env: Environment, services: list[str], reporter: Reporter) -> BuildPlan:
@@ -274,10 +340,12 @@ class BuildStage:
         results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, ctx.reporter,
                                workers=int(ctx.options.get("workers") or 0) or default_workers(ctx.cfg),
                                fail_fast=bool(ctx.options.get("fail_fast")), no_cache=no_cache, log_dir=log_dir)
-        summarize(results, ctx.reporter)
+        summarize(results, ctx.reporter, plan.builder)
         counts = {s: sum(1 for r in results if r.status == s) for s in ("built", "reused", "failed", "cancelled")}
         failed = [r.service for r in results if r.status == "failed"]
         if failed or counts["cancelled"]:
             raise StageFailed(f"build failed for {', '.join(failed) or 'cancelled builds'}; logs under {log_dir}",
                               "read the log, fix the Dockerfile or sources, rerun (built images are kept)")
-        return StageSummary(f"{counts['built']} built, {counts['reused']} reused", counts)
+        builder = plan.builder.kind if plan.builder else ""
+        return StageSummary(f"{counts['built']} built, {counts['reused']} reused ({builder})",
+                            {**counts, "builder": builder})

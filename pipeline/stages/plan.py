@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.config import Config, Environment, Service
+from pipeline.stages import buildcontext
+from pipeline.stages.buildcontext import BUILDKIT_CLASSIC, ContextRules
+from pipeline.tools.buildkit import Builder
 
 # Build args that carry build metadata, not content: excluded from the input digest.
 VOLATILE_ARGS = frozenset({"VERSION", "REVISION", "CREATED", "SOURCE"})
@@ -33,6 +36,8 @@ class ServicePlan:
     action: str = "build"          # build | reuse | skip
     reason: str = ""
     existing_image: str | None = None
+    why: str = ""                  # what changed since the image it would otherwise reuse ("main.go modified")
+    inputs: InputRecord | None = None
     base_images: Mapping[str, str] = field(default_factory=dict)   # base reference → image ID (provenance)
 
     @property
@@ -49,22 +54,12 @@ class BuildPlan:
     env: Environment
     services: tuple[ServicePlan, ...]
     version: Mapping[str, object] = field(default_factory=dict)
+    builder: Builder | None = None         # the builder that will run (its kind decides the context rules)
 
 
-def dockerignore_patterns(context: Path) -> list[str]:
-    f = context / ".dockerignore"
-    if not f.exists():
-        return []
-    return [ln.strip() for ln in f.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
-
-
-def context_files(context: Path, dockerfile: Path) -> list[str]:
-    """The files the engine receives, after .dockerignore (Docker's own matching rules, via docker-py)."""
-    from docker.utils.build import exclude_paths
-
-    df = os.path.relpath(dockerfile, context) if dockerfile.is_relative_to(context) else None
-    included = exclude_paths(str(context), dockerignore_patterns(context), dockerfile=df)
-    return sorted(p for p in included if (context / p).is_file() or (context / p).is_symlink())
+def context_files(context: Path, dockerfile: Path, rules: ContextRules = BUILDKIT_CLASSIC) -> list[str]:
+    """The files the engine receives, after `.dockerignore` as the given sender applies it (buildcontext.py)."""
+    return buildcontext.context_files(context, dockerfile, rules)
 
 
 def _file_digest(path: Path) -> str:
@@ -78,8 +73,46 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def input_digest(service: Service, build_args: Mapping[str, str], base_ids: Mapping[str, str]) -> str:
-    """sha256 over Dockerfile, filtered context, content-shaping build args and resolved base image IDs."""
+def _secret_safe(value: str) -> str:
+    """A build argument's value as recorded on disk: its hash (values may be sensitive)."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """Everything that went into one image, itemised (kept per service to explain the next rebuild).
+
+    files: context path → "<exec bits octal>:<sha256>"; args: content-shaping build argument → hash of its
+    value; bases: base reference → image ID; dockerfile: sha256 of the Dockerfile; digest: the input digest.
+    """
+
+    digest: str
+    dockerfile: str
+    files: Mapping[str, str]
+    args: Mapping[str, str]
+    bases: Mapping[str, str]
+
+    def to_json(self) -> dict[str, object]:
+        return {"digest": self.digest, "dockerfile": self.dockerfile, "files": dict(self.files),
+                "args": dict(self.args), "bases": dict(self.bases)}
+
+    @staticmethod
+    def from_json(data: Mapping[str, object]) -> InputRecord:
+        def strmap(key: str) -> dict[str, str]:
+            raw = data.get(key) or {}
+            return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+        return InputRecord(str(data["digest"]), str(data.get("dockerfile", "")), strmap("files"), strmap("args"),
+                           strmap("bases"))
+
+
+def input_record(service: Service, build_args: Mapping[str, str], base_ids: Mapping[str, str],
+                 rules: ContextRules = BUILDKIT_CLASSIC) -> InputRecord:
+    """Hash the Dockerfile, the context as `rules` sends it, content-shaping build args and base image IDs.
+
+    The digest is sha256 over, in order: the scheme, the Dockerfile's hash, each context file (path,
+    executable bits, content hash), each build argument not in VOLATILE_ARGS, each base reference and ID.
+    """
     h = hashlib.sha256()
 
     def put(*parts: str) -> None:
@@ -88,17 +121,29 @@ def input_digest(service: Service, build_args: Mapping[str, str], base_ids: Mapp
             h.update(b"\0")
 
     put("scheme", DIGEST_SCHEME)
-    put("dockerfile", _file_digest(service.dockerfile))
-    for rel in context_files(service.context, service.dockerfile):
+    dockerfile = _file_digest(service.dockerfile)
+    put("dockerfile", dockerfile)
+    files: dict[str, str] = {}
+    for rel in context_files(service.context, service.dockerfile, rules):
         p = service.context / rel
-        mode = stat.S_IMODE(p.lstat().st_mode) & 0o111  # only the executable bits reach the image
-        put("file", rel, oct(mode), _file_digest(p))
+        mode = oct(stat.S_IMODE(p.lstat().st_mode) & 0o111)  # only the executable bits reach the image
+        content = _file_digest(p)
+        put("file", rel, mode, content)
+        files[rel] = f"{mode}:{content}"
+    args: dict[str, str] = {}
     for k in sorted(build_args):
         if k not in VOLATILE_ARGS:
             put("arg", k, build_args[k])
+            args[k] = _secret_safe(build_args[k])
     for ref in sorted(base_ids):
         put("base", ref, base_ids[ref])
-    return "sha256:" + h.hexdigest()
+    return InputRecord("sha256:" + h.hexdigest(), dockerfile, files, args, dict(base_ids))
+
+
+def input_digest(service: Service, build_args: Mapping[str, str], base_ids: Mapping[str, str],
+                 rules: ContextRules = BUILDKIT_CLASSIC) -> str:
+    """sha256 over Dockerfile, filtered context, content-shaping build args and resolved base image IDs."""
+    return input_record(service, build_args, base_ids, rules).digest
 
 
 def base_build_args(cfg: Config, service: Service, use_local: Mapping[str, bool]) -> dict[str, str]:

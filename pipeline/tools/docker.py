@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools import proc
@@ -138,7 +138,24 @@ def inspect_image(ref: str) -> dict[str, Any]:
 
 
 def tag_image(image: str, repository: str, tag: str) -> None:
-    client().api.tag(image, repository, tag, force=True)
+    """Tag a local image (POST /images/{image}/tag): plain HTTP on the local socket, docker-py elsewhere."""
+    sock = _local_socket()
+    if sock is None:
+        client().api.tag(image, repository, tag, force=True)
+        return
+    conn = _UnixHTTPConnection(sock, timeout=60)
+    try:
+        conn.request("POST", f"/images/{quote(image, safe='/:@')}/tag?{urlencode({'repo': repository, 'tag': tag})}")
+        resp = conn.getresponse()
+        body = resp.read()
+    except OSError as exc:
+        raise ToolMissing(f"no Docker engine answers at {sock} ({exc.strerror or exc})",
+                          "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
+                          ) from None
+    finally:
+        conn.close()
+    if resp.status not in (200, 201):
+        raise StageFailed(f"the engine answered {resp.status} to tag {image} as {repository}:{tag}: {body[:200]!r}")
 
 
 def build_image(
@@ -204,6 +221,54 @@ def import_rootfs(tarball: Path, ref: str, *, changes: list[str], timeout: float
     argv += [str(tarball), ref]
     res = proc.run(argv, timeout=timeout, what=f"docker import {ref}")
     return res.stdout.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- cache hygiene (pipeline/machine/prune.py)
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """One record of the engine's BuildKit cache (`GET /system/df`): ID, bytes, in use, last use (ISO time)."""
+
+    id: str
+    size: int
+    in_use: bool
+    last_used: str
+    description: str
+
+
+def build_cache_records(timeout: float = 120) -> list[CacheRecord]:
+    """Every BuildKit cache record the engine holds (empty when the engine has no BuildKit cache)."""
+    df = client().api.df()
+    return [CacheRecord(str(r.get("ID")), int(r.get("Size") or 0), bool(r.get("InUse")),
+                        str(r.get("LastUsedAt") or r.get("CreatedAt") or ""), str(r.get("Description") or ""))
+            for r in (df.get("BuildCache") or [])]
+
+
+def prune_build_cache(keep_bytes: int) -> int:
+    """Trim the engine's build cache to keep_bytes, least recently used first (`POST /build/prune`); bytes freed."""
+    res = client().api.prune_builds(keep_storage=keep_bytes)
+    return int((res or {}).get("SpaceReclaimed") or 0)
+
+
+def images_with_label(*labels: str, dangling: bool | None = None) -> list[dict[str, Any]]:
+    """Local images carrying every one of `labels` (key or key=value), optionally only dangling (untagged) ones."""
+    filters: dict[str, Any] = {"label": list(labels)}
+    if dangling is not None:
+        filters["dangling"] = dangling
+    return list(client().api.images(filters=filters))
+
+
+def remove_image(ref: str) -> str | None:
+    """Remove a tag (or an untagged image by ID) without force; None when done, else the engine's reason."""
+    import docker.errors
+
+    try:
+        client().api.remove_image(ref, force=False, noprune=False)
+        return None
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as exc:
+        return str(exc.explanation or exc)
 
 
 # ---------------------------------------------------------------- objects a run created (by label)

@@ -100,15 +100,20 @@ def _free_registry_port() -> int:
 
 
 def _service_image(cfg: Config, name: str, run: str) -> str:
-    """Build the service's image from its Dockerfile with the offline bases (layer cache: fast when built)."""
+    """Build the service's image from its Dockerfile with the offline bases and the pipeline's builder."""
+    from pipeline.tools import buildkit
+
     svc = cfg.service(name)
     tag = f"veza-test-deploy/{name}:{run}"
-    args = ["docker", "build", "-q", "-f", str(svc.dockerfile), "-t", tag, "--label", f"veza.pipeline.run={run}"]
-    for b in svc.bases:
-        base = cfg.bases[b]
-        if base.build_arg:
-            args += ["--build-arg", f"{base.build_arg}={base.local}"]
-    sh(*args, str(svc.context), timeout=1200)
+    args = {cfg.bases[b].build_arg: cfg.bases[b].local for b in svc.bases if cfg.bases[b].build_arg}
+    lines: list[str] = []
+    iid = Path(f"/tmp/{run}-{name}.iid")
+    rc = buildkit.build(buildkit.detect(cfg.build.builder), context=svc.context, dockerfile=svc.dockerfile,
+                        tags=[tag], build_args=args, labels={"veza.pipeline.run": run}, no_cache=False,
+                        on_line=lines.append, timeout=1200, iidfile=iid)
+    iid.unlink(missing_ok=True)
+    iid.with_suffix(".legacy.Dockerfile").unlink(missing_ok=True)
+    assert rc == 0, f"build of {name} failed:\n" + "\n".join(lines[-30:])
     return tag
 
 

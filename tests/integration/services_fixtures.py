@@ -20,7 +20,7 @@ import pytest
 from pipeline.core.config import Config, load_config
 from pipeline.core.vocab import LABEL_RUN
 from pipeline.local.bases import build_args_for, ensure_bases
-from pipeline.tools import docker as docker_tool
+from pipeline.tools import buildkit
 
 # Fixed build info: the layer cache stays warm across test runs, and /version must echo exactly these.
 BUILD_INFO = {"VERSION": "9.8.7-test", "REVISION": "0123456789abcdef0123456789abcdef01234567",
@@ -47,8 +47,8 @@ def service_images(docker_client: Any, tmp_path_factory: pytest.TempPathFactory)
         for svc in cfg.services:
             ref = f"veza-test/{svc.name}:{run}"
             lines: list[str] = []
-            rc = docker_tool.build_image(
-                context=svc.context, dockerfile=svc.dockerfile, tags=[ref],
+            rc = buildkit.build(
+                buildkit.detect(cfg.build.builder), context=svc.context, dockerfile=svc.dockerfile, tags=[ref],
                 build_args={**build_args_for(cfg.bases, svc.bases), **BUILD_INFO},
                 labels={LABEL_RUN: run}, no_cache=False, on_line=lines.append, timeout=1800,
                 iidfile=logs / f"{svc.name}.iid")

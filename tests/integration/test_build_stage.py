@@ -22,6 +22,16 @@ from tests.integration.build_fixtures import MiniProject, make_base_image
 
 pytestmark = pytest.mark.engine
 
+
+@pytest.fixture(autouse=True, params=["buildkit", "legacy"])
+def builder_kind(request: pytest.FixtureRequest, mini_project: MiniProject) -> str:
+    """Every test here runs with the BuildKit path and with the legacy builder ([build].builder)."""
+    kind = str(request.param)
+    mini_project.write("pipeline.toml",
+                       (mini_project.root / "pipeline.toml").read_text() + f'\n[build]\nbuilder = "{kind}"\n')
+    mini_project.commit(f"chore: builder {kind}")
+    return kind
+
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "pipeline/core/schemas/manifest.schema.json").read_text())
 
 
@@ -36,12 +46,15 @@ def _build(p: MiniProject, services: list[str] | None = None, **options: object)
     return {n: str(b.status) for n in (services or m.services()) if (b := m.built(n)) is not None}
 
 
-def test_build_all_then_noop_then_one_change(mini_project: MiniProject) -> None:
+def test_build_all_then_noop_then_one_change(mini_project: MiniProject, builder_kind: str) -> None:
     p = mini_project
     assert _build(p) == {"alpha": "built", "beta": "built", "gamma": "built"}
     first = p.image_ids()
     manifest = json.loads((p.root / ".pipeline/dev/manifest.json").read_text())
     jsonschema.validate(manifest, SCHEMA)
+    assert manifest["stages"]["build"]["builder"] == builder_kind
+    log = Path(manifest["services"]["alpha"]["build"]["log"]).read_text()
+    assert ("#1 [internal] load build definition" in log) == (builder_kind == "buildkit")
 
     # Labels: OCI + input digest on every image.
     for svc, image_id in first.items():
@@ -68,6 +81,7 @@ def test_build_all_then_noop_then_one_change(mini_project: MiniProject) -> None:
     p.commit("fix(beta): change")
     statuses = _build(p)
     assert statuses == {"alpha": "reused", "beta": "built", "gamma": "reused"}
+    assert Manifest.load(p.root / ".pipeline/dev/manifest.json").service("beta")["build"]["why"] == "main.txt modified"
     second = p.image_ids()
     assert second["alpha"] == first["alpha"] and second["gamma"] == first["gamma"]
     assert second["beta"] != first["beta"]

@@ -15,7 +15,7 @@ GO_SERVICES = ("veza-backend-api", "veza-stream-server", "veza-docs")
 
 
 def _stages(dockerfile: Path) -> list[str]:
-    return re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), re.MULTILINE)
+    return re.findall(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)", dockerfile.read_text(), re.MULTILINE)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
