@@ -76,7 +76,7 @@ class PlainReporter:
             elif self._stderr:
                 print(redact(text), file=sys.stderr, flush=True)
             else:
-                console.print(text, highlight=False, markup=False)
+                console.print(text, highlight=False, markup=False, soft_wrap=True)  # one event, one line
 
     def info(self, msg: str) -> None:
         self._line(msg)
