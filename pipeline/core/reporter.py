@@ -93,8 +93,9 @@ class PlainReporter:
         self._line(f"── {stage}")
 
     def stage_finished(self, stage: str, status: str, detail: str = "") -> None:
-        took = time.monotonic() - self._started.pop(stage, time.monotonic())
-        self._line(f"── {stage}: {status} ({took:.1f}s){f' — {detail}' if detail else ''}")
+        started = self._started.pop(stage, None)   # a resumed or skipped stage never started
+        took = f" ({time.monotonic() - started:.1f}s)" if started is not None else ""
+        self._line(f"── {stage}: {status}{took}{f' — {detail}' if detail else ''}")
 
     def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
         if state == "running" and not self.verbose:
