@@ -136,20 +136,29 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
 def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str]) -> str | None:
     """None when the registry still serves, for every selected pushed digest, a signature and provenance
     by env's trusted keys; else the first difference (one line)."""
-    from pipeline.stages.verify_images import check_image
 
     try:
         images = pushed_images(cfg, man, services or None)
         trusted = envkeys.trusted_keys(cfg, env)
     except PipelineError as exc:
         return exc.message
+    found = first_trust_problem(cfg, man, images, trusted)
+    return f"{found[0]}: {found[2][0]}" if found else None
+
+
+def first_trust_problem(cfg: Config, man: Manifest, images: list[tuple[str, str, str]],
+                        trusted: Any) -> tuple[str, str, list[str]] | None:
+    """The first (service, repository@digest, problems) whose signature or provenance (for the manifest's
+    commit) the registry does not hold by a trusted key; None when every image checks out."""
+    from pipeline.stages.verify_images import check_image
+
     commit = str((man.data.get("version") or {}).get("sha") or "")
     clients: dict[str, RegistryClient] = {}
     for name, repository, digest in images:
         address, repo = split_repository(repository)
         problems = check_image(_client(cfg, clients, address), repo, digest, trusted, commit=commit)
         if problems:
-            return f"{name}: {problems[0]}"
+            return name, f"{repository}@{digest}", problems
     return None
 
 
@@ -193,19 +202,14 @@ def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
     attested for the manifest's commit; PolicyBlocked (exit 3) naming the image otherwise. Nothing when src
     neither signs nor verifies."""
     from pipeline.core.errors import PolicyBlocked
-    from pipeline.stages.verify_images import check_image
 
     if not verifies(src):
         return
-    trusted = envkeys.trusted_keys(cfg, src)
-    commit = str((man.data.get("version") or {}).get("sha") or "")
-    clients: dict[str, RegistryClient] = {}
-    for name, repository, digest in images:
-        address, repo = split_repository(repository)
-        problems = check_image(_client(cfg, clients, address), repo, digest, trusted, commit=commit)
-        if problems:
-            raise PolicyBlocked(f"promotion refused: {repository}@{digest} ({name}): {'; '.join(problems)}",
-                                f"sign and attest it in {src.name} first: invoke sign --env {src.name}")
+    found = first_trust_problem(cfg, man, images, envkeys.trusted_keys(cfg, src))
+    if found:
+        name, ref, problems = found
+        raise PolicyBlocked(f"promotion refused: {ref} ({name}): {'; '.join(problems)}",
+                            f"sign and attest it in {src.name} first: invoke sign --env {src.name}")
 
 
 def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repository: str, digest: str, *,
