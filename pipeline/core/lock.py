@@ -123,3 +123,25 @@ def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Itera
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def exclusive_or_fail(path: Path, holder: str, busy: Callable[[str], Exception]) -> Iterator[str]:
+    """A non-blocking exclusive flock on `path` that names its holder in the file; yields the line the file
+    held before (the previous holder: when it is not running, whatever it left pending is abandoned).
+
+    Raises busy(<current holder's line>) at once when another process holds the lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(path.read_text().strip()) from None
+        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (holder + "\n").encode(), 0)
+        yield previous
+    finally:
+        os.close(fd)

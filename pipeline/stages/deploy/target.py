@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluster
+from pipeline.core.lock import exclusive_or_fail
 from pipeline.core.vocab import now_iso
 from pipeline.tools.kubectl import KubeTarget
 
@@ -83,19 +83,11 @@ def deploy_lock(cfg: Config, env: Environment) -> Iterator[Path]:
     release is abandoned: the previous holder's line is kept beside it in `<lock>.previous`.
     Raises UsageError when another deploy to the environment holds it."""
     path = cfg.state_dir / "locks" / f"deploy-{env.name}-{env.namespace}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = Path(path).read_text().strip()
-            raise UsageError(f"another deploy to {env.name} runs on this machine ({holder})",
-                             "wait for it to finish") from None
-        previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{socket.gethostname()} pid={os.getpid()} since={now_iso()}\n".encode(), 0)
+    holder = f"{socket.gethostname()} pid={os.getpid()} since={now_iso()}"
+
+    def busy(current: str) -> UsageError:
+        return UsageError(f"another deploy to {env.name} runs on this machine ({current})", "wait for it to finish")
+
+    with exclusive_or_fail(path, holder, busy) as previous:
         (path.parent / f"{path.name}.previous").write_text(previous + "\n")
         yield path
-    finally:
-        os.close(fd)
