@@ -121,6 +121,17 @@ def test_one_changed_service_releases_only_it(clone: Path) -> None:
         assert after[name]["push"]["digest"] == before[name]["push"]["digest"], name
 
 
+def test_stage_tasks_chain_with_no_flags(clone: Path) -> None:
+    """`invoke build && invoke smoke && invoke deploy`: every task defaults to the same environment (local)
+    and works on its manifest; each stage is recorded by the runner."""
+    for task in ("build", "smoke", "deploy"):
+        run = _invoke(clone, task)
+        assert run.returncode == 0, (task, run.stdout[-4000:] + run.stderr[-2000:])
+    stages = _manifest(clone)["stages"]  # type: ignore[index]
+    for stage in ("build", "smoke", "deploy"):
+        assert stages[stage]["status"] == "ok", (stage, stages[stage])
+    _assert_cluster_runs_the_manifest(clone)
+
 def test_release_after_cluster_down_brings_it_up_and_deploys(clone: Path) -> None:
     """The journal says "deployed"; the cluster is gone (as after a reboot): the release must look, not trust."""
     down = _invoke(clone, "cluster-down", timeout=300)
