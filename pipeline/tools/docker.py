@@ -53,7 +53,6 @@ def client() -> Any:
     return c
 
 
-@functools.lru_cache(maxsize=1)
 @dataclass(frozen=True)
 class LocalImage:
     id: str
