@@ -41,7 +41,26 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-class ScriptedRegistry:
+class _LoopbackServer:
+    """An HTTP server on a free loopback port of this area, served from a daemon thread until close()."""
+
+    server: ThreadingHTTPServer
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ScriptedRegistry(_LoopbackServer):
     def __init__(self, script: list[Answer]) -> None:
         self.script = list(script)
         self.seen: list[str] = []
@@ -78,20 +97,10 @@ class ScriptedRegistry:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
-class ThrottlingProxy:
+class ThrottlingProxy(_LoopbackServer):
     """HTTP proxy to a real registry; the first `throttle` manifest PUTs get 429 TOOMANYREQUESTS."""
 
     def __init__(self, target_port: int, throttle: int = 1, retry_after: str = "1") -> None:
@@ -156,14 +165,4 @@ class ThrottlingProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
