@@ -28,39 +28,12 @@ from pipeline.core.paths import ROOT
 from pipeline.tools import helm
 from pipeline.tools.kubectl import KubeTarget
 from tests.e2e.release_support import remove_release
+from tests.integration.deploy_support import LinesReporter
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster]
 REGISTRY = "127.0.0.1:5000"
 HELM_TIMEOUT_S = 300  # Helm's default: fail fast must beat it by far
 FAST_S = 90
-
-
-class Lines:
-    """A Reporter that keeps every line."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, msg: str) -> None:
-        self.lines.append(msg)
-
-    def warn(self, msg: str) -> None:
-        self.lines.append(f"warning: {msg}")
-
-    def detail(self, msg: str) -> None:
-        self.lines.append(msg)
-
-    def stage_started(self, stage: str) -> None:
-        pass
-
-    def stage_finished(self, stage: str, status: str, detail: str = "") -> None:
-        pass
-
-    def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
-        pass
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 @dataclasses.dataclass
@@ -76,7 +49,7 @@ class Target:
         m.record(service, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
         return m
 
-    def deploy(self, m: Manifest, service: str, out: Lines, extra: list[Path] | None = None) -> None:
+    def deploy(self, m: Manifest, service: str, out: LinesReporter, extra: list[Path] | None = None) -> None:
         from pipeline.stages.deploy import deploy_release
 
         t0 = time.monotonic()
@@ -84,7 +57,7 @@ class Target:
             deploy_release(self.cfg, self.cfg.env("local"), m, [service], kubeconfig=self.kubeconfig,
                            timeout_s=HELM_TIMEOUT_S, extra_values=extra or [], reporter=out)
         finally:
-            print(f"deploy of {service} ended after {time.monotonic() - t0:.1f}s:\n{out.text()}")
+            print(f"deploy of {service} ended after {time.monotonic() - t0:.1f}s:\n{out.text}")
 
 
 @pytest.fixture
@@ -155,12 +128,12 @@ def docs_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         subprocess.run(["docker", "rmi", "-f", tag, pulled], capture_output=True, timeout=120, check=False)
 
 
-def _assert_fast_failure(exc: DeployFailed, took: float, out: Lines, category: str, target: Target) -> None:
+def _assert_fast_failure(exc: DeployFailed, took: float, out: LinesReporter, category: str, target: Target) -> None:
     assert exc.exit_code == 5
-    assert took < FAST_S, f"took {took:.0f}s (Helm alone would wait {HELM_TIMEOUT_S}s)\n{out.text()}"
+    assert took < FAST_S, f"took {took:.0f}s (Helm alone would wait {HELM_TIMEOUT_S}s)\n{out.text}"
     assert f": {category}: " in exc.message, exc.message
     assert "Pod " in exc.message and "stopped after" in exc.message, exc.message
-    assert helm.status(KubeTarget(target.kubeconfig, "", target.namespace), "veza") is None, out.text()
+    assert helm.status(KubeTarget(target.kubeconfig, "", target.namespace), "veza") is None, out.text
 
 
 def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_path: Path) -> None:
@@ -169,7 +142,7 @@ def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_pa
     no_class.write_text(yaml.safe_dump({"services": {"veza-stream-server": {
         "persistence": {"storageClassName": "veza-d2-no-such-class"}}}}))
     m = target.manifest("veza-stream-server", repo, digest)
-    out, t0 = Lines(), time.monotonic()
+    out, t0 = LinesReporter(), time.monotonic()
     with pytest.raises(DeployFailed) as exc:
         target.deploy(m, "veza-stream-server", out, [no_class])
     _assert_fast_failure(exc.value, time.monotonic() - t0, out, "unbound-claim", target)
@@ -178,7 +151,7 @@ def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_pa
 
 def test_an_image_that_cannot_be_pulled_stops_the_deploy_within_seconds(target: Target) -> None:
     m = target.manifest("veza-docs", f"{REGISTRY}/veza-d2/missing", "sha256:" + "d" * 64)
-    out, t0 = Lines(), time.monotonic()
+    out, t0 = LinesReporter(), time.monotonic()
     with pytest.raises(DeployFailed) as exc:
         target.deploy(m, "veza-docs", out)
     _assert_fast_failure(exc.value, time.monotonic() - t0, out, "image-pull", target)
@@ -186,7 +159,7 @@ def test_an_image_that_cannot_be_pulled_stops_the_deploy_within_seconds(target: 
 
 def test_a_crash_loop_stops_the_deploy_within_seconds(target: Target, exiting_image: tuple[str, str]) -> None:
     m = target.manifest("veza-docs", *exiting_image)
-    out, t0 = Lines(), time.monotonic()
+    out, t0 = LinesReporter(), time.monotonic()
     with pytest.raises(DeployFailed) as exc:
         target.deploy(m, "veza-docs", out)
     _assert_fast_failure(exc.value, time.monotonic() - t0, out, "crash-loop", target)
@@ -194,16 +167,16 @@ def test_a_crash_loop_stops_the_deploy_within_seconds(target: Target, exiting_im
 
 def test_a_crash_loop_in_an_upgrade_is_rolled_back_to_the_serving_revision(
         target: Target, docs_image: tuple[str, str], exiting_image: tuple[str, str]) -> None:
-    target.deploy(target.manifest("veza-docs", *docs_image), "veza-docs", Lines())
+    target.deploy(target.manifest("veza-docs", *docs_image), "veza-docs", LinesReporter())
     kube = KubeTarget(target.kubeconfig, "", target.namespace)
     first = helm.status(kube, "veza")
     assert first is not None and first.status == "deployed"
     (target.state / "manifest.json").unlink()
-    out, t0 = Lines(), time.monotonic()
+    out, t0 = LinesReporter(), time.monotonic()
     with pytest.raises(DeployFailed) as exc:
         target.deploy(target.manifest("veza-docs", *exiting_image), "veza-docs", out)
     took = time.monotonic() - t0
-    assert took < FAST_S and ": crash-loop: " in exc.value.message, (took, out.text())
+    assert took < FAST_S and ": crash-loop: " in exc.value.message, (took, out.text)
     assert f"rolled back to revision {first.revision}" in exc.value.message, exc.value.message
     after = helm.status(kube, "veza")
     assert after is not None and after.status == "deployed" and after.revision > first.revision
@@ -223,7 +196,7 @@ def test_a_privileged_container_is_blocked_before_anything_is_applied(target: Ta
     target.cfg = dataclasses.replace(target.cfg, root=root, environments={"local": env})
     m = target.manifest("veza-docs", f"{REGISTRY}/veza-d2/never-used", "sha256:" + "e" * 64)
     with pytest.raises(PolicyBlocked) as exc:
-        target.deploy(m, "veza-docs", Lines())
+        target.deploy(m, "veza-docs", LinesReporter())
     line = exc.value.one_line()
     assert exc.value.exit_code == 3 and "\n" not in line
     assert re.search(r"Deployment (veza-[a-z-]+): spec\.template\.spec\.containers\[0\]\(name=\1\)"
