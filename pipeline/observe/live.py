@@ -203,11 +203,7 @@ class LiveReporter:
                 self._print(Text(f"  ✗ {stage} {service}: {redact(text)}", style="red"))
             if not g.explicit and all(x.state != "running" for x in g.rows.values()):
                 del self._groups[stage]
-                counts: dict[str, int] = {}
-                for x in g.rows.values():
-                    counts[x.state] = counts.get(x.state, 0) + 1
-                self._print(f"{GLYPH['done']} {stage}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                            + f" ({_elapsed(time.monotonic() - g.started)})")
+                self._print(_group_result(stage, g))
                 self._stop_live_if_idle()
                 return
             self._ensure_live()
@@ -239,3 +235,22 @@ class LiveReporter:
             self._flush_quiet()
             self._groups.clear()
             self._stop_live_if_idle()
+
+
+def _group_result(group: str, g: _Group) -> Text:
+    """The one permanent line of finished long work outside a stage (bases, the cluster): its result.
+
+    One piece: `✓ cluster: kubernetes build — built in 8m31s (8m31s)`; several: counts per state."""
+    took = _elapsed(time.monotonic() - g.started)
+    failed = any(r.state == "failed" for r in g.rows.values())
+    status = "failed" if failed else "done"
+    line = Text(f"{GLYPH[status]} ", style=STYLE[status])
+    if len(g.rows) == 1:
+        (name, r), = g.rows.items()
+        line.append(f"{group}: {name} — {redact(r.text)} ({took})")
+        return line
+    counts: dict[str, int] = {}
+    for r in g.rows.values():
+        counts[r.state] = counts.get(r.state, 0) + 1
+    line.append(f"{group}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({took})")
+    return line
