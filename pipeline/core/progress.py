@@ -5,7 +5,8 @@ Long work outside a service's build reports through a `Progress` callback, `prog
 done or failed. `reporter_progress(reporter, group)` turns it into `Reporter.step(group, piece, text, state)`,
 so the live view shows one updating line per piece (what, state, elapsed, last step) and prints a permanent
 line only for the result; without a terminal, `PlainReporter` prints one line per event, its running steps
-throttled by `EventThrottle` to at most one line per piece per minute (no heartbeat spam in CI logs).
+throttled by `EventThrottle` to at most one line per piece per minute (no heartbeat spam in CI logs): long work
+outside a stage shows its first step at once, a stage's service (a large push) only once it has run a minute.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class EventThrottle:
     `interval_s` seconds (monotonic clock; `clock` is injectable for tests). Thread-safe.
 
     `due(key)` answers True and starts a new interval when the key's last printed line is at least
-    `interval_s` old (or none was printed); `forget(key)` ends the piece (its next line is a first one again).
+    `interval_s` old, or for the key's first line unless `first=False` (then the first line only starts the
+    clock: a piece whose start is already said elsewhere shows progress only once it has run a minute);
+    `forget(key)` ends the piece (its next line is a first one again).
     """
 
     def __init__(self, interval_s: float = PLAIN_PROGRESS_INTERVAL_S,
@@ -47,11 +50,14 @@ class EventThrottle:
         self._last: dict[Hashable, float] = {}
         self._lock = threading.Lock()
 
-    def due(self, key: Hashable) -> bool:
+    def due(self, key: Hashable, *, first: bool = True) -> bool:
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
-            if last is not None and now - last < self.interval_s:
+            if last is None:
+                self._last[key] = now
+                return first
+            if now - last < self.interval_s:
                 return False
             self._last[key] = now
             return True

@@ -100,16 +100,17 @@ class PlainReporter:
         self._line(f"── {stage}: {status}{took}{f' — {detail}' if detail else ''}")
 
     def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
-        """Verbose: every step. Else a piece's running steps at most once a minute (its first one, then the
-        latest when a minute has passed: a push's MB, the cluster build's step), and every end (done, failed…).
-        Work outside a started stage (bases, the cluster) is named with its group: `cluster: kubernetes: …`."""
+        """Verbose: every step. Else every end (done, failed…) and running steps at most once a minute per piece:
+        long work outside a started stage (bases, the cluster: `cluster: kubernetes build: …`) from its first step
+        on, a stage's service (a large push: `  veza-docs: 3/7 layers, 41.2/118.0 MB`) once it has run a minute."""
         key = (stage, service)
+        in_stage = stage in self._started
         if state == "running":
-            if not self.verbose and not self._throttle.due(key):
+            if not self.verbose and not self._throttle.due(key, first=not in_stage):
                 return
         else:
             self._throttle.forget(key)
-        who = f"  {service}" if stage in self._started else f"{stage}: {service}"
+        who = f"  {service}" if in_stage else f"{stage}: {service}"
         self._line(f"{who}: {text}" if state in ("running", "done") else f"{who}: {state} — {text}")
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

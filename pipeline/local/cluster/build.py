@@ -78,7 +78,7 @@ def cached_binaries() -> Path | None:
 BUILD_PIECE = "kubernetes build"   # the build's line in the live view (group "cluster")
 
 
-class _Progress:
+class ClusterBuildProgress:
     """One line per step with its expected duration, and a heartbeat every `tick_s` (20 s) while a step runs (a big
     Go package can compile for minutes without output).
 
@@ -109,8 +109,12 @@ class _Progress:
         exp = self.expected.get(step, DEFAULT_EXPECTED[step])
         self.step_start = time.monotonic()
         self.detail = ""
-        self.title = f"[{n}/{len(self.steps)}] {STEP_TITLES[step]}"
-        self.say(f"{self.title} (expected ~{_fmt(exp)})")
+        if self._progress:   # a live line is short: "[5/6] compile 3m10s of ~7m00s expected: 812 packages compiled"
+            self.title = f"[{n}/{len(self.steps)}] {step}"
+            self.say(f"{self.title}: {STEP_TITLES[step]} (expected ~{_fmt(exp)})")
+        else:
+            self.title = f"[{n}/{len(self.steps)}] {STEP_TITLES[step]}"
+            self.say(f"{self.title} (expected ~{_fmt(exp)})")
         self._stop.clear()
         self._ticker = threading.Thread(target=self._tick, args=(exp,), daemon=True)
         self._ticker.start()
@@ -125,8 +129,10 @@ class _Progress:
         took = now - self.step_start
         eta = f"~{_fmt(expected - took)} left" if took < expected else "taking longer than expected"
         detail = f"{self.detail}, " if self.detail else ""
-        head = f"{self.title}: " if self._progress else "      … "
-        return f"{head}{detail}{_fmt(took)} so far ({eta}), {_fmt(now - self.t0)} in total"
+        if self._progress:   # a live line is narrow: time first; it shows the whole build's elapsed time itself
+            late = " of" if took < expected else ", longer than the"
+            return f"{self.title} {_fmt(took)}{late} ~{_fmt(expected)} expected{': ' + self.detail if detail else ''}"
+        return f"      … {detail}{_fmt(took)} so far ({eta}), {_fmt(now - self.t0)} in total"
 
     def beat(self, detail: str) -> None:
         self.detail = detail
@@ -199,7 +205,7 @@ def ensure_binaries(say: Callable[[str], None] | None = None, progress: Progress
 
 
 def _build(say: Callable[[str], None] | None = None, progress: Progress | None = None) -> Path:
-    prog = _Progress(_expected(), say, progress)
+    prog = ClusterBuildProgress(_expected(), say, progress)
     try:
         return _build_steps(prog)
     except BaseException as exc:
@@ -210,7 +216,7 @@ def _build(say: Callable[[str], None] | None = None, progress: Progress | None =
         prog.close()
 
 
-def _build_steps(prog: _Progress) -> Path:
+def _build_steps(prog: ClusterBuildProgress) -> Path:
     key = build_key()
     prog.say(f"building Kubernetes {layout.K8S_VERSION} (key {key}) into {layout.binaries_dir(key)}; "
              f"expected ~{_fmt(prog.total_expected())} from cold (once per machine; cached afterwards)")
@@ -349,7 +355,7 @@ def _openapi_inputs(tree: Path) -> list[str]:
     return sorted(f"k8s.io/kubernetes/{d}" for d in dirs)
 
 
-def _generate_openapi(env: dict[str, str], prog: _Progress) -> None:
+def _generate_openapi(env: dict[str, str], prog: ClusterBuildProgress) -> None:
     tree = layout.SOURCE_TREE
     out = tree / "pkg/generated/openapi/zz_generated.openapi.go"
     if out.is_file() and out.stat().st_size > 1_000_000:
