@@ -54,6 +54,7 @@ class VerifyStage:
     """Re-verify what runs: the manifest's digests, rolled out, Ready and answering (exit 5, rolled back)."""
 
     name = "verify"
+    check_only = True   # re-verified on every run, changes nothing (pipeline.release.stage)
 
     def skip(self, ctx: RunContext) -> str | None:
         return None

@@ -3,8 +3,9 @@
     python -m tests.integration.live_view_driver STATE_DIR cold|noop|cold-bases [PROBE_IMAGE]
 
 cold: four stages, four services each, 30 tool lines per service (slowly, so the live view is seen running);
-noop: the same run again with resume: every stage is recorded and holds. Ends with the release's summary
-table and report line, as `invoke release` does.
+noop: the same run again with resume: every stage is recorded and holds, except the check stage verify-images,
+which runs again as the real one does (check_only: it never resumes). Ends with the release's summary (table
+or line) and report line, as `invoke release` does.
 cold-bases: `cold`, whose first stage's pre-flight (outside any stage, as the deploy's cluster start is) provides
 a base image that is not present: the real `ensure_bases` builds PROBE_IMAGE (a private name) in the real engine
 from a small recipe written under STATE_DIR (FROM the local Debian base, ten one-second steps, a nonce so the
@@ -77,12 +78,21 @@ class ClusterBuildReplay(ToolStage):
         prog.finished("built in 6s (replay): no binaries written")
 
 
+class CheckStage(ToolStage):
+    """A check stage, as verify-images and verify are: it never resumes and changes nothing."""
+
+    check_only = True
+
+    def holds(self, ctx: RunContext) -> str | None:
+        return "a check is never taken from the record"
+
+
 def main(state_dir: str, mode: str, probe_image: str = "") -> None:
     cfg = dataclasses.replace(load_config(ROOT / "pipeline.toml", check_files=False), state_dir=Path(state_dir))
     env = cfg.env("local")
     reporter = make_reporter()
     delay = 0.0 if mode == "noop" else 0.05
-    stages = [ToolStage(n, delay_s=delay) for n in env.stages]
+    stages = [(CheckStage if n in ("verify-images", "verify") else ToolStage)(n, delay_s=delay) for n in env.stages]
     if mode == "cold-bases":
         stages[0] = BasesFirst(env.stages[0], probe_config(cfg, probe_image), delay)
         stages[-1] = ClusterBuildReplay(env.stages[-1], delay_s=delay)
