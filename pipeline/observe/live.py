@@ -203,7 +203,8 @@ class LiveReporter:
                 self._print(Text(f"  ✗ {stage} {service}: {redact(text)}", style="red"))
             if not g.explicit and all(x.state != "running" for x in g.rows.values()):
                 del self._groups[stage]
-                self._print(_group_result(stage, g))
+                for result in _group_result(stage, g):
+                    self._print(result)
                 self._stop_live_if_idle()
                 return
             self._ensure_live()
@@ -237,20 +238,24 @@ class LiveReporter:
             self._stop_live_if_idle()
 
 
-def _group_result(group: str, g: _Group) -> Text:
-    """The one permanent line of finished long work outside a stage (bases, the cluster): its result.
+def _group_result(group: str, g: _Group) -> list[Text]:
+    """The permanent lines of finished long work outside a stage (bases, the cluster): its results.
 
-    One piece: `✓ cluster: kubernetes build — built in 8m31s (8m31s)`; several: counts per state."""
-    took = _elapsed(time.monotonic() - g.started)
-    failed = any(r.state == "failed" for r in g.rows.values())
-    status = "failed" if failed else "done"
-    line = Text(f"{GLYPH[status]} ", style=STYLE[status])
-    if len(g.rows) == 1:
-        (name, r), = g.rows.items()
-        line.append(f"{group}: {name} — {redact(r.text)} ({took})")
-        return line
+    Up to three pieces: a line per piece, `✓ cluster: kubernetes build — built in 8m31s: … (8m31s)` (a failed
+    piece was printed when it failed); more: one line of counts per state, `✓ bases: 5 done, 1 failed (2m10s)`."""
+    now = time.monotonic()
+    if len(g.rows) <= 3:
+        out = []
+        for name, r in g.rows.items():
+            if r.state != "failed":
+                line = Text(f"{GLYPH['done']} ", style=STYLE["done"])
+                line.append(f"{group}: {name} — {redact(r.text)} ({_elapsed((r.ended or now) - r.started)})")
+                out.append(line)
+        return out
     counts: dict[str, int] = {}
     for r in g.rows.values():
         counts[r.state] = counts.get(r.state, 0) + 1
-    line.append(f"{group}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({took})")
-    return line
+    status = "failed" if "failed" in counts else "done"
+    line = Text(f"{GLYPH[status]} ", style=STYLE[status])
+    line.append(f"{group}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({_elapsed(now - g.started)})")
+    return [line]
