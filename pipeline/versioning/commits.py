@@ -8,7 +8,7 @@ version and the changelog both go through it, so they always agree.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.tools.git import RawCommit
 
@@ -62,15 +62,14 @@ def parse_commit(raw: RawCommit) -> ConventionalCommit:
                                                             else None)
     reverts_sha = sha_ref.group("sha").lower() if sha_ref else None
     mainline = _MAINLINE.search(body)
-    common = {"merge": len(raw.parents) > 1, "revert": revert, "reverts_sha": reverts_sha,
-              "reverts_subject": reverts_subject, "parents": tuple(raw.parents),
-              "reverts_mainline": mainline.group("sha").lower() if mainline else None}
+    parsed = ConventionalCommit(raw.sha, subject, None, None, subject, footer is not None, note,
+                                merge=len(raw.parents) > 1, revert=revert, reverts_sha=reverts_sha,
+                                reverts_subject=reverts_subject, parents=tuple(raw.parents),
+                                reverts_mainline=mainline.group("sha").lower() if mainline else None)
     if not m:
-        return ConventionalCommit(raw.sha, subject, None, None, subject, footer is not None, note, **common)
-    return ConventionalCommit(
-        sha=raw.sha, subject=subject, type=ctype, scope=m.group("scope") or None,
-        description=m.group("desc").strip(), breaking=bool(m.group("bang")) or footer is not None,
-        breaking_note=note, **common)
+        return parsed
+    return replace(parsed, type=ctype, scope=m.group("scope") or None, description=m.group("desc").strip(),
+                   breaking=bool(m.group("bang")) or footer is not None)
 
 
 # ------------------------------------------------------------------ reverts
