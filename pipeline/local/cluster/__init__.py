@@ -46,7 +46,8 @@ def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say
     local cluster (idempotent; env None = the local cluster). Returns the kubeconfig. UsageError (exit 2, one
     line) when the external kubeconfig cannot be read or lacks the context.
 
-    say: results and errors (already running, external cluster, a failed start being undone); with `progress`
+    say: observations, results and errors (already running, not running, external cluster, a failed start being
+    undone); with `progress`
     (pipeline.core.progress: `reporter_progress(reporter, "cluster")`), the long work — building the binaries
     (~8 min from cold), starting the components — is one updating piece each (start.START_PIECE,
     build.BUILD_PIECE), ending with its result; without it, every step is a said line."""
@@ -66,10 +67,9 @@ def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say
             say("cluster: cleaning up after a previous run that did not stop cleanly")
             stop_local(say)
         try:
+            say("cluster: not running; starting it")   # an observation worth a line: the world is not the journal
             if progress:
-                progress(START_PIECE, "not running; starting it", "running")
-            else:
-                say("cluster: not running; starting it")
+                progress(START_PIECE, "starting etcd, the control plane, the kubelet", "running")
             start_local(say, progress)
         except BaseException as exc:
             if progress:
