@@ -49,6 +49,7 @@ def run_in_tmux(state: Path, mode: str, *extra: str, timeout_s: float = 120) -> 
     done = state / f"{mode}.done"
     cmd = " ".join(_driver(state, mode, *extra)) + f"; touch {done}; sleep 600"
     _tmux(socket, "new-session", "-d", "-s", session, "-x", str(COLS), "-y", str(ROWS), cmd)
+    socket_path = Path(_tmux(socket, "display-message", "-p", "#{socket_path}").strip())
     screens: list[list[str]] = []
     try:
         deadline = time.monotonic() + timeout_s
@@ -59,6 +60,7 @@ def run_in_tmux(state: Path, mode: str, *extra: str, timeout_s: float = 120) -> 
         lines = _tmux(socket, "capture-pane", "-p", "-S", "-5000", "-t", session).splitlines()
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=20)
+        socket_path.unlink(missing_ok=True)   # tmux leaves its socket file behind
     while lines and not lines[-1].strip():
         lines.pop()
     return lines, screens
