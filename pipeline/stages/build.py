@@ -63,12 +63,13 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *, provision: bool
         else:
             missing.append(n)
     if missing and provision:
+        from pipeline.core.progress import reporter_progress
         from pipeline.local.bases import ensure_bases
 
         say = reporter.info if reporter else print
         say(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)")
         ensure_bases(force=False, try_pull=True, config=cfg, say=say,
-                     progress=(lambda b, text, state: reporter.step("bases", b, text, state)) if reporter else None)
+                     progress=reporter_progress(reporter, "bases") if reporter else None)
         return resolve_bases(cfg, services, provision=False)
     for n in missing:
         base = cfg.bases[n]

@@ -174,6 +174,7 @@ class VerifyImagesStage:
     """Before deploy: every image in the rendered manifests is signed by a trusted key and attested."""
 
     name = "verify-images"
+    check_only = True   # re-verified on every run, changes nothing (pipeline.release.stage)
 
     def skip(self, ctx: RunContext) -> str | None:
         return None
