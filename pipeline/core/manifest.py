@@ -35,7 +35,8 @@ import json
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ class Built:
     repository: str
     tags: tuple[str, ...]
     input_digest: str
+    platform_images: Mapping[str, str] = field(default_factory=dict)   # platform → image ID; {} = native only
 
     @property
     def ok(self) -> bool:
@@ -197,7 +199,8 @@ class Manifest:
         with self._lock:
             svc = self._data["services"][service]
             return Built(service, BuildStatus(rec["status"]), rec.get("image_id"), str(svc.get("repository", "")),
-                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")))
+                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")),
+                         {str(k): str(v) for k, v in (rec.get("platforms") or {}).items()})
 
     def built_images(self, names: list[str] | None) -> list[Built]:
         """The built image of each named service (every recorded service when `names` is empty), checked:

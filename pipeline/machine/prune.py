@@ -20,7 +20,7 @@ from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_INPUT_DIGEST, LABEL_RUN
-from pipeline.stages.build import CACHE_REPO
+from pipeline.stages.build_platforms import CACHE_REPO
 from pipeline.tools import docker
 
 
