@@ -84,6 +84,7 @@ class Pushed:
     repository: str
     digest: str | None
     tags: tuple[str, ...]
+    children: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → child digest
 
     @property
     def ok(self) -> bool:
@@ -227,7 +228,8 @@ class Manifest:
         with self._lock:
             repo = str(self._data["services"][service].get("repository", ""))
         return Pushed(PushStatus(rec["status"]), repo, rec.get("digest"),
-                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()))
+                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()),
+                      {str(k): str(v) for k, v in (rec.get("children") or {}).items()})
 
     def deployed(self, service: str) -> Deployed | None:
         rec = self._rec(service, "deploy")
