@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -231,10 +230,11 @@ def _get_health(port: int, server: subprocess.Popen[bytes], timeout_s: float = 3
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise AssertionError(f"the arm64 server exited {server.returncode}: {server.stderr.read() if server.stderr else ''}")
+            err = server.stderr.read() if server.stderr else b""
+            raise AssertionError(f"the arm64 server exited {server.returncode}: {err!r}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                 return bytes(r.read())
-        except (OSError, socket.timeout):
+        except OSError:   # refused while it starts; TimeoutError is an OSError
             time.sleep(0.3)
     raise AssertionError(f"the arm64 server did not answer /health on 127.0.0.1:{port} in {timeout_s:.0f}s")
