@@ -53,25 +53,17 @@ namespace = "multi-{run}"
 builder = "buildkit"
 
 [bases.golang]
-upstream = "{upstream}"
-local = "{local}"
+upstream = "{go_upstream}"
+local = "{go_local}"
 recipe = "golang"
 build_arg = "GO_IMAGE"
 
-[[services]]
-name = "{run}-api"
-context = "services/backend-api"
-dockerfile = "dockerfiles/veza-backend-api.Dockerfile"
-port = 9201
-bases = ["golang"]
-
-[[services]]
-name = "{run}-stream"
-context = "services/stream-server"
-dockerfile = "dockerfiles/veza-stream-server.Dockerfile"
-port = 9202
-bases = ["golang"]
-
+[bases.rust]
+upstream = "{rust_upstream}"
+local = "{rust_local}"
+recipe = "rust"
+build_arg = "RUST_IMAGE"
+{services}
 [environments.dev]
 namespace = "multi-dev"
 values_file = "values.yaml"
@@ -86,22 +78,41 @@ def _skopeo(*args: str) -> Any:
     return json.loads(res.stdout)
 
 
-@pytest.fixture
-def multi(tmp_path: Path, docker_client: Any) -> Iterator[tuple[MiniProject, LocalRegistry]]:
+SERVICE = """
+[[services]]
+name = "{run}-{short}"
+context = "services/{svc}"
+dockerfile = "dockerfiles/veza-{svc}.Dockerfile"
+port = {port}
+bases = ["{base}"]
+"""
+# The real services: (directory, short name, base)
+GO_SERVICES = (("backend-api", "api", "golang"), ("stream-server", "stream", "golang"))
+RUST_SERVICES = (("chat-server", "chat", "rust"),)
+
+
+@pytest.fixture(params=["go", "rust"])
+def multi(request: pytest.FixtureRequest, tmp_path: Path,
+          docker_client: Any) -> Iterator[tuple[MiniProject, LocalRegistry]]:
+    """A git project holding copies of the real Go services (param "go") or the Rust one ("rust")."""
     import git
 
     from pipeline.local.bases import ensure_bases
 
     main_cfg = load_config()
     ensure_bases(config=main_cfg, say=lambda _line: None)
-    base = main_cfg.bases["golang"]
+    go, rust = main_cfg.bases["golang"], main_cfg.bases["rust"]
     run = "m" + uuid.uuid4().hex[:7]
+    services = GO_SERVICES if request.param == "go" else RUST_SERVICES
     with LocalRegistry(free_port(), root=tmp_path / "registry") as reg:
         proj = MiniProject(tmp_path / "multi", run)
         proj.root.mkdir()
-        proj.write("pipeline.toml", CONFIG.format(run=run, registry=reg.address, upstream=base.upstream,
-                                                  local=base.local))
-        for svc in ("backend-api", "stream-server"):
+        blocks = "".join(SERVICE.format(run=run, short=short, svc=svc, port=9201 + i, base=base)
+                         for i, (svc, short, base) in enumerate(services))
+        proj.write("pipeline.toml", CONFIG.format(run=run, registry=reg.address, go_upstream=go.upstream,
+                                                  go_local=go.local, rust_upstream=rust.upstream,
+                                                  rust_local=rust.local, services=blocks))
+        for svc, _, _ in services:
             shutil.copytree(REPO_ROOT / "services" / svc, proj.root / "services" / svc)
             df = f"dockerfiles/veza-{svc}.Dockerfile"
             proj.write(df, (REPO_ROOT / df).read_text())
@@ -154,6 +165,7 @@ def _extract(client: Any, image_id: str, path: str, dest: Path) -> Path:
     return dest / Path(path).name
 
 
+@pytest.mark.parametrize("multi", ["go"], indirect=True)
 def test_index_of_two_platforms_rebuilds_per_service_and_arm64_runs_under_qemu(
         multi: tuple[MiniProject, LocalRegistry], docker_client: Any, tmp_path: Path) -> None:
     p, reg = multi
@@ -209,7 +221,30 @@ def test_index_of_two_platforms_rebuilds_per_service_and_arm64_runs_under_qemu(
     assert m3.pushed(stream).digest == m.pushed(stream).digest                     # type: ignore[union-attr]
 
     # The arm64 binary, out of its image: an aarch64 ELF that serves /health under qemu (no binfmt needed).
-    binary = _extract(docker_client, new_api["linux/arm64"], "/app/veza-backend-api", tmp_path / "arm64")
+    _answers_under_qemu(docker_client, new_api["linux/arm64"], "/app/veza-backend-api", tmp_path / "arm64")
+
+
+@pytest.mark.parametrize("multi", ["rust"], indirect=True)
+def test_rust_service_cross_compiles_for_arm64(multi: tuple[MiniProject, LocalRegistry], docker_client: Any,
+                                               tmp_path: Path) -> None:
+    """Debian's rustc with the arm64 standard library from Debian's arm64 packages and gcc-aarch64-linux-gnu:
+    a static arm64 chat server in the index beside the amd64 one, answering under qemu."""
+    p, _ = multi
+    chat = f"{p.run}-chat"
+    _run(p, ["build", "push"])
+    m = _manifest(p)
+    built, pushed = m.built(chat), m.pushed(chat)
+    assert built is not None and pushed is not None and pushed.ok
+    raw = _skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{pushed.repository}:{pushed.tags[0]}")
+    assert sorted(c["platform"]["architecture"] for c in raw["manifests"]) == ["amd64", "arm64"]
+    _answers_under_qemu(docker_client, built.platform_images["linux/arm64"], "/app/veza-chat-server",
+                        tmp_path / "arm64")
+
+
+def _answers_under_qemu(docker_client: Any, image_id: str, path: str, dest: Path) -> None:
+    """The binary at `path` in the arm64 image is a static aarch64 ELF that, run by qemu-aarch64-static,
+    serves /health and passes its own `-healthcheck`."""
+    binary = _extract(docker_client, image_id, path, dest)
     head = binary.read_bytes()[:20]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183     # EM_AARCH64
     assert os.path.exists(QEMU), "qemu-user-static is missing: python3 -m pipeline.machine.bootstrap installs it"
