@@ -342,9 +342,10 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
 def summarize(results: list[BuildResult], reporter: Reporter, builder: buildkit.Builder | None = None) -> None:
     """The build summary: per service its result, image, duration and why (rebuilt: "main.go modified")."""
     def detail(r: BuildResult) -> str:
+        plats = f" [{', '.join(r.platform_images)}]" if r.platform_images else ""
         if r.status == "built":
-            return f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}"
-        return r.reason or (str(r.log) if r.log else "")
+            return f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}{plats}"
+        return (r.reason or (str(r.log) if r.log else "")) + plats
 
     if builder is not None:
         reporter.info(f"built with {builder.label} ({builder.why})")

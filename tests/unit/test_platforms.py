@@ -170,3 +170,65 @@ def test_children_of_refuses_a_plain_manifest_and_skips_attestation_entries() ->
         {"digest": "sha256:" + "a" * 64, "platform": {"os": "linux", "architecture": "arm64"}},
         {"digest": "sha256:" + "b" * 64, "platform": {"os": "unknown", "architecture": "unknown"}}]}).encode()
     assert children_of(body) == {"linux/arm64": "sha256:" + "a" * 64}
+
+
+def _service(tmp_path: Path, platforms: tuple[Platform, ...] = ()) -> object:
+    from pipeline.core.config import Service
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "main.go").write_text("package main\n")
+    df = tmp_path / "Dockerfile"
+    df.write_text("FROM scratch\nCOPY . /\n")
+    return Service("api", ctx, df, "api", 8080, "/health", "/ready", (), (), (), platforms=platforms)
+
+
+def test_input_digest_covers_the_platform_list_and_native_only_is_unchanged(tmp_path: Path) -> None:
+    from pipeline.stages.plan import InputRecord, input_record
+    from pipeline.stages.rebuild_reasons import why_rebuilt
+
+    svc = _service(tmp_path)
+    native = input_record(svc, {}, {})  # type: ignore[arg-type]
+    both = input_record(svc, {}, {}, platforms=(AMD64, ARM64))  # type: ignore[arg-type]
+    arm_first = input_record(svc, {}, {}, platforms=(ARM64, AMD64))  # type: ignore[arg-type]
+    assert len({native.digest, both.digest, arm_first.digest}) == 3
+    assert native.platforms == () and "platforms" not in native.to_json()
+    assert InputRecord.from_json(both.to_json()) == both
+    assert why_rebuilt(native, both) == "platforms native → linux/amd64, linux/arm64"
+    assert why_rebuilt(both, native) == "platforms linux/amd64, linux/arm64 → native"
+
+
+def test_service_platforms_and_the_legacy_builder(tmp_path: Path) -> None:
+    import dataclasses
+
+    from pipeline.core.errors import UsageError
+    from pipeline.stages.build_platforms import check_builder, service_platforms
+    from pipeline.tools.buildkit import Builder
+
+    cfg = _load(tmp_path, "", 'platforms = ["linux/amd64", "linux/arm64"]')
+    env = cfg.environments["dev"]                                      # type: ignore[attr-defined]
+    svc = cfg.services[0]                                              # type: ignore[attr-defined]
+    assert service_platforms(svc, env, AMD64) == ((AMD64, ARM64), "environment")
+    only_native = dataclasses.replace(svc, platforms=(AMD64,))
+    assert service_platforms(only_native, env, AMD64) == ((), "native")   # the single-image path
+    assert service_platforms(only_native, dataclasses.replace(env, platforms=()), ARM64) == ((AMD64,), "service")
+    legacy = Builder("legacy", "/usr/bin/docker", "28.2.2", "no BuildKit")
+    with pytest.raises(UsageError) as err:
+        check_builder(svc, env, (AMD64, ARM64), "environment", legacy, AMD64)
+    assert err.value.message.startswith("api: platforms linux/amd64, linux/arm64 (environments.dev.platforms in "
+                                        "pipeline.toml) need BuildKit")
+    assert 'environments.dev.platforms = ["linux/amd64"]' in (err.value.hint or "")
+    check_builder(svc, env, (), "native", legacy, AMD64)                  # native only: the legacy builder is fine
+    check_builder(svc, env, (AMD64, ARM64), "environment", dataclasses.replace(legacy, kind="buildkit"), AMD64)
+
+
+def test_build_argv_names_the_target_platform_only_when_asked(tmp_path: Path) -> None:
+    from pipeline.tools.buildkit import Builder, build_argv
+
+    bk = Builder("buildkit", "/usr/bin/docker", "20.10.24", "")
+    common = {"context": tmp_path, "dockerfile": tmp_path / "Dockerfile", "tags": ["r:t"], "build_args": {},
+              "labels": {}, "no_cache": False, "iidfile": tmp_path / "iid"}
+    argv, env = build_argv(bk, **common, platform="linux/arm64")  # type: ignore[arg-type]
+    assert argv[argv.index("--platform") + 1] == "linux/arm64" and argv[-1] == str(tmp_path)
+    assert env == {"DOCKER_BUILDKIT": "1"}
+    assert "--platform" not in build_argv(bk, **common)[0]  # type: ignore[arg-type]
