@@ -196,6 +196,10 @@ def test_index_of_two_platforms_rebuilds_per_service_and_arm64_runs_under_qemu(
         first_images = {n: dict(m.built(n).platform_images) for n in (api, stream)}  # type: ignore[union-attr]
         assert first_images[name]
 
+    # SBOMs: the scan stage's SBOM (made here by Trivy from the local native image, as the scan stage does)
+    # goes on the index and the amd64 child; the arm64 child gets a Trivy SBOM of its own image.
+    _sboms_per_child(p, m, api, tmp_path, docker_client)
+
     # A rerun: nothing rebuilt, nothing pushed; the runner's resume checks hold against the registry.
     _run(p, ["build", "push"])
     m2 = _manifest(p)
@@ -239,6 +243,31 @@ def test_rust_service_cross_compiles_for_arm64(multi: tuple[MiniProject, LocalRe
     assert sorted(c["platform"]["architecture"] for c in raw["manifests"]) == ["amd64", "arm64"]
     _answers_under_qemu(docker_client, built.platform_images["linux/arm64"], "/app/veza-chat-server",
                         tmp_path / "arm64")
+
+
+def _sboms_per_child(p: MiniProject, m: Manifest, name: str, tmp_path: Path, docker_client: Any) -> None:
+    from pipeline.stages.sbom import attach_sboms, sbom_tag
+    from pipeline.tools import trivy
+
+    built, pushed = m.built(name), m.pushed(name)
+    assert built is not None and built.image_id and pushed is not None
+    scan_sbom = trivy.sbom_image(built.image_id, tmp_path / "scan" / "sbom.cdx.json",
+                                 cache_dir=trivy.default_cache_dir(p.config.scan.db_repository))
+    m.record(name, "scan", {"status": "pass", "sbom": str(scan_sbom)})
+    refs = attach_sboms(p.config, m, PlainReporter(sink=lambda _line: None), [name])
+    assert refs[name] == f"{pushed.repository}:{sbom_tag(str(pushed.digest))}"
+    rec = m.stage_result(name, "sbom") or {}
+    assert set(rec["children"]) == {"linux/amd64", "linux/arm64"}
+    for plat, child in pushed.children.items():
+        assert rec["children"][plat] == f"{pushed.repository}:{sbom_tag(child)}"
+        art = _skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{rec['children'][plat]}")
+        (layer,) = art["layers"]
+        out = tmp_path / f"sbom-{plat.replace('/', '-')}"
+        subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{rec['children'][plat]}",
+                        f"dir:{out}"], capture_output=True, timeout=60, check=True)
+        doc = json.loads((out / layer["digest"].split(":")[1]).read_text())
+        props = {pr["name"]: pr["value"] for pr in doc["metadata"]["component"].get("properties", [])}
+        assert props["aquasecurity:trivy:ImageID"] == built.platform_images[plat]   # each child's own SBOM
 
 
 def _answers_under_qemu(docker_client: Any, image_id: str, path: str, dest: Path) -> None:
