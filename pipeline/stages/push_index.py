@@ -19,7 +19,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed
 from pipeline.core.platforms import parse_platform
@@ -28,6 +28,9 @@ from pipeline.core.retry import Attempts, with_retries
 from pipeline.stages.image_index import OCI_INDEX, Child, digest_of, index_document
 from pipeline.tools import skopeo
 from pipeline.tools.registry_api import RegistryClient, split_repository
+
+if TYPE_CHECKING:   # push.py imports this module
+    from pipeline.stages.push import PushContext
 
 EXPORT_TIMEOUT_S = 600.0
 
@@ -54,7 +57,7 @@ def already_pushed(client: RegistryClient, repo: str, tags: list[str], platform_
     return str(digest)
 
 
-def push_child(ctx: Any, service: str, repository: str, platform: str, image_id: str, workdir: Path,
+def push_child(ctx: PushContext, service: str, repository: str, platform: str, image_id: str, workdir: Path,
                counter: Attempts) -> Child:
     """Export one platform's image to an OCI layout and push it by digest (unless the registry has it).
 
@@ -63,7 +66,7 @@ def push_child(ctx: Any, service: str, repository: str, platform: str, image_id:
     """
     plat = parse_platform(platform)
     address, repo = split_repository(repository)
-    client: RegistryClient = ctx.client(address)
+    client = ctx.client(address)
     ctx.note(service, f"exporting the {platform} image")
     layout = workdir / plat.slug
     got = skopeo.export_oci(image_id, layout, timeout=EXPORT_TIMEOUT_S)
@@ -80,13 +83,12 @@ def push_child(ctx: Any, service: str, repository: str, platform: str, image_id:
     return Child(plat, got.digest, got.media_type, got.size)
 
 
-def push_index_image(ctx: Any, service: str, repository: str, tags: list[str], image_id: str,
+def push_index_image(ctx: PushContext, service: str, repository: str, tags: list[str], image_id: str,
                      platform_images: dict[str, str], previous: dict[str, Any] | None) -> dict[str, Any]:
     """Push a multi-platform image (module docstring); returns its push record. Raises only RegistryAuthError.
     `image_id` is the primary platform's local image (the one the engine runs), `platform_images` every
     platform's (platform → image ID).
 
-    `ctx` is push.PushContext (client(), policy, credentials, note(), retry_note()).
     """
     started = time.monotonic()
     counter = Attempts()

@@ -204,9 +204,28 @@ def test_index_of_two_platforms_rebuilds_per_service_and_arm64_runs_under_qemu(
     _run(p, ["build", "push"])
     m2 = _manifest(p)
     assert {n: str(m2.service(n)["build"]["status"]) for n in (api, stream)} == {api: "reused", stream: "reused"}
-    assert {n: m2.service(n)["push"]["status"] for n in (api, stream)} in (
-        {api: "skipped", stream: "skipped"}, {api: "pushed", stream: "pushed"})   # resumed: record kept
+    # The push itself, run again: "already there?" holds by HEAD requests alone (index under every tag,
+    # every child present), nothing exported or uploaded.
+    from pipeline.stages.push import push_images
+
+    summary = push_images(p.config, p.config.env("dev"), m2, PlainReporter(sink=lambda _line: None))
+    assert summary.fields["skipped"] == 2 and summary.fields["pushed"] == 0
+    assert {n: m2.service(n)["push"]["method"] for n in (api, stream)} == {api: "none", stream: "none"}
     assert m2.pushed(api).digest == m.pushed(api).digest                          # type: ignore[union-attr]
+
+    # The world changes: the registry loses the arm64 child. The resume check says so, the push restores it.
+    from pipeline.stages.push import registry_serves
+    from pipeline.tools.registry_api import RegistryClient, split_repository
+
+    lost = m2.pushed(stream).children["linux/arm64"]                              # type: ignore[union-attr]
+    address, path = split_repository(m2.pushed(stream).repository)                 # type: ignore[union-attr]
+    RegistryClient(address).request("DELETE", f"/v2/{path}/manifests/{lost}", ok=(202,))
+    why = registry_serves(p.config, m2, [stream])
+    assert why == (f"registry no longer has the linux/arm64 image {lost[:19]} of "
+                   f"{m2.pushed(stream).repository}@{m2.pushed(stream).digest[:19]}")    # type: ignore[union-attr]
+    again = push_images(p.config, p.config.env("dev"), m2, PlainReporter(sink=lambda _line: None), [stream])
+    assert again.fields["pushed"] == 1 and m2.pushed(stream).children["linux/arm64"] == lost  # type: ignore
+    assert registry_serves(p.config, m2, [stream]) is None
 
     # One file changed in one service: both of its platforms rebuilt, the other service reused.
     main_go = p.root / "services/backend-api/main.go"
