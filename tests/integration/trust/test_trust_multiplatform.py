@@ -117,3 +117,22 @@ def test_an_unsigned_child_under_a_signed_index_is_blocked(trust_world: TrustWor
                                      "no provenance (nothing under the .att tag)")]
     why = signatures_hold(w.cfg, w.cfg.env("dev"), m, ["veza-docs"])
     assert why is not None and "linux/amd64 image: no signature" in why
+
+
+@pytest.mark.parametrize("via", ["registry-api", "skopeo"])
+def test_promotion_copies_the_index_with_its_children_and_signs_each(trust_world: TrustWorld, via: str) -> None:
+    from pipeline.release.promote import run_promote
+
+    w = trust_world
+    _, index, children, m = _multi(w)
+    for env in ("dev", "prod"):
+        envkeys.keygen(w.cfg, w.cfg.env(env))
+    sign_images(w.cfg, w.cfg.env("dev"), m, QUIET, run_id="t1")
+    run_promote(w.cfg, w.cfg.env("dev"), w.cfg.env("prod"), Manifest.load(m.path), QUIET, via=via)
+    _, prepo = split_repository(w.repository("prod"))
+    got = w.client.get_manifest(prepo, index)
+    assert got is not None and got[0].digest == index                # the same index, children by digest
+    prod_keys = envkeys.trusted_keys(w.cfg, w.cfg.env("prod"))
+    assert check_image(w.client, prepo, index, prod_keys, commit=COMMIT) == []
+    for child in children.values():
+        assert {attachment_tag(child, "sig"), attachment_tag(child, "att")} <= set(w.client.tags(prepo))
