@@ -165,9 +165,10 @@ def platform_lines(plan: BuildPlan) -> list[str]:
             continue
         where = {"service": f"services.{p.name}.platforms", "environment": f"environments.{plan.env.name}.platforms",
                  "native": "this machine's platform"}[p.platforms_from]
-        plats = ", ".join(map(str, p.platforms)) if p.platforms else str(native_platform())
-        only = " only" if len(p.platforms) <= 1 else ""
-        missing = [str(x) for x in plan.env.platforms if x not in p.platforms] if p.platforms_from == "service" else []
+        effective = p.platforms or (native_platform(),)
+        plats = ", ".join(map(str, effective))
+        only = " only" if len(effective) == 1 else ""
+        missing = [str(x) for x in plan.env.platforms if x not in effective] if p.platforms_from == "service" else []
         note = f"; not built for {', '.join(missing)}" if missing else ""
         out.append(f"platforms: {p.name}: {plats}{only} ({where}){note}")
     return out

@@ -36,13 +36,12 @@ def find_by_input_digest(service: str, digest: str, platform: Platform | None = 
 
 def service_platforms(service: Service, env: Environment,
                       native: Platform | None = None) -> tuple[tuple[Platform, ...], str]:
-    """(platforms, source) of `service` in `env`: () and "native" when it is built for this machine's
-    platform alone (the single-image path), else every platform in order and "service" | "environment"."""
+    """(platforms, source) of `service` in `env`: () when it is built for this machine's platform alone (the
+    single-image path), else every platform in order; source names where the list comes from: "service" |
+    "environment" | "native" (no list anywhere)."""
     native = native or native_platform()
     plats, source = effective_platforms(service.platforms, env.platforms, native)
-    if plats == (native,):
-        return (), "native"
-    return plats, source
+    return (() if plats == (native,) else plats), source
 
 
 def check_builder(service: Service, env: Environment, platforms: tuple[Platform, ...], source: str,

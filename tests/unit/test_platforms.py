@@ -210,7 +210,8 @@ def test_service_platforms_and_the_legacy_builder(tmp_path: Path) -> None:
     svc = cfg.services[0]                                              # type: ignore[attr-defined]
     assert service_platforms(svc, env, AMD64) == ((AMD64, ARM64), "environment")
     only_native = dataclasses.replace(svc, platforms=(AMD64,))
-    assert service_platforms(only_native, env, AMD64) == ((), "native")   # the single-image path
+    assert service_platforms(only_native, env, AMD64) == ((), "service")   # the single-image path
+    assert service_platforms(svc, dataclasses.replace(env, platforms=()), AMD64) == ((), "native")
     assert service_platforms(only_native, dataclasses.replace(env, platforms=()), ARM64) == ((AMD64,), "service")
     legacy = Builder("legacy", "/usr/bin/docker", "28.2.2", "no BuildKit")
     with pytest.raises(UsageError) as err:
@@ -218,7 +219,7 @@ def test_service_platforms_and_the_legacy_builder(tmp_path: Path) -> None:
     assert err.value.message.startswith("api: platforms linux/amd64, linux/arm64 (environments.dev.platforms in "
                                         "pipeline.toml) need BuildKit")
     assert 'environments.dev.platforms = ["linux/amd64"]' in (err.value.hint or "")
-    check_builder(svc, env, (), "native", legacy, AMD64)                  # native only: the legacy builder is fine
+    check_builder(svc, env, (), "service", legacy, AMD64)                 # native only: the legacy builder is fine
     check_builder(svc, env, (AMD64, ARM64), "environment", dataclasses.replace(legacy, kind="buildkit"), AMD64)
 
 
@@ -232,3 +233,26 @@ def test_build_argv_names_the_target_platform_only_when_asked(tmp_path: Path) ->
     assert argv[argv.index("--platform") + 1] == "linux/arm64" and argv[-1] == str(tmp_path)
     assert env == {"DOCKER_BUILDKIT": "1"}
     assert "--platform" not in build_argv(bk, **common)[0]  # type: ignore[arg-type]
+
+
+def test_plan_lines_say_which_service_is_not_built_for_a_platform(tmp_path: Path) -> None:
+    """The Rust service kept to amd64 while the environment asks for both: one clear line in the plan."""
+    import dataclasses
+
+    from pipeline.stages.build import platform_lines
+    from pipeline.stages.plan import BuildPlan, ServicePlan
+
+    cfg = _load(tmp_path, "", 'platforms = ["linux/amd64", "linux/arm64"]')
+    env = cfg.environments["dev"]                                      # type: ignore[attr-defined]
+    svc = cfg.services[0]                                              # type: ignore[attr-defined]
+    chat = dataclasses.replace(svc, name="chat", platforms=(AMD64,))
+    plan = BuildPlan(env, (ServicePlan(svc, "r/api", ("t",), "sha256:x", {}, platforms=(AMD64, ARM64),
+                                       platforms_from="environment"),
+                           ServicePlan(chat, "r/chat", ("t",), "sha256:y", {}, platforms=(),
+                                       platforms_from="service")))
+    assert platform_lines(plan) == [
+        "platforms: api: linux/amd64, linux/arm64 (environments.dev.platforms)",
+        f"platforms: chat: {native_platform()} only (services.chat.platforms); not built for "
+        + ", ".join(p for p in ("linux/amd64", "linux/arm64") if p != str(native_platform()))]
+    assert platform_lines(dataclasses.replace(plan, env=dataclasses.replace(env, platforms=()), services=(
+        dataclasses.replace(plan.services[0], platforms=(), platforms_from="native"),))) == []
