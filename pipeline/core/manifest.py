@@ -35,7 +35,8 @@ import json
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ class Built:
     repository: str
     tags: tuple[str, ...]
     input_digest: str
+    platform_images: Mapping[str, str] = field(default_factory=dict)   # platform → image ID; {} = native only
 
     @property
     def ok(self) -> bool:
@@ -82,6 +84,7 @@ class Pushed:
     repository: str
     digest: str | None
     tags: tuple[str, ...]
+    children: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → child digest
 
     @property
     def ok(self) -> bool:
@@ -197,7 +200,8 @@ class Manifest:
         with self._lock:
             svc = self._data["services"][service]
             return Built(service, BuildStatus(rec["status"]), rec.get("image_id"), str(svc.get("repository", "")),
-                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")))
+                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")),
+                         {str(k): str(v) for k, v in (rec.get("platforms") or {}).items()})
 
     def built_images(self, names: list[str] | None) -> list[Built]:
         """The built image of each named service (every recorded service when `names` is empty), checked:
@@ -224,7 +228,8 @@ class Manifest:
         with self._lock:
             repo = str(self._data["services"][service].get("repository", ""))
         return Pushed(PushStatus(rec["status"]), repo, rec.get("digest"),
-                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()))
+                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()),
+                      {str(k): str(v) for k, v in (rec.get("children") or {}).items()})
 
     def deployed(self, service: str) -> Deployed | None:
         rec = self._rec(service, "deploy")
