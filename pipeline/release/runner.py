@@ -30,7 +30,6 @@ from pipeline.core.vocab import StageStatus
 from pipeline.release.stage import RunContext, Stage, StageSummary
 from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, release_info
 
-
 # Stage name → "module:Class". Only the stages a command names are imported: a no-op `invoke build` does not
 # pay for the signing, lint or scan modules (and their libraries).
 _STAGE_CLASSES: dict[str, str] = {

@@ -212,6 +212,11 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
+    with m.batch():
+        _record_fields(m, p, r)
+
+
+def _record_fields(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
     m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
     res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2),
                            "build_args": dict(p.build_args), "base_images": dict(p.base_images)}  # for provenance
@@ -236,18 +241,19 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
     builder = plan.builder or buildkit.detect(cfg.build.builder)
     cache = input_cache(cfg)
     results: list[BuildResult] = []
-    for p in plan.services:
-        if p.action == "reuse" and p.existing_image:
-            t0 = time.monotonic()
-            for ref in p.refs:
-                repo, tag = ref.rsplit(":", 1)
-                docker.tag_image(p.existing_image, repo, tag)
-            r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)
-            reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
-            _record(manifest, p, r)
-            if p.inputs is not None:
-                cache.save(p.name, p.inputs)
-            results.append(r)
+    with manifest.batch():   # the reused services' records: one manifest write, not two per service
+        for p in plan.services:
+            if p.action == "reuse" and p.existing_image:
+                t0 = time.monotonic()
+                for ref in p.refs:
+                    repo, tag = ref.rsplit(":", 1)
+                    docker.tag_image(p.existing_image, repo, tag)
+                r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)
+                reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
+                _record(manifest, p, r)
+                if p.inputs is not None:
+                    cache.save(p.name, p.inputs)
+                results.append(r)
     to_build = [p for p in plan.services if p.action == "build"]
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="build") as pool:
@@ -332,10 +338,11 @@ class BuildStage:
         plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
                          provision_bases=True, reporter=ctx.reporter)
         print_plan(plan, ctx.reporter)
-        for p in plan.services:
-            if p.action != "skip":
-                ctx.manifest.set_service(p.name, repository=p.repository, tags=list(p.tags),
-                                         input_digest=p.input_digest)
+        with ctx.manifest.batch():
+            for p in plan.services:
+                if p.action != "skip":
+                    ctx.manifest.set_service(p.name, repository=p.repository, tags=list(p.tags),
+                                             input_digest=p.input_digest)
         log_dir = ctx.run_dir / "build"
         results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, ctx.reporter,
                                workers=int(ctx.options.get("workers") or 0) or default_workers(ctx.cfg),
