@@ -84,11 +84,17 @@ def cache_ref(service: str, digest: str) -> str:
 
 def find_by_input_digest(service: str, digest: str) -> str | None:
     """The local image built from exactly these inputs (its label must agree with the cache tag), or None."""
-    found = docker.image_labels(cache_ref(service, digest))
+    found = _find_with_tags(service, digest)
+    return found[0] if found else None
+
+
+def _find_with_tags(service: str, digest: str) -> tuple[str, tuple[str, ...]] | None:
+    """(image ID, its local tags) of the image built from exactly these inputs, or None: one inspect."""
+    found = docker.image_facts(cache_ref(service, digest))
     if found is None:
         return None
-    image_id, labels = found
-    return image_id if labels.get(LABEL_INPUT_DIGEST) == digest else None
+    image_id, labels, tags = found
+    return (image_id, tags) if labels.get(LABEL_INPUT_DIGEST) == digest else None
 
 
 def input_cache(cfg: Config) -> InputCache:
@@ -119,7 +125,8 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
             continue
         record = input_record(svc, args, svc_bases, rules)
         digest = record.digest
-        existing = None if no_cache else find_by_input_digest(svc.name, digest)
+        found_image = None if no_cache else _find_with_tags(svc.name, digest)
+        existing, existing_tags = found_image or (None, ())
         why = "unchanged"
         if "missing" in svc_bases.values():
             action, reason, found = "build", "base image missing: `invoke bases` will provide it", None
@@ -131,7 +138,8 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
             action, reason, found = "build", "no image with this input digest", None
         if action == "build":
             why = "--no-cache" if no_cache else why_rebuilt(cache.load(svc.name), record)
-        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record, svc_bases))
+        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record, svc_bases,
+                                 existing_tags if found else ()))
     return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
@@ -246,6 +254,8 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
             if p.action == "reuse" and p.existing_image:
                 t0 = time.monotonic()
                 for ref in p.refs:
+                    if ref in p.existing_tags:   # the engine already names the image so (seen by the plan)
+                        continue
                     repo, tag = ref.rsplit(":", 1)
                     docker.tag_image(p.existing_image, repo, tag)
                 r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)

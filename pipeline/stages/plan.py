@@ -39,6 +39,7 @@ class ServicePlan:
     why: str = ""                  # what changed since the image it would otherwise reuse ("main.go modified")
     inputs: InputRecord | None = None
     base_images: Mapping[str, str] = field(default_factory=dict)   # base reference → image ID (provenance)
+    existing_tags: tuple[str, ...] = ()    # the reused image's local tags when the plan looked (RepoTags)
 
     @property
     def name(self) -> str:

@@ -126,10 +126,17 @@ def image_id(ref: str) -> str | None:
 
 def image_labels(ref: str) -> tuple[str, dict[str, str]] | None:
     """(ID, labels) of a local image, or None when absent: one inspect call."""
+    found = image_facts(ref)
+    return (found[0], found[1]) if found else None
+
+
+def image_facts(ref: str) -> tuple[str, dict[str, str], tuple[str, ...]] | None:
+    """(ID, labels, local tags "repo:tag") of a local image, or None when absent: one inspect call."""
     info = _inspect(ref)
     if info is None:
         return None
-    return str(info["Id"]), dict((info.get("Config") or {}).get("Labels") or {})
+    return (str(info["Id"]), dict((info.get("Config") or {}).get("Labels") or {}),
+            tuple(str(t) for t in info.get("RepoTags") or ()))
 
 
 def inspect_image(ref: str) -> dict[str, Any]:
