@@ -94,7 +94,7 @@ def run_lint(paths: list[str] | None, threshold: str | None = None, fmt: str = "
              kube_versions: tuple[str, ...] = (), env_name: str = "", reporter: Reporter | None = None) -> LintReport:
     """The `invoke lint` task: lint, print (text or json), gate. Kubernetes versions: the given ones, else
     the environment's cluster or config (release.kube_versions_for), else DEFAULT_KUBE_VERSIONS."""
-    from pipeline.core.paths import ROOT
+    from pipeline.core.config import load_config
     from pipeline.lint.release import default_settings, normal_version
 
     if fmt not in ("text", "json"):
@@ -107,8 +107,9 @@ def run_lint(paths: list[str] | None, threshold: str | None = None, fmt: str = "
         if bad:
             raise UsageError(f"lint: '{bad[0]}' is not a Kubernetes version", "pass e.g. --kube-version 1.31")
         versions = tuple(dict.fromkeys(normal_version(v) for v in kube_versions))
+    root = load_config(check_files=False).root if not paths else Path()  # the project VEZA_CONFIG names
     targets = [Path(p) for p in paths] if paths else \
-        [ROOT / d for d in ("dockerfiles", "compose", "k8s", "helm") if (ROOT / d).exists()]
+        [root / d for d in ("dockerfiles", "compose", "k8s", "helm") if (root / d).exists()]
     report = lint_paths(targets, level, versions, reporter)
     if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))

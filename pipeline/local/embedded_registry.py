@@ -1,5 +1,9 @@
-"""The embedded default registry (127.0.0.1:5000, root <state dir>/registry): `invoke registry-up/down/status`
-and the release's "make sure the registry it pushes to answers"."""
+"""The embedded default registry (127.0.0.1:5000): `invoke registry-up/down/status` and the release's "make sure
+the registry it pushes to answers".
+
+Its port is one per machine, so its root (pid, state, storage) is too: /var/lib/veza-pipeline/local/registry/<port>
+as root, else ~/.local/state/veza-pipeline/registry/<port>; VEZA_REGISTRY_STATE overrides the base. Whichever
+checkout started it, any checkout sees it as "started by the pipeline" and `invoke registry-down` stops it."""
 
 from __future__ import annotations
 
@@ -43,12 +47,12 @@ class RegistryStatus:
 
 
 def default_registry(cfg: Config, *, auth: bool = False, tls: bool = False) -> LocalRegistry:
-    """The embedded default: port from [registry] address when it is loopback, root <state dir>/registry."""
+    """The embedded default: port from [registry] address when it is loopback, root `embedded_root(port)`."""
     port = DEFAULT_PORT
     host, _, p = cfg.registry.address.partition(":")
     if host in ("127.0.0.1", "localhost") and p.isdigit():
         port = int(p)
-    root = cfg.state_dir / "registry"
+    root = embedded_root(port)
     htpasswd = None
     if auth:
         user_env, pw_env = cfg.registry.username_env, cfg.registry.password_env
@@ -60,6 +64,16 @@ def default_registry(cfg: Config, *, auth: bool = False, tls: bool = False) -> L
         htpasswd = write_htpasswd(root / "auth" / "htpasswd", {user: pw})
     cert = self_signed_cert(root / "tls") if tls else None
     return LocalRegistry(port, root=root, htpasswd=htpasswd, tls=cert)
+
+
+def embedded_root(port: int) -> Path:
+    """The machine-wide root of the embedded registry on loopback `port` (see the module docstring)."""
+    base = os.environ.get("VEZA_REGISTRY_STATE")
+    if base:
+        return Path(base) / str(port)
+    if os.geteuid() == 0:
+        return Path("/var/lib/veza-pipeline/local/registry") / str(port)
+    return Path.home() / ".local/state/veza-pipeline/registry" / str(port)
 
 
 def _from_state(reg: LocalRegistry) -> LocalRegistry:

@@ -7,7 +7,8 @@ A registry answering on the port that this root did not start is reported as "ex
 
 Everything a registry needs lives under its root: config.yml, registry.pid, state.json, registry.log,
 data/ (the blobs), auth/htpasswd, tls/. `invoke registry-up/down/status` manage the default one
-(127.0.0.1:5000, root <state dir>/registry/); tests create their own on their own ports.
+(127.0.0.1:5000, one machine-wide root: embedded_registry.embedded_root); tests create their own on their own
+ports.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ FOLLOW_TIMEOUT_S = 7 * 24 * 3600.0   # `logs --follow` runs until Ctrl-C; the ti
 class DevStack:
     name: str
     state_dir: Path
+    compose_dir: Path
 
     @property
     def dir(self) -> Path:
@@ -49,13 +50,15 @@ class DevStack:
     def project(self) -> ComposeProject:
         # The variables also go to compose's environment: an exported shell variable must not win over them.
         values = stack_spec.read_env_file(self.env_file) if self.env_file.exists() else {}
-        return ComposeProject(name=self.name, files=(stack_spec.BASE_FILE, stack_spec.DEV_FILE),
-                              env_file=self.env_file if values else None, workdir=stack_spec.COMPOSE_DIR,
+        files = (self.compose_dir / stack_spec.BASE_NAME, self.compose_dir / stack_spec.DEV_NAME)
+        return ComposeProject(name=self.name, files=files,
+                              env_file=self.env_file if values else None, workdir=self.compose_dir,
                               env=values)
 
 
 def current(cfg: Config) -> DevStack:
-    return DevStack(stack_spec.safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)), cfg.state_dir)
+    return DevStack(stack_spec.safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)), cfg.state_dir,
+                    stack_spec.compose_dir(cfg))
 
 
 def stack_up(cfg: Config, env: Environment, reporter: Reporter, build: bool = False) -> None:

@@ -26,12 +26,18 @@ from pipeline.core.paths import ROOT
 from pipeline.core.redact import register_secret
 from pipeline.tools import docker
 
-COMPOSE_DIR = ROOT / "compose"
-BASE_FILE = COMPOSE_DIR / "docker-compose.yml"
-DEV_FILE = COMPOSE_DIR / "docker-compose.dev.yml"      # fixed 127.0.0.1 ports for developers
-SMOKE_FILE = COMPOSE_DIR / "docker-compose.smoke.yml"  # ephemeral 127.0.0.1 ports: concurrent runs never collide
+BASE_NAME = "docker-compose.yml"
+DEV_NAME = "docker-compose.dev.yml"      # fixed 127.0.0.1 ports for developers
+SMOKE_NAME = "docker-compose.smoke.yml"  # ephemeral 127.0.0.1 ports: concurrent runs never collide
+# This checkout's files (its own tests read them); a run uses compose_dir(cfg): the project VEZA_CONFIG names.
+BASE_FILE, DEV_FILE, SMOKE_FILE = (ROOT / "compose" / n for n in (BASE_NAME, DEV_NAME, SMOKE_NAME))
 SECRET_VARS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
 RUN_ID_RE = re.compile(r"[^a-z0-9-]+")
+
+
+def compose_dir(cfg: Config) -> Path:
+    """The project's compose directory: <project root>/compose (the root is the directory of pipeline.toml)."""
+    return cfg.root / "compose"
 
 
 def image_var(name: str) -> str:

@@ -115,9 +115,10 @@ def smoke_release(
     env_file = stack_spec.write_env_file(run_dir / "compose.env", variables)
     project = ComposeProject(
         name=result.project,
-        files=(stack_spec.BASE_FILE, stack_spec.SMOKE_FILE, *overrides),
+        files=(stack_spec.compose_dir(cfg) / stack_spec.BASE_NAME, stack_spec.compose_dir(cfg) / stack_spec.SMOKE_NAME,
+               *overrides),
         env_file=env_file,
-        workdir=stack_spec.COMPOSE_DIR,
+        workdir=stack_spec.compose_dir(cfg),
         # Also in compose's process environment: a shell variable (e.g. an exported BACKEND_API_IMAGE)
         # would otherwise win over the env file and smoke-test another image than the manifest's.
         env=variables,

@@ -53,7 +53,7 @@ def build_changelog(commits: Iterable[ConventionalCommit], *, title: str, since:
         else:
             by[g].append(c)
     groups = tuple((heading, tuple(by[key])) for key, heading in GROUPS if by[key])
-    return Changelog(title, since, groups, others, 2 * len(resolved.cancelled))
+    return Changelog(title, since, groups, others, resolved.dropped)
 
 
 def entry(c: ConventionalCommit) -> str:

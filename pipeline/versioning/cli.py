@@ -1,7 +1,7 @@
 """The `invoke version`, `invoke bump` and `invoke changelog` tasks' logic (tasks.py stays thin).
 
-Each function takes the repository path (default: the project ROOT) and an optional Config, so tests run
-them against temporary repositories.
+Each function takes the repository path (default: the project root, where the config's pipeline.toml is) and an
+optional Config, so tests run them against temporary repositories.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from rich.table import Table
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import GitStateError
-from pipeline.core.paths import ROOT
 from pipeline.tools.git import GitRepo
 from pipeline.versioning.changelog import build_changelog, render_markdown
 from pipeline.versioning.guards import require_clean_tree
@@ -31,7 +30,7 @@ def _config(config: Config | None) -> Config:
 
 
 def _read(repo_path: Path | str | None, cfg: Config) -> Version:
-    return read_project_version(cfg, repo_path or ROOT)
+    return read_project_version(cfg, repo_path or cfg.root)
 
 
 def _warn(version: Version) -> None:
@@ -133,7 +132,7 @@ def bump_version(part: str = "auto", pre: str | None = None, dry_run: bool = Fal
             f"refusing to tag {tag}: not greater than the last release {version.last.tag}",
             "choose a higher --part, or a later --pre label (labels sort alphabetically: alpha < beta < rc)",
         )
-    repo = GitRepo(repo_path or ROOT)
+    repo = GitRepo(repo_path or cfg.root)
     taken = repo.rev_exists(f"refs/tags/{tag}")
     if taken is not None:
         raise GitStateError(f"refusing to tag {tag}: the tag already exists (on {taken[:8]}, not an ancestor "
@@ -157,7 +156,7 @@ def print_changelog(since: str | None = None, *, repo_path: Path | str | None = 
     version = _read(repo_path, cfg)
     _warn(version)
     if since:
-        repo = GitRepo(repo_path or ROOT)
+        repo = GitRepo(repo_path or cfg.root)
         sha = repo.rev_exists(since)
         if sha is None:
             raise GitStateError(f"unknown tag or revision '{since}'",

@@ -119,8 +119,8 @@ def compute_next(
         kinds = Counter(_kind(c) for c in effective if not c.merge)
         wanted = max((commit_part(c, versioning) for c in effective), key=lambda p: RANK[p], default=None)
         since = f"since {last_final.tag}"
-        if resolved.cancelled:
-            since += f" ({len(resolved.cancelled)} commit(s) cancelled by their revert)"
+        if resolved.dropped:
+            since += f" ({resolved.dropped} commit(s) cancelled with their revert, reverts included)"
         if wanted is None:
             if not kinds:
                 what = "only merge commits" if effective else ("no commits" if not commits else "nothing left")

@@ -1,25 +1,28 @@
-"""The local Kubernetes cluster for integration tests: up once per session, down at the end.
+"""The local environment's shared daemons for tests: the cluster and the machine's registry (127.0.0.1:5000).
 
-`local_cluster` (session) returns the kubeconfig path. A cluster that already ran before any test session (a
-developer's) is reused and left running; one a test session started is stopped by the last test session to end:
-each session holds a lease file (its PID) while it runs, so concurrent sessions never pull the cluster from under
-each other. Registered in tests/conftest.py (pytest_plugins): every module shares the one session fixture.
+`local_cluster` (session) returns the kubeconfig path; `machine_registry` (session) the registry's address. What
+already ran before any test session (a developer's) is reused and left running; what a test session started —
+the fixtures themselves, or a release under test whose push started the embedded registry — is stopped by the
+last test session to end: each session holds a lease file (its PID) while it runs, so concurrent sessions never
+pull a daemon from under each other. Registered in tests/conftest.py (pytest_plugins).
 
 Loopback ports of this area: 127.0.0.1:18300-18349 (port-forwards, the test registry on 18349).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from pipeline.core.config import Config, load_config
 from pipeline.core.paths import ROOT, TOOLS_BIN
 
 KUBECTL = str(TOOLS_BIN / "kubectl")
@@ -42,20 +45,50 @@ def cluster_session() -> ClusterSession | None:
     return _session
 
 
-def _leases_dir() -> Path:
+def _leases_dir(name: str) -> Path:
     from pipeline.local.cluster import layout
 
-    return layout.STATE / "test-leases"
+    return layout.STATE / "test-leases" / name
 
 
-def _live_leases() -> list[Path]:
+def _live_leases(name: str) -> list[Path]:
+    """The leases on daemon `name` held by test sessions still running (dead sessions' leases are removed)."""
     live = []
-    for lease in _leases_dir().glob("*"):
+    for lease in _leases_dir(name).glob("*"):
         if lease.name.isdigit() and Path(f"/proc/{lease.name}").exists():
             live.append(lease)
         elif lease.name.isdigit():
             lease.unlink(missing_ok=True)  # a session that died without teardown
     return live
+
+
+@contextlib.contextmanager
+def _leased(name: str, was_running: Callable[[], bool], stop: Callable[[], object]) -> Iterator[None]:
+    """Hold this session's lease on the shared daemon `name`; the last session to end stops it when a test
+    session started it.
+
+    `was_running` is asked when the first session takes its lease; "started by tests" is kept in a marker file,
+    so a daemon that a test (or a release under test) starts later in the session is stopped too.
+    """
+    from pipeline.local.cluster.state import cluster_lock
+
+    leases = _leases_dir(name)
+    marker, lease = leases / "started-by-tests", leases / str(os.getpid())
+    with cluster_lock():
+        leases.mkdir(parents=True, exist_ok=True)
+        if not _live_leases(name) and not was_running():
+            marker.write_text(f"{os.getpid()}\n")
+        lease.write_text(f"{time.time()}\n")
+    try:
+        yield
+    finally:
+        with cluster_lock():
+            lease.unlink(missing_ok=True)
+            last = not _live_leases(name) and marker.is_file()
+            if last:
+                marker.unlink(missing_ok=True)
+        if last:
+            stop()
 
 
 @pytest.fixture(scope="session")
@@ -64,28 +97,40 @@ def local_cluster() -> Iterator[Path]:
     global _session
     from pipeline.local.cluster import cluster_down, cluster_up
     from pipeline.local.cluster.start import running_state
-    from pipeline.local.cluster.state import cluster_lock
 
     if os.geteuid() != 0:
         pytest.fail("the local cluster needs root")
-    marker = _leases_dir() / "started-by-tests"
-    with cluster_lock():
-        _leases_dir().mkdir(parents=True, exist_ok=True)
-        lease = _leases_dir() / str(os.getpid())
-        lease.write_text(f"{time.time()}\n")
+    with _leased("cluster", lambda: running_state() is not None, cluster_down):
         was_running = running_state() is not None
-    if not was_running:
-        marker.write_text(f"{os.getpid()}\n")
-    t0 = time.monotonic()
-    kubeconfig = cluster_up()
-    _session = ClusterSession(kubeconfig, not was_running, time.monotonic() - t0)
-    try:
+        t0 = time.monotonic()
+        kubeconfig = cluster_up()
+        _session = ClusterSession(kubeconfig, not was_running, time.monotonic() - t0)
         yield kubeconfig
-    finally:
-        lease.unlink(missing_ok=True)
-        if marker.is_file() and not _live_leases():
-            marker.unlink(missing_ok=True)
-            cluster_down()
+
+
+def _machine_config() -> Config:
+    return load_config(ROOT / "pipeline.toml", check_files=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _registry_lease() -> Iterator[None]:
+    """Every session: a machine registry that was not running when the session began is stopped at its end,
+    whoever started it (a fixture, or a release under test whose push starts the embedded registry)."""
+    from pipeline.local.embedded_registry import registry_down, registry_status
+
+    with _leased("registry", lambda: registry_status(_machine_config(), quiet=True).running,
+                 lambda: registry_down(_machine_config())):
+        yield
+
+
+@pytest.fixture(scope="session")
+def machine_registry(_registry_lease: None) -> str:
+    """The machine's registry (the embedded default, 127.0.0.1:5000), started when it does not answer."""
+    from pipeline.local.embedded_registry import ensure_local_registry
+
+    cfg = _machine_config()
+    ensure_local_registry(cfg)
+    return cfg.registry.address
 
 
 def kubectl(kubeconfig: Path, *args: str, timeout: float = 120, check: bool = True,

@@ -86,8 +86,14 @@ ENTRYPOINT ["/exits"]
 """
 
 
+def _copy_to_registry(tag: str, dest: str, digest_file: Path) -> None:
+    res = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+                          f"docker-daemon:{tag}", f"docker://{dest}"], timeout=300, capture_output=True, text=True)
+    assert res.returncode == 0, f"skopeo copy {tag} → {dest} failed: {res.stderr.strip()}"
+
+
 @pytest.fixture(scope="module")
-def exiting_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def exiting_image(tmp_path_factory: pytest.TempPathFactory, machine_registry: str) -> Iterator[tuple[str, str]]:
     """(repository, digest) of an image whose process exits 3 at once, in the machine's registry."""
     run = "d2ff" + uuid.uuid4().hex[:8]
     ctx = tmp_path_factory.mktemp("exits")
@@ -99,8 +105,7 @@ def exiting_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     repo = f"{REGISTRY}/veza-d2/exits"
     digest_file = ctx / "digest"
     try:
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
-                        f"docker-daemon:{tag}", f"docker://{repo}:1"], check=True, timeout=300, capture_output=True)
+        _copy_to_registry(tag, f"{repo}:1", digest_file)
         digest = digest_file.read_text().strip()
         yield repo, digest
     finally:
@@ -110,7 +115,7 @@ def exiting_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 
 
 @pytest.fixture(scope="module")
-def docs_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def docs_image(tmp_path_factory: pytest.TempPathFactory, machine_registry: str) -> Iterator[tuple[str, str]]:
     """(repository, digest) of the real veza-docs image (built from its Dockerfile, layer cache), pushed as
     127.0.0.1:5000/veza-d2/veza-docs."""
     from tests.integration.deploy_support import _service_image
@@ -120,8 +125,7 @@ def docs_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     repo = f"{REGISTRY}/veza-d2/veza-docs"
     digest_file = tmp_path_factory.mktemp("docs") / "digest"
     try:
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
-                        f"docker-daemon:{tag}", f"docker://{repo}:1"], check=True, timeout=300, capture_output=True)
+        _copy_to_registry(tag, f"{repo}:1", digest_file)
         yield repo, digest_file.read_text().strip()
     finally:
         pulled = f"{repo}@{digest_file.read_text().strip()}" if digest_file.exists() else tag

@@ -249,3 +249,19 @@ def test_invoke_bump_in_a_temporary_repository(tmp_path: Path) -> None:
     again = _invoke(["bump"], sb.path)
     assert again.returncode == 2 and again.stderr.count("\n") == 1
     assert again.stderr.startswith("error: refusing to tag: HEAD ")
+
+
+def test_invoke_bump_tags_the_repository_veza_config_names(tmp_path: Path) -> None:
+    """The project is where VEZA_CONFIG's pipeline.toml is, not the checkout the tasks are loaded from."""
+    sb = Sandbox(tmp_path / "repo")
+    copy_config_into(sb.path)
+    sb.commit("feat: base", {"pipeline.toml": (sb.path / "pipeline.toml").read_text()})
+    sb.tag("v0.4.0")
+    sb.commit("fix: a bug")
+    work_tags = git.Repo(ROOT).git.tag("-l")
+    env = {k: v for k, v in os.environ.items() if k != "VEZA_ROOT"} | {"VEZA_CONFIG": str(sb.path / "pipeline.toml")}
+    done = subprocess.run([str(INVOKE), "-r", str(ROOT), "bump"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sb.describe() == "v0.4.1"
+    assert git.Repo(ROOT).git.tag("-l") == work_tags

@@ -362,3 +362,56 @@ def test_a_rule_can_turn_breaking_changes_into_minor(tmp_path: Path) -> None:
     rules = (BumpRule("minor", breaking=True),)
     v = read_version(sb.path, type(vcfg)(**{**vcfg.__dict__, "bump_rules": rules}))
     assert str(v.next.version) == "1.3.0"
+
+
+# ------------------------------------------------------------------ a reverted merge (git revert -m 1)
+
+def _merge_feature_branch(sb: Sandbox, messages: list[str]) -> str:
+    """A feature branch with `messages` merged into main with a merge commit (--no-ff); returns the merge SHA."""
+    sb.repo.git.checkout("-b", "feature")
+    for i, msg in enumerate(messages):
+        sb.commit(msg, {f"feature{i}.txt": f"{i}\n"})
+    sb.repo.git.checkout("main")
+    sb.commit("docs: a main-line commit meanwhile", {"main.txt": "m\n"})
+    sb.repo.git.merge("--no-ff", "--no-edit", "feature")
+    return str(sb.repo.head.commit.hexsha)
+
+
+def test_a_reverted_merge_cancels_the_commits_it_brought_in(tmp_path: Path, cfg: Config,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    sb = released(tmp_path)
+    merge = _merge_feature_branch(sb, ["feat(api)!: drop the v1 endpoints", "feat: add search"])
+    sb.repo.git.revert("-m", "1", "--no-edit", merge)
+    sb.commit("fix: handle empty payloads")
+    data, text = agree(sb, cfg, capsys)
+    assert data["next_version"] == "1.2.1" and data["bump"] == "patch", data
+    assert "Breaking" not in text and "drop the v1 endpoints" not in text and "add search" not in text
+    assert "handle empty payloads" in text
+    assert "4 commit(s) left out: reverted within this range" in text  # merge, its revert, the 2 branch commits
+
+
+def test_reapplying_a_reverted_merge_restores_its_commits(tmp_path: Path, cfg: Config,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    sb = released(tmp_path)
+    merge = _merge_feature_branch(sb, ["feat: add search"])
+    sb.repo.git.revert("-m", "1", "--no-edit", merge)
+    git_revert(sb, str(sb.repo.head.commit.hexsha))
+    data, text = agree(sb, cfg, capsys)
+    assert data["next_version"] == "1.3.0", data
+    assert "add search" in text
+
+
+def test_a_merge_reverted_to_its_second_parent_cancels_the_main_line_side(tmp_path: Path, cfg: Config,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`git revert -m 2` keeps the branch and undoes what the main line brought: the kept side stays."""
+    sb = released(tmp_path)
+    sb.repo.git.checkout("-b", "feature")
+    sb.commit("fix: a branch fix", {"feature.txt": "f\n"})
+    sb.repo.git.checkout("main")
+    sb.commit("feat!: a main-line breaking change", {"main.txt": "m\n"})
+    sb.repo.git.merge("--no-ff", "--no-edit", "feature")
+    merge = str(sb.repo.head.commit.hexsha)
+    sb.repo.git.revert("-m", "2", "--no-edit", merge)
+    data, text = agree(sb, cfg, capsys)
+    assert "a main-line breaking change" not in text and "a branch fix" in text
+    assert data["next_version"] == "1.2.1", data
