@@ -118,6 +118,16 @@ def _inspect(ref: str) -> dict[str, Any] | None:
     return dict(json.loads(body))
 
 
+def inspect(ref: str) -> dict[str, Any] | None:
+    """The engine's inspect of a local image (GET /images/{ref}/json), or None when absent."""
+    return _inspect(ref)
+
+
+def local_socket() -> str | None:
+    """The engine's unix socket when it is the local default engine, else None (then docker-py is used)."""
+    return _local_socket()
+
+
 def image_id(ref: str) -> str | None:
     """The ID of a local image (by name, tag or ID), or None when absent."""
     info = _inspect(ref)
