@@ -15,7 +15,7 @@ clone of the committed tree; before each side of each round one line is appended
 committed (so each side really rebuilds that service).
 
 Cases: one changed Go service (target ≤ 0.25×), one changed Rust service (≤ 0.35×), medians of `rounds`;
-no-op build (< 1 s, median of 5; without bytecode: median of 3); cold build of all four, BuildKit with
+no-op build (< 1 s, median of 9; without bytecode: median of 5); cold build of all four, BuildKit with
 empty cache mounts vs the legacy builder (`--no-cache` both, same workers): not slower. The seed side builds
 the legacy translation of the same Dockerfiles (pipeline.tools.buildkit.legacy_dockerfile), so both sides
 compile with the same settings.
@@ -220,14 +220,14 @@ def main() -> None:
             if "noop" in cases:
                 invoke(clone, "build", "--env", "bench")   # the last seed-side change is not built yet
                 l0 = load()
-                noops = [invoke(clone, "build", "--env", "bench") for _ in range(5)]
+                noops = [invoke(clone, "build", "--env", "bench") for _ in range(9)]
                 rows.append(("no-op `invoke build`, 4 services (bytecode compiled)",
                              f"{statistics.median(noops):.2f} s", "-", "target < 1 s", l0,
                              " / ".join(f"{x:.2f}" for x in noops)))
                 drop_bytecode(clone)
                 l0 = load()
                 cold = [invoke(clone, "build", "--env", "bench", extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
-                        for _ in range(3)]
+                        for _ in range(5)]
                 compile_bytecode(clone)
                 rows.append(("no-op `invoke build`, 4 services (no bytecode: every module compiled)",
                              f"{statistics.median(cold):.2f} s", "-", "target < 1 s", l0,
