@@ -149,13 +149,14 @@ def changelog(c: Context, since: str = "") -> None:
 @_cli
 def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
     """Provide the base and infra images: pull upstream where possible, else build them from Debian packages."""
+    from pipeline.core.progress import reporter_progress
     from pipeline.core.reporter import make_reporter
     from pipeline.local.bases import ensure_bases
 
     reporter = make_reporter()
     try:
         ensure_bases(force=force, try_pull=not no_pull, say=reporter.info,
-                     progress=lambda base, text, state: reporter.step("bases", base, text, state))
+                     progress=reporter_progress(reporter, "bases"))
     finally:
         reporter.run_closed("done")
 
@@ -445,10 +446,14 @@ def smoke(c: Context, env: str = "", keep_on_failure: bool = False, compose_over
 @_cli
 def cluster_up(c: Context, env: str = "") -> None:
     """Use the environment's kube context, or provision the local single-node Kubernetes offline."""
+    from pipeline.core.progress import reporter_progress
     from pipeline.local.cluster import cluster_up as up_
 
     _cfg, environment, reporter = _setup(env)
-    up_(environment, say=reporter.info)
+    try:
+        up_(environment, say=reporter.info, progress=reporter_progress(reporter, "cluster"))
+    finally:
+        reporter.run_closed("done")
 
 
 @task(name="cluster-down")

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.core.config_reader import Table, check_name, items_of, path_in
+from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 from pipeline.core.errors import ConfigError
+from pipeline.core.platforms import Platform
 from pipeline.core.vocab import SEVERITIES, STAGES
 
 BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
@@ -63,6 +64,7 @@ class Service:
     volumes: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
     smoke_checks: tuple[SmokeCheck, ...] = ()
+    platforms: tuple[Platform, ...] = ()   # its own `platforms`; () = the environment's (core/platforms.py)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Environment:
     trusted_keys: tuple[Path, ...] = ()   # public keys accepted besides the environment's own (verify-images)
     signing_passphrase_env: str = ""      # overrides [signing].passphrase_env for this environment's key
     auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
+    platforms: tuple[Platform, ...] = ()  # images built for these; () = the machine's platform only
 
     @property
     def infra_threshold(self) -> str:
@@ -348,6 +351,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
                                for k in et.texts("trusted_keys", ())),
             signing_passphrase_env=et.text("signing_passphrase_env", ""),
             auto_key=et.flag("auto_key", False),
+            platforms=platforms_in(et),
         )
         if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
             et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",

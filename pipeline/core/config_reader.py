@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.platforms import Platform, PlatformError, parse_platforms
 
 T = TypeVar("T")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -113,6 +114,20 @@ def path_in(t: Table, root: Path, name: str, *, must_exist: bool, is_dir: bool) 
         kind = "directory" if is_dir else "file"
         t.fail(t.key(name), f"{kind} '{rel}' does not exist", f"create it or point {name} at an existing {kind}")
     return p
+
+
+def platforms_in(t: Table, name: str = "platforms") -> tuple[Platform, ...]:
+    """An optional list of OCI platforms (`os/arch[/variant]`, pipeline.core.platforms); () when absent.
+    ConfigError naming the file and key for a malformed, unknown, empty or repeated platform."""
+    if name not in t.data:
+        t.used.add(name)
+        return ()
+    texts = t.texts(name)
+    try:
+        return parse_platforms(texts)
+    except PlatformError as exc:
+        t.fail(t.key(name), str(exc), exc.fix)
+        raise  # unreachable: fail() raises
 
 
 def items_of(t: Table, name: str, read: Callable[[Table], T], required: bool = True) -> list[T]:

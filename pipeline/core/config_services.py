@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.core.config import HTTP_METHODS, SMOKE_CHECK_KINDS, Base, Infra, Probe, Service, SmokeCheck
-from pipeline.core.config_reader import Table, check_name, items_of, path_in
+from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 
 
 def read_services(top: Table, root: Path, bases: dict[str, Base], infra: dict[str, Infra],
@@ -47,6 +47,7 @@ def read_services(top: Table, root: Path, bases: dict[str, Base], infra: dict[st
             volumes=st.texts("volumes", ()),
             build_args=args,
             smoke_checks=tuple(items_of(st, "smoke_checks", read_check, required=False)),
+            platforms=platforms_in(st),
         )
         for bn in svc.bases:
             if bn not in bases:

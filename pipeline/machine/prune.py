@@ -20,7 +20,7 @@ from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_INPUT_DIGEST, LABEL_RUN
-from pipeline.stages.build import CACHE_REPO
+from pipeline.stages.build_platforms import CACHE_REPO
 from pipeline.tools import docker
 
 
@@ -65,13 +65,16 @@ def cache_over_cap(records: list[docker.CacheRecord], cap_bytes: int) -> list[do
 
 def old_cache_tags(images: list[dict[str, object]], cache_repo: str, keep: int,
                    protected: set[str]) -> list[tuple[str, str]]:
-    """(tag, image ID) of cache tags beyond the newest `keep` per service; images in `protected` are kept."""
+    """(tag, image ID) of cache tags beyond the newest `keep` per service and platform (a multi-platform
+    build's children are tagged `in-<digest>-<platform>`: build_platforms.cache_ref); images in `protected`
+    are kept."""
     per_service: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
     for img in images:
         for tag in img.get("RepoTags") or []:  # type: ignore[attr-defined]
-            repo, _, _ = str(tag).rpartition(":")
+            repo, _, name = str(tag).rpartition(":")
             if repo.startswith(cache_repo + "/"):
-                per_service[repo].append((int(img.get("Created") or 0), str(tag), str(img["Id"])))  # type: ignore[call-overload]
+                platform = name[len("in-") + 32:] if name.startswith("in-") else ""
+                per_service[f"{repo}:{platform}"].append((int(img.get("Created") or 0), str(tag), str(img["Id"])))  # type: ignore[call-overload]
     doomed = []
     for entries in per_service.values():
         for _created, tag, image_id in sorted(entries, reverse=True)[keep:]:
@@ -155,6 +158,7 @@ def run_prune(cfg: Config, reporter: Reporter, *, dry_run: bool, keep: int = 2, 
             built = m.built(svc) if m is not None else None
             if built is not None and built.image_id:
                 protected.add(str(built.image_id))
+                protected.update(built.platform_images.values())
     plan = plan_prune(cap_bytes=cfg.build.cache_cap_mb * 1_000_000, cache_repo=cache_repo, keep=keep,
                       protected=protected, all_dangling=all_dangling)
     report_plan(plan, reporter, dry_run=dry_run)

@@ -203,11 +203,8 @@ class LiveReporter:
                 self._print(Text(f"  ✗ {stage} {service}: {redact(text)}", style="red"))
             if not g.explicit and all(x.state != "running" for x in g.rows.values()):
                 del self._groups[stage]
-                counts: dict[str, int] = {}
-                for x in g.rows.values():
-                    counts[x.state] = counts.get(x.state, 0) + 1
-                self._print(f"{GLYPH['done']} {stage}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                            + f" ({_elapsed(time.monotonic() - g.started)})")
+                for result in _group_result(stage, g):
+                    self._print(result)
                 self._stop_live_if_idle()
                 return
             self._ensure_live()
@@ -239,3 +236,26 @@ class LiveReporter:
             self._flush_quiet()
             self._groups.clear()
             self._stop_live_if_idle()
+
+
+def _group_result(group: str, g: _Group) -> list[Text]:
+    """The permanent lines of finished long work outside a stage (bases, the cluster): its results.
+
+    Up to three pieces: a line per piece, `✓ cluster: kubernetes build — built in 8m31s: … (8m31s)` (a failed
+    piece was printed when it failed); more: one line of counts per state, `✓ bases: 5 done, 1 failed (2m10s)`."""
+    now = time.monotonic()
+    if len(g.rows) <= 3:
+        out = []
+        for name, r in g.rows.items():
+            if r.state != "failed":
+                line = Text(f"{GLYPH['done']} ", style=STYLE["done"])
+                line.append(f"{group}: {name} — {redact(r.text)} ({_elapsed((r.ended or now) - r.started)})")
+                out.append(line)
+        return out
+    counts: dict[str, int] = {}
+    for r in g.rows.values():
+        counts[r.state] = counts.get(r.state, 0) + 1
+    status = "failed" if "failed" in counts else "done"
+    line = Text(f"{GLYPH[status]} ", style=STYLE[status])
+    line.append(f"{group}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({_elapsed(now - g.started)})")
+    return [line]

@@ -153,12 +153,16 @@ def push_metrics(ctx: RunContext, outcomes: list[Outcome], status: str, duration
 
 
 def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: tuple[Path, ...]) -> None:
-    """The closing lines: a table of the stages, or one line when nothing had to be redone."""
+    """The closing lines: a table of the stages, or one line when nothing had to be redone (every stage resumed
+    or skipped, or a check stage that verified again: verify-images, verify)."""
     by_name = {o.name: o for o in outcomes}
-    if status == "ok" and by_name and all(o.status in ("resumed", "skipped") for o in by_name.values()):
+    if status == "ok" and by_name and all(o.status in ("resumed", "skipped") or (o.check_only and o.status == "ok")
+                                          for o in by_name.values()):
         took = sum(o.duration_s for o in outcomes)
+        checks = [o.name for o in outcomes if o.check_only]
         ctx.reporter.info(f"release {ctx.manifest.release_id} → {ctx.env.name}: ok, nothing to redo "
-                          f"({len(by_name)} stage(s) checked against the world in {took:.1f}s)")
+                          f"({len(by_name)} stage(s) checked against the world in {took:.1f}s"
+                          + (f"; {', '.join(checks)} verified again" if checks else "") + ")")
         ctx.reporter.info(f"report: {paths[-1]}")
         return
     rows = []

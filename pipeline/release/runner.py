@@ -66,6 +66,7 @@ class Outcome:
     exit_code: int = 0
     started: float = 0.0          # wall clock (epoch seconds), for the report's timeline
     fields: dict[str, Any] = field(default_factory=dict)
+    check_only: bool = False      # a check stage (Stage.check_only) that ran: it verified, it redid nothing
 
 
 def new_run_id() -> str:
@@ -171,7 +172,8 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False
                 ctx.reporter.stage_finished(stage.name, o.status, o.detail)
                 outcomes.append(o)
                 continue
-            ctx.reporter.info(f"{stage.name}: {why}")
+            if not getattr(stage, "check_only", False):   # a check never resumes: that is no news
+                ctx.reporter.info(f"{stage.name}: {why}")
         outcomes.append(_run_one(ctx, stage))
     return outcomes
 
@@ -197,7 +199,8 @@ def _run_one(ctx: RunContext, stage: Stage) -> Outcome:
         o = Outcome(stage.name, StageStatus.FAILED, time.monotonic() - t0, f"{type(exc).__name__}: {exc}", 1, wall)
         _finish(ctx, o)
         raise
-    o = Outcome(stage.name, StageStatus.OK, time.monotonic() - t0, summary.detail, 0, wall, summary.fields)
+    o = Outcome(stage.name, StageStatus.OK, time.monotonic() - t0, summary.detail, 0, wall, summary.fields,
+                check_only=bool(getattr(stage, "check_only", False)))
     _finish(ctx, o)
     return o
 

@@ -9,6 +9,8 @@ A stage is a small object (GoReleaser's pipes, Skaffold's roles):
     run(ctx)       -> StageSummary    the work; per-service records through the manifest's typed accessors
 
 The runner (pipeline.release.runner) alone records `stages.<name>` from the returned summary.
+A stage may set `check_only = True`: it only verifies the world and changes nothing, so it never resumes (its
+holds() always gives a reason) and a release where it is the only stage that ran still "had nothing to redo".
 """
 
 from __future__ import annotations

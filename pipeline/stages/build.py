@@ -5,25 +5,34 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment, Service
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.platforms import Platform, native_platform, primary_platform
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_INPUT_DIGEST
 from pipeline.release.stage import RunContext, StageSummary
+from pipeline.stages.build_platforms import (
+    cache_ref,
+    check_builder,
+    children_present,
+    find_with_tags,
+    local_children,
+    service_platforms,
+    tag_child,
+)
 from pipeline.stages.buildcontext import rules_for
 from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_record
 from pipeline.stages.rebuild_reasons import InputCache, why_rebuilt
 from pipeline.tools import buildkit, docker
 from pipeline.tools.build_progress import BuildProgress
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
-
-CACHE_REPO = "veza-pipeline-cache"
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class BuildResult:
     reason: str = ""
     why: str = ""                              # what changed since the image it would otherwise reuse
     cached_steps: tuple[str, ...] = ()         # Dockerfile steps the builder took from its cache
+    platform_images: Mapping[str, str] = field(default_factory=dict)   # platform → image ID (multi-platform)
 
 
 def default_workers(cfg: Config) -> int:
@@ -63,38 +73,19 @@ def resolve_bases(cfg: Config, services: tuple[Service, ...], *, provision: bool
         else:
             missing.append(n)
     if missing and provision:
+        from pipeline.core.progress import reporter_progress
         from pipeline.local.bases import ensure_bases
 
         say = reporter.info if reporter else print
         say(f"base images missing ({', '.join(missing)}): providing them first (invoke bases)")
         ensure_bases(force=False, try_pull=True, config=cfg, say=say,
-                     progress=(lambda b, text, state: reporter.step("bases", b, text, state)) if reporter else None)
+                     progress=reporter_progress(reporter, "bases") if reporter else None)
         return resolve_bases(cfg, services, provision=False)
     for n in missing:
         base = cfg.bases[n]
         ids[base.local] = "missing"
         use_local[n] = True
     return ids, use_local
-
-
-def cache_ref(service: str, digest: str) -> str:
-    """A local tag naming an image by its input digest: finding it is one inspect, not an image listing."""
-    return f"{CACHE_REPO}/{service}:in-{digest.removeprefix('sha256:')[:32]}"
-
-
-def find_by_input_digest(service: str, digest: str) -> str | None:
-    """The local image built from exactly these inputs (its label must agree with the cache tag), or None."""
-    found = _find_with_tags(service, digest)
-    return found[0] if found else None
-
-
-def _find_with_tags(service: str, digest: str) -> tuple[str, tuple[str, ...]] | None:
-    """(image ID, its local tags) of the image built from exactly these inputs, or None: one inspect."""
-    found = docker.image_facts(cache_ref(service, digest))
-    if found is None:
-        return None
-    image_id, labels, tags = found
-    return (image_id, tags) if labels.get(LABEL_INPUT_DIGEST) == digest else None
 
 
 def input_cache(cfg: Config) -> InputCache:
@@ -112,6 +103,9 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
     """
     builder = builder or buildkit.detect(cfg.build.builder)
     rules = rules_for(builder.kind)
+    native = native_platform()
+    for svc in selected:
+        check_builder(svc, env, *service_platforms(svc, env, native), builder, native)
     base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
     cache = input_cache(cfg)
     plans = []
@@ -123,10 +117,17 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         if svc not in selected:
             plans.append(ServicePlan(svc, repo, info.tags, "", args, "skip", "not selected (--service)"))
             continue
-        record = input_record(svc, args, svc_bases, rules)
+        plats, plats_from = service_platforms(svc, env, native)
+        record = input_record(svc, args, svc_bases, rules, plats)
         digest = record.digest
-        found_image = None if no_cache else _find_with_tags(svc.name, digest)
-        existing, existing_tags = found_image or (None, ())
+        children: Mapping[str, str] = {}
+        existing_tags: tuple[str, ...] = ()
+        if plats:
+            children = ({} if no_cache else local_children(svc.name, digest, plats, native)) or {}
+            existing = children.get(str(primary_platform(plats, native)))
+        else:
+            found_image = None if no_cache else find_with_tags(svc.name, digest)
+            existing, existing_tags = found_image or (None, ())
         why = "unchanged"
         if "missing" in svc_bases.values():
             action, reason, found = "build", "base image missing: `invoke bases` will provide it", None
@@ -139,7 +140,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         if action == "build":
             why = "--no-cache" if no_cache else why_rebuilt(cache.load(svc.name), record)
         plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record, svc_bases,
-                                 existing_tags if found else ()))
+                                 plats, plats_from, children if found else {}, existing_tags if found else ()))
     return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
@@ -152,6 +153,28 @@ def print_plan(plan: BuildPlan, reporter: Reporter) -> None:
     reporter.table(f"build plan ({plan.env.name})", ("service", "tags", "input digest", "action", "why"),
                    [(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-", action[p.action],
                      (p.why or p.reason) if p.action == "build" else p.reason) for p in plan.services])
+    for line in platform_lines(plan):
+        reporter.info(line)
+
+
+def platform_lines(plan: BuildPlan) -> list[str]:
+    """One line per service when any service or the environment asks for platforms other than the
+    machine's alone ("veza-chat-server: linux/amd64 only (services.veza-chat-server.platforms)"); [] else."""
+    if not plan.env.platforms and not any(p.service.platforms for p in plan.services):
+        return []
+    out = []
+    for p in plan.services:
+        if p.action == "skip":
+            continue
+        where = {"service": f"services.{p.name}.platforms", "environment": f"environments.{plan.env.name}.platforms",
+                 "native": "this machine's platform"}[p.platforms_from]
+        effective = p.platforms or (native_platform(),)
+        plats = ", ".join(map(str, effective))
+        only = " only" if len(effective) == 1 else ""
+        missing = [str(x) for x in plan.env.platforms if x not in effective] if p.platforms_from == "service" else []
+        note = f"; not built for {', '.join(missing)}" if missing else ""
+        out.append(f"platforms: {p.name}: {plats}{only} ({where}){note}")
+    return out
 
 
 def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
@@ -174,49 +197,74 @@ def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,
                stop: threading.Event, builder: buildkit.Builder, reporter: Reporter) -> BuildResult:
+    """Build one service: one image (native), or one per platform in order (cross-compiled: the builder
+    stage runs on the build machine). The primary platform's image gets the service's tags; each image gets
+    its cache tag. Every platform's builder output goes to the same log."""
     log = log_dir / f"{p.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    iid = log_dir / f"{p.name}.iid"
-    iid.unlink(missing_ok=True)
     t0 = time.monotonic()
-    progress = BuildProgress()
     # Opens the service's span before the builder's.
     reporter.step("build", p.name, f"starting the build ({p.why or p.reason})")
+    native = native_platform()
+    primary = primary_platform(p.platforms, native) if p.platforms else None
+    targets: list[Platform | None] = list(p.platforms) or [None]
+    images: dict[str, str] = {}
+    cached: list[str] = []
     with log.open("w") as fh:
-        def on_line(line: str) -> None:
-            fh.write(line + "\n")
-            fh.flush()
-            reporter.detail(f"{p.name}: {line}")
-            # Each Dockerfile step's state changes are progress of the running build ("running"); the
-            # service's own outcome is reported once by execute_plan (done | failed), a reuse as "cached".
-            for ev in progress.feed(line):
-                if ev.state == "failed":
-                    continue
-                took = f" {ev.seconds:.1f}s" if ev.seconds is not None else ""
-                note = {"running": "", "cached": " — cached", "done": f" — done{took}"}[ev.state]
-                reporter.step("build", p.name, f"{ev.name}{note}", "running")
+        for plat in targets:
+            iid = log_dir / (f"{p.name}.iid" if plat is None else f"{p.name}.{plat.slug}.iid")
+            iid.unlink(missing_ok=True)
+            progress = BuildProgress()
+            label = f"[{plat}] " if plat is not None and len(targets) > 1 else ""
+            if plat is not None:
+                fh.write(f"=== {p.name} for {plat} ===\n")
 
-        rc = buildkit.build(
-            builder, context=p.service.context, dockerfile=p.service.dockerfile, tags=p.refs,
-            build_args=p.build_args, labels=_labels(cfg, p, info), no_cache=no_cache, on_line=on_line,
-            timeout=cfg.build.timeout_s, iidfile=iid, stop=stop,
-        )
+            def on_line(line: str, progress: BuildProgress = progress, label: str = label) -> None:
+                fh.write(line + "\n")
+                fh.flush()
+                reporter.detail(f"{p.name}: {label}{line}")
+                # Each Dockerfile step's state changes are progress of the running build ("running"); the
+                # service's own outcome is reported once by execute_plan (done | failed), a reuse as "cached".
+                for ev in progress.feed(line):
+                    if ev.state == "failed":
+                        continue
+                    took = f" {ev.seconds:.1f}s" if ev.seconds is not None else ""
+                    note = {"running": "", "cached": " — cached", "done": f" — done{took}"}[ev.state]
+                    reporter.step("build", p.name, f"{label}{ev.name}{note}", "running")
+
+            rc = buildkit.build(
+                builder, context=p.service.context, dockerfile=p.service.dockerfile,
+                tags=p.refs if plat is None or plat == primary else [], build_args=p.build_args,
+                labels=_labels(cfg, p, info), no_cache=no_cache, on_line=on_line, timeout=cfg.build.timeout_s,
+                iidfile=iid, stop=stop, platform=None if plat is None or plat == native else str(plat),
+            )
+            cached += progress.cached_steps()
+            took = time.monotonic() - t0
+            if stop.is_set() and rc != 0:
+                return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast", p.why,
+                                   tuple(cached))
+            if rc != 0 or not iid.exists():
+                step, tail = progress.failing_step(), progress.failure_tail()
+                if step is not None:
+                    reporter.excerpt(f"{p.name}: {label}{step} failed (full log: {log})", tail[1:])
+                else:
+                    reporter.excerpt(f"{p.name}: {label}last lines of the build (full log: {log})", tail)
+                return BuildResult(p.name, "failed", None, took, log,
+                                   f"{builder.label} exited {rc}{' for ' + str(plat) if plat else ''}; log: {log}",
+                                   p.why, tuple(cached))
+            image_id = iid.read_text().strip()
+            if plat is None:
+                images[""] = image_id
+                repo, tag = cache_ref(p.name, p.input_digest).rsplit(":", 1)
+                docker.tag_image(image_id, repo, tag)
+            else:
+                assert primary is not None
+                images[str(plat)] = image_id
+                tag_child(p.name, p.input_digest, plat, primary, image_id)
     took = time.monotonic() - t0
-    cached = tuple(progress.cached_steps())
-    if stop.is_set() and rc != 0:
-        return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast", p.why, cached)
-    if rc != 0 or not iid.exists():
-        step, tail = progress.failing_step(), progress.failure_tail()
-        if step is not None:
-            reporter.excerpt(f"{p.name}: {step} failed (full log: {log})", tail[1:])
-        else:
-            reporter.excerpt(f"{p.name}: last lines of the build (full log: {log})", tail)
-        return BuildResult(p.name, "failed", None, took, log, f"{builder.label} exited {rc}; log: {log}", p.why,
-                           cached)
-    image_id = iid.read_text().strip()
-    repo, tag = cache_ref(p.name, p.input_digest).rsplit(":", 1)
-    docker.tag_image(image_id, repo, tag)
-    return BuildResult(p.name, "built", image_id, took, log, "", p.why, cached)
+    if primary is None:
+        return BuildResult(p.name, "built", images[""], took, log, "", p.why, tuple(cached))
+    return BuildResult(p.name, "built", images[str(primary)], took, log, "", p.why, tuple(cached), images)
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
@@ -234,6 +282,8 @@ def _record_fields(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
         res["reason"] = r.reason
     if r.why:
         res["why"] = r.why
+    if r.platform_images:
+        res["platforms"] = dict(r.platform_images)   # platform → local image ID; image_id is the primary's
     m.record(p.name, "build", res)
 
 
@@ -258,7 +308,8 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                         continue
                     repo, tag = ref.rsplit(":", 1)
                     docker.tag_image(p.existing_image, repo, tag)
-                r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason)
+                r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason,
+                                platform_images=dict(p.existing_children))
                 reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
                 _record(manifest, p, r)
                 if p.inputs is not None:
@@ -303,9 +354,10 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
 def summarize(results: list[BuildResult], reporter: Reporter, builder: buildkit.Builder | None = None) -> None:
     """The build summary: per service its result, image, duration and why (rebuilt: "main.go modified")."""
     def detail(r: BuildResult) -> str:
+        plats = f" [{', '.join(r.platform_images)}]" if r.platform_images else ""
         if r.status == "built":
-            return f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}"
-        return r.reason or (str(r.log) if r.log else "")
+            return f"rebuilt: {r.why}; {len(r.cached_steps)} step(s) from cache; log {r.log}{plats}"
+        return (r.reason or (str(r.log) if r.log else "")) + plats
 
     if builder is not None:
         reporter.info(f"built with {builder.label} ({builder.why})")
@@ -341,6 +393,9 @@ class BuildStage:
                 return f"{name} has no built image recorded"
             if docker.image_id(str(built.image_id)) is None:
                 return f"image {str(built.image_id)[7:19]} of {name} is gone from the engine; building again"
+            gone = children_present(built.platform_images)
+            if gone:
+                return f"the {gone} of {name} is gone from the engine; building again"
         return None
 
     def run(self, ctx: RunContext) -> StageSummary:

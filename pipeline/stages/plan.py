@@ -1,10 +1,12 @@
 """The build plan (pure: no engine calls): per service its repository, tags, input digest and action.
 
 The input digest is a hash of everything that goes into the image: the Dockerfile, the build context after
-.dockerignore (paths, modes and contents), the build arguments that shape the content, and the base image
-references resolved to image IDs. Build info that changes on every commit (VERSION, REVISION, CREATED) is
-deliberately left out: an image is identified by its content (as werf does), so a commit that touches one
-service rebuilds that service only; the OCI labels of a reused image name the commit that produced it.
+.dockerignore (paths, modes and contents), the build arguments that shape the content, the base image
+references resolved to image IDs, and the platform list when it is not the machine's platform alone (a
+single native image is already pinned to its architecture by its base image IDs). Build info that changes
+on every commit (VERSION, REVISION, CREATED) is deliberately left out: an image is identified by its content
+(as werf does), so a commit that touches one service rebuilds that service only; the OCI labels of a reused
+image name the commit that produced it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.config import Config, Environment, Service
+from pipeline.core.platforms import Platform
 from pipeline.stages import buildcontext
 from pipeline.stages.buildcontext import BUILDKIT_CLASSIC, ContextRules
 from pipeline.tools.buildkit import Builder
@@ -39,7 +42,15 @@ class ServicePlan:
     why: str = ""                  # what changed since the image it would otherwise reuse ("main.go modified")
     inputs: InputRecord | None = None
     base_images: Mapping[str, str] = field(default_factory=dict)   # base reference → image ID (provenance)
+    platforms: tuple[Platform, ...] = ()   # built for these (one image each); () = the machine's platform
+    platforms_from: str = "native"         # service | environment | native (where the list comes from)
+    existing_children: Mapping[str, str] = field(default_factory=dict)   # platform → local image ID (reuse)
     existing_tags: tuple[str, ...] = ()    # the reused image's local tags when the plan looked (RepoTags)
+
+    @property
+    def multi_platform(self) -> bool:
+        """More than the machine's own platform alone: built per platform, pushed as an OCI image index."""
+        return bool(self.platforms)
 
     @property
     def name(self) -> str:
@@ -84,7 +95,8 @@ class InputRecord:
     """Everything that went into one image, itemised (kept per service to explain the next rebuild).
 
     files: context path → "<exec bits octal>:<sha256>"; args: content-shaping build argument → hash of its
-    value; bases: base reference → image ID; dockerfile: sha256 of the Dockerfile; digest: the input digest.
+    value; bases: base reference → image ID; dockerfile: sha256 of the Dockerfile; digest: the input digest;
+    platforms: the platform list ("os/arch[/variant]") when it is not the machine's platform alone.
     """
 
     digest: str
@@ -92,10 +104,14 @@ class InputRecord:
     files: Mapping[str, str]
     args: Mapping[str, str]
     bases: Mapping[str, str]
+    platforms: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {"digest": self.digest, "dockerfile": self.dockerfile, "files": dict(self.files),
-                "args": dict(self.args), "bases": dict(self.bases)}
+        out: dict[str, object] = {"digest": self.digest, "dockerfile": self.dockerfile, "files": dict(self.files),
+                                  "args": dict(self.args), "bases": dict(self.bases)}
+        if self.platforms:
+            out["platforms"] = list(self.platforms)
+        return out
 
     @staticmethod
     def from_json(data: Mapping[str, object]) -> InputRecord:
@@ -103,16 +119,19 @@ class InputRecord:
             raw = data.get(key) or {}
             return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
+        plats = data.get("platforms") or []
         return InputRecord(str(data["digest"]), str(data.get("dockerfile", "")), strmap("files"), strmap("args"),
-                           strmap("bases"))
+                           strmap("bases"), tuple(str(p) for p in plats) if isinstance(plats, list) else ())
 
 
 def input_record(service: Service, build_args: Mapping[str, str], base_ids: Mapping[str, str],
-                 rules: ContextRules = BUILDKIT_CLASSIC) -> InputRecord:
+                 rules: ContextRules = BUILDKIT_CLASSIC, platforms: tuple[Platform, ...] = ()) -> InputRecord:
     """Hash the Dockerfile, the context as `rules` sends it, content-shaping build args and base image IDs.
 
     The digest is sha256 over, in order: the scheme, the Dockerfile's hash, each context file (path,
-    executable bits, content hash), each build argument not in VOLATILE_ARGS, each base reference and ID.
+    executable bits, content hash), each build argument not in VOLATILE_ARGS, each base reference and ID,
+    then each platform of `platforms` in the given order (none for a native-only build, whose digest is
+    therefore the same as before platforms existed).
     """
     h = hashlib.sha256()
 
@@ -138,13 +157,17 @@ def input_record(service: Service, build_args: Mapping[str, str], base_ids: Mapp
             args[k] = _secret_safe(build_args[k])
     for ref in sorted(base_ids):
         put("base", ref, base_ids[ref])
-    return InputRecord("sha256:" + h.hexdigest(), dockerfile, files, args, dict(base_ids))
+    for plat in platforms:
+        put("platform", str(plat))
+    return InputRecord("sha256:" + h.hexdigest(), dockerfile, files, args, dict(base_ids),
+                       tuple(str(p) for p in platforms))
 
 
 def input_digest(service: Service, build_args: Mapping[str, str], base_ids: Mapping[str, str],
-                 rules: ContextRules = BUILDKIT_CLASSIC) -> str:
-    """sha256 over Dockerfile, filtered context, content-shaping build args and resolved base image IDs."""
-    return input_record(service, build_args, base_ids, rules).digest
+                 rules: ContextRules = BUILDKIT_CLASSIC, platforms: tuple[Platform, ...] = ()) -> str:
+    """sha256 over Dockerfile, filtered context, content-shaping build args, resolved base image IDs and
+    the platform list (input_record)."""
+    return input_record(service, build_args, base_ids, rules, platforms).digest
 
 
 def base_build_args(cfg: Config, service: Service, use_local: Mapping[str, bool]) -> dict[str, str]:

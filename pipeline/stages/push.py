@@ -28,6 +28,7 @@ from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
 from pipeline.release.stage import RunContext, StageSummary
+from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.tools import credentials as creds_mod
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
@@ -40,6 +41,7 @@ class PushTarget:
     repository: str
     tags: list[str]
     image_id: str
+    platform_images: dict[str, str] = field(default_factory=dict)   # multi-platform: platform → image ID
 
 
 @dataclass
@@ -54,6 +56,13 @@ class PushContext:
     def note(self, service: str, text: str) -> None:
         if self.progress is not None:
             self.progress(service, text)
+
+    def retry_note(self, service: str) -> Callable[[int, float, BaseException], None]:
+        """The log line of one retried registry call of `service`."""
+        def note(n: int, wait: float, exc: BaseException) -> None:
+            msg = exc.message if isinstance(exc, PipelineError) else str(exc)
+            self.log(redact(f"  {service}: attempt {n} failed ({msg}); retrying in {wait:.1f}s"))
+        return note
 
     def client(self, address: str) -> RegistryClient:
         if address not in self.clients:
@@ -96,7 +105,12 @@ def _targets(cfg: Config, env: Environment, manifest: Manifest,
         if info is None or info.id != b.image_id:
             raise UsageError(f"the image {b.local_ref} built for {b.service} is not in the local engine",
                              f"rerun `invoke build --service {b.service}`")
-        out.append(PushTarget(b.service, b.repository, env.repository(cfg.service(b.service)), list(b.tags), info.id))
+        for plat, image_id in b.platform_images.items():
+            if docker_push.local_image(image_id) is None:
+                raise UsageError(f"the {plat} image {image_id[7:19]} built for {b.service} is not in the local "
+                                 "engine", f"rerun `invoke build --service {b.service}`")
+        out.append(PushTarget(b.service, b.repository, env.repository(cfg.service(b.service)), list(b.tags), info.id,
+                              dict(b.platform_images)))
     return out
 
 
@@ -121,10 +135,7 @@ def _registry_tags(ctx: PushContext, t: PushTarget, counter: Attempts) -> dict[s
 
 
 def _on_retry(ctx: PushContext, t: PushTarget) -> Callable[[int, float, BaseException], None]:
-    def note(n: int, wait: float, exc: BaseException) -> None:
-        msg = exc.message if isinstance(exc, PipelineError) else str(exc)
-        ctx.log(redact(f"  {t.service}: attempt {n} failed ({msg}); retrying in {wait:.1f}s"))
-    return note
+    return ctx.retry_note(t.service)
 
 
 def _ping_note(ctx: PushContext, address: str) -> Callable[[int, float, BaseException], None]:
@@ -134,7 +145,12 @@ def _ping_note(ctx: PushContext, address: str) -> Callable[[int, float, BaseExce
 
 
 def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """Push one image; returns its manifest push result. Raises only RegistryAuthError."""
+    """Push one image; returns its manifest push result. Raises only RegistryAuthError.
+
+    A multi-platform image (t.platform_images) goes as children by digest plus an OCI index (push_index.py).
+    """
+    if t.platform_images:
+        return push_index_image(ctx, t.service, t.repository, t.tags, t.image_id, t.platform_images, previous)
     started = time.monotonic()
     counter = Attempts()
     address, repo = split_repository(t.repository)
@@ -289,6 +305,9 @@ def registry_serves(cfg: Config, man: Manifest, services: list[str]) -> str | No
                 if ref is None or ref.digest != pushed.digest:
                     now = ref.digest[:19] if ref else "nothing"
                     return f"registry serves {now} for {pushed.repository}:{tag}, not {str(pushed.digest)[:19]}"
+            gone = index_holds(clients[address], path, dict(pushed.children))
+            if gone:
+                return f"registry no longer has {gone} of {pushed.repository}@{str(pushed.digest)[:19]}"
         except PipelineError as exc:
             return f"registry {address} cannot be asked ({exc.message})"
     return None

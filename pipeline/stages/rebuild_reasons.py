@@ -28,10 +28,12 @@ class InputChanges:
     modified: tuple[str, ...]
     args: tuple[str, ...]
     bases: tuple[str, ...]
+    platforms: tuple[tuple[str, ...], tuple[str, ...]] | None = None   # (before, after) when the list changed
 
     @property
     def empty(self) -> bool:
-        return not (self.dockerfile or self.added or self.removed or self.modified or self.args or self.bases)
+        return not (self.dockerfile or self.added or self.removed or self.modified or self.args or self.bases
+                    or self.platforms)
 
     def describe(self) -> str:
         """One phrase: "main.go modified; build arg GREETING changed" ("" when nothing differs)."""
@@ -47,6 +49,9 @@ class InputChanges:
             parts.append(f"build arg{'s' if len(self.args) > 1 else ''} {', '.join(self.args)} changed")
         if self.bases:
             parts.append(f"base image{'s' if len(self.bases) > 1 else ''} {', '.join(self.bases)} changed")
+        if self.platforms:
+            before, after = (", ".join(p) or "native" for p in self.platforms)
+            parts.append(f"platforms {before} → {after}")
         return "; ".join(parts)
 
 
@@ -62,6 +67,7 @@ def compare(previous: InputRecord, current: InputRecord) -> InputChanges:
         modified=tuple(sorted(p for p in set(old) & set(new) if old[p] != new[p])),
         args=tuple(arg_names),
         bases=tuple(base_refs),
+        platforms=(previous.platforms, current.platforms) if previous.platforms != current.platforms else None,
     )
 
 

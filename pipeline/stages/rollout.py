@@ -11,9 +11,15 @@ from pipeline.release.stage import RunContext, StageSummary
 
 
 def _cluster_up(ctx: RunContext) -> None:
+    """The env's cluster, up (pre-flight of deploy and verify; checked once per run): results as lines, the long
+    work (a cold build, the start) as the live view's "cluster" lines."""
+    from pipeline.core.progress import reporter_progress
     from pipeline.local.cluster import cluster_up
 
-    cluster_up(ctx.env, say=ctx.reporter.info)
+    if ctx.options.get("cluster_checked"):
+        return
+    cluster_up(ctx.env, say=ctx.reporter.info, progress=reporter_progress(ctx.reporter, "cluster"))
+    ctx.options["cluster_checked"] = True
 
 
 class DeployStage:
@@ -48,6 +54,7 @@ class VerifyStage:
     """Re-verify what runs: the manifest's digests, rolled out, Ready and answering (exit 5, rolled back)."""
 
     name = "verify"
+    check_only = True   # re-verified on every run, changes nothing (pipeline.release.stage)
 
     def skip(self, ctx: RunContext) -> str | None:
         return None

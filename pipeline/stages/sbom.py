@@ -78,11 +78,37 @@ def attach_sbom(client: RegistryClient, repo: str, image_digest: str, sbom: Path
     return tag, digest
 
 
+def _attach_child_sboms(cfg: Config, client: RegistryClient, repo: str, build: dict[str, Any], push: dict[str, Any],
+                        primary_sbom: Path) -> list[tuple[str, str]]:
+    """A multi-platform image: an SBOM attached to each child digest — the scan stage's SBOM for the child
+    the scan ran on (the primary: the local image with the service's tags), a Trivy SBOM of the local image
+    for each other platform. Returns (platform, tag) pairs; [] for a single-platform image."""
+    from pipeline.stages.push import retry_policy
+    from pipeline.tools import trivy
+
+    children: dict[str, str] = dict(push.get("children") or {})
+    images: dict[str, str] = dict(build.get("platforms") or {})
+    out: list[tuple[str, str]] = []
+    for plat, child in sorted(children.items()):
+        image_id = images.get(plat)
+        if image_id is None:
+            raise StageFailed(f"no local image recorded for the {plat} child {child[:19]}", "rerun `invoke build`")
+        if image_id == build.get("image_id"):
+            sbom = primary_sbom
+        else:
+            sbom = trivy.sbom_image(image_id, primary_sbom.with_name(f"sbom.{plat.replace('/', '-')}.cdx.json"),
+                                    cache_dir=trivy.default_cache_dir(cfg.scan.db_repository))
+        tag, _ = with_retries(partial(attach_sbom, client, repo, child, sbom), retry_policy(cfg))
+        out.append((plat, tag))
+    return out
+
+
 def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[str] | None = None, *,
                  credentials: Credentials | None = None) -> dict[str, str]:
     """Attach the scan stage's SBOM to every pushed image of the Release manifest; returns service → ref.
 
-    Each attachment is recorded in the service's own `sbom` record (ref, digest). UsageError before
+    A multi-platform image also gets an SBOM on each child digest (the record's `children`: platform →
+    ref). Each attachment is recorded in the service's own `sbom` record (ref, digest). UsageError before
     anything is attached when a service has no pushed image or no SBOM; StageFailed when the registry
     refuses one.
     """
@@ -112,12 +138,16 @@ def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[
         try:   # transient registry failures (TOOMANYREQUESTS, 5xx, resets) retried; attaching is idempotent
             tag, digest = with_retries(partial(attach_sbom, clients[address], repo, str(push["digest"]),
                                                Path(str(scan["sbom"]))), retry_policy(cfg))
+            children = {plat: f"{repository}:{t}" for plat, t in _attach_child_sboms(
+                cfg, clients[address], repo, man.stage_result(name, "build") or {}, push, Path(str(scan["sbom"])))}
         except RegistryAuthError:
             raise
         except PipelineError as exc:
             raise StageFailed(f"cannot attach the SBOM of {name}: {exc.message}", exc.hint) from None
         out[name] = f"{repository}:{tag}"
         man.record(name, "sbom", {"status": "attached", "ref": out[name], "digest": digest,
-                                  "subject": str(push["digest"]), "format": "cyclonedx"})
-        log(f"sbom {name}: attached to {repository}@{push['digest']} as {out[name]}")
+                                  "subject": str(push["digest"]), "format": "cyclonedx",
+                                  **({"children": children} if children else {})})
+        log(f"sbom {name}: attached to {repository}@{push['digest']} as {out[name]}"
+            + (f" (and to each of its {len(children)} platform images)" if children else ""))
     return out

@@ -56,8 +56,9 @@ def pushed_images(cfg: Config, man: Manifest, services: list[str] | None) -> lis
 
 
 def build_facts(cfg: Config, man: Manifest, service: str, repository: str, digest: str, *,
-                run_id: str) -> BuildFacts:
-    """The provenance facts of one pushed image, from the Release manifest and the config."""
+                run_id: str, platforms: tuple[str, ...] = ()) -> BuildFacts:
+    """The provenance facts of one pushed image (an index's child: `platforms` = its platform; the index:
+    every platform), from the Release manifest and the config."""
     version = man.data.get("version") or {}
     commit = str(version.get("sha") or "")
     if not commit:
@@ -77,7 +78,7 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
         build_args={str(k): str(v) for k, v in (build.get("build_args") or {}).items()},
         base_images={str(k): str(v) for k, v in (build.get("base_images") or {}).items()},
         builder_id=cfg.signing.builder_id, build_type=f"{source}/{BUILD_TYPE_PATH}", invocation_id=run_id,
-        finished_on=now_iso())
+        finished_on=now_iso(), platforms=platforms)
 
 
 def _client(cfg: Config, clients: dict[str, RegistryClient], address: str) -> RegistryClient:
@@ -93,8 +94,10 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
                 services: list[str] | None = None, *, run_id: str = "", vex: Path | None = None) -> StageSummary:
     """Sign each pushed digest with env's key, attach provenance (and `vex`, an OpenVEX file, when given).
 
-    Records each service's `signature` and `provenance` records. UsageError (exit 2) before anything is
-    written when a digest, the key or its passphrase is missing; StageFailed when the registry refuses.
+    A multi-platform image is signed and attested as its index digest and as each child's digest (the
+    records' `children`: platform → tag). Records each service's `signature` and `provenance` records.
+    UsageError (exit 2) before anything is written when a digest, the key or its passphrase is missing;
+    StageFailed when the registry refuses.
     """
     t0 = time.monotonic()
     images = pushed_images(cfg, man, services)
@@ -107,14 +110,23 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     for name, repository, digest in images:
         address, repo = split_repository(repository)
         client = _client(cfg, clients, address)
+        pushed = man.pushed(name)
+        children = dict(pushed.children) if pushed is not None else {}
         try:
-            sig_tag, signed_now = sign_image(client, repo, digest, key)
+            sig_tag, signed_now, attested = _sign_and_attest(cfg, man, name, client, repository, digest, key,
+                                                             run_id=run_id, commit=commit,
+                                                             platforms=tuple(sorted(children)))
             att_tag = f"{digest.replace(':', '-')}.att"
-            if not check_provenance(client, repo, digest, [pub], commit=commit).ok:
-                facts = build_facts(cfg, man, name, repository, digest, run_id=run_id)
-                att_tag = attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
-                counts["attested"] += 1
-            extra: dict[str, Any] = {}
+            counts["attested"] += attested
+            child_sigs: dict[str, str] = {}
+            child_atts: dict[str, str] = {}
+            for plat, child in sorted(children.items()):
+                tag, now, att = _sign_and_attest(cfg, man, name, client, repository, child, key, run_id=run_id,
+                                                 commit=commit, platforms=(plat,))
+                child_sigs[plat] = f"{repository}:{tag}"
+                child_atts[plat] = f"{repository}:{child.replace(':', '-')}.att"
+                signed_now, counts["attested"] = signed_now or now, counts["attested"] + att
+            extra: dict[str, Any] = {"children": child_sigs} if children else {}
             if vex is not None:
                 from pipeline.trust.vex import attach_vex
 
@@ -125,12 +137,27 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         man.record(name, "signature", {"status": "signed", "ref": f"{repository}:{sig_tag}", "subject": digest,
                                        "key": kid, **extra})
         man.record(name, "provenance", {"status": "attached", "ref": f"{repository}:{att_tag}", "subject": digest,
-                                        "commit": commit, "predicate_type": "https://slsa.dev/provenance/v1"})
+                                        "commit": commit, "predicate_type": "https://slsa.dev/provenance/v1",
+                                        **({"children": child_atts} if children else {})})
         reporter.step("sign", name, f"{repository}@{digest[:19]}… "
                       f"{'signed' if signed_now else 'already signed'} ({kid[:19]}…)", "done")
     detail = (f"{counts['signed']} signed, {counts['already']} already signed, "
               f"{counts['attested']} provenance attached")
     return StageSummary(detail, {"key": kid, **counts, "duration_s": round(time.monotonic() - t0, 2)})
+
+
+def _sign_and_attest(cfg: Config, man: Manifest, name: str, client: RegistryClient, repository: str, digest: str,
+                     key: ec.EllipticCurvePrivateKey, *, run_id: str, commit: str,
+                     platforms: tuple[str, ...]) -> tuple[str, bool, int]:
+    """Sign `repository@digest` and attach its provenance unless a valid one by this key is there;
+    (signature tag, signed now, 1 when provenance was attached now else 0)."""
+    repo = split_repository(repository)[1]
+    sig_tag, signed_now = sign_image(client, repo, digest, key)
+    if check_provenance(client, repo, digest, [key.public_key()], commit=commit).ok:
+        return sig_tag, signed_now, 0
+    facts = build_facts(cfg, man, name, repository, digest, run_id=run_id, platforms=platforms)
+    attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
+    return sig_tag, signed_now, 1
 
 
 def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str]) -> str | None:
@@ -214,13 +241,16 @@ def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
 
 def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repository: str, digest: str, *,
                   key: ec.EllipticCurvePrivateKey, run_id: str = "") -> str:
-    """Sign a promoted digest in dst's repository with dst's key and attach its provenance; returns the
-    signature reference (`repository:sha256-<hex>.sig`)."""
-    address, repo = split_repository(repository)
+    """Sign a promoted digest in dst's repository with dst's key and attach its provenance (an index: each
+    child too); returns the signature reference (`repository:sha256-<hex>.sig`)."""
+    address, _ = split_repository(repository)
     client = _client(cfg, {}, address)
-    tag, _ = sign_image(client, repo, digest, key)
     commit = str((man.data.get("version") or {}).get("sha") or "")
-    if not check_provenance(client, repo, digest, [key.public_key()], commit=commit).ok:
-        facts = build_facts(cfg, man, name, repository, digest, run_id=run_id)
-        attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
+    pushed = man.pushed(name)
+    children = dict(pushed.children) if pushed is not None else {}
+    tag, _, _ = _sign_and_attest(cfg, man, name, client, repository, digest, key, run_id=run_id, commit=commit,
+                                 platforms=tuple(sorted(children)))
+    for plat, child in sorted(children.items()):   # an index's children were copied by digest with it
+        _sign_and_attest(cfg, man, name, client, repository, child, key, run_id=run_id, commit=commit,
+                         platforms=(plat,))
     return f"{repository}:{tag}"

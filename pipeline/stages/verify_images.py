@@ -22,7 +22,8 @@ from pipeline.core.errors import PolicyBlocked, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.release.stage import RunContext, StageSummary
-from pipeline.tools.registry_api import RegistryClient, split_repository
+from pipeline.stages.image_index import children_of
+from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
 from pipeline.trust import envkeys
 from pipeline.trust.provenance import check_provenance
 from pipeline.trust.signing import check_signature
@@ -70,8 +71,13 @@ def rendered_images(cfg: Config, env: Environment, man: Manifest, services: Sequ
 
 def check_image(client: RegistryClient, repo: str, digest: str, trusted: list[ec.EllipticCurvePublicKey], *,
                 commit: str) -> list[str]:
-    """What is missing or wrong for repo@digest (empty = signed and attested as the release says)."""
-    if client.head_manifest(repo, digest) is None:
+    """What is missing or wrong for repo@digest (empty = signed and attested as the release says).
+
+    An image index (multi-platform image) is checked itself and then each child it names, by digest; a
+    child's problems are prefixed with its platform ("linux/arm64 image: no signature …").
+    """
+    served = client.head_manifest(repo, digest)
+    if served is None:
         return [f"the registry does not serve {digest}"]
     problems = []
     sig = check_signature(client, repo, digest, trusted)
@@ -80,6 +86,14 @@ def check_image(client: RegistryClient, repo: str, digest: str, trusted: list[ec
     prov = check_provenance(client, repo, digest, trusted, commit=commit)
     if not prov.ok:
         problems.append(prov.problem)
+    if served.media_type in INDEX_TYPES:
+        got = client.get_manifest(repo, digest)
+        try:
+            children = children_of(got[1]) if got is not None else {}
+        except (ValueError, KeyError, TypeError) as exc:
+            return [*problems, f"the image index {digest[:19]}… is not readable ({exc})"]
+        for plat, child in sorted(children.items()):
+            problems += [f"{plat} image: {p}" for p in check_image(client, repo, child, trusted, commit=commit)]
     return problems
 
 
@@ -174,6 +188,7 @@ class VerifyImagesStage:
     """Before deploy: every image in the rendered manifests is signed by a trusted key and attested."""
 
     name = "verify-images"
+    check_only = True   # re-verified on every run, changes nothing (pipeline.release.stage)
 
     def skip(self, ctx: RunContext) -> str | None:
         return None

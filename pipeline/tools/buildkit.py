@@ -173,8 +173,12 @@ def legacy_dockerfile(text: str) -> str:
 
 def build_argv(builder: Builder, *, context: Path, dockerfile: Path, tags: list[str],
                build_args: Mapping[str, str], labels: Mapping[str, str], no_cache: bool,
-               iidfile: Path) -> tuple[list[str], dict[str, str]]:
-    """(argv, extra environment) of one build with this builder; secrets never go here (argv is visible)."""
+               iidfile: Path, platform: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(argv, extra environment) of one build with this builder; secrets never go here (argv is visible).
+
+    `platform` ("linux/arm64") adds `--platform`: the target platform (BuildKit sets TARGETOS/TARGETARCH;
+    a builder stage `FROM --platform=$BUILDPLATFORM` still runs on this machine). None: the machine's own.
+    """
     if builder.kind == "buildx":
         argv = [builder.cli, "buildx", "build", "--load", "--progress", "plain"]
         env = {}
@@ -193,24 +197,27 @@ def build_argv(builder: Builder, *, context: Path, dockerfile: Path, tags: list[
         argv += ["--label", f"{k}={v}"]
     if no_cache:
         argv.append("--no-cache")
+    if platform:
+        argv += ["--platform", platform]
     argv.append(str(context))
     return argv, env
 
 
 def build(builder: Builder, *, context: Path, dockerfile: Path, tags: list[str], build_args: Mapping[str, str],
           labels: Mapping[str, str], no_cache: bool, on_line: Callable[[str], None], timeout: float,
-          iidfile: Path, stop: threading.Event | None = None) -> int:
+          iidfile: Path, stop: threading.Event | None = None, platform: str | None = None) -> int:
     """Build one image, streaming each output line to on_line; returns the exit code.
 
     The image ID lands in iidfile. The legacy builder gets `legacy_dockerfile()` of the Dockerfile, written
-    beside iidfile. Killed after `timeout` seconds or when `stop` is set.
+    beside iidfile. Killed after `timeout` seconds or when `stop` is set. `platform`: see build_argv (the
+    legacy builder is never given one: build_platforms.check_builder refuses that plan first).
     """
     if builder.kind == "legacy":
         derived = iidfile.with_suffix(".legacy.Dockerfile")
         derived.write_text(legacy_dockerfile(dockerfile.read_text()))
         dockerfile = derived
     argv, env = build_argv(builder, context=context, dockerfile=dockerfile, tags=tags, build_args=build_args,
-                           labels=labels, no_cache=no_cache, iidfile=iidfile)
+                           labels=labels, no_cache=no_cache, iidfile=iidfile, platform=platform)
     return proc.stream(argv, timeout=timeout, on_line=on_line, env=env, stop=stop)
 
 

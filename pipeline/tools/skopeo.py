@@ -12,9 +12,10 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import RegistryAuthError, ToolMissing
+from pipeline.core.errors import RegistryAuthError, StageFailed, ToolMissing
 from pipeline.tools.proc import find_tool, run
 from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable, is_loopback
 from pipeline.tools.registry_errors import classify_text
@@ -90,3 +91,75 @@ def _raise_classified(what: str, output: str, returncode: int) -> None:
         raise RegistryUnavailable(f"{what}: {msg}", "retry later")
     raise RegistryRequestError(f"{what} failed: {msg}", "see the message; rerun the promote")
 
+
+
+@dataclass(frozen=True)
+class LayoutImage:
+    """The one image of an OCI layout directory: its manifest digest, media type, size, and the
+    architecture/os/variant its config names."""
+
+    digest: str
+    media_type: str
+    size: int
+    architecture: str
+    os: str
+    variant: str
+
+
+LAYOUT_REF = "image"
+
+
+def export_oci(image_id: str, layout: Path, *, timeout: float) -> LayoutImage:
+    """Copy a local engine image (by ID) into an OCI layout directory: `skopeo copy docker-daemon:<id>
+    oci:<layout>:image` (layers gzip-compressed, deterministic: the same image gives the same digest).
+
+    The engine is the one DOCKER_HOST or the docker context names (`--src-daemon-host`). StageFailed when
+    skopeo fails or the layout is not readable.
+    """
+    from pipeline.tools.docker import engine_host
+
+    exe = find_tool("skopeo", FIX)
+    argv = [exe, "copy", "--quiet"]
+    host = engine_host()
+    if host:
+        argv += ["--src-daemon-host", host]
+    argv += [f"docker-daemon:{image_id}", f"oci:{layout}:{LAYOUT_REF}"]
+    res = run(argv, timeout=timeout, check=False, what="skopeo copy (engine → OCI layout)")
+    if not res.ok:
+        raise StageFailed(f"skopeo could not export image {image_id[:19]} from the engine: "
+                          f"{(res.stderr.strip() or res.stdout.strip()).splitlines()[-1:]}",
+                          "is the image still in the engine? rerun `invoke build`")
+    return read_layout(layout)
+
+
+def read_layout(layout: Path) -> LayoutImage:
+    """The image a layout's index.json names (OCI image-layout spec: index.json → manifest → config)."""
+    try:
+        entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+        digest = str(entry["digest"])
+        manifest = json.loads((layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_text())
+        config_digest = str(manifest["config"]["digest"]).removeprefix("sha256:")
+        config = json.loads((layout / "blobs" / "sha256" / config_digest).read_text())
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise StageFailed(f"OCI layout {layout} is not readable ({type(exc).__name__}: {exc})",
+                          "rerun the push") from None
+    return LayoutImage(digest, str(entry.get("mediaType") or manifest.get("mediaType") or ""), int(entry["size"]),
+                       str(config.get("architecture", "")), str(config.get("os", "")), str(config.get("variant", "")))
+
+
+def push_layout(layout: Path, repository: str, digest: str, *, credentials: Mapping[str, Credentials],
+                timeout: float) -> None:
+    """Push an OCI layout's image to `repository@digest`, by digest (no tag): `skopeo copy
+    --preserve-digests oci:<layout>:image docker://<repository>@<digest>` (skopeo refuses to change the
+    digest). Errors classified like copy(): RegistryAuthError, RegistryUnavailable (retry), else
+    RegistryRequestError."""
+    exe = find_tool("skopeo", FIX)
+    dst = f"{repository}@{digest}"
+    with authfile(credentials) as auth:
+        argv: list[str] = [exe, "copy", "--quiet", "--preserve-digests", _tls_flag("dest-", dst)]
+        if auth is not None:
+            argv += ["--authfile", str(auth)]
+        argv += [f"oci:{layout}:{LAYOUT_REF}", f"docker://{dst}"]
+        res = run(argv, timeout=timeout, check=False, what="skopeo copy (OCI layout → registry)")
+    if not res.ok:
+        _raise_classified(f"skopeo copy → {dst}", res.stderr.strip() or res.stdout.strip(), res.returncode)

@@ -171,6 +171,17 @@ def scan_config(target: Path, out: Path, *, cache_dir: Path, timeout: float = 30
     return _read_json(out)
 
 
+def sbom_image(ref: str, out: Path, *, cache_dir: Path, fmt: str = "cyclonedx", timeout: float = 300) -> Path:
+    """An SBOM of a local image (Docker engine) straight from Trivy (`trivy image --format cyclonedx`): the
+    packages only, no vulnerability DB needed. For images the scan stage does not scan (a multi-platform
+    image's other platforms)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run([binary(), "image", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, "--image-src", "docker",
+         "--cache-backend", "memory", "--format", fmt, "--output", out, "--quiet", ref],
+        timeout=timeout, what=f"trivy image (SBOM) {ref}")
+    return out
+
+
 def sbom_from_report(report: Path, out: Path, *, fmt: str = "cyclonedx", timeout: float = 120) -> Path:
     """Convert a JSON report made with --list-all-pkgs into an SBOM, without scanning again."""
     # `convert` is offline by nature and accepts neither --skip-version-check nor --disable-telemetry.

@@ -3,7 +3,8 @@
 Statement (https://in-toto.io/Statement/v1, spec: in-toto/attestation `spec/v1/statement.md`):
     subject: [{"name": "<registry>/<repo>", "digest": {"sha256": "<hex of the image manifest digest>"}}]
     predicateType: https://slsa.dev/provenance/v1 (spec: slsa.dev/spec/v1.0/provenance)
-    predicate.buildDefinition: buildType, externalParameters (source, dockerfile, buildArgs),
+    predicate.buildDefinition: buildType, externalParameters (source, dockerfile, buildArgs, and for a
+        multi-platform image `platforms`: the child's platform, or every platform of the index),
         internalParameters (inputDigest), resolvedDependencies (the git commit with its tree state, the
         Dockerfile by sha256, each base image by digest)
     predicate.runDetails: builder.id, metadata (invocationId, startedOn/finishedOn)
@@ -59,6 +60,7 @@ class BuildFacts:
     invocation_id: str = ""
     started_on: str = ""
     finished_on: str = ""
+    platforms: tuple[str, ...] = ()   # multi-platform: the child's platform, or every platform of the index
 
 
 def _hex(digest: str) -> dict[str, str]:
@@ -77,6 +79,10 @@ def provenance_statement(f: BuildFacts) -> dict[str, Any]:
         deps.append({"uri": f"docker-image://{ref}", "name": "base-image", "digest": _hex(digest)})
     metadata = {k: v for k, v in (("invocationId", f.invocation_id), ("startedOn", f.started_on),
                                   ("finishedOn", f.finished_on)) if v}
+    external: dict[str, Any] = {"source": f.source_uri, "dockerfile": f.dockerfile,
+                                "buildArgs": dict(sorted(f.build_args.items()))}
+    if f.platforms:
+        external["platforms"] = list(f.platforms)
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": f.repository, "digest": _hex(f.digest)}],
@@ -84,8 +90,7 @@ def provenance_statement(f: BuildFacts) -> dict[str, Any]:
         "predicate": {
             "buildDefinition": {
                 "buildType": f.build_type,
-                "externalParameters": {"source": f.source_uri, "dockerfile": f.dockerfile,
-                                       "buildArgs": dict(sorted(f.build_args.items()))},
+                "externalParameters": external,
                 "internalParameters": {"inputDigest": f.input_digest},
                 "resolvedDependencies": deps,
             },

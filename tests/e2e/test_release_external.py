@@ -110,7 +110,8 @@ def test_release_through_an_external_kubeconfig_only(external: tuple[Path, Path]
     assert f"external cluster: context {CONTEXT} of {kc}" in out, out[-6000:]
     assert f"uses context '{CONTEXT}' of {kc} (from ${VARIABLE}); nothing to provision" in out, out[-6000:]
     for shortcut in ("local infra ready", "created PersistentVolume", "created Secret", "created the default "
-                     "StorageClass", "cluster: ready in", "cluster: already running"):
+                     "StorageClass", "cluster: ready in", "cluster: start: ready in", "cluster: not running",
+                     "cluster: already running"):
         assert shortcut not in out, shortcut
     status_matches(clone, "ext", extra_env=handed, drop_env=("KUBECONFIG",))
 

@@ -78,3 +78,20 @@ def test_old_cache_tags_keeps_newest_and_protected() -> None:
               {"Id": "sha256:e", "Created": 0, "RepoTags": ["elsewhere/svc:in-e"]}]
     assert old_cache_tags(images, "c", 1, protected={"sha256:a"}) == [("c/svc:in-b", "sha256:b")]
     assert old_cache_tags(images, "c", 3, protected=set()) == []
+
+
+def test_old_cache_tags_keep_the_newest_per_platform() -> None:
+    """A multi-platform build leaves one cache tag per platform (`in-<32 hex>[-<platform>]`): keeping the
+    newest one per service must keep the newest arm64 child too, not only the newest tag of any platform."""
+    from pipeline.machine.prune import old_cache_tags
+
+    def tag(n: int, suffix: str = "") -> str:
+        return f"c/svc:in-{str(n) * 32}{suffix}"
+
+    images = [{"Id": "sha256:a1", "Created": 1, "RepoTags": [tag(1)]},
+              {"Id": "sha256:b1", "Created": 1, "RepoTags": [tag(1, "-linux-arm64")]},
+              {"Id": "sha256:a2", "Created": 3, "RepoTags": [tag(2)]},
+              {"Id": "sha256:b2", "Created": 2, "RepoTags": [tag(2, "-linux-arm64")]}]
+    assert old_cache_tags(images, "c", 1, protected=set()) == [(tag(1), "sha256:a1"),
+                                                              (tag(1, "-linux-arm64"), "sha256:b1")]
+    assert old_cache_tags(images, "c", 1, protected={"sha256:b1"}) == [(tag(1), "sha256:a1")]

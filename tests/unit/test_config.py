@@ -108,8 +108,8 @@ CASES: list[tuple[str, str, str, str]] = [
      "project, registry, scan, services, signing, versioning)"),
     ("unknown service key", 'port = 8080\n', 'port = 8080\nimage_name = "x"\n',
      "pipeline.toml: services[0].image_name: unknown key (fix: remove it or use one of: bases, build_args, "
-     "context, depends_on, dockerfile, health_path, name, port, probes, ready_path, repository, smoke_checks, "
-     "volumes)"),
+     "context, depends_on, dockerfile, health_path, name, platforms, port, probes, ready_path, repository, "
+     "smoke_checks, volumes)"),
     ("port as string", "port = 8080", 'port = "8080"',
      "pipeline.toml: services[0].port: expected integer, got string '8080' (fix: set port to an integer)"),
     ("port out of range", "port = 8080", "port = 70000",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluster
+from pipeline.core.progress import Progress
 from pipeline.local.cluster import build, layout
 from pipeline.local.cluster.state import cluster_lock, load_state
 
@@ -39,15 +40,22 @@ def kubeconfig_for(env: Environment | None) -> Path:
     return cluster_access(env).kubeconfig if env is not None else layout.KUBECONFIG
 
 
-def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say) -> Path:
+def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say,
+               progress: Progress | None = None) -> Path:
     """Use the environment's external cluster (cluster_access: kubeconfig_env, kube_context), or bring up the
     local cluster (idempotent; env None = the local cluster). Returns the kubeconfig. UsageError (exit 2, one
-    line) when the external kubeconfig cannot be read or lacks the context."""
+    line) when the external kubeconfig cannot be read or lacks the context.
+
+    say: observations, results and errors (already running, not running, external cluster, a failed start being
+    undone); with `progress`
+    (pipeline.core.progress: `reporter_progress(reporter, "cluster")`), the long work — building the binaries
+    (~8 min from cold), starting the components — is one updating piece each (start.START_PIECE,
+    build.BUILD_PIECE), ending with its result; without it, every step is a said line."""
     access = cluster_access(env) if env is not None else None
     if access is not None and access.external:
         say(f"cluster: environment '{env.name if env else ''}' uses {access.describe()}; nothing to provision")
         return access.kubeconfig
-    from pipeline.local.cluster.start import running_state, start_local
+    from pipeline.local.cluster.start import START_PIECE, running_state, start_local
     from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
 
     with cluster_lock():
@@ -59,9 +67,13 @@ def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say
             say("cluster: cleaning up after a previous run that did not stop cleanly")
             stop_local(say)
         try:
-            say("cluster: not running; starting it")
-            start_local(say)
-        except BaseException:
+            say("cluster: not running; starting it")   # an observation worth a line: the world is not the journal
+            if progress:
+                progress(START_PIECE, "starting etcd, the control plane, the kubelet", "running")
+            start_local(say, progress)
+        except BaseException as exc:
+            if progress:
+                progress(START_PIECE, f"failed: {exc}"[:300], "failed")
             say("cluster: start failed; undoing what was started (logs kept in " + str(layout.LOGS) + ")")
             stop_local(say)
             raise

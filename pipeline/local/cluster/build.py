@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pipeline.core.errors import StageFailed
 from pipeline.core.lock import file_lock
+from pipeline.core.progress import Progress
 from pipeline.local.cluster import layout
 from pipeline.tools import apt, srcbuild
 
@@ -74,17 +75,28 @@ def cached_binaries() -> Path | None:
     return None
 
 
-class _Progress:
-    """One line per step with its expected duration, and a heartbeat every 20 s while a step runs (a big Go
-    package can compile for minutes without output)."""
+BUILD_PIECE = "kubernetes build"   # the build's line in the live view (group "cluster")
 
-    def __init__(self, expected: dict[str, float], say: Callable[[str], None] | None = None) -> None:
+
+class ClusterBuildProgress:
+    """One line per step with its expected duration, and a heartbeat every `tick_s` (20 s) while a step runs (a big
+    Go package can compile for minutes without output).
+
+    With `progress` (pipeline.core.progress), every line updates the one piece BUILD_PIECE (the live view's line;
+    without a terminal, at most one line a minute) and the end is its done/failed state; else each line goes to
+    `say` prefixed "cluster build: "."""
+
+    def __init__(self, expected: dict[str, float], say: Callable[[str], None] | None = None,
+                 progress: Progress | None = None, *, tick_s: float = 20.0) -> None:
         self.expected = expected
         self._say = say or _print
+        self._progress = progress
+        self.tick_s = tick_s
         self.t0 = time.monotonic()
         self.timings: dict[str, float] = {}
         self.step_start = self.t0
         self.steps = list(STEP_TITLES)
+        self.title = ""
         self.detail = ""
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -97,18 +109,30 @@ class _Progress:
         exp = self.expected.get(step, DEFAULT_EXPECTED[step])
         self.step_start = time.monotonic()
         self.detail = ""
-        self.say(f"[{n}/{len(self.steps)}] {STEP_TITLES[step]} (expected ~{_fmt(exp)})")
+        if self._progress:   # a live line is short: "[5/6] compile 3m10s of ~7m00s expected: 812 packages compiled"
+            self.title = f"[{n}/{len(self.steps)}] {step}"
+            self.say(f"{self.title}: {STEP_TITLES[step]} (expected ~{_fmt(exp)})")
+        else:
+            self.title = f"[{n}/{len(self.steps)}] {STEP_TITLES[step]}"
+            self.say(f"{self.title} (expected ~{_fmt(exp)})")
         self._stop.clear()
         self._ticker = threading.Thread(target=self._tick, args=(exp,), daemon=True)
         self._ticker.start()
 
     def _tick(self, expected: float) -> None:
-        while not self._stop.wait(20):
-            now = time.monotonic()
-            took = now - self.step_start
-            eta = f"~{_fmt(expected - took)} left" if took < expected else "taking longer than expected"
-            detail = f"{self.detail}, " if self.detail else ""
-            self.say(f"      … {detail}{_fmt(took)} so far ({eta}), {_fmt(now - self.t0)} in total")
+        while not self._stop.wait(self.tick_s):
+            self.say(self.heartbeat(expected))
+
+    def heartbeat(self, expected: float) -> str:
+        """The running step's state: what it did last, how long so far against the expectation, the total."""
+        now = time.monotonic()
+        took = now - self.step_start
+        eta = f"~{_fmt(expected - took)} left" if took < expected else "taking longer than expected"
+        detail = f"{self.detail}, " if self.detail else ""
+        if self._progress:   # a live line is narrow: time first; it shows the whole build's elapsed time itself
+            late = " of" if took < expected else ", longer than the"
+            return f"{self.title} {_fmt(took)}{late} ~{_fmt(expected)} expected{': ' + self.detail if detail else ''}"
+        return f"      … {detail}{_fmt(took)} so far ({eta}), {_fmt(now - self.t0)} in total"
 
     def beat(self, detail: str) -> None:
         self.detail = detail
@@ -122,10 +146,21 @@ class _Progress:
         self.close()
         took = time.monotonic() - self.step_start
         self.timings[step] = round(took, 1)
-        self.say(f"      done in {_fmt(took)}{' (' + note + ')' if note else ''}")
+        head = f"{self.title}: " if self._progress else "      "
+        self.say(f"{head}done in {_fmt(took)}{' (' + note + ')' if note else ''}")
 
     def say(self, line: str) -> None:
-        self._say(f"cluster build: {line}")
+        if self._progress:
+            self._progress(BUILD_PIECE, line, "running")
+        else:
+            self._say(f"cluster build: {line}")
+
+    def finished(self, line: str, state: str = "done") -> None:
+        """The build's result (state done) or its error (state failed): the piece's end, or a said line."""
+        if self._progress:
+            self._progress(BUILD_PIECE, line, state)
+        else:
+            self._say(f"cluster build: {line}")
 
 
 def _print(line: str) -> None:
@@ -153,10 +188,12 @@ def _expected() -> dict[str, float]:
         return {}
 
 
-def ensure_binaries(say: Callable[[str], None] | None = None) -> Path:
+def ensure_binaries(say: Callable[[str], None] | None = None, progress: Progress | None = None) -> Path:
     """The directory holding every cluster binary, building them first when the cache has none for this key.
 
-    say: where the build's progress lines go (a step line, then a heartbeat every 20 s); default stdout."""
+    say: where the build's progress lines go (a step line, then a heartbeat every 20 s); default stdout.
+    progress: instead of say, one piece of long work ("kubernetes build") updated by every step and heartbeat,
+    ending done (the binaries' directory) or failed (the error); a cache hit reports nothing."""
     found = cached_binaries()
     if found:
         return found
@@ -164,18 +201,22 @@ def ensure_binaries(say: Callable[[str], None] | None = None) -> Path:
         found = cached_binaries()  # another process may have built them while we waited
         if found:
             return found
-        return _build(say)
+        return _build(say, progress)
 
 
-def _build(say: Callable[[str], None] | None = None) -> Path:
-    prog = _Progress(_expected(), say)
+def _build(say: Callable[[str], None] | None = None, progress: Progress | None = None) -> Path:
+    prog = ClusterBuildProgress(_expected(), say, progress)
     try:
         return _build_steps(prog)
+    except BaseException as exc:
+        prog.close()
+        prog.finished(f"failed: {exc}"[:300], "failed")
+        raise
     finally:
         prog.close()
 
 
-def _build_steps(prog: _Progress) -> Path:
+def _build_steps(prog: ClusterBuildProgress) -> Path:
     key = build_key()
     prog.say(f"building Kubernetes {layout.K8S_VERSION} (key {key}) into {layout.binaries_dir(key)}; "
              f"expected ~{_fmt(prog.total_expected())} from cold (once per machine; cached afterwards)")
@@ -232,7 +273,7 @@ def _build_steps(prog: _Progress) -> Path:
     (bindir.parent / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     merged = {**_expected(), **{k: v for k, v in prog.timings.items() if v > 1}}
     (layout.BUILD_ROOT / "timings.json").write_text(json.dumps(merged, indent=2) + "\n")
-    prog.say(f"built in {_fmt(total)}: {bindir}")
+    prog.finished(f"built in {_fmt(total)}: {bindir}")
     return bindir
 
 
@@ -314,7 +355,7 @@ def _openapi_inputs(tree: Path) -> list[str]:
     return sorted(f"k8s.io/kubernetes/{d}" for d in dirs)
 
 
-def _generate_openapi(env: dict[str, str], prog: _Progress) -> None:
+def _generate_openapi(env: dict[str, str], prog: ClusterBuildProgress) -> None:
     tree = layout.SOURCE_TREE
     out = tree / "pkg/generated/openapi/zz_generated.openapi.go"
     if out.is_file() and out.stat().st_size > 1_000_000:

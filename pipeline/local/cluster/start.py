@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.core.errors import StageFailed, ToolMissing, UsageError
+from pipeline.core.progress import Progress
 from pipeline.local.cluster import build, components, host, layout, pause, stop, storage
 from pipeline.local.cluster.api import ApiClient
 from pipeline.local.cluster.pki import ensure_pki
@@ -121,8 +122,21 @@ def _tail(path: Path, n: int = 2) -> str:
     return " | ".join(ln[:200] for ln in lines[-n:])
 
 
-def start_local(say: Callable[[str], None] = print) -> ClusterState:
-    """Start every component (the caller holds the cluster lock and has cleaned any crashed run)."""
+START_PIECE = "start"   # the start's line in the live view (group "cluster")
+
+
+def start_local(say: Callable[[str], None] = print, progress: Progress | None = None) -> ClusterState:
+    """Start every component (the caller holds the cluster lock and has cleaned any crashed run).
+
+    say: one line per milestone (etcd up, apiserver ready, node Ready, ready); progress (pipeline.core.progress):
+    instead, the milestones update one piece START_PIECE, done when the cluster is ready, and the binaries'
+    build (when not cached) is its own piece (build.BUILD_PIECE). A failure raises; the caller reports it."""
+    def milestone(text: str, state: str = "running") -> None:
+        if progress:
+            progress(START_PIECE, text, state)
+        else:
+            say(f"cluster: {text}")
+
     if os.geteuid() != 0:
         raise UsageError("the local cluster needs root (kubelet, iptables, mounts)", "run as root (sudo invoke …)")
     busy = [f"{name}:{port}" for name, ports in components.PORTS.items() for port in ports if _port_busy(port)]
@@ -130,31 +144,31 @@ def start_local(say: Callable[[str], None] = print) -> ClusterState:
         raise UsageError(f"ports in use on 127.0.0.1: {', '.join(busy)} (another Kubernetes or etcd?)",
                          "stop what listens there, or run: invoke cluster-down")
     docker.client()  # ToolMissing when no engine answers
-    bindir = build.ensure_binaries(say)
+    bindir = build.ensure_binaries(say, progress)
     st = _Starter(say)
     apt.ensure_installed(RUNTIME_PACKAGES)
     for d in (layout.RUN, layout.LOGS, layout.KUBELET_ROOT, layout.DOCKERSHIM_ROOT):
         d.mkdir(parents=True, exist_ok=True)
     pki = ensure_pki()
     if pause.ensure_pause_image(bindir):
-        say(f"cluster: built the sandbox image {layout.PAUSE_IMAGE}")
+        milestone(f"built the sandbox image {layout.PAUSE_IMAGE}")
     host.record_sysctls()
     stop.record_paths()
     if host.ensure_hosts_entry():
-        say(f"cluster: added '{host.HOSTS_LINE}' to /etc/hosts (removed by cluster-down)")
+        milestone(f"added '{host.HOSTS_LINE}' to /etc/hosts (removed by cluster-down)")
 
     st.state.build_key = build.build_key()
     st.state.version = f"v{layout.K8S_VERSION}"
     shutil.rmtree(layout.ETCD_DATA, ignore_errors=True)  # every cluster-up starts from an empty cluster
     st.spawn("etcd", components.etcd(etcd_binary()))
     _wait("etcd health", lambda: st.check_alive() or _etcd_healthy(), 30, f"{layout.LOGS}/etcd.log")
-    say(f"cluster: etcd up ({st.lap()})")
+    milestone(f"etcd up ({st.lap()})")
 
     st.spawn("kube-apiserver", components.apiserver(bindir, pki))
     api = ApiClient(pki)
     _wait("apiserver /readyz", lambda: st.check_alive() or api.ready(), 90,
           f"{layout.LOGS}/kube-apiserver.log")
-    say(f"cluster: apiserver ready on https://127.0.0.1:{layout.API_PORT} ({st.lap()})")
+    milestone(f"apiserver ready on https://127.0.0.1:{layout.API_PORT} ({st.lap()})")
 
     _write_private_text(layout.KUBECONFIG, components.kubeconfig_text(pki, pki.token("admin")))
     node_kc = layout.RUN / "kubelet.kubeconfig"
@@ -182,7 +196,7 @@ def start_local(say: Callable[[str], None] = print) -> ClusterState:
         return conds.get("Ready") == "True" and not node.get("spec", {}).get("taints")
 
     _wait("a Ready, untainted node", node_ready, READY_TIMEOUT_S, f"{layout.LOGS}/kubelet.log")
-    say(f"cluster: node {layout.NODE_NAME} Ready ({st.lap()})")
+    milestone(f"node {layout.NODE_NAME} Ready ({st.lap()})")
 
     def default_sa() -> bool:
         sa = api.get("/api/v1/namespaces/default/serviceaccounts/default")
@@ -196,7 +210,7 @@ def start_local(say: Callable[[str], None] = print) -> ClusterState:
                           f"see {layout.LOGS}/kube-apiserver.log")
     st.state.ready_after_s = round(time.monotonic() - st.t0, 1)
     st.state.save()
-    say(f"cluster: ready in {st.state.ready_after_s}s — kubeconfig: {layout.KUBECONFIG}")
+    milestone(f"ready in {st.state.ready_after_s}s — kubeconfig: {layout.KUBECONFIG}", "done")
     return st.state
 
 
