@@ -268,12 +268,6 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
-    with m.batch():
-        _record_fields(m, p, r)
-
-
-def _record_fields(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
-    m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
     res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2),
                            "build_args": dict(p.build_args), "base_images": dict(p.base_images)}  # for provenance
     if r.log:
@@ -284,7 +278,9 @@ def _record_fields(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
         res["why"] = r.why
     if r.platform_images:
         res["platforms"] = dict(r.platform_images)   # platform → local image ID; image_id is the primary's
-    m.record(p.name, "build", res)
+    with m.batch():   # one manifest write for both
+        m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
+        m.record(p.name, "build", res)
 
 
 def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, reporter: Reporter, *,
