@@ -27,19 +27,20 @@ RUN if [ -n "${TARGETARCH}" ] && [ "${TARGETARCH}" != "${BUILDARCH}" ]; then \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# Build info goes in last: a new commit re-runs only this step.
-ARG VERSION=dev
-ARG REVISION=unknown
-ARG CREATED=unknown
 # +crt-static with an explicit target gives a fully static executable (no dynamic loader in scratch).
 # BuildKit keeps Cargo's registry and target directories between builds (cache mounts never enter the
 # image; the binary is copied out; each target has its own directory in it). The image's release build
 # trades fat LTO and one codegen unit (Cargo.toml's profile, for local `cargo build --release`) for
 # incremental compilation: measured here, a one-line change recompiles in 0.5 s instead of 32 s, for a
 # 453 KB binary instead of 392 KB.
+# No build metadata reaches the compiler (no ARG before this step): the binary reads VERSION/REVISION/CREATED
+# at run time from the environment the last instruction sets. A value `option_env!` compiled in changed with
+# every commit, and Cargo then recompiled without the benefit of its incremental cache (2.4 s instead of
+# 0.5 s, measured here). This step now runs only when the sources change.
+# The target directory is shared by every tree that builds here, and Cargo 1.63 compares mtimes, not
+# contents: touching main.rs makes it recompile the crate whenever this step runs (rustc's incremental
+# cache still reuses what did not change: 0.4–0.5 s after a one-line change).
 # The legacy builder runs this step without the mounts (a full compile, same binary).
-# Cargo 1.63 does not rebuild when only the VEZA_* build info (option_env!) changes, so a cached target dir
-# would keep the old version/revision: touching main.rs recompiles the crate (incremental; 3-4 s measured).
 RUN --mount=type=cache,id=veza-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=veza-chat-server-target,target=/src/target,sharing=locked \
     case "${TARGETARCH:-}" in arm64) gnu=aarch64 ;; amd64) gnu=x86_64 ;; *) gnu="$(uname -m)" ;; esac \
@@ -48,8 +49,7 @@ RUN --mount=type=cache,id=veza-cargo-registry,target=/usr/local/cargo/registry \
            aarch64) export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc ;; \
            x86_64) export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc ;; esac; fi \
     && touch src/main.rs \
-    && VEZA_VERSION="${VERSION}" VEZA_REVISION="${REVISION}" VEZA_CREATED="${CREATED}" \
-       RUSTFLAGS="-C target-feature=+crt-static" \
+    && RUSTFLAGS="-C target-feature=+crt-static" \
        CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_INCREMENTAL=true \
        cargo build --release --locked --offline --target "${target}" \
     && mkdir -p /out \
@@ -75,3 +75,6 @@ ENV LISTEN_ADDR=0.0.0.0:8081
 EXPOSE 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/app/veza-chat-server", "-healthcheck"]
 ENTRYPOINT ["/app/veza-chat-server"]
+# Build metadata last (a new commit changes only the image's configuration): /version, /metrics and the
+# first log line report these.
+ENV VEZA_VERSION="${VERSION}" VEZA_REVISION="${REVISION}" VEZA_CREATED="${CREATED}"

@@ -35,7 +35,8 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,15 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class Manifest:
-    """Thread-safe view of the Release manifest; every mutation is saved at once (atomically)."""
+    """Thread-safe view of the Release manifest; every mutation is saved at once (atomically), except inside
+    `batch()`, which saves once at its end."""
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
         self._data = data
         self._lock = threading.RLock()
+        self._batch_depth = 0
+        self._unsaved = False
 
     # -- creation and loading
     @classmethod
@@ -283,7 +287,25 @@ class Manifest:
             self._data[key] = value
             self.save()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several mutations into one save (one write and fsync instead of one each), done when the
+        block ends, also on an error. A crash inside the block loses only the block's mutations."""
+        with self._lock:
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch_depth -= 1
+                if self._batch_depth == 0 and self._unsaved:
+                    self.save()
+
     def save(self) -> None:
         with self._lock:
+            if self._batch_depth:
+                self._unsaved = True
+                return
+            self._unsaved = False
             self._data["updated"] = now_iso()
             atomic_write(self.path, redact(json.dumps(self._data, indent=2, sort_keys=True)) + "\n")

@@ -6,11 +6,12 @@
         `stages.<name>` from the returned StageSummary (or from the error), and nothing else does.
 
 A release adds the git gates, the confirmation, resume and the report (pipeline.release.release).
-Adding a stage: one module with a class of the Stage shape (pipeline.release.stage), one line in STAGES.
+Adding a stage: one module with a class of the Stage shape (pipeline.release.stage), one line in _STAGE_CLASSES.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import time
@@ -29,29 +30,29 @@ from pipeline.core.vocab import StageStatus
 from pipeline.release.stage import RunContext, Stage, StageSummary
 from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, release_info
 
+# Stage name → "module:Class". Only the stages a command names are imported: a no-op `invoke build` does not
+# pay for the signing, lint or scan modules (and their libraries).
+_STAGE_CLASSES: dict[str, str] = {
+    "build": "pipeline.stages.build:BuildStage", "lint": "pipeline.stages.lint:LintStage",
+    "scan": "pipeline.stages.scan:ScanStage", "smoke": "pipeline.stages.smoke:SmokeStage",
+    "push": "pipeline.stages.push:PushStage", "sign": "pipeline.stages.sign:SignStage",
+    "verify-images": "pipeline.stages.verify_images:VerifyImagesStage",
+    "deploy": "pipeline.stages.rollout:DeployStage", "verify": "pipeline.stages.rollout:VerifyStage",
+}
 
-def _stage_factories() -> dict[str, Callable[[], Stage]]:
-    """Stage name → its class. Imported on use: `invoke --list` stays fast."""
-    from pipeline.stages.build import BuildStage
-    from pipeline.stages.lint import LintStage
-    from pipeline.stages.push import PushStage
-    from pipeline.stages.rollout import DeployStage, VerifyStage
-    from pipeline.stages.scan import ScanStage
-    from pipeline.stages.sign import SignStage
-    from pipeline.stages.smoke import SmokeStage
-    from pipeline.stages.verify_images import VerifyImagesStage
 
-    return {"build": BuildStage, "lint": LintStage, "scan": ScanStage, "smoke": SmokeStage, "push": PushStage,
-            "sign": SignStage, "verify-images": VerifyImagesStage, "deploy": DeployStage, "verify": VerifyStage}
+def _stage_class(name: str) -> Callable[[], Stage]:
+    """The class of one stage, imported on use (`invoke --list` and single-stage tasks stay fast)."""
+    module, _, cls = _STAGE_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
 def make_stages(names: Sequence[str]) -> list[Stage]:
     """The Stage objects for these names, in the order given. UsageError for an unknown name."""
-    factories = _stage_factories()
-    unknown = [n for n in names if n not in factories]
+    unknown = [n for n in names if n not in _STAGE_CLASSES]
     if unknown:
-        raise UsageError(f"unknown stage(s): {', '.join(unknown)}", f"use: {', '.join(factories)}")
-    return [factories[n]() for n in names]
+        raise UsageError(f"unknown stage(s): {', '.join(unknown)}", f"use: {', '.join(_STAGE_CLASSES)}")
+    return [_stage_class(n)() for n in names]
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pipeline.stages.build_platforms import (
     cache_ref,
     check_builder,
     children_present,
-    find_by_input_digest,
+    find_with_tags,
     local_children,
     service_platforms,
     tag_child,
@@ -121,11 +121,13 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         record = input_record(svc, args, svc_bases, rules, plats)
         digest = record.digest
         children: Mapping[str, str] = {}
+        existing_tags: tuple[str, ...] = ()
         if plats:
             children = ({} if no_cache else local_children(svc.name, digest, plats, native)) or {}
             existing = children.get(str(primary_platform(plats, native)))
         else:
-            existing = None if no_cache else find_by_input_digest(svc.name, digest)
+            found_image = None if no_cache else find_with_tags(svc.name, digest)
+            existing, existing_tags = found_image or (None, ())
         why = "unchanged"
         if "missing" in svc_bases.values():
             action, reason, found = "build", "base image missing: `invoke bases` will provide it", None
@@ -138,7 +140,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         if action == "build":
             why = "--no-cache" if no_cache else why_rebuilt(cache.load(svc.name), record)
         plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record, svc_bases,
-                                 plats, plats_from, children if found else {}))
+                                 plats, plats_from, children if found else {}, existing_tags if found else ()))
     return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
@@ -266,7 +268,6 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
-    m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
     res: dict[str, Any] = {"status": r.status, "image_id": r.image_id, "duration_s": round(r.duration_s, 2),
                            "build_args": dict(p.build_args), "base_images": dict(p.base_images)}  # for provenance
     if r.log:
@@ -277,7 +278,9 @@ def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
         res["why"] = r.why
     if r.platform_images:
         res["platforms"] = dict(r.platform_images)   # platform → local image ID; image_id is the primary's
-    m.record(p.name, "build", res)
+    with m.batch():   # one manifest write for both
+        m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
+        m.record(p.name, "build", res)
 
 
 def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, reporter: Reporter, *,
@@ -292,19 +295,22 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
     builder = plan.builder or buildkit.detect(cfg.build.builder)
     cache = input_cache(cfg)
     results: list[BuildResult] = []
-    for p in plan.services:
-        if p.action == "reuse" and p.existing_image:
-            t0 = time.monotonic()
-            for ref in p.refs:
-                repo, tag = ref.rsplit(":", 1)
-                docker.tag_image(p.existing_image, repo, tag)
-            r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason,
-                            platform_images=dict(p.existing_children))
-            reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
-            _record(manifest, p, r)
-            if p.inputs is not None:
-                cache.save(p.name, p.inputs)
-            results.append(r)
+    with manifest.batch():   # the reused services' records: one manifest write, not two per service
+        for p in plan.services:
+            if p.action == "reuse" and p.existing_image:
+                t0 = time.monotonic()
+                for ref in p.refs:
+                    if ref in p.existing_tags:   # the engine already names the image so (seen by the plan)
+                        continue
+                    repo, tag = ref.rsplit(":", 1)
+                    docker.tag_image(p.existing_image, repo, tag)
+                r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason,
+                                platform_images=dict(p.existing_children))
+                reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
+                _record(manifest, p, r)
+                if p.inputs is not None:
+                    cache.save(p.name, p.inputs)
+                results.append(r)
     to_build = [p for p in plan.services if p.action == "build"]
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="build") as pool:
@@ -393,10 +399,11 @@ class BuildStage:
         plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
                          provision_bases=True, reporter=ctx.reporter)
         print_plan(plan, ctx.reporter)
-        for p in plan.services:
-            if p.action != "skip":
-                ctx.manifest.set_service(p.name, repository=p.repository, tags=list(p.tags),
-                                         input_digest=p.input_digest)
+        with ctx.manifest.batch():
+            for p in plan.services:
+                if p.action != "skip":
+                    ctx.manifest.set_service(p.name, repository=p.repository, tags=list(p.tags),
+                                             input_digest=p.input_digest)
         log_dir = ctx.run_dir / "build"
         results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, ctx.reporter,
                                workers=int(ctx.options.get("workers") or 0) or default_workers(ctx.cfg),

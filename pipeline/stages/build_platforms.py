@@ -34,6 +34,16 @@ def find_by_input_digest(service: str, digest: str, platform: Platform | None = 
     return image_id if labels.get(LABEL_INPUT_DIGEST) == digest else None
 
 
+def find_with_tags(service: str, digest: str) -> tuple[str, tuple[str, ...]] | None:
+    """(image ID, its local tags "repo:tag") of the single-platform image built from exactly these inputs, or
+    None: one inspect, whose tags spare a no-op build the tag calls the engine already has."""
+    found = docker.image_facts(cache_ref(service, digest))
+    if found is None:
+        return None
+    image_id, labels, tags = found
+    return (image_id, tags) if labels.get(LABEL_INPUT_DIGEST) == digest else None
+
+
 def service_platforms(service: Service, env: Environment,
                       native: Platform | None = None) -> tuple[tuple[Platform, ...], str]:
     """(platforms, source) of `service` in `env`: () when it is built for this machine's platform alone (the

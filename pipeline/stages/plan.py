@@ -45,6 +45,7 @@ class ServicePlan:
     platforms: tuple[Platform, ...] = ()   # built for these (one image each); () = the machine's platform
     platforms_from: str = "native"         # service | environment | native (where the list comes from)
     existing_children: Mapping[str, str] = field(default_factory=dict)   # platform → local image ID (reuse)
+    existing_tags: tuple[str, ...] = ()    # the reused image's local tags when the plan looked (RepoTags)
 
     @property
     def multi_platform(self) -> bool:

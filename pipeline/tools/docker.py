@@ -118,6 +118,16 @@ def _inspect(ref: str) -> dict[str, Any] | None:
     return dict(json.loads(body))
 
 
+def inspect(ref: str) -> dict[str, Any] | None:
+    """The engine's inspect of a local image (GET /images/{ref}/json), or None when absent."""
+    return _inspect(ref)
+
+
+def local_socket() -> str | None:
+    """The engine's unix socket when it is the local default engine, else None (then docker-py is used)."""
+    return _local_socket()
+
+
 def image_id(ref: str) -> str | None:
     """The ID of a local image (by name, tag or ID), or None when absent."""
     info = _inspect(ref)
@@ -126,10 +136,17 @@ def image_id(ref: str) -> str | None:
 
 def image_labels(ref: str) -> tuple[str, dict[str, str]] | None:
     """(ID, labels) of a local image, or None when absent: one inspect call."""
+    found = image_facts(ref)
+    return (found[0], found[1]) if found else None
+
+
+def image_facts(ref: str) -> tuple[str, dict[str, str], tuple[str, ...]] | None:
+    """(ID, labels, local tags "repo:tag") of a local image, or None when absent: one inspect call."""
     info = _inspect(ref)
     if info is None:
         return None
-    return str(info["Id"]), dict((info.get("Config") or {}).get("Labels") or {})
+    return (str(info["Id"]), dict((info.get("Config") or {}).get("Labels") or {}),
+            tuple(str(t) for t in info.get("RepoTags") or ()))
 
 
 def inspect_image(ref: str) -> dict[str, Any]:

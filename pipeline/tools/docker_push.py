@@ -1,5 +1,6 @@
-"""Pushing through the Docker engine API (docker-py): credentials travel in the API's X-Registry-Auth
-header to the daemon, never in any process's argv. Errors are classified for the retry policy.
+"""Pushing through the Docker engine API (plain HTTP on the local socket, else docker-py): credentials travel
+in the API's X-Registry-Auth header to the daemon, never in any process's argv. Errors are classified for the
+retry policy.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pipeline.core.errors import RegistryAuthError, StageFailed
 from pipeline.core.redact import redact
 from pipeline.observe.tracing import call_span
 from pipeline.tools import docker as engine
+from pipeline.tools import engine_socket
 from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable
 from pipeline.tools.registry_errors import classify_text
 
@@ -58,12 +60,10 @@ class LocalImageInfo:
 
 
 def local_image(ref: str) -> LocalImageInfo | None:
-    """The local image behind ref (ID and RepoDigests), or None when absent."""
-    import docker.errors
-
-    try:
-        info = engine.client().api.inspect_image(ref)
-    except docker.errors.ImageNotFound:
+    """The local image behind ref (ID and RepoDigests), or None when absent (one inspect; plain HTTP on the
+    local socket, docker-py elsewhere)."""
+    info = engine.inspect(ref)
+    if info is None:
         return None
     return LocalImageInfo(str(info["Id"]), tuple(info.get("RepoDigests") or ()))
 
@@ -118,10 +118,27 @@ class _LayerProgress:
 
 def _push_stream(repository: str, tag_: str, auth: dict[str, Any] | None,
                  layers: _LayerProgress) -> Iterator[dict[str, Any]]:
-    """The engine's push messages, as they come (progress reported on the way)."""
-    for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
-        layers.update(msg)
-        yield msg
+    """The engine's push messages, as they come (progress reported on the way). Raises EngineAnswer when the
+    engine refuses, OSError when its connection fails: the same for both ways of talking to it."""
+    registry = repository.split("/", 1)[0]
+    sock = engine.local_socket()
+    if sock is not None and (auth is not None or not engine_socket.docker_config_has_auth(registry)):
+        header = engine_socket.auth_header(auth["username"], auth["password"], registry) if auth else None
+        for msg in engine_socket.push_stream(sock, repository, tag_, header):
+            layers.update(msg)
+            yield msg
+        return
+    import docker.errors
+    import requests
+
+    try:
+        for msg in engine.client().api.push(repository, tag=tag_, stream=True, decode=True, auth_config=auth):
+            layers.update(msg)
+            yield msg
+    except docker.errors.APIError as exc:
+        raise engine_socket.EngineAnswer(exc.status_code or 0, str(exc.explanation or exc)) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise ConnectionError(type(exc).__name__) from None
 
 
 def push_tag(repository: str, tag_: str, credentials: Credentials | None,
@@ -130,9 +147,6 @@ def push_tag(repository: str, tag_: str, credentials: Credentials | None,
 
     on_progress receives a one-line summary of the upload while it runs ("3/7 layers, 41.2/118.0 MB"), from
     the engine's per-layer progressDetail {current, total} in bytes; at most one call per second."""
-    import docker.errors
-    import requests
-
     ref = f"{repository}:{tag_}"
     auth: dict[str, Any] | None = None
     if credentials is not None:
@@ -161,9 +175,9 @@ def push_tag(repository: str, tag_: str, credentials: Credentials | None,
                     m = re.search(r"digest: (sha256:[0-9a-f]{64})", str(msg.get("status", "")))
                     if m:
                         digest = m.group(1)
-    except docker.errors.APIError as exc:
-        raise_classified(str(exc.explanation or exc), ref)
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+    except engine_socket.EngineAnswer as exc:
+        raise_classified(exc.message, ref)
+    except OSError as exc:
         raise RegistryUnavailable(f"push of {ref}: the engine connection failed: {type(exc).__name__}",
                                   "is dockerd running?") from None
     if not digest:

@@ -40,7 +40,6 @@ def recorded_release_info(manifest_data: dict[str, Any]) -> ReleaseInfo:
 def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
     import os
 
-    from pipeline.tools.git import GitRepo
     from pipeline.versioning.guards import require_readable_history
     from pipeline.versioning.tagging import tags_for
     from pipeline.versioning.version import read_version
@@ -50,5 +49,5 @@ def release_info(cfg: Config, env: Environment) -> ReleaseInfo:
     facts = v.to_dict()
     key = v.short_sha + (f"-dirty-{v.dirty_hash}" if v.dirty else "")
     return ReleaseInfo(version=facts, tags=tuple(tags_for(env, v)), revision=v.sha,
-                       version_label=str(facts.get("version") or v.short_sha), created=GitRepo(cfg.root).head_time(),
+                       version_label=str(facts.get("version") or v.short_sha), created=v.head_time,
                        release_key=key, source=v)

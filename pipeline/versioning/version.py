@@ -202,6 +202,7 @@ class Version:
     commits: tuple[ConventionalCommit, ...] = field(repr=False)  # since last_final, newest first
     ignored_tags: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    head_time: str = ""  # HEAD's commit time, UTC ISO 8601 (the build timestamp); not part of to_dict()
 
     @property
     def on_tag(self) -> bool:
@@ -357,7 +358,7 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
         dirty=bool(dirty_paths), dirty_hash=dirty_hash, dirty_paths=dirty_paths, shallow=shallow,
         tag_prefix=cfg.tag_prefix, first_version=cfg.first_version, last=last, last_final=last_final,
         head_tags=head_tags, commits_since=commits_since, next=nxt, commits=commits,
-        ignored_tags=tuple(sorted(ignored)), warnings=tuple(warnings),
+        ignored_tags=tuple(sorted(ignored)), warnings=tuple(warnings), head_time=repo.head_time(),
     )
 
 

