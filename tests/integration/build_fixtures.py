@@ -82,6 +82,16 @@ class MiniProject:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
 
+    def init_repo(self) -> None:
+        """`git init` (branch main) with a local identity, and .pipeline/ ignored."""
+        import git
+
+        self.write(".gitignore", ".pipeline/\n")
+        repo = git.Repo.init(self.root, initial_branch="main")
+        with repo.config_writer() as cw:
+            cw.set_value("user", "name", "Test")
+            cw.set_value("user", "email", "test@example.invalid")
+
     def commit(self, msg: str = "chore: change") -> None:
         import git
 
@@ -131,7 +141,6 @@ def remove_run_images(run: str) -> None:
 
 @pytest.fixture
 def mini_project(tmp_path: Path, docker_client: object) -> Iterator[MiniProject]:
-    import git
 
     run = "b" + uuid.uuid4().hex[:8]
     root = tmp_path / "mini"
@@ -142,11 +151,7 @@ def mini_project(tmp_path: Path, docker_client: object) -> Iterator[MiniProject]
         proj.write(f"dockerfiles/{svc}.Dockerfile", DOCKERFILE)
         proj.write(f"services/{svc}/main.txt", f"{svc} v1\n")
         proj.write(f"services/{svc}/.dockerignore", "*.tmp\nnotes/\n")
-    proj.write(".gitignore", ".pipeline/\n")
-    repo = git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "Test")
-        cw.set_value("user", "email", "test@example.invalid")
+    proj.init_repo()
     make_base_image(f"mini-base-{run}:local", "base v1", run)
     proj.commit("feat: initial")
     yield proj

@@ -82,7 +82,6 @@ MAIN = 'package main\n\nimport (\n\t"fmt"\n\t"gomini/{svc}/kit"\n)\n\nvar greeti
 
 @pytest.fixture
 def go_project(tmp_path: Path, docker_client: object) -> Iterator[MiniProject]:
-    import git
 
     from pipeline.local.bases import ensure_bases
 
@@ -100,11 +99,7 @@ def go_project(tmp_path: Path, docker_client: object) -> Iterator[MiniProject]:
         # A marker unique to this run: the first build must compile kit (no earlier cache entry can hold it).
         proj.write(f"services/{svc}/kit/kit.go", f'package kit\n\nconst Marker = "{run}-{svc}"\n')
         proj.write(f"services/{svc}/.dockerignore", "*\n!go.mod\n!*.go\n!kit/\n")
-    proj.write(".gitignore", ".pipeline/\n")
-    repo = git.Repo.init(proj.root, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "Test")
-        cw.set_value("user", "email", "test@example.invalid")
+    proj.init_repo()
     proj.commit("feat: initial")
     yield proj
     remove_run_images(run)

@@ -95,7 +95,6 @@ RUST_SERVICES = (("chat-server", "chat", "rust"),)
 def multi(request: pytest.FixtureRequest, tmp_path: Path,
           docker_client: Any) -> Iterator[tuple[MiniProject, LocalRegistry]]:
     """A git project holding copies of the real Go services (param "go") or the Rust one ("rust")."""
-    import git
 
     from pipeline.local.bases import ensure_bases
 
@@ -116,11 +115,7 @@ def multi(request: pytest.FixtureRequest, tmp_path: Path,
             shutil.copytree(REPO_ROOT / "services" / svc, proj.root / "services" / svc)
             df = f"dockerfiles/veza-{svc}.Dockerfile"
             proj.write(df, (REPO_ROOT / df).read_text())
-        proj.write(".gitignore", ".pipeline/\n")
-        repo = git.Repo.init(proj.root, initial_branch="main")
-        with repo.config_writer() as cw:
-            cw.set_value("user", "name", "Test")
-            cw.set_value("user", "email", "test@example.invalid")
+        proj.init_repo()
         proj.commit("feat: initial")
         try:
             yield proj, reg
