@@ -210,7 +210,9 @@ def start_local(say: Callable[[str], None] = print, progress: Progress | None = 
                           f"see {layout.LOGS}/kube-apiserver.log")
     st.state.ready_after_s = round(time.monotonic() - st.t0, 1)
     st.state.save()
-    milestone(f"ready in {st.state.ready_after_s}s — kubeconfig: {layout.KUBECONFIG}", "done")
+    # The result line keeps the node's state: with a progress piece it is the only line of the start that stays.
+    milestone(f"ready in {st.state.ready_after_s}s, node {layout.NODE_NAME} Ready — kubeconfig: {layout.KUBECONFIG}",
+              "done")
     return st.state
 
 
