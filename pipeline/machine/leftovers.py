@@ -32,16 +32,20 @@ def _lines(argv: list[str]) -> list[str]:
 
 
 def processes() -> list[str]:
-    """`<pid> <command>` of every watched daemon running now (not this process's own children)."""
+    """`<pid> <command>` of every watched daemon running now (not this process's own children).
+
+    A zombie is not running (it holds nothing but its PID entry until its parent reaps it): a daemon stopped
+    after its starter exited is reparented to PID 1, which may reap it seconds later. As tools/proc.pid_alive."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             comm = (d / "comm").read_text().strip()
-        except OSError:
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if any(comm.startswith(w[:15]) for w in WATCHED):
+        if state not in ("Z", "X") and any(comm.startswith(w[:15]) for w in WATCHED):
             out.append(f"{d.name} {comm}")
     return sorted(out)
 

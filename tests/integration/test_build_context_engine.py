@@ -61,7 +61,7 @@ def _engine_files(builder: buildkit.Builder, ctx: Path, dockerfile: Path, work: 
     try:
         data = b"".join(api.export(container["Id"]))
     finally:
-        api.remove_container(container["Id"], force=True)
+        api.remove_container(container["Id"], force=True, v=True)
         api.remove_image(image, force=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         return sorted(m.name.removeprefix("ctx/") for m in tf.getmembers()

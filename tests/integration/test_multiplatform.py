@@ -156,7 +156,7 @@ def _extract(client: Any, image_id: str, path: str, dest: Path) -> Path:
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             tar.extractall(dest)
     finally:
-        client.api.remove_container(container["Id"], force=True)
+        client.api.remove_container(container["Id"], force=True, v=True)
     return dest / Path(path).name
 
 

@@ -57,7 +57,7 @@ def run_redis(docker_client: Any) -> Iterator[Any]:
 
     yield run
     for c in started:
-        c.remove(force=True)
+        c.remove(force=True, v=True)  # its image declares VOLUME /data: no anonymous volume left
 
 
 def _redis_cli(c: Any, password: str | None) -> str:
@@ -111,7 +111,7 @@ def test_redis_server_is_given_the_password_on_stdin_not_in_its_argv(where: str,
         assert c.wait(timeout=30)["StatusCode"] == 0
         out = c.logs().decode()
     finally:
-        c.remove(force=True)
+        c.remove(force=True, v=True)
     argv, _, stdin = out.partition("STDIN\n")
     assert "ARG -" in argv and "ARG --dir" in argv     # the recorder really stood in for redis-server
     assert password not in argv
