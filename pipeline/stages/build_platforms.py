@@ -27,17 +27,15 @@ def cache_ref(service: str, digest: str, platform: Platform | None = None) -> st
 
 def find_by_input_digest(service: str, digest: str, platform: Platform | None = None) -> str | None:
     """The local image built from exactly these inputs (its label must agree with the cache tag), or None."""
-    found = docker.image_labels(cache_ref(service, digest, platform))
-    if found is None:
-        return None
-    image_id, labels = found
-    return image_id if labels.get(LABEL_INPUT_DIGEST) == digest else None
+    found = find_with_tags(service, digest, platform)
+    return found[0] if found else None
 
 
-def find_with_tags(service: str, digest: str) -> tuple[str, tuple[str, ...]] | None:
-    """(image ID, its local tags "repo:tag") of the single-platform image built from exactly these inputs, or
-    None: one inspect, whose tags spare a no-op build the tag calls the engine already has."""
-    found = docker.image_facts(cache_ref(service, digest))
+def find_with_tags(service: str, digest: str, platform: Platform | None = None) -> tuple[str, tuple[str, ...]] | None:
+    """(image ID, its local tags "repo:tag") of the image built from exactly these inputs for `platform` (None:
+    the single-platform image or the primary child), or None: one inspect, whose tags spare a no-op build the
+    tag calls the engine already has."""
+    found = docker.image_facts(cache_ref(service, digest, platform))
     if found is None:
         return None
     image_id, labels, tags = found

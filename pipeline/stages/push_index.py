@@ -52,9 +52,7 @@ def already_pushed(client: RegistryClient, repo: str, tags: list[str], platform_
         return None
     if any(_served(client, repo, tag) != digest for tag in tags):
         return None
-    if any(_served(client, repo, str(d)) != d for d in children.values()):
-        return None
-    return str(digest)
+    return str(digest) if index_holds(client, repo, children) is None else None
 
 
 def push_child(ctx: PushContext, service: str, repository: str, platform: str, image_id: str, workdir: Path,

@@ -134,12 +134,6 @@ def image_id(ref: str) -> str | None:
     return str(info["Id"]) if info else None
 
 
-def image_labels(ref: str) -> tuple[str, dict[str, str]] | None:
-    """(ID, labels) of a local image, or None when absent: one inspect call."""
-    found = image_facts(ref)
-    return (found[0], found[1]) if found else None
-
-
 def image_facts(ref: str) -> tuple[str, dict[str, str], tuple[str, ...]] | None:
     """(ID, labels, local tags "repo:tag") of a local image, or None when absent: one inspect call."""
     info = _inspect(ref)
