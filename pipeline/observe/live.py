@@ -67,6 +67,7 @@ class LiveReporter:
         self._quiet_stages: list[tuple[str, str]] = []   # resumed/skipped in a row, printed as one line
         self._live: Live | None = None
         self._fps = refresh_per_second
+        self._last_render: RenderableType = Group()
 
     # -- the live region ------------------------------------------------------------------------------------
     def _ensure_live(self) -> None:
@@ -81,36 +82,49 @@ class LiveReporter:
             self._live = None
 
     def render(self) -> RenderableType:
-        """The live region: per running stage a header and one line per service, cut to the screen height."""
-        with self._lock:
-            now = time.monotonic()
-            width = max(40, self.console.width)
-            budget = max(3, (self.console.height or 24) - 2)
-            parts: list[RenderableType] = []
-            for stage, g in self._groups.items():
-                head = Table.grid(padding=(0, 1))
-                head.add_row(Spinner("dots", style="cyan"), Text(stage, style="bold"),
-                             Text(_elapsed(now - g.started), style="dim"))
-                parts.append(head)
-                if g.note:
-                    note = Text("  " + redact(g.note)[: width - 4], style="dim")
-                    note.no_wrap, note.overflow = True, "ellipsis"
-                    parts.append(note)
-                rows = list(g.rows.items())
-                room = budget - len(parts)
-                shown = rows if len(rows) <= room else rows[:max(0, room - 1)]
-                for name, r in shown:
-                    took = (r.ended or now) - r.started
-                    glyph = GLYPH.get(r.state, "…")
-                    line = Text("  ")
-                    line.append(f"{glyph} ", style=STYLE.get(r.state, "yellow"))
-                    line.append(f"{name:<22.22} {r.state:<8} {_elapsed(took):>7}  ")
-                    line.append(redact(r.text)[: max(0, width - 46)], style="dim")
-                    line.no_wrap, line.overflow = True, "ellipsis"
-                    parts.append(line)
-                if len(shown) < len(rows):
-                    parts.append(Text(f"  … {len(rows) - len(shown)} more", style="dim"))
-            return Group(*parts)
+        """The live region: per running stage a header and one line per service, cut to the screen height.
+
+        rich's refresh thread calls this holding the Live's lock, while our methods hold our lock and then need
+        the Live's (to print above the region, to stop it): waiting here for our lock would deadlock both
+        threads. So the refresh thread never waits: when another thread holds our lock, the region it drew
+        last is drawn again (a quarter second old at most)."""
+        if not self._lock.acquire(blocking=False):
+            return self._last_render
+        try:
+            self._last_render = self._render()
+            return self._last_render
+        finally:
+            self._lock.release()
+
+    def _render(self) -> RenderableType:
+        now = time.monotonic()
+        width = max(40, self.console.width)
+        budget = max(3, (self.console.height or 24) - 2)
+        parts: list[RenderableType] = []
+        for stage, g in self._groups.items():
+            head = Table.grid(padding=(0, 1))
+            head.add_row(Spinner("dots", style="cyan"), Text(stage, style="bold"),
+                         Text(_elapsed(now - g.started), style="dim"))
+            parts.append(head)
+            if g.note:
+                note = Text("  " + redact(g.note)[: width - 4], style="dim")
+                note.no_wrap, note.overflow = True, "ellipsis"
+                parts.append(note)
+            rows = list(g.rows.items())
+            room = budget - len(parts)
+            shown = rows if len(rows) <= room else rows[:max(0, room - 1)]
+            for name, r in shown:
+                took = (r.ended or now) - r.started
+                glyph = GLYPH.get(r.state, "…")
+                line = Text("  ")
+                line.append(f"{glyph} ", style=STYLE.get(r.state, "yellow"))
+                line.append(f"{name:<22.22} {r.state:<8} {_elapsed(took):>7}  ")
+                line.append(redact(r.text)[: max(0, width - 46)], style="dim")
+                line.no_wrap, line.overflow = True, "ellipsis"
+                parts.append(line)
+            if len(shown) < len(rows):
+                parts.append(Text(f"  … {len(rows) - len(shown)} more", style="dim"))
+        return Group(*parts)
 
     # -- permanent lines ------------------------------------------------------------------------------------
     def _print(self, text: str | Text) -> None:

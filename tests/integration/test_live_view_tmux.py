@@ -54,7 +54,8 @@ def run_in_tmux(state: Path, mode: str, *extra: str, timeout_s: float = 120) -> 
     try:
         deadline = time.monotonic() + timeout_s
         while not done.exists():
-            assert time.monotonic() < deadline, "the driver did not finish"
+            last = "\n".join(screens[-1]) if screens else "(nothing captured)"
+            assert time.monotonic() < deadline, f"the driver did not finish in {timeout_s:.0f}s; its screen:\n{last}"
             screens.append(_tmux(socket, "capture-pane", "-p", "-t", session).splitlines())
             time.sleep(0.3)
         lines = _tmux(socket, "capture-pane", "-p", "-S", "-5000", "-t", session).splitlines()

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -105,3 +106,23 @@ def test_in_the_live_view_a_failing_service_shows_its_last_20_lines_and_the_path
     shown = [ln for ln in text.splitlines() if ln.startswith("  │ ")]
     assert shown[0] == f"  │ {failing} line 11" and shown[-1] == "  │ [failed] exited 1" and len(shown) == 20
     assert "✗ build failed" in text
+
+
+def test_a_step_that_ends_the_live_region_while_it_redraws_never_deadlocks() -> None:
+    # rich's refresh thread holds the Live's lock while it asks for the region; a step that finishes long work
+    # (bases, the cluster build) holds ours and stops the Live. The run of the tmux test's driver hung that way.
+    out = io.StringIO()
+    rep = LiveReporter(out=Console(file=out, force_terminal=True, width=100, height=30), refresh_per_second=1000)
+
+    def steps() -> None:
+        for i in range(400):
+            rep.step("bases", "probe", f"probe step {i}")
+            rep.step("bases", "probe", "built", "done")      # the group's last piece: the Live stops
+
+    worker = threading.Thread(target=steps, daemon=True)
+    worker.start()
+    worker.join(20)
+    alive = worker.is_alive()
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__   # a deadlocked Live still redirects them
+    assert not alive, "the reporter and rich's refresh thread wait for each other"
+    assert out.getvalue().count("bases: probe — built") == 400
