@@ -120,6 +120,8 @@ class Interrupting(ToolStage):
 
     def run(self, ctx: RunContext) -> StageSummary:
         ctx.reporter.step(self.name, "svc", "step 1 of many")
+        for i in range(5):
+            ctx.reporter.detail(f"svc: tool line {i}")   # the stage's log has lines: a tail could be shown
         raise KeyboardInterrupt
 
 
