@@ -262,14 +262,15 @@ def _group_result(group: str, g: _Group) -> list[Text]:
         out = []
         for name, r in g.rows.items():
             if r.state != "failed":
-                line = Text(f"{GLYPH['done']} ", style=STYLE["done"])
+                state = r.state if r.state in GLYPH else "done"
+                line = Text(f"{GLYPH[state]} ", style=STYLE[state])
                 line.append(f"{group}: {name} — {redact(r.text)} ({_elapsed((r.ended or now) - r.started)})")
                 out.append(line)
         return out
     counts: dict[str, int] = {}
     for r in g.rows.values():
         counts[r.state] = counts.get(r.state, 0) + 1
-    status = "failed" if "failed" in counts else "done"
+    status = next((s for s in ("failed", "interrupted") if s in counts), "done")
     line = Text(f"{GLYPH[status]} ", style=STYLE[status])
     line.append(f"{group}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({_elapsed(now - g.started)})")
     return [line]

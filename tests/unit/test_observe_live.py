@@ -126,3 +126,19 @@ def test_a_step_that_ends_the_live_region_while_it_redraws_never_deadlocks() -> 
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__   # a deadlocked Live still redirects them
     assert not alive, "the reporter and rich's refresh thread wait for each other"
     assert out.getvalue().count("bases: probe — built") == 400
+
+
+def test_long_work_stopped_by_ctrl_c_ends_with_an_interrupted_line_not_a_done_one() -> None:
+    for n in (2, 5):
+        rep, out = _live()
+        names = [f"base-{i}" for i in range(n)]
+        for name in names:
+            rep.step("bases", name, "Unpacking libicu72 …")
+        for name in names:
+            rep.step("bases", name, "stopped (Ctrl-C)", "interrupted")
+        rep.run_closed("interrupted")
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+        lines = [ln for ln in plain.splitlines() if "bases:" in ln]   # the permanent lines, not the region
+        assert lines, out.getvalue()
+        assert all(ln.lstrip().startswith("■") for ln in lines), lines
+        assert not any("done" in ln for ln in lines), lines
