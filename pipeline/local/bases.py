@@ -26,13 +26,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.config import Base, Config, load_config
 from pipeline.core.errors import ConfigError, StageFailed
 from pipeline.core.lock import file_lock
+from pipeline.core.parallel import run_parallel
 from pipeline.core.paths import CACHE_DIR, ensure_dir
 from pipeline.core.progress import Progress
 from pipeline.local.recipe_inputs import build_context
@@ -259,25 +259,6 @@ def _piece(say: Callable[[str], None], progress: Progress | None, name: str, tex
         say(f"  {name}: {text}")
 
 
-def run_wave(names: Sequence[str], work: Callable[[str], None], stop: threading.Event,
-             max_workers: int = 3) -> None:
-    """Run work(name) for every name on up to `max_workers` threads; raise the first error after all ended.
-
-    On Ctrl-C (KeyboardInterrupt in the calling thread) `stop` is set and the names not started are dropped:
-    a wave wider than the pool would otherwise start its queued builds after the user stopped the run (the
-    executor's exit waits for every queued task). The running ones see `stop` and end."""
-    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(names))), thread_name_prefix="bases")
-    try:
-        for fut in [pool.submit(work, n) for n in names]:
-            fut.result()
-    except KeyboardInterrupt:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-
-
 def _interrupted(exc: BaseException, stop: threading.Event) -> bool:
     """Whether a base's build ended because of Ctrl-C. The terminal's SIGINT reaches the build's tool too, which
     may fail a moment before the main thread sets `stop`: a failure waits up to half a second for that news."""
@@ -455,7 +436,7 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
         done.update(wave)
         pending = [n for n in pending if n not in wave]
     for wave in waves:
-        run_wave(wave, build_one, stop)
+        run_parallel(wave, build_one, stop, max_workers=3, name="bases")
     say(f"bases: done in {time.monotonic() - started:.1f}s "
         f"({sum(1 for o in outcomes if o.path == 'pulled')} pulled, {len(built)} built, "
         f"{sum(1 for o in outcomes if o.path == 'present')} already present)")

@@ -1,4 +1,4 @@
-"""Ctrl-C during `invoke bases`: the queued bases of a wave never start, the running ones are told to stop."""
+"""Ctrl-C during parallel work (bases, pushes): the queued pieces never start, the running ones are told to stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.local.bases import run_wave
+from pipeline.core.parallel import run_parallel
 
 
 def test_ctrl_c_in_a_wave_wider_than_the_pool_starts_no_queued_base() -> None:
@@ -28,14 +28,14 @@ def test_ctrl_c_in_a_wave_wider_than_the_pool_starts_no_queued_base() -> None:
 
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run_wave(["golang", "rust", "postgres", "redis", "nats"], work, stop, max_workers=3)
+        run_parallel(["golang", "rust", "postgres", "redis", "nats"], work, stop, max_workers=3)
     assert stop.is_set()
     assert sorted(started) == ["golang", "postgres", "rust"]
     assert sorted(stopped) == sorted(started)
     assert time.monotonic() - t0 < 5
 
 
-def test_a_wave_runs_every_base_and_raises_the_first_error_after_all_ended() -> None:
+def test_every_piece_runs_and_the_first_error_is_raised_after_all_ended() -> None:
     ran: list[str] = []
 
     def work(name: str) -> None:
@@ -45,5 +45,10 @@ def test_a_wave_runs_every_base_and_raises_the_first_error_after_all_ended() -> 
             raise RuntimeError("rust failed")
 
     with pytest.raises(RuntimeError, match="rust failed"):
-        run_wave(["golang", "rust", "postgres", "redis", "nats"], work, threading.Event(), max_workers=3)
+        run_parallel(["golang", "rust", "postgres", "redis", "nats"], work, threading.Event(), max_workers=3)
     assert sorted(ran) == ["golang", "nats", "postgres", "redis", "rust"]
+
+
+def test_results_come_in_the_order_of_the_items() -> None:
+    assert run_parallel([3, 1, 2], lambda n: (time.sleep(n / 100), n * 10)[1], threading.Event(), max_workers=3) \
+        == [30, 10, 20]
