@@ -8,6 +8,8 @@ Rules (docs/versioning.md has the user-facing version):
   grammar, build metadata allowed and ignored for precedence). Any other tag (`release-2024`, `v1.2`,
   `1.2.3.4`, `v01.2.3`) is ignored with a warning, never picked.
 - The last release is the highest release tag reachable from HEAD (pre-releases included).
+- The next version never sorts below a pre-release reachable from HEAD: after `v1.2.0` and `v2.0.0-rc.1`,
+  fixes alone give 2.0.0, not 1.2.1 (semver 2.0.0 §11: 1.2.1 < 2.0.0-rc.1 < 2.0.0).
 - The next version comes from the conventional commits since the last *final* release, through the bump
   rules (pipeline/versioning/rules.py; default: `feat` → minor, `fix`/`perf`/revert → patch, `type!:` or a
   `BREAKING CHANGE:` footer → major, minor below 1.0.0 when [versioning] breaking_below_1 = "minor").
@@ -137,8 +139,12 @@ def compute_next(
         if wanted == "major" and last_final.version.major == 0 and versioning.breaking_below_1 == "minor":
             chosen = "minor"
             note = " (breaking change below 1.0.0 bumps minor: [versioning] breaking_below_1)"
-        nv = NextVersion(_bump(last_final.version, chosen), chosen,
-                         f"{chosen}: {_describe(kinds)} {since}{note}")
+        target = _bump(last_final.version, chosen)
+        if last is not None and last.version.prerelease and last.version.finalize_version() > target:
+            # a pre-release already in HEAD's history heads to a higher version: never release below it
+            target = last.version.finalize_version()
+            note += f" (raised to {target}: the pre-release {last.tag} is already in the history)"
+        nv = NextVersion(target, chosen, f"{chosen}: {_describe(kinds)} {since}{note}")
     else:
         nv = NextVersion(_bump(last_final.version, part), part, f"{part}: requested with --part")
 
