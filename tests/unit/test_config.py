@@ -204,7 +204,8 @@ def test_malformed_config_gives_exact_one_line(project: Path, case: str, old: st
     assert old in VALID, case
     err = _load(project, VALID.replace(old, new, 1))
     assert err.exit_code == 2
-    assert err.one_line() == expected.replace("{root}", str(project.resolve())).replace("{name}", project.resolve().name)
+    root = project.resolve()
+    assert err.one_line() == expected.replace("{root}", str(root)).replace("{name}", root.name)
     assert "\n" not in err.one_line()
 
 

@@ -153,3 +153,64 @@ def test_breaking_below_1_bumps_minor(repo: Repo) -> None:
     repo.tag("v0.3.0")
     repo.commit("fix: y\n\nBREAKING CHANGE: z")
     assert _next(repo) == ("0.4.0", "minor")
+
+
+# ------------------------------------------------------------------ release tags outside the tag format
+
+@pytest.mark.parametrize(("tag", "fix"), [
+    ("1.2.3", 'set [versioning] tag_prefix = "" in pipeline.toml, or tag that release v1.2.3'),
+    ("v1.2", "tag that release v1.2.0 (git tag v1.2.0 v1.2^{})"),
+    ("V1.4.0", "tag that release v1.4.0 (git tag v1.4.0 V1.4.0^{})"),
+])
+def test_release_tag_outside_the_format_makes_the_next_version_unknown(repo: Repo, tag: str, fix: str) -> None:
+    """A project that released as `1.2.3` (commitizen's default format) or `v1.2`: counting from first_version
+    would make 0.1.0 below the published release. The version is unknown, with the fix; no semver tag."""
+    repo.tag(tag, annotated=True)
+    repo.commit("fix: b")
+    from pipeline.versioning.cli import bump_version, version_report
+    from tests.unit.version_fixtures import project_config
+
+    cfg = project_config()
+    data = version_report("staging", repo_path=repo.path, config=cfg)
+    assert (data["next_version"], data["next_known"], data["version"]) == (None, False, None)
+    assert f"tag '{tag}' looks like a release" in data["bump_reason"]
+    assert data["tags"] == [f"sha-{data['short_sha']}"]
+    assert any(fix in w for w in data["warnings"])
+    with pytest.raises(Exception) as exc:
+        bump_version(repo_path=repo.path, config=cfg)
+    assert getattr(exc.value, "exit_code", None) == 2 and exc.value.one_line().endswith(f"(fix: {fix})")
+
+
+def test_release_tag_outside_the_format_refuses_staging(repo: Repo) -> None:
+    from pipeline.core.errors import GitStateError
+    from pipeline.versioning.releaseinfo import release_info
+    from tests.unit.version_fixtures import project_config
+
+    repo.tag("1.2.3")
+    repo.commit("fix: b")
+    base = project_config()
+    cfg = type(base)(**{**base.__dict__, "root": repo.path})
+    with pytest.raises(GitStateError) as exc:
+        release_info(cfg, cfg.env("staging"))
+    assert 'set [versioning] tag_prefix = ""' in exc.value.one_line()
+    assert release_info(cfg, cfg.env("dev")).tags[0].startswith("sha-")
+
+
+def test_near_miss_below_the_last_release_is_only_ignored(repo: Repo) -> None:
+    """With release tags read, a near miss stays only ignored (documented: other tags are never picked)."""
+    repo.tag("1.0.0")
+    repo.commit("feat: a")
+    repo.tag("v2.0.0")
+    repo.commit("fix: b")
+    d = read_version(repo.path).to_dict()
+    assert (d["next_version"], d["next_known"], d["ignored_tags"]) == ("2.0.1", True, ["1.0.0"])
+
+
+def test_near_miss_not_reachable_is_only_ignored(repo: Repo) -> None:
+    repo.git("checkout", "-q", "-b", "side")
+    repo.commit("fix: side")
+    repo.tag("1.5.0")
+    repo.git("checkout", "-q", "main")
+    repo.commit("feat: a")
+    d = read_version(repo.path).to_dict()
+    assert (d["next_version"], d["bump"]) == ("0.1.0", "first")
