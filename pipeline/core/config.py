@@ -325,7 +325,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     environments: dict[str, Environment] = {}
     for ename in list(envs_t.data):
         et = envs_t.table(ename)
-        check_name(et, et.key(""), ename)
+        check_name(et, envs_t.key(ename), ename)
         env = Environment(
             name=ename,
             registry=et.text("registry", registry.address),

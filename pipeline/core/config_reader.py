@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +15,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform, PlatformError, parse_platforms
 
 T = TypeVar("T")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
@@ -31,7 +34,10 @@ class Table:
         raise ConfigError(f"{self.file.name}: {key}: {problem}", fix)
 
     def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
+        """The dotted path of `name` as TOML writes it: a key that is not bare (empty, unicode, spaces) is
+        quoted, so `environments."dév"` and `environments.""` say which table is meant."""
+        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+        return f"{self.where}.{shown}" if self.where else shown
 
     def _get(self, name: str, kind: type[T], kind_name: str, default: Any, required: bool) -> T:
         self.used.add(name)
@@ -112,8 +118,14 @@ def type_name(v: Any) -> str:
 
 
 def check_name(t: Table, key: str, value: str) -> None:
+    """A pipeline name (service, environment): lowercase letters, digits and '-', not starting with '-'.
+    ConfigError naming `key`, with a corrected name when one can be derived (pipeline.core.names)."""
     if not value or not set(value) <= NAME_CHARS or value[0] == "-":
-        t.fail(key, f"'{value}' is not a valid name", "use lowercase letters, digits and '-'")
+        from pipeline.core.names import suggest_label
+
+        better = suggest_label(value)
+        t.fail(key, f"'{value}' is not a valid name",
+               f"use '{better}'" if better else "use lowercase letters, digits and '-'")
 
 
 def escapes_root(root: Path, rel: str) -> bool:
