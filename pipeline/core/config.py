@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
+from pipeline.core.config_reader import Table, check_name, inside_root, items_of, path_in, platforms_in
 from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform
 from pipeline.core.vocab import SEVERITIES, STAGES
@@ -281,10 +281,10 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     s = top.table("scan", required=False)
     scan = Scan(
         db_repository=s.text("db_repository", ""),
-        ignore_file=root / s.text("ignore_file", ".trivyignore.yaml"),
+        ignore_file=inside_root(s, root, "ignore_file", s.text("ignore_file", ".trivyignore.yaml")),
         scanners=s.texts("scanners", ("vuln", "secret", "misconfig"), choices=("vuln", "secret", "misconfig")),
         timeout_s=s.integer("timeout_s", 600, lo=1),
-        mirror_seed=(root / seed) if (seed := s.text("mirror_seed", "")) else None,
+        mirror_seed=inside_root(s, root, "mirror_seed", seed) if (seed := s.text("mirror_seed", "")) else None,
     )
     s.done()
 
@@ -325,7 +325,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     environments: dict[str, Environment] = {}
     for ename in list(envs_t.data):
         et = envs_t.table(ename)
-        check_name(et, et.key(""), ename)
+        check_name(et, envs_t.key(ename), ename)
         env = Environment(
             name=ename,
             registry=et.text("registry", registry.address),

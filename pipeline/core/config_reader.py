@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +15,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform, PlatformError, parse_platforms
 
 T = TypeVar("T")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
@@ -29,12 +34,19 @@ class Table:
         raise ConfigError(f"{self.file.name}: {key}: {problem}", fix)
 
     def key(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
+        """The dotted path of `name` as TOML writes it: a key that is not bare (empty, unicode, spaces) is
+        quoted, so `environments."dév"` and `environments.""` say which table is meant."""
+        shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+        return f"{self.where}.{shown}" if self.where else shown
 
     def _get(self, name: str, kind: type[T], kind_name: str, default: Any, required: bool) -> T:
         self.used.add(name)
         if name not in self.data:
             if required:
+                near = difflib.get_close_matches(name, [str(k) for k in self.data], n=1, cutoff=0.6)
+                if near:
+                    self.fail(self.key(name), f"missing (found '{near[0]}': a typo?)",
+                              f"rename {near[0]} to {name}")
                 self.fail(self.key(name), "missing", f"add {name} = <{kind_name}> under [{self.where}]")
             return default  # type: ignore[no-any-return]
         value = self.data[name]
@@ -94,7 +106,10 @@ class Table:
         for k in self.data:
             if k not in self.used:
                 allowed = ", ".join(sorted(self.used))
-                self.fail(self.key(k), "unknown key", f"remove it or use one of: {allowed}")
+                near = difflib.get_close_matches(k, sorted(self.used), n=1, cutoff=0.6)
+                fix = f"did you mean '{near[0]}'? (allowed: {allowed})" if near \
+                    else f"remove it or use one of: {allowed}"
+                self.fail(self.key(k), "unknown key", fix)
 
 
 def type_name(v: Any) -> str:
@@ -103,13 +118,36 @@ def type_name(v: Any) -> str:
 
 
 def check_name(t: Table, key: str, value: str) -> None:
+    """A pipeline name (service, environment): lowercase letters, digits and '-', not starting with '-'.
+    ConfigError naming `key`, with a corrected name when one can be derived (pipeline.core.names)."""
     if not value or not set(value) <= NAME_CHARS or value[0] == "-":
-        t.fail(key, f"'{value}' is not a valid name", "use lowercase letters, digits and '-'")
+        from pipeline.core.names import suggest_label
+
+        better = suggest_label(value)
+        t.fail(key, f"'{value}' is not a valid name",
+               f"use '{better}'" if better else "use lowercase letters, digits and '-'")
+
+
+def escapes_root(root: Path, rel: str) -> bool:
+    """True when the configured path `rel` (relative to root) names a place outside root: an absolute path
+    or '..' components that climb above it (decided on the text, so a symlink the project keeps inside its
+    tree on purpose is not refused)."""
+    full = os.path.normpath(os.path.join(root, rel))
+    base = os.path.normpath(root)
+    return full != base and not full.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def inside_root(t: Table, root: Path, name: str, rel: str) -> Path:
+    """root/rel, or a ConfigError (exit 2) naming the key when rel escapes the project root."""
+    if escapes_root(root, rel):
+        t.fail(t.key(name), f"'{rel}' is outside the project directory {root}",
+               f"write {name} as a path inside the project (relative to {root.name}/ and without '..' above it)")
+    return root / rel
 
 
 def path_in(t: Table, root: Path, name: str, *, must_exist: bool, is_dir: bool) -> Path:
     rel = t.text(name)
-    p = (root / rel).resolve()
+    p = inside_root(t, root, name, rel).resolve()
     if must_exist and not (p.is_dir() if is_dir else p.is_file()):
         kind = "directory" if is_dir else "file"
         t.fail(t.key(name), f"{kind} '{rel}' does not exist", f"create it or point {name} at an existing {kind}")

@@ -21,6 +21,7 @@ with a corrected value when one can be derived), never after images were built. 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import TYPE_CHECKING
 
 from pipeline.core.errors import ConfigError
@@ -43,10 +44,16 @@ HELM_RELEASE_MAX = 53
 TAG_MAX = 128
 
 
+def ascii_fold(value: str) -> str:
+    """value with accents removed (Unicode NFKD, combining marks dropped): 'Véza' → 'Veza'."""
+    return "".join(ch for ch in unicodedata.normalize("NFKD", value) if not unicodedata.combining(ch))
+
+
 def suggest_path(value: str) -> str:
-    """A repository path the grammar accepts, close to value: lowercase, other characters → '-'."""
+    """A repository path the grammar accepts, close to value: accents folded, lowercase, other characters
+    → '-'."""
     parts = []
-    for comp in value.lower().split("/"):
+    for comp in ascii_fold(value).lower().split("/"):
         comp = re.sub(r"[^a-z0-9._-]+", "-", comp)
         comp = re.sub(r"[._-]*([._-])[._-]*", r"\1", comp).strip("._-")
         if comp:
@@ -55,7 +62,8 @@ def suggest_path(value: str) -> str:
 
 
 def suggest_label(value: str, *, letter_first: bool = False) -> str:
-    s = re.sub(r"[^a-z0-9-]+", "-", value.lower())
+    """A DNS label close to value (accents folded, lowercase, other characters → '-'); '' when none."""
+    s = re.sub(r"[^a-z0-9-]+", "-", ascii_fold(value).lower())
     s = re.sub(r"-{2,}", "-", s).strip("-")
     if letter_first:
         s = s.lstrip("0123456789-")

@@ -192,31 +192,39 @@ def load_ignore_file(path: Path | None) -> IgnoreFile:
 
 
 def parse_plain_ignore_file(text: str, source: str = ".trivyignore") -> IgnoreFile:
-    """Trivy's plain `.trivyignore`: one ID per line, `#` comments, an optional `exp:YYYY-MM-DD` field.
+    """Trivy's plain `.trivyignore`, read as Trivy reads it (pkg/result/ignore.go parseIgnore and
+    getExpirationDate): each line is trimmed; an empty line or one *starting* with `#` is skipped; the line
+    is split on whitespace, the first field is the ID (verbatim: `CVE-1#note` is the ID `CVE-1#note`, and
+    IDs compare case-sensitively), and the first field anywhere on the line that starts with `exp:` is the
+    expiry (00:00 UTC that day) — also after a `#`, since Trivy has no end-of-line comments. Each ID applies
+    to every finding class.
 
-    As in Trivy (pkg/result/ignore.go parseIgnore), each ID applies to every finding class and the expiry
-    is 00:00 UTC that day. Unlike Trivy, which skips a line whose date does not parse, an impossible date is
-    a one-line error (exit 2). The text after `#` on an entry's line is its statement (the pipeline requires
-    one; Trivy reads none from this format).
+    The pipeline's additions: the text after the first whitespace-separated `#` is the entry's statement
+    (the pipeline requires one; Trivy reads none from this format), and an impossible date is a one-line
+    error (exit 2) where Trivy warns and drops the line.
     """
     entries: list[IgnoreEntry] = []
     for n, raw in enumerate(text.splitlines(), start=1):
-        body, _, comment = raw.partition("#")
-        fields = body.split()
-        if not fields:
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
+        fields = line.split()
         expires = None
-        for f in fields[1:]:
-            if f.startswith("exp:"):
-                value = f.removeprefix("exp:")
-                try:   # Trivy: time.Parse("2006-01-02", …), a bare date only
-                    expires = parse_when(value) if len(value) == 10 else None
-                except ValueError:
-                    expires = None
-                if expires is None:
-                    raise IgnoreFileError(f"{source}: entry {len(entries) + 1} (line {n}): exp '{value}' is not a date",
-                                          "write a real calendar date as exp:YYYY-MM-DD, e.g. exp:2026-02-28")
-        entries.append(IgnoreEntry(id=fields[0], reason=comment.strip(), expires=expires, line=n))
+        value = next((f.removeprefix("exp:") for f in fields if f.startswith("exp:")), None)
+        if value is not None:
+            try:   # Trivy: time.Parse("2006-01-02", …), a bare date only
+                expires = parse_when(value) if len(value) == 10 else None
+            except ValueError:
+                expires = None
+            if expires is None:
+                raise IgnoreFileError(f"{source}: entry {len(entries) + 1} (line {n}): exp '{value}' is not a date",
+                                      "write a real calendar date as exp:YYYY-MM-DD, e.g. exp:2026-02-28")
+        hashes = [i for i, f in enumerate(fields) if i > 0 and f.startswith("#")]
+        reason = ""
+        if hashes:
+            words = [f for f in fields[hashes[0]:] if not f.startswith("exp:")]
+            reason = " ".join(words)[1:].strip()
+        entries.append(IgnoreEntry(id=fields[0], reason=reason, expires=expires, line=n))
     return IgnoreFile(source, tuple(entries))
 
 

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import http.client
 import json
-import re
 import socket
 import ssl
 import threading
@@ -26,9 +25,11 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.errors import RegistryAuthError, StageFailed
 from pipeline.core.redact import redact, register_secret
+from pipeline.tools.registry_answers import DigestMismatch, json_document, parse_challenges, verified_digest
 from pipeline.tools.registry_errors import classify_response
 
 MANIFEST_TYPES = (
@@ -205,8 +206,9 @@ class RegistryClient:
         return None
 
     def _answer_challenge(self, challenge: str, scope: str) -> str | None:
-        kind, _, params = challenge.partition(" ")
-        kind = kind.lower()
+        offered = dict(reversed(parse_challenges(challenge)))  # the first challenge of a scheme wins
+        kind = "bearer" if "bearer" in offered else "basic" if "basic" in offered else ""
+        fields = offered.get(kind, {})
         if kind == "basic":
             if not self.credentials:
                 return None
@@ -214,7 +216,6 @@ class RegistryClient:
                 self._basic_preferred = True
             return f"Basic {self.credentials.basic()}"
         if kind == "bearer":
-            fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
             token = self._fetch_token(fields.get("realm", ""), fields.get("service", ""),
                                       scope or fields.get("scope", ""))
             if token:
@@ -233,7 +234,7 @@ class RegistryClient:
         if status != 200:
             self._raise_for(status, "GET", "/token", data, rh)
         try:
-            doc = json.loads(data)
+            doc = json_document(data, f"token realm {realm}")
         except ValueError:
             return None
         token = doc.get("token") or doc.get("access_token")
@@ -256,6 +257,8 @@ class RegistryClient:
         if not digest:  # some registries omit the header on HEAD: fall back to GET and hash the bytes
             got = self.get_manifest(repo, ref)
             return None if got is None else got[0]
+        if ref.startswith("sha256:") and digest.strip() != ref:
+            self._bad_digest(repo, ref, f"asked for {ref}, Docker-Content-Digest says {digest.strip()[:80]}")
         return ManifestRef(digest, h.get("content-type", ""), int(h.get("content-length", "0") or 0))
 
     def get_manifest(self, repo: str, ref: str) -> tuple[ManifestRef, bytes] | None:
@@ -263,26 +266,45 @@ class RegistryClient:
                                        scope=_pull(repo), allow=(404,))
         if status == 404:
             return None
-        digest = h.get("docker-content-digest") or sha256_digest(data)
+        try:
+            digest = verified_digest(data, h.get("docker-content-digest"), ref if ":" in ref else None)
+        except DigestMismatch as exc:
+            self._bad_digest(repo, ref, str(exc))
         return ManifestRef(digest, h.get("content-type", ""), len(data)), data
+
+    def _bad_digest(self, repo: str, ref: str, why: str) -> None:
+        raise RegistryRequestError(f"registry {self.address} served a manifest of {repo}:{ref} that is not what "
+                                   f"it claims: {why}",
+                                   "do not trust this registry's copy: push the image again, or check the proxy "
+                                   "in front of the registry")
 
     def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str:
         """Upload a manifest under a tag (or digest); returns the digest the registry computed."""
         _, h, _ = self.request("PUT", f"/v2/{repo}/manifests/{ref}", headers={"Content-Type": media_type},
                                body=body, scope=_push(repo), ok=(201, 200))
-        return h.get("docker-content-digest") or sha256_digest(body)
+        try:  # the registry names the digest it stored: it must be the one of the bytes sent
+            return verified_digest(body, h.get("docker-content-digest"))
+        except DigestMismatch as exc:
+            self._bad_digest(repo, ref, str(exc))
+            raise AssertionError("unreachable") from None
 
     def tags(self, repo: str) -> list[str]:
         status, _, data = self.request("GET", f"/v2/{repo}/tags/list?n=10000", scope=_pull(repo),
                                        allow=(404,))
         if status == 404:
             return []
-        return [str(t) for t in (json.loads(data).get("tags") or [])]
+        return [str(t) for t in (self._doc(data, f"tags of {repo}").get("tags") or [])]
 
     def catalog(self) -> list[str]:
         # The distribution registry refuses n above its maximum (1000 by default).
         _, _, data = self.request("GET", "/v2/_catalog?n=1000", scope="registry:catalog:*")
-        return [str(r) for r in (json.loads(data).get("repositories") or [])]
+        return [str(r) for r in (self._doc(data, "catalog").get("repositories") or [])]
+
+    def _doc(self, data: bytes, what: str) -> dict[str, Any]:
+        try:
+            return json_document(data, f"registry {self.address}: {what}")
+        except ValueError as exc:
+            raise RegistryRequestError(str(exc), "check that the address is a registry (not a proxy's page)") from None
 
     def blob_exists(self, repo: str, digest: str) -> bool:
         status, _, _ = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo), allow=(404,))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from pipeline.tools.registry_answers import one_line_text
+
 TRANSIENT_CODES = frozenset({"TOOMANYREQUESTS", "UNAVAILABLE"})
 AUTH_CODES = frozenset({"UNAUTHORIZED", "DENIED"})
 PERMANENT_CODES = frozenset({
@@ -68,7 +70,8 @@ def body_errors(body: bytes | str) -> list[tuple[str, str]]:
     errs = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errs, list):
         return []
-    return [(str(e.get("code", "")).upper(), str(e.get("message", ""))) for e in errs if isinstance(e, dict)]
+    return [(code.upper() if isinstance(code := e.get("code"), str) else "", str(e.get("message") or ""))
+            for e in errs if isinstance(e, dict)]
 
 
 def codes_in_text(text: str) -> tuple[str, ...]:
@@ -115,11 +118,12 @@ def _by_status(status: int | None) -> str | None:
 
 
 def classify_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> RegistryFailure:
-    """An HTTP error answer of a registry (headers lower-cased) → its RegistryFailure."""
+    """An HTTP error answer of a registry (headers lower-cased) → its RegistryFailure. `detail` is one line:
+    the errors array as `CODE: message; …`, or a non-JSON body (an HTML error page) as its text."""
     errs = body_errors(body)
     codes = tuple(dict.fromkeys(c for c, _ in errs if c))
-    detail = "; ".join(f"{c}: {m}" if m else c for c, m in errs) if errs else \
-        body[:200].decode(errors="replace").strip()
+    listed = [f"{c}: {m}" if c and m else c or m for c, m in errs if c or m]
+    detail = "; ".join(listed) if errs else one_line_text(body[:4096])
     kind = _by_codes(codes) or _by_status(status) or "permanent"
     wait = retry_after((headers or {}).get("retry-after"))
     return RegistryFailure(kind, codes, status, detail, wait if kind == "transient" else None)

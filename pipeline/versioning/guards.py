@@ -27,12 +27,15 @@ SEMVER_KINDS = ("semver", "semver-minor", "semver-major")
 
 def require_readable_history(version: Version, env: Environment) -> None:
     """Refuse an environment that tags by version (or requires a release tag) when the history since the
-    last release cannot be read (shallow clone): a version made up from it would be wrong."""
+    last release cannot be read (shallow clone, or a release tag outside the tag format): a version made
+    up from it would be wrong. The fix is the one NextVersion.fix names."""
     if version.next.known or version.is_release:
         return
     if env.require_release_tag or any(k in SEMVER_KINDS for k in env.tags):
-        raise GitStateError(f"{env.name} tags images by version, but {version.next.reason}",
-                            "git fetch --unshallow --tags (CI: fetch-depth: 0), then rerun")
+        fix = version.next.fix or "git fetch --unshallow --tags"
+        if fix == "git fetch --unshallow --tags":
+            fix += " (CI: fetch-depth: 0)"
+        raise GitStateError(f"{env.name} tags images by version, but {version.next.reason}", f"{fix}, then rerun")
 
 
 def require_release_ready(version: Version, env: Environment, *, allow_prerelease: bool = False) -> None:

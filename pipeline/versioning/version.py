@@ -8,6 +8,8 @@ Rules (docs/versioning.md has the user-facing version):
   grammar, build metadata allowed and ignored for precedence). Any other tag (`release-2024`, `v1.2`,
   `1.2.3.4`, `v01.2.3`) is ignored with a warning, never picked.
 - The last release is the highest release tag reachable from HEAD (pre-releases included).
+- The next version never sorts below a pre-release reachable from HEAD: after `v1.2.0` and `v2.0.0-rc.1`,
+  fixes alone give 2.0.0, not 1.2.1 (semver 2.0.0 §11: 1.2.1 < 2.0.0-rc.1 < 2.0.0).
 - The next version comes from the conventional commits since the last *final* release, through the bump
   rules (pipeline/versioning/rules.py; default: `feat` → minor, `fix`/`perf`/revert → patch, `type!:` or a
   `BREAKING CHANGE:` footer → major, minor below 1.0.0 when [versioning] breaking_below_1 = "minor").
@@ -20,6 +22,9 @@ Rules (docs/versioning.md has the user-facing version):
 - A shallow clone whose history since the last release cannot be read (no final release tag visible, or the
   shallow boundary inside the range) has no known next version (`NextVersion.known` is False) and no
   semver version: the fix is `git fetch --unshallow --tags`.
+- When no release tag is reachable but a tag that looks like a release misses the tag format (`1.2.3` with
+  prefix "v", `v1.2`), the next version is unknown too (pipeline/versioning/near_tags.py), with
+  the fix in `NextVersion.fix`: counting from first_version would make up a version below a published one.
 - Short SHAs are a fixed 8 characters, so a shallow CI clone and a full clone give the same tags.
 """
 
@@ -42,9 +47,11 @@ from pipeline.versioning.commits import ConventionalCommit as ConventionalCommit
 from pipeline.versioning.commits import ResolvedCommits as ResolvedCommits
 from pipeline.versioning.commits import parse_commit as parse_commit
 from pipeline.versioning.commits import resolve_reverts as resolve_reverts
+from pipeline.versioning.near_tags import near_release_tag, unread_release_reason
 from pipeline.versioning.rules import RANK, commit_release
 
 DIRTY_HASH_LEN = 8
+SHALLOW_FIX = "git fetch --unshallow --tags"
 PARTS = ("major", "minor", "patch")
 DEFAULT_VERSIONING = Versioning(first_version="0.1.0", tag_prefix="v", breaking_below_1="minor",
                                 non_conventional="none")
@@ -90,6 +97,7 @@ class NextVersion:
     part: str | None  # the part that was bumped, "first" for the first release
     reason: str
     known: bool = True  # False: the history since the last release cannot be read (shallow clone)
+    fix: str = ""       # when not known: the command or setting that makes it readable
 
 
 def compute_next(
@@ -137,8 +145,12 @@ def compute_next(
         if wanted == "major" and last_final.version.major == 0 and versioning.breaking_below_1 == "minor":
             chosen = "minor"
             note = " (breaking change below 1.0.0 bumps minor: [versioning] breaking_below_1)"
-        nv = NextVersion(_bump(last_final.version, chosen), chosen,
-                         f"{chosen}: {_describe(kinds)} {since}{note}")
+        target = _bump(last_final.version, chosen)
+        if last is not None and last.version.prerelease and last.version.finalize_version() > target:
+            # a pre-release already in HEAD's history heads to a higher version: never release below it
+            target = last.version.finalize_version()
+            note += f" (raised to {target}: the pre-release {last.tag} is already in the history)"
+        nv = NextVersion(target, chosen, f"{chosen}: {_describe(kinds)} {since}{note}")
     else:
         nv = NextVersion(_bump(last_final.version, part), part, f"{part}: requested with --part")
 
@@ -323,7 +335,8 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
         warnings.append(f"ignored {len(ignored)} tag(s) that are not release tags "
                         f"({cfg.tag_prefix}MAJOR.MINOR.PATCH[-PRE][+BUILD]): {shown}")
 
-    merged = repo.tags_merged_into_head() if releases else set()
+    near = [t for name in ignored if (t := near_release_tag(name, cfg.tag_prefix)) is not None]
+    merged = repo.tags_merged_into_head() if releases or near else set()
     reachable = [r for r in releases if r.tag in merged]
     last = max(reachable, key=lambda r: r.version, default=None)
     finals = [r for r in reachable if not r.version.prerelease]
@@ -340,10 +353,15 @@ def read_version(path: Path | str, versioning: Versioning | None = None, *,
     # the log above already counts them unless the last tag is a pre-release after the last final one
     commits_since = len(commits) if last is None or last == last_final else repo.count(f"{last.sha}..HEAD")
     truncated = shallow_gap(shallow, last_final, commits, repo.shallow_boundary() if shallow else set())
+    # only when no release tag is read at all: then the count would start from first_version, below them
+    unread = unread_release_reason([t for t in near if t.name in merged], cfg.tag_prefix) if last is None else None
     if truncated:
-        nxt = NextVersion(None, None, truncated, known=False)
+        nxt = NextVersion(None, None, truncated, known=False, fix=SHALLOW_FIX)
         if last is not None:
             warnings.append(truncated)
+    elif unread:
+        nxt = NextVersion(None, None, unread[0], known=False, fix=unread[1])
+        warnings.append(f"{unread[0]} (fix: {unread[1]})")
     else:
         nxt = compute_next(last_final=last_final, last=last, commits=commits, versioning=cfg)
     if last_final is not None and last_final.sha == head and nxt.version is None and nxt.known:
@@ -372,7 +390,7 @@ def shallow_gap(shallow: bool, last_final: ReleaseTag | None, commits: tuple[Con
     """
     if not shallow:
         return None
-    fix = "run: git fetch --unshallow --tags"
+    fix = f"run: {SHALLOW_FIX}"
     if last_final is None:
         return ("next version unknown: shallow clone with no final release tag in the fetched history "
                 f"(the last release may be behind the clone depth; {fix})")

@@ -129,7 +129,16 @@ CASES: list[tuple[str, str, str, str]] = [
     ("duplicate port", "port = 8083", "port = 8080",
      "pipeline.toml: services[1].port: port 8080 already used by 'api' (fix: give every service its own port)"),
     ("invalid service name", 'name = "docs"', 'name = "Docs_Site"',
-     "pipeline.toml: services[1].name: 'Docs_Site' is not a valid name (fix: use lowercase letters, digits and '-')"),
+     "pipeline.toml: services[1].name: 'Docs_Site' is not a valid name (fix: use 'docs-site')"),
+    ("environment name with an accent", "[environments.dev]", '[environments."dév"]',
+     "pipeline.toml: environments.\"dév\": 'dév' is not a valid name (fix: use 'dev')"),
+    ("empty environment name", "[environments.dev]", '[environments.""]',
+     "pipeline.toml: environments.\"\": '' is not a valid name (fix: use lowercase letters, digits and '-')"),
+    ("uppercase environment name", "[environments.dev]", "[environments.Dev]",
+     "pipeline.toml: environments.Dev: 'Dev' is not a valid name (fix: use 'dev')"),
+    ("namespace with an accent", 'namespace = "veza"', 'namespace = "véza"',
+     "pipeline.toml: registry.namespace: 'véza' is not an OCI repository path (lowercase letters and digits, "
+     "separated by '.', '_', '__' or '-', components joined by '/') (fix: use 'veza')"),
     ("unknown base", 'bases = ["golang"]', 'bases = ["golang", "java"]',
      "pipeline.toml: services[0].bases: unknown base 'java' (fix: use one of the [bases] tables: golang, postgres)"),
     ("unknown severity", 'scan_threshold = "HIGH"', 'scan_threshold = "SEVERE"',
@@ -165,8 +174,27 @@ CASES: list[tuple[str, str, str, str]] = [
      "pipeline.toml: services[0].probes[0].path: 'health' does not start with '/' "
      "(fix: write an absolute URL path like /health)"),
     ("services not an array", "[[services]]\nname = \"docs\"", "[services2]\nname = \"docs\"",
-     "pipeline.toml: services2: unknown key (fix: remove it or use one of: bases, build, environments, infra, "
-     "project, registry, scan, services, signing, versioning)"),
+     "pipeline.toml: services2: unknown key (fix: did you mean 'services'? (allowed: bases, build, environments, "
+     "infra, project, registry, scan, services, signing, versioning))"),
+    ("typo of a required key", 'dockerfile = "df/api.Dockerfile"', 'dockerfle = "df/api.Dockerfile"',
+     "pipeline.toml: services[0].dockerfile: missing (found 'dockerfle': a typo?) "
+     "(fix: rename dockerfle to dockerfile)"),
+    ("typo of an optional key", 'port = 8080\n', 'port = 8080\ndepends_onn = ["postgres"]\n',
+     "pipeline.toml: services[0].depends_onn: unknown key (fix: did you mean 'depends_on'? (allowed: bases, "
+     "build_args, context, depends_on, dockerfile, health_path, name, platforms, port, probes, ready_path, "
+     "repository, smoke_checks, volumes))"),
+    ("dockerfile escapes the root", 'dockerfile = "df/api.Dockerfile"', 'dockerfile = "../../etc/passwd"',
+     "pipeline.toml: services[0].dockerfile: '../../etc/passwd' is outside the project directory {root} "
+     "(fix: write dockerfile as a path inside the project (relative to {name}/ and without '..' above it))"),
+    ("context absolute elsewhere", 'context = "svc/api"', 'context = "/etc"',
+     "pipeline.toml: services[0].context: '/etc' is outside the project directory {root} "
+     "(fix: write context as a path inside the project (relative to {name}/ and without '..' above it))"),
+    ("ignore file escapes the root", "[project]", '[scan]\nignore_file = "../shared/.trivyignore.yaml"\n\n[project]',
+     "pipeline.toml: scan.ignore_file: '../shared/.trivyignore.yaml' is outside the project directory {root} "
+     "(fix: write ignore_file as a path inside the project (relative to {name}/ and without '..' above it))"),
+    ("values file escapes the root", 'values_file = "helm/values-dev.yaml"', 'values_file = "helm/../../v.yaml"',
+     "pipeline.toml: environments.dev.values_file: 'helm/../../v.yaml' is outside the project directory {root} "
+     "(fix: write values_file as a path inside the project (relative to {name}/ and without '..' above it))"),
     ("bad TOML", 'name = "veza"', 'name = "veza',
      "pipeline.toml: invalid TOML: Illegal character '\\n' (at line 3, column 13) (fix: fix the syntax at that line)"),
     ("list item not string", 'tags = ["sha", "branch"]', 'tags = ["sha", 7]',
@@ -185,7 +213,8 @@ def test_malformed_config_gives_exact_one_line(project: Path, case: str, old: st
     assert old in VALID, case
     err = _load(project, VALID.replace(old, new, 1))
     assert err.exit_code == 2
-    assert err.one_line() == expected
+    root = project.resolve()
+    assert err.one_line() == expected.replace("{root}", str(root)).replace("{name}", root.name)
     assert "\n" not in err.one_line()
 
 

@@ -235,3 +235,44 @@ def test_plain_trivyignore_bad_dates_are_one_line_errors(tmp_path: Path, bad: st
     value = bad.removeprefix("exp:")
     assert exc.value.one_line() == (f"{f}: entry 1 (line 2): exp '{value}' is not a date "
                                     "(fix: write a real calendar date as exp:YYYY-MM-DD, e.g. exp:2026-02-28)")
+
+
+@pytest.mark.parametrize(("line", "entry"), [
+    # Trivy has no end-of-line comment: an exp: after '#' is still the expiry
+    ("CVE-2024-0001 # accepted until exp:2025-01-01", ("CVE-2024-0001", "accepted until", "2025-01-01")),
+    # '#' glued to the ID is part of the ID (strings.Fields): it matches nothing, as in Trivy
+    ("CVE-2024-0001#note", ("CVE-2024-0001#note", "", None)),
+    ("   CVE-2024-0001   exp:2027-01-01   # trailing spaces   \t", ("CVE-2024-0001", "trailing spaces", "2027-01-01")),
+    ("  # an indented comment line", None),
+    ("cve-2024-0001 # lowercase stays as written", ("cve-2024-0001", "lowercase stays as written", None)),
+])
+def test_plain_trivyignore_fields_as_trivy_reads_them(line: str, entry: tuple[str, str, str | None] | None) -> None:
+    from pipeline.gate.ignorefile import parse_plain_ignore_file
+
+    got = parse_plain_ignore_file(line + "\n").entries
+    if entry is None:
+        assert got == ()
+        return
+    (e,) = got
+    assert (e.id, e.reason, e.expires.date().isoformat() if e.expires else None) == entry
+
+
+def test_plain_trivyignore_expiry_after_a_hash_expires(tmp_path: Path) -> None:
+    """`CVE # note exp:<past>`: Trivy prunes the entry, so the finding is reported; so must the gate."""
+    from pipeline.gate.ignorefile import load_ignore_file
+
+    f = tmp_path / ".trivyignore"
+    f.write_text("CVE-2099-0001 # accepted exp:2020-01-01\n")
+    findings = [x for x in load_report(FIX / "os-pkgs.json").findings if x.id == "CVE-2099-0001"]
+    v = evaluate(findings, Policy("LOW", False, load_ignore_file(f)), TODAY)
+    assert not v.ignored and {"CVE-2099-0001", "IGNORE-EXPIRED"} <= {x.id for x in v.blocking}
+
+
+def test_plain_trivyignore_ids_are_case_sensitive(tmp_path: Path) -> None:
+    from pipeline.gate.ignorefile import load_ignore_file
+
+    f = tmp_path / ".trivyignore"
+    f.write_text("cve-2099-0001 exp:2027-01-01 # lowercase\n")
+    findings = [x for x in load_report(FIX / "os-pkgs.json").findings if x.id == "CVE-2099-0001"]
+    v = evaluate(findings, Policy("LOW", False, load_ignore_file(f)), TODAY)
+    assert not v.ignored and "CVE-2099-0001" in {x.id for x in v.blocking}

@@ -68,8 +68,6 @@ def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say
             stop_local(say)
         try:
             say("cluster: not running; starting it")   # an observation worth a line: the world is not the journal
-            if progress:
-                progress(START_PIECE, "starting etcd, the control plane, the kubelet", "running")
             start_local(say, progress)
         except BaseException as exc:
             if progress:
