@@ -23,15 +23,16 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.config import Base, Config, load_config
 from pipeline.core.errors import ConfigError, StageFailed
 from pipeline.core.lock import file_lock
+from pipeline.core.parallel import run_parallel
 from pipeline.core.paths import CACHE_DIR, ensure_dir
 from pipeline.core.progress import Progress
 from pipeline.local.recipe_inputs import build_context
@@ -258,6 +259,12 @@ def _piece(say: Callable[[str], None], progress: Progress | None, name: str, tex
         say(f"  {name}: {text}")
 
 
+def _interrupted(exc: BaseException, stop: threading.Event) -> bool:
+    """Whether a base's build ended because of Ctrl-C. The terminal's SIGINT reaches the build's tool too, which
+    may fail a moment before the main thread sets `stop`: a failure waits up to half a second for that news."""
+    return isinstance(exc, KeyboardInterrupt) or stop.wait(0.5)
+
+
 def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: bool,
                   progress: Progress | None = None) -> str:
     """Import the cached rootfs tarball of this recipe digest, or debootstrap one (always with fresh=True:
@@ -291,7 +298,7 @@ def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: 
 
 
 def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir: Path,
-                      progress: Progress | None = None) -> str:
+                      progress: Progress | None = None, stop: threading.Event | None = None) -> str:
     from pipeline.tools import docker
 
     log = log_dir / f"{r.base.name}.log"
@@ -308,7 +315,7 @@ def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir
                 context=ctx, dockerfile=ctx / "Dockerfile", tags=[r.base.local],
                 build_args=build_args_for(bases, [r.parent] if r.parent else []),
                 labels=_labels(r, run_id), no_cache=False, on_line=write,
-                timeout=BUILD_TIMEOUT_S, iidfile=iid)
+                timeout=BUILD_TIMEOUT_S, iidfile=iid, stop=stop)
     if rc != 0:
         tail = " | ".join(log.read_text().strip().splitlines()[-3:])
         raise StageFailed(f"building base '{r.base.name}' ({r.base.local}) failed: {tail}",
@@ -393,8 +400,11 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
         to_build.append(d.name)
 
     built: dict[str, float] = {}
+    stop = threading.Event()   # set on Ctrl-C: queued bases never start, running builds are stopped
 
     def build_one(name: str) -> None:
+        if stop.is_set():
+            return
         r = recipes[name]
         t0 = time.monotonic()
         _piece(say, progress, name, f"building {r.base.local}")
@@ -402,10 +412,13 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
             if r.is_rootfs:
                 image = _build_rootfs(r, run_id, say, fresh=force, progress=progress)
             else:
-                image = _build_dockerfile(r, cfg.bases, run_id, log_dir, progress)
+                image = _build_dockerfile(r, cfg.bases, run_id, log_dir, progress, stop)
         except BaseException as exc:
             if progress:
-                progress(name, str(exc)[:200], "failed")
+                if _interrupted(exc, stop):
+                    progress(name, "stopped (Ctrl-C)", "interrupted")
+                else:
+                    progress(name, str(exc)[:200], "failed")
             raise
         built[name] = time.monotonic() - t0
         outcomes.append(Outcome(name, r.base.local, "built", image[:19], built[name]))
@@ -423,9 +436,7 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
         done.update(wave)
         pending = [n for n in pending if n not in wave]
     for wave in waves:
-        with ThreadPoolExecutor(max_workers=min(3, len(wave))) as pool:
-            for fut in [pool.submit(build_one, n) for n in wave]:
-                fut.result()
+        run_parallel(wave, build_one, stop, max_workers=3, name="bases")
     say(f"bases: done in {time.monotonic() - started:.1f}s "
         f"({sum(1 for o in outcomes if o.path == 'pulled')} pulled, {len(built)} built, "
         f"{sum(1 for o in outcomes if o.path == 'present')} already present)")

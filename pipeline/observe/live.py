@@ -29,6 +29,7 @@ from pipeline.core.console import console as default_console
 from pipeline.core.console import table as make_table
 from pipeline.core.redact import redact
 
+ECHO_ROOM = 2   # columns every line of the live region leaves free (see LiveReporter._render)
 _NOISE = re.compile(r"\s*(--->|Removing intermediate container|Successfully tagged|\s*$)")
 GLYPH = {"ok": "✓", "done": "✓", "cached": "≡", "resumed": "↩", "skipped": "·", "failed": "✗", "blocked": "✗",
          "interrupted": "■"}
@@ -98,7 +99,10 @@ class LiveReporter:
 
     def _render(self) -> RenderableType:
         now = time.monotonic()
-        width = max(40, self.console.width)
+        # Every line stays ECHO_ROOM columns short of the screen: the terminal echoes "^C" at the cursor, at the end
+        # of the region's last line; a full-width line wraps then, the region is a line taller than rich counts,
+        # and its first line stays on the screen after Ctrl-C.
+        width = max(10, self.console.width - ECHO_ROOM)
         budget = max(3, (self.console.height or 24) - 2)
         parts: list[RenderableType] = []
         for stage, g in self._groups.items():
@@ -107,8 +111,9 @@ class LiveReporter:
                          Text(_elapsed(now - g.started), style="dim"))
             parts.append(head)
             if g.note:
-                note = Text("  " + redact(g.note)[: width - 4], style="dim")
+                note = Text("  " + redact(g.note)[: width - 2], style="dim")
                 note.no_wrap, note.overflow = True, "ellipsis"
+                note.truncate(width)
                 parts.append(note)
             rows = list(g.rows.items())
             room = budget - len(parts)
@@ -119,8 +124,9 @@ class LiveReporter:
                 line = Text("  ")
                 line.append(f"{glyph} ", style=STYLE.get(r.state, "yellow"))
                 line.append(f"{name:<22.22} {r.state:<8} {_elapsed(took):>7}  ")
-                line.append(redact(r.text)[: max(0, width - 46)], style="dim")
+                line.append(redact(r.text)[: max(0, width - 45)], style="dim")
                 line.no_wrap, line.overflow = True, "ellipsis"
+                line.truncate(width)
                 parts.append(line)
             if len(shown) < len(rows):
                 parts.append(Text(f"  … {len(rows) - len(shown)} more", style="dim"))
@@ -262,14 +268,15 @@ def _group_result(group: str, g: _Group) -> list[Text]:
         out = []
         for name, r in g.rows.items():
             if r.state != "failed":
-                line = Text(f"{GLYPH['done']} ", style=STYLE["done"])
+                state = r.state if r.state in GLYPH else "done"
+                line = Text(f"{GLYPH[state]} ", style=STYLE[state])
                 line.append(f"{group}: {name} — {redact(r.text)} ({_elapsed((r.ended or now) - r.started)})")
                 out.append(line)
         return out
     counts: dict[str, int] = {}
     for r in g.rows.values():
         counts[r.state] = counts.get(r.state, 0) + 1
-    status = "failed" if "failed" in counts else "done"
+    status = next((s for s in ("failed", "interrupted") if s in counts), "done")
     line = Text(f"{GLYPH[status]} ", style=STYLE[status])
     line.append(f"{group}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({_elapsed(now - g.started)})")
     return [line]

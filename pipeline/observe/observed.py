@@ -3,7 +3,9 @@
 `ObservedReporter(display)` forwards every call to `display` (the live view or the plain lines) and, once the
 runner has opened a run (`run_opened`), writes events.jsonl and the logs (pipeline.observe.recorder) and the
 OpenTelemetry spans (pipeline.observe.tracing). A failing service or stage gets the last 20 lines of its log
-shown inline, with the log's path.
+shown inline, with the log's path, unless the stage already showed that failure's excerpt (the build shows the
+failing Dockerfile step's output): one excerpt per failure. An interrupted one (Ctrl-C) gets none: the user
+stopped it, the runner's one line says so.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pipeline.observe import tracing
 from pipeline.observe.recorder import TERMINAL, RunRecorder, tail
 
 FAILED = ("failed", "blocked", "interrupted")
+TAILED = ("failed", "blocked")   # an interruption is no failure to explain: no log tail
 TAIL_LINES = 20
 
 
@@ -33,6 +36,8 @@ class ObservedReporter:
         self._stage: str | None = None
         self._open: set[tuple[str, str]] = set()
         self._tails_shown: set[str] = set()
+        self._piece_of_thread: dict[int, tuple[str, str]] = {}   # thread → the (stage, service) it steps
+        self._excerpted: set[tuple[str, str]] = set()             # pieces whose stage showed an excerpt
 
     # -- run lifetime (the runner's open_run) ------------------------------------------------------------
     def run_opened(self, run_dir: Path, run_id: str, env: str) -> None:
@@ -75,6 +80,12 @@ class ObservedReporter:
         self.display.detail(msg)
 
     def excerpt(self, title: str, lines: Sequence[str]) -> None:
+        """Shown as is. Said by a thread that steps a piece of work (a build worker), it is that piece's excerpt:
+        when the piece then fails, its log's tail is not shown again."""
+        with self._lock:
+            piece = self._piece_of_thread.get(threading.get_ident())
+            if piece is not None:
+                self._excerpted.add(piece)
         self._log("\n".join([title, *lines]))
         self.display.excerpt(title, lines)
 
@@ -107,7 +118,7 @@ class ObservedReporter:
         if self.trace is not None:
             self.trace.stage_finished(stage, str(status), detail)
         self.display.stage_finished(stage, status, detail)
-        if rec is not None and status in FAILED and stage not in self._tails_shown:
+        if rec is not None and status in TAILED and stage not in self._tails_shown:
             self._show_tail(rec.stage_log(stage))
         self._tails_shown.discard(stage)
 
@@ -122,6 +133,12 @@ class ObservedReporter:
             was_open = key in self._open
             if finished:
                 self._open.discard(key)
+                self._piece_of_thread.pop(threading.get_ident(), None)
+            else:
+                self._piece_of_thread[threading.get_ident()] = key
+            excerpted = finished and key in self._excerpted
+            if finished:
+                self._excerpted.discard(key)
         if rec is not None:
             rec.write(rec.service_log(stage, service), text if state == "running" else f"[{state}] {text}")
             if first or (finished and not was_open):
@@ -136,7 +153,8 @@ class ObservedReporter:
         self.display.step(stage, service, text, state)
         if rec is not None and state == "failed":
             self._tails_shown.add(stage)
-            self._show_tail(rec.service_log(stage, service))
+            if not excerpted:
+                self._show_tail(rec.service_log(stage, service))
 
     def _show_tail(self, path: Path) -> None:
         lines = tail(path, TAIL_LINES)

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from pipeline.core.redact import redact
 
 EVENTS_FILE = "events.jsonl"
-TERMINAL = ("done", "cached", "failed")
+TERMINAL = ("done", "cached", "failed", "interrupted")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

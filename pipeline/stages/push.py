@@ -14,16 +14,17 @@ that is not in the registry, and a rerun pushes only what is missing.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from pipeline.core.config import Config, Environment
-from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed, UsageError
+from pipeline.core.errors import Interrupted, PipelineError, RegistryAuthError, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.parallel import run_parallel
 from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
@@ -52,6 +53,12 @@ class PushContext:
     clients: dict[str, RegistryClient] = field(default_factory=dict)
     log: Callable[[str], None] = print
     progress: Callable[[str, str], None] | None = None    # (service, text) while an image is pushed
+    stop: threading.Event = field(default_factory=threading.Event)   # set on Ctrl-C: uploads end, no retry waits
+
+    def pause(self, seconds: float) -> None:
+        """A retry's wait; raises Interrupted as soon as `stop` is set (Ctrl-C must not wait out a backoff)."""
+        if self.stop.wait(seconds):
+            raise Interrupted("push stopped (Ctrl-C)", "rerun the same command: it pushes only what is missing")
 
     def note(self, service: str, text: str) -> None:
         if self.progress is not None:
@@ -145,7 +152,8 @@ def _ping_note(ctx: PushContext, address: str) -> Callable[[int, float, BaseExce
 
 
 def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """Push one image; returns its manifest push result. Raises only RegistryAuthError.
+    """Push one image; returns its manifest push result. Raises only RegistryAuthError, and Interrupted once
+    ctx.stop is set (Ctrl-C): the engine's upload is abandoned (its connection closed), no retry waits.
 
     A multi-platform image (t.platform_images) goes as children by digest plus an OCI index (push_index.py).
     """
@@ -184,8 +192,8 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
             for tag in t.tags:
                 ctx.note(t.service, f"pushing :{tag}")
                 pushed = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials,
-                                              partial(_pushing, ctx, t.service, tag)),
-                                      ctx.policy, counter, _on_retry(ctx, t))
+                                              partial(_pushing, ctx, t.service, tag), stop=ctx.stop),
+                                      ctx.policy, counter, _on_retry(ctx, t), sleep=ctx.pause)
                 d = pushed.digest
                 engine_retries += pushed.engine_retries
                 if digest and d != digest and tag != t.tags[0]:
@@ -200,7 +208,7 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
         return {**result, "status": "pushed", "digest": digest, "tags_pushed": list(t.tags),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "method": method, "duration_s": round(time.monotonic() - started, 3)}
-    except RegistryAuthError:
+    except (RegistryAuthError, Interrupted):
         raise
     except PipelineError as exc:
         return {**result, "status": "failed", "digest": digest, "error": redact(exc.one_line()),
@@ -268,9 +276,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         state = {"failed": "failed", "skipped": "cached"}.get(str(res["status"]), "done")
         reporter.step("push", t.service, redact(_line(t, res).split(": ", 1)[1]), state)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(n_workers, len(targets))),
-                            thread_name_prefix="push") as pool:
-        list(pool.map(task, targets))
+    run_parallel(targets, task, ctx.stop, max_workers=n_workers, name="push")
 
     counts = {s: sum(1 for r in results.values() if r["status"] == s)
               for s in ("pushed", "skipped", "failed")}

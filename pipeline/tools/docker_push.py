@@ -6,12 +6,13 @@ retry policy.
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.errors import RegistryAuthError, StageFailed
+from pipeline.core.errors import Interrupted, RegistryAuthError, StageFailed
 from pipeline.core.redact import redact
 from pipeline.observe.tracing import call_span
 from pipeline.tools import docker as engine
@@ -117,7 +118,7 @@ class _LayerProgress:
 
 
 def _push_stream(repository: str, tag_: str, auth: dict[str, Any] | None,
-                 layers: _LayerProgress) -> Iterator[dict[str, Any]]:
+                 layers: _LayerProgress) -> Generator[dict[str, Any], None, None]:
     """The engine's push messages, as they come (progress reported on the way). Raises EngineAnswer when the
     engine refuses, OSError when its connection fails: the same for both ways of talking to it."""
     registry = repository.split("/", 1)[0]
@@ -142,8 +143,10 @@ def _push_stream(repository: str, tag_: str, auth: dict[str, Any] | None,
 
 
 def push_tag(repository: str, tag_: str, credentials: Credentials | None,
-             on_progress: Callable[[str], None] | None = None) -> PushedTag:
-    """Push repository:tag through the engine; returns the registry digest. Raises classified errors.
+             on_progress: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> PushedTag:
+    """Push repository:tag through the engine; returns the registry digest. Raises classified errors, and
+    Interrupted when `stop` is set (Ctrl-C): checked at each engine message (several a second while layers
+    upload); the stream is closed, which ends the engine's push.
 
     on_progress receives a one-line summary of the upload while it runs ("3/7 layers, 41.2/118.0 MB"), from
     the engine's per-layer progressDetail {current, total} in bytes; at most one call per second."""
@@ -158,7 +161,12 @@ def push_tag(repository: str, tag_: str, credentials: Credentials | None,
     layers = _LayerProgress(on_progress)
     try:
         with call_span("engine push", **{"veza.image": ref}):
-            for msg in _push_stream(repository, tag_, auth, layers):
+            stream = _push_stream(repository, tag_, auth, layers)
+            for msg in stream:
+                if stop is not None and stop.is_set():
+                    stream.close()
+                    raise Interrupted(f"push of {ref} stopped (Ctrl-C)",
+                                      "rerun the same command: it pushes only what is missing")
                 if "error" in msg or "errorDetail" in msg:
                     detail = msg.get("errorDetail") or {}
                     raise_classified(str(detail.get("message") or msg.get("error") or msg), ref)

@@ -255,3 +255,19 @@ def test_kubepods_cgroups_removed_deepest_first(tmp_path: Path) -> None:
     assert [p.parent.name for p in host.kubepods_cgroups(tmp_path)] == ["cpu", "memory"]
     assert host.remove_kubepods_cgroups(tmp_path) == []
     assert host.kubepods_cgroups(tmp_path) == [] and (tmp_path / "memory/docker/abc").is_dir()
+
+
+def test_a_cluster_build_stopped_by_ctrl_c_ends_its_piece_interrupted_not_failed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[str, str, str]] = []
+
+    def steps(prog: build.ClusterBuildProgress) -> Path:   # the user presses Ctrl-C during the first step
+        prog.start("tools")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "_build_steps", steps)
+    with pytest.raises(KeyboardInterrupt):
+        build._build(progress=lambda piece, text, state: events.append((piece, text, state)))
+    piece, text, state = events[-1]
+    assert (state, text) == ("interrupted", "stopped (Ctrl-C)")
+    assert not any(s == "failed" for _, _, s in events)

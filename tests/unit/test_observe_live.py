@@ -126,3 +126,39 @@ def test_a_step_that_ends_the_live_region_while_it_redraws_never_deadlocks() -> 
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__   # a deadlocked Live still redirects them
     assert not alive, "the reporter and rich's refresh thread wait for each other"
     assert out.getvalue().count("bases: probe — built") == 400
+
+
+def test_long_work_stopped_by_ctrl_c_ends_with_an_interrupted_line_not_a_done_one() -> None:
+    for n in (2, 5):
+        rep, out = _live()
+        names = [f"base-{i}" for i in range(n)]
+        for name in names:
+            rep.step("bases", name, "Unpacking libicu72 …")
+        for name in names:
+            rep.step("bases", name, "stopped (Ctrl-C)", "interrupted")
+        rep.run_closed("interrupted")
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+        lines = [ln for ln in plain.splitlines() if "bases:" in ln]   # the permanent lines, not the region
+        assert lines, out.getvalue()
+        assert all(ln.lstrip().startswith("■") for ln in lines), lines
+        assert not any("done" in ln for ln in lines), lines
+
+
+def test_every_line_of_the_region_leaves_room_for_the_terminals_ctrl_c_echo() -> None:
+    """A full-width last line wraps when the terminal echoes "^C" after it: rich then erases one line too few."""
+    from rich.cells import cell_len
+
+    from pipeline.observe.live import ECHO_ROOM
+
+    for width in (30, 60, 100, 120):
+        out = io.StringIO()
+        con = Console(file=out, force_terminal=True, width=width, height=40, color_system=None)
+        rep = LiveReporter(out=con, refresh_per_second=1)
+        rep.stage_started("build")
+        rep.info("building 4 image(s) with 2 worker(s): " + "x" * 300)
+        for i in range(3):
+            rep.step("build", f"veza-service-{i}", "[build 6/6] RUN --mount=type=cache " + "y" * 300)
+        lines = [seg_line for seg_line in con.render_lines(rep.render(), con.options, pad=False)]
+        widths = [sum(cell_len(s.text) for s in ln) for ln in lines]
+        assert len(lines) == 5 and max(widths) <= width - ECHO_ROOM, (width, widths)
+        rep.run_closed("ok")

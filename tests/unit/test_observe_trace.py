@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,55 @@ def test_a_registered_secret_never_reaches_the_trace_file_or_the_logs(cfg: Confi
         text = path.read_text()
         assert secret not in text, path
     assert "***" in (run_dir / TRACE_FILE).read_text()
+
+
+class ExcerptThenFail(ToolStage):
+    """As the build does: the failing service's worker shows its failure's excerpt, then the service fails."""
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        from pipeline.core.errors import StageFailed
+
+        def work() -> None:
+            ctx.reporter.step(self.name, "svc", "starting the build")
+            ctx.reporter.step(self.name, "svc", "[build 6/7] RUN exit 3")
+            ctx.reporter.excerpt("svc: [build 6/7] RUN exit 3 failed (full log: …)", ["exit code: 3"])
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        ctx.reporter.step(self.name, "svc", "exited 1", "failed")   # the main thread ends it, as build's does
+        raise StageFailed("build failed for svc")
+
+
+def test_a_failure_whose_stage_showed_its_excerpt_is_not_shown_again_as_the_logs_tail(cfg: Config) -> None:
+    lines: list[str] = []
+    run_observed(cfg, [ExcerptThenFail("build")], lines)
+    assert sum(1 for ln in lines if "RUN exit 3 failed" in ln) == 1
+    assert [ln for ln in lines if ln.startswith("last ")] == []
+    assert "  │ exit code: 3" in lines
+
+
+class Interrupting(ToolStage):
+    """A stage the user stops with Ctrl-C while a piece runs (its tool has printed lines)."""
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        ctx.reporter.step(self.name, "svc", "step 1 of many")
+        for i in range(5):
+            ctx.reporter.detail(f"svc: tool line {i}")   # the stage's log has lines: a tail could be shown
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_stage_shows_no_log_tail(cfg: Config) -> None:
+    from pipeline.core.errors import Interrupted
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.observe.observed import ObservedReporter
+    from pipeline.release.runner import open_run, run_stages
+    from tests.unit.test_runner import info
+
+    lines: list[str] = []
+    rep = ObservedReporter(PlainReporter(sink=lines.append))
+    with pytest.raises(Interrupted):
+        with open_run(cfg, cfg.env("local"), rep, creates_manifest=True, info=info()) as ctx:
+            run_stages(ctx, [Interrupting("build")])
+    assert any(ln.startswith("── build: interrupted") for ln in lines), lines
+    assert [ln for ln in lines if ln.startswith("last ")] == []

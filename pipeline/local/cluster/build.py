@@ -208,6 +208,10 @@ def _build(say: Callable[[str], None] | None = None, progress: Progress | None =
     prog = ClusterBuildProgress(_expected(), say, progress)
     try:
         return _build_steps(prog)
+    except KeyboardInterrupt:
+        prog.close()
+        prog.finished("stopped (Ctrl-C)", "interrupted")   # not a failure, and str(KeyboardInterrupt()) is ""
+        raise
     except BaseException as exc:
         prog.close()
         prog.finished(f"failed: {exc}"[:300], "failed")
