@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,15 +22,36 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], stop: threading.Eve
     """work(item) for every item on up to `max_workers` threads (named `name`-N); returns the results in order.
 
     The first error is raised once every started task has ended (the others still run to their end, as before).
-    On KeyboardInterrupt in the calling thread: `stop` is set, the tasks not started are dropped, the running
-    ones are waited for (they must watch `stop`), and the KeyboardInterrupt is raised again."""
+    On KeyboardInterrupt in the calling thread: `stop` is set, the tasks not started are dropped (a queued task
+    that a thread picks up after that returns at once), the running ones are waited for (they must watch
+    `stop`), and the KeyboardInterrupt is raised again. The running tasks are counted by the tasks themselves:
+    a Ctrl-C can land while the pool is still starting a thread, before the pool would join it."""
+    running = 0
+    changed = threading.Condition()
+
+    def task(item: T) -> R | None:
+        nonlocal running
+        with changed:
+            if stop.is_set():
+                return None
+            running += 1
+        try:
+            return work(item)
+        finally:
+            with changed:
+                running -= 1
+                changed.notify_all()
+
     pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(items))), thread_name_prefix=name)
     try:
-        futures = [pool.submit(work, item) for item in items]
-        return [f.result() for f in futures]
+        futures = [pool.submit(task, item) for item in items]
+        return [cast(R, f.result()) for f in futures]
     except KeyboardInterrupt:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        with changed:
+            stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with changed:
+            changed.wait_for(lambda: running == 0)
         raise
     finally:
         pool.shutdown(wait=True)
