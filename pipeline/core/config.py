@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.core.config_reader import Table, check_name, inside_root, items_of, path_in, platforms_in
+from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform
 from pipeline.core.vocab import SEVERITIES, STAGES
@@ -281,10 +281,10 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     s = top.table("scan", required=False)
     scan = Scan(
         db_repository=s.text("db_repository", ""),
-        ignore_file=inside_root(s, root, "ignore_file", s.text("ignore_file", ".trivyignore.yaml")),
+        ignore_file=root / s.text("ignore_file", ".trivyignore.yaml"),   # may be outside: read as is
         scanners=s.texts("scanners", ("vuln", "secret", "misconfig"), choices=("vuln", "secret", "misconfig")),
         timeout_s=s.integer("timeout_s", 600, lo=1),
-        mirror_seed=inside_root(s, root, "mirror_seed", seed) if (seed := s.text("mirror_seed", "")) else None,
+        mirror_seed=(root / seed) if (seed := s.text("mirror_seed", "")) else None,
     )
     s.done()
 
@@ -333,7 +333,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
             kube_context=et.text("kube_context", ""),
             namespace=et.text("namespace"),
             helm_release=et.text("helm_release", project_name),
-            values_file=path_in(et, root, "values_file", must_exist=False, is_dir=False),
+            values_file=path_in(et, root, "values_file", must_exist=False, is_dir=False, inside=False),
             stages=et.texts("stages", choices=STAGES),
             tags=et.texts("tags", choices=TAG_KINDS),
             scan_threshold=et.text("scan_threshold", "CRITICAL", choices=SEVERITIES),

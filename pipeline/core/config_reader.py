@@ -145,9 +145,13 @@ def inside_root(t: Table, root: Path, name: str, rel: str) -> Path:
     return root / rel
 
 
-def path_in(t: Table, root: Path, name: str, *, must_exist: bool, is_dir: bool) -> Path:
+def path_in(t: Table, root: Path, name: str, *, must_exist: bool, is_dir: bool, inside: bool = True) -> Path:
+    """root/<the text of key `name`>, resolved; ConfigError (exit 2) naming the key when it must exist and does
+    not, or, with `inside`, when it leaves the project root. Build inputs (context, dockerfile) must be inside:
+    the input digest and the skip-unchanged decision cover the project's files. Files read as they are (Helm
+    values, the ignore file, the DB seed) may be anywhere: an absolute path there is the user's choice."""
     rel = t.text(name)
-    p = inside_root(t, root, name, rel).resolve()
+    p = (inside_root(t, root, name, rel) if inside else root / rel).resolve()
     if must_exist and not (p.is_dir() if is_dir else p.is_file()):
         kind = "directory" if is_dir else "file"
         t.fail(t.key(name), f"{kind} '{rel}' does not exist", f"create it or point {name} at an existing {kind}")
