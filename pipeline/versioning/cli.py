@@ -122,8 +122,7 @@ def bump_version(part: str = "auto", pre: str | None = None, dry_run: bool = Fal
                 f"refusing to tag: HEAD {version.short_sha} already carries the {kind} {head_tag}", fix)
     if not version.next.known:
         raise GitStateError(f"refusing to tag: {version.next.reason.split(' (')[0]}",
-                            f"run: {version.next.fix}" if version.next.fix.startswith("git fetch")
-                            else version.next.fix or "run: git fetch --unshallow --tags")
+                            version.next.fix_line)
     if nxt.version is None:
         raise GitStateError(f"nothing to release: {nxt.reason}",
                             "use --part patch|minor|major to force a bump")
@@ -166,10 +165,8 @@ def print_changelog(since: str | None = None, *, repo_path: Path | str | None = 
         start: str | None = since
     else:
         if not version.next.known:   # a changelog of a truncated history would not be the release's
-            fix = version.next.fix if version.next.fix and not version.next.fix.startswith("git fetch") \
-                else "run: git fetch --unshallow --tags"
             raise GitStateError(f"no changelog: {version.next.reason.split(' (')[0]}",
-                                f"{fix} (or pass --since a tag in the fetched history)")
+                                f"{version.next.fix_line} (or pass --since a tag in the fetched history)")
         commits = version.commits
         start = version.last_final.tag if version.last_final else None
     title = str(version.next.version) if version.next.version and not since else "Unreleased"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.core.config import Environment
 from pipeline.core.errors import GitStateError
-from pipeline.versioning.version import Version
+from pipeline.versioning.version import SHALLOW_FIX, Version
 
 
 def _paths(version: Version, limit: int = 3) -> str:
@@ -32,9 +32,7 @@ def require_readable_history(version: Version, env: Environment) -> None:
     if version.next.known or version.is_release:
         return
     if env.require_release_tag or any(k in SEMVER_KINDS for k in env.tags):
-        fix = version.next.fix or "git fetch --unshallow --tags"
-        if fix == "git fetch --unshallow --tags":
-            fix += " (CI: fetch-depth: 0)"
+        fix = version.next.fix + (" (CI: fetch-depth: 0)" if version.next.fix == SHALLOW_FIX else "")
         raise GitStateError(f"{env.name} tags images by version, but {version.next.reason}", f"{fix}, then rerun")
 
 

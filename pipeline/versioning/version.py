@@ -99,6 +99,11 @@ class NextVersion:
     known: bool = True  # False: the history since the last release cannot be read (shallow clone)
     fix: str = ""       # when not known: the command or setting that makes it readable
 
+    @property
+    def fix_line(self) -> str:
+        """The fix as a user runs it: `run: git fetch --unshallow --tags` for a shallow clone, else as is."""
+        return f"run: {self.fix}" if self.fix == SHALLOW_FIX else self.fix
+
 
 def compute_next(
     *,
