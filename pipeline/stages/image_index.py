@@ -12,13 +12,13 @@ always give the same index digest: a re-push of unchanged images writes nothing 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.platforms import Platform, parse_platform
+from pipeline.tools.registry_answers import digest_of as digest_of  # the content digest, sha256:<hex>
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -60,11 +60,6 @@ def index_document(children: Sequence[Child]) -> bytes:
                         "platform": c.platform.descriptor()})
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-def digest_of(body: bytes) -> str:
-    """The content digest of manifest bytes (`sha256:<hex>`), as the registry computes it."""
-    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def children_of(body: bytes) -> dict[str, str]:

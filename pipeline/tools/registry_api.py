@@ -14,7 +14,6 @@ unknown host).
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.client
 import json
 import socket
@@ -25,11 +24,11 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.core.errors import RegistryAuthError, StageFailed
 from pipeline.core.redact import redact, register_secret
-from pipeline.tools.registry_answers import DigestMismatch, json_document, parse_challenges, verified_digest
+from pipeline.tools.registry_answers import DigestMismatch, digest_of, json_document, parse_challenges, verified_digest
 from pipeline.tools.registry_errors import classify_response
 
 MANIFEST_TYPES = (
@@ -85,10 +84,6 @@ class ManifestRef:
 
 def is_loopback(address: str) -> bool:
     return address.startswith(LOOPBACK)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class RegistryClient:
@@ -272,7 +267,7 @@ class RegistryClient:
             self._bad_digest(repo, ref, str(exc))
         return ManifestRef(digest, h.get("content-type", ""), len(data)), data
 
-    def _bad_digest(self, repo: str, ref: str, why: str) -> None:
+    def _bad_digest(self, repo: str, ref: str, why: str) -> NoReturn:
         raise RegistryRequestError(f"registry {self.address} served a manifest of {repo}:{ref} that is not what "
                                    f"it claims: {why}",
                                    "do not trust this registry's copy: push the image again, or check the proxy "
@@ -286,7 +281,6 @@ class RegistryClient:
             return verified_digest(body, h.get("docker-content-digest"))
         except DigestMismatch as exc:
             self._bad_digest(repo, ref, str(exc))
-            raise AssertionError("unreachable") from None
 
     def tags(self, repo: str) -> list[str]:
         status, _, data = self.request("GET", f"/v2/{repo}/tags/list?n=10000", scope=_pull(repo),
@@ -316,7 +310,7 @@ class RegistryClient:
         RegistryRequestError when the registry serves something else or more than `max_bytes`.
         """
         _, _, data = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=_pull(repo))
-        if len(data) > max_bytes or sha256_digest(data) != digest:
+        if len(data) > max_bytes or digest_of(data) != digest:
             raise RegistryRequestError(f"registry {self.address} served a blob of {repo} that is not {digest}",
                                        "the registry storage may be corrupt: push the artifact again")
         return data
