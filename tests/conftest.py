@@ -1,4 +1,5 @@
-"""Shared test fixtures. Engine-backed tests fail (never skip) when the engine is missing: CI must be honest."""
+"""Shared test fixtures. Engine-backed tests fail (never skip) when the engine is missing: CI must be honest.
+Under `CI=true` a skip or an xfail is itself a failure (`tests/no_skip_under_ci.py`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("VEZA_ROOT", str(ROOT))
 
 # Fixture modules shared across test files (each area keeps its fixtures in its own module).
-pytest_plugins = ["tests.integration.build_fixtures", "tests.integration.cluster_fixtures",
+# pytester: tests/unit/test_no_skip_under_ci.py runs a tiny suite through it.
+pytest_plugins = ["pytester", "tests.no_skip_under_ci",
+                  "tests.integration.build_fixtures", "tests.integration.cluster_fixtures",
                   "tests.integration.scan_fixtures", "tests.integration.services_fixtures",
                   "tests.integration.trust.trust_fixtures"]
 
