@@ -38,13 +38,22 @@ CASES = [
 ]
 
 
-def _builder(kind: str) -> buildkit.Builder:
-    try:
-        return buildkit.detect(kind)
-    except ToolMissing as exc:
-        if kind == "buildx":
-            pytest.skip(f"no buildx plugin on this machine ({exc.message})")
-        raise
+def _builders_here() -> list[str]:
+    """The builder kinds this machine offers (collection time: a builder that is absent is not a test that
+    skips, it is simply not among the cases; `test_the_builder_the_pipeline_picks_was_proven` then says
+    whether the one the pipeline uses was covered)."""
+    kinds = []
+    for kind in buildkit.KINDS:
+        try:
+            buildkit.detect(kind)
+        except ToolMissing:
+            continue
+        kinds.append(kind)
+    return kinds
+
+
+BUILDERS_HERE = _builders_here()
+PROVEN: set[str] = set()   # the kinds whose case passed in this session
 
 
 def _engine_files(builder: buildkit.Builder, ctx: Path, dockerfile: Path, work: Path, run_id: str,
@@ -68,10 +77,10 @@ def _engine_files(builder: buildkit.Builder, ctx: Path, dockerfile: Path, work: 
                       if m.name.startswith("ctx/") and (m.isfile() or m.issym()))
 
 
-@pytest.mark.parametrize("kind", ["buildkit", "legacy", "buildx"])
+@pytest.mark.parametrize("kind", BUILDERS_HERE)
 def test_context_file_list_equals_what_the_engine_receives(kind: str, tmp_path: Path, run_id: str,
                                                            docker_client: object) -> None:
-    builder = _builder(kind)
+    builder = buildkit.detect(kind)
     rules = rules_for(builder.kind)
     mismatches = {}
     for name, ignore, specific in CASES:
@@ -94,6 +103,7 @@ def test_context_file_list_equals_what_the_engine_receives(kind: str, tmp_path: 
             mismatches[name] = {"engine only": sorted(set(got) - set(expected)),
                                 "digest only": sorted(set(expected) - set(got))}
     assert not mismatches, f"{builder.label}: {mismatches}"
+    PROVEN.add(kind)
 
 
 def test_issue_case_on_this_engine_is_consistent(tmp_path: Path) -> None:
@@ -106,3 +116,17 @@ def test_issue_case_on_this_engine_is_consistent(tmp_path: Path) -> None:
     builder = buildkit.detect("auto")
     files = context_files(ctx, tmp_path / "Dockerfile", rules_for(builder.kind))
     assert ("internal/api/handler.go" in files) == (builder.kind == "buildx")
+
+
+def test_the_builder_the_pipeline_picks_was_proven(root: Path) -> None:
+    """The builder `[build].builder` selects on this machine (pipeline.toml; auto picks the best present) is
+    among the kinds whose case passed above in this session. Runs after them (file order)."""
+    from pipeline.core.config import load_config
+
+    configured = load_config(root / "pipeline.toml", check_files=False).build.builder
+    picked = buildkit.detect(configured).kind
+    print(f"builders here: {BUILDERS_HERE}; proven in this session: {sorted(PROVEN)}; "
+          f"[build].builder = {configured!r} picks {picked}")
+    assert picked in BUILDERS_HERE, f"{picked} is not among the builders probed here ({BUILDERS_HERE})"
+    assert picked in PROVEN, (f"the builder the pipeline uses here ({picked}) was not proven in this session "
+                              f"(proven: {sorted(PROVEN) or 'none'}); run the whole file")
