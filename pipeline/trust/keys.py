@@ -1,11 +1,16 @@
-"""Signing key pairs in the format skopeo (containers/image) and cosign read, made offline.
+"""Signing key pairs in cosign's encrypted format, made offline; keys cosign itself made are read too.
 
-Private key: a PEM block of type `ENCRYPTED COSIGN PRIVATE KEY` whose body is the JSON envelope of
+Private key: a PEM block of type `ENCRYPTED COSIGN PRIVATE KEY` (what the pipeline writes) or
+`ENCRYPTED SIGSTORE PRIVATE KEY` (what `cosign generate-key-pair` writes since cosign 2; cosign and
+containers/image read both labels) whose body is the JSON envelope of
 go-tuf's `encrypted` package: `{"kdf": {"name": "scrypt", "params": {"N", "r", "p"}, "salt"},
 "cipher": {"name": "nacl/secretbox", "nonce"}, "ciphertext"}` (byte fields base64 with padding, as Go's
 encoding/json writes []byte). The plaintext is the PKCS#8 DER of an ECDSA P-256 key; the secretbox key is
-scrypt(passphrase, salt, N=32768, r=8, p=1, 32 bytes) — cosign's own parameters. Source: containers/image
-`signature/sigstore/copied.go` (loadPrivateKey), go-tuf `encrypted/encrypted.go`.
+scrypt(passphrase, salt, N=32768, r=8, p=1, 32 bytes) — cosign's own parameters (a key's own N/r/p are
+honoured when read). As cosign's LoadPrivateKey, anything but PKCS#8 inside (e.g. a SEC1 `EC PRIVATE KEY`)
+is refused. Sources: sigstore/cosign `pkg/cosign/keys.go` (LoadPrivateKey), containers/image
+`signature/sigstore/copied.go` (loadPrivateKey), go-tuf `encrypted/encrypted.go`. Checked against cosign's
+own published test keys: `tests/unit/test_cosign_keys.py`.
 Public key: PEM `PUBLIC KEY` (SubjectPublicKeyInfo), what a `sigstoreSigned` policy's `keyPath` names.
 
 The passphrase never touches argv or a log: it comes from an environment variable (pipeline.toml names it)
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import nacl.exceptions
 import nacl.secret
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -33,6 +39,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from pipeline.core.errors import UsageError
 
 PRIVATE_PEM_TYPE = "ENCRYPTED COSIGN PRIVATE KEY"
+SIGSTORE_PEM_TYPE = "ENCRYPTED SIGSTORE PRIVATE KEY"   # cosign >= 2 writes this label
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 32768, 8, 1
 PRIVATE_NAME, PUBLIC_NAME = "cosign.key", "cosign.pub"
 
@@ -79,13 +86,31 @@ def encrypt_private_key(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> b
             + "\n").encode()
 
 
+def _pem_body(text: str) -> str | None:
+    """The base64 body of the first encrypted cosign/sigstore PEM block in `text`, else None."""
+    for label in (PRIVATE_PEM_TYPE, SIGSTORE_PEM_TYPE):
+        begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
+        if begin in text and end in text.split(begin, 1)[1]:
+            return text.split(begin, 1)[1].split(end, 1)[0]
+    return None
+
+
+def _is_pkcs8(der: bytes) -> bool:
+    """Does `der` start as a PKCS#8 PrivateKeyInfo (SEQUENCE { INTEGER 0, SEQUENCE algorithm, … }), not a
+    SEC1 ECPrivateKey (SEQUENCE { INTEGER 1, OCTET STRING, … })? RFC 5208 §5 / RFC 5915 §3."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    head = 2 + (der[1] & 0x7F if der[1] & 0x80 else 0)   # short or long DER length form
+    return der[head:head + 4] == b"\x02\x01\x00\x30"
+
+
 def decrypt_private_key(pem: bytes, passphrase: bytes, *, where: str = "private key") -> ec.EllipticCurvePrivateKey:
-    """The ECDSA key inside a cosign-encrypted PEM; UsageError (exit 2) on a wrong passphrase or format."""
-    text = pem.decode(errors="replace")
-    begin, end = f"-----BEGIN {PRIVATE_PEM_TYPE}-----", f"-----END {PRIVATE_PEM_TYPE}-----"
-    if begin not in text or end not in text:
-        raise UsageError(f"{where} is not a {PRIVATE_PEM_TYPE} PEM", "make one with `invoke keygen --env ENV`")
-    body = text.split(begin, 1)[1].split(end, 1)[0]
+    """The ECDSA key inside a cosign-encrypted PEM (either label); UsageError (exit 2) on a wrong passphrase,
+    another format, a non-PKCS#8 plaintext (cosign refuses those too) or a key that is not ECDSA."""
+    body = _pem_body(pem.decode(errors="replace"))
+    if body is None:
+        raise UsageError(f"{where} is not a {PRIVATE_PEM_TYPE} (or {SIGSTORE_PEM_TYPE}) PEM",
+                         "make one with `invoke keygen --env ENV`")
     try:
         env = json.loads(base64.b64decode("".join(body.split())))
         params = env["kdf"]["params"]
@@ -98,7 +123,14 @@ def decrypt_private_key(pem: bytes, passphrase: bytes, *, where: str = "private 
                          "export the passphrase the key was made with in the variable pipeline.toml names") from None
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"{where} is not a valid encrypted key", "make one with `invoke keygen --env ENV`") from None
-    loaded = serialization.load_der_private_key(der, password=None)
+    if not _is_pkcs8(der):
+        raise UsageError(f"{where} does not hold a PKCS#8 key (cosign refuses it too)",
+                         "re-import it with `cosign import-key-pair`, or make one with `invoke keygen --env ENV`")
+    try:
+        loaded = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise UsageError(f"{where} holds a key this pipeline cannot read", "make one with `invoke keygen --env ENV`"
+                         ) from None
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise UsageError(f"{where} is not an ECDSA key", "make one with `invoke keygen --env ENV`")
     return loaded
