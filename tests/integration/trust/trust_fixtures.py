@@ -1,5 +1,6 @@
 """Fixtures of the signing/verification tests: a real registry on 127.0.0.1:19600-19699, tiny OCI images
-pushed through the registry API (no engine needed), a config whose keys live in the test's tmp dir."""
+pushed through the registry API (no engine needed), a config whose keys live in the test's tmp dir, and the
+second verifier (Sigstore's JavaScript libraries, installed from a hash-locked npm lock)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import shutil
+import subprocess
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.manifest import Manifest
+from pipeline.core.paths import CACHE_DIR
 from pipeline.local.registry import LocalRegistry
 from pipeline.stages.sbom import upload_blob
 from pipeline.tools.registry_api import RegistryClient, split_repository
@@ -103,3 +109,55 @@ def trust_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tru
     with LocalRegistry(free_port(), root=tmp_path / "registry") as reg:
         cfg = write_config(tmp_path / "project", reg.address, tmp_path / "keys")
         yield TrustWorld(reg, RegistryClient(reg.address), cfg, tmp_path / "project")
+
+
+SIGSTORE_JS = Path(__file__).parent / "sigstore_js"
+SigstoreVerify = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _install_sigstore_js() -> Path:
+    """`npm ci` of sigstore_js/package-lock.json (npm checks each tarball's sha512 against the lock) into
+    CACHE_DIR/test-tools/sigstore-js-<hash of the lock>/, once per machine; a cached tree is used only when its
+    installed versions and integrities are the lock's. pytest.fail (never skip) when node or npm cannot."""
+    lock = (SIGSTORE_JS / "package-lock.json").read_bytes()
+    manifest = (SIGSTORE_JS / "package.json").read_bytes()
+    dest = CACHE_DIR / "test-tools" / f"sigstore-js-{hashlib.sha256(manifest + lock).hexdigest()[:16]}"
+    wanted = {k: (v.get("version"), v.get("integrity")) for k, v in json.loads(lock)["packages"].items() if k}
+    hidden = dest / "node_modules" / ".package-lock.json"
+    if hidden.is_file():
+        got = {k: (v.get("version"), v.get("integrity")) for k, v in json.loads(hidden.read_text())["packages"].items()}
+        if got == wanted:
+            return dest
+        shutil.rmtree(dest)
+    if not shutil.which("npm") or not shutil.which("node"):
+        pytest.fail("node and npm are needed for the second verifier: python3 -m pipeline.machine.bootstrap")
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(SIGSTORE_JS / name, tmp / name)
+    cp = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=tmp,
+                        capture_output=True, text=True, timeout=600, check=False)
+    if cp.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(f"npm ci of {SIGSTORE_JS / 'package-lock.json'} failed: {cp.stderr.strip()[-400:]}")
+    os.replace(tmp, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sigstore_verify() -> SigstoreVerify:
+    """Runs sigstore_js/verify.js (@sigstore/verify) on one request; returns its JSON answer (`ok`, and for a
+    DSSE envelope `payloadType` and `payload`; else `code` and `message`)."""
+    modules = _install_sigstore_js() / "node_modules"
+
+    def run(request: dict[str, Any]) -> dict[str, Any]:
+        cp = subprocess.run(["node", str(SIGSTORE_JS / "verify.js")], input=json.dumps(request),
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={**os.environ, "NODE_PATH": str(modules)})
+        assert cp.stdout.strip(), f"verify.js printed nothing (rc {cp.returncode}): {cp.stderr.strip()[-400:]}"
+        answer: dict[str, Any] = json.loads(cp.stdout)
+        assert answer["ok"] == (cp.returncode == 0), (answer, cp.stderr)
+        return answer
+
+    return run
