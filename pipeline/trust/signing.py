@@ -9,12 +9,12 @@ are the payload
      "optional": {"creator": "veza-pipeline"}}
 
 and whose annotation `dev.cosignproject.cosign/signature` is the base64 ASN.1 ECDSA-P256/SHA-256 signature
-of those bytes. containers/image (skopeo/podman/CRI-O) verifies exactly this through a `sigstoreSigned`
-policy requirement. Sources: containers/image `signature/internal/sigstore_payload.go`,
-sigstore/cosign `specs/SIGNATURE_SPEC.md`.
-
-Debian's skopeo 1.9.3 is built with sigstore signing disabled ("Debian-local change: sigstore disabled"),
-but it verifies: the pipeline writes signatures itself and skopeo's policy check accepts them.
+of those bytes: cosign's "simple signing" format, which containers/image's `sigstoreSigned` policy also
+reads (sources: containers/image `signature/internal/sigstore_payload.go`, sigstore/cosign
+`specs/SIGNATURE_SPEC.md`). Shown here: Sigstore's own verifier and OpenSSL accept these signatures
+(tests/integration/trust/test_second_verifier.py, test_trust_gate.py). Not shown: Debian's skopeo 1.9.3 is
+built with sigstore disabled ("Debian-local change: sigstore disabled"), so no `sigstoreSigned` policy check
+runs on these machines.
 """
 
 from __future__ import annotations
