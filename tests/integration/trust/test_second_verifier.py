@@ -8,6 +8,7 @@ checks them with the environment's cosign.pub:
   payload type, and the statement's subject digest = the digest of the manifest skopeo fetched;
 - the cosign simple-signing signature: ECDSA over the payload, which names that same digest.
 A tampered byte (payload, payload type, signature, signed artifact) and another key are each rejected by it.
+An image signed with a key cosign itself made (its published test key) verifies the same way.
 
 Why this verifier: the pipeline makes and checks its envelopes with securesystemslib's DSSE code, so the
 in-toto/securesystemslib libraries would check ours with ours; @sigstore/verify shares no code with it (its own
@@ -25,17 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from pipeline.core.reporter import PlainReporter
 from pipeline.stages.sign import sign_images
 from pipeline.trust import envkeys
 from pipeline.trust.attach import attachment_tag
 from pipeline.trust.keys import KeyPaths, generate_key_pair
-from tests.integration.trust.trust_fixtures import COMMIT, SigstoreVerify, TrustWorld
+from tests.integration.trust.trust_fixtures import COMMIT, PASS_VARS, SigstoreVerify, TrustWorld
 
 pytestmark = pytest.mark.registry
 QUIET = PlainReporter(sink=lambda _line: None)
 IN_TOTO = "application/vnd.in-toto+json"
+COSIGN_KEYS = Path(__file__).parents[2] / "unit" / "fixtures" / "cosign"
 
 
 def _skopeo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -130,3 +133,26 @@ def test_image_signature_verifies_with_sigstore_js_and_names_the_digest(signed: 
                       "another key": {**request, "publicKey": signed["other"]}}.items():
         got = sigstore_verify(bad)
         assert not got["ok"] and got["code"] == "SIGNATURE_ERROR", (name, got)
+
+
+def test_an_image_signed_with_a_key_cosign_made_verifies_with_sigstore_js(
+        trust_world: TrustWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sigstore_verify: SigstoreVerify) -> None:
+    """dev's key is cosign's own test key (tests/unit/fixtures/cosign, passphrase `hello`); its public key is
+    the one OpenSSL derives. The pipeline signs with it; Sigstore's verifier accepts the registry's envelope."""
+    w = trust_world
+    paths = envkeys.key_paths(w.cfg, w.cfg.env("dev"))
+    paths.directory.mkdir(parents=True)
+    paths.private.write_bytes((COSIGN_KEYS / "sigstore-label.key").read_bytes())
+    monkeypatch.setenv(PASS_VARS["dev"], "hello")
+    der = envkeys.signing_key(w.cfg, w.cfg.env("dev")).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pub = subprocess.run(["openssl", "pkey", "-inform", "DER", "-pubout"], input=der, capture_output=True,
+                         timeout=30, check=True).stdout
+    paths.public.write_bytes(pub)
+    digest = w.push("dev")
+    sign_images(w.cfg, w.cfg.env("dev"), w.manifest(digest, "dev"), QUIET, run_id="cosign-key")
+    ((_, data),) = _fetch(f"{w.repository('dev')}:{attachment_tag(digest, 'att')}", tmp_path / "att")
+    got = sigstore_verify({"publicKey": pub.decode(), "dsseEnvelope": json.loads(data)})
+    assert got["ok"], got
+    assert json.loads(base64.b64decode(got["payload"]))["subject"][0]["digest"] == {"sha256": digest.split(":")[1]}
