@@ -41,6 +41,8 @@ def test_every_path_the_templates_read_is_written_by_a_real_run(
     text = (mini_project.root / "pipeline.toml").read_text()
     text = text.replace('stages = ["build"]', 'stages = ["build", "scan"]')
     mini_project.write("pipeline.toml", text + f'\n[scan]\ndb_repository = "{db_mirror.repository}"\n')
+    for svc in ("alpha", "beta", "gamma"):   # images of this run only: another run's cleanup removes by image ID
+        mini_project.write(f"services/{svc}/run.txt", mini_project.run + "\n")
     mini_project.commit("chore: scan")
     monkeypatch.setattr("pipeline.tools.trivy.CACHE_DIR", tmp_path / "cache")   # not the machine's Trivy cache
     written: list[tuple[Path, ...]] = []
