@@ -175,3 +175,35 @@ def schema_findings(jobs: list[tuple[SchemaJob, str]]) -> list[LintFinding]:
         out.append(LintFinding("SCHEMA", "HIGH", where, line, f"{message} (Kubernetes {', '.join(versions)})",
                                f"make the object valid for Kubernetes {', '.join(versions)}", "kubernetes-validate"))
     return out
+
+
+ZIZMOR_SEVERITY = {"high": "HIGH", "medium": "MEDIUM", "low": "LOW", "informational": "UNKNOWN"}
+
+
+def is_workflow(path: Path) -> bool:
+    """A GitHub Actions workflow: a YAML file directly in `.github/workflows/` (where GitHub reads them)."""
+    return path.suffix in (".yml", ".yaml") and path.parent.name == "workflows" and path.parent.parent.name == ".github"
+
+
+def zizmor_findings(workflows: list[Path]) -> list[LintFinding]:
+    """zizmor's findings on GitHub Actions workflows (run offline), one per finding at its primary location.
+
+    Severities are zizmor's (docs.zizmor.sh, "audits"); informational becomes UNKNOWN, below every threshold.
+    """
+    from pipeline.tools import zizmor
+
+    out = []
+    for z in zizmor.audit(workflows):
+        locs = [x for x in z.get("locations") or [] if isinstance(x, dict)]
+        loc = next((x for x in locs if (x.get("symbolic") or {}).get("kind") == "Primary"), locs[0] if locs else {})
+        sym, concrete = loc.get("symbolic") or {}, loc.get("concrete") or {}
+        file = str(((sym.get("key") or {}).get("Local") or {}).get("verbatim_path", ""))
+        row = ((concrete.get("location") or {}).get("start_point") or {}).get("row")
+        note = str(sym.get("annotation") or "")
+        message = str(z.get("desc", "")) + (f": {note}" if note else "")
+        fixes = "; ".join(str(f.get("title")) for f in z.get("fixes") or [] if isinstance(f, dict) and f.get("title"))
+        sev = str((z.get("determinations") or {}).get("severity", "")).lower()
+        out.append(LintFinding(f"zizmor/{z.get('ident', '?')}", ZIZMOR_SEVERITY.get(sev, "UNKNOWN"), file,
+                               int(row) + 1 if isinstance(row, int) else 0, message,
+                               (f"{fixes} ({z.get('url', '')})" if fixes else str(z.get("url", ""))), "zizmor"))
+    return out

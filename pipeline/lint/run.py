@@ -2,6 +2,7 @@
 
 - the seed guide's pitfalls (rules VZ001-VZ010, docs/lint.md), Dockerfiles read with BuildKit's parser
 - hadolint on Dockerfiles; `trivy config` on everything (one run); `helm lint --strict` and `helm template`
+- zizmor (offline) on GitHub Actions workflows (`.github/workflows/*.yml`)
 - schema validation of every Kubernetes object for the Kubernetes versions asked for (the environment's
   cluster, a flag or a config value: pipeline/lint/release.py decides)
 
@@ -29,7 +30,14 @@ from pipeline.lint import rules
 from pipeline.lint.charts import Rendered, lint_chart, to_template
 from pipeline.lint.collect import Inputs, collect, under
 from pipeline.lint.dockerfile import DockerfileSyntaxError, parse_dockerfile
-from pipeline.lint.external import SchemaJob, hadolint_findings, schema_findings, trivy_config_findings
+from pipeline.lint.external import (
+    SchemaJob,
+    hadolint_findings,
+    is_workflow,
+    schema_findings,
+    trivy_config_findings,
+    zizmor_findings,
+)
 from pipeline.lint.findings import LintFinding, merge_same_problem, pitfall
 from pipeline.lint.secrets import judge
 
@@ -109,7 +117,7 @@ def run_lint(paths: list[str] | None, threshold: str | None = None, fmt: str = "
         versions = tuple(dict.fromkeys(normal_version(v) for v in kube_versions))
     root = load_config(check_files=False).root if not paths else Path()  # the project VEZA_CONFIG names
     targets = [Path(p) for p in paths] if paths else \
-        [root / d for d in ("dockerfiles", "compose", "k8s", "helm") if (root / d).exists()]
+        [root / d for d in ("dockerfiles", "compose", "k8s", "helm", ".github/workflows") if (root / d).exists()]
     report = lint_paths(targets, level, versions, reporter)
     if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))
@@ -211,7 +219,12 @@ def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
         found += _guarded("Dockerfile", str(df), rules.dockerfile_rules, text, str(df))
     for k in inputs.kustomizations:
         found += _kustomization_findings(k)
+    workflows = [y for y in inputs.yamls if is_workflow(y)]
+    found += zizmor_findings(workflows)
+    recognised += [str(w) for w in workflows]
     for y in inputs.yamls:
+        if y in workflows:
+            continue
         if _lint_yaml(y, inputs, found, schema_jobs, malformed):
             recognised.append(str(y))
             if y.resolve() not in inputs.patches | inputs.json_patches:
@@ -240,7 +253,7 @@ def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
     found += _fold_into_malformed(trivy_found, malformed, found)
     unique = _dedupe(merge_same_problem(found, spans))
     checked = {"dockerfiles": len(inputs.dockerfiles), "yaml_files": len(inputs.yamls), "charts": len(inputs.charts),
-               "kustomizations": len(inputs.kustomizations),
+               "kustomizations": len(inputs.kustomizations), "workflows": len(workflows),
                "kubernetes_objects": len(schema_jobs) + sum(len(r.docs) for r in rule_renders)}
     unrecognised = tuple(str(t) for t in inputs.targets if not any(under(p, t) for p in recognised))
     return LintReport(threshold, tuple(unique), checked, unrecognised, kube_versions)
@@ -286,7 +299,8 @@ def print_report(report: LintReport) -> None:
 
     c = report.checked
     console.print(f"lint: {c['dockerfiles']} Dockerfile(s), {c['yaml_files']} YAML file(s), {c['charts']} chart(s), "
-                  f"{c['kustomizations']} Kustomization(s), {c['kubernetes_objects']} Kubernetes object(s) checked; "
+                  f"{c['kustomizations']} Kustomization(s), {c['kubernetes_objects']} Kubernetes object(s), "
+                  f"{c.get('workflows', 0)} workflow(s) checked; "
                   f"schemas for Kubernetes {', '.join(report.kube_versions) or '(none)'}")
     shown = [f for f in report.findings if RANK[f.severity] >= RANK["MEDIUM"] or f in report.blocking]
     if shown:

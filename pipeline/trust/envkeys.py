@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import register_secret
-from pipeline.trust.keys import KeyPaths, decrypt_private_key, generate_key_pair, load_public_key
+from pipeline.trust.keys import (
+    PRIVATE_NAME,
+    KeyPaths,
+    decrypt_private_key,
+    generate_key_pair,
+    load_public_key,
+    public_pem,
+)
 
 
 def key_paths(cfg: Config, env: Environment) -> KeyPaths:
@@ -56,15 +63,21 @@ def passphrase(cfg: Config, env: Environment) -> str:
 
 
 def signing_key(cfg: Config, env: Environment) -> ec.EllipticCurvePrivateKey:
-    """env's private key, decrypted; UsageError when absent, undecryptable or the passphrase is missing.
-    An auto_key environment without a key gets one made here."""
+    """env's private key, decrypted; UsageError when absent (naming VEZA_KEY_DIR and the passphrase variable),
+    undecryptable or the passphrase is missing. An auto_key environment without a key gets one made here; a
+    key without its public half (cosign.pub) gets it written beside it, so verify-images trusts it."""
     paths = key_paths(cfg, env)
     if env.auto_key and not paths.private.is_file():
         keygen(cfg, env)
     if not paths.private.is_file():
         raise UsageError(f"no signing key for {env.name} at {paths.private}",
-                         f"make one: invoke keygen --env {env.name}")
-    return decrypt_private_key(paths.private.read_bytes(), passphrase(cfg, env).encode(), where=str(paths.private))
+                         f"set VEZA_KEY_DIR to a directory holding {env.name}/{PRIVATE_NAME} and "
+                         f"{passphrase_var(cfg, env)} to its passphrase (CI: ci/jobs/release-prod.sh does), "
+                         f"or make a pair: invoke keygen --env {env.name}")
+    key = decrypt_private_key(paths.private.read_bytes(), passphrase(cfg, env).encode(), where=str(paths.private))
+    if not paths.public.is_file():   # a key given alone (a CI variable holds cosign.key): trusted_keys needs its half
+        paths.public.write_bytes(public_pem(key))
+    return key
 
 
 def trusted_keys(cfg: Config, env: Environment) -> list[ec.EllipticCurvePublicKey]:

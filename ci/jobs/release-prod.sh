@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# CI job "release-prod" (tags vX.Y.Z): the prod release, signed with the key the CI variables hold, onto the
+# cluster PROD_KUBECONFIG holds. Without them it stops here, before anything is set up or built.
+#   VEZA_PROD_SIGNING_KEY         prod's cosign.key (`invoke keygen --env prod`): its content, or a file variable's path
+#   VEZA_PROD_SIGNING_PASSPHRASE  its passphrase (the variable pipeline.toml's signing_passphrase_env names)
+#   PROD_KUBECONFIG               the prod cluster's kubeconfig (content or path)
+source "$(dirname "$0")/../lib.sh"
+ci_require release-prod VEZA_PROD_SIGNING_KEY VEZA_PROD_SIGNING_PASSPHRASE PROD_KUBECONFIG
+ci_setup
+ci_kubeconfig PROD_KUBECONFIG VEZA_PROD_KUBECONFIG
+ci_signing_key prod VEZA_PROD_SIGNING_KEY
+trap 'ci_summary prod; rm -rf "$VEZA_CI_TMP"' EXIT
+"$INVOKE" release --env prod --dry-run
+"$INVOKE" release --env prod --yes
