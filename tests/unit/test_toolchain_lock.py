@@ -203,3 +203,19 @@ def test_docker_io_only_where_no_engine_and_cli_are_and_test_packages_only_for_t
         assert pkg not in present
         assert pkg in bs.apt_packages(engine_cli=True, engine_daemon=True, tests=True)
     assert {"skopeo", "docker-registry", "debootstrap"} <= set(present)
+
+
+def test_doctor_names_the_hash_each_tool_matched_and_fails_on_a_mismatch(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.machine import doctor
+
+    helm = tmp_path / "helm"
+    helm.write_bytes(b"#!/bin/sh\necho v3.17.3\n")
+    _lock(tmp_path, monkeypatch, {}, {"helm": helm})
+    monkeypatch.setattr(doctor, "TOOLS_DIR", tmp_path)
+    ok = doctor._pinned("helm", helm, "helm", "v0+g1", required=True)
+    assert ok.ok and f"sha256:{_sha(helm)[:12]} matches the pin" in ok.origin and "test helm" in ok.origin
+    _flip_one_byte(helm)
+    os.utime(helm, ns=(helm.stat().st_atime_ns, helm.stat().st_mtime_ns + 1_000_000))
+    bad = doctor._pinned("helm", helm, "helm", "v0+g1", required=True)
+    assert not bad.ok and _sha(helm) in bad.origin and f"rm {helm}" in bad.fix
