@@ -219,3 +219,21 @@ def test_doctor_names_the_hash_each_tool_matched_and_fails_on_a_mismatch(tmp_pat
     os.utime(helm, ns=(helm.stat().st_atime_ns, helm.stat().st_mtime_ns + 1_000_000))
     bad = doctor._pinned("helm", helm, "helm", "v0+g1", required=True)
     assert not bad.ok and _sha(helm) in bad.origin and f"rm {helm}" in bad.fix
+
+
+def test_the_cluster_build_refuses_a_tampered_cached_debian_source(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.local.cluster import build, layout
+
+    orig = tmp_path / "kubernetes_1.20.5+really1.20.2.orig.tar.gz"
+    deb = tmp_path / "golang-github-modern-go-reflect2-dev_1.0.2-2_all.deb"
+    orig.write_bytes(b"upstream source" * 100)
+    deb.write_bytes(b"a debian package" * 100)
+    _lock(tmp_path, monkeypatch, {orig.name: orig, deb.name: deb}, {})
+    monkeypatch.setattr(layout, "DOWNLOADS", tmp_path)
+    monkeypatch.setattr(build.apt, "PrivateApt", _no_subprocess)   # cached: apt is not asked
+    assert build._download() == (orig, deb)
+    _flip_one_byte(orig)
+    with pytest.raises(pinned.PinMismatch) as refused:
+        build._download()
+    assert str(orig) in refused.value.one_line() and "rerun invoke cluster-up" in refused.value.one_line()
