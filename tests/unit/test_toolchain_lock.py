@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import subprocess
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -237,3 +238,12 @@ def test_the_cluster_build_refuses_a_tampered_cached_debian_source(tmp_path: Pat
     with pytest.raises(pinned.PinMismatch) as refused:
         build._download()
     assert str(orig) in refused.value.one_line() and "rerun invoke cluster-up" in refused.value.one_line()
+
+
+def test_the_bootstrap_and_its_pins_import_the_standard_library_only() -> None:
+    """It runs on the system Python before the venv exists: nothing outside the standard library and pipeline."""
+    code = ("import sys, pipeline.machine.bootstrap; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'__main__'}))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.stdout.strip() == "['pipeline']", out.stderr
