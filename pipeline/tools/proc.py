@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import pinned
 from pipeline.core.errors import StageFailed, ToolMissing
-from pipeline.core.paths import TOOLS_BIN
+from pipeline.core.paths import TOOLS_BIN, TOOLS_DIR
 from pipeline.core.redact import redact
 from pipeline.observe.tracing import tool_span
 
@@ -33,12 +34,29 @@ def find_tool(name: str, fix: str | None = None) -> str:
     """Path of a tool: the project's tools dir first, then PATH. Raises ToolMissing with the fix."""
     local = TOOLS_BIN / name
     if local.exists() and os.access(local, os.X_OK):
+        _check_pin(name, local)
         return str(local)
     found = shutil.which(name)
     if found:
         return found
     raise ToolMissing(f"required tool '{name}' not found in {TOOLS_BIN} or PATH",
                       fix or "run: python3 -m pipeline.machine.bootstrap")
+
+
+_verified: set[tuple[str, int, int]] = set()
+
+
+def _check_pin(name: str, path: Path) -> None:
+    """A pinned tool of the tools dir must be the pinned file (toolchain.lock.json): pinned.PinMismatch (exit 6)
+    otherwise. Checked once per process and file version; the hash itself is remembered in TOOLS_DIR."""
+    if name not in pinned.binary_names():
+        return
+    real = path.resolve()
+    st = real.stat()
+    key = (str(real), st.st_mtime_ns, st.st_size)
+    if key not in _verified:
+        pinned.check(path, pinned.binary_pin(name), memo=pinned.HashMemo(TOOLS_DIR / "verified.json"))
+        _verified.add(key)
 
 
 def tool_env(extra: Mapping[str, str] | None = None, traceparent: str = "") -> dict[str, str]:

@@ -27,7 +27,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("chromium")
     if exe is None:
-        pytest.fail("Debian's chromium is not installed; run: python3 -m pipeline.machine.bootstrap")
+        pytest.fail("Debian's chromium is not installed; run: python3 -m pipeline.machine.bootstrap --tests")
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     return subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
                           timeout=120, check=True)

@@ -27,7 +27,7 @@ def _tmux(socket: str, *args: str) -> str:
     """tmux on a private server (`-L socket`): other sessions on the machine cannot change its options or sizes."""
     exe = shutil.which("tmux")
     if exe is None:
-        pytest.fail("Debian's tmux is not installed; run: python3 -m pipeline.machine.bootstrap")
+        pytest.fail("Debian's tmux is not installed; run: python3 -m pipeline.machine.bootstrap --tests")
     return subprocess.run([exe, "-L", socket, *args], capture_output=True, text=True, timeout=20, check=True).stdout
 
 

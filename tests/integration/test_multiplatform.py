@@ -290,7 +290,7 @@ def _answers_under_qemu(docker_client: Any, image_id: str, path: str, dest: Path
     binary = _extract(docker_client, image_id, path, dest)
     head = binary.read_bytes()[:20]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183     # EM_AARCH64
-    assert os.path.exists(QEMU), "qemu-user-static is missing: python3 -m pipeline.machine.bootstrap installs it"
+    assert os.path.exists(QEMU), "qemu-user-static missing: python3 -m pipeline.machine.bootstrap --tests installs it"
     port = free_port()
     env = {"PATH": "/usr/bin:/bin", "LISTEN_ADDR": f"127.0.0.1:{port}"}
     server = subprocess.Popen([QEMU, str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -89,7 +89,7 @@ def test_the_otlp_endpoint_receives_the_same_spans_as_the_trace_file(
 def pushgateway(tmp_path: Path) -> Iterator[str]:
     exe = shutil.which("prometheus-pushgateway")
     if exe is None:
-        pytest.fail("Debian's prometheus-pushgateway is not installed; run: python3 -m pipeline.machine.bootstrap")
+        pytest.fail("Debian's prometheus-pushgateway is missing; run: python3 -m pipeline.machine.bootstrap --tests")
     port = PORTS.take()
     log = (tmp_path / "pushgateway.log").open("w")
     proc = subprocess.Popen([exe, f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.core import pinned
 from pipeline.core.errors import StageFailed
 from pipeline.core.lock import file_lock
 from pipeline.core.progress import Progress
@@ -286,20 +287,23 @@ def _download() -> tuple[Path, Path]:
     d.mkdir(parents=True, exist_ok=True)
     orig = _newest(d.glob(f"{SOURCE_PACKAGE}_*.orig.tar.*"))
     r2deb = _newest(d.glob(f"{REFLECT2_PACKAGE}_*.deb"))
-    if orig and r2deb:
-        return orig, r2deb
-    papt = apt.PrivateApt(layout.APT_DIR, source_suite=SOURCE_SUITE)
-    papt.configure()
-    papt.update()
-    if not orig:
-        papt.download_source(SOURCE_PACKAGE, d)
-        orig = _newest(d.glob(f"{SOURCE_PACKAGE}_*.orig.tar.*"))
-    if not r2deb:
-        papt.download_binary(REFLECT2_PACKAGE, d)
-        r2deb = _newest(d.glob(f"{REFLECT2_PACKAGE}_*.deb"))
+    if not (orig and r2deb):
+        papt = apt.PrivateApt(layout.APT_DIR, source_suite=SOURCE_SUITE)
+        papt.configure()
+        papt.update()
+        if not orig:
+            papt.download_source(SOURCE_PACKAGE, d)
+            orig = _newest(d.glob(f"{SOURCE_PACKAGE}_*.orig.tar.*"))
+        if not r2deb:
+            papt.download_binary(REFLECT2_PACKAGE, d)
+            r2deb = _newest(d.glob(f"{REFLECT2_PACKAGE}_*.deb"))
     if not orig or not r2deb:
         raise StageFailed(f"apt did not deliver the {SOURCE_PACKAGE} source or {REFLECT2_PACKAGE} into {d}",
                           "check that the machine's apt sources carry Debian main for this release")
+    # apt checked them against the signed archive when it fetched them; the pins check the cache at each use
+    # (a new Debian revision of either file needs its sha256 in toolchain.lock.json).
+    for f in (orig, r2deb):
+        pinned.check_cached(f, rerun="invoke cluster-up")
     return orig, r2deb
 
 
