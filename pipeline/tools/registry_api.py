@@ -315,6 +315,24 @@ class RegistryClient:
                                        "the registry storage may be corrupt: push the artifact again")
         return data
 
+    def upload_blob(self, repo: str, data: bytes) -> str:
+        """Monolithic blob upload (POST then PUT ?digest=); returns the blob's digest. Skipped when the registry
+        has the blob already. StageFailed when the registry gives no upload location; RegistryRequestError etc.
+        as request()."""
+        digest = digest_of(data)
+        if self.blob_exists(repo, digest):
+            return digest
+        scope = _push(repo)
+        _, h, _ = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
+        location = h.get("location", "")
+        if not location:
+            raise StageFailed(f"registry {self.address} gave no upload location for {repo}")
+        sep = "&" if "?" in location else "?"
+        url = f"{location}{sep}digest={urllib.parse.quote(digest)}"
+        self.request("PUT", url, headers={"Content-Type": "application/octet-stream"}, body=data, scope=scope,
+                     ok=(201, 204))
+        return digest
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount (no data moves). False when the registry asks for an upload instead."""
         scope = f"{_push(repo)} {_pull(from_repo)}"
