@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 
 from pipeline.core.errors import UsageError
+from pipeline.core.processes import pid_alive
 from pipeline.core.vocab import now_iso
-from pipeline.tools.proc import pid_alive
 
 
 class LockHeld(UsageError):

@@ -49,7 +49,7 @@ def kube_versions_for(env: Environment, reporter: Reporter | None = None, *,
     """The Kubernetes versions to check an environment's manifests for (see the module docstring)."""
     if ask_cluster:
         try:
-            from pipeline.stages.deploy import kube_target
+            from pipeline.local.cluster import kube_target
             from pipeline.tools import kubectl
 
             found = kubectl.server_version(kube_target(env), timeout=CLUSTER_TIMEOUT_S)

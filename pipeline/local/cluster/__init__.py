@@ -16,6 +16,7 @@ from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluste
 from pipeline.core.progress import Progress
 from pipeline.local.cluster import build, layout
 from pipeline.local.cluster.state import cluster_lock, load_state
+from pipeline.tools.kubectl import KubeTarget
 
 if TYPE_CHECKING:
     from pipeline.core.config import Environment
@@ -33,6 +34,15 @@ def cluster_access(env: Environment) -> ClusterAccess:
     access = resolve_cluster(env, layout.KUBECONFIG)
     check_access(access)
     return access
+
+
+def kube_target(env: Environment, kubeconfig: Path | None = None) -> KubeTarget:
+    """The KubeTarget (kubeconfig, context, namespace) of an environment; `kubeconfig` overrides the lookup.
+    UsageError (exit 2) as cluster_access."""
+    if kubeconfig is not None:
+        return KubeTarget(kubeconfig=kubeconfig, context=env.kube_context, namespace=env.namespace)
+    access = cluster_access(env)
+    return KubeTarget(kubeconfig=access.kubeconfig, context=access.context, namespace=env.namespace)
 
 
 def kubeconfig_for(env: Environment | None) -> Path:
