@@ -28,7 +28,6 @@ types, as `<repository>:2` (Trivy appends the schema version tag when given a ba
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 import tempfile
@@ -199,14 +198,6 @@ def package_db(db_dir: Path, out: Path) -> Path:
     return out
 
 
-def install_db(db_dir: Path, cache_dir: Path) -> None:
-    """Put a built DB straight into a Trivy cache dir (offline use without a registry)."""
-    target = cache_dir / "db"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("trivy.db", "metadata.json"):
-        (target / name).write_bytes((db_dir / name).read_bytes())
-
-
 def push_db(archive: Path, repository: str, *, insecure: bool = True, username: str = "", password: str = "",
             annotations: dict[str, str] | None = None) -> str:
     """Push db.tar.gz as Trivy's OCI artifact to `repository` (host:port/path[:tag], default tag 2).
@@ -283,11 +274,6 @@ def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None, 
                          annotations={SEED_ANNOTATION: seed_digest(advisories_file)})
         log(f"pushed to {pushed}")
     return out
-
-
-def tar_members(archive: Path) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(archive.read_bytes()), mode="r:gz") as tar:
-        return tar.getnames()
 
 
 def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:
