@@ -7,7 +7,6 @@ kubernetes source package (build.py) and run on 127.0.0.1 (start.py, stop.py). O
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,9 +92,6 @@ def cluster_down() -> None:
     from pipeline.core.errors import StageFailed
     from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
 
-    users = _test_sessions()
-    if users:
-        _say(f"cluster: warning: stopping it under {len(users)} running test session(s) (pids {', '.join(users)})")
     with cluster_lock():
         had = ran_since_last_stop()
         problems = stop_local(_say)
@@ -103,13 +99,6 @@ def cluster_down() -> None:
         raise StageFailed("cluster-down left traces: " + "; ".join(problems),
                           "run invoke cluster-down again; see " + str(layout.LOGS))
     _say("cluster: stopped; the machine is as before" if had else "cluster: not running; nothing to stop")
-
-
-def _test_sessions() -> list[str]:
-    """PIDs of live test sessions holding a lease on the cluster (tests/integration/cluster_fixtures.py)."""
-    leases = layout.STATE / "test-leases"
-    return sorted(p.name for p in leases.glob("*")
-                  if p.name.isdigit() and int(p.name) != os.getpid() and Path(f"/proc/{p.name}").exists())
 
 
 def cluster_state() -> dict[str, Any]:
