@@ -7,7 +7,6 @@ verifies is left as it is (the no-op release writes nothing). Works from the Rel
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import now_iso
 from pipeline.release.stage import RunContext, StageSummary
+from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients
 from pipeline.trust import envkeys
@@ -39,7 +39,7 @@ BUILD_TYPE_PATH = "veza-pipeline/docker-build/v1"
 def key_id(key: ec.EllipticCurvePublicKey) -> str:
     """sha256 of the public key's DER (SubjectPublicKeyInfo): names a key in records without revealing anything."""
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+    return digest_of(der)
 
 
 def pushed_images(cfg: Config, man: Manifest, services: list[str] | None) -> list[tuple[str, str, str]]:
@@ -70,7 +70,7 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
     build = man.stage_result(service, "build") or {}
     dockerfile = svc.dockerfile
     rel = str(dockerfile.relative_to(cfg.root)) if dockerfile.is_relative_to(cfg.root) else str(dockerfile)
-    dockerfile_sha = hashlib.sha256(dockerfile.read_bytes()).hexdigest() if Path(dockerfile).is_file() else ""
+    dockerfile_sha = digest_of(dockerfile.read_bytes()).removeprefix("sha256:") if Path(dockerfile).is_file() else ""
     return BuildFacts(
         repository=repository, digest=digest, commit=commit, dirty=bool(version.get("dirty")),
         source_uri=f"git+{source}" + (f"@refs/heads/{branch}" if branch else ""),

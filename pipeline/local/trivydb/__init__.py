@@ -42,6 +42,7 @@ from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.paths import CACHE_DIR
 from pipeline.core.vocab import SEVERITIES
 from pipeline.tools import golang
+from pipeline.tools.registry_answers import digest_of
 
 WRITER_SOURCE = Path(__file__).with_name("writer.go")
 DB_SCHEMA_VERSION = 2
@@ -253,7 +254,7 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
 
 def seed_digest(advisories_file: Path) -> str:
     """sha256 of an advisories file: marks a mirror seeded from exactly this content (SEED_ANNOTATION)."""
-    return "sha256:" + hashlib.sha256(advisories_file.read_bytes()).hexdigest()
+    return digest_of(advisories_file.read_bytes())
 
 
 def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None, *, username: str = "",
