@@ -59,6 +59,17 @@ class RegistryUnavailable(StageFailed):
         self.retry_after_s = retry_after_s
 
 
+def raise_failure(kind: str, what: str, msg: str, *, auth_hint: str, fix: str) -> NoReturn:
+    """A registry failure a tool reported (`kind` from registry_errors: auth | transient | anything else), as
+    RegistryAuthError (exit 2, `auth_hint`), RegistryUnavailable (retried) or RegistryRequestError (`fix`).
+    `what` names the call ("push of repo:tag", "skopeo copy A → B"); `msg` is the tool's line, redacted."""
+    if kind == "auth":
+        raise RegistryAuthError(f"{what} refused: {msg}", auth_hint)
+    if kind == "transient":
+        raise RegistryUnavailable(f"{what}: {msg}", "retry later")
+    raise RegistryRequestError(f"{what} failed: {msg}", fix)
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str
