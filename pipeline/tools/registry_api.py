@@ -395,18 +395,6 @@ def split_repository(repository: str) -> tuple[str, str]:
     return host, path
 
 
-def parse_ref(ref: str) -> tuple[str, str]:
-    """'host/repo:tag' or 'host/repo@sha256:…' → (repository, tag-or-digest)."""
-    if "@" in ref:
-        repo, _, digest = ref.partition("@")
-        return repo, digest
-    head, _, last = ref.rpartition("/")
-    if ":" in last:
-        name, _, tag = last.partition(":")
-        return f"{head}/{name}" if head else name, tag
-    return ref, "latest"
-
-
 def copy_within_registry(client: RegistryClient, src_repo: str, digest: str, dst_repo: str,
                          tags: list[str]) -> str:
     """Promote inside one registry: mount every blob, put the exact manifest bytes under each tag.

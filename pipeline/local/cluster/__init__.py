@@ -44,11 +44,6 @@ def kube_target(env: Environment, kubeconfig: Path | None = None) -> KubeTarget:
     return KubeTarget(kubeconfig=access.kubeconfig, context=access.context, namespace=env.namespace)
 
 
-def kubeconfig_for(env: Environment | None) -> Path:
-    """The kubeconfig file of cluster_access(env); None: the local cluster's."""
-    return cluster_access(env).kubeconfig if env is not None else layout.KUBECONFIG
-
-
 def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say,
                progress: Progress | None = None) -> Path:
     """Use the environment's external cluster (cluster_access: kubeconfig_env, kube_context), or bring up the
