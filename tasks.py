@@ -43,8 +43,8 @@ def _setup(env: str = "", verbose: bool = False, *, sources: bool = False) -> tu
     sources=True: the services' build contexts and Dockerfiles must exist (building needs them; pushing,
     scanning, deploying work from the manifest alone)."""
     from pipeline.core.config import load_config
-    from pipeline.core.reporter import make_reporter
     from pipeline.core.vocab import DEFAULT_ENV
+    from pipeline.observe.reporters import make_reporter
 
     cfg = load_config(check_files=sources)
     return cfg, cfg.env(env or DEFAULT_ENV), make_reporter(verbose=verbose)
@@ -151,8 +151,8 @@ def changelog(c: Context, since: str = "") -> None:
 def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
     """Provide the base and infra images: pull upstream where possible, else build them from Debian packages."""
     from pipeline.core.progress import reporter_progress
-    from pipeline.core.reporter import make_reporter
     from pipeline.local.bases import ensure_bases
+    from pipeline.observe.reporters import make_reporter
 
     reporter = make_reporter()
     try:
@@ -405,7 +405,11 @@ def up(c: Context, env: str = "", build: bool = False) -> None:
     from pipeline.local.stack import stack_up
 
     cfg, environment, reporter = _setup(env, sources=build)
-    stack_up(cfg, environment, reporter, build=build)
+    if build:   # the build stage first, through the runner (pipeline.local sits below the release layer)
+        from pipeline.release.runner import run_command
+
+        run_command(cfg, environment, ["build"], reporter, options={"fail_fast": True})
+    stack_up(cfg, environment, reporter)
 
 
 @task(help={"volumes": "also remove the named volumes"})

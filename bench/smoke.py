@@ -54,8 +54,9 @@ def baseline(cfg: Config, manifest: Manifest, tmp: Path) -> float:
     images = {**stack_spec.service_images(cfg, manifest), **stack_spec.infra_images(cfg)}
     values = stack_spec.stack_variables(rid, images, stack_spec.new_secrets(), SMOKE_VARIABLES)
     env_file = stack_spec.write_env_file(tmp / f"{rid}.env", values)
-    p = ComposeProject(f"veza-{rid}", (stack_spec.BASE_FILE, stack_spec.SMOKE_FILE), env_file,
-                       stack_spec.COMPOSE_DIR, values)
+    compose = stack_spec.compose_dir(cfg)
+    p = ComposeProject(f"veza-{rid}", (compose / stack_spec.BASE_NAME, compose / stack_spec.SMOKE_NAME), env_file,
+                       compose, values)
     t0 = time.monotonic()
     try:
         res = p.up(wait_timeout=60, services=["nats"])

@@ -6,13 +6,14 @@ The reader is strict: unknown keys, wrong types, unknown references and missing 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 from pipeline.core.errors import ConfigError
@@ -23,6 +24,7 @@ BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
 RELEASES = ("major", "minor", "patch", "none")
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+DEFAULT_KEY_DIR = "~/.config/veza-pipeline/keys"   # [signing] key_dir: outside any work tree
 
 T = TypeVar("T")
 
@@ -86,12 +88,12 @@ class Infra:
 @dataclass(frozen=True)
 class Registry:
     address: str
-    namespace: str
-    username_env: str
-    password_env: str
-    retry_attempts: int
-    retry_ceiling_s: float
-    timeout_s: int
+    namespace: str = ""
+    username_env: str = ""
+    password_env: str = ""
+    retry_attempts: int = 5
+    retry_ceiling_s: float = 20.0
+    timeout_s: int = 300
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,12 @@ class Environment:
     platforms: tuple[Platform, ...] = ()  # images built for these; () = the machine's platform only
 
     @property
+    def protected(self) -> bool:
+        """What it runs is pinned: a release needs a release tag, a confirmation or a clean tree, or images
+        arrive by promotion through gates (`promote_requires`). Such an environment never takes `latest`."""
+        return self.require_release_tag or self.confirm or self.require_clean_tree or bool(self.promote_requires)
+
+    @property
     def infra_threshold(self) -> str:
         """The severity at which an infra image (PostgreSQL, Redis, NATS) blocks: its own, else scan_threshold."""
         return self.infra_scan_threshold or self.scan_threshold
@@ -153,18 +161,18 @@ class BumpRule:
 
 @dataclass(frozen=True)
 class Versioning:
-    first_version: str
-    tag_prefix: str
-    breaking_below_1: str
-    non_conventional: str
+    first_version: str = "0.1.0"
+    tag_prefix: str = "v"
+    breaking_below_1: str = "minor"          # minor | major: what a breaking change bumps below 1.0.0
+    non_conventional: str = "none"           # none | patch: what a commit outside the convention asks for
     preset: str = "conventional"             # conventional | semantic-release | commitizen
     bump_rules: tuple[BumpRule, ...] = ()    # evaluated before the preset's rules
 
 
 @dataclass(frozen=True)
 class Build:
-    workers: int
-    timeout_s: int
+    workers: int = 0                # 0: each stage picks its own parallelism
+    timeout_s: int = 1800
     builder: str = "auto"           # auto | buildx | buildkit | legacy (pipeline/tools/buildkit.py)
     cache_cap_mb: int = 4096        # `invoke prune` trims the engine's build cache to this size
 
@@ -173,8 +181,8 @@ class Build:
 class Scan:
     db_repository: str
     ignore_file: Path
-    scanners: tuple[str, ...]
-    timeout_s: int
+    scanners: tuple[str, ...] = ("vuln", "secret", "misconfig")
+    timeout_s: int = 600
     mirror_seed: Path | None = None   # advisories that seed an empty embedded DB mirror (air-gapped local env)
 
 
@@ -202,7 +210,7 @@ class Config:
     services: tuple[Service, ...]
     infra: Mapping[str, Infra]
     environments: Mapping[str, Environment] = field(default_factory=dict)
-    signing: Signing = field(default_factory=lambda: Signing(Path.home() / ".config" / "veza-pipeline" / "keys"))
+    signing: Signing = field(default_factory=lambda: Signing(Path(os.path.expanduser(DEFAULT_KEY_DIR))))
 
     def service(self, name: str) -> Service:
         for s in self.services:
@@ -226,7 +234,10 @@ class Config:
 
 
 def load_config(path: Path | None = None, *, check_files: bool = True) -> Config:
-    """Read and validate pipeline.toml. check_files=False skips existence checks (for pure planning tests)."""
+    """Read and validate pipeline.toml. check_files=False skips existence checks (for pure planning tests).
+
+    One reader per table below, in the file's order; each refuses unknown keys. ConfigError (exit 2) names the
+    file, the dotted key and the fix."""
     from pipeline.core.paths import CONFIG_FILE
 
     path = (path or CONFIG_FILE).resolve()
@@ -239,150 +250,19 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
         raise ConfigError(f"{path.name}: invalid TOML: {exc}", "fix the syntax at that line") from None
     top = Table(path, "", raw)
 
-    proj = top.table("project")
-    project_name = proj.text("name")
-    # VEZA_STATE_DIR moves the state (manifests, runs, locks) elsewhere, e.g. a CI job's workspace.
-    configured_state = proj.text("state_dir", ".pipeline")
-    state_dir = root / (os.environ.get("VEZA_STATE_DIR") or configured_state)
-    source_url = proj.text("source_url", "")
-    proj.done()
-
-    v = top.table("versioning", required=False)
-    versioning = Versioning(
-        first_version=v.text("first_version", "0.1.0"),
-        tag_prefix=v.text("tag_prefix", "v"),
-        breaking_below_1=v.text("breaking_below_1", "minor", choices=("minor", "major")),
-        non_conventional=v.text("non_conventional", "none", choices=("none", "patch")),
-        preset=v.text("preset", "conventional", choices=BUMP_PRESETS),
-        bump_rules=tuple(items_of(v, "bump_rules", _read_bump_rule, required=False)),
-    )
-    _check_semver(v, "first_version", versioning.first_version)
-    v.done()
-
-    b = top.table("build", required=False)
-    build = Build(workers=b.integer("workers", 0, hi=64), timeout_s=b.integer("timeout_s", 1800, lo=1),
-                  builder=b.text("builder", "auto", choices=("auto", "buildx", "buildkit", "legacy")),
-                  cache_cap_mb=b.integer("cache_cap_mb", 4096, lo=0))
-    b.done()
-
-    r = top.table("registry")
-    registry = Registry(
-        address=r.text("address"), namespace=r.text("namespace", ""),
-        username_env=r.text("username_env", ""), password_env=r.text("password_env", ""),
-        retry_attempts=r.integer("retry_attempts", 5, lo=1, hi=20),
-        retry_ceiling_s=r.number("retry_ceiling_s", 20.0), timeout_s=r.integer("timeout_s", 300, lo=1),
-    )
-    for forbidden in ("password", "username", "token"):
-        if forbidden in r.data:
-            r.fail(r.key(forbidden), "credentials must not be written in pipeline.toml",
-                   f"remove it and set {forbidden}_env to the name of an environment variable")
-    r.done()
-
-    s = top.table("scan", required=False)
-    scan = Scan(
-        db_repository=s.text("db_repository", ""),
-        ignore_file=root / s.text("ignore_file", ".trivyignore.yaml"),   # may be outside: read as is
-        scanners=s.texts("scanners", ("vuln", "secret", "misconfig"), choices=("vuln", "secret", "misconfig")),
-        timeout_s=s.integer("timeout_s", 600, lo=1),
-        mirror_seed=(root / seed) if (seed := s.text("mirror_seed", "")) else None,
-    )
-    s.done()
-
-    sg = top.table("signing", required=False)
-    configured_keys = sg.text("key_dir", "~/.config/veza-pipeline/keys")
-    key_dir = Path(os.path.expanduser(os.environ.get("VEZA_KEY_DIR") or configured_keys)).resolve()
-    if key_dir == root.resolve() or root.resolve() in key_dir.parents:
-        sg.fail(sg.key("key_dir"), f"{key_dir} is inside the repository", "keep signing keys outside the work tree")
-    signing = Signing(key_dir=key_dir, passphrase_env=sg.text("passphrase_env", "VEZA_SIGNING_PASSPHRASE"),
-                      builder_id=sg.text("builder_id", f"{source_url or project_name}/veza-pipeline"))
-    sg.done()
-
-    bases_t = top.table("bases", required=False)
-    bases: dict[str, Base] = {}
-    for bname in list(bases_t.data):
-        bt = bases_t.table(bname)
-        bases[bname] = Base(name=bname, upstream=bt.text("upstream"), local=bt.text("local"),
-                            recipe=bt.text("recipe"), build_arg=bt.text("build_arg", ""))
-        bt.done()
-    bases_t.done()
-
-    infra_t = top.table("infra", required=False)
-    infra: dict[str, Infra] = {}
-    for iname in list(infra_t.data):
-        it = infra_t.table(iname)
-        base = it.text("base")
-        if base not in bases:
-            it.fail(it.key("base"), f"unknown base '{base}'", f"use one of the [bases] tables: {', '.join(bases)}")
-        infra[iname] = Infra(name=iname, base=base, port=it.integer("port", lo=1, hi=65535))
-        it.done()
-    infra_t.done()
+    project_name, state_dir, source_url = _read_project(top.table("project"), root)
+    versioning = _read_versioning(top.table("versioning", required=False))
+    build = _read_build(top.table("build", required=False))
+    registry = _read_registry(top.table("registry"))
+    scan = _read_scan(top.table("scan", required=False), root)
+    signing = _read_signing(top.table("signing", required=False), root, f"{source_url or project_name}/veza-pipeline")
+    bases = _read_bases(top.table("bases", required=False))
+    infra = _read_infra(top.table("infra", required=False), bases)
 
     from pipeline.core.config_services import read_services  # it reads into the types above
 
     services = read_services(top, root, bases, infra, check_files)
-
-    envs_t = top.table("environments")
-    environments: dict[str, Environment] = {}
-    for ename in list(envs_t.data):
-        et = envs_t.table(ename)
-        check_name(et, envs_t.key(ename), ename)
-        env = Environment(
-            name=ename,
-            registry=et.text("registry", registry.address),
-            registry_namespace=et.text("registry_namespace", registry.namespace),
-            kube_context=et.text("kube_context", ""),
-            namespace=et.text("namespace"),
-            helm_release=et.text("helm_release", project_name),
-            values_file=path_in(et, root, "values_file", must_exist=False, is_dir=False, inside=False),
-            stages=et.texts("stages", choices=STAGES),
-            tags=et.texts("tags", choices=TAG_KINDS),
-            scan_threshold=et.text("scan_threshold", "CRITICAL", choices=SEVERITIES),
-            ignore_unfixed=et.flag("ignore_unfixed", False),
-            require_clean_tree=et.flag("require_clean_tree", False),
-            require_release_tag=et.flag("require_release_tag", False),
-            confirm=et.flag("confirm", False),
-            promote_requires=et.texts("promote_requires", (), choices=("scan", "smoke")),
-            local_infra=et.flag("local_infra", False),
-            kubeconfig_env=et.text("kubeconfig_env", ""),
-            generate_secrets=et.flag("generate_secrets", False),
-            infra_scan_threshold=et.text("infra_scan_threshold", "", choices=("", *SEVERITIES)),
-            kube_versions=et.texts("kube_versions", ()),
-            trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
-                               for k in et.texts("trusted_keys", ())),
-            signing_passphrase_env=et.text("signing_passphrase_env", ""),
-            auto_key=et.flag("auto_key", False),
-            platforms=platforms_in(et),
-        )
-        if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
-            et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",
-                    "use a name like PROD_KUBECONFIG")
-        for kv in env.kube_versions:
-            if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
-                et.fail(et.key("kube_versions"), f"'{kv}' is not a Kubernetes version", 'write e.g. ["1.31"]')
-        if not env.tags:
-            et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
-        if "latest" in env.tags and (env.require_release_tag or env.name in ("staging", "prod")):
-            et.fail(et.key("tags"), f"'latest' is never used by {ename}", "remove 'latest' from tags")
-        if env.stages and "deploy" in env.stages and "push" not in env.stages:
-            et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)",
-                    'add "push" before "deploy"')
-        order = [s for s in STAGES if s in env.stages]
-        for later, earlier in (("sign", "push"), ("deploy", "verify-images"), ("verify-images", "sign")):
-            if later in env.stages and earlier in env.stages and env.stages.index(later) < env.stages.index(earlier):
-                et.fail(et.key("stages"), f"{later} runs before {earlier}", f"put \"{earlier}\" before \"{later}\"")
-        if "sign" in env.stages and "push" not in env.stages:
-            et.fail(et.key("stages"), "sign needs push (images are signed by registry digest)", 'add "push"')
-        if env.auto_key and (env.require_release_tag or env.confirm):
-            et.fail(et.key("auto_key"), f"{ename} is a guarded environment", "make its key with `invoke keygen`")
-        if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
-            et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
-        if env.stages and env.stages[0] != "build" and "build" in env.stages:
-            et.fail(et.key("stages"), "build must come first", f"order stages like: {order}")
-        et.done()
-        environments[ename] = env
-    if not environments:
-        envs_t.fail("environments", "no environment defined", "add at least [environments.local]")
-    envs_t.done()
+    environments = _read_environments(top.table("environments"), root, registry, project_name)
     top.done()
 
     config = Config(
@@ -394,6 +274,201 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
 
     check_config_names(config)   # every name against the rules of the system that receives it
     return config
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default a config dataclass declares for field `name`: the one place each default is written (the
+    readers below take it from there). KeyError for a field without a default."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def _read_project(t: Table, root: Path) -> tuple[str, Path, str]:
+    """[project] → (name, state directory, source URL)."""
+    project_name = t.text("name")
+    # VEZA_STATE_DIR moves the state (manifests, runs, locks) elsewhere, e.g. a CI job's workspace.
+    configured_state = t.text("state_dir", ".pipeline")
+    state_dir = root / (os.environ.get("VEZA_STATE_DIR") or configured_state)
+    source_url = t.text("source_url", "")
+    t.done()
+    return project_name, state_dir, source_url
+
+
+def _read_versioning(v: Table) -> Versioning:
+    def d(name: str) -> Any:
+        return default_of(Versioning, name)
+
+    versioning = Versioning(
+        first_version=v.text("first_version", d("first_version")),
+        tag_prefix=v.text("tag_prefix", d("tag_prefix")),
+        breaking_below_1=v.text("breaking_below_1", d("breaking_below_1"), choices=("minor", "major")),
+        non_conventional=v.text("non_conventional", d("non_conventional"), choices=("none", "patch")),
+        preset=v.text("preset", d("preset"), choices=BUMP_PRESETS),
+        bump_rules=tuple(items_of(v, "bump_rules", _read_bump_rule, required=False)),
+    )
+    _check_semver(v, "first_version", versioning.first_version)
+    v.done()
+    return versioning
+
+
+def _read_build(b: Table) -> Build:
+    def d(name: str) -> Any:
+        return default_of(Build, name)
+
+    build = Build(workers=b.integer("workers", d("workers"), hi=64),
+                  timeout_s=b.integer("timeout_s", d("timeout_s"), lo=1),
+                  builder=b.text("builder", d("builder"), choices=("auto", "buildx", "buildkit", "legacy")),
+                  cache_cap_mb=b.integer("cache_cap_mb", d("cache_cap_mb"), lo=0))
+    b.done()
+    return build
+
+
+def _read_registry(r: Table) -> Registry:
+    def d(name: str) -> Any:
+        return default_of(Registry, name)
+
+    registry = Registry(
+        address=r.text("address"), namespace=r.text("namespace", d("namespace")),
+        username_env=r.text("username_env", d("username_env")), password_env=r.text("password_env", d("password_env")),
+        retry_attempts=r.integer("retry_attempts", d("retry_attempts"), lo=1, hi=20),
+        retry_ceiling_s=r.number("retry_ceiling_s", d("retry_ceiling_s")),
+        timeout_s=r.integer("timeout_s", d("timeout_s"), lo=1),
+    )
+    for forbidden in ("password", "username", "token"):
+        if forbidden in r.data:
+            r.fail(r.key(forbidden), "credentials must not be written in pipeline.toml",
+                   f"remove it and set {forbidden}_env to the name of an environment variable")
+    r.done()
+    return registry
+
+
+def _read_scan(s: Table, root: Path) -> Scan:
+    def d(name: str) -> Any:
+        return default_of(Scan, name)
+
+    scan = Scan(
+        db_repository=s.text("db_repository", ""),
+        ignore_file=root / s.text("ignore_file", ".trivyignore.yaml"),   # may be outside: read as is
+        scanners=s.texts("scanners", d("scanners"), choices=("vuln", "secret", "misconfig")),
+        timeout_s=s.integer("timeout_s", d("timeout_s"), lo=1),
+        mirror_seed=(root / seed) if (seed := s.text("mirror_seed", "")) else None,
+    )
+    s.done()
+    return scan
+
+
+def _read_signing(sg: Table, root: Path, builder_id: str) -> Signing:
+    """[signing]; `builder_id` is the default builder id (`<source_url or project name>/veza-pipeline`)."""
+    configured_keys = sg.text("key_dir", DEFAULT_KEY_DIR)
+    key_dir = Path(os.path.expanduser(os.environ.get("VEZA_KEY_DIR") or configured_keys)).resolve()
+    if key_dir == root.resolve() or root.resolve() in key_dir.parents:
+        sg.fail(sg.key("key_dir"), f"{key_dir} is inside the repository", "keep signing keys outside the work tree")
+    signing = Signing(key_dir=key_dir, passphrase_env=sg.text("passphrase_env", default_of(Signing, "passphrase_env")),
+                      builder_id=sg.text("builder_id", builder_id))
+    sg.done()
+    return signing
+
+
+def _read_bases(bases_t: Table) -> dict[str, Base]:
+    bases: dict[str, Base] = {}
+    for bname in list(bases_t.data):
+        bt = bases_t.table(bname)
+        bases[bname] = Base(name=bname, upstream=bt.text("upstream"), local=bt.text("local"),
+                            recipe=bt.text("recipe"), build_arg=bt.text("build_arg", default_of(Base, "build_arg")))
+        bt.done()
+    bases_t.done()
+    return bases
+
+
+def _read_infra(infra_t: Table, bases: Mapping[str, Base]) -> dict[str, Infra]:
+    infra: dict[str, Infra] = {}
+    for iname in list(infra_t.data):
+        it = infra_t.table(iname)
+        base = it.text("base")
+        if base not in bases:
+            it.fail(it.key("base"), f"unknown base '{base}'", f"use one of the [bases] tables: {', '.join(bases)}")
+        infra[iname] = Infra(name=iname, base=base, port=it.integer("port", lo=1, hi=65535))
+        it.done()
+    infra_t.done()
+    return infra
+
+
+def _read_environments(envs_t: Table, root: Path, registry: Registry, project_name: str) -> dict[str, Environment]:
+    environments: dict[str, Environment] = {}
+    for ename in list(envs_t.data):
+        et = envs_t.table(ename)
+        check_name(et, envs_t.key(ename), ename)
+        environments[ename] = _read_environment(et, ename, root, registry, project_name)
+    if not environments:
+        envs_t.fail("environments", "no environment defined", "add at least [environments.local]")
+    envs_t.done()
+    return environments
+
+
+def _read_environment(et: Table, ename: str, root: Path, registry: Registry, project_name: str) -> Environment:
+    """[environments.<ename>]: the registry and the Helm release default to [registry]'s and the project's."""
+    def d(name: str) -> Any:
+        return default_of(Environment, name)
+
+    env = Environment(
+        name=ename,
+        registry=et.text("registry", registry.address),
+        registry_namespace=et.text("registry_namespace", registry.namespace),
+        kube_context=et.text("kube_context", ""),
+        namespace=et.text("namespace"),
+        helm_release=et.text("helm_release", project_name),
+        values_file=path_in(et, root, "values_file", must_exist=False, is_dir=False, inside=False),
+        stages=et.texts("stages", choices=STAGES),
+        tags=et.texts("tags", choices=TAG_KINDS),
+        scan_threshold=et.text("scan_threshold", "CRITICAL", choices=SEVERITIES),
+        ignore_unfixed=et.flag("ignore_unfixed", False),
+        require_clean_tree=et.flag("require_clean_tree", False),
+        require_release_tag=et.flag("require_release_tag", False),
+        confirm=et.flag("confirm", False),
+        promote_requires=et.texts("promote_requires", d("promote_requires"), choices=("scan", "smoke")),
+        local_infra=et.flag("local_infra", d("local_infra")),
+        kubeconfig_env=et.text("kubeconfig_env", d("kubeconfig_env")),
+        generate_secrets=et.flag("generate_secrets", d("generate_secrets")),
+        infra_scan_threshold=et.text("infra_scan_threshold", d("infra_scan_threshold"), choices=("", *SEVERITIES)),
+        kube_versions=et.texts("kube_versions", d("kube_versions")),
+        trusted_keys=tuple(Path(os.path.expanduser(k)) if os.path.isabs(os.path.expanduser(k)) else root / k
+                           for k in et.texts("trusted_keys", ())),
+        signing_passphrase_env=et.text("signing_passphrase_env", d("signing_passphrase_env")),
+        auto_key=et.flag("auto_key", d("auto_key")),
+        platforms=platforms_in(et),
+    )
+    if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
+        et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",
+                "use a name like PROD_KUBECONFIG")
+    for kv in env.kube_versions:
+        if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
+            et.fail(et.key("kube_versions"), f"'{kv}' is not a Kubernetes version", 'write e.g. ["1.31"]')
+    if not env.tags:
+        et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
+    if "latest" in env.tags and env.protected:
+        et.fail(et.key("tags"), f"'latest' is never used by {ename}", "remove 'latest' from tags")
+    if env.stages and "deploy" in env.stages and "push" not in env.stages:
+        et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)",
+                'add "push" before "deploy"')
+    order = [s for s in STAGES if s in env.stages]
+    for later, earlier in (("sign", "push"), ("deploy", "verify-images"), ("verify-images", "sign")):
+        if later in env.stages and earlier in env.stages and env.stages.index(later) < env.stages.index(earlier):
+            et.fail(et.key("stages"), f"{later} runs before {earlier}", f"put \"{earlier}\" before \"{later}\"")
+    if "sign" in env.stages and "push" not in env.stages:
+        et.fail(et.key("stages"), "sign needs push (images are signed by registry digest)", 'add "push"')
+    if env.auto_key and (env.require_release_tag or env.confirm):
+        et.fail(et.key("auto_key"), f"{ename} is a guarded environment", "make its key with `invoke keygen`")
+    if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
+        et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
+    if env.stages and env.stages[0] != "build" and "build" in env.stages:
+        et.fail(et.key("stages"), "build must come first", f"order stages like: {order}")
+    et.done()
+    return env
 
 
 def _read_bump_rule(t: Table) -> BumpRule:

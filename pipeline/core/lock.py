@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from pipeline.core.errors import UsageError
+from pipeline.core.processes import pid_alive
 from pipeline.core.vocab import now_iso
-from pipeline.tools.proc import pid_alive
 
 
 class LockHeld(UsageError):
@@ -51,7 +50,6 @@ class EnvLock:
         self.path = lock_dir / f"{env}.lock"
         self.env = env
         self.release_id = release_id
-        self.taken_over: Holder | None = None
 
     def holder(self) -> Holder | None:
         try:
@@ -82,7 +80,6 @@ class EnvLock:
                     stale.unlink()
                 except FileNotFoundError:
                     pass
-                self.taken_over = h
                 what = h.describe() if h else "unreadable lock file"
                 print(f"lock: took over a stale lock on {self.env} ({what}: process is gone)", flush=True)
                 continue
@@ -100,7 +97,7 @@ class EnvLock:
         self.acquire()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

@@ -41,7 +41,6 @@ HELM_RELEASE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z
 NAME_TOTAL_MAX = 255
 LABEL_MAX = 63
 HELM_RELEASE_MAX = 53
-TAG_MAX = 128
 
 
 def ascii_fold(value: str) -> str:

@@ -20,6 +20,9 @@ SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 LABEL_RUN = "veza.pipeline.run"
 LABEL_INPUT_DIGEST = "veza.pipeline.input-digest"
 LABEL_COMPONENT = "veza.pipeline.component"
+# The local repository of the build cache tags (`<CACHE_REPO>/<service>:in-<input digest>`): build finds images
+# by them, `invoke prune` trims them.
+CACHE_REPO = "veza-pipeline-cache"
 
 DEFAULT_ENV = "local"
 

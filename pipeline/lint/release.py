@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError
 from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import SEVERITY_RANK
 from pipeline.lint.run import DEFAULT_KUBE_VERSIONS, LintReport, gate, lint_paths
 
 LINT_DIRS = ("dockerfiles", "compose", "k8s", "helm")
@@ -49,7 +50,7 @@ def kube_versions_for(env: Environment, reporter: Reporter | None = None, *,
     """The Kubernetes versions to check an environment's manifests for (see the module docstring)."""
     if ask_cluster:
         try:
-            from pipeline.stages.deploy import kube_target
+            from pipeline.local.cluster import kube_target
             from pipeline.tools import kubectl
 
             found = kubectl.server_version(kube_target(env), timeout=CLUSTER_TIMEOUT_S)
@@ -66,8 +67,9 @@ def kube_versions_for(env: Environment, reporter: Reporter | None = None, *,
 
 def default_settings(env_name: str, reporter: Reporter | None, *,
                      versions_needed: bool = True) -> tuple[str, tuple[str, ...]]:
-    """(threshold, Kubernetes versions) for `invoke lint`: the named environment's, else prod's threshold and
-    the versions of every environment (DEFAULT_KUBE_VERSIONS without a readable pipeline.toml)."""
+    """(threshold, Kubernetes versions) for `invoke lint`: the named environment's, else the strictest
+    threshold of all environments (the lowest severity that blocks, so the result holds for each) and the
+    versions of every environment ("HIGH" and DEFAULT_KUBE_VERSIONS without a readable pipeline.toml)."""
     from pipeline.core.config import load_config
     from pipeline.core.errors import UsageError
 
@@ -83,7 +85,7 @@ def default_settings(env_name: str, reporter: Reporter | None, *,
                              f"use one of: {', '.join(cfg.environments)}")
         env = cfg.environments[env_name]
         return env.scan_threshold, kube_versions_for(env, reporter) if versions_needed else ()
-    threshold = cfg.environments["prod"].scan_threshold if "prod" in cfg.environments else "HIGH"
+    threshold = min((e.scan_threshold for e in cfg.environments.values()), key=SEVERITY_RANK.__getitem__)
     versions: set[str] = set()
     for env in cfg.environments.values() if versions_needed else ():
         versions.update(kube_versions_for(env, reporter))

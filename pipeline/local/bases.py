@@ -36,6 +36,7 @@ from pipeline.core.parallel import run_parallel
 from pipeline.core.paths import CACHE_DIR, ensure_dir
 from pipeline.core.progress import Progress
 from pipeline.local.recipe_inputs import build_context
+from pipeline.tools.docker import LocalImage
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 LABEL_RECIPE_DIGEST = "veza.pipeline.recipe-digest"
@@ -136,14 +137,6 @@ def _topological(parents: Mapping[str, str | None]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class ImageFacts:
-    """What the engine says about one local reference (from a single listing of all images)."""
-    image_id: str
-    tags: tuple[str, ...]
-    labels: Mapping[str, str]
-
-
-@dataclass(frozen=True)
 class Decision:
     name: str
     action: str          # present | acquire (pull or build) | rebuild
@@ -156,7 +149,7 @@ def normalize_ref(ref: str) -> str:
     return ref if ("@" in ref or ":" in last) else f"{ref}:latest"
 
 
-def decide(recipes: Mapping[str, Recipe], facts: Mapping[str, ImageFacts], *, force: bool) -> list[Decision]:
+def decide(recipes: Mapping[str, Recipe], facts: Mapping[str, LocalImage], *, force: bool) -> list[Decision]:
     """For each base (dependency order): present, acquire or rebuild. A rebuilt parent forces its children."""
     out: list[Decision] = []
     redo: set[str] = set()
@@ -199,7 +192,7 @@ def is_unreachable(reason: str) -> bool:
     return any(marker in low for marker in _UNREACHABLE)
 
 
-def facts_by_ref(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
+def facts_by_ref(images: Sequence[LocalImage]) -> dict[str, LocalImage]:
     return {t: img for img in images for t in img.tags}
 
 
@@ -235,10 +228,10 @@ class Outcome:
     duration_s: float
 
 
-def _inspect_all() -> dict[str, ImageFacts]:
+def _inspect_all() -> dict[str, LocalImage]:
     from pipeline.tools import docker
 
-    return facts_by_ref([ImageFacts(i.id, i.tags, i.labels) for i in docker.local_images()])
+    return facts_by_ref(docker.local_images())
 
 
 def _labels(r: Recipe, run_id: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +87,30 @@ def infra_documents(cfg: Config, secret: str) -> list[dict[str, Any]]:
     return docs
 
 
-def ensure_secret(target: KubeTarget, name: str) -> None:
+def missing_secret_keys(target: KubeTarget, name: str, keys: Sequence[str]) -> list[str]:
+    """Those of `keys` that Secret `name` in target's namespace lacks (all of them when it does not exist)."""
+    return _missing(kubectl.get_json(target, "secret", name, ignore_not_found=True), keys)
+
+
+def ensure_secret(target: KubeTarget, name: str, keys: Sequence[str] = SECRET_KEYS) -> list[str]:
+    """Give Secret `name` a random value (24 url-safe bytes) for each of `keys` it lacks, keeping the values it
+    has (created when missing). Returns the keys added ([]: nothing applied). Values reach kubectl on stdin."""
     found = kubectl.get_json(target, "secret", name, ignore_not_found=True)
-    have = set((found.get("data") or {}).keys()) if found else set()
-    missing = [k for k in SECRET_KEYS if k not in have]
+    missing = _missing(found, keys)
     if not missing:
-        return
+        return []
     doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "veza"}},
                            "stringData": {k: secrets.token_urlsafe(24) for k in missing}}
     if found and found.get("data"):
         doc["data"] = found["data"]
     kubectl.apply(target, json.dumps(doc))  # on stdin: never in argv
+    return missing
+
+
+def _missing(found: dict[str, Any] | None, keys: Sequence[str]) -> list[str]:
+    have = set((found.get("data") or {}).keys()) if found else set()
+    return [k for k in keys if k not in have]
 
 
 def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Path,

@@ -23,13 +23,13 @@ import urllib.request
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from pipeline.core.errors import StageFailed, ToolMissing, UsageError
 from pipeline.core.manifest import atomic_write
+from pipeline.core.processes import pid_alive
 from pipeline.core.redact import register_secret
-from pipeline.tools import proc, registry_server
+from pipeline.tools import registry_server
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -167,8 +167,7 @@ class LocalRegistry:
     def __enter__(self) -> LocalRegistry:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.started_here:
             self.stop()
 
@@ -241,7 +240,7 @@ class LocalRegistry:
 
     def _pid_is_ours(self, pid: int) -> bool:
         """Alive, and really `docker-registry serve <our config>`: a recycled pid is never killed."""
-        if not proc.pid_alive(pid):
+        if not pid_alive(pid):
             return False
         argv = registry_server.pid_cmdline(pid)
         return bool(argv) and str(self.config_file) in argv and any("registry" in a for a in argv[:1])

@@ -61,13 +61,10 @@ def current(cfg: Config) -> DevStack:
                     stack_spec.compose_dir(cfg))
 
 
-def stack_up(cfg: Config, env: Environment, reporter: Reporter, build: bool = False) -> None:
-    """Start the platform with the images of env's Release manifest (building them first with build=True)."""
+def stack_up(cfg: Config, env: Environment, reporter: Reporter) -> None:
+    """Start the platform with the images of env's Release manifest (`invoke up --build` builds them first).
+    UsageError (exit 2) when the environment has no Release manifest yet."""
     stack = current(cfg)
-    if build:
-        from pipeline.release.runner import run_command
-
-        run_command(cfg, env, ["build"], reporter, options={"fail_fast": True})
     path = manifest_path(cfg.state_dir, env.name)
     if not path.exists():
         raise UsageError(f"environment {env.name} has no Release manifest yet ({path})",

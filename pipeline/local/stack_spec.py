@@ -22,15 +22,12 @@ from pathlib import Path
 from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
-from pipeline.core.paths import ROOT
 from pipeline.core.redact import register_secret
 from pipeline.tools import docker
 
 BASE_NAME = "docker-compose.yml"
 DEV_NAME = "docker-compose.dev.yml"      # fixed 127.0.0.1 ports for developers
 SMOKE_NAME = "docker-compose.smoke.yml"  # ephemeral 127.0.0.1 ports: concurrent runs never collide
-# This checkout's files (its own tests read them); a run uses compose_dir(cfg): the project VEZA_CONFIG names.
-BASE_FILE, DEV_FILE, SMOKE_FILE = (ROOT / "compose" / n for n in (BASE_NAME, DEV_NAME, SMOKE_NAME))
 SECRET_VARS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
 RUN_ID_RE = re.compile(r"[^a-z0-9-]+")
 
@@ -66,15 +63,17 @@ def safe_run_id(raw: str, limit: int = 48) -> str:
 
 
 @dataclass(frozen=True)
-class ImageChoice:
+class StackImage:
+    """The image compose runs for one service or infra (the deploy's choice by digest is deploy.ImageChoice)."""
+
     var: str
-    ref: str        # what compose runs
+    ref: str        # what compose runs: an image ID, repository@digest or a local tag
     source: str     # manifest:image_id | manifest:digest | upstream | local
 
 
-def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = None) -> dict[str, ImageChoice]:
+def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = None) -> dict[str, StackImage]:
     """Per service, the exact image the manifest recorded. Missing build → one clear UsageError."""
-    out: dict[str, ImageChoice] = {}
+    out: dict[str, StackImage] = {}
     missing: list[str] = []
     for svc in cfg.select(names):
         data = manifest.service(svc.name) if svc.name in manifest.services() else {}
@@ -82,10 +81,10 @@ def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = No
         push = data.get("push") or {}
         iid = build.get("image_id") if build.get("status") in ("built", "reused") else None
         if iid and docker.image_id(str(iid)) == iid:
-            out[svc.name] = ImageChoice(image_var(svc.name), str(iid), "manifest:image_id")
+            out[svc.name] = StackImage(image_var(svc.name), str(iid), "manifest:image_id")
         elif push.get("digest") and data.get("repository"):
             # Not on this engine but pushed: compose pulls it by digest from the registry.
-            out[svc.name] = ImageChoice(image_var(svc.name), f"{data['repository']}@{push['digest']}",
+            out[svc.name] = StackImage(image_var(svc.name), f"{data['repository']}@{push['digest']}",
                                         "manifest:digest")
         else:
             why = "no successful build recorded" if not iid else f"image {iid[:19]} is not on this engine"
@@ -96,16 +95,16 @@ def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = No
     return out
 
 
-def infra_images(cfg: Config) -> dict[str, ImageChoice]:
+def infra_images(cfg: Config) -> dict[str, StackImage]:
     """Per infra service, the upstream image when present locally, else its offline equivalent."""
-    out: dict[str, ImageChoice] = {}
+    out: dict[str, StackImage] = {}
     missing: list[str] = []
     for name, infra in cfg.infra.items():
         base = cfg.bases[infra.base]
         if docker.image_id(base.upstream):
-            out[name] = ImageChoice(image_var(name), base.upstream, "upstream")
+            out[name] = StackImage(image_var(name), base.upstream, "upstream")
         elif docker.image_id(base.local):
-            out[name] = ImageChoice(image_var(name), base.local, "local")
+            out[name] = StackImage(image_var(name), base.local, "local")
         else:
             missing.append(f"{name} ({base.upstream} or {base.local})")
     if missing:
@@ -148,7 +147,7 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> Path:
     return path
 
 
-def stack_variables(run_id: str, images: Mapping[str, ImageChoice], secret_values: Mapping[str, str],
+def stack_variables(run_id: str, images: Mapping[str, StackImage], secret_values: Mapping[str, str],
                     extra: Mapping[str, str] | None = None) -> dict[str, str]:
     values = {"VEZA_RUN_ID": run_id, **{c.var: c.ref for c in images.values()}, **secret_values}
     values.update(extra or {})

@@ -35,7 +35,7 @@ def processes() -> list[str]:
     """`<pid> <command>` of every watched daemon running now (not this process's own children).
 
     A zombie is not running (it holds nothing but its PID entry until its parent reaps it): a daemon stopped
-    after its starter exited is reparented to PID 1, which may reap it seconds later. As tools/proc.pid_alive."""
+    after its starter exited is reparented to PID 1, which may reap it seconds later. As core/processes.pid_alive."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():

@@ -19,8 +19,7 @@ from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
-from pipeline.core.vocab import LABEL_INPUT_DIGEST, LABEL_RUN
-from pipeline.stages.build_platforms import CACHE_REPO
+from pipeline.core.vocab import CACHE_REPO, LABEL_INPUT_DIGEST, LABEL_RUN
 from pipeline.tools import docker
 
 

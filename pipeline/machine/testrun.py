@@ -1,4 +1,5 @@
-"""`invoke test`: ruff, mypy, then pytest over unit + integration + e2e. "No tests ran" is a failure, never a pass."""
+"""`invoke test`: ruff, mypy, lint-imports (the layers in pyproject.toml), vulture (dead code), then pytest over
+unit + integration + e2e. "No tests ran" is a failure, never a pass."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pipeline.core.errors import StageFailed
 from pipeline.core.paths import ROOT, VENV_DIR
 
 PYTEST_NO_TESTS = 5
+# Dead code at vulture's high confidence (unused imports, arguments, unreachable code: 80 % and up). No whitelist:
+# below 80 % vulture also names what Invoke, the stage registry and dataclass fields reach by name.
+VULTURE_ARGS = ["pipeline", "tasks.py", "--min-confidence", "80"]
 
 
 def _step(name: str, argv: list[str]) -> int:
@@ -29,6 +33,10 @@ def run_tests(unit_only: bool = False, keyword: str = "", lint: bool = True, ext
             failed.append("ruff")
         if _step("mypy", [str(bin_ / "mypy")]):
             failed.append("mypy")
+        if _step("lint-imports", [str(bin_ / "lint-imports"), "--no-cache"]):
+            failed.append("lint-imports (a layer imports upward: see [tool.importlinter] in pyproject.toml)")
+        if _step("vulture", [str(bin_ / "vulture"), *VULTURE_ARGS]):
+            failed.append("vulture (dead code)")
     # Unit tests first (seconds, no engine), then the real engine, registry, Trivy, Helm and cluster.
     args = [str(bin_ / "python"), "-m", "pytest", "tests/unit"]
     if not unit_only:

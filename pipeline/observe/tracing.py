@@ -225,8 +225,14 @@ class RunTrace:
                                       attributes={"process.executable.name": name})
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
-        try:
+        with self.ending(span):
             yield carrier.get("traceparent", ""), span
+
+    @contextmanager
+    def ending(self, span: Span) -> Iterator[None]:
+        """Ends `span` after the block; an exception marks it failed and goes on."""
+        try:
+            yield
         except BaseException as exc:
             # the error's type only: its message may quote a command line (the run's logs keep it, redacted)
             span.set_attribute("error.type", type(exc).__name__)
@@ -279,14 +285,8 @@ def call_span(name: str, **attributes: str) -> Iterator[Any]:
         return
     span = current.tracer.start_span(name, context=current._trace.set_span_in_context(current._parent()),
                                      attributes={k: redact(v) for k, v in attributes.items()})
-    try:
+    with current.ending(span):
         yield span
-    except BaseException as exc:
-        span.set_attribute("error.type", type(exc).__name__)
-        current._set_status(span, "failed")
-        raise
-    finally:
-        span.end()
 
 
 @contextmanager

@@ -23,7 +23,6 @@ from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import with_retries
 from pipeline.core.vocab import now_iso
-from pipeline.stages.push import registry_credentials, retry_policy
 from pipeline.tools import skopeo
 from pipeline.tools.registry_api import (
     Credentials,
@@ -31,6 +30,7 @@ from pipeline.tools.registry_api import (
     copy_within_registry,
     split_repository,
 )
+from pipeline.tools.registry_clients import RegistryClients
 from pipeline.versioning.tagging import TagInputs, tags_for
 
 PASSING = {"scan": ("pass", "passed"), "smoke": ("pass", "passed")}
@@ -74,7 +74,8 @@ def _gates(man: Manifest, names: list[str], dst: Environment) -> None:
 
 
 def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, reporter: Reporter,
-                services: list[str] | None = None, *, via: str | None = None) -> dict[str, dict[str, Any]]:
+                services: list[str] | None = None, *, via: str | None = None,
+                registries: RegistryClients | None = None) -> dict[str, dict[str, Any]]:
     """Copy each service's image by digest from src to dst and add dst's tags (the planning tag policy).
 
     man: the source environment's Release manifest (promotions are recorded in it, per service).
@@ -97,17 +98,17 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
     from pipeline.stages.sign import check_before_promotion, sign_promoted, signs
     from pipeline.trust.envkeys import signing_key
 
-    check_before_promotion(cfg, src, man, [(n, a, d) for n, a, _, d in plans])
+    regs = registries or RegistryClients(cfg)
+    check_before_promotion(cfg, src, man, [(n, a, d) for n, a, _, d in plans], registries=regs)
     dst_key = signing_key(cfg, dst) if signs(dst) else None   # the target's key: before anything is copied
 
-    policy = retry_policy(cfg)
+    policy = regs.policy
     creds: dict[str, Credentials] = {}
     clients: dict[str, RegistryClient] = {}
     for address in {split_repository(r)[0] for _, a, b, _ in plans for r in (a, b)}:
-        c = registry_credentials(cfg, address)
-        if c is not None:
+        clients[address] = regs.client(address)
+        if (c := clients[address].credentials) is not None:
             creds[address] = c
-        clients[address] = RegistryClient(address, credentials=c, timeout=min(30.0, cfg.registry.timeout_s))
         with_retries(clients[address].ping, policy)
     via = via or ("skopeo" if skopeo.available() else "registry-api")
     if via not in ("skopeo", "registry-api"):
@@ -143,7 +144,8 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
                "source": f"{src_repo}@{digest}", "repository": dst_repo, "digest": digest, "tags": tags,
                "method": method, "duration_s": round(time.monotonic() - started, 3), "at": now_iso()}
         if dst_key is not None:
-            res["signature"] = sign_promoted(cfg, dst, man, name, dst_repo, digest, key=dst_key)
+            res["signature"] = sign_promoted(cfg, dst, man, name, dst_repo, digest, key=dst_key,
+                                             registries=regs)
         promos = dict(man.service(name).get("promotions") or {})
         promos[dst.name] = res
         man.set_service(name, promotions=promos)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from pipeline.core.config import Config, Environment
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
+from pipeline.tools.registry_clients import RegistryClients
 from pipeline.versioning.releaseinfo import ReleaseInfo
 
 
@@ -53,6 +54,10 @@ class RunContext:
     services: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)   # per-command flags (no_cache, workers, dry_run…)
     cancel: threading.Event = field(default_factory=threading.Event)
+    registries: RegistryClients = field(init=False)   # one client per registry address, one timeout policy
+
+    def __post_init__(self) -> None:
+        self.registries = RegistryClients(self.cfg)
 
     def selected(self) -> list[str]:
         """The selected service names, in config order (all when none was named)."""

@@ -12,10 +12,8 @@ from collections.abc import Mapping
 from pipeline.core.config import Environment, Service
 from pipeline.core.errors import UsageError
 from pipeline.core.platforms import Platform, effective_platforms, native_platform, primary_platform
-from pipeline.core.vocab import LABEL_INPUT_DIGEST
+from pipeline.core.vocab import CACHE_REPO, LABEL_INPUT_DIGEST
 from pipeline.tools import buildkit, docker
-
-CACHE_REPO = "veza-pipeline-cache"
 
 
 def cache_ref(service: str, digest: str, platform: Platform | None = None) -> str:

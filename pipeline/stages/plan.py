@@ -48,11 +48,6 @@ class ServicePlan:
     existing_tags: tuple[str, ...] = ()    # the reused image's local tags when the plan looked (RepoTags)
 
     @property
-    def multi_platform(self) -> bool:
-        """More than the machine's own platform alone: built per platform, pushed as an OCI image index."""
-        return bool(self.platforms)
-
-    @property
     def name(self) -> str:
         return self.service.name
 

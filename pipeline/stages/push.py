@@ -30,9 +30,9 @@ from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.push_index import index_holds, push_index_image
-from pipeline.tools import credentials as creds_mod
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
+from pipeline.tools.registry_clients import RegistryClients
 
 
 @dataclass
@@ -50,7 +50,7 @@ class PushContext:
     env: Environment
     policy: RetryPolicy
     credentials: Credentials | None
-    clients: dict[str, RegistryClient] = field(default_factory=dict)
+    registries: RegistryClients
     log: Callable[[str], None] = print
     progress: Callable[[str, str], None] | None = None    # (service, text) while an image is pushed
     stop: threading.Event = field(default_factory=threading.Event)   # set on Ctrl-C: uploads end, no retry waits
@@ -72,22 +72,11 @@ class PushContext:
         return note
 
     def client(self, address: str) -> RegistryClient:
-        if address not in self.clients:
-            self.clients[address] = RegistryClient(address, credentials=self.credentials)
-        return self.clients[address]
+        return self.registries.client(address)
 
 
-def retry_policy(cfg: Config) -> RetryPolicy:
-    return RetryPolicy(attempts=cfg.registry.retry_attempts, ceiling_s=cfg.registry.retry_ceiling_s,
-                       base_s=min(0.5, cfg.registry.retry_ceiling_s or 0.5))
-
-
-def registry_credentials(cfg: Config, address: str) -> Credentials | None:
-    """[registry] username_env/password_env, else the docker config; registered for redaction."""
-    return creds_mod.resolve(address, cfg.registry.username_env, cfg.registry.password_env)
-
-
-def check_registry_writable(cfg: Config, env: Environment, services: list[str] | None = None) -> None:
+def check_registry_writable(cfg: Config, env: Environment, services: list[str] | None = None, *,
+                            registries: RegistryClients | None = None) -> None:
     """Pre-flight, before any build: authenticate and prove push access on the first service's repository.
 
     Opens a blob upload session and cancels it (nothing is written). RegistryAuthError (exit 2) for bad
@@ -95,9 +84,9 @@ def check_registry_writable(cfg: Config, env: Environment, services: list[str] |
     """
     svcs = cfg.select(services)
     address, repo = split_repository(env.repository(svcs[0]))
-    client = RegistryClient(address, credentials=registry_credentials(cfg, address),
-                            timeout=min(30.0, cfg.registry.timeout_s))
-    policy = retry_policy(cfg)
+    regs = registries or RegistryClients(cfg)
+    client = regs.client(address)
+    policy = regs.policy
     with_retries(client.ping, policy)
     with_retries(lambda: client.check_push_access(repo), policy)
 
@@ -233,7 +222,8 @@ def _verified_tags(client: RegistryClient, repo: str, tags: list[str], digest: s
 
 
 def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,
-                services: list[str] | None = None, *, workers: int | None = None) -> StageSummary:
+                services: list[str] | None = None, *, workers: int | None = None,
+                registries: RegistryClients | None = None) -> StageSummary:
     """Push the images of the Release manifest to env's registry; records each service's `push` record.
 
     Returns the stage summary (counts, retries). Raises RegistryAuthError (exit 2) on refused credentials,
@@ -244,15 +234,14 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     started = time.monotonic()
     targets = _targets(cfg, env, man, services)
     addresses = sorted({split_repository(t.repository)[0] for t in targets})
-    ctx = PushContext(env=env, policy=retry_policy(cfg), credentials=None, log=lambda s: log(redact(s)),
+    regs = registries or RegistryClients(cfg)
+    ctx = PushContext(env=env, policy=regs.policy, credentials=None, registries=regs, log=lambda s: log(redact(s)),
                       progress=lambda service, text: reporter.step("push", service, text))
     for address in addresses:  # one registry per environment in practice
-        ctx.credentials = registry_credentials(cfg, address)
-        ctx.clients[address] = RegistryClient(address, credentials=ctx.credentials,
-                                              timeout=min(30.0, cfg.registry.timeout_s))
+        ctx.credentials = regs.credentials(address)
         try:
             # Fail fast: a refused password is exit 2 now, before the engine uploads anything.
-            with_retries(ctx.clients[address].ping, ctx.policy, None, _ping_note(ctx, address))
+            with_retries(regs.client(address).ping, ctx.policy, None, _ping_note(ctx, address))
         except RegistryAuthError:
             raise
         except PipelineError as exc:
@@ -294,24 +283,24 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     return StageSummary(detail, {"retries": retries, **counts})
 
 
-def registry_serves(cfg: Config, man: Manifest, services: list[str]) -> str | None:
+def registry_serves(cfg: Config, man: Manifest, services: list[str], *,
+                    registries: RegistryClients | None = None) -> str | None:
     """None when the registry serves every recorded digest under every recorded tag (HEAD requests), else
     the first difference as one line ("registry no longer has veza-docs@sha256:…")."""
-    clients: dict[str, RegistryClient] = {}
+    regs = registries or RegistryClients(cfg)
     for name in services:
         pushed = man.pushed(name)
         if pushed is None or not pushed.ok:
             return f"{name} has no pushed image recorded"
         address, path = split_repository(pushed.repository)
-        if address not in clients:
-            clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address), timeout=10)
         try:
+            client = regs.client(address)
             for tag in pushed.tags:
-                ref = clients[address].head_manifest(path, tag)
+                ref = client.head_manifest(path, tag)
                 if ref is None or ref.digest != pushed.digest:
                     now = ref.digest[:19] if ref else "nothing"
                     return f"registry serves {now} for {pushed.repository}:{tag}, not {str(pushed.digest)[:19]}"
-            gone = index_holds(clients[address], path, dict(pushed.children))
+            gone = index_holds(client, path, dict(pushed.children))
             if gone:
                 return f"registry no longer has {gone} of {pushed.repository}@{str(pushed.digest)[:19]}"
         except PipelineError as exc:
@@ -333,20 +322,21 @@ class PushStage:
             from pipeline.local.embedded_registry import ensure_local_registry
 
             ensure_local_registry(ctx.cfg, ctx.env.registry)
-        check_registry_writable(ctx.cfg, ctx.env, ctx.services or None)
+        check_registry_writable(ctx.cfg, ctx.env, ctx.services or None, registries=ctx.registries)
         ctx.reporter.info(f"pre-flight: registry {ctx.env.registry} accepts pushes")
 
     def holds(self, ctx: RunContext) -> str | None:
-        why = registry_serves(ctx.cfg, ctx.manifest, ctx.selected())
+        why = registry_serves(ctx.cfg, ctx.manifest, ctx.selected(), registries=ctx.registries)
         return f"{why}; pushing again" if why else None
 
     def run(self, ctx: RunContext) -> StageSummary:
-        summary = push_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None)
+        summary = push_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None,
+                              registries=ctx.registries)
         if "scan" in ctx.env.stages:
             from pipeline.stages.sbom import attach_sboms
 
             try:  # the SBOM beside the image in the registry is a plus: its failure does not fail the release
-                attach_sboms(ctx.cfg, ctx.manifest, ctx.reporter, ctx.services or None)
+                attach_sboms(ctx.cfg, ctx.manifest, ctx.reporter, ctx.services or None, registries=ctx.registries)
             except PipelineError as exc:
                 ctx.reporter.warn(f"SBOMs not attached: {exc.one_line()}")
         return summary

@@ -9,9 +9,7 @@ it under the image. Registries without that API (distribution 2.8) find it by th
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import urllib.parse
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import with_retries
 from pipeline.core.vocab import now_iso
-from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
+from pipeline.tools.registry_api import RegistryClient, split_repository
+from pipeline.tools.registry_clients import RegistryClients, retry_policy
 
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -30,29 +29,8 @@ EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def sbom_tag(image_digest: str) -> str:
     return image_digest.replace(":", "-") + ".sbom"
-
-
-def upload_blob(client: RegistryClient, repo: str, data: bytes) -> str:
-    """Monolithic blob upload (POST then PUT ?digest=); skipped when the registry has the blob already."""
-    digest = _digest(data)
-    if client.blob_exists(repo, digest):
-        return digest
-    scope = f"repository:{repo}:pull,push"
-    _, h, _ = client.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
-    location = h.get("location", "")
-    if not location:
-        raise StageFailed(f"registry {client.address} gave no upload location for {repo}")
-    sep = "&" if "?" in location else "?"
-    url = f"{location}{sep}digest={urllib.parse.quote(digest)}"
-    client.request("PUT", url, headers={"Content-Type": "application/octet-stream"}, body=data, scope=scope,
-                   ok=(201, 204))
-    return digest
 
 
 def attach_sbom(client: RegistryClient, repo: str, image_digest: str, sbom: Path) -> tuple[str, str]:
@@ -62,8 +40,8 @@ def attach_sbom(client: RegistryClient, repo: str, image_digest: str, sbom: Path
         raise UsageError(f"{repo}@{image_digest} is not in the registry {client.address}",
                          "push the image first (`invoke push`)")
     data = sbom.read_bytes()
-    config_digest = upload_blob(client, repo, EMPTY)
-    layer_digest = upload_blob(client, repo, data)
+    config_digest = client.upload_blob(repo, EMPTY)
+    layer_digest = client.upload_blob(repo, data)
     body: dict[str, Any] = {
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SBOM_MEDIA_TYPE,
         "config": {"mediaType": EMPTY_CONFIG, "digest": config_digest, "size": len(EMPTY),
@@ -83,7 +61,6 @@ def _attach_child_sboms(cfg: Config, client: RegistryClient, repo: str, build: d
     """A multi-platform image: an SBOM attached to each child digest — the scan stage's SBOM for the child
     the scan ran on (the primary: the local image with the service's tags), a Trivy SBOM of the local image
     for each other platform. Returns (platform, tag) pairs; [] for a single-platform image."""
-    from pipeline.stages.push import retry_policy
     from pipeline.tools import trivy
 
     children: dict[str, str] = dict(push.get("children") or {})
@@ -104,7 +81,7 @@ def _attach_child_sboms(cfg: Config, client: RegistryClient, repo: str, build: d
 
 
 def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[str] | None = None, *,
-                 credentials: Credentials | None = None) -> dict[str, str]:
+                 registries: RegistryClients | None = None) -> dict[str, str]:
     """Attach the scan stage's SBOM to every pushed image of the Release manifest; returns service → ref.
 
     A multi-platform image also gets an SBOM on each child digest (the record's `children`: platform →
@@ -122,24 +99,17 @@ def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[
         if not scan.get("sbom") or not Path(str(scan["sbom"])).is_file():
             raise UsageError(f"{name} has no SBOM from the scan stage", "run `invoke scan` first")
         todo.append((name, push, scan))
-    from pipeline.stages.push import retry_policy
-
+    regs = registries or RegistryClients(cfg)
     out: dict[str, str] = {}
-    clients: dict[str, RegistryClient] = {}
     for name, push, scan in todo:
         repository = str(push.get("repository") or man.service(name)["repository"])
         address, repo = split_repository(repository)
-        if address not in clients:
-            if credentials is None:
-                from pipeline.stages.push import registry_credentials
-
-                credentials = registry_credentials(cfg, address)
-            clients[address] = RegistryClient(address, credentials=credentials)
+        client = regs.client(address)
         try:   # transient registry failures (TOOMANYREQUESTS, 5xx, resets) retried; attaching is idempotent
-            tag, digest = with_retries(partial(attach_sbom, clients[address], repo, str(push["digest"]),
+            tag, digest = with_retries(partial(attach_sbom, client, repo, str(push["digest"]),
                                                Path(str(scan["sbom"]))), retry_policy(cfg))
             children = {plat: f"{repository}:{t}" for plat, t in _attach_child_sboms(
-                cfg, clients[address], repo, man.stage_result(name, "build") or {}, push, Path(str(scan["sbom"])))}
+                cfg, client, repo, man.stage_result(name, "build") or {}, push, Path(str(scan["sbom"])))}
         except RegistryAuthError:
             raise
         except PipelineError as exc:

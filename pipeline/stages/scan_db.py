@@ -18,19 +18,19 @@ from pathlib import Path
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError, StageFailed
 from pipeline.tools import trivy
+from pipeline.tools.registry_clients import RegistryClients
 
 Log = Callable[[str], None]
 MIRROR_RECORD = "mirror.json"
 
 
-def mirror_digest(repository: str, username: str = "", password: str = "") -> str:
+def mirror_digest(registries: RegistryClients, repository: str) -> str:
     """Manifest digest of the DB artifact `<repository>:2` in its registry ("" when absent or unreachable)."""
-    from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
+    from pipeline.tools.registry_api import split_repository
 
     address, path = split_repository(repository)
-    creds = Credentials(username, password) if username and password else None
     try:
-        ref = RegistryClient(address, credentials=creds, timeout=10).head_manifest(path, str(trivy.DB_TAG))
+        ref = registries.client(address).head_manifest(path, str(trivy.DB_TAG))
     except PipelineError:
         return ""
     return ref.digest if ref else ""
@@ -68,12 +68,12 @@ def prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
             "no [scan].db_repository set")
         return info
     from pipeline.local.trivydb.seed import ensure_seeded
-    from pipeline.tools.credentials import resolve
 
     ensure_seeded(cfg, lambda m: log(f"scan: {m}"))   # the embedded mirror only: empty or an outdated seed
-    creds = resolve(repo.split("/", 1)[0], cfg.registry.username_env, cfg.registry.password_env)
+    registries = RegistryClients(cfg)
+    creds = registries.credentials(repo.split("/", 1)[0])
     user, password = (creds.username, creds.password) if creds else ("", "")
-    served = mirror_digest(repo, user, password)
+    served = mirror_digest(registries, repo)
     before = trivy.db_info(cache)
     if served and before.present and served != cached_mirror_digest(cache, repo):
         (cache / "db" / "metadata.json").unlink(missing_ok=True)   # Trivy then fetches, whatever NextUpdate says
@@ -83,11 +83,9 @@ def prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
         from functools import partial
 
         from pipeline.core.retry import with_retries
-        from pipeline.stages.push import retry_policy
-
         # a throttled or briefly unavailable mirror (by its error code) is retried before falling back
         info = with_retries(partial(trivy.download_db, repo, cache, timeout=min(600, cfg.scan.timeout_s),
-                                    username=user, password=password), retry_policy(cfg))
+                                    username=user, password=password), registries.policy)
     except StageFailed as exc:
         cached = trivy.db_info(cache)
         if not cached.present:

@@ -7,7 +7,6 @@ verifies is left as it is (the no-op release writes nothing). Works from the Rel
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import now_iso
 from pipeline.release.stage import RunContext, StageSummary
+from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient, split_repository
+from pipeline.tools.registry_clients import RegistryClients
 from pipeline.trust import envkeys
 from pipeline.trust.provenance import (
     BuildFacts,
@@ -38,7 +39,7 @@ BUILD_TYPE_PATH = "veza-pipeline/docker-build/v1"
 def key_id(key: ec.EllipticCurvePublicKey) -> str:
     """sha256 of the public key's DER (SubjectPublicKeyInfo): names a key in records without revealing anything."""
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+    return digest_of(der)
 
 
 def pushed_images(cfg: Config, man: Manifest, services: list[str] | None) -> list[tuple[str, str, str]]:
@@ -69,7 +70,7 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
     build = man.stage_result(service, "build") or {}
     dockerfile = svc.dockerfile
     rel = str(dockerfile.relative_to(cfg.root)) if dockerfile.is_relative_to(cfg.root) else str(dockerfile)
-    dockerfile_sha = hashlib.sha256(dockerfile.read_bytes()).hexdigest() if Path(dockerfile).is_file() else ""
+    dockerfile_sha = digest_of(dockerfile.read_bytes()).removeprefix("sha256:") if Path(dockerfile).is_file() else ""
     return BuildFacts(
         repository=repository, digest=digest, commit=commit, dirty=bool(version.get("dirty")),
         source_uri=f"git+{source}" + (f"@refs/heads/{branch}" if branch else ""),
@@ -81,17 +82,9 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
         finished_on=now_iso(), platforms=platforms)
 
 
-def _client(cfg: Config, clients: dict[str, RegistryClient], address: str) -> RegistryClient:
-    if address not in clients:
-        from pipeline.stages.push import registry_credentials
-
-        clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address),
-                                          timeout=min(60.0, cfg.registry.timeout_s))
-    return clients[address]
-
-
 def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,
-                services: list[str] | None = None, *, run_id: str = "", vex: Path | None = None) -> StageSummary:
+                services: list[str] | None = None, *, run_id: str = "", vex: Path | None = None,
+                registries: RegistryClients | None = None) -> StageSummary:
     """Sign each pushed digest with env's key, attach provenance (and `vex`, an OpenVEX file, when given).
 
     A multi-platform image is signed and attested as its index digest and as each child's digest (the
@@ -105,11 +98,11 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     pub = key.public_key()
     kid = key_id(pub)
     commit = str((man.data.get("version") or {}).get("sha") or "")
-    clients: dict[str, RegistryClient] = {}
+    regs = registries or RegistryClients(cfg)
     counts = {"signed": 0, "already": 0, "attested": 0}
     for name, repository, digest in images:
         address, repo = split_repository(repository)
-        client = _client(cfg, clients, address)
+        client = regs.client(address)
         pushed = man.pushed(name)
         children = dict(pushed.children) if pushed is not None else {}
         try:
@@ -160,7 +153,8 @@ def _sign_and_attest(cfg: Config, man: Manifest, name: str, client: RegistryClie
     return sig_tag, signed_now, 1
 
 
-def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str]) -> str | None:
+def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str], *,
+                    registries: RegistryClients | None = None) -> str | None:
     """None when the registry still serves, for every selected pushed digest, a signature and provenance
     by env's trusted keys; else the first difference (one line)."""
 
@@ -169,21 +163,22 @@ def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list
         trusted = envkeys.trusted_keys(cfg, env)
     except PipelineError as exc:
         return exc.message
-    found = first_trust_problem(cfg, man, images, trusted)
+    found = first_trust_problem(cfg, man, images, trusted, registries=registries)
     return f"{found[0]}: {found[2][0]}" if found else None
 
 
 def first_trust_problem(cfg: Config, man: Manifest, images: list[tuple[str, str, str]],
-                        trusted: Any) -> tuple[str, str, list[str]] | None:
+                        trusted: Any, *, registries: RegistryClients | None = None
+                        ) -> tuple[str, str, list[str]] | None:
     """The first (service, repository@digest, problems) whose signature or provenance (for the manifest's
     commit) the registry does not hold by a trusted key; None when every image checks out."""
     from pipeline.stages.verify_images import check_image
 
     commit = str((man.data.get("version") or {}).get("sha") or "")
-    clients: dict[str, RegistryClient] = {}
+    regs = registries or RegistryClients(cfg)
     for name, repository, digest in images:
         address, repo = split_repository(repository)
-        problems = check_image(_client(cfg, clients, address), repo, digest, trusted, commit=commit)
+        problems = check_image(regs.client(address), repo, digest, trusted, commit=commit)
         if problems:
             return name, f"{repository}@{digest}", problems
     return None
@@ -202,7 +197,7 @@ class SignStage:
         envkeys.signing_key(ctx.cfg, ctx.env)
 
     def holds(self, ctx: RunContext) -> str | None:
-        why = signatures_hold(ctx.cfg, ctx.env, ctx.manifest, ctx.selected())
+        why = signatures_hold(ctx.cfg, ctx.env, ctx.manifest, ctx.selected(), registries=ctx.registries)
         return f"{why}; signing again" if why else None
 
     def run(self, ctx: RunContext) -> StageSummary:
@@ -210,7 +205,7 @@ class SignStage:
 
         vex = vex_for_release(ctx.cfg, ctx.manifest, ctx.run_dir)
         return sign_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None, run_id=ctx.run_id,
-                           vex=vex)
+                           vex=vex, registries=ctx.registries)
 
 
 def signs(env: Environment) -> bool:
@@ -224,7 +219,7 @@ def verifies(env: Environment) -> bool:
 
 
 def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
-                           images: list[tuple[str, str, str]]) -> None:
+                           images: list[tuple[str, str, str]], *, registries: RegistryClients | None = None) -> None:
     """Promotion's trust gate: each (service, source repository, digest) is signed by src's trusted keys and
     attested for the manifest's commit; PolicyBlocked (exit 3) naming the image otherwise. Nothing when src
     neither signs nor verifies."""
@@ -232,7 +227,7 @@ def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
 
     if not verifies(src):
         return
-    found = first_trust_problem(cfg, man, images, envkeys.trusted_keys(cfg, src))
+    found = first_trust_problem(cfg, man, images, envkeys.trusted_keys(cfg, src), registries=registries)
     if found:
         name, ref, problems = found
         raise PolicyBlocked(f"promotion refused: {ref} ({name}): {'; '.join(problems)}",
@@ -240,11 +235,11 @@ def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
 
 
 def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repository: str, digest: str, *,
-                  key: ec.EllipticCurvePrivateKey, run_id: str = "") -> str:
+                  key: ec.EllipticCurvePrivateKey, run_id: str = "", registries: RegistryClients | None = None) -> str:
     """Sign a promoted digest in dst's repository with dst's key and attach its provenance (an index: each
     child too); returns the signature reference (`repository:sha256-<hex>.sig`)."""
     address, _ = split_repository(repository)
-    client = _client(cfg, {}, address)
+    client = (registries or RegistryClients(cfg)).client(address)
     commit = str((man.data.get("version") or {}).get("sha") or "")
     pushed = man.pushed(name)
     children = dict(pushed.children) if pushed is not None else {}

@@ -24,6 +24,7 @@ from pipeline.core.reporter import Reporter
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.image_index import children_of
 from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
+from pipeline.tools.registry_clients import RegistryClients
 from pipeline.trust import envkeys
 from pipeline.trust.provenance import check_provenance
 from pipeline.trust.signing import check_signature
@@ -115,7 +116,8 @@ class ImageVerdict:
 
 
 def verify_refs(cfg: Config, env: Environment, man: Manifest, images: Sequence[str], reporter: Reporter, *,
-                trusted: list[ec.EllipticCurvePublicKey] | None = None) -> list[ImageVerdict]:
+                trusted: list[ec.EllipticCurvePublicKey] | None = None,
+                registries: RegistryClients | None = None) -> list[ImageVerdict]:
     """Check each image reference against the Release manifest and the registry; returns one verdict each.
 
     Trusted keys: env's own and its `trusted_keys` unless given. The release's commit is the manifest's
@@ -130,19 +132,14 @@ def verify_refs(cfg: Config, env: Environment, man: Manifest, images: Sequence[s
         pushed = man.pushed(name)
         if pushed is not None and pushed.digest:
             by_repo[pushed.repository] = (name, pushed.digest)
-    from pipeline.stages.push import registry_credentials
-
-    clients: dict[str, RegistryClient] = {}
+    regs = registries or RegistryClients(cfg)
     out = []
     for image in images:
         repository, tag, digest = split_image(image)
         service, recorded = by_repo.get(repository, ("?", ""))
         problems: list[str] = []
         address, repo = split_repository(repository)
-        if address not in clients:
-            clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address),
-                                              timeout=min(60.0, cfg.registry.timeout_s))
-        client = clients[address]
+        client = regs.client(address)
         if not digest:
             served = client.head_manifest(repo, tag or "latest")
             now = served.digest if served else "nothing"
@@ -164,7 +161,8 @@ def verify_refs(cfg: Config, env: Environment, man: Manifest, images: Sequence[s
 
 
 def verify_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,
-                  services: Sequence[str] = (), *, images: Sequence[str] | None = None) -> StageSummary:
+                  services: Sequence[str] = (), *, images: Sequence[str] | None = None,
+                  registries: RegistryClients | None = None) -> StageSummary:
     """The gate: the rendered images (or `images`) all verify, else PolicyBlocked (exit 3) naming the first
     untrusted image and everything missing for it (each image gets its own reporter line).
 
@@ -172,7 +170,7 @@ def verify_images(cfg: Config, env: Environment, man: Manifest, reporter: Report
     """
     t0 = time.monotonic()
     refs = list(images) if images is not None else rendered_images(cfg, env, man, services)
-    verdicts = verify_refs(cfg, env, man, refs, reporter)
+    verdicts = verify_refs(cfg, env, man, refs, reporter, registries=registries)
     bad = [v for v in verdicts if v.problems]
     if bad:
         first = bad[0]
@@ -200,11 +198,11 @@ class VerifyImagesStage:
         return "the trust gate is never taken from the record"
 
     def run(self, ctx: RunContext) -> StageSummary:
-        return verify_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services)
+        return verify_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services, registries=ctx.registries)
 
 
-def published_attachments(cfg: Config, env: Environment, man: Manifest, services: Sequence[str] = ()
-                          ) -> dict[str, dict[str, str]]:
+def published_attachments(cfg: Config, env: Environment, man: Manifest, services: Sequence[str] = (), *,
+                          registries: RegistryClients | None = None) -> dict[str, dict[str, str]]:
     """Post-release verification: re-read each published digest from the registry and recheck its signature
     (env's trusted keys), provenance (subject digest, release commit) and the SBOM/VEX attachments.
 
@@ -212,23 +210,19 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
     problem ("vex": "none (nothing justified)" when the ignore file justified nothing to attach).
     Never raises for what it finds (the report records it); registry errors do raise.
     """
-    from pipeline.stages.push import registry_credentials
     from pipeline.stages.sbom import sbom_tag
     from pipeline.trust.attach import attachment_tag
 
     trusted = envkeys.trusted_keys(cfg, env)
     commit = str((man.data.get("version") or {}).get("sha") or "")
     out: dict[str, dict[str, str]] = {}
-    clients: dict[str, RegistryClient] = {}
+    regs = registries or RegistryClients(cfg)
     for name in (list(services) or man.services()):
         pushed = man.pushed(name)
         if pushed is None or not pushed.digest:
             continue
         address, repo = split_repository(pushed.repository)
-        if address not in clients:
-            clients[address] = RegistryClient(address, credentials=registry_credentials(cfg, address),
-                                              timeout=min(60.0, cfg.registry.timeout_s))
-        c = clients[address]
+        c = regs.client(address)
         sig = check_signature(c, repo, pushed.digest, trusted)
         prov = check_provenance(c, repo, pushed.digest, trusted, commit=commit)
         out[name] = {

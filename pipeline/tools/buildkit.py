@@ -221,29 +221,3 @@ def build(builder: Builder, *, context: Path, dockerfile: Path, tags: list[str],
     return proc.stream(argv, timeout=timeout, on_line=on_line, env=env, stop=stop)
 
 
-def builder_cache_usage(builder: Builder) -> int | None:
-    """Bytes the engine's BuildKit cache holds (`docker system df`), None when unknown."""
-    res = proc.run([builder.cli, "system", "df", "--format", "{{.Type}}\t{{.Size}}"], timeout=60, check=False)
-    for line in res.stdout.splitlines():
-        kind, _, size = line.partition("\t")
-        if kind.strip() == "Build Cache":
-            return parse_size(size.strip())
-    return None
-
-
-def parse_size(text: str) -> int | None:
-    """'1.2GB' / '512MB' / '0B' (docker's decimal units) → bytes; None when unreadable."""
-    m = re.match(r"^([\d.]+)\s*([kKMGT]?B)$", text)
-    if not m:
-        return None
-    scale = {"B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}[m.group(2)]
-    return int(float(m.group(1)) * scale)
-
-
-def prune_builder_cache(builder: Builder, *, keep_bytes: int, timeout: float) -> str:
-    """Prune the engine's build cache down to keep_bytes (`docker builder prune --keep-storage`); its output."""
-    env = {"DOCKER_BUILDKIT": "1"} if builder.kind == "buildkit" else None
-    argv = [builder.cli, "builder", "prune", "--force", "--keep-storage", str(keep_bytes)]
-    res = proc.run(argv, timeout=timeout, env=env, what="docker builder prune")
-    return res.stdout.strip()
-

@@ -12,12 +12,12 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.errors import Interrupted, RegistryAuthError, StageFailed
+from pipeline.core.errors import Interrupted, StageFailed
 from pipeline.core.redact import redact
 from pipeline.observe.tracing import call_span
 from pipeline.tools import docker as engine
 from pipeline.tools import engine_socket
-from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable
+from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable, raise_failure
 from pipeline.tools.registry_errors import classify_text
 
 _UNKNOWN_HOST = re.compile(r"no such host|server misbehaving|name or service not known", re.I)
@@ -42,16 +42,12 @@ def classify(message: str) -> str:
 def raise_classified(message: str, ref: str) -> None:
     msg = redact(message.strip())
     kind = classify(msg)
-    if kind == "auth":
-        raise RegistryAuthError(f"push of {ref} refused by the registry: {msg}",
-                                "check the credentials: the env vars named in [registry] username_env/"
-                                "password_env, or `docker login` (docker config)")
     if kind == "unknown-host":
         raise RegistryRequestError(f"push of {ref}: unknown registry host: {msg}",
                                    "check the environment's registry address in pipeline.toml")
-    if kind == "transient":
-        raise RegistryUnavailable(f"push of {ref}: {msg}", "retry later")
-    raise RegistryRequestError(f"push of {ref} failed: {msg}", "see the message above")
+    raise_failure(kind, f"push of {ref}", msg, fix="see the message above",
+                  auth_hint="check the credentials: the env vars named in [registry] username_env/password_env, "
+                            "or `docker login` (docker config)")
 
 
 @dataclass(frozen=True)

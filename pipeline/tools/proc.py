@@ -178,19 +178,3 @@ def _stream(args: list[str], timeout: float, on_line: Callable[[str], None], env
         if p.poll() is None:
             p.kill()
             p.wait()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs (on this host): a zombie counts as gone, another user's process as alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive: it answers kill(0) but serves nothing.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True

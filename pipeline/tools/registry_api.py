@@ -59,6 +59,17 @@ class RegistryUnavailable(StageFailed):
         self.retry_after_s = retry_after_s
 
 
+def raise_failure(kind: str, what: str, msg: str, *, auth_hint: str, fix: str) -> NoReturn:
+    """A registry failure a tool reported (`kind` from registry_errors: auth | transient | anything else), as
+    RegistryAuthError (exit 2, `auth_hint`), RegistryUnavailable (retried) or RegistryRequestError (`fix`).
+    `what` names the call ("push of repo:tag", "skopeo copy A → B"); `msg` is the tool's line, redacted."""
+    if kind == "auth":
+        raise RegistryAuthError(f"{what} refused: {msg}", auth_hint)
+    if kind == "transient":
+        raise RegistryUnavailable(f"{what}: {msg}", "retry later")
+    raise RegistryRequestError(f"{what} failed: {msg}", fix)
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str
@@ -315,6 +326,24 @@ class RegistryClient:
                                        "the registry storage may be corrupt: push the artifact again")
         return data
 
+    def upload_blob(self, repo: str, data: bytes) -> str:
+        """Monolithic blob upload (POST then PUT ?digest=); returns the blob's digest. Skipped when the registry
+        has the blob already. StageFailed when the registry gives no upload location; RegistryRequestError etc.
+        as request()."""
+        digest = digest_of(data)
+        if self.blob_exists(repo, digest):
+            return digest
+        scope = _push(repo)
+        _, h, _ = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
+        location = h.get("location", "")
+        if not location:
+            raise StageFailed(f"registry {self.address} gave no upload location for {repo}")
+        sep = "&" if "?" in location else "?"
+        url = f"{location}{sep}digest={urllib.parse.quote(digest)}"
+        self.request("PUT", url, headers={"Content-Type": "application/octet-stream"}, body=data, scope=scope,
+                     ok=(201, 204))
+        return digest
+
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount (no data moves). False when the registry asks for an upload instead."""
         scope = f"{_push(repo)} {_pull(from_repo)}"
@@ -364,18 +393,6 @@ def split_repository(repository: str) -> tuple[str, str]:
         raise RegistryRequestError(f"repository '{repository}' does not name a registry host",
                                    "use host[:port]/path, e.g. 127.0.0.1:5000/veza/veza-backend-api")
     return host, path
-
-
-def parse_ref(ref: str) -> tuple[str, str]:
-    """'host/repo:tag' or 'host/repo@sha256:…' → (repository, tag-or-digest)."""
-    if "@" in ref:
-        repo, _, digest = ref.partition("@")
-        return repo, digest
-    head, _, last = ref.rpartition("/")
-    if ":" in last:
-        name, _, tag = last.partition(":")
-        return f"{head}/{name}" if head else name, tag
-    return ref, "latest"
 
 
 def copy_within_registry(client: RegistryClient, src_repo: str, digest: str, dst_repo: str,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pipeline.core.errors import StageFailed, ToolMissing
-from pipeline.tools import proc
+from pipeline.core.processes import pid_alive
 from pipeline.tools.proc import find_tool, run, tool_env
 
 BINARY = "docker-registry"
@@ -57,7 +57,7 @@ def terminate(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not proc.pid_alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.05)
     try:

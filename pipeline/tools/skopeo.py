@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import RegistryAuthError, StageFailed, ToolMissing
+from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.tools.proc import find_tool, run
-from pipeline.tools.registry_api import Credentials, RegistryRequestError, RegistryUnavailable, is_loopback
+from pipeline.tools.registry_api import Credentials, is_loopback, raise_failure
 from pipeline.tools.registry_errors import classify_text
 
 FIX = "apt-get install -y skopeo"
@@ -83,13 +83,8 @@ def _raise_classified(what: str, output: str, returncode: int) -> None:
     registry's error code in it (registry_errors.classify_text)."""
     tail = output.splitlines()[-1:]
     msg = tail[0] if tail else f"exit {returncode}"
-    kind = classify_text(msg).kind
-    if kind == "auth":
-        raise RegistryAuthError(f"{what} refused: {msg}",
-                                "check the registry credentials ([registry] username_env/password_env)")
-    if kind == "transient":
-        raise RegistryUnavailable(f"{what}: {msg}", "retry later")
-    raise RegistryRequestError(f"{what} failed: {msg}", "see the message; rerun the promote")
+    raise_failure(classify_text(msg).kind, what, msg, fix="see the message; rerun the promote",
+                  auth_hint="check the registry credentials ([registry] username_env/password_env)")
 
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.errors import StageFailed
-from pipeline.stages.sbom import upload_blob
 from pipeline.tools.registry_api import RegistryClient
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -60,13 +59,13 @@ def write_layers(client: RegistryClient, repo: str, tag: str, layers: list[Layer
     """Put a cosign-layout manifest with `layers` under `repo:tag`; returns its digest."""
     descriptors: list[dict[str, Any]] = []
     for layer in layers:
-        digest = upload_blob(client, repo, layer.data)
+        digest = client.upload_blob(repo, layer.data)
         descriptors.append({"mediaType": layer.media_type, "size": len(layer.data), "digest": digest,
                             "annotations": layer.annotations})
     config = json.dumps({"architecture": "", "os": "", "config": {},
                          "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in descriptors]}},
                         separators=(",", ":")).encode()
-    config_digest = upload_blob(client, repo, config)
+    config_digest = client.upload_blob(repo, config)
     body: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                             "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": config_digest},
                             "layers": descriptors}

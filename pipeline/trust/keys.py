@@ -23,9 +23,6 @@ import base64
 import json
 import os
 import secrets
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,15 +171,3 @@ def generate_key_pair(paths: KeyPaths, passphrase: str, *, force: bool = False) 
     return paths
 
 
-@contextmanager
-def passphrase_file(passphrase: str) -> Iterator[Path]:
-    """A 0600 temporary file holding the passphrase (skopeo's --sign-passphrase-file), removed on exit."""
-    fd, name = tempfile.mkstemp(prefix="veza-pass-")
-    path = Path(name)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(passphrase)
-        yield path
-    finally:
-        path.unlink(missing_ok=True)

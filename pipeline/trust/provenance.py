@@ -14,9 +14,7 @@ environment's ECDSA key; payloadType application/vnd.in-toto+json.
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -182,10 +180,3 @@ def check_provenance(client: RegistryClient, repo: str, digest: str, trusted: li
     return last
 
 
-def file_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def statement_of(envelope: dict[str, Any]) -> dict[str, Any]:
-    """The statement inside an envelope, unverified (for display only)."""
-    return dict(json.loads(base64.b64decode(envelope["payload"])))

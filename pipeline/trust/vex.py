@@ -10,7 +10,6 @@ Trivy reads it with `--vex FILE`. Spec: openvex/spec `OPENVEX-SPEC.md` v0.2.0.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import date
 from pathlib import Path
@@ -21,6 +20,7 @@ from pipeline.core.config import Config
 from pipeline.core.manifest import Manifest, atomic_write
 from pipeline.core.vocab import now_iso
 from pipeline.gate.policy import IgnoreEntry, ignore_file_findings, load_ignore_file
+from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient
 from pipeline.trust.attach import Layer, attachment_tag, write_layers
 
@@ -47,7 +47,7 @@ def openvex_document(entries: list[IgnoreEntry], images: list[tuple[str, str]], 
             st["status_notes"] = "packages: " + ", ".join(e.packages)
         statements.append(st)
     body = json.dumps(statements, sort_keys=True).encode()
-    return {"@context": OPENVEX_CONTEXT, "@id": "urn:sha256:" + hashlib.sha256(body).hexdigest(),
+    return {"@context": OPENVEX_CONTEXT, "@id": "urn:" + digest_of(body),
             "author": author, "timestamp": timestamp, "version": 1, "statements": statements}
 
 

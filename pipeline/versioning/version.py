@@ -53,8 +53,7 @@ from pipeline.versioning.rules import RANK, commit_release
 DIRTY_HASH_LEN = 8
 SHALLOW_FIX = "git fetch --unshallow --tags"
 PARTS = ("major", "minor", "patch")
-DEFAULT_VERSIONING = Versioning(first_version="0.1.0", tag_prefix="v", breaking_below_1="minor",
-                                non_conventional="none")
+DEFAULT_VERSIONING = Versioning()   # [versioning] absent: the config's defaults
 
 _CORE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 _PRE_LABEL = re.compile(r"[A-Za-z][0-9A-Za-z-]*")

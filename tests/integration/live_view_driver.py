@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.core.config import Base, Config, load_config
 from pipeline.core.paths import ROOT
 from pipeline.core.progress import reporter_progress
-from pipeline.core.reporter import make_reporter
+from pipeline.observe.reporters import make_reporter
 from pipeline.release.release import print_summary
 from pipeline.release.report import write_report
 from pipeline.release.runner import open_run, preflight, run_stages

@@ -28,9 +28,9 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import PlainReporter
+from pipeline.core.vocab import CACHE_REPO
 from pipeline.local.registry import LocalRegistry
 from pipeline.release.runner import run_command
-from pipeline.stages.build_platforms import CACHE_REPO
 from tests.integration.build_fixtures import MiniProject
 from tests.ports import PortPool
 

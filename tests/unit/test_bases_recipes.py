@@ -12,7 +12,6 @@ from pipeline.core.errors import ConfigError
 from pipeline.local.bases import (
     LABEL_RECIPE_DIGEST,
     RECIPES_DIR,
-    ImageFacts,
     Recipe,
     build_args_for,
     decide,
@@ -24,6 +23,7 @@ from pipeline.local.bases import (
     registry_host,
     resolve_recipes,
 )
+from pipeline.tools.docker import LocalImage
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_rootfs_conf_is_validated(recipes: Path) -> None:
         read_rootfs_conf(recipes / "debian")
 
 
-def _facts(resolved: dict[str, Recipe], **overrides: ImageFacts | None) -> dict[str, ImageFacts]:
+def _facts(resolved: dict[str, Recipe], **overrides: LocalImage | None) -> dict[str, LocalImage]:
     images = []
     for name, r in resolved.items():
         if name in overrides:
@@ -118,7 +118,7 @@ def _facts(resolved: dict[str, Recipe], **overrides: ImageFacts | None) -> dict[
             if o is not None:
                 images.append(o)
             continue
-        images.append(ImageFacts(f"sha256:{name}", (normalize_ref(r.base.local),), {LABEL_RECIPE_DIGEST: r.digest}))
+        images.append(LocalImage(f"sha256:{name}", (normalize_ref(r.base.local),), {LABEL_RECIPE_DIGEST: r.digest}))
     return facts_by_ref(images)
 
 
@@ -131,9 +131,9 @@ def test_decide_all_present_means_nothing_to_do(bases: dict[str, Base]) -> None:
 
 def test_decide_missing_stale_pulled_and_parent_rebuild(bases: dict[str, Base]) -> None:
     resolved = resolve_recipes(bases)
-    pulled = ImageFacts("sha256:up", ("redis:7-alpine", "veza-local/redis:7"), {})
-    stale = ImageFacts("sha256:old", ("veza-local/nats:2.9",), {LABEL_RECIPE_DIGEST: "sha256:old"})
-    unlabeled = ImageFacts("sha256:hand", ("veza-local/postgres:15",), {})
+    pulled = LocalImage("sha256:up", ("redis:7-alpine", "veza-local/redis:7"), {})
+    stale = LocalImage("sha256:old", ("veza-local/nats:2.9",), {LABEL_RECIPE_DIGEST: "sha256:old"})
+    unlabeled = LocalImage("sha256:hand", ("veza-local/postgres:15",), {})
     by = {d.name: d for d in decide(resolved, _facts(resolved, golang=None, redis=pulled, nats=stale,
                                                      postgres=unlabeled), force=False)}
     assert by["golang"].action == "acquire" and by["golang"].reason == "not present"

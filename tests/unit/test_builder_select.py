@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import UsageError
-from pipeline.tools.buildkit import Builder, build_argv, detect, legacy_dockerfile, parse_size
+from pipeline.tools.buildkit import Builder, build_argv, detect, legacy_dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,13 +46,6 @@ def test_argv_per_builder(tmp_path: Path) -> None:
 def test_unknown_builder_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         detect("kaniko")
-
-
-def test_parse_size() -> None:
-    assert parse_size("1.5GB") == 1_500_000_000
-    assert parse_size("512MB") == 512_000_000
-    assert parse_size("0B") == 0
-    assert parse_size("n/a") is None
 
 
 def test_cache_over_cap_is_least_recently_used_first() -> None:

@@ -219,15 +219,15 @@ def test_kubeconfig_points_at_the_local_apiserver(tmp_path: Path) -> None:
     assert doc["users"][0]["user"]["token"] == "tok"
 
 
-def test_kubeconfig_for_local_env_is_the_local_cluster() -> None:
+def test_cluster_access_of_local_env_is_the_local_cluster() -> None:
     import pipeline.local.cluster as cluster
     from pipeline.core.config import load_config
 
     local = load_config(check_files=False).env("local")  # pipeline.toml: local has no kube_context
-    assert cluster.kubeconfig_for(local) == layout.KUBECONFIG
+    assert cluster.cluster_access(local).kubeconfig == layout.KUBECONFIG
 
 
-def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cluster_access_of_env_with_context_is_the_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pipeline.local.cluster as cluster
     from pipeline.core.errors import UsageError
 
@@ -240,9 +240,8 @@ def test_kubeconfig_for_env_with_context_is_the_users(tmp_path: Path, monkeypatc
 
     prod = load_config(check_files=False).env("prod")
     kind = dataclasses.replace(prod, kube_context="kind-veza")
-    assert cluster.kubeconfig_for(kind) == user_kc
-    assert cluster.kubeconfig_for(prod) == layout.KUBECONFIG  # no variable, no context: the own cluster
-    assert cluster.kubeconfig_for(None) == layout.KUBECONFIG
+    assert cluster.cluster_access(kind).kubeconfig == user_kc
+    assert cluster.cluster_access(prod).kubeconfig == layout.KUBECONFIG  # no variable, no context: the own cluster
     assert cluster.cluster_up(kind, say=lambda _l: None) == user_kc  # a user's cluster: nothing provisioned
     with pytest.raises(UsageError, match="kube context 'nope' not found"):
         cluster.cluster_up(dataclasses.replace(prod, kube_context="nope"), say=lambda _l: None)

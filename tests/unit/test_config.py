@@ -257,3 +257,29 @@ def test_kube_versions_are_checked(project: Path) -> None:
     assert load_config(project / "pipeline.toml").environments["dev"].kube_versions == ("1.29", "v1.31.2")
     err = _load(project, VALID.replace('[environments.dev]', '[environments.dev]\nkube_versions = ["latest"]', 1))
     assert err.one_line().startswith("pipeline.toml: environments.dev.kube_versions: 'latest' is not a Kubernetes")
+
+
+@pytest.mark.parametrize("declared", ["require_release_tag = true", "confirm = true", "require_clean_tree = true",
+                                      'promote_requires = ["scan"]'])
+def test_latest_is_refused_by_what_an_environment_declares_not_by_its_name(project: Path, declared: str) -> None:
+    qa = ('[environments.qa]\nnamespace = "veza-qa"\nvalues_file = "helm/values-qa.yaml"\n'
+          'stages = ["build", "push"]\ntags = ["sha", "latest"]\n')
+    err = _load(project, VALID + qa + declared + "\n")
+    assert err.one_line() == ("pipeline.toml: environments.qa.tags: 'latest' is never used by qa "
+                              "(fix: remove 'latest' from tags)")
+    # An environment that declares none of it may take `latest`, whatever its name (was: staging/prod by name).
+    staging = qa.replace("[environments.qa]", "[environments.staging]")
+    (project / "pipeline.toml").write_text(VALID + staging)
+    assert "latest" in load_config(project / "pipeline.toml").env("staging").tags
+
+
+def test_lint_without_an_environment_gates_at_the_strictest_threshold_of_all(project: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.core import paths
+    from pipeline.lint.release import default_settings
+
+    text = VALID.replace("[environments.prod]", "[environments.live]").replace('scan_threshold = "HIGH"',
+                                                                                 'scan_threshold = "MEDIUM"')
+    (project / "pipeline.toml").write_text(text)
+    monkeypatch.setattr(paths, "CONFIG_FILE", project / "pipeline.toml")
+    assert default_settings("", None, versions_needed=False) == ("MEDIUM", ())

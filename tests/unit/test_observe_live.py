@@ -15,8 +15,8 @@ from rich.console import Console
 
 from pipeline.core.config import load_config
 from pipeline.core.paths import ROOT
-from pipeline.core.reporter import wants_live_view
 from pipeline.observe.live import LiveReporter
+from pipeline.observe.reporters import wants_live_view
 from tests.observe_support import ToolStage, run_observed
 
 

@@ -12,7 +12,7 @@ from pipeline.core.retry import Attempts, RetryPolicy, with_retries
 from pipeline.local.registry import htpasswd_line
 from pipeline.release.promote import env_tags
 from pipeline.tools.docker_push import classify
-from pipeline.tools.registry_api import RegistryRequestError, RegistryUnavailable, parse_ref, split_repository
+from pipeline.tools.registry_api import RegistryRequestError, RegistryUnavailable, split_repository
 
 
 def _env(tags: tuple[str, ...]) -> Environment:
@@ -86,9 +86,6 @@ def test_references() -> None:
     assert split_repository("127.0.0.1:5000/veza/api") == ("127.0.0.1:5000", "veza/api")
     with pytest.raises(RegistryRequestError):
         split_repository("veza/api")
-    assert parse_ref("127.0.0.1:5000/veza/api:1.2") == ("127.0.0.1:5000/veza/api", "1.2")
-    assert parse_ref("127.0.0.1:5000/veza/api@sha256:ab") == ("127.0.0.1:5000/veza/api", "sha256:ab")
-    assert parse_ref("127.0.0.1:5000/veza/api") == ("127.0.0.1:5000/veza/api", "latest")
 
 
 def test_htpasswd_line_is_bcrypt_and_verifies() -> None:

@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from pipeline.core.config import load_config
-from pipeline.local.stack_spec import BASE_FILE, DEV_FILE, SMOKE_FILE, compose_service, image_var
+from pipeline.local.stack_spec import BASE_NAME, DEV_NAME, SMOKE_NAME, compose_service, image_var
+
+COMPOSE = Path(__file__).resolve().parents[2] / "compose"   # this checkout's stack
+BASE_FILE, DEV_FILE, SMOKE_FILE = (COMPOSE / n for n in (BASE_NAME, DEV_NAME, SMOKE_NAME))
 
 VAR = re.compile(r"^\$\{[A-Z_]+(:[?-][^}]*)?\}$")
 

@@ -107,7 +107,7 @@ META = {"Version": 2, "NextUpdate": "2026-11-30T06:00:00Z", "UpdatedAt": "2026-1
 def test_bundle_metadata_is_read(tmp_path: Path) -> None:
     info = inspect_bundle(_bundle(tmp_path, {"trivy.db": BOLT_HEAD, "metadata.json": json.dumps(META).encode()}))
     assert (info.schema_version, info.updated_at, info.next_update) == (2, META["UpdatedAt"], META["NextUpdate"])
-    assert info.db_bytes == len(BOLT_HEAD) and len(info.sha256) == 64
+    assert info.db_bytes == len(BOLT_HEAD) and info.digest.startswith("sha256:") and len(info.digest) == 71
 
 
 @pytest.mark.parametrize("files, message", [

@@ -15,7 +15,7 @@ from pipeline.core.errors import UsageError
 from pipeline.gate.policy import IgnoreEntry
 from pipeline.stages.verify_images import images_in_manifests, split_image
 from pipeline.trust.attach import attachment_tag
-from pipeline.trust.keys import KeyPaths, decrypt_private_key, generate_key_pair, load_public_key, passphrase_file
+from pipeline.trust.keys import KeyPaths, decrypt_private_key, generate_key_pair, load_public_key
 from pipeline.trust.provenance import BuildFacts, check_envelope, provenance_statement, sign_statement
 from pipeline.trust.signing import sign_bytes, signing_payload, verify_bytes
 from pipeline.trust.vex import oci_purl, openvex_document
@@ -40,12 +40,6 @@ def test_key_pair_roundtrip_modes_and_wrong_passphrase(tmp_path: Path) -> None:
         decrypt_private_key(pem, b"wrong")
     with pytest.raises(UsageError, match="exists"):
         generate_key_pair(paths, "correct horse")
-
-
-def test_passphrase_file_is_private_and_removed() -> None:
-    with passphrase_file("s3cret") as f:
-        assert f.read_text() == "s3cret" and stat.S_IMODE(f.stat().st_mode) == 0o600
-    assert not f.exists()
 
 
 def test_signing_payload_is_cosign_simple_signing() -> None:

@@ -7,7 +7,6 @@ kubernetes source package (build.py) and run on 127.0.0.1 (start.py, stop.py). O
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluste
 from pipeline.core.progress import Progress
 from pipeline.local.cluster import build, layout
 from pipeline.local.cluster.state import cluster_lock, load_state
+from pipeline.tools.kubectl import KubeTarget
 
 if TYPE_CHECKING:
     from pipeline.core.config import Environment
@@ -35,9 +35,13 @@ def cluster_access(env: Environment) -> ClusterAccess:
     return access
 
 
-def kubeconfig_for(env: Environment | None) -> Path:
-    """The kubeconfig file of cluster_access(env); None: the local cluster's."""
-    return cluster_access(env).kubeconfig if env is not None else layout.KUBECONFIG
+def kube_target(env: Environment, kubeconfig: Path | None = None) -> KubeTarget:
+    """The KubeTarget (kubeconfig, context, namespace) of an environment; `kubeconfig` overrides the lookup.
+    UsageError (exit 2) as cluster_access."""
+    if kubeconfig is not None:
+        return KubeTarget(kubeconfig=kubeconfig, context=env.kube_context, namespace=env.namespace)
+    access = cluster_access(env)
+    return KubeTarget(kubeconfig=access.kubeconfig, context=access.context, namespace=env.namespace)
 
 
 def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say,
@@ -83,9 +87,6 @@ def cluster_down() -> None:
     from pipeline.core.errors import StageFailed
     from pipeline.local.cluster.stop import ran_since_last_stop, stop_local
 
-    users = _test_sessions()
-    if users:
-        _say(f"cluster: warning: stopping it under {len(users)} running test session(s) (pids {', '.join(users)})")
     with cluster_lock():
         had = ran_since_last_stop()
         problems = stop_local(_say)
@@ -93,13 +94,6 @@ def cluster_down() -> None:
         raise StageFailed("cluster-down left traces: " + "; ".join(problems),
                           "run invoke cluster-down again; see " + str(layout.LOGS))
     _say("cluster: stopped; the machine is as before" if had else "cluster: not running; nothing to stop")
-
-
-def _test_sessions() -> list[str]:
-    """PIDs of live test sessions holding a lease on the cluster (tests/integration/cluster_fixtures.py)."""
-    leases = layout.STATE / "test-leases"
-    return sorted(p.name for p in leases.glob("*")
-                  if p.name.isdigit() and int(p.name) != os.getpid() and Path(f"/proc/{p.name}").exists())
 
 
 def cluster_state() -> dict[str, Any]:

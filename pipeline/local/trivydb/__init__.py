@@ -28,7 +28,6 @@ types, as `<repository>:2` (Trivy appends the schema version tag when given a ba
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 import tempfile
@@ -43,6 +42,7 @@ from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.paths import CACHE_DIR
 from pipeline.core.vocab import SEVERITIES
 from pipeline.tools import golang
+from pipeline.tools.registry_answers import digest_of
 
 WRITER_SOURCE = Path(__file__).with_name("writer.go")
 DB_SCHEMA_VERSION = 2
@@ -199,14 +199,6 @@ def package_db(db_dir: Path, out: Path) -> Path:
     return out
 
 
-def install_db(db_dir: Path, cache_dir: Path) -> None:
-    """Put a built DB straight into a Trivy cache dir (offline use without a registry)."""
-    target = cache_dir / "db"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("trivy.db", "metadata.json"):
-        (target / name).write_bytes((db_dir / name).read_bytes())
-
-
 def push_db(archive: Path, repository: str, *, insecure: bool = True, username: str = "", password: str = "",
             annotations: dict[str, str] | None = None) -> str:
     """Push db.tar.gz as Trivy's OCI artifact to `repository` (host:port/path[:tag], default tag 2).
@@ -262,7 +254,7 @@ def push_db(archive: Path, repository: str, *, insecure: bool = True, username: 
 
 def seed_digest(advisories_file: Path) -> str:
     """sha256 of an advisories file: marks a mirror seeded from exactly this content (SEED_ANNOTATION)."""
-    return "sha256:" + hashlib.sha256(advisories_file.read_bytes()).hexdigest()
+    return digest_of(advisories_file.read_bytes())
 
 
 def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None, *, username: str = "",
@@ -283,11 +275,6 @@ def make_mirror(advisories_file: Path, push: str = "", out: Path | None = None, 
                          annotations={SEED_ANNOTATION: seed_digest(advisories_file)})
         log(f"pushed to {pushed}")
     return out
-
-
-def tar_members(archive: Path) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(archive.read_bytes()), mode="r:gz") as tar:
-        return tar.getnames()
 
 
 def ensure_db_mirror(cfg: Config, say: Callable[[str], None]) -> None:

@@ -11,7 +11,6 @@ new artifact digest and fetches it even while the cached DB is still within its 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UsageError
+from pipeline.tools.registry_answers import digest_of
 
 DB_MEMBERS = ("trivy.db", "metadata.json")
 BOLT_MAGIC = 0xED0CDAED   # bbolt's meta magic: little-endian right after the 16-byte header of page 0
@@ -26,7 +26,8 @@ BOLT_MAGIC = 0xED0CDAED   # bbolt's meta magic: little-endian right after the 16
 
 @dataclass(frozen=True)
 class BundleInfo:
-    """What a db.tar.gz holds: its metadata.json fields, the DB size in bytes, and the archive's sha256."""
+    """What a db.tar.gz holds: its metadata.json fields, the DB size in bytes, and the archive's digest
+    ("sha256:<hex>", tools/registry_answers.digest_of)."""
 
     path: Path
     schema_version: int
@@ -34,11 +35,11 @@ class BundleInfo:
     next_update: str
     downloaded_at: str
     db_bytes: int
-    sha256: str
+    digest: str
 
     def line(self) -> str:
         return (f"Trivy DB schema {self.schema_version}, updated {self.updated_at}, next update {self.next_update}, "
-                f"{self.db_bytes / 1e6:.1f} MB (archive sha256:{self.sha256[:16]}…)")
+                f"{self.db_bytes / 1e6:.1f} MB (archive {self.digest[:23]}…)")
 
 
 def inspect_bundle(path: Path) -> BundleInfo:
@@ -71,7 +72,7 @@ def inspect_bundle(path: Path) -> BundleInfo:
                          "download the DB of schema 2 (the `:2` tag of the trivy-db artifact)")
     if len(head) < 20 or int.from_bytes(head[16:20], "little") != BOLT_MAGIC:
         raise UsageError(f"{path}: trivy.db is not a BoltDB file", fix)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = digest_of(path.read_bytes())
     return BundleInfo(path, 2, str(meta.get("UpdatedAt", "")), str(meta.get("NextUpdate", "")),
                       str(meta.get("DownloadedAt", "")), db_bytes, digest)
 
@@ -82,6 +83,6 @@ def import_bundle(path: Path, repository: str, *, username: str = "", password: 
 
     info = inspect_bundle(path)
     pushed = push_db(path, repository, username=username, password=password,
-                     annotations={IMPORT_ANNOTATION: f"sha256:{info.sha256}",
+                     annotations={IMPORT_ANNOTATION: info.digest,
                                   "org.opencontainers.image.created": info.updated_at})
     return info, pushed

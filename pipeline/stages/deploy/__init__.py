@@ -14,10 +14,10 @@ commands   the task layer (`invoke deploy|rollback|status`)
 from pipeline.stages.deploy.drift import deploy_holds
 from pipeline.stages.deploy.rollout import DeployResult, deploy_release, rollback_release, verify_release
 from pipeline.stages.deploy.status import release_status
-from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, kube_target
+from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S
 from pipeline.stages.deploy.values import CHART, ImageChoice, choose_images, deploy_hash, image_values, resource_name
 
 # The names other packages use (the pre-split module's public surface).
 __all__ = ["CHART", "DEFAULT_TIMEOUT_S", "DeployResult", "ImageChoice", "choose_images", "deploy_hash", "deploy_holds",
-           "deploy_release", "image_values", "kube_target", "release_status", "resource_name", "rollback_release",
+           "deploy_release", "image_values", "release_status", "resource_name", "rollback_release",
            "verify_release"]

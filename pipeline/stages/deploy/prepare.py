@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from pipeline.core.reporter import Reporter
 from pipeline.core.yamlfile import load_text
 from pipeline.gate import pod_security
 from pipeline.local.cluster.storage import STORAGE_CLASS, storage_class_doc
-from pipeline.local.infra import ensure_local_infra
+from pipeline.local.infra import ensure_local_infra, ensure_secret, missing_secret_keys
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
 from pipeline.tools import helm, kubectl
@@ -65,28 +64,21 @@ def ensure_local_infra_values(cfg: Config, rt: ReleaseTarget, chart: Path, out_d
     return ensure_local_infra(cfg, rt.kube, secret, out_dir, say=reporter.info)
 
 
-def ensure_secret(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:
+def ensure_chart_secret(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:
     """The chart only references the Secret (`secrets.name`). An environment with `generate_secrets = true`
     (pipeline.toml) gets the missing keys with random values; any other must have them already: their values
     are nobody's business here. Raises UsageError naming the missing keys and the command that adds them."""
     name = merged["secrets"]["name"]
     keys = sorted({merged["secrets"]["keys"][k] for s in merged["services"].values()
                    if s.get("enabled") for k in (s.get("secretEnv") or {}).values()})
-    found = kubectl.get_json(rt.kube, "secret", name, ignore_not_found=True)
-    have = set((found.get("data") or {}).keys()) if found else set()
-    missing = [k for k in keys if k not in have]
-    if not missing:
-        return
     if rt.env.generate_secrets:
-        data = {k: secrets.token_urlsafe(24) for k in missing}
-        doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                               "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "veza"}},
-                               "stringData": data}
-        if found and found.get("data"):
-            doc["data"] = found["data"]
-        kubectl.apply(rt.kube, json.dumps(doc))
-        reporter.info(f"  created Secret {name} with random {', '.join(missing)} "
-                      f"(generate_secrets = true for {rt.env.name})")
+        added = ensure_secret(rt.kube, name, keys)
+        if added:
+            reporter.info(f"  created Secret {name} with random {', '.join(added)} "
+                          f"(generate_secrets = true for {rt.env.name})")
+        return
+    missing = missing_secret_keys(rt.kube, name, keys)
+    if not missing:
         return
     literal = " ".join(f"--from-literal={k}=..." for k in missing)
     raise UsageError(f"Secret {name} in namespace {rt.namespace} lacks {', '.join(missing)}",

@@ -161,7 +161,7 @@ class _Rollout:
 
         with deploy_lock(cfg, env) as lock:
             prepare.ensure_namespace(rt, self.reporter)
-            prepare.ensure_secret(rt, merged, self.reporter)
+            prepare.ensure_chart_secret(rt, merged, self.reporter)
             if not rt.external:
                 prepare.ensure_local_volumes(rt, merged, self.reporter)
             current = recovery.recover_pending(rt, current, lock, self.reporter)

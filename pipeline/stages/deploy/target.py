@@ -11,36 +11,14 @@ from pathlib import Path
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
-from pipeline.core.kubeconfig import ClusterAccess, check_access, resolve_cluster
+from pipeline.core.kubeconfig import resolve_cluster
 from pipeline.core.lock import exclusive_or_fail
 from pipeline.core.vocab import now_iso
+from pipeline.local.cluster import kube_target
 from pipeline.tools.kubectl import KubeTarget
 
 DEFAULT_TIMEOUT_S = 300
 HISTORY_MAX = 10
-
-
-def cluster_access(env: Environment) -> ClusterAccess:
-    """Where the environment deploys (pipeline/core/kubeconfig.py): an external cluster through the kubeconfig
-    named by kubeconfig_env / KUBECONFIG (checked: readable, defines the context), or the pipeline's own."""
-    from pipeline.local.cluster import layout
-
-    access = resolve_cluster(env, Path(layout.KUBECONFIG))
-    check_access(access)
-    return access
-
-
-def kubeconfig_path(env: Environment) -> Path:
-    """The kubeconfig file of cluster_access(env)."""
-    return cluster_access(env).kubeconfig
-
-
-def kube_target(env: Environment, kubeconfig: Path | None = None) -> KubeTarget:
-    """The KubeTarget (kubeconfig, context, namespace) of an environment; `kubeconfig` overrides the lookup."""
-    if kubeconfig is not None:
-        return KubeTarget(kubeconfig=kubeconfig, context=env.kube_context, namespace=env.namespace)
-    access = cluster_access(env)
-    return KubeTarget(kubeconfig=access.kubeconfig, context=access.context, namespace=env.namespace)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipeline.core.reporter import PlainReporter
-from pipeline.stages.deploy import kube_target
+from pipeline.local.cluster import kube_target
 from pipeline.stages.sign import build_facts, sign_images
 from pipeline.tools import helm
 from pipeline.tools.registry_api import split_repository

@@ -17,7 +17,6 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.platforms import parse_platform
 from pipeline.core.reporter import PlainReporter
 from pipeline.stages.image_index import OCI_INDEX, OCI_MANIFEST, Child, index_document
-from pipeline.stages.sbom import upload_blob
 from pipeline.stages.sign import sign_images, signatures_hold
 from pipeline.stages.verify_images import check_image
 from pipeline.tools.registry_api import RegistryClient, split_repository
@@ -48,9 +47,9 @@ def _child(client: RegistryClient, repo: str, platform: str) -> Child:
                         ).encode()
     body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                  "digest": upload_blob(client, repo, config), "size": len(config)},
+                                  "digest": client.upload_blob(repo, config), "size": len(config)},
                        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                   "digest": upload_blob(client, repo, layer), "size": len(layer)}]}).encode()
+                                   "digest": client.upload_blob(repo, layer), "size": len(layer)}]}).encode()
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     assert client.put_manifest(repo, digest, body, OCI_MANIFEST) == digest
     return Child(plat, digest, OCI_MANIFEST, len(body))

@@ -24,7 +24,6 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.manifest import Manifest
 from pipeline.core.paths import CACHE_DIR
 from pipeline.local.registry import LocalRegistry
-from pipeline.stages.sbom import upload_blob
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from tests.ports import PortPool
 
@@ -47,9 +46,9 @@ def push_tiny_image(client: RegistryClient, repo: str, tag: str, content: bytes)
                         ).encode()
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": upload_blob(client, repo, config), "size": len(config)},
+                           "digest": client.upload_blob(repo, config), "size": len(config)},
                 "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                            "digest": upload_blob(client, repo, layer), "size": len(layer)}]}
+                            "digest": client.upload_blob(repo, layer), "size": len(layer)}]}
     return client.put_manifest(repo, tag, json.dumps(manifest).encode(), manifest["mediaType"])
 
 
