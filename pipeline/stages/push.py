@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import Interrupted, PipelineError, RegistryAuthError, StageFailed, UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Manifest, Pushed
 from pipeline.core.parallel import run_parallel
 from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
@@ -121,15 +121,14 @@ def _targets(cfg: Config, env: Environment, manifest: Manifest,
     return out
 
 
-def _known_digest(t: PushTarget, previous: dict[str, Any] | None) -> str | None:
+def _known_digest(t: PushTarget, previous: Pushed | None) -> str | None:
     info = docker_push.local_image(t.image_id)
     if info is not None:
         d = docker_push.repo_digest(info, t.repository)
         if d:
             return d
-    if previous and previous.get("digest") and previous.get("image_id") == t.image_id \
-            and previous.get("repository") == t.repository:
-        return str(previous["digest"])
+    if previous and previous.digest and previous.image_id == t.image_id and previous.repository == t.repository:
+        return previous.digest
     return None
 
 
@@ -151,7 +150,7 @@ def _ping_note(ctx: PushContext, address: str) -> Callable[[int, float, BaseExce
     return note
 
 
-def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -> dict[str, Any]:
+def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[str, Any]:
     """Push one image; returns its manifest push result. Raises only RegistryAuthError, and Interrupted once
     ctx.stop is set (Ctrl-C): the engine's upload is abandoned (its connection closed), no retry waits.
 
@@ -266,7 +265,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     def task(t: PushTarget) -> None:
         nonlocal auth_error
         try:
-            res = push_one(ctx, t, man.stage_result(t.service, "push"))
+            res = push_one(ctx, t, man.pushed(t.service))
         except RegistryAuthError as exc:
             auth_error = exc
             res = {"repository": t.repository, "image_id": t.image_id, "status": "failed",
