@@ -7,19 +7,23 @@ Layout (schema: pipeline/core/schemas/manifest.schema.json, documented in README
       "release_id": "<env>-<short sha>[-dirty-<hash>]",
       "env": "local", "created": "...", "updated": "...",
       "version": {... Version facts ...},
-      "stages": {"build": {"status": "ok", "started": ..., "finished": ..., "duration_s": ...}, ...},
+      "stages": {"build": {"status": "ok", "services": [...], "run_id": "...", "duration_s": ..., ...}, ...},
       "services": {
         "veza-backend-api": {
           "repository": "127.0.0.1:5000/veza/veza-backend-api",
           "tags": ["sha-abc1234", "main"],
           "input_digest": "sha256:...",
-          "build":  {"status": "built|reused|failed", "image_id": "sha256:...", "duration_s": 1.2, "log": "..."},
+          "build":  {"status": "built|reused|failed|cancelled", "image_id": "sha256:...", "duration_s": 1.2, ...},
           "scan":   {"status": "pass|blocked|error", "counts": {...}, "report": "...", "sbom": "..."},
+          "smoke":  {"status": "pass|fail|not_run", "image": "...", "run_id": "..."},
           "push":   {"status": "pushed|skipped|failed", "digest": "sha256:...", "tags_pushed": [...]},
-          "smoke":  {"status": "pass|fail", ...},
-          "deploy": {"status": "deployed|noop|rolled_back", "revision": 3}
+          "sbom":   {"status": "attached", "ref": "...", "subject": "sha256:..."},
+          "signature": {"status": "signed", "ref": "...", "key": "sha256:..."}, "provenance": {"status": "attached"},
+          "promotions": {"<target env>": {"status": "promoted|unchanged", "digest": "sha256:...", ...}},
+          "deploy": {"status": "deployed|noop|rolled_back|failed", "revision": 3, "image": "repo@sha256:..."}
         }
-      }
+      },
+      "infra": {"<infra image>": {"scan": {...}}}
     }
 
 Each service's stage records are written by that stage only, through `record()` (promotions through

@@ -42,9 +42,9 @@ from pipeline.stages.deploy.values import (
     deploy_hash,
     env_values_files,
     image_values,
-    manifest_services,
     merged_values,
     ready_path,
+    recorded_pushes,
     resource_name,
 )
 from pipeline.tools import helm, kubectl
@@ -129,7 +129,7 @@ class _Rollout:
             current = helm.status(rt.kube, rt.release)
             if current is not None and current.status not in helm.PENDING_STATES:
                 deployed_values = helm.get_values(rt.kube, rt.release)
-        choices, notes = choose_images(cfg, manifest_services(self.manifest), self.selected, deployed_values)
+        choices, notes = choose_images(cfg, recorded_pushes(self.manifest), self.selected, deployed_values)
         for n in notes:
             say(f"  note: {n}")
         if not choices:
@@ -370,8 +370,7 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
         raise DeployFailed(f"verify {env.name}: release {rt.release} is {current.status if current else 'missing'}",
                            f"deploy it: invoke deploy --env {env.name}")
     deployed = helm.get_values(rt.kube, rt.release)
-    msvcs = manifest_services(manifest)
-    choices, _ = choose_images(cfg, msvcs, services, deployed)
+    choices, _ = choose_images(cfg, recorded_pushes(manifest), services, deployed)
     live = live_images(rt)
     problems = [f"{name} runs {live.get(resource_name(rt.release, name), ('nothing', False))[0]}, not {c.ref}"
                 for name, c in choices.items() if live.get(resource_name(rt.release, name), ("", False))[0] != c.ref]

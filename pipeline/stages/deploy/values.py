@@ -53,7 +53,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def manifest_services(manifest: Manifest | None) -> dict[str, Pushed]:
+def recorded_pushes(manifest: Manifest | None) -> dict[str, Pushed]:
     """service name → its push record, for each service the Release manifest says was pushed ok ({} without a
     manifest)."""
     return manifest.pushed_images() if manifest is not None else {}
@@ -62,7 +62,7 @@ def manifest_services(manifest: Manifest | None) -> dict[str, Pushed]:
 def choose_images(cfg: Config, pushed: Mapping[str, Pushed], selected: Sequence[str],
                   deployed_values: dict[str, Any] | None) -> tuple[dict[str, ImageChoice], list[str]]:
     """Which image each service gets: the manifest's pushed digest (`pushed`: service → push record, see
-    manifest_services) for the services to deploy; the deployed one for the others. Returns (choices by
+    recorded_pushes) for the services to deploy; the deployed one for the others. Returns (choices by
     service, notes to print).
 
     Raises UsageError when a service named in `selected` has no pushed digest."""
