@@ -176,3 +176,17 @@ def test_promotion_gates_read_the_scan_and_smoke_views(tmp_path: Path) -> None:
         old = _recorded(tmp_path, ["services", "api", gate], "passed")
         with pytest.raises(UsageError, match=rf"services\.api\.{gate}\.status is 'passed'"):
             _gates(old, ["api"], dst)
+
+
+def test_the_json_schema_lists_exactly_the_statuses_of_the_vocabulary() -> None:
+    from pipeline.core.manifest import RECORD_STATUS
+
+    root = Path(__file__).resolve().parents[2]
+    schema = json.loads((root / "pipeline/core/schemas/manifest.schema.json").read_text())
+    service = schema["$defs"]["service"]["properties"]
+    for slot, kind in RECORD_STATUS.items():
+        assert service[slot]["properties"]["status"]["enum"] == [str(s) for s in kind], slot
+    promotions = service["promotions"]["additionalProperties"]["properties"]["status"]["enum"]
+    assert promotions == [str(s) for s in PromotionStatus]
+    stages = schema["properties"]["stages"]["additionalProperties"]["properties"]["status"]["enum"]
+    assert stages == [str(s) for s in StageStatus]
