@@ -28,6 +28,7 @@ from pipeline.core.parallel import run_parallel
 from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
+from pipeline.core.vocab import PushStatus
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.tools import credentials as creds_mod
@@ -170,7 +171,7 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
         ctx.note(t.service, "checking the registry")
         present = _registry_tags(ctx, t, counter)
         if known and all(r is not None and r.digest == known for r in present.values()):
-            return {**result, "status": "skipped", "digest": known, "tags_pushed": list(t.tags),
+            return {**result, "status": PushStatus.SKIPPED, "digest": known, "tags_pushed": list(t.tags),
                     "attempts": counter.tries, "retries": counter.retries, "method": "none",
                     "duration_s": round(time.monotonic() - started, 3)}
         missing = [tag for tag, r in present.items() if r is None or r.digest != known]
@@ -204,13 +205,13 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
         if wrong:
             raise StageFailed(f"{t.repository}: tags {wrong} do not point to {digest} after the push",
                               "rerun the push")
-        return {**result, "status": "pushed", "digest": digest, "tags_pushed": list(t.tags),
+        return {**result, "status": PushStatus.PUSHED, "digest": digest, "tags_pushed": list(t.tags),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "method": method, "duration_s": round(time.monotonic() - started, 3)}
     except (RegistryAuthError, Interrupted):
         raise
     except PipelineError as exc:
-        return {**result, "status": "failed", "digest": digest, "error": redact(exc.one_line()),
+        return {**result, "status": PushStatus.FAILED, "digest": digest, "error": redact(exc.one_line()),
                 "tags_pushed": _verified_tags(client, repo, t.tags, digest),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "duration_s": round(time.monotonic() - started, 3)}
@@ -268,7 +269,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
             res = push_one(ctx, t, man.pushed(t.service))
         except RegistryAuthError as exc:
             auth_error = exc
-            res = {"repository": t.repository, "image_id": t.image_id, "status": "failed",
+            res = {"repository": t.repository, "image_id": t.image_id, "status": PushStatus.FAILED,
                    "digest": None, "tags_pushed": [], "attempts": 1, "error": exc.message}
         man.record(t.service, "push", res)
         results[t.service] = res

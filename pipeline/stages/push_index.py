@@ -104,8 +104,8 @@ def push_index_image(ctx: PushContext, service: str, repository: str, tags: list
                              ctx.policy, counter, note)
         if known:
             kept = dict(previous.children) if previous else {}
-            return {**result, "status": "skipped", "digest": known, "children": kept, "tags_pushed": list(tags),
-                    "attempts": counter.tries, "retries": counter.retries, "method": "none",
+            return {**result, "status": PushStatus.SKIPPED, "digest": known, "children": kept,
+                    "tags_pushed": list(tags), "attempts": counter.tries, "retries": counter.retries, "method": "none",
                     "duration_s": round(time.monotonic() - started, 3)}
         with tempfile.TemporaryDirectory(prefix="veza-oci-") as tmp:
             children = [push_child(ctx, service, repository, plat, image_id, Path(tmp), counter)
@@ -126,7 +126,7 @@ def push_index_image(ctx: PushContext, service: str, repository: str, tags: list
         if wrong or missing:
             raise StageFailed(f"{repository}: after the push, tags {wrong} do not answer {digest} "
                               f"or children {missing} are missing", "rerun the push")
-        return {**result, "status": "pushed", "digest": digest,
+        return {**result, "status": PushStatus.PUSHED, "digest": digest,
                 "children": {str(c.platform): c.digest for c in children}, "tags_pushed": list(tags),
                 "attempts": counter.tries, "retries": counter.retries, "method": "index",
                 "duration_s": round(time.monotonic() - started, 3)}
@@ -134,12 +134,12 @@ def push_index_image(ctx: PushContext, service: str, repository: str, tags: list
         raise
     except PipelineError as exc:
         done = [tag for tag in tags if digest and _quiet_served(client, repo, tag) == digest]
-        return {**result, "status": "failed", "digest": digest, "error": redact(exc.one_line()),
+        return {**result, "status": PushStatus.FAILED, "digest": digest, "error": redact(exc.one_line()),
                 "tags_pushed": done, "attempts": counter.tries, "retries": counter.retries,
                 "duration_s": round(time.monotonic() - started, 3)}
     except ValueError as exc:   # index_document refused the children
-        return {**result, "status": "failed", "digest": None, "error": f"no image index: {exc}", "tags_pushed": [],
-                "attempts": counter.tries, "retries": counter.retries,
+        return {**result, "status": PushStatus.FAILED, "digest": None, "error": f"no image index: {exc}",
+                "tags_pushed": [], "attempts": counter.tries, "retries": counter.retries,
                 "duration_s": round(time.monotonic() - started, 3)}
 
 

@@ -37,6 +37,7 @@ from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
+from pipeline.core.vocab import ScanStatus
 from pipeline.gate.history import (
     changes_markdown,
     compare,
@@ -140,7 +141,8 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
             return _scan_one(t, key_base, cache, reports_dir, scanners, t.policy or policy, cfg.scan.timeout_s,
                              today, db.version)
         except PipelineError as exc:
-            return ScanOutcome(t.service, None, {"status": "error", "image_id": t.image_id, "error": exc.one_line()})
+            return ScanOutcome(t.service, None, {"status": ScanStatus.ERROR, "image_id": t.image_id,
+                                                 "error": exc.one_line()})
 
     n = max(1, min(workers or cfg.build.workers or 2, len(targets)))
     outcomes: list[ScanOutcome] = []
