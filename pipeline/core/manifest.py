@@ -75,6 +75,8 @@ RECORD_STATUS: dict[str, type[StrEnum]] = {
     "sbom": AttachStatus, "signature": SignStatus, "provenance": AttachStatus}
 # The command that writes a record again (the hint of an unreadable one).
 _REWRITER = {"sbom": "push", "signature": "sign", "provenance": "sign", "promotions": "promote"}
+# The keys of `stages.<name>` that StageRecord types; the rest are the stage's own summary fields.
+_STAGE_KEYS = frozenset({"status", "services", "run_id", "detail", "error", "exit_code", "duration_s", "at"})
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -515,8 +517,6 @@ class Manifest:
                         int(revision) if revision is not None else None, _opt(rec.get("digest")),
                         _opt(rec.get("image")), service)
 
-    _STAGE_KEYS = frozenset({"status", "services", "run_id", "detail", "error", "exit_code", "duration_s", "at"})
-
     def stage(self, name: str) -> StageRecord | None:
         """The runner's record of a whole stage (`stages.<name>`), or None."""
         with self._lock:
@@ -527,7 +527,7 @@ class Manifest:
                            tuple(str(s) for s in rec.get("services") or ()), str(rec.get("run_id") or ""),
                            str(rec.get("detail") or ""), str(rec.get("error") or ""), int(rec.get("exit_code") or 0),
                            float(rec.get("duration_s") or 0.0),
-                           {k: v for k, v in rec.items() if k not in self._STAGE_KEYS})
+                           {k: v for k, v in rec.items() if k not in _STAGE_KEYS})
 
     def stages(self) -> dict[str, StageRecord]:
         """Every recorded stage, in the order first recorded."""
