@@ -7,24 +7,33 @@ Layout (schema: pipeline/core/schemas/manifest.schema.json, documented in README
       "release_id": "<env>-<short sha>[-dirty-<hash>]",
       "env": "local", "created": "...", "updated": "...",
       "version": {... Version facts ...},
-      "stages": {"build": {"status": "ok", "started": ..., "finished": ..., "duration_s": ...}, ...},
+      "stages": {"build": {"status": "ok", "services": [...], "run_id": "...", "duration_s": ..., ...}, ...},
       "services": {
         "veza-backend-api": {
           "repository": "127.0.0.1:5000/veza/veza-backend-api",
           "tags": ["sha-abc1234", "main"],
           "input_digest": "sha256:...",
-          "build":  {"status": "built|reused|failed", "image_id": "sha256:...", "duration_s": 1.2, "log": "..."},
+          "build":  {"status": "built|reused|failed|cancelled", "image_id": "sha256:...", "duration_s": 1.2, ...},
           "scan":   {"status": "pass|blocked|error", "counts": {...}, "report": "...", "sbom": "..."},
+          "smoke":  {"status": "pass|fail|not_run", "image": "...", "run_id": "..."},
           "push":   {"status": "pushed|skipped|failed", "digest": "sha256:...", "tags_pushed": [...]},
-          "smoke":  {"status": "pass|fail", ...},
-          "deploy": {"status": "deployed|noop|rolled_back", "revision": 3}
+          "sbom":   {"status": "attached", "ref": "...", "subject": "sha256:..."},
+          "signature": {"status": "signed", "ref": "...", "key": "sha256:..."}, "provenance": {"status": "attached"},
+          "promotions": {"<target env>": {"status": "promoted|unchanged", "digest": "sha256:...", ...}},
+          "deploy": {"status": "deployed|noop|rolled_back|failed", "revision": 3, "image": "repo@sha256:..."}
         }
-      }
+      },
+      "infra": {"<infra image>": {"scan": {...}}}
     }
 
-Each service's stage records are written by that stage only, through `record()`; readers use the typed
-views (`built()`, `pushed()`, `scanned()`, `smoked()`, `deployed()`). The runner alone writes
-`stages.<name>` (`record_stage()`). One manifest per environment: `manifest_path(cfg, env)`.
+Each service's stage records are written by that stage only, through `record()` (promotions through
+`record_promotion()`), whose status must be a member of the record's enum (`RECORD_STATUS`, from
+pipeline.core.vocab). Pipeline code reads them through the typed views, one frozen dataclass per record:
+`built()`, `scanned()` (and `infra_scanned()`), `smoked()`, `pushed()` (and `pushed_images()`), `sbom()`,
+`signed()`, `promotion()`, `deployed()`; a recorded status outside the enum is a UsageError naming the file,
+the service and the field. The runner alone writes `stages.<name>` (`record_stage()`) and reads it back as a
+`StageRecord` (`stage()`, `stages()`). The raw JSON (`data`, `service()`, `stage_result()`, `infra_result()`)
+is for inspection (tests, debugging); no stage reads it. One manifest per environment: `manifest_path(cfg, env)`.
 Secrets never enter it: every string is redacted on save.
 """
 
@@ -35,24 +44,64 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import redact
-from pipeline.core.vocab import BuildStatus, PushStatus, now_iso
+from pipeline.core.vocab import (
+    AttachStatus,
+    BuildStatus,
+    DeployStatus,
+    PromotionStatus,
+    PushStatus,
+    ScanStatus,
+    SignStatus,
+    SmokeStatus,
+    StageStatus,
+    now_iso,
+)
 
 SCHEMA_VERSION = 1
 # Per-service record slots: one per stage, plus the artifacts attached to a pushed image.
 SERVICE_RECORDS = ("build", "lint", "scan", "push", "smoke", "deploy", "verify", "sbom", "signature", "provenance")
+# The statuses each written record may hold (a record not listed here has no writer).
+RECORD_STATUS: dict[str, type[StrEnum]] = {
+    "build": BuildStatus, "scan": ScanStatus, "push": PushStatus, "smoke": SmokeStatus, "deploy": DeployStatus,
+    "sbom": AttachStatus, "signature": SignStatus, "provenance": AttachStatus}
+# The command that writes a record again (the hint of an unreadable one).
+_REWRITER = {"sbom": "push", "signature": "sign", "provenance": "sign", "promotions": "promote"}
+# The keys of `stages.<name>` that StageRecord types; the rest are the stage's own summary fields.
+_STAGE_KEYS = frozenset({"status", "services", "run_id", "detail", "error", "exit_code", "duration_s", "at"})
+E = TypeVar("E", bound=StrEnum)
 
 
 def manifest_path(state_dir: Path, env_name: str) -> Path:
     """`<state_dir>/<env>/manifest.json`: each environment has its own record; releases never share one."""
     return state_dir / env_name / "manifest.json"
+
+
+def _strmap(raw: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+
+def _opt(raw: Any) -> str | None:
+    return str(raw) if raw not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the build planned for a service (`services.<name>`: repository, tags, input digest), before any
+    stage result; None where nothing is recorded."""
+
+    service: str
+    repository: str | None
+    tags: tuple[str, ...] | None
+    input_digest: str | None
 
 
 @dataclass(frozen=True)
@@ -66,6 +115,9 @@ class Built:
     tags: tuple[str, ...]
     input_digest: str
     platform_images: Mapping[str, str] = field(default_factory=dict)   # platform → image ID; {} = native only
+    build_args: Mapping[str, str] = field(default_factory=dict)        # content-shaping args (for provenance)
+    base_images: Mapping[str, str] = field(default_factory=dict)       # base reference → image ID
+    log: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,18 +130,55 @@ class Built:
 
 
 @dataclass(frozen=True)
+class Scanned:
+    """A scan record: a service's (`services.<name>.scan`) or an infra image's (`infra.<name>.scan`)."""
+
+    name: str
+    status: ScanStatus
+    image_id: str | None
+    report: str | None                      # Trivy's JSON report
+    sbom: str | None                        # the CycloneDX SBOM file the scan wrote
+    counts: Mapping[str, int] | None = None   # severity → findings; None when the scan gave none (an error)
+    threshold: str | None = None
+    ref: str | None = None                  # infra images: the image reference scanned
+
+    @property
+    def passed(self) -> bool:
+        return self.status is ScanStatus.PASS
+
+
+@dataclass(frozen=True)
+class Smoked:
+    """A service's smoke record: the image compose ran and the verdict of its checks."""
+
+    service: str
+    status: SmokeStatus
+    image: str
+    run_id: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status is SmokeStatus.PASS
+
+
+@dataclass(frozen=True)
 class Pushed:
     """A service's push record: the registry digest every later stage deploys by."""
 
     status: PushStatus
-    repository: str
+    repository: str                         # where the push went (the record's own; older ones: the service's)
     digest: str | None
     tags: tuple[str, ...]
     children: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → child digest
+    image_id: str | None = None             # the local image pushed
+    platform_images: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → image ID
+    retries: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.status in (PushStatus.PUSHED, PushStatus.SKIPPED) and bool(self.digest)
+        """Pushed (or already there) with a sha256 digest and a repository: deployable by digest."""
+        return (self.status in (PushStatus.PUSHED, PushStatus.SKIPPED) and bool(self.repository)
+                and str(self.digest or "").startswith("sha256:"))
 
     @property
     def ref(self) -> str:
@@ -98,12 +187,93 @@ class Pushed:
 
 
 @dataclass(frozen=True)
+class SbomAttached:
+    """A service's `sbom` record: the SBOM artifact attached to its pushed digest."""
+
+    service: str
+    status: AttachStatus
+    ref: str                                # repository:tag of the artifact
+    digest: str | None                      # the artifact manifest's digest
+    subject: str                            # the image digest it refers to
+    children: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → artifact ref
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A service's `signature` record: its pushed digest signed by the environment's key."""
+
+    service: str
+    status: SignStatus
+    ref: str                                # repository:tag of the signature
+    subject: str                            # the signed digest
+    key: str                                # sha256 of the public key (pipeline.stages.sign.key_id)
+    vex: str | None = None                  # the attached OpenVEX document's reference, when one was attached
+    children: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → signature ref
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One promotion of a service to another environment (`services.<name>.promotions.<env>`)."""
+
+    service: str
+    env: str
+    status: PromotionStatus
+    digest: str
+    repository: str                         # the target's repository
+    source: str                             # repository@digest it was copied from
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Deployed:
     """A service's deploy record."""
 
-    status: str
+    status: DeployStatus
     revision: int | None
     digest: str | None
+    image: str | None = None                # repository@digest deployed (older records carry no `digest`)
+    service: str = ""
+
+    @property
+    def serving(self) -> bool:
+        """Deployed or already deployed (noop): the release runs this image."""
+        return self.status in (DeployStatus.DEPLOYED, DeployStatus.NOOP)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """The runner's record of a whole stage (`stages.<name>`)."""
+
+    name: str
+    status: StageStatus
+    services: tuple[str, ...]               # the services the run selected
+    run_id: str
+    detail: str                             # ok/skipped: the summary line
+    error: str                              # failed/blocked/interrupted: the one-line error
+    exit_code: int
+    duration_s: float
+    fields: Mapping[str, Any] = field(default_factory=dict)   # the stage's own summary fields (StageSummary.fields)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is StageStatus.OK
+
+    def covers(self, services: Sequence[str]) -> bool:
+        """Recorded ok for (at least) these services."""
+        return self.ok and set(services) <= set(self.services)
+
+
+def _written_status(kind: type[StrEnum] | None, result: Mapping[str, Any], where: str) -> str:
+    """The status a writer gives, checked against its record's enum: a word outside it is a programming error
+    (ValueError naming the field), never a record the readers would refuse later."""
+    if "status" not in result:
+        raise ValueError(f"{where}: a stage result needs a status")
+    if kind is None:
+        return str(result["status"])
+    try:
+        return str(kind(result["status"]))
+    except ValueError:
+        raise ValueError(f"{where}.status {result['status']!r} is not one of {', '.join(map(str, kind))}") from None
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -164,7 +334,7 @@ class Manifest:
     # -- reading
     @property
     def data(self) -> dict[str, Any]:
-        """A deep copy: callers cannot mutate the manifest behind its lock."""
+        """The raw document, a deep copy (for inspection: tests, debugging; pipeline code reads the views)."""
         with self._lock:
             return copy.deepcopy(self._data)
 
@@ -176,11 +346,27 @@ class Manifest:
     def release_id(self) -> str:
         return str(self._data["release_id"])
 
+    @property
+    def created(self) -> str:
+        return str(self._data.get("created") or "")
+
+    def version_facts(self) -> dict[str, Any]:
+        """The release's version facts as recorded (pipeline.versioning.version.Version.to_dict's shape), a copy."""
+        with self._lock:
+            return copy.deepcopy(dict(self._data.get("version") or {}))
+
+    @property
+    def commit(self) -> str:
+        """The release's git commit (`version.sha`); "" when none is recorded."""
+        with self._lock:
+            return str((self._data.get("version") or {}).get("sha") or "")
+
     def services(self) -> list[str]:
         with self._lock:
             return list(self._data["services"])
 
     def service(self, name: str) -> dict[str, Any]:
+        """A service's raw entry (for inspection). UsageError when the service is not recorded."""
         with self._lock:
             if name not in self._data["services"]:
                 raise UsageError(f"service '{name}' is not in the Release manifest {self.path}",
@@ -188,6 +374,7 @@ class Manifest:
             return copy.deepcopy(self._data["services"][name])
 
     def stage_result(self, service: str, stage: str) -> dict[str, Any] | None:
+        """A service's raw record (for inspection), or None."""
         with self._lock:
             res = self._data["services"].get(service, {}).get(stage)
             return copy.deepcopy(res) if res is not None else None
@@ -196,16 +383,41 @@ class Manifest:
         with self._lock:
             return copy.deepcopy(self._data["services"].get(service, {}).get(stage) or {})
 
+    def _svc_field(self, service: str, key: str) -> Any:
+        with self._lock:
+            return copy.deepcopy(self._data["services"].get(service, {}).get(key))
+
+    def _status(self, kind: type[E], rec: Mapping[str, Any], where: str, writer: str) -> E:
+        """rec["status"] as a member of `kind`; UsageError naming the file and the field otherwise (a record
+        written by hand, or by a pipeline version with other words)."""
+        value = rec.get("status")
+        try:
+            return kind(str(value))
+        except ValueError:
+            raise UsageError(f"{self.path}: {where}.status is {value!r}, not one of {', '.join(map(str, kind))}",
+                             f"rerun `invoke {writer} --env {self.env}` to record it again, "
+                             f"or delete {self.path} and rerun the release") from None
+
+    def _service_status(self, kind: type[E], service: str, slot: str, rec: Mapping[str, Any]) -> E:
+        return self._status(kind, rec, f"services.{service}.{slot}", _REWRITER.get(slot, slot))
+
+    def identity(self, service: str) -> Identity:
+        """The service's planned repository, tags and input digest (None each where not recorded)."""
+        repo, tags, digest = (self._svc_field(service, k) for k in ("repository", "tags", "input_digest"))
+        return Identity(service, str(repo) if repo is not None else None,
+                        tuple(str(t) for t in tags) if isinstance(tags, list) else None,
+                        str(digest) if digest is not None else None)
+
     def built(self, service: str) -> Built | None:
         """The build record of a service, or None when it was never built in this release."""
         rec = self._rec(service, "build")
         if not rec:
             return None
-        with self._lock:
-            svc = self._data["services"][service]
-            return Built(service, BuildStatus(rec["status"]), rec.get("image_id"), str(svc.get("repository", "")),
-                         tuple(svc.get("tags") or ()), str(svc.get("input_digest", "")),
-                         {str(k): str(v) for k, v in (rec.get("platforms") or {}).items()})
+        return Built(service, self._service_status(BuildStatus, service, "build", rec), _opt(rec.get("image_id")),
+                     str(self._svc_field(service, "repository") or ""),
+                     tuple(self._svc_field(service, "tags") or ()), str(self._svc_field(service, "input_digest") or ""),
+                     _strmap(rec.get("platforms")), _strmap(rec.get("build_args")), _strmap(rec.get("base_images")),
+                     _opt(rec.get("log")))
 
     def built_images(self, names: list[str] | None) -> list[Built]:
         """The built image of each named service (every recorded service when `names` is empty), checked:
@@ -224,28 +436,104 @@ class Manifest:
             out.append(b)
         return out
 
+    def _scanned(self, name: str, rec: dict[str, Any], where: str) -> Scanned | None:
+        if not rec:
+            return None
+        counts = rec.get("counts")
+        return Scanned(name, self._status(ScanStatus, rec, where, "scan"), _opt(rec.get("image_id")),
+                       _opt(rec.get("report")), _opt(rec.get("sbom")),
+                       {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else None,
+                       _opt(rec.get("threshold")), _opt(rec.get("ref")))
+
+    def scanned(self, service: str) -> Scanned | None:
+        """The scan record of a service, or None when it was never scanned in this release."""
+        return self._scanned(service, self._rec(service, "scan"), f"services.{service}.scan")
+
+    def infra_names(self) -> list[str]:
+        """The infra images ([infra.NAME]) with a record."""
+        with self._lock:
+            return list(self._data.get("infra") or {})
+
+    def infra_scanned(self, name: str) -> Scanned | None:
+        """The scan record of an infra image ([infra.NAME]), or None."""
+        return self._scanned(name, self.infra_result(name, "scan") or {}, f"infra.{name}.scan")
+
+    def smoked(self, service: str) -> Smoked | None:
+        """The smoke record of a service, or None when no smoke test ran it in this release."""
+        rec = self._rec(service, "smoke")
+        if not rec:
+            return None
+        return Smoked(service, self._service_status(SmokeStatus, service, "smoke", rec), str(rec.get("image") or ""),
+                      str(rec.get("run_id") or ""))
+
     def pushed(self, service: str) -> Pushed | None:
         """The push record of a service, or None when it was never pushed in this release."""
         rec = self._rec(service, "push")
         if not rec:
             return None
-        with self._lock:
-            repo = str(self._data["services"][service].get("repository", ""))
-        return Pushed(PushStatus(rec["status"]), repo, rec.get("digest"),
-                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()),
-                      {str(k): str(v) for k, v in (rec.get("children") or {}).items()})
+        repo = str(rec.get("repository") or self._svc_field(service, "repository") or "")
+        return Pushed(self._service_status(PushStatus, service, "push", rec), repo, _opt(rec.get("digest")),
+                      tuple(rec.get("tags_pushed") or rec.get("tags") or ()), _strmap(rec.get("children")),
+                      _opt(rec.get("image_id")), _strmap(rec.get("platform_images")), int(rec.get("retries") or 0))
+
+    def pushed_images(self) -> dict[str, Pushed]:
+        """service → its push record, for every service pushed ok (deployable by digest)."""
+        return {name: p for name in self.services() if (p := self.pushed(name)) is not None and p.ok}
+
+    def sbom(self, service: str) -> SbomAttached | None:
+        """The SBOM attached to a service's pushed digest, or None."""
+        rec = self._rec(service, "sbom")
+        if not rec:
+            return None
+        status = self._service_status(AttachStatus, service, "sbom", rec)
+        return SbomAttached(service, status, str(rec.get("ref") or ""), _opt(rec.get("digest")),
+                            str(rec.get("subject") or ""), _strmap(rec.get("children")))
+
+    def signed(self, service: str) -> Signed | None:
+        """The signature record of a service, or None when its digest was not signed in this release."""
+        rec = self._rec(service, "signature")
+        if not rec:
+            return None
+        status = self._service_status(SignStatus, service, "signature", rec)
+        return Signed(service, status, str(rec.get("ref") or ""), str(rec.get("subject") or ""),
+                      str(rec.get("key") or ""), _opt(rec.get("vex")), _strmap(rec.get("children")))
+
+    def promotion(self, service: str, env: str) -> Promotion | None:
+        """The last promotion of a service to `env`, or None."""
+        rec = (self._svc_field(service, "promotions") or {}).get(env) or {}
+        if not rec:
+            return None
+        status = self._status(PromotionStatus, rec, f"services.{service}.promotions.{env}", "promote")
+        return Promotion(service, env, status, str(rec.get("digest") or ""), str(rec.get("repository") or ""),
+                         str(rec.get("source") or ""), tuple(rec.get("tags") or ()))
 
     def deployed(self, service: str) -> Deployed | None:
+        """The deploy record of a service, or None when it was never deployed in this release."""
         rec = self._rec(service, "deploy")
         if not rec:
             return None
-        return Deployed(str(rec["status"]), rec.get("revision"), rec.get("digest"))
+        revision = rec.get("revision")
+        return Deployed(self._service_status(DeployStatus, service, "deploy", rec),
+                        int(revision) if revision is not None else None, _opt(rec.get("digest")),
+                        _opt(rec.get("image")), service)
 
-    def stage(self, name: str) -> dict[str, Any] | None:
+    def stage(self, name: str) -> StageRecord | None:
         """The runner's record of a whole stage (`stages.<name>`), or None."""
         with self._lock:
-            rec = self._data["stages"].get(name)
-            return copy.deepcopy(rec) if rec is not None else None
+            rec = copy.deepcopy(self._data["stages"].get(name))
+        if rec is None:
+            return None
+        return StageRecord(name, self._status(StageStatus, rec, f"stages.{name}", name),
+                           tuple(str(s) for s in rec.get("services") or ()), str(rec.get("run_id") or ""),
+                           str(rec.get("detail") or ""), str(rec.get("error") or ""), int(rec.get("exit_code") or 0),
+                           float(rec.get("duration_s") or 0.0),
+                           {k: v for k, v in rec.items() if k not in _STAGE_KEYS})
+
+    def stages(self) -> dict[str, StageRecord]:
+        """Every recorded stage, in the order first recorded."""
+        with self._lock:
+            names = list(self._data["stages"])
+        return {n: rec for n in names if (rec := self.stage(n)) is not None}
 
     # -- writing (each saves)
     def set_service(self, name: str, **fields: Any) -> None:
@@ -257,29 +545,38 @@ class Manifest:
         """Record a stage's result for one service (replaces the previous one)."""
         if stage not in SERVICE_RECORDS:
             raise ValueError(f"unknown record {stage}")
-        if "status" not in result:
-            raise ValueError("a stage result needs a status")
+        status = _written_status(RECORD_STATUS.get(stage), result, f"services.{service}.{stage}")
         with self._lock:
-            self._data["services"].setdefault(service, {})[stage] = {**result, "at": now_iso()}
+            self._data["services"].setdefault(service, {})[stage] = {**result, "status": status, "at": now_iso()}
+            self.save()
+
+    def record_promotion(self, service: str, env: str, result: dict[str, Any]) -> None:
+        """Record a promotion of a service to `env` (`services.<name>.promotions.<env>`, replaces the previous)."""
+        status = _written_status(PromotionStatus, result, f"services.{service}.promotions.{env}")
+        with self._lock:
+            entry = self._data["services"].setdefault(service, {})
+            entry.setdefault("promotions", {})[env] = {**result, "status": status}
             self.save()
 
     def record_infra(self, name: str, stage: str, result: dict[str, Any]) -> None:
         """Record a stage's result for one infra image ([infra.NAME]: PostgreSQL, Redis, NATS) under `infra`."""
-        if "status" not in result:
-            raise ValueError("a stage result needs a status")
+        status = _written_status(RECORD_STATUS.get(stage), result, f"infra.{name}.{stage}")
         with self._lock:
-            self._data.setdefault("infra", {}).setdefault(name, {})[stage] = {**result, "at": now_iso()}
+            self._data.setdefault("infra", {}).setdefault(name, {})[stage] = {**result, "status": status,
+                                                                               "at": now_iso()}
             self.save()
 
     def infra_result(self, name: str, stage: str) -> dict[str, Any] | None:
+        """An infra image's raw record (for inspection), or None."""
         with self._lock:
             res = self._data.get("infra", {}).get(name, {}).get(stage)
             return copy.deepcopy(res) if res is not None else None
 
     def record_stage(self, stage: str, result: dict[str, Any]) -> None:
         """Record a whole stage's summary (status, timings). Only the runner calls this."""
+        status = _written_status(StageStatus, result, f"stages.{stage}")
         with self._lock:
-            self._data["stages"][stage] = {**result, "at": now_iso()}
+            self._data["stages"][stage] = {**result, "status": status, "at": now_iso()}
             self.save()
 
     def set(self, key: str, value: Any) -> None:

@@ -57,6 +57,40 @@ class ScanStatus(StrEnum):
     ERROR = "error"
 
 
+class SmokeStatus(StrEnum):
+    """A service's smoke record (`services.<name>.smoke`)."""
+
+    PASS = "pass"
+    FAIL = "fail"                # a failed check, or the stack failed before any probe reached it
+    NOT_RUN = "not_run"          # interrupted before its checks ran
+
+
+class AttachStatus(StrEnum):
+    """An artifact attached to a pushed digest: the SBOM (`sbom`), the provenance (`provenance`)."""
+
+    ATTACHED = "attached"
+
+
+class SignStatus(StrEnum):
+    """A service's signature record (`services.<name>.signature`)."""
+
+    SIGNED = "signed"
+
+
+class DeployStatus(StrEnum):
+    """A service's deploy record (`services.<name>.deploy`)."""
+
+    DEPLOYED = "deployed"
+    NOOP = "noop"                # the cluster already ran this release: nothing upgraded
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+class PromotionStatus(StrEnum):
+    """One promotion of a service (`services.<name>.promotions.<target env>`)."""
+
+    PROMOTED = "promoted"
+    UNCHANGED = "unchanged"      # the target's tags already answered the digest
 
 
 def now_iso() -> str:

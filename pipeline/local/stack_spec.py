@@ -76,16 +76,13 @@ def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = No
     out: dict[str, StackImage] = {}
     missing: list[str] = []
     for svc in cfg.select(names):
-        data = manifest.service(svc.name) if svc.name in manifest.services() else {}
-        build = data.get("build") or {}
-        push = data.get("push") or {}
-        iid = build.get("image_id") if build.get("status") in ("built", "reused") else None
-        if iid and docker.image_id(str(iid)) == iid:
-            out[svc.name] = StackImage(image_var(svc.name), str(iid), "manifest:image_id")
-        elif push.get("digest") and data.get("repository"):
+        built, pushed = manifest.built(svc.name), manifest.pushed(svc.name)
+        iid = built.image_id if built is not None and built.ok else None
+        if iid and docker.image_id(iid) == iid:
+            out[svc.name] = StackImage(image_var(svc.name), iid, "manifest:image_id")
+        elif pushed is not None and pushed.digest and pushed.repository:
             # Not on this engine but pushed: compose pulls it by digest from the registry.
-            out[svc.name] = StackImage(image_var(svc.name), f"{data['repository']}@{push['digest']}",
-                                        "manifest:digest")
+            out[svc.name] = StackImage(image_var(svc.name), pushed.ref, "manifest:digest")
         else:
             why = "no successful build recorded" if not iid else f"image {iid[:19]} is not on this engine"
             missing.append(f"{svc.name} ({why})")

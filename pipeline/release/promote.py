@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -22,7 +23,7 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import with_retries
-from pipeline.core.vocab import now_iso
+from pipeline.core.vocab import PromotionStatus, ScanStatus, SmokeStatus, now_iso
 from pipeline.tools import skopeo
 from pipeline.tools.registry_api import (
     Credentials,
@@ -33,8 +34,9 @@ from pipeline.tools.registry_api import (
 from pipeline.tools.registry_clients import RegistryClients
 from pipeline.versioning.tagging import TagInputs, tags_for
 
-PASSING = {"scan": ("pass", "passed"), "smoke": ("pass", "passed")}
-SOURCE_OK = ("pushed", "skipped")
+# promote_requires gates → the recorded status each service needs (the words the scan and smoke stages write;
+# a record with any other word is refused by the manifest's view, naming the service and the field).
+PASSING: dict[str, StrEnum] = {"scan": ScanStatus.PASS, "smoke": SmokeStatus.PASS}
 
 
 def env_tags(env: Environment, version: Mapping[str, Any]) -> list[str]:
@@ -49,24 +51,29 @@ def env_tags(env: Environment, version: Mapping[str, Any]) -> list[str]:
 
 def _source(man: Manifest, name: str, src_env: Environment, src_repo: str) -> str:
     """The digest of the service in the source environment: its push result or an earlier promotion."""
-    entry = man.service(name)
-    push = entry.get("push") or {}
-    if push.get("status") in SOURCE_OK and push.get("digest") and push.get("repository", src_repo) == src_repo:
-        return str(push["digest"])
-    promo = (entry.get("promotions") or {}).get(src_env.name) or {}
-    if promo.get("status") in ("promoted", "unchanged") and promo.get("digest"):
-        return str(promo["digest"])
+    push = man.pushed(name)
+    if push is not None and push.ok and push.digest and push.repository == src_repo:
+        return push.digest
+    promo = man.promotion(name, src_env.name)
+    if promo is not None and promo.digest:
+        return promo.digest
     raise UsageError(f"{name} has no image in {src_env.name}'s registry ({src_repo}) in the Release manifest",
                      f"run `invoke push --env {src_env.name} --service {name}` first")
+
+
+def _gate_status(man: Manifest, name: str, gate: str) -> StrEnum | None:
+    """The recorded status of a promote_requires gate for one service (None: never ran)."""
+    rec = man.scanned(name) if gate == "scan" else man.smoked(name)
+    return rec.status if rec is not None else None
 
 
 def _gates(man: Manifest, names: list[str], dst: Environment) -> None:
     blocked: list[str] = []
     for name in names:
         for gate in dst.promote_requires:
-            res = man.stage_result(name, gate) or {}
-            if res.get("status") not in PASSING[gate]:
-                blocked.append(f"{name} ({gate}: {res.get('status', 'no result')})")
+            status = _gate_status(man, name, gate)
+            if status != PASSING[gate]:
+                blocked.append(f"{name} ({gate}: {status or 'no result'})")
     if blocked:
         raise PolicyBlocked(f"promotion to {dst.name} refused: {', '.join(blocked)} — {dst.name} requires "
                             f"a passing {' and '.join(dst.promote_requires)}",
@@ -88,7 +95,7 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
     names = [s.name for s in cfg.select(services)] if services else man.services()
     if not names:
         raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build push` first")
-    tags = env_tags(dst, man.data.get("version") or {})
+    tags = env_tags(dst, man.version_facts())
     plans = []
     for name in names:  # every check before any copy
         svc = cfg.service(name)
@@ -140,15 +147,14 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
         if wrong:
             raise StageFailed(f"after the copy, {dst_repo} tags {wrong} do not point to {digest}",
                               "rerun the promote; check that nothing else writes these tags")
-        res = {"status": "unchanged" if method == "none" else "promoted", "from": src.name, "to": dst.name,
+        res = {"status": PromotionStatus.UNCHANGED if method == "none" else PromotionStatus.PROMOTED,
+               "from": src.name, "to": dst.name,
                "source": f"{src_repo}@{digest}", "repository": dst_repo, "digest": digest, "tags": tags,
                "method": method, "duration_s": round(time.monotonic() - started, 3), "at": now_iso()}
         if dst_key is not None:
             res["signature"] = sign_promoted(cfg, dst, man, name, dst_repo, digest, key=dst_key,
                                              registries=regs)
-        promos = dict(man.service(name).get("promotions") or {})
-        promos[dst.name] = res
-        man.set_service(name, promotions=promos)
+        man.record_promotion(name, dst.name, res)
         results[name] = res
         log(redact(f"  {name}: {res['status']} {dst_repo}@{digest} [{', '.join(tags)}] via {method}"))
     log(f"promote {src.name} → {dst.name}: {len(results)} image(s), same digests, nothing built or pulled")

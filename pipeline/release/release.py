@@ -51,7 +51,7 @@ def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, service
     reporter.info(f"release plan: env {env.name}, version {v.get('version')}, commit {v.get('short_sha')}"
                   f"{' (dirty)' if v.get('dirty') else ''}, branch {v.get('branch') or 'detached'}, "
                   f"tags {', '.join(info.tags)}")
-    done = {k for k, s in (manifest.data["stages"] if manifest else {}).items() if s.get("status") == "ok"}
+    done = {k for k, s in (manifest.stages() if manifest else {}).items() if s.ok}
     reporter.info("stages: " + " → ".join(s + (" (recorded; resumes after checking it holds)" if s in done else "")
                                           for s in env.stages))
     reporter.info(f"gates: scan blocks at {env.scan_threshold} and above"
@@ -65,7 +65,7 @@ def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, service
     for p in plan.services:
         if p.action == "skip":
             continue
-        pushed = manifest.pushed(p.name) if manifest and p.name in manifest.services() else None
+        pushed = manifest.pushed(p.name) if manifest else None
         ref = pushed.ref if pushed and pushed.ok else f"{p.repository}@<digest after push>"
         rows.append((p.name, p.repository, ref))
     reporter.table("targets", ("service", "registry repository", "helm image value"), rows)
@@ -99,7 +99,7 @@ def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: 
     stages = make_stages(env.stages)
     with open_run(cfg, env, reporter, services=names, options=options, creates_manifest=True, fresh=fresh,
                   info=info) as ctx:
-        resumed = bool(ctx.manifest.data["stages"]) and not fresh
+        resumed = bool(ctx.manifest.stages()) and not fresh
         reporter.info(f"release {ctx.manifest.release_id} → {env.name}: {' → '.join(env.stages)} (run {ctx.run_id})"
                       + ("; resuming: recorded stages are checked against the world" if resumed else ""))
         status, error = "ok", ""
@@ -141,7 +141,7 @@ def push_metrics(ctx: RunContext, outcomes: list[Outcome], status: str, duration
     url = pushgateway_url()
     if not url:
         return
-    retries = sum(int((svc.get("push") or {}).get("retries") or 0) for svc in ctx.manifest.data["services"].values())
+    retries = sum(p.retries for n in ctx.manifest.services() if (p := ctx.manifest.pushed(n)) is not None)
     reg = run_registry(ctx.run_id, status, duration_s,
                        [StageTiming(o.name, str(o.status), o.duration_s) for o in outcomes],
                        cache_hits=cache_hits(read_events(ctx.run_dir)), retries=retries)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core.manifest import atomic_write
+from pipeline.core.manifest import Manifest, Scanned, StageRecord, atomic_write
 from pipeline.core.redact import redact
 from pipeline.core.vocab import now_iso
 from pipeline.observe.recorder import read_events
@@ -24,43 +25,72 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
     hits (services reused in this run, from events.jsonl), paths. Schema 1 (fields are only ever added)."""
     from pipeline.release.html_report import cache_hits
 
-    m = ctx.manifest.data
+    m = ctx.manifest
     by_name = {o.name: o for o in outcomes}
-    services = {}
-    for name, svc in m["services"].items():
-        build, push, scan = svc.get("build") or {}, svc.get("push") or {}, svc.get("scan") or {}
-        services[name] = {
-            "repository": svc.get("repository"), "tags": svc.get("tags"),
-            "input_digest": svc.get("input_digest"),
-            "build": build.get("status"), "image_id": build.get("image_id"), "build_log": build.get("log"),
-            "digest": push.get("digest"), "push": push.get("status"),
-            "scan": scan.get("status"), "scan_counts": scan.get("counts"), "scan_report": scan.get("report"),
-            "sbom": scan.get("sbom"), "sbom_ref": (svc.get("sbom") or {}).get("ref"),
-            "smoke": (svc.get("smoke") or {}).get("status"),
-            "deploy": (svc.get("deploy") or {}).get("status"),
-            "deployed": f"{svc.get('repository')}@{push.get('digest')}" if (svc.get("deploy") or {}).get(
-                "status") in ("deployed", "noop", "unchanged") and push.get("digest") else None,
-        }
-    infra = {name: {"image": (rec.get("scan") or {}).get("ref"), "scan": (rec.get("scan") or {}).get("status"),
-                    "threshold": (rec.get("scan") or {}).get("threshold"),
-                    "scan_counts": (rec.get("scan") or {}).get("counts"),
-                    "scan_report": (rec.get("scan") or {}).get("report")}
-             for name, rec in (m.get("infra") or {}).items()}
+    services = {name: _service_row(m, name) for name in m.services()}
+    infra = {name: _infra_row(m.infra_scanned(name)) for name in m.infra_names()}
+    deploy = m.stage("deploy")
     return {
-        "schema": 1, "run_id": ctx.run_id, "release_id": m["release_id"], "env": ctx.env.name,
+        "schema": 1, "run_id": ctx.run_id, "release_id": m.release_id, "env": ctx.env.name,
         "status": status, "error": error or None, "finished": now_iso(), "duration_s": round(duration_s, 2),
-        "version": m["version"],
+        "version": m.version_facts(),
         "stages": [({"name": n, "status": str(by_name[n].status), "duration_s": round(by_name[n].duration_s, 2),
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
                     else {"name": n, "status": "not run"}) for n in ctx.env.stages],
         "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
-        "deploy": {k: v for k, v in (m["stages"].get("deploy") or {}).items()
-                   if k in ("status", "revision", "previous_revision", "detail", "run_id")} or None,
+        "deploy": _deploy_summary(deploy) if deploy is not None else None,
         "cache_hits": cache_hits(read_events(ctx.run_dir)),
         # post-release verification: each published digest re-read from the registry (signature, provenance,
         # SBOM and VEX attachments), when the environment signs or gates
         "published": ctx.options.get("published") or None,
     }
+
+
+def _s(status: StrEnum | None) -> str | None:
+    return str(status) if status is not None else None
+
+
+def _counts(scan: Scanned | None) -> dict[str, int] | None:
+    return dict(scan.counts) if scan is not None and scan.counts is not None else None
+
+
+def _service_row(m: Manifest, name: str) -> dict[str, Any]:
+    """One service's line of the report, from the manifest's typed views (None where nothing is recorded)."""
+    built, pushed, scan = m.built(name), m.pushed(name), m.scanned(name)
+    sbom, smoked, deployed = m.sbom(name), m.smoked(name), m.deployed(name)
+    digest = pushed.digest if pushed else None
+    identity = m.identity(name)
+    return {
+        "repository": identity.repository, "tags": list(identity.tags) if identity.tags is not None else None,
+        "input_digest": identity.input_digest,
+        "build": _s(built.status if built else None), "image_id": built.image_id if built else None,
+        "build_log": built.log if built else None,
+        "digest": digest, "push": _s(pushed.status if pushed else None),
+        "scan": _s(scan.status if scan else None), "scan_counts": _counts(scan),
+        "scan_report": scan.report if scan else None, "sbom": scan.sbom if scan else None,
+        "sbom_ref": (sbom.ref or None) if sbom else None,
+        "smoke": _s(smoked.status if smoked else None),
+        "deploy": _s(deployed.status if deployed else None),
+        "deployed": f"{identity.repository}@{digest}" if deployed is not None and deployed.serving and digest
+        else None,
+    }
+
+
+def _infra_row(scan: Scanned | None) -> dict[str, Any]:
+    return {"image": scan.ref if scan else None, "scan": _s(scan.status if scan else None),
+            "threshold": scan.threshold if scan else None, "scan_counts": _counts(scan),
+            "scan_report": scan.report if scan else None}
+
+
+def _deploy_summary(rec: StageRecord) -> dict[str, Any]:
+    """The report's `deploy`: the deploy stage's status, Helm revisions, detail and run id (what was recorded)."""
+    out: dict[str, Any] = {"status": str(rec.status)}
+    out.update({k: rec.fields[k] for k in ("revision", "previous_revision") if k in rec.fields})
+    if rec.detail:
+        out["detail"] = rec.detail
+    if rec.run_id:
+        out["run_id"] = rec.run_id
+    return out
 
 
 def markdown(data: dict[str, Any]) -> str:

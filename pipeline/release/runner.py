@@ -110,7 +110,7 @@ def open_run(cfg: Config, env: Environment, reporter: Reporter, *, services: Seq
     if info is None and not creates_manifest:
         # Working from a recorded release: its facts come from the manifest, git is not read.
         recorded = open_manifest(cfg, env, None, create=False)
-        info = recorded_release_info(recorded.data)
+        info = recorded_release_info(recorded)
     info = info or release_info(cfg, env)
     run_id = new_run_id()
     run_dir = cfg.state_dir / env.name / "runs" / run_id
@@ -132,11 +132,8 @@ def open_run(cfg: Config, env: Environment, reporter: Reporter, *, services: Seq
 
 
 def _recorded_ok(ctx: RunContext, name: str) -> bool:
-    rec = ctx.manifest.stage(name) or {}
-    if rec.get("status") != StageStatus.OK:
-        return False
-    covered = set(rec.get("services") or [])
-    return set(ctx.selected()) <= covered
+    rec = ctx.manifest.stage(name)
+    return rec is not None and rec.covers(ctx.selected())
 
 
 def preflight(ctx: RunContext, stages: Sequence[Stage]) -> None:

@@ -16,7 +16,7 @@ from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.platforms import Platform, native_platform, primary_platform
 from pipeline.core.reporter import Reporter
-from pipeline.core.vocab import LABEL_INPUT_DIGEST
+from pipeline.core.vocab import LABEL_INPUT_DIGEST, BuildStatus
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.build_platforms import (
     cache_ref,
@@ -38,7 +38,7 @@ from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
 @dataclass(frozen=True)
 class BuildResult:
     service: str
-    status: str                   # built | reused | failed | skipped | cancelled
+    status: BuildStatus
     image_id: str | None
     duration_s: float
     log: Path | None
@@ -241,7 +241,7 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
             cached += progress.cached_steps()
             took = time.monotonic() - t0
             if stop.is_set() and rc != 0:
-                return BuildResult(p.name, "cancelled", None, took, log, "stopped by --fail-fast", p.why,
+                return BuildResult(p.name, BuildStatus.CANCELLED, None, took, log, "stopped by --fail-fast", p.why,
                                    tuple(cached))
             if rc != 0 or not iid.exists():
                 step, tail = progress.failing_step(), progress.failure_tail()
@@ -249,7 +249,7 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
                     reporter.excerpt(f"{p.name}: {label}{step} failed (full log: {log})", tail[1:])
                 else:
                     reporter.excerpt(f"{p.name}: {label}last lines of the build (full log: {log})", tail)
-                return BuildResult(p.name, "failed", None, took, log,
+                return BuildResult(p.name, BuildStatus.FAILED, None, took, log,
                                    f"{builder.label} exited {rc}{' for ' + str(plat) if plat else ''}; log: {log}",
                                    p.why, tuple(cached))
             image_id = iid.read_text().strip()
@@ -263,8 +263,8 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
                 tag_child(p.name, p.input_digest, plat, primary, image_id)
     took = time.monotonic() - t0
     if primary is None:
-        return BuildResult(p.name, "built", images[""], took, log, "", p.why, tuple(cached))
-    return BuildResult(p.name, "built", images[str(primary)], took, log, "", p.why, tuple(cached), images)
+        return BuildResult(p.name, BuildStatus.BUILT, images[""], took, log, "", p.why, tuple(cached))
+    return BuildResult(p.name, BuildStatus.BUILT, images[str(primary)], took, log, "", p.why, tuple(cached), images)
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
@@ -304,7 +304,7 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                         continue
                     repo, tag = ref.rsplit(":", 1)
                     docker.tag_image(p.existing_image, repo, tag)
-                r = BuildResult(p.name, "reused", p.existing_image, time.monotonic() - t0, None, p.reason,
+                r = BuildResult(p.name, BuildStatus.REUSED, p.existing_image, time.monotonic() - t0, None, p.reason,
                                 platform_images=dict(p.existing_children))
                 reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
                 _record(manifest, p, r)
@@ -325,7 +325,7 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     p = futures[f]
-                    r = f.result() if not f.cancelled() else BuildResult(p.name, "cancelled", None, 0.0, None,
+                    r = f.result() if not f.cancelled() else BuildResult(p.name, BuildStatus.CANCELLED, None, 0.0, None,
                                                                           "not started: --fail-fast", p.why)
                     results.append(r)
                     _record(manifest, p, r)

@@ -40,11 +40,11 @@ class LintStage:
         return None
 
     def holds(self, ctx: RunContext) -> str | None:
-        rec = ctx.manifest.stage("lint") or {}
-        if rec.get("status") != "ok" or rec.get("lint_status") != "pass":
+        rec = ctx.manifest.stage("lint")
+        if rec is None or not rec.ok or rec.fields.get("lint_status") != "pass":
             return "no passing lint recorded"
         versions = kube_versions_for(ctx.env, ctx.reporter)
-        if rec.get("fingerprint") != inputs_fingerprint(ctx.cfg.root, ctx.env.scan_threshold, versions):
+        if rec.fields.get("fingerprint") != inputs_fingerprint(ctx.cfg.root, ctx.env.scan_threshold, versions):
             return "the linted files, the threshold or the cluster's Kubernetes version changed"
         return None
 

@@ -23,11 +23,12 @@ from typing import Any
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import Interrupted, PipelineError, RegistryAuthError, StageFailed, UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Manifest, Pushed
 from pipeline.core.parallel import run_parallel
 from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
+from pipeline.core.vocab import PushStatus
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.tools import docker_push
@@ -110,15 +111,14 @@ def _targets(cfg: Config, env: Environment, manifest: Manifest,
     return out
 
 
-def _known_digest(t: PushTarget, previous: dict[str, Any] | None) -> str | None:
+def _known_digest(t: PushTarget, previous: Pushed | None) -> str | None:
     info = docker_push.local_image(t.image_id)
     if info is not None:
         d = docker_push.repo_digest(info, t.repository)
         if d:
             return d
-    if previous and previous.get("digest") and previous.get("image_id") == t.image_id \
-            and previous.get("repository") == t.repository:
-        return str(previous["digest"])
+    if previous and previous.digest and previous.image_id == t.image_id and previous.repository == t.repository:
+        return previous.digest
     return None
 
 
@@ -140,7 +140,7 @@ def _ping_note(ctx: PushContext, address: str) -> Callable[[int, float, BaseExce
     return note
 
 
-def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -> dict[str, Any]:
+def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[str, Any]:
     """Push one image; returns its manifest push result. Raises only RegistryAuthError, and Interrupted once
     ctx.stop is set (Ctrl-C): the engine's upload is abandoned (its connection closed), no retry waits.
 
@@ -160,7 +160,7 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
         ctx.note(t.service, "checking the registry")
         present = _registry_tags(ctx, t, counter)
         if known and all(r is not None and r.digest == known for r in present.values()):
-            return {**result, "status": "skipped", "digest": known, "tags_pushed": list(t.tags),
+            return {**result, "status": PushStatus.SKIPPED, "digest": known, "tags_pushed": list(t.tags),
                     "attempts": counter.tries, "retries": counter.retries, "method": "none",
                     "duration_s": round(time.monotonic() - started, 3)}
         missing = [tag for tag, r in present.items() if r is None or r.digest != known]
@@ -194,13 +194,13 @@ def push_one(ctx: PushContext, t: PushTarget, previous: dict[str, Any] | None) -
         if wrong:
             raise StageFailed(f"{t.repository}: tags {wrong} do not point to {digest} after the push",
                               "rerun the push")
-        return {**result, "status": "pushed", "digest": digest, "tags_pushed": list(t.tags),
+        return {**result, "status": PushStatus.PUSHED, "digest": digest, "tags_pushed": list(t.tags),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "method": method, "duration_s": round(time.monotonic() - started, 3)}
     except (RegistryAuthError, Interrupted):
         raise
     except PipelineError as exc:
-        return {**result, "status": "failed", "digest": digest, "error": redact(exc.one_line()),
+        return {**result, "status": PushStatus.FAILED, "digest": digest, "error": redact(exc.one_line()),
                 "tags_pushed": _verified_tags(client, repo, t.tags, digest),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "duration_s": round(time.monotonic() - started, 3)}
@@ -255,10 +255,10 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     def task(t: PushTarget) -> None:
         nonlocal auth_error
         try:
-            res = push_one(ctx, t, man.stage_result(t.service, "push"))
+            res = push_one(ctx, t, man.pushed(t.service))
         except RegistryAuthError as exc:
             auth_error = exc
-            res = {"repository": t.repository, "image_id": t.image_id, "status": "failed",
+            res = {"repository": t.repository, "image_id": t.image_id, "status": PushStatus.FAILED,
                    "digest": None, "tags_pushed": [], "attempts": 1, "error": exc.message}
         man.record(t.service, "push", res)
         results[t.service] = res

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed
+from pipeline.core.manifest import Pushed
 from pipeline.core.platforms import parse_platform
 from pipeline.core.redact import redact
 from pipeline.core.retry import Attempts, with_retries
+from pipeline.core.vocab import PushStatus
 from pipeline.stages.image_index import OCI_INDEX, Child, digest_of, index_document
 from pipeline.tools import skopeo
 from pipeline.tools.registry_api import RegistryClient, split_repository
@@ -41,14 +43,14 @@ def _served(client: RegistryClient, repo: str, ref: str) -> str | None:
 
 
 def already_pushed(client: RegistryClient, repo: str, tags: list[str], platform_images: dict[str, str],
-                   previous: dict[str, Any] | None, repository: str) -> str | None:
+                   previous: Pushed | None, repository: str) -> str | None:
     """The index digest when the previous record still holds in the registry for these same local images
     (every tag → that index, every child present); None when anything must be pushed."""
-    if not previous or previous.get("status") not in ("pushed", "skipped") or previous.get("repository") != repository:
+    if not previous or previous.status not in (PushStatus.PUSHED, PushStatus.SKIPPED) \
+            or previous.repository != repository:
         return None
-    digest = previous.get("digest")
-    children = previous.get("children") or {}
-    if not digest or previous.get("platform_images") != platform_images or set(children) != set(platform_images):
+    digest, children = previous.digest, dict(previous.children)
+    if not digest or dict(previous.platform_images) != platform_images or set(children) != set(platform_images):
         return None
     if any(_served(client, repo, tag) != digest for tag in tags):
         return None
@@ -82,7 +84,7 @@ def push_child(ctx: PushContext, service: str, repository: str, platform: str, i
 
 
 def push_index_image(ctx: PushContext, service: str, repository: str, tags: list[str], image_id: str,
-                     platform_images: dict[str, str], previous: dict[str, Any] | None) -> dict[str, Any]:
+                     platform_images: dict[str, str], previous: Pushed | None) -> dict[str, Any]:
     """Push a multi-platform image (module docstring); returns its push record. Raises only RegistryAuthError.
     `image_id` is the primary platform's local image (the one the engine runs), `platform_images` every
     platform's (platform → image ID).
@@ -101,9 +103,10 @@ def push_index_image(ctx: PushContext, service: str, repository: str, tags: list
         known = with_retries(partial(already_pushed, client, repo, tags, platform_images, previous, repository),
                              ctx.policy, counter, note)
         if known:
-            return {**result, "status": "skipped", "digest": known, "children": dict((previous or {})["children"]),
-                    "tags_pushed": list(tags), "attempts": counter.tries, "retries": counter.retries,
-                    "method": "none", "duration_s": round(time.monotonic() - started, 3)}
+            kept = dict(previous.children) if previous else {}
+            return {**result, "status": PushStatus.SKIPPED, "digest": known, "children": kept,
+                    "tags_pushed": list(tags), "attempts": counter.tries, "retries": counter.retries, "method": "none",
+                    "duration_s": round(time.monotonic() - started, 3)}
         with tempfile.TemporaryDirectory(prefix="veza-oci-") as tmp:
             children = [push_child(ctx, service, repository, plat, image_id, Path(tmp), counter)
                         for plat, image_id in sorted(platform_images.items())]
@@ -123,7 +126,7 @@ def push_index_image(ctx: PushContext, service: str, repository: str, tags: list
         if wrong or missing:
             raise StageFailed(f"{repository}: after the push, tags {wrong} do not answer {digest} "
                               f"or children {missing} are missing", "rerun the push")
-        return {**result, "status": "pushed", "digest": digest,
+        return {**result, "status": PushStatus.PUSHED, "digest": digest,
                 "children": {str(c.platform): c.digest for c in children}, "tags_pushed": list(tags),
                 "attempts": counter.tries, "retries": counter.retries, "method": "index",
                 "duration_s": round(time.monotonic() - started, 3)}
@@ -131,12 +134,12 @@ def push_index_image(ctx: PushContext, service: str, repository: str, tags: list
         raise
     except PipelineError as exc:
         done = [tag for tag in tags if digest and _quiet_served(client, repo, tag) == digest]
-        return {**result, "status": "failed", "digest": digest, "error": redact(exc.one_line()),
+        return {**result, "status": PushStatus.FAILED, "digest": digest, "error": redact(exc.one_line()),
                 "tags_pushed": done, "attempts": counter.tries, "retries": counter.retries,
                 "duration_s": round(time.monotonic() - started, 3)}
     except ValueError as exc:   # index_document refused the children
-        return {**result, "status": "failed", "digest": None, "error": f"no image index: {exc}", "tags_pushed": [],
-                "attempts": counter.tries, "retries": counter.retries,
+        return {**result, "status": PushStatus.FAILED, "digest": None, "error": f"no image index: {exc}",
+                "tags_pushed": [], "attempts": counter.tries, "retries": counter.retries,
                 "duration_s": round(time.monotonic() - started, 3)}
 
 

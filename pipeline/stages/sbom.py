@@ -16,10 +16,10 @@ from typing import Any
 
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed, UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Built, Manifest, Pushed
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import with_retries
-from pipeline.core.vocab import now_iso
+from pipeline.core.vocab import AttachStatus, now_iso
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients, retry_policy
 
@@ -56,21 +56,21 @@ def attach_sbom(client: RegistryClient, repo: str, image_digest: str, sbom: Path
     return tag, digest
 
 
-def _attach_child_sboms(cfg: Config, client: RegistryClient, repo: str, build: dict[str, Any], push: dict[str, Any],
+def _attach_child_sboms(cfg: Config, client: RegistryClient, repo: str, build: Built | None, push: Pushed,
                         primary_sbom: Path) -> list[tuple[str, str]]:
     """A multi-platform image: an SBOM attached to each child digest — the scan stage's SBOM for the child
     the scan ran on (the primary: the local image with the service's tags), a Trivy SBOM of the local image
     for each other platform. Returns (platform, tag) pairs; [] for a single-platform image."""
     from pipeline.tools import trivy
 
-    children: dict[str, str] = dict(push.get("children") or {})
-    images: dict[str, str] = dict(build.get("platforms") or {})
+    children: dict[str, str] = dict(push.children)
+    images: dict[str, str] = dict(build.platform_images) if build else {}
     out: list[tuple[str, str]] = []
     for plat, child in sorted(children.items()):
         image_id = images.get(plat)
         if image_id is None:
             raise StageFailed(f"no local image recorded for the {plat} child {child[:19]}", "rerun `invoke build`")
-        if image_id == build.get("image_id"):
+        if build is not None and image_id == build.image_id:
             sbom = primary_sbom
         else:
             sbom = trivy.sbom_image(image_id, primary_sbom.with_name(f"sbom.{plat.replace('/', '-')}.cdx.json"),
@@ -91,33 +91,33 @@ def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[
     """
     log = reporter.info
     names = [s.name for s in cfg.select(services)] if services else man.services()
-    todo: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    todo: list[tuple[str, Pushed, Path]] = []
     for name in names:
-        push, scan = man.stage_result(name, "push") or {}, man.stage_result(name, "scan") or {}
-        if push.get("status") not in ("pushed", "skipped") or not push.get("digest"):
+        push, scan = man.pushed(name), man.scanned(name)
+        if push is None or not push.ok or not push.digest:
             raise UsageError(f"{name} has no pushed image in the Release manifest", "run `invoke push` first")
-        if not scan.get("sbom") or not Path(str(scan["sbom"])).is_file():
+        if scan is None or not scan.sbom or not Path(scan.sbom).is_file():
             raise UsageError(f"{name} has no SBOM from the scan stage", "run `invoke scan` first")
-        todo.append((name, push, scan))
+        todo.append((name, push, Path(scan.sbom)))
     regs = registries or RegistryClients(cfg)
     out: dict[str, str] = {}
-    for name, push, scan in todo:
-        repository = str(push.get("repository") or man.service(name)["repository"])
+    for name, push, sbom in todo:
+        repository = push.repository
         address, repo = split_repository(repository)
         client = regs.client(address)
         try:   # transient registry failures (TOOMANYREQUESTS, 5xx, resets) retried; attaching is idempotent
-            tag, digest = with_retries(partial(attach_sbom, client, repo, str(push["digest"]),
-                                               Path(str(scan["sbom"]))), retry_policy(cfg))
+            tag, digest = with_retries(partial(attach_sbom, client, repo, str(push.digest), sbom),
+                                       retry_policy(cfg))
             children = {plat: f"{repository}:{t}" for plat, t in _attach_child_sboms(
-                cfg, client, repo, man.stage_result(name, "build") or {}, push, Path(str(scan["sbom"])))}
+                cfg, client, repo, man.built(name), push, sbom)}
         except RegistryAuthError:
             raise
         except PipelineError as exc:
             raise StageFailed(f"cannot attach the SBOM of {name}: {exc.message}", exc.hint) from None
         out[name] = f"{repository}:{tag}"
-        man.record(name, "sbom", {"status": "attached", "ref": out[name], "digest": digest,
-                                  "subject": str(push["digest"]), "format": "cyclonedx",
+        man.record(name, "sbom", {"status": AttachStatus.ATTACHED, "ref": out[name], "digest": digest,
+                                  "subject": str(push.digest), "format": "cyclonedx",
                                   **({"children": children} if children else {})})
-        log(f"sbom {name}: attached to {repository}@{push['digest']} as {out[name]}"
+        log(f"sbom {name}: attached to {push.ref} as {out[name]}"
             + (f" (and to each of its {len(children)} platform images)" if children else ""))
     return out

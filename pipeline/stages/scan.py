@@ -141,7 +141,8 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
             return _scan_one(t, key_base, cache, reports_dir, scanners, t.policy or policy, cfg.scan.timeout_s,
                              today, db.version)
         except PipelineError as exc:
-            return ScanOutcome(t.service, None, {"status": "error", "image_id": t.image_id, "error": exc.one_line()})
+            return ScanOutcome(t.service, None, {"status": ScanStatus.ERROR, "image_id": t.image_id,
+                                                 "error": exc.one_line()})
 
     n = max(1, min(workers or cfg.build.workers or 2, len(targets)))
     outcomes: list[ScanOutcome] = []
@@ -224,22 +225,23 @@ class ScanStage:
 
     def holds(self, ctx: RunContext) -> str | None:
         """The recorded verdicts still apply: same images, same policy, same DB version."""
-        rec = ctx.manifest.stage("scan") or {}
-        if rec.get("policy") != policy_fingerprint(ctx.cfg, ctx.env):
+        rec = ctx.manifest.stage("scan")
+        fields = rec.fields if rec is not None else {}
+        if fields.get("policy") != policy_fingerprint(ctx.cfg, ctx.env):
             return "the scan policy (threshold, ignore file, scanners) changed since the recorded scan"
         db = trivy.db_info(trivy.default_cache_dir(ctx.cfg.scan.db_repository))
-        if "vuln" in ctx.cfg.scan.scanners and db.version != rec.get("db_version"):
-            return f"the Trivy DB changed ({rec.get('db_version')} → {db.version})"
+        if "vuln" in ctx.cfg.scan.scanners and db.version != fields.get("db_version"):
+            return f"the Trivy DB changed ({fields.get('db_version')} → {db.version})"
         for name in ctx.selected():
-            built, scanned = ctx.manifest.built(name), ctx.manifest.stage_result(name, "scan") or {}
-            if built is None or scanned.get("image_id") != built.image_id or scanned.get("status") != ScanStatus.PASS:
+            built, scanned = ctx.manifest.built(name), ctx.manifest.scanned(name)
+            if built is None or scanned is None or scanned.image_id != built.image_id or not scanned.passed:
                 return f"{name}: its image was not scanned as built"
         if not ctx.services:
             from pipeline.tools import docker
 
-            for name in rec.get("infra") or []:
-                scanned = ctx.manifest.infra_result(name, "scan") or {}
-                if not scanned.get("ref") or docker.image_id(scanned["ref"]) != scanned.get("image_id"):
+            for name in fields.get("infra") or []:
+                infra = ctx.manifest.infra_scanned(name)
+                if infra is None or not infra.ref or docker.image_id(infra.ref) != infra.image_id:
                     return f"infra/{name}: the image in the engine is not the one scanned"
         return None
 

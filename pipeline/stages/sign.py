@@ -18,7 +18,7 @@ from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
-from pipeline.core.vocab import now_iso
+from pipeline.core.vocab import AttachStatus, SignStatus, now_iso
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient, split_repository
@@ -60,14 +60,14 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
                 run_id: str, platforms: tuple[str, ...] = ()) -> BuildFacts:
     """The provenance facts of one pushed image (an index's child: `platforms` = its platform; the index:
     every platform), from the Release manifest and the config."""
-    version = man.data.get("version") or {}
-    commit = str(version.get("sha") or "")
+    version = man.version_facts()
+    commit = man.commit
     if not commit:
         raise UsageError(f"the Release manifest {man.path} records no git commit", "run `invoke build` first")
     branch = str(version.get("branch") or "")
     source = cfg.source_url or f"file://{cfg.root}"
     svc = cfg.service(service)
-    build = man.stage_result(service, "build") or {}
+    built = man.built(service)
     dockerfile = svc.dockerfile
     rel = str(dockerfile.relative_to(cfg.root)) if dockerfile.is_relative_to(cfg.root) else str(dockerfile)
     dockerfile_sha = digest_of(dockerfile.read_bytes()).removeprefix("sha256:") if Path(dockerfile).is_file() else ""
@@ -75,9 +75,9 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
         repository=repository, digest=digest, commit=commit, dirty=bool(version.get("dirty")),
         source_uri=f"git+{source}" + (f"@refs/heads/{branch}" if branch else ""),
         dockerfile=rel, dockerfile_sha256=dockerfile_sha,
-        input_digest=str(man.service(service).get("input_digest", "")),
-        build_args={str(k): str(v) for k, v in (build.get("build_args") or {}).items()},
-        base_images={str(k): str(v) for k, v in (build.get("base_images") or {}).items()},
+        input_digest=built.input_digest if built else "",
+        build_args=dict(built.build_args) if built else {},
+        base_images=dict(built.base_images) if built else {},
         builder_id=cfg.signing.builder_id, build_type=f"{source}/{BUILD_TYPE_PATH}", invocation_id=run_id,
         finished_on=now_iso(), platforms=platforms)
 
@@ -97,7 +97,7 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     key = envkeys.signing_key(cfg, env)
     pub = key.public_key()
     kid = key_id(pub)
-    commit = str((man.data.get("version") or {}).get("sha") or "")
+    commit = man.commit
     regs = registries or RegistryClients(cfg)
     counts = {"signed": 0, "already": 0, "attested": 0}
     for name, repository, digest in images:
@@ -127,10 +127,10 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         except PipelineError as exc:
             raise StageFailed(f"cannot sign {name} ({repository}@{digest}): {exc.message}", exc.hint) from None
         counts["signed" if signed_now else "already"] += 1
-        man.record(name, "signature", {"status": "signed", "ref": f"{repository}:{sig_tag}", "subject": digest,
-                                       "key": kid, **extra})
-        man.record(name, "provenance", {"status": "attached", "ref": f"{repository}:{att_tag}", "subject": digest,
-                                        "commit": commit, "predicate_type": "https://slsa.dev/provenance/v1",
+        man.record(name, "signature", {"status": SignStatus.SIGNED, "ref": f"{repository}:{sig_tag}",
+                                       "subject": digest, "key": kid, **extra})
+        man.record(name, "provenance", {"status": AttachStatus.ATTACHED, "ref": f"{repository}:{att_tag}",
+                                        "subject": digest, "commit": commit, "predicate_type": "https://slsa.dev/provenance/v1",
                                         **({"children": child_atts} if children else {})})
         reporter.step("sign", name, f"{repository}@{digest[:19]}… "
                       f"{'signed' if signed_now else 'already signed'} ({kid[:19]}…)", "done")
@@ -174,7 +174,7 @@ def first_trust_problem(cfg: Config, man: Manifest, images: list[tuple[str, str,
     commit) the registry does not hold by a trusted key; None when every image checks out."""
     from pipeline.stages.verify_images import check_image
 
-    commit = str((man.data.get("version") or {}).get("sha") or "")
+    commit = man.commit
     regs = registries or RegistryClients(cfg)
     for name, repository, digest in images:
         address, repo = split_repository(repository)
@@ -240,7 +240,7 @@ def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repos
     child too); returns the signature reference (`repository:sha256-<hex>.sig`)."""
     address, _ = split_repository(repository)
     client = (registries or RegistryClients(cfg)).client(address)
-    commit = str((man.data.get("version") or {}).get("sha") or "")
+    commit = man.commit
     pushed = man.pushed(name)
     children = dict(pushed.children) if pushed is not None else {}
     tag, _, _ = _sign_and_attest(cfg, man, name, client, repository, digest, key, run_id=run_id, commit=commit,

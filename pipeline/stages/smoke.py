@@ -28,6 +28,7 @@ from pipeline.core.errors import Interrupted, PipelineError, SmokeFailed, UsageE
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
+from pipeline.core.vocab import SmokeStatus
 from pipeline.local import stack_spec
 from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.smoke_checks import Check, run_checks
@@ -271,11 +272,11 @@ def _record(manifest: Manifest, cfg: Config, result: SmokeResult) -> None:
     for svc in cfg.services:
         mine = [c for c in result.checks if c.service == svc.name]
         if result.status == "pass" or (mine and all(c.ok for c in mine)):
-            status = "pass"
+            status = SmokeStatus.PASS
         elif result.status == "interrupted":
-            status = "not_run"
+            status = SmokeStatus.NOT_RUN
         else:
-            status = "fail"   # a failed check, or the stack failed before any probe reached it
+            status = SmokeStatus.FAIL   # a failed check, or the stack failed before any probe reached it
         manifest.record(svc.name, "smoke", {
             "status": status, "run_id": result.run_id, "image": result.images.get(svc.name, ""),
             "checks": [{"name": c.name, "ok": c.ok, **({} if c.ok else {"got": c.got, "expected": c.expected})}
@@ -339,11 +340,11 @@ class SmokeStage:
 
     def holds(self, ctx: RunContext) -> str | None:
         """The recorded smoke test ran these exact images (and no extra compose file)."""
-        rec = ctx.manifest.stage("smoke") or {}
-        if rec.get("compose_overrides"):
+        rec = ctx.manifest.stage("smoke")
+        if rec is not None and rec.fields.get("compose_overrides"):
             return "the recorded smoke test used extra compose files"
         images = {n: c.ref for n, c in stack_spec.service_images(ctx.cfg, ctx.manifest).items()}
-        tested = rec.get("images") or {}
+        tested = (rec.fields.get("images") if rec is not None else None) or {}
         changed = [n for n, ref in images.items() if tested.get(n) != ref]
         return f"{', '.join(changed)} changed since the recorded smoke test" if changed else None
 

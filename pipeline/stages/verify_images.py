@@ -59,7 +59,7 @@ def rendered_images(cfg: Config, env: Environment, man: Manifest, services: Sequ
     if not env.values_file.is_file():
         raise UsageError(f"values file {env.values_file} of environment {env.name} does not exist",
                          f"create it or fix values_file under [environments.{env.name}]")
-    choices, _ = choose_images(cfg, man.data["services"], list(services), None)
+    choices, _ = choose_images(cfg, man.pushed_images(), list(services), None)
     if not choices:
         raise UsageError(f"nothing to verify for {env.name}: no service has a pushed digest in the manifest",
                          f"run: invoke build push --env {env.name}")
@@ -124,7 +124,7 @@ def verify_refs(cfg: Config, env: Environment, man: Manifest, images: Sequence[s
     `version.sha`. UsageError when the manifest records no commit or env trusts no key.
     """
     keys = trusted if trusted is not None else envkeys.trusted_keys(cfg, env)
-    commit = str((man.data.get("version") or {}).get("sha") or "")
+    commit = man.commit
     if not commit:
         raise UsageError(f"the Release manifest {man.path} records no git commit", "run `invoke build` first")
     by_repo = {}
@@ -214,7 +214,7 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
     from pipeline.trust.attach import attachment_tag
 
     trusted = envkeys.trusted_keys(cfg, env)
-    commit = str((man.data.get("version") or {}).get("sha") or "")
+    commit = man.commit
     out: dict[str, dict[str, str]] = {}
     regs = registries or RegistryClients(cfg)
     for name in (list(services) or man.services()):
@@ -231,6 +231,6 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
             "provenance": "ok" if prov.ok else prov.problem,
             "sbom": "present" if c.head_manifest(repo, sbom_tag(pushed.digest)) else "missing",
             "vex": "present" if c.head_manifest(repo, attachment_tag(pushed.digest, "vex"))
-            else "missing" if (man.stage_result(name, "signature") or {}).get("vex") else "none (nothing justified)",
+            else "missing" if (signed := man.signed(name)) and signed.vex else "none (nothing justified)",
         }
     return out

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.config import Config, Environment
+
+if TYPE_CHECKING:
+    from pipeline.core.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -27,14 +30,14 @@ class ReleaseInfo:
                 "SOURCE": cfg.source_url}
 
 
-def recorded_release_info(manifest_data: dict[str, Any]) -> ReleaseInfo:
+def recorded_release_info(manifest: Manifest) -> ReleaseInfo:
     """The release a manifest records (its version facts and id), without reading git: for stages that
     work from the manifest alone (push, scan, smoke, deploy…), which may run where no clone is."""
-    facts = dict(manifest_data.get("version") or {})
-    key = str(manifest_data["release_id"]).removeprefix(f"{manifest_data['env']}-")
-    return ReleaseInfo(version=facts, tags=(), revision=str(facts.get("sha") or ""),
+    facts = manifest.version_facts()
+    key = manifest.release_id.removeprefix(f"{manifest.env}-")
+    return ReleaseInfo(version=facts, tags=(), revision=manifest.commit,
                        version_label=str(facts.get("version") or facts.get("short_sha") or key),
-                       created=str(manifest_data.get("created") or ""), release_key=key)
+                       created=manifest.created, release_key=key)
 
 
 def release_info(cfg: Config, env: Environment) -> ReleaseInfo:

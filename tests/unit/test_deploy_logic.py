@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Manifest, Pushed
+from pipeline.core.vocab import PushStatus
 from pipeline.stages.deploy.drift import (
     drift_report,
     pushed_images,
@@ -62,9 +63,8 @@ def test_resource_name_matches_the_chart_helper() -> None:
     assert len(resource_name("x" * 60, "veza-stream-server")) == 63
 
 
-def _manifest(**digests: str) -> dict[str, object]:
-    return {name: {"repository": f"127.0.0.1:5000/veza-dev/{name}", "push": {"status": "pushed", "digest": d}}
-            for name, d in digests.items()}
+def _manifest(status: PushStatus = PushStatus.PUSHED, **digests: str) -> dict[str, Pushed]:
+    return {name: Pushed(status, f"127.0.0.1:5000/veza-dev/{name}", d, ("sha-1",)) for name, d in digests.items()}
 
 
 def test_all_services_from_the_manifest(cfg) -> None:  # type: ignore[no-untyped-def]
@@ -81,8 +81,7 @@ def test_selected_service_without_digest_is_a_usage_error(cfg) -> None:  # type:
 
 
 def test_failed_push_is_not_deployed(cfg) -> None:  # type: ignore[no-untyped-def]
-    m = _manifest(**{"veza-docs": D1})
-    m["veza-docs"]["push"]["status"] = "failed"  # type: ignore[index]
+    m = _manifest(PushStatus.FAILED, **{"veza-docs": D1})
     with pytest.raises(UsageError):
         choose_images(cfg, m, ["veza-docs"], None)
 

@@ -71,9 +71,9 @@ def run(cfg: Config, stages: list[FakeStage], *, env: str = "local", resume: boo
 def test_the_runner_alone_records_each_stage_with_the_summary_merged(cfg: Config) -> None:
     m = run(cfg, [FakeStage("build", fields={"built": 4}), FakeStage("scan", fields={"db_version": "v2"})])
     build, scan = m.stage("build"), m.stage("scan")
-    assert build is not None and build["status"] == "ok" and build["built"] == 4 and build["detail"] == "build done"
-    assert scan is not None and scan["db_version"] == "v2"
-    assert scan["services"] == [s.name for s in cfg.services] and scan["run_id"] == build["run_id"]
+    assert build is not None and build.status == "ok" and build.fields["built"] == 4 and build.detail == "build done"
+    assert scan is not None and scan.fields["db_version"] == "v2"
+    assert list(scan.services) == [s.name for s in cfg.services] and scan.run_id == build.run_id
 
 
 def test_resume_skips_only_what_still_holds(cfg: Config) -> None:
@@ -84,7 +84,7 @@ def test_resume_skips_only_what_still_holds(cfg: Config) -> None:
     assert (build.asked, build.ran) == (1, 0)        # recorded ok and holds: not redone
     assert (scan.asked, scan.ran) == (1, 1)          # recorded ok but the world changed: redone, and said why
     assert any("the Trivy DB changed" in line for line in lines)
-    assert m.stage("build")["status"] == "ok"       # type: ignore[index]
+    assert m.stage("build").status == "ok"       # type: ignore[union-attr]
 
 
 def test_no_resume_without_the_flag_or_for_another_release(cfg: Config) -> None:
@@ -100,7 +100,7 @@ def test_no_resume_without_the_flag_or_for_another_release(cfg: Config) -> None:
 def test_a_skipped_stage_is_recorded_with_its_reason(cfg: Config) -> None:
     m = run(cfg, [FakeStage("scan", skip="no scanner configured")])
     rec = m.stage("scan")
-    assert rec is not None and rec["status"] == StageStatus.SKIPPED and rec["detail"] == "no scanner configured"
+    assert rec is not None and rec.status == StageStatus.SKIPPED and rec.detail == "no scanner configured"
 
 
 @pytest.mark.parametrize(("error", "status", "code"), [
@@ -116,7 +116,7 @@ def test_a_failure_is_recorded_with_its_exit_code_and_stops_the_run(cfg: Config,
     assert got.value.exit_code == code                # type: ignore[attr-defined]
     m = Manifest.load(manifest_path(cfg.state_dir, "local"))
     rec = m.stage("build")
-    assert rec is not None and rec["status"] == status and rec["exit_code"] == code and rec["logs"] == "/tmp/logs"
+    assert rec is not None and rec.status == status and rec.exit_code == code and rec.fields["logs"] == "/tmp/logs"
     assert after.ran == 0 and m.stage("push") is None
 
 
@@ -125,7 +125,7 @@ def test_ctrl_c_is_recorded_as_interrupted_and_maps_to_130(cfg: Config) -> None:
         run(cfg, [FakeStage("push", fail=KeyboardInterrupt())])
     assert got.value.exit_code == 130
     rec = Manifest.load(manifest_path(cfg.state_dir, "local")).stage("push")
-    assert rec is not None and rec["status"] == StageStatus.INTERRUPTED
+    assert rec is not None and rec.status == StageStatus.INTERRUPTED
 
 
 def test_two_environments_keep_two_manifests(cfg: Config) -> None:

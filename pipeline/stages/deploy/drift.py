@@ -86,12 +86,7 @@ def release_difference(release: str, status: helm.ReleaseStatus | None, revision
 
 def pushed_images(manifest: Manifest) -> dict[str, str]:
     """service → repository@digest the manifest says was pushed (what `invoke status` expects to run)."""
-    out: dict[str, str] = {}
-    for name in manifest.services():
-        pushed = manifest.pushed(name)
-        if pushed is not None and pushed.ok:
-            out[name] = pushed.ref
-    return out
+    return {name: pushed.ref for name, pushed in manifest.pushed_images().items()}
 
 
 def recorded_deploy(manifest: Manifest) -> tuple[int, dict[str, str]]:
@@ -101,9 +96,8 @@ def recorded_deploy(manifest: Manifest) -> tuple[int, dict[str, str]]:
     revision, images = 0, {}
     for name in manifest.services():
         deployed = manifest.deployed(name)
-        rec = manifest.stage_result(name, "deploy") or {}
-        if deployed is not None and deployed.status in ("deployed", "noop") and rec.get("image"):
-            images[name] = str(rec["image"])
+        if deployed is not None and deployed.serving and deployed.image:
+            images[name] = deployed.image
             revision = max(revision, int(deployed.revision or 0))
     return revision, images
 

@@ -29,6 +29,7 @@ from pipeline.core.config import Config, Environment
 from pipeline.core.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, atomic_write
 from pipeline.core.reporter import PlainReporter, Reporter
+from pipeline.core.vocab import DeployStatus
 from pipeline.gate import pod_security
 from pipeline.stages.deploy import diagnosis, failfast, prepare, recovery
 from pipeline.stages.deploy.drift import workload_differences
@@ -41,9 +42,9 @@ from pipeline.stages.deploy.values import (
     deploy_hash,
     env_values_files,
     image_values,
-    manifest_services,
     merged_values,
     ready_path,
+    recorded_pushes,
     resource_name,
 )
 from pipeline.tools import helm, kubectl
@@ -128,7 +129,7 @@ class _Rollout:
             current = helm.status(rt.kube, rt.release)
             if current is not None and current.status not in helm.PENDING_STATES:
                 deployed_values = helm.get_values(rt.kube, rt.release)
-        choices, notes = choose_images(cfg, manifest_services(self.manifest), self.selected, deployed_values)
+        choices, notes = choose_images(cfg, recorded_pushes(self.manifest), self.selected, deployed_values)
         for n in notes:
             say(f"  note: {n}")
         if not choices:
@@ -168,7 +169,7 @@ class _Rollout:
             if current is not None and current.status == "deployed" and self.is_noop(dhash, choices):
                 say(f"no-op: revision {current.revision} already runs these digests and values "
                     f"({dhash[:19]}); nothing to do")
-                self.record(choices, "noop", current.revision)
+                self.record(choices, DeployStatus.NOOP, current.revision)
                 return self.result("noop", current.revision, current.revision, choices, dhash, notes)
             self.validate_server(all_values)
             # What a failure returns to: the newest revision that ever served, whatever the latest one's status.
@@ -263,7 +264,7 @@ class _Rollout:
                 self.reporter.info(f"  verify: {p}")
             previous = recovery.rollback_after_verify(rt, revision, self.reporter)
             self.fail(choices, previous, "verification failed: " + "; ".join(problems), failed_revision=revision)
-        self.record(choices, "deployed", revision)
+        self.record(choices, DeployStatus.DEPLOYED, revision)
         self.reporter.info(f"deployed {self.env.name}: revision {revision}, {len(choices)} service(s) Ready and "
                            f"answering ({time.monotonic() - self.started:.1f}s)")
         return self.result("deployed", revision, previous, choices, dhash, notes)
@@ -313,7 +314,7 @@ class _Rollout:
         else:
             state = (f"release now {after.status} at revision {after.revision}"
                      + (f"; the last deployed revision is {previous}" if previous else ""))
-        self.record(choices, "rolled_back" if previous and after is not None else "failed",
+        self.record(choices, DeployStatus.ROLLED_BACK if previous and after is not None else DeployStatus.FAILED,
                     after.revision if after else 0, reason=reason, failed_revision=failed_revision)
         raise DeployFailed(f"deploy to {self.env.name} failed ({reason}); {state}",
                            f"see the events and logs above; `invoke status --env {self.env.name}`")
@@ -327,7 +328,7 @@ class _Rollout:
                     return f"{full} ({image}) is not ready"
         return None
 
-    def record(self, choices: dict[str, ImageChoice], status: str, revision: int, **extra: Any) -> None:
+    def record(self, choices: dict[str, ImageChoice], status: DeployStatus, revision: int, **extra: Any) -> None:
         """Each deployed service's own record (`services.<name>.deploy`); the runner alone writes `stages.deploy`
         from the returned DeployResult."""
         if self.manifest is None:
@@ -369,8 +370,7 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
         raise DeployFailed(f"verify {env.name}: release {rt.release} is {current.status if current else 'missing'}",
                            f"deploy it: invoke deploy --env {env.name}")
     deployed = helm.get_values(rt.kube, rt.release)
-    msvcs = manifest_services(manifest)
-    choices, _ = choose_images(cfg, msvcs, services, deployed)
+    choices, _ = choose_images(cfg, recorded_pushes(manifest), services, deployed)
     live = live_images(rt)
     problems = [f"{name} runs {live.get(resource_name(rt.release, name), ('nothing', False))[0]}, not {c.ref}"
                 for name, c in choices.items() if live.get(resource_name(rt.release, name), ("", False))[0] != c.ref]
@@ -382,7 +382,8 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
     for p in problems:
         say(f"  verify: {p}")
     hist = helm.history(rt.kube, rt.release)
-    ours = {int((msvcs.get(n) or {}).get("deploy", {}).get("revision", 0)) for n in choices}
+    recorded = [manifest.deployed(n) if manifest is not None else None for n in choices]
+    ours = {int(r.revision or 0) if r is not None else 0 for r in recorded}
     older = recovery.last_good_revision(hist, before=current.revision)
     if current.revision in ours and older:
         diagnosis.report_failure(cfg, rt, time.time() - 600, diagnosis.capture_logs(rt), reporter)

@@ -71,7 +71,7 @@ def summarize(cfg: Config, env: Environment, manifest: Manifest | None, seen: Ob
         out["status"] = "not-installed"
         return out
     out.update(revision=st.revision, status=st.status, last_deployed=st.last_deployed)
-    msvcs = manifest.data["services"] if manifest is not None and manifest.env == env.name else {}
+    recorded = manifest if manifest is not None and manifest.env == env.name else None
     for svc in cfg.services:
         d = seen.deployments.get(resource_name(env.helm_release, svc.name))
         entry: dict[str, Any] = {"deployed": d is not None}
@@ -80,8 +80,8 @@ def summarize(cfg: Config, env: Environment, manifest: Manifest | None, seen: Ob
             st_ = d.get("status", {})
             entry.update(image=image, digest=image.split("@", 1)[1] if "@" in image else None,
                          replicas=int(d["spec"].get("replicas", 1)), ready=int(st_.get("readyReplicas", 0)))
-        m = msvcs.get(svc.name) or {}
-        mdigest = (m.get("push") or {}).get("digest")
+        pushed = recorded.pushed(svc.name) if recorded is not None else None
+        mdigest = pushed.digest if pushed is not None else None
         entry["manifest_digest"] = mdigest
         entry["matches_manifest"] = bool(d is not None and mdigest and entry.get("digest") == mdigest)
         out["services"][svc.name] = entry

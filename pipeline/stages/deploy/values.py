@@ -8,14 +8,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import Manifest, Pushed
 from pipeline.core.yamlfile import load_text
 
 CHART = Path("helm/veza")
@@ -53,38 +53,27 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def manifest_services(manifest: Manifest | None) -> dict[str, Any]:
-    """service name → its record in the Release manifest ({} without a manifest).
-
-    The one place that reads the manifest's free-form records; swapped for the typed accessors
-    (`manifest.pushed(service)`) when they land."""
-    return dict(manifest.data["services"]) if manifest is not None else {}
+def recorded_pushes(manifest: Manifest | None) -> dict[str, Pushed]:
+    """service name → its push record, for each service the Release manifest says was pushed ok ({} without a
+    manifest)."""
+    return manifest.pushed_images() if manifest is not None else {}
 
 
-def pushed_ref(entry: dict[str, Any]) -> tuple[str, str] | None:
-    """(repository, digest) a manifest record says was pushed (status pushed or skipped), else None."""
-    push = entry.get("push") or {}
-    digest = str(push.get("digest", ""))
-    repo = str(entry.get("repository", ""))
-    if digest.startswith("sha256:") and repo and push.get("status") in ("pushed", "skipped"):
-        return repo, digest
-    return None
-
-
-def choose_images(cfg: Config, manifest_svcs: dict[str, Any], selected: Sequence[str],
+def choose_images(cfg: Config, pushed: Mapping[str, Pushed], selected: Sequence[str],
                   deployed_values: dict[str, Any] | None) -> tuple[dict[str, ImageChoice], list[str]]:
-    """Which image each service gets: the manifest's pushed digest for the services to deploy; the deployed
-    one for the others. Returns (choices by service, notes to print).
+    """Which image each service gets: the manifest's pushed digest (`pushed`: service → push record, see
+    recorded_pushes) for the services to deploy; the deployed one for the others. Returns (choices by
+    service, notes to print).
 
     Raises UsageError when a service named in `selected` has no pushed digest."""
     choices: dict[str, ImageChoice] = {}
     notes: list[str] = []
     deployed_svcs = (deployed_values or {}).get("services", {}) or {}
     for svc in cfg.services:
-        ref = pushed_ref(manifest_svcs.get(svc.name) or {})
+        p = pushed.get(svc.name)
         wanted = not selected or svc.name in selected
-        if wanted and ref is not None:
-            choices[svc.name] = ImageChoice(svc.name, ref[0], ref[1], "manifest")
+        if wanted and p is not None and p.ok and p.digest:
+            choices[svc.name] = ImageChoice(svc.name, p.repository, p.digest, "manifest")
             continue
         if wanted and selected:
             raise UsageError(f"service '{svc.name}' has no pushed digest in the Release manifest",
