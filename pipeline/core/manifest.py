@@ -43,11 +43,13 @@ from typing import Any
 
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import redact
+from pipeline.core.stage_registry import STAGE_REGISTRY
 from pipeline.core.vocab import BuildStatus, PushStatus, now_iso
 
 SCHEMA_VERSION = 1
-# Per-service record slots: one per stage, plus the artifacts attached to a pushed image.
-SERVICE_RECORDS = ("build", "lint", "scan", "push", "smoke", "deploy", "verify", "sbom", "signature", "provenance")
+# Per-service record slots: one per stage (pipeline/core/stage_registry.py), plus these trust artifacts the
+# sign stage attaches to a pushed image.
+ARTIFACT_RECORDS = ("signature", "provenance")
 
 
 def manifest_path(state_dir: Path, env_name: str) -> Path:
@@ -255,7 +257,7 @@ class Manifest:
 
     def record(self, service: str, stage: str, result: dict[str, Any]) -> None:
         """Record a stage's result for one service (replaces the previous one)."""
-        if stage not in SERVICE_RECORDS:
+        if stage not in STAGE_REGISTRY and stage not in ARTIFACT_RECORDS:
             raise ValueError(f"unknown record {stage}")
         if "status" not in result:
             raise ValueError("a stage result needs a status")

@@ -65,9 +65,10 @@ def stack_up(cfg: Config, env: Environment, reporter: Reporter, build: bool = Fa
     """Start the platform with the images of env's Release manifest (building them first with build=True)."""
     stack = current(cfg)
     if build:
+        from pipeline.contract.options import RunOptions
         from pipeline.release.runner import run_command
 
-        run_command(cfg, env, ["build"], reporter, options={"fail_fast": True})
+        run_command(cfg, env, ["build"], reporter, options=RunOptions(fail_fast=True))
     path = manifest_path(cfg.state_dir, env.name)
     if not path.exists():
         raise UsageError(f"environment {env.name} has no Release manifest yet ({path})",

@@ -10,12 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.manifest import atomic_write
 from pipeline.core.redact import redact
-from pipeline.core.vocab import now_iso
+from pipeline.core.vocab import StageStatus, now_iso
 from pipeline.observe.recorder import read_events
 
 if TYPE_CHECKING:
-    from pipeline.release.runner import Outcome
-    from pipeline.release.stage import RunContext
+    from pipeline.contract.context import Outcome, RunContext
+
+
+def shown_stages(ctx: RunContext, outcomes: Sequence[Outcome]) -> list[str]:
+    """The stages a report lists: the environment's, then those that applied without being listed (attached to
+    a stage or closing the release: pipeline/core/stage_registry.py; one that skipped is not news)."""
+    return [*ctx.env.stages, *(o.name for o in outcomes
+                               if o.name not in ctx.env.stages and o.status != StageStatus.SKIPPED)]
 
 
 def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
@@ -52,14 +58,14 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
         "version": m["version"],
         "stages": [({"name": n, "status": str(by_name[n].status), "duration_s": round(by_name[n].duration_s, 2),
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
-                    else {"name": n, "status": "not run"}) for n in ctx.env.stages],
+                    else {"name": n, "status": "not run"}) for n in shown_stages(ctx, outcomes)],
         "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
         "deploy": {k: v for k, v in (m["stages"].get("deploy") or {}).items()
                    if k in ("status", "revision", "previous_revision", "detail", "run_id")} or None,
         "cache_hits": cache_hits(read_events(ctx.run_dir)),
         # post-release verification: each published digest re-read from the registry (signature, provenance,
         # SBOM and VEX attachments), when the environment signs or gates
-        "published": ctx.options.get("published") or None,
+        "published": ctx.state.published or None,
     }
 
 

@@ -1,0 +1,55 @@
+"""The `sbom` stage, attached to push (pipeline/core/stage_registry.py): each pushed image's CycloneDX SBOM
+from the scan stage, attached to it in the registry (the work: pipeline/stages/sbom.py attach_sboms).
+
+An SBOM beside the image is a plus: when attaching fails the stage warns and records it as not attached (the
+release goes on), and a resumed release attaches it again.
+"""
+
+from __future__ import annotations
+
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
+from pipeline.core.errors import PipelineError
+
+
+class SbomStage(BaseStage):
+    """Attach the scan stage's SBOMs to the pushed images, where the environment scans."""
+
+    name = "sbom"
+
+    def skip(self, ctx: RunContext) -> str | None:
+        if "scan" not in ctx.env.stages:
+            return "no SBOM to attach: scan is not among this environment's stages"
+        return None
+
+    def holds(self, ctx: RunContext) -> str | None:
+        """The registry still serves the SBOM attached to each selected service's pushed digest."""
+        from pipeline.stages.push import registry_credentials
+        from pipeline.stages.sbom import sbom_tag
+        from pipeline.tools.registry_api import RegistryClient, split_repository
+
+        clients: dict[str, RegistryClient] = {}
+        for name in ctx.selected():
+            pushed, rec = ctx.manifest.pushed(name), ctx.manifest.stage_result(name, "sbom") or {}
+            if pushed is None or not pushed.ok or rec.get("subject") != str(pushed.digest):
+                return f"{name} has no SBOM attached to its pushed image; attaching"
+            address, path = split_repository(pushed.repository)
+            if address not in clients:
+                clients[address] = RegistryClient(address, credentials=registry_credentials(ctx.cfg, address),
+                                                  timeout=10)
+            try:
+                if clients[address].head_manifest(path, sbom_tag(str(pushed.digest))) is None:
+                    return f"registry no longer has the SBOM of {pushed.repository}@{str(pushed.digest)[:19]}"
+            except PipelineError as exc:
+                return f"registry {address} cannot be asked ({exc.message})"
+        return None
+
+    def run(self, ctx: RunContext) -> StageSummary:
+        from pipeline.stages.sbom import attach_sboms
+
+        try:
+            refs = attach_sboms(ctx.cfg, ctx.manifest, ctx.reporter, ctx.services or None)
+        except PipelineError as exc:
+            ctx.reporter.warn(f"SBOMs not attached: {exc.one_line()}")
+            return StageSummary(f"not attached: {exc.one_line()}", {"attached": 0})
+        return StageSummary(f"{len(refs)} SBOM(s) attached", {"attached": len(refs)})
