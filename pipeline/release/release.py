@@ -152,9 +152,10 @@ def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: 
     if status == "ok" and by_name and all(o.status in ("resumed", "skipped") or (o.check_only and o.status == "ok")
                                           for o in by_name.values()):
         took = sum(o.duration_s for o in outcomes)
-        checks = [o.name for o in outcomes if o.check_only]
+        listed = [o for o in outcomes if o.name in ctx.env.stages]   # as the table would show them
+        checks = [o.name for o in listed if o.check_only]
         ctx.reporter.info(f"release {ctx.manifest.release_id} → {ctx.env.name}: ok, nothing to redo "
-                          f"({len(by_name)} stage(s) checked against the world in {took:.1f}s"
+                          f"({len(listed)} stage(s) checked against the world in {took:.1f}s"
                           + (f"; {', '.join(checks)} verified again" if checks else "") + ")")
         ctx.reporter.info(f"report: {paths[-1]}")
         return

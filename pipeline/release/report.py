@@ -18,10 +18,11 @@ if TYPE_CHECKING:
 
 
 def shown_stages(ctx: RunContext, outcomes: Sequence[Outcome]) -> list[str]:
-    """The stages a report lists: the environment's, then those that applied without being listed (attached to
-    a stage or closing the release: pipeline/core/stage_registry.py; one that skipped is not news)."""
-    return [*ctx.env.stages, *(o.name for o in outcomes
-                               if o.name not in ctx.env.stages and o.status != StageStatus.SKIPPED)]
+    """The stages a report lists: the environment's, then any unlisted one (attached to a stage or closing the
+    release: pipeline/core/stage_registry.py) that failed, was blocked or interrupted. An unlisted stage that
+    went well is in the manifest's `stages` and in what the report says of it (`published`, `sbom_ref`)."""
+    quiet = (StageStatus.OK, StageStatus.RESUMED, StageStatus.SKIPPED)
+    return [*ctx.env.stages, *(o.name for o in outcomes if o.name not in ctx.env.stages and o.status not in quiet)]
 
 
 def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,

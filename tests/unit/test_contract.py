@@ -120,3 +120,24 @@ def test_a_base_stage_applies_and_is_never_resumed_unchecked(cfg: Config) -> Non
             outcomes = run_stages(ctx, [stage], resume=resume)
     assert stage.ran == 2 and [str(o.status) for o in outcomes] == ["ok"]
     assert any(line.endswith(f"build: {CANNOT_CHECK}") for line in lines), lines
+
+
+def test_the_attached_stages_own_their_conditions_and_the_report_shows_them_only_when_news(cfg: Config) -> None:
+    from pipeline.contract.context import Outcome
+    from pipeline.core.vocab import StageStatus
+    from pipeline.release.report import shown_stages
+    from pipeline.stages.attach_sbom import SbomStage
+    from pipeline.stages.published import PublishedStage
+
+    bare = dataclasses.replace(cfg.env("local"), stages=("build", "push"))
+    cfg = dataclasses.replace(cfg, environments={**cfg.environments, "local": bare})
+    with open_run(cfg, bare, PlainReporter(sink=lambda _l: None), creates_manifest=True, info=info()) as ctx:
+        assert SbomStage().skip(ctx) == "no SBOM to attach: scan is not among this environment's stages"
+        assert PublishedStage().skip(ctx) == "nothing to re-read: this environment neither signs nor verifies images"
+        assert PublishedStage.check_only and not SbomStage.check_only
+        done = [Outcome("build", StageStatus.OK), Outcome("push", StageStatus.OK), Outcome("sbom", StageStatus.OK)]
+        assert shown_stages(ctx, done) == ["build", "push"]
+        assert shown_stages(ctx, [*done, Outcome("published", StageStatus.FAILED)]) == ["build", "push", "published"]
+    signed = dataclasses.replace(bare, stages=("build", "scan", "push", "sign"))
+    with open_run(cfg, signed, PlainReporter(sink=lambda _l: None), creates_manifest=True, info=info()) as ctx:
+        assert SbomStage().skip(ctx) is None and PublishedStage().skip(ctx) is None
