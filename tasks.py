@@ -489,14 +489,14 @@ def cluster_status(c: Context) -> None:
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to deploy (repeatable)",
                                   "dry_run": "render and validate, change nothing", "verbose": VERBOSE_HELP,
-                                  "timeout": DEPLOY_TIMEOUT_HELP})
+                                  "deploy_timeout": DEPLOY_TIMEOUT_HELP})
 @_cli
 def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False,
-           verbose: bool = False, timeout: int = 0) -> None:
+           verbose: bool = False, deploy_timeout: int = 0) -> None:
     """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5).
 
     Where the environment lists the `verify-images` gate, it runs first (exit 3 before any helm upgrade)."""
-    _stages(["deploy"], env, service, verbose, dry_run=dry_run, deploy_timeout_s=timeout or None)
+    _stages(["deploy"], env, service, verbose, dry_run=dry_run, deploy_timeout_s=deploy_timeout or None)
 
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to verify (repeatable)"})

@@ -36,4 +36,4 @@ class RunOptions:
         if self.smoke_wait_s is not None and self.smoke_wait_s <= 0:
             raise UsageError(f"--wait-timeout {self.smoke_wait_s:g} is not positive", "give seconds, e.g. 120")
         if self.deploy_timeout_s is not None and self.deploy_timeout_s <= 0:
-            raise UsageError(f"--timeout {self.deploy_timeout_s} is not positive", "give seconds, e.g. 300")
+            raise UsageError(f"--deploy-timeout {self.deploy_timeout_s} is not positive", "give seconds, e.g. 300")

@@ -42,7 +42,7 @@ def test_options_are_typed_frozen_and_a_misspelt_one_fails_at_once() -> None:
 @pytest.mark.parametrize(("flags", "message"), [
     ({"workers": -1}, "--workers -1 is negative"),
     ({"smoke_wait_s": 0.0}, "--wait-timeout 0 is not positive"),
-    ({"deploy_timeout_s": -5}, "--timeout -5 is not positive"),
+    ({"deploy_timeout_s": -5}, "--deploy-timeout -5 is not positive"),
 ])
 def test_a_bad_option_value_is_a_usage_error_naming_the_flag(flags: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError) as err:
@@ -112,7 +112,7 @@ def cfg(tmp_path: Path) -> Config:
 
 
 def test_a_base_stage_applies_and_is_never_resumed_unchecked(cfg: Config) -> None:
-    stage, lines = Plain(), []
+    stage, lines = Plain(), list[str]()
     for resume in (False, True):
         with open_run(cfg, cfg.env("local"), PlainReporter(sink=lines.append), creates_manifest=True,
                       info=info()) as ctx:
@@ -141,3 +141,14 @@ def test_the_attached_stages_own_their_conditions_and_the_report_shows_them_only
     signed = dataclasses.replace(bare, stages=("build", "scan", "push", "sign"))
     with open_run(cfg, signed, PlainReporter(sink=lambda _l: None), creates_manifest=True, info=info()) as ctx:
         assert SbomStage().skip(ctx) is None and PublishedStage().skip(ctx) is None
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["build", "--workers=-1"], "error: --workers -1 is negative (fix: give 0 (auto) or a positive number)"),
+    (["smoke", "--wait-timeout=-3"], "error: --wait-timeout -3 is not positive (fix: give seconds, e.g. 120)"),
+    (["release", "--deploy-timeout=-1"], "error: --deploy-timeout -1 is not positive (fix: give seconds, e.g. 300)"),
+])
+def test_a_bad_flag_is_one_line_and_exit_2_before_anything_runs(argv: list[str], line: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (2, line), done.stdout + done.stderr
