@@ -39,7 +39,7 @@ class StageEntry:
     attached_to: str = ""
 
 
-_B = ("build",)   # build, when listed, comes first
+_B = ("build",)   # build, when an environment lists it, comes first
 
 # The order here is the order of the documentation and the `unknown stage` hint; environments order their own.
 STAGE_REGISTRY: dict[str, StageEntry] = {
