@@ -23,23 +23,24 @@ class SbomStage(BaseStage):
         return None
 
     def holds(self, ctx: RunContext) -> str | None:
-        """The registry still serves the SBOM attached to each selected service's pushed digest."""
+        """Each selected service's SBOM record is for its pushed digest, and the registry still serves the
+        attachment the record names (`ref`: repository:tag)."""
         from pipeline.stages.push import registry_credentials
-        from pipeline.stages.sbom import sbom_tag
         from pipeline.tools.registry_api import RegistryClient, split_repository
 
         clients: dict[str, RegistryClient] = {}
         for name in ctx.selected():
             pushed, rec = ctx.manifest.pushed(name), ctx.manifest.stage_result(name, "sbom") or {}
-            if pushed is None or not pushed.ok or rec.get("subject") != str(pushed.digest):
+            if pushed is None or not pushed.ok or rec.get("subject") != pushed.digest or not rec.get("ref"):
                 return f"{name} has no SBOM attached to its pushed image; attaching"
-            address, path = split_repository(pushed.repository)
+            repository, _, tag = str(rec["ref"]).rpartition(":")
+            address, path = split_repository(repository)
             if address not in clients:
                 clients[address] = RegistryClient(address, credentials=registry_credentials(ctx.cfg, address),
                                                   timeout=10)
             try:
-                if clients[address].head_manifest(path, sbom_tag(str(pushed.digest))) is None:
-                    return f"registry no longer has the SBOM of {pushed.repository}@{str(pushed.digest)[:19]}"
+                if clients[address].head_manifest(path, tag) is None:
+                    return f"registry no longer has the SBOM {rec['ref']}; attaching again"
             except PipelineError as exc:
                 return f"registry {address} cannot be asked ({exc.message})"
         return None
