@@ -52,11 +52,14 @@ def _setup(env: str = "", verbose: bool = False, *, sources: bool = False) -> tu
 
 def _stages(names: list[str], env: str, services: list[str] | None = None, verbose: bool = False,
             **options: Any) -> None:
-    """A task that is one or more stages: the runner, on the environment's manifest."""
+    """A task that is one or more stages: the runner, on the environment's manifest, with the flags as typed
+    RunOptions (pipeline/contract/options.py: a misspelt option fails here, a bad value is exit 2)."""
+    from pipeline.contract.options import RunOptions
     from pipeline.release.runner import run_command
 
+    run_options = RunOptions(**options)
     cfg, environment, reporter = _setup(env, verbose, sources="build" in names)
-    run_command(cfg, environment, names, reporter, services=_list(services), options=options)
+    run_command(cfg, environment, names, reporter, services=_list(services), options=run_options)
 
 
 ENV_HELP = "environment (default: local)"
@@ -406,9 +409,10 @@ def up(c: Context, env: str = "", build: bool = False) -> None:
 
     cfg, environment, reporter = _setup(env, sources=build)
     if build:   # the build stage first, through the runner (pipeline.local sits below the release layer)
+        from pipeline.contract.options import RunOptions
         from pipeline.release.runner import run_command
 
-        run_command(cfg, environment, ["build"], reporter, options={"fail_fast": True})
+        run_command(cfg, environment, ["build"], reporter, options=RunOptions(fail_fast=True))
     stack_up(cfg, environment, reporter)
 
 
@@ -432,17 +436,27 @@ def logs(c: Context, service: str = "", follow: bool = False) -> None:
     stack_logs(cfg, service=service or None, follow=follow)
 
 
+WAIT_TIMEOUT_HELP = "seconds the smoke test waits for the stack to be healthy (default 120)"
+DEPLOY_TIMEOUT_HELP = "seconds Helm waits for the rollout (default 300)"
+
+
+def _paths(values: list[str] | None) -> tuple[Any, ...]:
+    from pathlib import Path
+
+    return tuple(Path(p).resolve() for p in _list(values))
+
+
 @task(iterable=["compose_override"],
       help={"env": ENV_HELP, "keep_on_failure": "leave the stack up when it fails (debugging)",
             "compose_override": "an extra compose file (repeatable; printed, recorded; refused where the "
-                                "environment requires a clean tree)"})
+                                "environment requires a clean tree)",
+            "wait_timeout": WAIT_TIMEOUT_HELP})
 @_cli
-def smoke(c: Context, env: str = "", keep_on_failure: bool = False, compose_override: list[str] | None = None) -> None:
+def smoke(c: Context, env: str = "", keep_on_failure: bool = False, compose_override: list[str] | None = None,
+          wait_timeout: float = 0.0) -> None:
     """Smoke-test the exact images of the manifest: compose up, wait healthy, probe, always tear down (exit 4)."""
-    from pathlib import Path
-
-    _stages(["smoke"], env, keep_on_failure=keep_on_failure,
-            compose_overrides=tuple(Path(p).resolve() for p in _list(compose_override)))
+    _stages(["smoke"], env, keep_on_failure=keep_on_failure, compose_overrides=_paths(compose_override),
+            smoke_wait_s=wait_timeout or None)
 
 
 # ---------------------------------------------------------------- cluster and deploy
@@ -480,18 +494,15 @@ def cluster_status(c: Context) -> None:
 
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to deploy (repeatable)",
-                                  "dry_run": "render and validate, change nothing", "verbose": VERBOSE_HELP})
+                                  "dry_run": "render and validate, change nothing", "verbose": VERBOSE_HELP,
+                                  "deploy_timeout": DEPLOY_TIMEOUT_HELP})
 @_cli
 def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False,
-           verbose: bool = False) -> None:
+           verbose: bool = False, deploy_timeout: int = 0) -> None:
     """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5).
 
     Where the environment lists the `verify-images` gate, it runs first (exit 3 before any helm upgrade)."""
-    from pipeline.core.config import load_config
-    from pipeline.core.vocab import DEFAULT_ENV
-
-    gate = "verify-images" in load_config(check_files=False).env(env or DEFAULT_ENV).stages
-    _stages(["verify-images", "deploy"] if gate else ["deploy"], env, service, verbose, dry_run=dry_run)
+    _stages(["deploy"], env, service, verbose, dry_run=dry_run, deploy_timeout_s=deploy_timeout or None)
 
 
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to verify (repeatable)"})
@@ -552,6 +563,8 @@ def report(c: Context, env: str = "", open: bool = False, history: bool = False)
         "fresh": "start over instead of resuming the last incomplete release",
         "compose_override": "an extra compose file for the smoke stage (repeatable; printed, recorded; refused "
                             "where the environment requires a clean tree)",
+        "wait_timeout": WAIT_TIMEOUT_HELP,
+        "deploy_timeout": DEPLOY_TIMEOUT_HELP,
         "verbose": "stream the tools' output",
     },
     iterable=["service", "compose_override"],
@@ -559,12 +572,13 @@ def report(c: Context, env: str = "", open: bool = False, history: bool = False)
 @_cli
 def release(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False,
             yes: bool = False, fresh: bool = False, compose_override: list[str] | None = None,
-            verbose: bool = False) -> None:
+            wait_timeout: float = 0.0, deploy_timeout: int = 0, verbose: bool = False) -> None:
     """Build → scan → smoke → push → deploy → verify, as the environment requires; resumable, locked, reported."""
-    from pathlib import Path
-
+    from pipeline.contract.options import RunOptions
     from pipeline.release.release import run_release
 
+    options = RunOptions(compose_overrides=_paths(compose_override), smoke_wait_s=wait_timeout or None,
+                         deploy_timeout_s=deploy_timeout or None)
     cfg, environment, reporter = _setup(env, verbose, sources=True)
     run_release(cfg, environment, reporter, services=_list(service), dry_run=dry_run, yes=yes, fresh=fresh,
-                options={"compose_overrides": tuple(Path(p).resolve() for p in _list(compose_override))})
+                options=options)

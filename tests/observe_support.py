@@ -6,18 +6,19 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config
 from pipeline.core.errors import StageFailed
 from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.observe.observed import ObservedReporter
 from pipeline.release.report import write_report
 from pipeline.release.runner import open_run, run_stages
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.tools import proc
 from tests.unit.test_runner import info
 
 
-class ToolStage:
+class ToolStage(BaseStage):
     """A stage that works per service in worker threads, as build and push do, and calls a real tool."""
 
     def __init__(self, name: str, *, fail_service: str = "", skip: str | None = None, delay_s: float = 0.0) -> None:
@@ -26,9 +27,6 @@ class ToolStage:
 
     def skip(self, ctx: RunContext) -> str | None:
         return self._skip
-
-    def preflight(self, ctx: RunContext) -> None:
-        pass
 
     def holds(self, ctx: RunContext) -> str | None:
         return None
@@ -71,9 +69,7 @@ def run_observed(cfg: Config, stages: list[ToolStage], lines: list[str] | None =
                 raise
             finally:
                 if report:
-                    got = ctx.options.get("outcomes")
-                    write_report(ctx, got if isinstance(got, list) else [], status=status, error=error,
-                                 duration_s=1.0)
+                    write_report(ctx, ctx.state.outcomes, status=status, error=error, duration_s=1.0)
     except StageFailed:
         pass
     assert run_dir is not None

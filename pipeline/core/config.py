@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform
-from pipeline.core.vocab import SEVERITIES, STAGES
+from pipeline.core.stage_registry import listable, ordering_problem
+from pipeline.core.vocab import SEVERITIES
 
 BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
 RELEASES = ("major", "minor", "patch", "none")
@@ -423,7 +424,7 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         namespace=et.text("namespace"),
         helm_release=et.text("helm_release", project_name),
         values_file=path_in(et, root, "values_file", must_exist=False, is_dir=False, inside=False),
-        stages=et.texts("stages", choices=STAGES),
+        stages=et.texts("stages", choices=listable()),
         tags=et.texts("tags", choices=TAG_KINDS),
         scan_threshold=et.text("scan_threshold", "CRITICAL", choices=SEVERITIES),
         ignore_unfixed=et.flag("ignore_unfixed", False),
@@ -452,21 +453,11 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         et.fail(et.key("tags"), "is empty", 'give at least one tag kind, e.g. ["sha"]')
     if "latest" in env.tags and env.protected:
         et.fail(et.key("tags"), f"'latest' is never used by {ename}", "remove 'latest' from tags")
-    if env.stages and "deploy" in env.stages and "push" not in env.stages:
-        et.fail(et.key("stages"), "deploy needs push (deploys are by registry digest)",
-                'add "push" before "deploy"')
-    order = [s for s in STAGES if s in env.stages]
-    for later, earlier in (("sign", "push"), ("deploy", "verify-images"), ("verify-images", "sign")):
-        if later in env.stages and earlier in env.stages and env.stages.index(later) < env.stages.index(earlier):
-            et.fail(et.key("stages"), f"{later} runs before {earlier}", f"put \"{earlier}\" before \"{later}\"")
-    if "sign" in env.stages and "push" not in env.stages:
-        et.fail(et.key("stages"), "sign needs push (images are signed by registry digest)", 'add "push"')
     if env.auto_key and (env.require_release_tag or env.confirm):
         et.fail(et.key("auto_key"), f"{ename} is a guarded environment", "make its key with `invoke keygen`")
-    if "smoke" in env.stages and "push" in env.stages and env.stages.index("smoke") > env.stages.index("push"):
-        et.fail(et.key("stages"), "smoke runs after push", "put \"smoke\" before \"push\"")
-    if env.stages and env.stages[0] != "build" and "build" in env.stages:
-        et.fail(et.key("stages"), "build must come first", f"order stages like: {order}")
+    problem = ordering_problem(env.stages)   # each stage's `requires`/`after`, one loop (stage_registry.py)
+    if problem:
+        et.fail(et.key("stages"), *problem)
     et.done()
     return env
 

@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 
 from pipeline.core.errors import UsageError
 from pipeline.core.redact import redact
+from pipeline.core.stage_registry import STAGE_REGISTRY
 from pipeline.core.vocab import (
     AttachStatus,
     BuildStatus,
@@ -67,8 +68,9 @@ from pipeline.core.vocab import (
 )
 
 SCHEMA_VERSION = 1
-# Per-service record slots: one per stage, plus the artifacts attached to a pushed image.
-SERVICE_RECORDS = ("build", "lint", "scan", "push", "smoke", "deploy", "verify", "sbom", "signature", "provenance")
+# Per-service record slots: one per stage (pipeline/core/stage_registry.py), plus these trust artifacts the
+# sign stage attaches to a pushed image.
+ARTIFACT_RECORDS = ("signature", "provenance")
 # The statuses each written record may hold (a record not listed here has no writer).
 RECORD_STATUS: dict[str, type[StrEnum]] = {
     "build": BuildStatus, "scan": ScanStatus, "push": PushStatus, "smoke": SmokeStatus, "deploy": DeployStatus,
@@ -543,7 +545,7 @@ class Manifest:
 
     def record(self, service: str, stage: str, result: dict[str, Any]) -> None:
         """Record a stage's result for one service (replaces the previous one)."""
-        if stage not in SERVICE_RECORDS:
+        if stage not in STAGE_REGISTRY and stage not in ARTIFACT_RECORDS:
             raise ValueError(f"unknown record {stage}")
         status = _written_status(RECORD_STATUS.get(stage), result, f"services.{service}.{stage}")
         with self._lock:

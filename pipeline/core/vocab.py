@@ -1,4 +1,4 @@
-"""The pipeline's vocabulary, defined once: stage names and their order, severities, statuses, labels, time.
+"""The pipeline's vocabulary, defined once: severities, statuses, labels, time (the stage names: stage_registry.py).
 
 Every other module imports these; none re-spells them.
 """
@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-
-# Stage names in the only order a release runs them (an environment lists a subset).
-# sign: signatures and provenance of the pushed digests; verify-images: the trust gate before deploy.
-STAGES: tuple[str, ...] = ("build", "lint", "scan", "smoke", "push", "sign", "verify-images", "deploy", "verify")
 
 # Trivy's severities, lowest first (Trivy's own scale: UNKNOWN < LOW < MEDIUM < HIGH < CRITICAL).
 SEVERITIES: tuple[str, ...] = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")

@@ -10,15 +10,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from pipeline.contract.context import Outcome, RunContext
+from pipeline.contract.options import RunOptions
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
-from pipeline.release.report import write_report
-from pipeline.release.runner import Outcome, make_stages, open_run, preflight, run_stages
-from pipeline.release.stage import RunContext
+from pipeline.core.stage_registry import with_attached
+from pipeline.release.report import shown_stages, write_report
+from pipeline.release.runner import make_stages, open_run, preflight, run_stages
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
 
 
@@ -81,9 +82,11 @@ def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, service
 
 def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: list[str] | None = None,
                 dry_run: bool = False, yes: bool = False, fresh: bool = False,
-                options: dict[str, Any] | None = None) -> RunContext | None:
+                options: RunOptions | None = None) -> RunContext | None:
     """The whole release to `env`: gates, confirmation, the env's lock, preflight of every stage, the stages
-    (resuming what holds), the JSON/Markdown report. Raises the failing stage's PipelineError."""
+    (resuming what holds) with those attached to them and those closing a release (the published-image
+    re-check; pipeline/core/stage_registry.py), the JSON/Markdown report. Raises the failing stage's
+    PipelineError."""
     t_start = time.monotonic()
     names = [s.name for s in cfg.select(services)] if services else []
     info = release_info(cfg, env)
@@ -96,25 +99,16 @@ def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: 
         return None
     check_gates(env, info)
     confirm(env, info, yes)
-    stages = make_stages(env.stages)
+    stages = make_stages(with_attached(env.stages, release=True))
     with open_run(cfg, env, reporter, services=names, options=options, creates_manifest=True, fresh=fresh,
                   info=info) as ctx:
         resumed = bool(ctx.manifest.stages()) and not fresh
         reporter.info(f"release {ctx.manifest.release_id} → {env.name}: {' → '.join(env.stages)} (run {ctx.run_id})"
                       + ("; resuming: recorded stages are checked against the world" if resumed else ""))
         status, error = "ok", ""
-        outcomes: list[Outcome] = []
         try:
             preflight(ctx, stages)
-            outcomes = run_stages(ctx, stages, resume=not fresh)
-            if "sign" in env.stages or "verify-images" in env.stages:
-                from pipeline.stages.verify_images import published_attachments
-
-                ctx.options["published"] = published = published_attachments(cfg, env, ctx.manifest, names)
-                for svc, checks in published.items():
-                    if checks["signature"] != "ok" or checks["provenance"] != "ok" or checks["sbom"] != "present":
-                        reporter.warn(f"published {svc}: signature {checks['signature']}, provenance "
-                                      f"{checks['provenance']}, SBOM {checks['sbom']}")
+            run_stages(ctx, stages, resume=not fresh)
         except PipelineError as exc:
             status, error = "failed", exc.one_line()
             raise
@@ -122,8 +116,7 @@ def run_release(cfg: Config, env: Environment, reporter: Reporter, *, services: 
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            got = ctx.options.get("outcomes")
-            outcomes = got if isinstance(got, list) else outcomes
+            outcomes = ctx.state.outcomes
             took = time.monotonic() - t_start
             paths = write_report(ctx, outcomes, status=status, error=error, duration_s=took)
             print_summary(ctx, outcomes, status, paths)
@@ -159,14 +152,15 @@ def print_summary(ctx: RunContext, outcomes: list[Outcome], status: str, paths: 
     if status == "ok" and by_name and all(o.status in ("resumed", "skipped") or (o.check_only and o.status == "ok")
                                           for o in by_name.values()):
         took = sum(o.duration_s for o in outcomes)
-        checks = [o.name for o in outcomes if o.check_only]
+        listed = [o for o in outcomes if o.name in ctx.env.stages]   # as the table would show them
+        checks = [o.name for o in listed if o.check_only]
         ctx.reporter.info(f"release {ctx.manifest.release_id} → {ctx.env.name}: ok, nothing to redo "
-                          f"({len(by_name)} stage(s) checked against the world in {took:.1f}s"
+                          f"({len(listed)} stage(s) checked against the world in {took:.1f}s"
                           + (f"; {', '.join(checks)} verified again" if checks else "") + ")")
         ctx.reporter.info(f"report: {paths[-1]}")
         return
     rows = []
-    for name in ctx.env.stages:
+    for name in shown_stages(ctx, outcomes):
         o = by_name.get(name)
         rows.append((name, str(o.status), f"{o.duration_s:.1f}s", o.detail) if o else (name, "not run", "", ""))
     ctx.reporter.table(f"release {ctx.manifest.release_id} → {ctx.env.name}: {status}",

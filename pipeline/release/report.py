@@ -11,12 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.core.manifest import Manifest, Scanned, StageRecord, atomic_write
 from pipeline.core.redact import redact
-from pipeline.core.vocab import now_iso
+from pipeline.core.vocab import StageStatus, now_iso
 from pipeline.observe.recorder import read_events
 
 if TYPE_CHECKING:
-    from pipeline.release.runner import Outcome
-    from pipeline.release.stage import RunContext
+    from pipeline.contract.context import Outcome, RunContext
+
+
+def shown_stages(ctx: RunContext, outcomes: Sequence[Outcome]) -> list[str]:
+    """The stages a report lists: the environment's, then any unlisted one (attached to a stage or closing the
+    release: pipeline/core/stage_registry.py) that failed, was blocked or interrupted. An unlisted stage that
+    went well is in the manifest's `stages` and in what the report says of it (`published`, `sbom_ref`)."""
+    quiet = (StageStatus.OK, StageStatus.RESUMED, StageStatus.SKIPPED)
+    return [*ctx.env.stages, *(o.name for o in outcomes if o.name not in ctx.env.stages and o.status not in quiet)]
 
 
 def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, error: str,
@@ -36,13 +43,13 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
         "version": m.version_facts(),
         "stages": [({"name": n, "status": str(by_name[n].status), "duration_s": round(by_name[n].duration_s, 2),
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
-                    else {"name": n, "status": "not run"}) for n in ctx.env.stages],
+                    else {"name": n, "status": "not run"}) for n in shown_stages(ctx, outcomes)],
         "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
         "deploy": _deploy_summary(deploy) if deploy is not None else None,
         "cache_hits": cache_hits(read_events(ctx.run_dir)),
         # post-release verification: each published digest re-read from the registry (signature, provenance,
         # SBOM and VEX attachments), when the environment signs or gates
-        "published": ctx.options.get("published") or None,
+        "published": ctx.state.published or None,
     }
 
 

@@ -6,7 +6,7 @@
         `stages.<name>` from the returned StageSummary (or from the error), and nothing else does.
 
 A release adds the git gates, the confirmation, resume and the report (pipeline.release.release).
-Adding a stage: one module with a class of the Stage shape (pipeline.release.stage), one line in _STAGE_CLASSES.
+The stages: pipeline/core/stage_registry.py (which class, imported on use); their shape: pipeline/contract.
 """
 
 from __future__ import annotations
@@ -17,56 +17,35 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.contract.context import Outcome, RunContext
+from pipeline.contract.options import RunOptions
+from pipeline.contract.stage import Stage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import Interrupted, PipelineError, PolicyBlocked, UsageError
 from pipeline.core.lock import EnvLock
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
+from pipeline.core.stage_registry import STAGE_REGISTRY, with_attached, with_gates
 from pipeline.core.vocab import StageStatus
-from pipeline.release.stage import RunContext, Stage, StageSummary
 from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, release_info
-
-# Stage name → "module:Class". Only the stages a command names are imported: a no-op `invoke build` does not
-# pay for the signing, lint or scan modules (and their libraries).
-_STAGE_CLASSES: dict[str, str] = {
-    "build": "pipeline.stages.build:BuildStage", "lint": "pipeline.stages.lint:LintStage",
-    "scan": "pipeline.stages.scan:ScanStage", "smoke": "pipeline.stages.smoke:SmokeStage",
-    "push": "pipeline.stages.push:PushStage", "sign": "pipeline.stages.sign:SignStage",
-    "verify-images": "pipeline.stages.verify_images:VerifyImagesStage",
-    "deploy": "pipeline.stages.rollout:DeployStage", "verify": "pipeline.stages.rollout:VerifyStage",
-}
 
 
 def _stage_class(name: str) -> Callable[[], Stage]:
-    """The class of one stage, imported on use (`invoke --list` and single-stage tasks stay fast)."""
-    module, _, cls = _STAGE_CLASSES[name].partition(":")
+    """The class of one stage, imported on use: a no-op `invoke build` does not pay for the signing, lint or
+    scan modules (and their libraries)."""
+    module, _, cls = STAGE_REGISTRY[name].target.partition(":")
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
 def make_stages(names: Sequence[str]) -> list[Stage]:
     """The Stage objects for these names, in the order given. UsageError for an unknown name."""
-    unknown = [n for n in names if n not in _STAGE_CLASSES]
+    unknown = [n for n in names if n not in STAGE_REGISTRY]
     if unknown:
-        raise UsageError(f"unknown stage(s): {', '.join(unknown)}", f"use: {', '.join(_STAGE_CLASSES)}")
+        raise UsageError(f"unknown stage(s): {', '.join(unknown)}", f"use: {', '.join(STAGE_REGISTRY)}")
     return [_stage_class(n)() for n in names]
-
-
-@dataclass
-class Outcome:
-    """What happened to one stage in this run (the summary table, the report, `stages.<name>`)."""
-
-    name: str
-    status: StageStatus
-    duration_s: float = 0.0
-    detail: str = ""
-    exit_code: int = 0
-    started: float = 0.0          # wall clock (epoch seconds), for the report's timeline
-    fields: dict[str, Any] = field(default_factory=dict)
-    check_only: bool = False      # a check stage (Stage.check_only) that ran: it verified, it redid nothing
 
 
 def new_run_id() -> str:
@@ -102,7 +81,7 @@ def open_manifest(cfg: Config, env: Environment, info: ReleaseInfo | None, *, cr
 
 @contextmanager
 def open_run(cfg: Config, env: Environment, reporter: Reporter, *, services: Sequence[str] = (),
-             options: dict[str, Any] | None = None, creates_manifest: bool, fresh: bool = False,
+             options: RunOptions | None = None, creates_manifest: bool, fresh: bool = False,
              info: ReleaseInfo | None = None) -> Iterator[RunContext]:
     """Lock the environment, open its manifest and a run directory; yields the RunContext of one command."""
     for s in services:
@@ -122,7 +101,7 @@ def open_run(cfg: Config, env: Environment, reporter: Reporter, *, services: Seq
         status = "failed"
         try:
             yield RunContext(cfg=cfg, env=env, info=info, manifest=manifest, run_id=run_id, run_dir=run_dir,
-                             reporter=reporter, services=list(services), options=dict(options or {}))
+                             reporter=reporter, services=list(services), options=options or RunOptions())
             status = "ok"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -150,8 +129,8 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False
     holds() says the world still matches; otherwise the reason is printed and the stage runs again.
     Raises the first stage's PipelineError (after recording it), Interrupted (exit 130) on Ctrl-C.
     """
-    outcomes: list[Outcome] = []
-    ctx.options["outcomes"] = outcomes
+    outcomes = ctx.state.outcomes   # the run's, kept when a stage raises (the report reads them)
+    first = len(outcomes)
     for stage in stages:
         reason = stage.skip(ctx)
         if reason:
@@ -169,10 +148,10 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False
                 ctx.reporter.stage_finished(stage.name, o.status, o.detail)
                 outcomes.append(o)
                 continue
-            if not getattr(stage, "check_only", False):   # a check never resumes: that is no news
+            if not stage.check_only:   # a check never resumes: that is no news
                 ctx.reporter.info(f"{stage.name}: {why}")
         outcomes.append(_run_one(ctx, stage))
-    return outcomes
+    return outcomes[first:]
 
 
 def _run_one(ctx: RunContext, stage: Stage) -> Outcome:
@@ -197,7 +176,7 @@ def _run_one(ctx: RunContext, stage: Stage) -> Outcome:
         _finish(ctx, o)
         raise
     o = Outcome(stage.name, StageStatus.OK, time.monotonic() - t0, summary.detail, 0, wall, summary.fields,
-                check_only=bool(getattr(stage, "check_only", False)))
+                check_only=stage.check_only)
     _finish(ctx, o)
     return o
 
@@ -205,9 +184,8 @@ def _run_one(ctx: RunContext, stage: Stage) -> Outcome:
 def _finish(ctx: RunContext, o: Outcome) -> None:
     ctx.reporter.stage_finished(o.name, o.status, o.detail)
     _record(ctx, o)
-    outcomes = ctx.options.get("outcomes")
-    if isinstance(outcomes, list) and o not in outcomes and o.status != StageStatus.OK:
-        outcomes.append(o)
+    if o not in ctx.state.outcomes and o.status != StageStatus.OK:
+        ctx.state.outcomes.append(o)
 
 
 def _record(ctx: RunContext, o: Outcome) -> None:
@@ -221,9 +199,12 @@ def _record(ctx: RunContext, o: Outcome) -> None:
 
 
 def run_command(cfg: Config, env: Environment, stage_names: Sequence[str], reporter: Reporter, *,
-                services: Sequence[str] = (), options: dict[str, Any] | None = None) -> list[Outcome]:
-    """`invoke build`, `invoke push`, … : the named stages, in order, on the environment's manifest, no resume."""
-    stages = make_stages(stage_names)
+                services: Sequence[str] = (), options: RunOptions | None = None) -> list[Outcome]:
+    """`invoke build`, `invoke push`, … : the named stages, in order, on the environment's manifest, no resume.
+
+    Each named stage brings the stages it is gated by that the environment lists (`invoke deploy` runs
+    verify-images first) and those attached to it (push: the SBOM attachment): pipeline/core/stage_registry.py."""
+    stages = make_stages(with_attached(with_gates(list(stage_names), env.stages), release=False))
     with open_run(cfg, env, reporter, services=services, options=options,
                   creates_manifest="build" in stage_names) as ctx:
         preflight(ctx, stages)

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment, Service
-from pipeline.core.errors import StageFailed, UsageError
+from pipeline.core.errors import StageFailed
 from pipeline.core.manifest import Manifest
 from pipeline.core.platforms import Platform, native_platform, primary_platform
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_INPUT_DIGEST, BuildStatus
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.build_platforms import (
     cache_ref,
     check_builder,
@@ -369,17 +370,10 @@ def dry_run_plan(cfg: Config, env: Environment, services: list[str], reporter: R
     return plan
 
 
-class BuildStage:
+class BuildStage(BaseStage):
     """Plan by input digest, reuse unchanged images, build the rest in parallel (exit 1 when one fails)."""
 
     name = "build"
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
-
-    def preflight(self, ctx: RunContext) -> None:
-        if int(ctx.options.get("workers") or 0) < 0:
-            raise UsageError(f"--workers {ctx.options['workers']} is negative", "give 0 (auto) or a positive number")
 
     def holds(self, ctx: RunContext) -> str | None:
         """Every recorded image still exists in the engine (by ID)."""
@@ -395,7 +389,7 @@ class BuildStage:
         return None
 
     def run(self, ctx: RunContext) -> StageSummary:
-        no_cache = bool(ctx.options.get("no_cache"))
+        no_cache = ctx.options.no_cache
         plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
                          provision_bases=True, reporter=ctx.reporter)
         print_plan(plan, ctx.reporter)
@@ -406,8 +400,8 @@ class BuildStage:
                                              input_digest=p.input_digest)
         log_dir = ctx.run_dir / "build"
         results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, ctx.reporter,
-                               workers=int(ctx.options.get("workers") or 0) or default_workers(ctx.cfg),
-                               fail_fast=bool(ctx.options.get("fail_fast")), no_cache=no_cache, log_dir=log_dir)
+                               workers=ctx.options.workers or default_workers(ctx.cfg),
+                               fail_fast=ctx.options.fail_fast, no_cache=no_cache, log_dir=log_dir)
         summarize(results, ctx.reporter, plan.builder)
         counts = {s: sum(1 for r in results if r.status == s) for s in ("built", "reused", "failed", "cancelled")}
         failed = [r.service for r in results if r.status == "failed"]

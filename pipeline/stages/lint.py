@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.lint.release import LINT_DIRS, kube_versions_for, lint_release
-from pipeline.release.stage import RunContext, StageSummary
 
 
 def inputs_fingerprint(root: Path, threshold: str, kube_versions: tuple[str, ...]) -> str:
@@ -28,16 +29,10 @@ def inputs_fingerprint(root: Path, threshold: str, kube_versions: tuple[str, ...
     return h.hexdigest()
 
 
-class LintStage:
+class LintStage(BaseStage):
     """Dockerfiles, compose, manifests and the chart, linted for the environment's cluster."""
 
     name = "lint"
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
-
-    def preflight(self, ctx: RunContext) -> None:
-        return None
 
     def holds(self, ctx: RunContext) -> str | None:
         rec = ctx.manifest.stage("lint")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import Interrupted, PipelineError, RegistryAuthError, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, Pushed
@@ -29,7 +31,6 @@ from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
 from pipeline.core.vocab import PushStatus
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
@@ -308,13 +309,11 @@ def registry_serves(cfg: Config, man: Manifest, services: list[str], *,
     return None
 
 
-class PushStage:
-    """Every tag of every built image to the environment's registry, verified by digest; SBOMs attached."""
+class PushStage(BaseStage):
+    """Every tag of every built image to the environment's registry, verified by digest (the SBOMs: the `sbom`
+    stage attached to this one, pipeline/stages/attach_sbom.py)."""
 
     name = "push"
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
 
     def preflight(self, ctx: RunContext) -> None:
         """The registry accepts our writes (and the embedded one runs), before anything is built."""
@@ -330,16 +329,8 @@ class PushStage:
         return f"{why}; pushing again" if why else None
 
     def run(self, ctx: RunContext) -> StageSummary:
-        summary = push_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None,
-                              registries=ctx.registries)
-        if "scan" in ctx.env.stages:
-            from pipeline.stages.sbom import attach_sboms
-
-            try:  # the SBOM beside the image in the registry is a plus: its failure does not fail the release
-                attach_sboms(ctx.cfg, ctx.manifest, ctx.reporter, ctx.services or None, registries=ctx.registries)
-            except PipelineError as exc:
-                ctx.reporter.warn(f"SBOMs not attached: {exc.one_line()}")
-        return summary
+        return push_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None,
+                           registries=ctx.registries)
 
 
 def _pushing(ctx: PushContext, service: str, tag: str, text: str) -> None:

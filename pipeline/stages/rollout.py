@@ -5,9 +5,8 @@ The work is in pipeline.stages.deploy; these objects give it the stage shape (sk
 
 from __future__ import annotations
 
-import os
-
-from pipeline.release.stage import RunContext, StageSummary
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 
 
 def _cluster_up(ctx: RunContext) -> None:
@@ -16,19 +15,16 @@ def _cluster_up(ctx: RunContext) -> None:
     from pipeline.core.progress import reporter_progress
     from pipeline.local.cluster import cluster_up
 
-    if ctx.options.get("cluster_checked"):
+    if ctx.state.cluster_checked:
         return
     cluster_up(ctx.env, say=ctx.reporter.info, progress=reporter_progress(ctx.reporter, "cluster"))
-    ctx.options["cluster_checked"] = True
+    ctx.state.cluster_checked = True
 
 
-class DeployStage:
+class DeployStage(BaseStage):
     """`helm upgrade --install` of the manifest's digests; waits, verifies, rolls back on failure (exit 5)."""
 
     name = "deploy"
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
 
     def preflight(self, ctx: RunContext) -> None:
         _cluster_up(ctx)
@@ -42,22 +38,18 @@ class DeployStage:
     def run(self, ctx: RunContext) -> StageSummary:
         from pipeline.stages.deploy import DEFAULT_TIMEOUT_S, deploy_release
 
-        timeout = int(os.environ.get("VEZA_DEPLOY_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-        res = deploy_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services, dry_run=bool(ctx.options.get("dry_run")),
-                             timeout_s=timeout, reporter=ctx.reporter)
+        res = deploy_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services, dry_run=ctx.options.dry_run,
+                             timeout_s=ctx.options.deploy_timeout_s or DEFAULT_TIMEOUT_S, reporter=ctx.reporter)
         return StageSummary(f"{res.status}, revision {res.revision}",
                             {"revision": res.revision, "previous_revision": res.previous_revision,
                              "result": res.status, "deploy_hash": res.deploy_hash})
 
 
-class VerifyStage:
+class VerifyStage(BaseStage):
     """Re-verify what runs: the manifest's digests, rolled out, Ready and answering (exit 5, rolled back)."""
 
     name = "verify"
-    check_only = True   # re-verified on every run, changes nothing (pipeline.release.stage)
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
+    check_only = True   # re-verified on every run, changes nothing (pipeline/contract/stage.py)
 
     def preflight(self, ctx: RunContext) -> None:
         _cluster_up(ctx)

@@ -33,6 +33,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed
 from pipeline.core.manifest import Manifest
@@ -56,7 +58,6 @@ from pipeline.gate.policy import (
     severity,
 )
 from pipeline.gate.sarif import write_markdown, write_sarif
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.scan_db import prepare_db
 from pipeline.stages.scan_targets import ScanTarget, infra_targets, service_targets
 from pipeline.tools import trivy
@@ -210,13 +211,10 @@ def policy_fingerprint(cfg: Config, env: Environment) -> str:
     return "sha256:" + h.hexdigest()
 
 
-class ScanStage:
+class ScanStage(BaseStage):
     """Trivy over every built image, gated by the environment's policy (exit 3 when blocked)."""
 
     name = "scan"
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
 
     def preflight(self, ctx: RunContext) -> None:
         from pipeline.local.trivydb import ensure_db_mirror

@@ -14,12 +14,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import AttachStatus, SignStatus, now_iso
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients
@@ -184,13 +185,10 @@ def first_trust_problem(cfg: Config, man: Manifest, images: list[tuple[str, str,
     return None
 
 
-class SignStage:
+class SignStage(BaseStage):
     """Sign every pushed digest with the environment's key; attach provenance (and VEX) by the tag schema."""
 
     name = "sign"
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
 
     def preflight(self, ctx: RunContext) -> None:
         """The key exists and its passphrase decrypts it, before anything is built or pushed."""

@@ -11,7 +11,6 @@ A failure names the probe, what it got, and saves every service's last logs unde
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -23,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import Interrupted, PipelineError, SmokeFailed, UsageError
 from pipeline.core.manifest import Manifest
@@ -30,7 +31,6 @@ from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.core.vocab import SmokeStatus
 from pipeline.local import stack_spec
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.smoke_checks import Check, run_checks
 from pipeline.tools.compose import (
     ComposeProject,
@@ -327,16 +327,13 @@ def _signals_deferred() -> Iterator[None]:
         signal.signal(signal.SIGTERM, prev_term)
 
 
-class SmokeStage:
+class SmokeStage(BaseStage):
     """The exact images of the manifest under docker compose, probed, always torn down (exit 4)."""
 
     name = "smoke"
 
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
-
     def preflight(self, ctx: RunContext) -> None:
-        check_overrides(ctx.env, ctx.options.get("compose_overrides", ()))
+        check_overrides(ctx.env, ctx.options.compose_overrides)
 
     def holds(self, ctx: RunContext) -> str | None:
         """The recorded smoke test ran these exact images (and no extra compose file)."""
@@ -349,9 +346,9 @@ class SmokeStage:
         return f"{', '.join(changed)} changed since the recorded smoke test" if changed else None
 
     def run(self, ctx: RunContext) -> StageSummary:
-        wait = float(os.environ.get("VEZA_SMOKE_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_S))
+        wait = ctx.options.smoke_wait_s or DEFAULT_WAIT_TIMEOUT_S
         result = smoke_release(ctx.cfg, ctx.env, ctx.manifest, ctx.run_dir / "smoke", ctx.reporter, run_id=ctx.run_id,
-                               keep_on_failure=bool(ctx.options.get("keep_on_failure")),
-                               overrides=tuple(ctx.options.get("compose_overrides", ())), wait_timeout=wait)
+                               keep_on_failure=ctx.options.keep_on_failure,
+                               overrides=ctx.options.compose_overrides, wait_timeout=wait)
         t = result.timings
         return StageSummary(f"up {t.get('up_s', 0):.1f}s, probes {t.get('probes_s', 0):.1f}s", summary_fields(result))

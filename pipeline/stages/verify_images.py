@@ -17,11 +17,12 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PolicyBlocked, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.stages.image_index import children_of
 from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients
@@ -182,14 +183,11 @@ def verify_images(cfg: Config, env: Environment, man: Manifest, reporter: Report
                         {"images": len(verdicts), "duration_s": round(time.monotonic() - t0, 2)})
 
 
-class VerifyImagesStage:
+class VerifyImagesStage(BaseStage):
     """Before deploy: every image in the rendered manifests is signed by a trusted key and attested."""
 
     name = "verify-images"
-    check_only = True   # re-verified on every run, changes nothing (pipeline.release.stage)
-
-    def skip(self, ctx: RunContext) -> str | None:
-        return None
+    check_only = True   # re-verified on every run, changes nothing (pipeline/contract/stage.py)
 
     def preflight(self, ctx: RunContext) -> None:
         envkeys.trusted_keys(ctx.cfg, ctx.env)

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.contract.context import RunContext
 from pipeline.core.config import Base, Config, load_config
 from pipeline.core.paths import ROOT
 from pipeline.core.progress import reporter_progress
@@ -27,7 +28,6 @@ from pipeline.observe.reporters import make_reporter
 from pipeline.release.release import print_summary
 from pipeline.release.report import write_report
 from pipeline.release.runner import open_run, preflight, run_stages
-from pipeline.release.stage import RunContext
 from tests.observe_support import ToolStage
 from tests.unit.test_runner import info
 

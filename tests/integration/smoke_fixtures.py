@@ -111,19 +111,18 @@ class SmokeRun:
         self.images.append(tag)
         return str(image.id)
 
-    def env(self, wait_timeout: float | None = None) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({"VEZA_STATE_DIR": str(self.state_dir), "VEZA_RUN_ID": self.run_id})
-        if wait_timeout is not None:
-            env["VEZA_SMOKE_WAIT_TIMEOUT"] = str(wait_timeout)
         return env
 
     def start(self, *extra: str, wait_timeout: float | None = None) -> subprocess.Popen[str]:
         """`invoke smoke --env local` as a subprocess (the real CLI, exit codes included)."""
         overrides = [a for p in self.overrides for a in ("--compose-override", str(p))]
+        wait = ["--wait-timeout", str(wait_timeout)] if wait_timeout is not None else []
         return subprocess.Popen(
-            [sys.executable, "-m", "invoke", "smoke", "--env", "local", *overrides, *extra], cwd=ROOT,
-            env=self.env(wait_timeout), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "invoke", "smoke", "--env", "local", *overrides, *wait, *extra], cwd=ROOT,
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def invoke(self, *extra: str, wait_timeout: float | None = None, timeout: float = 400) -> tuple[int, str]:
         p = self.start(*extra, wait_timeout=wait_timeout)

@@ -8,10 +8,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
+from pipeline.contract.options import RunOptions
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import PlainReporter
@@ -35,12 +37,12 @@ def builder_kind(request: pytest.FixtureRequest, mini_project: MiniProject) -> s
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "pipeline/core/schemas/manifest.schema.json").read_text())
 
 
-def run_build(services: list[str], p: MiniProject, **options: object) -> None:
+def run_build(services: list[str], p: MiniProject, **options: Any) -> None:
     cfg = p.config
-    run_command(cfg, cfg.env("dev"), ["build"], PlainReporter(), services=services, options=options)
+    run_command(cfg, cfg.env("dev"), ["build"], PlainReporter(), services=services, options=RunOptions(**options))
 
 
-def _build(p: MiniProject, services: list[str] | None = None, **options: object) -> dict[str, str]:
+def _build(p: MiniProject, services: list[str] | None = None, **options: Any) -> dict[str, str]:
     run_build(services or [], p, **options)
     m = Manifest.load(p.root / ".pipeline/dev/manifest.json")
     return {n: str(b.status) for n in (services or m.services()) if (b := m.built(n)) is not None}

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.context import RunContext
 from pipeline.core.reporter import PlainReporter
 from pipeline.local.registry import LocalRegistry
+from pipeline.stages.attach_sbom import SbomStage
 from pipeline.stages.sbom import SBOM_MEDIA_TYPE, attach_sboms, sbom_tag
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from tests.integration.registry_fixtures import run_push
 from tests.integration.scan_fixtures import DbMirror, ImageFactory, built_manifest, debian_files, run_scan, scan_config
+from tests.unit.test_runner import info
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 
@@ -47,3 +50,13 @@ def test_sbom_attached_to_the_pushed_image(tmp_path: Path, db_mirror: DbMirror, 
     assert rec is not None and rec["ref"] == refs["svc-a"] and rec["status"] == "attached"
     # attaching again is idempotent (same tag, blobs already there)
     assert attach_sboms(cfg, man, PlainReporter(sink=lambda _l: None)) == refs
+
+    # The sbom stage (attached to push) resumes only when the registry still serves each recorded SBOM.
+    ctx = RunContext(cfg=cfg, env=cfg.env("test"), info=info(), manifest=man, run_id="t", run_dir=tmp_path,
+                     reporter=PlainReporter(sink=lambda _l: None), services=["svc-a"])
+    assert SbomStage().holds(ctx) is None
+    gone = f"{repository}:sha256-{'0' * 64}.sbom"   # a record naming an attachment the registry does not have
+    man.record("svc-a", "sbom", {**rec, "ref": gone})
+    assert SbomStage().holds(ctx) == f"registry no longer has the SBOM {gone}; attaching again"
+    man.record("svc-a", "sbom", {**rec, "subject": "sha256:" + "0" * 64})   # recorded for another digest
+    assert SbomStage().holds(ctx) == "svc-a has no SBOM attached to its pushed image; attaching"

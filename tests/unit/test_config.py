@@ -153,7 +153,13 @@ CASES: list[tuple[str, str, str, str]] = [
      '(fix: put "verify-images" before "deploy")'),
     ("sign without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "sign"]',
      'pipeline.toml: environments.dev.stages: sign needs push (images are signed by registry digest) '
-     '(fix: add "push")'),
+     '(fix: add "push" before "sign")'),
+    ("build not first", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["scan", "build", "push", "deploy"]',
+     'pipeline.toml: environments.dev.stages: scan runs before build (fix: put "build" before "scan")'),
+    ("attached stage listed", 'stages = ["build", "scan", "push", "deploy"]',
+     'stages = ["build", "scan", "push", "sbom", "deploy"]',
+     "pipeline.toml: environments.dev.stages: 'sbom' is not allowed "
+     "(fix: use items from: build, lint, scan, smoke, push, sign, verify-images, deploy, verify)"),
     ("latest in prod", 'tags = ["semver"]', 'tags = ["semver", "latest"]',
      "pipeline.toml: environments.prod.tags: 'latest' is never used by prod (fix: remove 'latest' from tags)"),
     ("deploy without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "deploy"]',
@@ -161,7 +167,7 @@ CASES: list[tuple[str, str, str, str]] = [
      '(fix: add "push" before "deploy")'),
     ("smoke after push", 'stages = ["build", "scan", "smoke", "push", "deploy", "verify"]',
      'stages = ["build", "scan", "push", "smoke", "deploy", "verify"]',
-     'pipeline.toml: environments.prod.stages: smoke runs after push (fix: put "smoke" before "push")'),
+     'pipeline.toml: environments.prod.stages: push runs before smoke (fix: put "smoke" before "push")'),
     ("boolean as string", "require_clean_tree = true", 'require_clean_tree = "yes"',
      "pipeline.toml: environments.prod.require_clean_tree: expected boolean (true/false), got string 'yes' "
      "(fix: set require_clean_tree to a boolean (true/false))"),

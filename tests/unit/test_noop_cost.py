@@ -12,7 +12,7 @@ import pytest
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.paths import ROOT
-from pipeline.core.vocab import STAGES
+from pipeline.core.stage_registry import STAGE_REGISTRY
 
 
 def test_every_stage_name_has_a_class_and_only_the_named_ones_are_imported() -> None:
@@ -30,7 +30,7 @@ def test_every_stage_name_has_a_class_and_only_the_named_ones_are_imported() -> 
 def test_make_stages_knows_every_configured_stage_and_refuses_unknown_ones() -> None:
     from pipeline.release.runner import make_stages
 
-    assert [s.name for s in make_stages(STAGES)] == list(STAGES)
+    assert [s.name for s in make_stages(list(STAGE_REGISTRY))] == list(STAGE_REGISTRY)
     with pytest.raises(UsageError, match="unknown stage"):
         make_stages(["build", "compile"])
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import StageSummary
 from pipeline.core.config import Config, load_config
 from pipeline.core.paths import ROOT
 from pipeline.observe.recorder import read_events
 from pipeline.observe.tracing import TRACE_FILE, read_trace_file
-from pipeline.release.stage import RunContext, StageSummary
 from tests.observe_support import ToolStage, run_observed
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.contract.context import RunContext
+from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, load_config
 from pipeline.core.errors import Interrupted, PolicyBlocked, StageFailed
 from pipeline.core.manifest import Manifest, manifest_path
@@ -16,11 +18,10 @@ from pipeline.core.paths import ROOT
 from pipeline.core.reporter import PlainReporter
 from pipeline.core.vocab import StageStatus
 from pipeline.release.runner import open_run, run_stages
-from pipeline.release.stage import RunContext, StageSummary
 from pipeline.versioning.releaseinfo import ReleaseInfo
 
 
-class FakeStage:
+class FakeStage(BaseStage):
     """A stage whose behaviour the test sets: what run() does, whether the world still holds."""
 
     def __init__(self, name: str, *, fail: BaseException | None = None, holds: str | None = None,

@@ -132,11 +132,14 @@ def test_split_image() -> None:
 
 
 def test_every_stage_name_has_a_stage_object_in_the_release_order() -> None:
-    from pipeline.core.vocab import STAGES
+    from pipeline.core.stage_registry import STAGE_REGISTRY, ordering_problem
     from pipeline.release.runner import make_stages
 
-    assert [s.name for s in make_stages(STAGES)] == list(STAGES)
-    assert STAGES.index("push") < STAGES.index("sign") < STAGES.index("verify-images") < STAGES.index("deploy")
+    assert [s.name for s in make_stages(list(STAGE_REGISTRY))] == list(STAGE_REGISTRY)
+    assert ordering_problem(("build", "push", "sign", "verify-images", "deploy")) is None
+    for wrong in (("build", "sign", "push"), ("build", "push", "verify-images", "sign"),
+                  ("build", "push", "deploy", "verify-images")):
+        assert ordering_problem(wrong) is not None, wrong
 
 
 def test_signed_identity_is_compared_by_repository() -> None:

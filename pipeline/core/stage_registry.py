@@ -1,0 +1,105 @@
+"""The one list of stages: name → where its class lives and how it orders against the others.
+
+Everything that knows the stage names reads them here: the config (which names an environment may list, and
+the ordering rules, one loop over `requires`/`after`), the runner (which class to import), the manifest
+(which stages may write per-service records) and the tasks (what runs with a stage run alone).
+
+The ordering is declared on the registry line, not on the class, on purpose: loading the config must stay
+cheap and `core/` must not import `stages/` (a stage module pulls in its tools and libraries); the class is
+imported only when the stage runs (`invoke build` never imports the signing or scan modules).
+
+Adding a stage: one module with a `BaseStage` subclass (pipeline/contract/stage.py) and one line below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# `attached_to` value of a stage that closes a release (after every listed stage; `invoke release` only).
+RELEASE_END = "release"
+
+
+@dataclass(frozen=True)
+class StageEntry:
+    """One registry line.
+
+    target:      "module:Class", imported when the stage runs.
+    requires:    stages that must be listed, earlier (config error otherwise); `why` says why, in the error.
+    after:       stages that must come earlier when both are listed.
+    gated_by:    stages that run first even when this one runs alone (its task), when the environment lists them.
+    attached_to: not listed by environments: runs right after this stage wherever it runs, or at the end of a
+                 release (RELEASE_END); its skip() says when it does not apply.
+    """
+
+    target: str
+    requires: tuple[str, ...] = ()
+    why: str = ""
+    after: tuple[str, ...] = ()
+    gated_by: tuple[str, ...] = ()
+    attached_to: str = ""
+
+
+_B = ("build",)   # build, when an environment lists it, comes first
+
+# The order here is the order of the documentation and the `unknown stage` hint; environments order their own.
+STAGE_REGISTRY: dict[str, StageEntry] = {
+    "build": StageEntry("pipeline.stages.build:BuildStage"),
+    "lint": StageEntry("pipeline.stages.lint:LintStage", after=_B),
+    "scan": StageEntry("pipeline.stages.scan:ScanStage", after=_B),
+    "smoke": StageEntry("pipeline.stages.smoke:SmokeStage", after=_B),
+    "push": StageEntry("pipeline.stages.push:PushStage", after=(*_B, "smoke")),
+    "sbom": StageEntry("pipeline.stages.attach_sbom:SbomStage", requires=("push",), attached_to="push"),
+    "sign": StageEntry("pipeline.stages.sign:SignStage", requires=("push",),
+                       why="images are signed by registry digest", after=_B),
+    "verify-images": StageEntry("pipeline.stages.verify_images:VerifyImagesStage", after=(*_B, "sign")),
+    "deploy": StageEntry("pipeline.stages.rollout:DeployStage", requires=("push",),
+                         why="deploys are by registry digest", after=(*_B, "verify-images"),
+                         gated_by=("verify-images",)),
+    "verify": StageEntry("pipeline.stages.rollout:VerifyStage", after=_B),
+    "published": StageEntry("pipeline.stages.published:PublishedStage", attached_to=RELEASE_END),
+}
+
+
+def listable() -> tuple[str, ...]:
+    """The names an environment's `stages` may list (the attached stages run on their own), registry order."""
+    return tuple(n for n, e in STAGE_REGISTRY.items() if not e.attached_to)
+
+
+def ordering_problem(stages: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first ordering rule an environment's `stages` breaks, as (what, how to fix), else None.
+
+    One loop over each listed stage's registry line: `requires` (listed and earlier), then `after`."""
+    at = {s: i for i, s in enumerate(stages)}
+    for name in stages:
+        entry = STAGE_REGISTRY[name]
+        for req in entry.requires:
+            if req not in at:
+                return (f"{name} needs {req}" + (f" ({entry.why})" if entry.why else ""),
+                        f'add "{req}" before "{name}"')
+        for earlier in (*entry.requires, *entry.after):
+            if earlier in at and at[earlier] > at[name]:
+                return f"{name} runs before {earlier}", f'put "{earlier}" before "{name}"'
+    return None
+
+
+def with_attached(names: tuple[str, ...] | list[str], *, release: bool) -> list[str]:
+    """These stages, each followed by the stages attached to it, then (release=True) those closing a release.
+
+    A task runs `with_attached(with_gates(...))`; `invoke release` runs `with_attached(env.stages, release=True)`."""
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        out.extend(n for n, e in STAGE_REGISTRY.items() if e.attached_to == name and n not in names)
+    if release:
+        out.extend(n for n, e in STAGE_REGISTRY.items() if e.attached_to == RELEASE_END and n not in out)
+    return out
+
+
+def with_gates(names: list[str], env_stages: tuple[str, ...]) -> list[str]:
+    """A task's stages with their `gated_by` stages first, those the environment lists (`invoke deploy` runs
+    verify-images first where the environment lists it)."""
+    out: list[str] = []
+    for name in names:
+        out.extend(g for g in STAGE_REGISTRY[name].gated_by if g in env_stages and g not in out and g not in names)
+        out.append(name)
+    return out
