@@ -75,7 +75,7 @@ def test_a_stage_from_one_module_and_one_registry_line_runs_resumes_and_reports(
     stages, m, _ = release(project)
     assert stages["hello"]["status"] == "ok" and stages["hello"]["detail"] == "greeted 1 service(s)"
     rec = m.stage("hello")
-    assert rec is not None and rec["status"] == "ok" and rec["greeted"] == ["docs"]
+    assert rec is not None and rec.ok and rec.fields["greeted"] == ["docs"]
     greeting = project / ".pipeline/hello" / f"{m.release_id}.txt"
     assert greeting.read_text() == "hello docs"
 
