@@ -150,6 +150,11 @@ def _unset_or_false(v: Any) -> bool:
     return v is None or v is False
 
 
+def _among(v: Any, allowed: frozenset[str]) -> bool:
+    """v is one of the allowed strings (a list or map where a string belongs is not: no TypeError)."""
+    return isinstance(v, str) and v in allowed
+
+
 # ---------------------------------------------------------------- baseline
 
 def _host_process(pod: Pod) -> Iterator[Finding]:
@@ -227,7 +232,7 @@ def _apparmor(pod: Pod) -> Iterator[Finding]:
         if sc.get("appArmorProfile") is None:
             continue
         t = _m(sc["appArmorProfile"]).get("type")
-        if t not in APPARMOR_TYPES:
+        if not _among(t, APPARMOR_TYPES):
             yield (*path, "appArmorProfile", "type"), f"is {t!r}; must be unset, RuntimeDefault or Localhost"
     for key, value in _m(pod.metadata.get("annotations")).items():
         if str(key).startswith(APPARMOR_ANNOTATION) and value not in (None, "", "runtime/default") \
@@ -267,7 +272,7 @@ def _seccomp_baseline(pod: Pod) -> Iterator[Finding]:
     where += [((*p, "securityContext"), _sc(c)) for p, c in pod.containers()]
     for path, sc in where:
         is_set, t = _seccomp_of(sc)
-        if is_set and t not in SECCOMP_OK:
+        if is_set and not _among(t, SECCOMP_OK):
             yield (*path, "seccompProfile", "type"), f"is {t!r}; must be unset, RuntimeDefault or Localhost"
 
 
@@ -275,7 +280,7 @@ def _sysctls(pod: Pod) -> Iterator[Finding]:
     items = pod.security_context.get("sysctls")
     for i, s in enumerate(items if isinstance(items, list) else []):
         name = _m(s).get("name", "")
-        if name not in SAFE_SYSCTLS:
+        if not _among(name, SAFE_SYSCTLS):
             yield (*pod.spec_path, "securityContext", "sysctls", i, "name"), f"{name!r} is not in the safe set"
 
 
@@ -320,13 +325,13 @@ def _run_as_user(pod: Pod) -> Iterator[Finding]:
 
 def _seccomp_restricted(pod: Pod) -> Iterator[Finding]:
     pod_set, pod_type = _seccomp_of(pod.security_context)
-    if pod_set and pod_type not in SECCOMP_OK:
+    if pod_set and not _among(pod_type, SECCOMP_OK):
         yield (*pod.spec_path, "securityContext", "seccompProfile", "type"), \
             f"is {pod_type!r}; must be RuntimeDefault or Localhost"
-    pod_ok = pod_set and pod_type in SECCOMP_OK
+    pod_ok = pod_set and _among(pod_type, SECCOMP_OK)
     for path, c in pod.containers():
         is_set, t = _seccomp_of(_sc(c))
-        if is_set and t not in SECCOMP_OK:
+        if is_set and not _among(t, SECCOMP_OK):
             yield (*path, "securityContext", "seccompProfile", "type"), \
                 f"is {t!r}; must be RuntimeDefault or Localhost"
         elif not is_set and not pod_ok:
@@ -363,7 +368,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("appArmorProfile", "AppArmor", "baseline", _apparmor,
             "set securityContext.appArmorProfile.type to RuntimeDefault or Localhost, or leave it unset"),
     Control("seLinuxOptions", "SELinux", "baseline", _selinux,
-            "leave seLinuxOptions unset, or only set type to container_t/container_init_t/container_kvm_t"),
+            "leave seLinuxOptions unset, or set only its type, to container_t (or _init_t, _kvm_t, _engine_t)"),
     Control("procMount", "/proc Mount Type", "baseline", _proc_mount, "remove securityContext.procMount"),
     Control("seccompProfile_baseline", "Seccomp", "baseline", _seccomp_baseline,
             "set seccompProfile.type to RuntimeDefault (or Localhost)"),
