@@ -95,6 +95,12 @@ class Pod:
     def security_context(self) -> dict[str, Any]:
         return _m(self.spec.get("securityContext"))
 
+    def security_contexts(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """(path, securityContext) of the pod, then of each container ({} where none is set)."""
+        yield (*self.spec_path, "securityContext"), self.security_context
+        for path, c in self.containers():
+            yield (*path, "securityContext"), _sc(c)
+
     def containers(self) -> Iterator[tuple[Path, dict[str, Any]]]:
         """(path, container) for initContainers, containers and ephemeralContainers, in that order."""
         for key in CONTAINER_LISTS:
@@ -158,9 +164,7 @@ def _among(v: Any, allowed: frozenset[str]) -> bool:
 # ---------------------------------------------------------------- baseline
 
 def _host_process(pod: Pod) -> Iterator[Finding]:
-    where = [((*pod.spec_path, "securityContext"), pod.security_context)]
-    where += [((*p, "securityContext"), _sc(c)) for p, c in pod.containers()]
-    for path, sc in where:
+    for path, sc in pod.security_contexts():
         v = _m(sc.get("windowsOptions")).get("hostProcess")
         if not _unset_or_false(v):
             yield (*path, "windowsOptions", "hostProcess"), f"is {v!r}; must be unset or false"
@@ -226,9 +230,7 @@ def _host_probes(pod: Pod) -> Iterator[Finding]:
 
 
 def _apparmor(pod: Pod) -> Iterator[Finding]:
-    where = [((*pod.spec_path, "securityContext"), pod.security_context)]
-    where += [((*p, "securityContext"), _sc(c)) for p, c in pod.containers()]
-    for path, sc in where:
+    for path, sc in pod.security_contexts():
         if sc.get("appArmorProfile") is None:
             continue
         t = _m(sc["appArmorProfile"]).get("type")
@@ -242,9 +244,7 @@ def _apparmor(pod: Pod) -> Iterator[Finding]:
 
 
 def _selinux(pod: Pod) -> Iterator[Finding]:
-    where = [((*pod.spec_path, "securityContext"), pod.security_context)]
-    where += [((*p, "securityContext"), _sc(c)) for p, c in pod.containers()]
-    for path, sc in where:
+    for path, sc in pod.security_contexts():
         se = _m(sc.get("seLinuxOptions"))
         if se.get("type") is not None and str(se["type"]) not in SELINUX_TYPES:
             yield (*path, "seLinuxOptions", "type"), f"is {se['type']!r}; allowed: " + \
@@ -268,9 +268,7 @@ def _seccomp_of(sc: dict[str, Any]) -> tuple[bool, Any]:
 
 
 def _seccomp_baseline(pod: Pod) -> Iterator[Finding]:
-    where = [((*pod.spec_path, "securityContext"), pod.security_context)]
-    where += [((*p, "securityContext"), _sc(c)) for p, c in pod.containers()]
-    for path, sc in where:
+    for path, sc in pod.security_contexts():
         is_set, t = _seccomp_of(sc)
         if is_set and not _among(t, SECCOMP_OK):
             yield (*path, "seccompProfile", "type"), f"is {t!r}; must be unset, RuntimeDefault or Localhost"
@@ -316,9 +314,7 @@ def _run_as_non_root(pod: Pod) -> Iterator[Finding]:
 
 
 def _run_as_user(pod: Pod) -> Iterator[Finding]:
-    where = [((*pod.spec_path, "securityContext"), pod.security_context)]
-    where += [((*p, "securityContext"), _sc(c)) for p, c in pod.containers()]
-    for path, sc in where:
+    for path, sc in pod.security_contexts():
         if sc.get("runAsUser") == 0 and sc["runAsUser"] is not False:
             yield (*path, "runAsUser"), "is 0; must not be root"
 
