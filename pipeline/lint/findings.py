@@ -13,6 +13,11 @@ docs/lint.md explains each one (what, why, how to fix, source):
   VZ008 writable-root-fs      container securityContext without readOnlyRootFilesystem: true
   VZ009 privilege-escalation  container securityContext without allowPrivilegeEscalation: false
   VZ010 capabilities-kept     container securityContext.capabilities.drop without ALL
+
+and PSS-<control id> (HIGH too): a control of the Pod Security Standards, restricted profile (baseline in a
+Kustomize patch), checked by the deploy gate's code (pipeline/gate/pod_security.py), e.g. PSS-privileged,
+PSS-hostNamespaces, PSS-restrictedVolumes (hostPath and other volume sources), PSS-sysctls,
+PSS-capabilities_restricted (added capabilities), PSS-appArmorProfile.
 """
 
 from __future__ import annotations
@@ -46,6 +51,12 @@ SAME_PROBLEM: dict[str, str] = {
     "KSV-0012": "VZ007", "KSV-0014": "VZ008", "KSV-0001": "VZ009", "KSV-0003": "VZ010", "KSV-0004": "VZ010",
     "DS-0031": "VZ003", "DL3064": "VZ003", "KSV-0109": "VZ003", "KSV-01010": "VZ003",   # secrets by name
     "SCHEMA": "MALFORMED",                                                   # a field of the wrong type
+    # trivy's checks of Pod Security controls (ids and messages as trivy 0.76 prints them)
+    "KSV-0017": "PSS-privileged", "KSV-0008": "PSS-hostNamespaces", "KSV-0009": "PSS-hostNamespaces",
+    "KSV-0010": "PSS-hostNamespaces", "KSV-0023": "PSS-restrictedVolumes", "KSV-0121": "PSS-restrictedVolumes",
+    "KSV-0024": "PSS-hostPorts", "KSV-0005": "PSS-capabilities_restricted", "KSV-0022": "PSS-capabilities_restricted",
+    "KSV-0025": "PSS-seLinuxOptions", "KSV-0026": "PSS-sysctls", "KSV-0027": "PSS-procMount",
+    "KSV-0103": "PSS-windowsHostProcess", "KSV-0104": "PSS-seccompProfile_restricted",
 }
 # Checks whose verdict the VZ rule replaces when it does not agree: they judge by a variable's name or
 # read only the last stage of a Dockerfile, or take an ${IMAGE} placeholder for an untagged image, where

@@ -1,9 +1,12 @@
 """The seed guide's pitfalls in compose files and Kubernetes objects, pure: objects in, findings out.
 
 The rules themselves are listed in pipeline/lint/findings.py and explained in docs/lint.md; Dockerfiles
-are in pipeline/lint/dockerfile.py. What is checked depends on what a document is (pipeline/lint/shapes.py):
-a whole object gets every rule; a Kustomize patch only the rules about what it sets explicitly; an object
-whose fields have the wrong type (a string where a map belongs) is one MALFORMED finding.
+are in pipeline/lint/dockerfile.py. Every workload also gets the Pod Security Standards' controls (rules
+PSS-<control>), run by the deploy gate's own code (pipeline/gate/pod_security.py): restricted on a whole
+object, baseline (which only forbids values that are set) on a patch.
+What is checked depends on what a document is (pipeline/lint/shapes.py): a whole object gets every rule;
+a Kustomize patch only the rules about what it sets explicitly; an object whose fields have the wrong type
+(a string where a map belongs) is one MALFORMED finding.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ from typing import Any
 import yaml
 
 from pipeline.core.yamlfile import DatelessLoader
+from pipeline.gate import pod_security
 from pipeline.lint.dockerfile import dockerfile_rules, image_name_tag, is_fat_image, parse_dockerfile
-from pipeline.lint.findings import RULES, LintFinding, pitfall
+from pipeline.lint.findings import PITFALL_SEVERITY, RULES, LintFinding, pitfall
 from pipeline.lint.secrets import could_be_secret, is_reference, is_secret_name, judge, judge_text
 
 __all__ = ["RULES", "LintFinding", "compose_rules", "dockerfile_rules", "image_name_tag", "is_fat_image",
            "is_secret_name", "k8s_rules", "load_yaml_docs", "parse_dockerfile", "patch_rules"]
 
-WORKLOADS = {"Pod", "PodTemplate", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController",
-             "Job", "CronJob"}
+WORKLOADS = set(pod_security.POD_SPEC_PATHS)
 LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController"}
 
 
@@ -130,10 +133,7 @@ def _m(x: Any) -> dict[Any, Any]:
 def is_workload(doc: dict[str, Any]) -> bool:
     """A Kubernetes workload kind, or any other kind with a pod template at spec.template.spec.containers
     (custom workloads such as Argo Rollouts or OpenKruise CloneSets carry the same PodTemplateSpec)."""
-    if doc.get("kind") in WORKLOADS:
-        return True
-    template = _m(_m(doc.get("spec")).get("template")).get("spec")
-    return isinstance(template, dict) and "containers" in template
+    return pod_security.pod_spec_path(doc) is not None
 
 
 def is_long_running(kind: str) -> bool:
@@ -143,15 +143,11 @@ def is_long_running(kind: str) -> bool:
 
 def pod_spec(doc: dict[str, Any]) -> Any:
     """The pod spec of a workload object (None when it has none)."""
-    kind = doc.get("kind")
-    spec = _m(doc.get("spec"))
-    if kind == "Pod":
-        return doc.get("spec")
-    if kind == "PodTemplate":
-        return _m(doc.get("template")).get("spec")
-    if kind == "CronJob":
-        spec = _m(_m(spec.get("jobTemplate")).get("spec"))
-    return _m(spec.get("template")).get("spec")
+    path = pod_security.pod_spec_path(doc)
+    cur: Any = doc
+    for key in path or ():
+        cur = cur.get(key) if isinstance(cur, dict) else None
+    return cur if path else None
 
 
 CONTAINER_LISTS = (("initContainers", "init"), ("containers", "main"), ("ephemeralContainers", "ephemeral"))
@@ -280,9 +276,42 @@ def _container_rules(c: dict[Any, Any], role: str, cname: str, kind: str, pod_sc
         add("VZ010", *((sc, "capabilities") if "capabilities" in sc else at), f"{cname}: capabilities.drop lacks ALL")
 
 
+# Pod Security violations a VZ rule reports already, with its own message and fix: (control id, last key).
+SAID_BY_VZ = {("runAsNonRoot", "runAsNonRoot"): "VZ007", ("allowPrivilegeEscalation", "allowPrivilegeEscalation"):
+              "VZ009", ("capabilities_restricted", "drop"): "VZ010"}
+
+
+def _line_of(doc: Any, path: tuple[Any, ...]) -> int:
+    """The line of the deepest key or item of `path` present in a loaded document (0 when none is)."""
+    line, cur = 0, doc
+    for key in path:
+        if isinstance(cur, YMap) and key in cur:
+            line, cur = cur.key_lines.get(key, line), cur[key]
+        elif isinstance(cur, YList) and isinstance(key, int) and key < len(cur):
+            line, cur = cur.item_lines[key], cur[key]
+        else:
+            break
+    return line
+
+
+def pod_security_rules(doc: dict[str, Any], what: str, add_at: Any, *, patch: bool) -> None:
+    """The Pod Security Standards' controls, as the deploy gate runs them: `restricted` on a whole object,
+    `baseline` on a patch (its controls only forbid values that are set). Rule PSS-<control id>; a violation
+    that VZ007/VZ009/VZ010 reports for a container is left to that rule."""
+    for v in pod_security.check_pod_spec(doc, "baseline" if patch else "restricted"):
+        in_container = any(k in pod_security.CONTAINER_LISTS for k in v.path)
+        if in_container and (v.control_id, v.path[-1]) in SAID_BY_VZ:
+            continue
+        control = pod_security.CONTROL_BY_ID[v.control_id]
+        add_at(f"PSS-{v.control_id}", _line_of(doc, v.path),
+               f"{what}: {v.field} {v.problem} (Pod Security {v.level} {pod_security.POLICY_VERSION}: "
+               f"{v.control})", control.fix)
+
+
 def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
               committed: bool = False) -> list[LintFinding]:
-    """Pitfalls of one Kubernetes object (or, with patch=True, of a Kustomize strategic-merge patch).
+    """Pitfalls of one Kubernetes object (or, with patch=True, of a Kustomize strategic-merge patch); a
+    `kind: List` (or any `*List`) is its items'.
 
     line_offset maps lines of a rendered document to its file; committed=True for a manifest in the
     repository (a Secret with literal data is then a finding). A workload with a field of the wrong type
@@ -290,12 +319,17 @@ def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
     """
     if not is_k8s(doc):
         return []
+    if str(doc["kind"]).endswith("List") and isinstance(doc.get("items"), list):
+        return [f for item in doc["items"]
+                for f in k8s_rules(item, file, line_offset, patch=patch, committed=committed)]
     found: list[LintFinding] = []
     kind, name = doc["kind"], _m(doc.get("metadata")).get("name", "?")
     what = f"{kind}/{name}"
 
-    def add_at(rule: str, line: int, message: str) -> None:
-        found.append(pitfall(rule, file, line + line_offset if line else 0, message))
+    def add_at(rule: str, line: int, message: str, fix: str = "") -> None:
+        at = line + line_offset if line else 0
+        found.append(LintFinding(rule, PITFALL_SEVERITY, file, at, message, fix) if fix
+                     else pitfall(rule, file, at, message))
 
     def add(rule: str, obj: Any, key: Any, message: str) -> None:
         add_at(rule, _line(obj, key), message)
@@ -318,6 +352,7 @@ def k8s_rules(doc: Any, file: str, line_offset: int = 0, *, patch: bool = False,
     pod_sc = _m(pod.get("securityContext"))
     for c, role in _containers(pod):
         _container_rules(c, role, f"{what} container {c.get('name', '?')}", kind, pod_sc, add, patch)
+    pod_security_rules(doc, what, add_at, patch=patch)
     return found
 
 

@@ -238,12 +238,7 @@ def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
         renders += chart_renders
     current = kube_versions[-1] if kube_versions else ""
     rule_renders = [r for r in renders if r.kube_version == current]
-    for r in rule_renders:   # pitfalls once per values set (not once per Kubernetes version)
-        for d in r.docs:
-            for f in _guarded(d.what, str(d.template), rules.k8s_rules, d.obj, str(d.template)):
-                where, line = to_template(d, f.line)
-                found.append(LintFinding(f.rule, f.severity, where, line, f"{f.message} (rendered with {r.values})",
-                                         f.fix, f.tool))
+    found += rendered_rule_findings(rule_renders)
     jobs = [(job, kv) for job in schema_jobs for kv in kube_versions]
     jobs += [((d.obj, str(d.template), d), r.kube_version) for r in renders for d in r.docs]
     found += schema_findings(jobs)
@@ -257,6 +252,19 @@ def lint_inputs(inputs: Inputs, threshold: str, kube_versions: tuple[str, ...],
                "kubernetes_objects": len(schema_jobs) + sum(len(r.docs) for r in rule_renders)}
     unrecognised = tuple(str(t) for t in inputs.targets if not any(under(p, t) for p in recognised))
     return LintReport(threshold, tuple(unique), checked, unrecognised, kube_versions)
+
+
+def rendered_rule_findings(renders: list[Rendered]) -> list[LintFinding]:
+    """The VZ and Pod Security rules on each rendered object (a `kind: List` template's items included),
+    pointed back at the template file and line that produced it."""
+    found: list[LintFinding] = []
+    for r in renders:   # pitfalls once per values set (not once per Kubernetes version)
+        for d in r.docs:
+            for f in _guarded(d.what, str(d.template), rules.k8s_rules, d.obj, str(d.template)):
+                where, line = to_template(d, f.line)
+                found.append(LintFinding(f.rule, f.severity, where, line, f"{f.message} (rendered with {r.values})",
+                                         f.fix, f.tool))
+    return found
 
 
 def _fold_into_malformed(trivy_found: list[LintFinding], malformed: list[tuple[str, int, int]],

@@ -42,6 +42,7 @@ spec:
             readOnlyRootFilesystem: true
             allowPrivilegeEscalation: false
             capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
 """
 
 
@@ -230,7 +231,8 @@ def test_custom_workloads_and_ephemeral_containers() -> None:
     del container(rollout)["readinessProbe"]
     assert rules_of(rollout) == {"VZ006"}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-           "spec": {"securityContext": {"runAsNonRoot": True}, "containers": [],
+           "spec": {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [],
                     "ephemeralContainers": [{"name": "debug", "image": "busybox:1.36", "securityContext": {
                         "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
                         "capabilities": {"drop": ["ALL"]}}}]}}
