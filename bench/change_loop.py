@@ -203,6 +203,25 @@ def delete_repository(repo: str) -> None:
             pass
 
 
+def make_clone(tmp: Path, run_id: str) -> Path:
+    """A clone of this repository's HEAD under `tmp` whose local environment pushes to bench-<run_id>/…, with
+    the pipeline's bytecode compiled once (as an installed package has it; these sessions set
+    PYTHONDONTWRITEBYTECODE=1, so a tree run here never writes its own)."""
+    clone = tmp / "clone"
+    run(["git", "clone", "-q", str(ROOT), str(clone)], Path(tmp))
+    for k, v in (("user.email", "bench@example.invalid"), ("user.name", "bench")):
+        run(["git", "-C", str(clone), "config", k, v], clone)
+    toml = clone / "pipeline.toml"
+    text = toml.read_text()
+    local = text.index("[environments.local]")
+    toml.write_text(text[:local] + text[local:].replace('registry_namespace = "veza-dev"',
+                                                        f'registry_namespace = "bench-{run_id}"', 1))
+    run(["git", "-C", str(clone), "commit", "-qam", "bench: own namespace"], clone)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(clone / "pipeline"), str(clone / "tasks.py")],
+                   check=True, timeout=300)
+    return clone
+
+
 def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f} s ({min(xs):.2f}–{max(xs):.2f})"
 
@@ -250,18 +269,7 @@ def main() -> int:
                                 timeout=60, check=True).stdout.split())
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="veza-change-loop-") as tmp:
-        clone = Path(tmp) / "clone"
-        run(["git", "clone", "-q", str(ROOT), str(clone)], Path(tmp))
-        for k, v in (("user.email", "bench@example.invalid"), ("user.name", "bench")):
-            run(["git", "-C", str(clone), "config", k, v], clone)
-        toml = clone / "pipeline.toml"
-        text = toml.read_text()
-        local = text.index("[environments.local]")
-        toml.write_text(text[:local] + text[local:].replace('registry_namespace = "veza-dev"',
-                                                            f'registry_namespace = "bench-{run_id}"', 1))
-        run(["git", "-C", str(clone), "commit", "-qam", "bench: own namespace"], clone)
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(clone / "pipeline"), str(clone / "tasks.py")],
-                       check=True, timeout=300)
+        clone = make_clone(Path(tmp), run_id)
         bench = Bench(clone, run_id)
         try:
             print(f"warming every side (load {loadavg()})", flush=True)
