@@ -17,7 +17,9 @@ per-service and tool spans). Both clocks are the wall clock, so the two merge in
   processes    every program the run started (git, docker…): count and summed wall time.
 
 Then one more sample under `python -X importtime` (imports only; importtime's own bookkeeping inflates them,
-so they are shares, not absolute costs) and, for the start-up alone, medians of separate processes:
+so they are shares, not absolute costs), one under cProfile (the pipeline's functions by cumulative time: plan
+and input digests, version facts, manifest writes, tracing, pre-flights) and, for the start-up alone, medians
+of separate processes:
 `python -c pass`, `python -c 'import invoke.main'`, `invoke --list` on the clone.
 Figures are medians over the samples; the run's facts (date, commit, load at start and end) come last.
 """
@@ -221,6 +223,29 @@ def importtime(bench: Bench, case: str) -> None:
         print(f"| {k} | {v:.0f} |")
 
 
+def profiled(bench: Bench, case: str, work: Path, top: int = 30) -> None:
+    """One sample under cProfile: the pipeline's own functions by cumulative time (main thread only: work
+    that runs in worker threads shows as the wait of the function that started it)."""
+    import pstats
+
+    rel = CASES[case][1]
+    if rel:
+        bench.change(rel, f"cprofile {case}")
+    out = work / f"{case}.prof"
+    subprocess.run([str(PY), "-m", "cProfile", "-o", str(out), str(INVOKE), "-r", str(bench.clone), "build", "push"],
+                   cwd=bench.clone, env=bench.env, capture_output=True, timeout=900, check=True)
+    stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    rows = []
+    for (fname, line, func), (_cc, ncalls, _tt, cum, _callers) in stats.items():
+        rel_name = fname.split(str(bench.clone) + "/", 1)[-1]
+        if fname.startswith(str(bench.clone)) and func != "<module>":
+            rows.append((cum * 1000, ncalls, f"{rel_name}:{line} {func}"))
+    print(f"\ncProfile ({CASES[case][0]}), the pipeline's functions by cumulative ms (profiler overhead included):")
+    print("\n| cumulative ms | calls | function |\n|---|---|---|")
+    for cum, ncalls, name in sorted(rows, reverse=True)[:top]:
+        print(f"| {cum:.1f} | {ncalls} | `{name}` |")
+
+
 def startup(bench: Bench, runs: int) -> None:
     def med(argv: list[str]) -> str:
         xs = []
@@ -260,6 +285,7 @@ def main() -> int:
                 plain = [plain_wall(bench, case, n) for n in range(args.runs)]
                 print_case(case, got, plain)
                 importtime(bench, case)
+                profiled(bench, case, Path(tmp))
             startup(bench, max(args.runs, 5))
         except (StepFailed, subprocess.CalledProcessError) as exc:
             print(f"where_time_goes: a run failed: {exc}", file=sys.stderr)
