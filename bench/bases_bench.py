@@ -94,11 +94,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.run_facts import RunFacts  # date, commit and load at start and end (bench/README.md)
+    from bench.run_facts import with_facts  # date, commit and load at start and end (bench/README.md)
 
-    FACTS = RunFacts.start()
-    print(FACTS.header(), flush=True)
-    try:
-        raise SystemExit(main())
-    finally:
-        print(FACTS.finish(), flush=True)
+    raise SystemExit(with_facts(main))

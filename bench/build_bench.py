@@ -276,13 +276,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.run_facts import RunFacts  # date, commit and load at start and end (bench/README.md)
+    from bench.run_facts import with_facts  # date, commit and load at start and end (bench/README.md)
 
-    FACTS = RunFacts.start()
-    print(FACTS.header(), flush=True)
-    try:
-        main()
-    except StepFailed as exc:
-        sys.exit(str(exc))
-    finally:
-        print(FACTS.finish(), flush=True)
+    def guarded() -> str | None:
+        try:
+            main()
+        except StepFailed as exc:
+            return str(exc)
+        return None
+
+    raise SystemExit(with_facts(guarded))

@@ -250,23 +250,41 @@ def report(case: str, samples: dict[str, list[float]], loads: tuple[str, str]) -
     return lines
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="samples per side and case (default 3)")
-    ap.add_argument("--cases", default="go,rust,noop", help="comma-separated subset of go,rust,noop")
+def parse_args(doc: str, default_cases: str, runs_help: str) -> tuple[int, list[str]]:
+    """(--runs, --cases) of a change-loop bench; a bad value or a missing Debian docker CLI ends it with one
+    line (argparse: exit 2; the CLI: exit 6, the bootstrap installs it)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help=f"{runs_help} (default 3)")
+    ap.add_argument("--cases", default=default_cases, help=f"comma-separated subset of {','.join(CASES)}")
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     if unknown := [c for c in cases if c not in CASES]:
-        print(f"change_loop: unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}", file=sys.stderr)
-        return 2
+        ap.error(f"unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    if args.runs < 1:
+        ap.error("--runs takes a whole number from 1")
     if not os.access(DOCKER, os.X_OK):
-        print(f"change_loop: {DOCKER} (Debian's docker CLI) is missing; run the bootstrap first", file=sys.stderr)
-        return 6
+        print(f"{ap.prog}: {DOCKER} (Debian's docker CLI) is missing; run the bootstrap first", file=sys.stderr)
+        raise SystemExit(6)
+    return args.runs, cases
+
+
+def engine_images() -> set[str]:
+    """The IDs of every image in the engine now (cleanup keeps the tags of these)."""
+    return set(subprocess.run([DOCKER, "images", "-q", "--no-trunc"], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.split())
+
+
+def start_run() -> tuple[RunFacts, str, set[str]]:
+    """The run's facts (header printed), its id (names its repositories) and the engine's images before it."""
     facts = RunFacts.start()
     run_id = uuid.uuid4().hex[:8]
     print(facts.header() + f"; run {run_id}", flush=True)
-    before = set(subprocess.run([DOCKER, "images", "-q", "--no-trunc"], capture_output=True, text=True,
-                                timeout=60, check=True).stdout.split())
+    return facts, run_id, engine_images()
+
+
+def main() -> int:
+    runs, cases = parse_args(__doc__ or "", "go,rust,noop", "samples per side and case")
+    facts, run_id, before = start_run()
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="veza-change-loop-") as tmp:
         clone = make_clone(Path(tmp), run_id)
@@ -282,7 +300,7 @@ def main() -> int:
                         bench.side(name)()
                 samples: dict[str, list[float]] = {name: [] for name in SIDES}
                 l0 = loadavg()
-                for n in range(args.runs):
+                for n in range(runs):
                     order = SIDES[n % len(SIDES):] + SIDES[:n % len(SIDES)]
                     for name in order:
                         samples[name].append(bench.sample(name, rel, f"{case} {name} {n}"))

@@ -6,6 +6,8 @@ code it describes and how busy the shared machine was. Usage in a bench script:
     facts = RunFacts.start()          # before the first measurement
     ...
     print(facts.finish())             # after the last one: one Markdown-ready paragraph
+
+or, around a whole script: `raise SystemExit(with_facts(main))`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,3 +71,14 @@ class RunFacts:
         return (f"measured {self.started:%Y-%m-%d} {self.started:%H:%M}–{end:%H:%M} UTC "
                 f"({time.monotonic() - self.t0:.0f} s) on commit {self.commit}; {machine()}; "
                 f"load average (1/5/15 min) {self.load_start} at the start, {loadavg()} at the end")
+
+
+def with_facts(main: Callable[[], int | str | None]) -> int | str | None:
+    """Run a bench's main() between its facts: the header first, the facts line last (also when main fails).
+    Returns main's result, for SystemExit (None or 0: success; a string is printed and exits 1)."""
+    facts = RunFacts.start()
+    print(facts.header(), flush=True)
+    try:
+        return main()
+    finally:
+        print(facts.finish(), flush=True)

@@ -55,7 +55,7 @@ def baseline(cfg: Config, manifest: Manifest, tmp: Path) -> float:
     values = stack_spec.stack_variables(rid, images, stack_spec.new_secrets(), SMOKE_VARIABLES)
     env_file = stack_spec.write_env_file(tmp / f"{rid}.env", values)
     p = ComposeProject(f"veza-{rid}", (stack_spec.BASE_FILE, stack_spec.SMOKE_FILE), env_file,
-                       stack_spec.COMPOSE_DIR, values)
+                       stack_spec.compose_dir(cfg), values)
     t0 = time.monotonic()
     try:
         res = p.up(wait_timeout=60, services=["nats"])
@@ -105,11 +105,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.run_facts import RunFacts  # date, commit and load at start and end (bench/README.md)
+    from bench.run_facts import with_facts  # date, commit and load at start and end (bench/README.md)
 
-    FACTS = RunFacts.start()
-    print(FACTS.header(), flush=True)
-    try:
-        raise SystemExit(main())
-    finally:
-        print(FACTS.finish(), flush=True)
+    raise SystemExit(with_facts(main))

@@ -26,7 +26,6 @@ Figures are medians over the samples; the run's facts (date, commit, load at sta
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -34,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.change_loop import CASES, DOCKER, INVOKE, Bench, StepFailed, make_clone  # noqa: E402
-from bench.run_facts import RunFacts, loadavg  # noqa: E402
+from bench.change_loop import CASES, INVOKE, Bench, StepFailed, make_clone, parse_args, start_run  # noqa: E402
+from bench.run_facts import loadavg  # noqa: E402
 
 PY = ROOT / ".venv/bin/python"
 
@@ -263,30 +261,19 @@ def startup(bench: Bench, runs: int) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="samples per case (default 3)")
-    ap.add_argument("--cases", default="go,noop", help="comma-separated subset of go,rust,noop")
-    args = ap.parse_args()
-    cases = [c for c in args.cases.split(",") if c]
-    if unknown := [c for c in cases if c not in CASES]:
-        print(f"where_time_goes: unknown case {', '.join(unknown)}; choose from {', '.join(CASES)}", file=sys.stderr)
-        return 2
-    facts = RunFacts.start()
-    run_id = uuid.uuid4().hex[:8]
-    print(facts.header() + f"; run {run_id}", flush=True)
-    before = set(subprocess.run([DOCKER, "images", "-q", "--no-trunc"], capture_output=True, text=True,
-                                timeout=60, check=True).stdout.split())
+    runs, cases = parse_args(__doc__ or "", "go,noop", "samples per case")
+    facts, run_id, before = start_run()
     with tempfile.TemporaryDirectory(prefix="veza-where-") as tmp:
         bench = Bench(make_clone(Path(tmp), run_id), run_id)
         try:
             bench.ours_one()          # warm: every image of this commit built and pushed
             for case in cases:
-                got = [sample(bench, case, n, Path(tmp)) for n in range(args.runs)]
-                plain = [plain_wall(bench, case, n) for n in range(args.runs)]
+                got = [sample(bench, case, n, Path(tmp)) for n in range(runs)]
+                plain = [plain_wall(bench, case, n) for n in range(runs)]
                 print_case(case, got, plain)
                 importtime(bench, case)
                 profiled(bench, case, Path(tmp))
-            startup(bench, max(args.runs, 5))
+            startup(bench, max(runs, 5))
         except (StepFailed, subprocess.CalledProcessError) as exc:
             print(f"where_time_goes: a run failed: {exc}", file=sys.stderr)
             return 1
