@@ -23,6 +23,8 @@ an installed package has it). Cases:
   go     before each side's sample, one line is appended to services/backend-api/main.go and committed;
   rust   the same with services/chat-server/src/main.rs;
   noop   nothing changes: every side has built and pushed this commit once, then each side runs again.
+Before a change case's samples, one untimed change is built and pushed (the cache mounts are shared by every
+tree on the machine, so the first build after other trees' builds compiles more than a one-line change).
 Each case takes --runs samples per side; the sides are interleaved (round n starts with side n mod 4) so the
 machine's drift hits all of them. The bench prints medians with min–max, the ratios of the medians, the
 issue's targets next to them (met / not met: a missed target does not fail the bench) and the run's facts
@@ -298,6 +300,10 @@ def main() -> int:
                 if rel is None:      # every side has built and pushed this commit once before its samples
                     for name in SIDES:
                         bench.side(name)()
+                else:   # the cache mounts are shared with every tree on the machine: the first build after
+                    # other trees' builds compiles more than one line's worth (13-19 s seen); not a sample
+                    bench.change(rel, f"{case} warm-up")
+                    bench.ours_one()
                 samples: dict[str, list[float]] = {name: [] for name in SIDES}
                 l0 = loadavg()
                 for n in range(runs):
