@@ -93,4 +93,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.run_facts import with_facts  # date, commit and load at start and end (bench/README.md)
+
+    raise SystemExit(with_facts(main))
