@@ -26,6 +26,7 @@ object and field. Pure: no cluster, no subprocess.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -167,20 +168,27 @@ def _host_process(pod: Pod) -> Iterator[Finding]:
     for path, sc in pod.security_contexts():
         v = _m(sc.get("windowsOptions")).get("hostProcess")
         if not _unset_or_false(v):
-            yield (*path, "windowsOptions", "hostProcess"), f"is {v!r}; must be unset or false"
+            yield (*path, "windowsOptions", "hostProcess"), f"is {_shown(v)}; must be unset or false"
 
 
 def _host_namespaces(pod: Pod) -> Iterator[Finding]:
     for f in ("hostNetwork", "hostPID", "hostIPC"):
         if not _unset_or_false(pod.spec.get(f)):
-            yield (*pod.spec_path, f), f"is {pod.spec[f]!r}; must be unset or false"
+            yield (*pod.spec_path, f), f"is {_shown(pod.spec[f])}; must be unset or false"
+
+
+def _shown(value: Any) -> str:
+    """A field's value as the manifest spells it (YAML/JSON scalars: true, 0, null; a string bare), not Python's repr."""
+    if isinstance(value, str):
+        return value if value else '""'
+    return json.dumps(value)
 
 
 def _privileged(pod: Pod) -> Iterator[Finding]:
     for path, c in pod.containers():
         v = _sc(c).get("privileged")
         if not _unset_or_false(v):
-            yield (*path, "securityContext", "privileged"), f"is {v!r}; must be unset or false"
+            yield (*path, "securityContext", "privileged"), f"is {_shown(v)}; must be unset or false"
 
 
 def _added(c: dict[str, Any]) -> list[Any]:
@@ -215,7 +223,7 @@ def _host_ports(pod: Pod) -> Iterator[Finding]:
         for j, p in enumerate(ports if isinstance(ports, list) else []):
             hp = _m(p).get("hostPort")
             if hp not in (None, 0):
-                yield (*path, "ports", j, "hostPort"), f"is {hp!r}; must be unset or 0"
+                yield (*path, "ports", j, "hostPort"), f"is {_shown(hp)}; must be unset or 0"
 
 
 def _host_probes(pod: Pod) -> Iterator[Finding]:
@@ -226,7 +234,7 @@ def _host_probes(pod: Pod) -> Iterator[Finding]:
             for action in ("httpGet", "tcpSocket"):
                 host = _m(handler.get(action)).get("host")
                 if host not in (None, ""):
-                    yield (*path, *where, action, "host"), f"is {host!r}; must be unset or empty"
+                    yield (*path, *where, action, "host"), f"is {_shown(host)}; must be unset or empty"
 
 
 def _apparmor(pod: Pod) -> Iterator[Finding]:
@@ -235,30 +243,30 @@ def _apparmor(pod: Pod) -> Iterator[Finding]:
             continue
         t = _m(sc["appArmorProfile"]).get("type")
         if not _among(t, APPARMOR_TYPES):
-            yield (*path, "appArmorProfile", "type"), f"is {t!r}; must be unset, RuntimeDefault or Localhost"
+            yield (*path, "appArmorProfile", "type"), f"is {_shown(t)}; must be unset, RuntimeDefault or Localhost"
     for key, value in _m(pod.metadata.get("annotations")).items():
         if str(key).startswith(APPARMOR_ANNOTATION) and value not in (None, "", "runtime/default") \
                 and not str(value).startswith("localhost/"):
             yield (*pod.meta_path, "annotations", str(key)), \
-                f"is {value!r}; must be unset, runtime/default or localhost/*"
+                f"is {_shown(value)}; must be unset, runtime/default or localhost/*"
 
 
 def _selinux(pod: Pod) -> Iterator[Finding]:
     for path, sc in pod.security_contexts():
         se = _m(sc.get("seLinuxOptions"))
         if se.get("type") is not None and str(se["type"]) not in SELINUX_TYPES:
-            yield (*path, "seLinuxOptions", "type"), f"is {se['type']!r}; allowed: " + \
+            yield (*path, "seLinuxOptions", "type"), f"is {_shown(se['type'])}; allowed: " + \
                 ", ".join(sorted(t for t in SELINUX_TYPES if t))
         for f in ("user", "role"):
             if se.get(f) not in (None, ""):
-                yield (*path, "seLinuxOptions", f), f"is {se[f]!r}; must be unset or empty"
+                yield (*path, "seLinuxOptions", f), f"is {_shown(se[f])}; must be unset or empty"
 
 
 def _proc_mount(pod: Pod) -> Iterator[Finding]:
     for path, c in pod.containers():
         v = _sc(c).get("procMount")
         if v not in (None, "Default"):
-            yield (*path, "securityContext", "procMount"), f"is {v!r}; must be unset or Default"
+            yield (*path, "securityContext", "procMount"), f"is {_shown(v)}; must be unset or Default"
 
 
 def _seccomp_of(sc: dict[str, Any]) -> tuple[bool, Any]:
@@ -271,7 +279,7 @@ def _seccomp_baseline(pod: Pod) -> Iterator[Finding]:
     for path, sc in pod.security_contexts():
         is_set, t = _seccomp_of(sc)
         if is_set and not _among(t, SECCOMP_OK):
-            yield (*path, "seccompProfile", "type"), f"is {t!r}; must be unset, RuntimeDefault or Localhost"
+            yield (*path, "seccompProfile", "type"), f"is {_shown(t)}; must be unset, RuntimeDefault or Localhost"
 
 
 def _sysctls(pod: Pod) -> Iterator[Finding]:
@@ -279,7 +287,7 @@ def _sysctls(pod: Pod) -> Iterator[Finding]:
     for i, s in enumerate(items if isinstance(items, list) else []):
         name = _m(s).get("name", "")
         if not _among(name, SAFE_SYSCTLS):
-            yield (*pod.spec_path, "securityContext", "sysctls", i, "name"), f"{name!r} is not in the safe set"
+            yield (*pod.spec_path, "securityContext", "sysctls", i, "name"), f"{_shown(name)} is not in the safe set"
 
 
 # ---------------------------------------------------------------- restricted
@@ -303,7 +311,7 @@ def _privilege_escalation(pod: Pod) -> Iterator[Finding]:
 def _run_as_non_root(pod: Pod) -> Iterator[Finding]:
     pod_value = pod.security_context.get("runAsNonRoot")
     if pod_value not in (None, True):
-        yield (*pod.spec_path, "securityContext", "runAsNonRoot"), f"is {pod_value!r}; must be true or unset"
+        yield (*pod.spec_path, "securityContext", "runAsNonRoot"), f"is {_shown(pod_value)}; must be true or unset"
     for path, c in pod.containers():
         v = _sc(c).get("runAsNonRoot")
         if v is True or (v is None and pod_value is True):
@@ -323,13 +331,13 @@ def _seccomp_restricted(pod: Pod) -> Iterator[Finding]:
     pod_set, pod_type = _seccomp_of(pod.security_context)
     if pod_set and not _among(pod_type, SECCOMP_OK):
         yield (*pod.spec_path, "securityContext", "seccompProfile", "type"), \
-            f"is {pod_type!r}; must be RuntimeDefault or Localhost"
+            f"is {_shown(pod_type)}; must be RuntimeDefault or Localhost"
     pod_ok = pod_set and _among(pod_type, SECCOMP_OK)
     for path, c in pod.containers():
         is_set, t = _seccomp_of(_sc(c))
         if is_set and not _among(t, SECCOMP_OK):
             yield (*path, "securityContext", "seccompProfile", "type"), \
-                f"is {t!r}; must be RuntimeDefault or Localhost"
+                f"is {_shown(t)}; must be RuntimeDefault or Localhost"
         elif not is_set and not pod_ok:
             yield (*path, "securityContext", "seccompProfile", "type"), \
                 "is unset (and spec.securityContext.seccompProfile too); must be RuntimeDefault or Localhost"

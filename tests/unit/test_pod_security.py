@@ -45,6 +45,20 @@ def test_a_privileged_container_blocks_with_exit_3_and_one_line_naming_object_an
     assert "Privileged Containers" in line
 
 
+@pytest.mark.parametrize(("sc", "said"), [
+    ({"privileged": True}, "securityContext.privileged is true;"),
+    ({"appArmorProfile": {"type": "Unconfined"}}, "appArmorProfile.type is Unconfined;"),
+    ({"procMount": "Unmasked"}, "securityContext.procMount is Unmasked;"),
+    ({"seccompProfile": {"type": ""}}, 'seccompProfile.type is "";'),
+])
+def test_a_violation_names_the_value_as_the_manifest_spells_it(sc: dict[str, Any], said: str) -> None:
+    """YAML's words (true, a bare string), never Python's repr (True, 'Unconfined'): the line is read against
+    the chart's source."""
+    lines = [v.line() for v in check_restricted([_deployment(**sc)])]
+    assert any(said in line for line in lines), lines
+    assert not any("True" in line or "'" in line for line in lines), lines
+
+
 @pytest.mark.parametrize(("mutate", "field"), [
     (lambda s: s.update(hostNetwork=True), "spec.template.spec.hostNetwork"),
     (lambda s: s.update(hostPID=True), "spec.template.spec.hostPID"),
