@@ -178,7 +178,7 @@ def _host_namespaces(pod: Pod) -> Iterator[Finding]:
 
 
 def _shown(value: Any) -> str:
-    """A field's value as the manifest spells it (YAML/JSON scalars: true, 0, null; a string bare), not Python's repr."""
+    """A field's value as the manifest spells it (YAML scalars: true, 0, null; a string bare), not repr()."""
     if isinstance(value, str):
         return value if value else '""'
     return json.dumps(value)
