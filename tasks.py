@@ -13,9 +13,37 @@ from typing import Any, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.parser.argument import Argument
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Flag(Argument):
+    """A task flag whose value does not convert (`--workers abc`) is one line and exit 2, not the traceback of
+    the ValueError invoke's parser lets out (it catches only its own ParseError)."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            flag, what = self.names[0], {int: "a whole number", float: "a number"}.get(self.kind, "a value")
+            raise Exit(f"error: --{flag} {value!r} is not {what} (fix: give {what}, e.g. --{flag}=10)",
+                       code=2) from None
+
+
+class _Task(Task[Any]):
+    """invoke's Task with `_Flag`s: the same arguments, only their bad values fail cleanly."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        args = super().get_arguments(ignore_unknown_help)
+        for arg in args:
+            arg.__class__ = _Flag   # adds behaviour only: same fields, so no copy
+        return args
+
+
+task = functools.partial(invoke_task, klass=_Task)
 
 
 def _cli(fn: F) -> F:
@@ -181,6 +209,9 @@ def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
 def build(c: Context, service: list[str] | None = None, env: str = "", no_cache: bool = False,
           workers: int = 0, fail_fast: bool = False, dry_run: bool = False, verbose: bool = False) -> None:
     """Build the service images in parallel, skipping those whose input digest is unchanged."""
+    from pipeline.contract.options import RunOptions
+
+    RunOptions(no_cache=no_cache, workers=workers, fail_fast=fail_fast)   # a bad flag is refused on --dry-run too
     if dry_run:
         from pipeline.stages.build import dry_run_plan
 
@@ -436,8 +467,8 @@ def logs(c: Context, service: str = "", follow: bool = False) -> None:
     stack_logs(cfg, service=service or None, follow=follow)
 
 
-WAIT_TIMEOUT_HELP = "seconds the smoke test waits for the stack to be healthy (default 120)"
-DEPLOY_TIMEOUT_HELP = "seconds Helm waits for the rollout (default 300)"
+WAIT_TIMEOUT_HELP = "seconds the smoke test waits for the stack to be healthy (default, or 0: 120)"
+DEPLOY_TIMEOUT_HELP = "seconds Helm waits for the rollout (default, or 0: 300)"
 
 
 def _paths(values: list[str] | None) -> tuple[Any, ...]:

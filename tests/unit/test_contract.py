@@ -147,6 +147,16 @@ def test_the_attached_stages_own_their_conditions_and_the_report_shows_them_only
     (["build", "--workers=-1"], "error: --workers -1 is negative (fix: give 0 (auto) or a positive number)"),
     (["smoke", "--wait-timeout=-3"], "error: --wait-timeout -3 is not positive (fix: give seconds, e.g. 120)"),
     (["release", "--deploy-timeout=-1"], "error: --deploy-timeout -1 is not positive (fix: give seconds, e.g. 300)"),
+    # a value that does not convert: invoke's parser raised a bare ValueError (a traceback, exit 1)
+    (["build", "--workers=abc"], "error: --workers 'abc' is not a whole number (fix: give a whole number, "
+                                 "e.g. --workers=10)"),
+    (["smoke", "-w", "abc"], "error: --wait-timeout 'abc' is not a number (fix: give a number, "
+                             "e.g. --wait-timeout=10)"),
+    (["release", "--deploy-timeout=1.5"], "error: --deploy-timeout '1.5' is not a whole number (fix: give a whole "
+                                          "number, e.g. --deploy-timeout=10)"),
+    # --dry-run took another path and never built the options: a negative --workers planned a build
+    (["build", "--dry-run", "--workers=-2"],
+     "error: --workers -2 is negative (fix: give 0 (auto) or a positive number)"),
 ])
 def test_a_bad_flag_is_one_line_and_exit_2_before_anything_runs(argv: list[str], line: str) -> None:
     done = subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=ROOT, capture_output=True, text=True,
