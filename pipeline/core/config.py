@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform
-from pipeline.core.stage_registry import listable, ordering_problem
+from pipeline.core.stage_registry import listable, ordering_problem, unlisted_problem
 from pipeline.core.vocab import SEVERITIES
 
 BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
@@ -416,6 +416,10 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
     def d(name: str) -> Any:
         return default_of(Environment, name)
 
+    listed = et.data.get("stages")
+    for item in listed if isinstance(listed, list) else ():   # an attached stage is one: say why it is not listed
+        if isinstance(item, str) and (attached := unlisted_problem(item)):
+            et.fail(et.key("stages"), *attached)
     env = Environment(
         name=ename,
         registry=et.text("registry", registry.address),
