@@ -246,7 +246,10 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path.name}: not found at {path}", "run from the project root or pass --config") from None
+        # There is no --config flag: VEZA_CONFIG names the file (pipeline/core/paths.py).
+        raise ConfigError(f"{path.name}: not found at {path}",
+                          "point VEZA_CONFIG at an existing pipeline.toml, or unset it for the checkout's own") \
+            from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: invalid TOML: {exc}", "fix the syntax at that line") from None
     top = Table(path, "", raw)

@@ -301,3 +301,12 @@ def test_lint_without_an_environment_gates_at_the_strictest_threshold_of_all(pro
     (project / "pipeline.toml").write_text(text)
     monkeypatch.setattr(paths, "CONFIG_FILE", project / "pipeline.toml")
     assert default_settings("", None, versions_needed=False) == ("MEDIUM", ())
+
+
+def test_a_missing_config_file_names_the_variable_that_moves_it(tmp_path: Path) -> None:
+    """The fix names VEZA_CONFIG (pipeline.core.paths), not a --config flag no task has."""
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "pipeline.toml")
+    assert err.value.exit_code == 2
+    assert err.value.one_line() == (f"pipeline.toml: not found at {tmp_path / 'pipeline.toml'} (fix: point "
+                                    "VEZA_CONFIG at an existing pipeline.toml, or unset it for the checkout's own)")
