@@ -150,6 +150,9 @@ CASES: list[tuple[str, str, str, str]] = [
     ("misspelt stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "sacn", "push", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'sacn' is not allowed (fix: did you mean 'scan'? use items from: "
      "{stages})"),
+    ("stage listed twice", 'stages = ["build", "scan", "push", "deploy"]',
+     'stages = ["build", "scan", "push", "push", "deploy"]',
+     "pipeline.toml: environments.dev.stages: 'push' is listed twice (fix: list each item of stages once)"),
     ("misspelt tag kind", 'tags = ["sha", "branch"]', 'tags = ["sah", "branch"]',
      "pipeline.toml: environments.dev.tags: 'sah' is not allowed (fix: did you mean 'sha'? use items from: sha, "
      "branch, semver, semver-minor, semver-major, latest)"),
