@@ -144,11 +144,12 @@ def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pyt
 @task(help={"env": "environment whose tag policy to apply (default: local)",
             "json": "machine-readable output (stable schema)"})
 @_cli
-def version(c: Context, env: str = "local", json: bool = False) -> None:
+def version(c: Context, env: str = "", json: bool = False) -> None:
     """Print the version facts (SHA, branch, dirty, semver, next) and the exact tags each service would get."""
+    from pipeline.core.vocab import DEFAULT_ENV
     from pipeline.versioning.cli import print_version
 
-    print_version(env_name=env, as_json=json)
+    print_version(env_name=env or DEFAULT_ENV, as_json=json)
 
 
 @task(
@@ -270,7 +271,7 @@ def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bo
     iterable=["path", "kube_version"],
     help={
         "path": "file or directory to lint (repeatable; default: the project's own)",
-        "threshold": "lowest blocking severity (default: the environment's, else prod's threshold)",
+        "threshold": "lowest blocking severity (default: the --env's scan_threshold, else the strictest environment's)",
         "format": "text | json",
         "env": "environment whose threshold and cluster's Kubernetes version apply (default: all environments)",
         "kube_version": "Kubernetes version to check schemas for, e.g. 1.31 (repeatable; default: the clusters')",
@@ -587,7 +588,7 @@ def report(c: Context, env: str = "", open: bool = False, history: bool = False)
 
 @task(
     help={
-        "env": "target environment (local, dev, staging, prod; default: local)",
+        "env": ENV_HELP,
         "service": "restrict to these services (repeatable)",
         "dry_run": "print the whole plan, change nothing",
         "yes": "do not ask for confirmation (also when CI=true)",
@@ -604,7 +605,7 @@ def report(c: Context, env: str = "", open: bool = False, history: bool = False)
 def release(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False,
             yes: bool = False, fresh: bool = False, compose_override: list[str] | None = None,
             wait_timeout: float = 0.0, deploy_timeout: int = 0, verbose: bool = False) -> None:
-    """Build → scan → smoke → push → deploy → verify, as the environment requires; resumable, locked, reported."""
+    """The environment's stages in its order (build → … → deploy → verify); resumable, locked, reported."""
     from pipeline.contract.options import RunOptions
     from pipeline.release.release import run_release
 
