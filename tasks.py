@@ -258,10 +258,15 @@ def scan(c: Context, service: list[str] | None = None, env: str = "", verbose: b
     },
 )
 @_cli
-def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bool = False,
+def scan_gate(c: Context, report: str = "", fail_on: str = "HIGH", ignore_unfixed: bool = False,
               ignore_file: str = "", sarif: str = "", summary: str = "") -> None:
     """Evaluate any Trivy JSON report with the pipeline's policy (exit 3 when blocked)."""
+    from pipeline.core.errors import UsageError
     from pipeline.stages.scan import run_scan_gate
+
+    if not report:
+        raise UsageError("scan-gate needs --report FILE (a Trivy JSON report)",
+                         "e.g. `trivy image --format json -o r.json IMAGE`, then `invoke scan-gate --report r.json`")
 
     run_scan_gate(report=report, fail_on=fail_on, ignore_unfixed=ignore_unfixed,
                   ignore_file=ignore_file or None, sarif=sarif or None, summary=summary or None)
@@ -391,14 +396,18 @@ def push(c: Context, service: list[str] | None = None, env: str = "", verbose: b
 @task(iterable=["service"], help={"from_": "source environment", "to": "target environment",
                                   "service": "service to promote (repeatable)"})
 @_cli
-def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -> None:
+def promote(c: Context, from_: str = "", to: str = "", service: list[str] | None = None) -> None:
     """Copy the exact images (by digest) that passed in one environment to the next; no rebuild, no pull."""
+    from pipeline.core.errors import UsageError
     from pipeline.release.promote import run_promote
     from pipeline.release.runner import open_run
 
+    if not from_ or not to:   # checked here: invoke's own 'did not receive …' names the parameters, exit 1
+        raise UsageError("promote needs --from ENV and --to ENV", "e.g. `invoke promote --from dev --to staging`")
     cfg, src, reporter = _setup(from_)
+    dst = cfg.env(to)   # a bad --to is refused before the source's lock, manifest and run directory are touched
     with open_run(cfg, src, reporter, services=_list(service), creates_manifest=False) as ctx:
-        run_promote(cfg, src, cfg.env(to), ctx.manifest, reporter, ctx.services or None)
+        run_promote(cfg, src, dst, ctx.manifest, reporter, ctx.services or None)
 
 
 # ---------------------------------------------------------------- signing, provenance, the trust gate

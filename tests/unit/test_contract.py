@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,8 +158,17 @@ def test_the_attached_stages_own_their_conditions_and_the_report_shows_them_only
     # --dry-run took another path and never built the options: a negative --workers planned a build
     (["build", "--dry-run", "--workers=-2"],
      "error: --workers -2 is negative (fix: give 0 (auto) or a positive number)"),
+    # a missing required flag: invoke said "'promote' did not receive required positional arguments: 'from_'"
+    (["promote", "--from", "local"],
+     "error: promote needs --from ENV and --to ENV (fix: e.g. `invoke promote --from dev --to staging`)"),
+    (["scan-gate"], "error: scan-gate needs --report FILE (a Trivy JSON report) (fix: e.g. `trivy image --format "
+                    "json -o r.json IMAGE`, then `invoke scan-gate --report r.json`)"),
+    # a bad --to, before the source environment's manifest is opened (it has none here)
+    (["promote", "--from", "local", "--to", "nope"],
+     "error: unknown environment 'nope' (fix: use one of: local, dev, staging, prod)"),
 ])
-def test_a_bad_flag_is_one_line_and_exit_2_before_anything_runs(argv: list[str], line: str) -> None:
+def test_a_bad_flag_is_one_line_and_exit_2_before_anything_runs(argv: list[str], line: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env={**os.environ, "VEZA_STATE_DIR": str(tmp_path)})
     assert (done.returncode, done.stderr.strip()) == (2, line), done.stdout + done.stderr
+    assert not any(tmp_path.iterdir())   # nothing half done: no state, lock or run directory
