@@ -13,9 +13,37 @@ from typing import Any, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.parser.argument import Argument
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Flag(Argument):
+    """A task flag whose value does not convert (`--workers abc`) is one line and exit 2, not the traceback of
+    the ValueError invoke's parser lets out (it catches only its own ParseError)."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            flag, what = self.names[0], {int: "a whole number", float: "a number"}.get(self.kind, "a value")
+            raise Exit(f"error: --{flag} {value!r} is not {what} (fix: give {what}, e.g. --{flag}=10)",
+                       code=2) from None
+
+
+class _Task(Task[Any]):
+    """invoke's Task with `_Flag`s: the same arguments, only their bad values fail cleanly."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        args = super().get_arguments(ignore_unknown_help)
+        for arg in args:
+            arg.__class__ = _Flag   # adds behaviour only: same fields, so no copy
+        return args
+
+
+task = functools.partial(invoke_task, klass=_Task)
 
 
 def _cli(fn: F) -> F:
@@ -116,11 +144,12 @@ def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pyt
 @task(help={"env": "environment whose tag policy to apply (default: local)",
             "json": "machine-readable output (stable schema)"})
 @_cli
-def version(c: Context, env: str = "local", json: bool = False) -> None:
+def version(c: Context, env: str = "", json: bool = False) -> None:
     """Print the version facts (SHA, branch, dirty, semver, next) and the exact tags each service would get."""
+    from pipeline.core.vocab import DEFAULT_ENV
     from pipeline.versioning.cli import print_version
 
-    print_version(env_name=env, as_json=json)
+    print_version(env_name=env or DEFAULT_ENV, as_json=json)
 
 
 @task(
@@ -181,6 +210,9 @@ def bases(c: Context, force: bool = False, no_pull: bool = False) -> None:
 def build(c: Context, service: list[str] | None = None, env: str = "", no_cache: bool = False,
           workers: int = 0, fail_fast: bool = False, dry_run: bool = False, verbose: bool = False) -> None:
     """Build the service images in parallel, skipping those whose input digest is unchanged."""
+    from pipeline.contract.options import RunOptions
+
+    RunOptions(no_cache=no_cache, workers=workers, fail_fast=fail_fast)   # a bad flag is refused on --dry-run too
     if dry_run:
         from pipeline.stages.build import dry_run_plan
 
@@ -226,10 +258,15 @@ def scan(c: Context, service: list[str] | None = None, env: str = "", verbose: b
     },
 )
 @_cli
-def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bool = False,
+def scan_gate(c: Context, report: str = "", fail_on: str = "HIGH", ignore_unfixed: bool = False,
               ignore_file: str = "", sarif: str = "", summary: str = "") -> None:
     """Evaluate any Trivy JSON report with the pipeline's policy (exit 3 when blocked)."""
+    from pipeline.core.errors import UsageError
     from pipeline.stages.scan import run_scan_gate
+
+    if not report:
+        raise UsageError("scan-gate needs --report FILE (a Trivy JSON report)",
+                         "e.g. `trivy image --format json -o r.json IMAGE`, then `invoke scan-gate --report r.json`")
 
     run_scan_gate(report=report, fail_on=fail_on, ignore_unfixed=ignore_unfixed,
                   ignore_file=ignore_file or None, sarif=sarif or None, summary=summary or None)
@@ -239,7 +276,7 @@ def scan_gate(c: Context, report: str, fail_on: str = "HIGH", ignore_unfixed: bo
     iterable=["path", "kube_version"],
     help={
         "path": "file or directory to lint (repeatable; default: the project's own)",
-        "threshold": "lowest blocking severity (default: the environment's, else prod's threshold)",
+        "threshold": "lowest blocking severity (default: the --env's scan_threshold, else the strictest environment's)",
         "format": "text | json",
         "env": "environment whose threshold and cluster's Kubernetes version apply (default: all environments)",
         "kube_version": "Kubernetes version to check schemas for, e.g. 1.31 (repeatable; default: the clusters')",
@@ -359,14 +396,18 @@ def push(c: Context, service: list[str] | None = None, env: str = "", verbose: b
 @task(iterable=["service"], help={"from_": "source environment", "to": "target environment",
                                   "service": "service to promote (repeatable)"})
 @_cli
-def promote(c: Context, from_: str, to: str, service: list[str] | None = None) -> None:
+def promote(c: Context, from_: str = "", to: str = "", service: list[str] | None = None) -> None:
     """Copy the exact images (by digest) that passed in one environment to the next; no rebuild, no pull."""
+    from pipeline.core.errors import UsageError
     from pipeline.release.promote import run_promote
     from pipeline.release.runner import open_run
 
+    if not from_ or not to:   # checked here: invoke's own 'did not receive …' names the parameters, exit 1
+        raise UsageError("promote needs --from ENV and --to ENV", "e.g. `invoke promote --from dev --to staging`")
     cfg, src, reporter = _setup(from_)
+    dst = cfg.env(to)   # a bad --to is refused before the source's lock, manifest and run directory are touched
     with open_run(cfg, src, reporter, services=_list(service), creates_manifest=False) as ctx:
-        run_promote(cfg, src, cfg.env(to), ctx.manifest, reporter, ctx.services or None)
+        run_promote(cfg, src, dst, ctx.manifest, reporter, ctx.services or None)
 
 
 # ---------------------------------------------------------------- signing, provenance, the trust gate
@@ -436,8 +477,8 @@ def logs(c: Context, service: str = "", follow: bool = False) -> None:
     stack_logs(cfg, service=service or None, follow=follow)
 
 
-WAIT_TIMEOUT_HELP = "seconds the smoke test waits for the stack to be healthy (default 120)"
-DEPLOY_TIMEOUT_HELP = "seconds Helm waits for the rollout (default 300)"
+WAIT_TIMEOUT_HELP = "seconds the smoke test waits for the stack to be healthy (default, or 0: 120)"
+DEPLOY_TIMEOUT_HELP = "seconds Helm waits for the rollout (default, or 0: 300)"
 
 
 def _paths(values: list[str] | None) -> tuple[Any, ...]:
@@ -556,7 +597,7 @@ def report(c: Context, env: str = "", open: bool = False, history: bool = False)
 
 @task(
     help={
-        "env": "target environment (local, dev, staging, prod; default: local)",
+        "env": ENV_HELP,
         "service": "restrict to these services (repeatable)",
         "dry_run": "print the whole plan, change nothing",
         "yes": "do not ask for confirmation (also when CI=true)",
@@ -573,7 +614,7 @@ def report(c: Context, env: str = "", open: bool = False, history: bool = False)
 def release(c: Context, env: str = "", service: list[str] | None = None, dry_run: bool = False,
             yes: bool = False, fresh: bool = False, compose_override: list[str] | None = None,
             wait_timeout: float = 0.0, deploy_timeout: int = 0, verbose: bool = False) -> None:
-    """Build → scan → smoke → push → deploy → verify, as the environment requires; resumable, locked, reported."""
+    """The environment's stages in its order (build → … → deploy → verify); resumable, locked, reported."""
     from pipeline.contract.options import RunOptions
     from pipeline.release.release import run_release
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform
-from pipeline.core.stage_registry import listable, ordering_problem
+from pipeline.core.stage_registry import listable, ordering_problem, unlisted_problem
 from pipeline.core.vocab import SEVERITIES
 
 BUMP_PRESETS = ("conventional", "semantic-release", "commitizen")
@@ -246,7 +246,10 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path.name}: not found at {path}", "run from the project root or pass --config") from None
+        # There is no --config flag: VEZA_CONFIG names the file (pipeline/core/paths.py).
+        raise ConfigError(f"{path.name}: not found at {path}",
+                          "point VEZA_CONFIG at an existing pipeline.toml, or unset it for the checkout's own") \
+            from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: invalid TOML: {exc}", "fix the syntax at that line") from None
     top = Table(path, "", raw)
@@ -416,6 +419,10 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
     def d(name: str) -> Any:
         return default_of(Environment, name)
 
+    listed = et.data.get("stages")
+    for item in listed if isinstance(listed, list) else ():   # an attached stage is one: say why it is not listed
+        if isinstance(item, str) and (attached := unlisted_problem(item)):
+            et.fail(et.key("stages"), *attached)
     env = Environment(
         name=ename,
         registry=et.text("registry", registry.address),

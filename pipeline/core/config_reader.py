@@ -88,9 +88,11 @@ class Table:
                 self.fail(self.key(name), f"expected list of strings, found {type_name(item)} {item!r}",
                           f'quote every item of {name}, e.g. ["a", "b"]')
             if choices and item not in choices:
-                self.fail(self.key(name), f"'{item}' is not allowed", f"use items from: {', '.join(choices)}")
-        if len(set(v)) != len(v):
-            self.fail(self.key(name), "has duplicate items", f"list each item of {name} once")
+                near = difflib.get_close_matches(item, choices, n=1, cutoff=0.6)
+                self.fail(self.key(name), f"'{item}' is not allowed",
+                          (f"did you mean '{near[0]}'? " if near else "") + f"use items from: {', '.join(choices)}")
+        if (twice := next((item for i, item in enumerate(v) if item in v[:i]), None)) is not None:
+            self.fail(self.key(name), f"'{twice}' is listed twice", f"list each item of {name} once")
         return tuple(v)
 
     def table(self, name: str, required: bool = True) -> Table:

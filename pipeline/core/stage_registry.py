@@ -65,6 +65,17 @@ def listable() -> tuple[str, ...]:
     return tuple(n for n, e in STAGE_REGISTRY.items() if not e.attached_to)
 
 
+def unlisted_problem(name: str) -> tuple[str, str] | None:
+    """Why an environment may not list `name` although it is a stage (an attached one), as (what, how to fix);
+    None for a listable name or one the registry does not know (the config's choices name those)."""
+    entry = STAGE_REGISTRY.get(name)
+    if entry is None or not entry.attached_to:
+        return None
+    when = "at the end of every release" if entry.attached_to == RELEASE_END else \
+        f"right after {entry.attached_to}, wherever {entry.attached_to} runs"
+    return f"'{name}' is not listed: it runs on its own {when}", f"remove '{name}' from stages"
+
+
 def ordering_problem(stages: tuple[str, ...]) -> tuple[str, str] | None:
     """The first ordering rule an environment's `stages` breaks, as (what, how to fix), else None.
 

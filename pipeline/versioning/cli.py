@@ -54,7 +54,7 @@ def version_report(env_name: str, *, repo_path: Path | str | None = None,
     return data
 
 
-def print_version(env_name: str = "dev", as_json: bool = False, *, repo_path: Path | str | None = None,
+def print_version(env_name: str, as_json: bool = False, *, repo_path: Path | str | None = None,
                   config: Config | None = None) -> dict[str, Any]:
     data = version_report(env_name, repo_path=repo_path, config=config)
     for w in data["warnings"]:

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import ConfigError
+from pipeline.core.stage_registry import listable
 
 VALID = """
 [project]
@@ -145,8 +146,16 @@ CASES: list[tuple[str, str, str, str]] = [
      "pipeline.toml: environments.prod.scan_threshold: 'SEVERE' is not allowed "
      "(fix: use one of: UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"),
     ("unknown stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "test", "push", "deploy"]',
-     "pipeline.toml: environments.dev.stages: 'test' is not allowed "
-     "(fix: use items from: build, lint, scan, smoke, push, sign, verify-images, deploy, verify)"),
+     "pipeline.toml: environments.dev.stages: 'test' is not allowed (fix: use items from: {stages})"),
+    ("misspelt stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "sacn", "push", "deploy"]',
+     "pipeline.toml: environments.dev.stages: 'sacn' is not allowed (fix: did you mean 'scan'? use items from: "
+     "{stages})"),
+    ("stage listed twice", 'stages = ["build", "scan", "push", "deploy"]',
+     'stages = ["build", "scan", "push", "push", "deploy"]',
+     "pipeline.toml: environments.dev.stages: 'push' is listed twice (fix: list each item of stages once)"),
+    ("misspelt tag kind", 'tags = ["sha", "branch"]', 'tags = ["sah", "branch"]',
+     "pipeline.toml: environments.dev.tags: 'sah' is not allowed (fix: did you mean 'sha'? use items from: sha, "
+     "branch, semver, semver-minor, semver-major, latest)"),
     ("gate after deploy", 'stages = ["build", "scan", "push", "deploy"]',
      'stages = ["build", "scan", "push", "sign", "deploy", "verify-images"]',
      'pipeline.toml: environments.dev.stages: deploy runs before verify-images '
@@ -158,8 +167,12 @@ CASES: list[tuple[str, str, str, str]] = [
      'pipeline.toml: environments.dev.stages: scan runs before build (fix: put "build" before "scan")'),
     ("attached stage listed", 'stages = ["build", "scan", "push", "deploy"]',
      'stages = ["build", "scan", "push", "sbom", "deploy"]',
-     "pipeline.toml: environments.dev.stages: 'sbom' is not allowed "
-     "(fix: use items from: build, lint, scan, smoke, push, sign, verify-images, deploy, verify)"),
+     "pipeline.toml: environments.dev.stages: 'sbom' is not listed: it runs on its own right after push, wherever "
+     "push runs (fix: remove 'sbom' from stages)"),
+    ("release-end stage listed", 'stages = ["build", "scan", "push", "deploy"]',
+     'stages = ["build", "scan", "push", "deploy", "published"]',
+     "pipeline.toml: environments.dev.stages: 'published' is not listed: it runs on its own at the end of every "
+     "release (fix: remove 'published' from stages)"),
     ("latest in prod", 'tags = ["semver"]', 'tags = ["semver", "latest"]',
      "pipeline.toml: environments.prod.tags: 'latest' is never used by prod (fix: remove 'latest' from tags)"),
     ("deploy without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "deploy"]',
@@ -214,7 +227,9 @@ def test_malformed_config_gives_exact_one_line(project: Path, case: str, old: st
     err = _load(project, VALID.replace(old, new, 1))
     assert err.exit_code == 2
     root = project.resolve()
-    assert err.one_line() == expected.replace("{root}", str(root)).replace("{name}", root.name)
+    # {stages}: the registry's listable stages, so that adding a stage does not break the expected lines
+    assert err.one_line() == expected.replace("{root}", str(root)).replace("{name}", root.name).replace(
+        "{stages}", ", ".join(listable()))
     assert "\n" not in err.one_line()
 
 
@@ -289,3 +304,12 @@ def test_lint_without_an_environment_gates_at_the_strictest_threshold_of_all(pro
     (project / "pipeline.toml").write_text(text)
     monkeypatch.setattr(paths, "CONFIG_FILE", project / "pipeline.toml")
     assert default_settings("", None, versions_needed=False) == ("MEDIUM", ())
+
+
+def test_a_missing_config_file_names_the_variable_that_moves_it(tmp_path: Path) -> None:
+    """The fix names VEZA_CONFIG (pipeline.core.paths), not a --config flag no task has."""
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "pipeline.toml")
+    assert err.value.exit_code == 2
+    assert err.value.one_line() == (f"pipeline.toml: not found at {tmp_path / 'pipeline.toml'} (fix: point "
+                                    "VEZA_CONFIG at an existing pipeline.toml, or unset it for the checkout's own)")

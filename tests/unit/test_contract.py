@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,8 +148,27 @@ def test_the_attached_stages_own_their_conditions_and_the_report_shows_them_only
     (["build", "--workers=-1"], "error: --workers -1 is negative (fix: give 0 (auto) or a positive number)"),
     (["smoke", "--wait-timeout=-3"], "error: --wait-timeout -3 is not positive (fix: give seconds, e.g. 120)"),
     (["release", "--deploy-timeout=-1"], "error: --deploy-timeout -1 is not positive (fix: give seconds, e.g. 300)"),
+    # a value that does not convert: invoke's parser raised a bare ValueError (a traceback, exit 1)
+    (["build", "--workers=abc"], "error: --workers 'abc' is not a whole number (fix: give a whole number, "
+                                 "e.g. --workers=10)"),
+    (["smoke", "-w", "abc"], "error: --wait-timeout 'abc' is not a number (fix: give a number, "
+                             "e.g. --wait-timeout=10)"),
+    (["release", "--deploy-timeout=1.5"], "error: --deploy-timeout '1.5' is not a whole number (fix: give a whole "
+                                          "number, e.g. --deploy-timeout=10)"),
+    # --dry-run took another path and never built the options: a negative --workers planned a build
+    (["build", "--dry-run", "--workers=-2"],
+     "error: --workers -2 is negative (fix: give 0 (auto) or a positive number)"),
+    # a missing required flag: invoke said "'promote' did not receive required positional arguments: 'from_'"
+    (["promote", "--from", "local"],
+     "error: promote needs --from ENV and --to ENV (fix: e.g. `invoke promote --from dev --to staging`)"),
+    (["scan-gate"], "error: scan-gate needs --report FILE (a Trivy JSON report) (fix: e.g. `trivy image --format "
+                    "json -o r.json IMAGE`, then `invoke scan-gate --report r.json`)"),
+    # a bad --to, before the source environment's manifest is opened (it has none here)
+    (["promote", "--from", "local", "--to", "nope"],
+     "error: unknown environment 'nope' (fix: use one of: local, dev, staging, prod)"),
 ])
-def test_a_bad_flag_is_one_line_and_exit_2_before_anything_runs(argv: list[str], line: str) -> None:
+def test_a_bad_flag_is_one_line_and_exit_2_before_anything_runs(argv: list[str], line: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env={**os.environ, "VEZA_STATE_DIR": str(tmp_path)})
     assert (done.returncode, done.stderr.strip()) == (2, line), done.stdout + done.stderr
+    assert not any(tmp_path.iterdir())   # nothing half done: no state, lock or run directory

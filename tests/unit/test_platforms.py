@@ -115,7 +115,7 @@ def test_config_reads_platforms_per_service_and_per_environment(tmp_path: Path) 
     ('platforms = ["linux/x86_64"]', "",
      "pipeline.toml: services[0].platforms: 'linux/x86_64': 'x86_64' is not a GOARCH name"),
     ("", 'platforms = ["linux/amd64", "linux/amd64"]',
-     "pipeline.toml: environments.dev.platforms: has duplicate items"),
+     "pipeline.toml: environments.dev.platforms: 'linux/amd64' is listed twice"),
     ("", 'platforms = ["linux/arm64", "linux/arm64/v8"]',
      "pipeline.toml: environments.dev.platforms: 'linux/arm64/v8' is listed twice"),
     ("", "platforms = []", "pipeline.toml: environments.dev.platforms: is empty"),
