@@ -20,11 +20,12 @@ with a corrected value when one can be derived), never after images were built. 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from typing import TYPE_CHECKING
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from pipeline.core.config import Config
@@ -41,6 +42,21 @@ HELM_RELEASE = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z
 NAME_TOTAL_MAX = 255
 LABEL_MAX = 63
 HELM_RELEASE_MAX = 53
+RUN_ID_RE = re.compile(r"[^a-z0-9-]+")
+
+
+def safe_run_id(raw: str, limit: int = 48) -> str:
+    """A run ID usable in compose project names and label values: lowercase, digits, '-'.
+
+    A long one is shortened with a hash of the whole kept at its end: two ids that differ only past
+    the limit (e.g. in a random suffix) stay different.
+    """
+    rid = RUN_ID_RE.sub("-", raw.lower()).strip("-")
+    if not rid:
+        raise UsageError(f"run id '{raw}' has no usable character", "use letters, digits and '-'")
+    if len(rid) > limit:
+        rid = rid[: limit - 9].rstrip("-") + "-" + hashlib.sha256(rid.encode()).hexdigest()[:8]
+    return rid
 
 
 def ascii_fold(value: str) -> str:

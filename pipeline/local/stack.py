@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import StageFailed, UsageError
 from pipeline.core.manifest import Manifest, manifest_path
+from pipeline.core.names import safe_run_id
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.local import stack_spec
@@ -57,7 +58,7 @@ class DevStack:
 
 
 def current(cfg: Config) -> DevStack:
-    return DevStack(stack_spec.safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)), cfg.state_dir,
+    return DevStack(safe_run_id(os.environ.get("VEZA_STACK_NAME", DEFAULT_NAME)), cfg.state_dir,
                     stack_spec.compose_dir(cfg))
 
 

@@ -11,7 +11,6 @@ filled from an env file written here for the run (mode 0600, under the run's dir
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
@@ -29,7 +28,6 @@ BASE_NAME = "docker-compose.yml"
 DEV_NAME = "docker-compose.dev.yml"      # fixed 127.0.0.1 ports for developers
 SMOKE_NAME = "docker-compose.smoke.yml"  # ephemeral 127.0.0.1 ports: concurrent runs never collide
 SECRET_VARS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
-RUN_ID_RE = re.compile(r"[^a-z0-9-]+")
 
 
 def compose_dir(cfg: Config) -> Path:
@@ -46,20 +44,6 @@ def image_var(name: str) -> str:
 def compose_service(name: str) -> str:
     """Service key in the compose file: veza-backend-api → backend-api (the DNS name on the network)."""
     return name.removeprefix("veza-")
-
-
-def safe_run_id(raw: str, limit: int = 48) -> str:
-    """A run ID usable in compose project names and label values: lowercase, digits, '-'.
-
-    A long one is shortened with a hash of the whole kept at its end: two ids that differ only past
-    the limit (e.g. in a random suffix) stay different.
-    """
-    rid = RUN_ID_RE.sub("-", raw.lower()).strip("-")
-    if not rid:
-        raise UsageError(f"run id '{raw}' has no usable character", "use letters, digits and '-'")
-    if len(rid) > limit:
-        rid = rid[: limit - 9].rstrip("-") + "-" + hashlib.sha256(rid.encode()).hexdigest()[:8]
-    return rid
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def new_run_id() -> str:
     """VEZA_RUN_ID (a CI job's name for the run, made label-safe), else `<UTC time>-<6 hex>`.
 
     The run id names the run directory and labels every engine object the run creates."""
-    from pipeline.local.stack_spec import safe_run_id
+    from pipeline.core.names import safe_run_id
 
     given = os.environ.get("VEZA_RUN_ID", "")
     return safe_run_id(given) if given else datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + "-" + secrets.token_hex(3)

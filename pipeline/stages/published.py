@@ -16,7 +16,9 @@ class PublishedStage(BaseStage):
     check_only = True   # reads the registry on every release, changes nothing
 
     def skip(self, ctx: RunContext) -> str | None:
-        if "sign" not in ctx.env.stages and "verify-images" not in ctx.env.stages:
+        from pipeline.stages.sign import verifies
+
+        if not verifies(ctx.env):
             return "nothing to re-read: this environment neither signs nor verifies images"
         return None
 

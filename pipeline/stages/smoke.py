@@ -27,6 +27,7 @@ from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import Interrupted, PipelineError, SmokeFailed, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.names import safe_run_id
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.core.vocab import SmokeStatus
@@ -100,7 +101,7 @@ def smoke_release(
     Records each service's `smoke` record. Raises SmokeFailed (exit 4) with the stage fields attached.
     """
     say = reporter.info
-    run_id = stack_spec.safe_run_id(run_id)
+    run_id = safe_run_id(run_id)
     result = SmokeResult(run_id=run_id, project=f"veza-smoke-{run_id}", run_dir=run_dir,
                          overrides=tuple(overrides))
     check_overrides(env, overrides)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import UsageError
+from pipeline.core.names import safe_run_id
 from pipeline.core.redact import redact
 from pipeline.local.stack_spec import (
     compose_service,
     image_var,
     new_secrets,
     read_env_file,
-    safe_run_id,
     write_env_file,
 )
 from pipeline.stages.probes import NatsError, NatsSubscriber
