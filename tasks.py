@@ -83,10 +83,11 @@ def _stages(names: list[str], env: str, services: list[str] | None = None, verbo
     """A task that is one or more stages: the runner, on the environment's manifest, with the flags as typed
     RunOptions (pipeline/contract/options.py: a misspelt option fails here, a bad value is exit 2)."""
     from pipeline.contract.options import RunOptions
+    from pipeline.core.stage_registry import from_sources
     from pipeline.release.runner import run_command
 
     run_options = RunOptions(**options)
-    cfg, environment, reporter = _setup(env, verbose, sources="build" in names)
+    cfg, environment, reporter = _setup(env, verbose, sources=from_sources(names))
     run_command(cfg, environment, names, reporter, services=_list(services), options=run_options)
 
 

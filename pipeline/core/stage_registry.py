@@ -13,6 +13,7 @@ Adding a stage: one module with a `BaseStage` subclass (pipeline/contract/stage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # `attached_to` value of a stage that closes a release (after every listed stage; `invoke release` only).
@@ -29,6 +30,8 @@ class StageEntry:
     gated_by:    stages that run first even when this one runs alone (its task), when the environment lists them.
     attached_to: not listed by environments: runs right after this stage wherever it runs, or at the end of a
                  release (RELEASE_END); its skip() says when it does not apply.
+    from_sources: it reads the working tree (build contexts, Dockerfiles) and starts the release read from git
+                 (a new Release manifest for a new commit); the other stages work from the recorded manifest.
     """
 
     target: str
@@ -37,13 +40,14 @@ class StageEntry:
     after: tuple[str, ...] = ()
     gated_by: tuple[str, ...] = ()
     attached_to: str = ""
+    from_sources: bool = False
 
 
 _B = ("build",)   # build, when an environment lists it, comes first
 
 # The order here is the order of the documentation and the `unknown stage` hint; environments order their own.
 STAGE_REGISTRY: dict[str, StageEntry] = {
-    "build": StageEntry("pipeline.stages.build:BuildStage"),
+    "build": StageEntry("pipeline.stages.build:BuildStage", from_sources=True),
     "lint": StageEntry("pipeline.stages.lint:LintStage", after=_B),
     "scan": StageEntry("pipeline.stages.scan:ScanStage", after=_B),
     "smoke": StageEntry("pipeline.stages.smoke:SmokeStage", after=_B),
@@ -58,6 +62,11 @@ STAGE_REGISTRY: dict[str, StageEntry] = {
     "verify": StageEntry("pipeline.stages.rollout:VerifyStage", after=_B),
     "published": StageEntry("pipeline.stages.published:PublishedStage", attached_to=RELEASE_END),
 }
+
+
+def from_sources(names: Sequence[str]) -> bool:
+    """Does a command of these stages read the working tree and start the release from git (`from_sources`)?"""
+    return any(STAGE_REGISTRY[n].from_sources for n in names if n in STAGE_REGISTRY)
 
 
 def listable() -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from pipeline.core.errors import Interrupted, PipelineError, PolicyBlocked, Usag
 from pipeline.core.lock import EnvLock
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
-from pipeline.core.stage_registry import STAGE_REGISTRY, with_attached, with_gates
+from pipeline.core.stage_registry import STAGE_REGISTRY, from_sources, with_attached, with_gates
 from pipeline.core.vocab import StageStatus
 from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, release_info
 
@@ -206,7 +206,7 @@ def run_command(cfg: Config, env: Environment, stage_names: Sequence[str], repor
     verify-images first) and those attached to it (push: the SBOM attachment): pipeline/core/stage_registry.py."""
     stages = make_stages(with_attached(with_gates(list(stage_names), env.stages), release=False))
     with open_run(cfg, env, reporter, services=services, options=options,
-                  creates_manifest="build" in stage_names) as ctx:
+                  creates_manifest=from_sources(stage_names)) as ctx:
         preflight(ctx, stages)
         return run_stages(ctx, stages)
 

@@ -22,6 +22,7 @@ from pipeline.core.reporter import PlainReporter
 from pipeline.core.stage_registry import (
     STAGE_REGISTRY,
     StageEntry,
+    from_sources,
     listable,
     ordering_problem,
     with_attached,
@@ -94,6 +95,14 @@ def test_a_stage_run_alone_brings_its_gates_and_attached_stages() -> None:
     assert with_attached(["push"], release=False) == ["push", "sbom"]
     assert with_attached(list(prod), release=True) == [*prod[:5], "sbom", *prod[5:], "published"]
     assert "sbom" not in listable() and "published" not in listable()
+
+
+def test_which_commands_read_the_sources_is_declared_on_the_registry_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that builds starts the release from git (a new manifest, build contexts must exist); the others work
+    from the recorded manifest. Declared per stage, so a new stage that reads the sources says so on its line."""
+    assert from_sources(["build", "push"]) and not from_sources(["push", "deploy"]) and not from_sources([])
+    monkeypatch.setitem(STAGE_REGISTRY, "docs-site", StageEntry("x:DocsSite", from_sources=True))
+    assert from_sources(["docs-site"])
 
 
 class Plain(BaseStage):
