@@ -112,7 +112,7 @@ class BuildOrigin:
 
     commit: full git SHA the image was built from; run_id: that build's run; started_on/finished_on: UTC RFC 3339
     ("" when unknown); builder: buildx | buildkit | legacy; builder_version: the docker CLI's version;
-    engine_version: the Docker engine's version.
+    engine_version: the Docker engine's version; dirty: that tree had uncommitted changes.
     """
 
     commit: str
@@ -122,6 +122,7 @@ class BuildOrigin:
     builder: str
     builder_version: str
     engine_version: str
+    dirty: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,11 @@ class Reuse:
 def _origin(raw: Any) -> BuildOrigin | None:
     if not isinstance(raw, dict) or not raw.get("commit"):
         return None
-    return BuildOrigin(*(str(raw.get(k) or "") for k in ("commit", "run_id", "started_on", "finished_on", "builder",
-                                                         "builder_version", "engine_version")))
+    def text(key: str) -> str:
+        return str(raw.get(key) or "")
+
+    return BuildOrigin(text("commit"), text("run_id"), text("started_on"), text("finished_on"), text("builder"),
+                       text("builder_version"), text("engine_version"), dirty=text("dirty").lower() == "true")
 
 
 def _reuse(raw: Any) -> Reuse | None:

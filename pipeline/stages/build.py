@@ -185,9 +185,10 @@ def platform_lines(plan: BuildPlan) -> list[str]:
 def build_stamp(info: ReleaseInfo, run_id: str, started_on: str, builder: buildkit.Builder,
                 engine_version: str) -> dict[str, str]:
     """The build's facts known before it runs, as the `LABEL_BUILD` label carries them (JSON object of strings:
-    commit, run, started (RFC 3339 UTC), builder (buildx | buildkit | legacy), builder_version (docker CLI),
-    engine (the engine's version))."""
-    return {"commit": info.revision, "run": run_id, "started": started_on, "builder": builder.kind,
+    commit, dirty ("true" | "false": the tree had uncommitted changes), run, started (RFC 3339 UTC), builder
+    (buildx | buildkit | legacy), builder_version (docker CLI), engine (the engine's version))."""
+    dirty = "true" if info.version.get("dirty") else "false"
+    return {"commit": info.revision, "dirty": dirty, "run": run_id, "started": started_on, "builder": builder.kind,
             "builder_version": builder.version, "engine": engine_version}
 
 
@@ -207,7 +208,8 @@ def origin_from_image(inspect: Mapping[str, Any] | None) -> dict[str, str]:
     if not isinstance(stamp, dict) or not stamp.get("commit"):
         return {}
     created = str((inspect or {}).get("Created") or "")
-    return {"commit": str(stamp["commit"]), "run_id": str(stamp.get("run") or ""),
+    return {"commit": str(stamp["commit"]), "dirty": str(stamp.get("dirty") or "false"),
+            "run_id": str(stamp.get("run") or ""),
             "started_on": str(stamp.get("started") or ""),
             "finished_on": created[:19] + "Z" if len(created) >= 19 else "",
             "builder": str(stamp.get("builder") or ""), "builder_version": str(stamp.get("builder_version") or ""),
@@ -311,7 +313,8 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
                 images[str(plat)] = image_id
                 tag_child(p.name, p.input_digest, plat, primary, image_id)
     took = time.monotonic() - t0
-    origin = {"commit": stamp["commit"], "run_id": run_id, "started_on": stamp["started"], "finished_on": now_iso(),
+    origin = {"commit": stamp["commit"], "dirty": stamp["dirty"], "run_id": run_id, "started_on": stamp["started"],
+              "finished_on": now_iso(),
               "builder": builder.kind, "builder_version": builder.version, "engine_version": engine_version}
     if primary is None:
         return BuildResult(p.name, BuildStatus.BUILT, images[""], took, log, "", p.why, tuple(cached), origin=origin)

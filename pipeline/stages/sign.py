@@ -90,7 +90,7 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
                                   ("docker-engine", origin.engine_version)) if v} if origin else {}
     return BuildFacts(
         repository=repository, digest=digest, commit=origin.commit if origin else commit,
-        dirty=bool(version.get("dirty")),
+        dirty=origin.dirty if origin else bool(version.get("dirty")),
         source_uri=f"git+{source}" + (f"@refs/heads/{branch}" if branch else ""),
         dockerfile=rel, dockerfile_sha256=dockerfile_sha,
         input_digest=built.input_digest if built else "",

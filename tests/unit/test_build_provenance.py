@@ -68,7 +68,7 @@ def _statement(cfg: Config, man: Manifest, run_id: str) -> dict[str, Any]:
 def test_a_built_record_attests_its_own_build(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     man = _manifest(tmp_path, A)
-    origin = {"commit": A, "run_id": "run-A", "started_on": "2026-12-01T10:00:00Z",
+    origin = {"commit": A, "dirty": "true", "run_id": "run-A", "started_on": "2026-12-01T10:00:00Z",
               "finished_on": "2026-12-01T10:01:30Z", "builder": "buildkit", "builder_version": "26.1.5",
               "engine_version": "26.1.5+dfsg1"}
     build_stage._record(man, _plan(cfg, "build"),
@@ -89,6 +89,7 @@ def test_a_built_record_attests_its_own_build(tmp_path: Path) -> None:
                                                                                        "commit": A}
     deps = {d.get("name", "source"): d for d in bd["resolvedDependencies"]}
     assert deps["source"]["digest"] == {"gitCommit": A}
+    assert deps["source"]["annotations"] == {"treeState": "dirty"}   # A's tree, not the signing run's
     assert deps["Dockerfile"]["digest"] == {"sha256": "5" * 64}
     assert deps["build-context"]["digest"] == {"sha256": built.context_digest.removeprefix("sha256:")}
     assert deps["base-image"] == {"uri": "docker-image://veza-local/debian:bookworm", "name": "base-image",
@@ -145,5 +146,5 @@ def test_the_build_label_is_one_compact_json_object(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     stamp = build_stage.build_stamp(_info(A), "run-A", "2026-12-01T10:00:00Z", BUILDER, "26.1.5+dfsg1")
     label = build_stage._labels(cfg, _plan(cfg, "build"), _info(A), stamp)[LABEL_BUILD]
-    assert json.loads(label) == {"commit": A, "run": "run-A", "started": "2026-12-01T10:00:00Z",
+    assert json.loads(label) == {"commit": A, "dirty": "false", "run": "run-A", "started": "2026-12-01T10:00:00Z",
                                  "builder": "buildkit", "builder_version": "26.1.5", "engine": "26.1.5+dfsg1"}
