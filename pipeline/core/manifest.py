@@ -107,6 +107,50 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class BuildOrigin:
+    """The build that made an image (for a reused image: the earlier build, read from the image's labels).
+
+    commit: full git SHA the image was built from; run_id: that build's run; started_on/finished_on: UTC RFC 3339
+    ("" when unknown); builder: buildx | buildkit | legacy; builder_version: the docker CLI's version;
+    engine_version: the Docker engine's version; dirty: that tree had uncommitted changes.
+    """
+
+    commit: str
+    run_id: str
+    started_on: str
+    finished_on: str
+    builder: str
+    builder_version: str
+    engine_version: str
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A run that reused an image by input digest instead of building it: its run id, commit and time (RFC 3339)."""
+
+    run_id: str
+    commit: str
+    at: str
+
+
+def _origin(raw: Any) -> BuildOrigin | None:
+    if not isinstance(raw, dict) or not raw.get("commit"):
+        return None
+    def text(key: str) -> str:
+        return str(raw.get(key) or "")
+
+    return BuildOrigin(text("commit"), text("run_id"), text("started_on"), text("finished_on"), text("builder"),
+                       text("builder_version"), text("engine_version"), dirty=text("dirty").lower() == "true")
+
+
+def _reuse(raw: Any) -> Reuse | None:
+    if not isinstance(raw, dict) or not raw.get("run_id") and not raw.get("commit"):
+        return None
+    return Reuse(str(raw.get("run_id") or ""), str(raw.get("commit") or ""), str(raw.get("at") or ""))
+
+
+@dataclass(frozen=True)
 class Built:
     """A service's build record: the local image the later stages use."""
 
@@ -120,6 +164,10 @@ class Built:
     build_args: Mapping[str, str] = field(default_factory=dict)        # content-shaping args (for provenance)
     base_images: Mapping[str, str] = field(default_factory=dict)       # base reference → image ID
     log: str | None = None
+    origin: BuildOrigin | None = None      # the build that made the image; None in records before it was kept
+    reuse: Reuse | None = None             # status reused: the run that reused it
+    dockerfile_digest: str = ""            # "sha256:<hex>" of the Dockerfile's bytes at build time
+    context_digest: str = ""               # "sha256:<hex>" of the context's file list (path → mode:sha256)
 
     @property
     def ok(self) -> bool:
@@ -419,7 +467,8 @@ class Manifest:
                      str(self._svc_field(service, "repository") or ""),
                      tuple(self._svc_field(service, "tags") or ()), str(self._svc_field(service, "input_digest") or ""),
                      _strmap(rec.get("platforms")), _strmap(rec.get("build_args")), _strmap(rec.get("base_images")),
-                     _opt(rec.get("log")))
+                     _opt(rec.get("log")), _origin(rec.get("origin")), _reuse(rec.get("reuse")),
+                     str(rec.get("dockerfile_digest") or ""), str(rec.get("context_digest") or ""))
 
     def built_images(self, names: list[str] | None) -> list[Built]:
         """The built image of each named service (every recorded service when `names` is empty), checked:

@@ -16,6 +16,10 @@ SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 LABEL_RUN = "veza.pipeline.run"
 LABEL_INPUT_DIGEST = "veza.pipeline.input-digest"
 LABEL_COMPONENT = "veza.pipeline.component"
+# The build's own facts (JSON: commit, run, started, builder, builder_version, engine), written on the image at
+# build time: a reuse by input digest (maybe on a fresh runner whose earlier manifest is gone) then attests the
+# build that made the image, not the run that reuses it. One label: the legacy builder adds a step per label.
+LABEL_BUILD = "veza.pipeline.build"
 # The local repository of the build cache tags (`<CACHE_REPO>/<service>:in-<input digest>`): build finds images
 # by them, `invoke prune` trims them.
 CACHE_REPO = "veza-pipeline-cache"

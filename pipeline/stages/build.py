@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import time
@@ -18,7 +20,7 @@ from pipeline.core.errors import StageFailed
 from pipeline.core.manifest import Manifest
 from pipeline.core.platforms import Platform, native_platform, primary_platform
 from pipeline.core.reporter import Reporter
-from pipeline.core.vocab import LABEL_INPUT_DIGEST, BuildStatus
+from pipeline.core.vocab import LABEL_BUILD, LABEL_INPUT_DIGEST, BuildStatus, now_iso
 from pipeline.stages.build_platforms import (
     cache_ref,
     check_builder,
@@ -29,7 +31,7 @@ from pipeline.stages.build_platforms import (
     tag_child,
 )
 from pipeline.stages.buildcontext import rules_for
-from pipeline.stages.plan import BuildPlan, ServicePlan, base_build_args, input_record
+from pipeline.stages.plan import BuildPlan, InputRecord, ServicePlan, base_build_args, input_record
 from pipeline.stages.rebuild_reasons import InputCache, why_rebuilt
 from pipeline.tools import buildkit, docker
 from pipeline.tools.build_progress import BuildProgress
@@ -47,6 +49,8 @@ class BuildResult:
     why: str = ""                              # what changed since the image it would otherwise reuse
     cached_steps: tuple[str, ...] = ()         # Dockerfile steps the builder took from its cache
     platform_images: Mapping[str, str] = field(default_factory=dict)   # platform → image ID (multi-platform)
+    origin: Mapping[str, str] = field(default_factory=dict)   # the build that made the image (Built.origin's keys)
+    reuse: Mapping[str, str] = field(default_factory=dict)    # reused: this run (run_id, commit, at)
 
 
 def default_workers(cfg: Config) -> int:
@@ -178,8 +182,51 @@ def platform_lines(plan: BuildPlan) -> list[str]:
     return out
 
 
-def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
-    """OCI labels the Dockerfile does not set itself (from the same build args), plus the pipeline's own.
+def build_stamp(info: ReleaseInfo, run_id: str, started_on: str, builder: buildkit.Builder,
+                engine_version: str) -> dict[str, str]:
+    """The build's facts known before it runs, as the `LABEL_BUILD` label carries them (JSON object of strings:
+    commit, dirty ("true" | "false": the tree had uncommitted changes), run, started (RFC 3339 UTC), builder
+    (buildx | buildkit | legacy), builder_version (docker CLI), engine (the engine's version))."""
+    dirty = "true" if info.version.get("dirty") else "false"
+    return {"commit": info.revision, "dirty": dirty, "run": run_id, "started": started_on, "builder": builder.kind,
+            "builder_version": builder.version, "engine": engine_version}
+
+
+def origin_from_image(inspect: Mapping[str, Any] | None) -> dict[str, str]:
+    """The build record's `origin` (Built.origin's keys) of a local image, from its `LABEL_BUILD` label and its
+    creation time (the engine's inspect: `Created`, cut to seconds), or {} when the image carries no such label
+    (built before the label existed).
+
+    finished_on is the image's creation time: the builder writes it as it commits the image, at the end of the
+    build (no build arg sets SOURCE_DATE_EPOCH here).
+    """
+    labels = ((inspect or {}).get("Config") or {}).get("Labels") or {}
+    try:
+        stamp = json.loads(labels.get(LABEL_BUILD) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(stamp, dict) or not stamp.get("commit"):
+        return {}
+    created = str((inspect or {}).get("Created") or "")
+    return {"commit": str(stamp["commit"]), "dirty": str(stamp.get("dirty") or "false"),
+            "run_id": str(stamp.get("run") or ""),
+            "started_on": str(stamp.get("started") or ""),
+            "finished_on": created[:19] + "Z" if len(created) >= 19 else "",
+            "builder": str(stamp.get("builder") or ""), "builder_version": str(stamp.get("builder_version") or ""),
+            "engine_version": str(stamp.get("engine") or "")}
+
+
+def _engine_version() -> str:
+    """The Docker engine's version ("" when it does not say): recorded as the builder's component."""
+    try:
+        return str(docker.client().version().get("Version") or "")
+    except Exception:   # the build itself reports an absent engine; provenance then says "unknown"
+        return ""
+
+
+def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo, stamp: Mapping[str, str]) -> dict[str, str]:
+    """OCI labels the Dockerfile does not set itself (from the same build args), plus the pipeline's own: the
+    input digest and the build's facts (`build_stamp`).
 
     The legacy builder turns every --label into one more build step (a container commit each), so labels
     the Dockerfile already carries are not passed again: a rebuild stays close to a plain `docker build`.
@@ -192,18 +239,21 @@ def _labels(cfg: Config, p: ServicePlan, info: ReleaseInfo) -> dict[str, str]:
         "org.opencontainers.image.created": info.created,
     }
     dockerfile = p.service.dockerfile.read_text()
-    # One pipeline label only: the service is named by the OCI title label and the cache tag.
-    return {**{k: v for k, v in oci.items() if k not in dockerfile}, LABEL_INPUT_DIGEST: p.input_digest}
+    # The service is named by the OCI title label and the cache tag.
+    return {**{k: v for k, v in oci.items() if k not in dockerfile}, LABEL_INPUT_DIGEST: p.input_digest,
+            LABEL_BUILD: json.dumps(dict(stamp), separators=(",", ":"), sort_keys=True)}
 
 
 def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no_cache: bool,
-               stop: threading.Event, builder: buildkit.Builder, reporter: Reporter) -> BuildResult:
+               stop: threading.Event, builder: buildkit.Builder, reporter: Reporter, *, run_id: str = "",
+               engine_version: str = "") -> BuildResult:
     """Build one service: one image (native), or one per platform in order (cross-compiled: the builder
     stage runs on the build machine). The primary platform's image gets the service's tags; each image gets
     its cache tag. Every platform's builder output goes to the same log."""
     log = log_dir / f"{p.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    stamp = build_stamp(info, run_id, now_iso(), builder, engine_version)
     # Opens the service's span before the builder's.
     reporter.step("build", p.name, f"starting the build ({p.why or p.reason})")
     native = native_platform()
@@ -236,7 +286,7 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
             rc = buildkit.build(
                 builder, context=p.service.context, dockerfile=p.service.dockerfile,
                 tags=p.refs if plat is None or plat == primary else [], build_args=p.build_args,
-                labels=_labels(cfg, p, info), no_cache=no_cache, on_line=on_line, timeout=cfg.build.timeout_s,
+                labels=_labels(cfg, p, info, stamp), no_cache=no_cache, on_line=on_line, timeout=cfg.build.timeout_s,
                 iidfile=iid, stop=stop, platform=None if plat is None or plat == native else str(plat),
             )
             cached += progress.cached_steps()
@@ -263,9 +313,13 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
                 images[str(plat)] = image_id
                 tag_child(p.name, p.input_digest, plat, primary, image_id)
     took = time.monotonic() - t0
+    origin = {"commit": stamp["commit"], "dirty": stamp["dirty"], "run_id": run_id, "started_on": stamp["started"],
+              "finished_on": now_iso(),
+              "builder": builder.kind, "builder_version": builder.version, "engine_version": engine_version}
     if primary is None:
-        return BuildResult(p.name, BuildStatus.BUILT, images[""], took, log, "", p.why, tuple(cached))
-    return BuildResult(p.name, BuildStatus.BUILT, images[str(primary)], took, log, "", p.why, tuple(cached), images)
+        return BuildResult(p.name, BuildStatus.BUILT, images[""], took, log, "", p.why, tuple(cached), origin=origin)
+    return BuildResult(p.name, BuildStatus.BUILT, images[str(primary)], took, log, "", p.why, tuple(cached), images,
+                       origin=origin)
 
 
 def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
@@ -279,19 +333,37 @@ def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
         res["why"] = r.why
     if r.platform_images:
         res["platforms"] = dict(r.platform_images)   # platform → local image ID; image_id is the primary's
+    if r.origin:
+        res["origin"] = dict(r.origin)
+    if r.reuse:
+        res["reuse"] = dict(r.reuse)
+    if p.inputs is not None and r.status in (BuildStatus.BUILT, BuildStatus.REUSED):
+        res.update(_materials(p.inputs))
     with m.batch():   # one manifest write for both
         m.set_service(p.name, repository=p.repository, tags=list(p.tags), input_digest=p.input_digest)
         m.record(p.name, "build", res)
 
 
+def _materials(inputs: InputRecord) -> dict[str, str]:
+    """The Dockerfile's digest and the context's (sha256 of its file list, path → "mode:sha256", as canonical
+    JSON), both "sha256:<hex>", from the inputs the input digest itemises."""
+    files = json.dumps(dict(sorted(inputs.files.items())), separators=(",", ":")).encode()
+    return {"dockerfile_digest": f"sha256:{inputs.dockerfile}",
+            "context_digest": "sha256:" + hashlib.sha256(files).hexdigest()}
+
+
 def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Manifest, reporter: Reporter, *,
-                 workers: int, fail_fast: bool, no_cache: bool, log_dir: Path) -> list[BuildResult]:
+                 workers: int, fail_fast: bool, no_cache: bool, log_dir: Path, run_id: str = "") -> list[BuildResult]:
     """Reuse what the plan found, build the rest in parallel with the plan's builder; records each service's
     `build` record (with `why`).
 
     Each service's full builder output goes to `<log_dir>/<service>.log`; the reporter gets each Dockerfile
     step as progress and, on a failure, the failing step's last lines. The inputs of every image built or
     reused are kept in the local input cache (the next plan's "why rebuilt").
+
+    Provenance: a built image carries the build's facts (`LABEL_BUILD`: commit, `run_id`, start, builder) and its
+    record their `origin`; a reused image's record keeps the origin read from its labels and adds `reuse` (this
+    run's id, commit and time). Engine queries: one inspect per reused image, one version call when building.
     """
     builder = plan.builder or buildkit.detect(cfg.build.builder)
     cache = input_cache(cfg)
@@ -306,7 +378,9 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                     repo, tag = ref.rsplit(":", 1)
                     docker.tag_image(p.existing_image, repo, tag)
                 r = BuildResult(p.name, BuildStatus.REUSED, p.existing_image, time.monotonic() - t0, None, p.reason,
-                                platform_images=dict(p.existing_children))
+                                platform_images=dict(p.existing_children),
+                                origin=origin_from_image(docker.inspect(p.existing_image)),
+                                reuse={"run_id": run_id, "commit": info.revision, "at": now_iso()})
                 reporter.step("build", p.name, f"unchanged ({p.reason}); tagged {', '.join(p.tags)}", "cached")
                 _record(manifest, p, r)
                 if p.inputs is not None:
@@ -314,9 +388,11 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                 results.append(r)
     to_build = [p for p in plan.services if p.action == "build"]
     stop = threading.Event()
+    engine_version = _engine_version() if to_build else ""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="build") as pool:
         futures: dict[Future[BuildResult], ServicePlan] = {
-            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, builder, reporter): p for p in to_build}
+            pool.submit(_build_one, cfg, p, info, log_dir, no_cache, stop, builder, reporter, run_id=run_id,
+                        engine_version=engine_version): p for p in to_build}
         if to_build:
             reporter.info(f"building {len(to_build)} image(s) with {workers} worker(s), {builder.label}: "
                           f"{', '.join(p.name for p in to_build)}")
@@ -401,7 +477,8 @@ class BuildStage(BaseStage):
         log_dir = ctx.run_dir / "build"
         results = execute_plan(ctx.cfg, plan, ctx.info, ctx.manifest, ctx.reporter,
                                workers=ctx.options.workers or default_workers(ctx.cfg),
-                               fail_fast=ctx.options.fail_fast, no_cache=no_cache, log_dir=log_dir)
+                               fail_fast=ctx.options.fail_fast, no_cache=no_cache, log_dir=log_dir,
+                               run_id=ctx.run_id)
         summarize(results, ctx.reporter, plan.builder)
         counts = {s: sum(1 for r in results if r.status == s) for s in ("built", "reused", "failed", "cancelled")}
         failed = [r.service for r in results if r.status == "failed"]

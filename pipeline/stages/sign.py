@@ -60,7 +60,13 @@ def pushed_images(cfg: Config, man: Manifest, services: list[str] | None) -> lis
 def build_facts(cfg: Config, man: Manifest, service: str, repository: str, digest: str, *,
                 run_id: str, platforms: tuple[str, ...] = ()) -> BuildFacts:
     """The provenance facts of one pushed image (an index's child: `platforms` = its platform; the index:
-    every platform), from the Release manifest and the config."""
+    every platform), from the Release manifest and the config.
+
+    The commit, invocation, times and builder are the build's (`Built.origin`, kept by the build stage and,
+    for a reused image, read from its labels); a reused image adds its reuse (`Built.reuse`). A build record
+    without an origin (written before it was kept) falls back to the release's commit, this signing run and now.
+    UsageError when the manifest records no commit.
+    """
     version = man.version_facts()
     commit = man.commit
     if not commit:
@@ -69,18 +75,35 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
     source = cfg.source_url or f"file://{cfg.root}"
     svc = cfg.service(service)
     built = man.built(service)
+    origin = built.origin if built else None
+    reuse = built.reuse if built else None
     dockerfile = svc.dockerfile
     rel = str(dockerfile.relative_to(cfg.root)) if dockerfile.is_relative_to(cfg.root) else str(dockerfile)
-    dockerfile_sha = digest_of(dockerfile.read_bytes()).removeprefix("sha256:") if Path(dockerfile).is_file() else ""
+    context = str(svc.context.relative_to(cfg.root)) if svc.context.is_relative_to(cfg.root) else str(svc.context)
+    if built and built.dockerfile_digest:   # the Dockerfile the image was built from, not today's
+        dockerfile_sha = built.dockerfile_digest.removeprefix("sha256:")
+    elif Path(dockerfile).is_file():
+        dockerfile_sha = digest_of(dockerfile.read_bytes()).removeprefix("sha256:")
+    else:
+        dockerfile_sha = ""
+    versions = {k: v for k, v in (("builder", origin.builder), ("docker-cli", origin.builder_version),
+                                  ("docker-engine", origin.engine_version)) if v} if origin else {}
     return BuildFacts(
-        repository=repository, digest=digest, commit=commit, dirty=bool(version.get("dirty")),
+        repository=repository, digest=digest, commit=origin.commit if origin else commit,
+        dirty=origin.dirty if origin else bool(version.get("dirty")),
         source_uri=f"git+{source}" + (f"@refs/heads/{branch}" if branch else ""),
         dockerfile=rel, dockerfile_sha256=dockerfile_sha,
         input_digest=built.input_digest if built else "",
         build_args=dict(built.build_args) if built else {},
         base_images=dict(built.base_images) if built else {},
-        builder_id=cfg.signing.builder_id, build_type=f"{source}/{BUILD_TYPE_PATH}", invocation_id=run_id,
-        finished_on=now_iso(), platforms=platforms)
+        builder_id=cfg.signing.builder_id, build_type=f"{source}/{BUILD_TYPE_PATH}",
+        invocation_id=origin.run_id if origin else run_id,
+        started_on=origin.started_on if origin else "",
+        finished_on=origin.finished_on if origin else now_iso(), platforms=platforms,
+        builder_version=versions, context=context,
+        context_sha256=built.context_digest.removeprefix("sha256:") if built else "",
+        reuse_run=reuse.run_id if reuse else "", reuse_commit=reuse.commit if reuse else "",
+        reused_on=reuse.at if reuse else "")
 
 
 def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,

@@ -3,11 +3,20 @@
 Statement (https://in-toto.io/Statement/v1, spec: in-toto/attestation `spec/v1/statement.md`):
     subject: [{"name": "<registry>/<repo>", "digest": {"sha256": "<hex of the image manifest digest>"}}]
     predicateType: https://slsa.dev/provenance/v1 (spec: slsa.dev/spec/v1.0/provenance)
-    predicate.buildDefinition: buildType, externalParameters (source, dockerfile, buildArgs, and for a
-        multi-platform image `platforms`: the child's platform, or every platform of the index),
-        internalParameters (inputDigest), resolvedDependencies (the git commit with its tree state, the
-        Dockerfile by sha256, each base image by digest)
-    predicate.runDetails: builder.id, metadata (invocationId, startedOn/finishedOn)
+    predicate.buildDefinition: buildType, externalParameters (source, revision: the commit the image was
+        built from, dockerfile, buildArgs, and for a multi-platform image `platforms`: the child's platform, or
+        every platform of the index), internalParameters (inputDigest, commit), resolvedDependencies (the git
+        commit the image was built from with its tree state, the Dockerfile by sha256, the build context by
+        the sha256 of its file list, each base image by digest)
+    predicate.runDetails: builder.id and builder.version (builder kind, docker CLI, engine), metadata
+        (invocationId, startedOn/finishedOn: the run that BUILT the image), byproducts (a reused image: one
+        `reuse` descriptor naming the run, commit and time that reused it)
+
+Why the reuse is a byproduct, not metadata: SLSA v1 (slsa.dev/provenance/v1) defines `runDetails.metadata` as
+"metadata about this particular execution of the build" (invocationId, startedOn, finishedOn), which for a
+reused image is the earlier build; `byproducts` are resource descriptors of things "not considered the output
+of the build but that might be needed during debugging or incident response", which the reuse is (which run
+released this digest, at which commit). The build's facts stay those of the build that produced the bytes.
 The envelope (DSSE v1, securesystemslib's reference implementation) signs the statement with the
 environment's ECDSA key; payloadType application/vnd.in-toto+json.
 """
@@ -33,6 +42,7 @@ SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 DSSE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
 PREDICATE_ANNOTATION = "predicateType"
+REUSE_BYPRODUCT = "reuse"   # runDetails.byproducts[].name of the run that reused the image (see the docstring)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,12 @@ class BuildFacts:
     started_on: str = ""
     finished_on: str = ""
     platforms: tuple[str, ...] = ()   # multi-platform: the child's platform, or every platform of the index
+    builder_version: Mapping[str, str] = field(default_factory=dict)   # component → version (SLSA builder.version)
+    context: str = ""                 # the build context's path relative to the repository root
+    context_sha256: str = ""          # hex sha256 of the context's file list (path → mode:sha256)
+    reuse_run: str = ""               # a reused image: the run that reused it (else "")
+    reuse_commit: str = ""            # ... at this commit
+    reused_on: str = ""               # ... at this time (RFC 3339 UTC)
 
 
 def _hex(digest: str) -> dict[str, str]:
@@ -67,20 +83,33 @@ def _hex(digest: str) -> dict[str, str]:
 
 
 def provenance_statement(f: BuildFacts) -> dict[str, Any]:
-    """The in-toto Statement v1 with an SLSA v1 provenance predicate for one image (a JSON-ready dict)."""
+    """The in-toto Statement v1 with an SLSA v1 provenance predicate for one image (a JSON-ready dict).
+
+    Empty facts are left out (no context digest, no builder version, no reuse: an image built by this run).
+    """
     deps: list[dict[str, Any]] = [
         {"uri": f.source_uri, "digest": {"gitCommit": f.commit},
          "annotations": {"treeState": "dirty" if f.dirty else "clean"}},
         {"uri": f.dockerfile, "name": "Dockerfile", "digest": {"sha256": f.dockerfile_sha256}},
     ]
+    if f.context_sha256:
+        deps.append({"uri": f.context or ".", "name": "build-context", "digest": {"sha256": f.context_sha256}})
     for ref, digest in sorted(f.base_images.items()):
         deps.append({"uri": f"docker-image://{ref}", "name": "base-image", "digest": _hex(digest)})
     metadata = {k: v for k, v in (("invocationId", f.invocation_id), ("startedOn", f.started_on),
                                   ("finishedOn", f.finished_on)) if v}
-    external: dict[str, Any] = {"source": f.source_uri, "dockerfile": f.dockerfile,
+    external: dict[str, Any] = {"source": f.source_uri, "revision": f.commit, "dockerfile": f.dockerfile,
                                 "buildArgs": dict(sorted(f.build_args.items()))}
     if f.platforms:
         external["platforms"] = list(f.platforms)
+    builder: dict[str, Any] = {"id": f.builder_id}
+    if f.builder_version:
+        builder["version"] = dict(sorted(f.builder_version.items()))
+    run_details: dict[str, Any] = {"builder": builder, "metadata": metadata}
+    if f.reuse_run or f.reuse_commit:
+        run_details["byproducts"] = [{
+            "name": REUSE_BYPRODUCT, "digest": {"gitCommit": f.reuse_commit},
+            "annotations": {k: v for k, v in (("invocationId", f.reuse_run), ("reusedOn", f.reused_on)) if v}}]
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": f.repository, "digest": _hex(f.digest)}],
@@ -89,10 +118,10 @@ def provenance_statement(f: BuildFacts) -> dict[str, Any]:
             "buildDefinition": {
                 "buildType": f.build_type,
                 "externalParameters": external,
-                "internalParameters": {"inputDigest": f.input_digest},
+                "internalParameters": {"inputDigest": f.input_digest, "commit": f.commit},
                 "resolvedDependencies": deps,
             },
-            "runDetails": {"builder": {"id": f.builder_id}, "metadata": metadata},
+            "runDetails": run_details,
         },
     }
 
@@ -129,7 +158,8 @@ class ProvenanceCheck:
 
 def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePublicKey], *, digest: str,
                    commit: str) -> ProvenanceCheck:
-    """Is this DSSE envelope signed by a trusted key, SLSA v1, about `digest`, built from `commit`?"""
+    """Is this DSSE envelope signed by a trusted key, SLSA v1, about `digest`, built from `commit` or reused at it
+    (a `reuse` byproduct naming `commit`: the image was built at an earlier commit with the same inputs)?"""
     try:
         env = Envelope.from_dict(copy.deepcopy(envelope))   # from_dict consumes its argument
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -153,7 +183,10 @@ def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePubli
         return ProvenanceCheck(False, f"provenance subject is not {digest}")
     deps = (st.get("predicate") or {}).get("buildDefinition", {}).get("resolvedDependencies") or []
     commits = {str(d.get("digest", {}).get("gitCommit")) for d in deps if d.get("digest", {}).get("gitCommit")}
-    if commit not in commits:
+    reused = {str((b.get("digest") or {}).get("gitCommit")) for b in
+              (st.get("predicate") or {}).get("runDetails", {}).get("byproducts") or []
+              if isinstance(b, dict) and b.get("name") == REUSE_BYPRODUCT}
+    if commit not in commits | reused:
         found = ", ".join(sorted(commits)) or "none"
         return ProvenanceCheck(False, f"provenance commit ({found[:12]}) is not the release's commit {commit[:12]}")
     return ProvenanceCheck(True, "", st)
