@@ -208,12 +208,18 @@ def origin_from_image(inspect: Mapping[str, Any] | None) -> dict[str, str]:
     if not isinstance(stamp, dict) or not stamp.get("commit"):
         return {}
     created = str((inspect or {}).get("Created") or "")
-    return {"commit": str(stamp["commit"]), "dirty": str(stamp.get("dirty") or "false"),
-            "run_id": str(stamp.get("run") or ""),
-            "started_on": str(stamp.get("started") or ""),
-            "finished_on": created[:19] + "Z" if len(created) >= 19 else "",
-            "builder": str(stamp.get("builder") or ""), "builder_version": str(stamp.get("builder_version") or ""),
-            "engine_version": str(stamp.get("engine") or "")}
+    return origin_of(stamp, created[:19] + "Z" if len(created) >= 19 else "")
+
+
+def origin_of(stamp: Mapping[str, Any], finished_on: str) -> dict[str, str]:
+    """The build record's `origin` (Built.origin's keys) from a `build_stamp` (or the label that carries one)
+    and the build's finish time (RFC 3339 UTC, "" when unknown)."""
+    def text(key: str, default: str = "") -> str:
+        return str(stamp.get(key) or default)
+
+    return {"commit": text("commit"), "dirty": text("dirty", "false"), "run_id": text("run"),
+            "started_on": text("started"), "finished_on": finished_on, "builder": text("builder"),
+            "builder_version": text("builder_version"), "engine_version": text("engine")}
 
 
 def _engine_version() -> str:
@@ -313,9 +319,7 @@ def _build_one(cfg: Config, p: ServicePlan, info: ReleaseInfo, log_dir: Path, no
                 images[str(plat)] = image_id
                 tag_child(p.name, p.input_digest, plat, primary, image_id)
     took = time.monotonic() - t0
-    origin = {"commit": stamp["commit"], "dirty": stamp["dirty"], "run_id": run_id, "started_on": stamp["started"],
-              "finished_on": now_iso(),
-              "builder": builder.kind, "builder_version": builder.version, "engine_version": engine_version}
+    origin = origin_of(stamp, now_iso())
     if primary is None:
         return BuildResult(p.name, BuildStatus.BUILT, images[""], took, log, "", p.why, tuple(cached), origin=origin)
     return BuildResult(p.name, BuildStatus.BUILT, images[str(primary)], took, log, "", p.why, tuple(cached), images,
