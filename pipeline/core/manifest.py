@@ -463,9 +463,9 @@ class Manifest:
         rec = self._rec(service, "build")
         if not rec:
             return None
+        ident = self.identity(service)
         return Built(service, self._service_status(BuildStatus, service, "build", rec), _opt(rec.get("image_id")),
-                     str(self._svc_field(service, "repository") or ""),
-                     tuple(self._svc_field(service, "tags") or ()), str(self._svc_field(service, "input_digest") or ""),
+                     ident.repository or "", ident.tags or (), ident.input_digest or "",
                      _strmap(rec.get("platforms")), _strmap(rec.get("build_args")), _strmap(rec.get("base_images")),
                      _opt(rec.get("log")), _origin(rec.get("origin")), _reuse(rec.get("reuse")),
                      str(rec.get("dockerfile_digest") or ""), str(rec.get("context_digest") or ""))
