@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
+from pipeline.core.config_rollout import Rollout, read_rollout
 from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform
 from pipeline.core.stage_registry import listable, ordering_problem, unlisted_problem
@@ -125,6 +126,7 @@ class Environment:
     signing_passphrase_env: str = ""      # overrides [signing].passphrase_env for this environment's key
     auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
     platforms: tuple[Platform, ...] = ()  # images built for these; () = the machine's platform only
+    rollout: Rollout = field(default_factory=Rollout)   # how deploy reaches the new version (config_rollout.py)
 
     @property
     def protected(self) -> bool:
@@ -449,6 +451,7 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         signing_passphrase_env=et.text("signing_passphrase_env", d("signing_passphrase_env")),
         auto_key=et.flag("auto_key", d("auto_key")),
         platforms=platforms_in(et),
+        rollout=read_rollout(et),
     )
     if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
         et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",

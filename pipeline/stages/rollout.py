@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pipeline.contract.context import RunContext
 from pipeline.contract.stage import BaseStage, StageSummary
+from pipeline.core.errors import UsageError
 
 
 def _cluster_up(ctx: RunContext) -> None:
@@ -27,6 +28,11 @@ class DeployStage(BaseStage):
     name = "deploy"
 
     def preflight(self, ctx: RunContext) -> None:
+        strategy = ctx.env.rollout.strategy
+        if ctx.env.rollout.progressive:   # read and checked at load (config_rollout.py); the rollout is to come
+            raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = '{strategy}': this version deploys "
+                             "all at once only (canary and blue-green analysis are not wired into deploy yet)",
+                             'set strategy = "all-at-once" or remove the rollout table')
         _cluster_up(ctx)
 
     def holds(self, ctx: RunContext) -> str | None:
