@@ -31,15 +31,28 @@ class Outcome:
 
 
 @dataclass
+class Phase:
+    """Work of a run that is not a stage: the pre-flight, a stage's provisioning (the report's timeline)."""
+
+    name: str
+    started: float                # wall clock (epoch seconds)
+    duration_s: float
+    status: str                   # "ok" | "failed" | "interrupted"
+    detail: str = ""
+
+
+@dataclass
 class RunState:
     """What one run learns as it goes, shared by its stages and its report.
 
-    outcomes: every stage's Outcome so far, in order (the runner appends); cluster_checked: the cluster was
+    outcomes: every stage's Outcome so far, in order (the runner appends); phases: the pre-flight's and each
+    provisioning's timing (pipeline.release.runner); cluster_checked: the cluster was
     found up once this run (deploy and verify ask once); published: service → the published-image re-check
     ({"image", "signature", "provenance", "sbom", "vex"}; pipeline/stages/published.py), None until it ran.
     """
 
     outcomes: list[Outcome] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
     cluster_checked: bool = False
     published: dict[str, dict[str, str]] | None = None
 

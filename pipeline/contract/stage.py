@@ -4,6 +4,10 @@
     check_only: bool                   it only verifies the world and changes nothing
     skip(ctx)      -> reason | None    applies to this run? (the reason is printed and recorded)
     preflight(ctx) -> None             cheap checks before anything runs (raise a PipelineError)
+    provision(ctx) -> None             long preparation of the world the stage needs that does not depend on
+                                       the stages before it (the local cluster's build and start): the runner
+                                       runs it in the background while those stages run, and waits for it
+                                       before this stage's holds() and run()
     holds(ctx)     -> reason | None    does the recorded result still hold in the world? None = yes
     run(ctx)       -> StageSummary     the work; per-service records through the manifest's typed accessors
 
@@ -45,6 +49,8 @@ class Stage(Protocol):
 
     def preflight(self, ctx: RunContext) -> None: ...
 
+    def provision(self, ctx: RunContext) -> None: ...
+
     def holds(self, ctx: RunContext) -> str | None: ...
 
     def run(self, ctx: RunContext) -> StageSummary: ...
@@ -62,6 +68,10 @@ class BaseStage:
 
     def preflight(self, ctx: RunContext) -> None:
         """Cheap checks before any stage runs; raise a PipelineError."""
+
+    def provision(self, ctx: RunContext) -> None:
+        """Long preparation this stage needs and the earlier stages do not (default: none). Runs in the
+        runner's provisioning thread, overlapping the earlier stages; raise a PipelineError."""
 
     def holds(self, ctx: RunContext) -> str | None:
         """None when the recorded result still holds in the world; else why it runs again.

@@ -86,10 +86,12 @@ def _secs(s: float) -> str:
     return f"{s * 1000:.0f}ms" if s < 1 else f"{s:.1f}s" if s < 120 else f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
-def timeline_svg(stages: Sequence[dict[str, Any]], intervals: Sequence[dict[str, Any]], width: int = 960) -> str:
-    """A Gantt chart: a bar per stage that ran or was decided (start = `started`, length = `duration_s`), then a
-    bar per service's work under its stage. Times are epoch seconds; the axis is seconds since the first bar."""
-    timed = [s for s in stages if s.get("started")]
+def timeline_svg(stages: Sequence[dict[str, Any]], intervals: Sequence[dict[str, Any]], width: int = 960,
+                 phases: Sequence[dict[str, Any]] = ()) -> str:
+    """A Gantt chart: a bar per phase that is not a stage (the pre-flight, provisioning that overlapped the
+    stages), a bar per stage that ran or was decided (start = `started`, length = `duration_s`), then a bar per
+    service's work under its stage. Times are epoch seconds; the axis is seconds since the first bar."""
+    timed = [*(p for p in phases if p.get("started")), *(s for s in stages if s.get("started"))]
     starts = [float(s["started"]) for s in timed] + [float(i["start"]) for i in intervals]
     ends = [float(s["started"]) + float(s.get("duration_s") or 0) for s in timed] + [float(i["end"]) for i in intervals]
     if not starts:
@@ -104,14 +106,19 @@ def timeline_svg(stages: Sequence[dict[str, Any]], intervals: Sequence[dict[str,
         x = label_w + (start - t0) / span * plot_w
         w = max(2.0, (end - start) / span * plot_w)
         color = COLOR.get(state, "#6b7280")
-        indent, weight = (20, "normal") if cls == "service" else (4, "bold")
+        indent, weight = (20, "normal") if cls == "service" else (4, "normal" if cls == "phase" else "bold")
         rows.append(f'<text x="{indent}" y="{y + 14}" font-weight="{weight}">{_e(label)}</text>'
                     f'<rect class="bar {cls}" {attrs} x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
                     f'fill="{color}"><title>{_e(label)}: {_e(state)}, {_secs(end - start)}</title></rect>'
                     f'<text x="{x + w + 4:.1f}" y="{y + 14}" fill="#57606a">{_secs(end - start)} {_e(state)}</text>')
         y += row_h
 
-    for s in timed:
+    for p in phases:
+        if p.get("started"):
+            start = float(p["started"])
+            bar("phase", p["name"], start, start + float(p.get("duration_s") or 0), p["status"],
+                f'data-phase="{_e(p["name"])}"')
+    for s in (s for s in stages if s.get("started")):
         start = float(s["started"])
         bar("stage", s["name"], start, start + float(s.get("duration_s") or 0), s["status"],
             f'data-stage="{_e(s["name"])}"')
@@ -160,7 +167,8 @@ def render_report(data: dict[str, Any], events: Sequence[dict[str, Any]], run_di
             f"cache hits {cache_hits(events)}</p>"]
     if data.get("error"):
         body.append(f"<p class=err><b>error:</b> {_e(data['error'])}</p>")
-    body += ["<h2>Timeline</h2>", timeline_svg(data.get("stages") or [], service_intervals(events))]
+    body += ["<h2>Timeline</h2>", timeline_svg(data.get("stages") or [], service_intervals(events),
+                                                   phases=data.get("phases") or [])]
     body += ["<h2>Stages</h2>", _table(("stage", "result", "duration", "detail"), [
         [_e(s["name"]), f"<span class={_e(s['status'])}>{_e(s['status'])}</span>",
          _secs(float(s["duration_s"])) if "duration_s" in s else "", _e(s.get("detail"))]

@@ -44,6 +44,9 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
         "stages": [({"name": n, "status": str(by_name[n].status), "duration_s": round(by_name[n].duration_s, 2),
                      "started": by_name[n].started, "detail": by_name[n].detail} if n in by_name
                     else {"name": n, "status": "not run"}) for n in shown_stages(ctx, outcomes)],
+        # work that is not a stage: the pre-flight, and provisioning that overlapped the stages (the cluster)
+        "phases": [{"name": p.name, "status": p.status, "started": p.started, "duration_s": round(p.duration_s, 2)}
+                   for p in ctx.state.phases],
         "services": services, "infra": infra, "manifest": str(ctx.manifest.path), "run_dir": str(ctx.run_dir),
         "deploy": _deploy_summary(deploy) if deploy is not None else None,
         "cache_hits": cache_hits(read_events(ctx.run_dir)),

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.contract.context import Outcome, RunContext
+from pipeline.contract.context import Outcome, Phase, RunContext
 from pipeline.contract.options import RunOptions
 from pipeline.contract.stage import Stage, StageSummary
 from pipeline.core.config import Config, Environment
@@ -30,6 +30,7 @@ from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.reporter import Reporter
 from pipeline.core.stage_registry import STAGE_REGISTRY, from_sources, with_attached, with_gates
 from pipeline.core.vocab import StageStatus
+from pipeline.release.provisioning import Provisioning
 from pipeline.versioning.releaseinfo import ReleaseInfo, recorded_release_info, release_info
 
 
@@ -116,10 +117,16 @@ def _recorded_ok(ctx: RunContext, name: str) -> bool:
 
 
 def preflight(ctx: RunContext, stages: Sequence[Stage]) -> None:
-    """Every stage's cheap checks, before any stage runs (a bad registry password fails before a build)."""
-    for stage in stages:
-        if stage.skip(ctx) is None:
-            stage.preflight(ctx)
+    """Every stage's cheap checks, before any stage runs (a bad registry password fails before a build).
+    Timed as the run's "preflight" phase (the report's timeline)."""
+    t0, wall, status = time.monotonic(), time.time(), "failed"
+    try:
+        for stage in stages:
+            if stage.skip(ctx) is None:
+                stage.preflight(ctx)
+        status = "ok"
+    finally:
+        ctx.state.phases.append(Phase("preflight", wall, time.monotonic() - t0, status))
 
 
 def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False) -> list[Outcome]:
@@ -131,27 +138,67 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False
     """
     outcomes = ctx.state.outcomes   # the run's, kept when a stage raises (the report reads them)
     first = len(outcomes)
-    for stage in stages:
-        reason = stage.skip(ctx)
-        if reason:
-            o = Outcome(stage.name, StageStatus.SKIPPED, detail=reason, started=time.time())
-            ctx.reporter.stage_finished(stage.name, o.status, reason)
-            _record(ctx, o)
-            outcomes.append(o)
-            continue
-        if resume and _recorded_ok(ctx, stage.name):
-            t0, wall = time.monotonic(), time.time()
-            why = stage.holds(ctx)
-            if why is None:
-                o = Outcome(stage.name, StageStatus.RESUMED, time.monotonic() - t0,
-                            "recorded earlier; checked: still holds", started=wall)
-                ctx.reporter.stage_finished(stage.name, o.status, o.detail)
-                outcomes.append(o)
-                continue
-            if not stage.check_only:   # a check never resumes: that is no news
-                ctx.reporter.info(f"{stage.name}: {why}")
-        outcomes.append(_run_one(ctx, stage))
+    provisioning = Provisioning(ctx, stages).start()   # later stages' long preparation, in the background
+    try:
+        for stage in stages:
+            _stage_step(ctx, stage, provisioning, outcomes, resume)
+    finally:
+        provisioning.close()
     return outcomes[first:]
+
+
+def _stage_step(ctx: RunContext, stage: Stage, provisioning: Provisioning, outcomes: list[Outcome],
+                resume: bool) -> None:
+    """One stage: skipped, resumed (holds), or run. A failed provisioning stops the run at this boundary, and
+    the stage's own provisioning is awaited before anything looks at the world for it."""
+    failed = provisioning.failed_stage()
+    if failed is not None:
+        _provision_failed(ctx, failed, provisioning)
+    reason = stage.skip(ctx)
+    if reason:
+        o = Outcome(stage.name, StageStatus.SKIPPED, detail=reason, started=time.time())
+        ctx.reporter.stage_finished(stage.name, o.status, reason)
+        _record(ctx, o)
+        outcomes.append(o)
+        return
+    try:
+        provisioning.wait(stage.name)
+    except KeyboardInterrupt:
+        _finish(ctx, Outcome(stage.name, StageStatus.INTERRUPTED, 0.0, "Ctrl-C while it was being provisioned",
+                             130, time.time()))
+        raise Interrupted(f"interrupted while provisioning {stage.name}", "rerun the same command: it resumes") \
+            from None
+    if stage.name in provisioning.errors:
+        _provision_failed(ctx, stage.name, provisioning)
+    if resume and _recorded_ok(ctx, stage.name):
+        t0, wall = time.monotonic(), time.time()
+        why = stage.holds(ctx)
+        if why is None:
+            o = Outcome(stage.name, StageStatus.RESUMED, time.monotonic() - t0,
+                        "recorded earlier; checked: still holds", started=wall)
+            ctx.reporter.stage_finished(stage.name, o.status, o.detail)
+            outcomes.append(o)
+            return
+        if not stage.check_only:   # a check never resumes: that is no news
+            ctx.reporter.info(f"{stage.name}: {why}")
+    outcomes.append(_run_one(ctx, stage))
+
+
+def _provision_failed(ctx: RunContext, name: str, provisioning: Provisioning) -> None:
+    """Record stage `name` as failed by its provisioning (or interrupted) and raise, as _run_one does."""
+    wall = time.time()
+    try:
+        provisioning.raise_failed(name)
+    except KeyboardInterrupt:
+        _finish(ctx, Outcome(name, StageStatus.INTERRUPTED, 0.0, "Ctrl-C during its provisioning", 130, wall))
+        raise Interrupted(f"interrupted while provisioning {name}; its cleanup ran",
+                          "rerun the same command: it resumes") from None
+    except PipelineError as exc:
+        _finish(ctx, Outcome(name, StageStatus.FAILED, 0.0, exc.one_line(), exc.exit_code, wall, dict(exc.record)))
+        raise
+    except Exception as exc:
+        _finish(ctx, Outcome(name, StageStatus.FAILED, 0.0, f"{type(exc).__name__}: {exc}", 1, wall))
+        raise
 
 
 def _run_one(ctx: RunContext, stage: Stage) -> Outcome:

@@ -10,9 +10,18 @@ from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.errors import UsageError
 
 
+def _cluster_reachable(ctx: RunContext) -> None:
+    """Pre-flight of deploy and verify: an external cluster's kubeconfig readable and defining its context
+    (UsageError, exit 2, one line); nothing is started here."""
+    from pipeline.local.cluster import cluster_access
+
+    cluster_access(ctx.env)
+
+
 def _cluster_up(ctx: RunContext) -> None:
-    """The env's cluster, up (pre-flight of deploy and verify; checked once per run): results as lines, the long
-    work (a cold build, the start) as the live view's "cluster" lines."""
+    """The env's cluster, up (the provisioning of deploy and verify, overlapping the stages before them; checked
+    once per run): results as lines, the long work (a cold build, the start) as the live view's "cluster"
+    lines."""
     from pipeline.core.progress import reporter_progress
     from pipeline.local.cluster import cluster_up
 
@@ -33,6 +42,9 @@ class DeployStage(BaseStage):
             raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = '{strategy}': this version deploys "
                              "all at once only (canary and blue-green analysis are not wired into deploy yet)",
                              'set strategy = "all-at-once" or remove the rollout table')
+        _cluster_reachable(ctx)
+
+    def provision(self, ctx: RunContext) -> None:
         _cluster_up(ctx)
 
     def holds(self, ctx: RunContext) -> str | None:
@@ -58,6 +70,9 @@ class VerifyStage(BaseStage):
     check_only = True   # re-verified on every run, changes nothing (pipeline/contract/stage.py)
 
     def preflight(self, ctx: RunContext) -> None:
+        _cluster_reachable(ctx)
+
+    def provision(self, ctx: RunContext) -> None:
         _cluster_up(ctx)
 
     def holds(self, ctx: RunContext) -> str | None:

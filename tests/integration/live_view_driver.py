@@ -10,7 +10,8 @@ cold-bases: `cold`, whose first stage's pre-flight (outside any stage, as the de
 a base image that is not present: the real `ensure_bases` builds PROBE_IMAGE (a private name) in the real engine
 from a small recipe written under STATE_DIR (FROM the local Debian base, ten one-second steps, a nonce so the
 engine's cache cannot skip them), reporting through `reporter_progress(reporter, "bases")` as the pipeline does;
-and whose last stage's pre-flight replays a cold cluster build's progress (ClusterBuildReplay).
+and whose last stage's provisioning replays a cold cluster build's progress (ClusterBuildReplay) while the
+other stages run.
 """
 
 from __future__ import annotations
@@ -60,11 +61,12 @@ class BasesFirst(ToolStage):
 
 
 class ClusterBuildReplay(ToolStage):
-    """A ToolStage whose pre-flight (as the deploy's cluster start does) reports a cold cluster build: the real
+    """A ToolStage whose provisioning (as the deploy's cluster start does: in the background, while the stages
+    before it run, pipeline/release/provisioning.py) reports a cold cluster build: the real
     ClusterBuildProgress over the real build's six steps, at replay speed (one second per step, a heartbeat every
     0.1 s instead of 20 s: ~60 heartbeats), with no compiler run (the shared cluster is never rebuilt here)."""
 
-    def preflight(self, ctx: RunContext) -> None:
+    def provision(self, ctx: RunContext) -> None:
         from pipeline.local.cluster.build import STEP_TITLES, ClusterBuildProgress
 
         prog = ClusterBuildProgress({s: 1.0 for s in STEP_TITLES}, ctx.reporter.info,
