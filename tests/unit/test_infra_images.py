@@ -215,3 +215,36 @@ def test_verify_images_checks_the_infra_documents_images(tmp_path: Path) -> None
         infra_refs(cfg, cfg.env("local"), _manifest(tmp_path / "none", cfg, {}))
     assert "has no pushed digest" in err.value.message
     assert infra_refs(cfg, dataclasses.replace(cfg.env("local"), local_infra=False), _manifest(tmp_path, cfg, {})) == []
+
+
+def _gate(cfg: Config, env_name: str, *, external: bool = False) -> list[str]:
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import prepare
+    from pipeline.stages.deploy.target import ReleaseTarget
+    from pipeline.tools.kubectl import KubeTarget
+
+    env = cfg.env(env_name)
+    lines: list[str] = []
+    rt = ReleaseTarget(env, KubeTarget(Path("/nonexistent"), "", env.namespace), env.helm_release, external=external)
+    prepare.pod_security_gate(ROOT / "helm/veza", rt, [env.values_file], PlainReporter(sink=lines.append), cfg)
+    return lines
+
+
+def test_the_pod_security_gate_checks_the_infra_documents_the_deploy_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.core.errors import PolicyBlocked
+    from pipeline.stages.deploy import prepare
+
+    cfg = _cfg()
+    assert any("7 pod template(s) pass (3 of the local infra)" in line for line in _gate(cfg, "local"))
+    # an external cluster gets no local infra, so the gate has none to check
+    assert any(line.endswith("4 pod template(s) pass") for line in _gate(cfg, "dev", external=True))
+
+    def privileged(cfg: Config, secret: str, images: dict[str, str]) -> list[dict[str, Any]]:
+        docs = infra_documents(cfg, secret, images)
+        docs[0]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
+        return docs
+
+    monkeypatch.setattr(prepare, "infra_documents", privileged)
+    with pytest.raises(PolicyBlocked) as err:
+        _gate(cfg, "local")
+    assert "local's local infra documents" in err.value.message and "privileged" in err.value.message
