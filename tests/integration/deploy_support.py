@@ -155,17 +155,35 @@ _infra_pushed: dict[str, dict[str, str]] = {}
 
 
 def pinned_infra_images(cfg: Config, registry: str) -> dict[str, str]:
-    """[infra.NAME] → `registry/veza-test/infra/<name>@sha256:…`: the local infra images (`invoke bases`) copied
-    into `registry` by digest, once per registry and session (the infra documents take only pinned images)."""
+    """[infra.NAME] → `repository@sha256:…` of the local infra images (`invoke bases`), for the infra documents
+    (they take only pinned images). A digest the engine already holds for the image (RepoDigests, e.g. from a
+    release's push) and whose registry still serves it is used as it is: the kubelet then runs the local image
+    without a pull. Otherwise the image is copied into `registry` by skopeo (about a minute for the three here),
+    once per registry and session."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.tools import docker
+    from pipeline.tools.registry_api import RegistryClient, split_repository
+
     if registry not in _infra_pushed:
         out: dict[str, str] = {}
         for name, infra in cfg.infra.items():
-            repo = f"{registry}/veza-test/infra/{name}"
-            digest_file = Path(f"/tmp/veza-test-infra-{uuid.uuid4().hex[:8]}.digest")
-            sh("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
-               f"docker-daemon:{cfg.bases[infra.base].local}", f"docker://{repo}:test", timeout=600)
-            out[name] = f"{repo}@{digest_file.read_text().strip()}"
-            digest_file.unlink()
+            local = cfg.bases[infra.base].local
+            for held in (docker.inspect(local) or {}).get("RepoDigests") or []:
+                address, path = split_repository(held.partition("@")[0])
+                try:
+                    served = RegistryClient(address).head_manifest(path, held.partition("@")[2])
+                except PipelineError:   # a registry that is gone: copy the image instead
+                    served = None
+                if served is not None:
+                    out[name] = held
+                    break
+            else:
+                repo = f"{registry}/veza-test/infra/{name}"
+                digest_file = Path(f"/tmp/veza-test-infra-{uuid.uuid4().hex[:8]}.digest")
+                sh("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+                   f"docker-daemon:{local}", f"docker://{repo}:test", timeout=600)
+                out[name] = f"{repo}@{digest_file.read_text().strip()}"
+                digest_file.unlink()
         _infra_pushed[registry] = out
     return _infra_pushed[registry]
 
