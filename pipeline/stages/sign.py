@@ -46,15 +46,15 @@ def key_id(key: ec.EllipticCurvePublicKey) -> str:
 
 
 def pushed_images(cfg: Config, man: Manifest, services: list[str] | None,
-                  env: Environment | None = None) -> list[tuple[str, str, str]]:
-    """(subject, repository, digest) of every selected service with a pushed digest, and, with `env` and no
-    selection, of every infra image env runs (subject `infra/<name>`: core/release_images.py); UsageError
+                  infra_of: Environment | None = None) -> list[tuple[str, str, str]]:
+    """(subject, repository, digest) of every selected service with a pushed digest, then, with `infra_of`, of
+    every infra image that environment runs (subject `infra/<name>`: core/release_images.py); UsageError
     otherwise."""
     names = [s.name for s in cfg.select(services)] if services else man.services()
     if not names:
         raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build push` first")
-    if env is not None and not services:
-        names += [i.subject for i in infra_images(cfg, env)]
+    if infra_of is not None:
+        names += [i.subject for i in infra_images(cfg, infra_of)]
     out = []
     for name in names:
         pushed = man.pushed(name)
@@ -124,7 +124,7 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     StageFailed when the registry refuses.
     """
     t0 = time.monotonic()
-    images = pushed_images(cfg, man, services, env)
+    images = pushed_images(cfg, man, services, None if services else env)   # --service: that service alone
     key = envkeys.signing_key(cfg, env)
     pub = key.public_key()
     kid = key_id(pub)
@@ -188,12 +188,12 @@ def _sign_and_attest(cfg: Config, man: Manifest, name: str, client: RegistryClie
 
 
 def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str], *,
-                    registries: RegistryClients | None = None) -> str | None:
-    """None when the registry still serves, for every selected pushed digest, a signature and provenance
-    by env's trusted keys; else the first difference (one line)."""
+                    registries: RegistryClients | None = None, infra: bool = False) -> str | None:
+    """None when the registry still serves, for every selected pushed digest (and with `infra`, every infra
+    image env runs), a signature and provenance by env's trusted keys; else the first difference (one line)."""
 
     try:
-        images = pushed_images(cfg, man, services or None, env)
+        images = pushed_images(cfg, man, services or None, env if infra else None)
         trusted = envkeys.trusted_keys(cfg, env)
     except PipelineError as exc:
         return exc.message
@@ -228,8 +228,8 @@ class SignStage(BaseStage):
         envkeys.signing_key(ctx.cfg, ctx.env)
 
     def holds(self, ctx: RunContext) -> str | None:
-        # no selection: every service and infra image of the release (pushed_images with env)
-        why = signatures_hold(ctx.cfg, ctx.env, ctx.manifest, ctx.services, registries=ctx.registries)
+        why = signatures_hold(ctx.cfg, ctx.env, ctx.manifest, ctx.selected(), registries=ctx.registries,
+                              infra=not ctx.services)
         return f"{why}; signing again" if why else None
 
     def run(self, ctx: RunContext) -> StageSummary:

@@ -102,14 +102,14 @@ def test_an_infra_image_is_pushed_signed_and_verified_like_a_service_image(
     envkeys.keygen(cfg, env)
     (before,) = verify_refs(cfg, env, man, [infra_ref], QUIET)
     assert before.service == "infra/tiny" and any("no signature" in p for p in before.problems), before
-    assert signatures_hold(cfg, env, man, []) is not None
+    assert signatures_hold(cfg, env, man, ["veza-docs"], infra=True) is not None
 
     sign_images(cfg, env, man, QUIET, run_id="infra-trust")
     signed = man.signed("infra/tiny")
     assert signed is not None and signed.subject == pushed.digest
     (after,) = verify_refs(cfg, env, man, [infra_ref], QUIET)
     assert after.problems == (), after
-    assert signatures_hold(cfg, env, man, []) is None
+    assert signatures_hold(cfg, env, man, ["veza-docs"], infra=True) is None
 
     # a second push is a no-op by digest; a release that signs again writes nothing new
     push_images(cfg, env, man, QUIET)
