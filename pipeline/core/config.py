@@ -141,8 +141,13 @@ class Environment:
 
     def repository(self, service: Service) -> str:
         """Full image repository of a service in this environment's registry."""
+        return self.repository_for(service.repository)
+
+    def repository_for(self, path: str) -> str:
+        """Full image repository of `path` (a service's `repository`, or `infra/<name>` for an [infra.NAME]
+        image: pipeline/core/release_images.py) in this environment's registry and namespace."""
         ns = f"{self.registry_namespace}/" if self.registry_namespace else ""
-        return f"{self.registry}/{ns}{service.repository}"
+        return f"{self.registry}/{ns}{path}"
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,12 @@ Layout (schema: pipeline/core/schemas/manifest.schema.json, documented in README
           "deploy": {"status": "deployed|noop|rolled_back|failed", "revision": 3, "image": "repo@sha256:..."}
         }
       },
-      "infra": {"<infra image>": {"scan": {...}}}
+      "infra": {"<infra name>": {"scan": {...}, "push": {..., "source": {...}}, "signature": {...},
+                                 "provenance": {...}}}
     }
 
+An infra image's records (pipeline/core/release_images.py) are those of a service under the subject
+`infra/<name>` (`subject_slot`): `record("infra/postgres", "push", …)`, `pushed("infra/postgres")`.
 Each service's stage records are written by that stage only, through `record()` (promotions through
 `record_promotion()`), whose status must be a member of the record's enum (`RECORD_STATUS`, from
 pipeline.core.vocab). Pipeline code reads them through the typed views, one frozen dataclass per record:
@@ -80,6 +83,18 @@ _REWRITER = {"sbom": "push", "signature": "sign", "provenance": "sign", "promoti
 # The keys of `stages.<name>` that StageRecord types; the rest are the stage's own summary fields.
 _STAGE_KEYS = frozenset({"status", "services", "run_id", "detail", "error", "exit_code", "duration_s", "at"})
 E = TypeVar("E", bound=StrEnum)
+
+
+# A record subject is a service name, or `infra/<name>` for an [infra.NAME] image (recorded under `infra.<name>`):
+# the typed views and record() take either, so push, sign and verify treat every image the release runs alike.
+INFRA_PREFIX = "infra/"
+
+
+def subject_slot(subject: str) -> tuple[str, str]:
+    """Where a subject's records live: ("services", name) or ("infra", name) for `infra/<name>`."""
+    if subject.startswith(INFRA_PREFIX):
+        return "infra", subject[len(INFRA_PREFIX):]
+    return "services", subject
 
 
 def manifest_path(state_dir: Path, env_name: str) -> Path:
@@ -223,6 +238,8 @@ class Pushed:
     image_id: str | None = None             # the local image pushed
     platform_images: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → image ID
     retries: int = 0
+    source: Mapping[str, str] = field(default_factory=dict)   # an infra image: the local image it was pushed from
+                                                              # (ref, recipe_digest, run_id, created)
 
     @property
     def ok(self) -> bool:
@@ -430,12 +447,12 @@ class Manifest:
             return copy.deepcopy(res) if res is not None else None
 
     def _rec(self, service: str, stage: str) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._data["services"].get(service, {}).get(stage) or {})
+        return self._svc_field(service, stage) or {}
 
     def _svc_field(self, service: str, key: str) -> Any:
+        top, name = subject_slot(service)
         with self._lock:
-            return copy.deepcopy(self._data["services"].get(service, {}).get(key))
+            return copy.deepcopy((self._data.get(top) or {}).get(name, {}).get(key))
 
     def _status(self, kind: type[E], rec: Mapping[str, Any], where: str, writer: str) -> E:
         """rec["status"] as a member of `kind`; UsageError naming the file and the field otherwise (a record
@@ -449,7 +466,8 @@ class Manifest:
                              f"or delete {self.path} and rerun the release") from None
 
     def _service_status(self, kind: type[E], service: str, slot: str, rec: Mapping[str, Any]) -> E:
-        return self._status(kind, rec, f"services.{service}.{slot}", _REWRITER.get(slot, slot))
+        top, name = subject_slot(service)
+        return self._status(kind, rec, f"{top}.{name}.{slot}", _REWRITER.get(slot, slot))
 
     def identity(self, service: str) -> Identity:
         """The service's planned repository, tags and input digest (None each where not recorded)."""
@@ -525,7 +543,8 @@ class Manifest:
         repo = str(rec.get("repository") or self._svc_field(service, "repository") or "")
         return Pushed(self._service_status(PushStatus, service, "push", rec), repo, _opt(rec.get("digest")),
                       tuple(rec.get("tags_pushed") or rec.get("tags") or ()), _strmap(rec.get("children")),
-                      _opt(rec.get("image_id")), _strmap(rec.get("platform_images")), int(rec.get("retries") or 0))
+                      _opt(rec.get("image_id")), _strmap(rec.get("platform_images")), int(rec.get("retries") or 0),
+                      _strmap(rec.get("source")))
 
     def pushed_images(self) -> dict[str, Pushed]:
         """service → its push record, for every service pushed ok (deployable by digest)."""
@@ -596,9 +615,11 @@ class Manifest:
         """Record a stage's result for one service (replaces the previous one)."""
         if stage not in STAGE_REGISTRY and stage not in ARTIFACT_RECORDS:
             raise ValueError(f"unknown record {stage}")
-        status = _written_status(RECORD_STATUS.get(stage), result, f"services.{service}.{stage}")
+        top, name = subject_slot(service)
+        status = _written_status(RECORD_STATUS.get(stage), result, f"{top}.{name}.{stage}")
         with self._lock:
-            self._data["services"].setdefault(service, {})[stage] = {**result, "status": status, "at": now_iso()}
+            self._data.setdefault(top, {}).setdefault(name, {})[stage] = {**result, "status": status,
+                                                                         "at": now_iso()}
             self.save()
 
     def record_promotion(self, service: str, env: str, result: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
-"""PostgreSQL, Redis and NATS beside the release, for environments on the pipeline's own local cluster.
+"""The infra images beside the release (PostgreSQL, Redis, NATS…: [infra.NAME]), for environments on the
+pipeline's own local cluster.
 
 In production the infra is external to the chart (hosts from values). The local cluster has none, and no DNS
-add-on either, so for environments with `local_infra = true` the deploy runs the offline infra images
-(`invoke bases`: veza-local/postgres:15, redis:7, nats:2.9; pulled by nobody: the kubelet uses the local
-engine's images) as Deployments + Services in the namespace, and hands the chart their ClusterIPs as hosts
-(kube-proxy routes them) through a generated values file. Passwords come from the same Secret the chart
+add-on either, so for environments with `local_infra = true` the deploy runs each [infra.NAME] image as a
+Deployment + Service in the namespace, and hands the chart their ClusterIPs as hosts (kube-proxy routes them)
+through a generated values file. Every image is pinned: the documents take `repository@sha256:…` references
+(the Release manifest's push records: pipeline/core/release_images.py), the same images the push, sign and
+verify-images stages handled, and refuse anything else. Passwords come from the same Secret the chart
 references, created here with random values when absent.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,15 @@ import yaml
 from pipeline.core.config import Config
 from pipeline.core.errors import DeployFailed
 from pipeline.core.manifest import atomic_write
+from pipeline.core.release_images import check_pinned
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 
-PORTS = {"postgres": 5432, "redis": 6379, "nats": 4222}
 SECRET_KEYS = ("jwt-secret", "db-password", "redis-password")
 LABEL = "veza.pipeline/infra"
+# What the Pod Security gate renders the documents with before any digest exists (an image does not change a
+# pod's security; the chart's gate uses helm/veza/ci/digests-values.yaml the same way).
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 
 
 REDIS_STDIN_CONFIG = ("exec redis-server - --bind 0.0.0.0 --dir /data --appendonly yes <<EOF\n"
@@ -63,14 +68,20 @@ def _container(name: str, image: str, port: int, secret: str) -> dict[str, Any]:
     return container
 
 
-def infra_documents(cfg: Config, secret: str) -> list[dict[str, Any]]:
-    """A Deployment and a Service per infra component, from the images pipeline.toml maps."""
+def placeholder_images(cfg: Config) -> dict[str, str]:
+    """[infra.NAME] → a pinned placeholder reference, for the Pod Security gate's rendering."""
+    return {name: f"example.invalid/infra/{name}@{PLACEHOLDER_DIGEST}" for name in cfg.infra}
+
+
+def infra_documents(cfg: Config, secret: str, images: Mapping[str, str]) -> list[dict[str, Any]]:
+    """A Deployment and a Service per [infra.NAME], each running `images[name]`, a `repository@sha256:…`
+    reference (imagePullPolicy IfNotPresent: a digest cannot change under it). UsageError naming the first
+    component whose image is missing or not pinned by digest (core/release_images.py check_pinned)."""
+    check_pinned(images, list(cfg.infra))
     docs: list[dict[str, Any]] = []
     for name, infra in cfg.infra.items():
-        if name not in PORTS:
-            continue
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "veza", LABEL: "true"}
-        image = cfg.bases[infra.base].local
+        image = images[name]
         volumes: list[dict[str, Any]] = [{"name": v, "emptyDir": {}} for v in ("tmp", "data", "run")]
         docs += [
             {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
@@ -113,11 +124,12 @@ def _missing(found: dict[str, Any] | None, keys: Sequence[str]) -> list[str]:
     return [k for k in keys if k not in have]
 
 
-def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Path,
+def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Path, images: Mapping[str, str],
                        say: Any = print, timeout_s: float = 180) -> Path:
-    """Run the infra in target's namespace (idempotent) and return a values file with its hosts."""
+    """Run the infra in target's namespace (idempotent), each component on `images[name]` (repository@sha256:…;
+    see infra_documents), and return a values file with its hosts."""
+    docs = infra_documents(cfg, secret, images)
     ensure_secret(target, secret)
-    docs = infra_documents(cfg, secret)
     kubectl.apply(target, json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
     names = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"]
     for name in names:
@@ -135,3 +147,25 @@ def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Pa
     atomic_write(path, yaml.safe_dump({"infra": hosts}, sort_keys=True))
     say(f"  local infra ready in {target.namespace}: " + ", ".join(f"{n} {h['host']}" for n, h in hosts.items()))
     return path
+
+
+def infra_differences(target: KubeTarget, images: Mapping[str, str]) -> list[str]:
+    """How the infra Deployments in target's namespace differ from `images` ([infra.NAME] → repository@digest):
+    one line per component that is missing, runs another image or is not Ready; [] = they run exactly these.
+    One cluster call (the resume check of the deploy stage)."""
+    found = kubectl.get_json(target, "deployments", selector=f"{LABEL}=true").get("items", [])
+    by_name = {d["metadata"]["name"]: d for d in found}
+    out: list[str] = []
+    for name, ref in images.items():
+        d = by_name.get(name)
+        if d is None:
+            out.append(f"infra {name}: Deployment {name} does not exist")
+            continue
+        running = [str(c.get("image", "")) for c in d["spec"]["template"]["spec"].get("containers", [])]
+        if running != [ref]:
+            out.append(f"infra {name} runs {', '.join(running) or 'nothing'}, not {ref}")
+            continue
+        want = int(d["spec"].get("replicas", 1))
+        if int((d.get("status") or {}).get("readyReplicas", 0)) < want or want == 0:
+            out.append(f"infra {name}: {int((d.get('status') or {}).get('readyReplicas', 0))}/{want} Ready")
+    return out

@@ -28,9 +28,11 @@ from pipeline.core.errors import Interrupted, PipelineError, RegistryAuthError, 
 from pipeline.core.manifest import Manifest, Pushed
 from pipeline.core.parallel import run_parallel
 from pipeline.core.redact import redact
+from pipeline.core.release_images import content_tag, infra_images, release_subjects
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
-from pipeline.core.vocab import PushStatus
+from pipeline.core.vocab import LABEL_RUN, PushStatus
+from pipeline.local.bases import LABEL_RECIPE_DIGEST
 from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
@@ -45,6 +47,7 @@ class PushTarget:
     tags: list[str]
     image_id: str
     platform_images: dict[str, str] = field(default_factory=dict)   # multi-platform: platform → image ID
+    record: dict[str, Any] = field(default_factory=dict)   # extra fields of its push record (an infra image's source)
 
 
 @dataclass
@@ -109,6 +112,30 @@ def _targets(cfg: Config, env: Environment, manifest: Manifest,
                                  "engine", f"rerun `invoke build --service {b.service}`")
         out.append(PushTarget(b.service, b.repository, env.repository(cfg.service(b.service)), list(b.tags), info.id,
                               dict(b.platform_images)))
+    if not services:   # a --service selection leaves the infra alone, as the scan does
+        out += infra_targets(cfg, env)
+    return out
+
+
+def infra_targets(cfg: Config, env: Environment) -> list[PushTarget]:
+    """The infra images env runs (pipeline/core/release_images.py), each from the engine's image `invoke bases`
+    made to `<registry>/<namespace>/infra/<name>:<source tag>-<12 hex of its ID>`; UsageError when one is not in
+    the engine. Their push record keeps `source` (local reference, recipe digest, creation time): the facts
+    of their provenance."""
+    from pipeline.tools import docker
+
+    out = []
+    for image in infra_images(cfg, env):
+        info = docker.inspect(image.source_ref)
+        if info is None:
+            raise UsageError(f"the infra image {image.source_ref} ([infra.{image.name}]) is not in the local engine",
+                             "run `invoke bases` (it pulls or builds the base and infra images)")
+        image_id, labels = str(info["Id"]), (info.get("Config") or {}).get("Labels") or {}
+        source = {"ref": image.source_ref, "recipe_digest": str(labels.get(LABEL_RECIPE_DIGEST, "")),
+                  "run_id": str(labels.get(LABEL_RUN, "")), "created": str(info.get("Created") or "")}
+        out.append(PushTarget(image.subject, image.source_repository, image.repository,
+                              [content_tag(image.source_ref, image_id)], image_id,
+                              record={"source": {k: v for k, v in source.items() if v}}))
     return out
 
 
@@ -261,7 +288,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
             auth_error = exc
             res = {"repository": t.repository, "image_id": t.image_id, "status": PushStatus.FAILED,
                    "digest": None, "tags_pushed": [], "attempts": 1, "error": exc.message}
-        man.record(t.service, "push", res)
+        man.record(t.service, "push", {**res, **t.record})
         results[t.service] = res
         state = {"failed": "failed", "skipped": "cached"}.get(str(res["status"]), "done")
         reporter.step("push", t.service, redact(_line(t, res).split(": ", 1)[1]), state)
@@ -285,14 +312,19 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
 
 
 def registry_serves(cfg: Config, man: Manifest, services: list[str], *,
-                    registries: RegistryClients | None = None) -> str | None:
+                    registries: RegistryClients | None = None, env: Environment | None = None) -> str | None:
     """None when the registry serves every recorded digest under every recorded tag (HEAD requests), else
-    the first difference as one line ("registry no longer has veza-docs@sha256:…")."""
+    the first difference as one line ("registry no longer has veza-docs@sha256:…"). `services` are record
+    subjects (infra images as `infra/<name>`); with `env`, an infra image recorded from another local image
+    than the engine's now (`invoke bases` rebuilt it) is a difference too."""
     regs = registries or RegistryClients(cfg)
+    sources = {t.service: t.image_id for t in infra_targets(cfg, env)} if env is not None else {}
     for name in services:
         pushed = man.pushed(name)
         if pushed is None or not pushed.ok:
             return f"{name} has no pushed image recorded"
+        if name in sources and pushed.image_id != sources[name]:
+            return f"{name}: the engine's image is {sources[name][:19]}, the push recorded {pushed.image_id}"
         address, path = split_repository(pushed.repository)
         try:
             client = regs.client(address)
@@ -325,7 +357,11 @@ class PushStage(BaseStage):
         ctx.reporter.info(f"pre-flight: registry {ctx.env.registry} accepts pushes")
 
     def holds(self, ctx: RunContext) -> str | None:
-        why = registry_serves(ctx.cfg, ctx.manifest, ctx.selected(), registries=ctx.registries)
+        if ctx.services:
+            why = registry_serves(ctx.cfg, ctx.manifest, ctx.selected(), registries=ctx.registries)
+        else:
+            why = registry_serves(ctx.cfg, ctx.manifest, release_subjects(ctx.cfg, ctx.env), registries=ctx.registries,
+                                  env=ctx.env)
         return f"{why}; pushing again" if why else None
 
     def run(self, ctx: RunContext) -> StageSummary:

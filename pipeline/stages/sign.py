@@ -18,9 +18,11 @@ from pipeline.contract.context import RunContext
 from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, StageFailed, UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import INFRA_PREFIX, Manifest
+from pipeline.core.release_images import infra_images
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import AttachStatus, SignStatus, now_iso
+from pipeline.stages.infra_provenance import infra_build_facts
 from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients
@@ -43,11 +45,16 @@ def key_id(key: ec.EllipticCurvePublicKey) -> str:
     return digest_of(der)
 
 
-def pushed_images(cfg: Config, man: Manifest, services: list[str] | None) -> list[tuple[str, str, str]]:
-    """(service, repository, digest) of every selected service with a pushed digest; UsageError otherwise."""
+def pushed_images(cfg: Config, man: Manifest, services: list[str] | None,
+                  infra_of: Environment | None = None) -> list[tuple[str, str, str]]:
+    """(subject, repository, digest) of every selected service with a pushed digest, then, with `infra_of`, of
+    every infra image that environment runs (subject `infra/<name>`: core/release_images.py); UsageError
+    otherwise."""
     names = [s.name for s in cfg.select(services)] if services else man.services()
     if not names:
         raise UsageError(f"the Release manifest {man.path} lists no service", "run `invoke build push` first")
+    if infra_of is not None:
+        names += [i.subject for i in infra_images(cfg, infra_of)]
     out = []
     for name in names:
         pushed = man.pushed(name)
@@ -117,7 +124,7 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     StageFailed when the registry refuses.
     """
     t0 = time.monotonic()
-    images = pushed_images(cfg, man, services)
+    images = pushed_images(cfg, man, services, None if services else env)   # --service: that service alone
     key = envkeys.signing_key(cfg, env)
     pub = key.public_key()
     kid = key_id(pub)
@@ -172,18 +179,21 @@ def _sign_and_attest(cfg: Config, man: Manifest, name: str, client: RegistryClie
     sig_tag, signed_now = sign_image(client, repo, digest, key)
     if check_provenance(client, repo, digest, [key.public_key()], commit=commit).ok:
         return sig_tag, signed_now, 0
-    facts = build_facts(cfg, man, name, repository, digest, run_id=run_id, platforms=platforms)
+    if name.startswith(INFRA_PREFIX):
+        facts = infra_build_facts(cfg, man, name, repository, digest)
+    else:
+        facts = build_facts(cfg, man, name, repository, digest, run_id=run_id, platforms=platforms)
     attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
     return sig_tag, signed_now, 1
 
 
 def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str], *,
-                    registries: RegistryClients | None = None) -> str | None:
-    """None when the registry still serves, for every selected pushed digest, a signature and provenance
-    by env's trusted keys; else the first difference (one line)."""
+                    registries: RegistryClients | None = None, infra: bool = False) -> str | None:
+    """None when the registry still serves, for every selected pushed digest (and with `infra`, every infra
+    image env runs), a signature and provenance by env's trusted keys; else the first difference (one line)."""
 
     try:
-        images = pushed_images(cfg, man, services or None)
+        images = pushed_images(cfg, man, services or None, env if infra else None)
         trusted = envkeys.trusted_keys(cfg, env)
     except PipelineError as exc:
         return exc.message
@@ -218,7 +228,8 @@ class SignStage(BaseStage):
         envkeys.signing_key(ctx.cfg, ctx.env)
 
     def holds(self, ctx: RunContext) -> str | None:
-        why = signatures_hold(ctx.cfg, ctx.env, ctx.manifest, ctx.selected(), registries=ctx.registries)
+        why = signatures_hold(ctx.cfg, ctx.env, ctx.manifest, ctx.selected(), registries=ctx.registries,
+                              infra=not ctx.services)
         return f"{why}; signing again" if why else None
 
     def run(self, ctx: RunContext) -> StageSummary:

@@ -22,6 +22,7 @@ from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PolicyBlocked, UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.release_images import infra_subject
 from pipeline.core.reporter import Reporter
 from pipeline.stages.image_index import children_of
 from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
@@ -52,7 +53,9 @@ def images_in_manifests(text: str) -> list[str]:
 
 
 def rendered_images(cfg: Config, env: Environment, man: Manifest, services: Sequence[str] = ()) -> list[str]:
-    """The images `helm template` puts in env's manifests with the Release manifest's digests (offline)."""
+    """The images `helm template` puts in env's manifests with the Release manifest's digests (offline), then,
+    with no selection, those of the infra documents the deploy applies beside the release (local_infra:
+    pipeline/local/infra.py, from the manifest's infra push records; UsageError when one is missing)."""
     from pipeline.core.manifest import atomic_write
     from pipeline.stages.deploy import CHART, choose_images, image_values
     from pipeline.tools import helm
@@ -67,8 +70,20 @@ def rendered_images(cfg: Config, env: Environment, man: Manifest, services: Sequ
     gen = cfg.state_dir / "deploy" / f"{env.name}-verify-values.yaml"
     gen.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(gen, yaml.safe_dump(image_values(cfg, choices, "")))
-    return images_in_manifests(helm.template(cfg.root / CHART, env.helm_release, [env.values_file, gen],
+    refs = images_in_manifests(helm.template(cfg.root / CHART, env.helm_release, [env.values_file, gen],
                                              namespace=env.namespace))
+    return refs if services else refs + infra_refs(cfg, env, man)
+
+
+def infra_refs(cfg: Config, env: Environment, man: Manifest) -> list[str]:
+    """The images of the infra documents env's deploy applies (none when env runs no infra)."""
+    from pipeline.core.release_images import infra_images, pinned_infra
+    from pipeline.local.infra import infra_documents
+
+    if not infra_images(cfg, env):
+        return []
+    docs = infra_documents(cfg, "verify", pinned_infra(cfg, env, man))
+    return images_in_manifests(yaml.safe_dump_all(docs))
 
 
 def check_image(client: RegistryClient, repo: str, digest: str, trusted: list[ec.EllipticCurvePublicKey], *,
@@ -129,7 +144,7 @@ def verify_refs(cfg: Config, env: Environment, man: Manifest, images: Sequence[s
     if not commit:
         raise UsageError(f"the Release manifest {man.path} records no git commit", "run `invoke build` first")
     by_repo = {}
-    for name in man.services():
+    for name in [*man.services(), *(infra_subject(n) for n in man.infra_names())]:
         pushed = man.pushed(name)
         if pushed is not None and pushed.digest:
             by_repo[pushed.repository] = (name, pushed.digest)

@@ -71,12 +71,13 @@ def _ext_clone(tmp_path: Path, local_cluster: Path, infra: dict[str, object]) ->
 
 
 @pytest.fixture
-def external(tmp_path: Path, local_cluster: Path) -> Iterator[tuple[Path, Path]]:
+def external(tmp_path: Path, local_cluster: Path, machine_registry: str) -> Iterator[tuple[Path, Path]]:
     """(clone with the `ext` environment, the external kubeconfig); the operators' side set up beforehand, with
     their own (admin) access: namespace, Secret and infra, a volume of the class the values name."""
     from pipeline.core.config import load_config
     from pipeline.local.infra import ensure_local_infra
     from pipeline.tools.kubectl import KubeTarget
+    from tests.integration.deploy_support import pinned_infra_images
 
     remove_release(local_cluster, NAMESPACE)
     _kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found")
@@ -85,7 +86,7 @@ def external(tmp_path: Path, local_cluster: Path) -> Iterator[tuple[Path, Path]]
         _kubectl(local_cluster, "label", "namespace", NAMESPACE, "veza.pipeline.test=external")
         cfg = load_config(ROOT / "pipeline.toml", check_files=False)
         infra_file = ensure_local_infra(cfg, KubeTarget(local_cluster, "", NAMESPACE), "veza-secrets", tmp_path,
-                                        say=lambda _: None)
+                                        pinned_infra_images(cfg, machine_registry), say=lambda _: None)
         host_dir = tmp_path / "streams"
         host_dir.mkdir()
         host_dir.chmod(0o777)

@@ -6,15 +6,21 @@ Then: a second run is a no-op, and a commit that changes one service releases on
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.integration.trust.trust_fixtures import SigstoreVerify
 
 ROOT = Path(__file__).resolve().parents[2]
 INVOKE = ROOT / ".venv/bin/invoke"
@@ -80,6 +86,81 @@ def test_release_local_end_to_end(clone: Path) -> None:
         assert (checks["signature"], checks["provenance"], checks["sbom"]) == ("ok", "ok", "present"), (name, checks)
 
     _assert_cluster_runs_the_manifest(clone)
+
+
+def test_every_pod_of_the_release_runs_a_pinned_image_that_verifies(clone: Path, local_cluster: Path,
+                                                                    sigstore_verify: SigstoreVerify) -> None:
+    """After the release above: every container and init container of every pod in the namespace (services and
+    infra alike) names `repository@sha256:…`, the kubelet reports running that digest (imageID), and each image
+    verifies — by the pipeline's trust gate, and by @sigstore/verify (signature and provenance envelope as
+    skopeo fetches them from the registry, no pipeline code reading them)."""
+    from pipeline.core.config import load_config
+    from pipeline.core.manifest import Manifest
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.verify_images import verify_images
+    from pipeline.trust import envkeys
+    from pipeline.trust.attach import attachment_tag
+
+    pods = json.loads(subprocess.run(
+        [str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(local_cluster), "-n", "veza-local", "get", "pods",
+         "-o", "json"], capture_output=True, text=True, timeout=60, check=True).stdout)["items"]
+    images: dict[str, str] = {}   # image reference → the pod/container it was seen in
+    for pod in pods:
+        spec, status = pod["spec"], pod.get("status") or {}
+        reported = {c["name"]: c.get("imageID", "") for c in
+                    [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]}
+        for c in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            where = f"{pod['metadata']['name']}/{c['name']}"
+            assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", c["image"]), (where, c["image"])
+            digest = c["image"].partition("@")[2]
+            assert reported.get(c["name"], "").endswith("@" + digest), (where, c["image"], reported)
+            images[c["image"]] = where
+    m = _manifest(clone)
+    infra = m["infra"]  # type: ignore[index]
+    assert set(infra) == {"postgres", "redis", "nats"}, infra
+    expected = {f"{r['push']['repository']}@{r['push']['digest']}"  # type: ignore[index]
+                for r in [*m["services"].values(), *infra.values()]}  # type: ignore[union-attr]
+    assert set(images) == expected, (sorted(images), sorted(expected))
+    assert all("/veza-dev/infra/" in ref for ref in expected if "/infra/" in ref)
+
+    cfg = load_config(clone / "pipeline.toml")
+    env = cfg.env("local")
+    man = Manifest.load(clone / ".pipeline/local/manifest.json")
+    summary = verify_images(cfg, env, man, PlainReporter(sink=lambda _line: None), images=sorted(images))
+    assert summary.fields["images"] == len(images) == 7
+    gate = _invoke(clone, "verify-images", "--env", "local")   # the CLI covers the infra documents too
+    assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-2000:]
+    assert all(ref in " ".join(gate.stdout.split()) for ref in expected if "/infra/" in ref), gate.stdout[-3000:]
+
+    # Signatures are appended (one layer each: local and dev share veza-dev and sign with their own keys), so one
+    # of the layers must be local's; likewise one provenance envelope.
+    key = envkeys.key_paths(cfg, env).public.read_text()
+    for ref in sorted(images):
+        repository, _, digest = ref.partition("@")
+        verdicts = []
+        for sig_layer, payload in _skopeo_layers(f"{repository}:{attachment_tag(digest, 'sig')}"):
+            assert json.loads(payload)["critical"]["image"]["docker-manifest-digest"] == digest, ref
+            verdicts.append(sigstore_verify({
+                "publicKey": key, "artifact": base64.b64encode(payload).decode(),
+                "signature": sig_layer["annotations"]["dev.cosignproject.cosign/signature"]}))
+        assert any(v["ok"] for v in verdicts), (ref, verdicts)
+        statements = []
+        for _, envelope in _skopeo_layers(f"{repository}:{attachment_tag(digest, 'att')}"):
+            got = sigstore_verify({"publicKey": key, "dsseEnvelope": json.loads(envelope)})
+            if got["ok"]:
+                statements.append(json.loads(base64.b64decode(got["payload"])))
+        assert statements, ref
+        assert [s["digest"] for s in statements[0]["subject"]] == [{"sha256": digest[7:]}], ref
+
+
+def _skopeo_layers(ref: str) -> list[tuple[dict[str, Any], bytes]]:
+    """The layers (descriptor, bytes) of an artifact as skopeo copies it from the registry."""
+    with tempfile.TemporaryDirectory() as tmp:
+        got = subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{tmp}"],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert got.returncode == 0, got.stderr
+        layers = json.loads((Path(tmp) / "manifest.json").read_text())["layers"]
+        return [(layer, (Path(tmp) / layer["digest"].split(":")[1]).read_bytes()) for layer in layers]
 
 
 def _assert_cluster_runs_the_manifest(clone: Path) -> None:

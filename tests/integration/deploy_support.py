@@ -2,7 +2,8 @@
 
 A real deploy target: the local cluster, a test registry on 127.0.0.1:5300-5349 holding
 the project's service images (pushed by digest), and PostgreSQL/Redis/NATS running as Deployments in a
-veza-test-* namespace from the local infra images (`invoke bases`). The environment generates its Secret
+veza-test-* namespace from the local infra images (`invoke bases`), copied into the test registry and
+run by digest (pinned_infra_images). The environment generates its Secret
 (`generate_secrets = true`), as the local environment does.
 
 VEZA_DEPLOY_TEST_PORTS=LO-HI (e.g. 19700-19749) moves every port of this area into that range (the last 10
@@ -150,6 +151,43 @@ def pushed_images(deploy_registry: str) -> Iterator[dict[str, str]]:
             sh("docker", "rmi", tag, check=False)
 
 
+_infra_pushed: dict[str, dict[str, str]] = {}
+
+
+def pinned_infra_images(cfg: Config, registry: str) -> dict[str, str]:
+    """[infra.NAME] → `repository@sha256:…` of the local infra images (`invoke bases`), for the infra documents
+    (they take only pinned images). A digest the engine already holds for the image (RepoDigests, e.g. from a
+    release's push) and whose registry still serves it is used as it is: the kubelet then runs the local image
+    without a pull. Otherwise the image is copied into `registry` by skopeo (about a minute for the three here),
+    once per registry and session."""
+    from pipeline.core.errors import PipelineError
+    from pipeline.tools import docker
+    from pipeline.tools.registry_api import RegistryClient, split_repository
+
+    if registry not in _infra_pushed:
+        out: dict[str, str] = {}
+        for name, infra in cfg.infra.items():
+            local = cfg.bases[infra.base].local
+            for held in (docker.inspect(local) or {}).get("RepoDigests") or []:
+                address, path = split_repository(held.partition("@")[0])
+                try:
+                    served = RegistryClient(address).head_manifest(path, held.partition("@")[2])
+                except PipelineError:   # a registry that is gone: copy the image instead
+                    served = None
+                if served is not None:
+                    out[name] = held
+                    break
+            else:
+                repo = f"{registry}/veza-test/infra/{name}"
+                digest_file = Path(f"/tmp/veza-test-infra-{uuid.uuid4().hex[:8]}.digest")
+                sh("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+                   f"docker-daemon:{local}", f"docker://{repo}:test", timeout=600)
+                out[name] = f"{repo}@{digest_file.read_text().strip()}"
+                digest_file.unlink()
+        _infra_pushed[registry] = out
+    return _infra_pushed[registry]
+
+
 def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state: Path,
                 label: str) -> DeployTarget:
     """A veza-test-* namespace with the Secret and the infra running, and the config pointing at it."""
@@ -158,7 +196,8 @@ def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state:
     kc(kubeconfig, "label", "namespace", ns, "veza.pipeline.test=deploy")
     base = load_config()
     # The same infra the local environment runs beside a release (pipeline/local/infra.py).
-    infra_values = ensure_local_infra(base, KubeTarget(kubeconfig, "", ns), "veza-secrets", state, say=lambda _: None)
+    infra_values = ensure_local_infra(base, KubeTarget(kubeconfig, "", ns), "veza-secrets", state,
+                                      pinned_infra_images(base, registry), say=lambda _: None)
     env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza", local_infra=False,
                               generate_secrets=True, values_file=ROOT / "helm/veza/values-local.yaml")
     cfg = dataclasses.replace(base, state_dir=state, environments={"local": env})

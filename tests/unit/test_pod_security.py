@@ -150,10 +150,10 @@ def test_the_chart_as_each_environment_renders_it_passes(env: str) -> None:
 
 
 def test_the_local_infra_deployments_pass() -> None:
-    from pipeline.local.infra import infra_documents
+    from pipeline.local.infra import infra_documents, placeholder_images
 
     cfg = load_config(ROOT / "pipeline.toml", check_files=False)
-    assert enforce_restricted(infra_documents(cfg, "veza-secrets")) == 3
+    assert enforce_restricted(infra_documents(cfg, "veza-secrets", placeholder_images(cfg))) == 3
 
 
 def test_enforcement_note_says_what_1_20_does_not_enforce() -> None:

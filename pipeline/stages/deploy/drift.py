@@ -126,12 +126,27 @@ def deploy_holds(cfg: Config, env: Environment, manifest: Manifest, reporter: Re
     for d in diffs[1:]:
         reporter.detail(f"  {d.line()}")
     if not diffs:
-        return None
+        return infra_holds(cfg, env, manifest, rt)
     first = diffs[0]
     more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
     if first.observed.startswith("running "):
         return f"{first.subject} runs {first.observed.removeprefix('running ')} instead of {first.expected}{more}"
     return f"{first.subject}: {first.observed} (expected {first.expected}){more}"
+
+
+def infra_holds(cfg: Config, env: Environment, manifest: Manifest, rt: ReleaseTarget) -> str | None:
+    """The infra Deployments beside the release (local_infra, the pipeline's own cluster) run the manifest's
+    infra digests, Ready: None, else the first difference (one cluster call)."""
+    if not env.local_infra or rt.external:
+        return None
+    from pipeline.core.release_images import pinned_infra
+    from pipeline.local.infra import infra_differences
+
+    try:
+        diffs = infra_differences(rt.kube, pinned_infra(cfg, env, manifest))
+    except PipelineError as exc:
+        return exc.message
+    return diffs[0] if diffs else None
 
 
 def drift_report(env: Environment, manifest: Manifest | None, seen: Observation) -> list[Difference]:

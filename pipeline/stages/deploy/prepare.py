@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from pipeline.core.reporter import Reporter
 from pipeline.core.yamlfile import load_text
 from pipeline.gate import pod_security
 from pipeline.local.cluster.storage import STORAGE_CLASS, storage_class_doc
-from pipeline.local.infra import ensure_local_infra, ensure_secret, missing_secret_keys
+from pipeline.local.infra import (
+    ensure_local_infra,
+    ensure_secret,
+    infra_documents,
+    missing_secret_keys,
+    placeholder_images,
+)
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
 from pipeline.tools import helm, kubectl
@@ -32,14 +39,27 @@ PSS_LABELS = {"pod-security.kubernetes.io/enforce": "restricted",
               "pod-security.kubernetes.io/audit": "restricted"}
 
 
-def pod_security_gate(chart: Path, rt: ReleaseTarget, values_files: list[Path], reporter: Reporter) -> None:
+def pod_security_gate(chart: Path, rt: ReleaseTarget, values_files: list[Path], reporter: Reporter,
+                      cfg: Config | None = None) -> None:
     """Render the chart with the environment's values files (and the chart's placeholder digests: an image
     does not change a pod's security) and raise PolicyBlocked (exit 3) on the first breach of the Pod Security
-    "restricted" profile (pipeline/gate/pod_security.py), before anything reaches the cluster."""
+    "restricted" profile (pipeline/gate/pod_security.py), before anything reaches the cluster. With `cfg`, on
+    the pipeline's own cluster of an environment with local_infra, the infra documents the deploy applies
+    (pipeline/local/infra.py, with placeholder digests) are checked the same way."""
     files = [*values_files, chart / "ci" / "digests-values.yaml"]
     text = helm.template(chart, rt.release, files, namespace=rt.namespace)
     checked = pod_security.enforce_restricted(text, where=f"{rt.env.name}'s rendered chart")
-    reporter.info(f"  Pod Security gate (restricted, checked by the pipeline): {checked} pod template(s) pass")
+    infra = ""
+    if cfg is not None and rt.env.local_infra and not rt.external:
+        docs = infra_documents(cfg, _secret_name(chart), placeholder_images(cfg))
+        n = pod_security.enforce_restricted(docs, where=f"{rt.env.name}'s local infra documents")
+        checked, infra = checked + n, f" ({n} of the local infra)"
+    reporter.info(f"  Pod Security gate (restricted, checked by the pipeline): {checked} pod template(s) pass{infra}")
+
+
+def _secret_name(chart: Path) -> str:
+    """The Secret the chart references (`secrets.name` of its values.yaml)."""
+    return str((load_text((chart / "values.yaml").read_text(), "values.yaml") or {})["secrets"]["name"])
 
 
 def ensure_namespace(rt: ReleaseTarget, reporter: Reporter) -> None:
@@ -56,12 +76,12 @@ def ensure_namespace(rt: ReleaseTarget, reporter: Reporter) -> None:
 
 
 def ensure_local_infra_values(cfg: Config, rt: ReleaseTarget, chart: Path, out_dir: Path,
-                              reporter: Reporter) -> Path:
-    """Run PostgreSQL/Redis/NATS beside the release (an environment with `local_infra = true`: the pipeline's
-    own cluster has none) and return the values file that points the chart at them (hosts by ClusterIP)."""
+                              reporter: Reporter, images: Mapping[str, str]) -> Path:
+    """Run the infra images beside the release (an environment with `local_infra = true`: the pipeline's own
+    cluster has none), each on `images[name]` (repository@sha256:…, core/release_images.py pinned_infra), and
+    return the values file that points the chart at them (hosts by ClusterIP)."""
     ensure_namespace(rt, reporter)
-    secret = (load_text((chart / "values.yaml").read_text(), "values.yaml") or {})["secrets"]["name"]
-    return ensure_local_infra(cfg, rt.kube, secret, out_dir, say=reporter.info)
+    return ensure_local_infra(cfg, rt.kube, _secret_name(chart), out_dir, images, say=reporter.info)
 
 
 def ensure_chart_secret(rt: ReleaseTarget, merged: dict[str, Any], reporter: Reporter) -> None:

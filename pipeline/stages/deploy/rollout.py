@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, atomic_write
+from pipeline.core.release_images import pinned_infra
 from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.core.vocab import DeployStatus
 from pipeline.gate import pod_security
@@ -112,16 +113,19 @@ class _Rollout:
             # One small node shared by every environment here: CPU requests scaled down (the file says why).
             self.extra_values.insert(0, self.chart / EMBEDDED_VALUES)
             say(f"  the pipeline's own cluster: adding {CHART / EMBEDDED_VALUES} (CPU requests scaled down)")
-        prepare.pod_security_gate(self.chart, rt, env_values_files(env, self.extra_values), self.reporter)
+        prepare.pod_security_gate(self.chart, rt, env_values_files(env, self.extra_values), self.reporter, cfg)
+        runs_infra = env.local_infra and not rt.external and not dry_run
+        # the infra's digests before anything reaches the cluster (a missing one: exit 2, `invoke push`)
+        infra_images = pinned_infra(cfg, env, self.manifest) if runs_infra else {}
         if rt.external:
             say(f"  external cluster: context {rt.kube.context or '(current)'} of {rt.kube.kubeconfig}; no local "
                 "shortcuts (no local infra, no hostPath volumes, no generated Secret)")
         reachable = kubectl.server_version(rt.kube)
         if reachable:
             say(f"  what the cluster enforces: {pod_security.enforcement_note(reachable)}")
-        if reachable and env.local_infra and not rt.external and not dry_run:
+        if reachable and runs_infra:
             self.extra_values.append(prepare.ensure_local_infra_values(cfg, rt, self.chart, cfg.state_dir / "deploy",
-                                                                       self.reporter))
+                                                                       self.reporter, infra_images))
         values_files = env_values_files(env, self.extra_values)
         deployed_values: dict[str, Any] | None = None
         current: helm.ReleaseStatus | None = None

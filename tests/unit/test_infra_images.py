@@ -1,0 +1,250 @@
+"""The infra images are images of the release like the services' (pipeline/core/release_images.py): one list of
+record subjects that push, sign, verify-images and deploy iterate; the infra documents pin every container by
+digest and refuse anything else with one clear line; another component is one [infra.NAME] entry."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pipeline.core.config import Base, Config, Infra, load_config
+from pipeline.core.errors import UsageError
+from pipeline.core.manifest import Manifest
+from pipeline.core.release_images import (
+    content_tag,
+    infra_images,
+    infra_subject,
+    pinned_infra,
+    release_subjects,
+)
+from pipeline.local.infra import infra_documents, placeholder_images
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMIT = "c" * 40
+IMAGE_ID = "sha256:" + "3f2a9c1b7d4e" + "0" * 52
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")   # OCI distribution spec, tag grammar
+
+
+def _cfg() -> Config:
+    return load_config(ROOT / "pipeline.toml", check_files=False)
+
+
+def _digest(n: int) -> str:
+    return "sha256:" + f"{n:x}" * 64
+
+
+def _pinned(cfg: Config) -> dict[str, str]:
+    return {name: f"127.0.0.1:5000/veza-dev/infra/{name}@{_digest(i + 1)}" for i, name in enumerate(cfg.infra)}
+
+
+def _containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for d in docs:
+        if d["kind"] == "Deployment":
+            spec = d["spec"]["template"]["spec"]
+            out += [*spec.get("initContainers", []), *spec["containers"]]
+    return out
+
+
+def _manifest(tmp: Path, cfg: Config, pushed: dict[str, str]) -> Manifest:
+    m = Manifest.new(tmp / "m.json", env="local", release_id="local-ccccccc",
+                     version={"sha": COMMIT, "short_sha": COMMIT[:7], "branch": "main"})
+    for name, ref in pushed.items():
+        repo, _, digest = ref.partition("@")
+        m.record(infra_subject(name), "push", {
+            "status": "pushed", "repository": repo, "digest": digest, "tags_pushed": ["15-3f2a9c1b7d4e"],
+            "image_id": IMAGE_ID, "source": {"ref": cfg.bases[cfg.infra[name].base].local,
+                                             "recipe_digest": "sha256:" + "9" * 64, "created": "2026-12-01T00:00:00Z"}})
+    return m
+
+
+def test_every_infra_container_runs_the_pinned_digest_it_was_given() -> None:
+    cfg = _cfg()
+    images = _pinned(cfg)
+    docs = infra_documents(cfg, "veza-secrets", images)
+    containers = _containers(docs)
+    assert [c["image"] for c in containers] == [images[n] for n in cfg.infra]
+    assert all(c["imagePullPolicy"] == "IfNotPresent" for c in containers)   # a digest cannot change under it
+    assert not any(cfg.bases[i.base].local in yaml.safe_dump_all(docs) for i in cfg.infra.values())
+
+
+@pytest.mark.parametrize("bad", [
+    None,                                                        # no image at all
+    "veza-local/postgres:15",                                    # the mutable local tag of before
+    "127.0.0.1:5000/veza-dev/infra/postgres:15-3f2a9c1b7d4e",    # a registry tag
+    "127.0.0.1:5000/veza-dev/infra/postgres@sha256:abc",         # a truncated digest
+    "127.0.0.1:5000/veza-dev/infra/postgres@sha512:" + "a" * 128,   # not sha256
+    "127.0.0.1:5000/veza-dev/infra/postgres@sha256:" + "A" * 64,    # not lowercase hex
+])
+def test_an_infra_image_without_a_digest_is_one_clear_error(bad: str | None) -> None:
+    cfg = _cfg()
+    images = _pinned(cfg)
+    if bad is None:
+        del images["redis"]
+    else:
+        images["redis"] = bad
+    with pytest.raises(UsageError) as err:
+        infra_documents(cfg, "veza-secrets", images)
+    assert "redis" in err.value.message and "\n" not in err.value.message
+    assert err.value.hint
+
+
+def test_the_release_runs_its_services_and_its_infra_as_one_list() -> None:
+    cfg = _cfg()
+    local = cfg.env("local")
+    services = [s.name for s in cfg.services]
+    assert release_subjects(cfg, local) == [*services, "infra/postgres", "infra/redis", "infra/nats"]
+    assert release_subjects(cfg, local, ["veza-docs"]) == ["veza-docs"]   # --service leaves the infra alone
+    external = dataclasses.replace(local, local_infra=False)
+    assert release_subjects(cfg, external) == services
+    repos = {i.name: i.repository for i in infra_images(cfg, local)}
+    assert repos == {n: f"127.0.0.1:5000/veza-dev/infra/{n}" for n in ("postgres", "redis", "nats")}
+    staging = {i.name: i.repository for i in infra_images(cfg, cfg.env("staging"))}
+    assert staging["postgres"] == "127.0.0.1:5000/veza-staging/infra/postgres"   # the environment's namespace
+
+
+def test_another_infra_component_is_one_config_entry() -> None:
+    cfg = _cfg()
+    cfg = dataclasses.replace(
+        cfg, bases={**cfg.bases, "prometheus": Base("prometheus", "prom/prometheus:v2", "veza-local/prometheus:2",
+                                                    "prometheus")},
+        infra={**cfg.infra, "prometheus": Infra("prometheus", "prometheus", 9090)})
+    local = cfg.env("local")
+    assert release_subjects(cfg, local)[-1] == "infra/prometheus"
+    image = infra_images(cfg, local)[-1]
+    assert (image.source_ref, image.repository) == ("veza-local/prometheus:2",
+                                                    "127.0.0.1:5000/veza-dev/infra/prometheus")
+    images = {**_pinned(cfg), "prometheus": f"{image.repository}@{_digest(9)}"}
+    docs = infra_documents(cfg, "veza-secrets", images)
+    prom = [d for d in docs if d["metadata"]["name"] == "prometheus"]
+    assert [d["kind"] for d in prom] == ["Deployment", "Service"]
+    assert _containers(prom)[0]["image"] == images["prometheus"]
+    assert prom[1]["spec"]["ports"][0]["port"] == 9090
+    from pipeline.gate.pod_security import enforce_restricted
+
+    assert enforce_restricted(infra_documents(cfg, "veza-secrets", placeholder_images(cfg))) == 4
+
+
+def test_the_content_tag_names_the_source_and_the_image_and_is_a_valid_tag() -> None:
+    assert content_tag("veza-local/postgres:15", IMAGE_ID) == "15-3f2a9c1b7d4e"
+    assert content_tag("veza-local/nats:2.9", IMAGE_ID) == "2.9-3f2a9c1b7d4e"
+    assert content_tag("127.0.0.1:5000/mirror/redis", IMAGE_ID) == "image-3f2a9c1b7d4e"   # no tag; port is no tag
+    assert TAG_RE.match(content_tag("x:" + "v" * 128, IMAGE_ID))
+    with pytest.raises(ValueError):
+        content_tag("veza-local/postgres:15", "3f2a9c1b7d4e")
+
+
+def test_the_deploy_takes_the_infra_digests_from_the_manifest_and_names_a_missing_one(tmp_path: Path) -> None:
+    cfg = _cfg()
+    local = cfg.env("local")
+    images = _pinned(cfg)
+    assert pinned_infra(cfg, local, _manifest(tmp_path, cfg, images)) == images
+    partial = {k: v for k, v in images.items() if k != "nats"}
+    with pytest.raises(UsageError) as err:
+        pinned_infra(cfg, local, _manifest(tmp_path, cfg, partial))
+    assert "infra image nats" in err.value.message and "invoke push --env local" in err.value.hint
+    with pytest.raises(UsageError):
+        pinned_infra(cfg, local, None)
+    assert pinned_infra(cfg, dataclasses.replace(local, local_infra=False), None) == {}
+
+
+def test_infra_records_live_under_infra_and_read_through_the_same_views(tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    cfg = _cfg()
+    m = _manifest(tmp_path, cfg, _pinned(cfg))
+    m.record("infra/postgres", "signature", {"status": "signed", "ref": "r", "subject": _digest(1), "key": "k"})
+    raw = json.loads((tmp_path / "m.json").read_text())
+    assert set(raw["infra"]["postgres"]) == {"push", "signature"} and "infra/postgres" not in raw["services"]
+    pushed = Manifest.load(tmp_path / "m.json").pushed("infra/postgres")
+    assert pushed is not None and pushed.ok and pushed.image_id == IMAGE_ID
+    assert pushed.source["ref"] == "veza-local/postgres:15"
+    assert m.infra_names() == ["postgres", "redis", "nats"]
+    schema = json.loads((ROOT / "pipeline/core/schemas/manifest.schema.json").read_text())
+    jsonschema.validate(raw, schema)
+
+
+def test_an_infra_record_status_outside_the_vocabulary_is_refused_like_a_service_s(tmp_path: Path) -> None:
+    cfg = _cfg()
+    m = _manifest(tmp_path, cfg, {})
+    with pytest.raises(ValueError):
+        m.record("infra/postgres", "push", {"status": "shipped"})
+
+
+def test_infra_provenance_names_the_recipe_the_source_image_and_the_release_commit(tmp_path: Path) -> None:
+    from pipeline.stages.infra_provenance import infra_build_facts
+    from pipeline.trust.provenance import check_envelope, provenance_statement, sign_statement
+
+    cfg = _cfg()
+    images = _pinned(cfg)
+    m = _manifest(tmp_path, cfg, images)
+    repo, _, digest = images["postgres"].partition("@")
+    facts = infra_build_facts(cfg, m, "infra/postgres", repo, digest)
+    st = provenance_statement(facts)
+    assert st["subject"] == [{"name": repo, "digest": {"sha256": digest[7:]}}]
+    deps = {d.get("name", "source"): d for d in st["predicate"]["buildDefinition"]["resolvedDependencies"]}
+    assert deps["source"]["digest"] == {"gitCommit": COMMIT}
+    assert deps["Dockerfile"]["uri"] == "pipeline/local/recipes/postgres/Dockerfile"
+    assert len(deps["Dockerfile"]["digest"]["sha256"]) == 64
+    assert deps["base-image"] == {"uri": "docker-image://veza-local/postgres:15", "name": "base-image",
+                                  "digest": {"sha256": IMAGE_ID[7:]}}
+    assert st["predicate"]["buildDefinition"]["internalParameters"]["inputDigest"] == "sha256:" + "9" * 64
+    assert st["predicate"]["buildDefinition"]["buildType"].endswith("/veza-pipeline/infra-image/v1")
+    key = ec.generate_private_key(ec.SECP256R1())
+    assert check_envelope(sign_statement(st, key), [key.public_key()], digest=digest, commit=COMMIT).ok
+    with pytest.raises(UsageError):
+        infra_build_facts(cfg, m, "infra/nope", repo, digest)
+
+
+def test_verify_images_checks_the_infra_documents_images(tmp_path: Path) -> None:
+    from pipeline.stages.verify_images import infra_refs
+
+    cfg = _cfg()
+    images = _pinned(cfg)
+    assert infra_refs(cfg, cfg.env("local"), _manifest(tmp_path, cfg, images)) == list(images.values())
+    (tmp_path / "none").mkdir()
+    with pytest.raises(UsageError) as err:
+        infra_refs(cfg, cfg.env("local"), _manifest(tmp_path / "none", cfg, {}))
+    assert "has no pushed digest" in err.value.message
+    assert infra_refs(cfg, dataclasses.replace(cfg.env("local"), local_infra=False), _manifest(tmp_path, cfg, {})) == []
+
+
+def _gate(cfg: Config, env_name: str, *, external: bool = False) -> list[str]:
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import prepare
+    from pipeline.stages.deploy.target import ReleaseTarget
+    from pipeline.tools.kubectl import KubeTarget
+
+    env = cfg.env(env_name)
+    lines: list[str] = []
+    rt = ReleaseTarget(env, KubeTarget(Path("/nonexistent"), "", env.namespace), env.helm_release, external=external)
+    prepare.pod_security_gate(ROOT / "helm/veza", rt, [env.values_file], PlainReporter(sink=lines.append), cfg)
+    return lines
+
+
+def test_the_pod_security_gate_checks_the_infra_documents_the_deploy_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.core.errors import PolicyBlocked
+    from pipeline.stages.deploy import prepare
+
+    cfg = _cfg()
+    assert any("7 pod template(s) pass (3 of the local infra)" in line for line in _gate(cfg, "local"))
+    # an external cluster gets no local infra, so the gate has none to check
+    assert any(line.endswith("4 pod template(s) pass") for line in _gate(cfg, "dev", external=True))
+
+    def privileged(cfg: Config, secret: str, images: dict[str, str]) -> list[dict[str, Any]]:
+        docs = infra_documents(cfg, secret, images)
+        docs[0]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
+        return docs
+
+    monkeypatch.setattr(prepare, "infra_documents", privileged)
+    with pytest.raises(PolicyBlocked) as err:
+        _gate(cfg, "local")
+    assert "local's local infra documents" in err.value.message and "privileged" in err.value.message
