@@ -44,7 +44,11 @@ def client() -> Any:
 
     host = engine_host()
     try:
-        c = docker.DockerClient(base_url=host, timeout=300) if host else docker.from_env(timeout=300)
+        # DOCKER_HOST set: from_env also reads DOCKER_TLS_VERIFY/DOCKER_CERT_PATH (a TCP+TLS engine, as CI's dind).
+        if host and not os.environ.get("DOCKER_HOST"):
+            c = docker.DockerClient(base_url=host, timeout=300)
+        else:
+            c = docker.from_env(timeout=300)
         c.ping()
     except Exception as exc:
         raise ToolMissing(f"no Docker engine answers at {host or 'the default socket'} ({type(exc).__name__})",

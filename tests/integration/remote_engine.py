@@ -1,0 +1,205 @@
+"""A second Docker engine for the CI tests, reached only as GitLab's `docker:dind` service is: over TCP with TLS.
+
+`remote_engine` (session) starts Debian's dockerd on 127.0.0.3:19300 with `--tlsverify` (a CA, a server and a
+client certificate made here), its own data-root, exec-root, pidfile and containerd, and yields the client
+environment (`DOCKER_HOST=tcp://127.0.0.3:19300`, `DOCKER_TLS_VERIFY=1`, `DOCKER_CERT_PATH`). Nothing of the
+machine's engine is shared: no image, no build cache, no socket.
+
+Networking, so that the two engines never meet: the default bridge is one made here (`vezaci0`, 10.213.0.1/24) and
+user networks come from 10.214.0.0/16, neither used by the machine's engine; `--iptables=false --ip-masq=false`
+(no chain, no NAT rule is made: containers of this engine reach nothing outside it, and the Dockerfiles build
+offline). Published ports go through docker-proxy on the host, so the smoke stage's checks on 127.0.0.1 work.
+
+The bases (golang, rust, debian, …) come as a real runner's do, from a registry mirror: dockerd's
+`--registry-mirror` points at a registry started here on 127.0.0.3:19301 that holds the machine engine's bases
+under their upstream names (library/golang:…), so `invoke build` on the empty engine pulls them through the mirror
+instead of rebuilding them. Everything (processes, directories, the bridge) is removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ADDRESS = "127.0.0.3"
+ENGINE_PORT = 19300
+MIRROR_PORT = 19301
+BRIDGE = "vezaci0"
+BRIDGE_CIDR = "10.213.0.1/24"
+ADDRESS_POOL = "base=10.214.0.0/16,size=24"
+DEBIAN_DOCKER = "/usr/bin/docker"   # Debian's 20.10 CLI: drives the engine's BuildKit without buildx
+
+
+@dataclass(frozen=True)
+class RemoteEngine:
+    host: str          # tcp://127.0.0.3:19300
+    cert_path: Path    # ca.pem, cert.pem, key.pem (the client's), as DOCKER_CERT_PATH wants them
+    mirror: str        # 127.0.0.3:19301, the upstream bases' mirror
+    data_root: Path
+
+    def env(self) -> dict[str, str]:
+        """The client variables a CI job gets from a docker:dind service."""
+        return {"DOCKER_HOST": self.host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(self.cert_path)}
+
+    def docker(self, *args: str, timeout: float = 300,
+               input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, **self.env(), "DOCKER_BUILDKIT": "1"}
+        return subprocess.run([DEBIAN_DOCKER, *args], env=env, capture_output=True, timeout=timeout, input=input,
+                              check=False)
+
+
+def _certificates(out: Path) -> tuple[Path, Path]:
+    """A test CA, the engine's server certificate (IP SAN 127.0.0.3) and a client certificate.
+    Returns (server dir, client dir); each holds ca.pem, cert.pem, key.pem."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("veza-ci test engine CA")
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+
+    def leaf(cn: str, usage: x509.ObjectIdentifier, ip: str | None) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if ip:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+        return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), pem_key(key)
+
+    dirs = []
+    for kind, usage, ip in (("server", ExtendedKeyUsageOID.SERVER_AUTH, ADDRESS),
+                            ("client", ExtendedKeyUsageOID.CLIENT_AUTH, None)):
+        d = out / kind
+        d.mkdir(mode=0o700)
+        cert, key = leaf(f"veza-ci {kind}", usage, ip)
+        (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        (d / "cert.pem").write_bytes(cert)
+        (d / "key.pem").write_bytes(key)
+        (d / "key.pem").chmod(0o600)
+        dirs.append(d)
+    return dirs[0], dirs[1]
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], check=check, capture_output=True, timeout=30)
+
+
+def _wait(pred: object, what: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not answer within {timeout:.0f}s; log: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _mirror_bases(mirror: str) -> list[str]:
+    """Copy the machine engine's bases to the mirror under their upstream names (what a Docker Hub mirror serves),
+    three at a time, gzip level 1 (the copy is CPU-bound on 2 cores). Returns the upstream references mirrored;
+    fails when the machine engine lacks one (run `invoke bases`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.core.config import load_config
+    from pipeline.core.paths import ROOT
+
+    cfg = load_config(ROOT / "pipeline.toml", check_files=False)
+
+    def copy(local: str, upstream: str) -> str:
+        repo = upstream if "/" in upstream.split(":")[0] else f"library/{upstream}"
+        res = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-level", "1",
+                              f"docker-daemon:{local}", f"docker://{mirror}/{repo}"],
+                             capture_output=True, text=True, timeout=900, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"cannot mirror base {local} as {repo}: {res.stderr.strip()[-500:]} (run: invoke bases)")
+        return upstream
+
+    with ThreadPoolExecutor(3) as pool:
+        return list(pool.map(lambda b: copy(b.local, b.upstream), cfg.bases.values()))
+
+
+@pytest.fixture(scope="session")
+def remote_engine() -> Iterator[RemoteEngine]:
+    """A second, empty Docker engine on tcp://127.0.0.3:19300 (TLS, client certificates) with a mirror of the
+    bases; stopped and removed (processes, data, bridge) when the session ends."""
+    if os.geteuid() != 0:
+        pytest.fail("the second Docker engine needs root")
+    work = Path(tempfile.mkdtemp(prefix="veza-ci-engine-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    bridge_made = False
+    try:
+        server, client = _certificates(work)
+        mirror_dir = work / "mirror"
+        mirror_dir.mkdir()
+        (work / "mirror.yml").write_text(
+            "version: 0.1\nlog: {level: warn}\n"
+            f"storage: {{filesystem: {{rootdirectory: {mirror_dir}}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: '{ADDRESS}:{MIRROR_PORT}'}}\n")
+        mlog = work / "mirror.log"
+        with open(mlog, "ab") as fh:
+            procs.append(subprocess.Popen(["docker-registry", "serve", str(work / "mirror.yml")], stdout=fh,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        _ip("link", "add", BRIDGE, "type", "bridge")
+        bridge_made = True
+        _ip("addr", "add", BRIDGE_CIDR, "dev", BRIDGE)
+        _ip("link", "set", BRIDGE, "up")
+        log = work / "dockerd.log"
+        argv = ["dockerd", "--data-root", str(work / "data"), "--exec-root", str(work / "exec"),
+                "--pidfile", str(work / "dockerd.pid"), "--host", f"tcp://{ADDRESS}:{ENGINE_PORT}",
+                "--tlsverify", "--tlscacert", str(server / "ca.pem"), "--tlscert", str(server / "cert.pem"),
+                "--tlskey", str(server / "key.pem"), "--bridge", BRIDGE, "--iptables=false", "--ip-masq=false",
+                "--ip-forward=false", "--default-address-pool", ADDRESS_POOL,
+                "--registry-mirror", f"http://{ADDRESS}:{MIRROR_PORT}",
+                "--insecure-registry", f"{ADDRESS}:{MIRROR_PORT}", "--userland-proxy=true"]
+        with open(log, "ab") as fh:
+            procs.append(subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True))
+        engine = RemoteEngine(f"tcp://{ADDRESS}:{ENGINE_PORT}", client, f"{ADDRESS}:{MIRROR_PORT}", work / "data")
+        _wait(lambda: engine.docker("version", "--format", "{{.Server.Version}}", timeout=10).returncode == 0,
+              "the second dockerd", log)
+        _mirror_bases(engine.mirror)
+        yield engine
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        if bridge_made:
+            _ip("link", "del", BRIDGE, check=False)
+        # dockerd's exec-root holds mounts while it runs; once stopped, nothing is mounted below work.
+        subprocess.run(["umount", "-R", str(work / "data")], capture_output=True, timeout=60, check=False)
+        shutil.rmtree(work, ignore_errors=True)
