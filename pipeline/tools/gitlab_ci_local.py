@@ -50,10 +50,11 @@ def variables_file(secrets: Mapping[str, Secret]) -> str:
     return json.dumps(doc, indent=1)
 
 
-def argv(repo: Path, home: Path, variables: Mapping[str, str], unset: Sequence[str] = (),
+def argv(home: Path, file: Path, variables: Mapping[str, str], unset: Sequence[str] = (),
          jobs: Sequence[str] = ()) -> list[str]:
-    """The command line: the repository, the private home, isolation flags, plain variables, jobs (all if none)."""
-    args = [str(executable()), "--cwd", str(repo), "--home", str(home), "--shell-executor-no-image",
+    """The command line (run it in `repo`: the tool takes only a relative --cwd): the private home, isolation
+    flags, the pipeline file (relative to repo), plain variables, jobs (all if none)."""
+    args = [str(executable()), "--cwd", ".", "--file", str(file), "--home", str(home), "--shell-executor-no-image",
             "--shell-isolation", "--color=false", "--timestamps"]
     for name, value in sorted(variables.items()):
         args += ["--variable", f"{name}={value}"]
@@ -62,10 +63,10 @@ def argv(repo: Path, home: Path, variables: Mapping[str, str], unset: Sequence[s
     return [*args, *jobs]
 
 
-def run_pipeline(repo: Path, *, variables: Mapping[str, str], secrets: Mapping[str, Secret],
+def run_pipeline(repo: Path, file: Path, *, variables: Mapping[str, str], secrets: Mapping[str, Secret],
                  unset: Sequence[str] = (), jobs: Sequence[str] = (), on_line: Callable[[str], None],
                  timeout: float, stop: threading.Event | None = None) -> int:
-    """Run the pipeline of `repo`'s .gitlab-ci.yml (or only `jobs`); every output line to on_line (redacted);
+    """Run the pipeline `file` (relative to `repo`) defines (or only `jobs`); every output line to on_line (redacted);
     returns gitlab-ci-local's exit code (0: every job that ran passed). ToolMissing when it is not installed.
 
     The secrets' values are registered with the redactor, so no output line carries them.
@@ -82,7 +83,7 @@ def run_pipeline(repo: Path, *, variables: Mapping[str, str], secrets: Mapping[s
         vfile = state / "variables.yml"
         vfile.touch(mode=0o600)
         vfile.write_text(variables_file(secrets))
-        args = argv(repo, home, variables, unset, jobs)
+        args = argv(home, file, variables, unset, jobs)
         args[0] = str(exe)
         return proc.stream(args, timeout=timeout, on_line=on_line, cwd=repo, stop=stop, inherit_env=False)
     finally:

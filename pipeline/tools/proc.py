@@ -59,16 +59,25 @@ def _check_pin(name: str, path: Path) -> None:
         _verified.add(key)
 
 
-# What a tool started with inherit=False still gets from ours: enough to find programs and a home, nothing else.
+# What a tool started with inherit=False still gets from ours: enough to find programs and a home, and the
+# machine's network settings (proxies, CA bundles, package index configuration), nothing else.
 BARE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME")
+MACHINE_NETWORK_PREFIXES = ("PIP_", "UV_", "NPM_CONFIG_", "SSL_CERT_")
+MACHINE_NETWORK_SUFFIXES = ("_PROXY", "_CA_BUNDLE", "_CA_CERTS", "_CAINFO")
+
+
+def machine_setting(name: str) -> bool:
+    """A variable that describes this machine rather than a run: BARE_ENV, or its network/TLS settings."""
+    up = name.upper()
+    return name in BARE_ENV or up.startswith(MACHINE_NETWORK_PREFIXES) or up.endswith(MACHINE_NETWORK_SUFFIXES)
 
 
 def tool_env(extra: Mapping[str, str] | None = None, traceparent: str = "", *,
              inherit: bool = True) -> dict[str, str]:
-    """The environment of a tool: ours (only BARE_ENV's names with inherit=False), the tools dir first on PATH,
+    """The environment of a tool: ours (with inherit=False only machine_setting() names), the tools dir first on PATH,
     `extra`, and TRACEPARENT (W3C Trace Context) naming the tool call's span when the run is traced
     (pipeline.observe.tracing)."""
-    env = dict(os.environ) if inherit else {k: v for k, v in os.environ.items() if k in BARE_ENV}
+    env = dict(os.environ) if inherit else {k: v for k, v in os.environ.items() if machine_setting(k)}
     if traceparent:
         env["TRACEPARENT"] = traceparent
     env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -123,8 +132,8 @@ def stream(
 ) -> int:
     """Run argv, calling on_line for every (redacted) output line; returns the exit code.
 
-    inherit_env=False: the tool sees only BARE_ENV of our environment, plus `env` (a runner whose jobs must get
-    exactly the variables they are given).
+    inherit_env=False: the tool sees only the machine's settings of our environment (machine_setting), plus
+    `env` (a runner whose jobs must get exactly the variables they are given).
 
     The process is killed on timeout, or as soon as `stop` is set (e.g. --fail-fast, Ctrl-C). With
     `stop_signal` (e.g. signal.SIGTERM), `stop` first sends that signal and lets the process finish its own
