@@ -54,7 +54,7 @@ def argv(home: Path, file: Path, variables: Mapping[str, str], unset: Sequence[s
          jobs: Sequence[str] = ()) -> list[str]:
     """The command line (run it in `repo`: the tool takes only a relative --cwd): the private home, isolation
     flags, the pipeline file (relative to repo), plain variables, jobs (all if none)."""
-    args = [str(executable()), "--cwd", ".", "--file", str(file), "--home", str(home), "--shell-executor-no-image",
+    args = [str(EXE), "--cwd", ".", "--file", str(file), "--home", str(home), "--shell-executor-no-image",
             "--shell-isolation", "--color=false", "--timestamps"]
     for name, value in sorted(variables.items()):
         args += ["--variable", f"{name}={value}"]
@@ -83,8 +83,7 @@ def run_pipeline(repo: Path, file: Path, *, variables: Mapping[str, str], secret
         vfile = state / "variables.yml"
         vfile.touch(mode=0o600)
         vfile.write_text(variables_file(secrets))
-        args = argv(home, file, variables, unset, jobs)
-        args[0] = str(exe)
+        args = [str(exe), *argv(home, file, variables, unset, jobs)[1:]]
         return proc.stream(args, timeout=timeout, on_line=on_line, cwd=repo, stop=stop, inherit_env=False)
     finally:
         shutil.rmtree(home, ignore_errors=True)
