@@ -104,6 +104,8 @@ def test_branch_pipeline_releases_dev_through_the_remote_engine(
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
     passed = set(re.findall(r"PASS \[[^\]]+\] ([a-z-]+)", out))
     assert passed == {"lint", "build", "scan", "smoke", "push", "deploy-dev"}, (passed, out[-4000:])
+    # Every job's bootstrap used the engine it was given, installing no Docker (issue 26, item 5).
+    assert out.count("Debian's docker.io not needed") == 6 and "installing apt packages" not in out
     # The images were built by the remote engine: the manifest's image IDs are in it.
     manifest = json.loads((clone / ".pipeline/dev/manifest.json").read_text())
     ids = {rec["build"]["image_id"] for rec in manifest["services"].values()}

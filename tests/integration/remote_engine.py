@@ -1,19 +1,20 @@
 """A second Docker engine for the CI tests, reached only as GitLab's `docker:dind` service is: over TCP with TLS.
 
-`remote_engine` (session) starts Debian's dockerd on 127.0.0.3:19300 with `--tlsverify` (a CA, a server and a
-client certificate made here), its own data-root, exec-root, pidfile and containerd, and yields the client
-environment (`DOCKER_HOST=tcp://127.0.0.3:19300`, `DOCKER_TLS_VERIFY=1`, `DOCKER_CERT_PATH`). Nothing of the
+`remote_engine` (session) starts Debian's dockerd on 127.0.0.3:19300 (or the next free slot) with `--tlsverify` (a
+CA, a server and a client certificate made here), its own data-root, exec-root, pidfile and containerd, and yields
+the client environment (DOCKER_HOST=tcp://127.0.0.3:<port>, DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH). Nothing of the
 machine's engine is shared: no image, no build cache, no socket.
 
-Networking, so that the two engines never meet: the default bridge is one made here (`vezaci0`, 10.213.0.1/24) and
-user networks come from 10.214.0.0/16, neither used by the machine's engine; `--iptables=false --ip-masq=false`
-(no chain, no NAT rule is made: containers of this engine reach nothing outside it, and the Dockerfiles build
-offline). Published ports go through docker-proxy on the host, so the smoke stage's checks on 127.0.0.1 work.
+Networking, so that the two engines never meet: slot i's default bridge is made here (vezaci<i>, 10.213.<i>.1/24)
+and its user networks come from 10.<214+i>.0.0/16, none used by the machine's engine; `--iptables=false
+--ip-masq=false` (no chain, no NAT rule is made: containers of this engine reach nothing outside it, and the
+Dockerfiles build offline). Published ports go through docker-proxy on the host, so checks on 127.0.0.1 work.
 
 The bases (golang, rust, debian, …) come as a real runner's do, from a registry mirror: dockerd's
-`--registry-mirror` points at a registry started here on 127.0.0.3:19301 that holds the machine engine's bases
+`--registry-mirror` points at a registry started here (the slot's port + 1) that holds the machine engine's bases
 under their upstream names (library/golang:…), so `invoke build` on the empty engine pulls them through the mirror
-instead of rebuilding them. Everything (processes, directories, the bridge) is removed at the end of the session.
+instead of rebuilding them (about 40 s to fill on an idle machine, 100 s at load 14). Everything (processes,
+directories, the bridge) is removed at the end of the session.
 """
 
 from __future__ import annotations
@@ -33,11 +34,34 @@ from pathlib import Path
 import pytest
 
 ADDRESS = "127.0.0.3"
-ENGINE_PORT = 19300
-MIRROR_PORT = 19301
-BRIDGE = "vezaci0"
-BRIDGE_CIDR = "10.213.0.1/24"
-ADDRESS_POOL = "base=10.214.0.0/16,size=24"
+SLOTS = 8   # concurrent sessions: slot i uses ports 19300+2i (engine), 19301+2i (mirror), bridge vezaci<i>,
+            # 10.213.<i>.0/24 for the default bridge and 10.<214+i>.0.0/16 for user networks
+
+
+@dataclass(frozen=True)
+class Slot:
+    engine_port: int
+    mirror_port: int
+    bridge: str
+    bridge_cidr: str
+    address_pool: str
+
+
+def free_slot() -> Slot:
+    """The first slot whose engine port is free on 127.0.0.3 and whose bridge does not exist."""
+    import socket
+
+    for i in range(SLOTS):
+        port, bridge = 19300 + 2 * i, f"vezaci{i}"
+        if Path(f"/sys/class/net/{bridge}").exists():
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((ADDRESS, port))
+            except OSError:
+                continue
+        return Slot(port, port + 1, bridge, f"10.213.{i}.1/24", f"base=10.{214 + i}.0.0/16,size=24")
+    raise RuntimeError(f"no free slot for a second engine on {ADDRESS}:19300-{19300 + 2 * SLOTS - 1}")
 DEBIAN_DOCKER = "/usr/bin/docker"   # Debian's 20.10 CLI: drives the engine's BuildKit without buildx
 
 
@@ -164,6 +188,7 @@ def remote_engine() -> Iterator[RemoteEngine]:
     work = Path(tempfile.mkdtemp(prefix="veza-ci-engine-"))
     procs: list[subprocess.Popen[bytes]] = []
     bridge_made = False
+    slot = free_slot()
     try:
         server, client = _certificates(work)
         mirror_dir = work / "mirror"
@@ -171,26 +196,27 @@ def remote_engine() -> Iterator[RemoteEngine]:
         (work / "mirror.yml").write_text(
             "version: 0.1\nlog: {level: warn}\n"
             f"storage: {{filesystem: {{rootdirectory: {mirror_dir}}}, delete: {{enabled: true}}}}\n"
-            f"http: {{addr: '{ADDRESS}:{MIRROR_PORT}'}}\n")
+            f"http: {{addr: '{ADDRESS}:{slot.mirror_port}'}}\n")
         mlog = work / "mirror.log"
         with open(mlog, "ab") as fh:
             procs.append(subprocess.Popen(["docker-registry", "serve", str(work / "mirror.yml")], stdout=fh,
                                           stderr=subprocess.STDOUT, start_new_session=True))
-        _ip("link", "add", BRIDGE, "type", "bridge")
+        _ip("link", "add", slot.bridge, "type", "bridge")
         bridge_made = True
-        _ip("addr", "add", BRIDGE_CIDR, "dev", BRIDGE)
-        _ip("link", "set", BRIDGE, "up")
+        _ip("addr", "add", slot.bridge_cidr, "dev", slot.bridge)
+        _ip("link", "set", slot.bridge, "up")
         log = work / "dockerd.log"
         argv = ["dockerd", "--data-root", str(work / "data"), "--exec-root", str(work / "exec"),
-                "--pidfile", str(work / "dockerd.pid"), "--host", f"tcp://{ADDRESS}:{ENGINE_PORT}",
+                "--pidfile", str(work / "dockerd.pid"), "--host", f"tcp://{ADDRESS}:{slot.engine_port}",
                 "--tlsverify", "--tlscacert", str(server / "ca.pem"), "--tlscert", str(server / "cert.pem"),
-                "--tlskey", str(server / "key.pem"), "--bridge", BRIDGE, "--iptables=false", "--ip-masq=false",
-                "--ip-forward=false", "--default-address-pool", ADDRESS_POOL,
-                "--registry-mirror", f"http://{ADDRESS}:{MIRROR_PORT}",
-                "--insecure-registry", f"{ADDRESS}:{MIRROR_PORT}", "--userland-proxy=true"]
+                "--tlskey", str(server / "key.pem"), "--bridge", slot.bridge, "--iptables=false", "--ip-masq=false",
+                "--ip-forward=false", "--default-address-pool", slot.address_pool,
+                "--registry-mirror", f"http://{ADDRESS}:{slot.mirror_port}",
+                "--insecure-registry", f"{ADDRESS}:{slot.mirror_port}", "--userland-proxy=true"]
         with open(log, "ab") as fh:
             procs.append(subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True))
-        engine = RemoteEngine(f"tcp://{ADDRESS}:{ENGINE_PORT}", client, f"{ADDRESS}:{MIRROR_PORT}", work / "data")
+        engine = RemoteEngine(f"tcp://{ADDRESS}:{slot.engine_port}", client, f"{ADDRESS}:{slot.mirror_port}",
+                              work / "data")
         _wait(lambda: engine.docker("version", "--format", "{{.Server.Version}}", timeout=10).returncode == 0,
               "the second dockerd", log)
         _mirror_bases(engine.mirror)
@@ -199,7 +225,7 @@ def remote_engine() -> Iterator[RemoteEngine]:
         for p in reversed(procs):
             _stop(p)
         if bridge_made:
-            _ip("link", "del", BRIDGE, check=False)
+            _ip("link", "del", slot.bridge, check=False)
         # dockerd's exec-root holds mounts while it runs; once stopped, nothing is mounted below work.
         subprocess.run(["umount", "-R", str(work / "data")], capture_output=True, timeout=60, check=False)
         shutil.rmtree(work, ignore_errors=True)
