@@ -22,7 +22,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.release_support import ROOT, clone_repo, flat, invoke, remove_release, status_matches, tag_release
+from tests.e2e.release_support import (
+    clone_repo,
+    flat,
+    invoke,
+    kubectl,
+    provide_as_operators,
+    remove_release,
+    status_matches,
+    tag_release,
+)
 from tests.integration.remote_engine import RemoteEngine
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
@@ -32,11 +41,6 @@ CONTEXT = "veza-ci-dev"
 CLASS = "veza-ci-dev-static"
 
 
-def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
-    res = subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(kubeconfig), *args], input=input,
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert res.returncode == 0, res.stderr
-    return res.stdout
 
 
 def _secret_kubeconfig(local_cluster: Path, dest: Path) -> Path:
@@ -51,33 +55,15 @@ def _secret_kubeconfig(local_cluster: Path, dest: Path) -> Path:
 
 @pytest.fixture
 def dev_operators(tmp_path: Path, local_cluster: Path) -> Iterator[dict[str, object]]:
-    """The operators' side of dev, with their own access: namespace, Secret and infra, a volume of the class the
-    values name. Yields the infra values a team puts in values-dev.yaml; everything is removed afterwards."""
-    from pipeline.core.config import load_config
-    from pipeline.local.infra import ensure_local_infra
-    from pipeline.tools.kubectl import KubeTarget
-
+    """The operators' side of dev (release_support.provide_as_operators); removed afterwards."""
     pv_name = f"{NAMESPACE}-ci-streams"
     remove_release(local_cluster, NAMESPACE)
-    _kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found")
+    kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found")
     try:
-        _kubectl(local_cluster, "create", "namespace", NAMESPACE)
-        cfg = load_config(ROOT / "pipeline.toml", check_files=False)
-        infra_file = ensure_local_infra(cfg, KubeTarget(local_cluster, "", NAMESPACE), "veza-secrets", tmp_path,
-                                        say=lambda _: None)
-        host_dir = tmp_path / "streams"
-        host_dir.mkdir()
-        host_dir.chmod(0o777)
-        pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-              "metadata": {"name": pv_name, "labels": {"veza.io/namespace": NAMESPACE}},
-              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": CLASS,
-                       "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": str(host_dir)},
-                       "claimRef": {"namespace": NAMESPACE, "name": "veza-stream-server"}}}
-        _kubectl(local_cluster, "apply", "-f", "-", input=json.dumps(pv))
-        yield yaml.safe_load(infra_file.read_text())["infra"]
+        yield provide_as_operators(local_cluster, NAMESPACE, pv_name, CLASS, tmp_path)
     finally:
         remove_release(local_cluster, NAMESPACE)
-        _kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
+        kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
 
 
 def _ci_env(engine: RemoteEngine, kubeconfig: Path) -> dict[str, str]:
