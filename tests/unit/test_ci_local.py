@@ -111,3 +111,37 @@ def test_jobs_get_the_machines_network_settings_and_nothing_else_of_ours(monkeyp
     env = tool_env(inherit=False)
     assert {"REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "PIP_FIND_LINKS", "PATH"} <= set(env)
     assert "VEZA_REGISTRY_PASSWORD" not in env and "DOCKER_HOST" not in env
+
+
+def test_the_bootstrap_takes_the_uv_it_is_given_and_only_an_executable_one(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.machine import bootstrap as bs
+
+    uv = tmp_path / "uv"
+    uv.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("VEZA_UV", str(uv))
+    assert bs.uv_binary() is None            # not executable
+    uv.chmod(0o755)
+    assert bs.uv_binary() == str(uv)
+    monkeypatch.delenv("VEZA_UV")
+    assert bs.uv_binary() is None            # none on PATH: pip, as on a fresh machine
+
+
+def test_gitlab_ci_local_is_reinstalled_when_its_lock_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.machine import bootstrap as bs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("package.json", "package-lock.json"):
+        (src / name).write_text((ROOT / "ci/gitlab-ci-local" / name).read_text())
+    monkeypatch.setattr(bs, "CI_LOCAL_SRC", src)
+    before = bs.ci_local_stamp()
+    lock = json.loads((src / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/gitlab-ci-local"]["version"] == "4.56.2"
+    assert lock["packages"]["node_modules/gitlab-ci-local"]["integrity"].startswith("sha512-")
+    lock["packages"]["node_modules/gitlab-ci-local"]["version"] = "4.56.3"
+    (src / "package-lock.json").write_text(json.dumps(lock))
+    assert bs.ci_local_stamp() != before
+    assert "rsync" in bs.apt_packages(engine_cli=True, engine_daemon=True, tests=True)
+    assert "rsync" not in bs.apt_packages(engine_cli=True, engine_daemon=True, tests=False)
