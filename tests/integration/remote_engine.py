@@ -7,8 +7,11 @@ machine's engine is shared: no image, no build cache, no socket.
 
 Networking, so that the two engines never meet: slot i's default bridge is made here (vezaci<i>, 10.213.<i>.1/24)
 and its user networks come from 10.<214+i>.0.0/16, none used by the machine's engine; `--iptables=false
---ip-masq=false` (no chain, no NAT rule is made: containers of this engine reach nothing outside it, and the
-Dockerfiles build offline). Published ports go through docker-proxy on the host, so checks on 127.0.0.1 work.
+--ip-masq=false` (this engine makes no chain and no NAT rule: its containers reach nothing outside it, and the
+Dockerfiles build offline). Bridged traffic passes the host's FORWARD chain (br_netfilter; the machine's engine
+sets its policy to DROP), so the fixture adds one chain of its own, VEZA-CI-<i>, jumped to first from FORWARD,
+accepting only traffic between the slot's own subnets (a compose stack's services talking to each other), and
+removes it afterwards. Published ports go through docker-proxy on the host, so checks on 127.0.0.1 work.
 
 The bases (golang, rust, debian, …) come as a real runner's do, from a registry mirror: dockerd's
 `--registry-mirror` points at a registry started here (the slot's port + 1) that holds the machine engine's bases
@@ -45,22 +48,25 @@ class Slot:
     bridge: str
     bridge_cidr: str
     address_pool: str
+    chain: str                  # iptables filter chain of this slot (FORWARD jumps to it first)
+    subnets: tuple[str, ...]    # the default bridge's and the user networks' ranges
 
 
 def free_slot() -> Slot:
-    """The first slot whose engine port is free on 127.0.0.3 and whose bridge does not exist."""
+    """The first slot whose engine port is free on 127.0.0.3 and whose bridge and chain do not exist."""
     import socket
 
     for i in range(SLOTS):
         port, bridge = 19300 + 2 * i, f"vezaci{i}"
-        if Path(f"/sys/class/net/{bridge}").exists():
+        if Path(f"/sys/class/net/{bridge}").exists() or _iptables("-n", "-L", f"VEZA-CI-{i}", check=False):
             continue
         with socket.socket() as s:
             try:
                 s.bind((ADDRESS, port))
             except OSError:
                 continue
-        return Slot(port, port + 1, bridge, f"10.213.{i}.1/24", f"base=10.{214 + i}.0.0/16,size=24")
+        return Slot(port, port + 1, bridge, f"10.213.{i}.1/24", f"base=10.{214 + i}.0.0/16,size=24",
+                    f"VEZA-CI-{i}", (f"10.213.{i}.0/24", f"10.{214 + i}.0.0/16"))
     raise RuntimeError(f"no free slot for a second engine on {ADDRESS}:19300-{19300 + 2 * SLOTS - 1}")
 DEBIAN_DOCKER = "/usr/bin/docker"   # Debian's 20.10 CLI: drives the engine's BuildKit without buildx
 
@@ -132,6 +138,27 @@ def _certificates(out: Path) -> tuple[Path, Path]:
     return dirs[0], dirs[1]
 
 
+def _iptables(*args: str, check: bool = True) -> bool:
+    return subprocess.run(["iptables", "-w", "10", *args], check=check, capture_output=True,
+                          timeout=30).returncode == 0
+
+
+def _forward_chain(slot: Slot) -> None:
+    """Accept traffic between the slot's own subnets, in a chain of its own jumped to first from FORWARD."""
+    _iptables("-N", slot.chain)
+    for src in slot.subnets:
+        for dst in slot.subnets:
+            _iptables("-A", slot.chain, "-s", src, "-d", dst, "-j", "ACCEPT")
+    _iptables("-I", "FORWARD", "1", "-j", slot.chain)
+
+
+def _drop_forward_chain(slot: Slot) -> None:
+    while _iptables("-D", "FORWARD", "-j", slot.chain, check=False):
+        pass
+    _iptables("-F", slot.chain, check=False)
+    _iptables("-X", slot.chain, check=False)
+
+
 def _ip(*args: str, check: bool = True) -> None:
     subprocess.run(["ip", *args], check=check, capture_output=True, timeout=30)
 
@@ -187,7 +214,7 @@ def remote_engine() -> Iterator[RemoteEngine]:
         pytest.fail("the second Docker engine needs root")
     work = Path(tempfile.mkdtemp(prefix="veza-ci-engine-"))
     procs: list[subprocess.Popen[bytes]] = []
-    bridge_made = False
+    bridge_made = chain_made = False
     slot = free_slot()
     try:
         server, client = _certificates(work)
@@ -205,6 +232,8 @@ def remote_engine() -> Iterator[RemoteEngine]:
         bridge_made = True
         _ip("addr", "add", slot.bridge_cidr, "dev", slot.bridge)
         _ip("link", "set", slot.bridge, "up")
+        chain_made = True
+        _forward_chain(slot)
         log = work / "dockerd.log"
         argv = ["dockerd", "--data-root", str(work / "data"), "--exec-root", str(work / "exec"),
                 "--pidfile", str(work / "dockerd.pid"), "--host", f"tcp://{ADDRESS}:{slot.engine_port}",
@@ -224,6 +253,8 @@ def remote_engine() -> Iterator[RemoteEngine]:
     finally:
         for p in reversed(procs):
             _stop(p)
+        if chain_made:
+            _drop_forward_chain(slot)
         if bridge_made:
             _ip("link", "del", slot.bridge, check=False)
         # dockerd's exec-root holds mounts while it runs; once stopped, nothing is mounted below work.
