@@ -121,6 +121,8 @@ def ci_variables(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, 
             continue
         if name not in ENGINE_VARIABLES and name not in FILE_VARIABLES and not name.startswith("VEZA_"):
             continue
+        if name in ENGINE_VARIABLES and not environ.get("DOCKER_HOST"):
+            continue   # TLS settings without the engine they are for would only break the default socket
         if name in FILE_VARIABLES:
             secrets[name] = Secret(_file_content(value), file=True)
         elif is_secret(name):

@@ -50,6 +50,8 @@ def test_jobs_get_the_engine_veza_and_file_variables_and_secrets_only_through_th
     assert "s3cr3t-pw" not in joined and "pp" not in args and "BEGIN KEY" not in joined
     assert "--shell-isolation" in args and "--shell-executor-no-image" in args
     assert "--variable" in args and "DOCKER_HOST=tcp://127.0.0.3:2376" in args
+    no_host = {k: v for k, v in environ.items() if k != "DOCKER_HOST"}
+    assert not {"DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"} & set(ci_local.ci_variables(no_host)[0])
     doc = yaml.safe_load(gitlab_ci_local.variables_file(secrets))
     assert doc["global"]["DEV_KUBECONFIG"] == {"type": "file", "values": {"*": "apiVersion: v1\nkind: Config\n"}}
     assert doc["global"]["VEZA_REGISTRY_PASSWORD"] == {"type": "variable", "values": {"*": "s3cr3t-pw"}}
