@@ -140,6 +140,16 @@ def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pyt
     run_tests(unit_only=unit, keyword=k, lint=not no_lint, extra=pytest_args)
 
 
+@task(name="ci-local", help={"pipeline": "branch (the default branch's: ends with dev deployed) or tag (a vX.Y.Z "
+                                          "tag at HEAD: the prod release)"})
+@_cli
+def ci_local(c: Context, pipeline: str = "branch") -> None:
+    """Run .gitlab-ci.yml here with the pinned gitlab-ci-local, each job isolated (README, "CI")."""
+    from pipeline.machine.ci_local import run_ci_local
+
+    run_ci_local(pipeline)
+
+
 # ---------------------------------------------------------------- versioning
 
 @task(help={"env": "environment whose tag policy to apply (default: local)",

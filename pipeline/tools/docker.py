@@ -44,12 +44,33 @@ def client() -> Any:
 
     host = engine_host()
     try:
-        c = docker.DockerClient(base_url=host, timeout=300) if host else docker.from_env(timeout=300)
+        if host and not os.environ.get("DOCKER_HOST"):
+            c = docker.DockerClient(base_url=host, timeout=300)
+        elif os.environ.get("DOCKER_TLS_VERIFY") and os.environ.get("DOCKER_CERT_PATH"):
+            c = _tls_client()
+        else:
+            c = docker.from_env(timeout=300)
         c.ping()
     except Exception as exc:
         raise ToolMissing(f"no Docker engine answers at {host or 'the default socket'} ({type(exc).__name__})",
                           "start dockerd (python3 -m pipeline.machine.bootstrap) or fix DOCKER_HOST / docker context",
                           ) from None
+    return c
+
+
+def _tls_client() -> Any:
+    """A client of a TCP+TLS engine (CI's dind: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH).
+
+    requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace the session's CA (the engine's ca.pem) on every call,
+    so a machine whose environment names its own CA bundle could never verify the engine: the session ignores
+    the environment (trust_env off), and the API version is asked only after that.
+    """
+    import docker
+    from docker.utils import kwargs_from_env
+
+    c = docker.DockerClient(timeout=300, version="1.24", **kwargs_from_env())   # 1.24: the oldest docker-py knows
+    c.api.trust_env = False
+    c.api._version = c.api._retrieve_server_version()
     return c
 
 

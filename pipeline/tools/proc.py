@@ -59,10 +59,25 @@ def _check_pin(name: str, path: Path) -> None:
         _verified.add(key)
 
 
-def tool_env(extra: Mapping[str, str] | None = None, traceparent: str = "") -> dict[str, str]:
-    """The environment of a tool: ours, the tools dir first on PATH, `extra`, and TRACEPARENT (W3C Trace
-    Context) naming the tool call's span when the run is traced (pipeline.observe.tracing)."""
-    env = dict(os.environ)
+# What a tool started with inherit=False still gets from ours: enough to find programs and a home, and the
+# machine's network settings (proxies, CA bundles, package index configuration), nothing else.
+BARE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME")
+MACHINE_NETWORK_PREFIXES = ("PIP_", "UV_", "NPM_CONFIG_", "SSL_CERT_")
+MACHINE_NETWORK_SUFFIXES = ("_PROXY", "_CA_BUNDLE", "_CA_CERTS", "_CAINFO")
+
+
+def machine_setting(name: str) -> bool:
+    """A variable that describes this machine rather than a run: BARE_ENV, or its network/TLS settings."""
+    up = name.upper()
+    return name in BARE_ENV or up.startswith(MACHINE_NETWORK_PREFIXES) or up.endswith(MACHINE_NETWORK_SUFFIXES)
+
+
+def tool_env(extra: Mapping[str, str] | None = None, traceparent: str = "", *,
+             inherit: bool = True) -> dict[str, str]:
+    """The environment of a tool: ours (with inherit=False only machine_setting() names), the tools dir first on PATH,
+    `extra`, and TRACEPARENT (W3C Trace Context) naming the tool call's span when the run is traced
+    (pipeline.observe.tracing)."""
+    env = dict(os.environ) if inherit else {k: v for k, v in os.environ.items() if machine_setting(k)}
     if traceparent:
         env["TRACEPARENT"] = traceparent
     env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -113,8 +128,12 @@ def stream(
     stop: threading.Event | None = None,
     stop_signal: int | None = None,
     stop_grace_s: float = 0.0,
+    inherit_env: bool = True,
 ) -> int:
     """Run argv, calling on_line for every (redacted) output line; returns the exit code.
+
+    inherit_env=False: the tool sees only the machine's settings of our environment (machine_setting), plus
+    `env` (a runner whose jobs must get exactly the variables they are given).
 
     The process is killed on timeout, or as soon as `stop` is set (e.g. --fail-fast, Ctrl-C). With
     `stop_signal` (e.g. signal.SIGTERM), `stop` first sends that signal and lets the process finish its own
@@ -122,7 +141,8 @@ def stream(
     """
     args = [str(a) for a in argv]
     with tool_span(args) as (traceparent, span):
-        rc = _stream(args, timeout, on_line, env, cwd, input, stop, traceparent, stop_signal, stop_grace_s)
+        rc = _stream(args, timeout, on_line, env, cwd, input, stop, traceparent, stop_signal, stop_grace_s,
+                     inherit_env)
         _exit_code(span, rc)
         return rc
 
@@ -135,12 +155,12 @@ def _exit_code(span: Any, code: int) -> None:
 
 def _stream(args: list[str], timeout: float, on_line: Callable[[str], None], env: Mapping[str, str] | None,
             cwd: Path | str | None, input: str | None, stop: threading.Event | None, traceparent: str,
-            stop_signal: int | None = None, stop_grace_s: float = 0.0) -> int:
+            stop_signal: int | None = None, stop_grace_s: float = 0.0, inherit_env: bool = True) -> int:
     try:
         p = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            env=tool_env(env, traceparent), cwd=cwd, bufsize=1,
+            env=tool_env(env, traceparent, inherit=inherit_env), cwd=cwd, bufsize=1,
         )
     except FileNotFoundError as exc:
         raise ToolMissing(f"cannot run '{args[0]}': not installed",

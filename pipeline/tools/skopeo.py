@@ -118,6 +118,9 @@ def export_oci(image_id: str, layout: Path, *, timeout: float) -> LayoutImage:
     host = engine_host()
     if host:
         argv += ["--src-daemon-host", host]
+        if host.startswith("tcp://") and os.environ.get("DOCKER_CERT_PATH"):
+            # A TLS engine (CI's dind): the client certificate and CA of DOCKER_CERT_PATH (ca/cert/key.pem).
+            argv += ["--src-cert-dir", os.environ["DOCKER_CERT_PATH"]]
     argv += [f"docker-daemon:{image_id}", f"oci:{layout}:{LAYOUT_REF}"]
     res = run(argv, timeout=timeout, check=False, what="skopeo copy (engine → OCI layout)")
     if not res.ok:

@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 INVOKE = ROOT / ".venv/bin/invoke"
 HELM = ROOT / ".tools/bin/helm"
@@ -98,3 +100,40 @@ def remove_release(kubeconfig: Path, namespace: str, release: str = "veza", cont
                     f"veza.io/namespace={namespace}", "--ignore-not-found", "--wait=false"], capture_output=True,
                    timeout=60, check=False)
     shutil.rmtree(CACHE_DIR / "volumes" / namespace, ignore_errors=True)
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
+    """kubectl with that kubeconfig; its stdout. AssertionError with its stderr when it fails."""
+    res = subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *args], input=input,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def provide_as_operators(kubeconfig: Path, namespace: str, volume: str, storage_class: str,
+                         tmp: Path, *, registry: str) -> dict[str, Any]:
+    """What the operators of an external cluster provide before a release, with their own (admin) access: the
+    namespace, the Secret and PostgreSQL/Redis/NATS (ensure_local_infra, on pinned images in `registry`:
+    deploy_support.pinned_infra_images), and a PersistentVolume `volume` of
+    `storage_class` pre-bound to the stream server's claim. Returns the infra values a team puts in its values file.
+    The caller removes them (remove_release, and the PersistentVolume)."""
+    from pipeline.core.config import load_config
+    from pipeline.local.infra import ensure_local_infra
+    from pipeline.tools.kubectl import KubeTarget
+    from tests.integration.deploy_support import pinned_infra_images
+
+    kubectl(kubeconfig, "create", "namespace", namespace)
+    cfg = load_config(ROOT / "pipeline.toml", check_files=False)
+    infra_file = ensure_local_infra(cfg, KubeTarget(kubeconfig, "", namespace), "veza-secrets", tmp,
+                                    pinned_infra_images(cfg, registry), say=lambda _: None)
+    host_dir = tmp / "streams"
+    host_dir.mkdir()
+    host_dir.chmod(0o777)
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume",
+          "metadata": {"name": volume, "labels": {"veza.io/namespace": namespace}},
+          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": storage_class,
+                   "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": str(host_dir)},
+                   "claimRef": {"namespace": namespace, "name": "veza-stream-server"}}}
+    kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(pv))
+    infra: dict[str, Any] = yaml.safe_load(infra_file.read_text())["infra"]
+    return infra

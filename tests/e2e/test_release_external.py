@@ -11,7 +11,6 @@ Namespace veza-d2-ext; port-forwards on 127.0.0.1:19750-19799.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.release_support import ROOT, clone_repo, flat, invoke, remove_release, status_matches
+from tests.e2e.release_support import (
+    clone_repo,
+    flat,
+    invoke,
+    kubectl,
+    provide_as_operators,
+    remove_release,
+    status_matches,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
@@ -43,11 +50,6 @@ ignore_unfixed = true
 """
 
 
-def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
-    res = subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(kubeconfig), *args], input=input,
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert res.returncode == 0, res.stderr
-    return res.stdout
 
 
 def _ext_clone(tmp_path: Path, local_cluster: Path, infra: dict[str, object]) -> tuple[Path, Path]:
@@ -74,32 +76,16 @@ def _ext_clone(tmp_path: Path, local_cluster: Path, infra: dict[str, object]) ->
 def external(tmp_path: Path, local_cluster: Path, machine_registry: str) -> Iterator[tuple[Path, Path]]:
     """(clone with the `ext` environment, the external kubeconfig); the operators' side set up beforehand, with
     their own (admin) access: namespace, Secret and infra, a volume of the class the values name."""
-    from pipeline.core.config import load_config
-    from pipeline.local.infra import ensure_local_infra
-    from pipeline.tools.kubectl import KubeTarget
-    from tests.integration.deploy_support import pinned_infra_images
-
     remove_release(local_cluster, NAMESPACE)
-    _kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found")
+    kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found")
     try:
-        _kubectl(local_cluster, "create", "namespace", NAMESPACE)
-        _kubectl(local_cluster, "label", "namespace", NAMESPACE, "veza.pipeline.test=external")
-        cfg = load_config(ROOT / "pipeline.toml", check_files=False)
-        infra_file = ensure_local_infra(cfg, KubeTarget(local_cluster, "", NAMESPACE), "veza-secrets", tmp_path,
-                                        pinned_infra_images(cfg, machine_registry), say=lambda _: None)
-        host_dir = tmp_path / "streams"
-        host_dir.mkdir()
-        host_dir.chmod(0o777)
-        pv = {"apiVersion": "v1", "kind": "PersistentVolume",
-              "metadata": {"name": f"{NAMESPACE}-streams", "labels": {"veza.io/namespace": NAMESPACE}},
-              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": CLASS,
-                       "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": str(host_dir)},
-                       "claimRef": {"namespace": NAMESPACE, "name": "veza-stream-server"}}}
-        _kubectl(local_cluster, "apply", "-f", "-", input=json.dumps(pv))
-        yield _ext_clone(tmp_path, local_cluster, yaml.safe_load(infra_file.read_text())["infra"])
+        infra = provide_as_operators(local_cluster, NAMESPACE, f"{NAMESPACE}-streams", CLASS, tmp_path,
+                                     registry=machine_registry)
+        kubectl(local_cluster, "label", "namespace", NAMESPACE, "veza.pipeline.test=external")
+        yield _ext_clone(tmp_path, local_cluster, infra)
     finally:
         remove_release(local_cluster, NAMESPACE)
-        _kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found", "--wait=false")
+        kubectl(local_cluster, "delete", "pv", f"{NAMESPACE}-streams", "--ignore-not-found", "--wait=false")
 
 
 def test_release_through_an_external_kubeconfig_only(external: tuple[Path, Path], tmp_path: Path) -> None:

@@ -1,0 +1,149 @@
+"""`invoke ci-local` without running a job: which variables the jobs get and how (argv or the variables file),
+GitLab's predefined variables per pipeline kind, the shell runner's copy of the template, the refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.core.errors import UsageError
+from pipeline.machine import ci_local
+from pipeline.tools import gitlab_ci_local
+from pipeline.tools.git import GitRepo
+from pipeline.tools.gitlab_ci_local import Secret
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _repo(tmp_path: Path, branch: str = "main") -> Path:
+    repo = tmp_path / "r"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", branch], ["config", "user.email", "t@example.invalid"],
+                 ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, timeout=30)
+    (repo / ".gitlab-ci.yml").write_text((ROOT / ".gitlab-ci.yml").read_text())
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, timeout=30)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "init"], check=True, timeout=30)
+    return repo
+
+
+def test_jobs_get_the_engine_veza_and_file_variables_and_secrets_only_through_the_file(tmp_path: Path) -> None:
+    kc = tmp_path / "kc"
+    kc.write_text("apiVersion: v1\nkind: Config\n")
+    environ = {"DOCKER_HOST": "tcp://127.0.0.3:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/c",
+               "VEZA_REGISTRY_PASSWORD": "s3cr3t-pw", "VEZA_REGISTRY_USERNAME": "ci", "DEV_KUBECONFIG": str(kc),
+               "VEZA_PROD_SIGNING_KEY": "-----BEGIN KEY-----\nabc\n", "VEZA_PROD_SIGNING_PASSPHRASE": "pp",
+               "VEZA_ROOT": "/work/tree", "VEZA_CONFIG": "/work/tree/pipeline.toml", "AWS_SECRET": "x",
+               "HOME": "/root", "VEZA_PORT_FORWARD_PORTS": "1-2", "VEZA_EMPTY": ""}
+    plain, secrets = ci_local.ci_variables(environ)
+    assert plain == {"DOCKER_HOST": "tcp://127.0.0.3:2376", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/c",
+                     "VEZA_REGISTRY_USERNAME": "ci", "VEZA_PORT_FORWARD_PORTS": "1-2"}
+    assert secrets == {"VEZA_REGISTRY_PASSWORD": Secret("s3cr3t-pw"), "VEZA_PROD_SIGNING_PASSPHRASE": Secret("pp"),
+                       "DEV_KUBECONFIG": Secret("apiVersion: v1\nkind: Config\n", file=True),
+                       "VEZA_PROD_SIGNING_KEY": Secret("-----BEGIN KEY-----\nabc\n", file=True)}
+    args = gitlab_ci_local.argv(tmp_path, Path("f.yml"), plain, ["CI_COMMIT_TAG"])
+    joined = " ".join(args)
+    assert "s3cr3t-pw" not in joined and "pp" not in args and "BEGIN KEY" not in joined
+    assert "--shell-isolation" in args and "--shell-executor-no-image" in args
+    assert "--variable" in args and "DOCKER_HOST=tcp://127.0.0.3:2376" in args
+    no_host = {k: v for k, v in environ.items() if k != "DOCKER_HOST"}
+    assert not {"DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"} & set(ci_local.ci_variables(no_host)[0])
+    doc = yaml.safe_load(gitlab_ci_local.variables_file(secrets))
+    assert doc["global"]["DEV_KUBECONFIG"] == {"type": "file", "values": {"*": "apiVersion: v1\nkind: Config\n"}}
+    assert doc["global"]["VEZA_REGISTRY_PASSWORD"] == {"type": "variable", "values": {"*": "s3cr3t-pw"}}
+
+
+def test_branch_and_tag_pipelines_get_gitlabs_predefined_variables(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, "trunk")
+    variables, unset, ref = ci_local.pipeline_variables("branch", GitRepo(repo))
+    assert (variables, unset, ref) == ({"CI_COMMIT_BRANCH": "trunk", "CI_DEFAULT_BRANCH": "trunk",
+                                        "CI_COMMIT_REF_NAME": "trunk"}, ["CI_COMMIT_TAG"], "trunk")
+    with pytest.raises(UsageError, match="no release tag vX.Y.Z points at HEAD"):
+        ci_local.pipeline_variables("tag", GitRepo(repo))
+    subprocess.run(["git", "-C", str(repo), "tag", "-a", "v1.2.3", "-m", "r"], check=True, timeout=30)
+    subprocess.run(["git", "-C", str(repo), "tag", "v1.2.3-rc1"], check=True, timeout=30)   # not the rule's form
+    variables, unset, ref = ci_local.pipeline_variables("tag", GitRepo(repo))
+    assert (variables, unset, ref) == ({"CI_COMMIT_TAG": "v1.2.3", "CI_COMMIT_REF_NAME": "v1.2.3"},
+                                       ["CI_COMMIT_BRANCH"], "v1.2.3")
+    with pytest.raises(UsageError, match="'nightly' is not one of branch, tag"):
+        ci_local.pipeline_variables("nightly", GitRepo(repo))
+
+
+def test_the_tag_pipeline_is_refused_before_any_job_naming_each_missing_variable(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    subprocess.run(["git", "-C", str(repo), "tag", "-a", "v0.1.0", "-m", "r"], check=True, timeout=30)
+    with pytest.raises(UsageError) as exc:
+        ci_local.run_ci_local("tag", repo_dir=repo, environ={"VEZA_PROD_SIGNING_PASSPHRASE": "pp"},
+                              say=lambda _: None)
+    line = exc.value.one_line()
+    assert "VEZA_PROD_SIGNING_KEY, PROD_KUBECONFIG;" in line and "pp" not in line.replace("passphrase", "")
+    assert not (repo / ".gitlab-ci-local").exists()
+    # The list is the job's own: release-prod.sh requires exactly these.
+    script = (ROOT / "ci/jobs/release-prod.sh").read_text()
+    assert f"ci_require release-prod {' '.join(ci_local.TAG_REQUIRES)}" in script
+
+
+def test_the_shell_runner_file_is_the_template_without_its_job_image(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    rel = ci_local.shell_runner_file(repo)
+    ours, theirs = yaml.safe_load((repo / rel).read_text()), yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
+    assert "image" in theirs["default"] and "image" not in ours["default"]
+    theirs["default"].pop("image")
+    assert json.dumps(ours, sort_keys=True) == json.dumps(theirs, sort_keys=True)
+    assert rel.parts[0] == ".gitlab-ci-local" and ".gitlab-ci-local/" in (ROOT / ".gitignore").read_text()
+    doc = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())
+    doc["build"]["image"] = "golang:1.22"
+    (repo / ".gitlab-ci.yml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(UsageError, match="job\\(s\\) build name their own image"):
+        ci_local.shell_runner_file(repo)
+
+
+def test_jobs_get_the_machines_network_settings_and_nothing_else_of_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tools.proc import tool_env
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/ca.crt")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("VEZA_REGISTRY_PASSWORD", "not-for-jobs")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    env = tool_env(inherit=False)
+    assert {"REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "PIP_FIND_LINKS", "PATH"} <= set(env)
+    assert "VEZA_REGISTRY_PASSWORD" not in env and "DOCKER_HOST" not in env
+
+
+def test_the_bootstrap_takes_the_uv_it_is_given_and_only_an_executable_one(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.machine import bootstrap as bs
+
+    uv = tmp_path / "uv"
+    uv.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("VEZA_UV", str(uv))
+    assert bs.uv_binary() is None            # not executable
+    uv.chmod(0o755)
+    assert bs.uv_binary() == str(uv)
+    monkeypatch.delenv("VEZA_UV")
+    assert bs.uv_binary() is None            # none on PATH: pip, as on a fresh machine
+
+
+def test_gitlab_ci_local_is_reinstalled_when_its_lock_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.machine import bootstrap as bs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("package.json", "package-lock.json"):
+        (src / name).write_text((ROOT / "ci/gitlab-ci-local" / name).read_text())
+    monkeypatch.setattr(bs, "CI_LOCAL_SRC", src)
+    before = bs.ci_local_stamp()
+    lock = json.loads((src / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/gitlab-ci-local"]["version"] == "4.56.2"
+    assert lock["packages"]["node_modules/gitlab-ci-local"]["integrity"].startswith("sha512-")
+    lock["packages"]["node_modules/gitlab-ci-local"]["version"] = "4.56.3"
+    (src / "package-lock.json").write_text(json.dumps(lock))
+    assert bs.ci_local_stamp() != before
+    assert "rsync" in bs.apt_packages(engine_cli=True, engine_daemon=True, tests=True)
+    assert "rsync" not in bs.apt_packages(engine_cli=True, engine_daemon=True, tests=False)
