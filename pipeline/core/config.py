@@ -44,7 +44,7 @@ class Probe:
 #   nats-publish   POST path with a token; our own NATS subscriber must see it published
 #   blob-roundtrip PUT path ({id} replaced) then GET returns the same bytes
 #   html-index     GET path serves text/html with <html>
-SMOKE_CHECK_KINDS = ("ready-json", "nats-publish", "blob-roundtrip", "html-index")
+SMOKE_CHECK_KINDS = ("ready-json", "api-roundtrip", "nats-publish", "blob-roundtrip", "html-index")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pipeline.tools import docker
 BASE_NAME = "docker-compose.yml"
 DEV_NAME = "docker-compose.dev.yml"      # fixed 127.0.0.1 ports for developers
 SMOKE_NAME = "docker-compose.smoke.yml"  # ephemeral 127.0.0.1 ports: concurrent runs never collide
-SECRET_VARS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")
+SECRET_VARS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET")
 
 
 def compose_dir(cfg: Config) -> Path:

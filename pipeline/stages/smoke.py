@@ -140,7 +140,7 @@ def smoke_release(
                                   f"see the logs in {run_dir / 'logs'}")
             say(f"smoke {result.project}: healthy in {result.timings['up_s']:.1f}s; probing")
             t0 = time.monotonic()
-            result.checks = run_checks(cfg, project, run_id, probe_window)
+            result.checks = run_checks(cfg, project, run_id, probe_window, variables)
             result.timings["probes_s"] = round(time.monotonic() - t0, 2)
             for c in result.checks:
                 say(c.line())

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import jwt
 
 from pipeline.core.config import Config, Probe, Service
 from pipeline.local import stack_spec
@@ -31,6 +32,18 @@ class Check:
 
 
 
+@dataclass(frozen=True)
+class Stack:
+    """What a check knows of the running stack: published endpoints ((compose service, container port) →
+    (host, published port)), the run's id, the retry window (seconds) and the stack's compose variables
+    (its per-run secrets: JWT_SECRET signs the tokens a check sends to a write endpoint)."""
+
+    ends: dict[tuple[str, int], tuple[str, int]]
+    run_id: str
+    window: float
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
 def _endpoints(project: ComposeProject) -> dict[tuple[str, int], tuple[str, int]]:
     """(compose service, container port) → (host, published port), read once from `compose ps`."""
     out: dict[tuple[str, int], tuple[str, int]] = {}
@@ -50,10 +63,13 @@ def _retry(window: float, attempt: Callable[[], tuple[bool, str]]) -> tuple[bool
         time.sleep(0.3)
 
 
-def run_checks(cfg: Config, project: ComposeProject, run_id: str, window: float) -> list[Check]:
+def run_checks(cfg: Config, project: ComposeProject, run_id: str, window: float,
+               variables: Mapping[str, str] | None = None) -> list[Check]:
     """Every service's probes and functional checks (pipeline.toml `probes`, `smoke_checks`) against the
-    running stack, each retried for `window` seconds before it counts as failed."""
+    running stack, each retried for `window` seconds before it counts as failed. `variables`: the stack's
+    compose variables (the secrets a functional check needs)."""
     ends = _endpoints(project)
+    stack = Stack(ends, run_id, window, variables or {})
     checks: list[Check] = []
     for svc in cfg.services:
         key = (stack_spec.compose_service(svc.name), svc.port)
@@ -67,7 +83,7 @@ def run_checks(cfg: Config, project: ComposeProject, run_id: str, window: float)
         for probe in svc.probes:
             checks.append(_probe(svc, base, probe, window))
         for check in svc.smoke_checks:
-            checks.append(CHECKS[check.kind](svc, base, check.path, ends, run_id, window))
+            checks.append(CHECKS[check.kind](svc, base, check.path, stack))
     return checks
 
 
@@ -88,7 +104,7 @@ def _probe(svc: Service, base: str, p: Probe, window: float) -> Check:
     return _timed(svc.name, f"{p.method} {p.path}", expected, lambda: _retry(window, attempt))
 
 
-def _check_ready(svc: Service, base: str, path: str, _ends: Any, _run_id: str, window: float) -> Check:
+def _check_ready(svc: Service, base: str, path: str, stack: Stack) -> Check:
     """ready-json: GET path reports {"ready": true}, i.e. the service's dependencies really answered it."""
 
     def attempt() -> tuple[bool, str]:
@@ -100,15 +116,16 @@ def _check_ready(svc: Service, base: str, path: str, _ends: Any, _run_id: str, w
         return ready, a.summary()
 
     return _timed(svc.name, f"{path} is true (deps answer)",
-                  'HTTP 200 with JSON {"ready": true}', lambda: _retry(window, attempt))
+                  'HTTP 200 with JSON {"ready": true}', lambda: _retry(stack.window, attempt))
 
 
-def _check_nats_publish(svc: Service, base: str, path: str, ends: dict[tuple[str, int], tuple[str, int]],
-                        run_id: str, window: float) -> Check:
-    """nats-publish: a message POSTed to the URL is observed on NATS by our own subscriber."""
-    token = f"smoke-{run_id}-{secrets.token_hex(4)}"
-    expected = f"the posted message ({token}) published on NATS"
-    nats = ends.get(("nats", 4222))
+def _check_nats_publish(svc: Service, base: str, path: str, stack: Stack) -> Check:
+    """nats-publish: a message POSTed to the URL is observed on NATS by our own subscriber, and the service's
+    own subscriber received it back from NATS (GET on the same URL lists it)."""
+    token = f"smoke-{stack.run_id}-{secrets.token_hex(4)}"
+    expected = f"the posted message ({token}) published on NATS and received back by the service"
+    window = stack.window
+    nats = stack.ends.get(("nats", 4222))
     if nats is None:
         return Check(svc.name, f"POST {path} → NATS", False, expected, "NATS port 4222 is not published", 0.0)
 
@@ -132,7 +149,20 @@ def _check_nats_publish(svc: Service, base: str, path: str, ends: dict[tuple[str
                 claimed = _json_field(answer[0].body, "subject")
                 if claimed and claimed != seen[0]:
                     return False, f"chat-server said it published on {claimed!r} but NATS delivered it on {seen[0]!r}"
-                return True, f"seen on NATS subject {seen[0]}"
+
+                def received() -> tuple[bool, str]:
+                    a = http("GET", base + path)
+                    try:
+                        msgs = json.loads(a.body).get("messages")
+                    except (ValueError, AttributeError):
+                        msgs = None
+                    return a.status == 200 and isinstance(msgs, list) and token in msgs, a.summary()
+
+                back, got_back = _retry(min(window, 5.0), received)
+                if not back:
+                    return False, ("NATS delivered it, but the service's subscriber did not list it: "
+                                   f"GET {path} {got_back}")
+                return True, f"seen on NATS subject {seen[0]} and by the service's subscriber"
         except NatsError as exc:
             return False, str(exc)
 
@@ -147,10 +177,10 @@ def _json_field(body: bytes, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _check_blob_roundtrip(svc: Service, base: str, path: str, _ends: Any, run_id: str, window: float) -> Check:
+def _check_blob_roundtrip(svc: Service, base: str, path: str, stack: Stack) -> Check:
     """blob-roundtrip: PUT to path ({id} = a fresh id) then GET returns the same bytes."""
     data = secrets.token_bytes(48 * 1024)
-    url = base + path.replace("{id}", f"smoke-{run_id}")
+    url = base + path.replace("{id}", f"smoke-{stack.run_id}")
 
     def attempt() -> tuple[bool, str]:
         put = http("PUT", url, body=data, headers={"Content-Type": "application/octet-stream"})
@@ -164,10 +194,10 @@ def _check_blob_roundtrip(svc: Service, base: str, path: str, _ends: Any, run_id
         return True, f"{len(data)} bytes round-tripped"
 
     return _timed(svc.name, f"PUT+GET {path}", f"the same {len(data)} bytes back",
-                  lambda: _retry(window, attempt))
+                  lambda: _retry(stack.window, attempt))
 
 
-def _check_html_index(svc: Service, base: str, path: str, _ends: Any, _run_id: str, window: float) -> Check:
+def _check_html_index(svc: Service, base: str, path: str, stack: Stack) -> Check:
     """html-index: GET path serves an HTML page."""
 
     def attempt() -> tuple[bool, str]:
@@ -176,12 +206,49 @@ def _check_html_index(svc: Service, base: str, path: str, _ends: Any, _run_id: s
         return ok, a.summary() + (f", content-type {a.content_type!r}" if a.status == 200 and not ok else "")
 
     return _timed(svc.name, f"GET {path} serves the HTML index", "HTTP 200, text/html with <html>",
-                  lambda: _retry(window, attempt))
+                  lambda: _retry(stack.window, attempt))
+
+
+def bearer_token(secret: str, subject: str, ttl_s: int = 300) -> str:
+    """An HS256 JWT for `subject`, expiring in `ttl_s` seconds: what the API's write endpoints accept
+    (services/backend-api/auth.go: HS256 only, `sub` and `exp` required)."""
+    now = int(time.time())
+    return jwt.encode({"sub": subject, "iat": now, "exp": now + ttl_s}, secret, algorithm="HS256")
+
+
+def _check_api_roundtrip(svc: Service, base: str, path: str, stack: Stack) -> Check:
+    """api-roundtrip: PUT JSON {"title": …} to path ({id} = a fresh id) with a bearer token signed with the
+    stack's JWT_SECRET, then GET it back (the API stores it in PostgreSQL); the same PUT without a token must
+    be refused (401): the write endpoint checks tokens."""
+    title = f"smoke {stack.run_id} {secrets.token_hex(4)}"
+    url = base + path.replace("{id}", f"smoke-{stack.run_id}")
+    expected = "unauthenticated PUT refused (401); authenticated PUT stored; GET returns the same title"
+    secret = stack.variables.get("JWT_SECRET", "")
+    if not secret:
+        return Check(svc.name, f"PUT+GET {path} (JWT)", False, expected, "the stack has no JWT_SECRET", 0.0)
+    body = json.dumps({"title": title}).encode()
+
+    def attempt() -> tuple[bool, str]:
+        anon = http("PUT", url, body=body, headers={"Content-Type": "application/json"})
+        if anon.status != 401:
+            return False, f"PUT without a token answered {anon.summary()}, not 401"
+        put = http("PUT", url, body=body, headers={"Content-Type": "application/json",
+                                                   "Authorization": f"Bearer {bearer_token(secret, 'smoke')}"})
+        if put.status != 200:
+            return False, f"PUT answered {put.summary()}"
+        got = http("GET", url)
+        stored = _json_field(got.body, "title")
+        if got.status != 200 or stored != title:
+            return False, f"GET answered {got.summary()}, title {stored!r} instead of {title!r}"
+        return True, "stored and read back"
+
+    return _timed(svc.name, f"PUT+GET {path} (JWT)", expected, lambda: _retry(stack.window, attempt))
 
 
 # The kinds a service lists in pipeline.toml (`smoke_checks`); see pipeline.core.config.SMOKE_CHECK_KINDS.
-CHECKS: dict[str, Callable[[Service, str, str, dict[tuple[str, int], tuple[str, int]], str, float], Check]] = {
+CHECKS: dict[str, Callable[[Service, str, str, Stack], Check]] = {
     "ready-json": _check_ready,
+    "api-roundtrip": _check_api_roundtrip,
     "nats-publish": _check_nats_publish,
     "blob-roundtrip": _check_blob_roundtrip,
     "html-index": _check_html_index,

@@ -1,20 +1,23 @@
-// veza-backend-api: the Veza HTTP API. Ready only when PostgreSQL and Redis answer at the protocol level.
+// veza-backend-api: the Veza HTTP API. Stores tracks in PostgreSQL and counts plays in Redis, with the
+// credentials it is given; ready only when both accept them and the schema is at this build's version.
 //
-// Configuration (environment): LISTEN_ADDR (:8080), DB_HOST (postgres), DB_PORT (5432),
-// REDIS_HOST (redis), REDIS_PORT (6379), REDIS_PASSWORD (optional).
+// Configuration (environment): LISTEN_ADDR (:8080), DB_HOST (postgres), DB_PORT (5432), DB_NAME (veza),
+// DB_USER (veza), DB_PASSWORD, DB_SSLMODE (disable), REDIS_HOST (redis), REDIS_PORT (6379),
+// REDIS_PASSWORD (optional), JWT_SECRET (required, >= 32 bytes: signs the write endpoints' tokens),
+// MIGRATE_ON_START (true: apply migrations/ at start, retrying until PostgreSQL accepts them).
+//
+// `veza-backend-api -migrate` applies the migrations and exits (0 applied or nothing to do, 1 failed).
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/binary"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,127 +26,157 @@ import (
 
 var trackID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// API holds the service's dependencies.
+type API struct {
+	store   *Store
+	plays   *Counter
+	auth    *Verifier
+	version int // the schema version this build needs (its newest migration)
+}
+
+func fail(msg string, err error) {
+	kit.Log("error", msg, map[string]any{"error": err.Error()})
+	os.Exit(2)
+}
+
 func main() {
-	db := net.JoinHostPort(kit.Env("DB_HOST", "postgres"), kit.Env("DB_PORT", "5432"))
-	redis := net.JoinHostPort(kit.Env("REDIS_HOST", "redis"), kit.Env("REDIS_PORT", "6379"))
-	redisPassword := kit.Env("REDIS_PASSWORD", "")
+	for _, a := range os.Args[1:] {
+		if a == "-healthcheck" || a == "--healthcheck" {
+			os.Exit(kit.Healthcheck(kit.Env("LISTEN_ADDR", ":8080")))
+		}
+	}
+	migrations, err := Migrations()
+	if err != nil {
+		fail("bad migrations", err)
+	}
+	store, err := OpenStore(DBConfig{Host: kit.Env("DB_HOST", "postgres"), Port: kit.Env("DB_PORT", "5432"),
+		Name: kit.Env("DB_NAME", "veza"), User: kit.Env("DB_USER", "veza"), Password: os.Getenv("DB_PASSWORD"),
+		SSLMode: kit.Env("DB_SSLMODE", "disable")})
+	if err != nil {
+		fail("bad database settings", err)
+	}
+	for _, a := range os.Args[1:] {
+		if a == "-migrate" || a == "--migrate" {
+			os.Exit(migrateOnce(store, migrations))
+		}
+	}
+	auth, err := NewVerifier(os.Getenv("JWT_SECRET"))
+	if err != nil {
+		fail("bad JWT_SECRET", err)
+	}
+	api := &API{store: store, auth: auth, version: migrations[len(migrations)-1].Version,
+		plays: NewCounter(net.JoinHostPort(kit.Env("REDIS_HOST", "redis"), kit.Env("REDIS_PORT", "6379")),
+			os.Getenv("REDIS_PASSWORD"))}
+	if kit.Env("MIGRATE_ON_START", "true") == "true" {
+		go migrateUntilDone(store, migrations)
+	}
 
 	s := kit.New("veza-backend-api", kit.Env("LISTEN_ADDR", ":8080"))
 	s.Checks = []kit.Check{
-		{Name: "postgres", Run: func(ctx context.Context) error { return pingPostgres(ctx, db) }},
-		{Name: "redis", Run: func(ctx context.Context) error {
-			_, err := redisCommand(ctx, redis, redisPassword, "PING")
-			return err
-		}},
+		{Name: "postgres", Run: func(ctx context.Context) error { return store.Ready(ctx, api.version) }},
+		{Name: "redis", Run: api.plays.Ready},
 	}
-	// The API endpoint: POST /api/v1/tracks/{id}/plays counts a play in Redis; GET reads the count.
-	s.Handle("/api/v1/tracks/", func(w http.ResponseWriter, r *http.Request) {
-		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/v1/tracks/"), "/")
-		if len(parts) != 2 || parts[1] != "plays" || !trackID.MatchString(parts[0]) {
-			kit.JSON(w, http.StatusNotFound, map[string]any{"error": "use /api/v1/tracks/{id}/plays"})
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		key := "veza:plays:" + parts[0]
-		var reply string
-		var err error
-		switch r.Method {
-		case http.MethodPost:
-			reply, err = redisCommand(ctx, redis, redisPassword, "INCR", key)
-		case http.MethodGet:
-			reply, err = redisCommand(ctx, redis, redisPassword, "GET", key)
-		default:
-			w.Header().Set("Allow", "GET, POST")
-			kit.JSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "method not allowed"})
-			return
-		}
-		if err != nil {
-			kit.Log("error", "redis command failed", map[string]any{"error": err.Error()})
-			kit.JSON(w, http.StatusServiceUnavailable, map[string]any{"error": "redis unavailable"})
-			return
-		}
-		n, _ := strconv.Atoi(reply) // a missing key (nil reply) counts as 0
-		kit.JSON(w, http.StatusOK, map[string]any{"track": parts[0], "plays": n})
-	})
+	// PUT/GET /api/v1/tracks/{id} (PostgreSQL); POST/GET /api/v1/tracks/{id}/plays (Redis).
+	s.Handle("/api/v1/tracks/", api.tracks)
 	kit.Main(s)
 }
 
-// pingPostgres sends an SSLRequest; a live server answers a single byte, 'S' or 'N'.
-func pingPostgres(ctx context.Context, addr string) error {
-	req := make([]byte, 8)
-	binary.BigEndian.PutUint32(req[0:4], 8)
-	binary.BigEndian.PutUint32(req[4:8], 80877103)
-	b, err := kit.Probe(ctx, addr, req, 1)
+func migrateOnce(store *Store, ms []Migration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	applied, err := store.Migrate(ctx, ms)
 	if err != nil {
-		return err
+		kit.Log("error", "migration failed", map[string]any{"error": err.Error(), "applied": applied})
+		return 1
 	}
-	if len(b) != 1 || (b[0] != 'S' && b[0] != 'N') {
-		return fmt.Errorf("unexpected answer to SSLRequest: %q", b)
-	}
-	return nil
+	v, _ := store.SchemaVersion(ctx)
+	kit.Log("info", "migrated", map[string]any{"applied": applied, "schema_version": v})
+	return 0
 }
 
-// redisCommand sends one RESP command (after AUTH when a password is set) and returns a simple,
-// integer or bulk reply as a string ("" for a nil bulk); an error reply becomes an error.
-func redisCommand(ctx context.Context, addr, password string, args ...string) (string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	rd := bufio.NewReader(conn)
-	if password != "" {
-		if _, err := roundTrip(conn, rd, "AUTH", password); err != nil {
-			return "", fmt.Errorf("AUTH: %w", err)
+// migrateUntilDone retries while PostgreSQL is not there yet or refuses (readiness says why meanwhile).
+func migrateUntilDone(store *Store, ms []Migration) {
+	for delay := time.Second; ; delay = min(2*delay, 15*time.Second) {
+		if migrateOnce(store, ms) == 0 {
+			return
 		}
+		time.Sleep(delay)
 	}
-	reply, err := roundTrip(conn, rd, args...)
-	if err == nil && args[0] == "PING" && reply != "PONG" {
-		return "", fmt.Errorf("PING answered %q, not PONG", reply)
-	}
-	return reply, err
 }
 
-func roundTrip(conn net.Conn, rd *bufio.Reader, args ...string) (string, error) {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&sb, "$%d\r\n%s\r\n", len(a), a)
+func min(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
 	}
-	if _, err := conn.Write([]byte(sb.String())); err != nil {
-		return "", err
+	return b
+}
+
+func (a *API) tracks(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/v1/tracks/"), "/")
+	if len(parts) < 1 || len(parts) > 2 || !trackID.MatchString(parts[0]) || (len(parts) == 2 && parts[1] != "plays") {
+		kit.JSON(w, http.StatusNotFound, map[string]any{"error": "use /api/v1/tracks/{id} or /api/v1/tracks/{id}/plays"})
+		return
 	}
-	line, err := rd.ReadString('\n')
+	id, plays := parts[0], len(parts) == 2
+	write := map[bool]string{true: http.MethodPost, false: http.MethodPut}[plays]
+	if r.Method != http.MethodGet && r.Method != write {
+		w.Header().Set("Allow", "GET, "+write)
+		kit.JSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "method not allowed"})
+		return
+	}
+	var subject string
+	if r.Method != http.MethodGet {
+		var err error
+		if subject, err = a.auth.Subject(r); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+			kit.JSON(w, http.StatusUnauthorized, map[string]any{"error": err.Error()})
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if plays {
+		a.servePlays(ctx, w, r.Method, id)
+		return
+	}
+	var t Track
+	var err error
+	if r.Method == http.MethodPut {
+		var in struct {
+			Title string `json:"title"`
+		}
+		body, rerr := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if rerr != nil || json.Unmarshal(body, &in) != nil || strings.TrimSpace(in.Title) == "" || len(in.Title) > 500 {
+			kit.JSON(w, http.StatusBadRequest, map[string]any{"error": `send JSON {"title": "..."} (1-500 characters)`})
+			return
+		}
+		t, err = a.store.PutTrack(ctx, id, in.Title, subject)
+	} else {
+		t, err = a.store.GetTrack(ctx, id)
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		kit.JSON(w, http.StatusNotFound, map[string]any{"error": "no track " + id})
+	case err != nil:
+		kit.Log("error", "postgres query failed", map[string]any{"error": err.Error()})
+		kit.JSON(w, http.StatusServiceUnavailable, map[string]any{"error": "postgres unavailable"})
+	default:
+		kit.JSON(w, http.StatusOK, t)
+	}
+}
+
+func (a *API) servePlays(ctx context.Context, w http.ResponseWriter, method, id string) {
+	var n int
+	var err error
+	if method == http.MethodPost {
+		n, err = a.plays.Incr(ctx, id)
+	} else {
+		n, err = a.plays.Get(ctx, id)
+	}
 	if err != nil {
-		return "", err
+		kit.Log("error", "redis command failed", map[string]any{"error": err.Error()})
+		kit.JSON(w, http.StatusServiceUnavailable, map[string]any{"error": "redis unavailable"})
+		return
 	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return "", errors.New("empty reply")
-	}
-	switch line[0] {
-	case '+', ':':
-		return line[1:], nil
-	case '-':
-		return "", errors.New(line[1:])
-	case '$':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil {
-			return "", err
-		}
-		if n < 0 {
-			return "", nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(rd, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:n]), nil
-	}
-	return "", fmt.Errorf("unsupported reply %q", line)
+	kit.JSON(w, http.StatusOK, map[string]any{"track": id, "plays": n})
 }

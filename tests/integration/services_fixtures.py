@@ -94,7 +94,9 @@ class Sandbox:
         """Start an infra image (postgres, redis, nats) built by `invoke bases`, under its service name."""
         cfg = load_config(check_files=False)
         image = cfg.bases[cfg.infra[name].base].local
-        env = {"POSTGRES_PASSWORD": "veza-test-pw", "POSTGRES_DB": "veza"} if name == "postgres" else {}
+        # The user and database compose and the cluster create (compose/docker-compose.yml, local/infra.py).
+        env = ({"POSTGRES_PASSWORD": "veza-test-pw", "POSTGRES_USER": "veza", "POSTGRES_DB": "veza"}
+               if name == "postgres" else {})
         return self.start(image, name, env=env, **kw)
 
 

@@ -6,16 +6,20 @@ The tests of one Helm version build on each other (one namespace per version), i
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 import yaml
 
@@ -175,6 +179,96 @@ def test_missing_image_rolls_back_and_exits_5(target: DeployTarget) -> None:
     text = "\n".join(lines)
     assert missing in text and ("ErrImagePull" in text or "ImagePullBackOff" in text or "Failed" in text), text
     _assert_previous_serving(target, rev)
+
+
+def test_a_wrong_db_password_is_caught_by_readiness_and_rolled_back_naming_the_cause(target: DeployTarget) -> None:
+    """The release's Secret holds a DB password PostgreSQL refuses: the new backend pods never become Ready, the
+    deploy stops within seconds (not Helm's timeout) naming the dependency and PostgreSQL's reason, rolls back,
+    and the previous pods (started with the right password) keep serving."""
+    rev = _history(target)[-1].revision
+    secret = json.loads(kc(target.kubeconfig, "-n", target.namespace, "get", "secret", "veza-secrets", "-o", "json"))
+    good = secret["data"]["db-password"]
+    wrong = "wrong-db-password-for-the-test"
+    # A changed pod template, so the backend's pods are replaced and read the Secret again.
+    roll = _values(target, "roll-backend.yaml",
+                   {"services": {"veza-backend-api": {"env": {"VEZA_TEST_ROLL": str(rev)}}}})
+    lines: list[str] = []
+    kc(target.kubeconfig, "-n", target.namespace, "patch", "secret", "veza-secrets", "--type", "merge",
+       "-p", json.dumps({"stringData": {"db-password": wrong}}))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DeployFailed) as exc:
+            _deploy(target, roll, lines=lines, timeout_s=120)
+    finally:
+        kc(target.kubeconfig, "-n", target.namespace, "patch", "secret", "veza-secrets", "--type", "merge",
+           "-p", json.dumps({"data": {"db-password": good}}))
+    elapsed = time.monotonic() - t0
+    print("\n".join(lines), f"\nerror: {exc.value.one_line()}")
+    assert exc.value.exit_code == 5 and "rolled back" in exc.value.message
+    msg = exc.value.message
+    assert "Pod veza-backend-api-" in msg and "credentials-rejected" in msg, msg
+    assert "postgres: password authentication failed" in msg and "28P01" in msg, msg
+    assert elapsed < 100, f"took {elapsed:.0f}s: the fail-fast should beat Helm's 120 s timeout"
+    text = "\n".join(lines)
+    assert wrong not in text and wrong not in msg
+    # The diagnosis shows the failing pod's own log lines, which name the cause too.
+    logs = text.split("logs of failing pod veza-backend-api-", 1)
+    assert len(logs) == 2 and "SQLSTATE 28P01" in logs[1], text
+    st = helm.status(_kt(target), "veza")
+    assert st is not None and st.status == "deployed" and st.revision > rev
+    status, body = _probe(target, "veza-backend-api")
+    assert status == 200 and json.loads(body)["checks"] == {"postgres": "ok", "redis": "ok"}
+
+
+def _call(t: DeployTarget, service: str, method: str, path: str, body: bytes | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One HTTP call to svc/<service> through our own port-forward; (status, body), error statuses included."""
+    with kubectl.port_forward(_kt(t), f"svc/{service}", 80) as port:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+
+def _pod_uids(t: DeployTarget, service: str) -> set[str]:
+    data = json.loads(kc(t.kubeconfig, "-n", t.namespace, "get", "pods", "-l",
+                         f"app.kubernetes.io/name={service}", "-o", "json"))
+    return {p["metadata"]["uid"] for p in data["items"] if not p["metadata"].get("deletionTimestamp")}
+
+
+def test_data_written_before_a_rollout_is_read_after_it_and_after_a_rollback(target: DeployTarget) -> None:
+    """The stream server's volume (its PersistentVolumeClaim) and the API's PostgreSQL rows outlive the pods: a
+    rollout that replaces both services' pods, then a rollback that replaces them again, read the same data."""
+    blob = os.urandom(32 * 1024)
+    assert _call(target, "veza-stream-server", "PUT", "/streams/kept", blob)[0] in (200, 201)
+    token = jwt.encode({"sub": "e2e", "exp": int(time.time()) + 600},
+                       _secret_value(target, "jwt-secret"), algorithm="HS256")
+    status, body = _call(target, "veza-backend-api", "PUT", "/api/v1/tracks/kept", b'{"title":"kept"}',
+                         {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert status == 200, body
+    rev = _history(target)[-1].revision
+    before = _pod_uids(target, "veza-stream-server") | _pod_uids(target, "veza-backend-api")
+    roll = _values(target, "roll-data.yaml", {"services": {name: {"env": {"VEZA_TEST_ROLL": f"data-{rev}"}}
+                                                          for name in ("veza-stream-server", "veza-backend-api")}})
+    res = _deploy(target, roll)
+    assert res.status == "deployed" and res.revision == rev + 1
+    rolled = _pod_uids(target, "veza-stream-server") | _pod_uids(target, "veza-backend-api")
+    assert not before & rolled, "the rollout should have replaced the pods"
+    assert _call(target, "veza-stream-server", "GET", "/streams/kept") == (200, blob)
+    assert json.loads(_call(target, "veza-backend-api", "GET", "/api/v1/tracks/kept")[1])["title"] == "kept"
+
+    rollback_release(target.cfg, target.env, rev, kubeconfig=target.kubeconfig, reporter=LinesReporter())
+    wait_for(lambda: all(v["ready"] == v["replicas"] for v in _live(target).values()), 90, "rolled back, Ready")
+    assert not rolled & (_pod_uids(target, "veza-stream-server") | _pod_uids(target, "veza-backend-api"))
+    assert _call(target, "veza-stream-server", "GET", "/streams/kept") == (200, blob)
+    assert json.loads(_call(target, "veza-backend-api", "GET", "/api/v1/tracks/kept")[1])["title"] == "kept"
+
+
+def _secret_value(t: DeployTarget, key: str) -> str:
+    secret = json.loads(kc(t.kubeconfig, "-n", t.namespace, "get", "secret", "veza-secrets", "-o", "json"))
+    return base64.b64decode(secret["data"][key]).decode()
 
 
 def test_rollback_to_a_revision(target: DeployTarget) -> None:

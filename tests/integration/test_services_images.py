@@ -6,6 +6,7 @@ and removes everything it created (sandbox fixture).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -13,8 +14,10 @@ import time
 from typing import Any
 
 import docker.errors
+import jwt
 import pytest
 
+from pipeline.local.infra import REDIS_STDIN_CONFIG
 from tests.integration.services_fixtures import (
     BUILD_INFO,
     SIZE_LIMITS_MB,
@@ -82,22 +85,64 @@ def test_image_config_size_user_labels_healthcheck(name: str, service_images: Se
         c.remove(force=True, v=True)
 
 
+PG_PASSWORD = "veza-test-pw"     # services_fixtures.Sandbox.infra("postgres")
+JWT_SECRET = "j" * 32
+REDIS_PASSWORD = "redis-test-pw"
+
+
+def _token(secret: str = JWT_SECRET, sub: str = "tester") -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + 300}, secret, algorithm="HS256")
+
+
+def _auth_call(ip: str, path: str, method: str, body: bytes | None = None, token: str | None = None) -> Any:
+    conn = http.client.HTTPConnection(ip, 8080, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers={"Authorization": f"Bearer {token}"} if token else {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def _backend_env(**over: str) -> dict[str, str]:
+    return {"DB_HOST": "postgres", "DB_PASSWORD": PG_PASSWORD, "REDIS_HOST": "redis",
+            "REDIS_PASSWORD": REDIS_PASSWORD, "JWT_SECRET": JWT_SECRET, **over}
+
+
 def test_backend_api_ready_only_when_postgres_and_redis_answer(sandbox: Sandbox,
                                                                service_images: ServiceImages) -> None:
-    pg, redis = sandbox.infra("postgres"), sandbox.infra("redis")
+    pg = sandbox.infra("postgres")
+    redis = sandbox.start(_infra_image("redis"), "redis", command=["sh", "-c", REDIS_STDIN_CONFIG],
+                          env={"REDIS_PASSWORD": REDIS_PASSWORD, "REDISCLI_AUTH": REDIS_PASSWORD})
     wait_healthy(pg)
     wait_healthy(redis)
-    api = sandbox.start(service_images.refs["veza-backend-api"], "backend-api",
-                        env={"DB_HOST": "postgres", "REDIS_HOST": "redis"})
+    api = sandbox.start(service_images.refs["veza-backend-api"], "backend-api", env=_backend_env())
     ip = sandbox.ip(api)
     wait_http(ip, 8080)
     _check_common(ip, 8080, "veza-backend-api")
-    r = http_call(ip, 8080, "/ready")
-    assert r.status == 200 and r.json() == {"ready": True, "checks": {"postgres": "ok", "redis": "ok"}}
+    # Ready once the migrations ran (at start, with DB_PASSWORD): PostgreSQL and Redis accept the credentials.
+    r = wait_http(ip, 8080, "/ready", until=lambda r: r.status == 200)
+    assert r.json() == {"ready": True, "checks": {"postgres": "ok", "redis": "ok"}}
 
-    # The API endpoint really uses Redis.
-    assert http_call(ip, 8080, "/api/v1/tracks/t-42/plays", "POST").json() == {"track": "t-42", "plays": 1}
-    assert http_call(ip, 8080, "/api/v1/tracks/t-42/plays", "POST").json() == {"track": "t-42", "plays": 2}
+    # Tracks live in PostgreSQL: written with a token signed with JWT_SECRET, read back by anyone.
+    assert _auth_call(ip, "/api/v1/tracks/t-42", "PUT", b'{"title":"Blue"}')[0] == 401          # no token
+    assert _auth_call(ip, "/api/v1/tracks/t-42", "PUT", b'{"title":"Blue"}', _token("k" * 32))[0] == 401
+    status, body = _auth_call(ip, "/api/v1/tracks/t-42", "PUT", b'{"title":"Blue"}', _token())
+    assert status == 200 and json.loads(body)["created_by"] == "tester", body
+    assert _auth_call(ip, "/api/v1/tracks/t-42", "PUT", b'{"title":"Blue in Green"}', _token())[0] == 200
+    assert http_call(ip, 8080, "/api/v1/tracks/t-42").json()["title"] == "Blue in Green"
+    assert http_call(ip, 8080, "/api/v1/tracks/none").status == 404
+    assert _auth_call(ip, "/api/v1/tracks/t-42", "PUT", b'{"title":""}', _token())[0] == 400
+    rows = pg.exec_run(["psql", "-h", "127.0.0.1", "-U", "veza", "-d", "veza", "-tAc",
+                        "SELECT title FROM tracks WHERE id = 't-42'; SELECT max(version) FROM schema_migrations"],
+                       environment={"PGPASSWORD": PG_PASSWORD})
+    assert rows.exit_code == 0 and rows.output.decode().split() == ["Blue", "in", "Green", "1"], rows.output
+
+    # Plays are counted in Redis (authenticated): writes need the token too.
+    assert _auth_call(ip, "/api/v1/tracks/t-42/plays", "POST")[0] == 401
+    for n in (1, 2):
+        status, body = _auth_call(ip, "/api/v1/tracks/t-42/plays", "POST", token=_token())
+        assert status == 200 and json.loads(body) == {"track": "t-42", "plays": n}
     assert http_call(ip, 8080, "/api/v1/tracks/t-42/plays").json() == {"track": "t-42", "plays": 2}
     assert http_call(ip, 8080, "/api/v1/tracks/bad.id/plays").status == 404
     assert http_call(ip, 8080, "/api/v1/tracks/t-42/plays", "DELETE").status == 405
@@ -106,8 +151,9 @@ def test_backend_api_ready_only_when_postgres_and_redis_answer(sandbox: Sandbox,
     assert m.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = m.body.decode()
     assert _metric(text, 'http_requests_total{method="POST",route="/api/v1/tracks/",code="200"}') == 2
-    assert _metric(text, 'http_request_duration_seconds_count{route="/api/v1/tracks/"}') == 5
-    assert _metric(text, 'http_request_duration_seconds_bucket{route="/api/v1/tracks/",le="+Inf"}') == 5
+    assert _metric(text, 'http_requests_total{method="PUT",route="/api/v1/tracks/",code="200"}') == 2
+    assert _metric(text, 'http_request_duration_seconds_count{route="/api/v1/tracks/"}') == 13
+    assert _metric(text, 'http_request_duration_seconds_bucket{route="/api/v1/tracks/",le="+Inf"}') == 13
     assert "# TYPE http_request_duration_seconds histogram" in text
     assert api.exec_run(["/app/veza-backend-api", "-healthcheck"]).exit_code == 0
 
@@ -116,7 +162,7 @@ def test_backend_api_ready_only_when_postgres_and_redis_answer(sandbox: Sandbox,
     r = http_call(ip, 8080, "/ready")
     assert r.status == 503 and r.json()["ready"] is False
     assert r.json()["checks"]["postgres"] == "ok" and r.json()["checks"]["redis"] != "ok"
-    assert http_call(ip, 8080, "/api/v1/tracks/t-42/plays", "POST").status == 503
+    assert _auth_call(ip, "/api/v1/tracks/t-42/plays", "POST", token=_token())[0] == 503
     pg.stop(timeout=5)
     r = http_call(ip, 8080, "/ready")
     assert r.status == 503 and r.json()["checks"]["postgres"] != "ok"
@@ -127,13 +173,69 @@ def test_backend_api_ready_only_when_postgres_and_redis_answer(sandbox: Sandbox,
     _check_sigterm(api)
 
 
+def _infra_image(name: str) -> str:
+    from pipeline.core.config import load_config
+
+    cfg = load_config(check_files=False)
+    return cfg.bases[cfg.infra[name].base].local
+
+
+def test_backend_api_is_not_ready_when_a_password_is_wrong_and_says_which(sandbox: Sandbox,
+                                                                         service_images: ServiceImages) -> None:
+    """A wrong DB_PASSWORD or REDIS_PASSWORD: not Ready, /ready names the dependency that refused it and why
+    (without the password), and the log says the same in one record (what the deploy's fail-fast reads)."""
+    pg = sandbox.infra("postgres")
+    redis = sandbox.start(_infra_image("redis"), "redis", command=["sh", "-c", REDIS_STDIN_CONFIG],
+                          env={"REDIS_PASSWORD": REDIS_PASSWORD, "REDISCLI_AUTH": REDIS_PASSWORD})
+    wait_healthy(pg)
+    wait_healthy(redis)
+    wrong_db = "not-the-db-password"
+    api = sandbox.start(service_images.refs["veza-backend-api"], "backend-api", env=_backend_env(DB_PASSWORD=wrong_db))
+    ip = sandbox.ip(api)
+    wait_http(ip, 8080)
+    r = http_call(ip, 8080, "/ready")
+    assert r.status == 503, r.body
+    body = r.json()
+    assert body["rejected"] == ["postgres"] and body["checks"]["redis"] == "ok", body
+    assert "28P01" in body["checks"]["postgres"] and "password authentication failed" in body["checks"]["postgres"]
+    assert wrong_db.encode() not in r.body and wrong_db.encode() not in api.logs()
+    deadline = time.monotonic() + 10   # the engine copies stdout to the log asynchronously
+    while not [rec for rec in _json_logs(api) if rec["msg"] == "not ready"]:
+        assert time.monotonic() < deadline, _json_logs(api)
+        time.sleep(0.3)
+    assert [rec for rec in _json_logs(api) if rec["msg"] == "not ready"][-1]["rejected"] == ["postgres"]
+
+    wrong_redis = "not-the-redis-password"
+    api2 = sandbox.start(service_images.refs["veza-backend-api"], "backend-api-2",
+                         env=_backend_env(REDIS_PASSWORD=wrong_redis))
+    ip2 = sandbox.ip(api2)
+    wait_http(ip2, 8080)
+    r = wait_http(ip2, 8080, "/ready", until=lambda r: r.status == 503 and r.json()["checks"]["postgres"] == "ok")
+    assert r.json()["rejected"] == ["redis"] and "WRONGPASS" in r.json()["checks"]["redis"], r.body
+    assert wrong_redis.encode() not in r.body and wrong_redis.encode() not in api2.logs()
+    # No password where Redis requires one: refused as well (NOAUTH), not a transient failure.
+    api3 = sandbox.start(service_images.refs["veza-backend-api"], "backend-api-3", env=_backend_env(REDIS_PASSWORD=""))
+    ip3 = sandbox.ip(api3)
+    wait_http(ip3, 8080)
+    r = wait_http(ip3, 8080, "/ready", until=lambda r: r.status == 503 and r.json()["checks"]["postgres"] == "ok")
+    assert r.json()["rejected"] == ["redis"] and "NOAUTH" in r.json()["checks"]["redis"], r.body
+
+
+def test_backend_api_refuses_to_start_without_a_jwt_secret(sandbox: Sandbox, service_images: ServiceImages) -> None:
+    api = sandbox.start(service_images.refs["veza-backend-api"], "backend-api", env=_backend_env(JWT_SECRET="short"))
+    assert api.wait(timeout=20)["StatusCode"] == 2
+    logs = _json_logs(api)
+    assert logs[-1]["msg"] == "bad JWT_SECRET" and "at least 32 bytes" in logs[-1]["error"]
+    assert "short" not in logs[-1]["error"]
+
+
 def test_backend_api_checks_protocols_not_just_tcp(sandbox: Sandbox, service_images: ServiceImages) -> None:
     """A port that accepts TCP but speaks another protocol is not a database: the checks must say no."""
     nats = sandbox.infra("nats")
     wait_healthy(nats)
     # NATS greets with INFO: PostgreSQL's SSLRequest answer must be 'S'/'N', Redis's PING must get PONG.
     api = sandbox.start(service_images.refs["veza-backend-api"], "backend-api",
-                        env={"DB_HOST": "nats", "DB_PORT": "4222", "REDIS_HOST": "nats", "REDIS_PORT": "4222"})
+                        env=_backend_env(DB_HOST="nats", DB_PORT="4222", REDIS_HOST="nats", REDIS_PORT="4222"))
     ip = sandbox.ip(api)
     wait_http(ip, 8080)
     r = http_call(ip, 8080, "/ready")
@@ -175,8 +277,8 @@ def test_chat_server_publishes_to_nats(sandbox: Sandbox, service_images: Service
     ip = sandbox.ip(chat)
     wait_http(ip, 8081)
     _check_common(ip, 8081, "veza-chat-server")
-    r = http_call(ip, 8081, "/ready")
-    assert r.status == 200 and r.json() == {"ready": True, "checks": {"nats": "ok"}}
+    r = wait_http(ip, 8081, "/ready", until=lambda r: r.status == 200)
+    assert r.json() == {"ready": True, "checks": {"nats": "ok", "subscription": "ok"}}
 
     sub = _nats_subscriber(sandbox.ip(nats), ["veza.test", "veza.test.>"])
     try:
@@ -190,22 +292,54 @@ def test_chat_server_publishes_to_nats(sandbox: Sandbox, service_images: Service
         assert _next_msg(sub) == ("veza.test", b"plain")
     finally:
         sub.close()
+    # The service's own subscriber received both back from NATS.
+    r = wait_http(ip, 8081, "/messages?room=lobby", until=lambda r: r.json().get("messages") == [text])
+    assert r.json() == {"subject": "veza.test.lobby", "messages": [text]}
+    assert http_call(ip, 8081, "/messages").json() == {"subject": "veza.test", "messages": ["plain"]}
     assert http_call(ip, 8081, "/messages", "POST", b"").status == 400
     assert http_call(ip, 8081, "/messages?room=a.b", "POST", b"x").status == 400
-    assert http_call(ip, 8081, "/messages", "GET").status == 405
+    assert http_call(ip, 8081, "/messages", "DELETE").status == 405
 
     text_metrics = http_call(ip, 8081, "/metrics").body.decode()
     assert _metric(text_metrics, "veza_chat_messages_published_total") == 2
+    assert _metric(text_metrics, "veza_chat_messages_received_total") == 2
     assert _metric(text_metrics, 'http_requests_total{method="POST",route="/messages",code="201"}') == 2
-    assert _metric(text_metrics, 'http_request_duration_seconds_count{route="/messages"}') == 5
     assert chat.exec_run(["/app/veza-chat-server", "-healthcheck"]).exit_code == 0
 
     nats.stop(timeout=5)
     r = http_call(ip, 8081, "/ready")
-    assert r.status == 503 and r.json()["ready"] is False
+    assert r.status == 503 and r.json()["ready"] is False and "rejected" not in r.json()
     assert http_call(ip, 8081, "/messages", "POST", b"lost").status == 502
     _json_logs(chat)
     _check_sigterm(chat)
+
+
+def test_chat_server_authenticates_to_nats_and_a_wrong_password_is_named(sandbox: Sandbox,
+                                                                        service_images: ServiceImages) -> None:
+    nats = sandbox.start(_infra_image("nats"), "nats",
+                         command=["--config", "/etc/nats/nats-server.conf", "--user", "veza", "--pass", "nats-pw"])
+    wait_healthy(nats)
+    good = sandbox.start(service_images.refs["veza-chat-server"], "chat-good",
+                         env={"NATS_URL": "nats://veza:nats-pw@nats:4222"})
+    ip = sandbox.ip(good)
+    wait_http(ip, 8081, "/ready", until=lambda r: r.status == 200)
+    assert http_call(ip, 8081, "/messages?room=auth", "POST", b"hi").status == 201
+    wait_http(ip, 8081, "/messages?room=auth", until=lambda r: r.json().get("messages") == ["hi"])
+
+    bad = sandbox.start(service_images.refs["veza-chat-server"], "chat-bad",
+                        env={"NATS_URL": "nats://veza:wrong-pw@nats:4222"})
+    ip = sandbox.ip(bad)
+    wait_http(ip, 8081)
+    r = http_call(ip, 8081, "/ready")
+    # Both the fresh connection and the subscriber's were refused.
+    assert r.status == 503 and r.json()["rejected"] == ["nats", "subscription"], r.body
+    assert "Authorization Violation" in r.json()["checks"]["nats"] and b"wrong-pw" not in r.body
+    assert http_call(ip, 8081, "/messages", "POST", b"x").status == 502
+    # The engine copies the container's stdout to its log asynchronously: allow it a moment.
+    deadline = time.monotonic() + 10
+    while not any(rec["msg"] == "not ready" and rec["rejected"] == ["nats", "subscription"] for rec in _json_logs(bad)):
+        assert time.monotonic() < deadline, _json_logs(bad)
+        time.sleep(0.3)
 
 
 def test_stream_server_stores_in_its_volume(sandbox: Sandbox, service_images: ServiceImages) -> None:

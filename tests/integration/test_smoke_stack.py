@@ -20,6 +20,7 @@ def test_smoke_passes_on_the_real_stack(smoke_run: SmokeRun) -> None:
     assert rc == 0, out
     # Every probe of pipeline.toml and every functional check ran and passed.
     for line in ("veza-backend-api     /ready is true (deps answer)",
+                 "veza-backend-api     PUT+GET /api/v1/tracks/{id} (JWT)",
                  "veza-chat-server     POST /messages?room=smoke → NATS",
                  "veza-stream-server   PUT+GET /streams/{id}", "veza-docs            GET / serves the HTML index",
                  "veza-backend-api     GET /version"):
@@ -73,14 +74,14 @@ def test_env_file_is_private_while_the_stack_runs(smoke_run: SmokeRun) -> None:
         while p.poll() is None and not secrets:
             if env_file.exists():
                 secrets = [ln.split("=", 1)[1] for ln in env_file.read_text().splitlines()
-                           if ln.startswith(("POSTGRES_PASSWORD=", "REDIS_PASSWORD="))]
+                           if ln.startswith(("POSTGRES_PASSWORD=", "REDIS_PASSWORD=", "JWT_SECRET="))]
         out, err = p.communicate(timeout=400)
     finally:
         done.set()
         t.join()
     assert p.returncode == 0, out + err
     assert seen and set(seen) == {0o600}, seen
-    assert len(secrets) == 2 and all(len(s) >= 20 for s in secrets)
+    assert len(secrets) == 3 and all(len(s) >= 32 for s in secrets)   # JWT_SECRET: HS256 wants >= 32 bytes
     texts = [smoke_run.manifest_path.read_text(), (smoke_run.run_dir / "smoke.json").read_text(), out + err]
     for s in secrets:
         assert all(s not in t for t in texts)

@@ -87,3 +87,40 @@ def test_pods_of_the_previous_revision_and_terminating_pods_are_ignored() -> Non
 def test_thresholds_are_parameters() -> None:
     pod = _pod(conditions=_unschedulable("0/1 nodes are available: 1 Insufficient memory.", T0 + 1))
     assert find_blocker([pod], [], since=T0, now=T0 + 3, limits=Thresholds(unschedulable_grace_s=1)) is not None
+
+
+# What the services log when /ready fails (services/*/kit/kit.go, services/chat-server/src/main.rs).
+REFUSED = ('{"ts":"t","level":"error","msg":"not ready","checks":{"postgres":"credentials rejected: password '
+           'authentication failed for user \\"veza\\" (SQLSTATE 28P01)","redis":"ok"},"rejected":["postgres"]}')
+TRANSIENT = ('{"ts":"t","level":"warn","msg":"not ready","checks":{"postgres":"dial tcp: connection refused"},'
+             '"rejected":null}')
+REQUEST = '{"ts":"t","level":"info","msg":"request","method":"GET","path":"/ready","status":503}'
+
+
+def test_a_dependency_refusing_the_credentials_blocks_naming_it_and_why() -> None:
+    pod = _pod("veza-veza-backend-api-1")
+    b = find_blocker([pod], [], since=T0, now=T0 + 5, logs={pod["metadata"]["name"]: f"{REFUSED}\n{REQUEST}\n"})
+    assert b is not None and b.category == "credentials-rejected"
+    assert b.line() == ('Pod veza-veza-backend-api-1: credentials-rejected: not Ready: postgres: password '
+                        'authentication failed for user "veza" (SQLSTATE 28P01)')
+
+
+def test_a_transient_readiness_failure_or_a_ready_pod_is_no_blocker() -> None:
+    pod = _pod("p")
+    # The newest readiness record decides: a refusal followed by a transient failure (the DB restarting) waits.
+    assert find_blocker([pod], [], since=T0, now=T0 + 5, logs={"p": f"{REFUSED}\n{TRANSIENT}\n{REQUEST}"}) is None
+    assert find_blocker([pod], [], since=T0, now=T0 + 5, logs={"p": "not json\n" + REQUEST}) is None
+    ready = _pod("p", conditions=[{"type": "Ready", "status": "True"}])
+    ready["status"]["containerStatuses"] = [{"name": "app", "state": {"running": {}}, "restartCount": 0}]
+    assert find_blocker([ready], [], since=T0, now=T0 + 5, logs={"p": REFUSED}) is None
+    # A pod of the previous revision is not this deploy's fault.
+    old = _pod("p", created=T0 - 100)
+    assert find_blocker([old], [], since=T0, now=T0 + 5, logs={"p": REFUSED}) is None
+
+
+def test_the_chat_servers_refusal_record_is_read_the_same_way() -> None:
+    line = ('{"ts":"t","level":"error","msg":"not ready","checks":{"nats":"credentials rejected: -ERR '
+            '\'Authorization Violation\'","subscription":"not subscribed: -ERR \'Authorization Violation\'"},'
+            '"rejected":["nats"]}')
+    b = find_blocker([_pod("c")], [], since=T0, now=T0 + 5, logs={"c": line})
+    assert b is not None and b.reason == "not Ready: nats: -ERR 'Authorization Violation'"

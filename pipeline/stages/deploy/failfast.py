@@ -9,7 +9,11 @@ never resolve on their own during a deploy, and the Pod and PersistentVolumeClai
   ErrImageNeverPull;
 - a container that cannot be created from its spec (CreateContainerConfigError: a missing Secret key…),
   persisting `config_grace_s`;
-- a crash loop: container waiting with CrashLoopBackOff, or restarted `crash_restarts` times.
+- a crash loop: container waiting with CrashLoopBackOff, or restarted `crash_restarts` times;
+- a dependency that refuses the pod's credentials (a wrong DB_PASSWORD, REDIS_PASSWORD or NATS user): the
+  service's readiness check got an answer that waiting will not change, and its log says so in one JSON line,
+  `{"msg": "not ready", "checks": {dependency: reason}, "rejected": [dependency, ...]}` (docs/services.md;
+  the kubelet's probe event carries only the status code, not the /ready body).
 Reasons and states: the Kubernetes API (core/v1 PodStatus, ContainerStateWaiting reasons as the kubelet
 writes them, https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#container-states,
 https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-conditions).
@@ -21,8 +25,9 @@ calls the given `on_blocker` (the deploy cancels Helm there; Helm then rolls bac
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +45,7 @@ class Blocker:
 
     kind: str
     name: str
-    category: str   # unschedulable | unbound-claim | image-pull | container-config | crash-loop
+    category: str   # unschedulable | unbound-claim | image-pull | container-config | crash-loop | credentials-rejected
     reason: str
 
     def line(self) -> str:
@@ -69,11 +74,38 @@ def _claim_detail(claim: str, pvcs: dict[str, dict[str, Any]]) -> str:
     return f"PersistentVolumeClaim {claim} is {phase} (storage class {cls_text})"
 
 
+def rejected_credentials(log_text: str) -> str | None:
+    """From a pod's recent log (one JSON object per line), the newest readiness failure that names dependencies
+    which refused the credentials, as "postgres: <reason>; redis: <reason>"; None when there is none. Lines that
+    are not JSON, or not such a record, are ignored."""
+    for line in reversed(log_text.splitlines()):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict) or rec.get("msg") != "not ready":
+            continue
+        rejected, checks = rec.get("rejected"), rec.get("checks")
+        if not isinstance(rejected, list) or not rejected:
+            return None   # the newest readiness failure is not a refusal: it may heal
+        checks = checks if isinstance(checks, dict) else {}
+        return "; ".join(f"{dep}: {str(checks.get(dep, 'refused')).removeprefix('credentials rejected: ')}"
+                         for dep in rejected)
+    return None
+
+
+def _unready_running(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    started = [cs for cs in status.get("containerStatuses") or [] if "running" in (cs.get("state") or {})]
+    return bool(started) and not any(c.get("type") == "Ready" and c.get("status") == "True"
+                                     for c in status.get("conditions") or [])
+
+
 def find_blocker(pods: Sequence[dict[str, Any]], pvcs: Sequence[dict[str, Any]], *, since: float, now: float,
-                 limits: Thresholds = Thresholds()) -> Blocker | None:
+                 limits: Thresholds = Thresholds(), logs: Mapping[str, str] | None = None) -> Blocker | None:
     """The first unrecoverable state among `pods` (Pod objects as `kubectl get -o json` lists them) created at
-    or after `since` (epoch seconds), judged at `now`; `pvcs` name the claims of unschedulable pods. None = keep
-    waiting."""
+    or after `since` (epoch seconds), judged at `now`; `pvcs` name the claims of unschedulable pods; `logs`
+    (pod name → its recent log) show a dependency refusing the credentials. None = keep waiting."""
     by_claim = {str(p.get("metadata", {}).get("name")): p for p in pvcs}
     for pod in pods:
         meta = pod.get("metadata") or {}
@@ -111,6 +143,10 @@ def find_blocker(pods: Sequence[dict[str, Any]], pvcs: Sequence[dict[str, Any]],
                 how = (f"exit code {last.get('exitCode')}" + (f" ({last['reason']})" if last.get("reason") else "")
                        if last else reason or "restarting")
                 return Blocker("Pod", name, "crash-loop", f"{container} restarted {restarts} time(s), last {how}")
+        if _unready_running(pod) and (logs or {}).get(name):
+            refused = rejected_credentials((logs or {})[name])
+            if refused:
+                return Blocker("Pod", name, "credentials-rejected", f"not Ready: {refused}")
     return None
 
 
@@ -140,7 +176,11 @@ class BlockerWatcher:
         pvcs: list[dict[str, Any]] = []
         if any(_claims(p) for p in pods):
             pvcs = kubectl.get_json(self.target, "pvc", timeout=15).get("items", [])
-        return find_blocker(pods, pvcs, since=self.since, now=time.time(), limits=self.limits)
+        # Only this deploy's running pods that are not Ready: their log says whether a dependency refused them.
+        logs = {p["metadata"]["name"]: kubectl.logs(self.target, p["metadata"]["name"], tail=20, timeout=10)
+                for p in pods if _unready_running(p) and not p["metadata"].get("deletionTimestamp")
+                and timestamp(str(p["metadata"].get("creationTimestamp", ""))) >= self.since - 1}
+        return find_blocker(pods, pvcs, since=self.since, now=time.time(), limits=self.limits, logs=logs)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):

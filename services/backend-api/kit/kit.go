@@ -160,6 +160,22 @@ type Check struct {
 	Run  func(ctx context.Context) error
 }
 
+// RejectedError marks a check's error where the dependency answered and refused this service's credentials
+// (a wrong password, an unknown user): waiting will not heal it. /ready lists such checks under "rejected",
+// and the deploy stops on them at once (pipeline/stages/deploy/failfast.py) instead of waiting out Helm.
+type RejectedError struct{ Err error }
+
+func (e *RejectedError) Error() string { return "credentials rejected: " + e.Err.Error() }
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// Rejected wraps err as a RejectedError (nil stays nil).
+func Rejected(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RejectedError{Err: err}
+}
+
 // Service is an HTTP server with the standard endpoints.
 type Service struct {
 	Name    string
@@ -207,6 +223,7 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	results := map[string]string{}
+	var rejected []string
 	ok := true
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -220,17 +237,30 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				ok = false
 				results[c.Name] = err.Error()
+				var rej *RejectedError
+				if errors.As(err, &rej) {
+					rejected = append(rejected, c.Name)
+				}
 			} else {
 				results[c.Name] = "ok"
 			}
 		}(c)
 	}
 	wg.Wait()
-	code := http.StatusOK
-	if !ok {
-		code = http.StatusServiceUnavailable
+	if ok {
+		JSON(w, http.StatusOK, map[string]any{"ready": true, "checks": results})
+		return
 	}
-	JSON(w, code, map[string]any{"ready": ok, "checks": results})
+	body := map[string]any{"ready": false, "checks": results}
+	level := "warn"
+	if len(rejected) > 0 {
+		sort.Strings(rejected)
+		body["rejected"] = rejected
+		level = "error"
+	}
+	// The pod's log says why it is not Ready (the kubelet's probe event does not carry the body).
+	Log(level, "not ready", map[string]any{"checks": results, "rejected": rejected})
+	JSON(w, http.StatusServiceUnavailable, body)
 }
 
 // Run serves until SIGTERM/SIGINT, then shuts down gracefully (in-flight requests get up to 4 s).

@@ -1,10 +1,17 @@
-//! veza-chat-server: `POST /messages` publishes the body to a NATS subject and returns what it published.
-//! Ready only when NATS answers with its INFO line. Standard library only (crates.io is unreachable here).
+//! veza-chat-server: `POST /messages` publishes the body to a NATS subject and returns what it published;
+//! a subscriber receives every message of NATS_SUBJECT and NATS_SUBJECT.> back from NATS, and
+//! `GET /messages[?room=R]` returns the last ones received. Ready only when NATS accepts this service's
+//! credentials (CONNECT then PING answered by PONG) and the subscription is live.
 //!
-//! Configuration (environment): LISTEN_ADDR (0.0.0.0:8081), NATS_URL (nats://nats:4222),
+//! The NATS client is the NATS text protocol over std's TcpStream (https://docs.nats.io/reference/reference-protocols/nats-protocol):
+//! Debian packages no NATS crate and crates.io is unreachable here; the protocol parts used (INFO, CONNECT,
+//! PUB, SUB, MSG, PING/PONG, -ERR) are a few dozen lines, and the server's threads already are std threads,
+//! so tokio (librust-tokio-dev) would add a dependency tree to vendor without removing any of this code.
+//!
+//! Configuration (environment): LISTEN_ADDR (0.0.0.0:8081), NATS_URL (nats://[user:pass@|token@]nats:4222),
 //! NATS_SUBJECT (veza.chat), MAX_MESSAGE_BYTES (65536).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -138,7 +145,7 @@ impl Metrics {
         h.2 += 1;
     }
 
-    fn render(&self, uptime: f64, published: u64) -> String {
+    fn render(&self, uptime: f64, published: u64, received: u64) -> String {
         let mut s = String::new();
         s += "# HELP veza_build_info Build information.\n# TYPE veza_build_info gauge\n";
         s += &format!("veza_build_info{{service=\"{}\",version={},revision={}}} 1\n", SERVICE,
@@ -148,6 +155,9 @@ impl Metrics {
         s += "# HELP veza_chat_messages_published_total Messages published to NATS.\n";
         s += "# TYPE veza_chat_messages_published_total counter\n";
         s += &format!("veza_chat_messages_published_total {}\n", published);
+        s += "# HELP veza_chat_messages_received_total Messages the subscriber received from NATS.\n";
+        s += "# TYPE veza_chat_messages_received_total counter\n";
+        s += &format!("veza_chat_messages_received_total {}\n", received);
         s += "# HELP http_requests_total HTTP requests served.\n# TYPE http_requests_total counter\n";
         for ((m, r, c), n) in &self.requests {
             s += &format!("http_requests_total{{method=\"{}\",route=\"{}\",code=\"{}\"}} {}\n", m, r, c, n);
@@ -168,9 +178,15 @@ impl Metrics {
 
 // ---------------------------------------------------------------- NATS (text protocol)
 
+enum NatsAuth {
+    None,
+    User(String, String),
+    Token(String),
+}
+
 struct NatsTarget {
     addr: String,
-    user: Option<(String, String)>,
+    auth: NatsAuth,
 }
 
 fn parse_nats_url(url: &str) -> Result<NatsTarget, String> {
@@ -188,11 +204,68 @@ fn parse_nats_url(url: &str) -> Result<NatsTarget, String> {
     } else {
         format!("{}:4222", hostport)
     };
-    let user = cred.map(|c| match c.split_once(':') {
-        Some((u, p)) => (u.to_string(), p.to_string()),
-        None => (c.to_string(), String::new()),
-    });
-    Ok(NatsTarget { addr, user })
+    // nats://user:pass@host or nats://token@host (the NATS URL conventions).
+    let auth = match cred.map(|c| c.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())).ok_or(c)) {
+        None => NatsAuth::None,
+        Some(Ok((u, p))) => NatsAuth::User(u, p),
+        Some(Err(token)) => NatsAuth::Token(token.to_string()),
+    };
+    Ok(NatsTarget { addr, auth })
+}
+
+/// An -ERR the server sends when it refuses the credentials: PermissionDenied, which /ready lists under
+/// "rejected" (waiting will not heal it; the deploy stops on it). Other -ERR lines are protocol errors.
+fn nats_error(line: &str) -> io::Error {
+    let lower = line.to_ascii_lowercase();
+    let kind = if lower.contains("authorization violation") || lower.contains("authentication") {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, line.to_string())
+}
+
+fn connect_line(t: &NatsTarget) -> String {
+    let mut connect = format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"lang\":\"rust\",\"version\":{},\
+                               \"name\":\"{}\"", json_str(&build_info().version), SERVICE);
+    match &t.auth {
+        NatsAuth::None => {}
+        NatsAuth::User(u, p) => connect += &format!(",\"user\":{},\"pass\":{}", json_str(u), json_str(p)),
+        NatsAuth::Token(k) => connect += &format!(",\"auth_token\":{}", json_str(k)),
+    }
+    connect + "}\r\n"
+}
+
+/// Read lines until PONG (the server has processed everything sent before the PING, and accepted the
+/// CONNECT) or -ERR; answers the server's PINGs. +OK and INFO updates are skipped.
+fn await_pong(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>) -> io::Result<()> {
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "NATS closed the connection"));
+        }
+        let l = line.trim_end();
+        if l == "PONG" {
+            return Ok(());
+        }
+        if l == "PING" {
+            stream.write_all(b"PONG\r\n")?;
+        } else if l.starts_with("-ERR") {
+            return Err(nats_error(l));
+        }
+    }
+}
+
+/// Connect, authenticate (CONNECT with the URL's credentials) and wait for the PONG that proves the server
+/// accepted them; `extra` is sent between CONNECT and PING (a PUB, SUBs).
+fn nats_session(t: &NatsTarget, extra: &[u8], timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpStream>)> {
+    let (mut stream, mut reader, _) = nats_connect(t, timeout)?;
+    let mut msg = connect_line(t).into_bytes();
+    msg.extend_from_slice(extra);
+    msg.extend_from_slice(b"PING\r\n");
+    stream.write_all(&msg)?;
+    await_pong(&mut stream, &mut reader)?;
+    Ok((stream, reader))
 }
 
 fn nats_connect(t: &NatsTarget, timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpStream>, String)> {
@@ -213,32 +286,87 @@ fn nats_connect(t: &NatsTarget, timeout: Duration) -> io::Result<(TcpStream, Buf
 
 /// Publish and wait for the PONG that follows: the server has then processed the PUB (or said -ERR).
 fn nats_publish(t: &NatsTarget, subject: &str, payload: &[u8]) -> io::Result<()> {
-    let (mut stream, mut reader, _) = nats_connect(t, Duration::from_secs(2))?;
-    let mut connect = format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"lang\":\"rust\",\"version\":{},\
-                               \"name\":\"{}\"", json_str(&build_info().version), SERVICE);
-    if let Some((u, p)) = &t.user {
-        connect += &format!(",\"user\":{},\"pass\":{}", json_str(u), json_str(p));
+    let mut pub_msg = format!("PUB {} {}\r\n", subject, payload.len()).into_bytes();
+    pub_msg.extend_from_slice(payload);
+    pub_msg.extend_from_slice(b"\r\n");
+    let (stream, _) = nats_session(t, &pub_msg, Duration::from_secs(2))?;
+    let _ = stream.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+const KEEP_PER_SUBJECT: usize = 100;
+
+/// What the subscriber received from NATS: the last KEEP_PER_SUBJECT payloads per subject, and its state.
+#[derive(Default)]
+struct Inbox {
+    by_subject: BTreeMap<String, VecDeque<String>>,
+    received: u64,
+    state: Option<io::Error>, // None: subscribed; Some: why not (yet)
+    subscribed: bool,
+}
+
+/// One subscription session: SUB to `subject` and `subject.>`, then read MSG lines into the inbox until the
+/// connection fails. The server PINGs idle clients every 2 minutes: a 5-minute silence is a dead connection.
+fn subscribe_once(t: &NatsTarget, subject: &str, inbox: &Mutex<Inbox>, max_body: usize) -> io::Result<()> {
+    let subs = format!("SUB {} 1\r\nSUB {}.> 2\r\n", subject, subject);
+    let (mut stream, mut reader) = nats_session(t, subs.as_bytes(), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    {
+        let mut ib = inbox.lock().unwrap_or_else(|e| e.into_inner());
+        ib.state = None;
+        ib.subscribed = true;
     }
-    connect += "}\r\n";
-    let mut msg = connect.into_bytes();
-    msg.extend_from_slice(format!("PUB {} {}\r\n", subject, payload.len()).as_bytes());
-    msg.extend_from_slice(payload);
-    msg.extend_from_slice(b"\r\nPING\r\n");
-    stream.write_all(&msg)?;
+    log("info", "subscribed", &[("subjects", json_str(&format!("{} {}.>", subject, subject)))]);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "NATS closed the connection"));
         }
         let l = line.trim_end();
-        if l == "PONG" {
-            let _ = stream.shutdown(Shutdown::Both);
-            return Ok(());
+        if l == "PING" {
+            stream.write_all(b"PONG\r\n")?;
+        } else if l.starts_with("-ERR") {
+            return Err(nats_error(l));
+        } else if let Some(rest) = l.strip_prefix("MSG ") {
+            // MSG <subject> <sid> [reply-to] <#bytes>
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            let n: usize = parts.last().and_then(|v| v.parse().ok())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad MSG line {:?}", l)))?;
+            if n > max_body.max(1 << 20) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("MSG of {} bytes", n)));
+            }
+            let mut payload = vec![0u8; n + 2];
+            reader.read_exact(&mut payload)?;
+            payload.truncate(n);
+            let mut ib = inbox.lock().unwrap_or_else(|e| e.into_inner());
+            let q = ib.by_subject.entry(parts[0].to_string()).or_default();
+            q.push_back(String::from_utf8_lossy(&payload).into_owned());
+            while q.len() > KEEP_PER_SUBJECT {
+                q.pop_front();
+            }
+            ib.received += 1;
         }
-        if l.starts_with("-ERR") {
-            return Err(io::Error::new(io::ErrorKind::Other, l.to_string()));
-        }
-        // +OK, PING or INFO updates: keep reading
+    }
+}
+
+/// The subscriber thread: subscribe, and after a failure say why and try again (1 s, doubling to 15 s).
+fn subscriber(app: Arc<App>) {
+    let mut delay = Duration::from_secs(1);
+    while !STOP.load(Ordering::SeqCst) {
+        let err = match subscribe_once(&app.nats, &app.subject, &app.inbox, app.max_body) {
+            Ok(()) => io::Error::new(io::ErrorKind::Other, "subscription ended"),
+            Err(e) => e,
+        };
+        let was = {
+            let mut ib = app.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            let was = ib.subscribed;
+            ib.subscribed = false;
+            ib.state = Some(io::Error::new(err.kind(), err.to_string()));
+            was
+        };
+        log(if was { "error" } else { "warn" }, "subscription failed", &[("error", json_str(&err.to_string()))]);
+        delay = if was { Duration::from_secs(1) } else { (delay * 2).min(Duration::from_secs(15)) };
+        thread::sleep(delay);
     }
 }
 
@@ -317,6 +445,7 @@ fn read_request(stream: &TcpStream, max_body: usize) -> Result<Request, Response
 struct App {
     nats: NatsTarget,
     subject: String,
+    inbox: Mutex<Inbox>,
     max_body: usize,
     started: Instant,
     metrics: Mutex<Metrics>,
@@ -329,17 +458,15 @@ impl App {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/health") => ("/health", json_response(200, format!(
                 "{{\"status\":\"ok\",\"service\":\"{}\"}}", SERVICE))),
-            ("GET", "/ready") => ("/ready", match nats_connect(&self.nats, Duration::from_secs(2)) {
-                Ok(_) => json_response(200, "{\"ready\":true,\"checks\":{\"nats\":\"ok\"}}".to_string()),
-                Err(e) => json_response(503, format!("{{\"ready\":false,\"checks\":{{\"nats\":{}}}}}",
-                                                     json_str(&e.to_string()))),
-            }),
+            ("GET", "/ready") => ("/ready", self.ready()),
+            ("GET", "/messages") => ("/messages", self.received(req)),
             ("GET", "/version") => ("/version", json_response(200, format!(
                 "{{\"service\":\"{}\",\"version\":{},\"revision\":{},\"created\":{}}}",
                 SERVICE, json_str(&build_info().version), json_str(&build_info().revision), json_str(&build_info().created)))),
             ("GET", "/metrics") => {
                 let text = self.metrics.lock().unwrap_or_else(|e| e.into_inner())
-                    .render(self.started.elapsed().as_secs_f64(), self.published.load(Ordering::Relaxed));
+                    .render(self.started.elapsed().as_secs_f64(), self.published.load(Ordering::Relaxed),
+                            self.inbox.lock().unwrap_or_else(|e| e.into_inner()).received);
                 ("/metrics", Response { code: 200, content_type: "text/plain; version=0.0.4; charset=utf-8",
                                         body: text.into_bytes() })
             }
@@ -350,6 +477,68 @@ impl App {
         }
     }
 
+    /// 200 when NATS accepts the credentials now (a fresh CONNECT + PING) and the subscription is live; else
+    /// 503 with each check's reason, and "rejected" naming the checks whose credentials were refused.
+    fn ready(&self) -> Response {
+        let mut checks: Vec<(&str, Option<io::Error>)> = vec![("nats", nats_session(&self.nats, b"", Duration::from_secs(2))
+            .map(|(s, _)| { let _ = s.shutdown(Shutdown::Both); }).err())];
+        let sub = {
+            let ib = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            match (&ib.state, ib.subscribed) {
+                (_, true) => None,
+                (Some(e), false) => Some(io::Error::new(e.kind(), format!("not subscribed: {}", e))),
+                (None, false) => Some(io::Error::new(io::ErrorKind::Other, "not subscribed yet")),
+            }
+        };
+        checks.push(("subscription", sub));
+        let ok = checks.iter().all(|(_, e)| e.is_none());
+        let body: Vec<String> = checks.iter().map(|(name, e)| format!("{}:{}", json_str(name), json_str(
+            &e.as_ref().map_or("ok".to_string(), |e| if e.kind() == io::ErrorKind::PermissionDenied {
+                format!("credentials rejected: {}", e)
+            } else {
+                e.to_string()
+            })))).collect();
+        if ok {
+            return json_response(200, format!("{{\"ready\":true,\"checks\":{{{}}}}}", body.join(",")));
+        }
+        let rejected: Vec<String> = checks.iter()
+            .filter(|(_, e)| e.as_ref().map_or(false, |e| e.kind() == io::ErrorKind::PermissionDenied))
+            .map(|(name, _)| json_str(name)).collect();
+        let checks_json = format!("{{{}}}", body.join(","));
+        let rejected_json = format!("[{}]", rejected.join(","));
+        // The pod's log says why it is not Ready (the kubelet's probe event does not carry the body).
+        log(if rejected.is_empty() { "warn" } else { "error" }, "not ready",
+            &[("checks", checks_json.clone()), ("rejected", rejected_json.clone())]);
+        let extra = if rejected.is_empty() { String::new() } else { format!(",\"rejected\":{}", rejected_json) };
+        json_response(503, format!("{{\"ready\":false,\"checks\":{}{}}}", checks_json, extra))
+    }
+
+    /// GET /messages[?room=R]: the last messages the subscriber received from NATS on that subject.
+    fn received(&self, req: &Request) -> Response {
+        let subject = match self.room_subject(req) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let ib = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        let msgs: Vec<String> = ib.by_subject.get(&subject).map_or(Vec::new(), |q| q.iter().map(|m| json_str(m)).collect());
+        json_response(200, format!("{{\"subject\":{},\"messages\":[{}]}}", json_str(&subject), msgs.join(",")))
+    }
+
+    /// NATS_SUBJECT, or NATS_SUBJECT.R for ?room=R.
+    fn room_subject(&self, req: &Request) -> Result<String, Response> {
+        let mut subject = self.subject.clone();
+        for kv in req.query.split('&') {
+            if let Some(room) = kv.strip_prefix("room=") {
+                if !valid_token(room, 64) {
+                    return Err(json_response(400, format!("{{\"error\":{}}}",
+                                                          json_str("room must match [A-Za-z0-9_-]{1,64}"))));
+                }
+                subject = format!("{}.{}", self.subject, room);
+            }
+        }
+        Ok(subject)
+    }
+
     fn publish(&self, req: &Request) -> Response {
         let err = |code: u16, msg: &str| json_response(code, format!("{{\"error\":{}}}", json_str(msg)));
         let text = match std::str::from_utf8(&req.body) {
@@ -358,15 +547,10 @@ impl App {
             Err(_) => return err(400, "the message must be UTF-8 text"),
         };
         // ?room=NAME publishes to SUBJECT.NAME
-        let mut subject = self.subject.clone();
-        for kv in req.query.split('&') {
-            if let Some(room) = kv.strip_prefix("room=") {
-                if !valid_token(room, 64) {
-                    return err(400, "room must match [A-Za-z0-9_-]{1,64}");
-                }
-                subject = format!("{}.{}", self.subject, room);
-            }
-        }
+        let subject = match self.room_subject(req) {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
         match nats_publish(&self.nats, &subject, text.as_bytes()) {
             Ok(()) => {
                 self.published.fetch_add(1, Ordering::Relaxed);
@@ -481,8 +665,12 @@ fn main() {
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
     });
-    let app = Arc::new(App { nats, subject, max_body, started: Instant::now(), metrics: Mutex::new(Metrics::default()),
-                             published: std::sync::atomic::AtomicU64::new(0) });
+    let app = Arc::new(App { nats, subject, inbox: Mutex::new(Inbox::default()), max_body, started: Instant::now(),
+                             metrics: Mutex::new(Metrics::default()), published: std::sync::atomic::AtomicU64::new(0) });
+    {
+        let app = Arc::clone(&app);
+        thread::spawn(move || subscriber(app));
+    }
     let active = Arc::new(AtomicUsize::new(0));
     log("info", "listening", &[("service", json_str(SERVICE)), ("addr", json_str(&listen)),
                                ("version", json_str(&build_info().version)), ("revision", json_str(&build_info().revision)),
@@ -518,4 +706,38 @@ fn main() {
         thread::sleep(Duration::from_millis(20));
     }
     log("info", "stopped", &[]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_url_credentials_follow_the_nats_conventions() {
+        let t = parse_nats_url("nats://alice:s3cr%t@nats:4333").unwrap();
+        assert_eq!(t.addr, "nats:4333");
+        assert!(matches!(&t.auth, NatsAuth::User(u, p) if u == "alice" && p == "s3cr%t"));
+        let t = parse_nats_url("nats://tok3n@nats").unwrap();
+        assert_eq!(t.addr, "nats:4222");
+        assert!(matches!(&t.auth, NatsAuth::Token(k) if k == "tok3n"));
+        assert!(matches!(parse_nats_url("nats://nats:4222").unwrap().auth, NatsAuth::None));
+        assert!(parse_nats_url("nats://").is_err());
+    }
+
+    #[test]
+    fn connect_carries_the_credentials_as_json() {
+        let t = parse_nats_url("nats://u:p\"q@h").unwrap();
+        let line = connect_line(&t);
+        assert!(line.starts_with("CONNECT {") && line.ends_with("}\r\n"), "{}", line);
+        assert!(line.contains(r#""user":"u","pass":"p\"q""#), "{}", line);
+        assert!(connect_line(&parse_nats_url("nats://k@h").unwrap()).contains(r#""auth_token":"k""#));
+        assert!(!connect_line(&parse_nats_url("nats://h").unwrap()).contains("pass"));
+    }
+
+    #[test]
+    fn refused_credentials_are_permission_denied_other_errors_are_not() {
+        assert_eq!(nats_error("-ERR 'Authorization Violation'").kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(nats_error("-ERR 'Authentication Timeout'").kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(nats_error("-ERR 'Maximum Payload Violation'").kind(), io::ErrorKind::Other);
+    }
 }
