@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.release_support import remove_release
+
 ROOT = Path(__file__).resolve().parents[2]
 INVOKE = ROOT / ".venv/bin/invoke"
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
@@ -23,23 +25,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pyt
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iterator[Path]:
-    """A fresh clone of the committed tree; the registry is stopped afterwards if this test started it."""
-    from pipeline.local.embedded_registry import default_registry
-
+    """A fresh clone of the committed tree; its release (namespace veza-local) is removed afterwards. A registry
+    this module's release started is stopped at the session's end (tests/integration/cluster_fixtures.py)."""
     dest = tmp_path_factory.mktemp("e2e") / "veza"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
     for k, v in (("user.email", "e2e@example.invalid"), ("user.name", "e2e")):
         subprocess.run(["git", "-C", str(dest), "config", k, v], check=True)
-    from pipeline.core.config import load_config
-
-    registry_was_up = default_registry(load_config()).answers()
     yield dest
-    subprocess.run([str(ROOT / ".tools/bin/helm"), "uninstall", "veza", "--namespace", "veza-local", "--wait",
-                    "--kubeconfig", str(local_cluster)], capture_output=True, timeout=180, check=False)
-    subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(local_cluster), "delete", "namespace",
-                    "veza-local", "--wait=true", "--timeout=120s"], capture_output=True, timeout=180, check=False)
-    if not registry_was_up:
-        _invoke(dest, "registry-down")
+    remove_release(local_cluster, "veza-local")
 
 
 def _invoke(clone: Path, *args: str, timeout: float = 3000) -> subprocess.CompletedProcess[str]:
