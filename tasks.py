@@ -130,7 +130,7 @@ def bootstrap(c: Context, quiet: bool = False, tests: bool = False) -> None:
         "k": "pytest -k expression",
         "no_lint": "skip ruff and mypy",
         "pytest_args": "extra arguments for pytest",
-        "workers": "pytest-xdist workers (default 2: the cluster tests' lane beside the others; 0: one process)",
+        "workers": "pytest-xdist workers (default 3, one per lane: tests/lanes.py; 0: one process)",
     }
 )
 @_cli

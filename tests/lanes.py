@@ -1,12 +1,15 @@
-"""The two lanes of `invoke test`: pytest-xdist with two workers and `--lanes` (pipeline/machine/testrun.py).
+"""The lanes of `invoke test`: pytest-xdist with three workers and `--lanes` (pipeline/machine/testrun.py).
 Registered in tests/conftest.py (pytest_plugins).
 
 Every test that uses the local cluster runs in one lane, one at a time and in file order: they share one cluster,
-which some of them stop and start. Every other test of tests/integration and tests/e2e runs in the other lane, in
-file order, as in a serial run. The lanes share only the engine: the cluster lane alone uses the cluster, the
-machine's registry (127.0.0.1:5000) and the cluster areas' ports, and tests.ports.PortPool gives each worker its
-own share of a range. Unit tests belong to no lane: either worker takes them, one by one. Most of a cluster test's
-time is waiting on the cluster, so the two lanes fit two cores.
+which some of them stop and start. A cluster test marked `cluster_parallel` (its own namespace, registry and
+ports: the Helm 4 sequence of a file that also runs Helm 3's) runs in a second cluster lane, beside the first; a
+test that stops the cluster holds it exclusively meanwhile (cluster_fixtures.cluster_use). Every other test of
+tests/integration and tests/e2e runs in a third lane, in file order, as in a serial run. The engine lane shares
+only the engine with the cluster lanes: they alone use the cluster, the machine's registry (127.0.0.1:5000) and
+the cluster areas' ports; tests.ports gives each worker its own share of a range. Unit tests belong to no lane:
+any worker takes them, one by one. Most of a cluster test's time is waiting on the cluster, so the lanes fit
+two cores.
 
 How: each worker writes every test's lane to a file the controller names (workerinput); the controller's
 scheduler (xdist's LoadScopeScheduling, one work unit per lane) reads it. xdist's own `--dist loadgroup` cannot
@@ -24,7 +27,7 @@ from typing import Any
 
 import pytest
 
-CLUSTER_LANE, ENGINE_LANE = "lane:cluster", "lane:engine"
+CLUSTER_LANE, CLUSTER_PARALLEL_LANE, ENGINE_LANE = "lane:cluster", "lane:cluster-parallel", "lane:engine"
 _FILE_KEY = "veza_lanes_file"
 
 
@@ -40,9 +43,9 @@ def uses_cluster(item: pytest.Item) -> bool:
 
 
 def lane_of(item: pytest.Item) -> str | None:
-    """The lane of a test (None: a unit test, free to run on either worker)."""
+    """The lane of a test (None: a unit test, free to run on any worker)."""
     if uses_cluster(item):
-        return CLUSTER_LANE
+        return CLUSTER_PARALLEL_LANE if item.get_closest_marker("cluster_parallel") else CLUSTER_LANE
     return None if item.nodeid.startswith("tests/unit/") else ENGINE_LANE
 
 
@@ -76,13 +79,17 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None, None, None]:
     """Worker, after every other hook (pytest's reordering keeps module-scoped parameters together): the cluster
-    lane's tests first, so the longest lane starts at once (a stable sort: each lane keeps its order), and every
-    test's lane written for the controller's scheduler."""
+    lanes' tests first, so the longest lane starts at once (a stable sort: each lane keeps its order, but for the
+    files that stop the cluster), and every test's lane written for the controller's scheduler."""
     yield
     path = _lanes_file(config)
     if path is None or not hasattr(config, "workerinput"):
         return
-    items.sort(key=lambda item: lane_of(item) != CLUSTER_LANE)
+    # A file with a test that stops the cluster (cluster_to_myself) goes to the end of the cluster lane, whole:
+    # by then the parallel lane is done, so nobody waits for the exclusive hold.
+    stopping = {item.path for item in items if "cluster_to_myself" in getattr(item, "fixturenames", ())}
+    order = {CLUSTER_LANE: 0, CLUSTER_PARALLEL_LANE: 1}
+    items.sort(key=lambda item: (order.get(lane_of(item) or "", 2), item.path in stopping))
     tmp = path.with_name(f"{path.name}.{config.workerinput['workerid']}")  # type: ignore[attr-defined]
     tmp.write_text(json.dumps({item.nodeid: lane_of(item) for item in items}))
     tmp.replace(path)  # every worker collects the same tests: whichever write is last, it is complete

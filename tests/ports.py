@@ -17,6 +17,16 @@ def worker_share(ports: range) -> range:
     return ports[index % n::n] if n > 1 else ports
 
 
+def worker_block(ports: range) -> range:
+    """This pytest-xdist worker's contiguous block of `ports` (for a setting that takes one LO-HI range, like
+    VEZA_PORT_FORWARD_PORTS): the range cut into as many blocks as there are workers; the whole range outside."""
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = (int(worker[2:]) if worker[2:].isdigit() else 0) % n
+    size = len(ports) // n
+    return ports[index * size:(index + 1) * size] if n > 1 else ports
+
+
 class PortPool:
     """Hands out ports of one range that nothing listens on, each at most once per test session (under
     pytest-xdist, of this worker's share of the range: worker_share)."""

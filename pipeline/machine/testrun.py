@@ -15,10 +15,11 @@ PYTEST_NO_TESTS = 5
 # Dead code at vulture's high confidence (unused imports, arguments, unreachable code: 80 % and up). No whitelist:
 # below 80 % vulture also names what Invoke, the stage registry and dataclass fields reach by name.
 VULTURE_ARGS = ["pipeline", "tasks.py", "--min-confidence", "80"]
-# Two pytest-xdist workers: the tests that use the local cluster run in one lane, one at a time, beside every other
-# test (`--lanes`: tests/lanes.py). Most of a cluster test's time is waiting on the cluster, so the two lanes fit
-# two cores; `--no-loadscope-reorder` keeps the collection order, which starts the cluster lane first.
-PYTEST_WORKERS = 2
+# Three pytest-xdist workers, one per lane (`--lanes`: tests/lanes.py): the tests that use the local cluster one at
+# a time, the Helm 4 deploy sequences beside them (own namespaces), every other test beside both; unit tests on any
+# worker. Most of a cluster test's time is waiting on the cluster, so the lanes fit two cores.
+# `--no-loadscope-reorder` keeps the collection order, which starts the cluster lanes first.
+PYTEST_WORKERS = 3
 
 
 def _step(name: str, argv: list[str]) -> int:

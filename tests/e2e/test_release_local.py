@@ -125,8 +125,9 @@ def test_stage_tasks_chain_with_no_flags(clone: Path) -> None:
         assert stages[stage]["status"] == "ok", (stage, stages[stage])
     _assert_cluster_runs_the_manifest(clone)
 
-def test_release_after_cluster_down_brings_it_up_and_deploys(clone: Path) -> None:
-    """The journal says "deployed"; the cluster is gone (as after a reboot): the release must look, not trust."""
+def test_release_after_cluster_down_brings_it_up_and_deploys(clone: Path, cluster_to_myself: Path) -> None:
+    """The journal says "deployed"; the cluster is gone (as after a reboot): the release must look, not trust.
+    (cluster_to_myself: no other test uses the cluster meanwhile.)"""
     down = _invoke(clone, "cluster-down", timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     run = _invoke(clone, "release", "--env", "local", "--yes")

@@ -108,6 +108,32 @@ def local_cluster() -> Iterator[Path]:
         yield kubeconfig
 
 
+@contextlib.contextmanager
+def cluster_use(exclusive: bool = False) -> Iterator[None]:
+    """Hold the cluster for a test: shared (tests that only deploy into their own namespaces; two cluster lanes of
+    `invoke test` may run such tests at once, tests/lanes.py) or exclusive (a test that stops the cluster: it waits
+    until no shared holder is left, and no shared holder starts before it ends). A file lock (flock) beside the
+    cluster's state, so concurrent test sessions see it; released when the process ends."""
+    import fcntl
+
+    from pipeline.local.cluster import layout
+
+    layout.STATE.mkdir(parents=True, exist_ok=True)
+    with open(layout.STATE / "test-cluster-use.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def cluster_to_myself(local_cluster: Path) -> Iterator[Path]:
+    """The local cluster, held exclusively for this test (one that stops it): see cluster_use."""
+    with cluster_use(exclusive=True):
+        yield local_cluster
+
+
 def _machine_config() -> Config:
     return load_config(ROOT / "pipeline.toml", check_files=False)
 

@@ -33,14 +33,20 @@ from pipeline.core.paths import ROOT, TOOLS_BIN
 from pipeline.local.infra import ensure_local_infra
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools.kubectl import PORT_RANGE_ENV, KubeTarget
+from tests.ports import worker_block, worker_share
 
 
 def _ports() -> tuple[range, str]:
+    """(test registry ports, port-forward range LO-HI); under pytest-xdist, this worker's share of each
+    (tests/ports.py: two cluster lanes deploy at once)."""
     spec = os.environ.get("VEZA_DEPLOY_TEST_PORTS", "").strip()
     if not spec:
-        return range(5300, 5350), "18200-18299"
-    lo, hi = (int(x) for x in spec.split("-"))
-    return range(hi - 9, hi + 1), f"{lo}-{hi - 10}"
+        registry, forwards = range(5300, 5350), range(18200, 18300)
+    else:
+        lo, hi = (int(x) for x in spec.split("-"))
+        registry, forwards = range(hi - 9, hi + 1), range(lo, hi - 9)
+    block = worker_block(forwards)
+    return worker_share(registry), f"{block.start}-{block.stop - 1}"
 
 
 REGISTRY_PORTS, PF_RANGE = _ports()
