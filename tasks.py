@@ -130,14 +130,17 @@ def bootstrap(c: Context, quiet: bool = False, tests: bool = False) -> None:
         "k": "pytest -k expression",
         "no_lint": "skip ruff and mypy",
         "pytest_args": "extra arguments for pytest",
+        "workers": "pytest-xdist workers (default 3, one per lane: tests/lanes.py; 0: one process)",
     }
 )
 @_cli
-def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pytest_args: str = "") -> None:
+def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pytest_args: str = "",
+         workers: int = -1) -> None:
     """Run ruff, mypy and the whole test suite (unit + integration + e2e on the real engine)."""
-    from pipeline.machine.testrun import run_tests
+    from pipeline.machine.testrun import PYTEST_WORKERS, run_tests
 
-    run_tests(unit_only=unit, keyword=k, lint=not no_lint, extra=pytest_args)
+    run_tests(unit_only=unit, keyword=k, lint=not no_lint, extra=pytest_args,
+              workers=PYTEST_WORKERS if workers < 0 else workers)
 
 
 @task(name="ci-local", help={"pipeline": "branch (the default branch's: ends with dev deployed) or tag (a vX.Y.Z "

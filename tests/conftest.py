@@ -15,7 +15,7 @@ os.environ.setdefault("VEZA_ROOT", str(ROOT))
 
 # Fixture modules shared across test files (each area keeps its fixtures in its own module).
 # pytester: tests/unit/test_no_skip_under_ci.py runs a tiny suite through it.
-pytest_plugins = ["pytester", "tests.no_skip_under_ci",
+pytest_plugins = ["pytester", "tests.no_skip_under_ci", "tests.lanes",
                   "tests.integration.build_fixtures", "tests.integration.cluster_fixtures",
                   "tests.integration.scan_fixtures", "tests.integration.services_fixtures",
                   "tests.integration.remote_engine",

@@ -15,6 +15,11 @@ PYTEST_NO_TESTS = 5
 # Dead code at vulture's high confidence (unused imports, arguments, unreachable code: 80 % and up). No whitelist:
 # below 80 % vulture also names what Invoke, the stage registry and dataclass fields reach by name.
 VULTURE_ARGS = ["pipeline", "tasks.py", "--min-confidence", "80"]
+# Three pytest-xdist workers, one per lane (`--lanes`: tests/lanes.py): the tests that use the local cluster one at
+# a time, the Helm 4 deploy sequences beside them (own namespaces), every other test beside both; unit tests on any
+# worker. Most of a cluster test's time is waiting on the cluster, so the lanes fit two cores.
+# `--no-loadscope-reorder` keeps the collection order, which starts the cluster lanes first.
+PYTEST_WORKERS = 3
 
 
 def _step(name: str, argv: list[str]) -> int:
@@ -25,7 +30,9 @@ def _step(name: str, argv: list[str]) -> int:
     return rc
 
 
-def run_tests(unit_only: bool = False, keyword: str = "", lint: bool = True, extra: str = "") -> None:
+def run_tests(unit_only: bool = False, keyword: str = "", lint: bool = True, extra: str = "",
+              workers: int = PYTEST_WORKERS) -> None:
+    """`workers`: pytest-xdist workers (0: one pytest process, in collection order, as before xdist)."""
     bin_ = VENV_DIR / "bin"
     failed: list[str] = []
     if lint:
@@ -41,6 +48,8 @@ def run_tests(unit_only: bool = False, keyword: str = "", lint: bool = True, ext
     args = [str(bin_ / "python"), "-m", "pytest", "tests/unit"]
     if not unit_only:
         args += ["tests/integration", "tests/e2e"]
+    if workers > 0:
+        args += ["-n", str(workers), "--lanes", "--no-loadscope-reorder"]
     if keyword:
         args += ["-k", keyword]
     args += shlex.split(extra)

@@ -85,17 +85,19 @@ def status_matches(clone: Path, env: str, **kw: Any) -> dict[str, Any]:
     return info
 
 
-def remove_release(kubeconfig: Path, namespace: str, release: str = "veza", context: str = "") -> None:
-    """Uninstall the release, delete its namespace, its static PersistentVolumes and their host directories."""
+def remove_release(kubeconfig: Path, namespace: str, release: str = "veza", context: str = "",
+                   wait: bool = True) -> None:
+    """Remove the release and everything it left: its namespace (the release's Helm records and every object of
+    the chart are namespaced, so they go with it), its static PersistentVolumes and their host directories.
+    Returns once the namespace's name is free again (tests/integration/cluster_fixtures.delete_namespace), or with
+    `wait=False` once its deletion has begun (for a name no later test reuses). `release` is kept for callers that
+    name it: deleting the namespace removes every release in it."""
     from pipeline.core.paths import CACHE_DIR
+    from tests.integration.cluster_fixtures import delete_namespace
 
-    ctx = ["--kube-context", context] if context else []
+    del release
+    delete_namespace(kubeconfig, namespace, context, wait=wait)
     kctx = ["--context", context] if context else []
-    subprocess.run([str(HELM), "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s",
-                    "--kubeconfig", str(kubeconfig), *ctx], capture_output=True, timeout=180, check=False)
-    subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *kctx, "delete", "namespace", namespace,
-                    "--ignore-not-found", "--wait=true", "--timeout=180s"], capture_output=True, timeout=200,
-                   check=False)
     subprocess.run([str(KUBECTL), "--kubeconfig", str(kubeconfig), *kctx, "delete", "pv", "-l",
                     f"veza.io/namespace={namespace}", "--ignore-not-found", "--wait=false"], capture_output=True,
                    timeout=60, check=False)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.release_support import remove_release
 from tests.integration.trust.trust_fixtures import SigstoreVerify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,23 +30,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pyt
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iterator[Path]:
-    """A fresh clone of the committed tree; the registry is stopped afterwards if this test started it."""
-    from pipeline.local.embedded_registry import default_registry
-
+    """A fresh clone of the committed tree; its release (namespace veza-local) is removed afterwards. A registry
+    this module's release started is stopped at the session's end (tests/integration/cluster_fixtures.py)."""
     dest = tmp_path_factory.mktemp("e2e") / "veza"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, timeout=120)
     for k, v in (("user.email", "e2e@example.invalid"), ("user.name", "e2e")):
         subprocess.run(["git", "-C", str(dest), "config", k, v], check=True)
-    from pipeline.core.config import load_config
-
-    registry_was_up = default_registry(load_config()).answers()
     yield dest
-    subprocess.run([str(ROOT / ".tools/bin/helm"), "uninstall", "veza", "--namespace", "veza-local", "--wait",
-                    "--kubeconfig", str(local_cluster)], capture_output=True, timeout=180, check=False)
-    subprocess.run([str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(local_cluster), "delete", "namespace",
-                    "veza-local", "--wait=true", "--timeout=120s"], capture_output=True, timeout=180, check=False)
-    if not registry_was_up:
-        _invoke(dest, "registry-down")
+    remove_release(local_cluster, "veza-local")
 
 
 def _invoke(clone: Path, *args: str, timeout: float = 3000) -> subprocess.CompletedProcess[str]:
@@ -213,8 +205,9 @@ def test_stage_tasks_chain_with_no_flags(clone: Path) -> None:
         assert stages[stage]["status"] == "ok", (stage, stages[stage])
     _assert_cluster_runs_the_manifest(clone)
 
-def test_release_after_cluster_down_brings_it_up_and_deploys(clone: Path) -> None:
-    """The journal says "deployed"; the cluster is gone (as after a reboot): the release must look, not trust."""
+def test_release_after_cluster_down_brings_it_up_and_deploys(clone: Path, cluster_to_myself: Path) -> None:
+    """The journal says "deployed"; the cluster is gone (as after a reboot): the release must look, not trust.
+    (cluster_to_myself: no other test uses the cluster meanwhile.)"""
     down = _invoke(clone, "cluster-down", timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     run = _invoke(clone, "release", "--env", "local", "--yes")

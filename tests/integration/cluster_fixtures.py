@@ -108,6 +108,32 @@ def local_cluster() -> Iterator[Path]:
         yield kubeconfig
 
 
+@contextlib.contextmanager
+def cluster_use(exclusive: bool = False) -> Iterator[None]:
+    """Hold the cluster for a test: shared (tests that only deploy into their own namespaces; two cluster lanes of
+    `invoke test` may run such tests at once, tests/lanes.py) or exclusive (a test that stops the cluster: it waits
+    until no shared holder is left, and no shared holder starts before it ends). A file lock (flock) beside the
+    cluster's state, so concurrent test sessions see it; released when the process ends."""
+    import fcntl
+
+    from pipeline.local.cluster import layout
+
+    layout.STATE.mkdir(parents=True, exist_ok=True)
+    with open(layout.STATE / "test-cluster-use.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def cluster_to_myself(local_cluster: Path) -> Iterator[Path]:
+    """The local cluster, held exclusively for this test (one that stops it): see cluster_use."""
+    with cluster_use(exclusive=True):
+        yield local_cluster
+
+
 def _machine_config() -> Config:
     return load_config(ROOT / "pipeline.toml", check_files=False)
 
@@ -140,6 +166,28 @@ def kubectl(kubeconfig: Path, *args: str, timeout: float = 120, check: bool = Tr
     if check and res.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
     return res
+
+
+def delete_namespace(kubeconfig: Path, namespace: str, context: str = "", timeout_s: float = 180,
+                     wait: bool = True) -> bool:
+    """Delete a test's namespace and return once its name is free again (so a later test may reuse it); with
+    `wait=False` (a name no later test reuses, e.g. one with a random suffix), once its deletion has begun.
+
+    Its workload controllers are deleted first without their pods (nothing recreates a pod then), its pods at once
+    (grace period 0: a test's pods hold nothing worth a graceful stop), then the namespace. Waiting out
+    each pod's grace period, the kubelet's confirmations and the namespace controller's requeue on pods still
+    terminating made a teardown take 50-95 s. Returns whether the name is free (with `wait=False`: whether the
+    deletion began); False after `timeout_s` too: like the `kubectl delete --wait` it replaces, a teardown does
+    not fail on it.
+    """
+    kctx = ["--context", context] if context else []
+    ns = ["-n", namespace, "--ignore-not-found", "--wait=false"]
+    kubectl(kubeconfig, *kctx, "delete", "deployments,replicasets,statefulsets,daemonsets,jobs", "--all",
+            "--cascade=orphan", *ns, check=False)
+    kubectl(kubeconfig, *kctx, "delete", "pods", "--all", "--grace-period=0", "--force", *ns, check=False)
+    res = kubectl(kubeconfig, *kctx, "delete", "namespace", namespace, "--ignore-not-found", f"--wait={wait}".lower(),
+                  f"--timeout={int(timeout_s)}s", timeout=timeout_s + 30, check=False)
+    return res.returncode == 0
 
 
 def invoke(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

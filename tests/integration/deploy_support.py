@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -31,18 +30,24 @@ import pytest
 
 from pipeline.core.config import Config, Environment, load_config
 from pipeline.core.manifest import Manifest
-from pipeline.core.paths import CACHE_DIR, ROOT, TOOLS_BIN
+from pipeline.core.paths import ROOT, TOOLS_BIN
 from pipeline.local.infra import ensure_local_infra
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools.kubectl import PORT_RANGE_ENV, KubeTarget
+from tests.ports import worker_block, worker_share
 
 
 def _ports() -> tuple[range, str]:
+    """(test registry ports, port-forward range LO-HI); under pytest-xdist, this worker's share of each
+    (tests/ports.py: two cluster lanes deploy at once)."""
     spec = os.environ.get("VEZA_DEPLOY_TEST_PORTS", "").strip()
     if not spec:
-        return range(5300, 5350), "18200-18299"
-    lo, hi = (int(x) for x in spec.split("-"))
-    return range(hi - 9, hi + 1), f"{lo}-{hi - 10}"
+        registry, forwards = range(5300, 5350), range(18200, 18300)
+    else:
+        lo, hi = (int(x) for x in spec.split("-"))
+        registry, forwards = range(hi - 9, hi + 1), range(lo, hi - 9)
+    block = worker_block(forwards)
+    return worker_share(registry), f"{block.start}-{block.stop - 1}"
 
 
 REGISTRY_PORTS, PF_RANGE = _ports()
@@ -206,14 +211,11 @@ def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state:
 
 
 def remove_target(t: DeployTarget) -> None:
-    from pipeline.tools import helm
+    """Delete the target's namespace (its release and infra go with it), its PersistentVolumes and their host
+    directories (tests/e2e/release_support.remove_release). Its name has a random suffix: no wait for it to go."""
+    from tests.e2e.release_support import remove_release
 
-    helm_bin = helm.helm_path()
-    sh(helm_bin, "uninstall", "veza", "--kubeconfig", str(t.kubeconfig), "-n", t.namespace, "--wait",
-       "--timeout", "120s", check=False, timeout=180)
-    kc(t.kubeconfig, "delete", "namespace", t.namespace, "--wait=true", "--timeout=180s", check=False, timeout=200)
-    kc(t.kubeconfig, "delete", "pv", "-l", f"veza.io/namespace={t.namespace}", "--wait=false", check=False)
-    shutil.rmtree(CACHE_DIR / "volumes" / t.namespace, ignore_errors=True)
+    remove_release(t.kubeconfig, t.namespace, wait=False)
 
 
 @pytest.fixture

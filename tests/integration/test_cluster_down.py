@@ -40,8 +40,9 @@ def _state_mounts() -> list[str]:
             if ln.split()[4].startswith(str(layout.STATE))]
 
 
-def test_cluster_down_leaves_no_trace_and_is_idempotent(local_cluster: Path, docker_client: object,
+def test_cluster_down_leaves_no_trace_and_is_idempotent(cluster_to_myself: Path, docker_client: object,
                                                         run_id: str) -> None:
+    local_cluster = cluster_to_myself  # no other test uses the cluster while this one stops it
     # A pod with a secret volume (the service account token: a tmpfs mount under the kubelet root).
     kubectl(local_cluster, "run", f"sleeper-{run_id}", f"--image={layout.PAUSE_IMAGE}", "--image-pull-policy=Never",
             "--restart=Never")

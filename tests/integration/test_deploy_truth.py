@@ -30,6 +30,7 @@ from pipeline.stages.deploy.drift import deploy_holds
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
+from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.deploy_support import (
     PF_RANGE,
     DeployTarget,
@@ -47,18 +48,22 @@ FAIL_TIMEOUT_S = 45
 HELMS = {"helm3": TOOLS_BIN / "helm", "helm4": TOOLS_BIN / "helm4"}
 
 
-@pytest.fixture(scope="module", params=sorted(HELMS))
+# Helm 4's sequence may run in a second cluster lane, beside Helm 3's (its own namespace, registry and ports).
+@pytest.fixture(scope="module", params=["helm3", pytest.param("helm4", marks=pytest.mark.cluster_parallel)])
 def target(request: pytest.FixtureRequest, local_cluster: Path, deploy_registry: str, pushed_images: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployTarget]:
     old = {k: os.environ.get(k) for k in (helm.HELM_ENV, kubectl.PORT_RANGE_ENV)}
     os.environ[helm.HELM_ENV] = str(HELMS[request.param])
     os.environ[kubectl.PORT_RANGE_ENV] = PF_RANGE
-    t = make_target(local_cluster, deploy_registry, pushed_images, tmp_path_factory.mktemp(f"truth-{request.param}"),
-                    request.param.replace("helm", "tr"))
     try:
-        yield t
+        with cluster_use():  # shared: the other Helm version's sequence may run at the same time
+            t = make_target(local_cluster, deploy_registry, pushed_images,
+                            tmp_path_factory.mktemp(f"truth-{request.param}"), request.param.replace("helm", "tr"))
+            try:
+                yield t
+            finally:
+                remove_target(t)
     finally:
-        remove_target(t)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
