@@ -115,6 +115,7 @@ def test_audit_rescans_what_runs_against_a_db_imported_after_the_release(
     blocked = invoke(clone, "audit", "--env", "dev")
     assert blocked.returncode == 3, blocked.stdout[-4000:] + blocked.stderr[-2000:]
     out = flat(blocked.stdout + blocked.stderr)
+    print(blocked.stdout[-6000:], blocked.stderr[-2000:])   # the table and the blocking findings, shown by -rA
     assert ADVISORY in out and "findings at the threshold" in out, out[-3000:]
     second = json.loads(report.read_text())
     go_services = {n for n in dev["services"] if n != "veza-chat-server"}   # the chat server is Rust
