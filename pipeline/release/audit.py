@@ -84,6 +84,12 @@ def observe_running(kube: kubectl.KubeTarget) -> list[Running]:
     if data is None:
         raise UsageError(f"no cluster answers for namespace {kube.namespace}",
                          "start it (invoke cluster-up) or check the environment's kubeconfig/kube_context")
+    return containers_of(data)
+
+
+def containers_of(data: dict[str, Any]) -> list[Running]:
+    """The containers (init containers first) of a pod list as `kubectl get pods -o json` gives it, without the
+    pods that finished (phase Succeeded or Failed)."""
     out: list[Running] = []
     for pod in data.get("items") or []:
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):

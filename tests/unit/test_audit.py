@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.core.config import load_config
 from pipeline.core.manifest import Manifest
-from pipeline.release.audit import Running, Subject, disagreements, running_digest
+from pipeline.release.audit import Running, Subject, containers_of, disagreements, running_digest
 
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 REPO = "127.0.0.1:5000/veza-dev/veza-docs"
@@ -63,3 +63,20 @@ def test_every_disagreement_between_the_cluster_and_the_manifest_is_one_line(tmp
                                                        ["d/docs"])}) == [
         f"veza-backend-api: the manifest records {D1[:19]}…, nothing runs it"]
     assert disagreements(cfg, None, same, {}) == ["no Release manifest for this environment: nothing to compare with"]
+
+
+def test_the_containers_of_live_pods_with_their_reported_image_ids() -> None:
+    def pod(name: str, phase: str, *, init: bool = False) -> dict[str, object]:
+        spec: dict[str, object] = {"containers": [{"name": "app", "image": f"{REPO}@{D1}"}]}
+        status: dict[str, object] = {"phase": phase, "containerStatuses": [
+            {"name": "app", "image": f"{REPO}@{D1}", "imageID": f"docker-pullable://{REPO}@{D1}"}]}
+        if init:
+            spec["initContainers"] = [{"name": "migrate", "image": f"{REPO}:main"}]
+            status["initContainerStatuses"] = [{"name": "migrate", "imageID": f"docker://{D2}"}]
+        return {"metadata": {"name": name}, "spec": spec, "status": status}
+
+    got = containers_of({"items": [pod("a", "Running", init=True), pod("done", "Succeeded"), pod("b", "Pending")]})
+    assert got == [Running("a", "migrate", f"{REPO}:main", f"docker://{D2}"),
+                   Running("a", "app", f"{REPO}@{D1}", f"docker-pullable://{REPO}@{D1}"),
+                   Running("b", "app", f"{REPO}@{D1}", f"docker-pullable://{REPO}@{D1}")]
+    assert containers_of({"items": []}) == []
