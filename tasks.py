@@ -587,6 +587,18 @@ def status(c: Context, env: str = "", json: bool = False) -> None:
     run_status(cfg, environment, as_json=json, reporter=reporter)
 
 
+@task(help={"env": ENV_HELP})
+@_cli
+def audit(c: Context, env: str = "") -> None:
+    """Re-scan what the environment runs now (the pods' image digests, observed in its namespace) against the
+    DB the mirror serves now; a table, differences from the manifest, a report in .pipeline/<env>/reports/audit.json;
+    exit 3 on findings at the environment's threshold (ignore file applied), 0 when clean, 2 on bad input."""
+    from pipeline.release.audit import run_audit
+
+    cfg, environment, reporter = _setup(env)
+    run_audit(cfg, environment, reporter)
+
+
 # ---------------------------------------------------------------- release
 
 @task(help={"env": ENV_HELP, "open": "also open it in the default browser", "history": "the history page instead"})

@@ -216,7 +216,7 @@ def make_clone(tmp: Path, run_id: str) -> Path:
     toml = clone / "pipeline.toml"
     text = toml.read_text()
     local = text.index("[environments.local]")
-    toml.write_text(text[:local] + text[local:].replace('registry_namespace = "veza-dev"',
+    toml.write_text(text[:local] + text[local:].replace('registry_namespace = "veza-local"',
                                                         f'registry_namespace = "bench-{run_id}"', 1))
     run(["git", "-C", str(clone), "commit", "-qam", "bench: own namespace"], clone)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(clone / "pipeline"), str(clone / "tasks.py")],

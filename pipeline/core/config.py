@@ -127,6 +127,9 @@ class Environment:
     auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
     platforms: tuple[Platform, ...] = ()  # images built for these; () = the machine's platform only
     rollout: Rollout = field(default_factory=Rollout)   # how deploy reaches the new version (config_rollout.py)
+    # Environments allowed to push to this one's registry + namespace although they sign with other keys or
+    # write the same tags (refused otherwise at load: check_shared_namespaces).
+    shares_registry_namespace_with: tuple[str, ...] = ()
 
     @property
     def protected(self) -> bool:
@@ -417,8 +420,42 @@ def _read_environments(envs_t: Table, root: Path, registry: Registry, project_na
         environments[ename] = _read_environment(et, ename, root, registry, project_name)
     if not environments:
         envs_t.fail("environments", "no environment defined", "add at least [environments.local]")
+    check_shared_namespaces(envs_t, environments)
     envs_t.done()
     return environments
+
+
+def check_shared_namespaces(envs_t: Table, environments: Mapping[str, Environment]) -> None:
+    """Two environments that push to one registry + namespace collide when both sign (each signs with its own
+    key, key_dir/<env>/) or both write a tag kind (a release of one re-points the other's tags): refused, one
+    line naming both, unless either lists the other in `shares_registry_namespace_with` (ConfigError, exit 2).
+    Attestations append per digest and key (pipeline.trust.provenance), so an allowed sharing keeps both
+    environments' trust; what it gives up is tags that say which environment pushed them."""
+    for env in environments.values():
+        for other in env.shares_registry_namespace_with:
+            if other not in environments or other == env.name:
+                names = ", ".join(n for n in environments if n != env.name) or "none"
+                envs_t.fail(f"environments.{env.name}.shares_registry_namespace_with",
+                            f"'{other}' is not another environment", f"use one of: {names}")
+    envs = list(environments.values())
+    for i, a in enumerate(envs):
+        for b in envs[i + 1:]:
+            if (a.registry, a.registry_namespace) != (b.registry, b.registry_namespace):
+                continue
+            if a.name in b.shares_registry_namespace_with or b.name in a.shares_registry_namespace_with:
+                continue
+            both_sign = "sign" in a.stages and "sign" in b.stages
+            tags = [t for t in a.tags if t in b.tags]
+            if not both_sign and not tags:
+                continue
+            why = " and ".join(x for x in ("different signing keys" if both_sign else "",
+                                           f"the same tags ({', '.join(tags)})" if tags else "") if x)
+            where = f"{a.registry}/{a.registry_namespace}" if a.registry_namespace else a.registry
+            harm = ("a release of one re-points the other's tags" if tags else
+                    "one repository then holds images and attestations of two trust domains")
+            envs_t.fail(f"environments.{b.name}", f"{a.name} and {b.name} both push to {where} with {why}: {harm}",
+                        f'give {b.name} its own registry_namespace (e.g. "veza-{b.name}"), or allow the sharing '
+                        f'with shares_registry_namespace_with = ["{a.name}"] under [environments.{b.name}]')
 
 
 def _read_environment(et: Table, ename: str, root: Path, registry: Registry, project_name: str) -> Environment:
@@ -457,6 +494,8 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         auto_key=et.flag("auto_key", d("auto_key")),
         platforms=platforms_in(et),
         rollout=read_rollout(et),
+        shares_registry_namespace_with=et.texts("shares_registry_namespace_with",
+                                                d("shares_registry_namespace_with")),
     )
     if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
         et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",

@@ -58,7 +58,7 @@ from pipeline.gate.policy import (
     severity,
 )
 from pipeline.gate.sarif import write_markdown, write_sarif
-from pipeline.stages.scan_db import prepare_db
+from pipeline.stages.scan_db import cached_mirror_digest, db_drift, prepare_db
 from pipeline.stages.scan_targets import ScanTarget, infra_targets, service_targets
 from pipeline.tools import trivy
 
@@ -184,6 +184,7 @@ def scan_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         print_blocking(o.service, o.verdict)
     fields = {"threshold": env.scan_threshold, "infra_threshold": env.infra_threshold,
               "infra": [t.name for t in targets if t.kind == "infra"], "db_version": db.version,
+              "db_mirror": cached_mirror_digest(cache, cfg.scan.db_repository) if cfg.scan.db_repository else "",
               "db_updated_at": db.updated_at, "db_next_update": db.next_update, "cached": cached,
               "policy": policy_fingerprint(cfg, env), "summary": str(reports_dir / "scan-summary.md"), **counts}
     error: PipelineError | None = None
@@ -222,14 +223,14 @@ class ScanStage(BaseStage):
         ensure_db_mirror(ctx.cfg, ctx.reporter.info)
 
     def holds(self, ctx: RunContext) -> str | None:
-        """The recorded verdicts still apply: same images, same policy, same DB version."""
+        """The recorded verdicts still apply: same images, same policy, the DB the mirror serves now."""
         rec = ctx.manifest.stage("scan")
         fields = rec.fields if rec is not None else {}
         if fields.get("policy") != policy_fingerprint(ctx.cfg, ctx.env):
             return "the scan policy (threshold, ignore file, scanners) changed since the recorded scan"
-        db = trivy.db_info(trivy.default_cache_dir(ctx.cfg.scan.db_repository))
-        if "vuln" in ctx.cfg.scan.scanners and db.version != fields.get("db_version"):
-            return f"the Trivy DB changed ({fields.get('db_version')} → {db.version})"
+        if "vuln" in ctx.cfg.scan.scanners and (why := db_drift(
+                ctx.cfg, fields, trivy.default_cache_dir(ctx.cfg.scan.db_repository), ctx.registries)):
+            return why
         for name in ctx.selected():
             built, scanned = ctx.manifest.built(name), ctx.manifest.scanned(name)
             if built is None or scanned is None or scanned.image_id != built.image_id or not scanned.passed:

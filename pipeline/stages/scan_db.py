@@ -12,8 +12,9 @@ The embedded mirror is first seeded (or reseeded) from [scan].mirror_seed when i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.config import Config
 from pipeline.core.errors import PipelineError, StageFailed
@@ -100,3 +101,25 @@ def prepare_db(cfg: Config, cache: Path, log: Log) -> trivy.DbInfo:
         log(f"scan: Trivy DB fetched from {repo}: updated {info.updated_at or '?'}, next update "
             f"{info.next_update or '?'}")
     return info
+
+
+def db_drift(cfg: Config, recorded: Mapping[str, Any], cache: Path, registries: RegistryClients) -> str | None:
+    """Why a recorded vulnerability scan no longer holds for the DB, or None.
+
+    recorded: the scan stage's fields (`db_mirror`: the mirror's artifact digest the scan's DB came from;
+    `db_version`: trivy.db_info's version of it). The mirror is asked first, as the scan would ask it: a DB
+    imported or republished there after the scan (`invoke trivy-db --import`, `--seed`) makes the scan stale
+    even while the cached DB is still the old one (before, a resumed scan compared only the cache and kept
+    verdicts made with the older DB). When the mirror does not answer, the cache's DB is compared instead.
+    """
+    repo = cfg.scan.db_repository
+    served = mirror_digest(registries, repo) if repo else ""
+    if served:
+        if served != recorded.get("db_mirror"):
+            was = str(recorded.get("db_mirror") or "not recorded")
+            return f"the DB mirror {repo} serves another DB ({served[:19]}…) than the scan used ({was[:19]}…)"
+        return None
+    db = trivy.db_info(cache)
+    if db.version != recorded.get("db_version"):
+        return f"the Trivy DB changed ({recorded.get('db_version')} → {db.version})"
+    return None

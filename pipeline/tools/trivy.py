@@ -124,24 +124,29 @@ def _db_args(db_repository: str) -> list[str]:
 
 def scan_image(
     ref: str, out: Path, *, cache_dir: Path, scanners: tuple[str, ...] = ("vuln", "secret", "misconfig"),
-    timeout: float = 600, db_repository: str = "",
+    timeout: float = 600, db_repository: str = "", image_src: str = "docker", username: str = "",
+    password: str = "",
 ) -> dict[str, Any]:
-    """Scan a local image (Docker engine); writes the JSON report (with every package) to `out`.
+    """Scan an image; writes the JSON report (with every package) to `out`.
 
+    image_src "docker": a local image of the engine (`ref` a tag or image ID); "remote": `ref` (e.g.
+    `registry/repo@sha256:…`) read from its registry, no engine needed (plain HTTP on loopback, as Trivy allows),
+    credentials through Trivy's environment (TRIVY_USERNAME/PASSWORD), never argv.
     Offline by default; with db_repository, Trivy itself fetches the DB from that OCI repository first.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
+    env = {"TRIVY_USERNAME": username, "TRIVY_PASSWORD": password} if username and password else None
     argv: list[str | Path] = [
         binary(), "image", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, *_db_args(db_repository),
         "--skip-check-update",
-        "--image-src", "docker", "--cache-backend", "memory", "--scanners", ",".join(scanners),
+        "--image-src", image_src, "--cache-backend", "memory", "--scanners", ",".join(scanners),
         "--list-all-pkgs", "--format", "json", "--output", out, "--quiet",
     ]
     config_scanners = [s for s in scanners if s in ("misconfig", "secret")]
     if config_scanners:   # also check the image's own config (history, ENV) for secrets and misconfigurations
         argv += ["--image-config-scanners", ",".join(config_scanners)]
     argv.append(ref)
-    run(argv, timeout=timeout, what=f"trivy image {ref}")
+    run(argv, timeout=timeout, env=env, what=f"trivy image {ref}")
     return _read_json(out)
 
 

@@ -138,19 +138,45 @@ def sign_statement(statement: dict[str, Any], key: ec.EllipticCurvePrivateKey) -
     return env.to_dict()
 
 
-def attach_provenance(client: RegistryClient, repo: str, digest: str, envelope: dict[str, Any]) -> str:
-    """Put the envelope under `<repo>:sha256-<hex>.att` (cosign's attestation layout); returns the tag.
+def envelope_keyids(envelope: Mapping[str, Any]) -> set[str]:
+    """The keyids a DSSE envelope (as a dict) names in its signatures (securesystemslib's keyid of each signer's
+    public key: the same key always gives the same id). Unauthenticated: only used to decide what to replace."""
+    sigs = envelope.get("signatures")
+    if not isinstance(sigs, list):
+        return set()
+    return {str(s["keyid"]) for s in sigs if isinstance(s, dict) and s.get("keyid")}
 
-    Replaces what was there: one provenance per image digest (the latest build of that digest).
+
+def attach_provenance(client: RegistryClient, repo: str, digest: str, envelope: dict[str, Any]) -> str:
+    """Add the envelope under `<repo>:sha256-<hex>.att` (cosign's attestation layout); returns the tag.
+
+    Attestations append per digest, as signatures do (cosign `attest` appends too): the envelopes of other keys
+    stay, so two environments that release one digest with their own keys each keep theirs, and each verifies
+    with its own key (check_provenance tries every envelope). An envelope by the same key (same keyid) is
+    replaced: one provenance per (digest, key), the latest, so re-releases of one digest do not grow the tag.
     """
     tag = attachment_tag(digest, "att")
     data = json.dumps(envelope, separators=(",", ":")).encode()
-    write_layers(client, repo, tag, [Layer(DSSE_MEDIA_TYPE, data, {PREDICATE_ANNOTATION: SLSA_PROVENANCE_V1})])
+    mine = envelope_keyids(envelope)
+    kept: list[Layer] = []
+    for layer in read_layers(client, repo, tag) or []:
+        if layer.annotations.get(PREDICATE_ANNOTATION) == SLSA_PROVENANCE_V1:
+            try:
+                other = json.loads(layer.data)
+            except ValueError:
+                other = None
+            if isinstance(other, dict) and envelope_keyids(other) & mine:
+                continue   # this key's earlier provenance of the digest: replaced by the new one
+        kept.append(layer)   # other keys', other predicates', anything else: kept as found
+    write_layers(client, repo, tag,
+                 [*kept, Layer(DSSE_MEDIA_TYPE, data, {PREDICATE_ANNOTATION: SLSA_PROVENANCE_V1})])
     return tag
 
 
 @dataclass(frozen=True)
 class ProvenanceCheck:
+    """`ok`, else `problem` (one line); `statement`: the payload, whenever a trusted key signed the envelope."""
+
     ok: bool
     problem: str = ""
     statement: dict[str, Any] | None = None
@@ -177,10 +203,10 @@ def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePubli
     except ValueError:
         return ProvenanceCheck(False, "provenance payload is not JSON")
     if st.get("_type") != STATEMENT_TYPE or st.get("predicateType") != SLSA_PROVENANCE_V1:
-        return ProvenanceCheck(False, "provenance is not an in-toto v1 statement with an SLSA v1 predicate")
+        return ProvenanceCheck(False, "provenance is not an in-toto v1 statement with an SLSA v1 predicate", st)
     subjects = [s.get("digest", {}) for s in st.get("subject") or []]
     if _hex(digest) not in subjects:
-        return ProvenanceCheck(False, f"provenance subject is not {digest}")
+        return ProvenanceCheck(False, f"provenance subject is not {digest}", st)
     deps = (st.get("predicate") or {}).get("buildDefinition", {}).get("resolvedDependencies") or []
     commits = {str(d.get("digest", {}).get("gitCommit")) for d in deps if d.get("digest", {}).get("gitCommit")}
     reused = {str((b.get("digest") or {}).get("gitCommit")) for b in
@@ -188,7 +214,7 @@ def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePubli
               if isinstance(b, dict) and b.get("name") == REUSE_BYPRODUCT}
     if commit not in commits | reused:
         found = ", ".join(sorted(commits)) or "none"
-        return ProvenanceCheck(False, f"provenance commit ({found[:12]}) is not the release's commit {commit[:12]}")
+        return ProvenanceCheck(False, f"provenance commit ({found[:12]}) is not the release's commit {commit[:12]}", st)
     return ProvenanceCheck(True, "", st)
 
 
@@ -200,16 +226,17 @@ def check_provenance(client: RegistryClient, repo: str, digest: str, trusted: li
                  and layer.annotations.get(PREDICATE_ANNOTATION) == SLSA_PROVENANCE_V1]
     if not envelopes:
         return ProvenanceCheck(False, "no provenance (nothing under the .att tag)")
-    last = ProvenanceCheck(False, "no provenance")
+    problems: list[ProvenanceCheck] = []
     for layer in envelopes:
         try:
             doc = json.loads(layer.data)
         except ValueError:
-            last = ProvenanceCheck(False, "provenance is not JSON")
+            problems.append(ProvenanceCheck(False, "provenance is not JSON"))
             continue
-        last = check_envelope(doc, trusted, digest=digest, commit=commit)
-        if last.ok:
-            return last
-    return last
-
-
+        found = check_envelope(doc, trusted, digest=digest, commit=commit)
+        if found.ok:
+            return found
+        problems.append(found)
+    # Other keys' envelopes sit beside ours (attach_provenance appends): say what is wrong with one a trusted key
+    # signed when there is one, rather than "signed by another key" about a neighbour's.
+    return next((p for p in problems if p.statement is not None), None) or problems[-1]

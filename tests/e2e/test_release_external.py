@@ -37,7 +37,7 @@ CLASS = "veza-d2-ext-static"
 ENV_TABLE = f"""
 [environments.ext]
 registry = "127.0.0.1:5000"
-registry_namespace = "veza-dev"
+registry_namespace = "veza-d2-ext"
 kube_context = "{CONTEXT}"
 kubeconfig_env = "{VARIABLE}"
 namespace = "{NAMESPACE}"

@@ -283,7 +283,8 @@ def test_kube_versions_are_checked(project: Path) -> None:
 @pytest.mark.parametrize("declared", ["require_release_tag = true", "confirm = true", "require_clean_tree = true",
                                       'promote_requires = ["scan"]'])
 def test_latest_is_refused_by_what_an_environment_declares_not_by_its_name(project: Path, declared: str) -> None:
-    qa = ('[environments.qa]\nnamespace = "veza-qa"\nvalues_file = "helm/values-qa.yaml"\n'
+    qa = ('[environments.qa]\nnamespace = "veza-qa"\nregistry_namespace = "veza-qa"\n'
+          'values_file = "helm/values-qa.yaml"\n'
           'stages = ["build", "push"]\ntags = ["sha", "latest"]\n')
     err = _load(project, VALID + qa + declared + "\n")
     assert err.one_line() == ("pipeline.toml: environments.qa.tags: 'latest' is never used by qa "
@@ -313,3 +314,64 @@ def test_a_missing_config_file_names_the_variable_that_moves_it(tmp_path: Path) 
     assert err.value.exit_code == 2
     assert err.value.one_line() == (f"pipeline.toml: not found at {tmp_path / 'pipeline.toml'} (fix: point "
                                     "VEZA_CONFIG at an existing pipeline.toml, or unset it for the checkout's own)")
+
+
+# ---------------------------------------------------------------- environments sharing a registry namespace
+
+QA = ('[environments.qa]\nnamespace = "veza-qa"\nvalues_file = "helm/values-qa.yaml"\n'
+      'stages = ["build", "push", "sign"]\ntags = ["branch"]\n')
+
+
+@pytest.mark.parametrize("dev_stages,qa_tags,why", [
+    ('["build", "scan", "push", "deploy"]', '["branch"]', "the same tags (branch)"),
+    ('["build", "push", "sign", "deploy"]', '["semver-minor"]', "different signing keys"),
+    ('["build", "push", "sign", "deploy"]', '["sha", "branch"]',
+     "different signing keys and the same tags (sha, branch)"),
+])
+def test_two_environments_on_one_registry_namespace_are_refused_naming_both(
+        project: Path, dev_stages: str, qa_tags: str, why: str) -> None:
+    """local and dev once shared veza-dev: a local release replaced dev's tags and attestation. Any two
+    environments that push to one registry + namespace and sign (each with its own key) or write a tag kind in
+    common are refused at load, whichever their names, with one line naming both and the two fixes."""
+    text = VALID.replace('stages = ["build", "scan", "push", "deploy"]', f"stages = {dev_stages}") \
+        + QA.replace('tags = ["branch"]', f"tags = {qa_tags}")
+    err = _load(project, text)
+    line = err.one_line()
+    assert err.exit_code == 2 and "\n" not in line
+    assert line.startswith(f"pipeline.toml: environments.qa: dev and qa both push to 127.0.0.1:5000/veza with {why}")
+    assert 'give qa its own registry_namespace (e.g. "veza-qa")' in line
+    assert 'shares_registry_namespace_with = ["dev"] under [environments.qa]' in line
+    # the fix it names works: its own namespace, or the documented key (on either side)
+    for fixed in (text.replace('[environments.qa]\n', '[environments.qa]\nregistry_namespace = "veza-qa"\n'),
+                  text.replace('[environments.qa]\n', '[environments.qa]\nshares_registry_namespace_with = ["dev"]\n'),
+                  text.replace('[environments.dev]\n',
+                               '[environments.dev]\nshares_registry_namespace_with = ["qa"]\n')):
+        (project / "pipeline.toml").write_text(fixed)
+        load_config(project / "pipeline.toml")
+
+
+def test_sharing_a_namespace_is_fine_without_a_common_tag_or_two_signers(project: Path) -> None:
+    # dev (sha, branch; does not sign) and prod (semver) already share the default namespace "veza"
+    cfg = load_config(project / "pipeline.toml")
+    assert cfg.env("dev").repository(cfg.service("api")) == cfg.env("prod").repository(cfg.service("api"))
+    # another registry, or another namespace, never collides
+    text = VALID + QA.replace('tags = ["branch"]', 'tags = ["sha"]').replace(
+        "[environments.qa]\n", '[environments.qa]\nregistry = "127.0.0.1:5001"\n')
+    (project / "pipeline.toml").write_text(text)
+    assert load_config(project / "pipeline.toml").env("qa").registry == "127.0.0.1:5001"
+
+
+def test_shares_registry_namespace_with_names_another_environment(project: Path) -> None:
+    for bad in ('"nope"', '"qa"'):
+        qa = QA.replace('tags = ["branch"]', f'registry_namespace = "q"\nshares_registry_namespace_with = [{bad}]')
+        err = _load(project, VALID + qa + 'tags = ["sha"]\n')
+        assert err.one_line().startswith(f"pipeline.toml: environments.qa.shares_registry_namespace_with: {bad[1:-1]!r}"
+                                         " is not another environment (fix: use one of: dev, prod)")
+
+
+def test_the_project_environments_each_push_to_their_own_namespace() -> None:
+    """The project's own config: local no longer pushes to dev's veza-dev (its own veza-local)."""
+    cfg = load_config(check_files=False)
+    spaces = {name: (e.registry, e.registry_namespace) for name, e in cfg.environments.items()}
+    assert spaces["local"] == ("127.0.0.1:5000", "veza-local")
+    assert len(set(spaces.values())) == len(spaces), spaces
