@@ -23,8 +23,15 @@ from typing import Any
 
 from pipeline.contract.context import RunContext
 from pipeline.contract.stage import BaseStage, StageSummary
-from pipeline.core.config import Config, Environment
-from pipeline.core.errors import Interrupted, PipelineError, RegistryAuthError, StageFailed, UsageError
+from pipeline.core.config import Config, Environment, RegistryAccess
+from pipeline.core.errors import (
+    Interrupted,
+    PipelineError,
+    RegistryAuthError,
+    RegistryTrustError,
+    StageFailed,
+    UsageError,
+)
 from pipeline.core.manifest import Manifest, Pushed
 from pipeline.core.parallel import run_parallel
 from pipeline.core.redact import redact
@@ -34,7 +41,7 @@ from pipeline.core.vocab import PushStatus
 from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
-from pipeline.tools.registry_clients import RegistryClients
+from pipeline.tools.registry_clients import RegistryClients, auth_fix
 
 
 @dataclass
@@ -86,7 +93,7 @@ def check_registry_writable(cfg: Config, env: Environment, services: list[str] |
     """
     svcs = cfg.select(services)
     address, repo = split_repository(env.repository(svcs[0]))
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, env)
     client = regs.client(address)
     policy = regs.policy
     with_retries(client.ping, policy)
@@ -235,7 +242,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     started = time.monotonic()
     targets = _targets(cfg, env, man, services)
     addresses = sorted({split_repository(t.repository)[0] for t in targets})
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, env)
     ctx = PushContext(env=env, policy=regs.policy, credentials=None, registries=regs, log=lambda s: log(redact(s)),
                       progress=lambda service, text: reporter.step("push", service, text))
     for address in addresses:  # one registry per environment in practice
@@ -258,7 +265,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         try:
             res = push_one(ctx, t, man.pushed(t.service))
         except RegistryAuthError as exc:
-            auth_error = exc
+            auth_error = _named(exc, regs.access(split_repository(t.repository)[0]))
             res = {"repository": t.repository, "image_id": t.image_id, "status": PushStatus.FAILED,
                    "digest": None, "tags_pushed": [], "attempts": 1, "error": exc.message}
         man.record(t.service, "push", res)
@@ -331,6 +338,15 @@ class PushStage(BaseStage):
     def run(self, ctx: RunContext) -> StageSummary:
         return push_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None,
                            registries=ctx.registries)
+
+
+def _named(exc: RegistryAuthError, access: RegistryAccess) -> RegistryAuthError:
+    """The error with the environment and the registry first, and (for a refused credential the engine reported)
+    the variables to set as its fix: one line says what, where and how to fix."""
+    if exc.message.startswith(access.where()):
+        return exc
+    hint = exc.hint if isinstance(exc, RegistryTrustError) else auth_fix(access)
+    return type(exc)(f"{access.where()}: {exc.message}", hint)
 
 
 def _pushing(ctx: PushContext, service: str, tag: str, text: str) -> None:

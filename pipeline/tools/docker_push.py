@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.errors import Interrupted, StageFailed
+from pipeline.core.errors import Interrupted, RegistryTrustError, StageFailed
 from pipeline.core.redact import redact
 from pipeline.observe.tracing import call_span
 from pipeline.tools import docker as engine
@@ -23,14 +23,18 @@ from pipeline.tools.registry_errors import classify_text
 _UNKNOWN_HOST = re.compile(r"no such host|server misbehaving|name or service not known", re.I)
 # The engine's own words when it has no credentials to offer (no registry error code in them).
 _NO_CREDENTIALS = re.compile(r"no basic auth credentials|authentication required", re.I)
+# The engine's words when the registry's certificate does not verify (Go's crypto/x509 and crypto/tls).
+_UNTRUSTED = re.compile(r"x509: |certificate signed by unknown authority|tls: failed to verify", re.I)
 
 
 def classify(message: str) -> str:
-    """'auth' | 'unknown-host' | 'transient' | 'permanent' for a daemon push error message.
+    """'tls' | 'auth' | 'unknown-host' | 'transient' | 'permanent' for a daemon push error message.
 
     By the registry's error code in the message (`toomanyrequests: …` → transient, `denied: …` → auth,
     `name unknown: …` → permanent), else the HTTP status, else network failures: registry_errors.classify_text.
     """
+    if _UNTRUSTED.search(message):
+        return "tls"
     if _UNKNOWN_HOST.search(message):
         return "unknown-host"
     kind = classify_text(message).kind
@@ -42,6 +46,11 @@ def classify(message: str) -> str:
 def raise_classified(message: str, ref: str) -> None:
     msg = redact(message.strip())
     kind = classify(msg)
+    if kind == "tls":
+        address = ref.split("/", 1)[0]
+        raise RegistryTrustError(f"push of {ref}: the engine does not trust registry {address}'s certificate: {msg}",
+                                 f"the engine trusts a registry's CA from /etc/docker/certs.d/{address}/ca.crt "
+                                 "(on the engine's host): put the CA there")
     if kind == "unknown-host":
         raise RegistryRequestError(f"push of {ref}: unknown registry host: {msg}",
                                    "check the environment's registry address in pipeline.toml")
