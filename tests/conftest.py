@@ -18,7 +18,7 @@ os.environ.setdefault("VEZA_ROOT", str(ROOT))
 pytest_plugins = ["pytester", "tests.no_skip_under_ci",
                   "tests.integration.build_fixtures", "tests.integration.cluster_fixtures",
                   "tests.integration.scan_fixtures", "tests.integration.services_fixtures",
-                  "tests.integration.trust.trust_fixtures"]
+                  "tests.integration.trust.trust_fixtures", "tests.integration.tls_registry_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -188,8 +188,8 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
                     docker_push.tag(t.image_id, t.repository, tag)
             for tag in t.tags:
                 ctx.note(t.service, f"pushing :{tag}")
-                pushed = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials,
-                                              partial(_pushing, ctx, t.service, tag), stop=ctx.stop),
+                pushed = with_retries(partial(_push_when_up, client, t.repository, tag, ctx.credentials,
+                                              partial(_pushing, ctx, t.service, tag), ctx.stop, counter),
                                       ctx.policy, counter, _on_retry(ctx, t), sleep=ctx.pause)
                 d = pushed.digest
                 engine_retries += pushed.engine_retries
@@ -212,6 +212,17 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
                 "tags_pushed": _verified_tags(client, repo, t.tags, digest),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "duration_s": round(time.monotonic() - started, 3)}
+
+
+def _push_when_up(client: RegistryClient, repository: str, tag: str, credentials: Credentials | None,
+                  on_progress: Callable[[str], None], stop: threading.Event,
+                  counter: Attempts) -> docker_push.PushedTag:
+    """One try of an engine push. A retry (counter.tries > 1) first asks the registry's /v2/ itself: while it
+    is still down or answering 5xx, the try fails here in one request, instead of the engine's own layer
+    retries (5 per layer, backing off up to ~15 s each) running outside [registry] retry_attempts/ceiling."""
+    if counter.tries > 1:
+        client.ping()
+    return docker_push.push_tag(repository, tag, credentials, on_progress, stop=stop)
 
 
 def _verified_tags(client: RegistryClient, repo: str, tags: list[str], digest: str | None) -> list[str]:
