@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ class Pki:
     @staticmethod
     def make(directory: Path, name: str = "veza test CA") -> Pki:
         from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
@@ -85,13 +86,7 @@ class Pki:
                                              data_encipherment=False, key_agreement=False, encipher_only=False,
                                              decipher_only=False), critical=True)
                 .sign(key, hashes.SHA256()))
-        directory.mkdir(parents=True, exist_ok=True)
-        ca_file, ca_key = directory / "ca.crt", directory / "ca.key"
-        ca_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        ca_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()))
-        ca_key.chmod(0o600)
-        return Pki(ca_file, ca_key)
+        return Pki(*_write_pair(cert, key, directory / "ca.crt", directory / "ca.key"))
 
     def issue(self, host: str, directory: Path) -> tuple[Path, Path]:
         """A server certificate for `host` (IP SAN), signed by this CA: (cert.pem, key.pem) in `directory`."""
@@ -114,13 +109,20 @@ class Pki:
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                 .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        key_path.chmod(0o600)
-        return cert_path, key_path
+        return _write_pair(cert, key, directory / "cert.pem", directory / "key.pem")
+
+
+def _write_pair(cert: Any, key: Any, cert_path: Path, key_path: Path) -> tuple[Path, Path]:
+    """A certificate and its private key as PEM files (the key 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 @contextmanager
