@@ -23,8 +23,6 @@ from pipeline.tools.registry_errors import classify_text
 _UNKNOWN_HOST = re.compile(r"no such host|server misbehaving|name or service not known", re.I)
 # The engine's own words when it has no credentials to offer (no registry error code in them).
 _NO_CREDENTIALS = re.compile(r"no basic auth credentials|authentication required", re.I)
-# The engine's words when the registry's certificate does not verify (Go's crypto/x509 and crypto/tls).
-_UNTRUSTED = re.compile(r"x509: |certificate signed by unknown authority|tls: failed to verify", re.I)
 
 
 def classify(message: str) -> str:
@@ -33,8 +31,6 @@ def classify(message: str) -> str:
     By the registry's error code in the message (`toomanyrequests: …` → transient, `denied: …` → auth,
     `name unknown: …` → permanent), else the HTTP status, else network failures: registry_errors.classify_text.
     """
-    if _UNTRUSTED.search(message):
-        return "tls"
     if _UNKNOWN_HOST.search(message):
         return "unknown-host"
     kind = classify_text(message).kind

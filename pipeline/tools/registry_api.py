@@ -60,9 +60,13 @@ class RegistryUnavailable(StageFailed):
 
 
 def raise_failure(kind: str, what: str, msg: str, *, auth_hint: str, fix: str) -> NoReturn:
-    """A registry failure a tool reported (`kind` from registry_errors: auth | transient | anything else), as
-    RegistryAuthError (exit 2, `auth_hint`), RegistryUnavailable (retried) or RegistryRequestError (`fix`).
+    """A registry failure a tool reported (`kind` from registry_errors: tls | auth | transient | anything else),
+    as RegistryTrustError (exit 2), RegistryAuthError (exit 2, `auth_hint`), RegistryUnavailable (retried) or
+    RegistryRequestError (`fix`).
     `what` names the call ("push of repo:tag", "skopeo copy A → B"); `msg` is the tool's line, redacted."""
+    if kind == "tls":
+        raise RegistryTrustError(f"{what}: the registry's certificate does not verify: {msg}",
+                                 "set the environment's registry_ca_file to the CA that signed it")
     if kind == "auth":
         raise RegistryAuthError(f"{what} refused: {msg}", auth_hint)
     if kind == "transient":
@@ -119,6 +123,11 @@ class RegistryClient:
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}
         self._basic_preferred = False
+
+    @property
+    def cafile(self) -> Path | None:
+        """The CA file that verifies this registry's certificate (None: system store, or loopback)."""
+        return self._cafile
 
     # -- transport
     @property

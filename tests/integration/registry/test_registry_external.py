@@ -163,3 +163,23 @@ def test_a_registry_the_pipeline_does_not_own_is_never_started(tmp_path: Path, m
 
         with socket.socket() as s:
             assert s.connect_ex((host, int(port))) != 0, f"something listens on {address}"
+
+
+def test_skopeo_verifies_the_registry_with_the_environments_ca(tmp_path: Path, tls_registry: TlsRegistry,
+                                                               image_factory: Any, run_id: str) -> None:
+    """Promotion and multi-platform pushes go through skopeo: it verifies with the same CA file (a temporary
+    --cert-dir), and a CA that did not sign the certificate is RegistryTrustError (exit 2), not a retry."""
+    from pipeline.tools import docker_push, skopeo
+
+    src = f"{tls_registry.address}/{run_id}/src"
+    img = image_factory("svc-a", src, ["1"])
+    digest = docker_push.push_tag(src, "1", tls_registry.credentials).digest
+    creds = {tls_registry.address: tls_registry.credentials}
+    skopeo.copy(f"{src}@{digest}", f"{tls_registry.address}/{run_id}/dst:1", credentials=creds, timeout=60,
+                ca_files={tls_registry.address: tls_registry.ca_file})
+    ref = tls_registry.client().head_manifest(f"{run_id}/dst", "1")
+    assert ref is not None and ref.digest == digest and img.image_id
+    with pytest.raises(RegistryTrustError) as got:
+        skopeo.copy(f"{src}@{digest}", f"{tls_registry.address}/{run_id}/dst:2", credentials=creds, timeout=60,
+                    ca_files={tls_registry.address: _other_ca(tmp_path)})
+    assert got.value.exit_code == 2 and "certificate" in got.value.message
