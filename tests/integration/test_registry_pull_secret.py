@@ -109,7 +109,7 @@ def test_the_cluster_pulls_by_digest_through_the_pull_secret_and_not_without_it(
     rt = ReleaseTarget(env=env, kube=KubeTarget(local_cluster, "", namespace), release="veza", external=False)
     reporter = LinesReporter()
     prepare.ensure_pull_secret(rt, reporter)
-    assert tls_registry.password not in reporter.text()
+    assert tls_registry.password not in reporter.text
     secret = json.loads(kubectl(local_cluster, "-n", namespace, "get", "secret", "registry-secret", "-o",
                                 "json").stdout)
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
@@ -117,6 +117,7 @@ def test_the_cluster_pulls_by_digest_through_the_pull_secret_and_not_without_it(
     kubectl(local_cluster, "-n", namespace, "apply", "-f", "-", input=_pod("without", pushed_image, None))
     state, why = _waiting(local_cluster, namespace, "without", 90)
     assert state == "waiting" and "ImagePull" in why, (state, why)   # no other credential reaches the node
+    assert any(w in why.lower() for w in ("unauthorized", "authentication required", "no basic auth")), why
 
     kubectl(local_cluster, "-n", namespace, "apply", "-f", "-", input=_pod("with", pushed_image, "registry-secret"))
     state, why = _waiting(local_cluster, namespace, "with", 120)
