@@ -541,12 +541,14 @@ def _check_variable_name(t: Table, key: str, value: str) -> None:
 
 
 def _ca_file(t: Table, root: Path, key: str) -> Path | None:
-    """The CA file `key` names (relative to the project root, absolute, or ~), or None when unset. Its content
-    is checked where it is used (tools/registry_clients.py): a CI job may write it after the config is read."""
+    """The CA file `key` names (relative to the project root, absolute, or ~; `$VAR`/`${VAR}` expanded, so a CI
+    file variable can name it), or None when unset. Its content is checked where it is used
+    (tools/registry_api.py): a CI job may write it after the config is read, and an unset variable stays in
+    the path the error names."""
     text = t.text(key, "")
     if not text:
         return None
-    p = Path(os.path.expanduser(text))
+    p = Path(os.path.expanduser(os.path.expandvars(text)))
     return p if p.is_absolute() else root / p
 
 

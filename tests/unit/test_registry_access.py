@@ -139,3 +139,12 @@ def test_the_pull_secret_defaults_to_registry_secret_and_is_rendered_by_name_onl
     auths = json.loads(base64.b64decode(encoded))["auths"]
     assert auths["10.1.2.3:5443"]["auth"] == base64.b64encode(b"puller:pull-s3cret-value").decode()
     assert "pull-s3cret-value" not in redact(f"{encoded} {creds.password}")   # never printed
+
+
+def test_the_ca_file_may_come_from_a_ci_file_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEV_REGISTRY_CA", "/builds/tmp/DEV_REGISTRY_CA")
+    cfg = _cfg(tmp_path, 'registry_ca_file = "${DEV_REGISTRY_CA}"')
+    assert cfg.env("dev").registry_ca_file == Path("/builds/tmp/DEV_REGISTRY_CA")
+    monkeypatch.delenv("DEV_REGISTRY_CA")
+    unset = _cfg(tmp_path, 'registry_ca_file = "${DEV_REGISTRY_CA}"').env("dev").registry_ca_file
+    assert "DEV_REGISTRY_CA" in str(unset)   # the error about the missing file names the variable
