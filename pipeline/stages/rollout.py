@@ -27,6 +27,9 @@ class DeployStage(BaseStage):
     name = "deploy"
 
     def preflight(self, ctx: RunContext) -> None:
+        from pipeline.stages.deploy.prepare import pull_credentials
+
+        pull_credentials(ctx.env)   # an unset pull variable: exit 2 before anything is built
         _cluster_up(ctx)
 
     def holds(self, ctx: RunContext) -> str | None:
@@ -52,6 +55,9 @@ class VerifyStage(BaseStage):
     check_only = True   # re-verified on every run, changes nothing (pipeline/contract/stage.py)
 
     def preflight(self, ctx: RunContext) -> None:
+        from pipeline.stages.deploy.prepare import pull_credentials
+
+        pull_credentials(ctx.env)   # an unset pull variable: exit 2 before anything is built
         _cluster_up(ctx)
 
     def holds(self, ctx: RunContext) -> str | None:

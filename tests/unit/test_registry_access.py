@@ -148,3 +148,18 @@ def test_the_ca_file_may_come_from_a_ci_file_variable(tmp_path: Path, monkeypatc
     monkeypatch.delenv("DEV_REGISTRY_CA")
     unset = _cfg(tmp_path, 'registry_ca_file = "${DEV_REGISTRY_CA}"').env("dev").registry_ca_file
     assert "DEV_REGISTRY_CA" in str(unset)   # the error about the missing file names the variable
+
+
+def test_the_deploy_preflight_stops_on_an_unset_pull_variable_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from pipeline.stages.rollout import DeployStage
+
+    monkeypatch.delenv("DEV_PULL_USER", raising=False)
+    monkeypatch.delenv("DEV_PULL_PASSWORD", raising=False)
+    cfg = _cfg(tmp_path, 'pull_username_env = "DEV_PULL_USER"\npull_password_env = "DEV_PULL_PASSWORD"')
+    with pytest.raises(UsageError) as got:   # raised before the cluster is asked (the stub has nothing else)
+        DeployStage().preflight(cast(Any, SimpleNamespace(env=cfg.env("dev"))))
+    assert got.value.exit_code == 2 and "DEV_PULL_USER and DEV_PULL_PASSWORD not set" in got.value.message
