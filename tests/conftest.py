@@ -19,7 +19,7 @@ pytest_plugins = ["pytester", "tests.no_skip_under_ci", "tests.lanes",
                   "tests.integration.build_fixtures", "tests.integration.cluster_fixtures",
                   "tests.integration.scan_fixtures", "tests.integration.services_fixtures",
                   "tests.integration.remote_engine",
-                  "tests.integration.trust.trust_fixtures"]
+                  "tests.integration.trust.trust_fixtures", "tests.integration.tls_registry_fixtures"]
 
 
 @pytest.fixture(scope="session")

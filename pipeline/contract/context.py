@@ -82,7 +82,7 @@ class RunContext:
     registries: RegistryClients = field(init=False)
 
     def __post_init__(self) -> None:
-        self.registries = RegistryClients(self.cfg)
+        self.registries = RegistryClients(self.cfg, self.env)
 
     def selected(self) -> list[str]:
         """The selected service names, in config order (all when none was named)."""

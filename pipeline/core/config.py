@@ -27,6 +27,7 @@ RELEASES = ("major", "minor", "patch", "none")
 TAG_KINDS = ("sha", "branch", "semver", "semver-minor", "semver-major", "latest")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 DEFAULT_KEY_DIR = "~/.config/veza-pipeline/keys"   # [signing] key_dir: outside any work tree
+DEFAULT_PULL_SECRET = "registry-secret"   # the pull Secret's name when only its variables are given
 
 T = TypeVar("T")
 
@@ -93,9 +94,32 @@ class Registry:
     namespace: str = ""
     username_env: str = ""
     password_env: str = ""
+    ca_file: Path | None = None     # the CA that signed the registry's certificate; None: the system store
     retry_attempts: int = 5
     retry_ceiling_s: float = 20.0
     timeout_s: int = 300
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """One environment's way into one registry: its address, the CA file that verifies its certificate (None:
+    the system store; a loopback registry without one may be plain http, as the embedded one is) and the
+    names of the variables that hold the push credentials ("" and "": anonymous, or `docker login`).
+    `environment` is "" for the [registry] defaults (tools that serve no environment, e.g. the scan DB)."""
+
+    environment: str
+    address: str
+    ca_file: Path | None
+    username_env: str
+    password_env: str
+
+    def where(self) -> str:
+        """'environment dev: registry host:port' (or 'registry host:port'): the start of every one-line error."""
+        return (f"environment {self.environment}: " if self.environment else "") + f"registry {self.address}"
+
+    def variables(self) -> str:
+        """'VEZA_X_USER/VEZA_X_PASSWORD', or '' when none are named."""
+        return "/".join(v for v in (self.username_env, self.password_env) if v)
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,22 @@ class Environment:
     # Environments allowed to push to this one's registry + namespace although they sign with other keys or
     # write the same tags (refused otherwise at load: check_shared_namespaces).
     shares_registry_namespace_with: tuple[str, ...] = ()
+    # How the pipeline reaches `registry` (push, sign, verify): defaults are [registry]'s ca_file/username_env/
+    # password_env. The variables hold the values; pipeline.toml names them only.
+    registry_ca_file: Path | None = None
+    registry_username_env: str = ""
+    registry_password_env: str = ""
+    # How the cluster pulls: a kubernetes.io/dockerconfigjson Secret named pull_secret, made by the deploy from
+    # these two variables and referenced as the chart's imagePullSecrets. "" = the cluster pulls anonymously.
+    pull_secret: str = ""
+    pull_username_env: str = ""
+    pull_password_env: str = ""
+
+    @property
+    def registry_access(self) -> RegistryAccess:
+        """How this environment's pushes, signatures and checks reach its registry."""
+        return RegistryAccess(self.name, self.registry, self.registry_ca_file,
+                              self.registry_username_env, self.registry_password_env)
 
     @property
     def protected(self) -> bool:
@@ -267,7 +307,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     project_name, state_dir, source_url = _read_project(top.table("project"), root)
     versioning = _read_versioning(top.table("versioning", required=False))
     build = _read_build(top.table("build", required=False))
-    registry = _read_registry(top.table("registry"))
+    registry = _read_registry(top.table("registry"), root)
     scan = _read_scan(top.table("scan", required=False), root)
     signing = _read_signing(top.table("signing", required=False), root, f"{source_url or project_name}/veza-pipeline")
     bases = _read_bases(top.table("bases", required=False))
@@ -342,7 +382,7 @@ def _read_build(b: Table) -> Build:
     return build
 
 
-def _read_registry(r: Table) -> Registry:
+def _read_registry(r: Table, root: Path) -> Registry:
     def d(name: str) -> Any:
         return default_of(Registry, name)
 
@@ -352,7 +392,10 @@ def _read_registry(r: Table) -> Registry:
         retry_attempts=r.integer("retry_attempts", d("retry_attempts"), lo=1, hi=20),
         retry_ceiling_s=r.number("retry_ceiling_s", d("retry_ceiling_s")),
         timeout_s=r.integer("timeout_s", d("timeout_s"), lo=1),
+        ca_file=_ca_file(r, root, "ca_file"),
     )
+    for key in ("username_env", "password_env"):
+        _check_variable_name(r, key, getattr(registry, key))
     for forbidden in ("password", "username", "token"):
         if forbidden in r.data:
             r.fail(r.key(forbidden), "credentials must not be written in pipeline.toml",
@@ -496,10 +539,31 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         rollout=read_rollout(et),
         shares_registry_namespace_with=et.texts("shares_registry_namespace_with",
                                                 d("shares_registry_namespace_with")),
+        registry_ca_file=_ca_file(et, root, "registry_ca_file") if "registry_ca_file" in et.data
+        else registry.ca_file if et.text("registry", registry.address) == registry.address else None,
+        registry_username_env=et.text("registry_username_env", registry.username_env),
+        registry_password_env=et.text("registry_password_env", registry.password_env),
+        pull_username_env=et.text("pull_username_env", d("pull_username_env")),
+        pull_password_env=et.text("pull_password_env", d("pull_password_env")),
+        pull_secret=et.text("pull_secret", d("pull_secret")),
     )
-    if env.kubeconfig_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env.kubeconfig_env):
-        et.fail(et.key("kubeconfig_env"), f"'{env.kubeconfig_env}' is not an environment variable name",
-                "use a name like PROD_KUBECONFIG")
+    for key in ("kubeconfig_env", "registry_username_env", "registry_password_env", "pull_username_env",
+                "pull_password_env", "signing_passphrase_env"):
+        _check_variable_name(et, key, getattr(env, key))
+    if bool(env.pull_username_env) != bool(env.pull_password_env):
+        et.fail(et.key("pull_username_env" if not env.pull_username_env else "pull_password_env"),
+                "the cluster's pull credentials need both a user name and a password variable",
+                "set both pull_username_env and pull_password_env, or neither")
+    if env.pull_username_env and not env.pull_secret:
+        env = dataclasses.replace(env, pull_secret=DEFAULT_PULL_SECRET)
+    if env.pull_secret and not env.pull_username_env:
+        et.fail(et.key("pull_secret"), "names a pull Secret but no variables that hold its credentials",
+                "set pull_username_env and pull_password_env too")
+    # A Secret's name is a DNS subdomain (RFC 1123; Kubernetes' object name rules).
+    if env.pull_secret and (len(env.pull_secret) > 253 or not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", env.pull_secret)):
+        et.fail(et.key("pull_secret"), f"'{env.pull_secret}' is not a Kubernetes Secret name",
+                f"use lowercase letters, digits, '-' and '.', e.g. '{DEFAULT_PULL_SECRET}'")
     for kv in env.kube_versions:
         if not re.fullmatch(r"v?1\.\d+(\.\d+)?", kv):
             et.fail(et.key("kube_versions"), f"'{kv}' is not a Kubernetes version", 'write e.g. ["1.31"]')
@@ -514,6 +578,25 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         et.fail(et.key("stages"), *problem)
     et.done()
     return env
+
+
+def _check_variable_name(t: Table, key: str, value: str) -> None:
+    """`value` (the text of a *_env key) must be an environment variable name, or empty."""
+    if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        example = "PROD_KUBECONFIG" if key == "kubeconfig_env" else "PROD_REGISTRY_USER"
+        t.fail(t.key(key), f"'{value}' is not an environment variable name", f"use a name like {example}")
+
+
+def _ca_file(t: Table, root: Path, key: str) -> Path | None:
+    """The CA file `key` names (relative to the project root, absolute, or ~; `$VAR`/`${VAR}` expanded, so a CI
+    file variable can name it), or None when unset. Its content is checked where it is used
+    (tools/registry_api.py): a CI job may write it after the config is read, and an unset variable stays in
+    the path the error names."""
+    text = t.text(key, "")
+    if not text:
+        return None
+    p = Path(os.path.expanduser(os.path.expandvars(text)))
+    return p if p.is_absolute() else root / p
 
 
 def _read_bump_rule(t: Table) -> BumpRule:

@@ -79,6 +79,11 @@ class RegistryAuthError(PipelineError):
     exit_code = 2
 
 
+class RegistryTrustError(RegistryAuthError):
+    """The registry's certificate cannot be verified, or the CA file that should verify it is unusable (exit 2):
+    retrying does not help, the configuration or the certificate must change."""
+
+
 class Interrupted(PipelineError):
     """The user pressed Ctrl-C; cleanup ran (exit 130)."""
 

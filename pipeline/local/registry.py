@@ -49,12 +49,16 @@ class LocalRegistry:
     """
 
     def __init__(self, port: int = DEFAULT_PORT, root: Path | None = None, htpasswd: Path | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, *, host: str = HOST, ca: Path | None = None) -> None:
+        """`tls`: (certificate, key) files; `ca`: the CA that signed the certificate (None: it is self-signed);
+        `host`: the loopback address to listen on (tests use 127.0.0.2 for a registry that is not the default)."""
         if not 1 <= port <= 65535:
             raise UsageError(f"registry port {port} is out of range", "use a port between 1 and 65535")
         from pipeline.core.paths import CACHE_DIR
 
         self.port = port
+        self.host = host
+        self.ca = ca.resolve() if ca else None
         # Without a root (a bare LocalRegistry(port)), storage goes to the machine's cache, never the work tree.
         default_root = CACHE_DIR / "registries" / f"registry-{port}"
         self.root = (root or default_root).resolve()
@@ -67,7 +71,7 @@ class LocalRegistry:
     # -- where things are
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -98,8 +102,8 @@ class LocalRegistry:
         return f"veza-registry-{self.port}"
 
     def ca_file(self) -> Path | None:
-        """The certificate clients should trust (self-signed: the certificate itself)."""
-        return self.tls[0] if self.tls else None
+        """The certificate clients should trust: the CA, else (self-signed) the certificate itself."""
+        return self.ca or (self.tls[0] if self.tls else None)
 
     # -- lifecycle
     def start(self, timeout: float = START_TIMEOUT_S) -> LocalRegistry:
@@ -121,7 +125,7 @@ class LocalRegistry:
             self.config_file.write_text(self._config_yaml(container=True))
             registry_server.remove_container(self.container_name)
             registry_server.run_container(
-                name=self.container_name, port=self.port, host=HOST, config=self.config_file,
+                name=self.container_name, port=self.port, host=self.host, config=self.config_file,
                 data=self.data_dir, label=f"veza.pipeline.run={_run_id()}", htpasswd=self.htpasswd,
                 tls=self.tls)
             self.pid_file.unlink(missing_ok=True)

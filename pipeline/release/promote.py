@@ -105,7 +105,7 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
     from pipeline.stages.sign import check_before_promotion, sign_promoted, signs
     from pipeline.trust.envkeys import signing_key
 
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, dst, src)
     check_before_promotion(cfg, src, man, [(n, a, d) for n, a, _, d in plans], registries=regs)
     dst_key = signing_key(cfg, dst) if signs(dst) else None   # the target's key: before anything is copied
 
@@ -117,6 +117,7 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
         if (c := clients[address].credentials) is not None:
             creds[address] = c
         with_retries(clients[address].ping, policy)
+    cas = {a: c.cafile for a, c in clients.items() if c.cafile is not None}   # skopeo verifies with the same CAs
     via = via or ("skopeo" if skopeo.available() else "registry-api")
     if via not in ("skopeo", "registry-api"):
         raise UsageError(f"unknown copy method '{via}'", "use skopeo or registry-api")
@@ -139,7 +140,7 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
             method = "skopeo"
             for tag in tags:   # transient failures (by the registry's error code) are retried by the policy
                 with_retries(partial(skopeo.copy, f"{src_repo}@{digest}", f"{dst_repo}:{tag}", credentials=creds,
-                                     timeout=cfg.registry.timeout_s), policy)
+                                     timeout=cfg.registry.timeout_s, ca_files=cas), policy)
         else:
             method = "registry-api"
             with_retries(partial(copy_within_registry, dclient, s_path, digest, d_path, tags), policy)

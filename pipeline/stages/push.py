@@ -23,8 +23,15 @@ from typing import Any
 
 from pipeline.contract.context import RunContext
 from pipeline.contract.stage import BaseStage, StageSummary
-from pipeline.core.config import Config, Environment
-from pipeline.core.errors import Interrupted, PipelineError, RegistryAuthError, StageFailed, UsageError
+from pipeline.core.config import Config, Environment, RegistryAccess
+from pipeline.core.errors import (
+    Interrupted,
+    PipelineError,
+    RegistryAuthError,
+    RegistryTrustError,
+    StageFailed,
+    UsageError,
+)
 from pipeline.core.manifest import Manifest, Pushed
 from pipeline.core.parallel import run_parallel
 from pipeline.core.redact import redact
@@ -36,7 +43,7 @@ from pipeline.local.bases import LABEL_RECIPE_DIGEST
 from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.tools import docker_push
 from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
-from pipeline.tools.registry_clients import RegistryClients
+from pipeline.tools.registry_clients import RegistryClients, auth_fix
 
 
 @dataclass
@@ -89,7 +96,7 @@ def check_registry_writable(cfg: Config, env: Environment, services: list[str] |
     """
     svcs = cfg.select(services)
     address, repo = split_repository(env.repository(svcs[0]))
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, env)
     client = regs.client(address)
     policy = regs.policy
     with_retries(client.ping, policy)
@@ -208,8 +215,8 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
                     docker_push.tag(t.image_id, t.repository, tag)
             for tag in t.tags:
                 ctx.note(t.service, f"pushing :{tag}")
-                pushed = with_retries(partial(docker_push.push_tag, t.repository, tag, ctx.credentials,
-                                              partial(_pushing, ctx, t.service, tag), stop=ctx.stop),
+                pushed = with_retries(partial(_push_when_up, client, t.repository, tag, ctx.credentials,
+                                              partial(_pushing, ctx, t.service, tag), ctx.stop, counter),
                                       ctx.policy, counter, _on_retry(ctx, t), sleep=ctx.pause)
                 d = pushed.digest
                 engine_retries += pushed.engine_retries
@@ -232,6 +239,17 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
                 "tags_pushed": _verified_tags(client, repo, t.tags, digest),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
                 "duration_s": round(time.monotonic() - started, 3)}
+
+
+def _push_when_up(client: RegistryClient, repository: str, tag: str, credentials: Credentials | None,
+                  on_progress: Callable[[str], None], stop: threading.Event,
+                  counter: Attempts) -> docker_push.PushedTag:
+    """One try of an engine push. A retry (counter.tries > 1) first asks the registry's /v2/ itself: while it
+    is still down or answering 5xx, the try fails here in one request, instead of the engine's own layer
+    retries (5 per layer, backing off up to ~15 s each) running outside [registry] retry_attempts/ceiling."""
+    if counter.tries > 1:
+        client.ping()
+    return docker_push.push_tag(repository, tag, credentials, on_progress, stop=stop)
 
 
 def _verified_tags(client: RegistryClient, repo: str, tags: list[str], digest: str | None) -> list[str]:
@@ -262,7 +280,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     started = time.monotonic()
     targets = _targets(cfg, env, man, services)
     addresses = sorted({split_repository(t.repository)[0] for t in targets})
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, env)
     ctx = PushContext(env=env, policy=regs.policy, credentials=None, registries=regs, log=lambda s: log(redact(s)),
                       progress=lambda service, text: reporter.step("push", service, text))
     for address in addresses:  # one registry per environment in practice
@@ -285,7 +303,7 @@ def push_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         try:
             res = push_one(ctx, t, man.pushed(t.service))
         except RegistryAuthError as exc:
-            auth_error = exc
+            auth_error = _named(exc, regs.access(split_repository(t.repository)[0]))
             res = {"repository": t.repository, "image_id": t.image_id, "status": PushStatus.FAILED,
                    "digest": None, "tags_pushed": [], "attempts": 1, "error": exc.message}
         man.record(t.service, "push", {**res, **t.record})
@@ -367,6 +385,15 @@ class PushStage(BaseStage):
     def run(self, ctx: RunContext) -> StageSummary:
         return push_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None,
                            registries=ctx.registries)
+
+
+def _named(exc: RegistryAuthError, access: RegistryAccess) -> RegistryAuthError:
+    """The error with the environment and the registry first, and (for a refused credential the engine reported)
+    the variables to set as its fix: one line says what, where and how to fix."""
+    if exc.message.startswith(access.where()):
+        return exc
+    hint = exc.hint if isinstance(exc, RegistryTrustError) else auth_fix(access)
+    return type(exc)(f"{access.where()}: {exc.message}", hint)
 
 
 def _pushing(ctx: PushContext, service: str, tag: str, text: str) -> None:

@@ -78,8 +78,9 @@ def push_child(ctx: PushContext, service: str, repository: str, platform: str, i
     if with_retries(partial(_served, client, repo, got.digest), ctx.policy, counter, note) != got.digest:
         ctx.note(service, f"pushing the {platform} image by digest")
         creds = {address: ctx.credentials} if ctx.credentials is not None else {}
+        cas = {address: client.cafile} if client.cafile else {}
         with_retries(partial(skopeo.push_layout, layout, repository, got.digest, credentials=creds,
-                             timeout=EXPORT_TIMEOUT_S), ctx.policy, counter, note)
+                             timeout=EXPORT_TIMEOUT_S, ca_files=cas), ctx.policy, counter, note)
     return Child(plat, got.digest, got.media_type, got.size)
 
 

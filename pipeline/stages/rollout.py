@@ -37,11 +37,14 @@ class DeployStage(BaseStage):
     name = "deploy"
 
     def preflight(self, ctx: RunContext) -> None:
+        from pipeline.stages.deploy.prepare import pull_credentials
+
         strategy = ctx.env.rollout.strategy
         if ctx.env.rollout.progressive:   # read and checked at load (config_rollout.py); the rollout is to come
             raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = '{strategy}': this version deploys "
                              "all at once only (canary and blue-green analysis are not wired into deploy yet)",
                              'set strategy = "all-at-once" or remove the rollout table')
+        pull_credentials(ctx.env)   # an unset pull variable: exit 2 before anything is built
         _cluster_reachable(ctx)
 
     def provision(self, ctx: RunContext) -> None:
@@ -70,6 +73,9 @@ class VerifyStage(BaseStage):
     check_only = True   # re-verified on every run, changes nothing (pipeline/contract/stage.py)
 
     def preflight(self, ctx: RunContext) -> None:
+        from pipeline.stages.deploy.prepare import pull_credentials
+
+        pull_credentials(ctx.env)   # an unset pull variable: exit 2 before anything is built
         _cluster_reachable(ctx)
 
     def provision(self, ctx: RunContext) -> None:

@@ -129,7 +129,7 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     pub = key.public_key()
     kid = key_id(pub)
     commit = man.commit
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, env)
     counts = {"signed": 0, "already": 0, "attested": 0}
     for name, repository, digest in images:
         address, repo = split_repository(repository)
@@ -271,7 +271,7 @@ def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repos
     """Sign a promoted digest in dst's repository with dst's key and attach its provenance (an index: each
     child too); returns the signature reference (`repository:sha256-<hex>.sig`)."""
     address, _ = split_repository(repository)
-    client = (registries or RegistryClients(cfg)).client(address)
+    client = (registries or RegistryClients(cfg, dst)).client(address)
     commit = man.commit
     pushed = man.pushed(name)
     children = dict(pushed.children) if pushed is not None else {}

@@ -148,7 +148,7 @@ def verify_refs(cfg: Config, env: Environment, man: Manifest, images: Sequence[s
         pushed = man.pushed(name)
         if pushed is not None and pushed.digest:
             by_repo[pushed.repository] = (name, pushed.digest)
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, env)
     out = []
     for image in images:
         repository, tag, digest = split_image(image)
@@ -229,7 +229,7 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
     trusted = envkeys.trusted_keys(cfg, env)
     commit = man.commit
     out: dict[str, dict[str, str]] = {}
-    regs = registries or RegistryClients(cfg)
+    regs = registries or RegistryClients(cfg, env)
     for name in (list(services) or man.services()):
         pushed = man.pushed(name)
         if pushed is None or not pushed.digest:

@@ -20,15 +20,16 @@ def docker_config_dir() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
 
 
-def from_env(username_env: str, password_env: str) -> Credentials | None:
-    """Credentials from the two environment variables; one without the other is a usage error."""
+def from_env(username_env: str, password_env: str, where: str = "") -> Credentials | None:
+    """Credentials from the two environment variables; one without the other is a usage error (UsageError,
+    exit 2, starting with `where`, e.g. "environment dev: registry host:port: ")."""
     user = os.environ.get(username_env, "") if username_env else ""
     pw = os.environ.get(password_env, "") if password_env else ""
     if user and pw:
         return Credentials(user, pw)
     if user or pw:
         missing = password_env if user else username_env
-        raise UsageError(f"registry credentials incomplete: {missing} is not set",
+        raise UsageError(f"{where + ': ' if where else ''}registry credentials incomplete: {missing} is not set",
                          f"export both {username_env} and {password_env}, or neither (then: docker config)")
     return None
 
@@ -67,6 +68,7 @@ def _from_helper(helper: str, address: str) -> Credentials | None:
     return Credentials(user, secret) if user and secret else None
 
 
-def resolve(address: str, username_env: str, password_env: str) -> Credentials | None:
-    """Env vars first (CI), then the docker config (a developer's `docker login`); None: anonymous."""
-    return from_env(username_env, password_env) or from_docker_config(address)
+def resolve(address: str, username_env: str, password_env: str, where: str = "") -> Credentials | None:
+    """Env vars first (CI), then the docker config (a developer's `docker login`); None: anonymous.
+    `where` starts the error of half-set variables (from_env)."""
+    return from_env(username_env, password_env, where) or from_docker_config(address)

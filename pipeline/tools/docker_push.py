@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.errors import Interrupted, StageFailed
+from pipeline.core.errors import Interrupted, RegistryTrustError, StageFailed
 from pipeline.core.redact import redact
 from pipeline.observe.tracing import call_span
 from pipeline.tools import docker as engine
@@ -26,7 +26,7 @@ _NO_CREDENTIALS = re.compile(r"no basic auth credentials|authentication required
 
 
 def classify(message: str) -> str:
-    """'auth' | 'unknown-host' | 'transient' | 'permanent' for a daemon push error message.
+    """'tls' | 'auth' | 'unknown-host' | 'transient' | 'permanent' for a daemon push error message.
 
     By the registry's error code in the message (`toomanyrequests: …` → transient, `denied: …` → auth,
     `name unknown: …` → permanent), else the HTTP status, else network failures: registry_errors.classify_text.
@@ -42,6 +42,11 @@ def classify(message: str) -> str:
 def raise_classified(message: str, ref: str) -> None:
     msg = redact(message.strip())
     kind = classify(msg)
+    if kind == "tls":
+        address = ref.split("/", 1)[0]
+        raise RegistryTrustError(f"push of {ref}: the engine does not trust registry {address}'s certificate: {msg}",
+                                 f"the engine trusts a registry's CA from /etc/docker/certs.d/{address}/ca.crt "
+                                 "(on the engine's host): put the CA there")
     if kind == "unknown-host":
         raise RegistryRequestError(f"push of {ref}: unknown registry host: {msg}",
                                    "check the environment's registry address in pipeline.toml")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pipeline.core.errors import RegistryAuthError, StageFailed
+from pipeline.core.errors import RegistryAuthError, RegistryTrustError, StageFailed
 from pipeline.core.redact import redact, register_secret
 from pipeline.tools.registry_answers import DigestMismatch, digest_of, json_document, parse_challenges, verified_digest
 from pipeline.tools.registry_errors import classify_response
@@ -60,9 +60,13 @@ class RegistryUnavailable(StageFailed):
 
 
 def raise_failure(kind: str, what: str, msg: str, *, auth_hint: str, fix: str) -> NoReturn:
-    """A registry failure a tool reported (`kind` from registry_errors: auth | transient | anything else), as
-    RegistryAuthError (exit 2, `auth_hint`), RegistryUnavailable (retried) or RegistryRequestError (`fix`).
+    """A registry failure a tool reported (`kind` from registry_errors: tls | auth | transient | anything else),
+    as RegistryTrustError (exit 2), RegistryAuthError (exit 2, `auth_hint`), RegistryUnavailable (retried) or
+    RegistryRequestError (`fix`).
     `what` names the call ("push of repo:tag", "skopeo copy A → B"); `msg` is the tool's line, redacted."""
+    if kind == "tls":
+        raise RegistryTrustError(f"{what}: the registry's certificate does not verify: {msg}",
+                                 "set the environment's registry_ca_file to the CA that signed it")
     if kind == "auth":
         raise RegistryAuthError(f"{what} refused: {msg}", auth_hint)
     if kind == "transient":
@@ -101,15 +105,29 @@ class RegistryClient:
     """One registry (host:port). Thread-safe: tokens are cached per scope behind a lock."""
 
     def __init__(self, address: str, *, credentials: Credentials | None = None, scheme: str | None = None,
-                 cafile: Path | None = None, timeout: float = 30.0) -> None:
+                 cafile: Path | None = None, timeout: float = 30.0, where: str = "",
+                 auth_fix: str = "") -> None:
+        """`cafile`: the CA that verifies the registry's certificate (None: the system store; loopback: none
+        needed). `where` starts every auth/TLS error ("environment dev: registry host:port"); `auth_fix` is
+        the hint of a refused credential (which variables to set). RegistryTrustError (exit 2) at the first
+        request when `cafile` cannot be read or holds no certificate."""
         self.address = address
         self.credentials = credentials
         self.timeout = timeout
+        self.where = where or f"registry {address}"
+        self.auth_fix = auth_fix or ("check the credentials: the env vars named in [registry] username_env/"
+                                     "password_env, or `docker login` (docker config)")
         self._cafile = cafile
+        self._ctx: ssl.SSLContext | None = None
         self._scheme = scheme
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}
         self._basic_preferred = False
+
+    @property
+    def cafile(self) -> Path | None:
+        """The CA file that verifies this registry's certificate (None: system store, or loopback)."""
+        return self._cafile
 
     # -- transport
     @property
@@ -132,7 +150,15 @@ class RegistryClient:
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self._cafile:
-            return ssl.create_default_context(cafile=str(self._cafile))
+            if self._ctx is None:
+                try:
+                    self._ctx = ssl.create_default_context(cafile=str(self._cafile))
+                except (OSError, ssl.SSLError, ValueError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+                    raise RegistryTrustError(f"{self.where}: CA file {self._cafile} cannot be used ({why})",
+                                             "point the environment's registry_ca_file at a readable PEM file "
+                                             "holding the CA certificate") from None
+            return self._ctx
         if is_loopback(self.address):
             # Loopback TLS registries are self-signed (docker treats 127.0.0.0/8 as insecure too).
             ctx = ssl.create_default_context()
@@ -144,14 +170,18 @@ class RegistryClient:
     def _raw(self, method: str, url: str, headers: dict[str, str],
              body: bytes | None) -> tuple[int, dict[str, str], bytes]:
         req = urllib.request.Request(url, data=body, method=method, headers=headers)
+        ctx = self._ssl_context() if url.startswith("https:") else None
         try:
-            ctx = self._ssl_context() if url.startswith("https:") else None
             with urllib.request.urlopen(req, timeout=self.timeout, context=ctx) as r:
                 return int(r.status), {k.lower(): v for k, v in r.headers.items()}, r.read()
         except urllib.error.HTTPError as exc:
             return int(exc.code), {k.lower(): v for k, v in exc.headers.items()}, exc.read() or b""
+        except ssl.SSLCertVerificationError as exc:
+            self._untrusted(exc)
         except urllib.error.URLError as exc:
             reason = exc.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                self._untrusted(reason)
             if isinstance(reason, socket.gaierror):
                 raise RegistryRequestError(f"unknown registry host '{self.address.split(':')[0]}' ({reason})",
                                            "check the registry address in pipeline.toml ([registry] / env)"
@@ -162,6 +192,14 @@ class RegistryClient:
             # HTTPException: a connection reset mid-answer (IncompleteRead, RemoteDisconnected, BadStatusLine)
             raise RegistryUnavailable(f"registry {self.address}: {type(exc).__name__}: {exc}",
                                       "is it running? (local: invoke registry-up)") from None
+
+    def _untrusted(self, exc: ssl.SSLCertVerificationError) -> NoReturn:
+        """A certificate the configured trust does not verify: RegistryTrustError (exit 2, never retried)."""
+        trust = f"CA file {self._cafile}" if self._cafile else "the system's CA store"
+        raise RegistryTrustError(f"{self.where}: TLS verification failed against {trust} "
+                                 f"({exc.verify_message or exc.reason})",
+                                 "set the environment's registry_ca_file to the CA that signed the registry's "
+                                 "certificate (its SAN must name the address)") from None
 
     def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
                 body: bytes | None = None, scope: str = "", ok: tuple[int, ...] = (200,),
@@ -192,9 +230,7 @@ class RegistryClient:
         if failure.kind == "auth":
             who = f"user '{self.credentials.username}'" if self.credentials else "anonymous access"
             raise RegistryAuthError(
-                f"registry {self.address} refused {who} (HTTP {status}{': ' + detail if detail else ''})",
-                "check the credentials: the env vars named in [registry] username_env/password_env, "
-                "or `docker login` (docker config)")
+                f"{self.where} refused {who} (HTTP {status}{': ' + detail if detail else ''})", self.auth_fix)
         if failure.kind == "transient":
             wait = f" (Retry-After {failure.retry_after_s:g}s)" if failure.retry_after_s is not None else ""
             raise RegistryUnavailable(f"{where}: HTTP {status} {detail}{wait}".strip(), "retry later",

@@ -129,8 +129,14 @@ def classify_response(status: int, body: bytes, headers: dict[str, str] | None =
     return RegistryFailure(kind, codes, status, detail, wait if kind == "transient" else None)
 
 
+_UNTRUSTED = re.compile(r"x509: |certificate signed by unknown authority|tls: failed to verify", re.I)
+
+
 def classify_text(message: str) -> RegistryFailure:
-    """A tool's error message (docker engine, skopeo, ORAS) → its RegistryFailure, by code, status, network."""
+    """A tool's error message (docker engine, skopeo, ORAS) → its RegistryFailure, by code, status, network;
+    kind "tls" when the registry's certificate did not verify (Go's crypto/x509 and crypto/tls words)."""
+    if _UNTRUSTED.search(message):
+        return RegistryFailure("tls", (), None, message.strip())
     codes = codes_in_text(message)
     m = _STATUS_TEXT.search(message)
     status = int(m.group(1)) if m else None

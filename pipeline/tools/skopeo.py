@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -50,24 +51,34 @@ def authfile(credentials: Mapping[str, Credentials]) -> Iterator[Path | None]:
         path.unlink(missing_ok=True)
 
 
-def _tls_flag(side: str, ref: str) -> str:
-    """Loopback registries are plain http or self-signed (as docker treats 127.0.0.0/8)."""
-    host = ref.split("/", 1)[0]
-    return f"--{side}tls-verify={'false' if is_loopback(host) else 'true'}"
+@contextmanager
+def _tls_flags(side: str, ref: str, ca_files: Mapping[str, Path]) -> Iterator[list[str]]:
+    """skopeo's TLS flags for one side: a registry with a CA file (address → file) is verified against it (a
+    temporary --cert-dir holding it as ca.crt, removed on exit); otherwise loopback registries are plain http or
+    self-signed (as docker treats 127.0.0.0/8) and others verify against the system store."""
+    address = ref.split("/", 1)[0]
+    ca = ca_files.get(address)
+    if ca is None:
+        yield [f"--{side}tls-verify={'false' if is_loopback(address) else 'true'}"]
+        return
+    with tempfile.TemporaryDirectory(prefix="veza-certs-") as d:
+        shutil.copyfile(ca, Path(d) / "ca.crt")
+        yield [f"--{side}tls-verify=true", f"--{side}cert-dir", d]
 
 
 def copy(src: str, dst: str, *, credentials: Mapping[str, Credentials], timeout: float,
-         retries: int = 0) -> None:
+         retries: int = 0, ca_files: Mapping[str, Path] | None = None) -> None:
     """`skopeo copy --all --preserve-digests docker://src docker://dst` (src normally repo@sha256:…).
+    `ca_files`: registry address → the CA file that verifies it (the environments' registry_ca_file).
 
     A failure is classified by the registry's error code in skopeo's message (registry_errors.classify_text):
     RegistryAuthError (UNAUTHORIZED, DENIED), RegistryUnavailable (TOOMANYREQUESTS, 429/5xx, connection
     resets: retry it), RegistryRequestError otherwise.
     """
     exe = find_tool("skopeo", FIX)
-    with authfile(credentials) as auth:
-        argv: list[str] = [exe, "copy", "--all", "--preserve-digests", _tls_flag("src-", src),
-                           _tls_flag("dest-", dst)]
+    with authfile(credentials) as auth, _tls_flags("src-", src, ca_files or {}) as src_tls, \
+            _tls_flags("dest-", dst, ca_files or {}) as dst_tls:
+        argv: list[str] = [exe, "copy", "--all", "--preserve-digests", *src_tls, *dst_tls]
         if auth is not None:
             argv += ["--authfile", str(auth)]
         if retries:
@@ -146,15 +157,15 @@ def read_layout(layout: Path) -> LayoutImage:
 
 
 def push_layout(layout: Path, repository: str, digest: str, *, credentials: Mapping[str, Credentials],
-                timeout: float) -> None:
+                timeout: float, ca_files: Mapping[str, Path] | None = None) -> None:
     """Push an OCI layout's image to `repository@digest`, by digest (no tag): `skopeo copy
     --preserve-digests oci:<layout>:image docker://<repository>@<digest>` (skopeo refuses to change the
     digest). Errors classified like copy(): RegistryAuthError, RegistryUnavailable (retry), else
-    RegistryRequestError."""
+    RegistryRequestError. `ca_files` as in copy()."""
     exe = find_tool("skopeo", FIX)
     dst = f"{repository}@{digest}"
-    with authfile(credentials) as auth:
-        argv: list[str] = [exe, "copy", "--quiet", "--preserve-digests", _tls_flag("dest-", dst)]
+    with authfile(credentials) as auth, _tls_flags("dest-", dst, ca_files or {}) as dst_tls:
+        argv: list[str] = [exe, "copy", "--quiet", "--preserve-digests", *dst_tls]
         if auth is not None:
             argv += ["--authfile", str(auth)]
         argv += [f"oci:{layout}:{LAYOUT_REF}", f"docker://{dst}"]

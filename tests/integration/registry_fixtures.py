@@ -6,6 +6,7 @@ Every image a test builds is FROM scratch + one file, labelled veza.pipeline.run
 from __future__ import annotations
 
 import io
+import json
 import socket
 import tarfile
 import threading
@@ -64,8 +65,9 @@ SERVICES = ("svc-a", "svc-b", "svc-c", "svc-d")
 
 def write_config(path: Path, *, registries: dict[str, str], namespace: str, attempts: int = 4,
                  ceiling: float = 0.5, promote_requires: dict[str, list[str]] | None = None,
-                 services: tuple[str, ...] = SERVICES) -> Config:
-    """A pipeline.toml with the given environments → registry addresses; loaded without file checks."""
+                 services: tuple[str, ...] = SERVICES, env_keys: dict[str, dict[str, str]] | None = None) -> Config:
+    """A pipeline.toml with the given environments → registry addresses; loaded without file checks.
+    `env_keys`: more string keys per environment (e.g. registry_ca_file, registry_username_env)."""
     promote_requires = promote_requires or {}
     lines = [
         "[project]", 'name = "veza"', 'state_dir = ".pipeline"', "",
@@ -84,6 +86,7 @@ def write_config(path: Path, *, registries: dict[str, str], namespace: str, atte
         if env in promote_requires:
             req = ", ".join(f'"{r}"' for r in promote_requires[env])
             lines.append(f"promote_requires = [{req}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in (env_keys or {}).get(env, {}).items()]
         lines.append("")
     path.write_text("\n".join(lines))
     return load_config(path, check_files=False)

@@ -5,15 +5,17 @@ Each function is idempotent: it looks first and creates only what is missing.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.paths import CACHE_DIR
+from pipeline.core.redact import register_secret
 from pipeline.core.reporter import Reporter
 from pipeline.core.yamlfile import load_text
 from pipeline.gate import pod_security
@@ -29,6 +31,7 @@ from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
+from pipeline.tools.registry_api import Credentials
 
 LOCAL_STORAGE_CLASS = STORAGE_CLASS
 # Pod Security Standards labels (https://kubernetes.io/docs/concepts/security/pod-security-admission/): enforced
@@ -73,6 +76,46 @@ def ensure_namespace(rt: ReleaseTarget, reporter: Reporter) -> None:
     kubectl.apply(rt.kube, json.dumps(doc))
     reporter.info(f"  created namespace {rt.namespace} (labelled pod-security.kubernetes.io/enforce=restricted: "
                   "enforced only by Kubernetes >= 1.23's Pod Security admission)")
+
+
+def pull_credentials(env: Environment) -> Credentials | None:
+    """The cluster's pull credentials of `env` (its pull_username_env/pull_password_env), None when the
+    environment has no pull Secret. UsageError (exit 2) naming the environment, the registry and each unset
+    variable: checked before anything reaches the cluster."""
+    if not env.pull_secret:
+        return None
+    unset = [v for v in (env.pull_username_env, env.pull_password_env) if not os.environ.get(v)]
+    if unset:
+        raise UsageError(f"environment {env.name}: registry {env.registry}: the cluster's pull credentials "
+                         f"are missing: {' and '.join(unset)} not set",
+                         f"export {env.pull_username_env} and {env.pull_password_env} (a user that may pull), "
+                         f"or remove pull_secret from [environments.{env.name}]")
+    return Credentials(os.environ[env.pull_username_env], os.environ[env.pull_password_env])
+
+
+def pull_secret_doc(name: str, registry: str, creds: Credentials) -> dict[str, Any]:
+    """The `kubernetes.io/dockerconfigjson` Secret `name` that lets the kubelet pull from `registry`
+    (https://kubernetes.io/docs/concepts/configuration/secret/#docker-config-secrets). Its encoded content is
+    registered for redaction: it must never reach a log."""
+    config = {"auths": {registry: {"username": creds.username, "password": creds.password, "auth": creds.basic()}}}
+    encoded = base64.b64encode(json.dumps(config, sort_keys=True).encode()).decode()
+    register_secret(encoded)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "veza",
+                                                  "app.kubernetes.io/managed-by": "veza-pipeline"}},
+            "data": {".dockerconfigjson": encoded}}
+
+
+def ensure_pull_secret(rt: ReleaseTarget, reporter: Reporter) -> None:
+    """Create or update the environment's pull Secret in the release's namespace from its two variables
+    (pull_credentials), given to kubectl on stdin: never in argv, a values file or a log. Nothing for an
+    environment without pull_secret."""
+    creds = pull_credentials(rt.env)
+    if creds is None:
+        return
+    kubectl.apply(rt.kube, json.dumps(pull_secret_doc(rt.env.pull_secret, rt.env.registry, creds)))
+    reporter.info(f"  pull Secret {rt.env.pull_secret} for {rt.env.registry} applied from "
+                  f"{rt.env.pull_username_env}/{rt.env.pull_password_env} (referenced as imagePullSecrets)")
 
 
 def ensure_local_infra_values(cfg: Config, rt: ReleaseTarget, chart: Path, out_dir: Path,

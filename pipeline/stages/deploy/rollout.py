@@ -106,6 +106,7 @@ class _Rollout:
         if self.manifest is not None and self.manifest.env != env.name:
             raise UsageError(f"the Release manifest is for environment '{self.manifest.env}', not '{env.name}'",
                              f"run `invoke build push --env {env.name}` (or promote) first")
+        prepare.pull_credentials(env)   # an unset pull variable is exit 2 before anything else runs
         h = helm.helm()
         say(f"deploy {env.name}: release {rt.release} in namespace {env.namespace} (helm {h.version}, chart {CHART})")
 
@@ -139,8 +140,8 @@ class _Rollout:
         if not choices:
             raise UsageError(f"nothing to deploy to {env.name}: no service has a pushed digest in the manifest",
                              f"run: invoke build push --env {env.name}")
-        dhash = deploy_hash(self.chart, values_files, choices)
-        generated = image_values(cfg, choices, dhash)
+        dhash = deploy_hash(self.chart, values_files, choices, env.pull_secret)
+        generated = image_values(cfg, choices, dhash, env.pull_secret)
         atomic_write(self.gen_values, json.dumps(generated, indent=2, sort_keys=True) + "\n")
         all_values = [*values_files, self.gen_values]
         for c in choices.values():
@@ -167,6 +168,7 @@ class _Rollout:
         with deploy_lock(cfg, env) as lock:
             prepare.ensure_namespace(rt, self.reporter)
             prepare.ensure_chart_secret(rt, merged, self.reporter)
+            prepare.ensure_pull_secret(rt, self.reporter)
             if not rt.external:
                 prepare.ensure_local_volumes(rt, merged, self.reporter)
             current = recovery.recover_pending(rt, current, lock, self.reporter)
@@ -379,7 +381,8 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
     problems = [f"{name} runs {live.get(resource_name(rt.release, name), ('nothing', False))[0]}, not {c.ref}"
                 for name, c in choices.items() if live.get(resource_name(rt.release, name), ("", False))[0] != c.ref]
     if not problems:
-        problems = d.verify(choices, merged_values(d.chart, env_values_files(env), image_values(cfg, choices, "")))
+        generated = image_values(cfg, choices, "", env.pull_secret)
+        problems = d.verify(choices, merged_values(d.chart, env_values_files(env), generated))
     if not problems:
         say(f"verify {env.name}: revision {current.revision} runs the manifest's digests, Ready and answering")
         return

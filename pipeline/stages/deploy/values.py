@@ -88,8 +88,10 @@ def choose_images(cfg: Config, pushed: Mapping[str, Pushed], selected: Sequence[
     return choices, notes
 
 
-def image_values(cfg: Config, choices: dict[str, ImageChoice], hash_: str) -> dict[str, Any]:
-    """The generated values file: one image per service (by digest), the others disabled, and the hash."""
+def image_values(cfg: Config, choices: dict[str, ImageChoice], hash_: str, pull_secret: str = "") -> dict[str, Any]:
+    """The generated values file: one image per service (by digest), the others disabled, the hash, and the
+    pull Secret's name as `global.imagePullSecrets` when the environment has one (its name only: the
+    credentials live in the Secret, prepare.ensure_pull_secret)."""
     services: dict[str, Any] = {}
     for svc in cfg.services:
         c = choices.get(svc.name)
@@ -98,12 +100,16 @@ def image_values(cfg: Config, choices: dict[str, ImageChoice], hash_: str) -> di
         else:
             services[svc.name] = {"enabled": True,
                                   "image": {"repository": c.repository, "digest": c.digest, "tag": ""}}
-    return {"global": {"deployHash": hash_}, "services": services}
+    glob: dict[str, Any] = {"deployHash": hash_}
+    if pull_secret:
+        glob["imagePullSecrets"] = [{"name": pull_secret}]
+    return {"global": glob, "services": services}
 
 
-def deploy_hash(chart_dir: Path, values_files: Sequence[Path], choices: dict[str, ImageChoice]) -> str:
-    """A hash of everything that defines the release: chart files (not ci/), values files, chosen images.
-    Returns "sha256:<64 hex>"."""
+def deploy_hash(chart_dir: Path, values_files: Sequence[Path], choices: dict[str, ImageChoice],
+                pull_secret: str = "") -> str:
+    """A hash of everything that defines the release: chart files (not ci/), values files, chosen images, the
+    pull Secret's name when there is one (adding one is a change to deploy). Returns "sha256:<64 hex>"."""
     h = hashlib.sha256()
     for p in sorted(chart_dir.rglob("*")):
         if p.is_file() and "ci" not in p.relative_to(chart_dir).parts:
@@ -111,6 +117,8 @@ def deploy_hash(chart_dir: Path, values_files: Sequence[Path], choices: dict[str
     for f in values_files:
         h.update(b"values\0" + f.read_bytes() + b"\0")
     h.update(json.dumps({k: v.ref for k, v in sorted(choices.items())}, sort_keys=True).encode())
+    if pull_secret:
+        h.update(b"\0pull\0" + pull_secret.encode())
     return "sha256:" + h.hexdigest()
 
 
