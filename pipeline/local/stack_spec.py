@@ -52,7 +52,7 @@ class StackImage:
 
     var: str
     ref: str        # what compose runs: an image ID, repository@digest or a local tag
-    source: str     # manifest:image_id | manifest:digest | upstream | local
+    source: str     # manifest:image_id | manifest:digest | manifest:registry (pull by digest) | upstream | local
 
 
 def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = None) -> dict[str, StackImage]:
@@ -64,6 +64,9 @@ def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = No
         iid = built.image_id if built is not None and built.ok else None
         if iid and docker.image_id(iid) == iid:
             out[svc.name] = StackImage(image_var(svc.name), iid, "manifest:image_id")
+        elif built is not None and built.ok and built.registry_image:
+            # Reused from the registry by the build, not in this engine: the smoke test pulls it by digest.
+            out[svc.name] = StackImage(image_var(svc.name), built.registry_image, "manifest:registry")
         elif pushed is not None and pushed.digest and pushed.repository:
             # Not on this engine but pushed: compose pulls it by digest from the registry.
             out[svc.name] = StackImage(image_var(svc.name), pushed.ref, "manifest:digest")

@@ -18,6 +18,7 @@ class ScanTarget:
     image_id: str
     kind: str = "service"   # service | infra
     policy: Policy | None = None   # None: the environment's service policy
+    remote: bool = False    # ref is repository@digest in a registry (an image reused from there), not in the engine
 
     @property
     def name(self) -> str:
@@ -33,6 +34,10 @@ def service_targets(cfg: Config, man: Manifest, services: list[str] | None) -> l
     out = []
     for b in man.built_images([s.name for s in cfg.select(services)] if services else []):
         local = docker.image_id(b.local_ref)
+        if b.registry_image and local != b.image_id:
+            # Reused from the registry and not pulled: Trivy reads it there, by digest.
+            out.append(ScanTarget(b.service, b.registry_image, str(b.image_id), remote=True))
+            continue
         if local != b.image_id:
             found = f"it is {local}" if local else "it is missing"
             raise UsageError(f"{b.local_ref} is not the image built for {b.service} ({found}, manifest says "

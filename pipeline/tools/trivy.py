@@ -124,9 +124,10 @@ def _db_args(db_repository: str) -> list[str]:
 
 def scan_image(
     ref: str, out: Path, *, cache_dir: Path, scanners: tuple[str, ...] = ("vuln", "secret", "misconfig"),
-    timeout: float = 600, db_repository: str = "",
+    timeout: float = 600, db_repository: str = "", remote: bool = False,
 ) -> dict[str, Any]:
-    """Scan a local image (Docker engine); writes the JSON report (with every package) to `out`.
+    """Scan a local image (Docker engine), or with remote=True an image in a registry (ref: repository@digest,
+    read there without the engine); writes the JSON report (with every package) to `out`.
 
     Offline by default; with db_repository, Trivy itself fetches the DB from that OCI repository first.
     """
@@ -134,7 +135,7 @@ def scan_image(
     argv: list[str | Path] = [
         binary(), "image", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, *_db_args(db_repository),
         "--skip-check-update",
-        "--image-src", "docker", "--cache-backend", "memory", "--scanners", ",".join(scanners),
+        "--image-src", "remote" if remote else "docker", "--cache-backend", "memory", "--scanners", ",".join(scanners),
         "--list-all-pkgs", "--format", "json", "--output", out, "--quiet",
     ]
     config_scanners = [s for s in scanners if s in ("misconfig", "secret")]
