@@ -114,7 +114,7 @@ def smoke_release(
     images = stack_spec.service_images(cfg, manifest)
     infra = stack_spec.infra_images(cfg)
     result.images = {name: c.ref for name, c in {**images, **infra}.items()}
-    _pull_reused(images, say)
+    pull_reused(images, say)
     run_dir.mkdir(parents=True, exist_ok=True)
     variables = stack_spec.stack_variables(run_id, {**images, **infra}, stack_spec.new_secrets(), SMOKE_VARIABLES)
     env_file = stack_spec.write_env_file(run_dir / "compose.env", variables)
@@ -197,7 +197,7 @@ def smoke_release(
 
 # ---------------------------------------------------------------- failure diagnosis
 
-def _pull_reused(images: dict[str, stack_spec.StackImage], say: Callable[[str], None]) -> None:
+def pull_reused(images: dict[str, stack_spec.StackImage], say: Callable[[str], None]) -> None:
     """Pull, by digest, the images the build reused from the registry (compose runs only what the engine has);
     StageFailed naming the image when the registry does not give it."""
     for name, image in images.items():

@@ -21,9 +21,12 @@ import pytest
 from pipeline.core.config import Config, load_config
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import PlainReporter
+from pipeline.local import stack_spec
 from pipeline.local.registry import LocalRegistry
 from pipeline.release.runner import run_command
 from pipeline.stages.registry_reuse import input_tag
+from pipeline.stages.scan import scan_images
+from pipeline.stages.smoke import pull_reused
 from pipeline.tools import docker
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from tests.ports import PortPool
@@ -38,7 +41,9 @@ free_port = PortPool(range(19250, 19300)).take
 def _config(run: str, address: str) -> str:
     lines = ["[project]", 'name = "reuse"', 'source_url = "https://example.invalid/reuse"', "",
              "[registry]", f'address = "{address}"', f'namespace = "reuse-{run}"', "retry_attempts = 2",
-             "retry_ceiling_s = 0.2", "timeout_s = 30", ""]
+             "retry_ceiling_s = 0.2", "timeout_s = 30", "",
+             # no vulnerability DB needed: the scan below checks where Trivy reads the image, not a verdict
+             "[scan]", 'scanners = ["secret", "misconfig"]', 'ignore_file = ".trivyignore.yaml"', ""]
     for i, name in enumerate(SERVICES):
         lines += ["[[services]]", f'name = "{name}"', f'context = "services/{name}"',
                   f'dockerfile = "dockerfiles/{name}.Dockerfile"', f"port = {19260 + i}", ""]
@@ -181,6 +186,22 @@ def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(ru
     _, docs_repo = split_repository(str(b.built("docs").repository))   # type: ignore[union-attr]
     assert _blob_writes(log, docs_repo)   # the check above sees uploads when there are some
     assert (b.stage_result("docs", "push") or {})["method"] == "engine"
+
+    scan_images(r.cfg, r.cfg.env("dev"), b, PlainReporter(sink=r.lines.append), ["api", "docs"],
+                cache_dir=r.root.parent / "trivy-cache")
+    for n in ("api", "docs"):   # Trivy read the reused ones from the registry, by digest: still not in the engine
+        scanned, built = b.scanned(n), b.built(n)
+        assert scanned is not None and built is not None and scanned.passed and scanned.image_id == built.image_id
+        assert (b.stage_result(n, "scan") or {})["ref"] == (built.registry_image or built.local_ref)
+    api = b.built("api")
+    assert api is not None and docker.image_id(str(api.image_id)) is None
+
+    # The smoke test runs what the engine has: it pulls a reused image by digest, and the engine then names it
+    # by the image ID the build recorded (the config digest).
+    images = stack_spec.service_images(r.cfg, b, ["api"])
+    assert (images["api"].source, images["api"].ref) == ("manifest:registry", api.registry_image)
+    pull_reused(images, r.lines.append)
+    assert docker.image_id(api.registry_image) == api.image_id
 
 
 def test_a_registry_that_does_not_answer_means_build_with_the_reason(runner: Runner) -> None:
