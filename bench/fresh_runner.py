@@ -8,9 +8,11 @@ bench starts on 127.0.0.1:19251 (docker-registry, storage in the temporary direc
 Set-up (untimed): one line appended to each service's main source and committed, so that every input digest,
 and so every image and tag the bench makes, is the bench's own; then `invoke build push` of that commit.
 
-Each sample: one line appended to services/docs/site/index.html and committed, then each side in turn, each
-starting from a "fresh runner": the images the bench built removed from the engine (by ID, every tag on them;
-no other image is touched) and the state directory (manifest, input cache) deleted.
+Each sample of each side: one line appended to services/docs/site/index.html and committed (each side its own
+commit: a commit changes the REVISION build arg, which every compile step is stamped with, so the first build at
+a commit reruns those steps and a second build at the same commit would find them in BuildKit's cache), then the
+side's command on a "fresh runner": the images the bench built removed from the engine (by ID, every tag on
+them; no other image is touched) and the state directory (manifest, input cache) deleted. Sides interleave.
 
   reuse      `invoke build push`: the plan finds the three unchanged images in the registry by their input tag;
              only veza-docs is built and pushed; the others get the commit's tags by manifest PUT
@@ -166,9 +168,11 @@ def measure(b: Bench, runs: int, *, cold: bool) -> None:
     samples: dict[str, list[float]] = {"reuse": [], "no reuse": []}
     outcomes: dict[str, str] = {}
     for i in range(runs):
-        b.append(DOCS_CHANGE, f"<!-- fresh-runner bench {b.run_id} sample {i} -->")
-        b.commit(f"docs: bench sample {i}")
         for side in (("reuse", "no reuse") if i % 2 == 0 else ("no reuse", "reuse")):   # interleaved
+            # Each side gets its own docs-only commit: a new commit changes the REVISION build arg, so the first
+            # build at a commit reruns each compile step (stamped with it) and a second one would hit the layers.
+            b.append(DOCS_CHANGE, f"<!-- fresh-runner bench {b.run_id} sample {i} {side} -->")
+            b.commit(f"docs: bench sample {i} ({side})")
             b.fresh()
             b.use_namespace(None if side == "reuse" else f"bench-{b.run_id}-empty{i}")
             took = b.invoke("build", "push")
@@ -177,6 +181,8 @@ def measure(b: Bench, runs: int, *, cold: bool) -> None:
             print(f"sample {i + 1} {side}: {took:.2f} s ({outcomes[side]})", flush=True)
     cold_s = None
     if cold:
+        b.append(DOCS_CHANGE, f"<!-- fresh-runner bench {b.run_id} cold -->")
+        b.commit("docs: bench cold sample")
         b.fresh()
         b.use_namespace(f"bench-{b.run_id}-cold")
         cold_s = b.invoke("build", "--no-cache", "push")

@@ -23,6 +23,7 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import PlainReporter
 from pipeline.local import stack_spec
 from pipeline.local.registry import LocalRegistry
+from pipeline.release.release import run_release
 from pipeline.release.runner import run_command
 from pipeline.stages.registry_reuse import input_tag
 from pipeline.stages.scan import scan_images
@@ -160,7 +161,8 @@ def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(ru
     r.commit("docs: the docs change")
     r.lines.clear()
     mark = r.log_mark()
-    r.run_stages(["build", "push"])
+    ctx = run_release(r.cfg, r.cfg.env("dev"), PlainReporter(sink=r.lines.append))   # build → push, a report
+    assert ctx is not None
     b = r.manifest()
     r.made += _built_ids(b)
 
@@ -186,6 +188,10 @@ def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(ru
     _, docs_repo = split_repository(str(b.built("docs").repository))   # type: ignore[union-attr]
     assert _blob_writes(log, docs_repo)   # the check above sees uploads when there are some
     assert (b.stage_result("docs", "push") or {})["method"] == "engine"
+    report = (ctx.run_dir / "report.md").read_text()
+    for n in ("api", "chat", "stream"):
+        assert f"{n} `{b.built(n).registry_image}`" in report   # type: ignore[union-attr]
+    assert "docs `" not in report
 
     scan_images(r.cfg, r.cfg.env("dev"), b, PlainReporter(sink=r.lines.append), ["api", "docs"],
                 cache_dir=r.root.parent / "trivy-cache")
