@@ -5,12 +5,15 @@ this test built are removed from the engine (only those: every input is unique t
 shares their tags) and the state directory (manifest, input cache) is deleted. Commit B changes only the docs
 service: `build push` builds that one and reuses the other three where the registry holds them, without
 pulling them and without uploading a layer (the registry's access log shows no blob upload to their
-repositories), each pushed under B's tags by a manifest PUT. With the registry stopped, the same fresh runner
-builds all four and says why.
+repositories), each pushed under B's tags by a manifest PUT. The console, the manifest and the release report
+name the image each came from; Trivy scans a reused image in the registry; the smoke test's pull by digest gives
+the engine the image ID the build recorded; the build's resume check asks the registry (an image deleted there
+no longer holds). With the registry stopped, the same fresh runner builds all four and says why.
 """
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from pipeline.local import stack_spec
 from pipeline.local.registry import LocalRegistry
 from pipeline.release.release import run_release
 from pipeline.release.runner import run_command
+from pipeline.stages.build import BuildStage
 from pipeline.stages.registry_reuse import input_tag
 from pipeline.stages.scan import scan_images
 from pipeline.stages.smoke import pull_reused
@@ -192,6 +196,15 @@ def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(ru
     for n in ("api", "chat", "stream"):
         assert f"{n} `{b.built(n).registry_image}`" in report   # type: ignore[union-attr]
     assert "docs `" not in report
+
+    # Resuming trusts the world: a recorded reuse holds while the registry serves the image, not after.
+    assert BuildStage().holds(ctx) is None
+    gone = f"{b.built('chat').registry_image}"   # type: ignore[union-attr]
+    repository, _, digest = gone.partition("@")
+    _, repo = split_repository(repository)
+    request = urllib.request.Request(f"http://{r.registry.address}/v2/{repo}/manifests/{digest}", method="DELETE")
+    urllib.request.urlopen(request, timeout=10).close()
+    assert BuildStage().holds(ctx) == f"registry no longer has {gone}; building chat again"
 
     scan_images(r.cfg, r.cfg.env("dev"), b, PlainReporter(sink=r.lines.append), ["api", "docs"],
                 cache_dir=r.root.parent / "trivy-cache")
