@@ -198,10 +198,10 @@ def smoke_release(
 # ---------------------------------------------------------------- failure diagnosis
 
 def pull_reused(images: dict[str, stack_spec.StackImage], say: Callable[[str], None]) -> None:
-    """Pull, by digest, the images the build reused from the registry (compose runs only what the engine has);
-    StageFailed naming the image when the registry does not give it."""
+    """Pull, by digest, the images the build reused from the registry that the engine does not have (compose runs
+    only what the engine has); StageFailed naming the image when the registry does not give it."""
     for name, image in images.items():
-        if image.source != "manifest:registry":
+        if image.source != "manifest:registry" or docker.image_id(image.ref) is not None:
             continue
         say(f"smoke: pulling {image.ref} ({name}, reused from the registry by the build)")
         ok, why = docker.pull_image(image.ref, timeout=PULL_TIMEOUT_S)

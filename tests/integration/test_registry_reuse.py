@@ -223,13 +223,34 @@ def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(ru
     assert docker.image_id(api.registry_image) == api.image_id
 
 
-def test_a_registry_that_does_not_answer_means_build_with_the_reason(runner: Runner) -> None:
+def test_a_mistagged_image_or_a_silent_registry_means_build_with_the_reason(runner: Runner) -> None:
     r = runner
     r.commit("feat: four services")
     r.run_stages(["build", "push"])
     a = r.manifest()
     r.made += _built_ids(a)
+
+    # api's input tag now names docs' image (a tag is mutable): its config's input digest is not api's.
+    client = RegistryClient(r.registry.address)
+    api, docs = a.built("api"), a.built("docs")
+    assert api is not None and docs is not None
+    _, api_repo = split_repository(api.repository)
+    _, docs_repo = split_repository(docs.repository)
+    got = client.get_manifest(docs_repo, str(a.pushed("docs").digest))   # type: ignore[union-attr]
+    assert got is not None
+    for blob in client.children(got[0].media_type, got[1])[0]:
+        assert client.mount_blob(api_repo, blob, docs_repo)
+    client.put_manifest(api_repo, input_tag(api.input_digest), got[1], got[0].media_type)
     r.fresh(_built_ids(a))
+    r.lines.clear()
+    r.run_stages(["build"])
+    b = r.manifest()
+    r.made += _built_ids(b)
+    assert {n: str(b.built(n).status) for n in SERVICES} == {   # type: ignore[union-attr]
+        "api": "built", "chat": "reused", "stream": "reused", "docs": "reused"}
+    assert any("api" in line and "carries input digest" in line for line in r.lines), r.lines
+
+    r.fresh(r.made)
     r.registry.stop()
     r.lines.clear()
     r.run_stages(["build"])
