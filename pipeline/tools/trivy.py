@@ -124,10 +124,11 @@ def _db_args(db_repository: str) -> list[str]:
 
 def scan_image(
     ref: str, out: Path, *, cache_dir: Path, scanners: tuple[str, ...] = ("vuln", "secret", "misconfig"),
-    timeout: float = 600, db_repository: str = "", remote: bool = False,
+    timeout: float = 600, db_repository: str = "", remote: bool = False, username: str = "", password: str = "",
 ) -> dict[str, Any]:
     """Scan a local image (Docker engine), or with remote=True an image in a registry (ref: repository@digest,
-    read there without the engine); writes the JSON report (with every package) to `out`.
+    read there without the engine; the registry's credentials, when given, reach Trivy through its environment:
+    TRIVY_USERNAME/PASSWORD, never argv); writes the JSON report (with every package) to `out`.
 
     Offline by default; with db_repository, Trivy itself fetches the DB from that OCI repository first.
     """
@@ -142,7 +143,8 @@ def scan_image(
     if config_scanners:   # also check the image's own config (history, ENV) for secrets and misconfigurations
         argv += ["--image-config-scanners", ",".join(config_scanners)]
     argv.append(ref)
-    run(argv, timeout=timeout, what=f"trivy image {ref}")
+    env = {"TRIVY_USERNAME": username, "TRIVY_PASSWORD": password} if remote and username and password else None
+    run(argv, timeout=timeout, what=f"trivy image {ref}", env=env)
     return _read_json(out)
 
 

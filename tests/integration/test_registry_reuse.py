@@ -13,6 +13,7 @@ no longer holds). With the registry stopped, the same fresh runner builds all fo
 
 from __future__ import annotations
 
+import os
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import PlainReporter
 from pipeline.local import stack_spec
-from pipeline.local.registry import LocalRegistry
+from pipeline.local.registry import LocalRegistry, write_htpasswd
 from pipeline.release.release import run_release
 from pipeline.release.runner import run_command
 from pipeline.stages.build import BuildStage
@@ -41,11 +42,13 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry]
 SERVICES = ("api", "chat", "stream", "docs")
 DOCKERFILE = "FROM scratch\nCOPY . /app/\nUSER 1001\n"
 free_port = PortPool(range(19250, 19300)).take
+USER_ENV, PASSWORD_ENV = "VEZA_REUSE_TEST_USER", "VEZA_REUSE_TEST_PASSWORD"
 
 
 def _config(run: str, address: str) -> str:
     lines = ["[project]", 'name = "reuse"', 'source_url = "https://example.invalid/reuse"', "",
              "[registry]", f'address = "{address}"', f'namespace = "reuse-{run}"', "retry_attempts = 2",
+             f'username_env = "{USER_ENV}"', f'password_env = "{PASSWORD_ENV}"',
              "retry_ceiling_s = 0.2", "timeout_s = 30", "",
              # no vulnerability DB needed: the scan below checks where Trivy reads the image, not a verdict
              "[scan]", 'scanners = ["secret", "misconfig"]', 'ignore_file = ".trivyignore.yaml"', ""]
@@ -107,6 +110,19 @@ class Runner:
 
 @pytest.fixture
 def runner(tmp_path: Path, docker_client: object) -> Iterator[Runner]:
+    yield from _runner(tmp_path, None)
+
+
+@pytest.fixture
+def auth_runner(tmp_path: Path, docker_client: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runner]:
+    """A runner whose registry wants a password (htpasswd), given through the config's named variables."""
+    password = uuid.uuid4().hex
+    monkeypatch.setenv(USER_ENV, "ci")
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    yield from _runner(tmp_path, write_htpasswd(tmp_path / "auth" / "htpasswd", {"ci": password}))
+
+
+def _runner(tmp_path: Path, htpasswd: Path | None) -> Iterator[Runner]:
     run = "r" + uuid.uuid4().hex[:8]
     root = tmp_path / "project"
     for name in SERVICES:
@@ -115,7 +131,7 @@ def runner(tmp_path: Path, docker_client: object) -> Iterator[Runner]:
         (root / "dockerfiles").mkdir(exist_ok=True)
         (root / "dockerfiles" / f"{name}.Dockerfile").write_text(DOCKERFILE)
     (root / ".gitignore").write_text(".pipeline/\n")
-    with LocalRegistry(free_port(), root=tmp_path / "registry") as reg:
+    with LocalRegistry(free_port(), root=tmp_path / "registry", htpasswd=htpasswd) as reg:
         (root / "pipeline.toml").write_text(_config(run, reg.address))
         r = Runner(root, run, reg)
         try:
@@ -260,3 +276,23 @@ def test_a_mistagged_image_or_a_silent_registry_means_build_with_the_reason(runn
     plan_rows = [line for line in r.lines if "did not answer the reuse lookup" in line]
     assert len(plan_rows) == len(SERVICES), r.lines   # the plan says why each one is built
     assert all(r.registry.address in line for line in plan_rows)
+
+
+def test_behind_a_password_the_lookup_and_the_registry_scan_use_the_registry_credentials(auth_runner: Runner) -> None:
+    r = auth_runner
+    r.commit("feat: four services")
+    r.run_stages(["build", "push"])
+    a = r.manifest()
+    r.made += _built_ids(a)
+    r.fresh(_built_ids(a))
+    (r.root / "services" / "docs" / "index.txt").write_text(f"docs {r.run} v2\n")
+    r.commit("docs: the docs change")
+    r.run_stages(["build", "push"])
+    b = r.manifest()
+    r.made += _built_ids(b)
+    assert [n for n in SERVICES if str(b.built(n).status) == "reused"] == ["api", "chat", "stream"]  # type: ignore[union-attr]
+    scan_images(r.cfg, r.cfg.env("dev"), b, PlainReporter(sink=r.lines.append), ["api"],
+                cache_dir=r.root.parent / "trivy-cache")
+    scanned, api = b.scanned("api"), b.built("api")
+    assert scanned is not None and api is not None and scanned.passed and scanned.image_id == api.image_id
+    assert os.environ[PASSWORD_ENV] not in (r.root / ".pipeline" / "dev" / "manifest.json").read_text()
