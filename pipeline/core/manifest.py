@@ -142,11 +142,14 @@ class BuildOrigin:
 
 @dataclass(frozen=True)
 class Reuse:
-    """A run that reused an image by input digest instead of building it: its run id, commit and time (RFC 3339)."""
+    """A run that reused an image by input digest instead of building it: its run id, commit and time (RFC 3339),
+    and where the image was found: `registry_image` = "repository@sha256:…" when the environment's registry held
+    it (the engine then has no copy until a stage pulls it), "" when the local engine did."""
 
     run_id: str
     commit: str
     at: str
+    registry_image: str = ""
 
 
 def _origin(raw: Any) -> BuildOrigin | None:
@@ -162,7 +165,8 @@ def _origin(raw: Any) -> BuildOrigin | None:
 def _reuse(raw: Any) -> Reuse | None:
     if not isinstance(raw, dict) or not raw.get("run_id") and not raw.get("commit"):
         return None
-    return Reuse(str(raw.get("run_id") or ""), str(raw.get("commit") or ""), str(raw.get("at") or ""))
+    return Reuse(str(raw.get("run_id") or ""), str(raw.get("commit") or ""), str(raw.get("at") or ""),
+                 str(raw.get("registry_image") or ""))
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,12 @@ class Built:
     @property
     def ok(self) -> bool:
         return self.status in (BuildStatus.BUILT, BuildStatus.REUSED) and bool(self.image_id)
+
+    @property
+    def registry_image(self) -> str:
+        """"repository@sha256:…" when the image was reused from the registry (not in this engine unless pulled),
+        else ""."""
+        return self.reuse.registry_image if self.reuse is not None else ""
 
     @property
     def local_ref(self) -> str:

@@ -52,7 +52,7 @@ class StackImage:
 
     var: str
     ref: str        # what compose runs: an image ID, repository@digest or a local tag
-    source: str     # manifest:image_id | manifest:digest | upstream | local
+    source: str     # manifest:image_id | manifest:digest | manifest:registry (pull by digest) | upstream | local
 
 
 def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = None) -> dict[str, StackImage]:
@@ -62,7 +62,11 @@ def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = No
     for svc in cfg.select(names):
         built, pushed = manifest.built(svc.name), manifest.pushed(svc.name)
         iid = built.image_id if built is not None and built.ok else None
-        if iid and docker.image_id(iid) == iid:
+        if built is not None and built.ok and built.registry_image:
+            # Reused from the registry by the build: run by that digest (the smoke test pulls it when the engine
+            # lacks it), the same reference before and after the pull.
+            out[svc.name] = StackImage(image_var(svc.name), built.registry_image, "manifest:registry")
+        elif iid and docker.image_id(iid) == iid:
             out[svc.name] = StackImage(image_var(svc.name), iid, "manifest:image_id")
         elif pushed is not None and pushed.digest and pushed.repository:
             # Not on this engine but pushed: compose pulls it by digest from the registry.

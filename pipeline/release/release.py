@@ -20,6 +20,7 @@ from pipeline.core.reporter import Reporter
 from pipeline.core.stage_registry import with_attached
 from pipeline.release.report import shown_stages, write_report
 from pipeline.release.runner import make_stages, open_run, preflight, run_stages
+from pipeline.tools.registry_clients import RegistryClients
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
 
 
@@ -60,7 +61,8 @@ def print_release_plan(cfg: Config, env: Environment, info: ReleaseInfo, service
                   f"{'required' if env.require_clean_tree else 'not required'}; release tag "
                   f"{'required' if env.require_release_tag else 'not required'}; confirmation "
                   f"{'asked' if env.confirm else 'not asked'}")
-    plan = make_plan(cfg, env, cfg.select(services), info, no_cache=False, provision_bases=False)
+    plan = make_plan(cfg, env, cfg.select(services), info, no_cache=False, provision_bases=False,
+                     registries=RegistryClients(cfg))
     print_plan(plan, reporter)
     rows = []
     for p in plan.services:

@@ -75,6 +75,7 @@ def _service_row(m: Manifest, name: str) -> dict[str, Any]:
         "input_digest": identity.input_digest,
         "build": _s(built.status if built else None), "image_id": built.image_id if built else None,
         "build_log": built.log if built else None,
+        "reused_from": (built.registry_image or None) if built else None,   # repository@digest in the registry
         "digest": digest, "push": _s(pushed.status if pushed else None),
         "scan": _s(scan.status if scan else None), "scan_counts": _counts(scan),
         "scan_report": scan.report if scan else None, "sbom": scan.sbom if scan else None,
@@ -120,6 +121,10 @@ def markdown(data: dict[str, Any]) -> str:
         digest = f"`{s['digest'][:19]}…`" if s.get("digest") else ""
         lines.append(f"| {name} | {s.get('build') or ''} | {s.get('scan') or ''} | {s.get('push') or ''} | {digest} "
                      f"| {s.get('deploy') or ''} |")
+    reused = [(n, s["reused_from"]) for n, s in data["services"].items() if s.get("reused_from")]
+    if reused:
+        lines += ["", "Reused from the registry by input digest (not built, no layer pushed): "
+                  + ", ".join(f"{n} `{ref}`" for n, ref in reused)]
     if data.get("infra"):
         lines += ["", "| infra image | scan | threshold | findings |", "|---|---|---|---|"]
         for name, i in data["infra"].items():

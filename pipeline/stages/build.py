@@ -33,8 +33,11 @@ from pipeline.stages.build_platforms import (
 from pipeline.stages.buildcontext import rules_for
 from pipeline.stages.plan import BuildPlan, InputRecord, ServicePlan, base_build_args, input_record
 from pipeline.stages.rebuild_reasons import InputCache, why_rebuilt
+from pipeline.stages.registry_reuse import Lookup, decide, lookup, registry_answers, registry_holds
 from pipeline.tools import buildkit, docker
 from pipeline.tools.build_progress import BuildProgress
+from pipeline.tools.registry_api import split_repository
+from pipeline.tools.registry_clients import RegistryClients
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
 
 
@@ -100,11 +103,14 @@ def input_cache(cfg: Config) -> InputCache:
 
 def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info: ReleaseInfo, *,
               no_cache: bool, provision_bases: bool, reporter: Reporter | None = None,
-              builder: buildkit.Builder | None = None) -> BuildPlan:
+              builder: buildkit.Builder | None = None, registries: RegistryClients | None = None) -> BuildPlan:
     """Decide tags, input digests, actions and reasons before anything is built.
 
     The context file list follows the `.dockerignore` semantics of `builder` (detected from
-    `[build].builder` when None). Engine queries: one inspect per base and per service.
+    `[build].builder` when None). Engine queries: one inspect per base and per service. With `registries`, a
+    single-platform service the engine has no image for is looked up in the environment's registry by its
+    input digest (pipeline/stages/registry_reuse.py: one ping per registry, then two GETs per service); found,
+    it is reused from there (nothing built, nothing pulled). The decision: registry_reuse.decide.
     """
     builder = builder or buildkit.detect(cfg.build.builder)
     rules = rules_for(builder.kind)
@@ -113,6 +119,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         check_builder(svc, env, *service_platforms(svc, env, native), builder, native)
     base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
     cache = input_cache(cfg)
+    unanswered: dict[str, str | None] = {}   # registry address → why it did not answer (None: it answers)
     plans = []
     for svc in cfg.services:
         repo = env.repository(svc)
@@ -133,19 +140,25 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         else:
             found_image = None if no_cache else find_with_tags(svc.name, digest)
             existing, existing_tags = found_image or (None, ())
+        base_missing = "missing" in svc_bases.values()
+        found_remote: Lookup | None = None
+        if registries is not None and not (existing or no_cache or base_missing or plats):
+            address = split_repository(repo)[0]
+            if address not in unanswered:
+                unanswered[address] = registry_answers(registries.client(address))
+            why_not = unanswered[address]
+            found_remote = Lookup(None, why_not) if why_not else lookup(registries.client(address), repo, digest)
+        decision = decide(input_digest=digest, base_missing=base_missing, no_cache=no_cache, local_image=existing,
+                          registry=found_remote)
+        remote = found_remote.image if found_remote is not None and decision.source == "registry" else None
+        found = existing if decision.source == "engine" else None
         why = "unchanged"
-        if "missing" in svc_bases.values():
-            action, reason, found = "build", "base image missing: `invoke bases` will provide it", None
-        elif no_cache:
-            action, reason, found = "build", "--no-cache", None
-        elif existing:
-            action, reason, found = "reuse", "same input digest as image " + existing[7:19], existing
-        else:
-            action, reason, found = "build", "no image with this input digest", None
-        if action == "build":
+        if decision.action == "build":
             why = "--no-cache" if no_cache else why_rebuilt(cache.load(svc.name), record)
-        plans.append(ServicePlan(svc, repo, info.tags, digest, args, action, reason, found, why, record, svc_bases,
-                                 plats, plats_from, children if found else {}, existing_tags if found else ()))
+        plans.append(ServicePlan(svc, repo, info.tags, digest, args, decision.action, decision.reason, found, why,
+                                 record, svc_bases, plats, plats_from, children if found else {},
+                                 existing_tags if found else (), remote,
+                                 found_remote.note if found_remote is not None and remote is None else ""))
     return BuildPlan(env=env, services=tuple(plans), version=info.version, builder=builder)
 
 
@@ -157,9 +170,15 @@ def print_plan(plan: BuildPlan, reporter: Reporter) -> None:
     action = {"build": "rebuild", "reuse": "reuse", "skip": "skip"}
     reporter.table(f"build plan ({plan.env.name})", ("service", "tags", "input digest", "action", "why"),
                    [(p.name, ", ".join(p.tags), p.input_digest[7:19] if p.input_digest else "-", action[p.action],
-                     (p.why or p.reason) if p.action == "build" else p.reason) for p in plan.services])
+                     _build_why(p) if p.action == "build" else p.reason) for p in plan.services])
     for line in platform_lines(plan):
         reporter.info(line)
+
+
+def _build_why(p: ServicePlan) -> str:
+    """A build row's why: what changed, and what the registry said when it was asked."""
+    why = p.why or p.reason
+    return f"{why}; {p.registry_note}" if p.registry_note else why
 
 
 def platform_lines(plan: BuildPlan) -> list[str]:
@@ -390,6 +409,19 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                 if p.inputs is not None:
                     cache.save(p.name, p.inputs)
                 results.append(r)
+            elif p.action == "reuse" and p.registry_image is not None:
+                # Reused where it is: not pulled (scan reads the registry, smoke pulls by digest), not tagged
+                # (the push puts the same manifest under the new tags).
+                ri = p.registry_image
+                r = BuildResult(p.name, BuildStatus.REUSED, ri.image_id, 0.0, None, p.reason,
+                                origin=origin_from_image(ri.as_inspect()),
+                                reuse={"run_id": run_id, "commit": info.revision, "at": now_iso(),
+                                       "registry_image": ri.ref})
+                reporter.step("build", p.name, p.reason, "cached")
+                _record(manifest, p, r)
+                if p.inputs is not None:
+                    cache.save(p.name, p.inputs)
+                results.append(r)
     to_build = [p for p in plan.services if p.action == "build"]
     stop = threading.Event()
     engine_version = _engine_version() if to_build else ""
@@ -445,7 +477,8 @@ def summarize(results: list[BuildResult], reporter: Reporter, builder: buildkit.
 
 def dry_run_plan(cfg: Config, env: Environment, services: list[str], reporter: Reporter) -> BuildPlan:
     """`invoke build --dry-run`: the plan (tags, input digests, actions) with nothing built or recorded."""
-    plan = make_plan(cfg, env, cfg.select(services), release_info(cfg, env), no_cache=False, provision_bases=False)
+    plan = make_plan(cfg, env, cfg.select(services), release_info(cfg, env), no_cache=False, provision_bases=False,
+                     registries=RegistryClients(cfg))
     print_plan(plan, reporter)
     return plan
 
@@ -456,11 +489,17 @@ class BuildStage(BaseStage):
     name = "build"
 
     def holds(self, ctx: RunContext) -> str | None:
-        """Every recorded image still exists in the engine (by ID)."""
+        """Every recorded image still exists: in the engine (by ID), or, reused from the registry and not
+        pulled since, in the registry (by digest: one HEAD)."""
         for name in ctx.selected():
             built = ctx.manifest.built(name)
             if built is None or not built.ok:
                 return f"{name} has no built image recorded"
+            if built.registry_image and docker.image_id(str(built.image_id)) is None:
+                gone_remote = registry_holds(ctx.registries, built.registry_image)
+                if gone_remote:
+                    return f"{gone_remote}; building {name} again"
+                continue
             if docker.image_id(str(built.image_id)) is None:
                 return f"image {str(built.image_id)[7:19]} of {name} is gone from the engine; building again"
             gone = children_present(built.platform_images)
@@ -471,7 +510,7 @@ class BuildStage(BaseStage):
     def run(self, ctx: RunContext) -> StageSummary:
         no_cache = ctx.options.no_cache
         plan = make_plan(ctx.cfg, ctx.env, ctx.cfg.select(ctx.services), ctx.info, no_cache=no_cache,
-                         provision_bases=True, reporter=ctx.reporter)
+                         provision_bases=True, reporter=ctx.reporter, registries=ctx.registries)
         print_plan(plan, ctx.reporter)
         with ctx.manifest.batch():
             for p in plan.services:

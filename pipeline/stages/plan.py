@@ -22,6 +22,7 @@ from pipeline.core.config import Config, Environment, Service
 from pipeline.core.platforms import Platform
 from pipeline.stages import buildcontext
 from pipeline.stages.buildcontext import BUILDKIT_CLASSIC, ContextRules
+from pipeline.stages.registry_reuse import RegistryImage
 from pipeline.tools.buildkit import Builder
 
 # Build args that carry build metadata, not content: excluded from the input digest.
@@ -46,6 +47,8 @@ class ServicePlan:
     platforms_from: str = "native"         # service | environment | native (where the list comes from)
     existing_children: Mapping[str, str] = field(default_factory=dict)   # platform → local image ID (reuse)
     existing_tags: tuple[str, ...] = ()    # the reused image's local tags when the plan looked (RepoTags)
+    registry_image: RegistryImage | None = None   # reuse from the environment's registry (registry_reuse.py)
+    registry_note: str = ""                # built: why the registry had no image for it, when it was asked
 
     @property
     def name(self) -> str:

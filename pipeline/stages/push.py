@@ -8,6 +8,9 @@ Per image:
 2. Otherwise `push` through the engine API per tag (credentials in the API header, never argv),
    transient failures retried with exponential backoff + jitter ([registry] retry_attempts/ceiling).
 3. Verify: every tag must answer the pushed digest; only then is the image recorded as "pushed".
+A single image also gets its input tag `in-<hex>` (by a manifest PUT, no upload): the tag the next runner's
+build plan looks up (pipeline/stages/registry_reuse.py). An image the build reused from the registry is not in
+the engine: its push is step 1 alone, the same manifest put under the release's tags (method "retag").
 A failed image is recorded "failed" with the tags verified so far: the manifest never claims an image
 that is not in the registry, and a rerun pushes only what is missing.
 """
@@ -41,8 +44,15 @@ from pipeline.core.retry import Attempts, RetryPolicy, with_retries
 from pipeline.core.vocab import LABEL_RUN, PushStatus
 from pipeline.local.bases import LABEL_RECIPE_DIGEST
 from pipeline.stages.push_index import index_holds, push_index_image
+from pipeline.stages.registry_reuse import input_tag
 from pipeline.tools import docker_push
-from pipeline.tools.registry_api import Credentials, ManifestRef, RegistryClient, split_repository
+from pipeline.tools.registry_api import (
+    Credentials,
+    ManifestRef,
+    RegistryClient,
+    copy_within_registry,
+    split_repository,
+)
 from pipeline.tools.registry_clients import RegistryClients, auth_fix
 
 
@@ -55,6 +65,13 @@ class PushTarget:
     image_id: str
     platform_images: dict[str, str] = field(default_factory=dict)   # multi-platform: platform → image ID
     record: dict[str, Any] = field(default_factory=dict)   # extra fields of its push record (an infra image's source)
+    registry_image: str = ""   # reused from the registry, not in the engine: "repository@sha256:…" (no upload)
+    input_tag: str = ""        # the tag naming the image by its input digest (registry_reuse.input_tag)
+
+    @property
+    def wanted(self) -> list[str]:
+        """Every tag the registry must hold at the pushed digest: the service's, then the input tag."""
+        return [*self.tags, self.input_tag] if self.input_tag else list(self.tags)
 
 
 @dataclass
@@ -110,6 +127,13 @@ def _targets(cfg: Config, env: Environment, manifest: Manifest,
     out: list[PushTarget] = []
     for b in manifest.built_images(names):
         info = docker_push.local_image(b.local_ref)
+        # Single images get the input tag the next runners' plans look up; an index does not (registry_reuse.py).
+        in_tag = input_tag(b.input_digest) if b.input_digest and not b.platform_images else ""
+        if b.registry_image and (info is None or info.id != b.image_id):
+            # Reused from the registry and not pulled: the push only puts its manifest under the new tags.
+            out.append(PushTarget(b.service, b.repository, env.repository(cfg.service(b.service)), list(b.tags),
+                                  str(b.image_id), registry_image=b.registry_image, input_tag=in_tag))
+            continue
         if info is None or info.id != b.image_id:
             raise UsageError(f"the image {b.local_ref} built for {b.service} is not in the local engine",
                              f"rerun `invoke build --service {b.service}`")
@@ -118,7 +142,7 @@ def _targets(cfg: Config, env: Environment, manifest: Manifest,
                 raise UsageError(f"the {plat} image {image_id[7:19]} built for {b.service} is not in the local "
                                  "engine", f"rerun `invoke build --service {b.service}`")
         out.append(PushTarget(b.service, b.repository, env.repository(cfg.service(b.service)), list(b.tags), info.id,
-                              dict(b.platform_images)))
+                              dict(b.platform_images), input_tag=in_tag))
     if not services:   # a --service selection leaves the infra alone, as the scan does
         out += infra_targets(cfg, env)
     return out
@@ -147,6 +171,8 @@ def infra_targets(cfg: Config, env: Environment) -> list[PushTarget]:
 
 
 def _known_digest(t: PushTarget, previous: Pushed | None) -> str | None:
+    if t.registry_image:
+        return t.registry_image.partition("@")[2]
     info = docker_push.local_image(t.image_id)
     if info is not None:
         d = docker_push.repo_digest(info, t.repository)
@@ -162,7 +188,7 @@ def _registry_tags(ctx: PushContext, t: PushTarget, counter: Attempts) -> dict[s
     client = ctx.client(address)
     note = _on_retry(ctx, t)
     return {tag: with_retries(partial(client.head_manifest, repo, tag), ctx.policy, counter, note)
-            for tag in t.tags}
+            for tag in t.wanted}
 
 
 def _on_retry(ctx: PushContext, t: PushTarget) -> Callable[[int, float, BaseException], None]:
@@ -197,11 +223,14 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
         if known and all(r is not None and r.digest == known for r in present.values()):
             return {**result, "status": PushStatus.SKIPPED, "digest": known, "tags_pushed": list(t.tags),
                     "attempts": counter.tries, "retries": counter.retries, "method": "none",
-                    "duration_s": round(time.monotonic() - started, 3)}
+                    "duration_s": round(time.monotonic() - started, 3),
+                    **({"input_tag": t.input_tag} if t.input_tag else {})}
         missing = [tag for tag, r in present.items() if r is None or r.digest != known]
         method = "engine"
         got = with_retries(partial(client.get_manifest, repo, known), ctx.policy, counter,
                            _on_retry(ctx, t)) if known else None
+        if got is None and t.registry_image:
+            got = _from_reused(ctx, t, counter)
         if got is not None:
             # The image is in the registry under another tag: add the tags, no upload at all.
             ref, body = got
@@ -223,6 +252,9 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
                 if digest and d != digest and tag != t.tags[0]:
                     raise StageFailed(f"{t.repository}:{tag} was pushed as {d}, but {t.tags[0]} as {digest}")
                 digest = d
+            at_input_tag = present.get(t.input_tag) if t.input_tag else None
+            if t.input_tag and digest and (at_input_tag is None or at_input_tag.digest != digest):
+                _put_tag(ctx, t, client, repo, str(digest), t.input_tag, counter)
         # Verify through the registry, not the engine's word: every tag must answer the digest.
         final = _registry_tags(ctx, t, counter)
         wrong = [tag for tag, r in final.items() if r is None or r.digest != digest]
@@ -231,7 +263,8 @@ def push_one(ctx: PushContext, t: PushTarget, previous: Pushed | None) -> dict[s
                               "rerun the push")
         return {**result, "status": PushStatus.PUSHED, "digest": digest, "tags_pushed": list(t.tags),
                 "attempts": counter.tries, "retries": counter.retries, "engine_retries": engine_retries,
-                "method": method, "duration_s": round(time.monotonic() - started, 3)}
+                "method": method, "duration_s": round(time.monotonic() - started, 3),
+                **({"input_tag": t.input_tag} if t.input_tag else {})}
     except (RegistryAuthError, Interrupted):
         raise
     except PipelineError as exc:
@@ -250,6 +283,39 @@ def _push_when_up(client: RegistryClient, repository: str, tag: str, credentials
     if counter.tries > 1:
         client.ping()
     return docker_push.push_tag(repository, tag, credentials, on_progress, stop=stop)
+
+
+def _from_reused(ctx: PushContext, t: PushTarget, counter: Attempts) -> tuple[ManifestRef, bytes]:
+    """The manifest of an image reused from the registry, in the target repository: there already (the usual
+    case: the build looked it up in this environment's repository), else copied from the repository the build
+    found it in, within the same registry (blobs mounted, no upload). StageFailed when the registry no longer
+    has it or it is in another registry (a rebuild, or a pull, is then needed)."""
+    src_repository, _, digest = t.registry_image.partition("@")
+    src_address, src_repo = split_repository(src_repository)
+    address, repo = split_repository(t.repository)
+    rebuild = f"rerun `invoke build --service {t.service}` (it builds or finds the image again)"
+    if src_address != address:
+        raise StageFailed(f"{t.service} was reused from {t.registry_image}, another registry than {address}",
+                          rebuild)
+    client = ctx.client(address)
+    if src_repo != repo:
+        with_retries(partial(copy_within_registry, client, src_repo, digest, repo, []), ctx.policy, counter,
+                     _on_retry(ctx, t))
+    got = with_retries(partial(client.get_manifest, repo, digest), ctx.policy, counter, _on_retry(ctx, t))
+    if got is None:
+        raise StageFailed(f"the registry no longer has {t.registry_image}, reused by the build of {t.service}",
+                          rebuild)
+    return got
+
+
+def _put_tag(ctx: PushContext, t: PushTarget, client: RegistryClient, repo: str, digest: str, tag: str,
+             counter: Attempts) -> None:
+    """Put the manifest at `digest` under one more tag (no upload)."""
+    got = with_retries(partial(client.get_manifest, repo, digest), ctx.policy, counter, _on_retry(ctx, t))
+    if got is None:
+        raise StageFailed(f"{t.repository}@{digest} is not in the registry right after its push", "rerun the push")
+    with_retries(partial(client.put_manifest, repo, tag, got[1], got[0].media_type), ctx.policy, counter,
+                 _on_retry(ctx, t))
 
 
 def _verified_tags(client: RegistryClient, repo: str, tags: list[str], digest: str | None) -> list[str]:

@@ -289,7 +289,9 @@ def _scan_one(t: ScanTarget, key_base: str, cache: Path, reports_dir: Path, scan
         entry.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=entry.parent, prefix=".scan-") as tmp:
             tmp_report = Path(tmp) / "report.json"
-            data = trivy.scan_image(t.ref, tmp_report, cache_dir=cache, scanners=tuple(scanners), timeout=timeout)
+            data = trivy.scan_image(t.ref, tmp_report, cache_dir=cache, scanners=tuple(scanners), timeout=timeout,
+                                    image_src="remote" if t.remote else "docker",
+                                    username=t.username, password=t.password)
             scanned_id = str((data.get("Metadata") or {}).get("ImageID", ""))
             if scanned_id and scanned_id != t.image_id:
                 raise StageFailed(f"{t.ref} changed during the scan ({scanned_id} != {t.image_id})",

@@ -3,12 +3,13 @@ environment runs. Checked before anything is scanned: a bad selection leaves not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.gate.policy import Policy
+from pipeline.tools.registry_clients import registry_credentials
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class ScanTarget:
     image_id: str
     kind: str = "service"   # service | infra
     policy: Policy | None = None   # None: the environment's service policy
+    remote: bool = False    # ref is repository@digest in a registry (an image reused from there), not in the engine
+    username: str = field(default="", repr=False)   # remote: the registry's credentials (registry_clients.py)
+    password: str = field(default="", repr=False)
 
     @property
     def name(self) -> str:
@@ -33,6 +37,12 @@ def service_targets(cfg: Config, man: Manifest, services: list[str] | None) -> l
     out = []
     for b in man.built_images([s.name for s in cfg.select(services)] if services else []):
         local = docker.image_id(b.local_ref)
+        if b.registry_image and local != b.image_id:
+            # Reused from the registry and not pulled: Trivy reads it there, by digest, with its credentials.
+            creds = registry_credentials(cfg, b.registry_image.split("/", 1)[0])
+            out.append(ScanTarget(b.service, b.registry_image, str(b.image_id), remote=True,
+                                  username=creds.username if creds else "", password=creds.password if creds else ""))
+            continue
         if local != b.image_id:
             found = f"it is {local}" if local else "it is missing"
             raise UsageError(f"{b.local_ref} is not the image built for {b.service} ({found}, manifest says "

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 from pipeline.contract.context import RunContext
 from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
-from pipeline.core.errors import Interrupted, PipelineError, SmokeFailed, UsageError
+from pipeline.core.errors import Interrupted, PipelineError, SmokeFailed, StageFailed, UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.names import safe_run_id
 from pipeline.core.reporter import Reporter
@@ -33,6 +33,7 @@ from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.core.vocab import SmokeStatus
 from pipeline.local import stack_spec
 from pipeline.stages.smoke_checks import Check, run_checks
+from pipeline.tools import docker
 from pipeline.tools.compose import (
     ComposeProject,
     health_summary,
@@ -40,6 +41,7 @@ from pipeline.tools.compose import (
 from pipeline.tools.docker import container_state, remove_labelled
 
 DEFAULT_WAIT_TIMEOUT_S = 120.0
+PULL_TIMEOUT_S = 600.0            # one image reused from the registry, pulled by digest before the stack starts
 DEFAULT_PROBE_WINDOW_S = 8.0     # a probe is retried this long before it counts as failed
 LOG_TAIL = 200
 # Smoke-only timings: check health every second (a healthy stack is seen at once); a dependency that
@@ -112,6 +114,7 @@ def smoke_release(
     images = stack_spec.service_images(cfg, manifest)
     infra = stack_spec.infra_images(cfg)
     result.images = {name: c.ref for name, c in {**images, **infra}.items()}
+    pull_reused(images, say)
     run_dir.mkdir(parents=True, exist_ok=True)
     variables = stack_spec.stack_variables(run_id, {**images, **infra}, stack_spec.new_secrets(), SMOKE_VARIABLES)
     env_file = stack_spec.write_env_file(run_dir / "compose.env", variables)
@@ -193,6 +196,19 @@ def smoke_release(
 
 
 # ---------------------------------------------------------------- failure diagnosis
+
+def pull_reused(images: dict[str, stack_spec.StackImage], say: Callable[[str], None]) -> None:
+    """Pull, by digest, the images the build reused from the registry that the engine does not have (compose runs
+    only what the engine has); StageFailed naming the image when the registry does not give it."""
+    for name, image in images.items():
+        if image.source != "manifest:registry" or docker.image_id(image.ref) is not None:
+            continue
+        say(f"smoke: pulling {image.ref} ({name}, reused from the registry by the build)")
+        ok, why = docker.pull_image(image.ref, timeout=PULL_TIMEOUT_S)
+        if not ok:
+            raise StageFailed(f"smoke: cannot pull {image.ref} for {name}: {why}",
+                              f"check that the registry answers, or rerun `invoke build --service {name}`")
+
 
 def _explain_up_failure(project: ComposeProject, compose_err: str, wait_timeout: float) -> str:
     """The precise reason the stack did not become healthy, from the engine's view of each container."""

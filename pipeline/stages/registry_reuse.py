@@ -1,0 +1,147 @@
+"""Reuse by input digest from the environment's registry: what a fresh runner (an empty engine) can learn there.
+
+The push stage gives every single-platform image one more tag, `in-<hex of its input digest>`, beside the
+service's tags. Before building, the plan asks the environment's registry for that tag (`lookup`): one GET of
+the manifest and one of its config blob. A tag, not a label or an annotation, because a registry without the
+referrers API (docker-registry 2.8) cannot find an image by a label without listing every tag and reading every
+config; a tag is one request. A tag is mutable, so the config's own `veza.pipeline.input-digest` label must name
+the same digest (an image pushed under that tag by hand is not reused), and the config's build label gives the
+reused image its original build's facts (provenance).
+
+Every lookup is an observation made by this run (never remembered): a registry that does not answer, or refuses
+the lookup, means "build", with the reason said, not a failure (a push, when listed, has its own pre-flight).
+Multi-platform images (an index per input digest) are not looked up here: they are built, and the plan says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.vocab import LABEL_INPUT_DIGEST
+from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
+from pipeline.tools.registry_clients import RegistryClients
+
+INPUT_TAG_PREFIX = "in-"
+
+
+def input_tag(input_digest: str) -> str:
+    """The registry tag naming an image by its input digest: "in-" + the 64 hex digits ("sha256:" dropped);
+    67 characters, within the distribution spec's 128."""
+    return INPUT_TAG_PREFIX + input_digest.removeprefix("sha256:")
+
+
+@dataclass(frozen=True)
+class RegistryImage:
+    """An image the registry holds for an input digest.
+
+    repository: registry/namespace/name; digest: its manifest digest; image_id: its config digest (the image ID
+    the engine gives it once pulled: the classic image store names an image by its config); labels/created:
+    the config's labels and creation time (RFC 3339), from which the build's origin is read.
+    """
+
+    repository: str
+    digest: str
+    image_id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def ref(self) -> str:
+        """`repository@sha256:…`."""
+        return f"{self.repository}@{self.digest}"
+
+    def as_inspect(self) -> dict[str, Any]:
+        """The fields of an engine inspect that build.origin_from_image reads (Config.Labels, Created)."""
+        return {"Config": {"Labels": dict(self.labels)}, "Created": self.created}
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the registry said about one input digest: the image, or why there is none ("" only with an image)."""
+
+    image: RegistryImage | None
+    note: str = ""
+
+
+def registry_answers(client: RegistryClient) -> str | None:
+    """None when the registry answers /v2/ (one try, no retry: a miss only means a build); else why not."""
+    try:
+        client.ping()
+    except PipelineError as exc:
+        return f"registry {client.address} did not answer the reuse lookup ({exc.message})"
+    return None
+
+
+def lookup(client: RegistryClient, repository: str, input_digest: str) -> Lookup:
+    """The image `repository:in-<digest>` in the registry, checked by its config's input-digest label.
+
+    Requests: one manifest GET, then one config blob GET when found. Never raises for a registry failure:
+    the Lookup's note says what happened (absent, an index, another input digest, no answer).
+    """
+    _, repo = split_repository(repository)
+    tag = input_tag(input_digest)
+    short = f"{repository}:{tag[:15]}…"
+    try:
+        got = client.get_manifest(repo, tag)
+        if got is None:
+            return Lookup(None, f"no image for this input digest in the registry ({short})")
+        ref, body = got
+        doc = json.loads(body)
+        if ref.media_type in INDEX_TYPES or doc.get("manifests") is not None:
+            return Lookup(None, f"{short} is an index (multi-platform); only single images are reused from it")
+        config_digest = str((doc.get("config") or {}).get("digest") or "")
+        if not config_digest.startswith("sha256:"):
+            return Lookup(None, f"{short} has no image config")
+        config = json.loads(client.get_blob(repo, config_digest))
+    except PipelineError as exc:
+        return Lookup(None, f"registry {client.address} did not answer the reuse lookup ({exc.message})")
+    except (ValueError, TypeError, AttributeError):
+        return Lookup(None, f"{short} is not an image manifest the pipeline reads")
+    labels = {str(k): str(v) for k, v in ((config.get("config") or {}).get("Labels") or {}).items()}
+    found = labels.get(LABEL_INPUT_DIGEST, "")
+    if found != input_digest:
+        return Lookup(None, f"{short} carries input digest {found[:19] or 'none'}…, not this one: not reused")
+    return Lookup(RegistryImage(repository, ref.digest, config_digest, labels, str(config.get("created") or "")))
+
+
+def registry_holds(registries: RegistryClients, image: str) -> str | None:
+    """None when the registry still serves `image` ("repository@sha256:…", one HEAD, no retry), else why not."""
+    repository, _, digest = image.partition("@")
+    address, repo = split_repository(repository)
+    try:
+        found = registries.client(address).head_manifest(repo, digest)
+    except PipelineError as exc:
+        return f"registry {address} cannot be asked for {image} ({exc.message})"
+    return None if found is not None else f"registry no longer has {image}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The plan's action for one service and why: action build | reuse; source engine | registry | "" (build)."""
+
+    action: str
+    reason: str
+    source: str = ""
+
+
+def decide(*, input_digest: str, base_missing: bool, no_cache: bool, local_image: str | None,
+           registry: Lookup | None) -> Decision:
+    """Build or reuse, in this order of precedence: a missing base builds (the digest names no real base), then
+    --no-cache builds, then the engine's image with this input digest, then the registry's, else build with the
+    registry's note (why it had none). `registry` is None when the registry was not asked (found locally,
+    multi-platform, no registry given)."""
+    if base_missing:
+        return Decision("build", "base image missing: `invoke bases` will provide it")
+    if no_cache:
+        return Decision("build", "--no-cache")
+    if local_image:
+        return Decision("reuse", "same input digest as image " + local_image[7:19], "engine")
+    if registry is not None and registry.image is not None:
+        return Decision("reuse", f"reused from {registry.image.ref} (input digest {input_digest[:19]}…)", "registry")
+    if registry is not None and registry.note:
+        return Decision("build", f"no image with this input digest here; {registry.note}")
+    return Decision("build", "no image with this input digest")
