@@ -90,6 +90,14 @@ class Runner:
         cfg = self.cfg
         run_command(cfg, cfg.env("dev"), stages, PlainReporter(sink=self.lines.append))
 
+    def release_at_a(self) -> Manifest:
+        """Commit A (the four services as written), `build push` it; its manifest."""
+        self.commit("feat: four services")
+        self.run_stages(["build", "push"])
+        a = self.manifest()
+        self.made += _built_ids(a)
+        return a
+
     def fresh(self, image_ids: list[str]) -> None:
         """An empty engine for this project (its own images only) and no state directory."""
         import shutil
@@ -164,11 +172,8 @@ def _built_ids(m: Manifest) -> list[str]:
 
 def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(runner: Runner) -> None:
     r = runner
-    r.commit("feat: four services")
-    r.run_stages(["build", "push"])
-    a = r.manifest()
+    a = r.release_at_a()
     assert {n: str(a.built(n).status) for n in SERVICES} == dict.fromkeys(SERVICES, "built")  # type: ignore[union-attr]
-    r.made += _built_ids(a)
     digest_a = {n: str(a.pushed(n).digest) for n in SERVICES}   # type: ignore[union-attr]
     client = RegistryClient(r.registry.address)
     for n in SERVICES:   # the push gave every image its input tag
@@ -241,10 +246,7 @@ def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(ru
 
 def test_a_mistagged_image_or_a_silent_registry_means_build_with_the_reason(runner: Runner) -> None:
     r = runner
-    r.commit("feat: four services")
-    r.run_stages(["build", "push"])
-    a = r.manifest()
-    r.made += _built_ids(a)
+    a = r.release_at_a()
 
     # api's input tag now names docs' image (a tag is mutable): its config's input digest is not api's.
     client = RegistryClient(r.registry.address)
@@ -280,10 +282,7 @@ def test_a_mistagged_image_or_a_silent_registry_means_build_with_the_reason(runn
 
 def test_behind_a_password_the_lookup_and_the_registry_scan_use_the_registry_credentials(auth_runner: Runner) -> None:
     r = auth_runner
-    r.commit("feat: four services")
-    r.run_stages(["build", "push"])
-    a = r.manifest()
-    r.made += _built_ids(a)
+    a = r.release_at_a()
     r.fresh(_built_ids(a))
     (r.root / "services" / "docs" / "index.txt").write_text(f"docs {r.run} v2\n")
     r.commit("docs: the docs change")
