@@ -104,7 +104,7 @@ def test_the_release_runs_its_services_and_its_infra_as_one_list() -> None:
     external = dataclasses.replace(local, local_infra=False)
     assert release_subjects(cfg, external) == services
     repos = {i.name: i.repository for i in infra_images(cfg, local)}
-    assert repos == {n: f"127.0.0.1:5000/veza-dev/infra/{n}" for n in ("postgres", "redis", "nats")}
+    assert repos == {n: f"127.0.0.1:5000/veza-local/infra/{n}" for n in ("postgres", "redis", "nats")}
     staging = {i.name: i.repository for i in infra_images(cfg, cfg.env("staging"))}
     assert staging["postgres"] == "127.0.0.1:5000/veza-staging/infra/postgres"   # the environment's namespace
 
@@ -119,7 +119,7 @@ def test_another_infra_component_is_one_config_entry() -> None:
     assert release_subjects(cfg, local)[-1] == "infra/prometheus"
     image = infra_images(cfg, local)[-1]
     assert (image.source_ref, image.repository) == ("veza-local/prometheus:2",
-                                                    "127.0.0.1:5000/veza-dev/infra/prometheus")
+                                                    "127.0.0.1:5000/veza-local/infra/prometheus")
     images = {**_pinned(cfg), "prometheus": f"{image.repository}@{_digest(9)}"}
     docs = infra_documents(cfg, "veza-secrets", images)
     prom = [d for d in docs if d["metadata"]["name"] == "prometheus"]
