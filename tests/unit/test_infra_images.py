@@ -248,3 +248,41 @@ def test_the_pod_security_gate_checks_the_infra_documents_the_deploy_applies(mon
     with pytest.raises(PolicyBlocked) as err:
         _gate(cfg, "local")
     assert "local's local infra documents" in err.value.message and "privileged" in err.value.message
+
+
+def test_the_deploy_resumes_only_while_the_infra_runs_the_recorded_digests(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy_holds(): the release's workloads match, so the answer is the infra Deployments' (observed by
+    infra_differences, here given as the cluster would answer)."""
+    import pipeline.local.infra as infra_mod
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import drift
+    from pipeline.stages.deploy.status import Observation
+    from pipeline.stages.deploy.target import ReleaseTarget
+    from pipeline.stages.deploy.values import resource_name
+    from pipeline.tools import helm
+    from pipeline.tools.kubectl import KubeTarget
+
+    cfg = _cfg()
+    env = cfg.env("local")
+    images = _pinned(cfg)
+    m = _manifest(tmp_path, cfg, images)
+    ref = "127.0.0.1:5000/veza-dev/veza-docs@" + _digest(7)
+    m.record("veza-docs", "deploy", {"status": "deployed", "revision": 3, "image": ref, "digest": _digest(7)})
+    name = resource_name("veza", "veza-docs")
+    docs = {name: {"metadata": {"name": name, "generation": 1},
+                               "spec": {"replicas": 1, "template": {"spec": {"containers": [{"image": ref}]}}},
+                               "status": {"updatedReplicas": 1, "readyReplicas": 1, "observedGeneration": 1}}}
+    seen = Observation(True, helm.ReleaseStatus("veza", "veza-local", 3, "deployed", "", ""), docs)
+    monkeypatch.setattr(drift, "observe", lambda rt: seen)
+    asked: list[dict[str, str]] = []
+    answer: list[str] = []
+    monkeypatch.setattr(infra_mod, "infra_differences", lambda target, want: asked.append(dict(want)) or answer)
+    rt = ReleaseTarget(env, KubeTarget(Path("/nonexistent"), "", env.namespace), "veza")
+    quiet = PlainReporter(sink=lambda _line: None)
+    assert drift.deploy_holds(cfg, env, m, quiet, rt=rt) is None
+    assert asked == [images]                                    # the manifest's pinned infra digests
+    answer.append("infra nats runs veza-local/nats:2.9, not " + images["nats"])
+    assert drift.deploy_holds(cfg, env, m, quiet, rt=rt) == answer[0]
+    external = dataclasses.replace(rt, external=True)           # no local infra on an external cluster
+    assert drift.deploy_holds(cfg, env, m, quiet, rt=external) is None

@@ -12,6 +12,7 @@ no-op release stays cheap.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,11 +109,20 @@ def deploy_holds(cfg: Config, env: Environment, manifest: Manifest, reporter: Re
                  rt: ReleaseTarget | None = None) -> str | None:
     """Does the recorded deploy still hold in the cluster? None = yes; else one line saying why not, e.g.
     "cluster not running" or "veza-docs runs sha256:… instead of sha256:…". Read-only; two cluster calls made in
-    parallel (about 0.3 s on the local cluster). The other differences go to reporter.detail."""
+    parallel (about 0.3 s on the local cluster), and beside them the infra Deployments' check (infra_holds). The
+    other differences go to reporter.detail."""
     rt = rt or ReleaseTarget.of(env)
     revision, images = recorded_deploy(manifest)
     if not images:
         return f"no deploy to {env.name} is recorded"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="infra-holds") as pool:
+        infra = pool.submit(infra_holds, cfg, env, manifest, rt)   # its cluster call beside observe()'s
+        why = _release_holds(rt, env, revision, images, reporter)
+        return why or infra.result()
+
+
+def _release_holds(rt: ReleaseTarget, env: Environment, revision: int, images: Mapping[str, str],
+                   reporter: Reporter) -> str | None:
     try:
         seen = observe(rt)
     except PipelineError as exc:
@@ -126,7 +136,7 @@ def deploy_holds(cfg: Config, env: Environment, manifest: Manifest, reporter: Re
     for d in diffs[1:]:
         reporter.detail(f"  {d.line()}")
     if not diffs:
-        return infra_holds(cfg, env, manifest, rt)
+        return None
     first = diffs[0]
     more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
     if first.observed.startswith("running "):
