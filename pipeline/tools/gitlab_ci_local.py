@@ -26,6 +26,7 @@ from pipeline.core.paths import TOOLS_BIN
 from pipeline.tools import proc
 
 EXE = TOOLS_BIN / "gitlab-ci-local"
+FILE_VARIABLE_DIRS = Path("/tmp/gitlab-ci-local-file-variables-*")   # where 4.56 writes File variables
 FIX = "run: python3 -m pipeline.machine.bootstrap --tests (it installs gitlab-ci-local from ci/gitlab-ci-local/)"
 
 
@@ -77,6 +78,7 @@ def run_pipeline(repo: Path, file: Path, *, variables: Mapping[str, str], secret
     for s in secrets.values():
         register_secret(s.value)
     home = Path(tempfile.mkdtemp(prefix="veza-ci-local-"))
+    before = set(FILE_VARIABLE_DIRS.parent.glob(FILE_VARIABLE_DIRS.name))
     try:
         state = home / ".gitlab-ci-local"
         state.mkdir(mode=0o700)
@@ -87,3 +89,6 @@ def run_pipeline(repo: Path, file: Path, *, variables: Mapping[str, str], secret
         return proc.stream(args, timeout=timeout, on_line=on_line, cwd=repo, stop=stop, inherit_env=False)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+        # The tool writes each job's File variables (a kubeconfig, a key) under /tmp and leaves them there.
+        for leftover in set(FILE_VARIABLE_DIRS.parent.glob(FILE_VARIABLE_DIRS.name)) - before:
+            shutil.rmtree(leftover, ignore_errors=True)

@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pyt
 
 NAMESPACE = "veza-dev"
 CONTEXT = "veza-ci-dev"
-CLASS = "veza-ci-dev-static"
 
 
 
@@ -53,6 +52,15 @@ def _secret_kubeconfig(local_cluster: Path, dest: Path) -> Path:
     return dest
 
 
+def _default_class(kubeconfig: Path) -> str:
+    """The class a claim that names none gets (the cluster's default StorageClass), "" when there is none: dev's
+    values name no class, so the operators' volume must be of this one to bind."""
+    classes = json.loads(kubectl(kubeconfig, "get", "storageclass", "-o", "json"))["items"]
+    default = [c["metadata"]["name"] for c in classes if c["metadata"].get("annotations", {}).get(
+        "storageclass.kubernetes.io/is-default-class") == "true"]
+    return default[0] if default else ""
+
+
 @pytest.fixture
 def dev_operators(tmp_path: Path, local_cluster: Path, machine_registry: str) -> Iterator[dict[str, object]]:
     """The operators' side of dev (release_support.provide_as_operators); removed afterwards."""
@@ -60,7 +68,8 @@ def dev_operators(tmp_path: Path, local_cluster: Path, machine_registry: str) ->
     remove_release(local_cluster, NAMESPACE)
     kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found")
     try:
-        yield provide_as_operators(local_cluster, NAMESPACE, pv_name, CLASS, tmp_path, registry=machine_registry)
+        yield provide_as_operators(local_cluster, NAMESPACE, pv_name, _default_class(local_cluster), tmp_path,
+                                   registry=machine_registry)
     finally:
         remove_release(local_cluster, NAMESPACE)
         kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
@@ -76,8 +85,7 @@ def test_branch_pipeline_releases_dev_through_the_remote_engine(
         dev_operators: dict[str, object]) -> None:
     clone = clone_repo(tmp_path)
     values = yaml.safe_load((clone / "helm/veza/values-dev.yaml").read_text())
-    values["infra"] = dev_operators
-    values["services"]["veza-stream-server"]["persistence"] = {"storageClassName": CLASS, "size": "1Gi"}
+    values["infra"] = dev_operators   # only the infra hosts: the lint job's unit tests hold dev's other values
     (clone / "helm/veza/values-dev.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     subprocess.run(["git", "-C", str(clone), "commit", "-qam", "chore: dev's infra, as its operators run it"],
                    check=True, timeout=60)

@@ -42,6 +42,7 @@ def _openssl_public_key(key: ec.EllipticCurvePrivateKey, out: Path) -> Path:
 @pytest.mark.parametrize("name", ["sigstore-label.key", "cosign-label.key"])
 def test_a_key_cosign_made_is_read_by_the_env_loader_and_its_signatures_verify_by_openssl(
         name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VEZA_KEY_DIR", raising=False)   # the config's key_dir, not a caller's (a CI job's) override
     cfg = write_config(tmp_path / "project", "127.0.0.1:5000", tmp_path / "keys")
     env = cfg.env("dev")
     paths = envkeys.key_paths(cfg, env)
