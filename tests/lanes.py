@@ -1,15 +1,15 @@
 """The lanes of `invoke test`: pytest-xdist with three workers and `--lanes` (pipeline/machine/testrun.py).
 Registered in tests/conftest.py (pytest_plugins).
 
-Every test that uses the local cluster runs in one lane, one at a time and in file order: they share one cluster,
-which some of them stop and start. A cluster test marked `cluster_parallel` (its own namespace, registry and
-ports: the Helm 4 sequence of a file that also runs Helm 3's) runs in a second cluster lane, beside the first; a
-test that stops the cluster holds it exclusively meanwhile (cluster_fixtures.cluster_use). Every other test of
-tests/integration and tests/e2e runs in a third lane, in file order, as in a serial run. The engine lane shares
-only the engine with the cluster lanes: they alone use the cluster, the machine's registry (127.0.0.1:5000) and
-the cluster areas' ports; tests.ports gives each worker its own share of a range. Unit tests belong to no lane:
-any worker takes them, one by one. Most of a cluster test's time is waiting on the cluster, so the lanes fit
-two cores.
+Every test that uses the local cluster (or the machine's registry through its fixture) runs in one lane, one at a
+time and in file order: they share one cluster, which some of them stop and start. A cluster test marked
+`cluster_parallel` (its own namespace, registry and ports: the Helm 4 sequence of a file that also runs Helm 3's)
+runs in a second cluster lane, beside the first; a test that stops the cluster holds it exclusively meanwhile
+(cluster_fixtures.cluster_use). Every other test of tests/integration and tests/e2e runs in a third lane, in file
+order, as in a serial run. The engine lane shares only the engine with the cluster lanes: they alone use the
+cluster, the machine's registry (127.0.0.1:5000) and the cluster areas' ports; tests.ports gives each worker its
+own share of a range. Unit tests belong to no lane: any worker takes them, one by one. Most of a cluster test's
+time is waiting on the cluster, so the lanes fit two cores.
 
 How: each worker writes every test's lane to a file the controller names (workerinput); the controller's
 scheduler (xdist's LoadScopeScheduling, one work unit per lane) reads it. xdist's own `--dist loadgroup` cannot
@@ -37,9 +37,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "(tests/lanes.py)")
 
 
+# The shared daemons of the machine: a test that uses one of them through its fixture runs in the cluster lane,
+# whose releases use both (the machine's registry is where every e2e release pushes).
+SHARED_DAEMON_FIXTURES = ("local_cluster", "machine_registry")
+
+
 def uses_cluster(item: pytest.Item) -> bool:
-    """A test of the cluster lane: marked `cluster`, or using the local_cluster fixture."""
-    return item.get_closest_marker("cluster") is not None or "local_cluster" in getattr(item, "fixturenames", ())
+    """A test of the cluster lane: marked `cluster`, or using the local cluster or the machine's registry
+    (SHARED_DAEMON_FIXTURES)."""
+    names = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("cluster") is not None or any(f in names for f in SHARED_DAEMON_FIXTURES)
 
 
 def lane_of(item: pytest.Item) -> str | None:

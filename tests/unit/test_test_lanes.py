@@ -27,6 +27,9 @@ def _suite(pytester: pytest.Pytester) -> None:
 @pytest.fixture(scope="session")
 def local_cluster():
     return "kubeconfig"
+@pytest.fixture(scope="session")
+def machine_registry():
+    return "127.0.0.1:5000"
 @pytest.fixture
 def cluster_to_myself(local_cluster):
     return local_cluster
@@ -41,7 +44,8 @@ def _record(request):
                                             "def test_a2(): pass\n"
                                             "@pytest.mark.cluster\ndef test_a3(): pass\n",
         "tests/integration/test_lane_b.py": "".join(f"def test_b{i}(): pass\n" for i in range(4)),
-        "tests/e2e/test_lane_c.py": "".join(f"def test_c{i}(local_cluster): pass\n" for i in range(3)),
+        "tests/e2e/test_lane_c.py": "".join(f"def test_c{i}(local_cluster): pass\n" for i in range(2))
+                                    + "def test_c2(machine_registry): pass\n",
         "tests/integration/test_lane_d.py": "import pytest\n"
                                             "@pytest.fixture(scope='module', params=['h3', pytest.param('h4', "
                                             "marks=pytest.mark.cluster_parallel)])\n"
