@@ -9,7 +9,9 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.config_rollout import MetricRule, promql_escape
 from pipeline.core.errors import ConfigError, UsageError
-from tests.unit.test_config import VALID
+from tests.unit.test_config import VALID, project
+
+__all__ = ["project"]   # the fixture, shared with test_config.py
 
 ERROR_RATIO = ('sum(rate(http_requests_total{namespace="$namespace",service="$service",track="$track",'
                'code=~"5.."}[$window])) / sum(rate(http_requests_total{service="$service",track="$track"}[$window]))')
@@ -24,15 +26,6 @@ query = '{ERROR_RATIO}'
 max = 0.05
 baseline_margin = 0.02
 """
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    for d in ("svc/api", "svc/docs", "df"):
-        (tmp_path / d).mkdir(parents=True)
-    (tmp_path / "df/api.Dockerfile").write_text("FROM scratch\n")
-    (tmp_path / "df/docs.Dockerfile").write_text("FROM scratch\n")
-    return tmp_path
 
 
 def _cfg(project: Path, rollout: str):  # type: ignore[no-untyped-def]
