@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -316,7 +316,9 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     from pipeline.core.config_services import read_services  # it reads into the types above
 
     services = read_services(top, root, bases, infra, check_files)
-    environments = _read_environments(top.table("environments"), root, registry, project_name)
+    envs_t = top.table("environments")
+    environments = _read_environments(envs_t, root, registry, project_name)
+    check_shared_repositories(envs_t, environments, [s.repository for s in services], list(infra))
     top.done()
 
     config = Config(
@@ -463,15 +465,60 @@ def _read_environments(envs_t: Table, root: Path, registry: Registry, project_na
         environments[ename] = _read_environment(et, ename, root, registry, project_name)
     if not environments:
         envs_t.fail("environments", "no environment defined", "add at least [environments.local]")
-    check_shared_namespaces(envs_t, environments)
     envs_t.done()
     return environments
 
 
-def check_shared_namespaces(envs_t: Table, environments: Mapping[str, Environment]) -> None:
-    """Two environments that push to one registry + namespace collide when both sign (each signs with its own
-    key, key_dir/<env>/) or both write a tag kind (a release of one re-points the other's tags): refused, one
-    line naming both, unless either lists the other in `shares_registry_namespace_with` (ConfigError, exit 2).
+INFRA_REPOSITORY = "infra/{name}"   # an [infra.NAME] image's repository, under the environment's namespace
+
+
+def canonical_registry(address: str) -> str:
+    """`address` as the host it names, for comparing registries: lowercase (DNS names are case-insensitive),
+    `localhost`, `::1` and IPv4 shorthands (`127.1`) as `127.0.0.1`, IPv6 compressed in brackets, the port without
+    leading zeros and without :443 (the distribution reference grammar's `domain[:port]`; https's port implied)."""
+    import ipaddress
+    import socket
+
+    a = address.strip().lower().rstrip("/")
+    host, port = a, ""
+    if a.startswith("["):
+        host, _, rest = a[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif a.count(":") == 1:
+        host, port = a.split(":")
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if re.fullmatch(r"[0-9a-fx.]+", host) and not re.fullmatch(r"[a-f.]+", host):
+            try:
+                ip = ipaddress.ip_address(socket.inet_aton(host))   # 127.1, 0x7f.1: what the resolver accepts
+            except OSError:
+                ip = None
+    if host == "localhost" or (ip is not None and ip.is_loopback and ip.version == 6):
+        ip = ipaddress.ip_address("127.0.0.1")
+    shown = host if ip is None else (str(ip) if ip.version == 4 else f"[{ip.compressed}]")
+    port = str(int(port)) if port.isdigit() else port
+    return shown if port in ("", "443") else f"{shown}:{port}"
+
+
+def _repositories(env: Environment, services: Sequence[str], infra: Sequence[str]) -> dict[str, str]:
+    """canonical full repository → what pushes there ("service repository X" / "infra image Y"), for one env."""
+    out: dict[str, str] = {}
+    for path, what in _all_paths(env, services, infra):
+        out.setdefault(path, what)
+    return out
+
+
+def check_shared_repositories(envs_t: Table, environments: Mapping[str, Environment], services: Sequence[str],
+                              infra: Sequence[str]) -> None:
+    """Refuse pushes that would land in one repository from two owners (ConfigError, exit 2, one line):
+    - within an environment, a service and an infra image (or two of either) with the same repository;
+    - across environments, a repository two of them push to — compared as the registry host it names
+      (canonical_registry: `localhost:5000` is `127.0.0.1:5000`) and the full path, so a namespace such as
+      `veza-dev/infra` cannot reach another environment's infra — when both sign (each signs with its own key,
+      key_dir/<env>/) or both write a tag kind (a release of one re-points the other's tags), unless either lists
+      the other in `shares_registry_namespace_with`.
     Attestations append per digest and key (pipeline.trust.provenance), so an allowed sharing keeps both
     environments' trust; what it gives up is tags that say which environment pushed them."""
     for env in environments.values():
@@ -480,10 +527,19 @@ def check_shared_namespaces(envs_t: Table, environments: Mapping[str, Environmen
                 names = ", ".join(n for n in environments if n != env.name) or "none"
                 envs_t.fail(f"environments.{env.name}.shares_registry_namespace_with",
                             f"'{other}' is not another environment", f"use one of: {names}")
+    repos = {name: _repositories(env, services, infra) for name, env in environments.items()}
+    for env in environments.values():
+        seen: dict[str, str] = {}
+        for path, what in _all_paths(env, services, infra):
+            if path in seen and seen[path] != what:
+                envs_t.fail(f"environments.{env.name}", f"{seen[path]} and {what} both push to {path}",
+                            "give the service another repository: infra images use <namespace>/infra/<name>")
+            seen.setdefault(path, what)
     envs = list(environments.values())
     for i, a in enumerate(envs):
         for b in envs[i + 1:]:
-            if (a.registry, a.registry_namespace) != (b.registry, b.registry_namespace):
+            common = sorted(set(repos[a.name]) & set(repos[b.name]))
+            if not common:
                 continue
             if a.name in b.shares_registry_namespace_with or b.name in a.shares_registry_namespace_with:
                 continue
@@ -493,12 +549,28 @@ def check_shared_namespaces(envs_t: Table, environments: Mapping[str, Environmen
                 continue
             why = " and ".join(x for x in ("different signing keys" if both_sign else "",
                                            f"the same tags ({', '.join(tags)})" if tags else "") if x)
-            where = f"{a.registry}/{a.registry_namespace}" if a.registry_namespace else a.registry
             harm = ("a release of one re-points the other's tags" if tags else
                     "one repository then holds images and attestations of two trust domains")
-            envs_t.fail(f"environments.{b.name}", f"{a.name} and {b.name} both push to {where} with {why}: {harm}",
-                        f'give {b.name} its own registry_namespace (e.g. "veza-{b.name}"), or allow the sharing '
-                        f'with shares_registry_namespace_with = ["{a.name}"] under [environments.{b.name}]')
+            host = canonical_registry(a.registry)
+            same_ns = host == canonical_registry(b.registry) and a.registry_namespace == b.registry_namespace
+            where = (f"{host}/{a.registry_namespace}" if a.registry_namespace else host) if same_ns else \
+                common[0] + (f" (and {len(common) - 1} more)" if len(common) > 1 else "")
+            # the fix goes to the one whose namespace is not already named after it
+            fix, keep = (a, b) if b.registry_namespace == f"veza-{b.name}" else (b, a)
+            envs_t.fail(f"environments.{fix.name}", f"{a.name} and {b.name} both push to {where} with {why}: {harm}",
+                        f'give {fix.name} its own registry_namespace (e.g. "veza-{fix.name}"), or allow the '
+                        f'sharing with shares_registry_namespace_with = ["{keep.name}"] under '
+                        f'[environments.{fix.name}]')
+
+
+def _all_paths(env: Environment, services: Sequence[str], infra: Sequence[str]) -> list[tuple[str, str]]:
+    """Every (canonical full repository, owner) env pushes, duplicates kept (the within-environment check)."""
+    ns = f"{env.registry_namespace}/" if env.registry_namespace else ""
+    host = canonical_registry(env.registry)
+    out = [(f"{host}/{ns}{r}".lower(), f"service repository {r}") for r in services]
+    if env.local_infra:
+        out += [(f"{host}/{ns}{INFRA_REPOSITORY.format(name=n)}".lower(), f"infra image {n}") for n in infra]
+    return out
 
 
 def _read_environment(et: Table, ename: str, root: Path, registry: Registry, project_name: str) -> Environment:

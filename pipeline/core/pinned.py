@@ -80,7 +80,10 @@ def sha256_file(path: Path) -> str:
 
 
 class HashMemo:
-    """sha256 of files remembered by (resolved path, mtime_ns, size) in a JSON file; a changed file is re-read.
+    """sha256 of files remembered by (resolved path, mtime_ns, ctime_ns, inode, size) in a JSON file; a changed
+    file is re-read. The inode change time is in the key because a file's mtime can be set back (`touch -r`,
+    `cp -p`, `rsync -t`) after a change, its ctime cannot: a byte changed under a restored mtime is read again.
+    (The memo is a speed cache for the owner of the cache directory, not a defence against that owner.)
 
     Several processes may share one memo: each writes it whole with an atomic rename, and a lost update only
     costs a re-hash later. A memo that cannot be read or written is ignored (hashes are then computed each time).
@@ -102,10 +105,11 @@ class HashMemo:
         st = real.stat()
         key = str(real)
         seen = self.entries.get(key)
-        if isinstance(seen, list) and len(seen) == 3 and seen[:2] == [st.st_mtime_ns, st.st_size]:
-            return str(seen[2])
+        stamp = [st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size]
+        if isinstance(seen, list) and len(seen) == 5 and seen[:4] == stamp:
+            return str(seen[4])
         digest = sha256_file(real)
-        self.entries[key] = [st.st_mtime_ns, st.st_size, digest]
+        self.entries[key] = [*stamp, digest]
         self.dirty = True
         return digest
 
@@ -131,7 +135,7 @@ def mismatch(path: Path, pin: Pin, found: str, rerun: str = BOOTSTRAP) -> PinMis
 def check(path: Path, pin: Pin, *, memo: HashMemo | None = None, rerun: str = BOOTSTRAP) -> str:
     """Return the file's sha256 when it is the pinned one; else raise PinMismatch (one line, with the fix).
 
-    With a memo, an unchanged file (same resolved path, mtime and size) is not read again.
+    With a memo, an unchanged file (same resolved path, mtime, ctime, inode and size) is not read again.
     """
     found = memo.sha256(path) if memo is not None else sha256_file(path)
     if memo is not None:

@@ -31,9 +31,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, Environment
+from pipeline.core.config import Config, Environment, canonical_registry
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, atomic_write, manifest_path
+from pipeline.core.release_images import infra_images
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import now_iso
 from pipeline.gate.history import vulnerability_keys
@@ -88,8 +89,8 @@ def observe_running(kube: kubectl.KubeTarget) -> list[Running]:
 
 
 def containers_of(data: dict[str, Any]) -> list[Running]:
-    """The containers (init containers first) of a pod list as `kubectl get pods -o json` gives it, without the
-    pods that finished (phase Succeeded or Failed)."""
+    """The containers (init containers first, ephemeral ones last) of a pod list as `kubectl get pods -o json`
+    gives it, without the pods that finished (phase Succeeded or Failed)."""
     out: list[Running] = []
     for pod in data.get("items") or []:
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -97,8 +98,10 @@ def containers_of(data: dict[str, Any]) -> list[Running]:
         name = str(pod["metadata"]["name"])
         spec, status = pod.get("spec") or {}, pod.get("status") or {}
         ids = {str(c.get("name")): str(c.get("imageID") or "")
-               for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]}
-        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+               for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or []),
+                         *(status.get("ephemeralContainerStatuses") or [])]}
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or []),
+                  *(spec.get("ephemeralContainers") or [])]:   # `kubectl debug` images run there too
             out.append(Running(name, str(c["name"]), str(c.get("image") or ""), ids.get(str(c["name"]), "")))
     return out
 
@@ -122,22 +125,28 @@ def running_digest(r: Running) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def _classify(cfg: Config, man: Manifest | None, ref: str) -> tuple[str, str]:
-    """(kind, name) of an image reference: a service of the manifest (by repository), an infra image, else unknown."""
-    repo = ref.split("@", 1)[0]
+def _canonical_repository(repo: str) -> str:
+    """`host[:port]/path` with the host as canonical_registry gives it and the path lowercased (OCI paths are)."""
+    host, _, path = repo.partition("/")
+    return f"{canonical_registry(host)}/{path.lower()}" if path else repo.lower()
+
+
+def _classify(cfg: Config, env: Environment, man: Manifest | None, ref: str) -> tuple[str, str]:
+    """(kind, name) of an image reference by its full repository: a service's or an infra image's repository in
+    `env` (or a repository the manifest recorded a push to), else ("unknown", ""). Only the whole repository
+    counts: `evil.example/x/redis` is not the infra image redis."""
+    repo = _canonical_repository(ref.split("@", 1)[0])
     if man is not None:
         for name in man.services():
             pushed = man.pushed(name)
-            if pushed is not None and pushed.repository == repo:
+            if pushed is not None and _canonical_repository(pushed.repository) == repo:
                 return "service", name
-    last = repo.rsplit("/", 1)[-1].split(":", 1)[0]
     for svc in cfg.services:
-        if last == svc.repository.rsplit("/", 1)[-1]:
+        if _canonical_repository(env.repository(svc)) == repo:
             return "service", svc.name
-    for infra in cfg.infra.values():
-        local = cfg.bases[infra.base].local.split(":", 1)[0].rsplit("/", 1)[-1]
-        if last in (infra.name, local):
-            return "infra", infra.name
+    for image in infra_images(cfg, env):
+        if _canonical_repository(image.repository) == repo:
+            return "infra", image.name
     return "unknown", ""
 
 
@@ -253,7 +262,7 @@ def run_audit(cfg: Config, env: Environment, reporter: Reporter, *, kubeconfig: 
             continue
         s = subjects.get(digest)
         if s is None:
-            kind, name = _classify(cfg, man, ref)
+            kind, name = _classify(cfg, env, man, ref)
             s = subjects[digest] = Subject(digest, ref, source, kind, name)
         s.containers.append(f"{r.pod}/{r.container}")
     differ = disagreements(cfg, man, running, subjects)

@@ -53,9 +53,10 @@ def images_in_manifests(text: str) -> list[str]:
 
 
 def rendered_images(cfg: Config, env: Environment, man: Manifest, services: Sequence[str] = ()) -> list[str]:
-    """The images `helm template` puts in env's manifests with the Release manifest's digests (offline), then,
-    with no selection, those of the infra documents the deploy applies beside the release (local_infra:
-    pipeline/local/infra.py, from the manifest's infra push records; UsageError when one is missing)."""
+    """The images `helm template` puts in env's manifests with the Release manifest's digests (offline), then
+    those of the infra documents the deploy applies beside the release (local_infra: pipeline/local/infra.py,
+    from the manifest's infra push records; UsageError when one is missing). The infra is checked with a
+    `--service` selection too: the deploy applies it whatever the selection."""
     from pipeline.core.manifest import atomic_write
     from pipeline.stages.deploy import CHART, choose_images, image_values
     from pipeline.tools import helm
@@ -72,7 +73,7 @@ def rendered_images(cfg: Config, env: Environment, man: Manifest, services: Sequ
     atomic_write(gen, yaml.safe_dump(image_values(cfg, choices, "")))
     refs = images_in_manifests(helm.template(cfg.root / CHART, env.helm_release, [env.values_file, gen],
                                              namespace=env.namespace))
-    return refs if services else refs + infra_refs(cfg, env, man)
+    return refs + infra_refs(cfg, env, man)
 
 
 def infra_refs(cfg: Config, env: Environment, man: Manifest) -> list[str]:

@@ -80,3 +80,28 @@ def test_the_containers_of_live_pods_with_their_reported_image_ids() -> None:
                    Running("a", "app", f"{REPO}@{D1}", f"docker-pullable://{REPO}@{D1}"),
                    Running("b", "app", f"{REPO}@{D1}", f"docker-pullable://{REPO}@{D1}")]
     assert containers_of({"items": []}) == []
+
+
+def test_ephemeral_containers_are_audited_too() -> None:
+    """A `kubectl debug` container runs an image on the node like any other: it is listed (and so scanned)."""
+    pod = {"metadata": {"name": "a"},
+           "spec": {"containers": [{"name": "app", "image": f"{REPO}@{D1}"}],
+                    "ephemeralContainers": [{"name": "debugger", "image": "busybox:1"}]},
+           "status": {"phase": "Running",
+                      "containerStatuses": [{"name": "app", "imageID": f"docker-pullable://{REPO}@{D1}"}],
+                      "ephemeralContainerStatuses": [{"name": "debugger", "imageID": f"docker://{D2}"}]}}
+    assert containers_of({"items": [pod]})[-1] == Running("a", "debugger", "busybox:1", f"docker://{D2}")
+
+
+def test_only_the_whole_repository_makes_an_image_ours() -> None:
+    from pipeline.core.config import load_config
+    from pipeline.release.audit import _classify
+
+    cfg = load_config(check_files=False)
+    local = cfg.env("local")
+    digest = "@sha256:" + "a" * 64
+    assert _classify(cfg, local, None, local.repository(cfg.service("veza-docs")) + digest) == ("service", "veza-docs")
+    assert _classify(cfg, local, None, "LOCALHOST:5000/veza-local/infra/redis" + digest) == ("infra", "redis")
+    for foreign in ("evil.example/x/redis", "docker.io/library/postgres", "127.0.0.1:5000/veza-dev/veza-docs",
+                    "127.0.0.1:5000/other/infra/nats"):
+        assert _classify(cfg, local, None, foreign + digest) == ("unknown", ""), foreign

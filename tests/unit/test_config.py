@@ -375,3 +375,34 @@ def test_the_project_environments_each_push_to_their_own_namespace() -> None:
     spaces = {name: (e.registry, e.registry_namespace) for name, e in cfg.environments.items()}
     assert spaces["local"] == ("127.0.0.1:5000", "veza-local")
     assert len(set(spaces.values())) == len(spaces), spaces
+
+
+@pytest.mark.parametrize("registry", ["localhost:5000", "LOCALHOST:5000", "127.1:5000", "[::1]:5000",
+                                      "127.0.0.1:05000", "127.0.0.1:5000/"])
+def test_one_registry_written_another_way_is_still_the_same_registry(project: Path, registry: str) -> None:
+    """The collision check compares the host a registry names, not its spelling (canonical_registry)."""
+    text = VALID.replace('stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "push", "sign"]') \
+        + QA.replace('stages = ["build", "push", "sign"]', f'registry = "{registry}"\nregistry_namespace = "veza"\n'
+                     'stages = ["build", "push", "sign"]')
+    line = _load(project, text).one_line()
+    assert "dev and qa both push to 127.0.0.1:5000/veza with different signing keys" in line, line
+
+
+def test_a_namespace_reaching_into_another_environments_repositories_is_refused(project: Path) -> None:
+    """qa's namespace `veza/infra` + service `postgres` would be dev's infra repository: full paths are compared."""
+    text = VALID.replace('stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "push", "sign"]\n'
+                         'local_infra = true').replace('name = "docs"\n', 'name = "docs"\nrepository = "postgres"\n') \
+        + QA.replace('stages = ["build", "push", "sign"]', 'registry_namespace = "veza/infra"\n'
+                     'stages = ["build", "push", "sign"]\ntags = ["sha"]').replace('tags = ["branch"]\n', '', 1)
+    line = _load(project, text).one_line()
+    assert "dev and qa both push to 127.0.0.1:5000/veza/infra/postgres with different signing keys" in line, line
+
+
+def test_canonical_registry_keeps_distinct_hosts_apart() -> None:
+    from pipeline.core.config import canonical_registry
+
+    assert canonical_registry("Registry.Example.ORG:443") == "registry.example.org"
+    assert canonical_registry("127.0.0.2:5000") == "127.0.0.2:5000" != canonical_registry("127.0.0.1:5000")
+    assert canonical_registry("[0:0:0:0:0:0:0:1]:5000") == "127.0.0.1:5000"
+    assert canonical_registry("[fd00::0001]:5000") == "[fd00::1]:5000"
+    assert canonical_registry("face.example:5000") == "face.example:5000"   # hex-looking names stay names

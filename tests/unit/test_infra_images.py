@@ -286,3 +286,18 @@ def test_the_deploy_resumes_only_while_the_infra_runs_the_recorded_digests(tmp_p
     assert drift.deploy_holds(cfg, env, m, quiet, rt=rt) == answer[0]
     external = dataclasses.replace(rt, external=True)           # no local infra on an external cluster
     assert drift.deploy_holds(cfg, env, m, quiet, rt=external) is None
+
+
+def test_verify_images_with_a_service_selection_still_checks_the_infra_the_deploy_applies(tmp_path: Path) -> None:
+    """`invoke deploy --service X` applies the infra documents whatever the selection, so the gate in front of it
+    checks their images too (before, a selection dropped them: a rebuilt, unsigned infra digest went through)."""
+    from pipeline.stages.verify_images import rendered_images
+
+    cfg = _cfg()
+    images = _pinned(cfg)
+    m = _manifest(tmp_path, cfg, images)
+    docs = cfg.env("local").repository(cfg.service("veza-docs"))
+    m.record("veza-docs", "push", {"status": "pushed", "repository": docs, "digest": _digest(7),
+                                   "tags_pushed": ["sha-ccccccc"], "image_id": IMAGE_ID})
+    got = rendered_images(cfg, cfg.env("local"), m, ["veza-docs"])
+    assert f"{docs}@{_digest(7)}" in got and set(images.values()) <= set(got), got

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -247,3 +248,19 @@ def test_the_bootstrap_and_its_pins_import_the_standard_library_only() -> None:
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          check=False)
     assert out.stdout.strip() == "['pipeline']", out.stderr
+
+
+def test_a_byte_changed_under_a_restored_mtime_is_read_again_and_refused(tmp_path: Path) -> None:
+    """`touch -r` / `cp -p` give a changed file its old mtime back; its inode change time moves anyway."""
+    f = tmp_path / "tool"
+    f.write_bytes(b"x" * 4096)
+    memo = pinned.HashMemo(tmp_path / "memo.json")
+    first = memo.sha256(f)
+    memo.save()
+    before = f.stat()
+    time.sleep(0.01)
+    with f.open("r+b") as fh:
+        fh.write(b"y")
+    os.utime(f, ns=(before.st_atime_ns, before.st_mtime_ns))   # the mtime restored, the size unchanged
+    assert f.stat().st_mtime_ns == before.st_mtime_ns and f.stat().st_size == before.st_size
+    assert pinned.HashMemo(tmp_path / "memo.json").sha256(f) == _sha(f) != first
