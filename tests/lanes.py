@@ -86,8 +86,9 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Generator[None, None, None]:
     """Worker, after every other hook (pytest's reordering keeps module-scoped parameters together): the cluster
-    lanes' tests first, so the longest lane starts at once (a stable sort: each lane keeps its order, but for the
-    files that stop the cluster), and every test's lane written for the controller's scheduler."""
+    lanes' tests first, then the engine lane's, then the unit tests, so the longest lane starts at once (a stable
+    sort: each lane keeps its order, but for the files that stop the cluster), and every test's lane written for
+    the controller's scheduler."""
     yield
     path = _lanes_file(config)
     if path is None or not hasattr(config, "workerinput"):
@@ -95,8 +96,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # A file with a test that stops the cluster (cluster_to_myself) goes to the end of the cluster lane, whole:
     # by then the parallel lane is done, so nobody waits for the exclusive hold.
     stopping = {item.path for item in items if "cluster_to_myself" in getattr(item, "fixturenames", ())}
-    order = {CLUSTER_LANE: 0, CLUSTER_PARALLEL_LANE: 1}
-    items.sort(key=lambda item: (order.get(lane_of(item) or "", 2), item.path in stopping))
+    # The three lanes are the first three work units: xdist's scope scheduler gives one unit to each worker
+    # first, so each lane starts on a worker of its own (with the unit tests first, the engine lane could fall to
+    # whichever worker came free, the cluster lane's included).
+    order = {CLUSTER_LANE: 0, CLUSTER_PARALLEL_LANE: 1, ENGINE_LANE: 2}
+    items.sort(key=lambda item: (order.get(lane_of(item) or "", 3), item.path in stopping))
     tmp = path.with_name(f"{path.name}.{config.workerinput['workerid']}")  # type: ignore[attr-defined]
     tmp.write_text(json.dumps({item.nodeid: lane_of(item) for item in items}))
     tmp.replace(path)  # every worker collects the same tests: whichever write is last, it is complete

@@ -113,7 +113,7 @@ def test_every_pod_of_the_release_runs_a_pinned_image_that_verifies(clone: Path,
     expected = {f"{r['push']['repository']}@{r['push']['digest']}"  # type: ignore[index]
                 for r in [*m["services"].values(), *infra.values()]}  # type: ignore[union-attr]
     assert set(images) == expected, (sorted(images), sorted(expected))
-    assert all("/veza-dev/infra/" in ref for ref in expected if "/infra/" in ref)
+    assert all("/veza-local/infra/" in ref for ref in expected if "/infra/" in ref)   # local's own namespace
 
     cfg = load_config(clone / "pipeline.toml")
     env = cfg.env("local")

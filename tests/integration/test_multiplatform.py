@@ -292,7 +292,10 @@ def _answers_under_qemu(docker_client: Any, image_id: str, path: str, dest: Path
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183     # EM_AARCH64
     assert os.path.exists(QEMU), "qemu-user-static missing: python3 -m pipeline.machine.bootstrap --tests installs it"
     port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "LISTEN_ADDR": f"127.0.0.1:{port}"}
+    # the backend refuses to start without a JWT_SECRET of 32 bytes (RFC 7518 §3.2); a throwaway value here, and no
+    # database: /health does not need one
+    env = {"PATH": "/usr/bin:/bin", "LISTEN_ADDR": f"127.0.0.1:{port}", "JWT_SECRET": "qemu-test-" + "x" * 32,
+           "MIGRATE_ON_START": "false"}
     server = subprocess.Popen([QEMU, str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         body = _get_health(port, server)

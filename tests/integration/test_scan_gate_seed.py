@@ -161,9 +161,11 @@ def project(tmp_path: Path, docker_client: Any) -> Iterator[Project]:
         subprocess.run(["git", "-C", str(root), "config", k, v], check=True, timeout=30)
     with LocalRegistry(free_port(), root=tmp_path / "registry") as reg:
         yield Project(root, run, reg)
+    # our tags only, not the image by ID: a reproducible build gives another test's image the same ID (and a
+    # test in another lane may be running a container of it)
     for img in docker_client.images.list():  # type: ignore[attr-defined]
-        if any(f"i18-{run}/" in t for t in img.tags):
-            docker_client.images.remove(img.id, force=True)  # type: ignore[attr-defined]
+        for tag in (t for t in img.tags if f"i18-{run}/" in t):
+            docker_client.images.remove(tag)  # type: ignore[attr-defined]
 
 
 def _catalog(reg: LocalRegistry) -> list[str]:
