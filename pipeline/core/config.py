@@ -502,12 +502,11 @@ def canonical_registry(address: str) -> str:
     return shown if port in ("", "443") else f"{shown}:{port}"
 
 
-def _repositories(env: Environment, services: Sequence[str], infra: Sequence[str]) -> dict[str, str]:
-    """canonical full repository → what pushes there ("service repository X" / "infra image Y"), for one env."""
-    out: dict[str, str] = {}
-    for path, what in _all_paths(env, services, infra):
-        out.setdefault(path, what)
-    return out
+def canonical_repository(repository: str) -> str:
+    """`host[:port]/path` as canonical_registry gives the host and the path lowercased (the distribution reference
+    grammar's path components are lowercase), for comparing full repositories; a bare path is only lowercased."""
+    host, _, path = repository.partition("/")
+    return f"{canonical_registry(host)}/{path.lower()}" if path else repository.lower()
 
 
 def check_shared_repositories(envs_t: Table, environments: Mapping[str, Environment], services: Sequence[str],
@@ -527,9 +526,9 @@ def check_shared_repositories(envs_t: Table, environments: Mapping[str, Environm
                 names = ", ".join(n for n in environments if n != env.name) or "none"
                 envs_t.fail(f"environments.{env.name}.shares_registry_namespace_with",
                             f"'{other}' is not another environment", f"use one of: {names}")
-    repos = {name: _repositories(env, services, infra) for name, env in environments.items()}
+    repos: dict[str, dict[str, str]] = {}   # env → canonical full repository → what pushes there
     for env in environments.values():
-        seen: dict[str, str] = {}
+        seen = repos.setdefault(env.name, {})
         for path, what in _all_paths(env, services, infra):
             if path in seen and seen[path] != what:
                 envs_t.fail(f"environments.{env.name}", f"{seen[path]} and {what} both push to {path}",
@@ -565,11 +564,12 @@ def check_shared_repositories(envs_t: Table, environments: Mapping[str, Environm
 
 def _all_paths(env: Environment, services: Sequence[str], infra: Sequence[str]) -> list[tuple[str, str]]:
     """Every (canonical full repository, owner) env pushes, duplicates kept (the within-environment check)."""
-    ns = f"{env.registry_namespace}/" if env.registry_namespace else ""
-    host = canonical_registry(env.registry)
-    out = [(f"{host}/{ns}{r}".lower(), f"service repository {r}") for r in services]
+    base = f"{canonical_registry(env.registry)}/{env.registry_namespace}/" if env.registry_namespace else \
+        f"{canonical_registry(env.registry)}/"
+    out = [(canonical_repository(f"{base}{r}"), f"service repository {r}") for r in services]
     if env.local_infra:
-        out += [(f"{host}/{ns}{INFRA_REPOSITORY.format(name=n)}".lower(), f"infra image {n}") for n in infra]
+        out += [(canonical_repository(f"{base}{INFRA_REPOSITORY.format(name=n)}"), f"infra image {n}")
+                for n in infra]
     return out
 
 

@@ -31,7 +31,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config, Environment, canonical_registry
+from pipeline.core.config import Config, Environment, canonical_repository
 from pipeline.core.errors import PipelineError, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, atomic_write, manifest_path
 from pipeline.core.release_images import infra_images
@@ -125,27 +125,21 @@ def running_digest(r: Running) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def _canonical_repository(repo: str) -> str:
-    """`host[:port]/path` with the host as canonical_registry gives it and the path lowercased (OCI paths are)."""
-    host, _, path = repo.partition("/")
-    return f"{canonical_registry(host)}/{path.lower()}" if path else repo.lower()
-
-
 def _classify(cfg: Config, env: Environment, man: Manifest | None, ref: str) -> tuple[str, str]:
     """(kind, name) of an image reference by its full repository: a service's or an infra image's repository in
     `env` (or a repository the manifest recorded a push to), else ("unknown", ""). Only the whole repository
     counts: `evil.example/x/redis` is not the infra image redis."""
-    repo = _canonical_repository(ref.split("@", 1)[0])
+    repo = canonical_repository(ref.split("@", 1)[0])
     if man is not None:
         for name in man.services():
             pushed = man.pushed(name)
-            if pushed is not None and _canonical_repository(pushed.repository) == repo:
+            if pushed is not None and canonical_repository(pushed.repository) == repo:
                 return "service", name
     for svc in cfg.services:
-        if _canonical_repository(env.repository(svc)) == repo:
+        if canonical_repository(env.repository(svc)) == repo:
             return "service", svc.name
     for image in infra_images(cfg, env):
-        if _canonical_repository(image.repository) == repo:
+        if canonical_repository(image.repository) == repo:
             return "infra", image.name
     return "unknown", ""
 

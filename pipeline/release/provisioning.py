@@ -21,7 +21,8 @@ from pipeline.contract.stage import Stage
 
 
 class Provisioning:
-    """The provision() work of `stages`, started by start(), each stage's completion awaited by wait()."""
+    """The provision() work of `stages` (the ones the runner decided to run: it alone calls skip()), started by
+    start(), each stage's completion awaited by wait()."""
 
     def __init__(self, ctx: RunContext, stages: Sequence[Stage]) -> None:
         self.ctx = ctx
@@ -40,9 +41,6 @@ class Provisioning:
             for stage in self.stages:
                 if self.errors or self._stop.is_set() or self.ctx.cancel.is_set():
                     break
-                if stage.skip(self.ctx) is not None:
-                    self.done[stage.name].set()
-                    continue
                 t0, wall, status = time.monotonic(), time.time(), "ok"
                 try:
                     stage.provision(self.ctx)

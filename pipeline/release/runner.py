@@ -138,23 +138,24 @@ def run_stages(ctx: RunContext, stages: Sequence[Stage], *, resume: bool = False
     """
     outcomes = ctx.state.outcomes   # the run's, kept when a stage raises (the report reads them)
     first = len(outcomes)
-    provisioning = Provisioning(ctx, stages).start()   # later stages' long preparation, in the background
+    skips = {stage.name: stage.skip(ctx) for stage in stages}   # decided once, for the thread and the loop
+    applicable = [stage for stage in stages if not skips[stage.name]]
+    provisioning = Provisioning(ctx, applicable).start()   # later stages' long preparation, in the background
     try:
         for stage in stages:
-            _stage_step(ctx, stage, provisioning, outcomes, resume)
+            _stage_step(ctx, stage, skips[stage.name], provisioning, outcomes, resume)
     finally:
         provisioning.close()
     return outcomes[first:]
 
 
-def _stage_step(ctx: RunContext, stage: Stage, provisioning: Provisioning, outcomes: list[Outcome],
-                resume: bool) -> None:
+def _stage_step(ctx: RunContext, stage: Stage, reason: str | None, provisioning: Provisioning,
+                outcomes: list[Outcome], resume: bool) -> None:
     """One stage: skipped, resumed (holds), or run. A failed provisioning stops the run at this boundary, and
     the stage's own provisioning is awaited before anything looks at the world for it."""
     failed = provisioning.failed_stage()
     if failed is not None:
         _provision_failed(ctx, failed, provisioning)
-    reason = stage.skip(ctx)
     if reason:
         o = Outcome(stage.name, StageStatus.SKIPPED, detail=reason, started=time.time())
         ctx.reporter.stage_finished(stage.name, o.status, reason)

@@ -398,6 +398,16 @@ def test_a_namespace_reaching_into_another_environments_repositories_is_refused(
     assert "dev and qa both push to 127.0.0.1:5000/veza/infra/postgres with different signing keys" in line, line
 
 
+def test_canonical_repository_is_the_canonical_host_and_the_lowercased_path() -> None:
+    """One spelling for the config's collision check and the audit's classification of what runs."""
+    from pipeline.core.config import canonical_repository
+
+    assert canonical_repository("LOCALHOST:5000/Veza-Dev/infra/Redis") == "127.0.0.1:5000/veza-dev/infra/redis"
+    assert canonical_repository("registry.example.org:443/x/y") == "registry.example.org/x/y"
+    assert canonical_repository("127.0.0.2:5000/x") != canonical_repository("127.0.0.1:5000/x")
+    assert canonical_repository("Veza-Local") == "veza-local"
+
+
 def test_canonical_registry_keeps_distinct_hosts_apart() -> None:
     from pipeline.core.config import canonical_registry
 
