@@ -123,3 +123,54 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return self._lanes.get(nodeid) or nodeid
 
     return LaneScheduling(config, log)
+
+
+
+class _LaneClock:
+    """Controller: each lane's summed test time and each worker's span from its first test's start to its last
+    test's end, for the terminal summary (which lane is the suite's critical path)."""
+
+    def __init__(self, lanes_file: Path) -> None:
+        self.lanes_file = lanes_file
+        self.lane_seconds: dict[str, float] = {}
+        self.lane_tests: dict[str, int] = {}
+        self.worker_span: dict[str, tuple[float, float]] = {}
+        self._lanes: dict[str, str | None] | None = None
+
+    def add(self, report: pytest.TestReport) -> None:
+        if self._lanes is None and self.lanes_file.exists():
+            self._lanes = json.loads(self.lanes_file.read_text() or "{}")
+        lane = (self._lanes or {}).get(report.nodeid) or "unit"
+        self.lane_seconds[lane] = self.lane_seconds.get(lane, 0.0) + report.duration
+        if report.when == "call":
+            self.lane_tests[lane] = self.lane_tests.get(lane, 0) + 1
+        worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None)
+        if worker is not None:
+            first, last = self.worker_span.get(worker, (report.start, report.stop))
+            self.worker_span[worker] = (min(first, report.start), max(last, report.stop))
+
+
+_clock: list[_LaneClock] = []   # the controller's, when --lanes is on
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput") and (path := _lanes_file(session.config)) is not None:
+        _clock.append(_LaneClock(path))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _clock:
+        _clock[0].add(report)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """With --lanes, on the controller: seconds per lane (setup + call + teardown summed) and each worker's span."""
+    if not _clock:
+        return
+    clock = _clock[0]
+    terminalreporter.section("lanes")
+    for lane, seconds in sorted(clock.lane_seconds.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{lane}: {seconds:.0f} s summed over {clock.lane_tests.get(lane, 0)} tests")
+    for worker, (first, last) in sorted(clock.worker_span.items()):
+        terminalreporter.write_line(f"{worker}: {last - first:.0f} s from its first test's start to its last's end")

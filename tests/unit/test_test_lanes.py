@@ -70,6 +70,10 @@ def test_cluster_tests_share_one_worker_in_order_beside_the_engine_lane(pytester
                                         "--no-loadscope-reorder", "-p", "no:cacheprovider",
                                         "tests/unit", "tests/integration", "tests/e2e")  # testrun.py's order
     res.assert_outcomes(passed=21)
+    res.stdout.fnmatch_lines_random([   # the summary that says which lane is the critical path
+        "lane:cluster: * s summed over 8 tests", "lane:cluster-parallel: * s summed over 2 tests",
+        "lane:engine: * s summed over 5 tests", "unit: * s summed over 6 tests",
+        "gw0: * s from its first test's start to its last's end"])
     ran = [json.loads(line) for line in log.read_text().splitlines()]
     by_worker: dict[str, list[str]] = {}
     for worker, nodeid in ran:
