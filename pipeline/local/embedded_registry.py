@@ -34,7 +34,7 @@ class RegistryStatus:
         if not self.running:
             return [f"registry: not running on {self.address} (storage: {self.root / 'data'})",
                     "start it with: invoke registry-up"]
-        how = {"binary": f"docker-registry, pid {self.pid}", "container": "registry:2 container",
+        how = {"binary": f"docker-registry, pid {self.pid}",
                "external": "not started by the pipeline"}.get(self.mode or "", str(self.mode))
         out = [f"registry: running on {self.address} ({how})",
                f"  storage: {self.root / 'data'}",
@@ -100,8 +100,7 @@ def registry_up(cfg: Config, auth: bool = False, tls: bool = False) -> RegistryS
         print(f"registry: {probe.address} already answers (not started by the pipeline); using it as is")
         return registry_status(cfg, quiet=True)
     reg = default_registry(cfg, auth=auth, tls=tls).start()
-    path = ("Debian docker-registry binary" if reg.mode == "binary" else "registry:2 image")
-    print(f"registry: started on {reg.url} via {path} (storage {reg.data_dir})")
+    print(f"registry: started on {reg.url} via Debian's docker-registry binary (storage {reg.data_dir})")
     return registry_status(cfg, quiet=True)
 
 

@@ -1,9 +1,8 @@
 """The local OCI registry: a real CNCF distribution registry on a loopback port, storage on disk.
 
-Two ways to run it, chosen at start():
-- "binary":    Debian's `docker-registry serve CONFIG.yml` (preferred: nothing to pull);
-- "container": the `registry:2` image, where the binary is missing but images can be pulled.
-A registry answering on the port that this root did not start is reported as "external" and left alone.
+It runs as Debian's `docker-registry serve CONFIG.yml` (mode "binary"; the bootstrap installs the package): never as
+a `registry:2` container, which would be an image pulled by a mutable tag, unsigned. A registry answering on the
+port that this root did not start is reported as "external" and left alone.
 
 Everything a registry needs lives under its root: config.yml, registry.pid, state.json, registry.log,
 data/ (the blobs), auth/htpasswd, tls/. `invoke registry-up/down/status` manage the default one
@@ -37,10 +36,6 @@ START_TIMEOUT_S = 30.0
 REALM = "veza-registry"
 
 
-def _run_id() -> str:
-    return os.environ.get("VEZA_RUN_ID", "registry")
-
-
 class LocalRegistry:
     """One registry process on 127.0.0.1:PORT with everything under `root`.
 
@@ -64,7 +59,7 @@ class LocalRegistry:
         self.root = (root or default_root).resolve()
         self.htpasswd = htpasswd.resolve() if htpasswd else None
         self.tls = (tls[0].resolve(), tls[1].resolve()) if tls else None
-        self.mode: str | None = None  # "binary" | "container" | "external", known after start()/status
+        self.mode: str | None = None  # "binary" | "external", known after start()/status
         self.started_here = False
         self._proc: Any = None
 
@@ -97,10 +92,6 @@ class LocalRegistry:
     def data_dir(self) -> Path:
         return self.root / "data"
 
-    @property
-    def container_name(self) -> str:
-        return f"veza-registry-{self.port}"
-
     def ca_file(self) -> Path | None:
         """The certificate clients should trust: the CA, else (self-signed) the certificate itself."""
         return self.ca or (self.tls[0] if self.tls else None)
@@ -115,20 +106,12 @@ class LocalRegistry:
             raise UsageError(f"{self.address} already answers, but not from a registry under {self.root}",
                              f"stop whatever listens on port {self.port} or pick another port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if registry_server.binary_path() is not None:
-            self.mode = "binary"
-            self.config_file.write_text(self._config_yaml(container=False))
-            self._proc = registry_server.spawn_binary(self.config_file, self.log_file)
-            self.pid_file.write_text(f"{self._proc.pid}\n")
-        else:
-            self.mode = "container"
-            self.config_file.write_text(self._config_yaml(container=True))
-            registry_server.remove_container(self.container_name)
-            registry_server.run_container(
-                name=self.container_name, port=self.port, host=self.host, config=self.config_file,
-                data=self.data_dir, label=f"veza.pipeline.run={_run_id()}", htpasswd=self.htpasswd,
-                tls=self.tls)
-            self.pid_file.unlink(missing_ok=True)
+        # Debian's binary only (the bootstrap installs it): a `registry:2` container would run an image pulled by
+        # a mutable tag, unsigned, on the machine whose registry holds every release's trust.
+        self.mode = "binary"
+        self.config_file.write_text(self._config_yaml())
+        self._proc = registry_server.spawn_binary(self.config_file, self.log_file)
+        self.pid_file.write_text(f"{self._proc.pid}\n")
         self.started_here = True
         self._write_state()
         self._wait_ready(timeout)
@@ -136,12 +119,7 @@ class LocalRegistry:
 
     def stop(self) -> bool:
         """Stop the registry this root runs (storage is kept). Returns whether something was stopped."""
-        state = self._state()
         stopped = False
-        if state.get("mode") == "container" or self.mode == "container":
-            if registry_server.container_running(self.container_name):
-                stopped = True
-            registry_server.remove_container(self.container_name)
         pid = self._pid()
         if pid is not None and self._pid_is_ours(pid):
             registry_server.terminate(pid)
@@ -155,9 +133,6 @@ class LocalRegistry:
 
     def running(self) -> bool:
         """Whether the registry under this root runs and answers."""
-        state = self._state()
-        if state.get("mode") == "container":
-            return registry_server.container_running(self.container_name) and self.answers()
         pid = self._pid()
         return pid is not None and self._pid_is_ours(pid) and self.answers()
 
@@ -179,15 +154,12 @@ class LocalRegistry:
         return f"LocalRegistry({self.address}, root={self.root}, mode={self.mode})"
 
     # -- internals
-    def _config_yaml(self, *, container: bool) -> str:
+    def _config_yaml(self) -> str:
         """The distribution config. JSON is valid YAML: no quoting surprises with paths."""
-        data_dir = "/var/lib/registry" if container else str(self.data_dir)
-        http: dict[str, Any] = {"addr": ":5000" if container else self.address,
-                                "headers": {"X-Content-Type-Options": ["nosniff"]}}
+        data_dir = str(self.data_dir)
+        http: dict[str, Any] = {"addr": self.address, "headers": {"X-Content-Type-Options": ["nosniff"]}}
         if self.tls:
-            cert, key = (("/certs/cert.pem", "/certs/key.pem") if container
-                         else (str(self.tls[0]), str(self.tls[1])))
-            http["tls"] = {"certificate": cert, "key": key}
+            http["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
         cfg: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": False}},
@@ -196,8 +168,7 @@ class LocalRegistry:
             "http": http,
         }
         if self.htpasswd:
-            cfg["auth"] = {"htpasswd": {"realm": REALM,
-                                        "path": "/auth/htpasswd" if container else str(self.htpasswd)}}
+            cfg["auth"] = {"htpasswd": {"realm": REALM, "path": str(self.htpasswd)}}
         return json.dumps(cfg, indent=2) + "\n"
 
     def _wait_ready(self, timeout: float) -> None:
@@ -212,8 +183,7 @@ class LocalRegistry:
         self.stop()
         raise StageFailed(f"the registry on {self.address} did not come up within {timeout:.0f}s"
                           + (f": {tail}" if tail else ""),
-                          f"see {self.log_file}" if self.mode == "binary"
-                          else f"docker logs {self.container_name}")
+                          f"see {self.log_file}")
 
     def _log_tail(self) -> str:
         try:

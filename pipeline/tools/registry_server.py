@@ -1,4 +1,5 @@
-"""Adapter for the registry server process: Debian's `docker-registry` binary, or the `registry:2` image.
+"""Adapter for the registry server process: Debian's `docker-registry` binary (never a `registry:2` container:
+an image pulled by a mutable tag).
 
 Only this module starts or stops the server. pipeline/local/registry.py decides which path to take.
 """
@@ -11,12 +12,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipeline.core.errors import StageFailed, ToolMissing
+from pipeline.core.errors import ToolMissing
 from pipeline.core.processes import pid_alive
-from pipeline.tools.proc import find_tool, run, tool_env
+from pipeline.tools.proc import find_tool, tool_env
 
 BINARY = "docker-registry"
-IMAGE = "registry:2"
 
 
 def binary_path() -> str | None:
@@ -76,36 +76,3 @@ def _reap(pid: int) -> None:
 
 
 # -- the container path (where `docker-registry` is missing but images can be pulled)
-
-def docker_exe() -> str:
-    return find_tool("docker", "install the Docker engine: python3 -m pipeline.machine.bootstrap")
-
-
-def run_container(*, name: str, port: int, host: str, config: Path, data: Path, label: str,
-                  htpasswd: Path | None, tls: tuple[Path, Path] | None) -> str:
-    """`docker run -d registry:2` with our config and storage mounted; returns the container id."""
-    argv: list[str] = [docker_exe(), "run", "-d", "--name", name, "--label", label,
-                       "-p", f"{host}:{port}:5000",
-                       "-v", f"{data}:/var/lib/registry",
-                       "-v", f"{config}:/etc/docker/registry/config.yml:ro"]
-    if htpasswd is not None:
-        argv += ["-v", f"{htpasswd}:/auth/htpasswd:ro"]
-    if tls is not None:
-        argv += ["-v", f"{tls[0]}:/certs/cert.pem:ro", "-v", f"{tls[1]}:/certs/key.pem:ro"]
-    argv.append(IMAGE)
-    res = run(argv, timeout=300, check=False, what="docker run registry:2")
-    if not res.ok:
-        raise ToolMissing(f"cannot start the {IMAGE} container: {res.stderr.strip().splitlines()[-1:]}",
-                          "apt-get install -y docker-registry (no image needs pulling then)")
-    return res.stdout.strip()
-
-
-def container_running(name: str) -> bool:
-    res = run([docker_exe(), "inspect", "-f", "{{.State.Running}}", name], timeout=30, check=False)
-    return res.ok and res.stdout.strip() == "true"
-
-
-def remove_container(name: str) -> None:
-    res = run([docker_exe(), "rm", "-f", name], timeout=60, check=False)
-    if not res.ok and "No such container" not in res.stderr:
-        raise StageFailed(f"cannot remove registry container {name}: {res.stderr.strip()}")
