@@ -5,6 +5,7 @@ Every other module imports these; none re-spells them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -20,6 +21,20 @@ LABEL_COMPONENT = "veza.pipeline.component"
 # build time: a reuse by input digest (maybe on a fresh runner whose earlier manifest is gone) then attests the
 # build that made the image, not the run that reuses it. One label: the legacy builder adds a step per label.
 LABEL_BUILD = "veza.pipeline.build"
+
+
+def carries_build_stamp(labels: Mapping[str, str]) -> bool:
+    """Whether an image's labels carry its build's facts (LABEL_BUILD: a JSON object with at least the commit):
+    only such an image is reused, so its provenance can describe the build that made it, never a guess."""
+    import json
+
+    try:
+        stamp = json.loads(labels.get(LABEL_BUILD) or "{}")
+    except ValueError:
+        return False
+    return isinstance(stamp, dict) and bool(stamp.get("commit"))
+
+
 # The local repository of the build cache tags (`<CACHE_REPO>/<service>:in-<input digest>`): build finds images
 # by them, `invoke prune` trims them.
 CACHE_REPO = "veza-pipeline-cache"

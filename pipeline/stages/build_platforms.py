@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pipeline.core.config import Environment, Service
 from pipeline.core.errors import UsageError
 from pipeline.core.platforms import Platform, effective_platforms, native_platform, primary_platform
-from pipeline.core.vocab import CACHE_REPO, LABEL_INPUT_DIGEST
+from pipeline.core.vocab import CACHE_REPO, LABEL_INPUT_DIGEST, carries_build_stamp
 from pipeline.tools import buildkit, docker
 
 
@@ -24,7 +24,8 @@ def cache_ref(service: str, digest: str, platform: Platform | None = None) -> st
 
 
 def find_by_input_digest(service: str, digest: str, platform: Platform | None = None) -> str | None:
-    """The local image built from exactly these inputs (its label must agree with the cache tag), or None."""
+    """The local image built from exactly these inputs (its label must agree with the cache tag, and it must carry
+    its build's facts), or None."""
     found = find_with_tags(service, digest, platform)
     return found[0] if found else None
 
@@ -37,7 +38,7 @@ def find_with_tags(service: str, digest: str, platform: Platform | None = None) 
     if found is None:
         return None
     image_id, labels, tags = found
-    return (image_id, tags) if labels.get(LABEL_INPUT_DIGEST) == digest else None
+    return (image_id, tags) if labels.get(LABEL_INPUT_DIGEST) == digest and carries_build_stamp(labels) else None
 
 
 def service_platforms(service: Service, env: Environment,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.vocab import LABEL_INPUT_DIGEST
+from pipeline.core.vocab import LABEL_INPUT_DIGEST, carries_build_stamp
 from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients
 
@@ -105,6 +105,8 @@ def lookup(client: RegistryClient, repository: str, input_digest: str) -> Lookup
     found = labels.get(LABEL_INPUT_DIGEST, "")
     if found != input_digest:
         return Lookup(None, f"{short} carries input digest {found[:19] or 'none'}…, not this one: not reused")
+    if not carries_build_stamp(labels):   # its provenance could not describe the build that made it
+        return Lookup(None, f"{short} carries no build facts (built before they were recorded): not reused")
     return Lookup(RegistryImage(repository, ref.digest, config_digest, labels, str(config.get("created") or "")))
 
 

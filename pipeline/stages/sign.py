@@ -21,7 +21,7 @@ from pipeline.core.errors import PipelineError, StageFailed, UsageError
 from pipeline.core.manifest import INFRA_PREFIX, Manifest
 from pipeline.core.release_images import infra_images
 from pipeline.core.reporter import Reporter
-from pipeline.core.vocab import AttachStatus, SignStatus, now_iso
+from pipeline.core.vocab import AttachStatus, SignStatus
 from pipeline.stages.infra_provenance import infra_build_facts
 from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient, split_repository
@@ -65,14 +65,15 @@ def pushed_images(cfg: Config, man: Manifest, services: list[str] | None,
 
 
 def build_facts(cfg: Config, man: Manifest, service: str, repository: str, digest: str, *,
-                run_id: str, platforms: tuple[str, ...] = ()) -> BuildFacts:
+                platforms: tuple[str, ...] = ()) -> BuildFacts:
     """The provenance facts of one pushed image (an index's child: `platforms` = its platform; the index:
     every platform), from the Release manifest and the config.
 
     The commit, invocation, times and builder are the build's (`Built.origin`, kept by the build stage and,
-    for a reused image, read from its labels); a reused image adds its reuse (`Built.reuse`). A build record
-    without an origin (written before it was kept) falls back to the release's commit, this signing run and now.
-    UsageError when the manifest records no commit.
+    for a reused image, read from its labels); a reused image adds its reuse (`Built.reuse`), and the Dockerfile is
+    the one it was built from (by digest). UsageError (exit 2) when the manifest records no commit, or the build
+    record has no origin or no Dockerfile digest (written before they were kept): provenance never guesses them
+    from the signing run or today's tree.
     """
     version = man.version_facts()
     commit = man.commit
@@ -87,28 +88,23 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
     dockerfile = svc.dockerfile
     rel = str(dockerfile.relative_to(cfg.root)) if dockerfile.is_relative_to(cfg.root) else str(dockerfile)
     context = str(svc.context.relative_to(cfg.root)) if svc.context.is_relative_to(cfg.root) else str(svc.context)
-    if built and built.dockerfile_digest:   # the Dockerfile the image was built from, not today's
-        dockerfile_sha = built.dockerfile_digest.removeprefix("sha256:")
-    elif Path(dockerfile).is_file():
-        dockerfile_sha = digest_of(dockerfile.read_bytes()).removeprefix("sha256:")
-    else:
-        dockerfile_sha = ""
+    if built is None or origin is None or not built.dockerfile_digest:
+        missing = "build record" if built is None else "origin" if origin is None else "Dockerfile digest"
+        raise UsageError(f"{service}'s {missing} is missing from the Release manifest {man.path}: its provenance "
+                         "cannot describe the build that made it",
+                         f"rebuild it: invoke build --service {service} (then push and sign)")
+    dockerfile_sha = built.dockerfile_digest.removeprefix("sha256:")   # the file it was built from, not today's
     versions = {k: v for k, v in (("builder", origin.builder), ("docker-cli", origin.builder_version),
-                                  ("docker-engine", origin.engine_version)) if v} if origin else {}
+                                  ("docker-engine", origin.engine_version)) if v}
     return BuildFacts(
-        repository=repository, digest=digest, commit=origin.commit if origin else commit,
-        dirty=origin.dirty if origin else bool(version.get("dirty")),
+        repository=repository, digest=digest, commit=origin.commit, dirty=origin.dirty,
         source_uri=f"git+{source}" + (f"@refs/heads/{branch}" if branch else ""),
-        dockerfile=rel, dockerfile_sha256=dockerfile_sha,
-        input_digest=built.input_digest if built else "",
-        build_args=dict(built.build_args) if built else {},
-        base_images=dict(built.base_images) if built else {},
+        dockerfile=rel, dockerfile_sha256=dockerfile_sha, input_digest=built.input_digest,
+        build_args=dict(built.build_args), base_images=dict(built.base_images),
         builder_id=cfg.signing.builder_id, build_type=f"{source}/{BUILD_TYPE_PATH}",
-        invocation_id=origin.run_id if origin else run_id,
-        started_on=origin.started_on if origin else "",
-        finished_on=origin.finished_on if origin else now_iso(), platforms=platforms,
-        builder_version=versions, context=context,
-        context_sha256=built.context_digest.removeprefix("sha256:") if built else "",
+        invocation_id=origin.run_id, started_on=origin.started_on, finished_on=origin.finished_on,
+        platforms=platforms, builder_version=versions, context=context,
+        context_sha256=built.context_digest.removeprefix("sha256:"),
         reuse_run=reuse.run_id if reuse else "", reuse_commit=reuse.commit if reuse else "",
         reused_on=reuse.at if reuse else "")
 
@@ -182,7 +178,7 @@ def _sign_and_attest(cfg: Config, man: Manifest, name: str, client: RegistryClie
     if name.startswith(INFRA_PREFIX):
         facts = infra_build_facts(cfg, man, name, repository, digest)
     else:
-        facts = build_facts(cfg, man, name, repository, digest, run_id=run_id, platforms=platforms)
+        facts = build_facts(cfg, man, name, repository, digest, platforms=platforms)
     attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
     return sig_tag, signed_now, 1
 

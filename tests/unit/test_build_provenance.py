@@ -12,9 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.core.config import Config, load_config
+from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import PlainReporter
-from pipeline.core.vocab import LABEL_BUILD, LABEL_INPUT_DIGEST, BuildStatus
+from pipeline.core.vocab import LABEL_BUILD, LABEL_INPUT_DIGEST, BuildStatus, carries_build_stamp
 from pipeline.stages import build as build_stage
 from pipeline.stages.plan import BuildPlan, InputRecord, ServicePlan
 from pipeline.stages.sign import build_facts
@@ -60,9 +61,8 @@ def _plan(cfg: Config, action: str) -> ServicePlan:
                        "", inputs, {"veza-local/debian:bookworm": BASE})
 
 
-def _statement(cfg: Config, man: Manifest, run_id: str) -> dict[str, Any]:
-    return provenance_statement(build_facts(cfg, man, "veza-docs", "127.0.0.1:5000/veza-dev/veza-docs", DIGEST,
-                                            run_id=run_id))
+def _statement(cfg: Config, man: Manifest, run_id: str) -> dict[str, Any]:   # run_id: the signing run's
+    return provenance_statement(build_facts(cfg, man, "veza-docs", "127.0.0.1:5000/veza-dev/veza-docs", DIGEST))
 
 
 def test_a_built_record_attests_its_own_build(tmp_path: Path) -> None:
@@ -148,3 +148,26 @@ def test_the_build_label_is_one_compact_json_object(tmp_path: Path) -> None:
     label = build_stage._labels(cfg, _plan(cfg, "build"), _info(A), stamp)[LABEL_BUILD]
     assert json.loads(label) == {"commit": A, "dirty": "false", "run": "run-A", "started": "2026-12-01T10:00:00Z",
                                  "builder": "buildkit", "builder_version": "26.1.5", "engine": "26.1.5+dfsg1"}
+
+
+@pytest.mark.parametrize("origin", [None, {"commit": ""}], ids=["no-origin", "empty-origin"])
+def test_a_record_without_its_builds_facts_is_refused_not_attested_to_the_signing_run(
+        tmp_path: Path, origin: dict[str, str] | None) -> None:
+    """A build record written before the build's facts were kept: the provenance would have to guess them (the
+    signing run's commit and time); the signing refuses and names the rebuild."""
+    cfg = _cfg(tmp_path)
+    man = _manifest(tmp_path, B)
+    build_stage._record(man, _plan(cfg, "build"), build_stage.BuildResult("veza-docs", BuildStatus.BUILT, IMAGE, 1.0,
+                                                                          None, origin=origin or {}))
+    with pytest.raises(UsageError) as exc:
+        _statement(cfg, man, run_id="sign-run")
+    assert "veza-docs's origin is missing" in exc.value.message
+    assert exc.value.hint == "rebuild it: invoke build --service veza-docs (then push and sign)"
+
+
+@pytest.mark.parametrize(("labels", "carries"), [
+    ({LABEL_BUILD: json.dumps({"commit": A, "run": "r"})}, True),
+    ({LABEL_INPUT_DIGEST: INPUT}, False),                        # built before the stamp existed
+    ({LABEL_BUILD: "not json"}, False), ({LABEL_BUILD: "[1]"}, False), ({LABEL_BUILD: '{"commit": ""}'}, False)])
+def test_only_an_image_that_carries_its_builds_facts_is_reusable(labels: dict[str, str], carries: bool) -> None:
+    assert carries_build_stamp(labels) is carries

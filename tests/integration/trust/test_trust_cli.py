@@ -82,7 +82,7 @@ def _untrusted(w: TrustWorld, case: str, tmp: Path) -> str:
         other = generate_key_pair(KeyPaths(tmp / "other"), "x")
         w2 = decrypt_private_key(other.private.read_bytes(), b"x")
         sign_image(w.client, repo, digest, w2)
-        facts = build_facts(w.cfg, man, "veza-docs", w.repository(), digest, run_id="t")
+        facts = build_facts(w.cfg, man, "veza-docs", w.repository(), digest)
         attach_provenance(w.client, repo, digest, sign_statement(provenance_statement(facts), w2))
     elif case in ("tampered-provenance", "missing-provenance"):
         sign_images(w.cfg, w.cfg.env("dev"), man, PlainReporter(sink=lambda _l: None))
