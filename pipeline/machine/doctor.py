@@ -1,4 +1,10 @@
-"""`invoke doctor`: one line per required component, with version, origin, and the fix when missing (exit 6)."""
+"""`invoke doctor`: one line per required component, with version, origin, and the fix when missing (exit 6).
+
+Each tool says what it was checked against: a tool pinned by hash (toolchain.lock.json) names the file, the
+sha256 it matched and where the pinned file comes from, whether it is `.tools/bin/<tool>` or the PATH binary
+used when that is missing (pipeline/tools/proc.py find_tool refuses a PATH binary that does not match); a tool
+from a Debian package names the package, its version and whether the file still has dpkg's recorded md5sum
+(pipeline/tools/dpkg.py); a file of no package says so."""
 
 from __future__ import annotations
 
@@ -45,7 +51,15 @@ def _tool(name: str, args: list[str], fix: str, *, required: bool = True, label:
         origin = f"{origin} -> {Path(path).resolve()}"
     if name in pinned.binary_names():
         return _pinned(name, Path(path), label or name, version, required)
-    return Check(label or name, bool(version), version or "does not run", origin, "" if version else fix, required)
+    from pipeline.tools import dpkg
+
+    owned = dpkg.check_file(Path(path))
+    changed = bool(owned.package and owned.recorded and not owned.ok)
+    ok = bool(version) and not changed
+    why = f"apt-get install --reinstall {owned.package}" if changed else fix
+    said = owned.describe() if origin in (path, owned.path) else f"{origin} · {owned.describe()}"
+    return Check(label or name, ok, version or "does not run", said,
+                 "" if ok else why, required)
 
 
 def _pinned(name: str, path: Path, label: str, version: str, required: bool) -> Check:
@@ -59,8 +73,9 @@ def _pinned(name: str, path: Path, label: str, version: str, required: bool) -> 
         return Check(label, False, "", f"{path}: {exc.strerror}", BOOTSTRAP, required)
     ok = bool(version) and pin.version in version
     fix = "" if ok else f"{path} reports '{version}', pinned {pin.version}: rm {path} and run {BOOTSTRAP}"
+    where = "project tools dir" if path.is_relative_to(TOOLS_BIN) else "PATH (.tools/bin has none)"
     return Check(label, ok, version or "does not run",
-                 f"sha256:{digest[:12]} matches the pin · {pin.source}", fix, required)
+                 f"{path} ({where}): sha256:{digest[:12]} matches the pin · {pin.source}", fix, required)
 
 
 def _python_lock() -> Check:
