@@ -19,9 +19,10 @@ Build facts. Every image built here carries, as labels, what its provenance says
 infra_provenance.py reads them from the pushed image's config, not from the working tree): the recipe digest
 (LABEL_RECIPE_DIGEST), the builder (LABEL_BUILDER: kind, docker CLI and engine versions, start time), the base
 it was built FROM by image ID (LABEL_PARENT), and the Debian packages it holds as dpkg reports them inside the
-image (LABEL_PACKAGES `name=version,…` sorted, LABEL_PACKAGES_DIGEST its sha256): a second, label-only build
-step adds the package list, which is known only once the image exists. An infra image ([infra.*]) without
-them, built before they were recorded, is rebuilt.
+image (LABEL_PACKAGES `name=version,…` sorted, LABEL_PACKAGES_DIGEST its sha256) and the digest of its layers
+(LABEL_LAYERS: the labels of an image are inherited by any image built FROM it, its layers are not): a second,
+label-only build step (no layer) adds these, which are known only once the image exists. An infra image
+([infra.*]) without them, built before they were recorded, is rebuilt.
 
 Pulls. An upstream image is pulled only when pipeline.toml pins it by digest (`upstream = "name:tag@sha256:…"`):
 a mutable tag names whatever the registry serves today, which no provenance can describe. It is pulled by that
@@ -59,7 +60,8 @@ LABEL_BUILDER = "veza.pipeline.builder"                # JSON: kind, docker_cli,
 LABEL_PARENT = "veza.pipeline.parent"                  # `<local ref>@<image ID>` of the base it was built FROM
 LABEL_PACKAGES = "veza.pipeline.packages"              # `name=version,…` as dpkg lists them in the image, sorted
 LABEL_PACKAGES_DIGEST = "veza.pipeline.packages-digest"   # sha256 of LABEL_PACKAGES' value
-BUILD_FACT_LABELS = (LABEL_RECIPE_DIGEST, LABEL_BUILDER, LABEL_PACKAGES, LABEL_PACKAGES_DIGEST)
+LABEL_LAYERS = "veza.pipeline.layers-digest"           # layers_digest of the image's layers (its rootfs diff IDs)
+BUILD_FACT_LABELS = (LABEL_RECIPE_DIGEST, LABEL_BUILDER, LABEL_PACKAGES, LABEL_PACKAGES_DIGEST, LABEL_LAYERS)
 ROOTFS_RECIPE = "debian"
 ROOTFS_CONF = "rootfs.conf"
 PULL_TIMEOUT_S = 30.0
@@ -193,6 +195,13 @@ def packages_digest(package_list: str) -> str:
     return "sha256:" + hashlib.sha256(package_list.encode()).hexdigest()
 
 
+def layers_digest(diff_ids: Sequence[str]) -> str:
+    """sha256 over an image's layer diff IDs (its config's rootfs.diff_ids, in order), as LABEL_LAYERS records
+    them. Labels are inherited by every image built FROM this one; the layers are not: an image derived from a
+    base (one more RUN) carries the base's labels but not its layers, and so does not match."""
+    return "sha256:" + hashlib.sha256("\n".join(diff_ids).encode()).hexdigest()
+
+
 def package_label(lines: Sequence[str]) -> str:
     """LABEL_PACKAGES' value from dpkg-query lines `name=version` (blank lines dropped; sorted, deduplicated)."""
     return ",".join(sorted({ln.strip() for ln in lines if ln.strip()}))
@@ -322,6 +331,7 @@ def _add_package_facts(r: Recipe, image: str, run_id: str, log_dir: Path, stop: 
     from pipeline.tools import docker
 
     listed = package_label(docker.image_packages(image, run_id=run_id, timeout=120))
+    layers = ((docker.inspect(image) or {}).get("RootFS") or {}).get("Layers") or []
     if not listed:
         raise StageFailed(f"base '{r.base.name}' ({r.base.local}): dpkg lists no package in the image",
                           f"check pipeline/local/recipes/{r.base.recipe}/ and rerun invoke bases")
@@ -331,7 +341,8 @@ def _add_package_facts(r: Recipe, image: str, run_id: str, log_dir: Path, stop: 
         (Path(tmp) / "Dockerfile").write_text(f"FROM {image}\n")
         rc = docker.build_image(context=Path(tmp), dockerfile=Path(tmp) / "Dockerfile", tags=[r.base.local],
                                 build_args={}, labels={LABEL_PACKAGES: listed,
-                                                       LABEL_PACKAGES_DIGEST: packages_digest(listed)},
+                                                       LABEL_PACKAGES_DIGEST: packages_digest(listed),
+                                                       LABEL_LAYERS: layers_digest(layers)},
                                 no_cache=False, on_line=lambda _line: None, timeout=300, iidfile=iid, stop=stop)
     if rc != 0 or not iid.is_file():
         raise StageFailed(f"labelling base '{r.base.name}' ({r.base.local}) with its packages failed (exit {rc})",

@@ -7,8 +7,9 @@ builder, parent base by image ID, the Debian packages dpkg lists in it), or pull
 pins. The facts are read from the pushed image's config in the registry (the bytes being signed), never from the
 working tree, and checked before anything is signed (UsageError, exit 2, one line with the fix):
 
-- built here (the config carries LABEL_RECIPE_DIGEST): every build-fact label must be there, and the recorded
-  recipe digest must be the current recipe's (`resolve_recipes` over the tree's recipes): an image built from
+- built here (the config carries LABEL_RECIPE_DIGEST): every build-fact label must be there, the image's layers
+  must be the ones recorded (LABEL_LAYERS: an image built FROM it inherits its labels, not its layers), and the
+  recorded recipe digest must be the current recipe's (`resolve_recipes` over the tree's recipes): an image built from
   another recipe is not described by this tree. Provenance: build type `…/veza-pipeline/infra-image/v1`, the
   recipe's Dockerfile (by sha256; the recipe digest covers it) and directory, the recipe digest as input digest,
   the parent base by image ID and every Debian package (`pkg:deb/debian/<name>@<version>`) as materials, the
@@ -37,11 +38,13 @@ from pipeline.core.manifest import Manifest, subject_slot
 from pipeline.core.vocab import LABEL_RUN
 from pipeline.local.bases import (
     LABEL_BUILDER,
+    LABEL_LAYERS,
     LABEL_PACKAGES,
     LABEL_PACKAGES_DIGEST,
     LABEL_PARENT,
     LABEL_RECIPE_DIGEST,
     RECIPES_DIR,
+    layers_digest,
     missing_build_facts,
     resolve_recipes,
     upstream_pin,
@@ -61,6 +64,7 @@ class ImageConfig:
     digest: str
     labels: Mapping[str, str]
     created: str
+    diff_ids: tuple[str, ...] = ()   # rootfs.diff_ids: the image's layers, in order
 
 
 def registry_image_config(client: RegistryClient, repository: str, digest: str) -> ImageConfig:
@@ -78,7 +82,8 @@ def registry_image_config(client: RegistryClient, repository: str, digest: str) 
         raise UsageError(f"{repository}@{digest} has no image config", "push the infra image again (`invoke push`)")
     config = json.loads(client.get_blob(repo, config_digest))
     labels = {str(k): str(v) for k, v in ((config.get("config") or {}).get("Labels") or {}).items()}
-    return ImageConfig(config_digest, labels, str(config.get("created") or ""))
+    diff_ids = tuple(str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or ())
+    return ImageConfig(config_digest, labels, str(config.get("created") or ""), diff_ids)
 
 
 def current_recipe_digest(cfg: Config, base: str) -> tuple[str, Path]:
@@ -128,6 +133,10 @@ def infra_build_facts(cfg: Config, man: Manifest, subject: str, repository: str,
         raise UsageError(f"{subject} ({repository}@{digest[:19]}…) has no build facts: {', '.join(lacking)} "
                          "missing from its labels", "rebuild it: `invoke bases` (it rebuilds infra images without "
                          "them), then `invoke push`")
+    if labels[LABEL_LAYERS] != layers_digest(image.diff_ids):
+        raise UsageError(f"{subject} ({repository}@{digest[:19]}…) does not have the layers `invoke bases` built "
+                         f"under its labels (an image derived from the built one inherits its labels)",
+                         "rebuild it: `invoke bases --force`, then `invoke push`")
     current, recipe_dir = current_recipe_digest(cfg, base.name)
     recorded = labels[LABEL_RECIPE_DIGEST]
     if recorded != current:

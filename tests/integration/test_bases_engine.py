@@ -22,10 +22,12 @@ import pytest
 from pipeline.core.config import Base, Config, load_config
 from pipeline.local.bases import (
     LABEL_BUILDER,
+    LABEL_LAYERS,
     LABEL_PACKAGES,
     LABEL_PARENT,
     LABEL_RECIPE_DIGEST,
     ensure_bases,
+    layers_digest,
     missing_build_facts,
     resolve_recipes,
 )
@@ -106,6 +108,8 @@ def test_build_path_labels_the_recipe_digest_then_reruns_as_present(private_refs
     assert labels["veza.pipeline.base"] == "redis"
     # the build facts its provenance is made of (pipeline/stages/infra_provenance.py)
     assert missing_build_facts(labels) == []
+    layers = docker_client.api.inspect_image(redis.local)["RootFS"]["Layers"]
+    assert labels[LABEL_LAYERS] == layers_digest(layers)      # the label-only step added no layer
     packages = dict(p.split("=", 1) for p in labels[LABEL_PACKAGES].split(","))
     assert packages["redis-server"] and "dpkg" in packages
     builder = json.loads(labels[LABEL_BUILDER])

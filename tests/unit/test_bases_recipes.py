@@ -217,7 +217,8 @@ def test_an_infra_base_without_build_facts_is_rebuilt(bases: dict[str, Base]) ->
     listed = package_label(["redis-server=5:7.0.15-1~deb12u1", "", "adduser=3.134", "adduser=3.134"])
     assert listed == "adduser=3.134,redis-server=5:7.0.15-1~deb12u1"
     full = {LABEL_RECIPE_DIGEST: resolved["redis"].digest, LABEL_BUILDER: '{"kind":"legacy"}',
-            LABEL_PACKAGES: listed, LABEL_PACKAGES_DIGEST: packages_digest(listed)}
+            LABEL_PACKAGES: listed, LABEL_PACKAGES_DIGEST: packages_digest(listed),
+            "veza.pipeline.layers-digest": "sha256:" + "5" * 64}
     assert missing_build_facts(full) == []
     assert missing_build_facts({**full, LABEL_PACKAGES_DIGEST: packages_digest("adduser=3.135")}) == [
         f"{LABEL_PACKAGES_DIGEST} (does not match the package list)"]

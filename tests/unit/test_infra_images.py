@@ -179,6 +179,9 @@ def test_an_infra_record_status_outside_the_vocabulary_is_refused_like_a_service
         m.record("infra/postgres", "push", {"status": "shipped"})
 
 
+LAYERS = ("sha256:" + "1" * 64, "sha256:" + "2" * 64)   # the built image's rootfs.diff_ids
+
+
 def _built_labels(cfg: Config, base: str = "postgres") -> dict[str, str]:
     """The labels `invoke bases` gives an image it builds from the current recipe of `base`."""
     from pipeline.local.bases import (
@@ -187,12 +190,14 @@ def _built_labels(cfg: Config, base: str = "postgres") -> dict[str, str]:
         LABEL_PACKAGES_DIGEST,
         LABEL_PARENT,
         LABEL_RECIPE_DIGEST,
+        layers_digest,
         packages_digest,
     )
     from pipeline.stages.infra_provenance import current_recipe_digest
 
     listed = "libpq5=15.14-0+deb12u1,postgresql-15=15.14-0+deb12u1"
     return {LABEL_RECIPE_DIGEST: current_recipe_digest(cfg, base)[0], LABEL_PACKAGES: listed,
+            "veza.pipeline.layers-digest": layers_digest(LAYERS),
             LABEL_PACKAGES_DIGEST: packages_digest(listed), "veza.pipeline.run": "bases-20261201000000",
             LABEL_BUILDER: '{"kind":"legacy","docker_cli":"28.2.2","engine":"20.10.24",'
                            '"started":"2026-12-01T00:00:00Z"}',
@@ -209,7 +214,7 @@ def test_infra_provenance_comes_from_the_image_s_build_facts(tmp_path: Path) -> 
     repo, _, digest = images["postgres"].partition("@")
     labels = _built_labels(cfg)
     facts = infra_build_facts(cfg, m, "infra/postgres", repo, digest,
-                              ImageConfig(IMAGE_ID, labels, "2026-12-01T00:03:00Z"))
+                              ImageConfig(IMAGE_ID, labels, "2026-12-01T00:03:00Z", LAYERS))
     st = provenance_statement(facts)
     assert st["subject"] == [{"name": repo, "digest": {"sha256": digest[7:]}}]
     deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
@@ -235,14 +240,16 @@ def test_infra_provenance_comes_from_the_image_s_build_facts(tmp_path: Path) -> 
         infra_build_facts(cfg, m, "infra/nope", repo, digest, ImageConfig(IMAGE_ID, labels, ""))
 
 
-@pytest.mark.parametrize("change, says", [
-    ({"veza.pipeline.recipe-digest": "sha256:" + "9" * 64}, "was built from recipe sha256:99999999999"),
-    ({"veza.pipeline.packages": ""}, "has no build facts: veza.pipeline.packages missing"),
-    ({"veza.pipeline.builder": ""}, "has no build facts: veza.pipeline.builder missing"),
-    ({"veza.pipeline.packages": "libpq5=15.15"}, "packages-digest (does not match the package list)"),
+@pytest.mark.parametrize("change, says, layers", [
+    ({"veza.pipeline.recipe-digest": "sha256:" + "9" * 64}, "was built from recipe sha256:99999999999", LAYERS),
+    ({}, "does not have the layers `invoke bases` built", (*LAYERS, "sha256:" + "3" * 64)),   # FROM it + a RUN
+    ({"veza.pipeline.layers-digest": ""}, "veza.pipeline.layers-digest missing", LAYERS),
+    ({"veza.pipeline.packages": ""}, "has no build facts: veza.pipeline.packages missing", LAYERS),
+    ({"veza.pipeline.builder": ""}, "has no build facts: veza.pipeline.builder missing", LAYERS),
+    ({"veza.pipeline.packages": "libpq5=15.15"}, "packages-digest (does not match the package list)", LAYERS),
 ])
 def test_an_infra_image_its_labels_cannot_describe_is_refused(tmp_path: Path, change: dict[str, str],
-                                                              says: str) -> None:
+                                                              says: str, layers: tuple[str, ...]) -> None:
     from pipeline.stages.infra_provenance import ImageConfig, infra_build_facts
 
     cfg = _cfg()
@@ -251,7 +258,7 @@ def test_an_infra_image_its_labels_cannot_describe_is_refused(tmp_path: Path, ch
     repo, _, digest = images["postgres"].partition("@")
     with pytest.raises(UsageError) as err:
         infra_build_facts(cfg, m, "infra/postgres", repo, digest,
-                          ImageConfig(IMAGE_ID, {**_built_labels(cfg), **change}, ""))
+                          ImageConfig(IMAGE_ID, {**_built_labels(cfg), **change}, "", layers))
     assert says in err.value.message and err.value.exit_code == 2
     assert "\n" not in err.value.message and "invoke bases" in err.value.hint
 
@@ -264,7 +271,8 @@ def test_another_image_under_the_pushed_digest_is_refused(tmp_path: Path) -> Non
     m = _manifest(tmp_path, cfg, images)
     repo, _, digest = images["postgres"].partition("@")
     with pytest.raises(UsageError, match="not the pushed"):
-        infra_build_facts(cfg, m, "infra/postgres", repo, digest, ImageConfig(_digest(7), _built_labels(cfg), ""))
+        infra_build_facts(cfg, m, "infra/postgres", repo, digest,
+                          ImageConfig(_digest(7), _built_labels(cfg), "", LAYERS))
 
 
 def test_a_pulled_infra_image_needs_a_pin_and_is_recorded_as_pulled_not_built(tmp_path: Path) -> None:

@@ -26,10 +26,12 @@ from pipeline.core.reporter import PlainReporter
 from pipeline.core.vocab import LABEL_RUN
 from pipeline.local.bases import (
     LABEL_BUILDER,
+    LABEL_LAYERS,
     LABEL_PACKAGES,
     LABEL_PACKAGES_DIGEST,
     LABEL_RECIPE_DIGEST,
     files_digest,
+    layers_digest,
     packages_digest,
 )
 from pipeline.stages.push import push_images, registry_serves
@@ -52,11 +54,11 @@ def _tiny_tar(content: bytes) -> bytes:
     return buf.getvalue()
 
 
-def build_fact_changes(recipe_digest: str, run: str) -> list[str]:
+def build_fact_changes(recipe_digest: str, run: str, layers: list[str]) -> list[str]:
     """The LABEL changes giving an imported image the build facts `invoke bases` records (pipeline/local/bases.py)."""
     listed = "libc6=2.36-9+deb12u10,tiny-server=1.0-1"
     labels = {LABEL_RUN: run, LABEL_RECIPE_DIGEST: recipe_digest, LABEL_PACKAGES: listed,
-              LABEL_PACKAGES_DIGEST: packages_digest(listed),
+              LABEL_PACKAGES_DIGEST: packages_digest(listed), LABEL_LAYERS: layers_digest(layers),
               LABEL_BUILDER: json.dumps({"kind": "legacy", "docker_cli": "20.10.24", "engine": "20.10.24",
                                          "started": "2026-12-01T00:00:00Z"})}
     return [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
@@ -73,8 +75,12 @@ def infra_world(trust_world: TrustWorld, docker_client: Any) -> Iterator[tuple[T
     (recipe / "Dockerfile").write_text("FROM scratch\nCOPY payload /payload\n")
 
     def make(content: bytes) -> None:
+        # imported once to learn its layers (the same tar gives the same layer), then with every build fact
         docker_client.api.import_image_from_data(_tiny_tar(content), repository=ref.split(":")[0], tag="1",
-                                                 changes=build_fact_changes(files_digest(recipe), run))
+                                                 changes=[f"LABEL {LABEL_RUN}={run}"])
+        layers = docker_client.api.inspect_image(ref)["RootFS"]["Layers"]
+        docker_client.api.import_image_from_data(_tiny_tar(content), repository=ref.split(":")[0], tag="1",
+                                                 changes=build_fact_changes(files_digest(recipe), run, layers))
 
     make(b"tiny infra " + run.encode())
     w = trust_world
@@ -174,8 +180,24 @@ def test_an_infra_image_built_from_another_recipe_or_without_build_facts_is_not_
     _, repo = split_repository(docs.repository)
     assert w.client.head_manifest(repo, docs.digest.replace(":", "-") + ".sig") is None   # nothing signed
 
-    # an image with none of the labels (a hand-made or upstream image of no pinned origin): refused too
+    # an image built FROM the built one (one more layer) inherits its labels, not its layers: refused
+    (w.root / "pipeline/local/recipes/tiny/Dockerfile").write_text("FROM scratch\nCOPY payload /payload\n")
     run = ref.split("/")[1].split(":")[0]
+    ctx = io.BytesIO()
+    with tarfile.open(fileobj=ctx, mode="w") as tar:
+        for name, data in (("Dockerfile", f"FROM {ref}\nCOPY extra /extra\n".encode()), ("extra", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ctx.seek(0)
+    for _ in docker_client.api.build(fileobj=ctx, custom_context=True, tag=ref, labels={LABEL_RUN: run}, rm=True):
+        pass
+    assert docker_client.api.inspect_image(ref)["Config"]["Labels"][LABEL_RECIPE_DIGEST]   # inherited
+    push_images(cfg, env, man, QUIET)
+    with pytest.raises(UsageError, match="does not have the layers `invoke bases` built"):
+        sign_images(cfg, env, man, QUIET, run_id="derived")
+
+    # an image with none of the labels (a hand-made or upstream image of no pinned origin): refused too
     docker_client.api.import_image_from_data(_tiny_tar(b"no facts"), repository=ref.split(":")[0], tag="1",
                                              changes=[f"LABEL {LABEL_RUN}={run}"])
     push_images(cfg, env, man, QUIET)
