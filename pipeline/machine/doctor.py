@@ -62,7 +62,7 @@ def _tool(name: str, args: list[str], fix: str, *, required: bool = True, label:
                  "" if ok else why, required)
 
 
-def _pinned(name: str, path: Path, label: str, version: str, required: bool) -> Check:
+def _pinned(name: str, path: Path, label: str, version: str, required: bool, where: str = "") -> Check:
     """A pinned tool: which hash it matched (toolchain.lock.json), its version and where it comes from."""
     pin = pinned.binary_pin(name)
     try:
@@ -73,9 +73,24 @@ def _pinned(name: str, path: Path, label: str, version: str, required: bool) -> 
         return Check(label, False, "", f"{path}: {exc.strerror}", BOOTSTRAP, required)
     ok = bool(version) and pin.version in version
     fix = "" if ok else f"{path} reports '{version}', pinned {pin.version}: rm {path} and run {BOOTSTRAP}"
-    where = "project tools dir" if path.is_relative_to(TOOLS_BIN) else "PATH (.tools/bin has none)"
+    where = where or ("project tools dir" if path.is_relative_to(TOOLS_BIN) else "PATH (.tools/bin has none)")
     return Check(label, ok, version or "does not run",
                  f"{path} ({where}): sha256:{digest[:12]} matches the pin · {pin.source}", fix, required)
+
+
+def _compose_plugin() -> Check:
+    """The `docker compose` plugin: used only when it is the pinned docker-compose (pipeline/tools/compose.py)."""
+    from pipeline.tools.compose import compose_plugin
+
+    plugin = compose_plugin()
+    version = _first_line(["docker", "compose", "version"]) if plugin else ""
+    if plugin is None or not version:
+        return Check("compose plugin", False, "missing", "docker CLI plugin", BOOTSTRAP, required=False)
+    check = _pinned("docker-compose", plugin, "compose plugin", version, required=False, where="docker CLI plugin")
+    if not check.ok:   # not run: the pinned standalone docker-compose is used instead
+        return Check("compose plugin", False, version, f"{check.origin}; not used (the pinned docker-compose is)",
+                     f"{BOOTSTRAP} (it replaces the plugin with the pinned file)", required=False)
+    return check
 
 
 def _python_lock() -> Check:
@@ -132,9 +147,7 @@ def collect() -> list[Check]:
     checks += _engine()
     checks.append(_tool("docker", ["--version"], "apt-get install -y docker.io", label="docker client"))
     checks.append(_tool("docker-compose", ["version"], BOOTSTRAP, label="compose"))
-    plugin = _first_line(["docker", "compose", "version"])
-    checks.append(Check("compose plugin", bool(plugin), plugin or "missing", "docker CLI plugin",
-                        "" if plugin else BOOTSTRAP))
+    checks.append(_compose_plugin())
     checks.append(_tool("docker-registry", ["--version"], "apt-get install -y docker-registry"))
     checks.append(_tool("skopeo", ["--version"], "apt-get install -y skopeo"))
     checks.append(_tool("trivy", ["--version"], BOOTSTRAP))

@@ -80,6 +80,18 @@ def _check_pin(name: str, path: Path, *, on_path: bool = False) -> None:
     _verified.add(key)
 
 
+def pin_matches(name: str, path: Path) -> bool:
+    """Is `path` the pinned file of tool `name` (the same check and memo as find_tool's)? False for a tool with
+    no pin, or a file that cannot be read."""
+    if name not in pinned.binary_names():
+        return False
+    try:
+        _check_pin(name, path)
+    except (pinned.PinMismatch, OSError):
+        return False
+    return True
+
+
 # What a tool started with inherit=False still gets from ours: enough to find programs and a home, and the
 # machine's network settings (proxies, CA bundles, package index configuration), nothing else.
 BARE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "USER", "LOGNAME")

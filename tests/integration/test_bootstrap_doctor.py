@@ -65,3 +65,32 @@ def test_doctor_all_present_then_exit_6_with_fix_when_trivy_removed(tmp_path: Pa
     assert "MISSING" in bad.stdout and "trivy" in bad.stdout
     assert bad.stderr.strip() == ("error: missing required component(s): trivy "
                                   "(fix: python3 -m pipeline.machine.bootstrap)")
+
+
+def test_a_compose_plugin_that_is_not_the_pinned_file_is_not_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`docker compose` runs whatever plugin the docker CLI finds first: it is used only when that file is the
+    pinned docker-compose, else the pinned standalone binary of .tools/bin is (its pin checked by find_tool)."""
+    from pipeline.machine import doctor
+    from pipeline.tools import compose, proc
+
+    monkeypatch.setattr(proc, "TOOLS_DIR", tmp_path)     # this test's hash memo
+    monkeypatch.setattr(proc, "_verified", set())
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    plugin = tmp_path / "docker" / "cli-plugins" / "docker-compose"
+    plugin.parent.mkdir(parents=True)
+    standalone = proc.find_tool("docker-compose")
+    shutil.copyfile(standalone, plugin)
+    plugin.chmod(0o755)
+    compose.compose_argv.cache_clear()
+    try:
+        assert compose.compose_argv()[1:] == ("compose",)           # the pinned file as the plugin: used
+        data = bytearray(plugin.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        plugin.write_bytes(bytes(data))
+        compose.compose_argv.cache_clear()
+        assert compose.compose_argv() == (standalone,)              # changed: not run
+        row = doctor._compose_plugin()
+        assert not row.ok and str(plugin) in row.origin and "not used" in row.origin
+    finally:
+        compose.compose_argv.cache_clear()
