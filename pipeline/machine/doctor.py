@@ -142,6 +142,28 @@ def _cluster() -> Check:
                  required=False)
 
 
+def _sandbox_image() -> Check:
+    """The local cluster's pod sandbox image (the pause image every pod's sandbox runs): its image ID and origin.
+    It is built here from the Kubernetes tree's pause.c and is not signed; the node names it by tag
+    (docs/cluster.md says why)."""
+    try:
+        from pipeline.local.cluster.pause import sandbox_image
+    except ImportError:
+        return Check("sandbox image", False, "", "provisioner not installed", "invoke cluster-up", required=False)
+    try:
+        found = sandbox_image()
+    except ToolMissing as exc:
+        return Check("sandbox image", False, "", exc.message, exc.hint or "", required=False)
+    if found is None:
+        return Check("sandbox image", False, "not built", "k8s.gcr.io/pause:3.2", "invoke cluster-up", required=False)
+    origin = "built here from pause.c" if found["built_here"] else "NOT built by this provisioner"
+    if found["pause_sha256"]:
+        origin += f" (pause binary sha256:{found['pause_sha256'][:12]})"
+    return Check("sandbox image", bool(found["built_here"]), f"{found['ref']} {found['id']}",
+                 f"{origin}; unsigned, named by tag", "" if found["built_here"] else
+                 f"docker rmi {found['ref']} and invoke cluster-up (it builds it)", required=False)
+
+
 def collect() -> list[Check]:
     checks: list[Check] = [_python_lock()]
     checks += _engine()
@@ -159,6 +181,7 @@ def collect() -> list[Check]:
     checks.append(_tool("debootstrap", ["--version"], "apt-get install -y debootstrap"))
     checks.append(_tool("socat", ["-V"], "apt-get install -y socat", required=False))
     checks.append(_cluster())
+    checks.append(_sandbox_image())
     return checks
 
 

@@ -94,3 +94,41 @@ def test_a_compose_plugin_that_is_not_the_pinned_file_is_not_run(tmp_path: Path,
         assert not row.ok and str(plugin) in row.origin and "not used" in row.origin
     finally:
         compose.compose_argv.cache_clear()
+
+
+def test_doctor_reports_the_sandbox_image_by_its_id_and_origin(monkeypatch: pytest.MonkeyPatch,
+                                                               docker_client: object) -> None:
+    """The node's pause image: its image ID, and whether this provisioner built it (its component label)."""
+    import io
+    import tarfile
+    import uuid
+
+    from pipeline.core.vocab import LABEL_RUN
+    from pipeline.local.cluster import layout, pause
+    from pipeline.machine import doctor
+    from pipeline.tools import docker as docker_tool
+
+    run = "t" + uuid.uuid4().hex[:8]
+    ref = f"veza-test-pause/{run}:3.2"
+    monkeypatch.setattr(layout, "PAUSE_IMAGE", ref)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("pause")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"pause"))
+    api = docker_tool.client().api
+    try:
+        assert not doctor._sandbox_image().ok                                   # none in the engine
+        api.import_image_from_data(buf.getvalue(), repository=ref.rsplit(":", 1)[0], tag="3.2",
+                                   changes=[f"LABEL {LABEL_RUN}={run}"])
+        other = doctor._sandbox_image()
+        assert not other.ok and "NOT built by this provisioner" in other.origin and f"docker rmi {ref}" in other.fix
+        labels = {**pause.LABELS, pause.LABEL_PAUSE_SHA256: "ab" * 32, LABEL_RUN: run}   # run: this test's
+        api.import_image_from_data(buf.getvalue(), repository=ref.rsplit(":", 1)[0], tag="3.2",
+                                   changes=["LABEL " + " ".join(f"{k}={v}" for k, v in labels.items())])
+        mine = doctor._sandbox_image()
+        image_id = api.inspect_image(ref)["Id"]
+        assert mine.ok and mine.version == f"{ref} {image_id}" and "pause binary sha256:abababababab" in mine.origin
+    finally:
+        for image in api.images(filters={"label": f"{LABEL_RUN}={run}"}):
+            api.remove_image(image["Id"], force=True)
