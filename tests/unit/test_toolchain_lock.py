@@ -144,6 +144,31 @@ def test_a_pinned_tool_found_on_path_must_match_its_pin_and_is_hashed_once(tmp_p
     assert proc.find_tool("git") == str(git)
 
 
+def test_a_helm_chosen_by_veza_helm_must_be_one_of_the_pinned_helms(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tools import helm, proc
+
+    tools = tmp_path / "tools"
+    (tools / "bin").mkdir(parents=True)
+    helm3, helm4 = tools / "bin" / "helm", tools / "bin" / "helm4"
+    for f, text in ((helm3, b"#!/bin/sh\necho v3.17.3\n"), (helm4, b"#!/bin/sh\necho v4.1.4\n")):
+        f.write_bytes(text)
+        f.chmod(0o755)
+    _lock(tmp_path, monkeypatch, {}, {"helm": helm3, "helm4": helm4})
+    monkeypatch.setattr(proc, "TOOLS_DIR", tools)
+    monkeypatch.setattr(proc, "_verified", set())
+    elsewhere = tmp_path / "my-helm"
+    elsewhere.write_bytes(helm4.read_bytes())
+    elsewhere.chmod(0o755)
+    monkeypatch.setenv(helm.HELM_ENV, str(elsewhere))
+    assert helm.helm_path() == str(elsewhere)          # the pinned Helm 4, wherever it lies
+    _flip_one_byte(elsewhere)
+    with pytest.raises(pinned.PinMismatch) as refused:
+        helm.helm_path()
+    line = refused.value.one_line()
+    assert "\n" not in line and str(elsewhere) in line and _sha(elsewhere) in line and "VEZA_HELM" in line
+
+
 def test_the_memo_skips_rereading_an_unchanged_file_and_rereads_a_changed_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "big"
