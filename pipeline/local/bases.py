@@ -171,13 +171,17 @@ def normalize_ref(ref: str) -> str:
 
 
 def upstream_pin(upstream: str) -> str:
-    """`repository@sha256:<hex>` when an upstream reference is pinned by digest (`name[:tag]@sha256:…`; the tag
-    is dropped, as the engine's RepoDigests spell it), else ""."""
+    """`repository@sha256:<hex>` when an upstream reference is pinned by digest (`name[:tag]@sha256:…`), spelled
+    as the engine's RepoDigests spell it (no tag; Docker Hub's `docker.io/library/` left out), else ""."""
     name, sep, digest = upstream.partition("@")
     if not sep or not digest.startswith("sha256:"):
         return ""
     last = name.rsplit("/", 1)[-1]
     repo = name.rsplit(":", 1)[0] if ":" in last else name
+    for hub in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if repo.startswith(hub):   # the engine spells Docker Hub's repositories in their short form
+            repo = repo[len(hub):]
+            break
     return f"{repo}@{digest}"
 
 

@@ -193,6 +193,8 @@ def test_a_pulled_upstream_is_present_only_while_it_carries_the_pinned_digest(ba
     assert upstream_pin(f"redis:7-alpine@{PIN}") == f"redis@{PIN}"
     assert upstream_pin(f"127.0.0.1:5110/lib/redis@{PIN}") == f"127.0.0.1:5110/lib/redis@{PIN}"
     assert upstream_pin(f"127.0.0.1:5110/lib/redis:7@{PIN}") == f"127.0.0.1:5110/lib/redis@{PIN}"
+    assert upstream_pin(f"docker.io/library/redis:7@{PIN}") == f"redis@{PIN}"
+    assert upstream_pin(f"docker.io/bitnami/redis:7@{PIN}") == f"bitnami/redis@{PIN}"
     pinned = {**bases, "redis": dataclasses.replace(bases["redis"], upstream=f"redis:7-alpine@{PIN}")}
     resolved = resolve_recipes(pinned)
     right = LocalImage("sha256:up", ("veza-local/redis:7",), {}, (f"redis@{PIN}",))
