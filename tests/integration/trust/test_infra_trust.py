@@ -9,6 +9,7 @@ make the test slow). Registry on 127.0.0.1:19600-19699 (trust_fixtures); the ima
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
@@ -242,3 +243,64 @@ def test_infra_images_get_their_sbom_vex_and_published_re_read_like_services(
     published = published_attachments(cfg, env, man)
     assert published["infra/tiny"] == {"image": infra.ref, "signature": "ok", "provenance": "ok",
                                        "sbom": "present", "vex": "present"}, published
+
+
+def _free_upstream_port() -> int:
+    """A free port of this test's allocation for the stand-in upstream registry (127.0.0.1:5110-5119)."""
+    import socket
+
+    for p in range(5110, 5120):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no free port in 127.0.0.1:5110-5119")
+
+
+def test_a_pulled_infra_image_is_signed_only_when_pinned_and_attested_as_pulled(
+        infra_world: tuple[TrustWorld, Config, str], docker_client: Any, tmp_path: Any) -> None:
+    """An upstream infra image, pulled by the digest pipeline.toml pins (as `invoke bases` pulls it), is signed
+    with the material `pulled-from <repository>@sha256:…` and no Dockerfile; unpinned, it is refused."""
+    from pipeline.local.registry import LocalRegistry
+    from pipeline.tools import docker as docker_tool
+    from pipeline.tools import proc
+    from pipeline.trust.attach import attachment_tag, read_layers
+
+    w, cfg, ref = infra_world
+    run = ref.split("/")[1].split(":")[0]
+    with LocalRegistry(_free_upstream_port(), root=tmp_path / "upstream") as up:
+        upstream = f"{up.address}/library-{run}/tiny:1"
+        docker_client.api.import_image_from_data(_tiny_tar(b"upstream " + run.encode()),
+                                                 repository=upstream.rsplit(":", 1)[0], tag="1",
+                                                 changes=[f"LABEL {LABEL_RUN}={run}"])
+        proc.run(["docker", "push", upstream], timeout=120)
+        digest = docker_client.api.inspect_image(upstream)["RepoDigests"][0].partition("@")[2]
+        docker_client.api.remove_image(upstream, force=True)
+        docker_client.api.remove_image(ref, force=True)        # the built one: the engine has only the pull now
+        pin = f"{upstream.rsplit(':', 1)[0]}@{digest}"
+        ok, why = docker_tool.pull_image(pin, timeout=60)           # what `invoke bases` does with a pin
+        assert ok, why
+        docker_tool.tag_image(pin, *ref.rsplit(":", 1))
+
+    base = cfg.bases["tiny"]
+    env = cfg.env("dev")
+    man = _manifest(w, docker_client, run)
+    envkeys.keygen(cfg, env)
+    push_images(cfg, env, man, QUIET)
+    with pytest.raises(UsageError, match="is not pinned by digest"):          # upstream "tiny:1": a tag
+        sign_images(cfg, env, man, QUIET, run_id="unpinned")
+
+    pinned_cfg = dataclasses.replace(cfg, bases={"tiny": dataclasses.replace(base, upstream=f"{upstream}@{digest}")})
+    push_images(pinned_cfg, env, man, QUIET)
+    pushed = man.pushed("infra/tiny")
+    assert pushed is not None and pushed.source.get("pulled_from") == pin
+    sign_images(pinned_cfg, env, man, QUIET, run_id="pinned")
+    _, repo = split_repository(pushed.repository)
+    (layer,) = [la for la in read_layers(w.client, repo, attachment_tag(pushed.digest, "att")) or []]
+    statement = json.loads(base64.b64decode(json.loads(layer.data)["payload"]))
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert [d.get("name") for d in deps] == [None, "pulled-from"]
+    assert deps[1]["uri"] == f"docker-image://{pin}" and deps[1]["digest"] == {"sha256": digest[7:]}
+    assert statement["predicate"]["buildDefinition"]["buildType"].endswith("/veza-pipeline/infra-pulled/v1")
