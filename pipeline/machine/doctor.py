@@ -127,7 +127,13 @@ def _builder() -> Check:
     except ToolMissing as exc:
         return Check("builder", False, "", exc.message, exc.hint or "apt-get install -y docker.io")
     fix = "" if b.kind != "legacy" else "apt-get install -y docker.io (its 20.10 CLI drives BuildKit) or docker-buildx"
-    return Check("builder", True, f"{b.label} {b.version}".strip(), b.why, fix)
+    from pipeline.tools import dpkg
+
+    cli = dpkg.check_file(Path(b.cli))   # the CLI that builds: a Debian package's file, checked like the others
+    if cli.package and cli.recorded and not cli.ok:
+        return Check("builder", False, f"{b.label} {b.version}".strip(), f"{b.why} · {cli.describe()}",
+                     f"apt-get install --reinstall {cli.package}")
+    return Check("builder", True, f"{b.label} {b.version}".strip(), f"{b.why} · {cli.describe()}", fix)
 
 
 def _cluster() -> Check:
