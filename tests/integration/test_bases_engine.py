@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import socket
 import tarfile
 import time
 import uuid
@@ -34,20 +33,14 @@ from pipeline.local.bases import (
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools import docker as docker_tool
 from pipeline.tools import proc
+from tests.integration.registry_fixtures import free_loopback_port
 
 pytestmark = pytest.mark.engine
 
 
 def _free_port() -> int:
     """A free port of this area's allocation (127.0.0.1:18090-18099)."""
-    for p in range(18090, 18100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-        return p
-    raise RuntimeError("no free port in 127.0.0.1:18090-18099")
+    return free_loopback_port(18090, 18099)
 
 
 def _with_bases(cfg: Config, bases: dict[str, Base]) -> Config:

@@ -40,6 +40,7 @@ from pipeline.stages.sign import sign_images, signatures_hold
 from pipeline.stages.verify_images import infra_refs, verify_refs
 from pipeline.tools.registry_api import split_repository
 from pipeline.trust import envkeys
+from tests.integration.registry_fixtures import free_loopback_port
 from tests.integration.trust.trust_fixtures import COMMIT, TrustWorld
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
@@ -92,8 +93,13 @@ def infra_world(trust_world: TrustWorld, docker_client: Any) -> Iterator[tuple[T
     try:
         yield w, cfg, ref
     finally:
-        for image in docker_client.images.list(filters={"label": f"{LABEL_RUN}={run}"}):
-            docker_client.images.remove(image.id, force=True)
+        # newest first: an image built FROM another (the derived-image case) goes before its parent
+        images = docker_client.images.list(filters={"label": f"{LABEL_RUN}={run}"})
+        for image in sorted(images, key=lambda i: str(i.attrs.get("Created") or ""), reverse=True):
+            try:
+                docker_client.images.remove(image.id, force=True)
+            except Exception:   # removed with its child already
+                pass
 
 
 def _manifest(w: TrustWorld, docker_client: Any, run: str) -> Manifest:
@@ -245,20 +251,6 @@ def test_infra_images_get_their_sbom_vex_and_published_re_read_like_services(
                                        "sbom": "present", "vex": "present"}, published
 
 
-def _free_upstream_port() -> int:
-    """A free port of this test's allocation for the stand-in upstream registry (127.0.0.1:5110-5119)."""
-    import socket
-
-    for p in range(5110, 5120):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-        return p
-    raise RuntimeError("no free port in 127.0.0.1:5110-5119")
-
-
 def test_a_pulled_infra_image_is_signed_only_when_pinned_and_attested_as_pulled(
         infra_world: tuple[TrustWorld, Config, str], docker_client: Any, tmp_path: Any) -> None:
     """An upstream infra image, pulled by the digest pipeline.toml pins (as `invoke bases` pulls it), is signed
@@ -270,7 +262,7 @@ def test_a_pulled_infra_image_is_signed_only_when_pinned_and_attested_as_pulled(
 
     w, cfg, ref = infra_world
     run = ref.split("/")[1].split(":")[0]
-    with LocalRegistry(_free_upstream_port(), root=tmp_path / "upstream") as up:
+    with LocalRegistry(free_loopback_port(5110, 5119), root=tmp_path / "upstream") as up:   # this area's ports
         upstream = f"{up.address}/library-{run}/tiny:1"
         docker_client.api.import_image_from_data(_tiny_tar(b"upstream " + run.encode()),
                                                  repository=upstream.rsplit(":", 1)[0], tag="1",
