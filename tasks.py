@@ -368,7 +368,8 @@ def sbom_attach(c: Context, service: list[str] | None = None, env: str = "") -> 
 
     cfg, environment, reporter = _setup(env)
     with open_run(cfg, environment, reporter, services=_list(service), creates_manifest=False) as ctx:
-        attach_sboms(cfg, ctx.manifest, reporter, ctx.services or None)
+        attach_sboms(cfg, ctx.manifest, reporter, ctx.services or None,
+                     infra_of=None if ctx.services else environment)
 
 
 # ---------------------------------------------------------------- registry, push, promote

@@ -23,7 +23,7 @@ Layout (schema: pipeline/core/schemas/manifest.schema.json, documented in README
           "deploy": {"status": "deployed|noop|rolled_back|failed", "revision": 3, "image": "repo@sha256:..."}
         }
       },
-      "infra": {"<infra name>": {"scan": {...}, "push": {..., "source": {...}}, "signature": {...},
+      "infra": {"<infra name>": {"scan": {...}, "push": {..., "source": {...}}, "sbom": {...}, "signature": {...},
                                  "provenance": {...}}}
     }
 
@@ -249,7 +249,7 @@ class Pushed:
     platform_images: Mapping[str, str] = field(default_factory=dict)   # multi-platform: platform → image ID
     retries: int = 0
     source: Mapping[str, str] = field(default_factory=dict)   # an infra image: the local image it was pushed from
-                                                              # (ref, recipe_digest, run_id, created)
+                                                              # (ref, recipe_digest, run_id, created, pulled_from)
 
     @property
     def ok(self) -> bool:

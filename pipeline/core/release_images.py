@@ -85,6 +85,18 @@ def release_subjects(cfg: Config, env: Environment, services: Sequence[str] | No
     return out
 
 
+def recorded_subjects(cfg: Config, env: Environment | None, man: Manifest,
+                      services: Sequence[str] | None = None) -> list[str]:
+    """The subjects whose records a release's attachments cover (SBOM, VEX, the `published` re-read): the named
+    services, else every service the Release manifest records, then, when no service was named and `env` is
+    given, every infra image env runs (`infra/<name>`, whether or not it has a record yet: the caller says
+    what is missing). The same list the sign stage signs (pipeline/stages/sign.py pushed_images)."""
+    out = [s.name for s in cfg.select(list(services))] if services else man.services()
+    if not services and env is not None:
+        out += [i.subject for i in infra_images(cfg, env)]
+    return out
+
+
 def pinned_infra(cfg: Config, env: Environment, man: Manifest | None) -> dict[str, str]:
     """[infra.NAME] → `repository@sha256:…` as the Release manifest's push records give them, for every infra
     image env runs; UsageError (exit 2) naming the first one without a pushed digest and the command to run."""

@@ -14,12 +14,27 @@ For every [bases.*] entry of pipeline.toml (upstream reference → local name, r
 The recipe digest hashes the recipe's files and the digest of the recipe it builds on (a recipe that takes
 `ARG DEBIAN_IMAGE` builds on the base whose build_arg is DEBIAN_IMAGE), so a change to the Debian recipe
 rebuilds everything above it. It is stored as an image label.
+
+Build facts. Every image built here carries, as labels, what its provenance says (pipeline/stages/
+infra_provenance.py reads them from the pushed image's config, not from the working tree): the recipe digest
+(LABEL_RECIPE_DIGEST), the builder (LABEL_BUILDER: kind, docker CLI and engine versions, start time), the base
+it was built FROM by image ID (LABEL_PARENT), and the Debian packages it holds as dpkg reports them inside the
+image (LABEL_PACKAGES `name=version,…` sorted, LABEL_PACKAGES_DIGEST its sha256) and the digest of its layers
+(LABEL_LAYERS: the labels of an image are inherited by any image built FROM it, its layers are not): a second,
+label-only build step (no layer) adds these, which are known only once the image exists. An infra image
+([infra.*]) without them, built before they were recorded, is rebuilt.
+
+Pulls. An upstream image is pulled only when pipeline.toml pins it by digest (`upstream = "name:tag@sha256:…"`):
+a mutable tag names whatever the registry serves today, which no provenance can describe. It is pulled by that
+digest, and it counts as present only while the engine's image carries that repository digest. An unpinned
+upstream is built from its recipe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -41,6 +56,12 @@ from pipeline.tools.docker import LocalImage
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 LABEL_RECIPE_DIGEST = "veza.pipeline.recipe-digest"
 LABEL_BASE = "veza.pipeline.base"
+LABEL_BUILDER = "veza.pipeline.builder"                # JSON: kind, docker_cli, engine, started (RFC 3339 UTC)
+LABEL_PARENT = "veza.pipeline.parent"                  # `<local ref>@<image ID>` of the base it was built FROM
+LABEL_PACKAGES = "veza.pipeline.packages"              # `name=version,…` as dpkg lists them in the image, sorted
+LABEL_PACKAGES_DIGEST = "veza.pipeline.packages-digest"   # sha256 of LABEL_PACKAGES' value
+LABEL_LAYERS = "veza.pipeline.layers-digest"           # layers_digest of the image's layers (its rootfs diff IDs)
+BUILD_FACT_LABELS = (LABEL_RECIPE_DIGEST, LABEL_BUILDER, LABEL_PACKAGES, LABEL_PACKAGES_DIGEST, LABEL_LAYERS)
 ROOTFS_RECIPE = "debian"
 ROOTFS_CONF = "rootfs.conf"
 PULL_TIMEOUT_S = 30.0
@@ -149,20 +170,71 @@ def normalize_ref(ref: str) -> str:
     return ref if ("@" in ref or ":" in last) else f"{ref}:latest"
 
 
-def decide(recipes: Mapping[str, Recipe], facts: Mapping[str, LocalImage], *, force: bool) -> list[Decision]:
-    """For each base (dependency order): present, acquire or rebuild. A rebuilt parent forces its children."""
+def upstream_pin(upstream: str) -> str:
+    """`repository@sha256:<hex>` when an upstream reference is pinned by digest (`name[:tag]@sha256:…`), spelled
+    as the engine's RepoDigests spell it (no tag; Docker Hub's `docker.io/library/` left out), else ""."""
+    name, sep, digest = upstream.partition("@")
+    if not sep or not digest.startswith("sha256:"):
+        return ""
+    last = name.rsplit("/", 1)[-1]
+    repo = name.rsplit(":", 1)[0] if ":" in last else name
+    for hub in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if repo.startswith(hub):   # the engine spells Docker Hub's repositories in their short form
+            repo = repo[len(hub):]
+            break
+    return f"{repo}@{digest}"
+
+
+def missing_build_facts(labels: Mapping[str, str]) -> list[str]:
+    """The build-fact labels (BUILD_FACT_LABELS) an image built by `invoke bases` lacks, or whose package digest
+    does not match its package list; [] when all are there."""
+    missing = [k for k in BUILD_FACT_LABELS if not labels.get(k)]
+    if not missing and packages_digest(labels[LABEL_PACKAGES]) != labels[LABEL_PACKAGES_DIGEST]:
+        missing.append(f"{LABEL_PACKAGES_DIGEST} (does not match the package list)")
+    return missing
+
+
+def packages_digest(package_list: str) -> str:
+    """sha256 of a LABEL_PACKAGES value, as LABEL_PACKAGES_DIGEST records it."""
+    return "sha256:" + hashlib.sha256(package_list.encode()).hexdigest()
+
+
+def layers_digest(diff_ids: Sequence[str]) -> str:
+    """sha256 over an image's layer diff IDs (its config's rootfs.diff_ids, in order), as LABEL_LAYERS records
+    them. Labels are inherited by every image built FROM this one; the layers are not: an image derived from a
+    base (one more RUN) carries the base's labels but not its layers, and so does not match."""
+    return "sha256:" + hashlib.sha256("\n".join(diff_ids).encode()).hexdigest()
+
+
+def package_label(lines: Sequence[str]) -> str:
+    """LABEL_PACKAGES' value from dpkg-query lines `name=version` (blank lines dropped; sorted, deduplicated)."""
+    return ",".join(sorted({ln.strip() for ln in lines if ln.strip()}))
+
+
+def decide(recipes: Mapping[str, Recipe], facts: Mapping[str, LocalImage], *, force: bool,
+           need_facts: frozenset[str] = frozenset()) -> list[Decision]:
+    """For each base (dependency order): present, acquire or rebuild. A rebuilt parent forces its children.
+
+    need_facts: the bases whose images are signed as infra images ([infra.*]): built without the build-fact
+    labels (missing_build_facts), they are rebuilt. A pulled image is present only when its upstream is pinned
+    by digest and the engine's image carries that repository digest (upstream_pin)."""
     out: list[Decision] = []
     redo: set[str] = set()
     for name, r in recipes.items():
         f = facts.get(normalize_ref(r.base.local))
+        pin = upstream_pin(r.base.upstream)
         if force:
             action, reason = "rebuild", "--force"
         elif f is None:
             action, reason = "acquire", "not present"
         elif f.labels.get(LABEL_RECIPE_DIGEST) == r.digest:
-            action, reason = "present", "recipe digest matches"
-        elif normalize_ref(r.base.upstream) in f.tags:
-            action, reason = "present", f"pulled upstream {r.base.upstream}"
+            lacking = missing_build_facts(f.labels) if name in need_facts else []
+            action, reason = (("rebuild", f"no build facts ({', '.join(lacking)})") if lacking
+                              else ("present", "recipe digest matches"))
+        elif pin and pin in f.digests:
+            action, reason = "present", f"pulled upstream {pin}"
+        elif LABEL_RECIPE_DIGEST not in f.labels and normalize_ref(r.base.upstream) in f.tags:
+            action, reason = "rebuild", f"pulled by the mutable tag {r.base.upstream} (not pinned by digest)"
         else:
             action = "rebuild"
             reason = "recipe changed" if LABEL_RECIPE_DIGEST in f.labels else "no recipe label"
@@ -234,13 +306,52 @@ def _inspect_all() -> dict[str, LocalImage]:
     return facts_by_ref(docker.local_images())
 
 
-def _labels(r: Recipe, run_id: str) -> dict[str, str]:
+def _labels(r: Recipe, run_id: str, builder: Mapping[str, str], parent: str = "") -> dict[str, str]:
     from pipeline.core.vocab import LABEL_RUN
 
     return {LABEL_RECIPE_DIGEST: r.digest, LABEL_BASE: r.base.name, LABEL_RUN: run_id,
+            LABEL_BUILDER: json.dumps(dict(builder), sort_keys=True, separators=(",", ":")),
+            **({LABEL_PARENT: parent} if parent else {}),
             "org.opencontainers.image.title": r.base.local,
             "org.opencontainers.image.description": f"local equivalent of {r.base.upstream}, "
                                                     f"built from Debian packages by `invoke bases`"}
+
+
+def _builder_facts(kind: str, cli_version: str) -> dict[str, str]:
+    """LABEL_BUILDER's facts known before a build: the builder kind, the docker CLI's and the engine's version,
+    the start time."""
+    from pipeline.core.vocab import now_iso
+    from pipeline.tools import docker
+
+    return {"kind": kind, "docker_cli": cli_version, "engine": docker.engine_version(), "started": now_iso()}
+
+
+def _add_package_facts(r: Recipe, image: str, run_id: str, log_dir: Path, stop: threading.Event | None) -> str:
+    """Label `image` (just built as r.base.local) with the Debian packages dpkg lists inside it: a label-only
+    build step FROM it, tagged r.base.local again; returns the labelled image's ID. StageFailed when dpkg cannot
+    be asked or the step fails (the image then lacks its build facts, and a rerun rebuilds it)."""
+    import tempfile
+
+    from pipeline.tools import docker
+
+    listed = package_label(docker.image_packages(image, run_id=run_id, timeout=120))
+    layers = ((docker.inspect(image) or {}).get("RootFS") or {}).get("Layers") or []
+    if not listed:
+        raise StageFailed(f"base '{r.base.name}' ({r.base.local}): dpkg lists no package in the image",
+                          f"check pipeline/local/recipes/{r.base.recipe}/ and rerun invoke bases")
+    iid = log_dir / f"{r.base.name}.facts.iid"
+    iid.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="veza-facts-") as tmp:
+        (Path(tmp) / "Dockerfile").write_text(f"FROM {image}\n")
+        rc = docker.build_image(context=Path(tmp), dockerfile=Path(tmp) / "Dockerfile", tags=[r.base.local],
+                                build_args={}, labels={LABEL_PACKAGES: listed,
+                                                       LABEL_PACKAGES_DIGEST: packages_digest(listed),
+                                                       LABEL_LAYERS: layers_digest(layers)},
+                                no_cache=False, on_line=lambda _line: None, timeout=300, iidfile=iid, stop=stop)
+    if rc != 0 or not iid.is_file():
+        raise StageFailed(f"labelling base '{r.base.name}' ({r.base.local}) with its packages failed (exit {rc})",
+                          "rerun invoke bases")
+    return iid.read_text().strip()
 
 
 def _piece(say: Callable[[str], None], progress: Progress | None, name: str, text: str,
@@ -284,10 +395,12 @@ def _build_rootfs(r: Recipe, run_id: str, say: Callable[[str], None], *, fresh: 
         for old in cache.glob("debian-rootfs-*.tar"):   # keep only the current recipe's tarball
             if old != tarball:
                 old.unlink(missing_ok=True)
-    changes = [f'LABEL {k}="{v}"' for k, v in _labels(r, run_id).items()]
+    labels = _labels(r, run_id, _builder_facts("debootstrap+docker-import", docker.cli_version()))
+    changes = [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
     changes += ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8",
                 'CMD ["/bin/bash"]']
-    return docker.import_rootfs(tarball, r.base.local, changes=changes, timeout=300)
+    image = docker.import_rootfs(tarball, r.base.local, changes=changes, timeout=300)
+    return _add_package_facts(r, image, run_id, ensure_dir(CACHE_DIR / "bases"), None)
 
 
 def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir: Path,
@@ -303,17 +416,22 @@ def _build_dockerfile(r: Recipe, bases: Mapping[str, Base], run_id: str, log_dir
             if progress:
                 progress(r.base.name, line, "running")
 
+        builder = docker.recipe_builder()
+        parent = ""
+        if r.parent:
+            parent_ref = bases[r.parent].local
+            parent = f"{parent_ref}@{docker.image_id(parent_ref) or 'unknown'}"
         with build_context(r.directory) as ctx:   # + wheels/ when the recipe pins wheels (wheels.txt)
             rc = docker.build_image(
                 context=ctx, dockerfile=ctx / "Dockerfile", tags=[r.base.local],
                 build_args=build_args_for(bases, [r.parent] if r.parent else []),
-                labels=_labels(r, run_id), no_cache=False, on_line=write,
-                timeout=BUILD_TIMEOUT_S, iidfile=iid, stop=stop)
+                labels=_labels(r, run_id, _builder_facts(builder.kind, builder.version), parent), no_cache=False,
+                on_line=write, timeout=BUILD_TIMEOUT_S, iidfile=iid, stop=stop)
     if rc != 0:
         tail = " | ".join(log.read_text().strip().splitlines()[-3:])
         raise StageFailed(f"building base '{r.base.name}' ({r.base.local}) failed: {tail}",
                           f"see {log}; fix pipeline/local/recipes/{r.base.recipe}/ and rerun invoke bases")
-    return iid.read_text().strip()
+    return _add_package_facts(r, iid.read_text().strip(), run_id, log_dir, stop)
 
 
 def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config | None = None,
@@ -327,7 +445,8 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
     cfg = config or load_config(check_files=False)   # bases need no service sources
     recipes = resolve_recipes(cfg.bases)
     started = time.monotonic()
-    decisions = decide(recipes, _inspect_all(), force=force)
+    need_facts = frozenset(i.base for i in cfg.infra.values())
+    decisions = decide(recipes, _inspect_all(), force=force, need_facts=need_facts)
     todo = [d for d in decisions if d.action != "present"]
     outcomes = [Outcome(d.name, recipes[d.name].base.local, "present", d.reason, 0.0)
                 for d in decisions if d.action == "present"]
@@ -341,7 +460,7 @@ def ensure_bases(force: bool = False, try_pull: bool = True, *, config: Config |
     # Another `invoke bases` (a parallel test session, a second terminal) may be building the same images:
     # wait for it, then look again, so that nothing is built twice.
     with _exclusive(log_dir / ".lock", say):
-        decisions = decide(recipes, _inspect_all(), force=False) if not force else decisions
+        decisions = decide(recipes, _inspect_all(), force=False, need_facts=need_facts) if not force else decisions
         todo = [d for d in decisions if d.action != "present"]
         outcomes = [Outcome(d.name, recipes[d.name].base.local, "present", d.reason, 0.0)
                     for d in decisions if d.action == "present"]
@@ -371,7 +490,11 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
         say("  pulls disabled (--no-pull): building from the recipes")
     for d in todo:
         r = recipes[d.name]
-        if try_pull and d.action == "acquire":
+        pin = upstream_pin(r.base.upstream)
+        if try_pull and d.action == "acquire" and not pin:
+            _piece(say, progress, d.name, f"{r.base.upstream} is not pinned by digest in pipeline.toml: not pulled; "
+                   "building from Debian packages")
+        elif try_pull and d.action == "acquire":
             host = registry_host(r.base.upstream)
             if host in unreachable:
                 _piece(say, progress, d.name, f"pull of {r.base.upstream} skipped ({host} unreachable); "
@@ -379,12 +502,11 @@ def _provide(cfg: Config, recipes: Mapping[str, Recipe], todo: list[Decision], o
                 to_build.append(d.name)
                 continue
             t0 = time.monotonic()
-            ok, why = docker.pull_image(r.base.upstream, timeout=PULL_TIMEOUT_S)
+            ok, why = docker.pull_image(pin, timeout=PULL_TIMEOUT_S)   # by digest: what the pin names
             if ok:
-                docker.tag_image(r.base.upstream, *normalize_ref(r.base.local).rsplit(":", 1))
-                outcomes.append(Outcome(d.name, r.base.local, "pulled", f"from {r.base.upstream}",
-                                        time.monotonic() - t0))
-                _piece(say, progress, d.name, f"pulled {r.base.upstream} → tagged {r.base.local}", "done")
+                docker.tag_image(pin, *normalize_ref(r.base.local).rsplit(":", 1))
+                outcomes.append(Outcome(d.name, r.base.local, "pulled", f"from {pin}", time.monotonic() - t0))
+                _piece(say, progress, d.name, f"pulled {pin} → tagged {r.base.local}", "done")
                 continue
             if is_unreachable(why):
                 unreachable[host] = why

@@ -1,4 +1,10 @@
-"""`invoke doctor`: one line per required component, with version, origin, and the fix when missing (exit 6)."""
+"""`invoke doctor`: one line per required component, with version, origin, and the fix when missing (exit 6).
+
+Each tool says what it was checked against: a tool pinned by hash (toolchain.lock.json) names the file, the
+sha256 it matched and where the pinned file comes from, whether it is `.tools/bin/<tool>` or the PATH binary
+used when that is missing (pipeline/tools/proc.py find_tool refuses a PATH binary that does not match); a tool
+from a Debian package names the package, its version and whether the file still has dpkg's recorded md5sum
+(pipeline/tools/dpkg.py); a file of no package says so."""
 
 from __future__ import annotations
 
@@ -45,10 +51,18 @@ def _tool(name: str, args: list[str], fix: str, *, required: bool = True, label:
         origin = f"{origin} -> {Path(path).resolve()}"
     if name in pinned.binary_names():
         return _pinned(name, Path(path), label or name, version, required)
-    return Check(label or name, bool(version), version or "does not run", origin, "" if version else fix, required)
+    from pipeline.tools import dpkg
+
+    owned = dpkg.check_file(Path(path))
+    changed = bool(owned.package and owned.recorded and not owned.ok)
+    ok = bool(version) and not changed
+    why = f"apt-get install --reinstall {owned.package}" if changed else fix
+    said = owned.describe() if origin in (path, owned.path) else f"{origin} · {owned.describe()}"
+    return Check(label or name, ok, version or "does not run", said,
+                 "" if ok else why, required)
 
 
-def _pinned(name: str, path: Path, label: str, version: str, required: bool) -> Check:
+def _pinned(name: str, path: Path, label: str, version: str, required: bool, where: str = "") -> Check:
     """A pinned tool: which hash it matched (toolchain.lock.json), its version and where it comes from."""
     pin = pinned.binary_pin(name)
     try:
@@ -59,8 +73,24 @@ def _pinned(name: str, path: Path, label: str, version: str, required: bool) -> 
         return Check(label, False, "", f"{path}: {exc.strerror}", BOOTSTRAP, required)
     ok = bool(version) and pin.version in version
     fix = "" if ok else f"{path} reports '{version}', pinned {pin.version}: rm {path} and run {BOOTSTRAP}"
+    where = where or ("project tools dir" if path.is_relative_to(TOOLS_BIN) else "PATH (.tools/bin has none)")
     return Check(label, ok, version or "does not run",
-                 f"sha256:{digest[:12]} matches the pin · {pin.source}", fix, required)
+                 f"{path} ({where}): sha256:{digest[:12]} matches the pin · {pin.source}", fix, required)
+
+
+def _compose_plugin() -> Check:
+    """The `docker compose` plugin: used only when it is the pinned docker-compose (pipeline/tools/compose.py)."""
+    from pipeline.tools.compose import compose_plugin
+
+    plugin = compose_plugin()
+    version = _first_line(["docker", "compose", "version"]) if plugin else ""
+    if plugin is None or not version:
+        return Check("compose plugin", False, "missing", "docker CLI plugin", BOOTSTRAP, required=False)
+    check = _pinned("docker-compose", plugin, "compose plugin", version, required=False, where="docker CLI plugin")
+    if not check.ok:   # not run: the pinned standalone docker-compose is used instead
+        return Check("compose plugin", False, version, f"{check.origin}; not used (the pinned docker-compose is)",
+                     f"{BOOTSTRAP} (it replaces the plugin with the pinned file)", required=False)
+    return check
 
 
 def _python_lock() -> Check:
@@ -97,7 +127,13 @@ def _builder() -> Check:
     except ToolMissing as exc:
         return Check("builder", False, "", exc.message, exc.hint or "apt-get install -y docker.io")
     fix = "" if b.kind != "legacy" else "apt-get install -y docker.io (its 20.10 CLI drives BuildKit) or docker-buildx"
-    return Check("builder", True, f"{b.label} {b.version}".strip(), b.why, fix)
+    from pipeline.tools import dpkg
+
+    cli = dpkg.check_file(Path(b.cli))   # the CLI that builds: a Debian package's file, checked like the others
+    if cli.package and cli.recorded and not cli.ok:
+        return Check("builder", False, f"{b.label} {b.version}".strip(), f"{b.why} · {cli.describe()}",
+                     f"apt-get install --reinstall {cli.package}")
+    return Check("builder", True, f"{b.label} {b.version}".strip(), f"{b.why} · {cli.describe()}", fix)
 
 
 def _cluster() -> Check:
@@ -112,14 +148,34 @@ def _cluster() -> Check:
                  required=False)
 
 
+def _sandbox_image() -> Check:
+    """The local cluster's pod sandbox image (the pause image every pod's sandbox runs): its image ID and origin.
+    It is built here from the Kubernetes tree's pause.c and is not signed; the node names it by tag
+    (docs/cluster.md says why)."""
+    try:
+        from pipeline.local.cluster.pause import sandbox_image
+    except ImportError:
+        return Check("sandbox image", False, "", "provisioner not installed", "invoke cluster-up", required=False)
+    try:
+        found = sandbox_image()
+    except ToolMissing as exc:
+        return Check("sandbox image", False, "", exc.message, exc.hint or "", required=False)
+    if found is None:
+        return Check("sandbox image", False, "not built", "k8s.gcr.io/pause:3.2", "invoke cluster-up", required=False)
+    origin = "built here from pause.c" if found["built_here"] else "NOT built by this provisioner"
+    if found["pause_sha256"]:
+        origin += f" (pause binary sha256:{found['pause_sha256'][:12]})"
+    return Check("sandbox image", bool(found["built_here"]), f"{found['ref']} {found['id']}",
+                 f"{origin}; unsigned, named by tag", "" if found["built_here"] else
+                 f"docker rmi {found['ref']} and invoke cluster-up (it builds it)", required=False)
+
+
 def collect() -> list[Check]:
     checks: list[Check] = [_python_lock()]
     checks += _engine()
     checks.append(_tool("docker", ["--version"], "apt-get install -y docker.io", label="docker client"))
     checks.append(_tool("docker-compose", ["version"], BOOTSTRAP, label="compose"))
-    plugin = _first_line(["docker", "compose", "version"])
-    checks.append(Check("compose plugin", bool(plugin), plugin or "missing", "docker CLI plugin",
-                        "" if plugin else BOOTSTRAP))
+    checks.append(_compose_plugin())
     checks.append(_tool("docker-registry", ["--version"], "apt-get install -y docker-registry"))
     checks.append(_tool("skopeo", ["--version"], "apt-get install -y skopeo"))
     checks.append(_tool("trivy", ["--version"], BOOTSTRAP))
@@ -131,6 +187,7 @@ def collect() -> list[Check]:
     checks.append(_tool("debootstrap", ["--version"], "apt-get install -y debootstrap"))
     checks.append(_tool("socat", ["-V"], "apt-get install -y socat", required=False))
     checks.append(_cluster())
+    checks.append(_sandbox_image())
     return checks
 
 

@@ -133,7 +133,8 @@ def markdown(data: dict[str, Any]) -> str:
                          f"| {counts} |")
     if data.get("published"):
         lines += ["", "## Published digests, re-read from the registry", "",
-                  "| service | image | signature | provenance | SBOM | VEX |", "|---|---|---|---|---|---|"]
+                  "| service or infra image | image | signature | provenance | SBOM | VEX |",
+                  "|---|---|---|---|---|---|"]
         for n, p in data["published"].items():
             lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
     links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]

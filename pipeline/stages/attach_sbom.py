@@ -1,5 +1,6 @@
 """The `sbom` stage, attached to push (pipeline/core/stage_registry.py): each pushed image's CycloneDX SBOM
-from the scan stage, attached to it in the registry (the work: pipeline/stages/sbom.py attach_sboms).
+(services and the infra images the environment runs) from the scan stage, attached to it in the registry
+(the work: pipeline/stages/sbom.py attach_sboms).
 
 An SBOM beside the image is a plus: when attaching fails the stage warns and records it as not attached (the
 release goes on), and a resumed release attaches it again.
@@ -23,11 +24,12 @@ class SbomStage(BaseStage):
         return None
 
     def holds(self, ctx: RunContext) -> str | None:
-        """Each selected service's SBOM record is for its pushed digest, and the registry still serves the
-        attachment the record names (`ref`: repository:tag)."""
+        """Each selected service's (and, without a selection, each infra image's) SBOM record is for its pushed
+        digest, and the registry still serves the attachment the record names (`ref`: repository:tag)."""
+        from pipeline.core.release_images import recorded_subjects
         from pipeline.tools.registry_api import split_repository
 
-        for name in ctx.selected():
+        for name in recorded_subjects(ctx.cfg, None if ctx.services else ctx.env, ctx.manifest, ctx.selected()):
             pushed, rec = ctx.manifest.pushed(name), ctx.manifest.sbom(name)
             if pushed is None or not pushed.ok or rec is None or rec.subject != pushed.digest or not rec.ref:
                 return f"{name} has no SBOM attached to its pushed image; attaching"
@@ -45,7 +47,7 @@ class SbomStage(BaseStage):
 
         try:
             refs = attach_sboms(ctx.cfg, ctx.manifest, ctx.reporter, ctx.services or None,
-                               registries=ctx.registries)
+                               registries=ctx.registries, infra_of=None if ctx.services else ctx.env)
         except PipelineError as exc:
             ctx.reporter.warn(f"SBOMs not attached: {exc.one_line()}")
             return StageSummary(f"not attached: {exc.one_line()}", {"attached": 0})

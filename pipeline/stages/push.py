@@ -42,7 +42,7 @@ from pipeline.core.release_images import content_tag, infra_images, release_subj
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import Attempts, RetryPolicy, with_retries
 from pipeline.core.vocab import LABEL_RUN, PushStatus
-from pipeline.local.bases import LABEL_RECIPE_DIGEST
+from pipeline.local.bases import LABEL_RECIPE_DIGEST, upstream_pin
 from pipeline.stages.push_index import index_holds, push_index_image
 from pipeline.stages.registry_reuse import input_tag
 from pipeline.tools import docker_push
@@ -151,8 +151,10 @@ def _targets(cfg: Config, env: Environment, manifest: Manifest,
 def infra_targets(cfg: Config, env: Environment) -> list[PushTarget]:
     """The infra images env runs (pipeline/core/release_images.py), each from the engine's image `invoke bases`
     made to `<registry>/<namespace>/infra/<name>:<source tag>-<12 hex of its ID>`; UsageError when one is not in
-    the engine. Their push record keeps `source` (local reference, recipe digest, creation time): the facts
-    of their provenance."""
+    the engine. Their push record keeps `source` (local reference, recipe digest, the bases run, creation time,
+    and `pulled_from`: the pinned `repository@sha256:…` of [bases.<base>].upstream when the engine's image
+    carries it as a repository digest, i.e. it was pulled by that digest): what the sign stage checks against
+    the image's own labels (pipeline/stages/infra_provenance.py)."""
     from pipeline.tools import docker
 
     out = []
@@ -162,8 +164,10 @@ def infra_targets(cfg: Config, env: Environment) -> list[PushTarget]:
             raise UsageError(f"the infra image {image.source_ref} ([infra.{image.name}]) is not in the local engine",
                              "run `invoke bases` (it pulls or builds the base and infra images)")
         image_id, labels = str(info["Id"]), (info.get("Config") or {}).get("Labels") or {}
+        pin = upstream_pin(cfg.bases[cfg.infra[image.name].base].upstream)
         source = {"ref": image.source_ref, "recipe_digest": str(labels.get(LABEL_RECIPE_DIGEST, "")),
-                  "run_id": str(labels.get(LABEL_RUN, "")), "created": str(info.get("Created") or "")}
+                  "run_id": str(labels.get(LABEL_RUN, "")), "created": str(info.get("Created") or ""),
+                  "pulled_from": pin if pin and pin in (info.get("RepoDigests") or ()) else ""}
         out.append(PushTarget(image.subject, image.source_repository, image.repository,
                               [content_tag(image.source_ref, image_id)], image_id,
                               record={"source": {k: v for k, v in source.items() if v}}))

@@ -14,9 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PipelineError, RegistryAuthError, StageFailed, UsageError
-from pipeline.core.manifest import Built, Manifest, Pushed
+from pipeline.core.manifest import INFRA_PREFIX, Built, Manifest, Pushed
+from pipeline.core.release_images import recorded_subjects
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import with_retries
 from pipeline.core.vocab import AttachStatus, now_iso
@@ -81,8 +82,13 @@ def _attach_child_sboms(cfg: Config, client: RegistryClient, repo: str, build: B
 
 
 def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[str] | None = None, *,
-                 registries: RegistryClients | None = None) -> dict[str, str]:
-    """Attach the scan stage's SBOM to every pushed image of the Release manifest; returns service → ref.
+                 registries: RegistryClients | None = None, infra_of: Environment | None = None) -> dict[str, str]:
+    """Attach the scan stage's SBOM to every pushed image of the Release manifest; returns subject → ref.
+
+    Subjects: the selected services (all the manifest records when none is named) and, with `infra_of` and no
+    selection, every infra image that environment runs (`infra/<name>`: its SBOM is the scan's of the local
+    image it was pushed from, which must be the pushed image ID). Like a service's, an infra image's SBOM is
+    recorded in its own `sbom` record (`infra.<name>.sbom`).
 
     A multi-platform image also gets an SBOM on each child digest (the record's `children`: platform →
     ref). Each attachment is recorded in the service's own `sbom` record (ref, digest). UsageError before
@@ -90,7 +96,7 @@ def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[
     refuses one.
     """
     log = reporter.info
-    names = [s.name for s in cfg.select(services)] if services else man.services()
+    names = recorded_subjects(cfg, infra_of, man, services)
     todo: list[tuple[str, Pushed, Path]] = []
     for name in names:
         push, scan = man.pushed(name), man.scanned(name)
@@ -98,6 +104,9 @@ def attach_sboms(cfg: Config, man: Manifest, reporter: Reporter, services: list[
             raise UsageError(f"{name} has no pushed image in the Release manifest", "run `invoke push` first")
         if scan is None or not scan.sbom or not Path(scan.sbom).is_file():
             raise UsageError(f"{name} has no SBOM from the scan stage", "run `invoke scan` first")
+        if name.startswith(INFRA_PREFIX) and scan.image_id and push.image_id and scan.image_id != push.image_id:
+            raise UsageError(f"{name}: the SBOM is of image {scan.image_id[:19]}, the pushed image is "
+                             f"{push.image_id[:19]}", "run `invoke scan` and `invoke push` again")
         todo.append((name, push, Path(scan.sbom)))
     regs = registries or RegistryClients(cfg)
     out: dict[str, str] = {}

@@ -22,7 +22,7 @@ from pipeline.core.manifest import INFRA_PREFIX, Manifest
 from pipeline.core.release_images import infra_images
 from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import AttachStatus, SignStatus
-from pipeline.stages.infra_provenance import infra_build_facts
+from pipeline.stages.infra_provenance import infra_build_facts, registry_image_config
 from pipeline.tools.registry_answers import digest_of
 from pipeline.tools.registry_api import RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients
@@ -126,6 +126,9 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     kid = key_id(pub)
     commit = man.commit
     regs = registries or RegistryClients(cfg, env)
+    for name, repository, digest in images:   # an infra image its own config cannot describe: refused first
+        if name.startswith(INFRA_PREFIX):
+            infra_facts(cfg, man, name, regs.client(split_repository(repository)[0]), repository, digest)
     counts = {"signed": 0, "already": 0, "attested": 0}
     for name, repository, digest in images:
         address, repo = split_repository(repository)
@@ -172,15 +175,22 @@ def _sign_and_attest(cfg: Config, man: Manifest, name: str, client: RegistryClie
     """Sign `repository@digest` and attach its provenance unless a valid one by this key is there;
     (signature tag, signed now, 1 when provenance was attached now else 0)."""
     repo = split_repository(repository)[1]
+    if name.startswith(INFRA_PREFIX):   # before the signature: an image its facts cannot describe is not signed
+        facts = infra_facts(cfg, man, name, client, repository, digest)
+    else:
+        facts = build_facts(cfg, man, name, repository, digest, platforms=platforms)
     sig_tag, signed_now = sign_image(client, repo, digest, key)
     if check_provenance(client, repo, digest, [key.public_key()], commit=commit).ok:
         return sig_tag, signed_now, 0
-    if name.startswith(INFRA_PREFIX):
-        facts = infra_build_facts(cfg, man, name, repository, digest)
-    else:
-        facts = build_facts(cfg, man, name, repository, digest, platforms=platforms)
     attach_provenance(client, repo, digest, sign_statement(provenance_statement(facts), key))
     return sig_tag, signed_now, 1
+
+
+def infra_facts(cfg: Config, man: Manifest, name: str, client: RegistryClient, repository: str,
+                digest: str) -> BuildFacts:
+    """The provenance facts of an infra image, from its config as the registry serves it
+    (pipeline/stages/infra_provenance.py); UsageError (exit 2) when they cannot describe it."""
+    return infra_build_facts(cfg, man, name, repository, digest, registry_image_config(client, repository, digest))
 
 
 def signatures_hold(cfg: Config, env: Environment, man: Manifest, services: list[str], *,
@@ -231,7 +241,7 @@ class SignStage(BaseStage):
     def run(self, ctx: RunContext) -> StageSummary:
         from pipeline.trust.vex import vex_for_release
 
-        vex = vex_for_release(ctx.cfg, ctx.manifest, ctx.run_dir)
+        vex = vex_for_release(ctx.cfg, ctx.manifest, ctx.run_dir, None if ctx.services else ctx.env)
         return sign_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None, run_id=ctx.run_id,
                            vex=vex, registries=ctx.registries)
 

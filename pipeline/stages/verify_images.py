@@ -220,8 +220,10 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
     """Post-release verification: re-read each published digest from the registry and recheck its signature
     (env's trusted keys), provenance (subject digest, release commit) and the SBOM/VEX attachments.
 
-    Returns service → {"image", "signature", "provenance", "sbom", "vex"}: "ok"/"present", "missing" or the
-    problem ("vex": "none (nothing justified)" when the ignore file justified nothing to attach).
+    Covers the selected services, else every recorded service and the infra images env runs (recorded_subjects).
+    Returns subject (a service, or `infra/<name>`) → {"image", "signature", "provenance", "sbom", "vex"}:
+    "ok"/"present", "missing" or the problem ("vex": "none (nothing justified)" when the ignore file justified
+    nothing to attach).
     Never raises for what it finds (the report records it); registry errors do raise.
     """
     from pipeline.stages.sbom import sbom_tag
@@ -231,7 +233,9 @@ def published_attachments(cfg: Config, env: Environment, man: Manifest, services
     commit = man.commit
     out: dict[str, dict[str, str]] = {}
     regs = registries or RegistryClients(cfg, env)
-    for name in (list(services) or man.services()):
+    from pipeline.core.release_images import recorded_subjects
+
+    for name in recorded_subjects(cfg, env, man, services):   # the infra images env runs too (no selection)
         pushed = man.pushed(name)
         if pushed is None or not pushed.digest:
             continue

@@ -68,7 +68,7 @@ def _major(version: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _plugin_dirs() -> list[str]:
+def plugin_dirs() -> list[str]:
     """Where docker CLIs look for plugins such as buildx (docker/cli's default plugin directories)."""
     config = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
     return [os.path.join(config, "cli-plugins"), "/usr/local/lib/docker/cli-plugins",
@@ -79,7 +79,7 @@ def _plugin_dirs() -> list[str]:
 def _fingerprint(clis: list[str]) -> str:
     """Identity of what detection looked at: each CLI and buildx plugin file (path, size, mtime)."""
     parts = []
-    for path in [*clis, *(os.path.join(d, "docker-buildx") for d in _plugin_dirs())]:
+    for path in [*clis, *(os.path.join(d, "docker-buildx") for d in plugin_dirs())]:
         try:
             st = os.stat(path)
             parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")

@@ -15,16 +15,31 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import StageFailed, ToolMissing
-from pipeline.tools.proc import Result, find_tool, run
+from pipeline.tools.buildkit import plugin_dirs
+from pipeline.tools.proc import Result, find_tool, pin_matches, run
 
 PROJECT_LABEL = "com.docker.compose.project"
 
 
+def compose_plugin() -> Path | None:
+    """The `docker-compose` CLI plugin the docker CLI runs for `docker compose`: the first one in its plugin
+    directories (pipeline.tools.buildkit.plugin_dirs, docker/cli's search order), or None."""
+    for d in plugin_dirs():
+        plugin = Path(d) / "docker-compose"
+        if plugin.is_file():
+            return plugin
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def compose_argv() -> tuple[str, ...]:
-    """The compose command prefix: `docker compose` when the plugin answers, else `docker-compose` (v2)."""
+    """The compose command prefix: `docker compose` when the plugin the CLI would run is the pinned docker-compose
+    (toolchain.lock.json) and answers, else the pinned `docker-compose` (v2) binary (find_tool checks its pin).
+    A plugin that is not the pinned file is not run: Compose is pinned by hash like every downloaded tool."""
     docker = find_tool("docker", "apt-get install -y docker.io")
-    if run([docker, "compose", "version"], timeout=30, check=False).ok:
+    plugin = compose_plugin()
+    if plugin is not None and pin_matches("docker-compose", plugin) and \
+            run([docker, "compose", "version"], timeout=30, check=False).ok:
         return (docker, "compose")
     standalone = find_tool("docker-compose", "run: invoke bootstrap (installs Compose v2 from the tools extra)")
     res = run([standalone, "version", "--short"], timeout=30, check=False)

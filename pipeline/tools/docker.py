@@ -79,6 +79,7 @@ class LocalImage:
     id: str
     tags: tuple[str, ...]
     labels: Mapping[str, str]
+    digests: tuple[str, ...] = ()   # the engine's RepoDigests (`repository@sha256:…` it was pulled or pushed as)
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -198,22 +199,57 @@ def build_image(
     returns the exit code. The image ID lands in iidfile."""
     from pipeline.tools import buildkit
 
-    builder = buildkit.detect("auto")
-    if builder.kind != "buildx":
-        builder = buildkit.detect("legacy")
+    builder = recipe_builder()
     argv, env = buildkit.build_argv(builder, context=context, dockerfile=dockerfile, tags=tags,
                                     build_args=build_args, labels=labels, no_cache=no_cache, iidfile=iidfile)
     return proc.stream(argv, timeout=timeout, on_line=on_line, env=env or None, stop=stop)
 
 
+def recipe_builder() -> Any:
+    """The builder build_image uses (a pipeline.tools.buildkit.Builder): buildx where it exists, else legacy."""
+    from pipeline.tools import buildkit
+
+    builder = buildkit.detect("auto")
+    return builder if builder.kind == "buildx" else buildkit.detect("legacy")
+
+
 # ---------------------------------------------------------------- base images (pipeline/local/bases.py)
+
+def engine_version() -> str:
+    """The engine's version ("" when it does not say)."""
+    try:
+        return str(client().version().get("Version") or "")
+    except Exception:   # an absent engine fails the build itself, with its own message
+        return ""
+
+
+def cli_version() -> str:
+    """The docker CLI's client version ("" when it does not answer)."""
+    res = proc.run(["docker", "version", "--format", "{{.Client.Version}}"], timeout=20, check=False)
+    return res.stdout.strip() if res.ok else ""
+
+
+def image_packages(ref: str, *, run_id: str, timeout: float) -> list[str]:
+    """The Debian packages installed in a local image, `name=version` (dpkg-query inside a throwaway container:
+    as root, no network, labelled with the run); StageFailed when the image has no dpkg or the run fails."""
+    from pipeline.core.vocab import LABEL_RUN
+
+    res = proc.run(["docker", "run", "--rm", "--network", "none", "--user", "0", "--label", f"{LABEL_RUN}={run_id}",
+                    "--entrypoint", "dpkg-query", ref, "-W", "-f=${binary:Package}=${Version}\\n"],
+                   timeout=timeout, check=False, what=f"dpkg-query in {ref}")
+    if not res.ok:
+        raise StageFailed(f"cannot list the Debian packages of {ref}: {res.stderr.strip()[-200:]}",
+                          "the image needs dpkg (every recipe builds on the local Debian base)")
+    return res.stdout.splitlines()
+
 
 def local_images() -> list[LocalImage]:
     """Every local image with its tags and labels, in one API call (cheap enough for a < 2 s no-op rerun)."""
     out = []
     for img in client().api.images():
         tags = tuple(t for t in (img.get("RepoTags") or []) if t != "<none>:<none>")
-        out.append(LocalImage(img["Id"], tags, img.get("Labels") or {}))
+        digests = tuple(d for d in (img.get("RepoDigests") or []) if not d.startswith("<none>"))
+        out.append(LocalImage(img["Id"], tags, img.get("Labels") or {}, digests))
     return out
 
 

@@ -20,10 +20,12 @@ from typing import Any
 
 from pipeline.core.errors import StageFailed, ToolMissing
 from pipeline.core.paths import ROOT
+from pipeline.core.pinned import BOOTSTRAP, LOCK_FILE, PinMismatch, sha256_file
 from pipeline.tools.kubectl import KubeTarget
-from pipeline.tools.proc import Result, find_tool, run, stream
+from pipeline.tools.proc import Result, find_tool, pin_matches, run, stream
 
 HELM_ENV = "VEZA_HELM"
+HELM_PINS = ("helm", "helm4")   # toolchain.lock.json binaries a VEZA_HELM override may be
 PENDING_STATES = ("pending-install", "pending-upgrade", "pending-rollback")
 
 
@@ -61,6 +63,11 @@ def helm_path() -> str:
         p = p if p.is_absolute() else ROOT / p
         if not (p.is_file() and os.access(p, os.X_OK)):
             raise ToolMissing(f"{HELM_ENV}={override}: no executable there", f"unset {HELM_ENV} or fix the path")
+        if not any(pin_matches(name, p) for name in HELM_PINS):   # pinned like the default one
+            raise PinMismatch(f"{HELM_ENV}={override}: {p} (sha256 {sha256_file(p.resolve())}) is none of the "
+                              f"pinned Helm binaries ({', '.join(HELM_PINS)} in {LOCK_FILE.name})",
+                              f"point {HELM_ENV} at .tools/bin/helm or .tools/bin/helm4 ({BOOTSTRAP} installs "
+                              "them), or unset it")
         return str(p)
     return find_tool("helm", "run: invoke bootstrap (installs .tools/bin/helm)")
 

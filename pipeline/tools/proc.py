@@ -31,32 +31,65 @@ class Result:
 
 
 def find_tool(name: str, fix: str | None = None) -> str:
-    """Path of a tool: the project's tools dir first, then PATH. Raises ToolMissing with the fix."""
+    """Path of a tool: the project's tools dir first, then PATH. Raises ToolMissing with the fix.
+
+    A tool pinned by hash (toolchain.lock.json `binaries`: helm, kubectl, trivy, hadolint, docker-compose…) must
+    be the pinned file wherever it is found — `.tools/bin/<tool>` or, when that is missing, the PATH binary —
+    else pinned.PinMismatch (exit 6): one line naming the file, the pinned and the found sha256, and the fix.
+    Tools from Debian packages (docker, git, skopeo…) are not pinned here: apt checked their packages, and
+    `invoke doctor` checks each file against dpkg's recorded md5sums (pipeline/tools/dpkg.py)."""
     local = TOOLS_BIN / name
     if local.exists() and os.access(local, os.X_OK):
         _check_pin(name, local)
         return str(local)
     found = shutil.which(name)
     if found:
+        _check_pin(name, Path(found), on_path=True)
         return found
     raise ToolMissing(f"required tool '{name}' not found in {TOOLS_BIN} or PATH",
                       fix or "run: python3 -m pipeline.machine.bootstrap")
 
 
-_verified: set[tuple[str, int, int]] = set()
+_verified: set[tuple[str, int, int, int]] = set()
 
 
-def _check_pin(name: str, path: Path) -> None:
-    """A pinned tool of the tools dir must be the pinned file (toolchain.lock.json): pinned.PinMismatch (exit 6)
-    otherwise. Checked once per process and file version; the hash itself is remembered in TOOLS_DIR."""
+def _check_pin(name: str, path: Path, *, on_path: bool = False) -> None:
+    """A pinned tool must be the pinned file (toolchain.lock.json): pinned.PinMismatch (exit 6) otherwise.
+    Checked once per process and file version; the hash itself is remembered in TOOLS_DIR's HashMemo (keyed by
+    path, mtime, ctime, inode and size, as the cache checks are), so a rerun stats the file instead of reading
+    it. on_path: found on PATH because `.tools/bin/<name>` is missing (the fix is the bootstrap, which installs
+    the pinned file there, not deleting a file of the machine)."""
     if name not in pinned.binary_names():
         return
     real = path.resolve()
     st = real.stat()
-    key = (str(real), st.st_mtime_ns, st.st_size)
-    if key not in _verified:
-        pinned.check(path, pinned.binary_pin(name), memo=pinned.HashMemo(TOOLS_DIR / "verified.json"))
-        _verified.add(key)
+    key = (str(real), st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+    if key in _verified:
+        return
+    pin = pinned.binary_pin(name)
+    memo = pinned.HashMemo(TOOLS_DIR / "verified.json")
+    found = memo.sha256(path)
+    memo.save()
+    if found != pin.sha256 and not on_path:
+        raise pinned.mismatch(path, pin, found)
+    if found != pin.sha256:
+        raise pinned.PinMismatch(
+            f"{path} (on PATH; {TOOLS_BIN / name} is missing): sha256 {found} is not the pinned {pin.sha256} "
+            f"of {name} {pin.version} ({pin.source}; {pinned.LOCK_FILE.name})",
+            f"run {pinned.BOOTSTRAP}: it installs the pinned {name} into {TOOLS_BIN}, which is used before PATH")
+    _verified.add(key)
+
+
+def pin_matches(name: str, path: Path) -> bool:
+    """Is `path` the pinned file of tool `name` (the same check and memo as find_tool's)? False for a tool with
+    no pin, or a file that cannot be read."""
+    if name not in pinned.binary_names():
+        return False
+    try:
+        _check_pin(name, path)
+    except (pinned.PinMismatch, OSError):
+        return False
+    return True
 
 
 # What a tool started with inherit=False still gets from ours: enough to find programs and a home, and the

@@ -75,6 +75,7 @@ class BuildFacts:
     reuse_run: str = ""               # a reused image: the run that reused it (else "")
     reuse_commit: str = ""            # ... at this commit
     reused_on: str = ""               # ... at this time (RFC 3339 UTC)
+    materials: tuple[Mapping[str, Any], ...] = ()   # more resolvedDependencies (SLSA ResourceDescriptors), as given
 
 
 def _hex(digest: str) -> dict[str, str]:
@@ -85,17 +86,20 @@ def _hex(digest: str) -> dict[str, str]:
 def provenance_statement(f: BuildFacts) -> dict[str, Any]:
     """The in-toto Statement v1 with an SLSA v1 provenance predicate for one image (a JSON-ready dict).
 
-    Empty facts are left out (no context digest, no builder version, no reuse: an image built by this run).
+    Empty facts are left out (no context digest, no builder version, no reuse: an image built by this run; no
+    Dockerfile: an image pulled by digest, whose `materials` name it). `materials` follow the other dependencies.
     """
     deps: list[dict[str, Any]] = [
         {"uri": f.source_uri, "digest": {"gitCommit": f.commit},
          "annotations": {"treeState": "dirty" if f.dirty else "clean"}},
-        {"uri": f.dockerfile, "name": "Dockerfile", "digest": {"sha256": f.dockerfile_sha256}},
     ]
+    if f.dockerfile:   # none for an image that was pulled, not built (its material says where from)
+        deps.append({"uri": f.dockerfile, "name": "Dockerfile", "digest": {"sha256": f.dockerfile_sha256}})
     if f.context_sha256:
         deps.append({"uri": f.context or ".", "name": "build-context", "digest": {"sha256": f.context_sha256}})
     for ref, digest in sorted(f.base_images.items()):
         deps.append({"uri": f"docker-image://{ref}", "name": "base-image", "digest": _hex(digest)})
+    deps += [dict(m) for m in f.materials]
     metadata = {k: v for k, v in (("invocationId", f.invocation_id), ("startedOn", f.started_on),
                                   ("finishedOn", f.finished_on)) if v}
     external: dict[str, Any] = {"source": f.source_uri, "revision": f.commit, "dockerfile": f.dockerfile,

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, Environment
 from pipeline.core.manifest import Manifest, atomic_write
+from pipeline.core.release_images import recorded_subjects
 from pipeline.core.vocab import now_iso
 from pipeline.gate.policy import IgnoreEntry, ignore_file_findings, load_ignore_file
 from pipeline.tools.registry_answers import digest_of
@@ -60,12 +61,14 @@ def justified_entries(cfg: Config, today: date | None = None) -> list[IgnoreEntr
     return list(valid)
 
 
-def vex_for_release(cfg: Config, man: Manifest, out_dir: Path) -> Path | None:
-    """Write `<out_dir>/openvex.json` for the manifest's pushed images; None when no entry is justified."""
+def vex_for_release(cfg: Config, man: Manifest, out_dir: Path, env: Environment | None = None) -> Path | None:
+    """Write `<out_dir>/openvex.json` for the manifest's pushed images (its services and, with `env`, the infra
+    images env runs: core/release_images.py recorded_subjects); None when no entry is justified."""
     entries = justified_entries(cfg)
     if not entries:
         return None
-    images = [(p.repository, p.digest) for n in man.services() if (p := man.pushed(n)) and p.digest]
+    images = [(p.repository, p.digest) for n in recorded_subjects(cfg, env, man)
+              if (p := man.pushed(n)) and p.digest]
     doc = openvex_document(entries, images, author=cfg.signing.builder_id, timestamp=now_iso())
     out = out_dir / "openvex.json"
     out.parent.mkdir(parents=True, exist_ok=True)

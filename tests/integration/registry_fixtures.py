@@ -243,3 +243,15 @@ def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bo
             return True
         time.sleep(step)
     return cond()
+
+
+def free_loopback_port(first: int, last: int) -> int:
+    """The first port of 127.0.0.1:first-last (inclusive) nothing listens on: a test area's own allocation."""
+    for p in range(first, last + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError(f"no free port in 127.0.0.1:{first}-{last}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import socket
+import json
 import tarfile
 import time
 import uuid
@@ -19,24 +19,28 @@ from typing import Any
 import pytest
 
 from pipeline.core.config import Base, Config, load_config
-from pipeline.local.bases import LABEL_RECIPE_DIGEST, ensure_bases, resolve_recipes
+from pipeline.local.bases import (
+    LABEL_BUILDER,
+    LABEL_LAYERS,
+    LABEL_PACKAGES,
+    LABEL_PARENT,
+    LABEL_RECIPE_DIGEST,
+    ensure_bases,
+    layers_digest,
+    missing_build_facts,
+    resolve_recipes,
+)
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools import docker as docker_tool
 from pipeline.tools import proc
+from tests.integration.registry_fixtures import free_loopback_port
 
 pytestmark = pytest.mark.engine
 
 
 def _free_port() -> int:
     """A free port of this area's allocation (127.0.0.1:18090-18099)."""
-    for p in range(18090, 18100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-        return p
-    raise RuntimeError("no free port in 127.0.0.1:18090-18099")
+    return free_loopback_port(18090, 18099)
 
 
 def _with_bases(cfg: Config, bases: dict[str, Base]) -> Config:
@@ -95,6 +99,16 @@ def test_build_path_labels_the_recipe_digest_then_reruns_as_present(private_refs
     labels = docker_client.api.inspect_image(redis.local)["Config"]["Labels"]
     assert labels[LABEL_RECIPE_DIGEST] == resolve_recipes(small.bases)["redis"].digest
     assert labels["veza.pipeline.base"] == "redis"
+    # the build facts its provenance is made of (pipeline/stages/infra_provenance.py)
+    assert missing_build_facts(labels) == []
+    layers = docker_client.api.inspect_image(redis.local)["RootFS"]["Layers"]
+    assert labels[LABEL_LAYERS] == layers_digest(layers)      # the label-only step added no layer
+    packages = dict(p.split("=", 1) for p in labels[LABEL_PACKAGES].split(","))
+    assert packages["redis-server"] and "dpkg" in packages
+    builder = json.loads(labels[LABEL_BUILDER])
+    assert builder["kind"] in ("buildx", "legacy") and builder["engine"] and builder["started"]
+    debian_id = docker_client.api.inspect_image(cfg.bases["debian"].local)["Id"]
+    assert labels[LABEL_PARENT] == f"{cfg.bases['debian'].local}@{debian_id}"
     again = {o.name: o for o in ensure_bases(config=small, try_pull=False, say=lambda _l: None)}
     assert again["redis"].path == "present"
 
@@ -120,17 +134,20 @@ def test_pull_path_is_taken_when_the_upstream_answers(tmp_path: Path, private_re
         private_refs.extend([upstream, local])
         _tiny_image(upstream, run)
         proc.run(["docker", "push", upstream], timeout=120)
+        digest = docker_client.api.inspect_image(upstream)["RepoDigests"][0].partition("@")[2]
         docker_client.api.remove_image(upstream, force=True)      # only the registry has it now
+        pin = f"{upstream.rsplit(':', 1)[0]}@{digest}"
+        private_refs.append(pin)
         cfg = load_config(check_files=False)
-        nats = dataclasses.replace(cfg.bases["nats"], upstream=upstream, local=local)
+        nats = dataclasses.replace(cfg.bases["nats"], upstream=f"{upstream}@{digest}", local=local)  # pinned
         small = _with_bases(cfg, {"nats": nats})
         lines: list[str] = []
         outcomes = ensure_bases(config=small, try_pull=True, say=lines.append)
         assert [(o.name, o.path) for o in outcomes] == [("nats", "pulled")], lines
-        assert any(f"pulled {upstream}" in ln for ln in lines)
-        assert docker_client.api.inspect_image(local)["Id"] == docker_client.api.inspect_image(upstream)["Id"]
+        assert any(f"pulled {pin}" in ln for ln in lines)          # by the pinned digest
+        assert pin in docker_client.api.inspect_image(local)["RepoDigests"]
         again = ensure_bases(config=small, say=lines.append)
-        assert again[0].path == "present" and "pulled upstream" in again[0].detail
+        assert again[0].path == "present" and again[0].detail == f"pulled upstream {pin}"
 
 
 def test_unreachable_upstream_falls_back_to_the_recipe_and_is_asked_once(private_refs: list[str],
@@ -138,9 +155,10 @@ def test_unreachable_upstream_falls_back_to_the_recipe_and_is_asked_once(private
     cfg = load_config(check_files=False)
     run = uuid.uuid4().hex[:8]
     port = _free_port()                      # nothing listens there: connection refused
-    redis = dataclasses.replace(cfg.bases["redis"], upstream=f"127.0.0.1:{port}/up/redis:7",
+    pin = "@sha256:" + "ab" * 32   # only a pinned upstream is pulled
+    redis = dataclasses.replace(cfg.bases["redis"], upstream=f"127.0.0.1:{port}/up/redis:7{pin}",
                                 local=f"veza-test-{run}/redis:7")
-    nats = dataclasses.replace(cfg.bases["nats"], upstream=f"127.0.0.1:{port}/up/nats:2.9",
+    nats = dataclasses.replace(cfg.bases["nats"], upstream=f"127.0.0.1:{port}/up/nats:2.9{pin}",
                                local=f"veza-test-{run}/nats:2.9")
     private_refs.extend([redis.local, nats.local])
     small = _with_bases(cfg, {"debian": cfg.bases["debian"], "redis": redis, "nats": nats})

@@ -65,3 +65,70 @@ def test_doctor_all_present_then_exit_6_with_fix_when_trivy_removed(tmp_path: Pa
     assert "MISSING" in bad.stdout and "trivy" in bad.stdout
     assert bad.stderr.strip() == ("error: missing required component(s): trivy "
                                   "(fix: python3 -m pipeline.machine.bootstrap)")
+
+
+def test_a_compose_plugin_that_is_not_the_pinned_file_is_not_run(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`docker compose` runs whatever plugin the docker CLI finds first: it is used only when that file is the
+    pinned docker-compose, else the pinned standalone binary of .tools/bin is (its pin checked by find_tool)."""
+    from pipeline.machine import doctor
+    from pipeline.tools import compose, proc
+
+    monkeypatch.setattr(proc, "TOOLS_DIR", tmp_path)     # this test's hash memo
+    monkeypatch.setattr(proc, "_verified", set())
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    plugin = tmp_path / "docker" / "cli-plugins" / "docker-compose"
+    plugin.parent.mkdir(parents=True)
+    standalone = proc.find_tool("docker-compose")
+    shutil.copyfile(standalone, plugin)
+    plugin.chmod(0o755)
+    compose.compose_argv.cache_clear()
+    try:
+        assert compose.compose_argv()[1:] == ("compose",)           # the pinned file as the plugin: used
+        data = bytearray(plugin.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        plugin.write_bytes(bytes(data))
+        compose.compose_argv.cache_clear()
+        assert compose.compose_argv() == (standalone,)              # changed: not run
+        row = doctor._compose_plugin()
+        assert not row.ok and str(plugin) in row.origin and "not used" in row.origin
+    finally:
+        compose.compose_argv.cache_clear()
+
+
+def test_doctor_reports_the_sandbox_image_by_its_id_and_origin(monkeypatch: pytest.MonkeyPatch,
+                                                               docker_client: object) -> None:
+    """The node's pause image: its image ID, and whether this provisioner built it (its component label)."""
+    import io
+    import tarfile
+    import uuid
+
+    from pipeline.core.vocab import LABEL_RUN
+    from pipeline.local.cluster import layout, pause
+    from pipeline.machine import doctor
+    from pipeline.tools import docker as docker_tool
+
+    run = "t" + uuid.uuid4().hex[:8]
+    ref = f"veza-test-pause/{run}:3.2"
+    monkeypatch.setattr(layout, "PAUSE_IMAGE", ref)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("pause")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"pause"))
+    api = docker_tool.client().api
+    try:
+        assert not doctor._sandbox_image().ok                                   # none in the engine
+        api.import_image_from_data(buf.getvalue(), repository=ref.rsplit(":", 1)[0], tag="3.2",
+                                   changes=[f"LABEL {LABEL_RUN}={run}"])
+        other = doctor._sandbox_image()
+        assert not other.ok and "NOT built by this provisioner" in other.origin and f"docker rmi {ref}" in other.fix
+        labels = {**pause.LABELS, pause.LABEL_PAUSE_SHA256: "ab" * 32, LABEL_RUN: run}   # run: this test's
+        api.import_image_from_data(buf.getvalue(), repository=ref.rsplit(":", 1)[0], tag="3.2",
+                                   changes=["LABEL " + " ".join(f"{k}={v}" for k, v in labels.items())])
+        mine = doctor._sandbox_image()
+        image_id = api.inspect_image(ref)["Id"]
+        assert mine.ok and mine.version == f"{ref} {image_id}" and "pause binary sha256:abababababab" in mine.origin
+    finally:
+        for image in api.images(filters={"label": f"{LABEL_RUN}={run}"}):
+            api.remove_image(image["Id"], force=True)

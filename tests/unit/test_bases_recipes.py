@@ -137,7 +137,8 @@ def test_decide_missing_stale_pulled_and_parent_rebuild(bases: dict[str, Base]) 
     by = {d.name: d for d in decide(resolved, _facts(resolved, golang=None, redis=pulled, nats=stale,
                                                      postgres=unlabeled), force=False)}
     assert by["golang"].action == "acquire" and by["golang"].reason == "not present"
-    assert by["redis"].action == "present" and "pulled upstream" in by["redis"].reason
+    # pulled by a mutable tag: nothing pins what it is, so it is rebuilt from the recipe
+    assert by["redis"].action == "rebuild" and "not pinned by digest" in by["redis"].reason
     assert by["nats"].action == "rebuild" and by["nats"].reason == "recipe changed"
     assert by["postgres"].action == "rebuild" and by["postgres"].reason == "no recipe label"
     assert by["rust"].action == "present"
@@ -178,3 +179,57 @@ def test_unreachable_registry_is_told_apart_from_an_unknown_image() -> None:
     assert is_unreachable("docker pull x timed out after 30s: docker pull --quiet x")
     assert not is_unreachable("manifest for golang:9.99 not found: manifest unknown")
     assert not is_unreachable("pull access denied for x, repository does not exist")
+
+
+PIN = "sha256:" + "ab" * 32
+
+
+def test_a_pulled_upstream_is_present_only_while_it_carries_the_pinned_digest(bases: dict[str, Base]) -> None:
+    import dataclasses
+
+    from pipeline.local.bases import upstream_pin
+
+    assert upstream_pin("redis:7-alpine") == ""
+    assert upstream_pin(f"redis:7-alpine@{PIN}") == f"redis@{PIN}"
+    assert upstream_pin(f"127.0.0.1:5110/lib/redis@{PIN}") == f"127.0.0.1:5110/lib/redis@{PIN}"
+    assert upstream_pin(f"127.0.0.1:5110/lib/redis:7@{PIN}") == f"127.0.0.1:5110/lib/redis@{PIN}"
+    assert upstream_pin(f"docker.io/library/redis:7@{PIN}") == f"redis@{PIN}"
+    assert upstream_pin(f"docker.io/bitnami/redis:7@{PIN}") == f"bitnami/redis@{PIN}"
+    pinned = {**bases, "redis": dataclasses.replace(bases["redis"], upstream=f"redis:7-alpine@{PIN}")}
+    resolved = resolve_recipes(pinned)
+    right = LocalImage("sha256:up", ("veza-local/redis:7",), {}, (f"redis@{PIN}",))
+    other = LocalImage("sha256:up2", ("veza-local/redis:7",), {}, ("redis@sha256:" + "cd" * 32,))
+    by = {d.name: d for d in decide(resolved, _facts(resolved, redis=right), force=False)}
+    assert by["redis"].action == "present" and by["redis"].reason == f"pulled upstream redis@{PIN}"
+    by = {d.name: d for d in decide(resolved, _facts(resolved, redis=other), force=False)}
+    assert by["redis"].action == "rebuild"
+
+
+def test_an_infra_base_without_build_facts_is_rebuilt(bases: dict[str, Base]) -> None:
+    from pipeline.local.bases import (
+        LABEL_BUILDER,
+        LABEL_PACKAGES,
+        LABEL_PACKAGES_DIGEST,
+        missing_build_facts,
+        package_label,
+        packages_digest,
+    )
+
+    resolved = resolve_recipes(bases)
+    listed = package_label(["redis-server=5:7.0.15-1~deb12u1", "", "adduser=3.134", "adduser=3.134"])
+    assert listed == "adduser=3.134,redis-server=5:7.0.15-1~deb12u1"
+    full = {LABEL_RECIPE_DIGEST: resolved["redis"].digest, LABEL_BUILDER: '{"kind":"legacy"}',
+            LABEL_PACKAGES: listed, LABEL_PACKAGES_DIGEST: packages_digest(listed),
+            "veza.pipeline.layers-digest": "sha256:" + "5" * 64}
+    assert missing_build_facts(full) == []
+    assert missing_build_facts({**full, LABEL_PACKAGES_DIGEST: packages_digest("adduser=3.135")}) == [
+        f"{LABEL_PACKAGES_DIGEST} (does not match the package list)"]
+    old = LocalImage("sha256:old", ("veza-local/redis:7",), {LABEL_RECIPE_DIGEST: resolved["redis"].digest})
+    need = frozenset({"redis"})
+    by = {d.name: d for d in decide(resolved, _facts(resolved, redis=old), force=False, need_facts=need)}
+    assert by["redis"].action == "rebuild" and by["redis"].reason.startswith("no build facts (")
+    assert LABEL_PACKAGES in by["redis"].reason
+    assert by["golang"].action == "present"          # a build base is not signed as infra: its label suffices
+    labelled = LocalImage("sha256:new", ("veza-local/redis:7",), full)
+    by = {d.name: d for d in decide(resolved, _facts(resolved, redis=labelled), force=False, need_facts=need)}
+    assert by["redis"].action == "present"

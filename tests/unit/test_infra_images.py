@@ -179,29 +179,128 @@ def test_an_infra_record_status_outside_the_vocabulary_is_refused_like_a_service
         m.record("infra/postgres", "push", {"status": "shipped"})
 
 
-def test_infra_provenance_names_the_recipe_the_source_image_and_the_release_commit(tmp_path: Path) -> None:
-    from pipeline.stages.infra_provenance import infra_build_facts
+LAYERS = ("sha256:" + "1" * 64, "sha256:" + "2" * 64)   # the built image's rootfs.diff_ids
+
+
+def _built_labels(cfg: Config, base: str = "postgres") -> dict[str, str]:
+    """The labels `invoke bases` gives an image it builds from the current recipe of `base`."""
+    from pipeline.local.bases import (
+        LABEL_BUILDER,
+        LABEL_PACKAGES,
+        LABEL_PACKAGES_DIGEST,
+        LABEL_PARENT,
+        LABEL_RECIPE_DIGEST,
+        layers_digest,
+        packages_digest,
+    )
+    from pipeline.stages.infra_provenance import current_recipe_digest
+
+    listed = "libpq5=15.14-0+deb12u1,postgresql-15=15.14-0+deb12u1"
+    return {LABEL_RECIPE_DIGEST: current_recipe_digest(cfg, base)[0], LABEL_PACKAGES: listed,
+            "veza.pipeline.layers-digest": layers_digest(LAYERS),
+            LABEL_PACKAGES_DIGEST: packages_digest(listed), "veza.pipeline.run": "bases-20261201000000",
+            LABEL_BUILDER: '{"kind":"legacy","docker_cli":"28.2.2","engine":"20.10.24",'
+                           '"started":"2026-12-01T00:00:00Z"}',
+            LABEL_PARENT: "veza-local/debian:bookworm@sha256:" + "d" * 64}
+
+
+def test_infra_provenance_comes_from_the_image_s_build_facts(tmp_path: Path) -> None:
+    from pipeline.stages.infra_provenance import ImageConfig, infra_build_facts
     from pipeline.trust.provenance import check_envelope, provenance_statement, sign_statement
 
     cfg = _cfg()
     images = _pinned(cfg)
     m = _manifest(tmp_path, cfg, images)
     repo, _, digest = images["postgres"].partition("@")
-    facts = infra_build_facts(cfg, m, "infra/postgres", repo, digest)
+    labels = _built_labels(cfg)
+    facts = infra_build_facts(cfg, m, "infra/postgres", repo, digest,
+                              ImageConfig(IMAGE_ID, labels, "2026-12-01T00:03:00Z", LAYERS))
     st = provenance_statement(facts)
     assert st["subject"] == [{"name": repo, "digest": {"sha256": digest[7:]}}]
-    deps = {d.get("name", "source"): d for d in st["predicate"]["buildDefinition"]["resolvedDependencies"]}
-    assert deps["source"]["digest"] == {"gitCommit": COMMIT}
-    assert deps["Dockerfile"]["uri"] == "pipeline/local/recipes/postgres/Dockerfile"
-    assert len(deps["Dockerfile"]["digest"]["sha256"]) == 64
-    assert deps["base-image"] == {"uri": "docker-image://veza-local/postgres:15", "name": "base-image",
-                                  "digest": {"sha256": IMAGE_ID[7:]}}
-    assert st["predicate"]["buildDefinition"]["internalParameters"]["inputDigest"] == "sha256:" + "9" * 64
-    assert st["predicate"]["buildDefinition"]["buildType"].endswith("/veza-pipeline/infra-image/v1")
+    deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+    named = {d.get("name", "source"): d for d in deps}
+    assert named["source"]["digest"] == {"gitCommit": COMMIT}
+    assert named["Dockerfile"]["uri"] == "pipeline/local/recipes/postgres/Dockerfile"
+    assert len(named["Dockerfile"]["digest"]["sha256"]) == 64
+    assert named["base-image"] == {"uri": "docker-image://veza-local/debian:bookworm", "name": "base-image",
+                                   "digest": {"sha256": "d" * 64}}
+    assert [d["uri"] for d in deps if d.get("name") == "debian-package"] == [
+        "pkg:deb/debian/libpq5@15.14-0+deb12u1", "pkg:deb/debian/postgresql-15@15.14-0+deb12u1"]
+    assert named["debian-packages"]["digest"]["sha256"] == labels["veza.pipeline.packages-digest"][7:]
+    build = st["predicate"]["buildDefinition"]
+    assert build["internalParameters"]["inputDigest"] == labels["veza.pipeline.recipe-digest"]
+    assert build["buildType"].endswith("/veza-pipeline/infra-image/v1")
+    run = st["predicate"]["runDetails"]
+    assert run["builder"]["version"] == {"kind": "legacy", "docker_cli": "28.2.2", "engine": "20.10.24"}
+    assert run["metadata"] == {"invocationId": "bases-20261201000000", "startedOn": "2026-12-01T00:00:00Z",
+                               "finishedOn": "2026-12-01T00:03:00Z"}
     key = ec.generate_private_key(ec.SECP256R1())
     assert check_envelope(sign_statement(st, key), [key.public_key()], digest=digest, commit=COMMIT).ok
     with pytest.raises(UsageError):
-        infra_build_facts(cfg, m, "infra/nope", repo, digest)
+        infra_build_facts(cfg, m, "infra/nope", repo, digest, ImageConfig(IMAGE_ID, labels, ""))
+
+
+@pytest.mark.parametrize("change, says, layers", [
+    ({"veza.pipeline.recipe-digest": "sha256:" + "9" * 64}, "was built from recipe sha256:99999999999", LAYERS),
+    ({}, "does not have the layers `invoke bases` built", (*LAYERS, "sha256:" + "3" * 64)),   # FROM it + a RUN
+    ({"veza.pipeline.layers-digest": ""}, "veza.pipeline.layers-digest missing", LAYERS),
+    ({"veza.pipeline.packages": ""}, "has no build facts: veza.pipeline.packages missing", LAYERS),
+    ({"veza.pipeline.builder": ""}, "has no build facts: veza.pipeline.builder missing", LAYERS),
+    ({"veza.pipeline.packages": "libpq5=15.15"}, "packages-digest (does not match the package list)", LAYERS),
+])
+def test_an_infra_image_its_labels_cannot_describe_is_refused(tmp_path: Path, change: dict[str, str],
+                                                              says: str, layers: tuple[str, ...]) -> None:
+    from pipeline.stages.infra_provenance import ImageConfig, infra_build_facts
+
+    cfg = _cfg()
+    images = _pinned(cfg)
+    m = _manifest(tmp_path, cfg, images)
+    repo, _, digest = images["postgres"].partition("@")
+    with pytest.raises(UsageError) as err:
+        infra_build_facts(cfg, m, "infra/postgres", repo, digest,
+                          ImageConfig(IMAGE_ID, {**_built_labels(cfg), **change}, "", layers))
+    assert says in err.value.message and err.value.exit_code == 2
+    assert "\n" not in err.value.message and "invoke bases" in err.value.hint
+
+
+def test_another_image_under_the_pushed_digest_is_refused(tmp_path: Path) -> None:
+    from pipeline.stages.infra_provenance import ImageConfig, infra_build_facts
+
+    cfg = _cfg()
+    images = _pinned(cfg)
+    m = _manifest(tmp_path, cfg, images)
+    repo, _, digest = images["postgres"].partition("@")
+    with pytest.raises(UsageError, match="not the pushed"):
+        infra_build_facts(cfg, m, "infra/postgres", repo, digest,
+                          ImageConfig(_digest(7), _built_labels(cfg), "", LAYERS))
+
+
+def test_a_pulled_infra_image_needs_a_pin_and_is_recorded_as_pulled_not_built(tmp_path: Path) -> None:
+    from pipeline.stages.infra_provenance import ImageConfig, infra_build_facts
+    from pipeline.trust.provenance import provenance_statement
+
+    pin = "sha256:" + "ab" * 32
+    cfg = _cfg()
+    images = _pinned(cfg)
+    repo, _, digest = images["redis"].partition("@")
+    m = _manifest(tmp_path, cfg, images)
+    pulled = ImageConfig(IMAGE_ID, {}, "2026-11-01T00:00:00Z")   # an upstream image: none of our labels
+    with pytest.raises(UsageError) as err:          # upstream = "redis:7-alpine": a mutable tag
+        infra_build_facts(cfg, m, "infra/redis", repo, digest, pulled)
+    assert "'redis:7-alpine' is not pinned by digest" in err.value.message and "@sha256:" in err.value.hint
+
+    pinned_cfg = dataclasses.replace(cfg, bases={**cfg.bases, "redis": dataclasses.replace(
+        cfg.bases["redis"], upstream=f"redis:7-alpine@{pin}")})
+    with pytest.raises(UsageError, match="was not pulled from the pinned redis@"):   # push saw no such digest
+        infra_build_facts(pinned_cfg, m, "infra/redis", repo, digest, pulled)
+    rec = m.infra_result("redis", "push") or {}
+    m.record("infra/redis", "push", {**rec, "source": {**rec["source"], "pulled_from": f"redis@{pin}"}})
+    st = provenance_statement(infra_build_facts(pinned_cfg, m, "infra/redis", repo, digest, pulled))
+    deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert [d.get("name") for d in deps] == [None, "pulled-from"]     # the source, then where it came from
+    assert deps[1]["uri"] == f"docker-image://redis@{pin}" and deps[1]["digest"] == {"sha256": "ab" * 32}
+    assert "pulled from redis@" in deps[1]["annotations"]["note"]
+    assert st["predicate"]["buildDefinition"]["buildType"].endswith("/veza-pipeline/infra-pulled/v1")
 
 
 def test_verify_images_checks_the_infra_documents_images(tmp_path: Path) -> None:

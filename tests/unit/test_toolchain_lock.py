@@ -101,6 +101,74 @@ def test_a_tampered_tool_binary_is_refused_by_the_bootstrap_and_on_use(tmp_path:
     assert _sha(helm) in on_use.value.one_line() and str(helm) in on_use.value.one_line()
 
 
+def test_a_pinned_tool_found_on_path_must_match_its_pin_and_is_hashed_once(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`.tools/bin/<tool>` missing: the PATH binary is used only when it is the pinned file; the verdict is
+    memoised in TOOLS_DIR's HashMemo (a second process stats it instead of reading it)."""
+    from pipeline.tools import proc
+
+    tools, elsewhere = tmp_path / "tools", tmp_path / "usr-local-bin"
+    (tools / "bin").mkdir(parents=True)
+    elsewhere.mkdir()
+    kubectl = elsewhere / "kubectl"
+    kubectl.write_bytes(b"#!/bin/sh\necho v1.31.9\n")
+    kubectl.chmod(0o755)
+    pinned_copy = tmp_path / "pinned-kubectl"
+    pinned_copy.write_bytes(kubectl.read_bytes())
+    _lock(tmp_path, monkeypatch, {}, {"kubectl": pinned_copy})
+    monkeypatch.setattr(proc, "TOOLS_BIN", tools / "bin")
+    monkeypatch.setattr(proc, "TOOLS_DIR", tools)
+    monkeypatch.setattr(proc, "_verified", set())
+    monkeypatch.setenv("PATH", str(elsewhere))
+
+    reads: list[Path] = []
+    real = pinned.sha256_file
+    monkeypatch.setattr(pinned, "sha256_file", lambda p: reads.append(p) or real(p))
+    assert proc.find_tool("kubectl") == str(kubectl) and reads == [kubectl]
+    monkeypatch.setattr(proc, "_verified", set())   # a new process: the memo file answers, nothing is read
+    assert proc.find_tool("kubectl") == str(kubectl) and reads == [kubectl]
+    assert str(kubectl) in json.loads((tools / "verified.json").read_text())
+
+    _flip_one_byte(kubectl)   # another kubectl on PATH (a different version, or changed)
+    with pytest.raises(pinned.PinMismatch) as refused:
+        proc.find_tool("kubectl")
+    line = refused.value.one_line()
+    assert "\n" not in line and refused.value.exit_code == 6
+    assert str(kubectl) in line and _sha(pinned_copy) in line and _sha(kubectl) in line
+    assert "python3 -m pipeline.machine.bootstrap" in line and str(tools / "bin") in line
+
+    # a tool with no pin (from a Debian package) is taken from PATH as it is
+    git = elsewhere / "git"
+    git.write_bytes(b"#!/bin/sh\n")
+    git.chmod(0o755)
+    assert proc.find_tool("git") == str(git)
+
+
+def test_a_helm_chosen_by_veza_helm_must_be_one_of_the_pinned_helms(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tools import helm, proc
+
+    tools = tmp_path / "tools"
+    (tools / "bin").mkdir(parents=True)
+    helm3, helm4 = tools / "bin" / "helm", tools / "bin" / "helm4"
+    for f, text in ((helm3, b"#!/bin/sh\necho v3.17.3\n"), (helm4, b"#!/bin/sh\necho v4.1.4\n")):
+        f.write_bytes(text)
+        f.chmod(0o755)
+    _lock(tmp_path, monkeypatch, {}, {"helm": helm3, "helm4": helm4})
+    monkeypatch.setattr(proc, "TOOLS_DIR", tools)
+    monkeypatch.setattr(proc, "_verified", set())
+    elsewhere = tmp_path / "my-helm"
+    elsewhere.write_bytes(helm4.read_bytes())
+    elsewhere.chmod(0o755)
+    monkeypatch.setenv(helm.HELM_ENV, str(elsewhere))
+    assert helm.helm_path() == str(elsewhere)          # the pinned Helm 4, wherever it lies
+    _flip_one_byte(elsewhere)
+    with pytest.raises(pinned.PinMismatch) as refused:
+        helm.helm_path()
+    line = refused.value.one_line()
+    assert "\n" not in line and str(elsewhere) in line and _sha(elsewhere) in line and "VEZA_HELM" in line
+
+
 def test_the_memo_skips_rereading_an_unchanged_file_and_rereads_a_changed_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = tmp_path / "big"
@@ -221,6 +289,36 @@ def test_doctor_names_the_hash_each_tool_matched_and_fails_on_a_mismatch(tmp_pat
     os.utime(helm, ns=(helm.stat().st_atime_ns, helm.stat().st_mtime_ns + 1_000_000))
     bad = doctor._pinned("helm", helm, "helm", "v0+g1", required=True)
     assert not bad.ok and _sha(helm) in bad.origin and f"rm {helm}" in bad.fix
+
+
+def test_doctor_says_where_a_pinned_tool_was_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.machine import doctor
+
+    helm = tmp_path / "usr-local-bin" / "helm"
+    helm.parent.mkdir()
+    helm.write_bytes(b"#!/bin/sh\necho v3.17.3\n")
+    _lock(tmp_path, monkeypatch, {}, {"helm": helm})
+    monkeypatch.setattr(doctor, "TOOLS_DIR", tmp_path)
+    ok = doctor._pinned("helm", helm, "helm", "v0+g1", required=True)
+    assert ok.origin.startswith(f"{helm} (PATH (.tools/bin has none)): sha256:{_sha(helm)[:12]} matches the pin")
+
+
+def test_a_debian_tool_is_checked_against_dpkg_s_recorded_md5sum(tmp_path: Path) -> None:
+    """git is installed from Debian's package on every machine of this kind (the bootstrap installs it)."""
+    from pipeline.tools import dpkg
+
+    git = Path("/usr/bin/git")
+    real = dpkg.check_file(git)
+    assert real.package == "git" and real.version and real.ok, real
+    assert "from Debian package git" in real.describe() and "matches dpkg's record" in real.describe()
+    info = tmp_path / "info"
+    info.mkdir()
+    (info / "git.md5sums").write_text("0" * 32 + "  usr/bin/git\n")   # dpkg's record of another file
+    changed = dpkg.check_file(git, info_dir=info)
+    assert not changed.ok and "is not dpkg's recorded " + "0" * 32 in changed.describe()
+    loose = tmp_path / "tool"
+    loose.write_bytes(b"#!/bin/sh\n")
+    assert not dpkg.check_file(loose).ok and "not from a Debian package" in dpkg.check_file(loose).describe()
 
 
 def test_the_cluster_build_refuses_a_tampered_cached_debian_source(tmp_path: Path,

@@ -9,8 +9,10 @@ make the test slow). Registry on 127.0.0.1:19600-19699 (trust_fixtures); the ima
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
+import json
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -19,14 +21,26 @@ from typing import Any
 import pytest
 
 from pipeline.core.config import Base, Config, Infra
+from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import PlainReporter
 from pipeline.core.vocab import LABEL_RUN
+from pipeline.local.bases import (
+    LABEL_BUILDER,
+    LABEL_LAYERS,
+    LABEL_PACKAGES,
+    LABEL_PACKAGES_DIGEST,
+    LABEL_RECIPE_DIGEST,
+    files_digest,
+    layers_digest,
+    packages_digest,
+)
 from pipeline.stages.push import push_images, registry_serves
 from pipeline.stages.sign import sign_images, signatures_hold
 from pipeline.stages.verify_images import infra_refs, verify_refs
 from pipeline.tools.registry_api import split_repository
 from pipeline.trust import envkeys
+from tests.integration.registry_fixtures import free_loopback_port
 from tests.integration.trust.trust_fixtures import COMMIT, TrustWorld
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
@@ -42,15 +56,33 @@ def _tiny_tar(content: bytes) -> bytes:
     return buf.getvalue()
 
 
+def build_fact_changes(recipe_digest: str, run: str, layers: list[str]) -> list[str]:
+    """The LABEL changes giving an imported image the build facts `invoke bases` records (pipeline/local/bases.py)."""
+    listed = "libc6=2.36-9+deb12u10,tiny-server=1.0-1"
+    labels = {LABEL_RUN: run, LABEL_RECIPE_DIGEST: recipe_digest, LABEL_PACKAGES: listed,
+              LABEL_PACKAGES_DIGEST: packages_digest(listed), LABEL_LAYERS: layers_digest(layers),
+              LABEL_BUILDER: json.dumps({"kind": "legacy", "docker_cli": "20.10.24", "engine": "20.10.24",
+                                         "started": "2026-12-01T00:00:00Z"})}
+    return [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
+
+
 @pytest.fixture
 def infra_world(trust_world: TrustWorld, docker_client: Any) -> Iterator[tuple[TrustWorld, Config, str]]:
-    """(world, config with [infra.tiny] run by dev, the local reference of its image)."""
+    """(world, config with [infra.tiny] run by dev, the local reference of its image: labelled with the build
+    facts of the tree's current recipe `tiny`, as `invoke bases` labels what it builds)."""
     run = "t" + uuid.uuid4().hex[:10]
     ref = f"veza-test-infra/{run}:1"
+    recipe = trust_world.root / "pipeline/local/recipes/tiny"
+    recipe.mkdir(parents=True)
+    (recipe / "Dockerfile").write_text("FROM scratch\nCOPY payload /payload\n")
 
     def make(content: bytes) -> None:
+        # imported once to learn its layers (the same tar gives the same layer), then with every build fact
         docker_client.api.import_image_from_data(_tiny_tar(content), repository=ref.split(":")[0], tag="1",
                                                  changes=[f"LABEL {LABEL_RUN}={run}"])
+        layers = docker_client.api.inspect_image(ref)["RootFS"]["Layers"]
+        docker_client.api.import_image_from_data(_tiny_tar(content), repository=ref.split(":")[0], tag="1",
+                                                 changes=build_fact_changes(files_digest(recipe), run, layers))
 
     make(b"tiny infra " + run.encode())
     w = trust_world
@@ -61,8 +93,13 @@ def infra_world(trust_world: TrustWorld, docker_client: Any) -> Iterator[tuple[T
     try:
         yield w, cfg, ref
     finally:
-        for image in docker_client.images.list(filters={"label": f"{LABEL_RUN}={run}"}):
-            docker_client.images.remove(image.id, force=True)
+        # newest first: an image built FROM another (the derived-image case) goes before its parent
+        images = docker_client.images.list(filters={"label": f"{LABEL_RUN}={run}"})
+        for image in sorted(images, key=lambda i: str(i.attrs.get("Created") or ""), reverse=True):
+            try:
+                docker_client.images.remove(image.id, force=True)
+            except Exception:   # removed with its child already
+                pass
 
 
 def _manifest(w: TrustWorld, docker_client: Any, run: str) -> Manifest:
@@ -129,3 +166,133 @@ def test_a_rebuilt_infra_image_no_longer_holds_the_recorded_push(infra_world: tu
                                              changes=[f"LABEL {LABEL_RUN}={ref.split('/')[1].split(':')[0]}"])
     why = registry_serves(cfg, man, ["infra/tiny"], env=env)
     assert why is not None and why.startswith("infra/tiny: the engine's image is"), why
+
+
+def test_an_infra_image_built_from_another_recipe_or_without_build_facts_is_not_signed(
+        infra_world: tuple[TrustWorld, Config, str], docker_client: Any) -> None:
+    """The facts are read from the pushed image's config in the registry: a recipe edited since the image was
+    built, or an image without the labels, is refused (exit 2) before anything is signed."""
+    w, cfg, ref = infra_world
+    env = cfg.env("dev")
+    man = _manifest(w, docker_client, ref.split("/")[1].split(":")[0])
+    push_images(cfg, env, man, QUIET)
+    envkeys.keygen(cfg, env)
+    (w.root / "pipeline/local/recipes/tiny/Dockerfile").write_text("FROM scratch\nCOPY other /payload\n")
+    with pytest.raises(UsageError) as err:
+        sign_images(cfg, env, man, QUIET, run_id="stale-recipe")
+    assert "infra/tiny" in err.value.message and "was built from recipe" in err.value.message
+    assert err.value.exit_code == 2 and "invoke bases" in err.value.hint
+    docs = man.pushed("veza-docs")
+    assert docs is not None and man.signed("veza-docs") is None and man.signed("infra/tiny") is None
+    _, repo = split_repository(docs.repository)
+    assert w.client.head_manifest(repo, docs.digest.replace(":", "-") + ".sig") is None   # nothing signed
+
+    # an image built FROM the built one (one more layer) inherits its labels, not its layers: refused
+    (w.root / "pipeline/local/recipes/tiny/Dockerfile").write_text("FROM scratch\nCOPY payload /payload\n")
+    run = ref.split("/")[1].split(":")[0]
+    ctx = io.BytesIO()
+    with tarfile.open(fileobj=ctx, mode="w") as tar:
+        for name, data in (("Dockerfile", f"FROM {ref}\nCOPY extra /extra\n".encode()), ("extra", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ctx.seek(0)
+    for _ in docker_client.api.build(fileobj=ctx, custom_context=True, tag=ref, labels={LABEL_RUN: run}, rm=True):
+        pass
+    assert docker_client.api.inspect_image(ref)["Config"]["Labels"][LABEL_RECIPE_DIGEST]   # inherited
+    push_images(cfg, env, man, QUIET)
+    with pytest.raises(UsageError, match="does not have the layers `invoke bases` built"):
+        sign_images(cfg, env, man, QUIET, run_id="derived")
+
+    # an image with none of the labels (a hand-made or upstream image of no pinned origin): refused too
+    docker_client.api.import_image_from_data(_tiny_tar(b"no facts"), repository=ref.split(":")[0], tag="1",
+                                             changes=[f"LABEL {LABEL_RUN}={run}"])
+    push_images(cfg, env, man, QUIET)
+    with pytest.raises(UsageError, match="not pinned by digest"):
+        sign_images(cfg, env, man, QUIET, run_id="no-facts")
+
+
+def test_infra_images_get_their_sbom_vex_and_published_re_read_like_services(
+        infra_world: tuple[TrustWorld, Config, str], docker_client: Any, tmp_path: Any) -> None:
+    from pipeline.stages.sbom import attach_sboms, sbom_tag
+    from pipeline.stages.verify_images import published_attachments
+    from pipeline.trust.vex import vex_for_release
+
+    w, cfg, ref = infra_world
+    env = cfg.env("dev")
+    man = _manifest(w, docker_client, ref.split("/")[1].split(":")[0])
+    push_images(cfg, env, man, QUIET)
+    for subject in ("veza-docs", "infra/tiny"):   # the scan stage's records (its SBOM files); the scan is not the claim
+        sbom = tmp_path / f"{subject.replace('/', '-')}.cdx.json"
+        sbom.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5", "metadata": {"x": subject}}))
+        pushed = man.pushed(subject)
+        assert pushed is not None
+        man.record(subject, "scan", {"status": "pass", "image_id": pushed.image_id, "sbom": str(sbom),
+                                     "report": str(sbom)})
+    (w.root / ".trivyignore.yaml").write_text("ignores:\n  - {id: CVE-2099-7, reason: not reached, "
+                                              "expires: 2099-01-01}\n")
+    vex = vex_for_release(cfg, man, tmp_path, env)
+    assert vex is not None
+    products = [p["@id"] for p in json.loads(vex.read_text())["statements"][0]["products"]]
+    infra = man.pushed("infra/tiny")
+    assert infra is not None and any(p.startswith("pkg:oci/tiny@") for p in products), products
+    envkeys.keygen(cfg, env)
+    sign_images(cfg, env, man, QUIET, run_id="infra-sbom", vex=vex)
+
+    refs = attach_sboms(cfg, man, QUIET, infra_of=env)
+    assert refs["infra/tiny"] == f"{infra.repository}:{sbom_tag(infra.digest)}"
+    _, repo = split_repository(infra.repository)
+    got = w.client.get_manifest(repo, sbom_tag(infra.digest))
+    assert got is not None and json.loads(got[1])["subject"]["digest"] == infra.digest
+    rec = man.sbom("infra/tiny")
+    assert rec is not None and rec.ref == refs["infra/tiny"]
+    published = published_attachments(cfg, env, man)
+    assert published["infra/tiny"] == {"image": infra.ref, "signature": "ok", "provenance": "ok",
+                                       "sbom": "present", "vex": "present"}, published
+
+
+def test_a_pulled_infra_image_is_signed_only_when_pinned_and_attested_as_pulled(
+        infra_world: tuple[TrustWorld, Config, str], docker_client: Any, tmp_path: Any) -> None:
+    """An upstream infra image, pulled by the digest pipeline.toml pins (as `invoke bases` pulls it), is signed
+    with the material `pulled-from <repository>@sha256:…` and no Dockerfile; unpinned, it is refused."""
+    from pipeline.local.registry import LocalRegistry
+    from pipeline.tools import docker as docker_tool
+    from pipeline.tools import proc
+    from pipeline.trust.attach import attachment_tag, read_layers
+
+    w, cfg, ref = infra_world
+    run = ref.split("/")[1].split(":")[0]
+    with LocalRegistry(free_loopback_port(5110, 5119), root=tmp_path / "upstream") as up:   # this area's ports
+        upstream = f"{up.address}/library-{run}/tiny:1"
+        docker_client.api.import_image_from_data(_tiny_tar(b"upstream " + run.encode()),
+                                                 repository=upstream.rsplit(":", 1)[0], tag="1",
+                                                 changes=[f"LABEL {LABEL_RUN}={run}"])
+        proc.run(["docker", "push", upstream], timeout=120)
+        digest = docker_client.api.inspect_image(upstream)["RepoDigests"][0].partition("@")[2]
+        docker_client.api.remove_image(upstream, force=True)
+        docker_client.api.remove_image(ref, force=True)        # the built one: the engine has only the pull now
+        pin = f"{upstream.rsplit(':', 1)[0]}@{digest}"
+        ok, why = docker_tool.pull_image(pin, timeout=60)           # what `invoke bases` does with a pin
+        assert ok, why
+        docker_tool.tag_image(pin, *ref.rsplit(":", 1))
+
+    base = cfg.bases["tiny"]
+    env = cfg.env("dev")
+    man = _manifest(w, docker_client, run)
+    envkeys.keygen(cfg, env)
+    push_images(cfg, env, man, QUIET)
+    with pytest.raises(UsageError, match="is not pinned by digest"):          # upstream "tiny:1": a tag
+        sign_images(cfg, env, man, QUIET, run_id="unpinned")
+
+    pinned_cfg = dataclasses.replace(cfg, bases={"tiny": dataclasses.replace(base, upstream=f"{upstream}@{digest}")})
+    push_images(pinned_cfg, env, man, QUIET)
+    pushed = man.pushed("infra/tiny")
+    assert pushed is not None and pushed.source.get("pulled_from") == pin
+    sign_images(pinned_cfg, env, man, QUIET, run_id="pinned")
+    _, repo = split_repository(pushed.repository)
+    (layer,) = [la for la in read_layers(w.client, repo, attachment_tag(pushed.digest, "att")) or []]
+    statement = json.loads(base64.b64decode(json.loads(layer.data)["payload"]))
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert [d.get("name") for d in deps] == [None, "pulled-from"]
+    assert deps[1]["uri"] == f"docker-image://{pin}" and deps[1]["digest"] == {"sha256": digest[7:]}
+    assert statement["predicate"]["buildDefinition"]["buildType"].endswith("/veza-pipeline/infra-pulled/v1")
