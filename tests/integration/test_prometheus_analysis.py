@@ -173,3 +173,23 @@ def test_the_image_runs_as_a_non_root_user_and_declares_no_volume(prometheus_url
     """No VOLUME: the TSDB goes where the deploy mounts it (an emptyDir; a tmpfs here)."""
     attrs = docker_tool.client().images.get(load_config(check_files=False).bases["prometheus"].local).attrs
     assert not (attrs["Config"].get("Volumes") or {}) and attrs["Config"]["User"] == "999:999"
+
+
+def test_an_environment_s_external_prometheus_is_observed_at_its_url(prometheus_url: str) -> None:
+    """`[environments.X.rollout] prometheus = URL`: status asks that URL (no cluster involved): up with its scrape
+    targets; a URL where nothing answers is down, with the reason."""
+    from pipeline.stages.deploy.monitoring import observe_monitoring, source
+
+    cfg = load_config(check_files=False)
+    base = cfg.env("staging")
+    env = dataclasses.replace(base, rollout=dataclasses.replace(base.rollout, prometheus=prometheus_url))
+    assert source(env) == "external" and source(base) == "none"
+    mon = observe_monitoring(env)
+    assert (mon.source, mon.where, mon.up, mon.targets_up, mon.targets) == ("external", prometheus_url, True, 1, 1)
+    assert mon.line() == f"monitoring: external Prometheus at {prometheus_url}: up, 1/1 scrape target(s) up"
+
+    nothing = f"http://127.0.0.1:{free_port()}"   # a free port of this file's range: nothing listens there
+    env = dataclasses.replace(base, rollout=dataclasses.replace(base.rollout, prometheus=nothing))
+    down = observe_monitoring(env)
+    assert not down.up and down.problem.startswith("not ready"), down
+    assert "DOWN" in down.line()

@@ -12,7 +12,8 @@ from pipeline.core.errors import DriftFound
 from pipeline.core.manifest import Manifest, manifest_path
 from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
-from pipeline.stages.deploy.drift import drift_hint, drift_report
+from pipeline.stages.deploy.drift import Difference, drift_hint, drift_report
+from pipeline.stages.deploy.monitoring import observe_monitoring
 from pipeline.stages.deploy.status import observe, summarize
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
@@ -27,12 +28,18 @@ def run_status(cfg: Config, env: Environment, *, as_json: bool, reporter: Report
 def status_report(cfg: Config, env: Environment, manifest: Manifest | None, reporter: Reporter, *,
                   as_json: bool = False, kubeconfig: Path | None = None) -> dict[str, Any]:
     """What runs, per service, and every difference from the environment's manifest, one line each
-    ("drift: SERVICE: expected sha256:…, running sha256:…"). Returns release_status()'s dict plus
-    `differences` (lines). Raises DriftFound (exit 7) when there is any difference."""
+    ("drift: SERVICE: expected sha256:…, running sha256:…"), and whether the environment's Prometheus is up
+    (monitoring.py; one that exists and is down is a difference too). Returns release_status()'s dict plus
+    `differences` (lines) and `monitoring` (Monitoring.as_dict()). Raises DriftFound (exit 7) when there is
+    any difference."""
     rt = ReleaseTarget.of(env, kubeconfig)
     seen = observe(rt)
     info = summarize(cfg, env, manifest, seen, kubectl.server_version(rt.kube) if seen.cluster else None)
     diffs = drift_report(env, manifest, seen)
+    mon = observe_monitoring(env) if seen.cluster or env.rollout.prometheus else None
+    if mon is not None and mon.source != "none" and not mon.up:
+        diffs.append(Difference("monitoring", f"the {mon.source} Prometheus ready ({mon.where})", mon.problem))
+    info["monitoring"] = mon.as_dict() if mon is not None else None
     info["differences"] = [d.line() for d in diffs]
     say = reporter.info
     if as_json:
@@ -49,6 +56,8 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
             match = "matches the manifest" if e["matches_manifest"] else (
                 "differs from the manifest" if e["manifest_digest"] else "not in the manifest")
             say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
+        if mon is not None:
+            say(f"  {mon.line()}")
     if diffs:
         for d in diffs if not as_json else []:  # the JSON carries them: stdout stays one JSON document
             reporter.warn(f"drift: {d.line()}")
