@@ -67,7 +67,7 @@ def test_a_new_registry_line_brings_its_rules_to_the_config(monkeypatch: pytest.
     """The config reads the registry when it loads: a stage added there is listable and its `requires` hold."""
     monkeypatch.setitem(STAGE_REGISTRY, "canary", StageEntry("x:Canary", requires=("deploy",), why="it shifts traffic"))
     text = (ROOT / "pipeline.toml").read_text()
-    local = 'stages = ["build", "scan", "push", "sign", "verify-images", "deploy"]'
+    local = 'stages = ["build", "scan", "push", "sign", "verify-images", "migrate", "deploy"]'
     assert local in text
     path = tmp_path / "pipeline.toml"
     path.write_text(text.replace(local, 'stages = ["build", "scan", "push", "deploy", "canary"]', 1))
