@@ -68,7 +68,8 @@ def _psql(kubeconfig: Path, sql: str) -> str:
 
 
 def _release(clone: Path) -> subprocess.CompletedProcess[str]:
-    return invoke(clone, "release", "--env", "local", "--service", SERVICE, timeout=900)
+    # every service: a --service push records no infra image, which the deploy (and the migrator's PostgreSQL) run
+    return invoke(clone, "release", "--env", "local", timeout=900)
 
 
 def _deployed(kubeconfig: Path) -> tuple[str, str]:
