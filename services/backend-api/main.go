@@ -59,7 +59,7 @@ func main() {
 	}
 	for _, a := range os.Args[1:] {
 		if a == "-migrate" || a == "--migrate" {
-			os.Exit(migrateOnce(store, migrations))
+			os.Exit(migrateJob(store, migrations))
 		}
 		if a == "-schema-version" || a == "--schema-version" {
 			os.Exit(reportVersion(store, migrations))
@@ -101,6 +101,22 @@ func migrateOnce(store *Store, ms []Migration) int {
 	v, _ := store.SchemaVersion(ctx)
 	kit.Log("info", "migrated", map[string]any{"applied": applied, "schema_version": v, "latest": ms[len(ms)-1].Version})
 	return 0
+}
+
+// migrateJob is the release's migrator (a Job, or compose's one-shot): a database that does not answer yet is
+// waited for (up to a minute); one that refuses the credentials, or a migration that fails, is not retried.
+func migrateJob(store *Store, ms []Migration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		err := store.Ping(ctx)
+		var rejected *kit.RejectedError
+		if err == nil || errors.As(err, &rejected) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	return migrateOnce(store, ms)
 }
 
 // reportVersion logs the database's schema version and this build's newest migration (exit 1: unreadable).

@@ -187,10 +187,15 @@ func (s *Store) applyOne(ctx context.Context, m Migration) (bool, error) {
 	return true, tx.Commit()
 }
 
+// Ping checks that PostgreSQL answers and accepts these credentials (kit.Rejected when it refuses them).
+func (s *Store) Ping(ctx context.Context) error {
+	return s.classify(s.db.PingContext(ctx))
+}
+
 // Ready checks that PostgreSQL accepts these credentials and that the schema is at least `want`.
 func (s *Store) Ready(ctx context.Context, want int) error {
-	if err := s.db.PingContext(ctx); err != nil {
-		return s.classify(err)
+	if err := s.Ping(ctx); err != nil {
+		return err
 	}
 	have, err := s.SchemaVersion(ctx)
 	if err != nil {
