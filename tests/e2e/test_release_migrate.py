@@ -5,6 +5,8 @@ engine, registry and the pipeline's own cluster, the database read back directly
   the schema version the database holds;
 - a new migration (written in the test's clone, committed there) upgrades the schema: version 2, the column
   exists, the new revision deployed;
+- the same commit again resumes migrate only while the database (read by a `-schema-version` Job) is at the
+  recorded version: a version row added by hand makes it run again and record 99;
 - a broken migration stops the release before the deploy: exit 1 naming it, the Helm revision and the image the
   Deployment runs unchanged, the database still at version 2 without the broken migration's first statement
   (rolled back whole), the migrator's log in the report;
@@ -80,6 +82,11 @@ def _deployed(kubeconfig: Path) -> tuple[str, str]:
     return str(max(int(s["metadata"]["labels"]["version"]) for s in secrets["items"])), image
 
 
+def _stage(clone: Path, name: str) -> str:
+    """The status the latest run's report gives stage `name`."""
+    return str({s["name"]: s["status"] for s in latest_report(clone, "local")["stages"]}[name])
+
+
 def _no_jobs_left(kubeconfig: Path) -> None:
     deadline = time.monotonic() + 30
     while _kubectl(kubeconfig, "get", "jobs", "-l", "veza.pipeline/migrate=true", "-o", "name").strip():
@@ -112,6 +119,22 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
                                 "WHERE table_name = 'tracks' AND column_name = 'genre'") == "1"
     revision, image = _deployed(local_cluster)
     assert image == f"{m['repository']}@{m['push']['digest']}"
+
+    # resume trusts the database, not the journal: the same commit again resumes migrate (the database is at the
+    # recorded version); after the database moved (a version row added by hand), the stage runs again and
+    # records what the database holds
+    again = _release(clone)
+    assert again.returncode == 0, again.stdout[-6000:]
+    assert _stage(clone, "migrate") == "resumed"
+    _psql(local_cluster, "INSERT INTO schema_migrations (version, name) VALUES (99, 'by_hand')")
+    moved = _release(clone)
+    assert moved.returncode == 0, moved.stdout[-6000:]
+    assert "the database is at schema version 99, the release recorded 2" in flat(moved.stdout), moved.stdout[-4000:]
+    assert _stage(clone, "migrate") == "ok"
+    rec = manifest(clone, "local")["services"][SERVICE]["migrate"]
+    assert (rec["status"], rec["schema_version"], rec["applied"]) == ("current", 99, []), rec
+    _psql(local_cluster, "DELETE FROM schema_migrations WHERE version = 99")
+    assert _deployed(local_cluster) == (revision, image)
 
     # a broken migration: its first statement would apply, the second fails; the release stops before deploy
     (clone / MIGRATIONS / "0003_broken.sql").write_text(
