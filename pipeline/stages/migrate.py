@@ -35,7 +35,8 @@ LOG_TAIL = 20
 
 def migrating(ctx: RunContext) -> list[Service]:
     """The selected services whose build context holds migrations (`migrations/*.sql`)."""
-    return [s for s in ctx.cfg.select(ctx.services) if rules.read_migrations(s.context / rules.MIGRATIONS_DIR)]
+    return [s for s in ctx.cfg.select(ctx.services)
+            if rules.read_migrations(s.context / rules.MIGRATIONS_DIR, ctx.cfg.root)]
 
 
 class _World:
@@ -156,7 +157,7 @@ class MigrateStage(BaseStage):
         from pipeline.stages.rollout import _cluster_reachable
 
         for svc in migrating(ctx):
-            rules.check_static(rules.read_migrations(svc.context / rules.MIGRATIONS_DIR))
+            rules.check_static(rules.read_migrations(svc.context / rules.MIGRATIONS_DIR, ctx.cfg.root))
         _cluster_reachable(ctx)
 
     def provision(self, ctx: RunContext) -> None:
@@ -184,7 +185,7 @@ class MigrateStage(BaseStage):
         world = _World(ctx)
         versions: dict[str, int] = {}
         for svc in migrating(ctx):
-            migrations = rules.read_migrations(svc.context / rules.MIGRATIONS_DIR)
+            migrations = rules.read_migrations(svc.context / rules.MIGRATIONS_DIR, ctx.cfg.root)
             marked = rules.check_static(migrations)
             if marked:
                 uses, where = world.running_uses(svc)

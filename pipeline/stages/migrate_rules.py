@@ -44,6 +44,11 @@ class MigrationFile:
     version: int
     path: Path
     sql: str
+    shown: str = ""      # how messages name it (relative to the project root when read_migrations had one)
+
+    @property
+    def label(self) -> str:
+        return self.shown or str(self.path)
 
     @property
     def contract(self) -> bool:
@@ -56,7 +61,7 @@ class MigrationFile:
 class Removal:
     """A statement that removes or reshapes `objects` ("table" or "table.column", lower case, schema dropped)."""
 
-    file: Path
+    file: str            # as messages name it (MigrationFile.shown)
     line: int
     what: str            # "drops table", "renames column", …
     objects: tuple[str, ...]
@@ -66,22 +71,24 @@ class Removal:
         return f"{self.file}:{self.line}"
 
 
-def read_migrations(directory: Path) -> list[MigrationFile]:
-    """The migrations of `directory`, ordered by version ([] when it does not exist). UsageError (exit 2) for a
-    `.sql` file not named NNNN_what.sql (NNNN > 0) or two files of one version."""
+def read_migrations(directory: Path, root: Path | None = None) -> list[MigrationFile]:
+    """The migrations of `directory`, ordered by version ([] when it does not exist); messages name them relative
+    to `root` when given. UsageError (exit 2) for a `.sql` file not named NNNN_what.sql (NNNN > 0) or two files
+    of one version."""
     if not directory.is_dir():
         return []
     out: dict[int, MigrationFile] = {}
     for path in sorted(directory.glob("*.sql")):
+        shown = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
         m = _NAME.match(path.name)
         if not m or int(m.group(1)) <= 0:
-            raise UsageError(f"migration {path}: not named NNNN_what.sql (NNNN > 0)",
+            raise UsageError(f"migration {shown}: not named NNNN_what.sql (NNNN > 0)",
                              "rename it, e.g. 0002_add_genre.sql")
         version = int(m.group(1))
         if version in out:
             raise UsageError(f"migrations {out[version].path.name} and {path.name} share version {version}",
                              f"renumber one of them in {directory}")
-        out[version] = MigrationFile(version, path, path.read_text())
+        out[version] = MigrationFile(version, path, path.read_text(), shown)
     return [out[v] for v in sorted(out)]
 
 
@@ -131,7 +138,7 @@ def statements(mig: MigrationFile) -> list[tuple[int, str, ast.Node]]:
     except ParseError as exc:
         at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0   # (message, offset)
         line = mig.sql.count("\n", 0, at) + 1
-        raise UsageError(f"migration {mig.path}:{line}: PostgreSQL cannot parse it ({exc.args[0]})",
+        raise UsageError(f"migration {mig.label}:{line}: PostgreSQL cannot parse it ({exc.args[0]})",
                          "fix the SQL") from None
     out = []
     for raw in raws:
@@ -167,7 +174,7 @@ def removals(mig: MigrationFile) -> list[Removal]:
     run in a transaction, or a DO block."""
     out: list[Removal] = []
     for line, text, stmt in statements(mig):
-        where = f"{mig.path}:{line}"
+        where = f"{mig.label}:{line}"
         why = _refused_in_transaction(stmt)
         if why:
             raise UsageError(f"migration {where}: `{text[:120]}`: {why} (each migration is one transaction)",
@@ -178,19 +185,21 @@ def removals(mig: MigrationFile) -> list[Removal]:
                              "write its statements as plain SQL")
         if isinstance(stmt, ast.DropStmt) and stmt.removeType in _DROPPED_KINDS:
             objs = tuple(_obj_name(o) for o in stmt.objects or ())
-            out.append(Removal(mig.path, line, _DROPPED_KINDS[ObjectType(stmt.removeType)], objs, text))
+            kind = ObjectType(stmt.removeType)
+            out.append(Removal(mig.label, line, _DROPPED_KINDS[kind], objs, text))
         elif isinstance(stmt, ast.RenameStmt) and stmt.renameType in _RENAMED_KINDS:
-            kind = ObjectType(stmt.renameType)
+            renamed = ObjectType(stmt.renameType)
             table = _rel(stmt.relation)
-            obj = f"{table}.{str(stmt.subname).lower()}" if kind is ObjectType.OBJECT_COLUMN else table
-            out.append(Removal(mig.path, line, _RENAMED_KINDS[kind], (obj,), text))
+            obj = f"{table}.{str(stmt.subname).lower()}" if renamed is ObjectType.OBJECT_COLUMN else table
+            out.append(Removal(mig.label, line, _RENAMED_KINDS[renamed], (obj,), text))
         elif isinstance(stmt, ast.AlterTableStmt):
             table = _rel(stmt.relation)
             for cmd in stmt.cmds or ():
                 sub = cmd.subtype if isinstance(cmd, ast.AlterTableCmd) else None
                 what = _COLUMN_CMDS.get(AlterTableType(sub)) if sub is not None else None
                 if what:
-                    out.append(Removal(mig.path, line, what, (f"{table}.{str(cmd.name).lower()}",), text))
+                    column = f"{table}.{str(cmd.name).lower()}"
+                    out.append(Removal(mig.label, line, what, (column,), text))
     return out
 
 

@@ -46,6 +46,10 @@ func main() {
 		if a == "-healthcheck" || a == "--healthcheck" {
 			os.Exit(kit.Healthcheck(kit.Env("LISTEN_ADDR", ":8080")))
 		}
+		if a == "-schema-uses" || a == "--schema-uses" {
+			os.Stdout.WriteString(SchemaUses)
+			os.Exit(0)
+		}
 	}
 	migrations, err := Migrations()
 	if err != nil {

@@ -23,6 +23,13 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
+// SchemaUses is schema-uses.txt: the tables and columns this version's queries use. Embedded so that it is an
+// input of the image (the migrate stage reads the running image's copy, at the commit the image was built from,
+// before it lets a contract step drop what a running version needs); `-schema-uses` prints it.
+//
+//go:embed schema-uses.txt
+var SchemaUses string
+
 // Migration is one schema version: migrations/NNNN_name.sql.
 type Migration struct {
 	Version int

@@ -11,7 +11,9 @@ engine, registry and the pipeline's own cluster, the database read back directly
   Deployment runs unchanged, the database still at version 2 without the broken migration's first statement
   (rolled back whole), the migrator's log in the report;
 - a destructive migration without the contract mark is refused before anything runs: exit 2, one line naming the
-  file and the statement, no Job run, the database unchanged.
+  file and the statement, no Job run, the database unchanged;
+- marked `-- veza:contract` while the running version's schema-uses.txt lists the column: refused (exit 2) before
+  the Job; after a release that stops using it, the same contract step applies (schema version 3, column gone).
 """
 
 from __future__ import annotations
@@ -82,6 +84,19 @@ def _deployed(kubeconfig: Path) -> tuple[str, str]:
     return str(max(int(s["metadata"]["labels"]["version"]) for s in secrets["items"])), image
 
 
+def _genre(kubeconfig: Path) -> str:
+    """How many `tracks.genre` columns the database has ("1" or "0")."""
+    return _psql(kubeconfig, "SELECT count(*) FROM information_schema.columns "
+                             "WHERE table_name = 'tracks' AND column_name = 'genre'")
+
+
+def _uses(clone: Path, *, add: str = "", remove: str = "") -> None:
+    """Edit the clone's services/backend-api/schema-uses.txt (what the version declares it uses)."""
+    path = clone / "services/backend-api/schema-uses.txt"
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() != remove]
+    path.write_text("\n".join([*lines, *([add] if add else [])]) + "\n")
+
+
 def _stage(clone: Path, name: str) -> str:
     """The status the latest run's report gives stage `name`."""
     return str({s["name"]: s["status"] for s in latest_report(clone, "local")["stages"]}[name])
@@ -108,6 +123,7 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
     # a new (expand) migration, made in the clone: the schema goes to 2 and the new image is deployed
     (clone / MIGRATIONS / "0002_add_tracks_genre.sql").write_text(
         "ALTER TABLE tracks ADD COLUMN genre text NOT NULL DEFAULT '';\n")
+    _uses(clone, add="tracks.genre")   # this version declares it uses the new column
     _commit(clone, "feat: tracks have a genre")
     second = _release(clone)
     assert second.returncode == 0, second.stdout[-8000:] + second.stderr[-3000:]
@@ -167,9 +183,34 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
     refused = _release(clone)
     out = flat(refused.stdout + refused.stderr)
     assert refused.returncode == 2, out[-4000:]
-    assert "0003_drop_genre.sql:2" in out and "ALTER TABLE tracks DROP COLUMN genre" in out, out[-4000:]
+    assert "migration services/backend-api/migrations/0003_drop_genre.sql:2: `ALTER TABLE tracks DROP COLUMN genre` " \
+           "drops column tracks.genre" in out, out[-4000:]
     assert "veza:contract" in out
     assert _deployed(local_cluster) == (revision, image)
-    assert _psql(local_cluster, "SELECT count(*) FROM information_schema.columns "
-                                "WHERE table_name = 'tracks' AND column_name = 'genre'") == "1"
+    assert _genre(local_cluster) == "1"
+
+    # marked as a contract step while the running version (its schema-uses.txt at the commit its image was built
+    # from, read through the image's revision label) still uses the column: refused, nothing changed
+    (clone / MIGRATIONS / "0003_drop_genre.sql").write_text("-- veza:contract\nALTER TABLE tracks DROP COLUMN genre;\n")
+    _commit(clone, "refactor: drop the genre column (contract)")
+    still = _release(clone)
+    out = flat(still.stdout + still.stderr)
+    assert still.returncode == 2, out[-4000:]
+    assert "but the running version still uses tracks.genre (services/backend-api/schema-uses.txt at " in out, \
+        out[-3000:]
+    assert _deployed(local_cluster) == (revision, image) and _genre(local_cluster) == "1"
+
+    # expand/contract done right: a release that stops using the column (the drop held back), then the drop
+    (clone / MIGRATIONS / "0003_drop_genre.sql").rename(clone.parent / "0003_drop_genre.sql")
+    _uses(clone, remove="tracks.genre")
+    _commit(clone, "refactor: stop using the genre column")
+    stop = _release(clone)
+    assert stop.returncode == 0, stop.stdout[-6000:]
+    (clone.parent / "0003_drop_genre.sql").rename(clone / MIGRATIONS / "0003_drop_genre.sql")
+    _commit(clone, "refactor: drop the genre column (contract)")
+    drop = _release(clone)
+    assert drop.returncode == 0, drop.stdout[-6000:]
+    rec = manifest(clone, "local")["services"][SERVICE]["migrate"]
+    assert (rec["status"], rec["schema_version"], rec["applied"]) == ("migrated", 3, [3]), rec
+    assert _genre(local_cluster) == "0"
     print(f"migrate e2e: {time.monotonic() - t0:.0f}s")

@@ -56,6 +56,9 @@ def test_an_unmarked_removal_is_refused_naming_the_file_line_and_statement(tmp_p
     d = _dir(tmp_path, **{"0001_create": "CREATE TABLE tracks (id text);", "0002_change": sql})
     msg = _refusal(d)
     assert msg.startswith(f"migration {d / '0002_change.sql'}:"), msg
+    with pytest.raises(UsageError) as err:   # named relative to the project root when the stage gives it
+        rules.check_static(rules.read_migrations(d, tmp_path))
+    assert err.value.message.startswith("migration migrations/0002_change.sql:"), err.value.message
     assert what in msg and "expand/contract" in msg, msg
     line = int(msg.split(".sql:", 1)[1].split(":", 1)[0])
     stmt = msg.split("`")[1]
