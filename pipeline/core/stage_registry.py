@@ -62,7 +62,7 @@ STAGE_REGISTRY: dict[str, StageEntry] = {
                           gated_by=("verify-images",)),
     "deploy": StageEntry("pipeline.stages.rollout:DeployStage", requires=("push",),
                          why="deploys are by registry digest", after=(*_B, "verify-images", "migrate"),
-                         gated_by=("verify-images",)),
+                         gated_by=("verify-images", "migrate")),
     "verify": StageEntry("pipeline.stages.rollout:VerifyStage", after=_B),
     "published": StageEntry("pipeline.stages.published:PublishedStage", attached_to=RELEASE_END),
 }

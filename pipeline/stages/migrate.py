@@ -149,6 +149,8 @@ class MigrateStage(BaseStage):
     name = "migrate"
 
     def skip(self, ctx: RunContext) -> str | None:
+        if ctx.options.dry_run:
+            return "dry run: no migration runs"
         if not migrating(ctx):
             return "no selected service has migrations"
         return None

@@ -92,6 +92,14 @@ def test_a_stage_run_alone_brings_its_gates_and_attached_stages() -> None:
     prod = ("build", "lint", "scan", "smoke", "push", "sign", "verify-images", "deploy", "verify")
     assert with_gates(["deploy"], prod) == ["verify-images", "deploy"]
     assert with_gates(["deploy"], ("build", "push", "deploy")) == ["deploy"]
+    # `invoke deploy` migrates first where the environment lists migrate (after the trust gate)
+    listed = ("build", "push", "sign", "verify-images", "migrate", "deploy")
+    assert with_gates(["deploy"], listed) == ["verify-images", "migrate", "deploy"]
+    assert ordering_problem(("build", "push", "sign", "verify-images", "deploy", "migrate")) == (
+        "deploy runs before migrate", 'put "migrate" before "deploy"')
+    assert ordering_problem(("build", "push", "migrate", "sign", "verify-images", "deploy")) == (
+        "migrate runs before verify-images", 'put "verify-images" before "migrate"')
+    assert ordering_problem(("build", "migrate", "deploy"))[0].startswith("migrate needs push")  # type: ignore[index]
     assert with_attached(["push"], release=False) == ["push", "sbom"]
     assert with_attached(list(prod), release=True) == [*prod[:5], "sbom", *prod[5:], "published"]
     assert "sbom" not in listable() and "published" not in listable()

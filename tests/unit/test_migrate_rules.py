@@ -167,3 +167,27 @@ def test_the_last_log_record_with_a_version_is_what_the_migrator_said() -> None:
     run = migrate_job.JobRun(False, log, migrate_job.last_version_record(log))
     assert run.schema_version == 2 and run.record["error"] == "boom"
     assert migrate_job.last_version_record('{"msg":"x"}\n') == {}
+
+
+def _ctx_skip(tmp_path: Path, services: tuple[str, ...], options: object) -> str | None:
+    import dataclasses
+
+    from pipeline.core.config import load_config
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.release.runner import open_run
+    from pipeline.stages.migrate import MigrateStage
+    from tests.unit.test_runner import info
+
+    cfg = dataclasses.replace(load_config(ROOT / "pipeline.toml", check_files=False), state_dir=tmp_path / "state")
+    with open_run(cfg, cfg.env("local"), PlainReporter(sink=lambda _: None), services=services,
+                  options=options, creates_manifest=True, info=info()) as ctx:  # type: ignore[arg-type]
+        return MigrateStage().skip(ctx)
+
+
+def test_the_stage_applies_to_the_services_that_own_migrations_and_never_in_a_dry_run(tmp_path: Path) -> None:
+    from pipeline.contract.options import RunOptions
+
+    assert _ctx_skip(tmp_path, (), RunOptions()) is None
+    assert _ctx_skip(tmp_path, ("veza-backend-api",), RunOptions()) is None
+    assert _ctx_skip(tmp_path, ("veza-docs", "veza-chat-server"), RunOptions()) == "no selected service has migrations"
+    assert _ctx_skip(tmp_path, (), RunOptions(dry_run=True)) == "dry run: no migration runs"
