@@ -36,8 +36,9 @@ MIGRATIONS = Path("services/backend-api/migrations")
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iterator[Path]:
-    """A clone whose local environment releases into a namespace of its own, with only the stages this needs."""
+def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine_registry: str) -> Iterator[Path]:
+    """A clone whose local environment releases into a namespace of its own (cluster and registry), with only the
+    stages this needs; the namespace and what was pushed under it are removed afterwards."""
     dest = clone_repo(tmp_path_factory.mktemp("migrate"))
     toml = dest / "pipeline.toml"
     text = toml.read_text()
@@ -49,8 +50,29 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path) -> Iter
     toml.write_text(text)
     _commit(dest, "test: the local environment in a namespace of its own")
     remove_release(local_cluster, NS)
-    yield dest
-    remove_release(local_cluster, NS)
+    try:
+        yield dest
+    finally:
+        remove_release(local_cluster, NS)
+        _remove_pushed(machine_registry, NS)
+
+
+def _remove_pushed(registry: str, namespace: str) -> None:
+    """Delete what the releases pushed under `namespace` in the machine registry (every manifest of its
+    repositories: its storage has delete enabled) and untag the engine's images of that namespace."""
+    from pipeline.tools.registry_api import RegistryClient
+
+    client = RegistryClient(registry)
+    for repo in [r for r in client.catalog() if r.startswith(f"{namespace}/")]:
+        for tag in client.tags(repo):
+            ref = client.head_manifest(repo, tag)
+            if ref is not None:
+                client.request("DELETE", f"/v2/{repo}/manifests/{ref.digest}", ok=(202, 404))
+    listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
+                             f"{registry}/{namespace}/*"], capture_output=True, text=True, timeout=60, check=True)
+    tags = [t for t in listed.stdout.split() if not t.endswith(":<none>")]
+    if tags:
+        subprocess.run(["docker", "rmi", *tags], capture_output=True, timeout=120, check=False)
 
 
 def _commit(clone: Path, message: str) -> None:
