@@ -68,9 +68,11 @@ def _remove_pushed(registry: str, namespace: str) -> None:
             ref = client.head_manifest(repo, tag)
             if ref is not None:
                 client.request("DELETE", f"/v2/{repo}/manifests/{ref.digest}", ok=(202, 404))
-    listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}",
-                             f"{registry}/{namespace}/*"], capture_output=True, text=True, timeout=60, check=True)
-    tags = [t for t in listed.stdout.split() if not t.endswith(":<none>")]
+    tags: list[str] = []
+    for pattern in (f"{registry}/{namespace}/*", f"{registry}/{namespace}/*/*"):   # services, infra/<name>
+        listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", pattern],
+                                capture_output=True, text=True, timeout=60, check=True)
+        tags += [t for t in listed.stdout.split() if not t.endswith(":<none>")]
     if tags:
         subprocess.run(["docker", "rmi", *tags], capture_output=True, timeout=120, check=False)
 
