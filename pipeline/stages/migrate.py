@@ -6,9 +6,10 @@ services/backend-api/store.go). For each such service:
 
   pre-flight   the expand/contract rules on the files (pipeline/stages/migrate_rules.py): exit 2, one line
   run          the namespace, the Secret and (local_infra) PostgreSQL as the deploy prepares them; the contract
-               steps against what the running version declares it uses (its schema-uses.txt at the commit
-               its image was built from); then the migrator Job (pipeline/stages/migrate_job.py) on the
-               release's digest; the schema version it reports goes to `services.<name>.migrate` and the report
+               steps against what the running version declares it uses (its own image's embedded
+               schema-uses.txt, asked with `-schema-uses` in a Job); then the migrator Job
+               (pipeline/stages/migrate_job.py) on the release's digest; the schema version it reports goes
+               to `services.<name>.migrate` and the report
   failure      StageFailed (exit 1) before any pod changes: the failing migration rolled back, the database
                at the last good version (read back from the migrator's own last log line), its log kept in
                the run's logs/migrate/<service>.log and its tail in the record and the error
@@ -17,7 +18,6 @@ services/backend-api/store.go). For each such service:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from pipeline.core.vocab import MigrateStatus
 from pipeline.stages import migrate_rules as rules
 
 JOB_TIMEOUT_S = 300
+USES_DEADLINE_S = 60     # `-schema-uses` prints a file: an image without the flag would serve instead, until this
 LOG_TAIL = 20
 
 
@@ -72,22 +73,30 @@ class _World:
 
     def run(self, svc: Service, flag: str) -> Any:
         """One migrator Job of `svc`'s pushed digest with `flag` (migrate_job.JobRun)."""
-        from pipeline.gate import pod_security
-        from pipeline.stages import migrate_job
-
         pushed = self.ctx.manifest.pushed(svc.name)
         if pushed is None or not pushed.digest:
             raise UsageError(f"{svc.name} has no pushed digest in the Release manifest: nothing to migrate with",
                              f"run: invoke build push --env {self.ctx.env.name}")
-        doc = migrate_job.job_document(migrate_job.job_name(svc.name, pushed.digest, flag), svc.name, pushed.ref,
-                                       flag, self.merged, run_id=self.ctx.run_id, deadline_s=JOB_TIMEOUT_S)
+        return self.job(svc, pushed.ref, flag, deadline_s=JOB_TIMEOUT_S)
+
+    def job(self, svc: Service, image: str, flag: str, *, deadline_s: int) -> Any:
+        """One Job of `image` (repository@sha256:…) with `flag`, its pod checked against the restricted
+        profile first (migrate_job.JobRun)."""
+        from pipeline.gate import pod_security
+        from pipeline.stages import migrate_job
+
+        doc = migrate_job.job_document(migrate_job.job_name(svc.name, image.partition("@")[2] or image, flag),
+                                       svc.name, image, flag, self.merged, run_id=self.ctx.run_id,
+                                       deadline_s=deadline_s)
         pod_security.enforce_restricted([doc], where=f"the {svc.name} migrator Job")
-        return migrate_job.run_job(self.rt.kube, doc, timeout_s=JOB_TIMEOUT_S + 30)
+        return migrate_job.run_job(self.rt.kube, doc, timeout_s=deadline_s + 30)
 
     def running_uses(self, svc: Service) -> tuple[set[str] | None, str]:
-        """What the version running now declares it uses (its schema-uses.txt at the commit its image was built
-        from: the Deployment's image → the image config's revision label → git), and where that was read.
-        (None, why) when no version of `svc` runs. UsageError when it runs but its declaration cannot be read."""
+        """What the version running now declares it uses, asked of its own image: the service's Deployment's
+        image runs `-schema-uses` (its embedded schema-uses.txt) as a Job. Returns (entries, where they were
+        read); (None, why) when no version of `svc` runs. UsageError when it runs but does not answer (an image
+        older than the declaration)."""
+        from pipeline.stages import migrate_job
         from pipeline.stages.deploy.values import resource_name
         from pipeline.tools import kubectl
 
@@ -97,46 +106,14 @@ class _World:
         if not containers:
             return None, f"no {full} runs in {self.rt.namespace}"
         image = str(containers[0].get("image") or "")
-        revision = image_revision(self.ctx, image)
-        path = svc.context.relative_to(self.ctx.cfg.root) / rules.USES_FILE
-        where = f"{path} at {revision[:12]}, the commit {image} was built from"
-        text = git_file(self.ctx.cfg.root, revision, path)
-        if text is None:
-            raise UsageError(f"the running {full} ({image}) declares no {rules.USES_FILE}: {where} does not exist",
-                             f"a contract step needs the running version's declaration; deploy a version with "
-                             f"{path} first")
-        return rules.parse_uses(text, where), where
-
-
-def image_revision(ctx: RunContext, image: str) -> str:
-    """The `org.opencontainers.image.revision` label of `image` (repository@sha256:…), read from the registry
-    (an index: its first platform's config). UsageError when the image is not pinned or carries no revision."""
-    from pipeline.stages.image_index import children_of
-    from pipeline.tools.registry_api import INDEX_TYPES, split_repository
-
-    repository, _, digest = image.partition("@")
-    if not digest:
-        raise UsageError(f"the running image {image} is not pinned by digest: its version cannot be known",
-                         "deploy by digest (invoke deploy) first")
-    address, repo = split_repository(repository)
-    client = ctx.registries.client(address)
-    got = client.get_manifest(repo, digest)
-    if got is not None and got[0].media_type in INDEX_TYPES:
-        child = sorted(children_of(got[1]).values())[:1]
-        got = client.get_manifest(repo, child[0]) if child else None
-    config = json.loads(client.get_blob(repo, json.loads(got[1])["config"]["digest"])) if got else {}
-    revision = str(((config.get("config") or {}).get("Labels") or {}).get("org.opencontainers.image.revision") or "")
-    if not revision:
-        raise UsageError(f"the running image {image} carries no org.opencontainers.image.revision label "
-                         "(or the registry does not serve it)", "deploy an image built by the pipeline first")
-    return revision
-
-
-def git_file(root: Path, revision: str, path: Path) -> str | None:
-    """The file at `revision` in the repository at `root`, None when the revision or the file is not there."""
-    from pipeline.tools.git import GitRepo
-
-    return GitRepo(root).show_file(revision, path.as_posix())
+        got = self.job(svc, image, migrate_job.USES_FLAG, deadline_s=USES_DEADLINE_S)
+        if not got.succeeded:
+            raise UsageError(f"the running {full} ({image}) did not say what it uses ({migrate_job.USES_FLAG}: "
+                             f"{got.reason or 'it failed'})",
+                             "a contract step needs the running version's declaration: deploy a version that has "
+                             f"{rules.USES_FILE} first")
+        where = f"{rules.USES_FILE} of the running {image}"
+        return rules.parse_uses(got.log, where), where
 
 
 def _log_path(ctx: RunContext, svc: Service) -> Path:

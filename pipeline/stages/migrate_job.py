@@ -2,9 +2,9 @@
 its log says.
 
 The Job runs the release's own image, pinned by digest (the push record, the image verify-images checked),
-with the migrator's flag as its argument (`-migrate`, or `-schema-version` to read only), in the environment's
-namespace, with the database settings the chart gives the service (values `infra.postgres`) and its password
-from the same Secret key the Deployment reads. It is applied by kubectl, not as a Helm hook: it runs before
+with the migrator's flag as its argument (`-migrate`; `-schema-version` and `-schema-uses` only read), in the
+environment's namespace, with the database settings the chart gives the service (values `infra.postgres`) and
+its password from the same Secret key the Deployment reads. It is applied by kubectl, not as a Helm hook: it runs before
 Helm touches anything, is never retried blindly (backoffLimit 0) and is deleted once its log is kept, so none
 is left behind.
 """
@@ -23,12 +23,13 @@ from pipeline.tools.kubectl import KubeTarget
 LABEL = "veza.pipeline/migrate"
 MIGRATE_FLAG = "-migrate"
 VERSION_FLAG = "-schema-version"
+USES_FLAG = "-schema-uses"
+_KIND = {MIGRATE_FLAG: "migrate", VERSION_FLAG: "version", USES_FLAG: "uses"}
 
 
 def job_name(service: str, digest: str, flag: str) -> str:
-    """`<service>-migrate-<12 hex of the digest>` (`-version-` for a read), at most 63 characters."""
-    kind = "migrate" if flag == MIGRATE_FLAG else "version"
-    return f"{service[:40]}-{kind}-{digest.removeprefix('sha256:')[:12]}"
+    """`<service>-<migrate|version|uses>-<12 hex of the digest>`, at most 63 characters."""
+    return f"{service[:40]}-{_KIND[flag]}-{digest.removeprefix('sha256:')[:12]}"
 
 
 def job_document(name: str, service: str, image: str, flag: str, merged: dict[str, Any], *,

@@ -203,11 +203,6 @@ class GitRepo:
         cp = _run_git(self.root, ("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"))
         return _text(cp.stdout, True) if cp.returncode == 0 else None
 
-    def show_file(self, rev: str, path: str) -> str | None:
-        """The text of `path` (relative to the root) at commit `rev`; None when either is not there."""
-        cp = _run_git(self.root, ("show", f"{rev}:{path}"))
-        return cp.stdout.decode("utf-8", "replace") if cp.returncode == 0 else None
-
     def create_annotated_tag(self, name: str, message: str) -> None:
         """`git tag -a NAME -m MESSAGE` on HEAD; a missing committer identity is a clear one-line error."""
         cp = _run_git(self.root, ("tag", "--annotate", "--cleanup=verbatim", "-m", message, name))

@@ -23,9 +23,9 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// SchemaUses is schema-uses.txt: the tables and columns this version's queries use. Embedded so that it is an
-// input of the image (the migrate stage reads the running image's copy, at the commit the image was built from,
-// before it lets a contract step drop what a running version needs); `-schema-uses` prints it.
+// SchemaUses is schema-uses.txt: the tables and columns this version's queries use. Embedded so that the image
+// itself says what it needs: `-schema-uses` prints it, and the migrate stage asks the running image before it
+// lets a contract step drop something.
 //
 //go:embed schema-uses.txt
 var SchemaUses string
