@@ -557,7 +557,8 @@ def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run:
            verbose: bool = False, deploy_timeout: int = 0) -> None:
     """helm upgrade --install by digest, wait, verify each service, roll back on failure (exit 5).
 
-    Where the environment lists the `verify-images` gate, it runs first (exit 3 before any helm upgrade)."""
+    Where the environment lists the `verify-images` gate, it runs first (exit 3 before any helm upgrade), then
+    `migrate` where it is listed (a failing migration: exit 1 before any pod changes)."""
     _stages(["deploy"], env, service, verbose, dry_run=dry_run, deploy_timeout_s=deploy_timeout or None)
 
 

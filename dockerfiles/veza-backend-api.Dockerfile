@@ -13,6 +13,7 @@ COPY go.mod ./
 COPY vendor ./vendor
 COPY kit ./kit
 COPY migrations ./migrations
+COPY schema-uses.txt ./
 COPY *.go ./
 # Build info goes in last: a new commit re-runs only this step.
 ARG VERSION=dev

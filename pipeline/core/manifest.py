@@ -20,6 +20,7 @@ Layout (schema: pipeline/core/schemas/manifest.schema.json, documented in README
           "sbom":   {"status": "attached", "ref": "...", "subject": "sha256:..."},
           "signature": {"status": "signed", "ref": "...", "key": "sha256:..."}, "provenance": {"status": "attached"},
           "promotions": {"<target env>": {"status": "promoted|unchanged", "digest": "sha256:...", ...}},
+          "migrate": {"status": "migrated|current|failed", "schema_version": 2, "latest": 2, "applied": [2], ...},
           "deploy": {"status": "deployed|noop|rolled_back|failed", "revision": 3, "image": "repo@sha256:..."}
         }
       },
@@ -33,8 +34,8 @@ Each service's stage records are written by that stage only, through `record()` 
 `record_promotion()`), whose status must be a member of the record's enum (`RECORD_STATUS`, from
 pipeline.core.vocab). Pipeline code reads them through the typed views, one frozen dataclass per record:
 `built()`, `scanned()` (and `infra_scanned()`), `smoked()`, `pushed()` (and `pushed_images()`), `sbom()`,
-`signed()`, `promotion()`, `deployed()`; a recorded status outside the enum is a UsageError naming the file,
-the service and the field. The runner alone writes `stages.<name>` (`record_stage()`) and reads it back as a
+`signed()`, `promotion()`, `migrated()`, `deployed()`; a recorded status outside the enum is a UsageError naming
+the file, the service and the field. The runner alone writes `stages.<name>` (`record_stage()`) and reads it back as a
 `StageRecord` (`stage()`, `stages()`). The raw JSON (`data`, `service()`, `stage_result()`, `infra_result()`)
 is for inspection (tests, debugging); no stage reads it. One manifest per environment: `manifest_path(cfg, env)`.
 Secrets never enter it: every string is redacted on save.
@@ -61,6 +62,7 @@ from pipeline.core.vocab import (
     AttachStatus,
     BuildStatus,
     DeployStatus,
+    MigrateStatus,
     PromotionStatus,
     PushStatus,
     ScanStatus,
@@ -77,6 +79,7 @@ ARTIFACT_RECORDS = ("signature", "provenance")
 # The statuses each written record may hold (a record not listed here has no writer).
 RECORD_STATUS: dict[str, type[StrEnum]] = {
     "build": BuildStatus, "scan": ScanStatus, "push": PushStatus, "smoke": SmokeStatus, "deploy": DeployStatus,
+    "migrate": MigrateStatus,
     "sbom": AttachStatus, "signature": SignStatus, "provenance": AttachStatus}
 # The command that writes a record again (the hint of an unreadable one).
 _REWRITER = {"sbom": "push", "signature": "sign", "provenance": "sign", "promotions": "promote"}
@@ -315,6 +318,17 @@ class Deployed:
     def serving(self) -> bool:
         """Deployed or already deployed (noop): the release runs this image."""
         return self.status in (DeployStatus.DEPLOYED, DeployStatus.NOOP)
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """A service's migrate record: the schema version the migrator left (failed: the last good one)."""
+
+    status: MigrateStatus
+    schema_version: int | None
+    digest: str
+    log: str
+    log_tail: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -586,6 +600,16 @@ class Manifest:
         status = self._status(PromotionStatus, rec, f"services.{service}.promotions.{env}", "promote")
         return Promotion(service, env, status, str(rec.get("digest") or ""), str(rec.get("repository") or ""),
                          str(rec.get("source") or ""), tuple(rec.get("tags") or ()))
+
+    def migrated(self, service: str) -> Migrated | None:
+        """The migrate record of a service, or None when its migrator never ran in this release."""
+        rec = self._rec(service, "migrate")
+        if not rec:
+            return None
+        v = rec.get("schema_version")
+        return Migrated(self._service_status(MigrateStatus, service, "migrate", rec),
+                        int(v) if v is not None else None, str(rec.get("digest") or ""), str(rec.get("log") or ""),
+                        tuple(str(x) for x in rec.get("log_tail") or ()))
 
     def deployed(self, service: str) -> Deployed | None:
         """The deploy record of a service, or None when it was never deployed in this release."""

@@ -56,9 +56,13 @@ STAGE_REGISTRY: dict[str, StageEntry] = {
     "sign": StageEntry("pipeline.stages.sign:SignStage", requires=("push",),
                        why="images are signed by registry digest", after=_B),
     "verify-images": StageEntry("pipeline.stages.verify_images:VerifyImagesStage", after=(*_B, "sign")),
+    # after verify-images: the migrator is the release's backend image, its digest checked before it runs
+    "migrate": StageEntry("pipeline.stages.migrate:MigrateStage", requires=("push",),
+                          why="the migrator runs the pushed image by digest", after=(*_B, "verify-images"),
+                          gated_by=("verify-images",)),
     "deploy": StageEntry("pipeline.stages.rollout:DeployStage", requires=("push",),
-                         why="deploys are by registry digest", after=(*_B, "verify-images"),
-                         gated_by=("verify-images",)),
+                         why="deploys are by registry digest", after=(*_B, "verify-images", "migrate"),
+                         gated_by=("verify-images", "migrate")),
     "verify": StageEntry("pipeline.stages.rollout:VerifyStage", after=_B),
     "published": StageEntry("pipeline.stages.published:PublishedStage", attached_to=RELEASE_END),
 }

@@ -101,6 +101,14 @@ class DeployStatus(StrEnum):
     FAILED = "failed"
 
 
+class MigrateStatus(StrEnum):
+    """A service's migrate record (`services.<name>.migrate`)."""
+
+    MIGRATED = "migrated"        # migrations were applied
+    CURRENT = "current"          # the database was at (or past) this build's newest migration: nothing applied
+    FAILED = "failed"            # a migration failed and rolled back: the database is at the last good version
+
+
 class PromotionStatus(StrEnum):
     """One promotion of a service (`services.<name>.promotions.<target env>`)."""
 

@@ -67,7 +67,7 @@ def _counts(scan: Scanned | None) -> dict[str, int] | None:
 def _service_row(m: Manifest, name: str) -> dict[str, Any]:
     """One service's line of the report, from the manifest's typed views (None where nothing is recorded)."""
     built, pushed, scan = m.built(name), m.pushed(name), m.scanned(name)
-    sbom, smoked, deployed = m.sbom(name), m.smoked(name), m.deployed(name)
+    sbom, smoked, deployed, migrated = m.sbom(name), m.smoked(name), m.deployed(name), m.migrated(name)
     digest = pushed.digest if pushed else None
     identity = m.identity(name)
     return {
@@ -81,6 +81,11 @@ def _service_row(m: Manifest, name: str) -> dict[str, Any]:
         "scan_report": scan.report if scan else None, "sbom": scan.sbom if scan else None,
         "sbom_ref": (sbom.ref or None) if sbom else None,
         "smoke": _s(smoked.status if smoked else None),
+        # the migrate stage: the database's schema version (failed: the last good one) and the migrator's log
+        "migrate": _s(migrated.status if migrated else None),
+        "schema_version": migrated.schema_version if migrated else None,
+        "migrate_log": (migrated.log or None) if migrated else None,
+        "migrate_log_tail": list(migrated.log_tail) if migrated and migrated.log_tail else None,
         "deploy": _s(deployed.status if deployed else None),
         "deployed": f"{identity.repository}@{digest}" if deployed is not None and deployed.serving and digest
         else None,
@@ -137,7 +142,13 @@ def markdown(data: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|"]
         for n, p in data["published"].items():
             lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
-    links = [(n, s[k]) for n, s in data["services"].items() for k in ("build_log", "scan_report", "sbom") if s.get(k)]
+    for n, s in data["services"].items():
+        if s.get("migrate"):
+            lines += ["", f"Schema of {n}: {s['migrate']}, database at version {s.get('schema_version')}"]
+            if s.get("migrate_log_tail"):
+                lines += ["", "```", *s["migrate_log_tail"], "```"]
+    links = [(n, s[k]) for n, s in data["services"].items()
+             for k in ("build_log", "scan_report", "sbom", "migrate_log") if s.get(k)]
     links += [(f"infra/{n}", i["scan_report"]) for n, i in (data.get("infra") or {}).items() if i.get("scan_report")]
     if links:
         lines += ["", "## Logs and reports", ""] + [f"- {n}: `{p}`" for n, p in links]

@@ -6,7 +6,9 @@
 // REDIS_PASSWORD (optional), JWT_SECRET (required, >= 32 bytes: signs the write endpoints' tokens),
 // MIGRATE_ON_START (true: apply migrations/ at start, retrying until PostgreSQL accepts them).
 //
-// `veza-backend-api -migrate` applies the migrations and exits (0 applied or nothing to do, 1 failed).
+// `veza-backend-api -migrate` applies the migrations and exits (0 applied or nothing to do, 1 failed); its last
+// log line carries the database's schema_version after the run, success or not. `-schema-version` only reads
+// it (the migrate stage's resume check: the version the database holds, not the one a journal remembers).
 package main
 
 import (
@@ -44,6 +46,10 @@ func main() {
 		if a == "-healthcheck" || a == "--healthcheck" {
 			os.Exit(kit.Healthcheck(kit.Env("LISTEN_ADDR", ":8080")))
 		}
+		if a == "-schema-uses" || a == "--schema-uses" {
+			os.Stdout.WriteString(SchemaUses)
+			os.Exit(0)
+		}
 	}
 	migrations, err := Migrations()
 	if err != nil {
@@ -57,7 +63,10 @@ func main() {
 	}
 	for _, a := range os.Args[1:] {
 		if a == "-migrate" || a == "--migrate" {
-			os.Exit(migrateOnce(store, migrations))
+			os.Exit(migrateJob(store, migrations))
+		}
+		if a == "-schema-version" || a == "--schema-version" {
+			os.Exit(reportVersion(store, migrations))
 		}
 	}
 	auth, err := NewVerifier(os.Getenv("JWT_SECRET"))
@@ -86,11 +95,44 @@ func migrateOnce(store *Store, ms []Migration) int {
 	defer cancel()
 	applied, err := store.Migrate(ctx, ms)
 	if err != nil {
-		kit.Log("error", "migration failed", map[string]any{"error": err.Error(), "applied": applied})
+		fields := map[string]any{"error": err.Error(), "applied": applied, "latest": ms[len(ms)-1].Version}
+		if v, verr := store.SchemaVersion(ctx); verr == nil {
+			fields["schema_version"] = v // the failing migration rolled back: the last good version
+		}
+		kit.Log("error", "migration failed", fields)
 		return 1
 	}
 	v, _ := store.SchemaVersion(ctx)
-	kit.Log("info", "migrated", map[string]any{"applied": applied, "schema_version": v})
+	kit.Log("info", "migrated", map[string]any{"applied": applied, "schema_version": v, "latest": ms[len(ms)-1].Version})
+	return 0
+}
+
+// migrateJob is the release's migrator (a Job, or compose's one-shot): a database that does not answer yet is
+// waited for (up to a minute); one that refuses the credentials, or a migration that fails, is not retried.
+func migrateJob(store *Store, ms []Migration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		err := store.Ping(ctx)
+		var rejected *kit.RejectedError
+		if err == nil || errors.As(err, &rejected) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	return migrateOnce(store, ms)
+}
+
+// reportVersion logs the database's schema version and this build's newest migration (exit 1: unreadable).
+func reportVersion(store *Store, ms []Migration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := store.SchemaVersion(ctx)
+	if err != nil {
+		kit.Log("error", "schema version unreadable", map[string]any{"error": err.Error()})
+		return 1
+	}
+	kit.Log("info", "schema version", map[string]any{"schema_version": v, "latest": ms[len(ms)-1].Version})
 	return 0
 }
 

@@ -23,6 +23,13 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
+// SchemaUses is schema-uses.txt: the tables and columns this version's queries use. Embedded so that the image
+// itself says what it needs: `-schema-uses` prints it, and the migrate stage asks the running image before it
+// lets a contract step drop something.
+//
+//go:embed schema-uses.txt
+var SchemaUses string
+
 // Migration is one schema version: migrations/NNNN_name.sql.
 type Migration struct {
 	Version int
@@ -187,10 +194,15 @@ func (s *Store) applyOne(ctx context.Context, m Migration) (bool, error) {
 	return true, tx.Commit()
 }
 
+// Ping checks that PostgreSQL answers and accepts these credentials (kit.Rejected when it refuses them).
+func (s *Store) Ping(ctx context.Context) error {
+	return s.classify(s.db.PingContext(ctx))
+}
+
 // Ready checks that PostgreSQL accepts these credentials and that the schema is at least `want`.
 func (s *Store) Ready(ctx context.Context, want int) error {
-	if err := s.db.PingContext(ctx); err != nil {
-		return s.classify(err)
+	if err := s.Ping(ctx); err != nil {
+		return err
 	}
 	have, err := s.SchemaVersion(ctx)
 	if err != nil {

@@ -67,7 +67,7 @@ def test_a_new_registry_line_brings_its_rules_to_the_config(monkeypatch: pytest.
     """The config reads the registry when it loads: a stage added there is listable and its `requires` hold."""
     monkeypatch.setitem(STAGE_REGISTRY, "canary", StageEntry("x:Canary", requires=("deploy",), why="it shifts traffic"))
     text = (ROOT / "pipeline.toml").read_text()
-    local = 'stages = ["build", "scan", "push", "sign", "verify-images", "deploy"]'
+    local = 'stages = ["build", "scan", "push", "sign", "verify-images", "migrate", "deploy"]'
     assert local in text
     path = tmp_path / "pipeline.toml"
     path.write_text(text.replace(local, 'stages = ["build", "scan", "push", "deploy", "canary"]', 1))
@@ -92,6 +92,14 @@ def test_a_stage_run_alone_brings_its_gates_and_attached_stages() -> None:
     prod = ("build", "lint", "scan", "smoke", "push", "sign", "verify-images", "deploy", "verify")
     assert with_gates(["deploy"], prod) == ["verify-images", "deploy"]
     assert with_gates(["deploy"], ("build", "push", "deploy")) == ["deploy"]
+    # `invoke deploy` migrates first where the environment lists migrate (after the trust gate)
+    listed = ("build", "push", "sign", "verify-images", "migrate", "deploy")
+    assert with_gates(["deploy"], listed) == ["verify-images", "migrate", "deploy"]
+    assert ordering_problem(("build", "push", "sign", "verify-images", "deploy", "migrate")) == (
+        "deploy runs before migrate", 'put "migrate" before "deploy"')
+    assert ordering_problem(("build", "push", "migrate", "sign", "verify-images", "deploy")) == (
+        "migrate runs before verify-images", 'put "verify-images" before "migrate"')
+    assert ordering_problem(("build", "migrate", "deploy"))[0].startswith("migrate needs push")  # type: ignore[index]
     assert with_attached(["push"], release=False) == ["push", "sbom"]
     assert with_attached(list(prod), release=True) == [*prod[:5], "sbom", *prod[5:], "published"]
     assert "sbom" not in listable() and "published" not in listable()

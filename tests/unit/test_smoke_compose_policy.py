@@ -30,13 +30,27 @@ def base() -> dict[str, Any]:
     return load(BASE_FILE)
 
 
+# One-shot containers: the migrators of the services that own a schema (compose/docker-compose.yml).
+MIGRATORS = {"backend-migrate"}
+
+
 def test_every_configured_service_and_infra_is_in_the_stack_with_its_image_variable(base: dict[str, Any]) -> None:
     cfg = load_config(check_files=False)
     names = [s.name for s in cfg.services] + list(cfg.infra)
-    assert set(base["services"]) == {compose_service(n) for n in names}
+    assert set(base["services"]) == {compose_service(n) for n in names} | MIGRATORS
     for n in names:
         image = base["services"][compose_service(n)]["image"]
         assert VAR.match(image) and image.startswith("${" + image_var(n)), (n, image)
+
+
+def test_the_migrator_is_the_apis_image_run_once_before_it(base: dict[str, Any]) -> None:
+    """Smoke migrates as a release does: the backend image's `-migrate`, once, and the API does not migrate."""
+    api, mig = base["services"]["backend-api"], base["services"]["backend-migrate"]
+    assert mig["image"] == api["image"] and mig["command"] == ["-migrate"] and mig["restart"] == "no"
+    assert mig["healthcheck"] == {"disable": True} and mig["networks"] == ["backend"]
+    assert mig["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert mig["environment"]["DB_PASSWORD"] == api["environment"]["DB_PASSWORD"]
+    assert api["environment"]["MIGRATE_ON_START"] == "false"
 
 
 def test_no_port_is_published_by_the_base_file(base: dict[str, Any]) -> None:
@@ -46,11 +60,14 @@ def test_no_port_is_published_by_the_base_file(base: dict[str, Any]) -> None:
 
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(base: dict[str, Any]) -> None:
     for name, svc in base["services"].items():
+        if name in MIGRATORS:
+            continue
         test = svc["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
         for dep, cond in (svc.get("depends_on") or {}).items():
-            assert cond == {"condition": "service_healthy"}, (name, dep)
-    assert set(base["services"]["backend-api"]["depends_on"]) == {"postgres", "redis"}
+            want = "service_completed_successfully" if dep in MIGRATORS else "service_healthy"
+            assert cond == {"condition": want}, (name, dep)
+    assert set(base["services"]["backend-api"]["depends_on"]) == {"postgres", "redis", "backend-migrate"}
     assert set(base["services"]["chat-server"]["depends_on"]) == {"nats"}
 
 
