@@ -1,11 +1,16 @@
 """`invoke ci-local`: the GitLab template run job by job (gitlab-ci-local, shell executor, each job in its own copy,
 sharing only artifacts), against an engine that is not the machine's: the second dockerd over TCP+TLS
-(tests/integration/remote_engine.py), and the machine's registry. The cluster is reached only through the
-kubeconfig the CI variable holds (the local cluster's, its context renamed, as a secret store would hold it);
-what its operators provide (namespace, Secret, PostgreSQL/Redis/NATS, a volume) is set up by the test as them.
+(tests/integration/remote_engine.py), and a registry that is not the machine's: the TLS + htpasswd registry on
+127.0.0.2 (tests/integration/tls_registry_fixtures.py), which the clone's pipeline.toml names for dev as a team
+would (dev_registry_config: its CA as the file variable VEZA_DEV_REGISTRY_CA_FILE, push and pull credentials by
+variable names). The cluster is reached only through the kubeconfig the CI variable holds (the local cluster's,
+its context renamed, as a secret store would hold it); what its operators provide (namespace, Secret,
+PostgreSQL/Redis/NATS, a volume, and the node's trust of dev's registry CA through `invoke cluster-up --env dev`,
+pipeline/local/cluster/registry_trust.py) is set up by the test as them.
 
 - branch pipeline: lint → build → scan, smoke → push → deploy-dev; then `invoke status --env dev` exit 0, every
-  service on its manifest digest.
+  service on its manifest digest; every release pod runs an image of the TLS registry, pulled through the
+  dockerconfigjson pull Secret (the node's engine has no other credential for it).
 - tag pipeline without its signing variables: refused at once, one line naming them, exit 2, no job run.
 Namespace veza-dev; port-forwards on 127.0.0.1:19750-19799 (release_support).
 """
@@ -22,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.local.cluster import registry_trust
 from tests.e2e.release_support import (
     clone_repo,
     flat,
@@ -33,13 +39,48 @@ from tests.e2e.release_support import (
     tag_release,
 )
 from tests.integration.remote_engine import RemoteEngine
+from tests.integration.tls_registry_fixtures import TlsRegistry
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
 NAMESPACE = "veza-dev"
 CONTEXT = "veza-ci-dev"
+PULL_SECRET = "registry-secret"
+# What the team names in pipeline.toml and sets in GitLab (README, "CI").
+DEV_REGISTRY_KEYS = {"registry_ca_file": "$VEZA_DEV_REGISTRY_CA_FILE",
+                     "registry_username_env": "VEZA_DEV_PUSH_USER", "registry_password_env": "VEZA_DEV_PUSH_PASSWORD",
+                     "pull_username_env": "VEZA_DEV_PULL_USER", "pull_password_env": "VEZA_DEV_PULL_PASSWORD",
+                     "pull_secret": PULL_SECRET}
 
 
+def dev_registry_config(clone: Path, address: str) -> None:
+    """The clone's [environments.dev] pushes to `address` and the cluster pulls from it (DEV_REGISTRY_KEYS)."""
+    text = (clone / "pipeline.toml").read_text()
+    head, sep, rest = text.partition("[environments.dev]\n")
+    body, nxt, tail = rest.partition("\n[")
+    assert sep and nxt, "pipeline.toml has no [environments.dev] table followed by another"
+    lines = [ln for ln in body.splitlines() if ln.split("=")[0].strip() not in ("registry", *DEV_REGISTRY_KEYS)]
+    lines += [f'registry = "{address}"', *(f'{k} = "{v}"' for k, v in DEV_REGISTRY_KEYS.items())]
+    (clone / "pipeline.toml").write_text(head + sep + "\n".join(lines) + "\n" + nxt + tail)
+
+
+def registry_env(tls: TlsRegistry) -> dict[str, str]:
+    """The variables DEV_REGISTRY_KEYS names, as the team sets them (one htpasswd user pushes and pulls here)."""
+    return {"VEZA_DEV_REGISTRY_CA_FILE": str(tls.ca_file), "VEZA_DEV_PUSH_USER": tls.username,
+            "VEZA_DEV_PUSH_PASSWORD": tls.password, "VEZA_DEV_PULL_USER": tls.username,
+            "VEZA_DEV_PULL_PASSWORD": tls.password}
+
+
+@pytest.fixture
+def node_trusts_dev(tls_registry: TlsRegistry, local_cluster: Path) -> Iterator[Path]:
+    """Where the node's trust of dev's registry CA will be written (by `invoke cluster-up --env dev`, as the
+    cluster's operators run it); removed afterwards."""
+    path = registry_trust.trust_path("dev", tls_registry.address)
+    assert not path.exists(), path
+    try:
+        yield path
+    finally:
+        registry_trust.forget("dev", tls_registry.address)
 
 
 def _secret_kubeconfig(local_cluster: Path, dest: Path) -> Path:
@@ -75,23 +116,36 @@ def dev_operators(tmp_path: Path, local_cluster: Path, machine_registry: str) ->
         kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
 
 
-def _ci_env(engine: RemoteEngine, kubeconfig: Path) -> dict[str, str]:
-    """What the team sets in GitLab, as ci-local reads it: the dind engine's variables, the kubeconfig secret."""
-    return {**engine.env(), "DEV_KUBECONFIG": str(kubeconfig)}
+def _ci_env(engine: RemoteEngine, kubeconfig: Path, tls: TlsRegistry) -> dict[str, str]:
+    """What the team sets in GitLab, as ci-local reads it: the dind engine's variables, the kubeconfig secret,
+    dev's registry CA and credentials."""
+    return {**engine.env(), "DEV_KUBECONFIG": str(kubeconfig), **registry_env(tls)}
+
+
+def _release_pods(kubeconfig: Path) -> list[dict[str, object]]:
+    pods = json.loads(kubectl(kubeconfig, "-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/instance=veza",
+                              "-o", "json"))["items"]
+    return [p for p in pods if p["status"].get("phase") == "Running"]
 
 
 def test_branch_pipeline_releases_dev_through_the_remote_engine(
         tmp_path: Path, local_cluster: Path, machine_registry: str, remote_engine: RemoteEngine,
-        dev_operators: dict[str, object]) -> None:
+        tls_registry: TlsRegistry, node_trusts_dev: Path, dev_operators: dict[str, object]) -> None:
     clone = clone_repo(tmp_path)
     values = yaml.safe_load((clone / "helm/veza/values-dev.yaml").read_text())
     values["infra"] = dev_operators   # only the infra hosts: the lint job's unit tests hold dev's other values
     (clone / "helm/veza/values-dev.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "chore: dev's infra, as its operators run it"],
-                   check=True, timeout=60)
+    dev_registry_config(clone, tls_registry.address)
+    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "chore: dev's infra and registry, as its operators "
+                    "run them"], check=True, timeout=60)
+    # The operators' side of the node: the pipeline's own cluster-up writes its trust of dev's registry CA.
+    up = invoke(clone, "cluster-up", "--env", "dev", extra_env=registry_env(tls_registry),
+                drop_env=("VEZA_DEV_KUBECONFIG",), timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert node_trusts_dev.read_text() == tls_registry.ca_file.read_text(), flat(up.stdout)
     kc = _secret_kubeconfig(local_cluster, tmp_path / "dev-kubeconfig")
     t0 = time.monotonic()
-    run = invoke(clone, "ci-local", "--pipeline", "branch", extra_env=_ci_env(remote_engine, kc),
+    run = invoke(clone, "ci-local", "--pipeline", "branch", extra_env=_ci_env(remote_engine, kc, tls_registry),
                  drop_env=("KUBECONFIG",), timeout=3600)
     took = time.monotonic() - t0
     out = flat(run.stdout + run.stderr)
@@ -106,7 +160,22 @@ def test_branch_pipeline_releases_dev_through_the_remote_engine(
     assert ids, manifest
     for image_id in ids:
         assert remote_engine.docker("image", "inspect", image_id).returncode == 0, image_id
-    status_matches(clone, "dev", extra_env={"VEZA_DEV_KUBECONFIG": str(kc)}, drop_env=("KUBECONFIG",))
+    assert tls_registry.password not in run.stdout + run.stderr
+    status_matches(clone, "dev", extra_env={"VEZA_DEV_KUBECONFIG": str(kc), **registry_env(tls_registry)},
+                   drop_env=("KUBECONFIG",))
+    # The cluster pulled the release from the TLS registry, through the pull Secret: every release pod runs an
+    # image of it by digest (one the machine's engine never held: the remote engine built it), and names the Secret.
+    digests = {rec["push"]["digest"] for rec in manifest["services"].values()}
+    pods = _release_pods(local_cluster)
+    assert len(pods) >= len(manifest["services"]), [p["metadata"]["name"] for p in pods]
+    for pod in pods:
+        spec, statuses = pod["spec"], pod["status"]["containerStatuses"]   # type: ignore[index]
+        assert {"name": PULL_SECRET} in spec["imagePullSecrets"], pod["metadata"]   # type: ignore[index]
+        for st in statuses:
+            assert st["image"].startswith(f"{tls_registry.address}/veza-dev/"), st
+            assert st["imageID"].rsplit("@", 1)[-1] in digests, st
+    secret = json.loads(kubectl(local_cluster, "-n", NAMESPACE, "get", "secret", PULL_SECRET, "-o", "json"))
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
     print(f"ci-local branch pipeline: {took:.0f}s")
 
 
