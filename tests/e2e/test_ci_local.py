@@ -166,9 +166,11 @@ def _pulled_from(kubeconfig: Path, namespace: str, repository_prefix: str, manif
     for pod in pods:
         spec, statuses = pod["spec"], pod["status"]["containerStatuses"]   # type: ignore[index]
         assert {"name": PULL_SECRET} in spec["imagePullSecrets"], pod["metadata"]   # type: ignore[index]
-        for st in statuses:
-            assert st["image"].startswith(repository_prefix), st
-            assert st["imageID"].rsplit("@", 1)[-1] in digests, st
+        for ctr in spec["containers"]:   # type: ignore[index]
+            repository, _, digest = ctr["image"].partition("@")
+            assert repository.startswith(repository_prefix) and digest in digests, ctr["image"]
+        for st in statuses:   # what the node runs: one of those digests (its engine names the first repository
+            assert st["imageID"].rsplit("@", 1)[-1] in digests, st   # it pulled the content from)
     secret = json.loads(kubectl(kubeconfig, "-n", namespace, "get", "secret", PULL_SECRET, "-o", "json"))
     assert secret["type"] == "kubernetes.io/dockerconfigjson"
 
