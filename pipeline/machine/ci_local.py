@@ -11,8 +11,9 @@ What the jobs get is what a team sets in GitLab (README, "CI"), read here from o
 - the engine, as a docker:dind service gives it: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH;
 - every VEZA_* variable (the registry's address, CA and credentials, passphrases, …) except the ones that
   describe this checkout (LOCAL_ONLY), which each job sets for its own copy;
-- DEV_KUBECONFIG, PROD_KUBECONFIG, VEZA_PROD_SIGNING_KEY as GitLab "File" variables: our value is a path (its
-  content is given) or the content itself.
+- DEV_KUBECONFIG, PROD_KUBECONFIG, VEZA_PROD_SIGNING_KEY, and every VEZA_*_CA_FILE (a registry's CA, which
+  pipeline.toml names as registry_ca_file = "$VEZA_DEV_REGISTRY_CA_FILE") as GitLab "File" variables: our value
+  is a path (its content is given) or the content itself; the job's variable holds the path of its own copy.
 Names that hold a secret (SECRET_SUFFIXES, and the file variables) go to gitlab-ci-local's variables file, never
 argv, and are redacted from every line. Nothing else of our environment reaches a job (tools/gitlab_ci_local).
 """
@@ -35,6 +36,7 @@ from pipeline.tools.gitlab_ci_local import Secret
 PIPELINES = ("branch", "tag")
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 FILE_VARIABLES = ("DEV_KUBECONFIG", "PROD_KUBECONFIG", "VEZA_PROD_SIGNING_KEY")
+FILE_SUFFIXES = ("_CA_FILE",)   # a registry's CA: a File variable too (not secret; given as one for its type)
 # What the tag pipeline's release-prod job requires (ci/jobs/release-prod.sh's ci_require line).
 TAG_REQUIRES = ("VEZA_PROD_SIGNING_KEY", "VEZA_PROD_SIGNING_PASSPHRASE", "PROD_KUBECONFIG")
 SECRET_SUFFIXES = ("PASSWORD", "PASSPHRASE", "TOKEN", "SECRET", "KEY", "KUBECONFIG")
@@ -100,8 +102,13 @@ def shell_runner_file(repo: Path) -> Path:
     return rel
 
 
+def is_file_variable(name: str) -> bool:
+    """GitLab "File" type: the job gets a path to its own copy of the content (FILE_VARIABLES, FILE_SUFFIXES)."""
+    return name in FILE_VARIABLES or (name.startswith("VEZA_") and name.endswith(FILE_SUFFIXES))
+
+
 def is_secret(name: str) -> bool:
-    return name in FILE_VARIABLES or name.endswith(SECRET_SUFFIXES)
+    return is_file_variable(name) or name.endswith(SECRET_SUFFIXES)
 
 
 def _file_content(value: str) -> str:
@@ -119,11 +126,11 @@ def ci_variables(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, 
     for name, value in environ.items():
         if not value or name in LOCAL_ONLY:
             continue
-        if name not in ENGINE_VARIABLES and name not in FILE_VARIABLES and not name.startswith("VEZA_"):
+        if name not in ENGINE_VARIABLES and not is_file_variable(name) and not name.startswith("VEZA_"):
             continue
         if name in ENGINE_VARIABLES and not environ.get("DOCKER_HOST"):
             continue   # TLS settings without the engine they are for would only break the default socket
-        if name in FILE_VARIABLES:
+        if is_file_variable(name):
             secrets[name] = Secret(_file_content(value), file=True)
         elif is_secret(name):
             secrets[name] = Secret(value)

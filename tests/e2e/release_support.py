@@ -113,11 +113,12 @@ def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
 
 
 def provide_as_operators(kubeconfig: Path, namespace: str, volume: str, storage_class: str,
-                         tmp: Path, *, registry: str) -> dict[str, Any]:
+                         tmp: Path, *, registry: str, capacity: str = "1Gi") -> dict[str, Any]:
     """What the operators of an external cluster provide before a release, with their own (admin) access: the
     namespace, the Secret and PostgreSQL/Redis/NATS (ensure_local_infra, on pinned images in `registry`:
-    deploy_support.pinned_infra_images), and a PersistentVolume `volume` of
-    `storage_class` pre-bound to the stream server's claim. Returns the infra values a team puts in its values file.
+    deploy_support.pinned_infra_images), and a PersistentVolume `volume` of `storage_class` and `capacity` (at
+    least the claim's request) pre-bound to the stream server's claim. Returns the infra values a team puts in
+    its values file.
     The caller removes them (remove_release, and the PersistentVolume)."""
     from pipeline.core.config import load_config
     from pipeline.local.infra import ensure_local_infra
@@ -133,7 +134,8 @@ def provide_as_operators(kubeconfig: Path, namespace: str, volume: str, storage_
     host_dir.chmod(0o777)
     pv = {"apiVersion": "v1", "kind": "PersistentVolume",
           "metadata": {"name": volume, "labels": {"veza.io/namespace": namespace}},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": storage_class,
+          "spec": {"capacity": {"storage": capacity}, "accessModes": ["ReadWriteOnce"],
+                   "storageClassName": storage_class,
                    "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": str(host_dir)},
                    "claimRef": {"namespace": namespace, "name": "veza-stream-server"}}}
     kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(pv))

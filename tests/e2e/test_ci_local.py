@@ -1,11 +1,16 @@
 """`invoke ci-local`: the GitLab template run job by job (gitlab-ci-local, shell executor, each job in its own copy,
 sharing only artifacts), against an engine that is not the machine's: the second dockerd over TCP+TLS
-(tests/integration/remote_engine.py), and the machine's registry. The cluster is reached only through the
-kubeconfig the CI variable holds (the local cluster's, its context renamed, as a secret store would hold it);
-what its operators provide (namespace, Secret, PostgreSQL/Redis/NATS, a volume) is set up by the test as them.
+(tests/integration/remote_engine.py), and a registry that is not the machine's: the TLS + htpasswd registry on
+127.0.0.2 (tests/integration/tls_registry_fixtures.py), which the clone's pipeline.toml names for dev as a team
+would (dev_registry_config: its CA as the file variable VEZA_DEV_REGISTRY_CA_FILE, push and pull credentials by
+variable names). The cluster is reached only through the kubeconfig the CI variable holds (the local cluster's,
+its context renamed, as a secret store would hold it); what its operators provide (namespace, Secret,
+PostgreSQL/Redis/NATS, a volume, and the node's trust of dev's registry CA through `invoke cluster-up --env dev`,
+pipeline/local/cluster/registry_trust.py) is set up by the test as them.
 
 - branch pipeline: lint → build → scan, smoke → push → deploy-dev; then `invoke status --env dev` exit 0, every
-  service on its manifest digest.
+  service on its manifest digest; every release pod runs an image of the TLS registry, pulled through the
+  dockerconfigjson pull Secret (the node's engine has no other credential for it).
 - tag pipeline without its signing variables: refused at once, one line naming them, exit 2, no job run.
 Namespace veza-dev; port-forwards on 127.0.0.1:19750-19799 (release_support).
 """
@@ -22,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.local.cluster import registry_trust
 from tests.e2e.release_support import (
     clone_repo,
     flat,
@@ -29,17 +35,65 @@ from tests.e2e.release_support import (
     kubectl,
     provide_as_operators,
     remove_release,
+    signing_env,
     status_matches,
     tag_release,
 )
 from tests.integration.remote_engine import RemoteEngine
+from tests.integration.tls_registry_fixtures import TlsRegistry
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
 NAMESPACE = "veza-dev"
 CONTEXT = "veza-ci-dev"
+PULL_SECRET = "registry-secret"
+PROD_NAMESPACE = "veza-prod"
 
 
+def registry_keys(env: str) -> dict[str, str]:
+    """What the team names in pipeline.toml for `env`'s registry (README, "CI"): its CA as a file variable, push
+    and pull credentials by variable names."""
+    e = env.upper()
+    return {"registry_ca_file": f"$VEZA_{e}_REGISTRY_CA_FILE",
+            "registry_username_env": f"VEZA_{e}_PUSH_USER", "registry_password_env": f"VEZA_{e}_PUSH_PASSWORD",
+            "pull_username_env": f"VEZA_{e}_PULL_USER", "pull_password_env": f"VEZA_{e}_PULL_PASSWORD",
+            "pull_secret": PULL_SECRET}
+
+
+def env_registry_config(clone: Path, env: str, address: str) -> None:
+    """The clone's [environments.ENV] pushes to `address` and the cluster pulls from it (registry_keys)."""
+    keys = registry_keys(env)
+    text = (clone / "pipeline.toml").read_text()
+    head, sep, rest = text.partition(f"[environments.{env}]\n")
+    body, nxt, tail = rest.partition("\n[")
+    assert sep, f"pipeline.toml has no [environments.{env}] table"
+    lines = [ln for ln in body.splitlines() if ln.split("=")[0].strip() not in ("registry", *keys)]
+    lines += [f'registry = "{address}"', *(f'{k} = "{v}"' for k, v in keys.items())]
+    (clone / "pipeline.toml").write_text(head + sep + "\n".join(lines) + "\n" + nxt + tail)
+
+
+def registry_env(tls: TlsRegistry, *envs: str) -> dict[str, str]:
+    """The variables registry_keys names, as the team sets them (one htpasswd user pushes and pulls here)."""
+    out: dict[str, str] = {}
+    for env in envs or ("dev",):
+        e = env.upper()
+        out |= {f"VEZA_{e}_REGISTRY_CA_FILE": str(tls.ca_file), f"VEZA_{e}_PUSH_USER": tls.username,
+                f"VEZA_{e}_PUSH_PASSWORD": tls.password, f"VEZA_{e}_PULL_USER": tls.username,
+                f"VEZA_{e}_PULL_PASSWORD": tls.password}
+    return out
+
+
+@pytest.fixture
+def node_trusts(tls_registry: TlsRegistry, local_cluster: Path) -> Iterator[dict[str, Path]]:
+    """Where the node's trust of dev's and prod's registry CA will be written (by `invoke cluster-up --env ENV`,
+    as the cluster's operators run it); removed afterwards."""
+    paths = {env: registry_trust.trust_path(env, tls_registry.address) for env in ("dev", "prod")}
+    assert not any(p.exists() for p in paths.values()), paths
+    try:
+        yield paths
+    finally:
+        for env in paths:
+            registry_trust.forget(env, tls_registry.address)
 
 
 def _secret_kubeconfig(local_cluster: Path, dest: Path) -> Path:
@@ -75,23 +129,81 @@ def dev_operators(tmp_path: Path, local_cluster: Path, machine_registry: str) ->
         kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
 
 
-def _ci_env(engine: RemoteEngine, kubeconfig: Path) -> dict[str, str]:
-    """What the team sets in GitLab, as ci-local reads it: the dind engine's variables, the kubeconfig secret."""
-    return {**engine.env(), "DEV_KUBECONFIG": str(kubeconfig)}
+@pytest.fixture
+def prod_operators(tmp_path: Path, local_cluster: Path, machine_registry: str) -> Iterator[dict[str, object]]:
+    """The operators' side of prod, as dev_operators (its volume as large as prod's claim); removed afterwards."""
+    pv_name = f"{PROD_NAMESPACE}-ci-streams"
+    remove_release(local_cluster, PROD_NAMESPACE)
+    kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found")
+    (tmp_path / "prod-ops").mkdir()
+    try:
+        yield provide_as_operators(local_cluster, PROD_NAMESPACE, pv_name, _default_class(local_cluster),
+                                   tmp_path / "prod-ops", registry=machine_registry, capacity="50Gi")
+    finally:
+        remove_release(local_cluster, PROD_NAMESPACE)
+        kubectl(local_cluster, "delete", "pv", pv_name, "--ignore-not-found", "--wait=false")
 
 
-def test_branch_pipeline_releases_dev_through_the_remote_engine(
+def _ci_env(engine: RemoteEngine, kubeconfig: Path, tls: TlsRegistry) -> dict[str, str]:
+    """What the team sets in GitLab, as ci-local reads it: the dind engine's variables, the kubeconfig secret,
+    dev's registry CA and credentials."""
+    return {**engine.env(), "DEV_KUBECONFIG": str(kubeconfig), **registry_env(tls, "dev")}
+
+
+def _release_pods(kubeconfig: Path, namespace: str = NAMESPACE) -> list[dict[str, object]]:
+    pods = json.loads(kubectl(kubeconfig, "-n", namespace, "get", "pods", "-l", "app.kubernetes.io/instance=veza",
+                              "-o", "json"))["items"]
+    return [p for p in pods if p["status"].get("phase") == "Running"]
+
+
+def _pulled_from(kubeconfig: Path, namespace: str, repository_prefix: str, manifest: dict[str, object]) -> None:
+    """Every running release pod of `namespace` runs an image under `repository_prefix` by one of the manifest's
+    pushed digests (an image the machine's engine never held: the remote engine built it), through the Secret."""
+    services = manifest["services"]
+    digests = {rec["push"]["digest"] for rec in services.values()}   # type: ignore[attr-defined]
+    pods = _release_pods(kubeconfig, namespace)
+    assert len(pods) >= len(services), [p["metadata"]["name"] for p in pods]   # type: ignore[arg-type,index]
+    for pod in pods:
+        spec, statuses = pod["spec"], pod["status"]["containerStatuses"]   # type: ignore[index]
+        assert {"name": PULL_SECRET} in spec["imagePullSecrets"], pod["metadata"]   # type: ignore[index]
+        for ctr in spec["containers"]:   # type: ignore[index]
+            repository, _, digest = ctr["image"].partition("@")
+            assert repository.startswith(repository_prefix) and digest in digests, ctr["image"]
+        for st in statuses:   # what the node runs: one of those digests (its engine names the first repository
+            assert st["imageID"].rsplit("@", 1)[-1] in digests, st   # it pulled the content from)
+    secret = json.loads(kubectl(kubeconfig, "-n", namespace, "get", "secret", PULL_SECRET, "-o", "json"))
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+
+
+def _as_operators(clone: Path, tls: TlsRegistry, env: str, trust: Path) -> None:
+    """The operators' side of the node: the pipeline's own cluster-up writes its trust of ENV's registry CA."""
+    up = invoke(clone, "cluster-up", "--env", env, extra_env=registry_env(tls, env),
+                drop_env=(f"VEZA_{env.upper()}_KUBECONFIG",), timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert trust.read_text() == tls.ca_file.read_text(), flat(up.stdout)
+
+
+def _statuses(manifest: dict[str, object]) -> dict[str, str]:
+    return {name: rec["build"]["status"] for name, rec in manifest["services"].items()}   # type: ignore[attr-defined]
+
+
+def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine_and_tls_registry(
         tmp_path: Path, local_cluster: Path, machine_registry: str, remote_engine: RemoteEngine,
-        dev_operators: dict[str, object]) -> None:
+        tls_registry: TlsRegistry, node_trusts: dict[str, Path], dev_operators: dict[str, object],
+        prod_operators: dict[str, object]) -> None:
     clone = clone_repo(tmp_path)
-    values = yaml.safe_load((clone / "helm/veza/values-dev.yaml").read_text())
-    values["infra"] = dev_operators   # only the infra hosts: the lint job's unit tests hold dev's other values
-    (clone / "helm/veza/values-dev.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "chore: dev's infra, as its operators run it"],
-                   check=True, timeout=60)
+    for env, infra in (("dev", dev_operators), ("prod", prod_operators)):
+        values = yaml.safe_load((clone / f"helm/veza/values-{env}.yaml").read_text())
+        values["infra"] = infra   # only the infra hosts: the lint job's unit tests hold the other values
+        (clone / f"helm/veza/values-{env}.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+        env_registry_config(clone, env, tls_registry.address)
+    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "chore: dev's and prod's infra and registry, as "
+                    "their operators run them"], check=True, timeout=60)
+    for env in ("dev", "prod"):
+        _as_operators(clone, tls_registry, env, node_trusts[env])
     kc = _secret_kubeconfig(local_cluster, tmp_path / "dev-kubeconfig")
     t0 = time.monotonic()
-    run = invoke(clone, "ci-local", "--pipeline", "branch", extra_env=_ci_env(remote_engine, kc),
+    run = invoke(clone, "ci-local", "--pipeline", "branch", extra_env=_ci_env(remote_engine, kc, tls_registry),
                  drop_env=("KUBECONFIG",), timeout=3600)
     took = time.monotonic() - t0
     out = flat(run.stdout + run.stderr)
@@ -106,8 +218,45 @@ def test_branch_pipeline_releases_dev_through_the_remote_engine(
     assert ids, manifest
     for image_id in ids:
         assert remote_engine.docker("image", "inspect", image_id).returncode == 0, image_id
-    status_matches(clone, "dev", extra_env={"VEZA_DEV_KUBECONFIG": str(kc)}, drop_env=("KUBECONFIG",))
+    assert tls_registry.password not in run.stdout + run.stderr
+    status_matches(clone, "dev", extra_env={"VEZA_DEV_KUBECONFIG": str(kc), **registry_env(tls_registry, "dev")},
+                   drop_env=("KUBECONFIG",))
+    # The cluster pulled the release from the TLS registry, through the pull Secret.
+    _pulled_from(local_cluster, NAMESPACE, f"{tls_registry.address}/veza-dev/", manifest)
     print(f"ci-local branch pipeline: {took:.0f}s")
+    remove_release(local_cluster, NAMESPACE)   # dev is shown; the node's room goes to prod's replicas
+
+    # The tag pipeline on the same commit: prod signed with the key the CI variables hold, built from nothing new.
+    tag = tag_release(clone)
+    made = invoke(clone, "keygen", "--env", "prod")
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = Path(signing_env(clone)["VEZA_KEY_DIR"]) / "prod" / "cosign.key"
+    prod_kc = _secret_kubeconfig(local_cluster, tmp_path / "prod-kubeconfig")
+    t0 = time.monotonic()
+    run = invoke(clone, "ci-local", "--pipeline", "tag", timeout=3600, drop_env=("KUBECONFIG",),
+                 extra_env={**_ci_env(remote_engine, kc, tls_registry), **registry_env(tls_registry, "prod"),
+                            "PROD_KUBECONFIG": str(prod_kc), "VEZA_PROD_SIGNING_KEY": str(key)})
+    took = time.monotonic() - t0
+    out = flat(run.stdout + run.stderr)
+    assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
+    passed = set(re.findall(r"PASS \[[^\]]+\] ([a-z-]+)", out))
+    assert passed == {"lint", "build", "scan", "smoke", "release-prod"}, (passed, out[-4000:])
+    assert tls_registry.password not in out and key.read_text().strip() not in out
+    prod = json.loads((clone / ".pipeline/prod/manifest.json").read_text())
+    assert prod["version"]["sha"] == manifest["version"]["sha"], (prod["version"], manifest["version"])
+    assert tag.removeprefix("v") in json.dumps(prod["version"]), prod["version"]
+    dev_again = json.loads((clone / ".pipeline/dev/manifest.json").read_text())
+    # Built nothing: every image of the tag pipeline's build job (dev) and of release-prod is the branch's, reused
+    # by its input digest (the shared remote engine, as a dind service keeps them, or the registry's in- tag).
+    assert set(_statuses(prod).values()) == {"reused"} == set(_statuses(dev_again).values()), (
+        _statuses(prod), _statuses(dev_again))
+    assert {rec["build"]["image_id"] for rec in prod["services"].values()} == ids
+    for stage in ("push", "sign", "verify-images", "deploy", "verify"):
+        assert prod["stages"][stage]["status"] == "ok", (stage, prod["stages"][stage])
+    status_matches(clone, "prod", extra_env={"VEZA_PROD_KUBECONFIG": str(prod_kc),
+                                             **registry_env(tls_registry, "prod")}, drop_env=("KUBECONFIG",))
+    _pulled_from(local_cluster, PROD_NAMESPACE, f"{tls_registry.address}/veza/", prod)
+    print(f"ci-local tag pipeline: {took:.0f}s")
 
 
 def test_tag_pipeline_without_signing_variables_stops_at_once_naming_them(tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ The TLS + htpasswd registry on 127.0.0.2 (tests/integration/tls_registry_fixture
 node's own pause image, relabelled for this run), pushed by the pipeline's engine push. The deploy's pull Secret
 (pipeline/stages/deploy/prepare.ensure_pull_secret: a kubernetes.io/dockerconfigjson Secret from the environment's
 pull variables, given to kubectl on stdin) lets a pod pull it by digest; the same pod without the Secret does not
-(the node's engine has no other credential). The node trusts the registry's CA through the engine's
-/etc/docker/certs.d. Runs under the cluster lock (flock /work/wt/cluster.lock …); everything is removed afterwards.
+(the node's engine has no other credential). The node trusts the registry's CA through what `cluster_up(env)`
+writes for the environment (pipeline/local/cluster/registry_trust.py: the engine's certs.d, the node being
+dockershim on it). Runs under the cluster lock (flock /work/wt/cluster.lock …); everything is removed
+afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from pipeline.core.config import load_config
 from pipeline.core.paths import ROOT
+from pipeline.local.cluster import cluster_up, registry_trust
 from pipeline.local.cluster.layout import PAUSE_IMAGE
 from pipeline.stages.deploy import prepare
 from pipeline.stages.deploy.target import ReleaseTarget
@@ -99,7 +102,7 @@ def _waiting(kubeconfig: Path, ns: str, pod: str, timeout: float) -> tuple[str, 
 
 def test_the_cluster_pulls_by_digest_through_the_pull_secret_and_not_without_it(
         local_cluster: Path, tls_registry: TlsRegistry, pushed_image: str, namespace: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     base = load_config(ROOT / "pipeline.toml", check_files=False)
     env = dataclasses.replace(base.env("dev"), registry=tls_registry.address, namespace=namespace,
                               registry_ca_file=tls_registry.ca_file, pull_secret="registry-secret",
@@ -108,6 +111,11 @@ def test_the_cluster_pulls_by_digest_through_the_pull_secret_and_not_without_it(
     monkeypatch.setenv(PULL_PASSWORD, tls_registry.password)
     rt = ReleaseTarget(env=env, kube=KubeTarget(local_cluster, "", namespace), release="veza", external=False)
     reporter = LinesReporter()
+    trust = registry_trust.trust_path(env.name, env.registry)
+    assert not trust.exists(), trust
+    request.addfinalizer(lambda: registry_trust.forget(env.name, env.registry))
+    cluster_up(env, say=reporter.info)   # the local cluster, running: its node now trusts dev's registry CA
+    assert trust.read_text() == tls_registry.ca_file.read_text(), reporter.text
     prepare.ensure_pull_secret(rt, reporter)
     assert tls_registry.password not in reporter.text
     secret = json.loads(kubectl(local_cluster, "-n", namespace, "get", "secret", "registry-secret", "-o",

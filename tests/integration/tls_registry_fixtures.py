@@ -2,9 +2,11 @@
 
 `tls_registry` (session): Debian's `docker-registry serve` on 127.0.0.2:<port> — not 127.0.0.1, so nothing reaches
 it by accident through the embedded 127.0.0.1:5000 — with TLS (a CA and a server certificate made here with the
-`cryptography` library, SAN = the address) and htpasswd auth (bcrypt, pipeline/local/registry.htpasswd_line). The
-Docker engine, and so the cluster node (dockershim on the same engine), trusts its CA through
-/etc/docker/certs.d/<host:port>/ca.crt, written here and removed afterwards with the registry and its storage.
+`cryptography` library, SAN = the address) and htpasswd auth (bcrypt, pipeline/local/registry.htpasswd_line).
+Nothing here makes an engine trust its CA: the engine treats 127.0.0.0/8 as insecure (no certificate check), and
+the cluster node's trust of an environment's registry is what the pipeline writes (pipeline/local/cluster/
+registry_trust.py, `invoke cluster-up --env ENV`); the tests that need it ask the pipeline for it. Removed
+afterwards with the registry and its storage.
 
 `OutageProxy`: a TLS-terminating HTTP proxy on 127.0.0.2 in front of it that logs every request and, on a chosen
 request, starts answering 503 or stops listening (the registry "goes down" in the middle of a push), until
@@ -181,7 +183,7 @@ def running_tls_registry(root: Path) -> Iterator[TlsRegistry]:
     user, password = "veza-ci", secrets.token_urlsafe(18)
     htpasswd = write_htpasswd(root / "auth" / "htpasswd", {user: password})
     reg = LocalRegistry(free_port(), root=root / "registry", htpasswd=htpasswd, tls=cert, host=TLS_HOST, ca=pki.ca_file)
-    with engine_trusts(reg.address, pki.ca_file), reg:
+    with reg:
         yield TlsRegistry(reg, pki, user, password)
     shutil.rmtree(root, ignore_errors=True)
 

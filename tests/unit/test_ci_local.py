@@ -57,6 +57,17 @@ def test_jobs_get_the_engine_veza_and_file_variables_and_secrets_only_through_th
     assert doc["global"]["VEZA_REGISTRY_PASSWORD"] == {"type": "variable", "values": {"*": "s3cr3t-pw"}}
 
 
+def test_a_registry_ca_is_a_file_variable_whose_content_the_job_gets(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    plain, secrets = ci_local.ci_variables({"VEZA_DEV_REGISTRY_CA_FILE": str(ca), "VEZA_DEV_PUSH_USER": "ci",
+                                            "OTHER_CA_FILE": str(ca)})
+    assert plain == {"VEZA_DEV_PUSH_USER": "ci"}   # a name outside VEZA_* stays out, CA or not
+    assert secrets == {"VEZA_DEV_REGISTRY_CA_FILE": Secret(ca.read_text(), file=True)}
+    doc = yaml.safe_load(gitlab_ci_local.variables_file(secrets))
+    assert doc["global"]["VEZA_DEV_REGISTRY_CA_FILE"]["type"] == "file"
+
+
 def test_branch_and_tag_pipelines_get_gitlabs_predefined_variables(tmp_path: Path) -> None:
     repo = _repo(tmp_path, "trunk")
     variables, unset, ref = ci_local.pipeline_variables("branch", GitRepo(repo))

@@ -211,7 +211,8 @@ def test_print_version_table(tmp_path: Path, cfg: Config, capsys: pytest.Capture
     sb = released(tmp_path)
     print_version("prod", repo_path=sb.path, config=cfg)
     out = capsys.readouterr().out
-    assert "v1.3.0 (HEAD)" in out and "127.0.0.1:5000/veza/veza-docs:1.3" in out
+    # prod's registry as the config names it (a team's pipeline.toml names its own: the ci-local e2e's clone does)
+    assert "v1.3.0 (HEAD)" in out and f"{cfg.env('prod').registry}/veza/veza-docs:1.3" in out
 
 
 # ------------------------------------------------------------------ the real tasks

@@ -50,6 +50,8 @@ def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say
     local cluster (idempotent; env None = the local cluster). Returns the kubeconfig. UsageError (exit 2, one
     line) when the external kubeconfig cannot be read or lacks the context.
 
+    The local node trusts `env`'s registry CA (registry_trust.node_trusts; UsageError, exit 2, on a bad CA file).
+
     say: observations, results and errors (already running, not running, external cluster, a failed start being
     undone); with `progress`
     (pipeline.core.progress: `reporter_progress(reporter, "cluster")`), the long work — building the binaries
@@ -66,6 +68,7 @@ def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say
         running = running_state()
         if running:
             say(f"cluster: already running since {running.started_at} — kubeconfig: {running.kubeconfig}")
+            _node_trusts(env, say)
             return layout.KUBECONFIG
         if ran_since_last_stop():
             say("cluster: cleaning up after a previous run that did not stop cleanly")
@@ -79,7 +82,17 @@ def cluster_up(env: Environment | None = None, say: Callable[[str], None] = _say
             say("cluster: start failed; undoing what was started (logs kept in " + str(layout.LOGS) + ")")
             stop_local(say)
             raise
+        _node_trusts(env, say)
     return layout.KUBECONFIG
+
+
+def _node_trusts(env: Environment | None, say: Callable[[str], None]) -> None:
+    """The local node trusts the CA of `env`'s registry (registry_trust.py), when it names one."""
+    from pipeline.local.cluster.registry_trust import node_trusts
+
+    written = node_trusts(env) if env is not None else None
+    if written is not None and env is not None:
+        say(f"cluster: the node trusts {env.name}'s registry {env.registry} with {env.registry_ca_file} ({written})")
 
 
 def cluster_down() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.local.cluster import host, layout
 from pipeline.local.cluster.api import ApiClient
 from pipeline.local.cluster.pki import Pki
+from pipeline.local.cluster.registry_trust import forget_all
 from pipeline.local.cluster.state import clear_state, load_state
 from pipeline.tools import daemon, docker, mount, netfilter
 
@@ -134,6 +135,9 @@ def stop_local(say: Callable[[str], None] = print) -> list[str]:
     for r in restored:
         say(f"cluster: sysctl restored {r}")
     problems += [f"sysctl not restored: {f}" for f in failed]
+
+    for path in forget_all():
+        say(f"cluster: removed the node's registry trust {path}")
 
     if host.remove_hosts_entry():
         say(f"cluster: removed the {layout.NODE_NAME} entry from /etc/hosts")
