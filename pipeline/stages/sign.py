@@ -126,9 +126,11 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
     kid = key_id(pub)
     commit = man.commit
     regs = registries or RegistryClients(cfg, env)
-    for name, repository, digest in images:   # an infra image its own config cannot describe: refused first
+    for name, repository, digest in images:   # an image its build's facts cannot describe: refused first (exit 2)
         if name.startswith(INFRA_PREFIX):
             infra_facts(cfg, man, name, regs.client(split_repository(repository)[0]), repository, digest)
+        else:
+            build_facts(cfg, man, name, repository, digest)
     counts = {"signed": 0, "already": 0, "attested": 0}
     for name, repository, digest in images:
         address, repo = split_repository(repository)

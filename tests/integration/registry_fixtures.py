@@ -22,6 +22,7 @@ import pytest
 from pipeline.core.config import Config, load_config
 from pipeline.core.manifest import Manifest
 from pipeline.local.registry import LocalRegistry
+from tests.integration.build_records import built_record
 from tests.ports import PortPool
 
 
@@ -123,7 +124,7 @@ def make_manifest(path: Path, cfg: Config, env: str, images: list[BuiltImage]) -
         "branch": "main"})
     for img in images:
         m.set_service(img.service, repository=img.repository, tags=img.tags, input_digest="sha256:" + "0" * 64)
-        m.record(img.service, "build", {"status": "built", "image_id": img.image_id, "duration_s": 0.1})
+        m.record(img.service, "build", built_record(img.image_id, commit="abcdef1234567890"))
     return m
 
 

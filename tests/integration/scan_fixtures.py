@@ -22,6 +22,7 @@ from pipeline.core.manifest import Manifest
 from pipeline.local import trivydb
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools import trivy
+from tests.integration.build_records import built_record
 from tests.ports import PortPool
 
 
@@ -179,7 +180,7 @@ def built_manifest(tmp_path: Path, services: dict[str, tuple[str, str]]) -> Mani
     for name, (ref, image_id) in services.items():
         repo, _, tag = ref.rpartition(":")
         man.set_service(name, repository=repo, tags=[tag], input_digest="sha256:" + "0" * 64)
-        man.record(name, "build", {"status": "built", "image_id": image_id, "duration_s": 0.1})
+        man.record(name, "build", built_record(image_id, commit="0000000"))
     return man
 
 

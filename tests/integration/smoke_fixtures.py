@@ -31,6 +31,7 @@ from pipeline.core.reporter import PlainReporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.tools.compose import PROJECT_LABEL
 from pipeline.tools.docker import labelled, remove_labelled
+from tests.integration.build_records import built_record
 
 OVERRIDES = Path(__file__).resolve().parent / "smoke_overrides"
 
@@ -98,7 +99,7 @@ class SmokeRun:
         """Point one service of this run's manifest at another image (e.g. a broken one)."""
         m = Manifest.load(self.manifest_path)
         build = m.stage_result(service, "build") or {}
-        m.record(service, "build", {**build, "status": "built", "image_id": image_id})
+        m.record(service, "build", built_record(image_id, **{k: v for k, v in build.items() if k != "image_id"}))
 
     def build_image(self, tag: str, dockerfile: str, files: dict[str, str]) -> str:
         """A tiny image built for this test, labelled with the run; removed at the end of the test."""

@@ -40,6 +40,7 @@ from pipeline.stages.sign import sign_images, signatures_hold
 from pipeline.stages.verify_images import infra_refs, verify_refs
 from pipeline.tools.registry_api import split_repository
 from pipeline.trust import envkeys
+from tests.integration.build_records import built_record
 from tests.integration.registry_fixtures import free_loopback_port
 from tests.integration.trust.trust_fixtures import COMMIT, TrustWorld
 
@@ -110,8 +111,7 @@ def _manifest(w: TrustWorld, docker_client: Any, run: str) -> Manifest:
     m = Manifest.new(w.cfg.state_dir / "dev" / "manifest.json", env="dev", release_id=f"dev-{COMMIT[:7]}",
                      version={"sha": COMMIT, "short_sha": COMMIT[:7], "branch": "main", "dirty": False})
     m.set_service("veza-docs", repository=repository, tags=["sha-0123456"], input_digest="sha256:" + "1" * 64)
-    m.record("veza-docs", "build", {"status": "built",
-                                    "image_id": docker_client.images.get(f"{repository}:sha-0123456").id})
+    m.record("veza-docs", "build", built_record(docker_client.images.get(f"{repository}:sha-0123456").id, COMMIT))
     return m
 
 

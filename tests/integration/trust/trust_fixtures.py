@@ -25,6 +25,7 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.paths import CACHE_DIR
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools.registry_api import RegistryClient, split_repository
+from tests.integration.build_records import built_record
 from tests.ports import PortPool
 
 free_port = PortPool(range(19600, 19700)).take
@@ -92,9 +93,9 @@ class TrustWorld:
             "version": "1.0.0", "sha": commit, "short_sha": commit[:7], "branch": "main", "dirty": False})
         m.set_service("veza-docs", repository=self.repository(env), tags=["sha-0123456"],
                       input_digest="sha256:" + "1" * 64)
-        m.record("veza-docs", "build", {"status": "built", "image_id": "sha256:" + "2" * 64,
-                                    "build_args": {"GO_IMAGE": "veza-local/golang:bookworm"},
-                                    "base_images": {"veza-local/golang:bookworm": "sha256:" + "3" * 64}})
+        m.record("veza-docs", "build", built_record("sha256:" + "2" * 64, commit,
+                                                    build_args={"GO_IMAGE": "veza-local/golang:bookworm"},
+                                                    base_images={"veza-local/golang:bookworm": "sha256:" + "3" * 64}))
         m.record("veza-docs", "push", {"status": "pushed", "digest": digest, "repository": self.repository(env)})
         m.save()
         return m
