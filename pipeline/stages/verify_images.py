@@ -10,7 +10,7 @@ Everything is read from the registry at the time of the check (trust the world, 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,16 +200,16 @@ def verify_images(cfg: Config, env: Environment, man: Manifest, reporter: Report
                         {"images": len(verdicts), "duration_s": round(time.monotonic() - t0, 2)})
 
 
-def applied_problems(ref: str, man: Manifest | None) -> tuple[str, str | None]:
+def applied_problems(ref: str, man: Manifest | None, *, earlier: bool = False) -> tuple[str, str | None]:
     """How an image about to be applied is judged: ("", commit) when `ref` is `repository@sha256:<64 hex>`,
     with the commit its provenance must name (the release's when `ref` is the digest `man` recorded for that
     repository; None, any commit, for an image of an earlier release: kept from the deployed revision, a
-    rollback's target); (problem, None) when `ref` is not pinned by digest. Pure."""
+    rollback's target, or `earlier`); (problem, None) when `ref` is not pinned by digest. Pure."""
     problem = pinned_ref_problem("image", ref)
     if problem:
         return f"not pinned by digest ({ref})", None
     repository, _, digest = ref.partition("@")
-    if man is not None and man.commit:
+    if man is not None and man.commit and not earlier:
         for name in [*man.services(), *(infra_subject(n) for n in man.infra_names())]:
             pushed = man.pushed(name)
             if pushed is not None and pushed.repository == repository and pushed.digest == digest:
@@ -218,18 +218,20 @@ def applied_problems(ref: str, man: Manifest | None) -> tuple[str, str | None]:
 
 
 def verify_applied(cfg: Config, env: Environment, man: Manifest | None, images: Mapping[str, str],
-                   reporter: Reporter, *, action: str, hint: str, registries: RegistryClients | None = None) -> None:
+                   reporter: Reporter, *, action: str, hint: str, earlier: Collection[str] = (),
+                   registries: RegistryClients | None = None) -> None:
     """The check in front of every `helm upgrade`, `helm rollback` and `kubectl apply` of a workload: each image
     of `images` (reference → where it comes from, e.g. "manifest", "kept from revision 4") is pinned by digest,
     served by the registry, signed by one of env's trusted keys for that exact digest and repository, and has
     SLSA provenance a trusted key signed with that digest as subject (and the release's commit when it is the
-    digest `man` recorded: applied_problems). Raises PolicyBlocked (exit 3), one line: `action` refused, the
-    first untrusted image, its source and its problems, `hint` as the fix; UsageError when env trusts no key."""
+    digest `man` recorded and not in `earlier`, the references known to be of an earlier release: applied_problems).
+    Raises PolicyBlocked (exit 3), one line: `action` refused, the first untrusted image, its source and its
+    problems, `hint` as the fix; UsageError when env trusts no key."""
     keys = envkeys.trusted_keys(cfg, env)
     regs = registries or RegistryClients(cfg, env)
     bad: list[tuple[str, str, list[str]]] = []
     for ref, source in images.items():
-        problem, commit = applied_problems(ref, man)
+        problem, commit = applied_problems(ref, man, earlier=ref in earlier)
         if problem:
             problems = [problem]
         else:

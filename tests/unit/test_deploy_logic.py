@@ -301,5 +301,6 @@ def test_an_applied_image_is_judged_by_its_release_or_as_an_earlier_one(tmp_path
     assert applied_problems("reg/api@" + other, m) == ("", None)
     assert applied_problems("reg/web@" + d, m) == ("", None)
     assert applied_problems("reg/api@" + d, None) == ("", None)
+    assert applied_problems("reg/api@" + d, m, earlier=True) == ("", None)   # kept from the serving revision
     assert applied_problems("reg/api:t", m)[0] == "not pinned by digest (reg/api:t)"
     assert applied_problems("reg/api@sha256:abc", m)[0].startswith("not pinned by digest")

@@ -66,7 +66,8 @@ def verify_chart(cfg: Config, rt: ReleaseTarget, manifest: Manifest | None, char
     (the manifest, or kept from revision `kept_from` by a `--service` deploy)."""
     rendered = images_in_manifests(helm.template(chart, rt.release, values_files, namespace=rt.namespace))
     env = rt.env.name
-    verify_applied(cfg, rt.env, manifest, image_sources(rendered, choices, kept_from), reporter,
+    kept = {c.ref for c in choices.values() if c.source == "deployed"}   # attested for their own release's commit
+    verify_applied(cfg, rt.env, manifest, image_sources(rendered, choices, kept_from), reporter, earlier=kept,
                    action=f"deploy to {env}",
                    hint=f"sign it for {env} (`invoke sign --env {env}` after a push); an image kept from the "
                         f"deployed revision: deploy every service from a signed release (`invoke deploy --env {env}` "
