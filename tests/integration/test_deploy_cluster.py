@@ -32,6 +32,7 @@ from pipeline.core.reporter import PlainReporter
 from pipeline.stages.deploy import deploy_release, release_status, rollback_release
 from pipeline.stages.sign import sign_images
 from pipeline.tools import helm, kubectl
+from pipeline.trust import envkeys
 from pipeline.tools.kubectl import KubeTarget
 from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.deploy_support import (
@@ -363,6 +364,7 @@ def test_untrusted_images_never_go_back_into_the_cluster(target: DeployTarget, t
     hist = _history(target)
     serving = hist[-1].revision
     other = with_test_keys(target.cfg, tmp_path / "other-keys")
+    envkeys.keygen(other, target.env)   # the replacing key pair
     quiet = PlainReporter(sink=lambda _: None)
     with pytest.raises(PolicyBlocked) as back:
         rollback_release(other, target.env, hist[-2].revision, kubeconfig=target.kubeconfig, reporter=quiet)
