@@ -32,8 +32,8 @@ from pipeline.core.reporter import PlainReporter
 from pipeline.stages.deploy import deploy_release, release_status, rollback_release
 from pipeline.stages.sign import sign_images
 from pipeline.tools import helm, kubectl
-from pipeline.trust import envkeys
 from pipeline.tools.kubectl import KubeTarget
+from pipeline.trust import envkeys
 from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.deploy_support import (
     PF_RANGE,
