@@ -572,7 +572,8 @@ def verify(c: Context, env: str = "", service: list[str] | None = None) -> None:
 @task(help={"env": ENV_HELP, "to": "revision to roll back to (default: the previous one)"})
 @_cli
 def rollback(c: Context, env: str = "", to: int = 0) -> None:
-    """Roll the environment's Helm release back to a previous revision."""
+    """Roll the environment's Helm release back to a previous revision, only when each of its images is signed by
+    the environment's trusted key(s) for its digest (exit 3 naming the first that is not; nothing changes)."""
     from pipeline.stages.deploy import rollback_release
 
     cfg, environment, reporter = _setup(env)

@@ -648,6 +648,9 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
     problem = ordering_problem(env.stages)   # each stage's `requires`/`after`, one loop (stage_registry.py)
     if problem:
         et.fail(et.key("stages"), *problem)
+    if "deploy" in env.stages and "sign" not in env.stages and not env.trusted_keys:   # nothing could verify
+        et.fail(et.key("stages"), f"{ename} deploys but neither signs its images nor trusts another key",
+                'add "sign" before "verify-images", or name the public key(s) it trusts in trusted_keys')
     et.done()
     return env
 

@@ -13,7 +13,7 @@ Adding a stage: one module with a `BaseStage` subclass (pipeline/contract/stage.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # `attached_to` value of a stage that closes a release (after every listed stage; `invoke release` only).
@@ -25,7 +25,8 @@ class StageEntry:
     """One registry line.
 
     target:      "module:Class", imported when the stage runs.
-    requires:    stages that must be listed, earlier (config error otherwise); `why` says why, in the error.
+    requires:    stages that must be listed, earlier (config error otherwise); `why` says why, in the error (one
+                 text, or one per required stage).
     after:       stages that must come earlier when both are listed.
     gated_by:    stages that run first even when this one runs alone (its task), when the environment lists them.
     attached_to: not listed by environments: runs right after this stage wherever it runs, or at the end of a
@@ -36,7 +37,7 @@ class StageEntry:
 
     target: str
     requires: tuple[str, ...] = ()
-    why: str = ""
+    why: str | Mapping[str, str] = ""
     after: tuple[str, ...] = ()
     gated_by: tuple[str, ...] = ()
     attached_to: str = ""
@@ -57,11 +58,18 @@ STAGE_REGISTRY: dict[str, StageEntry] = {
                        why="images are signed by registry digest", after=_B),
     "verify-images": StageEntry("pipeline.stages.verify_images:VerifyImagesStage", after=(*_B, "sign")),
     # after verify-images: the migrator is the release's backend image, its digest checked before it runs
-    "migrate": StageEntry("pipeline.stages.migrate:MigrateStage", requires=("push",),
-                          why="the migrator runs the pushed image by digest", after=(*_B, "verify-images"),
-                          gated_by=("verify-images",)),
-    "deploy": StageEntry("pipeline.stages.rollout:DeployStage", requires=("push",),
-                         why="deploys are by registry digest", after=(*_B, "verify-images", "migrate"),
+    "migrate": StageEntry("pipeline.stages.migrate:MigrateStage", requires=("push", "verify-images"),
+                          why={"push": "the migrator runs the pushed image by digest",
+                               "verify-images": "the migrator runs in the cluster: no image reaches a cluster "
+                                                "unless it is signed by a trusted key for its digest"},
+                          after=(*_B, "verify-images"), gated_by=("verify-images",)),
+    # No image reaches a cluster unless signed by a trusted key for its digest: the gate is listed wherever
+    # deploy is (and the deploy checks what it applies itself: pipeline/stages/deploy/trust_gate.py).
+    "deploy": StageEntry("pipeline.stages.rollout:DeployStage", requires=("push", "verify-images"),
+                         why={"push": "deploys are by registry digest",
+                              "verify-images": "no image reaches a cluster unless it is signed by a trusted key "
+                                               "for its digest"},
+                         after=(*_B, "verify-images", "migrate"),
                          gated_by=("verify-images", "migrate")),
     "verify": StageEntry("pipeline.stages.rollout:VerifyStage", after=_B),
     "published": StageEntry("pipeline.stages.published:PublishedStage", attached_to=RELEASE_END),
@@ -98,7 +106,8 @@ def ordering_problem(stages: tuple[str, ...]) -> tuple[str, str] | None:
         entry = STAGE_REGISTRY[name]
         for req in entry.requires:
             if req not in at:
-                return (f"{name} needs {req}" + (f" ({entry.why})" if entry.why else ""),
+                why = entry.why if isinstance(entry.why, str) else entry.why.get(req, "")
+                return (f"{name} needs {req}" + (f" ({why})" if why else ""),
                         f'add "{req}" before "{name}"')
         for earlier in (*entry.requires, *entry.after):
             if earlier in at and at[earlier] > at[name]:

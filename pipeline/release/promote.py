@@ -1,4 +1,5 @@
-"""Promotion: copy the exact images (by digest) that passed in one environment to the next one.
+"""Promotion: copy the exact images (by digest) that passed in one environment to the next one: the whole release
+image list (core/release_images.py), the services and, where the target runs them, the infra images.
 
 No rebuild and no pull through the engine: skopeo copies registry-to-registry with --preserve-digests
 (the registry API's cross-repository mount is the fallback inside one registry when skopeo is missing).
@@ -6,7 +7,10 @@ The target environment's `promote_requires` gates ("scan", "smoke") are checked 
 service before anything is copied, and so is the trust gate where the source signs or verifies (each
 digest signed by its trusted keys, attested for the release's commit): a refusal (PolicyBlocked, exit 3)
 leaves nothing half-done. A target that signs gets each promoted digest signed with its own key.
-Every target tag is then verified through the registry API to answer the source digest.
+Every target tag is then verified through the registry API to answer the source digest. The target then holds
+the release: its Release manifest is written with the promoted digests at its own repositories (and the source's
+version, build, scan and smoke records of those digests), so `invoke verify-images --env <target>` and
+`invoke deploy --env <target>` work on exactly what was promoted, infra included.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any
 
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PolicyBlocked, StageFailed, ToolMissing, UsageError
-from pipeline.core.manifest import Manifest
+from pipeline.core.manifest import INFRA_PREFIX, Manifest, manifest_path
 from pipeline.core.redact import redact
+from pipeline.core.release_images import INFRA_REPOSITORY, infra_images
 from pipeline.core.reporter import Reporter
 from pipeline.core.retry import with_retries
 from pipeline.core.vocab import PromotionStatus, ScanStatus, SmokeStatus, now_iso
@@ -70,7 +75,8 @@ def _gate_status(man: Manifest, name: str, gate: str) -> StrEnum | None:
 def _gates(man: Manifest, names: list[str], dst: Environment) -> None:
     blocked: list[str] = []
     for name in names:
-        for gate in dst.promote_requires:
+        # an infra image is scanned on its own; it is smoke-tested only inside its services' stack
+        for gate in [g for g in dst.promote_requires if g == "scan" or not name.startswith(INFRA_PREFIX)]:
             status = _gate_status(man, name, gate)
             if status != PASSING[gate]:
                 blocked.append(f"{name} ({gate}: {status or 'no result'})")
@@ -101,6 +107,14 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
         svc = cfg.service(name)
         src_repo, dst_repo = src.repository(svc), dst.repository(svc)
         plans.append((name, src_repo, dst_repo, _source(man, name, src, src_repo)))
+    # The infra images the target runs beside its release (none with a --service selection, as everywhere)
+    infra_tags: dict[str, list[str]] = {}
+    for image in [] if services else infra_images(cfg, dst):
+        src_repo = src.repository_for(INFRA_REPOSITORY.format(name=image.name))
+        plans.append((image.subject, src_repo, image.repository, _source(man, image.subject, src, src_repo)))
+        pushed = man.pushed(image.subject)   # its content tag (`15-<12 hex>`), never a moving tag
+        infra_tags[image.subject] = list(pushed.tags) if pushed is not None and pushed.tags else tags
+    names = [n for n, _, _, _ in plans]
     _gates(man, names, dst)
     from pipeline.stages.sign import check_before_promotion, sign_promoted, signs
     from pipeline.trust.envkeys import signing_key
@@ -126,6 +140,7 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
 
     results: dict[str, dict[str, Any]] = {}
     for name, src_repo, dst_repo, digest in plans:
+        tags = infra_tags.get(name) or env_tags(dst, man.version_facts())
         started = time.monotonic()
         s_addr, s_path = split_repository(src_repo)
         d_addr, d_path = split_repository(dst_repo)
@@ -155,8 +170,39 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
         if dst_key is not None:
             res["signature"] = sign_promoted(cfg, dst, man, name, dst_repo, digest, key=dst_key,
                                              registries=regs)
-        man.record_promotion(name, dst.name, res)
+        if not name.startswith(INFRA_PREFIX):   # an infra image's promotion is in the target's manifest only
+            man.record_promotion(name, dst.name, res)
         results[name] = res
         log(redact(f"  {name}: {res['status']} {dst_repo}@{digest} [{', '.join(tags)}] via {method}"))
-    log(f"promote {src.name} → {dst.name}: {len(results)} image(s), same digests, nothing built or pulled")
+    target = promoted_manifest(cfg, dst, man, results)
+    log(f"promote {src.name} → {dst.name}: {len(results)} image(s), same digests, nothing built or pulled; "
+        f"{target.path} holds them")
     return results
+
+
+CARRIED = ("build", "scan", "smoke")   # facts about the digest itself, true in the target too
+
+
+def promoted_manifest(cfg: Config, dst: Environment, man: Manifest, results: Mapping[str, Mapping[str, Any]]
+                      ) -> Manifest:
+    """The target's Release manifest after a promotion (replacing the one it had): the source's version facts,
+    and for each promoted subject (service or `infra/<name>`) the source's build, scan and smoke records and its
+    push record re-pointed at the target repository and tags (`promoted_from`: the source reference).
+    `results`: run_promote's, subject → {"repository", "digest", "tags", "source", …}."""
+    m = Manifest.new(manifest_path(cfg.state_dir, dst.name), env=dst.name, release_id=man.release_id,
+                     version=man.version_facts())
+    for name, res in results.items():
+        raw = man.infra_result if name.startswith(INFRA_PREFIX) else man.stage_result
+        slot = name.removeprefix(INFRA_PREFIX)
+        if not name.startswith(INFRA_PREFIX):
+            entry = man.service(name)
+            m.set_service(name, repository=res["repository"], tags=list(res["tags"]),
+                          input_digest=entry.get("input_digest", ""))
+        for stage in CARRIED:
+            if (rec := raw(slot, stage)) is not None:
+                m.record(name, stage, {k: v for k, v in rec.items() if k != "at"})
+        push = {k: v for k, v in (raw(slot, "push") or {}).items() if k != "at"}
+        m.record(name, "push", {**push, "status": "pushed", "repository": res["repository"],
+                                "digest": res["digest"], "tags_pushed": list(res["tags"]), "tags": list(res["tags"]),
+                                "promoted_from": res["source"]})
+    return m

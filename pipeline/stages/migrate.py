@@ -65,8 +65,12 @@ class _World:
         generated = image_values(ctx.cfg, choices, "", env.pull_secret)
         prepare.ensure_namespace(rt, ctx.reporter)
         if env.local_infra and not rt.external:
+            from pipeline.stages.deploy import trust_gate
+
+            infra = pinned_infra(ctx.cfg, env, ctx.manifest)
+            trust_gate.verify_infra(ctx.cfg, rt, ctx.manifest, infra, ctx.reporter)   # before their kubectl apply
             extra.append(prepare.ensure_local_infra_values(ctx.cfg, rt, chart, ctx.cfg.state_dir / "deploy",
-                                                           ctx.reporter, pinned_infra(ctx.cfg, env, ctx.manifest)))
+                                                           ctx.reporter, infra))
         self.merged = merged_values(chart, env_values_files(env, extra), generated)
         prepare.ensure_chart_secret(rt, self.merged, ctx.reporter)
         prepare.ensure_pull_secret(rt, ctx.reporter)
@@ -80,10 +84,22 @@ class _World:
         return self.job(svc, pushed.ref, flag, deadline_s=JOB_TIMEOUT_S)
 
     def job(self, svc: Service, image: str, flag: str, *, deadline_s: int) -> Any:
-        """One Job of `image` (repository@sha256:…) with `flag`, its pod checked against the restricted
-        profile first (migrate_job.JobRun)."""
+        """One Job of `image` (repository@sha256:…) with `flag`, its image verified (signed by a trusted key for
+        that digest, with provenance: the release's commit for the release's digest, any for the running
+        version's) and its pod checked against the restricted profile first (migrate_job.JobRun).
+        PolicyBlocked (exit 3) when the image does not verify: no Job is created."""
         from pipeline.gate import pod_security
         from pipeline.stages import migrate_job
+        from pipeline.stages.verify_images import verify_applied
+
+        pushed = self.ctx.manifest.pushed(svc.name)
+        ours = pushed is not None and pushed.ref == image
+        env = self.ctx.env.name
+        verify_applied(self.ctx.cfg, self.ctx.env, self.ctx.manifest,
+                       {image: f"the {svc.name} {flag} Job" + ("" if ours else " (the running version's image)")},
+                       self.ctx.reporter, action=f"the {svc.name} {flag} Job in {env}",
+                       hint=f"sign the release's images for {env}: `invoke sign --env {env}`",
+                       earlier=() if ours else (image,))
 
         doc = migrate_job.job_document(migrate_job.job_name(svc.name, image.partition("@")[2] or image, flag),
                                        svc.name, image, flag, self.merged, run_id=self.ctx.run_id,

@@ -10,7 +10,7 @@ Everything is read from the registry at the time of the check (trust the world, 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from pipeline.contract.stage import BaseStage, StageSummary
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import PolicyBlocked, UsageError
 from pipeline.core.manifest import Manifest
-from pipeline.core.release_images import infra_subject
+from pipeline.core.release_images import infra_subject, pinned_ref_problem
 from pipeline.core.reporter import Reporter
 from pipeline.stages.image_index import children_of
 from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
@@ -88,8 +88,9 @@ def infra_refs(cfg: Config, env: Environment, man: Manifest) -> list[str]:
 
 
 def check_image(client: RegistryClient, repo: str, digest: str, trusted: list[ec.EllipticCurvePublicKey], *,
-                commit: str) -> list[str]:
-    """What is missing or wrong for repo@digest (empty = signed and attested as the release says).
+                commit: str | None) -> list[str]:
+    """What is missing or wrong for repo@digest (empty = signed and attested as the release says; `commit` None:
+    provenance of any commit, for an image of an earlier release).
 
     An image index (multi-platform image) is checked itself and then each child it names, by digest; a
     child's problems are prefixed with its platform ("linux/arm64 image: no signature …").
@@ -197,6 +198,55 @@ def verify_images(cfg: Config, env: Environment, man: Manifest, reporter: Report
                             f"from this commit), or deploy what the release built")
     return StageSummary(f"{len(verdicts)} image(s) signed and attested",
                         {"images": len(verdicts), "duration_s": round(time.monotonic() - t0, 2)})
+
+
+def applied_problems(ref: str, man: Manifest | None, *, earlier: bool = False) -> tuple[str, str | None]:
+    """How an image about to be applied is judged: ("", commit) when `ref` is `repository@sha256:<64 hex>`,
+    with the commit its provenance must name (the release's when `ref` is the digest `man` recorded for that
+    repository; None, any commit, for an image of an earlier release: kept from the deployed revision, a
+    rollback's target, or `earlier`); (problem, None) when `ref` is not pinned by digest. Pure."""
+    problem = pinned_ref_problem("image", ref)
+    if problem:
+        return f"not pinned by digest ({ref})", None
+    repository, _, digest = ref.partition("@")
+    if man is not None and man.commit and not earlier:
+        for name in [*man.services(), *(infra_subject(n) for n in man.infra_names())]:
+            pushed = man.pushed(name)
+            if pushed is not None and pushed.repository == repository and pushed.digest == digest:
+                return "", man.commit
+    return "", None
+
+
+def verify_applied(cfg: Config, env: Environment, man: Manifest | None, images: Mapping[str, str],
+                   reporter: Reporter, *, action: str, hint: str, earlier: Collection[str] = (),
+                   registries: RegistryClients | None = None) -> None:
+    """The check in front of every `helm upgrade`, `helm rollback` and `kubectl apply` of a workload: each image
+    of `images` (reference → where it comes from, e.g. "manifest", "kept from revision 4") is pinned by digest,
+    served by the registry, signed by one of env's trusted keys for that exact digest and repository, and has
+    SLSA provenance a trusted key signed with that digest as subject (and the release's commit when it is the
+    digest `man` recorded and not in `earlier`, the references known to be of an earlier release: applied_problems).
+    Raises PolicyBlocked (exit 3), one line: `action` refused, the first untrusted image, its source and its
+    problems, `hint` as the fix; UsageError when env trusts no key."""
+    keys = envkeys.trusted_keys(cfg, env)
+    regs = registries or RegistryClients(cfg, env)
+    bad: list[tuple[str, str, list[str]]] = []
+    for ref, source in images.items():
+        problem, commit = applied_problems(ref, man, earlier=ref in earlier)
+        if problem:
+            problems = [problem]
+        else:
+            repository, _, digest = ref.partition("@")
+            address, repo = split_repository(repository)
+            problems = check_image(regs.client(address), repo, digest, keys, commit=commit)
+        reporter.step("verify-images", source, f"{ref}: " + ("; ".join(problems) or "signed, provenance ok"),
+                      "failed" if problems else "done")
+        if problems:
+            bad.append((ref, source, problems))
+    if bad:
+        ref, source, problems = bad[0]
+        more = f" (+{len(bad) - 1} more image(s))" if len(bad) > 1 else ""
+        raise PolicyBlocked(f"{action} refused: untrusted image {ref} ({source}): {'; '.join(problems)}{more}", hint)
+    reporter.info(f"  trust: {len(images)} image(s) signed by {env.name}'s trusted key(s) for their digests")
 
 
 class VerifyImagesStage(BaseStage):

@@ -235,6 +235,12 @@ def get_values(target: KubeTarget, release: str, *, revision: int | None = None,
     return data if isinstance(data, dict) else {}
 
 
+def get_manifest(target: KubeTarget, release: str, *, revision: int, timeout: float = 30) -> str:
+    """The rendered manifests (multi-document YAML) Helm stored for `revision` of the release."""
+    argv = [helm().path, "get", "manifest", release, *_target_args(target), "--revision", str(revision)]
+    return run(argv, timeout=timeout, what="helm get manifest").stdout
+
+
 def rollback(target: KubeTarget, release: str, revision: int, *, timeout_s: int, wait: bool = True,
              history_max: int = 10) -> Result:
     """`helm rollback RELEASE REVISION` (check=False)."""

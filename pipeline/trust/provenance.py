@@ -187,9 +187,10 @@ class ProvenanceCheck:
 
 
 def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePublicKey], *, digest: str,
-                   commit: str) -> ProvenanceCheck:
+                   commit: str | None) -> ProvenanceCheck:
     """Is this DSSE envelope signed by a trusted key, SLSA v1, about `digest`, built from `commit` or reused at it
-    (a `reuse` byproduct naming `commit`: the image was built at an earlier commit with the same inputs)?"""
+    (a `reuse` byproduct naming `commit`: the image was built at an earlier commit with the same inputs)?
+    `commit` None: any commit (an image of an earlier release: kept by a deploy, a rollback's target)."""
     try:
         env = Envelope.from_dict(copy.deepcopy(envelope))   # from_dict consumes its argument
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -216,14 +217,14 @@ def check_envelope(envelope: dict[str, Any], trusted: list[ec.EllipticCurvePubli
     reused = {str((b.get("digest") or {}).get("gitCommit")) for b in
               (st.get("predicate") or {}).get("runDetails", {}).get("byproducts") or []
               if isinstance(b, dict) and b.get("name") == REUSE_BYPRODUCT}
-    if commit not in commits | reused:
+    if commit is not None and commit not in commits | reused:
         found = ", ".join(sorted(commits)) or "none"
         return ProvenanceCheck(False, f"provenance commit ({found[:12]}) is not the release's commit {commit[:12]}", st)
     return ProvenanceCheck(True, "", st)
 
 
 def check_provenance(client: RegistryClient, repo: str, digest: str, trusted: list[ec.EllipticCurvePublicKey],
-                     *, commit: str) -> ProvenanceCheck:
+                     *, commit: str | None) -> ProvenanceCheck:
     """Read `<repo>:sha256-<hex>.att` from the registry and check its SLSA provenance (see check_envelope)."""
     layers = read_layers(client, repo, attachment_tag(digest, "att"))
     envelopes = [layer for layer in layers or [] if layer.media_type == DSSE_MEDIA_TYPE

@@ -78,17 +78,40 @@ class DeployTarget:
     state: Path
 
     def manifest(self) -> Manifest:
+        """The target's Release manifest: each digest pushed and signed with the environment's key (the deploy
+        verifies every image it applies: pipeline/stages/deploy/trust_gate.py)."""
         path = self.state / "manifest.json"
         if path.exists():
             return Manifest.load(path)
-        m = Manifest.new(path, env=self.env.name, release_id=f"test-{self.namespace}", version={})
+        m = Manifest.new(path, env=self.env.name, release_id=f"test-{self.namespace}", version={"sha": TEST_COMMIT})
         for svc, digest in self.digests.items():
             m.set_service(svc, repository=self.repository(svc), tags=["test"], input_digest="sha256:test")
             m.record(svc, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
+        sign_manifest(self.cfg, self.env, m)
         return m
 
     def repository(self, service: str) -> str:
         return f"{self.registry}/veza-test/{service}"
+
+
+TEST_COMMIT = "d" * 40   # the commit the deploy tests' manifests record (their provenance names it)
+
+
+def with_test_keys(cfg: Config, key_dir: Path) -> Config:
+    """`cfg` with its key pairs under `key_dir` (a test's own, never the machine's key_dir)."""
+    return dataclasses.replace(cfg, signing=dataclasses.replace(cfg.signing, key_dir=key_dir))
+
+
+def sign_manifest(cfg: Config, env: Environment, m: Manifest) -> None:
+    """Sign and attest every pushed digest of `m` with env's key (made on first use: auto_key), as the sign
+    stage does; the manifest must record a commit (TEST_COMMIT)."""
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.sign import sign_images
+    from pipeline.trust import envkeys
+
+    if not envkeys.key_paths(cfg, env).private.is_file():
+        envkeys.keygen(cfg, env)
+    sign_images(cfg, dataclasses.replace(env, local_infra=False), m, PlainReporter(sink=lambda _: None))
 
 
 def _free_registry_port() -> int:
@@ -205,7 +228,7 @@ def make_target(kubeconfig: Path, registry: str, digests: dict[str, str], state:
                                       pinned_infra_images(base, registry), say=lambda _: None)
     env = dataclasses.replace(base.env("local"), namespace=ns, helm_release="veza", local_infra=False,
                               generate_secrets=True, values_file=ROOT / "helm/veza/values-local.yaml")
-    cfg = dataclasses.replace(base, state_dir=state, environments={"local": env})
+    cfg = with_test_keys(dataclasses.replace(base, state_dir=state, environments={"local": env}), state / "keys")
     return DeployTarget(cfg=cfg, env=env, kubeconfig=kubeconfig, namespace=ns, registry=registry,
                         digests=digests, infra_values=infra_values, state=state)
 

@@ -1,6 +1,8 @@
 """Deploys on the real local cluster, with Helm 3 and Helm 4: by digest, pods Ready for real; a second deploy is
-a no-op; a broken readiness path and a missing image each fail, roll back automatically, leave the previous
-revision serving (probed) and exit 5; `rollback --to` works; a pending release from a killed deploy is recovered.
+a no-op; a broken readiness path fails, rolls back automatically, leaves the previous revision serving (probed)
+and exits 5; a digest the registry does not serve is refused before Helm runs (exit 3); `rollback --to` works; a
+pending release from a killed deploy is recovered; once the environment trusts another key, a digest kept from the
+deployed revision, a `rollback --to` and a failed deploy's automatic rollback never put an unverified image back.
 
 The tests of one Helm version build on each other (one namespace per version), in file order."""
 
@@ -23,20 +25,27 @@ import jwt
 import pytest
 import yaml
 
-from pipeline.core.errors import DeployFailed
+from pipeline.core.errors import DeployFailed, PolicyBlocked
+from pipeline.core.manifest import Manifest
 from pipeline.core.paths import ROOT, TOOLS_BIN
+from pipeline.core.reporter import PlainReporter
 from pipeline.stages.deploy import deploy_release, release_status, rollback_release
+from pipeline.stages.sign import sign_images
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
+from pipeline.trust import envkeys
 from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.deploy_support import (
     PF_RANGE,
+    TEST_COMMIT,
     DeployTarget,
     LinesReporter,
     kc,
     make_target,
     remove_target,
+    sh,
     wait_for,
+    with_test_keys,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.engine, pytest.mark.slow]
@@ -167,23 +176,24 @@ def test_broken_readiness_path_rolls_back_and_exits_5(target: DeployTarget) -> N
     assert rec is not None and rec["status"] == "rolled_back"
 
 
-def test_missing_image_rolls_back_and_exits_5(target: DeployTarget) -> None:
-    rev = _history(target)[-1].revision
+def test_a_digest_the_registry_does_not_serve_is_refused_before_helm_exit_3(target: DeployTarget) -> None:
+    """Once a missing image failed in the cluster and was rolled back; now the trust gate refuses it first."""
+    hist = _history(target)
     m = target.manifest()
     missing = "sha256:" + "0" * 63 + "1"
     m.record("veza-docs", "push", {"status": "pushed", "digest": missing, "tags_pushed": []})
-    lines: list[str] = []
     try:
-        with pytest.raises(DeployFailed) as exc:
-            _deploy(target, lines=lines, timeout_s=FAIL_TIMEOUT_S, manifest=m)
+        with pytest.raises(PolicyBlocked) as exc:
+            _deploy(target, timeout_s=FAIL_TIMEOUT_S, manifest=m)
     finally:
         m.record("veza-docs", "push", {"status": "pushed", "digest": target.digests["veza-docs"],
                                        "tags_pushed": ["test"]})
-    print("\n".join(lines), f"\nerror: {exc.value.one_line()}")
-    assert exc.value.exit_code == 5
-    text = "\n".join(lines)
-    assert missing in text and ("ErrImagePull" in text or "ImagePullBackOff" in text or "Failed" in text), text
-    _assert_previous_serving(target, rev)
+    assert exc.value.exit_code == 3
+    assert exc.value.message.startswith(f"deploy to local refused: untrusted image {target.repository('veza-docs')}@"
+                                        f"{missing} (veza-docs, Release manifest): the registry does not serve"), \
+        exc.value.message
+    assert _history(target) == hist   # helm never ran
+    assert _live(target)["veza-docs"]["image"] == f"{target.repository('veza-docs')}@{target.digests['veza-docs']}"
 
 
 def test_a_wrong_db_password_is_caught_by_readiness_and_rolled_back_naming_the_cause(target: DeployTarget) -> None:
@@ -304,7 +314,8 @@ KILLED_DEPLOY = textwrap.dedent("""
     base = load_config()
     env = dataclasses.replace(base.env("local"), namespace=a["ns"], helm_release="veza", local_infra=False,
                               generate_secrets=True, values_file=Path(a["values_file"]))
-    cfg = dataclasses.replace(base, state_dir=Path(a["state"]), environments={"local": env})
+    cfg = dataclasses.replace(base, state_dir=Path(a["state"]), environments={"local": env},
+                              signing=dataclasses.replace(base.signing, key_dir=Path(a["state"]) / "keys"))
     deploy_release(cfg, env, Manifest.load(Path(a["state"]) / "manifest.json"), timeout_s=120,
                    kubeconfig=Path(a["kubeconfig"]), extra_values=[Path(p) for p in a["extra"]],
                    reporter=PlainReporter(verbose=True))
@@ -341,3 +352,57 @@ def test_pending_release_from_a_killed_deploy_is_recovered(target: DeployTarget)
     assert "recovered: release now deployed" in text, text
     assert res.status in ("deployed", "noop")
     _assert_previous_serving(target, rev)
+
+
+def test_untrusted_images_never_go_back_into_the_cluster(target: DeployTarget, tmp_path: Path) -> None:
+    """The environment now trusts another key only (its key was replaced): what the serving revision runs was
+    signed by the old one. `rollback --to` an earlier revision: refused. A `--service` deploy of an image signed
+    by the new key keeps the other services' digests from the serving revision: refused, naming a kept one. A
+    deploy whose images are all signed by the new key (veza-docs by its digest in another repository) that fails
+    does not roll back to the unverified serving revision: exit 5, "not rolled back", the failed revision stays.
+    Then the old key again: a deploy restores."""
+    hist = _history(target)
+    serving = hist[-1].revision
+    other = with_test_keys(target.cfg, tmp_path / "other-keys")
+    envkeys.keygen(other, target.env)   # the replacing key pair
+    quiet = PlainReporter(sink=lambda _: None)
+    with pytest.raises(PolicyBlocked) as back:
+        rollback_release(other, target.env, hist[-2].revision, kubeconfig=target.kubeconfig, reporter=quiet)
+    assert back.value.exit_code == 3 and "\n" not in back.value.one_line()
+    assert back.value.message.startswith(f"rollback of local to revision {hist[-2].revision} refused: untrusted "
+                                         "image "), back.value.message
+    assert "not signed by a trusted key" in back.value.message, back.value.message
+
+    # veza-docs by the same digest in another repository, signed there by the new key only
+    moved = f"{target.registry}/veza-test/veza-docs-moved"
+    sh("skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+       f"docker://{target.repository('veza-docs')}@{target.digests['veza-docs']}", f"docker://{moved}:test")
+    fresh = Manifest.new(tmp_path / "manifest.json", env="local", release_id="test-moved",
+                         version={"sha": TEST_COMMIT})
+    for svc, digest in target.digests.items():
+        fresh.set_service(svc, repository=moved if svc == "veza-docs" else target.repository(svc), tags=["test"],
+                          input_digest="sha256:test")
+        fresh.record(svc, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
+    sign_images(other, target.env, fresh, quiet, ["veza-docs"])
+    with pytest.raises(PolicyBlocked) as kept:
+        deploy_release(other, target.env, fresh, ["veza-docs"], timeout_s=60, kubeconfig=target.kubeconfig,
+                       extra_values=[target.infra_values], reporter=LinesReporter())
+    assert kept.value.exit_code == 3 and "\n" not in kept.value.one_line()
+    assert f", kept from revision {serving}): not signed by a trusted key" in kept.value.message, kept.value.message
+    assert _history(target) == hist   # neither ran helm
+
+    sign_images(other, target.env, fresh, quiet)   # every service, with the new key
+    broken = _values(target, "broken-trust.yaml", {"services": {"veza-docs": {"probes": {"readinessPath": "/nope"}}}})
+    out = LinesReporter()
+    with pytest.raises(DeployFailed) as failed:
+        deploy_release(other, target.env, fresh, timeout_s=FAIL_TIMEOUT_S, kubeconfig=target.kubeconfig,
+                       extra_values=[target.infra_values, broken], reporter=out)
+    assert failed.value.exit_code == 5
+    assert "not rolled back (the rollback to revision" in failed.value.message, failed.value.message
+    after = _history(target)
+    assert after[-1].revision == serving + 1 and after[-1].status != "deployed", after   # no rollback revision
+    assert any("a failure will not roll back" in ln for ln in out.lines), out.lines
+
+    res = _deploy(target)   # the environment's own key again: the signed release deploys, and serves
+    assert res.status == "deployed"
+    assert _live(target)["veza-docs"]["image"] == f"{target.repository('veza-docs')}@{target.digests['veza-docs']}"

@@ -3,13 +3,16 @@ cannot be pulled, a crash loop), names the object and the reason, and leaves not
 removed); the Pod Security gate stops a privileged container with exit 3 before anything reaches the cluster.
 
 Namespaces veza-d2-ff-*; one tiny image (a static binary that exits 3, ~1 MB, label veza.pipeline.run) built,
-pushed to the machine's registry as 127.0.0.1:5000/veza-d2/exits and removed from the engine afterwards;
+pushed to the machine's registry as 127.0.0.1:5000/veza-d2/exits and removed from the engine afterwards; a
+tiny image pushed as veza-d2/unpullable (through the registry API) whose layer blob is then deleted; every image
+signed with a key made in the test's tmp dir (the deploy verifies each image it applies);
 port-forwards 127.0.0.1:19750-19799.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -28,7 +31,7 @@ from pipeline.core.paths import ROOT
 from pipeline.tools import helm
 from pipeline.tools.kubectl import KubeTarget
 from tests.e2e.release_support import remove_release
-from tests.integration.deploy_support import LinesReporter
+from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, sign_manifest, with_test_keys
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster]
 REGISTRY = "127.0.0.1:5000"
@@ -43,10 +46,15 @@ class Target:
     namespace: str
     state: Path
 
-    def manifest(self, service: str, repository: str, digest: str) -> Manifest:
-        m = Manifest.new(self.state / "manifest.json", env="local", release_id=f"test-{self.namespace}", version={})
+    def manifest(self, service: str, repository: str, digest: str, *, sign: bool = True) -> Manifest:
+        """One service pushed and (`sign`) signed with the environment's key (the deploy verifies what it applies;
+        an image the registry does not serve cannot be signed)."""
+        m = Manifest.new(self.state / "manifest.json", env="local", release_id=f"test-{self.namespace}",
+                         version={"sha": TEST_COMMIT})
         m.set_service(service, repository=repository, tags=["test"], input_digest="sha256:test")
         m.record(service, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
+        if sign:
+            sign_manifest(self.cfg, self.cfg.env("local"), m)
         return m
 
     def deploy(self, m: Manifest, service: str, out: LinesReporter, extra: list[Path] | None = None) -> None:
@@ -66,7 +74,8 @@ def target(local_cluster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ns = f"veza-d2-ff-{uuid.uuid4().hex[:6]}"
     base = load_config(ROOT / "pipeline.toml", check_files=False)
     env = dataclasses.replace(base.env("local"), namespace=ns, local_infra=False, generate_secrets=True)
-    cfg = dataclasses.replace(base, state_dir=tmp_path / "state", environments={"local": env})
+    cfg = with_test_keys(dataclasses.replace(base, state_dir=tmp_path / "state", environments={"local": env}),
+                         tmp_path / "keys")
     try:
         yield Target(cfg, local_cluster, ns, tmp_path / "state")
     finally:
@@ -140,8 +149,25 @@ def _assert_fast_failure(exc: DeployFailed, took: float, out: LinesReporter, cat
     assert helm.status(KubeTarget(target.kubeconfig, "", target.namespace), "veza") is None, out.text
 
 
-def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_path: Path) -> None:
-    repo, digest = f"{REGISTRY}/veza-d2/never-pulled", "sha256:" + "c" * 64  # the pod is never scheduled
+@pytest.fixture(scope="module")
+def unpullable_image(machine_registry: str) -> tuple[str, str]:
+    """(repository, digest) of an image the registry serves (its manifest: the trust gate passes once it is
+    signed) but whose layer it lost: the kubelet's pull fails. Its content is unique to this run."""
+    from pipeline.tools.registry_api import RegistryClient
+    from tests.integration.trust.trust_fixtures import push_tiny_image
+
+    client, path = RegistryClient(REGISTRY), "veza-d2/unpullable"
+    digest = push_tiny_image(client, path, "1", uuid.uuid4().hex.encode())
+    got = client.get_manifest(path, digest)
+    assert got is not None
+    layer = json.loads(got[1])["layers"][0]["digest"]
+    client.request("DELETE", f"/v2/{path}/blobs/{layer}", ok=(202,))
+    return f"{REGISTRY}/{path}", digest
+
+
+def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_path: Path,
+                                                          docs_image: tuple[str, str]) -> None:
+    repo, digest = docs_image   # signed and served; the pod is never scheduled
     no_class = tmp_path / "no-class.yaml"
     no_class.write_text(yaml.safe_dump({"services": {"veza-stream-server": {
         "persistence": {"storageClassName": "veza-d2-no-such-class"}}}}))
@@ -153,8 +179,9 @@ def test_an_unbound_claim_stops_the_deploy_within_seconds(target: Target, tmp_pa
     assert "PersistentVolumeClaim veza-stream-server is Pending" in exc.value.message, exc.value.message
 
 
-def test_an_image_that_cannot_be_pulled_stops_the_deploy_within_seconds(target: Target) -> None:
-    m = target.manifest("veza-docs", f"{REGISTRY}/veza-d2/missing", "sha256:" + "d" * 64)
+def test_an_image_that_cannot_be_pulled_stops_the_deploy_within_seconds(target: Target,
+                                                                       unpullable_image: tuple[str, str]) -> None:
+    m = target.manifest("veza-docs", *unpullable_image)
     out, t0 = LinesReporter(), time.monotonic()
     with pytest.raises(DeployFailed) as exc:
         target.deploy(m, "veza-docs", out)
@@ -198,7 +225,8 @@ def test_a_privileged_container_is_blocked_before_anything_is_applied(target: Ta
     deployment.write_text(deployment.read_text().replace("privileged: false", "privileged: true"))
     env = dataclasses.replace(target.cfg.env("local"), values_file=root / "helm/veza/values-local.yaml")
     target.cfg = dataclasses.replace(target.cfg, root=root, environments={"local": env})
-    m = target.manifest("veza-docs", f"{REGISTRY}/veza-d2/never-used", "sha256:" + "e" * 64)
+    # never signed, never served: the Pod Security gate comes first, before the trust check
+    m = target.manifest("veza-docs", f"{REGISTRY}/veza-d2/never-used", "sha256:" + "e" * 64, sign=False)
     with pytest.raises(PolicyBlocked) as exc:
         target.deploy(m, "veza-docs", LinesReporter())
     line = exc.value.one_line()

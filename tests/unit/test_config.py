@@ -56,17 +56,20 @@ port = 5432
 [environments.dev]
 namespace = "veza-dev"
 values_file = "helm/values-dev.yaml"
-stages = ["build", "scan", "push", "deploy"]
+stages = ["build", "scan", "push", "sign", "verify-images", "deploy"]
 tags = ["sha", "branch"]
 
 [environments.prod]
 namespace = "veza-prod"
 values_file = "helm/values-prod.yaml"
-stages = ["build", "scan", "smoke", "push", "deploy", "verify"]
+stages = ["build", "scan", "smoke", "push", "verify-images", "deploy", "verify"]
+trusted_keys = ["keys/release.pub"]   # verifies what another key signed
 tags = ["semver"]
 scan_threshold = "HIGH"
 require_clean_tree = true
 """
+
+DEV_STAGES = 'stages = ["build", "scan", "push", "sign", "verify-images", "deploy"]'   # dev's stages in VALID
 
 
 @pytest.fixture
@@ -145,40 +148,55 @@ CASES: list[tuple[str, str, str, str]] = [
     ("unknown severity", 'scan_threshold = "HIGH"', 'scan_threshold = "SEVERE"',
      "pipeline.toml: environments.prod.scan_threshold: 'SEVERE' is not allowed "
      "(fix: use one of: UNKNOWN, LOW, MEDIUM, HIGH, CRITICAL)"),
-    ("unknown stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "test", "push", "deploy"]',
+    ("unknown stage", DEV_STAGES, 'stages = ["build", "test", "push", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'test' is not allowed (fix: use items from: {stages})"),
-    ("misspelt stage", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "sacn", "push", "deploy"]',
+    ("misspelt stage", DEV_STAGES, 'stages = ["build", "sacn", "push", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'sacn' is not allowed (fix: did you mean 'scan'? use items from: "
      "{stages})"),
-    ("stage listed twice", 'stages = ["build", "scan", "push", "deploy"]',
+    ("stage listed twice", DEV_STAGES,
      'stages = ["build", "scan", "push", "push", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'push' is listed twice (fix: list each item of stages once)"),
     ("misspelt tag kind", 'tags = ["sha", "branch"]', 'tags = ["sah", "branch"]',
      "pipeline.toml: environments.dev.tags: 'sah' is not allowed (fix: did you mean 'sha'? use items from: sha, "
      "branch, semver, semver-minor, semver-major, latest)"),
-    ("gate after deploy", 'stages = ["build", "scan", "push", "deploy"]',
+    ("gate after deploy", DEV_STAGES,
      'stages = ["build", "scan", "push", "sign", "deploy", "verify-images"]',
      'pipeline.toml: environments.dev.stages: deploy runs before verify-images '
      '(fix: put "verify-images" before "deploy")'),
-    ("sign without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "sign"]',
+    ("sign without push", DEV_STAGES, 'stages = ["build", "sign"]',
      'pipeline.toml: environments.dev.stages: sign needs push (images are signed by registry digest) '
      '(fix: add "push" before "sign")'),
-    ("build not first", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["scan", "build", "push", "deploy"]',
+    ("build not first", DEV_STAGES, 'stages = ["scan", "build", "push", "deploy"]',
      'pipeline.toml: environments.dev.stages: scan runs before build (fix: put "build" before "scan")'),
-    ("attached stage listed", 'stages = ["build", "scan", "push", "deploy"]',
+    ("attached stage listed", DEV_STAGES,
      'stages = ["build", "scan", "push", "sbom", "deploy"]',
      "pipeline.toml: environments.dev.stages: 'sbom' is not listed: it runs on its own right after push, wherever "
      "push runs (fix: remove 'sbom' from stages)"),
-    ("release-end stage listed", 'stages = ["build", "scan", "push", "deploy"]',
+    ("release-end stage listed", DEV_STAGES,
      'stages = ["build", "scan", "push", "deploy", "published"]',
      "pipeline.toml: environments.dev.stages: 'published' is not listed: it runs on its own at the end of every "
      "release (fix: remove 'published' from stages)"),
     ("latest in prod", 'tags = ["semver"]', 'tags = ["semver", "latest"]',
      "pipeline.toml: environments.prod.tags: 'latest' is never used by prod (fix: remove 'latest' from tags)"),
-    ("deploy without push", 'stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "deploy"]',
+    ("deploy without push", DEV_STAGES, 'stages = ["build", "deploy"]',
      'pipeline.toml: environments.dev.stages: deploy needs push (deploys are by registry digest) '
      '(fix: add "push" before "deploy")'),
-    ("smoke after push", 'stages = ["build", "scan", "smoke", "push", "deploy", "verify"]',
+    # No image reaches a cluster unless signed by a trusted key for its digest: deploy without the gate, or with
+    # a gate that nothing it trusts ever signs for, is refused at load.
+    ("deploy without the trust gate", DEV_STAGES,
+     'stages = ["build", "scan", "push", "sign", "deploy"]',
+     'pipeline.toml: environments.dev.stages: deploy needs verify-images (no image reaches a cluster unless it is '
+     'signed by a trusted key for its digest) (fix: add "verify-images" before "deploy")'),
+    ("deploy that nothing signs", DEV_STAGES,
+     'stages = ["build", "scan", "push", "verify-images", "deploy"]',
+     'pipeline.toml: environments.dev.stages: dev deploys but neither signs its images nor trusts another key '
+     '(fix: add "sign" before "verify-images", or name the public key(s) it trusts in trusted_keys)'),
+    ("prod deploys without the gate",
+     'stages = ["build", "scan", "smoke", "push", "verify-images", "deploy", "verify"]',
+     'stages = ["build", "scan", "smoke", "push", "deploy", "verify"]',
+     'pipeline.toml: environments.prod.stages: deploy needs verify-images (no image reaches a cluster unless it is '
+     'signed by a trusted key for its digest) (fix: add "verify-images" before "deploy")'),
+    ("smoke after push", 'stages = ["build", "scan", "smoke", "push", "verify-images", "deploy", "verify"]',
      'stages = ["build", "scan", "push", "smoke", "deploy", "verify"]',
      'pipeline.toml: environments.prod.stages: push runs before smoke (fix: put "smoke" before "push")'),
     ("boolean as string", "require_clean_tree = true", 'require_clean_tree = "yes"',
@@ -264,9 +282,9 @@ def test_invoke_reports_config_error_in_one_line_exit_2(project: Path) -> None:
 
 
 def test_lint_stage_is_optional(project: Path) -> None:
-    base = 'stages = ["build", "scan", "push", "deploy"]'
+    base = DEV_STAGES
     assert base in VALID
-    (project / "pipeline.toml").write_text(VALID.replace(base, 'stages = ["build", "lint", "scan", "push", "deploy"]'))
+    (project / "pipeline.toml").write_text(VALID.replace(base, base.replace('"build", ', '"build", "lint", ')))
     cfg = load_config(project / "pipeline.toml")
     assert any(e.stages[:2] == ("build", "lint") for e in cfg.environments.values())
 
@@ -323,9 +341,9 @@ QA = ('[environments.qa]\nnamespace = "veza-qa"\nvalues_file = "helm/values-qa.y
 
 
 @pytest.mark.parametrize("dev_stages,qa_tags,why", [
-    ('["build", "scan", "push", "deploy"]', '["branch"]', "the same tags (branch)"),
-    ('["build", "push", "sign", "deploy"]', '["semver-minor"]', "different signing keys"),
-    ('["build", "push", "sign", "deploy"]', '["sha", "branch"]',
+    ('["build", "scan", "push"]', '["branch"]', "the same tags (branch)"),
+    ('["build", "push", "sign", "verify-images", "deploy"]', '["semver-minor"]', "different signing keys"),
+    ('["build", "push", "sign", "verify-images", "deploy"]', '["sha", "branch"]',
      "different signing keys and the same tags (sha, branch)"),
 ])
 def test_two_environments_on_one_registry_namespace_are_refused_naming_both(
@@ -333,7 +351,7 @@ def test_two_environments_on_one_registry_namespace_are_refused_naming_both(
     """local and dev once shared veza-dev: a local release replaced dev's tags and attestation. Any two
     environments that push to one registry + namespace and sign (each with its own key) or write a tag kind in
     common are refused at load, whichever their names, with one line naming both and the two fixes."""
-    text = VALID.replace('stages = ["build", "scan", "push", "deploy"]', f"stages = {dev_stages}") \
+    text = VALID.replace(DEV_STAGES, f"stages = {dev_stages}") \
         + QA.replace('tags = ["branch"]', f"tags = {qa_tags}")
     err = _load(project, text)
     line = err.one_line()
@@ -381,7 +399,7 @@ def test_the_project_environments_each_push_to_their_own_namespace() -> None:
                                       "127.0.0.1:05000", "127.0.0.1:5000/"])
 def test_one_registry_written_another_way_is_still_the_same_registry(project: Path, registry: str) -> None:
     """The collision check compares the host a registry names, not its spelling (canonical_registry)."""
-    text = VALID.replace('stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "push", "sign"]') \
+    text = VALID.replace(DEV_STAGES, 'stages = ["build", "push", "sign"]') \
         + QA.replace('stages = ["build", "push", "sign"]', f'registry = "{registry}"\nregistry_namespace = "veza"\n'
                      'stages = ["build", "push", "sign"]')
     line = _load(project, text).one_line()
@@ -390,7 +408,7 @@ def test_one_registry_written_another_way_is_still_the_same_registry(project: Pa
 
 def test_a_namespace_reaching_into_another_environments_repositories_is_refused(project: Path) -> None:
     """qa's namespace `veza/infra` + service `postgres` would be dev's infra repository: full paths are compared."""
-    text = VALID.replace('stages = ["build", "scan", "push", "deploy"]', 'stages = ["build", "push", "sign"]\n'
+    text = VALID.replace(DEV_STAGES, 'stages = ["build", "push", "sign"]\n'
                          'local_infra = true').replace('name = "docs"\n', 'name = "docs"\nrepository = "postgres"\n') \
         + QA.replace('stages = ["build", "push", "sign"]', 'registry_namespace = "veza/infra"\n'
                      'stages = ["build", "push", "sign"]\ntags = ["sha"]').replace('tags = ["branch"]\n', '', 1)

@@ -57,8 +57,11 @@ def test_the_ordering_rules_are_one_loop_over_the_registry() -> None:
                              "verify")) is None
     assert ordering_problem(("build", "deploy")) == ("deploy needs push (deploys are by registry digest)",
                                                      'add "push" before "deploy"')
-    assert ordering_problem(("build", "deploy", "push")) == ("deploy runs before push",
-                                                             'put "push" before "deploy"')
+    assert ordering_problem(("build", "deploy", "push")) == ("deploy needs verify-images (no image reaches a cluster "
+                                                             "unless it is signed by a trusted key for its digest)",
+                                                             'add "verify-images" before "deploy"')
+    assert ordering_problem(("build", "push", "deploy", "verify-images")) == ("deploy runs before verify-images",
+                                                                              'put "verify-images" before "deploy"')
     assert ordering_problem(("scan", "build")) == ("scan runs before build", 'put "build" before "scan"')
 
 
@@ -70,7 +73,8 @@ def test_a_new_registry_line_brings_its_rules_to_the_config(monkeypatch: pytest.
     local = 'stages = ["build", "scan", "push", "sign", "verify-images", "migrate", "deploy"]'
     assert local in text
     path = tmp_path / "pipeline.toml"
-    path.write_text(text.replace(local, 'stages = ["build", "scan", "push", "deploy", "canary"]', 1))
+    path.write_text(text.replace(local, 'stages = ["build", "scan", "push", "sign", "verify-images", "deploy", '
+                                        '"canary"]', 1))
     assert load_config(path, check_files=False).env("local").stages[-1] == "canary"
     path.write_text(text.replace(local, 'stages = ["build", "scan", "push", "canary"]', 1))
     with pytest.raises(ConfigError) as err:

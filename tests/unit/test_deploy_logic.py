@@ -271,3 +271,36 @@ def test_status_compares_an_observation_with_the_environments_manifest(tmp_path:
     assert [d.line() for d in drift_report(env, m, failed)] == [
         "release veza: expected deployed, failed at revision 3",
         "veza-docs: expected " + D1 + ", Deployment veza-docs does not exist"]
+
+
+# -- what the trust check in front of an apply judges (pipeline/stages/deploy/trust_gate.py)
+
+def test_each_rendered_image_is_named_by_its_source() -> None:
+    from pipeline.stages.deploy.trust_gate import image_sources
+    from pipeline.stages.deploy.values import ImageChoice
+
+    d = "sha256:" + "a" * 64
+    choices = {"api": ImageChoice("api", "r/api", d, "manifest"), "docs": ImageChoice("docs", "r/docs", d, "deployed")}
+    assert image_sources(["r/api@" + d, "r/docs@" + d, "r/sidecar@" + d], choices, 7) == {
+        "r/api@" + d: "api, Release manifest", "r/docs@" + d: "docs, kept from revision 7",
+        "r/sidecar@" + d: "rendered chart"}
+
+
+def test_an_applied_image_is_judged_by_its_release_or_as_an_earlier_one(tmp_path: Path) -> None:
+    """The release's own digest: provenance of the release's commit; any other digest (kept, a rollback's target),
+    also of a repository the manifest records: provenance of any commit; a tag or a short digest: refused."""
+    from pipeline.stages.verify_images import applied_problems
+
+    d, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    m = Manifest.new(tmp_path / "m.json", env="dev", release_id="r", version={"sha": "c" * 40})
+    m.set_service("api", repository="reg/api", tags=["t"], input_digest="sha256:x")
+    m.record("api", "push", {"status": "pushed", "digest": d, "tags_pushed": ["t"]})
+    m.record("infra/postgres", "push", {"status": "pushed", "digest": other, "repository": "reg/infra/postgres"})
+    assert applied_problems("reg/api@" + d, m) == ("", "c" * 40)
+    assert applied_problems("reg/infra/postgres@" + other, m) == ("", "c" * 40)
+    assert applied_problems("reg/api@" + other, m) == ("", None)
+    assert applied_problems("reg/web@" + d, m) == ("", None)
+    assert applied_problems("reg/api@" + d, None) == ("", None)
+    assert applied_problems("reg/api@" + d, m, earlier=True) == ("", None)   # kept from the serving revision
+    assert applied_problems("reg/api:t", m)[0] == "not pinned by digest (reg/api:t)"
+    assert applied_problems("reg/api@sha256:abc", m)[0].startswith("not pinned by digest")

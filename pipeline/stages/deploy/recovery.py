@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from pipeline.core.config import Config
 from pipeline.core.errors import DeployFailed, StageFailed, UsageError
 from pipeline.core.reporter import Reporter
+from pipeline.stages.deploy import trust_gate
 from pipeline.stages.deploy.diagnosis import helm_reason
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import helm, kubectl
@@ -73,12 +75,13 @@ def local_helm_busy(release: str, namespace: str) -> str:
     return ""
 
 
-def recover_pending(rt: ReleaseTarget, current: helm.ReleaseStatus | None, lock: Path,
+def recover_pending(cfg: Config, rt: ReleaseTarget, current: helm.ReleaseStatus | None, lock: Path,
                     reporter: Reporter) -> helm.ReleaseStatus | None:
     """A release left pending-* by a killed run blocks every helm operation. It is safe to recover when
     no helm operation can still be running: the deploy lock was free (its holder died) and no local helm
     process works on this release, or the pending state is older than the deploy timeout.
-    Returns the release's status afterwards (None = removed). Raises StageFailed when it is not safe."""
+    Returns the release's status afterwards (None = removed). Raises StageFailed when it is not safe,
+    PolicyBlocked (exit 3) when the revision it would roll back to does not verify (trust_gate)."""
     if current is None or current.status not in helm.PENDING_STATES:
         return current
     hist = helm.history(rt.kube, rt.release)
@@ -98,6 +101,8 @@ def recover_pending(rt: ReleaseTarget, current: helm.ReleaseStatus | None, lock:
                           f"when no other deploy runs, recover with: {command}")
     reporter.info(f"  recovering automatically (previous deploy on this machine ended: {previous_holder or 'none'})")
     if action == "rollback":
+        trust_gate.verify_revision(cfg, rt, revision, reporter,
+                                   action=f"the automatic recovery of {rt.release} ({command})")
         res = helm.rollback(rt.kube, rt.release, revision, timeout_s=rt.timeout_s, history_max=rt.history_max)
     else:
         res = helm.uninstall(rt.kube, rt.release, timeout_s=rt.timeout_s)
@@ -132,12 +137,18 @@ def settle_after_cancel(rt: ReleaseTarget, previous: int, reporter: Reporter) ->
                            f"inspect: helm history {rt.release} -n {rt.namespace}")
 
 
-def rollback_after_verify(rt: ReleaseTarget, failed_revision: int, reporter: Reporter) -> int:
+def rollback_after_verify(cfg: Config, rt: ReleaseTarget, failed_revision: int, reporter: Reporter) -> int:
     """Undo a revision that Helm deployed but that failed verification. The target comes from the release's
     history as it is now: the newest revision before `failed_revision` that ever served (last_good_revision).
     Only a release that never had one is uninstalled (its claims carry helm.sh/resource-policy: keep).
-    Returns the revision rolled back to (0 = uninstalled). Raises DeployFailed when Helm fails to."""
+    Returns the revision rolled back to (0 = uninstalled). Raises DeployFailed when Helm fails to, or when the
+    target's images do not verify (trust_gate: the failed revision stays; nothing untrusted is put back)."""
     target = last_good_revision(helm.history(rt.kube, rt.release), before=failed_revision or None)
+    problem = trust_gate.revision_problem(cfg, rt, target, reporter)
+    if problem:
+        raise DeployFailed(f"verification failed and the release was not rolled back ({problem}); revision "
+                           f"{failed_revision} stays", f"fix it and deploy again, or sign revision {target}'s "
+                           f"images for {rt.env.name} and `invoke rollback --env {rt.env.name} --to {target}`")
     if target:
         reporter.info(f"  rolling back to revision {target}, the last revision that was deployed")
         res = helm.rollback(rt.kube, rt.release, target, timeout_s=rt.timeout_s, history_max=rt.history_max)
@@ -151,9 +162,10 @@ def rollback_after_verify(rt: ReleaseTarget, failed_revision: int, reporter: Rep
     return target
 
 
-def rollback_to(rt: ReleaseTarget, revision: int | None, reporter: Reporter) -> int:
+def rollback_to(cfg: Config, rt: ReleaseTarget, revision: int | None, reporter: Reporter) -> int:
     """`invoke rollback`: roll back to `revision` (default: the newest deployed/superseded one before the current)
     and wait. Returns the new revision. Raises StageFailed (no cluster), UsageError (no such revision),
+    PolicyBlocked (exit 3: an image of that revision does not verify, trust_gate; nothing changed),
     DeployFailed (Helm failed)."""
     env = rt.env
     if not kubectl.server_version(rt.kube):
@@ -175,6 +187,7 @@ def rollback_to(rt: ReleaseTarget, revision: int | None, reporter: Reporter) -> 
                          f"({', '.join(str(r) for r in sorted(known))})", "pick one of those (helm keeps the last 10)")
     if revision == current:
         raise UsageError(f"revision {revision} is the current one", "pick an older revision")
+    trust_gate.verify_revision(cfg, rt, revision, reporter, action=f"rollback of {env.name} to revision {revision}")
     reporter.info(f"rollback {env.name}: {rt.release} revision {current} → {revision}")
     res = helm.rollback(rt.kube, rt.release, revision, timeout_s=rt.timeout_s)
     if not res.ok:

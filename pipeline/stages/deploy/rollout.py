@@ -32,7 +32,7 @@ from pipeline.core.release_images import pinned_infra
 from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.core.vocab import DeployStatus
 from pipeline.gate import pod_security
-from pipeline.stages.deploy import diagnosis, failfast, prepare, recovery
+from pipeline.stages.deploy import diagnosis, failfast, prepare, recovery, trust_gate
 from pipeline.stages.deploy.drift import workload_differences
 from pipeline.stages.deploy.status import live_images
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, HISTORY_MAX, ReleaseTarget, deploy_lock
@@ -100,6 +100,7 @@ class _Rollout:
         self.chart = cfg.root / CHART
         self.started = time.monotonic()
         self.gen_values = cfg.state_dir / "deploy" / f"{rt.env.name}-values.yaml"
+        self.fallback_problem = ""   # why a failure must not roll back (trust_gate.revision_problem), "" = it may
 
     def run(self, dry_run: bool) -> DeployResult:
         cfg, env, rt, say = self.cfg, self.env, self.rt, self.reporter.info
@@ -125,6 +126,7 @@ class _Rollout:
         if reachable:
             say(f"  what the cluster enforces: {pod_security.enforcement_note(reachable)}")
         if reachable and runs_infra:
+            trust_gate.verify_infra(cfg, rt, self.manifest, infra_images, self.reporter)   # before kubectl apply
             self.extra_values.append(prepare.ensure_local_infra_values(cfg, rt, self.chart, cfg.state_dir / "deploy",
                                                                        self.reporter, infra_images))
         values_files = env_values_files(env, self.extra_values)
@@ -147,6 +149,9 @@ class _Rollout:
         for c in choices.values():
             kept = " (kept from the deployed revision)" if c.source == "deployed" else ""
             say(f"  {c.service}: {c.ref}{kept}")
+        # exactly what Helm is handed, whatever each digest's source (exit 3 before anything reaches the cluster)
+        trust_gate.verify_chart(cfg, rt, self.manifest, self.chart, all_values, choices,
+                                current.revision if deployed_values is not None and current else 0, self.reporter)
 
         self.lint(all_values, reachable)
         if not reachable:
@@ -171,7 +176,7 @@ class _Rollout:
             prepare.ensure_pull_secret(rt, self.reporter)
             if not rt.external:
                 prepare.ensure_local_volumes(rt, merged, self.reporter)
-            current = recovery.recover_pending(rt, current, lock, self.reporter)
+            current = recovery.recover_pending(cfg, rt, current, lock, self.reporter)
             if current is not None and current.status == "deployed" and self.is_noop(dhash, choices):
                 say(f"no-op: revision {current.revision} already runs these digests and values "
                     f"({dhash[:19]}); nothing to do")
@@ -180,6 +185,10 @@ class _Rollout:
             self.validate_server(all_values)
             # What a failure returns to: the newest revision that ever served, whatever the latest one's status.
             previous = recovery.last_good_revision(helm.history(rt.kube, rt.release)) if current is not None else 0
+            # A failure never rolls back to a revision whose images do not verify (Helm's own rollback included).
+            self.fallback_problem = trust_gate.revision_problem(cfg, rt, previous, self.reporter)
+            if self.fallback_problem:
+                say(f"  a failure will not roll back: {self.fallback_problem}")
             return self.upgrade(all_values, choices, dhash, notes, merged, previous)
 
     def result(self, status: str, revision: int, previous: int, choices: dict[str, ImageChoice], dhash: str,
@@ -226,7 +235,8 @@ class _Rollout:
                 merged: dict[str, Any], previous: int) -> DeployResult:
         rt = self.rt
         h = helm.helm()
-        flags = " ".join(helm.upgrade_flags(h.major, wait=True, rollback_on_failure=True))
+        roll_back = not self.fallback_problem
+        flags = " ".join(helm.upgrade_flags(h.major, wait=True, rollback_on_failure=roll_back))
         self.reporter.info(f"  helm upgrade --install {flags} --timeout {rt.timeout_s}s --history-max {rt.history_max}")
         since = time.time()
         watcher = diagnosis.FailingPodWatcher(rt.kube, rt.release)
@@ -246,13 +256,14 @@ class _Rollout:
         blockers.start()
         try:
             res = helm.upgrade_install(rt.kube, rt.release, self.chart, values_files, timeout_s=rt.timeout_s,
-                                       history_max=rt.history_max, wait=True, rollback_on_failure=True,
+                                       history_max=rt.history_max, wait=True, rollback_on_failure=roll_back,
                                        on_line=helm_line, cancel=cancel)
         finally:
             blockers.stop()
             watcher.stop()
         if blockers.found is not None:
-            recovery.settle_after_cancel(rt, previous, self.reporter)
+            if roll_back:
+                recovery.settle_after_cancel(rt, previous, self.reporter)
             diagnosis.report_failure(self.cfg, rt, since, watcher.captured, self.reporter)
             self.fail(choices, previous, f"stopped after {time.time() - since:.0f}s, {blockers.found.line()}")
         if not res.ok:
@@ -268,7 +279,8 @@ class _Rollout:
             diagnosis.report_failure(self.cfg, rt, since, captured, self.reporter)
             for p in problems:
                 self.reporter.info(f"  verify: {p}")
-            previous = recovery.rollback_after_verify(rt, revision, self.reporter)
+            if roll_back:
+                previous = recovery.rollback_after_verify(self.cfg, rt, revision, self.reporter)
             self.fail(choices, previous, "verification failed: " + "; ".join(problems), failed_revision=revision)
         self.record(choices, DeployStatus.DEPLOYED, revision)
         self.reporter.info(f"deployed {self.env.name}: revision {revision}, {len(choices)} service(s) Ready and "
@@ -310,7 +322,10 @@ class _Rollout:
         """Say what the cluster holds now (observed, not assumed), record it, raise DeployFailed (exit 5).
         `previous`: the revision the failure went back to (0: none ever served)."""
         after = helm.status(self.rt.kube, self.rt.release)
-        if after is None:
+        if self.fallback_problem:
+            state = (f"not rolled back ({self.fallback_problem}): release {after.status if after else 'missing'} at "
+                     f"revision {after.revision if after else 0}")
+        elif after is None:
             state = ("the release was removed: no revision of it ever succeeded, so the failed first install was "
                      "uninstalled (claims marked helm.sh/resource-policy: keep stay)")
         elif previous and after.status == "deployed":
@@ -320,7 +335,8 @@ class _Rollout:
         else:
             state = (f"release now {after.status} at revision {after.revision}"
                      + (f"; the last deployed revision is {previous}" if previous else ""))
-        self.record(choices, DeployStatus.ROLLED_BACK if previous and after is not None else DeployStatus.FAILED,
+        rolled_back = previous and after is not None and not self.fallback_problem
+        self.record(choices, DeployStatus.ROLLED_BACK if rolled_back else DeployStatus.FAILED,
                     after.revision if after else 0, reason=reason, failed_revision=failed_revision)
         raise DeployFailed(f"deploy to {self.env.name} failed ({reason}); {state}",
                            f"see the events and logs above; `invoke status --env {self.env.name}`")
@@ -394,7 +410,7 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
     older = recovery.last_good_revision(hist, before=current.revision)
     if current.revision in ours and older:
         diagnosis.report_failure(cfg, rt, time.time() - 600, diagnosis.capture_logs(rt), reporter)
-        back = recovery.rollback_after_verify(rt, current.revision, reporter)
+        back = recovery.rollback_after_verify(cfg, rt, current.revision, reporter)
         raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}; rolled back to revision {back}",
                            f"see the events and logs above; `invoke status --env {env.name}`")
     raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}",
@@ -406,4 +422,4 @@ def rollback_release(cfg: Config, env: Environment, revision: int | None, *, tim
     """`invoke rollback`: roll back to `revision` (default: the one before the current), wait. Returns the new
     revision (see recovery.rollback_to for the errors)."""
     rt = ReleaseTarget.of(env, kubeconfig, timeout_s=timeout_s)
-    return recovery.rollback_to(rt, revision, reporter or PlainReporter())
+    return recovery.rollback_to(cfg, rt, revision, reporter or PlainReporter())
