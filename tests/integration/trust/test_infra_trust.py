@@ -296,3 +296,44 @@ def test_a_pulled_infra_image_is_signed_only_when_pinned_and_attested_as_pulled(
     assert [d.get("name") for d in deps] == [None, "pulled-from"]
     assert deps[1]["uri"] == f"docker-image://{pin}" and deps[1]["digest"] == {"sha256": digest[7:]}
     assert statement["predicate"]["buildDefinition"]["buildType"].endswith("/veza-pipeline/infra-pulled/v1")
+
+
+def test_promotion_carries_the_infra_images_and_the_target_verifies_them(
+        infra_world: tuple[TrustWorld, Config, str], docker_client: Any) -> None:
+    """Promotion carries the whole release image list (core/release_images.py): the services and the infra images
+    the target runs, each copied by digest, signed and attested with the target's key, and recorded in the
+    target's Release manifest, so the target's trust gate (`invoke verify-images --env <target>`) verifies the
+    infra too."""
+    from pipeline.release.promote import run_promote
+    from pipeline.stages.verify_images import check_image, verify_images
+
+    w, cfg, ref = infra_world
+    dev = cfg.env("dev")
+    prod = dataclasses.replace(w.cfg.env("prod"), local_infra=True, promote_requires=())
+    cfg = dataclasses.replace(cfg, environments={**cfg.environments, "prod": prod})
+    envkeys.keygen(cfg, dev)
+    envkeys.keygen(cfg, prod)
+    man = _manifest(w, docker_client, ref.split("/")[1].split(":")[0])
+    push_images(cfg, dev, man, QUIET)
+    sign_images(cfg, dev, man, QUIET)   # veza-docs and infra/tiny, with dev's key
+    docs, infra = man.pushed("veza-docs"), man.pushed("infra/tiny")
+    assert docs is not None and infra is not None
+
+    res = run_promote(cfg, dev, prod, man, QUIET, via="registry-api")
+    assert set(res) == {"veza-docs", "infra/tiny"}
+    target = Manifest.load(cfg.state_dir / "prod" / "manifest.json")
+    assert target.env == "prod" and target.commit == COMMIT
+    pushed = target.pushed("infra/tiny")
+    prod_infra = prod.repository_for("infra/tiny")
+    assert pushed is not None and (pushed.repository, pushed.digest) == (prod_infra, infra.digest)
+    assert pushed.tags == infra.tags   # its content tag, not prod's moving tags
+    assert w.client.head_manifest(split_repository(prod_infra)[1], infra.tags[0]) is not None
+
+    # prod's trust gate, on prod's manifest: the service and the infra documents' images verify with prod's key
+    refs = [f"{w.repository('prod')}@{docs.digest}", *infra_refs(cfg, prod, target)]
+    assert f"{prod_infra}@{infra.digest}" in refs
+    summary = verify_images(cfg, prod, target, QUIET, images=refs)
+    assert summary.fields["images"] == 2
+    # signed there by prod's key (the identity names prod's repository): dev's key alone does not verify it
+    dev_keys = [envkeys.signing_key(cfg, dev).public_key()]
+    assert check_image(w.client, split_repository(prod_infra)[1], infra.digest, dev_keys, commit=COMMIT)
