@@ -120,7 +120,7 @@ def run_promote(cfg: Config, src: Environment, dst: Environment, man: Manifest, 
     from pipeline.trust.envkeys import signing_key
 
     regs = registries or RegistryClients(cfg, dst, src)
-    check_before_promotion(cfg, src, man, [(n, a, d) for n, a, _, d in plans], registries=regs)
+    check_before_promotion(cfg, src, man, [(n, a, d) for n, a, _, d in plans], dst=dst, registries=regs)
     dst_key = signing_key(cfg, dst) if signs(dst) else None   # the target's key: before anything is copied
 
     policy = regs.policy

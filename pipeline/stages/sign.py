@@ -259,13 +259,20 @@ def verifies(env: Environment) -> bool:
 
 
 def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
-                           images: list[tuple[str, str, str]], *, registries: RegistryClients | None = None) -> None:
+                           images: list[tuple[str, str, str]], *, dst: Environment | None = None,
+                           registries: RegistryClients | None = None) -> None:
     """Promotion's trust gate: each (service, source repository, digest) is signed by src's trusted keys and
-    attested for the manifest's commit; PolicyBlocked (exit 3) naming the image otherwise. Nothing when src
-    neither signs nor verifies."""
+    attested for the manifest's commit; PolicyBlocked (exit 3) naming the image otherwise. When src neither signs
+    nor verifies: nothing to check for a target that does not either, PolicyBlocked for one that does (nothing
+    vouches for the images it would sign with its own key or deploy)."""
     from pipeline.core.errors import PolicyBlocked
 
     if not verifies(src):
+        if dst is not None and verifies(dst):
+            raise PolicyBlocked(f"promotion refused: {src.name} neither signs nor verifies its images, so no trusted "
+                                f"key vouches for them, and {dst.name} would trust them",
+                                f"promote from an environment that signs (add \"sign\" to "
+                                f"[environments.{src.name}].stages and release it again)")
         return
     found = first_trust_problem(cfg, man, images, envkeys.trusted_keys(cfg, src), registries=registries)
     if found:

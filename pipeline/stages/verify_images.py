@@ -31,24 +31,32 @@ from pipeline.trust import envkeys
 from pipeline.trust.provenance import check_provenance
 from pipeline.trust.signing import check_signature
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod", "CronJob")
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")   # a pod spec's, wherever it is
 
 
 def images_in_manifests(text: str) -> list[str]:
-    """Every container and init container image in multi-document Kubernetes YAML, first-seen order."""
+    """Every image of every container list (initContainers, containers, ephemeralContainers) anywhere in
+    multi-document Kubernetes YAML, first-seen order: any kind, `kind: List` / `*List` items and custom workloads
+    included (what the cluster could run, not only the kinds we render), so nothing a document carries escapes
+    the trust check."""
     out: list[str] = []
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml: ~10x faster on a rendered chart
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in CONTAINER_LISTS and isinstance(value, list):
+                    for c in value:
+                        image = str(c.get("image") or "") if isinstance(c, dict) else ""
+                        if image and image not in out:
+                            out.append(image)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
     for doc in yaml.load_all(text, Loader=loader):
-        if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
-            continue
-        spec: Any = doc.get("spec") or {}
-        if doc["kind"] == "CronJob":
-            spec = ((spec.get("jobTemplate") or {}).get("spec") or {})
-        pod = spec if doc["kind"] == "Pod" else ((spec.get("template") or {}).get("spec") or {})
-        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
-            image = str(c.get("image") or "")
-            if image and image not in out:
-                out.append(image)
+        walk(doc)
     return out
 
 

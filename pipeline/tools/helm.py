@@ -236,9 +236,17 @@ def get_values(target: KubeTarget, release: str, *, revision: int | None = None,
 
 
 def get_manifest(target: KubeTarget, release: str, *, revision: int, timeout: float = 30) -> str:
-    """The rendered manifests (multi-document YAML) Helm stored for `revision` of the release."""
+    """The rendered manifests (multi-document YAML) Helm stored for `revision` of the release (hooks excluded:
+    get_hooks)."""
     argv = [helm().path, "get", "manifest", release, *_target_args(target), "--revision", str(revision)]
     return run(argv, timeout=timeout, what="helm get manifest").stdout
+
+
+def get_hooks(target: KubeTarget, release: str, *, revision: int, timeout: float = 30) -> str:
+    """The hook manifests (multi-document YAML) Helm stored for `revision`: what `helm rollback` to it runs
+    besides its manifests (pre-/post-rollback Jobs)."""
+    argv = [helm().path, "get", "hooks", release, *_target_args(target), "--revision", str(revision)]
+    return run(argv, timeout=timeout, what="helm get hooks").stdout
 
 
 def rollback(target: KubeTarget, release: str, revision: int, *, timeout_s: int, wait: bool = True,

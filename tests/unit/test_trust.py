@@ -149,3 +149,76 @@ def test_signed_identity_is_compared_by_repository() -> None:
     assert _repository_of("127.0.0.1:5000/ns/app:v1") == "127.0.0.1:5000/ns/app"
     assert _repository_of("127.0.0.1:5000/ns/app@sha256:ab") == "127.0.0.1:5000/ns/app"
     assert _repository_of("127.0.0.1:5000/ns/other") != "127.0.0.1:5000/ns/app"
+
+
+def test_every_container_list_anywhere_is_collected_for_the_trust_check() -> None:
+    """Lists, kinds we never render (ReplicationController, custom workloads such as an Argo Rollout) and
+    ephemeral containers: whatever the cluster could run is checked (the review's case: a List holding a
+    Deployment of `evil:latest` came back empty)."""
+    text = """
+kind: List
+items:
+- kind: Deployment
+  spec: {template: {spec: {containers: [{image: "evil:latest"}]}}}
+- kind: DeploymentList
+  items: [{kind: Deployment, spec: {template: {spec: {containers: [{image: "r/nested:1"}]}}}}]
+---
+kind: ReplicationController
+spec: {template: {spec: {containers: [{image: "r/rc:1"}]}}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+spec: {template: {spec: {initContainers: [{image: "r/roll-init:1"}], containers: [{image: "r/roll:1"}]}}}
+---
+kind: Pod
+spec: {containers: [{image: "ok@sha256:00"}], ephemeralContainers: [{image: "r/debug:1"}]}
+"""
+    assert images_in_manifests(text) == ["evil:latest", "r/nested:1", "r/rc:1", "r/roll-init:1", "r/roll:1",
+                                         "ok@sha256:00", "r/debug:1"]
+
+
+def test_promotion_from_an_environment_that_vouches_for_nothing_into_one_that_signs_is_refused() -> None:
+    """A build-and-push-only source: no trusted key ever vouched for its images, so a target that signs (with its
+    own key) or verifies must not take them; between two environments that do neither it is a plain copy."""
+    import dataclasses
+
+    from pipeline.core.config import load_config
+    from pipeline.core.errors import PolicyBlocked
+    from pipeline.core.manifest import Manifest
+    from pipeline.stages.sign import check_before_promotion
+
+    cfg = load_config(check_files=False)
+    src = dataclasses.replace(cfg.env("dev"), stages=("build", "push"))
+    dst = cfg.env("prod")
+    man = Manifest.new(Path("/nonexistent/manifest.json"), env="dev", release_id="dev-x", version={"sha": "a" * 40})
+    images = [("veza-docs", "127.0.0.1:5000/veza-dev/veza-docs", "sha256:" + "1" * 64)]
+    with pytest.raises(PolicyBlocked) as exc:
+        check_before_promotion(cfg, src, man, images, dst=dst)
+    assert "dev neither signs nor verifies" in exc.value.message and "prod would trust them" in exc.value.message
+    plain = dataclasses.replace(dst, stages=("build", "push"))
+    check_before_promotion(cfg, src, man, images, dst=plain)   # nothing to vouch for, nothing trusting it
+
+
+def test_a_rollback_target_is_checked_against_todays_pod_security_gate_with_its_hooks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A revision deployed before a gate fix, or with a hook Job, is not put back unchecked: its manifests and
+    hooks (as Helm stored them) pass the restricted profile first, before any image is looked at."""
+    from pipeline.core.config import load_config
+    from pipeline.core.errors import PolicyBlocked
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import trust_gate
+    from pipeline.stages.deploy.target import ReleaseTarget
+
+    cfg = load_config(check_files=False)
+    rt = ReleaseTarget.of(cfg.env("dev"))
+    hook = """apiVersion: batch/v1
+kind: Job
+metadata: {name: pre-rollback, annotations: {"helm.sh/hook": pre-rollback}}
+spec: {template: {spec: {containers: [{name: h, image: "r/h@sha256:1", securityContext: {privileged: true}}]}}}
+"""
+    monkeypatch.setattr(trust_gate.helm, "get_manifest", lambda *_a, **_k: "")
+    monkeypatch.setattr(trust_gate.helm, "get_hooks", lambda *_a, **_k: hook)
+    monkeypatch.setattr(trust_gate, "verify_applied", lambda *_a, **_k: pytest.fail("images checked first"))
+    with pytest.raises(PolicyBlocked) as exc:
+        trust_gate.verify_revision(cfg, rt, 3, PlainReporter(sink=lambda _l: None), action="invoke rollback --to 3")
+    assert "revision 3" in exc.value.message and "privileged" in exc.value.message

@@ -74,15 +74,23 @@ def verify_chart(cfg: Config, rt: ReleaseTarget, manifest: Manifest | None, char
                         "without --service)")
 
 
-def revision_images(rt: ReleaseTarget, revision: int) -> list[str]:
-    """The container images of the manifests Helm stored for `revision` (what a rollback to it applies)."""
-    return images_in_manifests(helm.get_manifest(rt.kube, rt.release, revision=revision))
+def revision_documents(rt: ReleaseTarget, revision: int) -> str:
+    """What a rollback to `revision` applies and runs: the manifests Helm stored for it and its hooks
+    (multi-document YAML)."""
+    return (helm.get_manifest(rt.kube, rt.release, revision=revision) + "\n---\n"
+            + helm.get_hooks(rt.kube, rt.release, revision=revision))
 
 
 def verify_revision(cfg: Config, rt: ReleaseTarget, revision: int, reporter: Reporter, *, action: str) -> None:
-    """Before a rollback to `revision`: each image of that revision verifies (as an image of an earlier release:
-    signed for its digest, provenance of any commit). PolicyBlocked (exit 3) otherwise."""
-    refs = revision_images(rt, revision)
+    """Before a rollback to `revision`: its pod templates (manifests and hooks) pass the Pod Security "restricted"
+    profile as today's gate reads it (a revision deployed before a gate fix is not put back unchecked), and each
+    of its images verifies (as an image of an earlier release: signed for its digest, provenance of any commit).
+    PolicyBlocked (exit 3) otherwise."""
+    from pipeline.gate import pod_security
+
+    text = revision_documents(rt, revision)
+    pod_security.enforce_restricted(text, where=f"revision {revision} of {rt.release} ({action})")
+    refs = images_in_manifests(text)
     verify_applied(cfg, rt.env, None, {r: f"revision {revision}" for r in refs}, reporter, action=action,
                    hint=f"roll back to a revision whose images verify (`helm history {rt.release} -n "
                         f"{rt.namespace}`), or sign them for {rt.env.name}")
