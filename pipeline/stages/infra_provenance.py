@@ -35,7 +35,7 @@ from typing import Any
 from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest, subject_slot
-from pipeline.core.vocab import LABEL_RUN
+from pipeline.core.vocab import LABEL_RUN, now_iso
 from pipeline.local.bases import (
     LABEL_BUILDER,
     LABEL_LAYERS,
@@ -118,13 +118,13 @@ def infra_build_facts(cfg: Config, man: Manifest, subject: str, repository: str,
         raise UsageError(f"{subject}: the registry's {repository}@{digest[:19]}… is image {image.digest[:19]}…, "
                          f"not the pushed {pushed.image_id[:19]}…", "run `invoke push` again")
     base = cfg.bases[cfg.infra[name].base]
-    version = man.version_facts()
-    branch = str(version.get("branch") or "")
     url = cfg.source_url or f"file://{cfg.root}"
+    # The build is described by what made the image (its recipe by digest, or the pinned upstream), never by the
+    # release's commit: no commit is known for it. The release that runs it is the reuse byproduct, as for a
+    # service image reused at a later commit (check_provenance accepts either).
     common: dict[str, Any] = dict(
-        repository=repository, digest=digest, commit=commit, dirty=bool(version.get("dirty")),
-        source_uri=f"git+{url}" + (f"@refs/heads/{branch}" if branch else ""), builder_id=cfg.signing.builder_id,
-        finished_on=image.created)
+        repository=repository, digest=digest, commit="", dirty=False, source_uri=f"git+{url}",
+        builder_id=cfg.signing.builder_id, finished_on=image.created, reuse_commit=commit, reused_on=now_iso())
     labels = image.labels
     if LABEL_RECIPE_DIGEST not in labels:
         return _pulled_facts(subject, base.name, base.upstream, pushed.source, url, common)

@@ -87,12 +87,14 @@ def provenance_statement(f: BuildFacts) -> dict[str, Any]:
     """The in-toto Statement v1 with an SLSA v1 provenance predicate for one image (a JSON-ready dict).
 
     Empty facts are left out (no context digest, no builder version, no reuse: an image built by this run; no
-    Dockerfile: an image pulled by digest, whose `materials` name it). `materials` follow the other dependencies.
+    Dockerfile: an image pulled by digest, whose `materials` name it; no commit: an infra image, whose recipe or
+    pinned upstream is its source, and the release that runs it the reuse byproduct). `materials` follow the other
+    dependencies.
     """
-    deps: list[dict[str, Any]] = [
+    deps: list[dict[str, Any]] = [   # no commit: an infra image, described by its recipe or its pinned upstream
         {"uri": f.source_uri, "digest": {"gitCommit": f.commit},
          "annotations": {"treeState": "dirty" if f.dirty else "clean"}},
-    ]
+    ] if f.commit else []
     if f.dockerfile:   # none for an image that was pulled, not built (its material says where from)
         deps.append({"uri": f.dockerfile, "name": "Dockerfile", "digest": {"sha256": f.dockerfile_sha256}})
     if f.context_sha256:

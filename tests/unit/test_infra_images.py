@@ -219,7 +219,10 @@ def test_infra_provenance_comes_from_the_image_s_build_facts(tmp_path: Path) -> 
     assert st["subject"] == [{"name": repo, "digest": {"sha256": digest[7:]}}]
     deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
     named = {d.get("name", "source"): d for d in deps}
-    assert named["source"]["digest"] == {"gitCommit": COMMIT}
+    # built from its recipe, not at the release's commit: no gitCommit source; the release is the reuse byproduct
+    assert "source" not in named and not [d for d in deps if "gitCommit" in d.get("digest", {})]
+    (reuse,) = st["predicate"]["runDetails"]["byproducts"]
+    assert reuse["name"] == "reuse" and reuse["digest"] == {"gitCommit": COMMIT}
     assert named["Dockerfile"]["uri"] == "pipeline/local/recipes/postgres/Dockerfile"
     assert len(named["Dockerfile"]["digest"]["sha256"]) == 64
     assert named["base-image"] == {"uri": "docker-image://veza-local/debian:bookworm", "name": "base-image",
@@ -231,6 +234,7 @@ def test_infra_provenance_comes_from_the_image_s_build_facts(tmp_path: Path) -> 
     assert build["internalParameters"]["inputDigest"] == labels["veza.pipeline.recipe-digest"]
     assert build["buildType"].endswith("/veza-pipeline/infra-image/v1")
     run = st["predicate"]["runDetails"]
+    assert build["externalParameters"]["revision"] == ""
     assert run["builder"]["version"] == {"kind": "legacy", "docker_cli": "28.2.2", "engine": "20.10.24"}
     assert run["metadata"] == {"invocationId": "bases-20261201000000", "startedOn": "2026-12-01T00:00:00Z",
                                "finishedOn": "2026-12-01T00:03:00Z"}
@@ -297,9 +301,9 @@ def test_a_pulled_infra_image_needs_a_pin_and_is_recorded_as_pulled_not_built(tm
     m.record("infra/redis", "push", {**rec, "source": {**rec["source"], "pulled_from": f"redis@{pin}"}})
     st = provenance_statement(infra_build_facts(pinned_cfg, m, "infra/redis", repo, digest, pulled))
     deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
-    assert [d.get("name") for d in deps] == [None, "pulled-from"]     # the source, then where it came from
-    assert deps[1]["uri"] == f"docker-image://redis@{pin}" and deps[1]["digest"] == {"sha256": "ab" * 32}
-    assert "pulled from redis@" in deps[1]["annotations"]["note"]
+    assert [d.get("name") for d in deps] == ["pulled-from"]     # where it came from: no commit of ours built it
+    assert deps[0]["uri"] == f"docker-image://redis@{pin}" and deps[0]["digest"] == {"sha256": "ab" * 32}
+    assert "pulled from redis@" in deps[0]["annotations"]["note"]
     assert st["predicate"]["buildDefinition"]["buildType"].endswith("/veza-pipeline/infra-pulled/v1")
 
 
