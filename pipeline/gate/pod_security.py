@@ -13,6 +13,15 @@ kubernetes/pod-security-admission (policy/check_*.go) allows at v1.34: the safe 
 additions (net.ipv4.tcp_rmem, net.ipv4.tcp_wmem) and the `image` volume source among the restricted volume
 types. Each control below carries the page's title and the admission check's id.
 
+Beyond the page's Restricted Fields, on purpose: the legacy annotations the fields replaced, which clusters
+up to 1.26 honour (the embedded 1.20 does) and the page no longer lists. AppArmor's
+(`container.apparmor.security.beta.kubernetes.io/*`, baseline) and seccomp's
+(`seccomp.security.alpha.kubernetes.io/pod`, `container.seccomp.security.alpha.kubernetes.io/<container>`):
+Seccomp, baseline and restricted, blocks one whose value is not runtime/default, docker/default or
+localhost/<profile> (pod-security-admission's own check of them for policy versions before 1.19,
+seccompProfileBaseline_1_0), so a container field left unset cannot be unconfined by an annotation. An
+allowed annotation does not stand in for the field restricted requires (1.27+ ignores it).
+
 Stricter than the standard, on purpose: the relaxations for `spec.os.name: windows` pods (privilege escalation,
 seccomp, capabilities) and for user-namespace pods (`hostUsers: false`, from v1.35) are not applied. A cluster
 older than the field ignores it (1.20 knows neither), so a pod that claims it would run unconfined on Linux
@@ -76,6 +85,13 @@ SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm
 APPARMOR_TYPES = frozenset({"RuntimeDefault", "Localhost"})
 APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 SECCOMP_OK = frozenset({"RuntimeDefault", "Localhost"})
+# Seccomp: the legacy annotations the field replaced (Kubernetes 1.19), honoured up to 1.26 (the embedded 1.20
+# does): the pod-wide one, and one per container (`<prefix><container name>`). Allowed values as
+# pod-security-admission's annotation check (seccompProfileBaseline_1_0) has them, a profile name required.
+SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"
+SECCOMP_CONTAINER_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io/"
+SECCOMP_ANNOTATION_OK = frozenset({"runtime/default", "docker/default"})
+SECCOMP_ANNOTATION_LOCALHOST = "localhost/"
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 LIFECYCLE_HOOKS = ("postStart", "preStop")
 
@@ -275,11 +291,41 @@ def _seccomp_of(sc: dict[str, Any]) -> tuple[bool, Any]:
     return prof is not None, _m(prof).get("type")
 
 
+def _seccomp_annotation_ok(value: Any) -> bool:
+    """A legacy seccomp annotation's value confines: runtime/default, docker/default or localhost/<profile>."""
+    return _among(value, SECCOMP_ANNOTATION_OK) or (
+        isinstance(value, str) and value.startswith(SECCOMP_ANNOTATION_LOCALHOST)
+        and len(value) > len(SECCOMP_ANNOTATION_LOCALHOST))
+
+
+def _seccomp_annotations(pod: Pod) -> Iterator[Finding]:
+    """The legacy seccomp annotations of the pod template: any one present with a value that does not confine
+    (unconfined, "", a typo) is a violation, at the annotation, naming whose profile it is. On a cluster up to
+    1.26 the kubelet takes a container's profile from its field, else its annotation, else the pod's field,
+    else the pod's annotation: `container...kubernetes.io/web: unconfined` unconfines `web` in a pod whose
+    spec.securityContext.seccompProfile is RuntimeDefault. Checked whether or not a field shadows it, as
+    pod-security-admission's annotation check does (and the API server rejects a pod whose annotation and
+    field disagree)."""
+    annotations = _m(pod.metadata.get("annotations"))
+    for key, value in annotations.items():
+        key = str(key)
+        if key == SECCOMP_POD_ANNOTATION:
+            whose = "the pod's seccomp profile (every container without its own)"
+        elif key.startswith(SECCOMP_CONTAINER_ANNOTATION):
+            whose = f"container {key[len(SECCOMP_CONTAINER_ANNOTATION):] or '?'}'s seccomp profile"
+        else:
+            continue
+        if not _seccomp_annotation_ok(value):
+            yield (*pod.meta_path, "annotations", key), \
+                f"is {_shown(value)} ({whose}); must be runtime/default, docker/default or localhost/<profile>"
+
+
 def _seccomp_baseline(pod: Pod) -> Iterator[Finding]:
     for path, sc in pod.security_contexts():
         is_set, t = _seccomp_of(sc)
         if is_set and not _among(t, SECCOMP_OK):
             yield (*path, "seccompProfile", "type"), f"is {_shown(t)}; must be unset, RuntimeDefault or Localhost"
+    yield from _seccomp_annotations(pod)
 
 
 def _sysctls(pod: Pod) -> Iterator[Finding]:
@@ -328,19 +374,29 @@ def _run_as_user(pod: Pod) -> Iterator[Finding]:
 
 
 def _seccomp_restricted(pod: Pod) -> Iterator[Finding]:
+    """The fields as the page's Restricted table has them, then the legacy annotations (see
+    _seccomp_annotations). An allowed annotation does not count as a profile set: clusters from 1.27 ignore
+    it, so a container with neither its field nor the pod's runs unconfined there; it is blocked, the
+    message naming the annotation it relies on."""
     pod_set, pod_type = _seccomp_of(pod.security_context)
     if pod_set and not _among(pod_type, SECCOMP_OK):
         yield (*pod.spec_path, "securityContext", "seccompProfile", "type"), \
             f"is {_shown(pod_type)}; must be RuntimeDefault or Localhost"
     pod_ok = pod_set and _among(pod_type, SECCOMP_OK)
+    annotations = _m(pod.metadata.get("annotations"))
     for path, c in pod.containers():
         is_set, t = _seccomp_of(_sc(c))
         if is_set and not _among(t, SECCOMP_OK):
             yield (*path, "securityContext", "seccompProfile", "type"), \
                 f"is {_shown(t)}; must be RuntimeDefault or Localhost"
         elif not is_set and not pod_ok:
+            legacy = [k for k in (f"{SECCOMP_CONTAINER_ANNOTATION}{c.get('name')}", SECCOMP_POD_ANNOTATION)
+                      if k in annotations]
+            relies = (f" (the legacy annotation {legacy[0]} is ignored from Kubernetes 1.27)" if legacy else "")
             yield (*path, "securityContext", "seccompProfile", "type"), \
-                "is unset (and spec.securityContext.seccompProfile too); must be RuntimeDefault or Localhost"
+                "is unset (and spec.securityContext.seccompProfile too)" + relies + \
+                "; must be RuntimeDefault or Localhost"
+    yield from _seccomp_annotations(pod)
 
 
 def _capabilities_restricted(pod: Pod) -> Iterator[Finding]:
@@ -375,7 +431,8 @@ CONTROLS: tuple[Control, ...] = (
             "leave seLinuxOptions unset, or set only its type, to container_t (or _init_t, _kvm_t, _engine_t)"),
     Control("procMount", "/proc Mount Type", "baseline", _proc_mount, "remove securityContext.procMount"),
     Control("seccompProfile_baseline", "Seccomp", "baseline", _seccomp_baseline,
-            "set seccompProfile.type to RuntimeDefault (or Localhost)"),
+            "set seccompProfile.type to RuntimeDefault (or Localhost); a legacy seccomp annotation, if kept, "
+            "to runtime/default or localhost/<profile>"),
     Control("sysctls", "Sysctls", "baseline", _sysctls, "set only the safe sysctls in spec.securityContext.sysctls"),
     Control("restrictedVolumes", "Volume Types", "restricted", _volume_types,
             "use configMap, csi, downwardAPI, emptyDir, ephemeral, image, persistentVolumeClaim, projected or "
@@ -387,7 +444,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("runAsUser", "Running as Non-root user", "restricted", _run_as_user,
             "set runAsUser to a non-zero uid, or leave it unset"),
     Control("seccompProfile_restricted", "Seccomp", "restricted", _seccomp_restricted,
-            "set spec.securityContext.seccompProfile.type: RuntimeDefault", overrides=("seccompProfile_baseline",)),
+            "set spec.securityContext.seccompProfile.type: RuntimeDefault; a legacy seccomp annotation, if kept, "
+            "to runtime/default or localhost/<profile>", overrides=("seccompProfile_baseline",)),
     Control("capabilities_restricted", "Capabilities", "restricted", _capabilities_restricted,
             "set securityContext.capabilities.drop: [ALL]; add back NET_BIND_SERVICE at most",
             overrides=("capabilities_baseline",)),

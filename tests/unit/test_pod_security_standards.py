@@ -5,6 +5,10 @@ Restricted tables: for every control, every "Restricted Fields" entry in every p
 spec, containers, initContainers, ephemeralContainers, the pod's annotations), a minimal violation that must
 be blocked, and each "Allowed Values" entry, which must pass. The base pod meets the restricted profile, so
 a case changes one field and nothing else.
+
+Beyond the page's fields, as the gate's docstring says: the legacy AppArmor and seccomp annotations, which
+Kubernetes up to 1.26 (the embedded 1.20) honours; seccomp's allowed values are pod-security-admission's
+(seccompProfileBaseline_1_0). A case may put the pod in a List or a CronJob's template (`wrap`).
 """
 
 from __future__ import annotations
@@ -75,11 +79,13 @@ class Case:
     level: str                    # the table it is in
     changes: tuple[tuple[Place, Any], ...]
     blocked_at: Place | None      # the field reported, or None: allowed
+    wrap: str = ""                # "": the Pod itself; "List": the Pod in a List; "CronJob": as a CronJob's template
 
     @property
     def id(self) -> str:
         what = ",".join(f"{rendered(p)}={'unset' if v is UNSET else v!r}" for p, v in self.changes)
-        return f"{self.level}:{self.control}:{'blocked' if self.blocked_at else 'allowed'}:{what}"[:180]
+        within = f"in {self.wrap}:" if self.wrap else ""
+        return f"{self.level}:{self.control}:{'blocked' if self.blocked_at else 'allowed'}:{within}{what}"[:180]
 
 
 CASES: list[Case] = []
@@ -131,6 +137,19 @@ for f in ("user", "role"):
 field("/proc Mount Type", B, CONTAINERS, (*SC, "procMount"), ["Unmasked"], [UNSET, "Default"])
 field("Seccomp", B, (POD, *CONTAINERS), (*SC, "seccompProfile", "type"), ["Unconfined"],
       ["RuntimeDefault", "Localhost"])
+SECCOMP_ANNOTATIONS = ("seccomp.security.alpha.kubernetes.io/pod",
+                       *(f"container.seccomp.security.alpha.kubernetes.io/{n}" for n in NAMES.values()))
+SECCOMP_ANNOTATION_BAD = ["unconfined", "", "localhost/", "runtime/defualt"]
+SECCOMP_ANNOTATION_ALLOWED = [UNSET, "runtime/default", "docker/default", "localhost/veza-profile"]
+for level in (B, R):   # the legacy annotations (Kubernetes <= 1.26): the pod's field RuntimeDefault does not shadow
+    for key in SECCOMP_ANNOTATIONS:
+        field("Seccomp", level, (("metadata",),), ("annotations", key), SECCOMP_ANNOTATION_BAD,
+              SECCOMP_ANNOTATION_ALLOWED)
+    for wrap in ("List", "CronJob"):
+        for key in SECCOMP_ANNOTATIONS[:2]:
+            at = ("metadata", "annotations", key)
+            CASES.append(Case("Seccomp", level, ((at, "unconfined"),), at, wrap))
+            CASES.append(Case("Seccomp", level, ((at, "runtime/default"),), None, wrap))
 field("Sysctls", B, (POD,), (*SC, "sysctls", 0, "name"), ["kernel.msgmax", "net.ipv4.ip_forward", "vm.swappiness"],
       ["kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
        "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
@@ -162,16 +181,30 @@ for c in CONTAINERS:   # the absence of a profile is prohibited: unset on the po
 CASES.append(Case("Seccomp", R, (((*POD, *SC, "seccompProfile"), UNSET),
                                  *(((*x, *SC, "seccompProfile"), {"type": "RuntimeDefault"}) for x in CONTAINERS)),
                   None))
+for c in CONTAINERS:   # an allowed legacy annotation does not stand in for the field (ignored from 1.27)
+    name = NAMES[str(c[1])]
+    for key in ("seccomp.security.alpha.kubernetes.io/pod", f"container.seccomp.security.alpha.kubernetes.io/{name}"):
+        CASES.append(Case("Seccomp", R, (((*POD, *SC, "seccompProfile"), UNSET), (("metadata", "annotations", key),
+                                          "runtime/default")), (*c, *SC, "seccompProfile", "type")))
 field("Capabilities", R, CONTAINERS, (*SC, "capabilities", "drop"), [UNSET, [], ["NET_RAW"]],
       [["ALL"], ["ALL", "NET_RAW"]])
 field("Capabilities", R, CONTAINERS, (*SC, "capabilities", "add"), [["CHOWN"], ["SYS_ADMIN"]],
       [UNSET, ["NET_BIND_SERVICE"]])
 
 
+CRONJOB_TEMPLATE: Place = ("spec", "jobTemplate", "spec", "template")
+
+
 def _apply(case: Case) -> dict[str, Any]:
     doc = copy.deepcopy(base_pod())
     for path, value in case.changes:
         put(doc, path, value)
+    if case.wrap == "List":
+        return {"apiVersion": "v1", "kind": "List", "items": [doc]}
+    if case.wrap == "CronJob":
+        return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "p", "namespace": "veza-dev"},
+                "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {
+                    "metadata": doc["metadata"], "spec": {**doc["spec"], "restartPolicy": "Never"}}}}}}
     return doc
 
 
@@ -190,6 +223,7 @@ def test_the_standard(case: Case) -> None:
         if case.level == R:
             assert gate == []
         return
-    want = rendered(case.blocked_at)   # a list's item may be named: capabilities.add[1]
+    want = rendered(((*CRONJOB_TEMPLATE,) if case.wrap == "CronJob" else ()) + case.blocked_at)
+    # a list's item may be named: capabilities.add[1]
     assert any((f == want or f.startswith(want + "[")) and c == case.control for f, c in at_level), at_level
     assert any(f == want or f.startswith(want + "[") for f in gate), gate
