@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ToolMissing
-from pipeline.core.paths import ROOT
 
-LOCK_FILE = ROOT / "toolchain.lock.json"
+# The pins belong to this code, not to the project it releases (VEZA_ROOT may name another tree): the lock beside
+# the pipeline package.
+LOCK_FILE = Path(__file__).resolve().parents[2] / "toolchain.lock.json"
 MEMO_NAME = ".veza-verified.json"
 BOOTSTRAP = "python3 -m pipeline.machine.bootstrap"
 

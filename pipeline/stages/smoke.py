@@ -217,7 +217,8 @@ def _explain_up_failure(project: ComposeProject, compose_err: str, wait_timeout:
     except PipelineError:
         states = []
     by_service = {s.service: s for s in states}
-    crashed = [s for s in states if s.state in ("exited", "dead") or (s.state == "restarting")]
+    crashed = [s for s in states if (s.state in ("exited", "dead") or s.state == "restarting")
+               and not (s.one_shot and s.state == "exited" and s.exit_code == 0)]   # a migrator that completed
     if crashed:
         s = crashed[0]
         tail = _last_log_line(project, s.service)

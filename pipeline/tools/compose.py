@@ -59,6 +59,10 @@ class ContainerState:
     health: str         # healthy | unhealthy | starting | "" (no healthcheck)
     exit_code: int
     publishers: tuple[tuple[int, str, int], ...] = ()   # (target port, host ip, published port)
+    one_shot: bool = False   # labelled ONE_SHOT_LABEL=true: runs once and exits (a migrator); exit 0 is success
+
+
+ONE_SHOT_LABEL = "veza.pipeline.one-shot"
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ def _container(d: Mapping[str, Any]) -> ContainerState:
     return ContainerState(
         service=str(d.get("Service", "")), name=str(d.get("Name", "")), state=str(d.get("State", "")),
         health=str(d.get("Health", "")), exit_code=int(d.get("ExitCode") or 0), publishers=pubs,
+        one_shot=f"{ONE_SHOT_LABEL}=true" in str(d.get("Labels") or "").split(","),
     )
 
 

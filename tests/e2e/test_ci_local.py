@@ -72,6 +72,15 @@ def env_registry_config(clone: Path, env: str, address: str) -> None:
     (clone / "pipeline.toml").write_text(head + sep + "\n".join(lines) + "\n" + nxt + tail)
 
 
+def pin_upstreams(clone: Path, pins: dict[str, str]) -> None:
+    """The clone's [bases.*] upstreams pinned by digest (`upstream = "name:tag@sha256:…"`): a runner's engine pulls
+    a base only by its pin (pipeline/local/bases.py), from the mirror a team's runners use."""
+    text = (clone / "pipeline.toml").read_text()
+    for upstream, pinned in pins.items():
+        text = text.replace(f'upstream = "{upstream}"', f'upstream = "{pinned}"')
+    (clone / "pipeline.toml").write_text(text)
+
+
 def registry_env(tls: TlsRegistry, *envs: str) -> dict[str, str]:
     """The variables registry_keys names, as the team sets them (one htpasswd user pushes and pulls here)."""
     out: dict[str, str] = {}
@@ -197,8 +206,9 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
         values["infra"] = infra   # only the infra hosts: the lint job's unit tests hold the other values
         (clone / f"helm/veza/values-{env}.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
         env_registry_config(clone, env, tls_registry.address)
+    pin_upstreams(clone, remote_engine.base_pins)
     subprocess.run(["git", "-C", str(clone), "commit", "-qam", "chore: dev's and prod's infra and registry, as "
-                    "their operators run them"], check=True, timeout=60)
+                    "their operators run them; the upstream bases pinned by digest"], check=True, timeout=60)
     for env in ("dev", "prod"):
         _as_operators(clone, tls_registry, env, node_trusts[env])
     kc = _secret_kubeconfig(local_cluster, tmp_path / "dev-kubeconfig")

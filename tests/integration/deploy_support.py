@@ -34,6 +34,7 @@ from pipeline.core.paths import ROOT, TOOLS_BIN
 from pipeline.local.infra import ensure_local_infra
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools.kubectl import PORT_RANGE_ENV, KubeTarget
+from tests.integration.build_records import built_record
 from tests.ports import worker_block, worker_share
 
 
@@ -86,6 +87,7 @@ class DeployTarget:
         m = Manifest.new(path, env=self.env.name, release_id=f"test-{self.namespace}", version={"sha": TEST_COMMIT})
         for svc, digest in self.digests.items():
             m.set_service(svc, repository=self.repository(svc), tags=["test"], input_digest="sha256:test")
+            m.record(svc, "build", built_record("sha256:" + "b" * 64, TEST_COMMIT))
             m.record(svc, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
         sign_manifest(self.cfg, self.env, m)
         return m

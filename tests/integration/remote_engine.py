@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -77,6 +77,7 @@ class RemoteEngine:
     cert_path: Path    # ca.pem, cert.pem, key.pem (the client's), as DOCKER_CERT_PATH wants them
     mirror: str        # 127.0.0.3:19301, the upstream bases' mirror
     data_root: Path
+    base_pins: dict[str, str] = field(default_factory=dict)   # upstream → upstream@digest the mirror serves
 
     def env(self) -> dict[str, str]:
         """The client variables a CI job gets from a docker:dind service."""
@@ -182,10 +183,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def _mirror_bases(mirror: str) -> list[str]:
+def _mirror_bases(mirror: str) -> dict[str, str]:
     """Copy the machine engine's bases to the mirror under their upstream names (what a Docker Hub mirror serves),
-    three at a time, gzip level 1 (the copy is CPU-bound on 2 cores). Returns the upstream references mirrored;
-    fails when the machine engine lacks one (run `invoke bases`)."""
+    three at a time, gzip level 1 (the copy is CPU-bound on 2 cores). Returns each upstream reference with the
+    digest the mirror serves it by (`name:tag` → `name:tag@sha256:…`): a runner pulls bases only by a pin
+    (pipeline/local/bases.py upstream_pin), so the clone's pipeline.toml pins them, as a team pins its upstreams.
+    Fails when the machine engine lacks one (run `invoke bases`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from pipeline.core.config import load_config
@@ -193,17 +196,23 @@ def _mirror_bases(mirror: str) -> list[str]:
 
     cfg = load_config(ROOT / "pipeline.toml", check_files=False)
 
-    def copy(local: str, upstream: str) -> str:
+    def copy(local: str, upstream: str) -> tuple[str, str]:
         repo = upstream if "/" in upstream.split(":")[0] else f"library/{upstream}"
-        res = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-level", "1",
-                              f"docker-daemon:{local}", f"docker://{mirror}/{repo}"],
-                             capture_output=True, text=True, timeout=900, check=False)
-        if res.returncode != 0:
-            raise RuntimeError(f"cannot mirror base {local} as {repo}: {res.stderr.strip()[-500:]} (run: invoke bases)")
-        return upstream
+        digest_file = Path(tempfile.mkdtemp(prefix="veza-mirror-")) / "digest"
+        try:
+            res = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress-level",
+                                  "1", "--digestfile", str(digest_file), f"docker-daemon:{local}",
+                                  f"docker://{mirror}/{repo}"],
+                                 capture_output=True, text=True, timeout=900, check=False)
+            if res.returncode != 0:
+                raise RuntimeError(f"cannot mirror base {local} as {repo}: {res.stderr.strip()[-500:]} "
+                                   "(run: invoke bases)")
+            return upstream, f"{upstream}@{digest_file.read_text().strip()}"
+        finally:
+            shutil.rmtree(digest_file.parent, ignore_errors=True)
 
     with ThreadPoolExecutor(3) as pool:
-        return list(pool.map(lambda b: copy(b.local, b.upstream), cfg.bases.values()))
+        return dict(pool.map(lambda b: copy(b.local, b.upstream.split("@", 1)[0]), cfg.bases.values()))
 
 
 @pytest.fixture(scope="session")
@@ -248,7 +257,7 @@ def remote_engine() -> Iterator[RemoteEngine]:
                               work / "data")
         _wait(lambda: engine.docker("version", "--format", "{{.Server.Version}}", timeout=10).returncode == 0,
               "the second dockerd", log)
-        _mirror_bases(engine.mirror)
+        engine.base_pins.update(_mirror_bases(engine.mirror))
         yield engine
     finally:
         for p in reversed(procs):

@@ -31,6 +31,7 @@ from pipeline.core.paths import ROOT
 from pipeline.tools import helm
 from pipeline.tools.kubectl import KubeTarget
 from tests.e2e.release_support import remove_release
+from tests.integration.build_records import built_record
 from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, sign_manifest, with_test_keys
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster]
@@ -52,6 +53,7 @@ class Target:
         m = Manifest.new(self.state / "manifest.json", env="local", release_id=f"test-{self.namespace}",
                          version={"sha": TEST_COMMIT})
         m.set_service(service, repository=repository, tags=["test"], input_digest="sha256:test")
+        m.record(service, "build", built_record("sha256:" + "b" * 64, TEST_COMMIT))
         m.record(service, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
         if sign:
             sign_manifest(self.cfg, self.cfg.env("local"), m)
