@@ -28,8 +28,8 @@ def worker_block(ports: range) -> range:
 
 
 class PortPool:
-    """Hands out ports of one range that nothing listens on, each at most once per test session (under
-    pytest-xdist, of this worker's share of the range: worker_share)."""
+    """Hands out ports of one range that nothing listens on, each once per test session while fresh ones are left,
+    then any that is free again (under pytest-xdist, of this worker's share of the range: worker_share)."""
 
     def __init__(self, ports: range) -> None:
         self.ports = worker_share(ports)
@@ -38,16 +38,17 @@ class PortPool:
 
     def take(self) -> int:
         with self._lock:
-            for p in self.ports:
-                if p in self._used:
-                    continue
-                with socket.socket() as s:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    try:
-                        s.bind(("127.0.0.1", p))
-                    except OSError:
+            for fresh_only in (True, False):   # once every port was handed out: any that is free again
+                for p in self.ports:
+                    if fresh_only and p in self._used:
                         continue
-                self._used.add(p)
-                return p
+                    with socket.socket() as s:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        try:
+                            s.bind(("127.0.0.1", p))
+                        except OSError:
+                            continue
+                    self._used.add(p)
+                    return p
         raise RuntimeError(f"no free port left in 127.0.0.1:{self.ports.start}-{self.ports.stop - 1}"
                            f"{f' (this worker share: step {self.ports.step})' if self.ports.step > 1 else ''}")

@@ -35,3 +35,11 @@ def test_a_pool_takes_ports_of_its_worker_share_only(monkeypatch: pytest.MonkeyP
     pool = PortPool(range(19450, 19460))  # this area: 127.0.0.1:19450-19459
     taken = [pool.take(), pool.take()]
     assert all(p % 2 == 1 for p in taken) and taken[0] != taken[1], taken
+
+
+def test_an_exhausted_pool_hands_out_a_port_that_is_free_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    pool = PortPool(range(19456, 19458))  # two ports of this area
+    first = {pool.take(), pool.take()}
+    assert pool.take() in first   # both are free again: one of them, not "no free port left"
