@@ -34,6 +34,7 @@ from pipeline.stages.sign import sign_images
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
 from pipeline.trust import envkeys
+from tests.integration.build_records import built_record
 from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.deploy_support import (
     PF_RANGE,
@@ -382,6 +383,7 @@ def test_untrusted_images_never_go_back_into_the_cluster(target: DeployTarget, t
     for svc, digest in target.digests.items():
         fresh.set_service(svc, repository=moved if svc == "veza-docs" else target.repository(svc), tags=["test"],
                           input_digest="sha256:test")
+        fresh.record(svc, "build", built_record("sha256:" + "b" * 64, TEST_COMMIT))   # the facts sign requires
         fresh.record(svc, "push", {"status": "pushed", "digest": digest, "tags_pushed": ["test"]})
     sign_images(other, target.env, fresh, quiet, ["veza-docs"])
     with pytest.raises(PolicyBlocked) as kept:
