@@ -27,6 +27,19 @@ def worker_block(ports: range) -> range:
     return ports[index * size:(index + 1) * size] if n > 1 else ports
 
 
+def first_free(ports: range, host: str = "127.0.0.1") -> int:
+    """The first port of `ports` nothing listens on at `host` (a test area's own range; no memory between calls:
+    PortPool when a session must not hand one out twice). RuntimeError naming the range when all are taken."""
+    for p in ports:
+        with socket.socket() as s:
+            try:
+                s.bind((host, p))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError(f"no free port in {host}:{ports.start}-{ports.stop - 1}")
+
+
 class PortPool:
     """Hands out ports of one range that nothing listens on, each once per test session while fresh ones are left,
     then any that is free again (under pytest-xdist, of this worker's share of the range: worker_share)."""

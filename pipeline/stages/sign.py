@@ -110,7 +110,7 @@ def build_facts(cfg: Config, man: Manifest, service: str, repository: str, diges
 
 
 def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter,
-                services: list[str] | None = None, *, run_id: str = "", vex: Path | None = None,
+                services: list[str] | None = None, *, vex: Path | None = None,
                 registries: RegistryClients | None = None) -> StageSummary:
     """Sign each pushed digest with env's key, attach provenance (and `vex`, an OpenVEX file, when given).
 
@@ -139,15 +139,15 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
         children = dict(pushed.children) if pushed is not None else {}
         try:
             sig_tag, signed_now, attested = _sign_and_attest(cfg, man, name, client, repository, digest, key,
-                                                             run_id=run_id, commit=commit,
+                                                             commit=commit,
                                                              platforms=tuple(sorted(children)))
             att_tag = f"{digest.replace(':', '-')}.att"
             counts["attested"] += attested
             child_sigs: dict[str, str] = {}
             child_atts: dict[str, str] = {}
             for plat, child in sorted(children.items()):
-                tag, now, att = _sign_and_attest(cfg, man, name, client, repository, child, key, run_id=run_id,
-                                                 commit=commit, platforms=(plat,))
+                tag, now, att = _sign_and_attest(cfg, man, name, client, repository, child, key, commit=commit,
+                                                 platforms=(plat,))
                 child_sigs[plat] = f"{repository}:{tag}"
                 child_atts[plat] = f"{repository}:{child.replace(':', '-')}.att"
                 signed_now, counts["attested"] = signed_now or now, counts["attested"] + att
@@ -172,7 +172,7 @@ def sign_images(cfg: Config, env: Environment, man: Manifest, reporter: Reporter
 
 
 def _sign_and_attest(cfg: Config, man: Manifest, name: str, client: RegistryClient, repository: str, digest: str,
-                     key: ec.EllipticCurvePrivateKey, *, run_id: str, commit: str,
+                     key: ec.EllipticCurvePrivateKey, *, commit: str,
                      platforms: tuple[str, ...]) -> tuple[str, bool, int]:
     """Sign `repository@digest` and attach its provenance unless a valid one by this key is there;
     (signature tag, signed now, 1 when provenance was attached now else 0)."""
@@ -244,8 +244,8 @@ class SignStage(BaseStage):
         from pipeline.trust.vex import vex_for_release
 
         vex = vex_for_release(ctx.cfg, ctx.manifest, ctx.run_dir, None if ctx.services else ctx.env)
-        return sign_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None, run_id=ctx.run_id,
-                           vex=vex, registries=ctx.registries)
+        return sign_images(ctx.cfg, ctx.env, ctx.manifest, ctx.reporter, ctx.services or None, vex=vex,
+                           registries=ctx.registries)
 
 
 def signs(env: Environment) -> bool:
@@ -282,7 +282,7 @@ def check_before_promotion(cfg: Config, src: Environment, man: Manifest,
 
 
 def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repository: str, digest: str, *,
-                  key: ec.EllipticCurvePrivateKey, run_id: str = "", registries: RegistryClients | None = None) -> str:
+                  key: ec.EllipticCurvePrivateKey, registries: RegistryClients | None = None) -> str:
     """Sign a promoted digest in dst's repository with dst's key and attach its provenance (an index: each
     child too); returns the signature reference (`repository:sha256-<hex>.sig`)."""
     address, _ = split_repository(repository)
@@ -290,9 +290,9 @@ def sign_promoted(cfg: Config, dst: Environment, man: Manifest, name: str, repos
     commit = man.commit
     pushed = man.pushed(name)
     children = dict(pushed.children) if pushed is not None else {}
-    tag, _, _ = _sign_and_attest(cfg, man, name, client, repository, digest, key, run_id=run_id, commit=commit,
+    tag, _, _ = _sign_and_attest(cfg, man, name, client, repository, digest, key, commit=commit,
                                  platforms=tuple(sorted(children)))
     for plat, child in sorted(children.items()):   # an index's children were copied by digest with it
-        _sign_and_attest(cfg, man, name, client, repository, child, key, run_id=run_id, commit=commit,
+        _sign_and_attest(cfg, man, name, client, repository, child, key, commit=commit,
                          platforms=(plat,))
     return f"{repository}:{tag}"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ import pytest
 
 from pipeline.core.config import Config, load_config
 from pipeline.core.paths import ROOT, TOOLS_BIN
+from tests.ports import first_free
 
 KUBECTL = str(TOOLS_BIN / "kubectl")
 PF_PORTS = range(18300, 18349)
@@ -197,11 +197,4 @@ def invoke(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
 
 
 def free_pf_port() -> int:
-    for p in PF_PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-            return p
-    raise RuntimeError("no free port in 127.0.0.1:18300-18348")
+    return first_free(PF_PORTS)

@@ -35,7 +35,7 @@ from pipeline.local.infra import ensure_local_infra
 from pipeline.local.registry import LocalRegistry
 from pipeline.tools.kubectl import PORT_RANGE_ENV, KubeTarget
 from tests.integration.build_records import built_record
-from tests.ports import worker_block, worker_share
+from tests.ports import first_free, worker_block, worker_share
 
 
 def _ports() -> tuple[range, str]:
@@ -117,17 +117,7 @@ def sign_manifest(cfg: Config, env: Environment, m: Manifest) -> None:
 
 
 def _free_registry_port() -> int:
-    import socket
-
-    for p in REGISTRY_PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-            return p
-    raise AssertionError(f"no free port in 127.0.0.1:{REGISTRY_PORTS.start}-{REGISTRY_PORTS.stop - 1} for the test "
-                         "registry")
+    return first_free(REGISTRY_PORTS)
 
 
 def _service_image(cfg: Config, name: str, run: str) -> str:

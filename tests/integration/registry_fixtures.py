@@ -23,7 +23,7 @@ from pipeline.core.config import Config, load_config
 from pipeline.core.manifest import Manifest
 from pipeline.local.registry import LocalRegistry
 from tests.integration.build_records import built_record
-from tests.ports import PortPool
+from tests.ports import PortPool, first_free
 
 
 class StageResults(dict[str, dict[str, Any]]):
@@ -248,11 +248,4 @@ def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bo
 
 def free_loopback_port(first: int, last: int) -> int:
     """The first port of 127.0.0.1:first-last (inclusive) nothing listens on: a test area's own allocation."""
-    for p in range(first, last + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-        return p
-    raise RuntimeError(f"no free port in 127.0.0.1:{first}-{last}")
+    return first_free(range(first, last + 1))

@@ -53,7 +53,7 @@ def _release(w: TrustWorld, run_id: str, log_dir: Path) -> tuple[Manifest, Build
                         log_dir=log_dir / "build", run_id=run_id)
     assert r.status in (BuildStatus.BUILT, BuildStatus.REUSED), r.reason
     push_images(cfg, env, man, QUIET)
-    sign_images(cfg, env, man, QUIET, run_id=run_id)
+    sign_images(cfg, env, man, QUIET)
     pushed = man.pushed("veza-docs")
     assert pushed is not None and pushed.digest
     return man, r.status, pushed.digest

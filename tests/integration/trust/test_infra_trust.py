@@ -141,7 +141,7 @@ def test_an_infra_image_is_pushed_signed_and_verified_like_a_service_image(
     assert before.service == "infra/tiny" and any("no signature" in p for p in before.problems), before
     assert signatures_hold(cfg, env, man, ["veza-docs"], infra=True) is not None
 
-    sign_images(cfg, env, man, QUIET, run_id="infra-trust")
+    sign_images(cfg, env, man, QUIET)
     signed = man.signed("infra/tiny")
     assert signed is not None and signed.subject == pushed.digest
     (after,) = verify_refs(cfg, env, man, [infra_ref], QUIET)
@@ -179,7 +179,7 @@ def test_an_infra_image_built_from_another_recipe_or_without_build_facts_is_not_
     envkeys.keygen(cfg, env)
     (w.root / "pipeline/local/recipes/tiny/Dockerfile").write_text("FROM scratch\nCOPY other /payload\n")
     with pytest.raises(UsageError) as err:
-        sign_images(cfg, env, man, QUIET, run_id="stale-recipe")
+        sign_images(cfg, env, man, QUIET)
     assert "infra/tiny" in err.value.message and "was built from recipe" in err.value.message
     assert err.value.exit_code == 2 and "invoke bases" in err.value.hint
     docs = man.pushed("veza-docs")
@@ -202,14 +202,14 @@ def test_an_infra_image_built_from_another_recipe_or_without_build_facts_is_not_
     assert docker_client.api.inspect_image(ref)["Config"]["Labels"][LABEL_RECIPE_DIGEST]   # inherited
     push_images(cfg, env, man, QUIET)
     with pytest.raises(UsageError, match="does not have the layers `invoke bases` built"):
-        sign_images(cfg, env, man, QUIET, run_id="derived")
+        sign_images(cfg, env, man, QUIET)
 
     # an image with none of the labels (a hand-made or upstream image of no pinned origin): refused too
     docker_client.api.import_image_from_data(_tiny_tar(b"no facts"), repository=ref.split(":")[0], tag="1",
                                              changes=[f"LABEL {LABEL_RUN}={run}"])
     push_images(cfg, env, man, QUIET)
     with pytest.raises(UsageError, match="not pinned by digest"):
-        sign_images(cfg, env, man, QUIET, run_id="no-facts")
+        sign_images(cfg, env, man, QUIET)
 
 
 def test_infra_images_get_their_sbom_vex_and_published_re_read_like_services(
@@ -237,7 +237,7 @@ def test_infra_images_get_their_sbom_vex_and_published_re_read_like_services(
     infra = man.pushed("infra/tiny")
     assert infra is not None and any(p.startswith("pkg:oci/tiny@") for p in products), products
     envkeys.keygen(cfg, env)
-    sign_images(cfg, env, man, QUIET, run_id="infra-sbom", vex=vex)
+    sign_images(cfg, env, man, QUIET, vex=vex)
 
     refs = attach_sboms(cfg, man, QUIET, infra_of=env)
     assert refs["infra/tiny"] == f"{infra.repository}:{sbom_tag(infra.digest)}"
@@ -282,13 +282,13 @@ def test_a_pulled_infra_image_is_signed_only_when_pinned_and_attested_as_pulled(
     envkeys.keygen(cfg, env)
     push_images(cfg, env, man, QUIET)
     with pytest.raises(UsageError, match="is not pinned by digest"):          # upstream "tiny:1": a tag
-        sign_images(cfg, env, man, QUIET, run_id="unpinned")
+        sign_images(cfg, env, man, QUIET)
 
     pinned_cfg = dataclasses.replace(cfg, bases={"tiny": dataclasses.replace(base, upstream=f"{upstream}@{digest}")})
     push_images(pinned_cfg, env, man, QUIET)
     pushed = man.pushed("infra/tiny")
     assert pushed is not None and pushed.source.get("pulled_from") == pin
-    sign_images(pinned_cfg, env, man, QUIET, run_id="pinned")
+    sign_images(pinned_cfg, env, man, QUIET)
     _, repo = split_repository(pushed.repository)
     (layer,) = [la for la in read_layers(w.client, repo, attachment_tag(pushed.digest, "att")) or []]
     statement = json.loads(base64.b64decode(json.loads(layer.data)["payload"]))

@@ -66,7 +66,7 @@ def signed(trust_world: TrustWorld, tmp_path: Path) -> dict[str, Any]:
     w = trust_world
     digest = w.push("dev")
     envkeys.keygen(w.cfg, w.cfg.env("dev"))
-    sign_images(w.cfg, w.cfg.env("dev"), w.manifest(digest, "dev"), QUIET, run_id="second-verifier")
+    sign_images(w.cfg, w.cfg.env("dev"), w.manifest(digest, "dev"), QUIET)
     repository = w.repository("dev")
     raw = _skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{repository}@{digest}")
     assert raw.returncode == 0, raw.stderr
@@ -151,7 +151,7 @@ def test_an_image_signed_with_a_key_cosign_made_verifies_with_sigstore_js(
                          timeout=30, check=True).stdout
     paths.public.write_bytes(pub)
     digest = w.push("dev")
-    sign_images(w.cfg, w.cfg.env("dev"), w.manifest(digest, "dev"), QUIET, run_id="cosign-key")
+    sign_images(w.cfg, w.cfg.env("dev"), w.manifest(digest, "dev"), QUIET)
     ((_, data),) = _fetch(f"{w.repository('dev')}:{attachment_tag(digest, 'att')}", tmp_path / "att")
     got = sigstore_verify({"publicKey": pub.decode(), "dsseEnvelope": json.loads(data)})
     assert got["ok"], got

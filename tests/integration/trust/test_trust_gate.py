@@ -47,7 +47,7 @@ def _gate(w: TrustWorld, image: str, env: str = "dev") -> PolicyBlocked | None:
 def _signed(w: TrustWorld, env: str = "dev", vex: Path | None = None) -> tuple[str, str]:
     digest = w.push(env)
     envkeys.keygen(w.cfg, w.cfg.env(env))
-    sign_images(w.cfg, w.cfg.env(env), w.manifest(digest, env), QUIET, run_id="t1", vex=vex)
+    sign_images(w.cfg, w.cfg.env(env), w.manifest(digest, env), QUIET, vex=vex)
     return w.repository(env), digest
 
 

@@ -78,7 +78,7 @@ def test_index_and_each_child_are_signed_and_attested(trust_world: TrustWorld) -
     repository, index, children, m = _multi(w)
     _, repo = split_repository(repository)
     envkeys.keygen(w.cfg, w.cfg.env("dev"))
-    summary = sign_images(w.cfg, w.cfg.env("dev"), m, QUIET, run_id="t1")
+    summary = sign_images(w.cfg, w.cfg.env("dev"), m, QUIET)
     assert summary.fields["attested"] == 3
     tags = set(w.client.tags(repo))
     for digest in (index, *children.values()):
@@ -126,7 +126,7 @@ def test_promotion_copies_the_index_with_its_children_and_signs_each(trust_world
     _, index, children, m = _multi(w)
     for env in ("dev", "prod"):
         envkeys.keygen(w.cfg, w.cfg.env(env))
-    sign_images(w.cfg, w.cfg.env("dev"), m, QUIET, run_id="t1")
+    sign_images(w.cfg, w.cfg.env("dev"), m, QUIET)
     run_promote(w.cfg, w.cfg.env("dev"), w.cfg.env("prod"), Manifest.load(m.path), QUIET, via=via)
     _, prepo = split_repository(w.repository("prod"))
     got = w.client.get_manifest(prepo, index)

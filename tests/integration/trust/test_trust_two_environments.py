@@ -51,12 +51,12 @@ def test_two_keys_attestations_for_one_digest_both_verify(trust_world: TrustWorl
     for env in (dev, prod):
         envkeys.keygen(w.cfg, env)
     dev_man = _manifest_in(w, "dev", repository, digest, COMMIT)
-    sign_images(w.cfg, dev, dev_man, QUIET, run_id="dev-1")
+    sign_images(w.cfg, dev, dev_man, QUIET)
     verify_images(w.cfg, dev, dev_man, QUIET, images=[f"{repository}@{digest}"])
 
     # the other environment signs and attests the same digest in the same repository, at another commit
     prod_man = _manifest_in(w, "prod", repository, digest, OTHER_COMMIT)
-    sign_images(w.cfg, prod, prod_man, QUIET, run_id="prod-1")
+    sign_images(w.cfg, prod, prod_man, QUIET)
     assert sorted(_commits(w, repo, digest)) == sorted([COMMIT, OTHER_COMMIT])    # appended, not replaced
     assert len(read_layers(w.client, repo, attachment_tag(digest, "sig")) or []) == 2
     for env, man in ((dev, dev_man), (prod, prod_man)):   # each gate finds its own by its key
@@ -73,7 +73,7 @@ def test_two_keys_attestations_for_one_digest_both_verify(trust_world: TrustWorl
     # dev re-releases the digest at a third commit: its own envelope is replaced, prod's stays
     third = "0" * 40
     dev_again = _manifest_in(w, "dev", repository, digest, third)
-    signed = sign_images(w.cfg, dev, dev_again, QUIET, run_id="dev-2")
+    signed = sign_images(w.cfg, dev, dev_again, QUIET)
     assert signed.fields["attested"] == 1
     assert sorted(_commits(w, repo, digest)) == sorted([third, OTHER_COMMIT])
     verify_images(w.cfg, dev, dev_again, QUIET, images=[f"{repository}@{digest}"])
