@@ -12,7 +12,9 @@ pipeline/local/cluster/registry_trust.py) is set up by the test as them.
   service on its manifest digest; every release pod runs an image of the TLS registry, pulled through the
   dockerconfigjson pull Secret (the node's engine has no other credential for it).
 - tag pipeline without its signing variables: refused at once, one line naming them, exit 2, no job run.
-Namespace veza-dev; port-forwards on 127.0.0.1:19750-19799 (release_support).
+Namespaces veza-ci-dev and veza-ci-prod (the clone renames dev's and prod's), its own registry and port-forward
+range (127.0.0.1:19800-19849): the test runs in the second cluster lane, beside the other e2e releases
+(tests/lanes.py), holding the cluster shared.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 import yaml
@@ -31,7 +34,6 @@ from pipeline.local.cluster import registry_trust
 from tests.e2e.release_support import (
     clone_repo,
     flat,
-    invoke,
     kubectl,
     provide_as_operators,
     remove_release,
@@ -39,15 +41,33 @@ from tests.e2e.release_support import (
     status_matches,
     tag_release,
 )
+from tests.e2e.release_support import invoke as _invoke
+from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.remote_engine import RemoteEngine
 from tests.integration.tls_registry_fixtures import TlsRegistry
 
-pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.cluster_parallel,
+              pytest.mark.slow]
 
-NAMESPACE = "veza-dev"
+NAMESPACE = "veza-ci-dev"
 CONTEXT = "veza-ci-dev"
 PULL_SECRET = "registry-secret"
-PROD_NAMESPACE = "veza-prod"
+PROD_NAMESPACE = "veza-ci-prod"
+PORT_FORWARDS = "19800-19849"   # its own: other e2e releases use release_support.PORT_FORWARDS meanwhile
+NAMESPACES = {"dev": NAMESPACE, "prod": PROD_NAMESPACE}
+
+
+@pytest.fixture(autouse=True)
+def _cluster_shared() -> Iterator[None]:
+    """Held shared for each test: a test of the other lane that stops the cluster waits for it (cluster_use)."""
+    with cluster_use():
+        yield
+
+
+def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None, **kw: object) -> CompletedProcess[str]:
+    """release_support.invoke with this file's port-forward range (which ci-local hands the jobs: a VEZA_* name)."""
+    return _invoke(clone, *args, extra_env={"VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, **(extra_env or {})},
+                   **kw)  # type: ignore[arg-type]
 
 
 def registry_keys(env: str) -> dict[str, str]:
@@ -67,8 +87,8 @@ def env_registry_config(clone: Path, env: str, address: str) -> None:
     head, sep, rest = text.partition(f"[environments.{env}]\n")
     body, nxt, tail = rest.partition("\n[")
     assert sep, f"pipeline.toml has no [environments.{env}] table"
-    lines = [ln for ln in body.splitlines() if ln.split("=")[0].strip() not in ("registry", *keys)]
-    lines += [f'registry = "{address}"', *(f'{k} = "{v}"' for k, v in keys.items())]
+    lines = [ln for ln in body.splitlines() if ln.split("=")[0].strip() not in ("registry", "namespace", *keys)]
+    lines += [f'registry = "{address}"', f'namespace = "{NAMESPACES[env]}"', *(f'{k} = "{v}"' for k, v in keys.items())]
     (clone / "pipeline.toml").write_text(head + sep + "\n".join(lines) + "\n" + nxt + tail)
 
 
@@ -229,7 +249,8 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
     for image_id in ids:
         assert remote_engine.docker("image", "inspect", image_id).returncode == 0, image_id
     assert tls_registry.password not in run.stdout + run.stderr
-    status_matches(clone, "dev", extra_env={"VEZA_DEV_KUBECONFIG": str(kc), **registry_env(tls_registry, "dev")},
+    status_matches(clone, "dev", extra_env={"VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, "VEZA_DEV_KUBECONFIG": str(kc),
+                                            **registry_env(tls_registry, "dev")},
                    drop_env=("KUBECONFIG",))
     # The cluster pulled the release from the TLS registry, through the pull Secret.
     _pulled_from(local_cluster, NAMESPACE, f"{tls_registry.address}/veza-dev/", manifest)
@@ -263,8 +284,10 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
     assert {rec["build"]["image_id"] for rec in prod["services"].values()} == ids
     for stage in ("push", "sign", "verify-images", "deploy", "verify"):
         assert prod["stages"][stage]["status"] == "ok", (stage, prod["stages"][stage])
-    status_matches(clone, "prod", extra_env={"VEZA_PROD_KUBECONFIG": str(prod_kc),
-                                             **registry_env(tls_registry, "prod")}, drop_env=("KUBECONFIG",))
+    status_matches(clone, "prod", extra_env={"VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS,
+                                             "VEZA_PROD_KUBECONFIG": str(prod_kc),
+                                             **registry_env(tls_registry, "prod")},
+                   drop_env=("KUBECONFIG",))
     _pulled_from(local_cluster, PROD_NAMESPACE, f"{tls_registry.address}/veza/", prod)
     print(f"ci-local tag pipeline: {took:.0f}s")
 
