@@ -81,8 +81,10 @@ class MetricRule:
 _SELECT = 'namespace="$namespace",service="$service",track="$track",route!="/metrics"'
 REQUESTS = f"sum(increase(http_requests_total{{{_SELECT}}}[$interval]))"
 DEFAULT_METRICS = (
+    # a version that never answered 5xx has no such series at all: `or vector(0)` makes its ratio 0, while a version
+    # with no traffic still has no sample (an empty denominator), which the no_data policy judges
     MetricRule(name="error-ratio", max=0.05, baseline_margin=0.02,
-               query=f'sum(rate(http_requests_total{{{_SELECT},code=~"5.."}}[$window])) / '
+               query=f'(sum(rate(http_requests_total{{{_SELECT},code=~"5.."}}[$window])) or vector(0)) / '
                      f"sum(rate(http_requests_total{{{_SELECT}}}[$window]))"),
     MetricRule(name="p95-latency", max=0.5, baseline_ratio=1.5, baseline_margin=0.05,
                query="histogram_quantile(0.95, sum by (le) "

@@ -167,6 +167,14 @@ def test_too_few_canary_requests_are_inconclusive(counted: float | None) -> None
     assert passed.decision == PROMOTE_STEP and "inconclusive policy: pass" in passed.reason
 
 
+def test_a_quiet_canary_is_inconclusive_and_its_empty_ratios_are_named_too() -> None:
+    result, _, _ = run(healthy(requests__canary=const(0.0), **{"error-ratio__canary": const(float("nan"))}),
+                       replace(ROLLOUT, no_data="pass"))
+    assert result.decision == ABORT and result.intervals[0].outcome == "inconclusive"
+    assert result.reason.endswith("error-ratio: no sample for the new version (no-data policy: pass); the new "
+                                  "version saw 0 requests, fewer than min_requests 20 (inconclusive policy: abort)")
+
+
 def test_a_missing_baseline_is_inconclusive() -> None:
     result, _, _ = run(healthy(**{"error-ratio__stable": const(None)}))
     assert result.decision == ABORT and "no baseline sample from the stable version" in result.reason

@@ -145,8 +145,10 @@ def _drawn_threshold(rule: MetricRule, judged: Judgement | None) -> float | None
 
 
 def _outcome(interval: Interval) -> str:
+    """The interval's kind, the most telling first: a quiet canary's ratios have no sample either (0/0), and
+    too little traffic is the cause worth naming."""
     kinds = {j.verdict for j in interval.judgements}
-    for kind in (Verdict.FAIL, Verdict.NO_DATA, Verdict.INCONCLUSIVE):
+    for kind in (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.NO_DATA):
         if kind in kinds:
             return kind.value
     return Verdict.PASS.value
