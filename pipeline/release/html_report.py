@@ -149,7 +149,7 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
     stable version's (grey) and the threshold it was held to (red, dashed: it moves with the baseline), over
     seconds since the step's analysis started. `points`: [{t, canary, baseline, threshold, verdict}] (unix
     seconds; None where there was no sample: drawn as a grey mark on the axis, never as 0)."""
-    left, right, top, bottom = 56, 12, 14, 30
+    left, right, top, bottom = 56, 24, 26, 30
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [float(p[k]) for p in points for k in ("canary", "baseline", "threshold") if p.get(k) is not None]
     y_max = max(values + [0.0]) * 1.15 or 1.0
@@ -190,8 +190,9 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
             dots.append(f'<circle class="point canary" data-verdict="{_e(verdict)}" cx="{x(p):.1f}" '
                         f'cy="{y(float(p["canary"])):.1f}" r="4" fill="{VERDICT_COLOR.get(verdict, "#6b7280")}">'
                         f"<title>{_e(tip)}</title></circle>")
-    legend = (f'<text x="{left + 4}" y="{top + 10}"><tspan fill="#3b82c4">— canary</tspan> '
-              f'<tspan fill="#9aa3ad">— stable</tspan> <tspan fill="#d64545">- - threshold</tspan></text>')
+    legend = (f'<text x="{left}" y="14"><tspan font-weight="bold">{_e(metric)}</tspan>  '
+              f'<tspan fill="#3b82c4">● canary</tspan>  <tspan fill="#9aa3ad">— stable</tspan>  '
+              f'<tspan fill="#d64545">- - threshold</tspan></text>')
     lines = (line("threshold", 'stroke="#d64545" stroke-dasharray="5 3"') + line("baseline", 'stroke="#9aa3ad" '
              'stroke-width="2"') + line("canary", 'stroke="#3b82c4" stroke-width="2"'))
     return (f'<svg class="analysis" data-step="{step}" data-metric="{_e(metric)}" xmlns="http://www.w3.org/2000/svg" '

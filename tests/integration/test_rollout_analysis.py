@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
+import re
 import threading
 import time
 import uuid
@@ -26,10 +27,12 @@ from pipeline.core.config import load_config
 from pipeline.core.config_rollout import DEFAULT_METRICS, Load, MetricRule, Rollout, Step
 from pipeline.core.vocab import LABEL_RUN
 from pipeline.local.bases import ensure_bases
+from pipeline.release.html_report import render_report
 from pipeline.stages.deploy.analysis import ABORT, PROMOTE_STEP, StepResult, SystemClock, Target, run_step
 from pipeline.stages.deploy.load import LoadLoop
 from pipeline.tools import docker as docker_tool
 from pipeline.tools import prometheus
+from tests.integration.test_html_report_chromium import chromium, png_pixels
 from tests.ports import PortPool
 
 pytestmark = pytest.mark.engine
@@ -172,7 +175,9 @@ def _step(url: str, service: str, rollout: Rollout = ROLLOUT, *, canary_load: bo
         return run_step(rollout, target, rollout.steps[0], 1, prometheus.Client(url), SystemClock(), **kw)
 
 
-def test_a_canary_answering_500_on_a_fifth_is_aborted_within_two_intervals(prometheus_url: str) -> None:
+def test_a_canary_answering_500_on_a_fifth_is_aborted_within_two_intervals(prometheus_url: str,
+                                                                         tmp_path: Path) -> None:
+    """...and the report shows it: in Debian's Chromium, a chart per metric with the two failed values in red."""
     started = time.monotonic()
     result = _step(prometheus_url, "errors", dataclasses.replace(ROLLOUT, failure_limit=1))
     assert result.decision == ABORT and len(result.intervals) == 2, result.as_dict()
@@ -181,6 +186,21 @@ def test_a_canary_answering_500_on_a_fifth_is_aborted_within_two_intervals(prome
     canary = [p.canary for p in result.series()["error-ratio"]]
     assert all(c is not None and 0.1 < c < 0.3 for c in canary), canary
     assert time.monotonic() - started < 4 + 2 * 2 + 2     # settle (the window), two intervals, slack
+
+    html = tmp_path / "report.html"
+    html.write_text(render_report({"run_id": "r", "release_id": "staging-x", "env": "staging", "status": "failed",
+                                   "rollout": {"strategy": "canary", "steps": [result.as_dict()]}}, [], tmp_path))
+    dom = chromium(tmp_path, "--dump-dom", html.as_uri()).stdout
+    charts = re.findall(r'<svg class="analysis" data-step="1" data-metric="([^"]+)"', dom)
+    assert charts == ["error-ratio", "p95-latency"], charts
+    error_chart = dom[dom.index('data-metric="error-ratio"'):dom.index('data-metric="p95-latency"')]
+    assert re.findall(r'<circle class="point canary" data-verdict="(\w+)"', error_chart) == ["fail", "fail"]
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1000,800", "--hide-scrollbars", html.as_uri())
+    _, _, bpp, rows = png_pixels(shot)
+    colors = {row[i:i + 3] for row in rows for i in range(0, len(row), bpp)}
+    # the red of the threshold line and of the failed values is on screen
+    assert any(abs(c[0] - 0xD6) < 12 and abs(c[1] - 0x45) < 12 and abs(c[2] - 0x45) < 12 for c in colors)
 
 
 def test_a_good_canary_passes_the_step(prometheus_url: str) -> None:

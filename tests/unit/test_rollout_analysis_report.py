@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pipeline.release.html_report import analysis_svg, render_report, rollout_section
 from tests.unit.test_rollout_analysis_step import ROLLOUT, const, healthy, run
 
@@ -38,6 +40,8 @@ def test_each_metric_s_chart_puts_failed_values_above_its_threshold_and_leaves_n
     step = _step()
     points = [i["points"]["error-ratio"] for i in step["intervals"]]
     assert [p["verdict"] for p in points] == ["pass", "no-data", "fail", "fail"]
+    # the line stays the bound the canary is held to (stable 0 + margin 0.02), no-data interval included
+    assert [p["threshold"] for p in points] == [pytest.approx(0.02)] * 4
     svg = ET.fromstring(analysis_svg(1, "error-ratio", points, float(step["started"])))
     assert (svg.get("class"), svg.get("data-step"), svg.get("data-metric")) == ("analysis", "1", "error-ratio")
     dots = [c for c in svg.iter(f"{SVG}circle") if "canary" in c.get("class", "")]
