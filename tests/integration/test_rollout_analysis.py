@@ -15,7 +15,6 @@ import http.server
 import re
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,15 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.config import load_config
 from pipeline.core.config_rollout import DEFAULT_METRICS, Load, MetricRule, Rollout, Step
-from pipeline.core.vocab import LABEL_RUN
-from pipeline.local.bases import ensure_bases
 from pipeline.release.html_report import render_report
 from pipeline.stages.deploy.analysis import ABORT, PROMOTE_STEP, StepResult, SystemClock, Target, run_step
 from pipeline.stages.deploy.load import LoadLoop
-from pipeline.tools import docker as docker_tool
 from pipeline.tools import prometheus
+from tests.integration.prometheus_support import running_prometheus
 from tests.integration.test_html_report_chromium import chromium, png_pixels
 from tests.ports import PortPool
 
@@ -132,34 +128,16 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             servers.append(_serve(track))
             jobs.append(f"      - targets: ['127.0.0.1:{track.port}']\n"
                         f"        labels: {{namespace: {NAMESPACE}, service: {service}, track: {name}}}\n")
-    cfg = load_config(check_files=False)
-    ensure_bases(config=dataclasses.replace(cfg, bases={n: b for n, b in cfg.bases.items()
-                                                        if n in ("debian", "prometheus")}), say=lambda _l: None)
-    conf: Path = tmp_path_factory.mktemp("prometheus") / "prometheus.yml"
-    conf.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                    "scrape_configs:\n  - job_name: veza\n    static_configs:\n" + "".join(jobs))
-    conf.chmod(0o644)
-    port = free_port()
-    name = f"veza-test-analysis-{uuid.uuid4().hex[:8]}"
-    container = docker_tool.client().containers.run(
-        cfg.bases["prometheus"].local, name=name, detach=True,
-        network_mode="host", labels={LABEL_RUN: name},
-        command=["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-        volumes={str(conf): {"bind": "/etc/prometheus/prometheus.yml", "mode": "ro"}},
-        tmpfs={"/prometheus": "uid=999"}, read_only=True, cap_drop=["ALL"])
-    url = f"http://127.0.0.1:{port}"
+    scrape = ("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+              "scrape_configs:\n  - job_name: veza\n    static_configs:\n" + "".join(jobs))
     try:
-        deadline = time.monotonic() + 60
-        while not prometheus.ready(url):
-            assert time.monotonic() < deadline, container.logs()[-2000:].decode()
-            time.sleep(0.5)
-        while (prometheus.single_value(prometheus.query(url, "sum(up)")) or 0) < len(servers):
-            assert time.monotonic() < deadline, "Prometheus did not scrape every track within 60 s"
-            time.sleep(0.5)
-        yield url
+        with running_prometheus(scrape, tmp_path_factory.mktemp("prometheus"), free_port()) as url:
+            deadline = time.monotonic() + 30
+            while (prometheus.single_value(prometheus.query(url, "sum(up)")) or 0) < len(servers):
+                assert time.monotonic() < deadline, "Prometheus did not scrape every track within 30 s"
+                time.sleep(0.5)
+            yield url
     finally:
-        container.remove(force=True)
         for server in servers:
             server.shutdown()
             server.server_close()
