@@ -121,6 +121,8 @@ def test_a_canary_serving_errors_is_aborted_at_the_first_interval_with_metric_va
     assert result.decision == ABORT and len(result.intervals) == 1 and clock.t == T0 + 10
     assert re.fullmatch(r"step 1 \(weight 25%\), interval 1/3 at \d\d:\d\d:\d\dZ: 1 failed interval\(s\), above "
                         r"failure_limit 0: error-ratio 0\.2 > max 0\.05 \(stable 0\)", result.reason), result.reason
+    # the chart's line is the tightest bound (stable 0 + margin 0.02), also where the value broke max
+    assert result.series()["error-ratio"][0].threshold == pytest.approx(0.02)
 
 
 def test_the_failure_limit_tolerates_failed_intervals_then_aborts() -> None:

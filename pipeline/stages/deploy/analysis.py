@@ -138,11 +138,9 @@ def _number(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else v
 
 
-def _drawn_threshold(rule: MetricRule, judged: Judgement | None, baseline: float | None) -> float | None:
-    """The bound the chart draws: the judgement's, else (no canary sample) the one the canary would have been
-    held to: the tightest of max and ratio × stable + margin, else min (gate/analysis.py's bound)."""
-    if judged is not None and judged.threshold is not None:
-        return judged.threshold
+def _drawn_threshold(rule: MetricRule, baseline: float | None) -> float | None:
+    """The bound the chart draws, whatever the canary's value (so the line does not jump where it failed or had no
+    sample): the tightest of max and ratio × stable + margin, else min (gate/analysis.py's bound for a pass)."""
     uppers = [b for b in (rule.max,) if b is not None]
     if rule.compares_baseline and baseline is not None:
         ratio = 1.0 if rule.baseline_ratio is None else rule.baseline_ratio
@@ -224,7 +222,7 @@ def judge_once(rollout: Rollout, target: Target, prom: Querier, at: float,
     interval = judge_interval(rollout, samples, requests)
     by_metric = {j.metric: j for j in interval.judgements}
     points = {rule.name: Point(at, samples[rule.name].canary, samples[rule.name].baseline,
-                               _drawn_threshold(rule, by_metric.get(rule.name), samples[rule.name].baseline),
+                               _drawn_threshold(rule, samples[rule.name].baseline),
                                by_metric[rule.name].verdict.value)
               for rule in rollout.metrics}
     outside = [_failure_detail(j) for j in interval.judgements if j.verdict is Verdict.FAIL]
