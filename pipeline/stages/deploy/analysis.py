@@ -68,6 +68,7 @@ class Target:
     baseline_track: str = "stable"
 
     def placeholders(self, rollout: Rollout, track: str) -> dict[str, str]:
+        """The values of a template's $placeholders (config_rollout.PLACEHOLDERS) for one track."""
         return {"service": self.service, "namespace": self.namespace, "release": self.release, "track": track,
                 "window": rollout.window, "interval": f"{rollout.interval_s}s"}
 
