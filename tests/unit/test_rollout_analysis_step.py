@@ -235,3 +235,54 @@ def test_the_default_templates_select_the_series_and_labels_the_services_export(
                 exposed = re.findall(rf"{name}\{{([^\n]*)\}}", text)
                 assert exposed and all(any(f"{lab}=" in e for e in exposed) for lab in own), (name, own)
     assert 'route!="/metrics"' in REQUESTS     # Prometheus's own scrapes are not traffic
+
+
+class Killed(Exception):
+    """Stands for `kill -9` after an interval was recorded: nothing after it runs."""
+
+
+@pytest.mark.parametrize("down_s", [0.0, 100.0])
+def test_a_step_killed_mid_analysis_resumes_from_its_record_to_the_same_result(down_s: float) -> None:
+    """Killed after interval 2 of 3, rerun `down_s` later from the recorded JSON: the rerun asks only interval 3,
+    at its scheduled time (a past instant when the rerun comes late), and ends where an unbroken run ends."""
+    answers = healthy(**{"error-ratio__canary": lambda i: 0.2 if i == 3 else 0.01})
+    unbroken, _, _ = run(answers)
+    recorded: list[str] = []
+
+    def record_then_die(result: StepResult) -> None:
+        recorded.append(json.dumps(result.as_dict()))
+        if len(result.intervals) == 2:
+            raise Killed
+
+    clock = FakeClock()
+    with pytest.raises(Killed):
+        run_step(ROLLOUT, TARGET, STEP, 1, Recorded(clock, answers), clock, settle_s=0, on_interval=record_then_die)
+    clock.t += down_s
+    prom = Recorded(clock, answers)
+    resumed = run_step(ROLLOUT, TARGET, STEP, 1, prom, clock, resume=StepResult.from_dict(json.loads(recorded[-1])))
+    assert {at for _, at in prom.asked} == {T0 + 30}
+    assert resumed.as_dict() == unbroken.as_dict() and resumed.decision == ABORT
+    again = Recorded(clock, answers)
+    assert run_step(ROLLOUT, TARGET, STEP, 1, again, clock, resume=resumed).as_dict() == unbroken.as_dict()
+    assert not again.asked                                    # a decided step is not judged twice
+    with pytest.raises(ValueError, match="is of step 1 \\(weight 25%\\), not of step 2"):
+        run_step(ROLLOUT, TARGET, Step(50, 30), 2, again, clock, resume=resumed)
+
+
+def test_the_failure_limit_counts_the_failed_intervals_before_a_kill() -> None:
+    answers = healthy(**{"error-ratio__canary": lambda i: 0.2 if i in (1, 3) else 0.01})
+    rollout = replace(ROLLOUT, failure_limit=1)
+    recorded: list[dict[str, object]] = []
+
+    def record_then_die(result: StepResult) -> None:
+        recorded.append(json.loads(json.dumps(result.as_dict())))
+        raise Killed
+
+    clock = FakeClock()
+    with pytest.raises(Killed):
+        run_step(rollout, TARGET, STEP, 1, Recorded(clock, answers, rollout), clock, settle_s=0,
+                 on_interval=record_then_die)
+    resumed = run_step(rollout, TARGET, STEP, 1, Recorded(clock, answers, rollout), clock,
+                       resume=StepResult.from_dict(recorded[-1]))
+    assert resumed.decision == ABORT and "interval 3/3" in resumed.reason
+    assert "2 failed interval(s), above failure_limit 1" in resumed.reason

@@ -126,6 +126,19 @@ class StepResult:
                 "decision": self.decision, "reason": self.reason,
                 "intervals": [i.as_dict() for i in self.intervals]}
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> StepResult:
+        """The result as_dict() wrote (read back from where a run recorded it). KeyError, TypeError or ValueError
+        for a document of another shape."""
+        intervals = [IntervalRecord(int(i["index"]), float(i["t"]),
+                                    None if i["requests"] is None else int(i["requests"]),
+                                    str(i["outcome"]), str(i["verdict"]), str(i["reason"]),
+                                    {m: Point(float(p["t"]), p["canary"], p["baseline"], p["threshold"],
+                                              str(p["verdict"])) for m, p in i["points"].items()})
+                     for i in doc["intervals"]]
+        return cls(int(doc["step"]), int(doc["weight"]), int(doc["analysis_s"]), float(doc["started"]),
+                   str(doc["decision"]), str(doc["reason"]), intervals)
+
 
 def _point_dict(p: Point) -> dict[str, Any]:
     return {"t": p.t, "canary": p.canary, "baseline": p.baseline, "threshold": p.threshold, "verdict": p.verdict}
@@ -234,23 +247,35 @@ def judge_once(rollout: Rollout, target: Target, prom: Querier, at: float,
 
 
 def run_step(rollout: Rollout, target: Target, step: Step, step_number: int, prom: Querier, clock: Clock,
-             *, settle_s: float | None = None,
-             on_interval: Callable[[StepResult], None] | None = None) -> StepResult:
+             *, settle_s: float | None = None, on_interval: Callable[[StepResult], None] | None = None,
+             resume: StepResult | None = None) -> StepResult:
     """Judge one step, whose new weight is in place now: first `settle_s` seconds (default: the rollout's
     `window`, so that every rate() of the first interval covers traffic at this weight only), then an interval
     every `rollout.interval_s` seconds until the step's `analysis_s` is covered (ceil(analysis_s / interval_s)
-    intervals) or an interval aborts it. Queries are asked at the clock's time; a slow answer does not shift the
-    next interval. `on_interval` is called with the result so far after each interval (to record it where a rerun
-    finds it). Raises nothing for what Prometheus answers: every outcome is in the decision and its reason."""
-    clock.sleep(duration_s(rollout.window) if settle_s is None else settle_s)
-    result = StepResult(step_number, step.weight, step.analysis_s, clock.now())
+    intervals) or an interval aborts it. Interval k is asked at its scheduled time, started + k × interval_s
+    (Prometheus answers for a past instant too): a slow answer does not shift the next one, and a rerun judges the
+    same windows. `on_interval` is called with the result so far after each interval (to record it where a rerun
+    finds it); `resume`, that record of this step, continues it from its last judged interval (a decided step is
+    returned as it is; intervals missed while nothing ran are judged at their times, on what Prometheus kept).
+    Raises nothing for what Prometheus answers: every outcome is in the decision and its reason; ValueError when
+    `resume` is another step's."""
     analysis = StepAnalysis(rollout, step.analysis_s)
+    if resume is not None:
+        if (resume.step, resume.weight, resume.analysis_s) != (step_number, step.weight, step.analysis_s):
+            raise ValueError(f"the recorded analysis is of step {resume.step} (weight {resume.weight}%), "
+                             f"not of step {step_number} (weight {step.weight}%)")
+        result = resume
+        for done in result.intervals:   # what the failure limit and the step's length count
+            analysis.add(Interval((), done.requests, Verdict(done.verdict), done.reason))
+    else:
+        clock.sleep(duration_s(rollout.window) if settle_s is None else settle_s)
+        result = StepResult(step_number, step.weight, step.analysis_s, clock.now())
     where = f"step {step_number} (weight {step.weight}%)"
     total = math.ceil(step.analysis_s / rollout.interval_s)
     while not result.decision:
         index = len(result.intervals) + 1
-        clock.sleep(max(0.0, result.started + index * rollout.interval_s - clock.now()))
-        at = clock.now()
+        at = result.started + index * rollout.interval_s
+        clock.sleep(max(0.0, at - clock.now()))
         interval, record = judge_once(rollout, target, prom, at, index)
         result.intervals.append(record)
         decision, why = analysis.add(interval)
