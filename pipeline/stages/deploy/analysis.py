@@ -12,7 +12,8 @@ What an interval can be, before the environment's policies ([environments.<env>.
 - query-error: Prometheus did not answer or refused a query: the `query_error` policy (abort | fail), with
   Prometheus's own message. The interval's remaining queries are not asked.
 
-Time comes from an injected Clock and every query is asked at the clock's time, so a unit test replays a recorded
+Time comes from an injected Clock and each interval is asked at its scheduled instant (Prometheus's `time`
+parameter), so a rerun after a kill judges the same windows, and a unit test replays a recorded
 series in milliseconds and an integration test runs the same code on the wall clock. Each interval's values are
 kept per metric (time, canary, stable, threshold): the report's chart of the step.
 """
