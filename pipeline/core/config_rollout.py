@@ -7,17 +7,26 @@
     window = "1m"                       # the range of rate()/increase() in the templates ($window)
     no_data = "abort"                   # a query that returns no sample: "abort" | "fail" (counts) | "pass"
     inconclusive = "abort"              # too little traffic, or no baseline to compare with: same choices
+    query_error = "abort"               # Prometheus down or a query it refuses: "abort" | "fail" (counts); never pass
     failure_limit = 0                   # failed intervals tolerated per step; one more aborts
     min_requests = 20                   # requests an interval must see on the canary to be judged
     prometheus = ""                     # "" = the embedded Prometheus; else its http(s) URL
     router = "none"                     # "none": weight = replica ratio (reported as achieved) | "haproxy" | "nginx"
+    requests = "sum(increase(http_requests_total{...}[$interval]))"   # the canary's requests in one interval,
+                                        # held to min_requests (default: REQUESTS)
 
-    [[environments.staging.rollout.metrics]]
+    [[environments.staging.rollout.metrics]]   # none listed: DEFAULT_METRICS (error ratio, p95 latency)
     name = "error-ratio"
     query = '''sum(rate(http_requests_total{service="$service",track="$track",code=~"5.."}[$window]))
              / sum(rate(http_requests_total{service="$service",track="$track"}[$window]))'''
     max = 0.05                          # the canary's value must not exceed it
     baseline_margin = 0.02              # nor the stable version's value + this (and/or baseline_ratio ×)
+
+The default templates read the Veza services' own series (services/*/kit/kit.go, chat-server's main.rs):
+`http_requests_total{method,route,code}` and `http_request_duration_seconds_bucket{route,le}`; `namespace`,
+`service` and `track` are the target labels Prometheus adds from the pod (k8s/prometheus-config.yaml relabels
+the pod labels app.kubernetes.io/name and veza.io/track). Prometheus's own scrapes of /metrics are left out, so a
+service nobody calls is not judged on its scrapes.
 
 Templates are PromQL with `$name` placeholders (Python's string.Template syntax, which PromQL never uses): the
 values substituted are names the pipeline controls, escaped as PromQL string-literal content (the rules of Go's
@@ -35,10 +44,12 @@ from pipeline.core.config_reader import Table, check_name, type_name
 
 STRATEGIES = ("all-at-once", "canary", "blue-green")
 OUTCOME_POLICIES = ("abort", "fail", "pass")   # for no data and for inconclusive intervals
+QUERY_ERROR_POLICIES = ("abort", "fail")       # an unanswered or refused query is never a pass
 ROUTERS = ("none", "haproxy", "nginx")
-PLACEHOLDERS = ("namespace", "service", "track", "window", "release")
+PLACEHOLDERS = ("namespace", "service", "track", "window", "release", "interval")   # $interval: interval_s, "15s"
 # PromQL's duration grammar (a number and a unit; compound forms such as 1h30m are also accepted by Prometheus).
 _DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,21 @@ class MetricRule:
         return Template(self.query).substitute({k: promql_escape(v) for k, v in values.items()})
 
 
+# The services' series, selected by the target labels the scrape configuration adds (module docstring).
+_SELECT = 'namespace="$namespace",service="$service",track="$track",route!="/metrics"'
+REQUESTS = f"sum(increase(http_requests_total{{{_SELECT}}}[$interval]))"
+DEFAULT_METRICS = (
+    # a version that never answered 5xx has no such series at all: `or vector(0)` makes its ratio 0, while a version
+    # with no traffic still has no sample (an empty denominator), which the no_data policy judges
+    MetricRule(name="error-ratio", max=0.05, baseline_margin=0.02,
+               query=f'(sum(rate(http_requests_total{{{_SELECT},code=~"5.."}}[$window])) or vector(0)) / '
+                     f"sum(rate(http_requests_total{{{_SELECT}}}[$window]))"),
+    MetricRule(name="p95-latency", max=0.5, baseline_ratio=1.5, baseline_margin=0.05,
+               query="histogram_quantile(0.95, sum by (le) "
+                     f"(rate(http_request_duration_seconds_bucket{{{_SELECT}}}[$window])))"),
+)
+
+
 @dataclass(frozen=True)
 class Load:
     rps: float = 5.0              # requests per second the loop sends to each track (bounded below)
@@ -81,11 +107,13 @@ class Rollout:
     window: str = "1m"
     no_data: str = "abort"
     inconclusive: str = "abort"
+    query_error: str = "abort"
     failure_limit: int = 0
     min_requests: int = 20
     prometheus: str = ""
     router: str = "none"
     metrics: tuple[MetricRule, ...] = ()
+    requests: str = REQUESTS            # PromQL template: the canary's requests in one interval (min_requests)
     load: Load = field(default_factory=Load)
     preview_analysis_s: int = 60        # blue-green: judged on the preview Service before the switch
     post_promotion_analysis_s: int = 60  # blue-green: judged after the switch; a failure switches back
@@ -97,6 +125,14 @@ class Rollout:
 
 
 MAX_RPS = 50.0
+
+
+def duration_s(value: str) -> float:
+    """A PromQL duration ("30s", "1m", "1h30m") in seconds (Prometheus's units; a year is 365 days).
+    ValueError for anything else (read_rollout has checked the window already)."""
+    if not _DURATION.fullmatch(value):
+        raise ValueError(f"{value!r} is not a PromQL duration")
+    return sum(int(n) * _UNIT_S[unit] for n, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", value))
 
 
 def promql_escape(value: str) -> str:
@@ -120,11 +156,13 @@ def read_rollout(et: Table) -> Rollout:
         window=_duration(t, "window", "1m"),
         no_data=t.text("no_data", "abort", choices=OUTCOME_POLICIES),
         inconclusive=t.text("inconclusive", "abort", choices=OUTCOME_POLICIES),
+        query_error=t.text("query_error", "abort", choices=QUERY_ERROR_POLICIES),
         failure_limit=t.integer("failure_limit", 0, lo=0, hi=100),
         min_requests=t.integer("min_requests", 20, lo=0, hi=10**6),
         prometheus=_url(t, "prometheus"),
         router=t.text("router", "none", choices=ROUTERS),
         metrics=_metrics(t),
+        requests=_requests(t),
         load=_load(t),
         preview_analysis_s=t.integer("preview_analysis_s", 60, lo=1, hi=86400),
         post_promotion_analysis_s=t.integer("post_promotion_analysis_s", 60, lo=1, hi=86400),
@@ -164,7 +202,9 @@ def _steps(t: Table, *, required: bool) -> tuple[Step, ...]:
 
 def _metrics(t: Table) -> tuple[MetricRule, ...]:
     t.used.add("metrics")
-    raw = t.data.get("metrics", [])
+    if "metrics" not in t.data:
+        return DEFAULT_METRICS
+    raw = t.data["metrics"]
     if not isinstance(raw, list):
         t.fail(t.key("metrics"), f"expected an array of tables, got {type_name(raw)}", "write [[...metrics]] blocks")
     rules: list[MetricRule] = []
@@ -189,17 +229,23 @@ def _metrics(t: Table) -> tuple[MetricRule, ...]:
     return tuple(rules)
 
 
-def _check_template(mt: Table, query: str) -> None:
+def _requests(t: Table) -> str:
+    query = t.text("requests", REQUESTS)
+    _check_template(t, query, key="requests")
+    return query
+
+
+def _check_template(mt: Table, query: str, key: str = "query") -> None:
     template = Template(query)
     if not template.is_valid():
-        mt.fail(mt.key("query"), "has a '$' that is not a placeholder",
+        mt.fail(mt.key(key), "has a '$' that is not a placeholder",
                 f"write $$ for a literal dollar; placeholders: {', '.join('$' + p for p in PLACEHOLDERS)}")
     unknown = sorted(set(template.get_identifiers()) - set(PLACEHOLDERS))
     if unknown:
-        mt.fail(mt.key("query"), f"unknown placeholder ${unknown[0]}",
+        mt.fail(mt.key(key), f"unknown placeholder ${unknown[0]}",
                 f"use only {', '.join('$' + p for p in PLACEHOLDERS)}")
     if "track" not in template.get_identifiers():
-        mt.fail(mt.key("query"), "does not select a track ($track)",
+        mt.fail(mt.key(key), "does not select a track ($track)",
                 'filter by track="$track" so the new and the stable version are judged apart')
 
 

@@ -2,12 +2,14 @@
 
     report.html   beside report.json/report.md in the run directory: a Gantt timeline of the stages and of each
                   service's work inside them (from events.jsonl), verdicts, digests and tags, scan findings,
-                  the deploy revision, links to the logs and the trace.
+                  the deploy revision, a progressive rollout's analysis (each metric's series against its
+                  threshold per step, the decision and its reason), links to the logs and the trace.
     index.html    in `<state_dir>/<env>/runs/`: every run of the environment, duration per stage over time
                   (stacked bars) and cache hits.
 
 Timeline bars carry `class="bar stage"` / `class="bar service"` and `data-stage`/`data-service`, so a test
-can count them in the rendered DOM.
+can count them in the rendered DOM. Analysis charts are `<svg class="analysis" data-step data-metric>` with
+`polyline.series.canary|baseline|threshold` and a `circle.point` per judged value (`data-verdict`).
 """
 
 from __future__ import annotations
@@ -133,6 +135,100 @@ def timeline_svg(stages: Sequence[dict[str, Any]], intervals: Sequence[dict[str,
             f'role="img" aria-label="timeline">{ticks}{"".join(rows)}</svg>')
 
 
+VERDICT_COLOR = {"pass": "#2e9e5b", "fail": "#d64545", "no-data": "#9aa3ad", "inconclusive": "#d9a400",
+                 "query-error": "#8e5bd6"}
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], started: float,
+                 width: int = 520, height: int = 180) -> str:
+    """One metric's chart for one step: the canary's value per interval (a dot coloured by its verdict), the
+    stable version's (grey) and the threshold it was held to (red, dashed: it moves with the baseline), over
+    seconds since the step's analysis started. `points`: [{t, canary, baseline, threshold, verdict}] (unix
+    seconds; None where there was no sample: drawn as a grey mark on the axis, never as 0)."""
+    left, right, top, bottom = 56, 24, 26, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [float(p[k]) for p in points for k in ("canary", "baseline", "threshold") if p.get(k) is not None]
+    y_max = max(values + [0.0]) * 1.15 or 1.0
+    t_end = max([float(p["t"]) - started for p in points] + [1.0])
+
+    def x(p: dict[str, Any]) -> float:
+        return left + (float(p["t"]) - started) / t_end * plot_w
+
+    def y(v: float) -> float:
+        return top + plot_h - v / y_max * plot_h
+
+    def line(key: str, attrs: str) -> str:
+        runs: list[list[str]] = [[]]
+        for p in points:
+            if p.get(key) is None:
+                runs.append([])
+            else:
+                runs[-1].append(f"{x(p):.1f},{y(float(p[key])):.1f}")
+        return "".join(f'<polyline class="series {key}" points="{" ".join(r)}" fill="none" {attrs}/>'
+                       for r in runs if r)
+
+    grid = "".join(f'<line x1="{left}" y1="{y(f * y_max):.1f}" x2="{left + plot_w}" y2="{y(f * y_max):.1f}" '
+                   f'stroke="#eaeef2"/><text x="{left - 4}" y="{y(f * y_max) + 4:.1f}" text-anchor="end">'
+                   f'{_fmt(f * y_max)}</text>' for f in (0, 0.5, 1))
+    axis = "".join(f'<text x="{left + f * plot_w:.1f}" y="{height - 12}" text-anchor="middle">'
+                   f'{_secs(f * t_end)}</text>' for f in (0, 0.5, 1))
+    dots = []
+    for p in points:
+        verdict = str(p.get("verdict") or "")
+        shown = {k: "-" if p.get(k) is None else _fmt(float(p[k])) for k in ("canary", "baseline", "threshold")}
+        tip = (f"{_secs(float(p['t']) - started)}: canary {shown['canary']}, stable {shown['baseline']}, "
+               f"threshold {shown['threshold']}: {verdict}")
+        if p.get("canary") is None:
+            dots.append(f'<text class="point nodata" data-verdict="{_e(verdict)}" x="{x(p):.1f}" '
+                        f'y="{top + plot_h - 3:.1f}" text-anchor="middle" fill="#9aa3ad">×<title>{_e(tip)}</title>'
+                        f"</text>")
+        else:
+            dots.append(f'<circle class="point canary" data-verdict="{_e(verdict)}" cx="{x(p):.1f}" '
+                        f'cy="{y(float(p["canary"])):.1f}" r="4" fill="{VERDICT_COLOR.get(verdict, "#6b7280")}">'
+                        f"<title>{_e(tip)}</title></circle>")
+    legend = (f'<text x="{left}" y="14"><tspan font-weight="bold">{_e(metric)}</tspan>  '
+              f'<tspan fill="#3b82c4">● canary</tspan>  <tspan fill="#9aa3ad">— stable</tspan>  '
+              f'<tspan fill="#d64545">- - threshold</tspan></text>')
+    lines = (line("threshold", 'stroke="#d64545" stroke-dasharray="5 3"') + line("baseline", 'stroke="#9aa3ad" '
+             'stroke-width="2"') + line("canary", 'stroke="#3b82c4" stroke-width="2"'))
+    return (f'<svg class="analysis" data-step="{step}" data-metric="{_e(metric)}" xmlns="http://www.w3.org/2000/svg" '
+            f'width="{width}" height="{height}" role="img" aria-label="{_e(metric)}, step {step}">'
+            f'{grid}{axis}<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+            f'stroke="#57606a"/>{lines}{"".join(dots)}{legend}</svg>')
+
+
+def rollout_section(rollout: dict[str, Any]) -> str:
+    """The report's section for a progressive rollout: per step, its decision and reason, one chart per metric
+    (analysis_svg) and its intervals. `rollout`: {strategy, steps: [pipeline.stages.deploy.analysis
+    .StepResult.as_dict()]}; "" when it has no step."""
+    steps = rollout.get("steps") or []
+    if not steps:
+        return ""
+    out = [f"<h2>Rollout analysis ({_e(rollout.get('strategy'))})</h2>"]
+    for st in steps:
+        decision = str(st.get("decision") or "running")
+        cls = "ok" if decision == "promote-step" else "failed" if decision == "abort" else "meta"
+        out.append(f'<h3 class="step" data-step="{_e(st.get("step"))}">Step {_e(st.get("step"))} (weight '
+                   f'{_e(st.get("weight"))}%, {_e(st.get("analysis_s"))}s): <span class={cls}>{_e(decision)}</span>'
+                   f"</h3><p class=reason>{_e(st.get('reason'))}</p>")
+        intervals = st.get("intervals") or []
+        series: dict[str, list[dict[str, Any]]] = {}
+        for i in intervals:
+            for metric, point in (i.get("points") or {}).items():
+                series.setdefault(metric, []).append(point)
+        out += [analysis_svg(int(st.get("step") or 0), metric, pts, float(st.get("started") or 0))
+                for metric, pts in series.items()]
+        out.append(_table(("interval", "at", "requests", "outcome", "counts as", "detail"), [
+            [_e(i.get("index")), _secs(float(i.get("t") or 0) - float(st.get("started") or 0)), _e(i.get("requests")),
+             f'<span style="color:{VERDICT_COLOR.get(str(i.get("outcome")), "#1f2328")}">{_e(i.get("outcome"))}</span>',
+             _e(i.get("verdict")), _e(i.get("reason"))] for i in intervals]))
+    return "".join(out)
+
+
 def _findings(report_path: str | None, limit: int = 100) -> list[list[str]]:
     """Vulnerabilities, secrets and misconfigurations of a Trivy JSON report (SchemaVersion 2), worst first."""
     if not report_path or not Path(report_path).is_file():
@@ -178,6 +274,7 @@ def render_report(data: dict[str, Any], events: Sequence[dict[str, Any]], run_di
         prev = dep.get("previous_revision")
         body.append(f"<p>Deploy: Helm revision <b>{_e(dep['revision'])}</b>{f' (previous {_e(prev)})' if prev else ''}"
                     f", {_e(dep.get('detail') or dep.get('status'))}</p>")
+    body.append(rollout_section(data.get("rollout") or {}))
     rows = []
     for name, s in (data.get("services") or {}).items():
         counts = s.get("scan_counts") or {}

@@ -111,3 +111,15 @@ def single_value(series: list[Series]) -> float | None:
                                    f"(labels of the first two: {series[0].labels}, {series[1].labels})",
                                    "aggregate it, e.g. wrap it in sum(...) or sum by (le) (...)")
     return series[0].value
+
+
+@dataclass(frozen=True)
+class Client:
+    """One Prometheus at `base_url`, asked for single values: what the rollout analysis needs of it."""
+    base_url: str
+    timeout_s: float = 10.0
+
+    def value(self, promql: str, at: float) -> float | None:
+        """The one value `promql` has at unix time `at` (seconds), None for no sample (single_value's rules).
+        PrometheusUnavailable / PrometheusQueryError as query() raises them."""
+        return single_value(query(self.base_url, promql, at=at, timeout_s=self.timeout_s))

@@ -13,7 +13,6 @@ import dataclasses
 import http.server
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -21,9 +20,9 @@ import pytest
 from pipeline.core.config import load_config
 from pipeline.core.config_rollout import MetricRule, Rollout, Step
 from pipeline.gate.analysis import Sample, StepAnalysis, Verdict, judge, judge_interval
-from pipeline.local.bases import ensure_bases
 from pipeline.tools import docker as docker_tool
 from pipeline.tools import prometheus
+from tests.integration.prometheus_support import running_prometheus
 from tests.ports import PortPool
 
 pytestmark = pytest.mark.engine
@@ -84,37 +83,17 @@ def exporter() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def prometheus_url(exporter: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cfg = load_config(check_files=False)
-    wanted = {n: b for n, b in cfg.bases.items() if n in ("debian", "prometheus")}
-    ensure_bases(config=dataclasses.replace(cfg, bases=wanted), say=lambda _line: None)
-    conf = tmp_path_factory.mktemp("prometheus") / "prometheus.yml"
-    conf.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                    "scrape_configs:\n  - job_name: veza\n"
-                    f"    static_configs: [{{targets: ['127.0.0.1:{exporter}']}}]\n")
-    conf.chmod(0o644)
-    port = free_port()
-    client = docker_tool.client()
-    name = f"veza-test-prometheus-{uuid.uuid4().hex[:8]}"
-    container = client.containers.run(
-        cfg.bases["prometheus"].local, name=name, detach=True, network_mode="host",
-        command=["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-        volumes={str(conf): {"bind": "/etc/prometheus/prometheus.yml", "mode": "ro"}},
-        tmpfs={"/prometheus": "uid=999"}, read_only=True, cap_drop=["ALL"])
-    url = f"http://127.0.0.1:{port}"
-    try:
+    scrape = ("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+              "scrape_configs:\n  - job_name: veza\n"
+              f"    static_configs: [{{targets: ['127.0.0.1:{exporter}']}}]\n")
+    with running_prometheus(scrape, tmp_path_factory.mktemp("prometheus"), free_port()) as url:
         deadline = time.monotonic() + 60
-        while not prometheus.ready(url):
-            assert time.monotonic() < deadline, container.logs()[-2000:].decode()
-            time.sleep(0.5)
         # rate() over [5s] reads steady traffic once a series has been scraped for longer than the window
         while (prometheus.single_value(prometheus.query(
                 url, 'count_over_time(http_requests_total{track="stable",code="200"}[10s])')) or 0) < 7:
             assert time.monotonic() < deadline, "Prometheus did not scrape the exporter for 7 s within 60 s"
             time.sleep(0.5)
         yield url
-    finally:
-        container.remove(force=True)
 
 
 def _value(url: str, rule: MetricRule, track: str, service: str = "veza-backend-api") -> float | None:

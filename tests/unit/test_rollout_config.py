@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.config import load_config
-from pipeline.core.config_rollout import MetricRule, promql_escape
+from pipeline.core.config_rollout import REQUESTS, MetricRule, promql_escape
 from pipeline.core.errors import ConfigError, UsageError
 from tests.unit.test_config import VALID, project
 
@@ -75,9 +75,25 @@ def test_a_template_that_cannot_tell_the_versions_apart_is_refused(project: Path
     assert "does not select a track ($track)" in _error(project, text)
 
 
-def test_a_progressive_rollout_needs_a_metric(project: Path) -> None:
+def test_a_progressive_rollout_without_metrics_is_judged_by_the_defaults_and_an_empty_list_is_refused(
+        project: Path) -> None:
     text = CANARY.split("[[environments")[0]
-    assert "a canary rollout needs at least one metric" in _error(project, text)
+    rollout = _cfg(project, text).env("dev").rollout
+    assert [m.name for m in rollout.metrics] == ["error-ratio", "p95-latency"] and rollout.requests == REQUESTS
+    assert "a canary rollout needs at least one metric" in _error(project, text + "metrics = []\n")
+
+
+def test_query_errors_and_the_request_count_are_read_strictly(project: Path) -> None:
+    text = CANARY.replace("interval_s = 10", 'interval_s = 10\nquery_error = "fail"\n'
+                                             'requests = \'sum(increase(x{track="$track"}[$interval]))\'')
+    rollout = _cfg(project, text).env("dev").rollout
+    assert rollout.query_error == "fail" and rollout.requests == 'sum(increase(x{track="$track"}[$interval]))'
+    assert "rollout.query_error: 'pass' is not allowed" in _error(
+        project, CANARY.replace("interval_s = 10", 'interval_s = 10\nquery_error = "pass"'))
+    assert "rollout.requests: does not select a track ($track)" in _error(
+        project, CANARY.replace("interval_s = 10", "interval_s = 10\nrequests = 'sum(x[$interval])'"))
+    assert "rollout.requests: unknown placeholder $intervall" in _error(
+        project, CANARY.replace("interval_s = 10", "interval_s = 10\nrequests = 'x{track=\"$track\"}[$intervall]'"))
 
 
 def test_load_is_bounded_and_aims_at_paths_only(project: Path) -> None:
