@@ -43,6 +43,7 @@ PROD_HOST = "127.0.0.21"
 free_port = PortPool(range(21500, 21560)).take
 USER_ENV, PASSWORD_ENV = "VEZA_REUSE_FROM_PROD_USER", "VEZA_REUSE_FROM_PROD_PASSWORD"
 PROD_PASS_ENV, DEV_PASS_ENV = "VEZA_REUSE_FROM_PROD_PASSPHRASE", "VEZA_REUSE_FROM_DEV_PASSPHRASE"
+ENGINE_AGENT = '"docker/'   # the user agent of the engine's pushes in the registry's access log
 STAGES = ["build", "push", "sign"]   # verify-images renders a chart this project lacks: verify() asks the same
 
 
@@ -167,8 +168,14 @@ def test_prod_on_a_fresh_runner_reuses_only_what_devs_keys_vouch_for(project: Pr
 
     p.fresh()
     p.lines.clear()
+    mark = p.prod.log_file.stat().st_size if p.prod.log_file.exists() else 0
     prod = p.run_stages("prod", STAGES)
     p.verify("prod", prod)   # verify-images' gate, trusting prod's key alone: raises on any problem
+    with p.prod.log_file.open("rb") as fh:
+        fh.seek(mark)
+        log = fh.read().decode(errors="replace")
+    layers = [line for line in _blob_writes(log, "") if "Python-urllib" not in line]   # not the signatures'
+    assert layers and all(ENGINE_AGENT not in line for line in layers), layers   # skopeo's copy, never the engine
     for n in SERVICES:
         built, pushed = prod.built(n), prod.pushed(n)
         assert built is not None and pushed is not None
@@ -201,7 +208,11 @@ def test_prod_on_a_fresh_runner_reuses_only_what_devs_keys_vouch_for(project: Pr
     sign_image(RegistryClient(address), docs_repo, docs.digest, ec.generate_private_key(ec.SECP256R1()))
     p.fresh()
     p.lines.clear()
+    mark = p.prod.log_file.stat().st_size
     prod = p.run_stages("prod", STAGES)
+    with p.prod.log_file.open("rb") as fh:
+        fh.seek(mark)
+        assert any(ENGINE_AGENT in line for line in _blob_writes(fh.read().decode(errors="replace"), ""))   # seen
     status = {n: str(prod.built(n).status) for n in SERVICES}   # type: ignore[union-attr]
     assert status == {"api": "built", "chat": "reused", "docs": "built"}
     api_note = (prod.stage_result("api", "build") or {})["registry_note"]
@@ -239,3 +250,36 @@ def test_a_copy_that_fails_records_nothing_done_and_the_rerun_completes_it(proje
     p.verify("prod", prod)
     assert all(prod.pushed(n) is not None and prod.pushed(n).ok   # type: ignore[union-attr]
                and prod.pushed(n).digest == dev_a.pushed(n).digest for n in SERVICES)   # type: ignore[union-attr]
+
+
+def _blob_writes(log: str, repo: str) -> list[str]:
+    """The registry's access-log lines that write blob data into `repo` (an upload's PATCH or closing PUT; a
+    cross-repository mount is one POST with `mount=`, and the push pre-flight's probe a POST then a DELETE)."""
+    return [line for line in log.splitlines()
+            if any(f'"{verb} /v2/{repo}' in line and "/blobs/uploads/" in line for verb in ("PATCH", "PUT"))]
+
+
+def test_within_one_registry_the_reuse_mounts_devs_blobs_and_uploads_no_layer(project: Project) -> None:
+    p = project
+    text = (p.root / "pipeline.toml").read_text().replace(f'registry = "{p.prod.address}"',
+                                                          f'registry = "{p.dev.address}"')
+    (p.root / "pipeline.toml").write_text(text.replace(f'registry_username_env = "{USER_ENV}"\n', "")
+                                          .replace(f'registry_password_env = "{PASSWORD_ENV}"\n', ""))
+    p.commit("feat: three services")
+    dev_a = p.run_stages("dev", STAGES)
+    p.fresh()
+    mark = p.dev.log_file.stat().st_size
+    p.run_stages("prod", ["build", "push"])   # the signatures' own blobs (the sign stage's) are not layers
+    with p.dev.log_file.open("rb") as fh:
+        fh.seek(mark)
+        log = fh.read().decode(errors="replace")
+    prod = p.run_stages("prod", ["sign"])
+    p.verify("prod", prod)
+    for n in SERVICES:
+        built, pushed = prod.built(n), prod.pushed(n)
+        assert built is not None and pushed is not None and str(built.status) == "reused"
+        assert (prod.stage_result(n, "build") or {})["reuse"]["from_environment"] == "dev"
+        assert pushed.digest == dev_a.pushed(n).digest   # type: ignore[union-attr]
+        _, repo = split_repository(pushed.repository)
+        assert repo.startswith(f"rf-{p.run}/") and not _blob_writes(log, repo), repo   # no layer uploaded
+        assert f'"POST /v2/{repo}/blobs/uploads/?mount=sha256' in log   # its blobs came by mount
