@@ -33,6 +33,7 @@ from pipeline.tools import docker
 from pipeline.tools.registry_api import Credentials, RegistryClient, split_repository
 from pipeline.trust import envkeys
 from pipeline.trust.signing import sign_image
+from tests.integration.reuse_support import blob_writes, commit_all, remove_image
 from tests.ports import PortPool
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
@@ -83,14 +84,7 @@ class Project:
         return Manifest.load(self.root / ".pipeline" / env / "manifest.json")
 
     def commit(self, message: str) -> None:
-        import git
-
-        repo = git.Repo(self.root) if (self.root / ".git").exists() else git.Repo.init(self.root, initial_branch="main")
-        with repo.config_writer() as cw:
-            cw.set_value("user", "name", "Test")
-            cw.set_value("user", "email", "test@example.invalid")
-        repo.git.add("-A")
-        repo.index.commit(message)
+        commit_all(self.root, message)
 
     def run_stages(self, env: str, stages: list[str]) -> Manifest:
         cfg = self.cfg
@@ -114,18 +108,9 @@ class Project:
     def fresh(self) -> None:
         """An engine without any image of this project, and no state directory (the keys live outside it)."""
         for image_id in self.made:
-            _remove(image_id)
+            remove_image(image_id)
             assert docker.image_id(image_id) is None
         shutil.rmtree(self.root / ".pipeline", ignore_errors=True)
-
-
-def _remove(image_id: str) -> None:
-    import docker as docker_py
-
-    try:
-        docker_py.APIClient().remove_image(image_id, force=True)
-    except docker_py.errors.ImageNotFound:
-        pass
 
 
 @pytest.fixture
@@ -152,7 +137,7 @@ def project(tmp_path: Path, docker_client: object, monkeypatch: pytest.MonkeyPat
             yield p
         finally:
             for image_id in p.made:
-                _remove(image_id)
+                remove_image(image_id)
 
 
 def _reason(m: Manifest, name: str) -> str:
@@ -174,7 +159,7 @@ def test_prod_on_a_fresh_runner_reuses_only_what_devs_keys_vouch_for(project: Pr
     with p.prod.log_file.open("rb") as fh:
         fh.seek(mark)
         log = fh.read().decode(errors="replace")
-    layers = [line for line in _blob_writes(log, "") if "Python-urllib" not in line]   # not the signatures'
+    layers = [line for line in blob_writes(log, "") if "Python-urllib" not in line]   # not the signatures'
     assert layers and all(ENGINE_AGENT not in line for line in layers), layers   # skopeo's copy, never the engine
     for n in SERVICES:
         built, pushed = prod.built(n), prod.pushed(n)
@@ -212,7 +197,7 @@ def test_prod_on_a_fresh_runner_reuses_only_what_devs_keys_vouch_for(project: Pr
     prod = p.run_stages("prod", STAGES)
     with p.prod.log_file.open("rb") as fh:
         fh.seek(mark)
-        assert any(ENGINE_AGENT in line for line in _blob_writes(fh.read().decode(errors="replace"), ""))   # seen
+        assert any(ENGINE_AGENT in line for line in blob_writes(fh.read().decode(errors="replace"), ""))   # seen
     status = {n: str(prod.built(n).status) for n in SERVICES}   # type: ignore[union-attr]
     assert status == {"api": "built", "chat": "reused", "docs": "built"}
     api_note = (prod.stage_result("api", "build") or {})["registry_note"]
@@ -252,13 +237,6 @@ def test_a_copy_that_fails_records_nothing_done_and_the_rerun_completes_it(proje
                and prod.pushed(n).digest == dev_a.pushed(n).digest for n in SERVICES)   # type: ignore[union-attr]
 
 
-def _blob_writes(log: str, repo: str) -> list[str]:
-    """The registry's access-log lines that write blob data into `repo` (an upload's PATCH or closing PUT; a
-    cross-repository mount is one POST with `mount=`, and the push pre-flight's probe a POST then a DELETE)."""
-    return [line for line in log.splitlines()
-            if any(f'"{verb} /v2/{repo}' in line and "/blobs/uploads/" in line for verb in ("PATCH", "PUT"))]
-
-
 def test_within_one_registry_the_reuse_mounts_devs_blobs_and_uploads_no_layer(project: Project) -> None:
     p = project
     text = (p.root / "pipeline.toml").read_text().replace(f'registry = "{p.prod.address}"',
@@ -281,5 +259,5 @@ def test_within_one_registry_the_reuse_mounts_devs_blobs_and_uploads_no_layer(pr
         assert (prod.stage_result(n, "build") or {})["reuse"]["from_environment"] == "dev"
         assert pushed.digest == dev_a.pushed(n).digest   # type: ignore[union-attr]
         _, repo = split_repository(pushed.repository)
-        assert repo.startswith(f"rf-{p.run}/") and not _blob_writes(log, repo), repo   # no layer uploaded
+        assert repo.startswith(f"rf-{p.run}/") and not blob_writes(log, repo), repo   # no layer uploaded
         assert f'"POST /v2/{repo}/blobs/uploads/?mount=sha256' in log   # its blobs came by mount
