@@ -1,7 +1,7 @@
 """A docs-only commit on a fresh runner (issue 26, item 4): `invoke build push` on an "empty engine", with the
 registry's images reused by input digest, against the same command when the registry has nothing to reuse.
 
-    .venv/bin/python bench/fresh_runner.py [--runs 3] [--no-cold]
+    .venv/bin/python bench/fresh_runner.py [--runs 3] [--no-cold] [--port 19251]
 
 Everything runs in a temporary clone of this repository's HEAD (bytecode compiled once), against a registry the
 bench starts on 127.0.0.1:19251 (docker-registry, storage in the temporary directory), never the shared one.
@@ -20,6 +20,10 @@ them; no other image is touched) and the state directory (manifest, input cache)
              registry has nothing for it, all four are built and pushed (the engine's BuildKit cache is warm:
              the bench cannot empty it without touching other trees' cache; a real fresh runner's is empty, so
              this side is a lower bound of what a fresh runner pays without reuse)
+  from local (reuse_from) `invoke build push --env staging` on a fresh runner, staging's namespace a new, empty one per
+             sample and its `reuse_from = ["local"]`: local first builds, pushes and signs the sample's commit
+             (untimed: the branch pipeline), then staging finds all four in local's repository, checks local's
+             signature and provenance, and the push copies them by digest (blob mounts: one registry); nothing built
   cold       (once, unless --no-cold) the no-reuse side with `--no-cache`: BuildKit reruns every step (the
              cache mounts, e.g. Go's build cache, stay warm)
 
@@ -80,21 +84,43 @@ class Bench:
         with (self.clone / ".git" / "info" / "exclude").open("a") as fh:
             fh.write("bench-*.toml\n")
         self.config = self.clone / "pipeline.toml"
+        self.env = "local"
+        self.key_dir = tmp / "keys"   # local's auto key (and so the key staging trusts) is the bench's own
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(self.clone / "pipeline"),
                         str(self.clone / "tasks.py")], check=True, timeout=300)
 
     def with_namespace(self, namespace: str) -> str:
         """pipeline.toml with the local environment pushing to this bench's registry under `namespace`."""
-        text = self.base_toml
-        local = text.index("[environments.local]")
-        section = text[local:].replace('registry = "127.0.0.1:5000"', f'registry = "{self.registry}"', 1)
-        section = section.replace('registry_namespace = "veza-dev"', f'registry_namespace = "{namespace}"', 1)
-        return text[:local] + section
+        return self._section(self.base_toml, "local", "dev", namespace)
+
+    def _section(self, text: str, env: str, next_env: str, namespace: str) -> str:
+        """`text` with [environments.<env>] (up to [environments.<next_env>]) on this bench's registry, `namespace`."""
+        import re
+
+        start, end = text.index(f"[environments.{env}]"), text.index(f"[environments.{next_env}]")
+        section = text[start:end].replace('registry = "127.0.0.1:5000"', f'registry = "{self.registry}"', 1)
+        section, n = re.subn(r'(?m)^registry_namespace = "[^"]*"', f'registry_namespace = "{namespace}"', section,
+                             count=1)
+        if n != 1:
+            raise StepFailed(f"[environments.{env}] of pipeline.toml has no registry_namespace line")
+        return text[:start] + section + text[end:]
+
+    def with_staging(self, namespace: str) -> str:
+        """The bench's config with staging pushing to this bench's registry under `namespace`, reusing from local."""
+        text = self._section(self.with_namespace(f"bench-{self.run_id}"), "staging", "prod", namespace)
+        return text.replace('reuse_from = ["dev"]', 'reuse_from = ["local"]', 1)   # staging's (prod's lists two)
+
+    def use_staging(self, namespace: str) -> None:
+        """Run the next commands as staging (an ignored config file beside pipeline.toml, as use_namespace)."""
+        self.env = "staging"
+        self.config = self.clone / f"bench-staging-{namespace}.toml"
+        self.config.write_text(self.with_staging(namespace))
 
     def use_namespace(self, namespace: str | None) -> None:
         """Run the next commands with the committed config (None) or with a copy of it that pushes under
         `namespace`: an ignored file beside pipeline.toml (VEZA_CONFIG), so the tree stays clean and the
         project root the same (no config file is an input of any image)."""
+        self.env = "local"
         if namespace is None:
             self.config = self.clone / "pipeline.toml"
             return
@@ -109,7 +135,7 @@ class Bench:
         run(["git", "-C", str(self.clone), "commit", "-qam", message], self.clone)
 
     def invoke(self, *args: str) -> float:
-        env = {**os.environ, "VEZA_CONFIG": str(self.config), "CI": "true"}
+        env = {**os.environ, "VEZA_CONFIG": str(self.config), "CI": "true", "VEZA_KEY_DIR": str(self.key_dir)}
         t0 = time.monotonic()
         run([str(INVOKE), "-r", str(self.clone), *args], self.clone, env)
         took = time.monotonic() - t0
@@ -117,7 +143,7 @@ class Bench:
         return took
 
     def manifest(self) -> dict[str, Any]:
-        path = self.clone / ".pipeline" / "local" / "manifest.json"
+        path = self.clone / ".pipeline" / self.env / "manifest.json"
         return dict(json.loads(path.read_text())["services"]) if path.exists() else {}
 
     def built(self) -> dict[str, str]:
@@ -147,11 +173,12 @@ def main() -> int | str | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="samples per side (default 3)")
     ap.add_argument("--no-cold", action="store_true", help="skip the one --no-cache sample")
+    ap.add_argument("--port", type=int, default=PORT, help=f"the bench registry's port on 127.0.0.1 (default {PORT})")
     args = ap.parse_args()
     run_id = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="fresh-runner-") as tmp_s:
         tmp = Path(tmp_s)
-        with LocalRegistry(PORT, root=tmp / "registry") as reg:
+        with LocalRegistry(args.port, root=tmp / "registry") as reg:
             b = Bench(tmp, run_id, reg.address)
             try:
                 return measure(b, args.runs, cold=not args.no_cold)
@@ -165,15 +192,26 @@ def measure(b: Bench, runs: int, *, cold: bool) -> None:
     b.commit("bench: inputs of this run alone")
     setup = b.invoke("build", "push")
     print(f"set-up: build push of all four at the bench's own commit: {setup:.1f} s ({b.outcome()})", flush=True)
-    samples: dict[str, list[float]] = {"reuse": [], "no reuse": []}
+    samples: dict[str, list[float]] = {"reuse": [], "no reuse": [], "from local": []}
     outcomes: dict[str, str] = {}
+    sides = ("reuse", "no reuse", "from local")
     for i in range(runs):
-        for side in (("reuse", "no reuse") if i % 2 == 0 else ("no reuse", "reuse")):   # interleaved
+        for side in sides[i % 3:] + sides[:i % 3]:   # interleaved
             # Each side gets its own docs-only commit: a new commit changes the REVISION build arg, so the first
             # build at a commit reruns each compile step (stamped with it) and a second one would hit the layers.
             b.append(DOCS_CHANGE, f"<!-- fresh-runner bench {b.run_id} sample {i} {side} -->")
             b.commit(f"docs: bench sample {i} ({side})")
             b.fresh()
+            if side == "from local":   # the branch pipeline of this commit (untimed), then a fresh runner for staging
+                b.use_namespace(None)
+                b.invoke("build", "push", "sign")
+                b.fresh()
+                b.use_staging(f"bench-{b.run_id}-staging{i}")
+                took = b.invoke("build", "--env", "staging", "push", "--env", "staging")
+                samples[side].append(took)
+                outcomes[side] = b.outcome()
+                print(f"sample {i + 1} {side}: {took:.2f} s ({outcomes[side]})", flush=True)
+                continue
             b.use_namespace(None if side == "reuse" else f"bench-{b.run_id}-empty{i}")
             took = b.invoke("build", "push")
             samples[side].append(took)
@@ -192,6 +230,8 @@ def measure(b: Bench, runs: int, *, cold: bool) -> None:
     print("\n| side | `invoke build push`, median (min–max) | what the build did |\n|---|---|---|")
     print(f"| reuse from the registry | {spread(samples['reuse'])} | {outcomes['reuse']} |")
     print(f"| no reuse (warm BuildKit cache) | {spread(samples['no reuse'])} | {outcomes['no reuse']} |")
+    print(f"| staging reuses local's signed images (`reuse_from`) | {spread(samples['from local'])} | "
+          f"{outcomes['from local']} |")
     if cold_s is not None:
         print(f"| no reuse, `--no-cache` (1 sample) | {cold_s:.2f} s | all four built |")
     print(f"\nreuse ÷ no reuse: {reuse / plain:.2f}× (medians of {runs})"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
+from pipeline.core.config_reuse import check_reuse_from, read_reuse_from
 from pipeline.core.config_rollout import Rollout, read_rollout
 from pipeline.core.errors import ConfigError
 from pipeline.core.platforms import Platform
@@ -154,6 +155,9 @@ class Environment:
     # Environments allowed to push to this one's registry + namespace although they sign with other keys or
     # write the same tags (refused otherwise at load: check_shared_namespaces).
     shares_registry_namespace_with: tuple[str, ...] = ()
+    # Environments whose repositories the plan looks an input digest up in after its own, reusing only images their
+    # trusted keys signed and attested (config_reuse.py, stages/registry_reuse.py).
+    reuse_from: tuple[str, ...] = ()
     # How the pipeline reaches `registry` (push, sign, verify): defaults are [registry]'s ca_file/username_env/
     # password_env. The variables hold the values; pipeline.toml names them only.
     registry_ca_file: Path | None = None
@@ -319,6 +323,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
     envs_t = top.table("environments")
     environments = _read_environments(envs_t, root, registry, project_name)
     check_shared_repositories(envs_t, environments, [s.repository for s in services], list(infra))
+    check_reuse_from(envs_t, environments)
     top.done()
 
     config = Config(
@@ -611,6 +616,7 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         rollout=read_rollout(et),
         shares_registry_namespace_with=et.texts("shares_registry_namespace_with",
                                                 d("shares_registry_namespace_with")),
+        reuse_from=read_reuse_from(et),
         registry_ca_file=_ca_file(et, root, "registry_ca_file") if "registry_ca_file" in et.data
         else registry.ca_file if et.text("registry", registry.address) == registry.address else None,
         registry_username_env=et.text("registry_username_env", registry.username_env),

@@ -33,10 +33,9 @@ from pipeline.stages.build_platforms import (
 from pipeline.stages.buildcontext import rules_for
 from pipeline.stages.plan import BuildPlan, InputRecord, ServicePlan, base_build_args, input_record
 from pipeline.stages.rebuild_reasons import InputCache, why_rebuilt
-from pipeline.stages.registry_reuse import Lookup, decide, lookup, registry_answers, registry_holds
+from pipeline.stages.registry_reuse import Lookup, ReuseSource, decide, find_reusable, registry_holds, reuse_sources
 from pipeline.tools import buildkit, docker
 from pipeline.tools.build_progress import BuildProgress
-from pipeline.tools.registry_api import split_repository
 from pipeline.tools.registry_clients import RegistryClients
 from pipeline.versioning.releaseinfo import ReleaseInfo, release_info
 
@@ -109,8 +108,10 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
     The context file list follows the `.dockerignore` semantics of `builder` (detected from
     `[build].builder` when None). Engine queries: one inspect per base and per service. With `registries`, a
     single-platform service the engine has no image for is looked up in the environment's registry by its
-    input digest (pipeline/stages/registry_reuse.py: one ping per registry, then two GETs per service); found,
-    it is reused from there (nothing built, nothing pulled). The decision: registry_reuse.decide.
+    input digest, then in its `reuse_from` environments' (pipeline/stages/registry_reuse.py: one ping per
+    registry, two GETs per repository asked, and the signature and provenance reads of an image found in another
+    environment's); found (and vouched for), it is reused from there (nothing built, nothing pulled). The
+    decision: registry_reuse.decide.
     """
     builder = builder or buildkit.detect(cfg.build.builder)
     rules = rules_for(builder.kind)
@@ -120,6 +121,7 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
     base_ids, use_local = resolve_bases(cfg, selected, provision=provision_bases, reporter=reporter)
     cache = input_cache(cfg)
     unanswered: dict[str, str | None] = {}   # registry address → why it did not answer (None: it answers)
+    sources: list[ReuseSource] = []          # env, then its reuse_from environments (read on the first lookup)
     plans = []
     for svc in cfg.services:
         repo = env.repository(svc)
@@ -143,11 +145,8 @@ def make_plan(cfg: Config, env: Environment, selected: tuple[Service, ...], info
         base_missing = "missing" in svc_bases.values()
         found_remote: Lookup | None = None
         if registries is not None and not (existing or no_cache or base_missing or plats):
-            address = split_repository(repo)[0]
-            if address not in unanswered:
-                unanswered[address] = registry_answers(registries.client(address))
-            why_not = unanswered[address]
-            found_remote = Lookup(None, why_not) if why_not else lookup(registries.client(address), repo, digest)
+            sources = sources or reuse_sources(cfg, env)
+            found_remote = find_reusable(registries, sources, svc, digest, unanswered)
         decision = decide(input_digest=digest, base_missing=base_missing, no_cache=no_cache, local_image=existing,
                           registry=found_remote)
         remote = found_remote.image if found_remote is not None and decision.source == "registry" else None
@@ -354,6 +353,8 @@ def _record(m: Manifest, p: ServicePlan, r: BuildResult) -> None:
         res["reason"] = r.reason
     if r.why:
         res["why"] = r.why
+    if p.registry_note and r.status != BuildStatus.REUSED:   # why no registry's image was taken (reuse_from too)
+        res["registry_note"] = p.registry_note
     if r.platform_images:
         res["platforms"] = dict(r.platform_images)   # platform → local image ID; image_id is the primary's
     if r.origin:
@@ -416,7 +417,8 @@ def execute_plan(cfg: Config, plan: BuildPlan, info: ReleaseInfo, manifest: Mani
                 r = BuildResult(p.name, BuildStatus.REUSED, ri.image_id, 0.0, None, p.reason,
                                 origin=origin_from_image(ri.as_inspect()),
                                 reuse={"run_id": run_id, "commit": info.revision, "at": now_iso(),
-                                       "registry_image": ri.ref})
+                                       "registry_image": ri.ref,
+                                       **({"from_environment": ri.environment} if ri.environment else {})})
                 reporter.step("build", p.name, p.reason, "cached")
                 _record(manifest, p, r)
                 if p.inputs is not None:

@@ -10,7 +10,9 @@ Per image:
 3. Verify: every tag must answer the pushed digest; only then is the image recorded as "pushed".
 A single image also gets its input tag `in-<hex>` (by a manifest PUT, no upload): the tag the next runner's
 build plan looks up (pipeline/stages/registry_reuse.py). An image the build reused from the registry is not in
-the engine: its push is step 1 alone, the same manifest put under the release's tags (method "retag").
+the engine: its push is step 1 alone, the same manifest put under the release's tags (method "retag"), after a
+copy by digest when the build found it in a `reuse_from` environment's repository (blob mounts within one registry,
+skopeo between two: registry to registry, no layer through the engine).
 A failed image is recorded "failed" with the tags verified so far: the manifest never claims an image
 that is not in the registry, and a rerun pushes only what is missing.
 """
@@ -290,19 +292,20 @@ def _push_when_up(client: RegistryClient, repository: str, tag: str, credentials
 
 
 def _from_reused(ctx: PushContext, t: PushTarget, counter: Attempts) -> tuple[ManifestRef, bytes]:
-    """The manifest of an image reused from the registry, in the target repository: there already (the usual
-    case: the build looked it up in this environment's repository), else copied from the repository the build
-    found it in, within the same registry (blobs mounted, no upload). StageFailed when the registry no longer
-    has it or it is in another registry (a rebuild, or a pull, is then needed)."""
+    """The manifest of an image reused from the registry, in the target repository: there already (the build
+    looked it up in this environment's repository), else copied by digest from the repository the build found it
+    in (a `reuse_from` environment's): within one registry by blob mounts, from another registry by skopeo
+    (registry to registry, digests preserved, under the first tag); never through the engine. StageFailed when the
+    source no longer has it or the copy fails after the retries: the push is then recorded failed, and a rerun
+    copies again (or finds the copy and only tags it)."""
     src_repository, _, digest = t.registry_image.partition("@")
     src_address, src_repo = split_repository(src_repository)
     address, repo = split_repository(t.repository)
     rebuild = f"rerun `invoke build --service {t.service}` (it builds or finds the image again)"
-    if src_address != address:
-        raise StageFailed(f"{t.service} was reused from {t.registry_image}, another registry than {address}",
-                          rebuild)
     client = ctx.client(address)
-    if src_repo != repo:
+    if src_address != address:
+        _copy_between_registries(ctx, t, src_address, address, counter)
+    elif src_repo != repo:
         with_retries(partial(copy_within_registry, client, src_repo, digest, repo, []), ctx.policy, counter,
                      _on_retry(ctx, t))
     got = with_retries(partial(client.get_manifest, repo, digest), ctx.policy, counter, _on_retry(ctx, t))
@@ -310,6 +313,21 @@ def _from_reused(ctx: PushContext, t: PushTarget, counter: Attempts) -> tuple[Ma
         raise StageFailed(f"the registry no longer has {t.registry_image}, reused by the build of {t.service}",
                           rebuild)
     return got
+
+
+def _copy_between_registries(ctx: PushContext, t: PushTarget, src_address: str, address: str,
+                             counter: Attempts) -> None:
+    """`skopeo copy` of t.registry_image to `t.repository:<first tag>` (promotion's copy, tools/skopeo.py), each
+    registry with its own credentials and CA; transient failures retried by the policy."""
+    from pipeline.tools import skopeo
+
+    clients = {a: ctx.client(a) for a in (src_address, address)}
+    creds = {a: c.credentials for a, c in clients.items() if c.credentials is not None}
+    cas = {a: c.cafile for a, c in clients.items() if c.cafile is not None}
+    ctx.note(t.service, f"copying {t.registry_image} (registry to registry)")
+    with_retries(partial(skopeo.copy, t.registry_image, f"{t.repository}:{t.tags[0]}", credentials=creds,
+                         timeout=float(ctx.registries.cfg.registry.timeout_s), ca_files=cas),
+                 ctx.policy, counter, _on_retry(ctx, t), sleep=ctx.pause)
 
 
 def _put_tag(ctx: PushContext, t: PushTarget, client: RegistryClient, repo: str, digest: str, tag: str,

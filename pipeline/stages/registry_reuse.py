@@ -8,6 +8,14 @@ config; a tag is one request. A tag is mutable, so the config's own `veza.pipeli
 the same digest (an image pushed under that tag by hand is not reused), and the config's build label gives the
 reused image its original build's facts (provenance).
 
+After a miss there, the plan looks in the repositories of the environments `reuse_from` names
+([environments.<env>].reuse_from, core/config_reuse.py), in order: a fresh runner of a tag pipeline finds dev's
+image for the same inputs. Such an image is taken only when that environment's trusted keys signed it and attested
+its provenance (verify_images.check_image, the checks of verify-images and of promotion's trust gate): a tag alone,
+or a signature by another key, vouches for nothing, and the plan builds, saying why. The push then copies it by
+digest into the environment's own repository (registry to registry, never through the engine) and the
+environment's sign stage signs it with its own key.
+
 Every lookup is an observation made by this run (never remembered): a registry that does not answer, or refuses
 the lookup, means "build", with the reason said, not a failure (a push, when listed, has its own pre-flight).
 Multi-platform images (an index per input digest) are not looked up here: they are built, and the plan says so.
@@ -16,12 +24,16 @@ Multi-platform images (an index per input digest) are not looked up here: they a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pipeline.core.config import Config, Environment, Service
 from pipeline.core.errors import PipelineError
 from pipeline.core.vocab import LABEL_INPUT_DIGEST, carries_build_stamp
+from pipeline.tools import skopeo
 from pipeline.tools.registry_api import INDEX_TYPES, RegistryClient, split_repository
 from pipeline.tools.registry_clients import RegistryClients
 
@@ -40,7 +52,8 @@ class RegistryImage:
 
     repository: registry/namespace/name; digest: its manifest digest; image_id: its config digest (the image ID
     the engine gives it once pulled: the classic image store names an image by its config); labels/created:
-    the config's labels and creation time (RFC 3339), from which the build's origin is read.
+    the config's labels and creation time (RFC 3339), from which the build's origin is read; environment: the
+    environment of `reuse_from` whose repository holds it, vouched for by its keys ("": the plan's own).
     """
 
     repository: str
@@ -48,6 +61,7 @@ class RegistryImage:
     image_id: str
     labels: Mapping[str, str] = field(default_factory=dict)
     created: str = ""
+    environment: str = ""
 
     @property
     def ref(self) -> str:
@@ -110,6 +124,86 @@ def lookup(client: RegistryClient, repository: str, input_digest: str) -> Lookup
     return Lookup(RegistryImage(repository, ref.digest, config_digest, labels, str(config.get("created") or "")))
 
 
+@dataclass(frozen=True)
+class ReuseSource:
+    """An environment whose repositories a plan may reuse from: `trusted` None for the plan's own environment
+    (its images are its own pushes), else the keys that must have signed and attested an image there;
+    `unusable`: why it cannot be used by this runner ("" = it can)."""
+
+    env: Environment
+    trusted: tuple[ec.EllipticCurvePublicKey, ...] | None = None
+    unusable: str = ""
+
+
+def reuse_sources(cfg: Config, env: Environment) -> list[ReuseSource]:
+    """env itself, then each environment of env's `reuse_from` with its trusted keys (pipeline/trust/envkeys.py).
+    A source without a key on this runner, or in another registry when skopeo (the registry-to-registry copy)
+    is missing, is kept with the reason it cannot be used: the plan says it, and builds."""
+    from pipeline.trust import envkeys
+
+    out = [ReuseSource(env)]
+    for name in env.reuse_from:
+        src = cfg.env(name)
+        try:
+            keys = tuple(envkeys.trusted_keys(cfg, src))
+        except PipelineError as exc:
+            out.append(ReuseSource(src, (), f"{name}'s images cannot be checked here ({exc.message})"))
+            continue
+        if src.registry != env.registry and not skopeo.available():
+            out.append(ReuseSource(src, keys, f"{name}'s registry is another one and copying from it needs skopeo "
+                                              f"({skopeo.FIX})"))
+            continue
+        out.append(ReuseSource(src, keys))
+    return out
+
+
+def untrusted(client: RegistryClient, image: RegistryImage, trusted: Sequence[ec.EllipticCurvePublicKey]) -> str:
+    """"" when `image` carries a signature and an SLSA provenance (of any commit: it was built earlier) by one of
+    `trusted`, in the registry (verify_images.check_image); else what is missing or wrong, "; "-joined."""
+    from pipeline.stages.verify_images import check_image
+
+    try:
+        return "; ".join(check_image(client, split_repository(image.repository)[1], image.digest, list(trusted),
+                                     commit=None))
+    except PipelineError as exc:
+        return f"its signature could not be read ({exc.message})"
+
+
+def find_reusable(registries: RegistryClients, sources: Sequence[ReuseSource], service: Service, input_digest: str,
+                  answers: dict[str, str | None]) -> Lookup:
+    """The first image for `input_digest` in the sources' repositories of `service`, in order, each checked as
+    `lookup` does and, from another environment, vouched for by its keys (`untrusted`); else a Lookup whose note
+    says, per source, why it had none. `answers`: registry address → why it did not answer (None: it did), shared
+    by one plan so each registry is pinged once."""
+    notes: list[str] = []
+    for src in sources:
+        if src.unusable:
+            notes.append(src.unusable)
+            continue
+        repository = src.env.repository(service)
+        address = split_repository(repository)[0]
+        client = registries.client(address)
+        if address not in answers:
+            answers[address] = registry_answers(client)
+        why_not = answers[address]
+        found = Lookup(None, why_not) if why_not else lookup(client, repository, input_digest)
+        if src.trusted is None:
+            if found.image is not None:
+                return found
+            notes.append(found.note)
+            continue
+        name = src.env.name
+        if found.image is None:
+            notes.append(f"{name}'s repository: {found.note}")
+            continue
+        problem = untrusted(client, found.image, src.trusted)
+        if not problem:
+            return Lookup(replace(found.image, environment=name))
+        notes.append(f"{name}'s image for this input digest ({found.image.ref}) is not signed and attested by "
+                     f"{name}'s keys: {problem}")
+    return Lookup(None, "; ".join(notes))
+
+
 def registry_holds(registries: RegistryClients, image: str) -> str | None:
     """None when the registry still serves `image` ("repository@sha256:…", one HEAD, no retry), else why not."""
     repository, _, digest = image.partition("@")
@@ -142,6 +236,10 @@ def decide(*, input_digest: str, base_missing: bool, no_cache: bool, local_image
         return Decision("build", "--no-cache")
     if local_image:
         return Decision("reuse", "same input digest as image " + local_image[7:19], "engine")
+    if registry is not None and registry.image is not None and registry.image.environment:
+        name = registry.image.environment
+        return Decision("reuse", f"reused from {name}'s {registry.image.ref}, signed and attested by {name}'s keys "
+                                 f"(input digest {input_digest[:19]}…)", "registry")
     if registry is not None and registry.image is not None:
         return Decision("reuse", f"reused from {registry.image.ref} (input digest {input_digest[:19]}…)", "registry")
     if registry is not None and registry.note:

@@ -35,6 +35,7 @@ from pipeline.stages.scan import scan_images
 from pipeline.stages.smoke import pull_reused
 from pipeline.tools import docker
 from pipeline.tools.registry_api import RegistryClient, split_repository
+from tests.integration.reuse_support import blob_writes, commit_all, remove_image
 from tests.ports import PortPool
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
@@ -77,14 +78,7 @@ class Runner:
         return Manifest.load(self.root / ".pipeline" / "dev" / "manifest.json")
 
     def commit(self, message: str) -> None:
-        import git
-
-        repo = git.Repo(self.root) if (self.root / ".git").exists() else git.Repo.init(self.root, initial_branch="main")
-        with repo.config_writer() as cw:
-            cw.set_value("user", "name", "Test")
-            cw.set_value("user", "email", "test@example.invalid")
-        repo.git.add("-A")
-        repo.index.commit(message)
+        commit_all(self.root, message)
 
     def run_stages(self, stages: list[str]) -> None:
         cfg = self.cfg
@@ -103,7 +97,7 @@ class Runner:
         import shutil
 
         for image_id in image_ids:
-            _remove(image_id)
+            remove_image(image_id)
             assert docker.image_id(image_id) is None
         shutil.rmtree(self.root / ".pipeline", ignore_errors=True)
 
@@ -146,24 +140,7 @@ def _runner(tmp_path: Path, htpasswd: Path | None) -> Iterator[Runner]:
             yield r
         finally:   # every image this test built (and so every tag on them: service, cache and input tags)
             for image_id in r.made:
-                _remove(image_id)
-
-
-def _remove(image_id: str) -> None:
-    """Remove one image this test built, with every tag on it (all of them this run's: its inputs are unique)."""
-    import docker as docker_py
-
-    try:
-        docker_py.APIClient().remove_image(image_id, force=True)
-    except docker_py.errors.ImageNotFound:
-        pass
-
-
-def _blob_writes(log: str, repo: str) -> list[str]:
-    """The registry's access-log lines that write blob data into `repo` (an upload's PATCH or closing PUT; the
-    push pre-flight only opens an upload session and cancels it: POST, DELETE)."""
-    return [line for line in log.splitlines()
-            if any(f'"{verb} /v2/{repo}/blobs/uploads/' in line for verb in ("PATCH", "PUT"))]
+                remove_image(image_id)
 
 
 def _built_ids(m: Manifest) -> list[str]:
@@ -206,12 +183,12 @@ def test_a_docs_only_commit_on_a_fresh_runner_builds_docs_and_reuses_the_rest(ru
         assert any(f"reused from {ref}" in line for line in r.lines), r.lines   # the console line
         assert pushed.digest == digest_a[n] and (b.stage_result(n, "push") or {})["method"] == "retag"
         _, repo = split_repository(built.repository)
-        assert not _blob_writes(log, repo)          # no layer uploaded for a reused image
+        assert not blob_writes(log, repo)          # no layer uploaded for a reused image
         for tag in pushed.tags:                                  # B's tags name A's image
             found = client.head_manifest(repo, tag)
             assert found is not None and found.digest == digest_a[n]
     _, docs_repo = split_repository(str(b.built("docs").repository))   # type: ignore[union-attr]
-    assert _blob_writes(log, docs_repo)   # the check above sees uploads when there are some
+    assert blob_writes(log, docs_repo)   # the check above sees uploads when there are some
     assert (b.stage_result("docs", "push") or {})["method"] == "engine"
     report = (ctx.run_dir / "report.md").read_text()
     for n in ("api", "chat", "stream"):
