@@ -196,4 +196,13 @@ def rollback_to(cfg: Config, rt: ReleaseTarget, revision: int | None, reporter: 
     after = helm.status(rt.kube, rt.release)
     new_rev = after.revision if after else 0
     reporter.info(f"rolled back: revision {new_rev} now runs revision {revision}'s images and values")
+    say_schema_crossing(cfg, rt, revision, reporter)
     return new_rev
+
+
+def say_schema_crossing(cfg: Config, rt: ReleaseTarget, revision: int, reporter: Reporter) -> None:
+    """After a rollback to `revision`: which migrations stay applied and how to undo them (restore.crossing_lines;
+    nothing when the database is not above the schema version that revision served with)."""
+    from pipeline.stages.restore import say_crossing
+
+    say_crossing(cfg, rt.env, rt.kube, revision, reporter.info)
