@@ -59,9 +59,15 @@ def _sh_quote(word: str) -> str:
 def applied_migrations(db: Database) -> list[tuple[int, str]]:
     """(version, name) of every migration the database records (`schema_migrations`), oldest first; [] when the
     table does not exist yet. StageFailed naming the pod when psql cannot ask."""
-    sql = ("SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN '' ELSE "
-           "(SELECT coalesce(string_agg(version::text || ' ' || name, ',' ORDER BY version), '') "
-           "FROM schema_migrations) END")
+    # PostgreSQL plans a query whole, so a missing table is asked about first, not in the same statement
+    if _psql(db, "SELECT to_regclass('schema_migrations') IS NOT NULL").strip() != "t":
+        return []
+    return parse_applied(_psql(db, "SELECT coalesce(string_agg(version::text || ' ' || name, ',' ORDER BY version),"
+                                   " '') FROM schema_migrations"))
+
+
+def _psql(db: Database, sql: str) -> str:
+    """One query's unaligned output (psql -At). StageFailed naming the pod when it fails after READY_WAIT_S."""
     deadline = time.monotonic() + READY_WAIT_S
     while True:   # a PostgreSQL just started (its port open) may still refuse for a moment: "starting up"
         res = kubectl.exec_files(db.kube, db.pod, db.script("psql", "-Atc", sql), timeout=60)
@@ -72,7 +78,7 @@ def applied_migrations(db: Database) -> list[tuple[int, str]]:
         raise StageFailed(f"could not read the schema version of database {db.name} in {db.kube.namespace}/"
                           f"{db.pod}: {tail(res.stderr)}",
                           f"check the PostgreSQL pod: kubectl -n {db.kube.namespace} get pods")
-    return parse_applied(res.stdout)
+    return res.stdout
 
 
 def parse_applied(text: str) -> list[tuple[int, str]]:

@@ -143,14 +143,21 @@ def crossing_lines(cfg: Config, env: Environment, kube: KubeTarget, revision: in
     db = backup.Database(kube, str(rec.get("database") or "veza"), str(rec.get("user") or "veza"))
     old = int(rec.get("schema_version") or 0)
     stay = [(v, n) for v, n in backup.applied_migrations(db) if v > old]
+    return crossing_message(env.name, revision, old, stay, _kinds(cfg, str(rec.get("service") or "")),
+                            str(rec.get("at")))
+
+
+def crossing_message(env: str, revision: int, old: int, stay: list[tuple[int, str]], kinds: dict[int, str],
+                     at: str) -> list[str]:
+    """The lines of crossing_lines() (pure): `stay` the (version, name) above `old`, `kinds` version → what it is,
+    `at` the backup's time. [] when nothing stays."""
     if not stay:
         return []
-    kinds = _kinds(cfg, str(rec.get("service") or ""))
     lines = [f"the rollback to revision {revision} changes code, not data: revision {revision} ran at schema "
              f"version {old}, the database stays at {stay[-1][0]}; these migrations stay applied:"]
     for v, n in stay:
         lines.append(f"  {v:04d}_{n}: {kinds.get(v, 'kind unknown (not in this tree)')}")
-    lines.append(f"to undo them: invoke restore --env {env.name} --to {revision} (the backup of {rec.get('at')}, "
+    lines.append(f"to undo them: invoke restore --env {env} --to {revision} (the backup of {at}, "
                  f"schema version {old}; every write since then is lost)")
     return lines
 
