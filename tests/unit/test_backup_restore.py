@@ -160,3 +160,15 @@ def test_what_each_migration_that_stays_is(project: Path) -> None:
     assert kinds[1].startswith("expand-only") and kinds[2].startswith("expand-only")
     assert kinds[3].startswith("contract step")
     assert _kinds(_cfg(project), "no-such-service") == {}
+
+
+def test_run_files_streams_bytes_both_ways(tmp_path: Path) -> None:
+    from pipeline.tools.proc import run_files
+
+    src, dst = tmp_path / "in.bin", tmp_path / "out.bin"
+    src.write_bytes(bytes(range(256)) * 4096)            # 1 MiB, every byte value: nothing decoded as text
+    res = run_files(["cat"], timeout=30, stdin_from=src, stdout_to=dst)
+    assert res.ok and res.stdout == "" and dst.read_bytes() == src.read_bytes()
+    assert backup.sha256_of(dst) == backup.sha256_of(src)
+    failed = run_files(["sh", "-c", "echo nope >&2; exit 3"], timeout=30)
+    assert (failed.returncode, failed.stderr.strip()) == (3, "nope")
