@@ -35,9 +35,9 @@ def read_backup(et: Table, root: Path, *, generate_secrets: bool) -> Backup:
     empty `dir`, a `dir` that names an existing file, or an unknown key."""
     t = et.table("backup", required=False)
     enabled = t.flag("enabled", not generate_secrets)
-    text = t.text("dir", "\0")
     path: Path | None = None
-    if text != "\0":
+    if "dir" in t.data:
+        text = t.text("dir")
         if not text.strip():
             t.fail(t.key("dir"), "is empty", 'name a directory, e.g. dir = "/var/backups/veza", or remove the key '
                                              "(default: .pipeline/<env>/backups)")
@@ -46,6 +46,7 @@ def read_backup(et: Table, root: Path, *, generate_secrets: bool) -> Backup:
         if path.exists() and not path.is_dir():
             t.fail(t.key("dir"), f"'{text}' is a file, not a directory", "point dir at a directory (it is created "
                                                                          "when missing)")
+    t.used.add("dir")
     t.done()
     return Backup(enabled, path)
 
