@@ -98,7 +98,7 @@ def restore_database(cfg: Config, env: Environment, revision: int, *, yes: bool,
     if not _serving(rt.kube, rt.release, revision):
         reporter.info(f"restore {env.name}: the release does not serve revision {revision}: rolling it back first "
                       "(code and schema must match)")
-        rolled_to = rollback_release(cfg, env, revision, reporter=reporter)
+        rolled_to = rollback_release(cfg, env, revision, reporter=reporter, schema_note=False)
     db = backup.Database(rt.kube, str(rec.get("database") or "veza"), str(rec.get("user") or "veza"))
     reporter.info(f"restore {env.name}: pg_restore of {dump.name} ({rec.get('at')}, schema version "
                   f"{rec.get('schema_version')}) into database {db.name}; writes since {rec.get('at')} are lost")

@@ -16,6 +16,7 @@ directory the clone's pipeline.toml names ([environments.dev.backup] dir):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.release_support import clone_repo, flat, invoke, latest_report, manifest, remove_release
-from tests.e2e.test_release_migrate import _remove_pushed
+from tests.e2e.release_support import clone_repo, flat, invoke, kubectl, latest_report, manifest, remove_release
+from tests.e2e.test_release_migrate import _commit, _remove_pushed
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
@@ -63,16 +64,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine
         _remove_pushed(machine_registry, NS)
 
 
-def _commit(clone: Path, message: str) -> None:
-    subprocess.run(["git", "-C", str(clone), "add", "-A"], check=True, timeout=60)
-    subprocess.run(["git", "-C", str(clone), "commit", "-qm", message], check=True, timeout=60)
-
-
 def _kubectl(kubeconfig: Path, *args: str) -> str:
-    res = subprocess.run([str(Path(__file__).resolve().parents[2] / ".tools/bin/kubectl"), "--kubeconfig",
-                          str(kubeconfig), "-n", NS, *args], capture_output=True, text=True, timeout=120, check=False)
-    assert res.returncode == 0, res.stderr
-    return res.stdout
+    return kubectl(kubeconfig, "-n", NS, *args)
 
 
 def _psql(kubeconfig: Path, sql: str) -> str:
@@ -148,6 +141,7 @@ def test_backup_before_migration_and_restore(clone: Path, local_cluster: Path) -
     done = invoke(clone, "restore", "--env", "dev", "--to", "1", "--yes")
     out = flat(done.stdout + done.stderr)
     assert done.returncode == 0, out[-5000:]
+    assert "rolling it back first" in out and "to undo them" not in out, out[-3000:]   # it is the undo
     assert _image(local_cluster) == image1
     assert _psql(local_cluster, "SELECT max(version) FROM schema_migrations") == "1"
     assert _psql(local_cluster, "SELECT count(*) FROM information_schema.columns "
@@ -155,4 +149,12 @@ def test_backup_before_migration_and_restore(clone: Path, local_cluster: Path) -
     assert _psql(local_cluster, "SELECT count(*) FROM tracks WHERE id = 'after'") == "0"
     restored = manifest(clone, "dev")["services"][SERVICE]["migrate"]["restore"]
     assert (restored["revision"], restored["schema_version"], restored["backup"]) == (1, 1, b["file"]), restored
+
+    # the database password is on no line printed and in no record (pg_dump/pg_restore read it in the pod)
+    password = base64.b64decode(json.loads(_kubectl(local_cluster, "get", "secret", "veza-secrets", "-o", "json"))
+                                ["data"]["db-password"]).decode()
+    records = (clone / ".pipeline/dev/manifest.json").read_text() + Path(b["file"]).with_suffix(".json").read_text()
+    for run in (first, second, back, fwd, refused, unknown, done):
+        assert password not in run.stdout + run.stderr
+    assert password not in records
     print(f"backup e2e: {time.monotonic() - t0:.0f}s")

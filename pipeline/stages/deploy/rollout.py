@@ -420,8 +420,10 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
 
 
 def rollback_release(cfg: Config, env: Environment, revision: int | None, *, timeout_s: int = DEFAULT_TIMEOUT_S,
-                     kubeconfig: Path | None = None, reporter: Reporter | None = None) -> int:
+                     kubeconfig: Path | None = None, reporter: Reporter | None = None,
+                     schema_note: bool = True) -> int:
     """`invoke rollback`: roll back to `revision` (default: the one before the current), wait. Returns the new
-    revision (see recovery.rollback_to for the errors)."""
+    revision (see recovery.rollback_to for the errors; `schema_note` False: `invoke restore`, which undoes the
+    migrations the note would name)."""
     rt = ReleaseTarget.of(env, kubeconfig, timeout_s=timeout_s)
-    return recovery.rollback_to(cfg, rt, revision, reporter or PlainReporter())
+    return recovery.rollback_to(cfg, rt, revision, reporter or PlainReporter(), schema_note=schema_note)
