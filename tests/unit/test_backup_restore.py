@@ -172,3 +172,19 @@ def test_run_files_streams_bytes_both_ways(tmp_path: Path) -> None:
     assert backup.sha256_of(dst) == backup.sha256_of(src)
     failed = run_files(["sh", "-c", "echo nope >&2; exit 3"], timeout=30)
     assert (failed.returncode, failed.stderr.strip()) == (3, "nope")
+
+
+def test_a_failed_backup_stops_with_one_line_and_keeps_nothing(tmp_path: Path) -> None:
+    """kubectl itself (the real binary) against a cluster that does not answer: the dump fails, nothing is kept."""
+    from pipeline.core.errors import StageFailed
+
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    db = backup.Database(KubeTarget(tmp_path / "kubeconfig", "", "ns"))
+    with pytest.raises(StageFailed) as info:
+        backup.take_backup(db, tmp_path / "backups", service="api", env="prod", revision=3, schema_version=1)
+    assert "the backup of database veza failed (pg_dump in ns/deploy/postgres:" in info.value.one_line()
+    assert "no migration ran, nothing changed" in info.value.one_line()
+    assert list((tmp_path / "backups").iterdir()) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StageFailed, match="the backup directory .* cannot be created"):
+        backup.take_backup(db, tmp_path / "file" / "sub", service="api", env="prod", revision=3, schema_version=1)
