@@ -580,6 +580,18 @@ def rollback(c: Context, env: str = "", to: int = 0) -> None:
     rollback_release(cfg, environment, to or None, reporter=reporter)
 
 
+@task(help={"env": ENV_HELP, "to": "the Helm revision whose backup to restore (taken while it was serving)",
+            "yes": "do not ask for confirmation on a confirm = true environment (CI=true does not skip it)"})
+@_cli
+def restore(c: Context, env: str = "", to: int = 0, yes: bool = False) -> None:
+    """Restore the database to the backup taken while revision --to was serving (pg_restore, one transaction) and
+    roll the release back to that revision when it does not serve it. Every write since the backup is lost."""
+    from pipeline.stages.restore import restore_database
+
+    cfg, environment, reporter = _setup(env)
+    restore_database(cfg, environment, to, yes=yes, reporter=reporter)
+
+
 @task(help={"env": ENV_HELP, "json": "machine-readable output"})
 @_cli
 def status(c: Context, env: str = "", json: bool = False) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.core.config_backup import Backup, read_backup
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 from pipeline.core.config_reuse import check_reuse_from, read_reuse_from
 from pipeline.core.config_rollout import Rollout, read_rollout
@@ -152,6 +153,7 @@ class Environment:
     auto_key: bool = False                # embedded envs: make the key pair on first use (see pipeline.trust.envkeys)
     platforms: tuple[Platform, ...] = ()  # images built for these; () = the machine's platform only
     rollout: Rollout = field(default_factory=Rollout)   # how deploy reaches the new version (config_rollout.py)
+    backup: Backup = field(default_factory=Backup)      # the pg_dump before a migration (config_backup.py)
     # Environments allowed to push to this one's registry + namespace although they sign with other keys or
     # write the same tags (refused otherwise at load: check_shared_namespaces).
     shares_registry_namespace_with: tuple[str, ...] = ()
@@ -614,6 +616,7 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         auto_key=et.flag("auto_key", d("auto_key")),
         platforms=platforms_in(et),
         rollout=read_rollout(et),
+        backup=read_backup(et, root, generate_secrets=et.flag("generate_secrets", d("generate_secrets"))),
         shares_registry_namespace_with=et.texts("shares_registry_namespace_with",
                                                 d("shares_registry_namespace_with")),
         reuse_from=read_reuse_from(et),

@@ -86,6 +86,8 @@ def _service_row(m: Manifest, name: str) -> dict[str, Any]:
         "schema_version": migrated.schema_version if migrated else None,
         "migrate_log": (migrated.log or None) if migrated else None,
         "migrate_log_tail": list(migrated.log_tail) if migrated and migrated.log_tail else None,
+        # the pg_dump taken before the migration (pipeline/stages/backup.py): file, size, sha256, schema version
+        "migrate_backup": (m.stage_result(name, "migrate") or {}).get("backup") if migrated else None,
         "deploy": _s(deployed.status if deployed else None),
         "deployed": f"{identity.repository}@{digest}" if deployed is not None and deployed.serving and digest
         else None,
@@ -145,6 +147,10 @@ def markdown(data: dict[str, Any]) -> str:
     for n, s in data["services"].items():
         if s.get("migrate"):
             lines += ["", f"Schema of {n}: {s['migrate']}, database at version {s.get('schema_version')}"]
+            if b := s.get("migrate_backup"):
+                lines += ["", f"Backup before the migration: `{b['file']}` ({b['size']} bytes, `{b['sha256']}`), "
+                              f"schema version {b['schema_version']}, revision {b['revision'] or 'none'} serving, "
+                              f"taken {b['at']}"]
             if s.get("migrate_log_tail"):
                 lines += ["", "```", *s["migrate_log_tail"], "```"]
     links = [(n, s[k]) for n, s in data["services"].items()

@@ -10,6 +10,10 @@ services/backend-api/store.go). For each such service:
                schema-uses.txt, asked with `-schema-uses` in a Job); then the migrator Job
                (pipeline/stages/migrate_job.py) on the release's digest; the schema version it reports goes
                to `services.<name>.migrate` and the report
+  backup       before the migrator, where the environment backs up ([environments.<env>.backup], default on
+               except where generate_secrets = true) and the database has migrations pending: a pg_dump
+               (pipeline/stages/backup.py) recorded as `services.<name>.migrate.backup`; a failed one stops the
+               stage before anything changed; none when nothing is pending (said so)
   failure      StageFailed (exit 1) before any pod changes: the failing migration rolled back, the database
                at the last good version (read back from the migrator's own last log line), its log kept in
                the run's logs/migrate/<service>.log and its tail in the record and the error
@@ -185,11 +189,46 @@ class MigrateStage(BaseStage):
             if marked:
                 uses, where = world.running_uses(svc)
                 rules.check_running(marked, uses, where)
-            versions[svc.name] = self.migrate(ctx, world, svc, migrations[-1].version)
+            backup = self.backup(ctx, world, svc, [m.version for m in migrations])
+            versions[svc.name] = self.migrate(ctx, world, svc, migrations[-1].version, backup)
         line = ", ".join(f"{n} schema version {v}" for n, v in versions.items())
         return StageSummary(line, {"schema_versions": versions})
 
-    def migrate(self, ctx: RunContext, world: _World, svc: Service, latest: int) -> int:
+    def backup(self, ctx: RunContext, world: _World, svc: Service, versions: list[int]) -> dict[str, Any] | None:
+        """The pg_dump before `svc`'s migrations, when the environment backs up and any of `versions` (the
+        image's files) is not applied yet; its record (backup.take_backup), else None (the reason said).
+        StageFailed when the backup fails: the migrator does not run."""
+        from pipeline.core.config_backup import backup_dir
+        from pipeline.stages import backup
+        from pipeline.tools import helm
+
+        if not ctx.env.backup.enabled:
+            ctx.reporter.step(self.name, svc.name, f"no backup: [environments.{ctx.env.name}.backup] is off "
+                                                   "(generate_secrets environments default to off)", "done")
+            return None
+        pg = world.merged["infra"]["postgres"]
+        db = backup.Database(world.rt.kube, str(pg.get("database") or "veza"), str(pg.get("user") or "veza"))
+        applied = backup.applied_migrations(db)
+        pending = sorted(set(versions) - {v for v, _ in applied})
+        held = max((v for v, _ in applied), default=0)
+        if not pending:
+            ctx.reporter.step(self.name, svc.name, f"no backup needed: no migration pending (the database is at "
+                                                   f"schema version {held})", "done")
+            return None
+        status = helm.status(world.rt.kube, world.rt.release)
+        revision = status.revision if status is not None and status.status == "deployed" else None
+        directory = backup_dir(ctx.cfg.state_dir, ctx.env.name, ctx.env.backup)
+        ctx.reporter.step(self.name, svc.name, f"backup before migrations {', '.join(map(str, pending))}: "
+                                               f"pg_dump of {db.name} into {directory}")
+        rec = backup.take_backup(db, directory, service=svc.name, env=ctx.env.name, revision=revision,
+                                 schema_version=held)
+        ctx.reporter.step(self.name, svc.name, f"backup {rec['file']} ({rec['size']} bytes, {rec['sha256'][:19]}…, "
+                                               f"schema version {held}, revision {revision or 'none'} serving)",
+                          "done")
+        return rec
+
+    def migrate(self, ctx: RunContext, world: _World, svc: Service, latest: int,
+                backup: dict[str, Any] | None = None) -> int:
         pushed = ctx.manifest.pushed(svc.name)
         if pushed is None or not pushed.digest:
             raise UsageError(f"{svc.name} has no pushed digest in the Release manifest: nothing to migrate with",
@@ -202,7 +241,7 @@ class MigrateStage(BaseStage):
         version = got.schema_version
         rec: dict[str, Any] = {"image": pushed.ref, "digest": pushed.digest, "schema_version": version,
                                "latest": latest, "applied": list(got.record.get("applied") or []),
-                               "log": str(log_path)}
+                               "log": str(log_path), **({"backup": backup} if backup else {})}
         if not got.succeeded:
             error = str(got.record.get("error") or got.reason or "the migrator failed")
             ctx.manifest.record(svc.name, self.name, {**rec, "status": MigrateStatus.FAILED, "error": error,

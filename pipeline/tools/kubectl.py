@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.core.errors import StageFailed
 from pipeline.core.redact import redact
-from pipeline.tools.proc import Result, find_tool, run, tool_env
+from pipeline.tools.proc import Result, find_tool, run, run_files, tool_env
 
 # Loopback ports kubectl port-forward may use, e.g. "18200-18299" (tests and CI runners set it to their
 # allocated range). Unset: the kernel picks a free ephemeral port.
@@ -163,6 +163,18 @@ def logs(target: KubeTarget, pod: str, *, container: str = "", tail: int = 40, p
         args.append("--previous")
     res = _kc(target, args, timeout=timeout, check=False, what="kubectl logs")
     return res.stdout if res.ok else ""
+
+
+def exec_files(target: KubeTarget, resource: str, command: Sequence[str], *, timeout: float,
+               stdout_to: Path | None = None, stdin_from: Path | None = None, container: str = "") -> Result:
+    """`kubectl exec [-i] RESOURCE -- COMMAND` with its stdout streamed into the file `stdout_to` and/or its stdin
+    from the file `stdin_from` (bytes: proc.run_files). The command's secrets belong in the pod's environment,
+    referenced as `$VAR` inside a `sh -c` script, never in `command` itself (the argv is visible on this
+    machine). Never raises on a non-zero exit (the Result says why)."""
+    args = ["exec", *(["-i"] if stdin_from is not None else []), resource,
+            *(["-c", container] if container else []), "--", *command]
+    return run_files([kubectl(), *target.args(), *args], timeout=timeout, stdout_to=stdout_to,
+                     stdin_from=stdin_from, what="kubectl exec")
 
 
 def _port_candidates() -> list[int]:

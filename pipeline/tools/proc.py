@@ -150,6 +150,34 @@ def run(
     return res
 
 
+def run_files(argv: Sequence[str | Path], *, timeout: float, stdout_to: Path | None = None,
+              stdin_from: Path | None = None, what: str | None = None) -> Result:
+    """Run argv (no shell) with its stdout written to the file `stdout_to` and/or its stdin read from the file
+    `stdin_from`, as bytes (a database dump is binary and may be large: it never passes through memory as text).
+    Never raises on a non-zero exit: the Result's stderr (redacted) says why; its stdout is "" when it went to
+    a file. StageFailed on a timeout (the partial output file is the caller's to remove)."""
+    args = tuple(str(a) for a in argv)
+    with tool_span(args) as (traceparent, span):
+        out = stdout_to.open("wb") if stdout_to is not None else None
+        inp = stdin_from.open("rb") if stdin_from is not None else None
+        try:
+            cp = subprocess.run(args, stdin=inp if inp is not None else subprocess.DEVNULL,
+                                stdout=out if out is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                                timeout=timeout, env=tool_env(None, traceparent), check=False)
+        except FileNotFoundError as exc:
+            raise ToolMissing(f"cannot run '{args[0]}': not installed",
+                              "run: python3 -m pipeline.machine.bootstrap") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise StageFailed(f"{what or args[0]} timed out after {timeout:.0f}s: {redact(' '.join(args))}") from exc
+        finally:
+            for f in (out, inp):
+                if f is not None:
+                    f.close()
+        _exit_code(span, cp.returncode)
+    stdout = "" if out is not None else (cp.stdout or b"").decode(errors="replace")
+    return Result(args, cp.returncode, redact(stdout), redact((cp.stderr or b"").decode(errors="replace")))
+
+
 def stream(
     argv: Sequence[str | Path],
     *,

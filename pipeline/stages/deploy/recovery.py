@@ -162,9 +162,11 @@ def rollback_after_verify(cfg: Config, rt: ReleaseTarget, failed_revision: int, 
     return target
 
 
-def rollback_to(cfg: Config, rt: ReleaseTarget, revision: int | None, reporter: Reporter) -> int:
+def rollback_to(cfg: Config, rt: ReleaseTarget, revision: int | None, reporter: Reporter, *,
+                schema_note: bool = True) -> int:
     """`invoke rollback`: roll back to `revision` (default: the newest deployed/superseded one before the current)
-    and wait. Returns the new revision. Raises StageFailed (no cluster), UsageError (no such revision),
+    and wait; then, with `schema_note`, say which migrations stay applied (say_schema_crossing). Returns the new
+    revision. Raises StageFailed (no cluster), UsageError (no such revision),
     PolicyBlocked (exit 3: an image of that revision does not verify, trust_gate; nothing changed),
     DeployFailed (Helm failed)."""
     env = rt.env
@@ -196,4 +198,14 @@ def rollback_to(cfg: Config, rt: ReleaseTarget, revision: int | None, reporter: 
     after = helm.status(rt.kube, rt.release)
     new_rev = after.revision if after else 0
     reporter.info(f"rolled back: revision {new_rev} now runs revision {revision}'s images and values")
+    if schema_note:
+        say_schema_crossing(cfg, rt, revision, reporter)
     return new_rev
+
+
+def say_schema_crossing(cfg: Config, rt: ReleaseTarget, revision: int, reporter: Reporter) -> None:
+    """After a rollback to `revision`: which migrations stay applied and how to undo them (restore.crossing_lines;
+    nothing when the database is not above the schema version that revision served with)."""
+    from pipeline.stages.restore import say_crossing
+
+    say_crossing(cfg, rt.env, rt.kube, revision, reporter.info)

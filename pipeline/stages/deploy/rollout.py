@@ -330,6 +330,7 @@ class _Rollout:
                      "uninstalled (claims marked helm.sh/resource-policy: keep stay)")
         elif previous and after.status == "deployed":
             serving = self.previous_serving()
+            recovery.say_schema_crossing(self.cfg, self.rt, previous, self.reporter)
             state = (f"rolled back to revision {previous}: revision {after.revision} serves revision {previous}'s "
                      "images and values" + ("" if serving is None else f", but {serving}"))
         else:
@@ -411,6 +412,7 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
     if current.revision in ours and older:
         diagnosis.report_failure(cfg, rt, time.time() - 600, diagnosis.capture_logs(rt), reporter)
         back = recovery.rollback_after_verify(cfg, rt, current.revision, reporter)
+        recovery.say_schema_crossing(cfg, rt, back, reporter)
         raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}; rolled back to revision {back}",
                            f"see the events and logs above; `invoke status --env {env.name}`")
     raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}",
@@ -418,8 +420,10 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
 
 
 def rollback_release(cfg: Config, env: Environment, revision: int | None, *, timeout_s: int = DEFAULT_TIMEOUT_S,
-                     kubeconfig: Path | None = None, reporter: Reporter | None = None) -> int:
+                     kubeconfig: Path | None = None, reporter: Reporter | None = None,
+                     schema_note: bool = True) -> int:
     """`invoke rollback`: roll back to `revision` (default: the one before the current), wait. Returns the new
-    revision (see recovery.rollback_to for the errors)."""
+    revision (see recovery.rollback_to for the errors; `schema_note` False: `invoke restore`, which undoes the
+    migrations the note would name)."""
     rt = ReleaseTarget.of(env, kubeconfig, timeout_s=timeout_s)
-    return recovery.rollback_to(cfg, rt, revision, reporter or PlainReporter())
+    return recovery.rollback_to(cfg, rt, revision, reporter or PlainReporter(), schema_note=schema_note)
