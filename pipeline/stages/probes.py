@@ -111,6 +111,10 @@ class NatsSubscriber:
         data, self._buf = self._buf[:n], self._buf[n + 2:]
         return data
 
+    def publish(self, subject: str, payload: bytes) -> None:
+        """PUB one message on `subject` (a functional check's own message, to see the service receive it)."""
+        self._send(f"PUB {subject} {len(payload)}\r\n".encode() + payload + b"\r\n")
+
     def wait_for(self, needle: bytes, timeout: float) -> tuple[str, bytes] | None:
         """The first message whose payload contains needle, as (subject, payload); None on timeout."""
         deadline = time.monotonic() + timeout

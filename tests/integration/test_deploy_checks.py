@@ -1,0 +1,120 @@
+"""The functional checks after a deploy and in `invoke verify`, on the real local cluster (Helm 3): they run against
+every deployed service through port-forwards, with the JWT_SECRET read from the chart's Secret, and are recorded
+per service; a data path broken through values while every pod stays Ready (stream-server's MAX_UPLOAD_BYTES set to
+64, meant as MiB: every upload is refused) fails the deploy's verification, which rolls back (exit 5) naming the
+check; deployed with the checks off, `invoke verify` fails on it the same way and rolls back.
+
+Before the functional checks ran after a deploy, that deploy succeeded and verify passed: the pods are Ready."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.core.errors import DeployFailed
+from pipeline.stages.deploy import deploy_release, verify_release
+from pipeline.tools import helm, kubectl
+from pipeline.tools.kubectl import KubeTarget
+from tests.integration.cluster_fixtures import cluster_use
+from tests.integration.deploy_support import PF_RANGE, DeployTarget, LinesReporter, make_target, remove_target
+
+pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.engine, pytest.mark.slow]
+pytest_plugins = ["tests.integration.deploy_fixtures"]
+
+BLOB_CHECK = "veza-stream-server check 'PUT+GET /streams/{id}' failed"
+EVERY_CHECK = {"veza-backend-api": {"/ready is true (deps answer)", "PUT+GET /api/v1/tracks/{id} (JWT)",
+                                    "POST+GET /api/v1/tracks/{id}/plays (JWT)"},
+               "veza-chat-server": {"POST /messages?room=pipeline-check → NATS"},
+               "veza-stream-server": {"PUT+GET /streams/{id}"}, "veza-docs": {"GET / serves the HTML index"}}
+
+
+@pytest.fixture(scope="module")
+def target(local_cluster: Path, deploy_registry: str, pushed_images: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployTarget]:
+    old = {k: os.environ.get(k) for k in (helm.HELM_ENV, kubectl.PORT_RANGE_ENV)}
+    os.environ.pop(helm.HELM_ENV, None)   # the default Helm (3)
+    os.environ[kubectl.PORT_RANGE_ENV] = PF_RANGE
+    try:
+        with cluster_use():
+            t = make_target(local_cluster, deploy_registry, pushed_images, tmp_path_factory.mktemp("checks"), "chk")
+            try:
+                yield t
+            finally:
+                remove_target(t)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _deploy(t: DeployTarget, *extra: Path, lines: list[str], checks: str = "all"):  # type: ignore[no-untyped-def]
+    reporter = LinesReporter()
+    reporter.lines = lines
+    env = dataclasses.replace(t.env, verify_checks=checks)
+    return deploy_release(t.cfg, env, t.manifest(), timeout_s=120, kubeconfig=t.kubeconfig,
+                          extra_values=[t.infra_values, *extra], reporter=reporter, run_id="chk-deploy")
+
+
+def _checks(t: DeployTarget, record: str) -> dict[str, dict[str, bool]]:
+    out: dict[str, dict[str, bool]] = {}
+    for svc in t.digests:
+        rec = t.manifest().stage_result(svc, record) or {}
+        out[svc] = {c["name"]: c["ok"] for c in rec.get("checks") or []}
+    return out
+
+
+def _revision(t: DeployTarget) -> int:
+    st = helm.status(KubeTarget(t.kubeconfig, "", t.namespace), "veza")
+    assert st is not None and st.status == "deployed"
+    return st.revision
+
+
+def test_functional_checks_after_a_deploy_and_in_verify_and_a_broken_data_path_rolls_back(
+        target: DeployTarget) -> None:
+    lines: list[str] = []
+    res = _deploy(target, lines=lines)
+    assert res.status == "deployed", "\n".join(lines)
+    deployed = _checks(target, "deploy")
+    assert {s: set(c) for s, c in deployed.items()} == EVERY_CHECK and all(
+        ok for c in deployed.values() for ok in c.values()), deployed
+    assert "JWT_SECRET" not in "\n".join(lines)
+    good = _revision(target)
+
+    # MAX_UPLOAD_BYTES=64 (meant as MiB): stream-server stays Ready, every upload is refused
+    broken = target.state / "upload-limit.yaml"
+    broken.write_text(yaml.safe_dump({"services": {"veza-stream-server": {"env": {"MAX_UPLOAD_BYTES": "64"}}}}))
+    lines = []
+    with pytest.raises(DeployFailed) as exc:
+        _deploy(target, broken, lines=lines)
+    assert exc.value.exit_code == 5
+    assert BLOB_CHECK in exc.value.message and "PUT answered" in exc.value.message, exc.value.message
+    assert "rolled back" in exc.value.message
+    assert _checks(target, "deploy")["veza-stream-server"] == {"PUT+GET /streams/{id}": False}
+
+    # the same fault deployed with the checks off: `invoke verify` finds it, and rolls back to the good revision
+    lines = []
+    assert _deploy(target, broken, lines=lines, checks="none").status == "deployed", "\n".join(lines)
+    faulty = _revision(target)
+    reporter = LinesReporter()
+    with pytest.raises(DeployFailed) as exc:
+        verify_release(target.cfg, target.env, target.manifest(), kubeconfig=target.kubeconfig, reporter=reporter,
+                       run_id="chk-verify")
+    assert exc.value.exit_code == 5
+    assert BLOB_CHECK in exc.value.message and "rolled back to revision" in exc.value.message, exc.value.message
+    verified = target.manifest().stage_result("veza-stream-server", "verify") or {}
+    assert verified.get("status") == "fail" and verified.get("revision") == faulty
+    assert _revision(target) > faulty
+
+    # what runs now is the good revision's: verify passes, every check recorded ok
+    verify_release(target.cfg, target.env, target.manifest(), kubeconfig=target.kubeconfig,
+                   reporter=LinesReporter(), run_id="chk-verify-2")
+    assert all(ok for c in _checks(target, "verify").values() for ok in c.values())
+    assert {s: set(c) for s, c in _checks(target, "verify").items()} == EVERY_CHECK
+    assert good < _revision(target)
