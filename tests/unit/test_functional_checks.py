@@ -226,3 +226,31 @@ def test_verify_checks_takes_only_its_modes(project: Path) -> None:
         _config(project, "", 'verify_checks = "some"')
     assert "environments.prod.verify_checks: 'some' is not allowed (fix: use one of: all, read-only, none)" \
         in info.value.one_line()
+
+
+# ---------------------------------------------------------------- the manifest and the report
+
+def test_each_places_checks_are_recorded_and_the_report_shows_those_after_the_deploy(tmp_path: Path) -> None:
+    from pipeline.core.manifest import Manifest
+    from pipeline.release.report import _service_row, markdown
+
+    m = Manifest.new(tmp_path / "manifest.json", env="dev", release_id="dev-abcdef1", version={"sha": "a" * 40})
+    m.set_service("api", repository="r/api", tags=["t"], input_digest="sha256:" + "1" * 64)
+    ok = {"name": "PUT+GET /t/{id} (JWT)", "ok": True}
+    bad = {"name": "POST+GET /t/{id}/plays (JWT)", "ok": False, "got": "signed POST #1 answered HTTP 503",
+           "expected": "two signed POSTs count +2"}
+    m.record("api", "smoke", {"status": "pass", "run_id": "r1", "checks": [ok]})
+    m.record("api", "deploy", {"status": "rolled_back", "revision": 3, "checks": [ok, bad]})
+    m.record("api", "verify", {"status": "fail", "revision": 3, "run_id": "r2", "checks": [bad]})
+    with pytest.raises(ValueError, match="not one of pass, fail"):
+        m.record("api", "verify", {"status": "maybe"})
+    v = Manifest.load(m.path).verified("api")
+    assert v is not None and v.revision == 3 and v.run_id == "r2" and [c.ok for c in v.checks] == [False]
+    row = _service_row(Manifest.load(m.path), "api")
+    assert row["checks"] == {"smoke": [ok], "deploy": [ok, bad], "verify": [bad]}
+    text = markdown({"release_id": "dev-abcdef1", "env": "dev", "status": "failed", "version": {},
+                     "duration_s": 1.0, "run_id": "r2", "stages": [], "services": {"api": row}})
+    assert "## Functional checks after the deploy" in text
+    assert "| api | deploy | PUT+GET /t/{id} (JWT) | ✅ ok |" in text
+    assert ("| api | verify | POST+GET /t/{id}/plays (JWT) | ❌ expected two signed POSTs count +2, got signed POST "
+            "#1 answered HTTP 503 |") in text
