@@ -9,7 +9,6 @@ Before the functional checks ran after a deploy, that deploy succeeded and verif
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,22 +35,14 @@ EVERY_CHECK = {"veza-backend-api": {"/ready is true (deps answer)", "PUT+GET /ap
 @pytest.fixture(scope="module")
 def target(local_cluster: Path, deploy_registry: str, pushed_images: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployTarget]:
-    old = {k: os.environ.get(k) for k in (helm.HELM_ENV, kubectl.PORT_RANGE_ENV)}
-    os.environ.pop(helm.HELM_ENV, None)   # the default Helm (3)
-    os.environ[kubectl.PORT_RANGE_ENV] = PF_RANGE
-    try:
-        with cluster_use():
-            t = make_target(local_cluster, deploy_registry, pushed_images, tmp_path_factory.mktemp("checks"), "chk")
-            try:
-                yield t
-            finally:
-                remove_target(t)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp, cluster_use():
+        mp.delenv(helm.HELM_ENV, raising=False)   # the default Helm (3)
+        mp.setenv(kubectl.PORT_RANGE_ENV, PF_RANGE)
+        t = make_target(local_cluster, deploy_registry, pushed_images, tmp_path_factory.mktemp("checks"), "chk")
+        try:
+            yield t
+        finally:
+            remove_target(t)
 
 
 def _deploy(t: DeployTarget, *extra: Path, lines: list[str], checks: str = "all"):  # type: ignore[no-untyped-def]

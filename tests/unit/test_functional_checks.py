@@ -18,7 +18,7 @@ from pipeline.core.config import Config, FunctionalCheck, Service, load_config
 from pipeline.core.errors import ConfigError
 from pipeline.stages.functional_checks import CHECK_SUBJECT, CheckTarget, service_checks
 from tests.ports import PortPool
-from tests.unit.test_config import VALID
+from tests.unit import test_config
 
 SECRET = "k" * 32
 PORTS = PortPool(range(21100, 21150))   # this test area's loopback ports
@@ -164,18 +164,11 @@ def test_nats_publish_without_a_reachable_nats_fails_with_the_reason() -> None:
 API_PROBES = 'probes = [{ method = "GET", path = "/health", status = 200, body_contains = "ok" }]'
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """test_config's valid project (its files; pipeline.toml written by _config)."""
-    for d in ("svc/api", "svc/docs", "df"):
-        (tmp_path / d).mkdir(parents=True)
-    (tmp_path / "df/api.Dockerfile").write_text("FROM scratch\n")
-    (tmp_path / "df/docs.Dockerfile").write_text("FROM scratch\n")
-    return tmp_path
+project = test_config.project   # the fixture: test_config's project files
 
 
 def _config(project: Path, service_line: str, env_line: str = "") -> Config:
-    text = VALID.replace(API_PROBES, f"{API_PROBES}\n{service_line}")
+    text = test_config.VALID.replace(API_PROBES, f"{API_PROBES}\n{service_line}")
     text = text.replace('scan_threshold = "HIGH"', f'scan_threshold = "HIGH"\n{env_line}')
     (project / "pipeline.toml").write_text(text)
     return load_config(project / "pipeline.toml")
