@@ -247,3 +247,9 @@ def test_each_places_checks_are_recorded_and_the_report_shows_those_after_the_de
     assert "| api | deploy | PUT+GET /t/{id} (JWT) | ✅ ok |" in text
     assert ("| api | verify | POST+GET /t/{id}/plays (JWT) | ❌ expected two signed POSTs count +2, got signed POST "
             "#1 answered HTTP 503 |") in text
+    from pipeline.release.html_report import render_report
+
+    html = render_report({"release_id": "dev-abcdef1", "env": "dev", "status": "failed", "services": {"api": row}},
+                         [], tmp_path)
+    assert "<h2>Functional checks after the deploy</h2>" in html
+    assert "<span class=failed>failed</span>: expected two signed POSTs count +2, got signed POST #1" in html

@@ -419,7 +419,8 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
         problems = d.verify(choices, merged_values(d.chart, env_values_files(env), generated))
     _record_verify(manifest, d, choices, current.revision, problems)
     if not problems:
-        say(f"verify {env.name}: revision {current.revision} runs the manifest's digests, Ready and answering")
+        say(f"verify {env.name}: revision {current.revision} runs the manifest's digests, Ready and answering; "
+            f"{len(d.checks)} functional check(s) passed")
         return
     for p in problems:
         say(f"  verify: {p}")
@@ -441,7 +442,9 @@ def _record_verify(manifest: Manifest | None, d: _Rollout, choices: dict[str, Im
     """Each verified service's `verify` record: pass or fail, the revision, the run and its functional checks."""
     if manifest is None:
         return
-    for name in choices:
+    for name, choice in choices.items():
+        if choice.source != "manifest":   # a digest kept from the deployed revision: not this manifest's service
+            continue
         mine = [c for c in d.checks if c.service == name]
         # a problem line starts with the service or its resource name (verify(), the image check above)
         failed = any(not c.ok for c in mine) or any(
