@@ -20,7 +20,7 @@ from pipeline.stages.deploy import deploy_release, verify_release
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
 from tests.integration.cluster_fixtures import cluster_use
-from tests.integration.deploy_support import PF_RANGE, DeployTarget, LinesReporter, make_target, remove_target
+from tests.integration.deploy_support import PF_RANGE, DeployTarget, LinesReporter, kc, make_target, remove_target
 
 pytestmark = [pytest.mark.cluster, pytest.mark.registry, pytest.mark.engine, pytest.mark.slow]
 pytest_plugins = ["tests.integration.deploy_fixtures"]
@@ -76,6 +76,14 @@ def test_functional_checks_after_a_deploy_and_in_verify_and_a_broken_data_path_r
     assert {s: set(c) for s, c in deployed.items()} == EVERY_CHECK and all(
         ok for c in deployed.values() for ok in c.values()), deployed
     assert "JWT_SECRET" not in "\n".join(lines)
+    # what the checks wrote is in the backends themselves, under the documented ids
+    row = kc(target.kubeconfig, "-n", target.namespace, "exec", "deploy/postgres", "--", "sh", "-c",
+             'PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U veza -d veza -tAc '
+             "\"SELECT created_by FROM tracks WHERE id = 'pipeline-check-chk-deploy'\"")
+    assert row.strip() == "pipeline-check", row
+    plays = kc(target.kubeconfig, "-n", target.namespace, "exec", "deploy/redis", "--", "sh", "-c",
+               'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli GET veza:plays:pipeline-check-chk-deploy')
+    assert plays.strip() == "2", plays
     good = _revision(target)
 
     # MAX_UPLOAD_BYTES=64 (meant as MiB): stream-server stays Ready, every upload is refused
