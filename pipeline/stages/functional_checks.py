@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
-from pipeline.core.config import Config, Probe, Service
+from pipeline.core.config import Config, FunctionalCheck, Probe, Service
 from pipeline.local import stack_spec
 from pipeline.stages.probes import HttpAnswer, NatsError, NatsSubscriber, http
 from pipeline.tools.compose import ComposeProject, ContainerState
@@ -108,7 +108,7 @@ def run_checks(cfg: Config, project: ComposeProject, run_id: str, window: float,
     return checks
 
 
-def service_checks(svc: Service, base: str, kinds: Any, target: CheckTarget) -> list[Check]:
+def service_checks(svc: Service, base: str, kinds: Sequence[FunctionalCheck], target: CheckTarget) -> list[Check]:
     """Run `kinds` (FunctionalCheck entries of `svc`) against the service at `base` (http://host:port)."""
     return [CHECKS[c.kind](svc, base, c.path, target) for c in kinds]
 

@@ -66,7 +66,7 @@ class NatsSubscriber:
             info = self._line(time.monotonic() + timeout)
             if not info.startswith(b"INFO "):
                 raise NatsError(f"NATS at {self.address} did not greet with INFO (got {info[:80]!r})")
-            self._send(b'CONNECT {"verbose":false,"pedantic":false,"name":"veza-smoke","lang":"python",'
+            self._send(b'CONNECT {"verbose":false,"pedantic":false,"name":"veza-pipeline-check","lang":"python",'
                        b'"version":"1","protocol":1}\r\n')
             self._send(f"SUB {subject} 1\r\nPING\r\n".encode())
             # PONG after our PING proves the server processed CONNECT and SUB: no message can be missed.
