@@ -1,14 +1,17 @@
 """The functional checks after a deploy and in `invoke verify`, on the real local cluster (Helm 3): they run against
 every deployed service through port-forwards, with the JWT_SECRET read from the chart's Secret, and are recorded
-per service; a data path broken through values while every pod stays Ready (stream-server's MAX_UPLOAD_BYTES set to
-64, meant as MiB: every upload is refused) fails the deploy's verification, which rolls back (exit 5) naming the
-check; deployed with the checks off, `invoke verify` fails on it the same way and rolls back.
+per service (what they write is read back from PostgreSQL and Redis). Two data paths broken while every pod stays
+Ready fail them, naming the check: the Secret's jwt-secret rotated without restarting the API (`invoke verify`, exit
+5), and stream-server's MAX_UPLOAD_BYTES set to 64 through values, meant as MiB (the deploy's verification: rolled
+back, exit 5).
 
 Before the functional checks ran after a deploy, that deploy succeeded and verify passed: the pods are Ready."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,7 +70,16 @@ def _revision(t: DeployTarget) -> int:
     return st.revision
 
 
-def test_functional_checks_after_a_deploy_and_in_verify_and_a_broken_data_path_rolls_back(
+def _verify(t: DeployTarget, run_id: str) -> None:
+    verify_release(t.cfg, t.env, t.manifest(), kubeconfig=t.kubeconfig, reporter=LinesReporter(), run_id=run_id)
+
+
+def _patch_jwt_secret(t: DeployTarget, data: str) -> None:
+    kc(t.kubeconfig, "-n", t.namespace, "patch", "secret", "veza-secrets", "--type", "merge",
+       "-p", json.dumps({"data": {"jwt-secret": data}}))
+
+
+def test_functional_checks_after_a_deploy_and_in_verify_and_a_broken_data_path_fails_them(
         target: DeployTarget) -> None:
     lines: list[str] = []
     res = _deploy(target, lines=lines)
@@ -75,7 +87,6 @@ def test_functional_checks_after_a_deploy_and_in_verify_and_a_broken_data_path_r
     deployed = _checks(target, "deploy")
     assert {s: set(c) for s, c in deployed.items()} == EVERY_CHECK and all(
         ok for c in deployed.values() for ok in c.values()), deployed
-    assert "JWT_SECRET" not in "\n".join(lines)
     # what the checks wrote is in the backends themselves, under the documented ids
     row = kc(target.kubeconfig, "-n", target.namespace, "exec", "deploy/postgres", "--", "sh", "-c",
              'PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U veza -d veza -tAc '
@@ -84,9 +95,32 @@ def test_functional_checks_after_a_deploy_and_in_verify_and_a_broken_data_path_r
     plays = kc(target.kubeconfig, "-n", target.namespace, "exec", "deploy/redis", "--", "sh", "-c",
                'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli GET veza:plays:pipeline-check-chk-deploy')
     assert plays.strip() == "2", plays
-    good = _revision(target)
 
-    # MAX_UPLOAD_BYTES=64 (meant as MiB): stream-server stays Ready, every upload is refused
+    # `invoke verify`: every check passes and is recorded
+    _verify(target, "chk-verify")
+    verified = _checks(target, "verify")
+    assert {s: set(c) for s, c in verified.items()} == EVERY_CHECK and all(
+        ok for c in verified.values() for ok in c.values()), verified
+
+    # the Secret's jwt-secret rotated without restarting the API: it is Ready, but refuses the environment's tokens
+    before = kc(target.kubeconfig, "-n", target.namespace, "get", "secret", "veza-secrets",
+                "-o", "jsonpath={.data.jwt-secret}").strip()
+    _patch_jwt_secret(target, base64.b64encode(b"r" * 40).decode())
+    try:
+        with pytest.raises(DeployFailed) as exc:
+            _verify(target, "chk-verify-rotated")
+    finally:
+        _patch_jwt_secret(target, before)
+    assert exc.value.exit_code == 5
+    assert "veza-backend-api check 'PUT+GET /api/v1/tracks/{id} (JWT)' failed" in exc.value.message
+    assert "PUT answered HTTP 401" in exc.value.message, exc.value.message
+    assert "r" * 40 not in exc.value.message   # the secret is never printed
+    rec = target.manifest().stage_result("veza-backend-api", "verify") or {}
+    assert rec.get("status") == "fail" and rec.get("revision") == res.revision
+    assert (target.manifest().stage_result("veza-docs", "verify") or {}).get("status") == "pass"
+
+    # MAX_UPLOAD_BYTES=64 through values (meant as MiB): stream-server stays Ready, every upload is refused;
+    # the deploy's verification fails on the check and rolls back
     broken = target.state / "upload-limit.yaml"
     broken.write_text(yaml.safe_dump({"services": {"veza-stream-server": {"env": {"MAX_UPLOAD_BYTES": "64"}}}}))
     lines = []
@@ -94,26 +128,6 @@ def test_functional_checks_after_a_deploy_and_in_verify_and_a_broken_data_path_r
         _deploy(target, broken, lines=lines)
     assert exc.value.exit_code == 5
     assert BLOB_CHECK in exc.value.message and "PUT answered" in exc.value.message, exc.value.message
-    assert "rolled back" in exc.value.message
+    assert "rolled back to revision 1" in exc.value.message, exc.value.message
     assert _checks(target, "deploy")["veza-stream-server"] == {"PUT+GET /streams/{id}": False}
-
-    # the same fault deployed with the checks off: `invoke verify` finds it, and rolls back to the good revision
-    lines = []
-    assert _deploy(target, broken, lines=lines, checks="none").status == "deployed", "\n".join(lines)
-    faulty = _revision(target)
-    reporter = LinesReporter()
-    with pytest.raises(DeployFailed) as exc:
-        verify_release(target.cfg, target.env, target.manifest(), kubeconfig=target.kubeconfig, reporter=reporter,
-                       run_id="chk-verify")
-    assert exc.value.exit_code == 5
-    assert BLOB_CHECK in exc.value.message and "rolled back to revision" in exc.value.message, exc.value.message
-    verified = target.manifest().stage_result("veza-stream-server", "verify") or {}
-    assert verified.get("status") == "fail" and verified.get("revision") == faulty
-    assert _revision(target) > faulty
-
-    # what runs now is the good revision's: verify passes, every check recorded ok
-    verify_release(target.cfg, target.env, target.manifest(), kubeconfig=target.kubeconfig,
-                   reporter=LinesReporter(), run_id="chk-verify-2")
-    assert all(ok for c in _checks(target, "verify").values() for ok in c.values())
-    assert {s: set(c) for s, c in _checks(target, "verify").items()} == EVERY_CHECK
-    assert good < _revision(target)
+    assert _revision(target) == 3   # 2 failed its verification; 3 serves revision 1's values
