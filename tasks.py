@@ -565,7 +565,8 @@ def deploy(c: Context, env: str = "", service: list[str] | None = None, dry_run:
 @task(iterable=["service"], help={"env": ENV_HELP, "service": "service to verify (repeatable)"})
 @_cli
 def verify(c: Context, env: str = "", service: list[str] | None = None) -> None:
-    """Re-verify what runs: the manifest's digests, rolled out, Ready and answering (exit 5, rolled back)."""
+    """Re-verify what runs: the manifest's digests, rolled out, Ready, answering and passing the services' functional
+    checks (pipeline.toml `checks`; exit 5 naming what failed, rolled back)."""
     _stages(["verify"], env, service)
 
 

@@ -42,18 +42,33 @@ class Probe:
     body_contains: str = ""
 
 
-# The functional smoke checks a service may list in pipeline.toml (`smoke_checks`), each with its URL path:
+# The functional checks a service may list in pipeline.toml (`checks`), each with its URL path; the code of each
+# kind is in pipeline/stages/functional_checks.py, the list a user reads in README.md ("Functional checks"):
 #   ready-json     GET path answers JSON {"ready": true} (dependencies really answered)
-#   nats-publish   POST path with a token; our own NATS subscriber must see it published
-#   blob-roundtrip PUT path ({id} replaced) then GET returns the same bytes
+#   api-roundtrip  PUT JSON {"title"} with a JWT, GET it back; unsigned, wrongly signed, unknown id refused
+#   api-plays      POST path (a play, with a JWT) twice, GET counts exactly two; unsigned POST refused
+#   nats-publish   POST path: seen on NATS; the service lists it, and a message we publish on NATS ourselves
+#   blob-roundtrip PUT path ({id} replaced) then GET returns the same bytes; an unknown id is 404
 #   html-index     GET path serves text/html with <html>
-SMOKE_CHECK_KINDS = ("ready-json", "api-roundtrip", "nats-publish", "blob-roundtrip", "html-index")
+CHECK_KINDS = ("ready-json", "api-roundtrip", "api-plays", "nats-publish", "blob-roundtrip", "html-index")
+# The kinds that write nothing (an environment with verify_checks = "read-only" runs only these in verify).
+READ_ONLY_CHECK_KINDS = ("ready-json", "html-index")
+# Where a check runs: the compose smoke test, the deploy's verification and `invoke verify`.
+CHECK_PLACES = ("smoke", "verify")
+VERIFY_CHECK_MODES = ("all", "read-only", "none")
 
 
 @dataclass(frozen=True)
-class SmokeCheck:
+class FunctionalCheck:
+    """One `checks` entry of a service: its kind, its URL path and where it runs (`in`, CHECK_PLACES)."""
+
     kind: str
     path: str
+    places: tuple[str, ...] = CHECK_PLACES
+
+    @property
+    def writes(self) -> bool:
+        return self.kind not in READ_ONLY_CHECK_KINDS
 
 
 @dataclass(frozen=True)
@@ -70,8 +85,14 @@ class Service:
     probes: tuple[Probe, ...]
     volumes: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
-    smoke_checks: tuple[SmokeCheck, ...] = ()
+    checks: tuple[FunctionalCheck, ...] = ()
     platforms: tuple[Platform, ...] = ()   # its own `platforms`; () = the environment's (core/platforms.py)
+
+    def checks_in(self, place: str, mode: str = "all") -> tuple[FunctionalCheck, ...]:
+        """The functional checks that run in `place` (CHECK_PLACES); `mode` (VERIFY_CHECK_MODES, the environment's
+        verify_checks): "read-only" keeps only the checks that write nothing, "none" keeps none."""
+        return tuple(c for c in self.checks if place in c.places
+                     and (mode == "all" or (mode == "read-only" and not c.writes)))
 
 
 @dataclass(frozen=True)
@@ -170,6 +191,9 @@ class Environment:
     pull_secret: str = ""
     pull_username_env: str = ""
     pull_password_env: str = ""
+    # Which functional checks the deploy's verification and `invoke verify` run (VERIFY_CHECK_MODES): all of a
+    # service's `checks` with "verify" in their `in`, only those that write nothing, or none.
+    verify_checks: str = "all"
 
     @property
     def registry_access(self) -> RegistryAccess:
@@ -605,6 +629,7 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         require_release_tag=et.flag("require_release_tag", False),
         confirm=et.flag("confirm", False),
         promote_requires=et.texts("promote_requires", d("promote_requires"), choices=("scan", "smoke")),
+        verify_checks=et.text("verify_checks", d("verify_checks"), choices=VERIFY_CHECK_MODES),
         local_infra=et.flag("local_infra", d("local_infra")),
         kubeconfig_env=et.text("kubeconfig_env", d("kubeconfig_env")),
         generate_secrets=et.flag("generate_secrets", d("generate_secrets")),

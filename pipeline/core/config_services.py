@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.config import HTTP_METHODS, SMOKE_CHECK_KINDS, Base, Infra, Probe, Service, SmokeCheck
+from pipeline.core.config import (
+    CHECK_KINDS,
+    CHECK_PLACES,
+    HTTP_METHODS,
+    Base,
+    FunctionalCheck,
+    Infra,
+    Probe,
+    Service,
+)
 from pipeline.core.config_reader import Table, check_name, items_of, path_in, platforms_in
 
 
@@ -20,12 +29,25 @@ def read_services(top: Table, root: Path, bases: dict[str, Base], infra: dict[st
         pt.done()
         return p
 
-    def read_check(ct: Table) -> SmokeCheck:
-        c = SmokeCheck(kind=ct.text("kind", choices=SMOKE_CHECK_KINDS), path=ct.text("path"))
+    def read_check(ct: Table, places: tuple[str, ...] | None = None) -> FunctionalCheck:
+        """One `checks` entry; `places` given: an entry of the older `smoke_checks`, which has no `in`."""
+        c = FunctionalCheck(kind=ct.text("kind", choices=CHECK_KINDS), path=ct.text("path"),
+                            places=places or ct.texts("in", CHECK_PLACES, choices=CHECK_PLACES))
         if not c.path.startswith("/"):
             ct.fail(ct.key("path"), f"'{c.path}' does not start with '/'", "write an absolute URL path like /ready")
+        if not c.places:
+            ct.fail(ct.key("in"), "is empty", f"list where the check runs: {', '.join(CHECK_PLACES)} (or remove it)")
         ct.done()
         return c
+
+    def read_checks(st: Table) -> tuple[FunctionalCheck, ...]:
+        """`checks`; the older `smoke_checks` (before checks also ran in verify) still means smoke only."""
+        if "smoke_checks" in st.data and "checks" in st.data:
+            st.fail(st.key("smoke_checks"), "given with `checks`: `smoke_checks` is the older spelling of `checks`",
+                    'move its entries into `checks` with in = ["smoke"] (or no `in`: smoke and verify)')
+        if "smoke_checks" in st.data:
+            return tuple(items_of(st, "smoke_checks", lambda ct: read_check(ct, ("smoke",)), required=False))
+        return tuple(items_of(st, "checks", read_check, required=False))
 
     def read_service(st: Table) -> Service:
         name = st.text("name")
@@ -46,7 +68,7 @@ def read_services(top: Table, root: Path, bases: dict[str, Base], infra: dict[st
             probes=tuple(items_of(st, "probes", read_probe, required=False)),
             volumes=st.texts("volumes", ()),
             build_args=args,
-            smoke_checks=tuple(items_of(st, "smoke_checks", read_check, required=False)),
+            checks=read_checks(st),
             platforms=platforms_in(st),
         )
         for bn in svc.bases:

@@ -69,6 +69,7 @@ from pipeline.core.vocab import (
     SignStatus,
     SmokeStatus,
     StageStatus,
+    VerifyStatus,
     now_iso,
 )
 
@@ -79,7 +80,7 @@ ARTIFACT_RECORDS = ("signature", "provenance")
 # The statuses each written record may hold (a record not listed here has no writer).
 RECORD_STATUS: dict[str, type[StrEnum]] = {
     "build": BuildStatus, "scan": ScanStatus, "push": PushStatus, "smoke": SmokeStatus, "deploy": DeployStatus,
-    "migrate": MigrateStatus,
+    "migrate": MigrateStatus, "verify": VerifyStatus,
     "sbom": AttachStatus, "signature": SignStatus, "provenance": AttachStatus}
 # The command that writes a record again (the hint of an unreadable one).
 _REWRITER = {"sbom": "push", "signature": "sign", "provenance": "sign", "promotions": "promote"}
@@ -226,6 +227,22 @@ class Scanned:
 
 
 @dataclass(frozen=True)
+class CheckResult:
+    """One functional check or probe as a record keeps it (`checks`: smoke, deploy, verify): its name, its verdict,
+    and for a failed one what was expected and what it got."""
+
+    name: str
+    ok: bool
+    got: str = ""
+    expected: str = ""
+
+
+def _checks(rec: Mapping[str, Any]) -> tuple[CheckResult, ...]:
+    return tuple(CheckResult(str(c.get("name") or ""), bool(c.get("ok")), str(c.get("got") or ""),
+                             str(c.get("expected") or "")) for c in rec.get("checks") or () if isinstance(c, dict))
+
+
+@dataclass(frozen=True)
 class Smoked:
     """A service's smoke record: the image compose ran and the verdict of its checks."""
 
@@ -233,6 +250,7 @@ class Smoked:
     status: SmokeStatus
     image: str
     run_id: str
+    checks: tuple[CheckResult, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -313,11 +331,23 @@ class Deployed:
     digest: str | None
     image: str | None = None                # repository@digest deployed (older records carry no `digest`)
     service: str = ""
+    checks: tuple[CheckResult, ...] = ()    # the deploy's verification: its functional checks
+
 
     @property
     def serving(self) -> bool:
         """Deployed or already deployed (noop): the release runs this image."""
         return self.status in (DeployStatus.DEPLOYED, DeployStatus.NOOP)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A service's verify record (`invoke verify`): the verdict, the revision verified and its functional checks."""
+
+    status: VerifyStatus
+    revision: int | None
+    run_id: str
+    checks: tuple[CheckResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -557,7 +587,7 @@ class Manifest:
         if not rec:
             return None
         return Smoked(service, self._service_status(SmokeStatus, service, "smoke", rec), str(rec.get("image") or ""),
-                      str(rec.get("run_id") or ""))
+                      str(rec.get("run_id") or ""), _checks(rec))
 
     def pushed(self, service: str) -> Pushed | None:
         """The push record of a service, or None when it was never pushed in this release."""
@@ -619,7 +649,16 @@ class Manifest:
         revision = rec.get("revision")
         return Deployed(self._service_status(DeployStatus, service, "deploy", rec),
                         int(revision) if revision is not None else None, _opt(rec.get("digest")),
-                        _opt(rec.get("image")), service)
+                        _opt(rec.get("image")), service, _checks(rec))
+
+    def verified(self, service: str) -> Verified | None:
+        """The verify record of a service, or None when `invoke verify` never ran on this release."""
+        rec = self._rec(service, "verify")
+        if not rec:
+            return None
+        revision = rec.get("revision")
+        return Verified(self._service_status(VerifyStatus, service, "verify", rec),
+                        int(revision) if revision is not None else None, str(rec.get("run_id") or ""), _checks(rec))
 
     def stage(self, name: str) -> StageRecord | None:
         """The runner's record of a whole stage (`stages.<name>`), or None."""

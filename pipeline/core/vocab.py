@@ -101,6 +101,13 @@ class DeployStatus(StrEnum):
     FAILED = "failed"
 
 
+class VerifyStatus(StrEnum):
+    """A service's verify record (`services.<name>.verify`): `invoke verify` (and a release's verify stage)."""
+
+    PASS = "pass"
+    FAIL = "fail"                # not the manifest's digest, not rolled out or ready, or a functional check failed
+
+
 class MigrateStatus(StrEnum):
     """A service's migrate record (`services.<name>.migrate`)."""
 

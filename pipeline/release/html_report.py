@@ -290,6 +290,12 @@ def render_report(data: dict[str, Any], events: Sequence[dict[str, Any]], run_di
                                 + [_link(str(p), run_dir, f"{p.parent.name} log") for p in own] if x)])
     body += ["<h2>Services</h2>", _table(("service", "build", "image", "tags", "scan", "push", "digest", "deploy",
                                          "logs and reports"), rows)]
+    checks = [[_e(name), _e(place), _e(c["name"]), "<span class=ok>ok</span>" if c["ok"] else
+               f"<span class=failed>failed</span>: expected {_e(c.get('expected'))}, got {_e(c.get('got'))}"]
+              for name, s in (data.get("services") or {}).items()
+              for place, cs in (s.get("checks") or {}).items() if place != "smoke" for c in cs]
+    if checks:
+        body += ["<h2>Functional checks after the deploy</h2>", _table(("service", "where", "check", "result"), checks)]
     for name, s in (data.get("services") or {}).items():
         found = _findings(s.get("scan_report"))
         if found:

@@ -89,6 +89,11 @@ def _service_row(m: Manifest, name: str) -> dict[str, Any]:
         # the pg_dump taken before the migration (pipeline/stages/backup.py): file, size, sha256, schema version
         "migrate_backup": (m.stage_result(name, "migrate") or {}).get("backup") if migrated else None,
         "deploy": _s(deployed.status if deployed else None),
+        # each place's probes and functional checks (smoke; the deploy's verification; `invoke verify`)
+        "checks": {place: [{"name": c.name, "ok": c.ok, **({} if c.ok else {"got": c.got, "expected": c.expected})}
+                           for c in rec.checks]
+                   for place, rec in (("smoke", smoked), ("deploy", deployed), ("verify", m.verified(name)))
+                   if rec is not None and rec.checks},
         "deployed": f"{identity.repository}@{digest}" if deployed is not None and deployed.serving and digest
         else None,
     }
@@ -144,6 +149,14 @@ def markdown(data: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|"]
         for n, p in data["published"].items():
             lines.append(f"| {n} | `{p['image']}` | {p['signature']} | {p['provenance']} | {p['sbom']} | {p['vex']} |")
+    checks = [(n, place, c) for n, s in data["services"].items()
+              for place, cs in (s.get("checks") or {}).items() if place != "smoke" for c in cs]
+    if checks:
+        lines += ["", "## Functional checks after the deploy", "", "| service | where | check | result |",
+                  "|---|---|---|---|"]
+        for n, place, c in checks:
+            result = "✅ ok" if c["ok"] else f"❌ expected {c.get('expected')}, got {c.get('got')}"
+            lines.append(f"| {n} | {place} | {c['name']} | {result} |")
     for n, s in data["services"].items():
         if s.get("migrate"):
             lines += ["", f"Schema of {n}: {s['migrate']}, database at version {s.get('schema_version')}"]

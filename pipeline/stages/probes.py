@@ -66,7 +66,7 @@ class NatsSubscriber:
             info = self._line(time.monotonic() + timeout)
             if not info.startswith(b"INFO "):
                 raise NatsError(f"NATS at {self.address} did not greet with INFO (got {info[:80]!r})")
-            self._send(b'CONNECT {"verbose":false,"pedantic":false,"name":"veza-smoke","lang":"python",'
+            self._send(b'CONNECT {"verbose":false,"pedantic":false,"name":"veza-pipeline-check","lang":"python",'
                        b'"version":"1","protocol":1}\r\n')
             self._send(f"SUB {subject} 1\r\nPING\r\n".encode())
             # PONG after our PING proves the server processed CONNECT and SUB: no message can be missed.
@@ -110,6 +110,10 @@ class NatsSubscriber:
             self._fill(deadline)
         data, self._buf = self._buf[:n], self._buf[n + 2:]
         return data
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        """PUB one message on `subject` (a functional check's own message, to see the service receive it)."""
+        self._send(f"PUB {subject} {len(payload)}\r\n".encode() + payload + b"\r\n")
 
     def wait_for(self, needle: bytes, timeout: float) -> tuple[str, bytes] | None:
         """The first message whose payload contains needle, as (subject, payload); None on timeout."""

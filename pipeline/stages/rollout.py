@@ -60,7 +60,8 @@ class DeployStage(BaseStage):
         from pipeline.stages.deploy import DEFAULT_TIMEOUT_S, deploy_release
 
         res = deploy_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services, dry_run=ctx.options.dry_run,
-                             timeout_s=ctx.options.deploy_timeout_s or DEFAULT_TIMEOUT_S, reporter=ctx.reporter)
+                             timeout_s=ctx.options.deploy_timeout_s or DEFAULT_TIMEOUT_S, reporter=ctx.reporter,
+                             run_id=ctx.run_id)
         return StageSummary(f"{res.status}, revision {res.revision}",
                             {"revision": res.revision, "previous_revision": res.previous_revision,
                              "result": res.status, "deploy_hash": res.deploy_hash})
@@ -87,5 +88,5 @@ class VerifyStage(BaseStage):
     def run(self, ctx: RunContext) -> StageSummary:
         from pipeline.stages.deploy import verify_release
 
-        verify_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services, reporter=ctx.reporter)
-        return StageSummary("the manifest's digests run, Ready and answering")
+        verify_release(ctx.cfg, ctx.env, ctx.manifest, ctx.services, reporter=ctx.reporter, run_id=ctx.run_id)
+        return StageSummary("the manifest's digests run, Ready, answering and passing their functional checks")

@@ -32,7 +32,7 @@ from pipeline.core.reporter import Reporter
 from pipeline.core.vocab import LABEL_RUN as RUN_LABEL
 from pipeline.core.vocab import SmokeStatus
 from pipeline.local import stack_spec
-from pipeline.stages.smoke_checks import Check, run_checks
+from pipeline.stages.functional_checks import Check, run_checks
 from pipeline.tools import docker
 from pipeline.tools.compose import (
     ComposeProject,
@@ -297,8 +297,7 @@ def _record(manifest: Manifest, cfg: Config, result: SmokeResult) -> None:
             status = SmokeStatus.FAIL   # a failed check, or the stack failed before any probe reached it
         manifest.record(svc.name, "smoke", {
             "status": status, "run_id": result.run_id, "image": result.images.get(svc.name, ""),
-            "checks": [{"name": c.name, "ok": c.ok, **({} if c.ok else {"got": c.got, "expected": c.expected})}
-                       for c in mine],
+            "checks": [c.record() for c in mine],
         })
 
 

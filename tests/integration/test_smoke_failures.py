@@ -96,6 +96,20 @@ def test_probe_with_wrong_body_exits_4(smoke_run: SmokeRun) -> None:
     assert smoke_run.leftovers() == ""
 
 
+def test_a_ready_service_whose_data_path_is_broken_fails_its_functional_check_exits_4(smoke_run: SmokeRun) -> None:
+    """stream-server is healthy and ready (its volume is writable) but refuses every upload: only the
+    blob-roundtrip check sees it."""
+    smoke_run.overrides.append(OVERRIDES / "upload-limit-stream-server.yml")
+    rc, out = smoke_run.invoke()
+    assert rc == 4, out
+    assert "error: smoke probe failed: veza-stream-server PUT+GET /streams/{id}: expected the same 49152 bytes " \
+           "back; an unknown id 404, got PUT answered" in out, out
+    assert "ok   veza-stream-server   GET /ready" in out, out
+    checks = {c["name"]: c["ok"] for c in smoke_run.manifest()["services"]["veza-stream-server"]["smoke"]["checks"]}
+    assert checks["PUT+GET /streams/{id}"] is False and checks["GET /ready"] is True
+    assert smoke_run.leftovers() == ""
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_mid_run_tears_everything_down(smoke_run: SmokeRun, sig: signal.Signals) -> None:
     p = smoke_run.start()

@@ -21,7 +21,8 @@ def test_smoke_passes_on_the_real_stack(smoke_run: SmokeRun) -> None:
     # Every probe of pipeline.toml and every functional check ran and passed.
     for line in ("veza-backend-api     /ready is true (deps answer)",
                  "veza-backend-api     PUT+GET /api/v1/tracks/{id} (JWT)",
-                 "veza-chat-server     POST /messages?room=smoke → NATS",
+                 "veza-backend-api     POST+GET /api/v1/tracks/{id}/plays (JWT)",
+                 "veza-chat-server     POST /messages?room=pipeline-check → NATS",
                  "veza-stream-server   PUT+GET /streams/{id}", "veza-docs            GET / serves the HTML index",
                  "veza-backend-api     GET /version"):
         assert f"ok   {line}" in out, out
@@ -34,6 +35,7 @@ def test_smoke_passes_on_the_real_stack(smoke_run: SmokeRun) -> None:
         assert svc["smoke"]["status"] == "pass", name
         # The exact image the build recorded is the one that ran.
         assert svc["smoke"]["image"] == svc["build"]["image_id"], name
+        assert svc["smoke"]["checks"] and all(c["ok"] for c in svc["smoke"]["checks"]), name
     report = json.loads((smoke_run.run_dir / "smoke.json").read_text())
     assert report["status"] == "pass" and len(report["checks"]) >= 12
     # The run's env file (passwords) does not outlive the stack.

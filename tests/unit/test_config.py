@@ -112,8 +112,8 @@ CASES: list[tuple[str, str, str, str]] = [
      "project, registry, scan, services, signing, versioning)"),
     ("unknown service key", 'port = 8080\n', 'port = 8080\nimage_name = "x"\n',
      "pipeline.toml: services[0].image_name: unknown key (fix: remove it or use one of: bases, build_args, "
-     "context, depends_on, dockerfile, health_path, name, platforms, port, probes, ready_path, repository, "
-     "smoke_checks, volumes)"),
+     "checks, context, depends_on, dockerfile, health_path, name, platforms, port, probes, ready_path, "
+     "repository, volumes)"),
     ("port as string", "port = 8080", 'port = "8080"',
      "pipeline.toml: services[0].port: expected integer, got string '8080' (fix: set port to an integer)"),
     ("port out of range", "port = 8080", "port = 70000",
@@ -218,8 +218,8 @@ CASES: list[tuple[str, str, str, str]] = [
      "(fix: rename dockerfle to dockerfile)"),
     ("typo of an optional key", 'port = 8080\n', 'port = 8080\ndepends_onn = ["postgres"]\n',
      "pipeline.toml: services[0].depends_onn: unknown key (fix: did you mean 'depends_on'? (allowed: bases, "
-     "build_args, context, depends_on, dockerfile, health_path, name, platforms, port, probes, ready_path, "
-     "repository, smoke_checks, volumes))"),
+     "build_args, checks, context, depends_on, dockerfile, health_path, name, platforms, port, probes, "
+     "ready_path, repository, volumes))"),
     ("dockerfile escapes the root", 'dockerfile = "df/api.Dockerfile"', 'dockerfile = "../../etc/passwd"',
      "pipeline.toml: services[0].dockerfile: '../../etc/passwd' is outside the project directory {root} "
      "(fix: write dockerfile as a path inside the project (relative to {name}/ and without '..' above it))"),

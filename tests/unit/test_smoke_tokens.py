@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from pipeline.stages.smoke_checks import bearer_token
+from pipeline.stages.functional_checks import bearer_token
 
 SECRET = "s" * 32
 

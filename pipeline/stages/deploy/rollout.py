@@ -16,6 +16,7 @@ Flow of deploy_release():
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import urllib.error
@@ -28,11 +29,13 @@ from typing import Any
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import DeployFailed, PolicyBlocked, StageFailed, UsageError
 from pipeline.core.manifest import Manifest, atomic_write
+from pipeline.core.names import safe_run_id
 from pipeline.core.release_images import pinned_infra
 from pipeline.core.reporter import PlainReporter, Reporter
-from pipeline.core.vocab import DeployStatus
+from pipeline.core.vocab import DeployStatus, VerifyStatus
 from pipeline.gate import pod_security
 from pipeline.stages.deploy import diagnosis, failfast, prepare, recovery, trust_gate
+from pipeline.stages.deploy.checks import verify_checks
 from pipeline.stages.deploy.drift import workload_differences
 from pipeline.stages.deploy.status import live_images
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, HISTORY_MAX, ReleaseTarget, deploy_lock
@@ -48,6 +51,7 @@ from pipeline.stages.deploy.values import (
     recorded_pushes,
     resource_name,
 )
+from pipeline.stages.functional_checks import Check
 from pipeline.tools import helm, kubectl
 
 
@@ -92,8 +96,10 @@ class _Rollout:
     modules (prepare, recovery, diagnosis, status)."""
 
     def __init__(self, cfg: Config, rt: ReleaseTarget, manifest: Manifest | None, reporter: Reporter, *,
-                 services: Sequence[str] = (), extra_values: Sequence[Path] = ()) -> None:
+                 services: Sequence[str] = (), extra_values: Sequence[Path] = (), run_id: str = "") -> None:
         self.cfg, self.rt, self.manifest, self.reporter = cfg, rt, manifest, reporter
+        self.run_id = safe_run_id(run_id or f"verify-{secrets.token_hex(4)}")   # in every id a check writes
+        self.checks: list[Check] = []   # the functional checks of the last verify()
         self.env = rt.env
         self.selected = list(services)
         self.extra_values = list(extra_values)
@@ -288,7 +294,9 @@ class _Rollout:
         return self.result("deployed", revision, previous, choices, dhash, notes)
 
     def verify(self, choices: dict[str, ImageChoice], merged: dict[str, Any]) -> list[str]:
-        """Every Deployment rolled out, then each service's ready path answers 200 through a port-forward."""
+        """Every Deployment rolled out, each service's ready path answers 200 through a port-forward, then its
+        functional checks pass (pipeline.toml `checks` with "verify" in `in`: checks.verify_checks). Returns the
+        problems, one line each (a failed check: service, check, what it saw); keeps the checks in self.checks."""
         problems: list[str] = []
         for name in choices:
             full = resource_name(self.rt.release, name)
@@ -304,7 +312,13 @@ class _Rollout:
             else:
                 self.reporter.info(f"  verify: {name} ready (rolled out; {ready_path(self.cfg, name, merged)} "
                                    "answered 200)")
-        return problems
+        if problems:
+            return problems
+        self.checks = verify_checks(self.cfg, self.rt, list(choices), merged, self.run_id)
+        for c in self.checks:
+            self.reporter.info(f"  verify:{c.line()[1:]}")
+        return [f"{c.service} check {c.name!r} failed: expected {c.expected}, got {c.got}"
+                for c in self.checks if not c.ok]
 
     def probe_ready(self, name: str, merged: dict[str, Any]) -> str:
         """"" when svc/<name> answers 200 on its ready path through a port-forward, else the problem."""
@@ -362,6 +376,7 @@ class _Rollout:
             self.manifest.record(name, "deploy", {
                 "status": status, "revision": revision, "release": self.rt.release, "namespace": self.env.namespace,
                 "image": c.ref, "digest": c.digest, "helm": helm.helm().version,
+                "checks": [k.record() for k in self.checks if k.service == name],
                 **{k: v for k, v in extra.items() if v}})
 
 
@@ -370,24 +385,27 @@ class _Rollout:
 def deploy_release(cfg: Config, env: Environment, manifest: Manifest | None, services: Sequence[str] = (), *,
                    dry_run: bool = False, timeout_s: int = DEFAULT_TIMEOUT_S, history_max: int = HISTORY_MAX,
                    kubeconfig: Path | None = None, extra_values: Sequence[Path] = (),
-                   reporter: Reporter | None = None) -> DeployResult:
+                   reporter: Reporter | None = None, run_id: str = "") -> DeployResult:
     """Deploy the manifest's digests to `env` (the release runner's entry). Raises DeployFailed (exit 5)
     after rolling back, PolicyBlocked when the chart fails lint, UsageError for bad input, StageFailed when
-    no cluster answers. `reporter` None: a PlainReporter (until the runner passes ctx.reporter)."""
+    no cluster answers. `reporter` None: a PlainReporter (until the runner passes ctx.reporter). `run_id`: the
+    run's id, in the ids of what the functional checks write ("": a fresh one)."""
     rt = ReleaseTarget.of(env, kubeconfig, timeout_s=timeout_s, history_max=history_max)
     return _Rollout(cfg, rt, manifest, reporter or PlainReporter(), services=services,
-                    extra_values=extra_values).run(dry_run)
+                    extra_values=extra_values, run_id=run_id).run(dry_run)
 
 
 def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, services: Sequence[str] = (), *,
                    timeout_s: int = DEFAULT_TIMEOUT_S, kubeconfig: Path | None = None,
-                   reporter: Reporter | None = None) -> None:
-    """Re-verify what runs (read-only unless it fails): the manifest's digests run, rolled out and Ready, and
-    every service answers on its ready path through a port-forward. On failure, roll back the revision this
-    manifest deployed (when there is one before it) and raise DeployFailed (exit 5)."""
+                   reporter: Reporter | None = None, run_id: str = "") -> None:
+    """Re-verify what runs: the manifest's digests run, rolled out and Ready, every service answers on its ready
+    path through a port-forward, and its functional checks pass (they write test data marked with `run_id`
+    unless the environment's verify_checks says read-only). Records each service's `verify` record (its checks).
+    On failure, roll back the revision this manifest deployed (when there is one before it) and raise DeployFailed
+    (exit 5)."""
     say = (reporter := reporter or PlainReporter()).info
     rt = ReleaseTarget.of(env, kubeconfig, timeout_s=timeout_s)
-    d = _Rollout(cfg, rt, manifest, reporter, services=services)
+    d = _Rollout(cfg, rt, manifest, reporter, services=services, run_id=run_id)
     current = helm.status(rt.kube, rt.release)
     if current is None or current.status != "deployed":
         raise DeployFailed(f"verify {env.name}: release {rt.release} is {current.status if current else 'missing'}",
@@ -400,8 +418,10 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
     if not problems:
         generated = image_values(cfg, choices, "", env.pull_secret)
         problems = d.verify(choices, merged_values(d.chart, env_values_files(env), generated))
+    _record_verify(manifest, d, choices, current.revision, problems)
     if not problems:
-        say(f"verify {env.name}: revision {current.revision} runs the manifest's digests, Ready and answering")
+        say(f"verify {env.name}: revision {current.revision} runs the manifest's digests, Ready and answering; "
+            f"{len(d.checks)} functional check(s) passed")
         return
     for p in problems:
         say(f"  verify: {p}")
@@ -417,6 +437,23 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
                            f"see the events and logs above; `invoke status --env {env.name}`")
     raise DeployFailed(f"verify {env.name} failed: {'; '.join(problems)}",
                        f"inspect: `invoke status --env {env.name}`; undo: `invoke rollback --env {env.name}`")
+
+
+def _record_verify(manifest: Manifest | None, d: _Rollout, choices: dict[str, ImageChoice], revision: int,
+                   problems: list[str]) -> None:
+    """Each verified service's `verify` record: pass or fail, the revision, the run and its functional checks."""
+    if manifest is None:
+        return
+    for name, choice in choices.items():
+        if choice.source != "manifest":   # a digest kept from the deployed revision: not this manifest's service
+            continue
+        mine = [c for c in d.checks if c.service == name]
+        # a problem line starts with the service or its resource name (verify(), the image check above)
+        failed = any(not c.ok for c in mine) or any(
+            p.split(" ", 1)[0].rstrip(":") in (name, resource_name(d.rt.release, name)) for p in problems)
+        manifest.record(name, "verify", {"status": VerifyStatus.FAIL if failed else VerifyStatus.PASS,
+                                         "revision": revision, "run_id": d.run_id,
+                                         "checks": [c.record() for c in mine]})
 
 
 def rollback_release(cfg: Config, env: Environment, revision: int | None, *, timeout_s: int = DEFAULT_TIMEOUT_S,
