@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def commit_all(root: Path, message: str) -> None:
-    """Commit everything under `root` (a repository made on the first call, branch main)."""
+def commit_all(root: Path, message: str) -> str:
+    """Commit everything under `root` (a repository made on the first call, branch main); the commit's SHA."""
     import git
 
     repo = git.Repo(root) if (root / ".git").exists() else git.Repo.init(root, initial_branch="main")
@@ -15,7 +15,7 @@ def commit_all(root: Path, message: str) -> None:
         cw.set_value("user", "name", "Test")
         cw.set_value("user", "email", "test@example.invalid")
     repo.git.add("-A")
-    repo.index.commit(message)
+    return str(repo.index.commit(message).hexsha)
 
 
 def remove_image(image_id: str) -> None:

@@ -24,21 +24,13 @@ from pipeline.tools.registry_api import split_repository
 from pipeline.trust import envkeys
 from pipeline.trust.attach import attachment_tag, read_layers
 from pipeline.versioning.releaseinfo import release_info
+from tests.integration.reuse_support import commit_all
 from tests.integration.trust.trust_fixtures import TrustWorld
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry]
 QUIET = PlainReporter(sink=lambda _line: None)
 
 
-def _git(root: Path, message: str) -> str:
-    import git
-
-    repo = git.Repo(root) if (root / ".git").exists() else git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "Test")
-        cw.set_value("user", "email", "test@example.invalid")
-    repo.git.add("-A")
-    return str(repo.index.commit(message).hexsha)
 
 
 def _release(w: TrustWorld, run_id: str, log_dir: Path) -> tuple[Manifest, BuildStatus, str]:
@@ -73,7 +65,7 @@ def test_a_reused_image_is_attested_to_the_commit_it_was_built_at(trust_world: T
     envkeys.keygen(w.cfg, w.cfg.env("dev"))
     image_ids: list[str] = []
     try:
-        commit_a = _git(root, "feat: the docs")
+        commit_a = commit_all(root, "feat: the docs")
         man_a, status_a, digest_a = _release(w, "run-A", tmp_path / "run-A")
         assert status_a == BuildStatus.BUILT
         built_a = man_a.built("veza-docs")
@@ -82,7 +74,7 @@ def test_a_reused_image_is_attested_to_the_commit_it_was_built_at(trust_world: T
 
         shutil.rmtree(w.cfg.state_dir, ignore_errors=True)     # a fresh runner: A's input cache is gone too
         (root / "NOTES.md").write_text("outside the service's context\n")
-        commit_b = _git(root, "docs: notes")
+        commit_b = commit_all(root, "docs: notes")
         man_b, status_b, digest_b = _release(w, "run-B", tmp_path / "run-B")
         assert status_b == BuildStatus.REUSED and digest_b == digest_a
 
