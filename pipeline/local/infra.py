@@ -168,10 +168,19 @@ def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Pa
     return path
 
 
-def infra_differences(target: KubeTarget, images: Mapping[str, str]) -> list[str]:
-    """How the infra Deployments in target's namespace differ from `images` ([infra.NAME] → repository@digest):
-    one line per component that is missing, runs another image or is not Ready; [] = they run exactly these.
-    One cluster call (the resume check of the deploy stage)."""
+def template_annotations(docs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Deployment name → its pod template's annotations, of infra_documents' output (the embedded Prometheus's
+    configuration hash: what infra_differences compares)."""
+    return {str(d["metadata"]["name"]): dict(d["spec"]["template"]["metadata"].get("annotations") or {})
+            for d in docs if d.get("kind") == "Deployment"}
+
+
+def infra_differences(target: KubeTarget, images: Mapping[str, str],
+                      annotations: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """How the infra Deployments in target's namespace differ from `images` ([infra.NAME] → repository@digest)
+    and, when given, from `annotations` (name → pod template annotations that must be there with these values:
+    template_annotations): one line per component that is missing, runs another image or configuration, or is
+    not Ready; [] = they run exactly these. One cluster call (the resume check of the deploy stage)."""
     found = kubectl.get_json(target, "deployments", selector=f"{LABEL}=true").get("items", [])
     by_name = {d["metadata"]["name"]: d for d in found}
     out: list[str] = []
@@ -183,6 +192,11 @@ def infra_differences(target: KubeTarget, images: Mapping[str, str]) -> list[str
         running = [str(c.get("image", "")) for c in d["spec"]["template"]["spec"].get("containers", [])]
         if not running or set(running) != {ref}:   # the Prometheus pod's discovery container runs it too
             out.append(f"infra {name} runs {', '.join(running) or 'nothing'}, not {ref}")
+            continue
+        have = d["spec"]["template"]["metadata"].get("annotations") or {}
+        stale = [k for k, v in ((annotations or {}).get(name) or {}).items() if have.get(k) != v]
+        if stale:
+            out.append(f"infra {name} runs another configuration ({stale[0]} {have.get(stale[0], 'absent')})")
             continue
         want = int(d["spec"].get("replicas", 1))
         if int((d.get("status") or {}).get("readyReplicas", 0)) < want or want == 0:

@@ -389,7 +389,8 @@ def test_the_deploy_resumes_only_while_the_infra_runs_the_recorded_digests(tmp_p
     monkeypatch.setattr(drift, "observe", lambda rt: seen)
     asked: list[dict[str, str]] = []
     answer: list[str] = []
-    monkeypatch.setattr(infra_mod, "infra_differences", lambda target, want: asked.append(dict(want)) or answer)
+    monkeypatch.setattr(infra_mod, "infra_differences",
+                        lambda target, want, annotations: asked.append(dict(want)) or answer)
     rt = ReleaseTarget(env, KubeTarget(Path("/nonexistent"), "", env.namespace), "veza")
     quiet = PlainReporter(sink=lambda _line: None)
     assert drift.deploy_holds(cfg, env, m, quiet, rt=rt) is None

@@ -180,3 +180,25 @@ def test_the_environment_s_prometheus_is_external_embedded_or_none() -> None:
     some = Monitoring("embedded", "svc/prometheus in veza-dev", True, 3, 3, scraped=("a", "b"), unscraped=("c",))
     assert some.line().endswith("3/3 scrape target(s) up; scraping a, b; NOT scraping c "
                                 "(yet: a new pod is scraped within a few seconds)")
+
+
+def test_the_deploy_resumes_only_while_prometheus_runs_the_current_configuration(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """infra_differences, on Deployments as the cluster would answer them: both Prometheus containers on the pinned
+    digest pass; a pod template whose configuration hash is not the current one's (k8s/prometheus-config.yaml
+    changed since) is a difference, so the deploy applies it again."""
+    import pipeline.local.infra as infra_mod
+    from pipeline.local.infra import infra_differences, template_annotations
+    from pipeline.tools.kubectl import KubeTarget
+
+    docs = _docs("veza-local")
+    live = [dict(d, status={"readyReplicas": 1}) for d in docs if d["kind"] == "Deployment"]
+    monkeypatch.setattr(infra_mod.kubectl, "get_json", lambda *a, **k: {"items": live})
+    images = {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"] for d in live}
+    target = KubeTarget(Path("/nonexistent"), "", "veza-local")
+    wanted = template_annotations(docs)
+    assert wanted["prometheus"][infra_prometheus.CONFIG_HASH].startswith("sha256:")
+    assert infra_differences(target, images, wanted) == []
+    old = {**wanted, "prometheus": {infra_prometheus.CONFIG_HASH: "sha256:" + "0" * 64}}
+    (line,) = infra_differences(target, images, old)
+    assert line.startswith("infra prometheus runs another configuration (veza.pipeline/config-sha256 sha256:")
