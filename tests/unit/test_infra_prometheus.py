@@ -43,7 +43,7 @@ def test_the_local_environment_runs_it_as_one_more_infra_image_and_the_others_do
         assert cfg.env(env).monitoring == "none"
         assert "infra/prometheus" not in release_subjects(cfg, cfg.env(env))
     assert cfg.infra["prometheus"].port == 9090
-    assert cfg.bases[cfg.infra["prometheus"].base].local == "veza-local/prometheus:2.42"
+    assert cfg.bases[cfg.infra["prometheus"].base].local == "veza-local/prometheus:2.42-sd"
 
 
 def _local_lines(text: str, local_infra: str, monitoring: str) -> str:
