@@ -175,6 +175,9 @@ class Environment:
     platforms: tuple[Platform, ...] = ()  # images built for these; () = the machine's platform only
     rollout: Rollout = field(default_factory=Rollout)   # how deploy reaches the new version (config_rollout.py)
     backup: Backup = field(default_factory=Backup)      # the pg_dump before a migration (config_backup.py)
+    # "embedded": [infra.prometheus] runs beside the release (needs local_infra; pipeline/local/infra_prometheus.py);
+    # "none": no Prometheus of the pipeline's (an external one is rollout.prometheus = URL).
+    monitoring: str = "none"
     # Environments allowed to push to this one's registry + namespace although they sign with other keys or
     # write the same tags (refused otherwise at load: check_shared_namespaces).
     shares_registry_namespace_with: tuple[str, ...] = ()
@@ -347,7 +350,7 @@ def load_config(path: Path | None = None, *, check_files: bool = True) -> Config
 
     services = read_services(top, root, bases, infra, check_files)
     envs_t = top.table("environments")
-    environments = _read_environments(envs_t, root, registry, project_name)
+    environments = _read_environments(envs_t, root, registry, project_name, infra)
     check_shared_repositories(envs_t, environments, [s.repository for s in services], list(infra))
     check_reuse_from(envs_t, environments)
     top.done()
@@ -488,18 +491,21 @@ def _read_infra(infra_t: Table, bases: Mapping[str, Base]) -> dict[str, Infra]:
     return infra
 
 
-def _read_environments(envs_t: Table, root: Path, registry: Registry, project_name: str) -> dict[str, Environment]:
+def _read_environments(envs_t: Table, root: Path, registry: Registry, project_name: str,
+                       infra: Mapping[str, Infra]) -> dict[str, Environment]:
     environments: dict[str, Environment] = {}
     for ename in list(envs_t.data):
         et = envs_t.table(ename)
         check_name(et, envs_t.key(ename), ename)
-        environments[ename] = _read_environment(et, ename, root, registry, project_name)
+        environments[ename] = _read_environment(et, ename, root, registry, project_name, infra)
     if not environments:
         envs_t.fail("environments", "no environment defined", "add at least [environments.local]")
     envs_t.done()
     return environments
 
 
+MONITORING_CHOICES = ("none", "embedded")
+EMBEDDED_PROMETHEUS = "prometheus"   # the [infra.NAME] that monitoring = "embedded" runs (its Service's name)
 INFRA_REPOSITORY = "infra/{name}"   # an [infra.NAME] image's repository, under the environment's namespace
 
 
@@ -604,7 +610,8 @@ def _all_paths(env: Environment, services: Sequence[str], infra: Sequence[str]) 
     return out
 
 
-def _read_environment(et: Table, ename: str, root: Path, registry: Registry, project_name: str) -> Environment:
+def _read_environment(et: Table, ename: str, root: Path, registry: Registry, project_name: str,
+                      infra: Mapping[str, Infra]) -> Environment:
     """[environments.<ename>]: the registry and the Helm release default to [registry]'s and the project's."""
     def d(name: str) -> Any:
         return default_of(Environment, name)
@@ -642,6 +649,7 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         platforms=platforms_in(et),
         rollout=read_rollout(et),
         backup=read_backup(et, root, generate_secrets=et.flag("generate_secrets", d("generate_secrets"))),
+        monitoring=et.text("monitoring", d("monitoring"), choices=MONITORING_CHOICES),
         shares_registry_namespace_with=et.texts("shares_registry_namespace_with",
                                                 d("shares_registry_namespace_with")),
         reuse_from=read_reuse_from(et),
@@ -679,6 +687,8 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
         et.fail(et.key("tags"), f"'latest' is never used by {ename}", "remove 'latest' from tags")
     if env.auto_key and (env.require_release_tag or env.confirm):
         et.fail(et.key("auto_key"), f"{ename} is a guarded environment", "make its key with `invoke keygen`")
+    if env.monitoring == "embedded":
+        _check_embedded_monitoring(et, env, infra)
     problem = ordering_problem(env.stages)   # each stage's `requires`/`after`, one loop (stage_registry.py)
     if problem:
         et.fail(et.key("stages"), *problem)
@@ -687,6 +697,21 @@ def _read_environment(et: Table, ename: str, root: Path, registry: Registry, pro
                 'add "sign" before "verify-images", or name the public key(s) it trusts in trusted_keys')
     et.done()
     return env
+
+
+def _check_embedded_monitoring(et: Table, env: Environment, infra: Mapping[str, Infra]) -> None:
+    """`monitoring = "embedded"` runs [infra.prometheus] beside the release (pipeline/local/infra_prometheus.py):
+    it needs that table, local_infra (the infra path deploys it) and no external rollout.prometheus URL."""
+    key = et.key("monitoring")
+    if EMBEDDED_PROMETHEUS not in infra:
+        et.fail(key, f"is \"embedded\" but pipeline.toml has no [infra.{EMBEDDED_PROMETHEUS}]",
+                f'add [infra.{EMBEDDED_PROMETHEUS}] (base = "prometheus", port = 9090), or set monitoring = "none"')
+    if not env.local_infra:
+        et.fail(key, "is \"embedded\" but local_infra is false (the embedded Prometheus runs with the local infra)",
+                'set local_infra = true, or name the operators\' Prometheus: rollout.prometheus = URL')
+    if env.rollout.prometheus:
+        et.fail(key, f"is \"embedded\" and rollout.prometheus names {env.rollout.prometheus}: one or the other",
+                'remove rollout.prometheus, or set monitoring = "none" to use that Prometheus')
 
 
 def _check_variable_name(t: Table, key: str, value: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.core.config import Config, Environment
+from pipeline.core.config import EMBEDDED_PROMETHEUS, Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import INFRA_PREFIX, Manifest
 
@@ -56,14 +56,27 @@ def infra_subject(name: str) -> str:
     return f"{INFRA_PREFIX}{name}"
 
 
-def infra_images(cfg: Config, env: Environment) -> list[InfraImage]:
-    """The infra images `env` runs beside its release, in config order ([] when `local_infra` is false: its
-    operators provide the infra)."""
+def dependency_infra(cfg: Config) -> list[str]:
+    """The [infra.NAME] the services use (PostgreSQL, Redis, NATS…: the compose stack's and the chart's
+    `infra` hosts), in config order: every one but the embedded Prometheus, which only watches them."""
+    return [name for name in cfg.infra if name != EMBEDDED_PROMETHEUS]
+
+
+def infra_names(cfg: Config, env: Environment) -> list[str]:
+    """The [infra.NAME] `env` runs beside its release, in config order: none without `local_infra` (its
+    operators provide the infra); the dependencies (dependency_infra), and [infra.prometheus] only when
+    `monitoring = "embedded"` (checked at load: pipeline/core/config.py)."""
     if not env.local_infra:
         return []
-    return [InfraImage(name, infra_subject(name), cfg.bases[infra.base].local,
+    return [name for name in cfg.infra
+            if name != EMBEDDED_PROMETHEUS or env.monitoring == "embedded"]
+
+
+def infra_images(cfg: Config, env: Environment) -> list[InfraImage]:
+    """The infra images `env` runs beside its release (infra_names), in config order."""
+    return [InfraImage(name, infra_subject(name), cfg.bases[cfg.infra[name].base].local,
                        env.repository_for(INFRA_REPOSITORY.format(name=name)))
-            for name, infra in cfg.infra.items()]
+            for name in infra_names(cfg, env)]
 
 
 def content_tag(source_ref: str, image_id: str) -> str:

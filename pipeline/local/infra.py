@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.core.config import Config
-from pipeline.core.errors import DeployFailed
+from pipeline.core.config import Config, Environment
+from pipeline.core.errors import DeployFailed, UsageError
 from pipeline.core.manifest import atomic_write
-from pipeline.core.release_images import check_pinned
+from pipeline.core.release_images import check_pinned, dependency_infra, infra_names
+from pipeline.local import infra_prometheus
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 
@@ -68,29 +69,43 @@ def _container(name: str, image: str, port: int, secret: str) -> dict[str, Any]:
     return container
 
 
-def placeholder_images(cfg: Config) -> dict[str, str]:
-    """[infra.NAME] → a pinned placeholder reference, for the Pod Security gate's rendering."""
-    return {name: f"example.invalid/infra/{name}@{PLACEHOLDER_DIGEST}" for name in cfg.infra}
+def placeholder_images(cfg: Config, env: Environment) -> dict[str, str]:
+    """The [infra.NAME] `env` runs → a pinned placeholder reference, for the Pod Security gate's rendering."""
+    return {name: f"example.invalid/infra/{name}@{PLACEHOLDER_DIGEST}" for name in infra_names(cfg, env)}
 
 
-def infra_documents(cfg: Config, secret: str, images: Mapping[str, str]) -> list[dict[str, Any]]:
-    """A Deployment and a Service per [infra.NAME], each running `images[name]`, a `repository@sha256:…`
-    reference (imagePullPolicy IfNotPresent: a digest cannot change under it). UsageError naming the first
-    component whose image is missing or not pinned by digest (core/release_images.py check_pinned)."""
-    check_pinned(images, list(cfg.infra))
+def infra_documents(cfg: Config, secret: str, images: Mapping[str, str], *, namespace: str) -> list[dict[str, Any]]:
+    """A Deployment and a Service per [infra.NAME] named in `images` (the release's, in `namespace`), each
+    running `images[name]`, a `repository@sha256:…` reference (imagePullPolicy IfNotPresent: a digest cannot
+    change under it); for [infra.prometheus] also its ConfigMap, ServiceAccount and namespaced RBAC
+    (local/infra_prometheus.py). UsageError naming the first dependency (dependency_infra: the chart needs
+    them all) or named component whose image is missing or not pinned by digest (check_pinned), or a name
+    that is no [infra.NAME]."""
+    check_pinned(images, [*dependency_infra(cfg), *images])
+    unknown = [n for n in images if n not in cfg.infra]
+    if unknown:
+        raise UsageError(f"infra image {unknown[0]} has no [infra.{unknown[0]}] in pipeline.toml",
+                         "deploy the infra from the Release manifest of this configuration")
     docs: list[dict[str, Any]] = []
     for name, infra in cfg.infra.items():
+        if name not in images:
+            continue
         labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "veza", LABEL: "true"}
-        image = images[name]
         volumes: list[dict[str, Any]] = [{"name": v, "emptyDir": {}} for v in ("tmp", "data", "run")]
+        container = _container(name, images[name], infra.port, secret)
+        pod_meta: dict[str, Any] = {"labels": labels}
+        pod_spec: dict[str, Any] = {"securityContext": {"fsGroup": 999, "runAsNonRoot": True,
+                                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                                    "containers": [container], "volumes": volumes,
+                                    "terminationGracePeriodSeconds": 5}
+        if name == infra_prometheus.NAME:
+            config = infra_prometheus.scrape_config(cfg.root)
+            docs += infra_prometheus.extra_documents(namespace, labels, config)
+            infra_prometheus.shape_pod(pod_spec, pod_meta, container, infra.port, config)
         docs += [
             {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
              "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "strategy": {"type": "Recreate"},
-                      "template": {"metadata": {"labels": labels},
-                                   "spec": {"securityContext": {"fsGroup": 999, "runAsNonRoot": True,
-                                                                "seccompProfile": {"type": "RuntimeDefault"}},
-                                            "containers": [_container(name, image, infra.port, secret)],
-                                            "volumes": volumes, "terminationGracePeriodSeconds": 5}}}},
+                      "template": {"metadata": pod_meta, "spec": pod_spec}}},
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
              "spec": {"selector": labels, "ports": [{"port": infra.port, "targetPort": infra.port,
                                                      "protocol": "TCP"}]}},
@@ -124,11 +139,17 @@ def _missing(found: dict[str, Any] | None, keys: Sequence[str]) -> list[str]:
     return [k for k in keys if k not in have]
 
 
+def chart_hosts(cfg: Config, cluster_ips: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The chart's `infra` values from the infra Services' ClusterIPs (name → IP): a host for each dependency
+    (dependency_infra) among them; the embedded Prometheus is not one (the chart's schema refuses it)."""
+    return {n: {"host": ip} for n, ip in cluster_ips.items() if n in dependency_infra(cfg)}
+
+
 def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Path, images: Mapping[str, str],
                        say: Any = print, timeout_s: float = 180) -> Path:
     """Run the infra in target's namespace (idempotent), each component on `images[name]` (repository@sha256:…;
     see infra_documents), and return a values file with its hosts."""
-    docs = infra_documents(cfg, secret, images)
+    docs = infra_documents(cfg, secret, images, namespace=target.namespace)
     ensure_secret(target, secret)
     kubectl.apply(target, json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
     names = [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"]
@@ -139,20 +160,27 @@ def ensure_local_infra(cfg: Config, target: KubeTarget, secret: str, out_dir: Pa
                                f"{(res.stderr or res.stdout).strip()[-300:]}",
                                f"check `kubectl -n {target.namespace} describe deployment {name}`; "
                                "are the infra images built (invoke bases)?")
-    hosts = {}
-    for name in names:
-        svc = kubectl.get_json(target, "service", name)
-        hosts[name] = {"host": svc["spec"]["clusterIP"]}
+    hosts = chart_hosts(cfg, {n: kubectl.get_json(target, "service", n)["spec"]["clusterIP"] for n in names})
     path = out_dir / f"infra-{target.namespace}.yaml"
     atomic_write(path, yaml.safe_dump({"infra": hosts}, sort_keys=True))
-    say(f"  local infra ready in {target.namespace}: " + ", ".join(f"{n} {h['host']}" for n, h in hosts.items()))
+    said = [f"{n} {h['host']}" for n, h in hosts.items()] + [n for n in names if n not in hosts]
+    say(f"  local infra ready in {target.namespace}: " + ", ".join(said))
     return path
 
 
-def infra_differences(target: KubeTarget, images: Mapping[str, str]) -> list[str]:
-    """How the infra Deployments in target's namespace differ from `images` ([infra.NAME] → repository@digest):
-    one line per component that is missing, runs another image or is not Ready; [] = they run exactly these.
-    One cluster call (the resume check of the deploy stage)."""
+def template_annotations(docs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Deployment name → its pod template's annotations, of infra_documents' output (the embedded Prometheus's
+    configuration hash: what infra_differences compares)."""
+    return {str(d["metadata"]["name"]): dict(d["spec"]["template"]["metadata"].get("annotations") or {})
+            for d in docs if d.get("kind") == "Deployment"}
+
+
+def infra_differences(target: KubeTarget, images: Mapping[str, str],
+                      annotations: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """How the infra Deployments in target's namespace differ from `images` ([infra.NAME] → repository@digest)
+    and, when given, from `annotations` (name → pod template annotations that must be there with these values:
+    template_annotations): one line per component that is missing, runs another image or configuration, or is
+    not Ready; [] = they run exactly these. One cluster call (the resume check of the deploy stage)."""
     found = kubectl.get_json(target, "deployments", selector=f"{LABEL}=true").get("items", [])
     by_name = {d["metadata"]["name"]: d for d in found}
     out: list[str] = []
@@ -162,8 +190,13 @@ def infra_differences(target: KubeTarget, images: Mapping[str, str]) -> list[str
             out.append(f"infra {name}: Deployment {name} does not exist")
             continue
         running = [str(c.get("image", "")) for c in d["spec"]["template"]["spec"].get("containers", [])]
-        if running != [ref]:
+        if not running or set(running) != {ref}:   # the Prometheus pod's discovery container runs it too
             out.append(f"infra {name} runs {', '.join(running) or 'nothing'}, not {ref}")
+            continue
+        have = d["spec"]["template"]["metadata"].get("annotations") or {}
+        stale = [k for k, v in ((annotations or {}).get(name) or {}).items() if have.get(k) != v]
+        if stale:
+            out.append(f"infra {name} runs another configuration ({stale[0]} {have.get(stale[0], 'absent')})")
             continue
         want = int(d["spec"].get("replicas", 1))
         if int((d.get("status") or {}).get("readyReplicas", 0)) < want or want == 0:

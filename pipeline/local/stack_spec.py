@@ -22,6 +22,7 @@ from pipeline.core.config import Config
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.redact import register_secret
+from pipeline.core.release_images import dependency_infra
 from pipeline.tools import docker
 
 BASE_NAME = "docker-compose.yml"
@@ -81,11 +82,12 @@ def service_images(cfg: Config, manifest: Manifest, names: list[str] | None = No
 
 
 def infra_images(cfg: Config) -> dict[str, StackImage]:
-    """Per infra service, the upstream image when present locally, else its offline equivalent."""
+    """Per infra service the services use (release_images.dependency_infra: not the embedded Prometheus), the
+    upstream image when present locally, else its offline equivalent."""
     out: dict[str, StackImage] = {}
     missing: list[str] = []
-    for name, infra in cfg.infra.items():
-        base = cfg.bases[infra.base]
+    for name in dependency_infra(cfg):
+        base = cfg.bases[cfg.infra[name].base]
         if docker.image_id(base.upstream):
             out[name] = StackImage(image_var(name), base.upstream, "upstream")
         elif docker.image_id(base.local):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pipeline.core.config import Config, Environment
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
+from pipeline.core.release_images import dependency_infra, infra_names
 from pipeline.gate.policy import Policy
 from pipeline.tools.registry_clients import registry_credentials
 
@@ -65,8 +66,9 @@ def infra_targets(cfg: Config, env: Environment, policy: Policy) -> tuple[list[S
     if not (env.local_infra or "smoke" in env.stages):
         return [], f"{env.name} runs none (local_infra is false and there is no smoke stage)"
     out = []
-    for name, infra in cfg.infra.items():
-        ref = cfg.bases[infra.base].local
+    # what runs beside the release (the embedded Prometheus too, where it does), else the smoke stack's
+    for name in infra_names(cfg, env) if env.local_infra else dependency_infra(cfg):
+        ref = cfg.bases[cfg.infra[name].base].local
         image_id = docker.image_id(ref)
         if not image_id:
             raise UsageError(f"the infra image {ref} ([infra.{name}]) is not in the engine",

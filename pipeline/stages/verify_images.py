@@ -91,7 +91,7 @@ def infra_refs(cfg: Config, env: Environment, man: Manifest) -> list[str]:
 
     if not infra_images(cfg, env):
         return []
-    docs = infra_documents(cfg, "verify", pinned_infra(cfg, env, man))
+    docs = infra_documents(cfg, "verify", pinned_infra(cfg, env, man), namespace=env.namespace)
     return images_in_manifests(yaml.safe_dump_all(docs))
 
 

@@ -74,7 +74,8 @@ def test_release_local_end_to_end(clone: Path) -> None:
     # post-release verification: every published digest re-read from the registry, signed, attested, with its SBOM
     published = report["published"]
     # the services and the infra images the release runs (core/release_images.py recorded_subjects)
-    assert set(published) == set(services) | {"infra/postgres", "infra/redis", "infra/nats"}, published
+    assert set(published) == set(services) | {"infra/postgres", "infra/redis", "infra/nats", "infra/prometheus"}, \
+        published
     for name, checks in published.items():  # type: ignore[union-attr]
         assert (checks["signature"], checks["provenance"], checks["sbom"]) == ("ok", "ok", "present"), (name, checks)
 
@@ -110,7 +111,7 @@ def test_every_pod_of_the_release_runs_a_pinned_image_that_verifies(clone: Path,
             images[c["image"]] = where
     m = _manifest(clone)
     infra = m["infra"]  # type: ignore[index]
-    assert set(infra) == {"postgres", "redis", "nats"}, infra
+    assert set(infra) == {"postgres", "redis", "nats", "prometheus"}, infra   # local: monitoring = "embedded"
     expected = {f"{r['push']['repository']}@{r['push']['digest']}"  # type: ignore[index]
                 for r in [*m["services"].values(), *infra.values()]}  # type: ignore[union-attr]
     assert set(images) == expected, (sorted(images), sorted(expected))
@@ -120,7 +121,7 @@ def test_every_pod_of_the_release_runs_a_pinned_image_that_verifies(clone: Path,
     env = cfg.env("local")
     man = Manifest.load(clone / ".pipeline/local/manifest.json")
     summary = verify_images(cfg, env, man, PlainReporter(sink=lambda _line: None), images=sorted(images))
-    assert summary.fields["images"] == len(images) == 7
+    assert summary.fields["images"] == len(images) == 8
     gate = _invoke(clone, "verify-images", "--env", "local")   # the CLI covers the infra documents too
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-2000:]
     assert all(ref in " ".join(gate.stdout.split()) for ref in expected if "/infra/" in ref), gate.stdout[-3000:]
@@ -164,6 +165,61 @@ def _assert_cluster_runs_the_manifest(clone: Path) -> None:
     for name, svc in _manifest(clone)["services"].items():  # type: ignore[union-attr]
         assert running[name]["digest"] == svc["push"]["digest"], (name, running[name], svc["push"])
         assert running[name]["ready"] >= 1 and running[name]["ready"] == running[name]["replicas"], running[name]
+
+
+def _until_prometheus_scrapes_the_release(clone: Path, kubeconfig: Path, timeout_s: float = 60) -> list[Any]:
+    """The embedded Prometheus's `up` series of the release's pods, once each of the four services has one
+    target with up == 1 (polled, at most `timeout_s`); asked through the pipeline's port-forward on
+    127.0.0.1:21300-21399. AssertionError with the last answer otherwise."""
+    from pipeline.core.config import load_config
+    from pipeline.stages.deploy.monitoring import prometheus_url
+    from pipeline.tools import prometheus
+
+    env = load_config(clone / "pipeline.toml").env("local")
+    services = {"veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-docs"}
+    os.environ["VEZA_PORT_FORWARD_PORTS"] = "21300-21399"
+    try:
+        with prometheus_url(env, kubeconfig=kubeconfig) as url:
+            deadline, series = time.monotonic() + timeout_s, []
+            while time.monotonic() < deadline:
+                series = prometheus.query(url, 'up{job="veza-pods"}')
+                if {x.labels.get("service") for x in series if x.value == 1} >= services:
+                    return series
+                time.sleep(2)
+    finally:
+        os.environ.pop("VEZA_PORT_FORWARD_PORTS", None)
+    raise AssertionError(f"Prometheus does not scrape every service within {timeout_s:.0f}s: "
+                         f"{[(x.labels, x.value) for x in series]}")
+
+
+def test_the_embedded_prometheus_scrapes_the_release_and_status_says_so(clone: Path, local_cluster: Path) -> None:
+    """After the release above: the embedded Prometheus (monitoring = "embedded") discovered the release's pods
+    through the API server (its sidecar, the `kubernetes` Service's endpoint on the bridge gateway), scrapes each
+    service's /metrics with up == 1, labelled by the seed guide's relabelling (namespace, service, environment,
+    track from veza.io/track), and `invoke status` reports it up, with the four services among its targets."""
+    t0 = time.monotonic()
+    series = _until_prometheus_scrapes_the_release(clone, local_cluster)
+    up = {x.labels["service"]: x.labels for x in series if x.value == 1}
+    up_pods = {p["metadata"]["name"] for p in json.loads(subprocess.run(
+        [str(ROOT / ".tools/bin/kubectl"), "--kubeconfig", str(local_cluster), "-n", "veza-local", "get", "pods",
+         "-o", "json"], capture_output=True, text=True, timeout=60, check=True).stdout)["items"]}
+    for name in ("veza-backend-api", "veza-chat-server", "veza-stream-server", "veza-docs"):
+        labels = up[name]
+        assert (labels["namespace"], labels["environment"], labels["track"]) == ("veza-local", "local", "stable"), \
+            labels
+        assert labels["pod"] and labels["pod"] in up_pods, labels
+    status = _invoke(clone, "status", "--env", "local", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    mon = json.loads(status.stdout)["monitoring"]
+    assert (mon["source"], mon["where"], mon["up"]) == ("embedded", "svc/prometheus in veza-local", True), mon
+    assert mon["targets_up"] == mon["targets"] >= 4, mon
+    assert sorted(mon["scraped"]) == sorted(up) and mon["unscraped"] == [], mon
+    text = _invoke(clone, "status", "--env", "local")
+    assert text.returncode == 0, text.stdout + text.stderr
+    said = " ".join(text.stdout.split())   # the reporter may wrap the line
+    assert "monitoring: embedded Prometheus at svc/prometheus in veza-local: up," in said, text.stdout
+    assert "; scraping veza-backend-api, veza-chat-server, veza-stream-server, veza-docs" in said, text.stdout
+    print(f"prometheus checks took {time.monotonic() - t0:.1f}s")
 
 
 def test_second_release_is_a_noop(clone: Path) -> None:
@@ -220,3 +276,5 @@ def test_release_after_cluster_down_brings_it_up_and_deploys(clone: Path, cluste
     assert stages["build"] == "resumed" and stages["push"] == "resumed", stages
     assert stages["deploy"] in ("ok", "resumed"), stages   # resumed only if the restarted cluster already ran it all
     _assert_cluster_runs_the_manifest(clone)
+    # the restarted API server is reachable from pods again (relay and endpoint): Prometheus discovers the release
+    _until_prometheus_scrapes_the_release(clone, cluster_to_myself)

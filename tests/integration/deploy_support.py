@@ -186,8 +186,10 @@ def pinned_infra_images(cfg: Config, registry: str) -> dict[str, str]:
 
     if registry not in _infra_pushed:
         out: dict[str, str] = {}
-        for name, infra in cfg.infra.items():
-            local = cfg.bases[infra.base].local
+        from pipeline.core.release_images import dependency_infra
+
+        for name in dependency_infra(cfg):   # what the chart uses (not the embedded Prometheus)
+            local = cfg.bases[cfg.infra[name].base].local
             for held in (docker.inspect(local) or {}).get("RepoDigests") or []:
                 address, path = split_repository(held.partition("@")[0])
                 try:

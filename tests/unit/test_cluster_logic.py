@@ -38,6 +38,37 @@ def test_pki_apiserver_cert_is_signed_by_the_ca_with_the_service_sans(tmp_path: 
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
 
 
+def _ip_sans(path: Path) -> set[str]:
+    sans = _cert(path).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(i) for i in sans.get_values_for_type(x509.IPAddress)}
+
+
+def test_pki_remakes_the_serving_cert_that_lacks_the_gateway_and_keeps_the_rest(tmp_path: Path) -> None:
+    """A machine whose PKI was made before the bridge gateway SAN existed (or whose bridge moved): the next
+    cluster-up names the gateway in a new serving cert from the same CA; CA, tokens and the client cert stay."""
+    p = ensure_pki(tmp_path / "pki")                       # an old PKI: no gateway SAN
+    keep = {f: f.read_bytes() for f in (p.ca_crt, p.ca_key, p.tokens_csv, p.kubelet_client_crt, p.sa_key)}
+    ensure_pki(p.dir, extra_ips=("172.17.0.1",))
+    assert _ip_sans(p.apiserver_crt) == {"127.0.0.1", layout.SERVICE_IP, "172.17.0.1"}
+    _cert(p.apiserver_crt).verify_directly_issued_by(_cert(p.ca_crt))
+    assert {f: f.read_bytes() for f in keep} == keep
+    served = p.apiserver_crt.read_bytes()
+    ensure_pki(p.dir, extra_ips=("172.17.0.1",))
+    assert p.apiserver_crt.read_bytes() == served            # it names the gateway: not remade again
+    ensure_pki(p.dir, extra_ips=("172.18.0.1",))             # the engine's bridge moved
+    assert "172.18.0.1" in _ip_sans(p.apiserver_crt)
+
+
+def test_the_bridge_gateway_must_be_a_private_address_of_this_machine() -> None:
+    from pipeline.core.errors import UsageError
+    from pipeline.local.cluster.start import bridge_gateway
+
+    for subnet, gateway in (("0.0.0.0/8", "0.0.0.0"), ("127.0.0.0/8", "127.0.0.1"), ("8.8.8.0/24", "8.8.8.8"),
+                            ("10.254.253.0/24", "10.254.253.1"), ("", "")):
+        with pytest.raises(UsageError):
+            bridge_gateway(subnet, gateway)     # unspecified, loopback, public, not on this machine, none
+
+
 def test_pki_kubelet_client_is_a_cluster_admin_client_cert(tmp_path: Path) -> None:
     p = ensure_pki(tmp_path / "pki")
     c = _cert(p.kubelet_client_crt)
@@ -196,8 +227,13 @@ def test_hosts_entry_added_once_and_removed_only_if_ours(tmp_path: Path, monkeyp
 def test_components_listen_on_loopback_only(tmp_path: Path) -> None:
     p = ensure_pki(tmp_path / "pki")
     bindir = tmp_path / "bin"
-    argv = components.apiserver(bindir, p)
+    argv = components.apiserver(bindir, p, "172.17.0.1")
     assert "--bind-address=127.0.0.1" in argv and "--insecure-port=0" in argv
+    # pods reach it through the relay on the bridge gateway, the `kubernetes` Service's endpoint
+    assert "--advertise-address=172.17.0.1" in argv
+    relay = components.apiserver_relay(Path("/usr/bin/socat"), "172.17.0.1")
+    assert relay[-2:] == [f"TCP4-LISTEN:{layout.API_PORT},bind=172.17.0.1,reuseaddr,fork",
+                          f"TCP4:127.0.0.1:{layout.API_PORT}"]
     assert "--bind-address=127.0.0.1" in components.controller_manager(bindir, p, tmp_path / "kc")
     assert "--bind-address=127.0.0.1" in components.scheduler(bindir, tmp_path / "kc")
     assert "--bind-address=127.0.0.1" in components.kube_proxy(bindir, tmp_path / "kc", "172.17.0.0/16")

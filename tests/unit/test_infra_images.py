@@ -67,9 +67,10 @@ def _manifest(tmp: Path, cfg: Config, pushed: dict[str, str]) -> Manifest:
 def test_every_infra_container_runs_the_pinned_digest_it_was_given() -> None:
     cfg = _cfg()
     images = _pinned(cfg)
-    docs = infra_documents(cfg, "veza-secrets", images)
+    docs = infra_documents(cfg, "veza-secrets", images, namespace="veza-dev")
     containers = _containers(docs)
-    assert [c["image"] for c in containers] == [images[n] for n in cfg.infra]
+    # one container each; the embedded Prometheus's pod discovery runs beside it on the same pinned image
+    assert [c["image"] for c in containers] == [*(images[n] for n in cfg.infra), images["prometheus"]]
     assert all(c["imagePullPolicy"] == "IfNotPresent" for c in containers)   # a digest cannot change under it
     assert not any(cfg.bases[i.base].local in yaml.safe_dump_all(docs) for i in cfg.infra.values())
 
@@ -90,7 +91,7 @@ def test_an_infra_image_without_a_digest_is_one_clear_error(bad: str | None) -> 
     else:
         images["redis"] = bad
     with pytest.raises(UsageError) as err:
-        infra_documents(cfg, "veza-secrets", images)
+        infra_documents(cfg, "veza-secrets", images, namespace="veza-dev")
     assert "redis" in err.value.message and "\n" not in err.value.message
     assert err.value.hint
 
@@ -99,36 +100,41 @@ def test_the_release_runs_its_services_and_its_infra_as_one_list() -> None:
     cfg = _cfg()
     local = cfg.env("local")
     services = [s.name for s in cfg.services]
-    assert release_subjects(cfg, local) == [*services, "infra/postgres", "infra/redis", "infra/nats"]
+    assert release_subjects(cfg, local) == [*services, "infra/postgres", "infra/redis", "infra/nats",
+                                            "infra/prometheus"]   # local: monitoring = "embedded"
     assert release_subjects(cfg, local, ["veza-docs"]) == ["veza-docs"]   # --service leaves the infra alone
+    quiet = dataclasses.replace(local, monitoring="none")
+    assert release_subjects(cfg, quiet) == [*services, "infra/postgres", "infra/redis", "infra/nats"]
     external = dataclasses.replace(local, local_infra=False)
     assert release_subjects(cfg, external) == services
     repos = {i.name: i.repository for i in infra_images(cfg, local)}
-    assert repos == {n: f"127.0.0.1:5000/veza-local/infra/{n}" for n in ("postgres", "redis", "nats")}
+    assert repos == {n: f"127.0.0.1:5000/veza-local/infra/{n}" for n in ("postgres", "redis", "nats", "prometheus")}
     staging = {i.name: i.repository for i in infra_images(cfg, cfg.env("staging"))}
+    assert "prometheus" not in staging   # it has not opted in
     assert staging["postgres"] == "127.0.0.1:5000/veza-staging/infra/postgres"   # the environment's namespace
 
 
 def test_another_infra_component_is_one_config_entry() -> None:
     cfg = _cfg()
     cfg = dataclasses.replace(
-        cfg, bases={**cfg.bases, "prometheus": Base("prometheus", "prom/prometheus:v2", "veza-local/prometheus:2",
-                                                    "prometheus")},
-        infra={**cfg.infra, "prometheus": Infra("prometheus", "prometheus", 9090)})
+        cfg, bases={**cfg.bases, "mailpit": Base("mailpit", "axllent/mailpit:v1", "veza-local/mailpit:1",
+                                                 "mailpit")},
+        infra={**cfg.infra, "mailpit": Infra("mailpit", "mailpit", 1025)})
     local = cfg.env("local")
-    assert release_subjects(cfg, local)[-1] == "infra/prometheus"
+    assert release_subjects(cfg, local)[-1] == "infra/mailpit"
     image = infra_images(cfg, local)[-1]
-    assert (image.source_ref, image.repository) == ("veza-local/prometheus:2",
-                                                    "127.0.0.1:5000/veza-local/infra/prometheus")
-    images = {**_pinned(cfg), "prometheus": f"{image.repository}@{_digest(9)}"}
-    docs = infra_documents(cfg, "veza-secrets", images)
-    prom = [d for d in docs if d["metadata"]["name"] == "prometheus"]
-    assert [d["kind"] for d in prom] == ["Deployment", "Service"]
-    assert _containers(prom)[0]["image"] == images["prometheus"]
-    assert prom[1]["spec"]["ports"][0]["port"] == 9090
+    assert (image.source_ref, image.repository) == ("veza-local/mailpit:1",
+                                                    "127.0.0.1:5000/veza-local/infra/mailpit")
+    images = {**_pinned(cfg), "mailpit": f"{image.repository}@{_digest(9)}"}
+    docs = infra_documents(cfg, "veza-secrets", images, namespace="veza-dev")
+    mail = [d for d in docs if d["metadata"]["name"] == "mailpit"]
+    assert [d["kind"] for d in mail] == ["Deployment", "Service"]
+    assert _containers(mail)[0]["image"] == images["mailpit"]
+    assert mail[1]["spec"]["ports"][0]["port"] == 1025
     from pipeline.gate.pod_security import enforce_restricted
 
-    assert enforce_restricted(infra_documents(cfg, "veza-secrets", placeholder_images(cfg))) == 4
+    placeholders = placeholder_images(cfg, local)
+    assert enforce_restricted(infra_documents(cfg, "veza-secrets", placeholders, namespace="veza-local")) == 5
 
 
 def test_the_content_tag_names_the_source_and_the_image_and_is_a_valid_tag() -> None:
@@ -167,7 +173,7 @@ def test_infra_records_live_under_infra_and_read_through_the_same_views(tmp_path
     pushed = Manifest.load(tmp_path / "m.json").pushed("infra/postgres")
     assert pushed is not None and pushed.ok and pushed.image_id == IMAGE_ID
     assert pushed.source["ref"] == "veza-local/postgres:15"
-    assert m.infra_names() == ["postgres", "redis", "nats"]
+    assert m.infra_names() == ["postgres", "redis", "nats", "prometheus"]
     schema = json.loads((ROOT / "pipeline/core/schemas/manifest.schema.json").read_text())
     jsonschema.validate(raw, schema)
 
@@ -340,12 +346,13 @@ def test_the_pod_security_gate_checks_the_infra_documents_the_deploy_applies(mon
     from pipeline.stages.deploy import prepare
 
     cfg = _cfg()
-    assert any("7 pod template(s) pass (3 of the local infra)" in line for line in _gate(cfg, "local"))
+    assert any("8 pod template(s) pass (4 of the local infra)" in line for line in _gate(cfg, "local"))
+    assert any("7 pod template(s) pass (3 of the local infra)" in line for line in _gate(cfg, "dev"))
     # an external cluster gets no local infra, so the gate has none to check
     assert any(line.endswith("4 pod template(s) pass") for line in _gate(cfg, "dev", external=True))
 
-    def privileged(cfg: Config, secret: str, images: dict[str, str]) -> list[dict[str, Any]]:
-        docs = infra_documents(cfg, secret, images)
+    def privileged(cfg: Config, secret: str, images: dict[str, str], *, namespace: str) -> list[dict[str, Any]]:
+        docs = infra_documents(cfg, secret, images, namespace=namespace)
         docs[0]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
         return docs
 
@@ -382,7 +389,8 @@ def test_the_deploy_resumes_only_while_the_infra_runs_the_recorded_digests(tmp_p
     monkeypatch.setattr(drift, "observe", lambda rt: seen)
     asked: list[dict[str, str]] = []
     answer: list[str] = []
-    monkeypatch.setattr(infra_mod, "infra_differences", lambda target, want: asked.append(dict(want)) or answer)
+    monkeypatch.setattr(infra_mod, "infra_differences",
+                        lambda target, want, annotations: asked.append(dict(want)) or answer)
     rt = ReleaseTarget(env, KubeTarget(Path("/nonexistent"), "", env.namespace), "veza")
     quiet = PlainReporter(sink=lambda _line: None)
     assert drift.deploy_holds(cfg, env, m, quiet, rt=rt) is None

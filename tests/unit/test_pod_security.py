@@ -153,7 +153,9 @@ def test_the_local_infra_deployments_pass() -> None:
     from pipeline.local.infra import infra_documents, placeholder_images
 
     cfg = load_config(ROOT / "pipeline.toml", check_files=False)
-    assert enforce_restricted(infra_documents(cfg, "veza-secrets", placeholder_images(cfg))) == 3
+    for env, pods in (("local", 4), ("dev", 3)):   # local: the embedded Prometheus too (monitoring = "embedded")
+        docs = infra_documents(cfg, "veza-secrets", placeholder_images(cfg, cfg.env(env)), namespace=f"veza-{env}")
+        assert enforce_restricted(docs) == pods
 
 
 def test_enforcement_note_says_what_1_20_does_not_enforce() -> None:

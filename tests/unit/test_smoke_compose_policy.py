@@ -35,8 +35,12 @@ MIGRATORS = {"backend-migrate"}
 
 
 def test_every_configured_service_and_infra_is_in_the_stack_with_its_image_variable(base: dict[str, Any]) -> None:
+    from pipeline.core.release_images import dependency_infra
+
     cfg = load_config(check_files=False)
-    names = [s.name for s in cfg.services] + list(cfg.infra)
+    # the infra the services use; the embedded Prometheus only watches a release on the cluster
+    names = [s.name for s in cfg.services] + dependency_infra(cfg)
+    assert "prometheus" in cfg.infra and "prometheus" not in dependency_infra(cfg)
     assert set(base["services"]) == {compose_service(n) for n in names} | MIGRATORS
     for n in names:
         image = base["services"][compose_service(n)]["image"]

@@ -1,4 +1,20 @@
-"""Every component's command line and config files (all listening on 127.0.0.1), from the verified recipe."""
+"""Every component's command line and config files, from the verified recipe. Everything listens on 127.0.0.1,
+with one exception: the apiserver relay on the engine bridge's gateway.
+
+How pods reach the API. Pods sit on the engine's default bridge; they cannot reach the host's 127.0.0.1, and an
+Endpoints object may not hold a loopback address, so with the apiserver on 127.0.0.1 alone the in-cluster
+`kubernetes` Service had no endpoint and nothing in a pod (Prometheus's pod discovery, a controller) could ask
+the API. So:
+- the apiserver still binds 127.0.0.1:API_PORT (kubeconfigs, kubectl, Helm, the control plane use that);
+- it advertises the bridge's gateway (e.g. 172.17.0.1, an address of the host's own docker0 interface, which only
+  this machine and its containers route to), so the `kubernetes` Service's endpoint is `<gateway>:API_PORT` and
+  kube-proxy sends pods' `10.0.0.1:443` there;
+- a TCP relay (Debian's socat, `apiserver_relay`) listens on `<gateway>:API_PORT` only and passes each connection
+  to 127.0.0.1:API_PORT unchanged (TLS end to end: the relay sees ciphertext; the apiserver still authenticates
+  every request: a pod gets only what its ServiceAccount's RBAC allows);
+- the serving certificate names the gateway too (pki.apiserver_sans), remade when it does not.
+Nothing listens on 0.0.0.0 or on an interface that leaves the machine.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +52,11 @@ def etcd(binary: Path) -> list[str]:
             "--log-level", "warn"]
 
 
-def apiserver(bindir: Path, pki: Pki) -> list[str]:
+def apiserver(bindir: Path, pki: Pki, advertise: str) -> list[str]:
+    """The apiserver on 127.0.0.1:API_PORT, advertising `advertise` (the bridge gateway the relay listens on: the
+    `kubernetes` Service's endpoint)."""
     return [str(bindir / "kube-apiserver"), f"--etcd-servers={ETCD_CLIENT}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", f"--secure-port={layout.API_PORT}", "--insecure-port=0",
+            f"--advertise-address={advertise}", f"--secure-port={layout.API_PORT}", "--insecure-port=0",
             f"--tls-cert-file={pki.apiserver_crt}", f"--tls-private-key-file={pki.apiserver_key}",
             f"--client-ca-file={pki.ca_crt}", f"--token-auth-file={pki.tokens_csv}",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
@@ -48,6 +66,13 @@ def apiserver(bindir: Path, pki: Pki) -> list[str]:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-cluster-ip-range={layout.SERVICE_CIDR}",
             "--enable-priority-and-fairness=false", "--profiling=false"]
+
+
+def apiserver_relay(socat: Path, gateway: str) -> list[str]:
+    """socat listening on `gateway`:API_PORT only (never 0.0.0.0), one child per connection, each passed to the
+    apiserver on 127.0.0.1:API_PORT (see the module's docstring)."""
+    return [str(socat), "-d", f"TCP4-LISTEN:{layout.API_PORT},bind={gateway},reuseaddr,fork",
+            f"TCP4:127.0.0.1:{layout.API_PORT}"]
 
 
 def controller_manager(bindir: Path, pki: Pki, kubeconfig: Path) -> list[str]:

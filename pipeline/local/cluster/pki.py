@@ -1,7 +1,11 @@
 """The local cluster's PKI, made with `cryptography` (no openssl calls): a CA, the apiserver's serving cert,
 the apiserver → kubelet client cert, the service-account key pair and static bearer tokens.
 
-Kept across restarts (kubeconfigs stay valid); remade when a file is missing or a cert nears expiry.
+Kept across restarts (kubeconfigs stay valid); a leaf is remade when its file is missing, it nears expiry, or
+(the apiserver's) it does not name every address the apiserver is reached at: 127.0.0.1 (kubeconfigs), the
+`kubernetes` Service IP and the engine bridge's gateway (pods: components.py, "How pods reach the API"). A
+machine whose PKI predates a SAN, or whose bridge moved to another subnet, gets a new serving cert from the same
+CA on the next cluster-up; the CA, tokens and kubeconfigs stay.
 """
 
 from __future__ import annotations
@@ -100,12 +104,31 @@ def _name(cn: str, org: str = "") -> x509.Name:
     return x509.Name(attrs)
 
 
-def _valid(crt: Path) -> bool:
+def _valid(crt: Path, sans: list[x509.GeneralName] | None = None) -> bool:
+    """The cert at `crt` parses, is valid for more than RENEW_BEFORE_DAYS, and names at least `sans`."""
     try:
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
     except (OSError, ValueError):
         return False
-    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=RENEW_BEFORE_DAYS)
+    if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) <= dt.timedelta(days=RENEW_BEFORE_DAYS):
+        return False
+    if not sans:
+        return True
+    try:
+        have = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return False
+    return set(sans) <= have
+
+
+def apiserver_sans(extra_ips: tuple[str, ...] = ()) -> list[x509.GeneralName]:
+    """The apiserver serving cert's SANs: 127.0.0.1, the `kubernetes` Service IP, `extra_ips` (the bridge
+    gateway pods reach it at), the node name and the in-cluster DNS names of the `kubernetes` Service.
+    ValueError for an `extra_ips` item that is not an IP address."""
+    ips = dict.fromkeys(["127.0.0.1", layout.SERVICE_IP, *extra_ips])
+    return [*[x509.IPAddress(ipaddress.ip_address(i)) for i in ips],
+            *[x509.DNSName(n) for n in ("localhost", layout.NODE_NAME, "kubernetes", "kubernetes.default",
+                                        "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]]
 
 
 def _issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, subject: x509.Name,
@@ -125,8 +148,9 @@ def _issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, subjec
     return b.sign(ca_key, hashes.SHA256())
 
 
-def ensure_pki(directory: Path = layout.PKI) -> Pki:
-    """Make whatever part of the PKI is missing or expiring; returns the file set."""
+def ensure_pki(directory: Path = layout.PKI, *, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Make whatever part of the PKI is missing or expiring, and the apiserver's serving cert again when it
+    lacks one of apiserver_sans(extra_ips); returns the file set. ValueError for a bad `extra_ips` item."""
     p = Pki(directory)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -150,16 +174,13 @@ def ensure_pki(directory: Path = layout.PKI) -> Pki:
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
 
     leafs = [
-        (p.apiserver_crt, p.apiserver_key, _name("kube-apiserver"), True,
-         [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address(layout.SERVICE_IP)),
-          *[x509.DNSName(n) for n in ("localhost", layout.NODE_NAME, "kubernetes", "kubernetes.default",
-                                      "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]]),
+        (p.apiserver_crt, p.apiserver_key, _name("kube-apiserver"), True, apiserver_sans(extra_ips)),
         # apiserver → kubelet (logs, exec, port-forward): authorized as a cluster admin by the kubelet's webhook.
         (p.kubelet_client_crt, p.kubelet_client_key, _name("kube-apiserver-kubelet-client", "system:masters"),
          False, []),
     ]
     for crt, keyfile, subject, server, sans in leafs:
-        if remake_all or not _valid(crt) or not keyfile.is_file():
+        if remake_all or not _valid(crt, sans) or not keyfile.is_file():
             key = ec.generate_private_key(ec.SECP256R1())
             cert = _issue(ca_cert, ca_key, subject, key, server=server, sans=sans)
             _write_private(keyfile, _key_pem(key))

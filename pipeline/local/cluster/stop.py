@@ -23,9 +23,11 @@ from pipeline.tools import daemon, docker, mount, netfilter
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # Stop the node side first, the store last.
-STOP_ORDER = ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+STOP_ORDER = ("apiserver-relay", "kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager",
+              "kube-apiserver", "etcd")
 # Dirs the kubelet may create outside its root; removed on down only when absent before up.
 KUBELET_SIDE_DIRS = ("/var/log/pods", "/var/log/containers", "/var/lib/kubelet", "/var/lib/dockershim")
+RELAY_LISTEN = f"TCP4-LISTEN:{layout.API_PORT},bind=".encode()
 PATHS_BEFORE = layout.STATE / "paths-before.json"
 KUBE_CONTAINER_LABEL = "io.kubernetes.docker.type"  # dockershim labels every sandbox and container with it
 
@@ -74,6 +76,9 @@ def _stray_pids(etcd_data: Path) -> list[int]:
             except OSError:
                 continue
             if cmd and cmd[0].endswith(b"/etcd") and str(etcd_data).encode() in cmd:
+                pids.append(int(proc_dir.name))
+            # the apiserver relay (components.apiserver_relay), recognised by its exact listen argument
+            if cmd and cmd[0].endswith(b"/socat") and any(a.startswith(RELAY_LISTEN) for a in cmd):
                 pids.append(int(proc_dir.name))
     return sorted(set(pids))
 

@@ -36,7 +36,9 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
     seen = observe(rt)
     info = summarize(cfg, env, manifest, seen, kubectl.server_version(rt.kube) if seen.cluster else None)
     diffs = drift_report(env, manifest, seen)
-    mon = observe_monitoring(env) if seen.cluster or env.rollout.prometheus else None
+    mon = observe_monitoring(env, services=[n for n, e in info["services"].items() if e["deployed"]],
+                             kubeconfig=kubeconfig,
+                             external_cluster=rt.external) if seen.cluster or env.rollout.prometheus else None
     if mon is not None and mon.source != "none" and not mon.up:
         diffs.append(Difference("monitoring", f"the {mon.source} Prometheus ready ({mon.where})", mon.problem))
     info["monitoring"] = mon.as_dict() if mon is not None else None

@@ -150,10 +150,13 @@ def infra_holds(cfg: Config, env: Environment, manifest: Manifest, rt: ReleaseTa
     if not env.local_infra or rt.external:
         return None
     from pipeline.core.release_images import pinned_infra
-    from pipeline.local.infra import infra_differences
+    from pipeline.local.infra import infra_differences, infra_documents, template_annotations
 
     try:
-        diffs = infra_differences(rt.kube, pinned_infra(cfg, env, manifest))
+        pinned = pinned_infra(cfg, env, manifest)
+        # the embedded Prometheus's configuration hash: a changed k8s/prometheus-config.yaml is deployed again
+        wanted = template_annotations(infra_documents(cfg, "verify", pinned, namespace=rt.namespace))
+        diffs = infra_differences(rt.kube, pinned, wanted)
     except PipelineError as exc:
         return exc.message
     return diffs[0] if diffs else None

@@ -54,7 +54,8 @@ def pod_security_gate(chart: Path, rt: ReleaseTarget, values_files: list[Path], 
     checked = pod_security.enforce_restricted(text, where=f"{rt.env.name}'s rendered chart")
     infra = ""
     if cfg is not None and rt.env.local_infra and not rt.external:
-        docs = infra_documents(cfg, _secret_name(chart), placeholder_images(cfg))
+        docs = infra_documents(cfg, _secret_name(chart), placeholder_images(cfg, rt.env),
+                               namespace=rt.namespace)
         n = pod_security.enforce_restricted(docs, where=f"{rt.env.name}'s local infra documents")
         checked, infra = checked + n, f" ({n} of the local infra)"
     reporter.info(f"  Pod Security gate (restricted, checked by the pipeline): {checked} pod template(s) pass{infra}")

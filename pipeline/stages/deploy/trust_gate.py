@@ -51,7 +51,7 @@ def verify_infra(cfg: Config, rt: ReleaseTarget, manifest: Manifest | None, infr
 
     if not infra:
         return
-    refs = images_in_manifests(yaml.safe_dump_all(infra_documents(cfg, "verify", infra)))
+    refs = images_in_manifests(yaml.safe_dump_all(infra_documents(cfg, "verify", infra, namespace=rt.namespace)))
     names = {ref: name for name, ref in infra.items()}
     verify_applied(cfg, rt.env, manifest, {r: f"infra {names.get(r, '?')}" for r in refs}, reporter,
                    action=f"deploy to {rt.env.name}",
