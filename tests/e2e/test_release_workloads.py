@@ -13,10 +13,11 @@ pipeline's own cluster; the data is written and read through the services' own A
    the blob reads back (the stream pod was recreated on the same volume).
 3. `invoke rollback` to R1's revision: schema-1 code against schema 2; it reads R1's and R2's tracks, writes and
    reads a new one; the blob reads back.
-4. R3: the operator puts a wrong DB password for the backend in the environment's values file (an `env` entry
-   that overrides the Secret's): the new backend pod is not Ready because PostgreSQL refuses it; the release
-   exits 5, rolled back, its output and report name "postgres: password authentication failed"; the stable pod
-   answers every request throughout and the release still serves R1's tracks.
+4. R3: the operator puts a wrong DB password in the environment's Secret, in an environment that migrates at
+   the backend's start (no migrate stage, whose Job would refuse first): R2's backend pod is not Ready because
+   PostgreSQL refuses it; the release exits 5, rolled back, its output and report name "postgres: password
+   authentication failed"; the stable pod answers every request throughout; the release still serves R1's
+   tracks.
 """
 
 from __future__ import annotations
@@ -256,14 +257,18 @@ def test_data_and_traffic_survive_releases_and_a_wrong_password_is_rolled_back(
     assert _get_track(local_cluster, "after-rollback")["title"] == "written by schema-1 code on schema 2"
     assert _blob(local_cluster) == blob
 
-    # -- R3: a wrong DB password for the backend in the environment's values: readiness catches it, rolled back
-    values = clone / "helm/veza/values-local.yaml"
-    _edit(values, "    image: {repository: 127.0.0.1:5000/veza-local/veza-backend-api}\n",
-          "    image: {repository: 127.0.0.1:5000/veza-local/veza-backend-api}\n"
-          f"    env: {{DB_PASSWORD: {WRONG}}}   # pasted from the wrong database\n")
-    commit(clone, "chore: the backend's database password")
-    stable = [p["metadata"]["name"] for p in json.loads(kubectl(
-        local_cluster, "-n", NS, "get", "pods", "-l", PODS, "-o", "json"))["items"]]
+    # -- R3: the operator pastes a wrong DB password into the environment's Secret (PostgreSQL keeps the one it
+    # was created with). This environment migrates at the backend's start (MIGRATE_ON_START), not in a stage, so
+    # the new pods' readiness is the first to use it. (With the migrate stage, its Job, on the same Secret key,
+    # stops the release before any pod changes: tests/e2e/test_release_migrate.py covers that stage.)
+    kubectl(local_cluster, "-n", NS, "patch", "secret", "veza-secrets", "--type", "merge",
+            "-p", json.dumps({"stringData": {"db-password": WRONG}}))
+    toml = clone / "pipeline.toml"
+    _edit(toml, '"verify-images", "migrate", "deploy"]', '"verify-images", "deploy"]')
+    commit(clone, "chore: this environment migrates at the backend's start")
+    stable = [p["metadata"]["name"] for p in json.loads(kubectl(local_cluster, "-n", NS, "get", "pods", "-l", PODS,
+                                                                "-o", "json"))["items"]
+              if not p["metadata"].get("deletionTimestamp")]
     t3 = time.monotonic()
     with PodTraffic(_kt(local_cluster), PODS, 8080, token, "wrong") as during:
         rc, out = _release(clone)
@@ -277,7 +282,7 @@ def test_data_and_traffic_survive_releases_and_a_wrong_password_is_rolled_back(
     assert "postgres: password authentication failed" in report, report[-3000:]
     # the stable pod answered throughout; the pod with the wrong password never got traffic (never Ready)
     print("during the failed deploy:", json.dumps(during.summary(), default=str)[:2000])
-    assert {a.pod for a in during.answers} == set(stable), during.summary()
+    assert {a.pod for a in during.answers} == set(stable) and stable, during.summary()
     assert during.answers and all(a.status == 200 for a in during.answers), during.summary()
     assert _image(local_cluster, BACKEND) == old_backend
     assert _get_track(local_cluster, "r1-a")["title"] == before["r1-a"]
