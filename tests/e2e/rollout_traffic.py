@@ -11,7 +11,9 @@ the target is a loopback port-forward (load.check_loopback).
 Every answer is recorded with its pod, that pod's image, and when it was sent. `unexplained()` is what a rollout
 must not show: any 5xx, and any request that got no answer (status 0) other than those sent to a pod at or after
 its deletion began (its deletionTimestamp, 1 s resolution) — then the pod is shutting down and its port-forward
-ends with it, which is the port-forward's limit, not the service's.
+ends with it — and those after which a new port-forward to the same pod got an answer at once: kubectl's tunnel
+broke (kubectl port-forward ends on the first failed stream), the pod was serving. A pod's container restart is
+no excuse: the test checks that the pods' restart counts stay 0.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 
 POLL_S = 0.5
+MAX_RECONNECTS = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class PodTraffic:
     answers: list[Answer] = field(default_factory=list)
     deleting: dict[str, float] = field(default_factory=dict)   # pod → its deletionTimestamp (epoch s)
     written: list[str] = field(default_factory=list)          # ids whose PUT answered 200
+    restarts: dict[str, int] = field(default_factory=dict)    # pod → the highest container restart count seen
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -83,6 +87,8 @@ class PodTraffic:
                 pods = []
             for pod in pods:
                 name = pod["metadata"]["name"]
+                self.restarts[name] = max([self.restarts.get(name, 0), *(
+                    int(cs.get("restartCount") or 0) for cs in pod.get("status", {}).get("containerStatuses") or [])])
                 deleted = pod["metadata"].get("deletionTimestamp")
                 if deleted:
                     with self._lock:
@@ -97,28 +103,39 @@ class PodTraffic:
             self._stop.wait(POLL_S)
 
     def _serve(self, pod: str, image: str) -> None:
+        """Traffic to one pod until it goes; a request without an answer ends its port-forward and opens a new
+        one (kubectl's tunnel, not the pod, may be what broke), at most MAX_RECONNECTS times per pod."""
         gone = self._gone[pod]
-        try:
-            with kubectl.port_forward(self.target, f"pod/{pod}", self.port, lifetime=900) as local:
-                base = f"http://127.0.0.1:{local}"
-                check_loopback(base)
-                n = 0
-                while not (self._stop.is_set() or gone.is_set()) and len(self.answers) < self.max_requests:
-                    n += 1
-                    if n % 2:
-                        tid = f"{self.prefix}-{pod[-5:]}-{n}"
-                        body = json.dumps({"title": f"rollout {tid}", "genre": "rollout"}).encode()
-                        ans = self._send(pod, image, base, "PUT", f"/api/v1/tracks/{tid}", body)
-                        if ans.status == 200:
-                            with self._lock:
-                                self.written.append(tid)
-                    else:
-                        with self._lock:   # read back what any pod wrote last
-                            tid = self.written[-1] if self.written else f"{self.prefix}-none"
-                        self._send(pod, image, base, "GET", f"/api/v1/tracks/{tid}", None)
-                    gone.wait(1.0 / self.rps)
-        except Exception as exc:   # the port-forward could not start: recorded as no answer
-            self._record(Answer(pod, image, "PORT-FORWARD", str(exc)[:200], 0, time.time()))
+        n = 0
+
+        def done() -> bool:
+            return self._stop.is_set() or gone.is_set() or len(self.answers) >= self.max_requests
+
+        for _ in range(MAX_RECONNECTS + 1):
+            if done():
+                return
+            try:
+                with kubectl.port_forward(self.target, f"pod/{pod}", self.port, lifetime=900) as local:
+                    base = f"http://127.0.0.1:{local}"
+                    check_loopback(base)
+                    while not done():
+                        n += 1
+                        if n % 2:
+                            tid = f"{self.prefix}-{pod[-5:]}-{n}"
+                            body = json.dumps({"title": f"rollout {tid}", "genre": "rollout"}).encode()
+                            ans = self._send(pod, image, base, "PUT", f"/api/v1/tracks/{tid}", body)
+                            if ans.status == 200:
+                                with self._lock:
+                                    self.written.append(tid)
+                        else:
+                            with self._lock:   # read back what any pod wrote last
+                                tid = self.written[-1] if self.written else f"{self.prefix}-none"
+                            ans = self._send(pod, image, base, "GET", f"/api/v1/tracks/{tid}", None)
+                        if ans.status == 0:
+                            break   # a new tunnel; the next answer tells whether the pod was serving
+                        gone.wait(1.0 / self.rps)
+            except Exception as exc:   # the port-forward could not start: recorded as no answer
+                self._record(Answer(pod, image, "PORT-FORWARD", str(exc)[:200], 0, time.time()))
 
     def _send(self, pod: str, image: str, base: str, method: str, path: str, body: bytes | None) -> Answer:
         sent = time.time()
@@ -148,15 +165,29 @@ class PodTraffic:
         return out
 
     def unexplained(self) -> list[Answer]:
-        """Every 5xx, and every request without an answer that its pod's deletion does not explain."""
+        """Every 5xx, and every request without an answer that neither explains: its pod's deletion had begun
+        (deletionTimestamp, 1 s resolution), or the tunnel broke — the next request to the same pod, through a
+        new port-forward, answered below 500 (the pod was serving all along)."""
         bad = []
-        for a in self.answers:
+        for i, a in enumerate(self.answers):
             if a.status >= 500:
                 bad.append(a)
-            elif a.status == 0 and not (a.pod in self.deleting and a.sent >= self.deleting[a.pod] - 1.0):
-                bad.append(a)
+            elif a.status == 0:
+                deleting = a.pod in self.deleting and a.sent >= self.deleting[a.pod] - 1.0
+                after = next((b for b in self.answers[i + 1:] if b.pod == a.pod), None)
+                tunnel = after is not None and 0 < after.status < 500
+                if not (deleting or tunnel):
+                    bad.append(a)
         return bad
+
+    def reconnects(self) -> list[Answer]:
+        """The requests without an answer that the tunnel's breaking explains (unexplained() says which)."""
+        bad = self.unexplained()
+        return [a for a in self.answers if a.status == 0 and a not in bad
+                and not (a.pod in self.deleting and a.sent >= self.deleting[a.pod] - 1.0)]
 
     def summary(self) -> dict[str, Any]:
         return {"by_image": self.by_image(), "deleting": self.deleting, "requests": len(self.answers),
+                "restarts": self.restarts,
+                "reconnects": [a.__dict__ for a in self.reconnects()[:10]],
                 "unexplained": [a.__dict__ for a in self.unexplained()[:10]]}

@@ -226,6 +226,7 @@ def test_data_and_traffic_survive_releases_and_a_wrong_password_is_rolled_back(
     seen = traffic.summary()
     print("rollout traffic:", json.dumps(seen, default=str)[:3000])
     assert not traffic.unexplained(), seen
+    assert not any(traffic.restarts.values()), seen   # no container restart hides behind a reconnect
     migrated_at = _schema_applied_at(local_cluster, 2)
     old_after = [a for a in traffic.answers if a.image == old_backend and a.sent > migrated_at and a.status == 200]
     new_ok = [a for a in traffic.answers if a.image == new_backend and a.status == 200]
@@ -284,6 +285,7 @@ def test_data_and_traffic_survive_releases_and_a_wrong_password_is_rolled_back(
     print("during the failed deploy:", json.dumps(during.summary(), default=str)[:2000])
     assert {a.pod for a in during.answers} == set(stable) and stable, during.summary()
     assert during.answers and all(a.status == 200 for a in during.answers), during.summary()
+    assert not any(during.restarts.values()), during.summary()
     assert _image(local_cluster, BACKEND) == old_backend
     assert _get_track(local_cluster, "r1-a")["title"] == before["r1-a"]
     print(f"workloads e2e: {time.monotonic() - t0:.0f}s", {k: round(v) for k, v in timings.items()})
