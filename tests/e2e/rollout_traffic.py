@@ -10,7 +10,8 @@ the target is a loopback port-forward (load.check_loopback).
 
 Every answer is recorded with its pod, that pod's image, and when it was sent. `unexplained()` is what a rollout
 must not show: any 5xx, and any request that got no answer (status 0) other than those sent to a pod at or after
-its deletion began (its deletionTimestamp, 1 s resolution) — then the pod is shutting down and its port-forward
+its deletion began (its deletionTimestamp less deletionGracePeriodSeconds: the API sets the timestamp to
+the end of the grace period; 1 s resolution) — then the pod is shutting down and its port-forward
 ends with it — and those after which a new port-forward to the same pod got an answer at once: kubectl's tunnel
 broke (kubectl port-forward ends on the first failed stream), the pod was serving. A pod's container restart is
 no excuse: the test checks that the pods' restart counts stay 0.
@@ -58,7 +59,7 @@ class PodTraffic:
     rps: float = 4.0
     max_requests: int = 2000
     answers: list[Answer] = field(default_factory=list)
-    deleting: dict[str, float] = field(default_factory=dict)   # pod → its deletionTimestamp (epoch s)
+    deleting: dict[str, float] = field(default_factory=dict)   # pod → when its deletion began (epoch s)
     written: list[str] = field(default_factory=list)          # ids whose PUT answered 200
     restarts: dict[str, int] = field(default_factory=dict)    # pod → the highest container restart count seen
 
@@ -91,8 +92,10 @@ class PodTraffic:
                     int(cs.get("restartCount") or 0) for cs in pod.get("status", {}).get("containerStatuses") or [])])
                 deleted = pod["metadata"].get("deletionTimestamp")
                 if deleted:
+                    # deletionTimestamp is when the grace period ends; the deletion (SIGTERM) began that long before
+                    grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
                     with self._lock:
-                        self.deleting.setdefault(name, timestamp(deleted))
+                        self.deleting.setdefault(name, timestamp(deleted) - grace)
                     if name in self._gone:
                         self._gone[name].set()
                 elif pod_ready(pod) and name not in self._workers:
@@ -166,7 +169,7 @@ class PodTraffic:
 
     def unexplained(self) -> list[Answer]:
         """Every 5xx, and every request without an answer that neither explains: its pod's deletion had begun
-        (deletionTimestamp, 1 s resolution), or the tunnel broke — the next request to the same pod, through a
+        (`deleting`, 1 s resolution), or the tunnel broke — the next request to the same pod, through a
         new port-forward, answered below 500 (the pod was serving all along)."""
         bad = []
         for i, a in enumerate(self.answers):
