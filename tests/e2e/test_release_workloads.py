@@ -265,7 +265,8 @@ def test_data_and_traffic_survive_releases_and_a_wrong_password_is_rolled_back(
     kubectl(local_cluster, "-n", NS, "patch", "secret", "veza-secrets", "--type", "merge",
             "-p", json.dumps({"stringData": {"db-password": WRONG}}))
     toml = clone / "pipeline.toml"
-    _edit(toml, '"verify-images", "migrate", "deploy"]', '"verify-images", "deploy"]')
+    _edit(toml, 'stages = ["build", "push", "sign", "verify-images", "migrate", "deploy"]',
+          'stages = ["build", "push", "sign", "verify-images", "deploy"]')
     commit(clone, "chore: this environment migrates at the backend's start")
     stable = [p["metadata"]["name"] for p in json.loads(kubectl(local_cluster, "-n", NS, "get", "pods", "-l", PODS,
                                                                 "-o", "json"))["items"]
