@@ -141,3 +141,43 @@ def provide_as_operators(kubeconfig: Path, namespace: str, volume: str, storage_
     kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(pv))
     infra: dict[str, Any] = yaml.safe_load(infra_file.read_text())["infra"]
     return infra
+
+
+def commit(clone: Path, message: str) -> None:
+    """Commit everything the test changed in its clone."""
+    subprocess.run(["git", "-C", str(clone), "add", "-A"], check=True, timeout=60)
+    subprocess.run(["git", "-C", str(clone), "commit", "-qm", message], check=True, timeout=60)
+
+
+def local_env_in_namespace(clone: Path, namespace: str) -> None:
+    """Point the clone's local environment at a namespace of its own (cluster and registry) and drop its scan
+    stage (the scan e2e covers it; these tests are about what runs), then commit."""
+    toml = clone / "pipeline.toml"
+    text = toml.read_text()
+    local = 'stages = ["build", "scan", "push", "sign", "verify-images", "migrate", "deploy"]'
+    assert local in text
+    text = text.replace(local, 'stages = ["build", "push", "sign", "verify-images", "migrate", "deploy"]', 1)
+    text = text.replace('registry_namespace = "veza-local"', f'registry_namespace = "{namespace}"', 1)
+    text = text.replace('namespace = "veza-local"', f'namespace = "{namespace}"', 1)
+    toml.write_text(text)
+    commit(clone, "test: the local environment in a namespace of its own")
+
+
+def remove_pushed(registry: str, namespace: str) -> None:
+    """Delete what the releases pushed under `namespace` in the machine registry (every manifest of its
+    repositories: its storage has delete enabled) and untag the engine's images of that namespace."""
+    from pipeline.tools.registry_api import RegistryClient
+
+    client = RegistryClient(registry)
+    for repo in [r for r in client.catalog() if r.startswith(f"{namespace}/")]:
+        for tag in client.tags(repo):
+            ref = client.head_manifest(repo, tag)
+            if ref is not None:
+                client.request("DELETE", f"/v2/{repo}/manifests/{ref.digest}", ok=(202, 404))
+    tags: list[str] = []
+    for pattern in (f"{registry}/{namespace}/*", f"{registry}/{namespace}/*/*"):   # services, infra/<name>
+        listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", pattern],
+                                capture_output=True, text=True, timeout=60, check=True)
+        tags += [t for t in listed.stdout.split() if not t.endswith(":<none>")]
+    if tags:
+        subprocess.run(["docker", "rmi", *tags], capture_output=True, timeout=120, check=False)

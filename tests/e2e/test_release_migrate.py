@@ -26,7 +26,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.release_support import clone_repo, flat, invoke, latest_report, manifest, remove_release
+from tests.e2e.release_support import (
+    clone_repo,
+    commit,
+    flat,
+    invoke,
+    latest_report,
+    local_env_in_namespace,
+    manifest,
+    remove_pushed,
+    remove_release,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
@@ -40,46 +50,13 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine
     """A clone whose local environment releases into a namespace of its own (cluster and registry), with only the
     stages this needs; the namespace and what was pushed under it are removed afterwards."""
     dest = clone_repo(tmp_path_factory.mktemp("migrate"))
-    toml = dest / "pipeline.toml"
-    text = toml.read_text()
-    local = 'stages = ["build", "scan", "push", "sign", "verify-images", "migrate", "deploy"]'
-    assert local in text
-    text = text.replace(local, 'stages = ["build", "push", "sign", "verify-images", "migrate", "deploy"]', 1)
-    text = text.replace('registry_namespace = "veza-local"', f'registry_namespace = "{NS}"', 1)
-    text = text.replace('namespace = "veza-local"', f'namespace = "{NS}"', 1)
-    toml.write_text(text)
-    _commit(dest, "test: the local environment in a namespace of its own")
+    local_env_in_namespace(dest, NS)
     remove_release(local_cluster, NS)
     try:
         yield dest
     finally:
         remove_release(local_cluster, NS)
-        _remove_pushed(machine_registry, NS)
-
-
-def _remove_pushed(registry: str, namespace: str) -> None:
-    """Delete what the releases pushed under `namespace` in the machine registry (every manifest of its
-    repositories: its storage has delete enabled) and untag the engine's images of that namespace."""
-    from pipeline.tools.registry_api import RegistryClient
-
-    client = RegistryClient(registry)
-    for repo in [r for r in client.catalog() if r.startswith(f"{namespace}/")]:
-        for tag in client.tags(repo):
-            ref = client.head_manifest(repo, tag)
-            if ref is not None:
-                client.request("DELETE", f"/v2/{repo}/manifests/{ref.digest}", ok=(202, 404))
-    tags: list[str] = []
-    for pattern in (f"{registry}/{namespace}/*", f"{registry}/{namespace}/*/*"):   # services, infra/<name>
-        listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", pattern],
-                                capture_output=True, text=True, timeout=60, check=True)
-        tags += [t for t in listed.stdout.split() if not t.endswith(":<none>")]
-    if tags:
-        subprocess.run(["docker", "rmi", *tags], capture_output=True, timeout=120, check=False)
-
-
-def _commit(clone: Path, message: str) -> None:
-    subprocess.run(["git", "-C", str(clone), "add", "-A"], check=True, timeout=60)
-    subprocess.run(["git", "-C", str(clone), "commit", "-qm", message], check=True, timeout=60)
+        remove_pushed(machine_registry, NS)
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> str:
@@ -148,7 +125,7 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
     (clone / MIGRATIONS / "0002_add_tracks_genre.sql").write_text(
         "ALTER TABLE tracks ADD COLUMN genre text NOT NULL DEFAULT '';\n")
     _uses(clone, add="tracks.genre")   # this version declares it uses the new column
-    _commit(clone, "feat: tracks have a genre")
+    commit(clone, "feat: tracks have a genre")
     second = _release(clone)
     assert second.returncode == 0, second.stdout[-8000:] + second.stderr[-3000:]
     m = manifest(clone, "local")["services"][SERVICE]
@@ -179,7 +156,7 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
     # a broken migration: its first statement would apply, the second fails; the release stops before deploy
     (clone / MIGRATIONS / "0003_broken.sql").write_text(
         "ALTER TABLE tracks ADD COLUMN plays_cache integer;\nUPDATE no_such_table SET x = 1;\n")
-    _commit(clone, "feat: a migration that fails")
+    commit(clone, "feat: a migration that fails")
     broken = _release(clone)
     out = flat(broken.stdout + broken.stderr)
     assert broken.returncode == 1, out[-6000:]
@@ -203,7 +180,7 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
     (clone / MIGRATIONS / "0003_broken.sql").unlink()
     (clone / MIGRATIONS / "0003_drop_genre.sql").write_text(
         "-- genre was a mistake\nALTER TABLE tracks DROP COLUMN genre;\n")
-    _commit(clone, "refactor: drop the genre column")
+    commit(clone, "refactor: drop the genre column")
     refused = _release(clone)
     out = flat(refused.stdout + refused.stderr)
     assert refused.returncode == 2, out[-4000:]
@@ -216,7 +193,7 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
     # marked as a contract step while the running version (its image's own schema-uses.txt, asked with
     # -schema-uses) still uses the column: refused, nothing changed
     (clone / MIGRATIONS / "0003_drop_genre.sql").write_text("-- veza:contract\nALTER TABLE tracks DROP COLUMN genre;\n")
-    _commit(clone, "refactor: drop the genre column (contract)")
+    commit(clone, "refactor: drop the genre column (contract)")
     still = _release(clone)
     out = flat(still.stdout + still.stderr)
     assert still.returncode == 2, out[-4000:]
@@ -227,11 +204,11 @@ def test_migrations_are_a_checked_release_stage(clone: Path, local_cluster: Path
     # expand/contract done right: a release that stops using the column (the drop held back), then the drop
     (clone / MIGRATIONS / "0003_drop_genre.sql").rename(clone.parent / "0003_drop_genre.sql")
     _uses(clone, remove="tracks.genre")
-    _commit(clone, "refactor: stop using the genre column")
+    commit(clone, "refactor: stop using the genre column")
     stop = _release(clone)
     assert stop.returncode == 0, stop.stdout[-6000:]
     (clone.parent / "0003_drop_genre.sql").rename(clone / MIGRATIONS / "0003_drop_genre.sql")
-    _commit(clone, "refactor: drop the genre column (contract)")
+    commit(clone, "refactor: drop the genre column (contract)")
     drop = _release(clone)
     assert drop.returncode == 0, drop.stdout[-6000:]
     rec = manifest(clone, "local")["services"][SERVICE]["migrate"]

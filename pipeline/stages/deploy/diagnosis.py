@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,39 @@ def waiting_reason(pod: dict[str, Any]) -> str:
         if waiting:
             return f"(no log: container waiting: {waiting.get('reason', '')} {waiting.get('message', '')})".strip()
     return "(no log output)"
+
+
+def readiness_record(log_text: str) -> tuple[dict[str, str], list[str]] | None:
+    """The newest readiness failure a pod logged, as (failing check → its reason, the checks that refused the
+    credentials); None when its log holds none. The services' toolkit writes one JSON line per failed /ready,
+    `{"msg": "not ready", "checks": {name: "ok" | reason}, "rejected": [name, ...]}` (services/*/kit:
+    Service.ready, docs/services.md): the kubelet's probe event carries only the status code, not the body.
+    Lines that are not JSON, or not such a record, are ignored."""
+    for line in reversed(log_text.splitlines()):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict) or rec.get("msg") != "not ready":
+            continue
+        checks, refused = rec.get("checks"), rec.get("rejected")
+        failing = {str(k): str(v) for k, v in checks.items() if v != "ok"} if isinstance(checks, dict) else {}
+        rejected = [str(d) for d in refused] if isinstance(refused, list) else []
+        return failing, rejected
+    return None
+
+
+def readiness_causes(logs: dict[str, str]) -> list[str]:
+    """For each pod whose log (pod name → its recent log) ends its readiness story with a failure, one line
+    "pod P not Ready: postgres: <reason>; redis: <reason>" naming every dependency its /ready check named
+    (whatever the dependency and whether it refused or did not answer). Pods whose log names none are left out."""
+    out = []
+    for pod, text in logs.items():
+        rec = readiness_record(text)
+        if rec and rec[0]:
+            out.append(f"pod {pod} not Ready: " + "; ".join(
+                f"{dep}: {why.removeprefix('credentials rejected: ')}" for dep, why in sorted(rec[0].items())))
+    return out
 
 
 def helm_reason(text: str) -> str:

@@ -25,13 +25,12 @@ calls the given `on_blocker` (the deploy cancels Helm there; Helm then rolls bac
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.stages.deploy.diagnosis import timestamp
+from pipeline.stages.deploy.diagnosis import readiness_record, timestamp
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 
@@ -76,22 +75,14 @@ def _claim_detail(claim: str, pvcs: dict[str, dict[str, Any]]) -> str:
 
 def rejected_credentials(log_text: str) -> str | None:
     """From a pod's recent log (one JSON object per line), the newest readiness failure that names dependencies
-    which refused the credentials, as "postgres: <reason>; redis: <reason>"; None when there is none. Lines that
-    are not JSON, or not such a record, are ignored."""
-    for line in reversed(log_text.splitlines()):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict) or rec.get("msg") != "not ready":
-            continue
-        rejected, checks = rec.get("rejected"), rec.get("checks")
-        if not isinstance(rejected, list) or not rejected:
-            return None   # the newest readiness failure is not a refusal: it may heal
-        checks = checks if isinstance(checks, dict) else {}
-        return "; ".join(f"{dep}: {str(checks.get(dep, 'refused')).removeprefix('credentials rejected: ')}"
-                         for dep in rejected)
-    return None
+    which refused the credentials, as "postgres: <reason>; redis: <reason>"; None when there is none (or when
+    the newest failure is no refusal: it may heal). The record: diagnosis.readiness_record."""
+    rec = readiness_record(log_text)
+    if rec is None or not rec[1]:
+        return None
+    failing, rejected = rec
+    return "; ".join(f"{dep}: {failing.get(dep, 'refused').removeprefix('credentials rejected: ')}"
+                     for dep in rejected)
 
 
 def _unready_running(pod: dict[str, Any]) -> bool:

@@ -275,7 +275,9 @@ class _Rollout:
         if not res.ok:
             reason = diagnosis.helm_reason(res.stdout + "\n" + res.stderr)
             diagnosis.report_failure(self.cfg, rt, since, watcher.captured, self.reporter)
-            self.fail(choices, previous, f"helm upgrade failed: {reason}")
+            # Helm says only that it timed out: the pods' own readiness records name the dependency
+            causes = diagnosis.readiness_causes(watcher.captured)
+            self.fail(choices, previous, f"helm upgrade failed: {reason}" + "".join(f"; {c}" for c in causes))
         after = helm.status(rt.kube, rt.release)
         revision = after.revision if after else 0
         self.reporter.info(f"  helm: revision {revision} deployed; verifying")
@@ -287,7 +289,8 @@ class _Rollout:
                 self.reporter.info(f"  verify: {p}")
             if roll_back:
                 previous = recovery.rollback_after_verify(self.cfg, rt, revision, self.reporter)
-            self.fail(choices, previous, "verification failed: " + "; ".join(problems), failed_revision=revision)
+            self.fail(choices, previous, "verification failed: " + "; ".join(
+                [*problems, *diagnosis.readiness_causes(captured)]), failed_revision=revision)
         self.record(choices, DeployStatus.DEPLOYED, revision)
         self.reporter.info(f"deployed {self.env.name}: revision {revision}, {len(choices)} service(s) Ready and "
                            f"answering ({time.monotonic() - self.started:.1f}s)")
