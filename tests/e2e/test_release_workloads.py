@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stages.smoke_checks import bearer_token
+from pipeline.stages.functional_checks import bearer_token
 from pipeline.tools import kubectl as kc
 from pipeline.tools.kubectl import KubeTarget
 from tests.e2e.release_support import (

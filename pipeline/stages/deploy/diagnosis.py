@@ -101,17 +101,22 @@ class FailingPodWatcher:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):
-            try:
-                data = kubectl.get_json(self.target, "pods", selector=f"app.kubernetes.io/instance={self.release}",
-                                        timeout=15)
-                for pod in data.get("items", []):
-                    if pod_ready(pod) or pod["metadata"].get("deletionTimestamp"):
-                        continue
-                    name = pod["metadata"]["name"]
-                    text = kubectl.logs(self.target, name, tail=30, timeout=10)
-                    self.captured[name] = text or waiting_reason(pod)
-            except Exception:  # best effort: a failed poll must not end the watch
-                continue
+            self.poll()
+
+    def poll(self) -> None:
+        """Keep the logs of the pods not Ready now (best effort: a failed poll is skipped). Called by the loop,
+        and by a fail-fast that is about to cancel Helm: its rollback would delete the pods before the next poll."""
+        try:
+            data = kubectl.get_json(self.target, "pods", selector=f"app.kubernetes.io/instance={self.release}",
+                                    timeout=15)
+            for pod in data.get("items", []):
+                if pod_ready(pod) or pod["metadata"].get("deletionTimestamp"):
+                    continue
+                name = pod["metadata"]["name"]
+                text = kubectl.logs(self.target, name, tail=30, timeout=10)
+                self.captured[name] = text or waiting_reason(pod)
+        except Exception:  # best effort: a failed poll must not end the watch
+            return
 
 
 def capture_logs(rt: ReleaseTarget) -> dict[str, str]:

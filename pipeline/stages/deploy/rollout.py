@@ -255,6 +255,7 @@ class _Rollout:
         def blocked(b: failfast.Blocker) -> None:
             self.reporter.info(f"  fail fast after {time.time() - since:.0f}s: {b.line()}; cancelling Helm "
                                "(it rolls back)")
+            watcher.poll()   # the failing pods' logs, before the rollback deletes them (the loop may not have run)
             cancel.set()
 
         blockers = failfast.BlockerWatcher(rt.kube, rt.selector, since, blocked)
