@@ -29,6 +29,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from pipeline.core.paths import ROOT
 from pipeline.release.html_report import rollout_section
 from pipeline.stages.deploy import canary, deploy_release
 from pipeline.stages.deploy.commands import status_report
+from pipeline.stages.deploy.load import LoadLoop
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
@@ -209,7 +211,9 @@ def kubectl_argv(kubeconfig: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def target(local_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Canary]:
+def target(local_cluster: Path, machine_registry: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Canary]:
+    assert REPO.startswith(machine_registry + "/")
     old = os.environ.get(kubectl.PORT_RANGE_ENV)
     os.environ[kubectl.PORT_RANGE_ENV] = PF_PORTS
     tmp = tmp_path_factory.mktemp("canary")
@@ -337,7 +341,7 @@ def _kill_forwards(namespace: str) -> None:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"port-forward" in argv and namespace.encode() in argv:
+        if b"port-forward" in argv and namespace.encode() in b" ".join(argv):
             os.kill(int(proc.name), signal.SIGKILL)
 
 
@@ -353,22 +357,30 @@ def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(ta
         st = canary.read_state(target.rt)
         return st is not None and st.phase == canary.STEP and st.canary[SERVICE].endswith(target.digests["good2"]) \
             and bool(st.results(1)) and len(st.results(1)[SERVICE].intervals) >= 1
-    try:
-        wait_for(judged, 120, "the first interval of the killed deploy's analysis")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
-        output = proc.communicate(timeout=30)[0]
-        _kill_forwards(target.namespace)
-    print(output)
-    before = canary.read_state(target.rt)
-    assert before is not None and before.phase == canary.STEP
-    first = before.results(1)[SERVICE].intervals[0]
-    assert set(target.deployments()) == {"veza-docs", "veza-docs-canary"}   # one canary, left running by the kill
+    with ExitStack() as users:
+        try:
+            wait_for(judged, 120, "the first interval of the killed deploy's analysis")
+            # users' traffic on both tracks, as a real service has: the windows the dead deploy misses are judged at
+            # their times by the rerun (analysis.run_step), on what Prometheus kept of them
+            kt = KubeTarget(target.kubeconfig, "", target.namespace)
+            for res in ("deployment/veza-docs", "deployment/veza-docs-canary"):
+                port = users.enter_context(kubectl.port_forward(kt, res, 8083))
+                users.enter_context(LoadLoop(f"http://127.0.0.1:{port}", target.env.rollout.load))
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
+            output = proc.communicate(timeout=30)[0]
+            _kill_forwards(target.namespace)
+        print(output)
+        before = canary.read_state(target.rt)
+        assert before is not None and before.phase == canary.STEP
+        first = before.results(1)[SERVICE].intervals[0]
+        assert set(target.deployments()) == {"veza-docs", "veza-docs-canary"}   # one canary, left by the kill
 
-    out = LinesReporter()
-    m = Manifest.load(target.state / "manifest.json")
-    deploy_release(target.cfg, target.env, m, [SERVICE], kubeconfig=target.kubeconfig, timeout_s=120, reporter=out)
-    print(out.text)
+        out = LinesReporter()
+        m = Manifest.load(target.state / "manifest.json")
+        deploy_release(target.cfg, target.env, m, [SERVICE], kubeconfig=target.kubeconfig, timeout_s=120,
+                       reporter=out)
+        print(out.text)
     assert "resuming the canary in progress" in out.text and "aborting it first" not in out.text
     state = canary.read_state(target.rt)
     assert state is not None and state.phase == canary.PROMOTED, out.text

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.core.config_rollout import Rollout
+from pipeline.core.config_rollout import Rollout, duration_s
 from pipeline.core.errors import DeployFailed, StageFailed, UsageError
 from pipeline.core.manifest import atomic_write
 from pipeline.core.vocab import now_iso
@@ -342,7 +342,8 @@ class CanaryRollout:
             return on_interval
 
         with prometheus_url(self.ro.env) as url, ExitStack() as stack:
-            loops = [stack.enter_context(loop) for loop in self.load_loops(stack, canaries)]
+            lifetime = step.analysis_s + duration_s(self.rollout.window) + 600   # the forwards outlive the step
+            loops = [stack.enter_context(loop) for loop in self.load_loops(stack, canaries, lifetime)]
             prom = prometheus.Client(url)
             with ThreadPoolExecutor(max_workers=max(1, len(canaries))) as pool:
                 futures = {svc: pool.submit(
@@ -359,14 +360,15 @@ class CanaryRollout:
         self.save(state)
         return results
 
-    def load_loops(self, stack: ExitStack, canaries: dict[str, tuple[ImageChoice, int]]) -> list[LoadLoop]:
+    def load_loops(self, stack: ExitStack, canaries: dict[str, tuple[ImageChoice, int]],
+                   lifetime: float) -> list[LoadLoop]:
         """One loop per track of each canary service, each through its own port-forward to that Deployment."""
         loops: list[LoadLoop] = []
         for name in canaries:
             full = resource_name(self.rt.release, name)
             port = int(self.merged["services"][name]["service"]["port"])
             for res in (f"deployment/{full}", f"deployment/{full}-canary"):
-                local = stack.enter_context(kubectl.port_forward(self.rt.kube, res, port, lifetime=3600))
+                local = stack.enter_context(kubectl.port_forward(self.rt.kube, res, port, lifetime=lifetime))
                 loops.append(LoadLoop(f"http://127.0.0.1:{local}", self.rollout.load))
         return loops
 
@@ -419,8 +421,12 @@ class CanaryRollout:
         state.phase = PROMOTING
         self.save(state)
         self.say(f"  canary: every step passed; promoting {', '.join(sorted(state.canary))} as stable")
-        result = self.ro.upgrade(self.values_files, self.choices, self.dhash, self.notes, self.merged,
-                                 self.previous)
+        try:
+            result = self.ro.upgrade(self.values_files, self.choices, self.dhash, self.notes, self.merged,
+                                     self.previous)
+        except DeployFailed as exc:   # Helm went back to the last step's revision: the canary must not stay
+            self.abort(state, f"the promotion failed: {exc.message}")
+            raise
         state.phase, state.decision = PROMOTED, "promote"
         state.reason = f"{len(self.rollout.steps)} step(s) passed; promoted at revision {result.revision}"
         self.save(state)
