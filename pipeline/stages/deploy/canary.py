@@ -437,11 +437,14 @@ def deploy(ro: _Rollout, values_files: list[Path], choices: dict[str, ImageChoic
            merged: dict[str, Any], previous: int, current: helm.ReleaseStatus | None) -> DeployResult:
     """The canary strategy's entry from rollout._Rollout.run() (inside the deploy lock, checks passed): a canary
     beside the deployed revision, or all at once when there is none (first install). UsageError (exit 2) when
-    the environment has no Prometheus to judge with; DeployFailed (exit 5) on an abort."""
+    the environment has no Prometheus to judge with or names a router; DeployFailed (exit 5) on an abort."""
     env = ro.env
     if source(env) == "none":
         raise UsageError(f"environment {env.name} runs a canary but has no Prometheus to judge it with",
                          f"set [environments.{env.name}.rollout] prometheus = URL")
+    if env.rollout.router != "none":
+        raise UsageError(f"environments.{env.name}.rollout.router = '{env.rollout.router}': this version weighs a "
+                         "canary by its replica ratio only (no router in front)", 'set router = "none"')
     if current is None or current.status != "deployed":
         ro.reporter.info("  canary: no deployed revision to run beside (first install): deploying all at once")
         return ro.upgrade(values_files, choices, dhash, notes, merged, previous)
