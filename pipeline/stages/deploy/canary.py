@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core.config_rollout import Rollout, duration_s
 from pipeline.core.errors import DeployFailed, StageFailed, UsageError
 from pipeline.core.manifest import atomic_write
-from pipeline.core.vocab import now_iso
+from pipeline.core.vocab import DeployStatus, now_iso
 from pipeline.stages.deploy import analysis
 from pipeline.stages.deploy.load import LoadLoop
 from pipeline.stages.deploy.monitoring import prometheus_url, source
@@ -412,6 +412,9 @@ class CanaryRollout:
         self.say(f"  canary aborted: {reason}; canary at 0, {kept}")
         if finish:
             return
+        after = helm.status(self.rt.kube, self.rt.release)
+        self.ro.record(self.choices, DeployStatus.ROLLED_BACK, after.revision if after else 0,
+                       reason=f"canary aborted: {reason}")
         raise DeployFailed(f"canary of {self.ro.env.name} aborted: {reason}; revision {state.stable_revision}'s "
                            f"version serves, {kept}",
                            f"see the analysis in the report; `invoke status --env {self.ro.env.name}`")
