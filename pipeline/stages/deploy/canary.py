@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.core.config_rollout import Rollout, duration_s
 from pipeline.core.errors import DeployFailed, StageFailed, UsageError
@@ -234,17 +234,22 @@ class CanaryRollout:
         deployed = helm.get_values(self.rt.kube, self.rt.release)
         if state is not None and state.phase in IN_PROGRESS:
             wanted = {n: c.ref for n, c in self.canary_choices(state.stable).items()}
-            if state.phase == ABORTING or state.canary != wanted:
-                why = ("its abort was interrupted" if state.phase == ABORTING else
-                       f"it runs {', '.join(sorted(state.canary.values()))}, not this release's version")
-                self.say(f"  canary: a canary of revision {state.stable_revision} is in progress and {why}: "
-                         "aborting it first (never two canaries)")
-                self.abort(state, state.reason or "superseded by a deploy of another version", finish=True)
+            self.owner = self.stable_deployments(state).get(sorted(state.canary)[0])
+            if state.phase == ABORTING and state.canary == wanted:
+                self.say(f"  canary: the abort of this version was interrupted ({state.reason}): finishing it")
+                self.abort(state, state.reason)   # exit 5: the decision stands
+            if state.canary != wanted:
+                self.say(f"  canary: a canary of {', '.join(sorted(state.canary.values()))} is in progress, not of "
+                         "this release's version: aborting it first (never two canaries)")
+                self.clear(state, state.reason if state.phase == ABORTING else
+                           "superseded by a deploy of another version")
                 state = None
                 deployed = helm.get_values(self.rt.kube, self.rt.release)
             else:
                 self.say(f"  canary: resuming the canary in progress from the cluster's state "
                          f"(configmap/{state_name(self.rt.release)}): {state.status_line()}")
+        if state is not None and state.phase not in IN_PROGRESS:
+            self.say(f"  canary: the last canary {state.phase} ({state.reason}); starting this release's canary")
         if state is None or state.phase not in IN_PROGRESS:
             stable = {n: f"{(s.get('image') or {}).get('repository')}@{(s.get('image') or {}).get('digest')}"
                       for n, s in (deployed.get("services") or {}).items()
@@ -394,9 +399,10 @@ class CanaryRollout:
         return (f"the stable Deployment of {', '.join(changed)} changed under the canary (pod template or "
                 "generation): the chart or its values changed with this release") if changed else ""
 
-    def abort(self, state: CanaryState, reason: str, *, finish: bool = False) -> None:
+    def clear(self, state: CanaryState, reason: str) -> str:
         """The canary removed by one Helm revision of the stable revision's values; the state and the manifest
-        record the decision; DeployFailed (exit 5) unless `finish` (an older canary cleared before this one)."""
+        record the decision. Returns what became of the stable version, in words; DeployFailed when the
+        revision failed (the state stays `aborting`: a rerun finishes it)."""
         state.phase, state.decision, state.reason = ABORTING, analysis.ABORT, reason
         self.save(state)
         base = stable_values(helm.get_values(self.rt.kube, self.rt.release, revision=state.stable_revision))
@@ -410,8 +416,11 @@ class CanaryRollout:
         kept = ("the stable version untouched (its pod template and generation unchanged throughout)" if not untouched
                 else f"but {untouched}")
         self.say(f"  canary aborted: {reason}; canary at 0, {kept}")
-        if finish:
-            return
+        return kept
+
+    def abort(self, state: CanaryState, reason: str) -> NoReturn:
+        """clear(), each service's deploy recorded as rolled back, then DeployFailed (exit 5) with the reason."""
+        kept = self.clear(state, reason)
         after = helm.status(self.rt.kube, self.rt.release)
         self.ro.record(self.choices, DeployStatus.ROLLED_BACK, after.revision if after else 0,
                        reason=f"canary aborted: {reason}")
