@@ -371,7 +371,7 @@ class CanaryRollout:
         loops: list[LoadLoop] = []
         for name in canaries:
             full = resource_name(self.rt.release, name)
-            port = int(self.merged["services"][name]["service"]["port"])
+            port = int(self.merged["services"][name]["port"])   # the container's: a forward to a Deployment's pod
             for res in (f"deployment/{full}", f"deployment/{full}-canary"):
                 local = stack.enter_context(kubectl.port_forward(self.rt.kube, res, port, lifetime=lifetime))
                 loops.append(LoadLoop(f"http://127.0.0.1:{local}", self.rollout.load))
