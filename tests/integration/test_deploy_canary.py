@@ -6,7 +6,8 @@ pod relabelling does (Debian's Prometheus has no Kubernetes discovery here).
 veza-docs only (no infra), in a namespace veza-canary-*; four builds of it from the project's Dockerfile, pushed to
 the machine's registry as 127.0.0.1:5000/veza-canary-test/veza-docs (stable, good, good2: VERSION build args
 differ, so do the digests; bad: a copy of services/docs in the test's tmp dir whose "/" answers 500 on every
-fifth request; nothing in the project knows of it). The tests build on each other in file order:
+fifth request; nothing in the project knows of it), removed from the engine at the end (the kubelet's pulls
+too; the registry keeps their blobs). The tests build on each other in file order:
 1. a first install (all at once: no stable version to compare with), then a good build is promoted;
 2. the bad build is aborted within two intervals (exit 5), the stable Deployment untouched (same pod template
    and generation, the same pods) and answering throughout;
@@ -237,7 +238,10 @@ def target(local_cluster: Path, machine_registry: str,
     finally:
         sync.halt.set()
         sync.join(timeout=30)
-        remove_release(local_cluster, ns, wait=False)
+        remove_release(local_cluster, ns)
+        # the kubelet pulled the test's builds into the shared engine: removed by their IDs
+        for image in set(sh("docker", "images", "-q", REPO, check=False).split()):
+            sh("docker", "rmi", image, check=False)
         if old is None:
             os.environ.pop(kubectl.PORT_RANGE_ENV, None)
         else:

@@ -89,7 +89,7 @@ def test_a_state_of_another_shape_is_a_value_error(broken: dict[str, object]) ->
 def test_status_and_report_show_the_step_the_weight_achieved_and_the_intervals() -> None:
     st = _state()
     line = st.status_line()
-    assert "canary in progress" in line and "step 1" in line and "achieved 1/2 = 50%" in line
+    assert "canary in progress: analysing at step 1" in line and "achieved 1/2 = 50%" in line
     assert "1 interval(s) judged" in line
     report = st.report()
     assert report["strategy"] == "canary" and report["steps"][0]["service"] == "veza-docs"

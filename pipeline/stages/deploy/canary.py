@@ -151,7 +151,8 @@ class CanaryState:
         st = next((s for s in self.steps if s["step"] == self.step), {})
         judged = sum(len(r.get("intervals") or []) for r in (st.get("results") or {}).values())
         achieved = "; ".join(f"{svc} {line}" for svc, line in (st.get("achieved") or {}).items()) or "not applied yet"
-        return (f"canary in progress: {self.phase} at step {self.step} ({achieved}); {judged} interval(s) judged "
+        doing = {STEP: "analysing", ABORTING: "aborting", PROMOTING: "promoting"}[self.phase]
+        return (f"canary in progress: {doing} at step {self.step} ({achieved}); {judged} interval(s) judged "
                 f"so far; new version {', '.join(sorted(self.canary))}")
 
 
