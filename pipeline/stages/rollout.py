@@ -37,13 +37,17 @@ class DeployStage(BaseStage):
     name = "deploy"
 
     def preflight(self, ctx: RunContext) -> None:
+        from pipeline.stages.deploy.monitoring import source
         from pipeline.stages.deploy.prepare import pull_credentials
 
-        strategy = ctx.env.rollout.strategy
-        if ctx.env.rollout.progressive:   # read and checked at load (config_rollout.py); the rollout is to come
-            raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = '{strategy}': this version deploys "
-                             "all at once only (canary and blue-green analysis are not wired into deploy yet)",
-                             'set strategy = "all-at-once" or remove the rollout table')
+        rollout = ctx.env.rollout   # read and checked at load (config_rollout.py)
+        if rollout.strategy == "blue-green":
+            raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = 'blue-green': this version deploys "
+                             "all at once or by canary (blue-green is not wired into deploy yet)",
+                             'set strategy = "canary" or "all-at-once"')
+        if rollout.strategy == "canary" and source(ctx.env) == "none":
+            raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = 'canary' has no Prometheus to judge "
+                             "the canary with", f"set [environments.{ctx.env.name}.rollout] prometheus = URL")
         pull_credentials(ctx.env)   # an unset pull variable: exit 2 before anything is built
         _cluster_reachable(ctx)
 

@@ -19,9 +19,12 @@ from pipeline.tools import prometheus
 
 
 @contextmanager
-def running_prometheus(scrape_yaml: str, workdir: Path, port: int, *, ready_s: float = 60) -> Iterator[str]:
+def running_prometheus(scrape_yaml: str, workdir: Path, port: int, *, ready_s: float = 60,
+                       sd_dir: Path | None = None) -> Iterator[str]:
     """Prometheus with `scrape_yaml` as its prometheus.yml (written under `workdir`), listening on
-    127.0.0.1:`port`; yields its base URL once GET /-/ready answers (AssertionError with its log after `ready_s`)."""
+    127.0.0.1:`port`; yields its base URL once GET /-/ready answers (AssertionError with its log after `ready_s`).
+    `sd_dir`: a directory mounted read-only at /etc/prometheus/sd, for file_sd_configs a test rewrites while
+    Prometheus runs (the directory, not a file: an atomic rename in it is seen)."""
     cfg = load_config(check_files=False)
     wanted = {n: b for n, b in cfg.bases.items() if n in ("debian", "prometheus")}
     ensure_bases(config=dataclasses.replace(cfg, bases=wanted), say=lambda _line: None)
@@ -33,7 +36,8 @@ def running_prometheus(scrape_yaml: str, workdir: Path, port: int, *, ready_s: f
         cfg.bases["prometheus"].local, name=name, detach=True, network_mode="host", labels={LABEL_RUN: name},
         command=["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
                  f"--web.listen-address=127.0.0.1:{port}"],
-        volumes={str(conf): {"bind": "/etc/prometheus/prometheus.yml", "mode": "ro"}},
+        volumes={str(conf): {"bind": "/etc/prometheus/prometheus.yml", "mode": "ro"},
+                 **({str(sd_dir): {"bind": "/etc/prometheus/sd", "mode": "ro"}} if sd_dir is not None else {})},
         tmpfs={"/prometheus": "uid=999"}, read_only=True, cap_drop=["ALL"])
     url = f"http://127.0.0.1:{port}"
     try:

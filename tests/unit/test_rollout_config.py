@@ -109,12 +109,14 @@ def test_rendered_queries_escape_what_they_substitute() -> None:
     assert promql_escape("x\ny") == "x\\ny"
 
 
-def test_deploy_refuses_a_progressive_strategy_it_does_not_run_yet(project: Path) -> None:
+def test_deploy_refuses_blue_green_and_a_canary_without_prometheus(project: Path) -> None:
     from types import SimpleNamespace
 
     from pipeline.stages.rollout import DeployStage
 
-    env = _cfg(project, CANARY).env("dev")
-    with pytest.raises(UsageError) as info:   # exit 2, before the cluster is touched
-        DeployStage().preflight(SimpleNamespace(env=env))  # type: ignore[arg-type]
-    assert info.value.exit_code == 2 and "rollout.strategy = 'canary'" in info.value.one_line()
+    for rollout, needle in ((CANARY, "rollout.strategy = 'canary' has no Prometheus"),
+                            (CANARY.replace('"canary"', '"blue-green"'), "rollout.strategy = 'blue-green'")):
+        env = _cfg(project, rollout).env("dev")
+        with pytest.raises(UsageError) as info:   # exit 2, before the cluster is touched
+            DeployStage().preflight(SimpleNamespace(env=env))  # type: ignore[arg-type]
+        assert info.value.exit_code == 2 and needle in info.value.one_line()

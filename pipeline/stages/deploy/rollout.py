@@ -34,7 +34,7 @@ from pipeline.core.release_images import pinned_infra
 from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.core.vocab import DeployStatus, VerifyStatus
 from pipeline.gate import pod_security
-from pipeline.stages.deploy import diagnosis, failfast, prepare, recovery, trust_gate
+from pipeline.stages.deploy import canary, diagnosis, failfast, prepare, recovery, trust_gate
 from pipeline.stages.deploy.checks import verify_checks
 from pipeline.stages.deploy.drift import workload_differences
 from pipeline.stages.deploy.status import live_images
@@ -195,6 +195,8 @@ class _Rollout:
             self.fallback_problem = trust_gate.revision_problem(cfg, rt, previous, self.reporter)
             if self.fallback_problem:
                 say(f"  a failure will not roll back: {self.fallback_problem}")
+            if env.rollout.strategy == "canary":   # steps, analysis, promotion or abort: canary.py
+                return canary.deploy(self, all_values, choices, dhash, notes, merged, previous, current)
             return self.upgrade(all_values, choices, dhash, notes, merged, previous)
 
     def result(self, status: str, revision: int, previous: int, choices: dict[str, ImageChoice], dhash: str,

@@ -95,3 +95,11 @@ def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
     rt = ReleaseTarget.of(env, kubeconfig)
     seen = observe(rt)
     return summarize(cfg, env, manifest, seen, kubectl.server_version(rt.kube) if seen.cluster else None)
+
+
+def canary_status(rt: ReleaseTarget) -> str | None:
+    """The release's canary as one line for `invoke status` (phase, step, weight achieved, intervals judged), from
+    its state in the cluster (canary.py); None when it never ran one."""
+    from pipeline.stages.deploy.canary import status_line
+
+    return status_line(rt)

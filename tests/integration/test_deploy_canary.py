@@ -1,0 +1,401 @@
+"""The canary strategy on the real local cluster, judged by a real Prometheus (Debian's 2.42, started by the test
+on 127.0.0.1:21600-21699) scraping the stable and the canary pods: the host routes to pod IPs, so the test gives
+Prometheus file_sd targets it computes from the pods every second, labelled namespace/service/track as the seed's
+pod relabelling does (Debian's Prometheus has no Kubernetes discovery here).
+
+veza-docs only (no infra), in a namespace veza-canary-*; four builds of it from the project's Dockerfile, pushed to
+the machine's registry as 127.0.0.1:5000/veza-canary-test/veza-docs (stable, good, good2: VERSION build args
+differ, so do the digests; bad: a copy of services/docs in the test's tmp dir whose "/" answers 500 on every
+fifth request; nothing in the project knows of it), removed from the engine at the end (the kubelet's pulls
+too; the registry keeps their blobs). The tests build on each other in file order:
+1. a first install (all at once: no stable version to compare with), then a good build is promoted;
+2. the bad build is aborted within two intervals (exit 5), the stable Deployment untouched (same pod template
+   and generation, the same pods) and answering throughout;
+3. a good build's deploy killed with SIGKILL during analysis, then rerun: the step continues from the state in
+   the cluster and is promoted; one canary at most at any time; `invoke status` green.
+Port-forwards 127.0.0.1:21650-21699."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.config_rollout import DEFAULT_METRICS, Load, Rollout, Step
+from pipeline.core.errors import DeployFailed
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import ROOT
+from pipeline.release.html_report import rollout_section
+from pipeline.stages.deploy import canary, deploy_release
+from pipeline.stages.deploy.commands import status_report
+from pipeline.stages.deploy.load import LoadLoop
+from pipeline.stages.deploy.target import ReleaseTarget
+from pipeline.tools import kubectl
+from pipeline.tools.kubectl import KubeTarget
+from tests.e2e.release_support import remove_release
+from tests.integration.build_records import built_record
+from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, kc, sh, sign_manifest, wait_for, with_test_keys
+from tests.integration.prometheus_support import running_prometheus
+from tests.ports import first_free
+
+pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
+
+SERVICE = "veza-docs"
+REPO = "127.0.0.1:5000/veza-canary-test/veza-docs"
+PF_PORTS = "21650-21699"
+SCRAPE = """
+global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: veza-pods
+    file_sd_configs:
+      - files: [/etc/prometheus/sd/*.json]
+        refresh_interval: 1s
+"""
+FAULT = """	var served atomic.Uint64
+	s.Handle("/", func(w http.ResponseWriter, r *http.Request) {
+		if served.Add(1)%5 == 0 {
+			http.Error(w, "injected by the canary test", http.StatusInternalServerError)
+			return
+		}
+"""
+
+
+def canary_rollout(prometheus: str) -> Rollout:
+    """Short windows (scrape 1 s, window 10 s, interval 5 s): one step at 50%, judged twice, on the default
+    metrics (error ratio, p95 latency against the stable version)."""
+    return Rollout(strategy="canary", steps=(Step(weight=50, analysis_s=10),), interval_s=5, window="10s",
+                   min_requests=5, prometheus=prometheus, metrics=DEFAULT_METRICS,
+                   load=Load(rps=10, paths=("/",), max_requests=2000))
+
+
+def target_config(namespace: str, state: Path, prometheus: str) -> Config:
+    base = load_config(ROOT / "pipeline.toml", check_files=False)
+    env = dataclasses.replace(base.env("local"), namespace=namespace, helm_release="veza", local_infra=False,
+                              generate_secrets=True, rollout=canary_rollout(prometheus))
+    return with_test_keys(dataclasses.replace(base, state_dir=state, environments={"local": env}), state / "keys")
+
+
+@dataclasses.dataclass
+class Canary:
+    cfg: Config
+    kubeconfig: Path
+    namespace: str
+    state: Path
+    prometheus: str
+    digests: dict[str, str]
+
+    @property
+    def env(self) -> Any:
+        return self.cfg.env("local")
+
+    @property
+    def rt(self) -> ReleaseTarget:
+        return ReleaseTarget(self.env, KubeTarget(self.kubeconfig, "", self.namespace), "veza")
+
+    def manifest(self, build: str) -> Manifest:
+        """A manifest of veza-docs at the digest of `build`, signed with the test's key."""
+        path = self.state / "manifest.json"
+        path.unlink(missing_ok=True)
+        m = Manifest.new(path, env="local", release_id=f"test-{build}", version={"sha": TEST_COMMIT})
+        m.set_service(SERVICE, repository=REPO, tags=[build], input_digest="sha256:test")
+        m.record(SERVICE, "build", built_record("sha256:" + "b" * 64, TEST_COMMIT))
+        m.record(SERVICE, "push", {"status": "pushed", "digest": self.digests[build], "tags_pushed": [build]})
+        sign_manifest(self.cfg, self.env, m)
+        return m
+
+    def deploy(self, build: str, out: LinesReporter) -> Manifest:
+        m = self.manifest(build)
+        t0 = time.monotonic()
+        try:
+            deploy_release(self.cfg, self.env, m, [SERVICE], kubeconfig=self.kubeconfig, timeout_s=120, reporter=out)
+        finally:
+            print(f"deploy of {build} ended after {time.monotonic() - t0:.1f}s:\n{out.text}")
+        return m
+
+    def deployments(self) -> dict[str, dict[str, Any]]:
+        data = json.loads(kc(self.kubeconfig, "-n", self.namespace, "get", "deploy", "-o", "json"))
+        return {d["metadata"]["name"]: d for d in data["items"]}
+
+    def pods(self, track: str) -> set[str]:
+        data = json.loads(kc(self.kubeconfig, "-n", self.namespace, "get", "pods", "-l", f"veza.io/track={track}",
+                             "-o", "json"))
+        return {p["metadata"]["uid"] for p in data["items"] if not p["metadata"].get("deletionTimestamp")}
+
+
+def _build(cfg: Config, run: str, name: str, context: Path, version: str) -> str:
+    """veza-docs built from `context` with the project's Dockerfile and builder; pushed to REPO:name; its digest."""
+    from pipeline.tools import buildkit
+
+    svc = cfg.service(SERVICE)
+    tag = f"veza-canary-test/{SERVICE}:{run}-{name}"
+    args = {cfg.bases[b].build_arg: cfg.bases[b].local for b in svc.bases if cfg.bases[b].build_arg}
+    lines: list[str] = []
+    iid = Path(f"/tmp/{run}-{name}.iid")
+    rc = buildkit.build(buildkit.detect(cfg.build.builder), context=context, dockerfile=svc.dockerfile, tags=[tag],
+                        build_args={**args, "VERSION": version}, labels={"veza.pipeline.run": run}, no_cache=False,
+                        on_line=lines.append, timeout=900, iidfile=iid)
+    iid.unlink(missing_ok=True)
+    iid.with_suffix(".legacy.Dockerfile").unlink(missing_ok=True)
+    assert rc == 0, f"build of {name} failed:\n" + "\n".join(lines[-30:])
+    digest_file = Path(f"/tmp/{run}-{name}.digest")
+    try:
+        sh("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+           f"docker-daemon:{tag}", f"docker://{REPO}:{name}")
+        return digest_file.read_text().strip()
+    finally:
+        digest_file.unlink(missing_ok=True)
+        sh("docker", "rmi", tag, check=False)
+
+
+def _images(cfg: Config, tmp: Path) -> dict[str, str]:
+    run = "c" + uuid.uuid4().hex[:8]
+    bad = tmp / "docs-bad"
+    shutil.copytree(cfg.service(SERVICE).context, bad)
+    main = (bad / "main.go").read_text()
+    handler = '\ts.Handle("/", func(w http.ResponseWriter, r *http.Request) {\n'
+    assert handler in main, "services/docs/main.go changed: update the canary test's fault"
+    (bad / "main.go").write_text(main.replace(handler, FAULT).replace('"path/filepath"\n',
+                                                                          '"path/filepath"\n\t"sync/atomic"\n'))
+    context = cfg.service(SERVICE).context
+    return {"stable": _build(cfg, run, "stable", context, "canary-stable"),
+            "good": _build(cfg, run, "good", context, "canary-good"),
+            "good2": _build(cfg, run, "good2", context, "canary-good2"),
+            "bad": _build(cfg, run, "bad", bad, "canary-bad")}
+
+
+class _Targets(threading.Thread):
+    """Every second, the namespace's running pods as Prometheus file_sd targets (ip:port with namespace, service
+    and track labels), written by an atomic rename into `sd_dir`."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, sd_dir: Path, port: int) -> None:
+        super().__init__(daemon=True)
+        self.kubeconfig, self.namespace, self.sd_dir, self.port = kubeconfig, namespace, sd_dir, port
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(1):
+            res = subprocess.run([*kubectl_argv(self.kubeconfig), "-n", self.namespace, "get", "pods", "-o", "json"],
+                                 capture_output=True, text=True, timeout=20, check=False)
+            if res.returncode != 0:
+                continue
+            groups = [{"targets": [f"{p['status']['podIP']}:{self.port}"],
+                       "labels": {"namespace": self.namespace,
+                                  "service": p["metadata"]["labels"].get("app.kubernetes.io/name", ""),
+                                  "track": p["metadata"]["labels"].get("veza.io/track", ""),
+                                  "pod": p["metadata"]["name"]}}
+                      for p in json.loads(res.stdout)["items"]
+                      if p.get("status", {}).get("podIP") and p["status"].get("phase") == "Running"]
+            tmp = self.sd_dir / ".targets.json.tmp"
+            tmp.write_text(json.dumps(groups))
+            tmp.chmod(0o644)
+            tmp.rename(self.sd_dir / "targets.json")
+
+
+def kubectl_argv(kubeconfig: Path) -> list[str]:
+    return [kubectl.kubectl(), "--kubeconfig", str(kubeconfig)]
+
+
+@pytest.fixture(scope="module")
+def target(local_cluster: Path, machine_registry: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Canary]:
+    assert REPO.startswith(machine_registry + "/")
+    old = os.environ.get(kubectl.PORT_RANGE_ENV)
+    os.environ[kubectl.PORT_RANGE_ENV] = PF_PORTS
+    tmp = tmp_path_factory.mktemp("canary")
+    base = load_config(ROOT / "pipeline.toml", check_files=False)
+    t0 = time.monotonic()
+    digests = _images(base, tmp)
+    print(f"four builds of {SERVICE} pushed in {time.monotonic() - t0:.0f}s")
+    ns = f"veza-canary-{uuid.uuid4().hex[:6]}"
+    kc(local_cluster, "create", "namespace", ns)
+    kc(local_cluster, "label", "namespace", ns, "veza.pipeline.test=deploy")
+    sd = tmp / "sd"
+    sd.mkdir()
+    sd.chmod(0o755)
+    (sd / "targets.json").write_text("[]")
+    (sd / "targets.json").chmod(0o644)
+    sync = _Targets(local_cluster, ns, sd, int(base.service(SERVICE).port))
+    sync.start()
+    try:
+        with running_prometheus(SCRAPE, tmp, first_free(range(21600, 21650)), sd_dir=sd) as url:
+            yield Canary(target_config(ns, tmp / "state", url), local_cluster, ns, tmp / "state", url, digests)
+    finally:
+        sync.halt.set()
+        sync.join(timeout=30)
+        remove_release(local_cluster, ns)
+        # the kubelet pulled the test's builds into the shared engine: removed by their IDs
+        for image in set(sh("docker", "images", "-q", REPO, check=False).split()):
+            sh("docker", "rmi", image, check=False)
+        if old is None:
+            os.environ.pop(kubectl.PORT_RANGE_ENV, None)
+        else:
+            os.environ[kubectl.PORT_RANGE_ENV] = old
+
+
+def _achieved(out: LinesReporter) -> None:
+    assert "veza-docs: asked 50%, achieved 1/2 = 50% (replica ratio, no router)" in out.text
+
+
+def test_a_good_build_is_promoted_after_its_canary_step(target: Canary) -> None:
+    t0 = time.monotonic()
+    first = LinesReporter()
+    target.deploy("stable", first)
+    assert "first install" in first.text
+    out = LinesReporter()
+    m = target.deploy("good", out)
+    _achieved(out)
+    state = canary.read_state(target.rt)
+    assert state is not None and state.phase == canary.PROMOTED, out.text
+    result = state.results(1)[SERVICE]
+    assert result.decision == "promote-step" and len(result.intervals) == 2
+    assert all(i.requests and i.requests >= 5 for i in result.intervals)   # judged on traffic, not on silence
+    load = state.steps[0]["load"]
+    assert len(load) == 2 and all(x["requests"] > 0 and set(x["by_status"]) == {"200"} for x in load)
+    deps = target.deployments()
+    assert set(deps) == {"veza-docs"}   # the canary is gone with the promotion
+    assert deps["veza-docs"]["spec"]["template"]["spec"]["containers"][0]["image"] == f"{REPO}@{target.digests['good']}"
+    rec = m.data["rollout"]
+    assert rec["phase"] == "promoted" and rec["steps"][0]["decision"] == "promote-step"
+    assert 'class=ok>promote-step' in rollout_section(rec)
+    print(f"first install and a promoted canary: {time.monotonic() - t0:.0f}s")
+
+
+def test_a_build_that_fails_a_fifth_of_its_requests_is_aborted_and_stable_never_moves(target: Canary) -> None:
+    t0 = time.monotonic()
+    before = target.deployments()["veza-docs"]
+    stable_pods = target.pods("stable")
+    answers: list[int] = []
+    halt = threading.Event()
+
+    def probe() -> None:   # the stable Deployment's pods, asked every 0.5 s through the whole rollout
+        with kubectl.port_forward(KubeTarget(target.kubeconfig, "", target.namespace), "deployment/veza-docs",
+                                  8083) as port:
+            while not halt.wait(0.5):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
+                        answers.append(r.status)
+                except OSError:
+                    answers.append(0)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    out = LinesReporter()
+    try:
+        with pytest.raises(DeployFailed) as info:
+            target.deploy("bad", out)
+    finally:
+        halt.set()
+        prober.join(timeout=30)
+    assert info.value.exit_code == 5 and "canary of local aborted" in info.value.message
+    assert "error-ratio" in info.value.message and "stable version untouched" in info.value.message
+    _achieved(out)
+    state = canary.read_state(target.rt)
+    assert state is not None and state.phase == canary.ABORTED and state.decision == "abort"
+    result = state.results(1)[SERVICE]
+    assert result.decision == "abort" and len(result.intervals) <= 2, result.reason
+    canary_load = next(x for x in state.steps[0]["load"] if x["by_status"].get("500"))
+    assert 0.1 < canary_load["by_status"]["500"] / canary_load["requests"] < 0.3
+    after = target.deployments()
+    assert set(after) == {"veza-docs"}
+    assert canary.template_fingerprint(after["veza-docs"]) == canary.template_fingerprint(before)
+    assert target.pods("stable") == stable_pods   # never restarted
+    assert answers and set(answers) == {200}, answers   # and serving the whole time
+    rec = Manifest.load(target.state / "manifest.json").data["rollout"]
+    assert rec["decision"] == "abort" and rec["reason"] == state.reason
+    assert "class=failed>abort" in rollout_section(rec)
+    print(f"aborted canary: {time.monotonic() - t0:.0f}s, {len(answers)} probes of stable all 200")
+
+
+KILLED = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from pipeline.core.manifest import Manifest
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import deploy_release
+    from tests.integration.test_deploy_canary import target_config
+    a = json.loads(sys.argv[1])
+    cfg = target_config(a["ns"], Path(a["state"]), a["prometheus"])
+    deploy_release(cfg, cfg.env("local"), Manifest.load(Path(a["state"]) / "manifest.json"), ["veza-docs"],
+                   timeout_s=120, kubeconfig=Path(a["kubeconfig"]), reporter=PlainReporter(verbose=True))
+""")
+
+
+def _kill_forwards(namespace: str) -> None:
+    """The killed deploy's `kubectl port-forward` children (each in its own session, so they outlive it), by pid."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"port-forward" in argv and namespace.encode() in b" ".join(argv):
+            os.kill(int(proc.name), signal.SIGKILL)
+
+
+def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(target: Canary) -> None:
+    t0 = time.monotonic()
+    target.manifest("good2")
+    args = {"ns": target.namespace, "state": str(target.state), "kubeconfig": str(target.kubeconfig),
+            "prometheus": target.prometheus}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ})
+
+    def judged() -> bool:
+        st = canary.read_state(target.rt)
+        return st is not None and st.phase == canary.STEP and st.canary[SERVICE].endswith(target.digests["good2"]) \
+            and bool(st.results(1)) and len(st.results(1)[SERVICE].intervals) >= 1
+    with ExitStack() as users:
+        try:
+            wait_for(judged, 120, "the first interval of the killed deploy's analysis")
+            # users' traffic on both tracks, as a real service has: the windows the dead deploy misses are judged at
+            # their times by the rerun (analysis.run_step), on what Prometheus kept of them
+            kt = KubeTarget(target.kubeconfig, "", target.namespace)
+            for res in ("deployment/veza-docs", "deployment/veza-docs-canary"):
+                port = users.enter_context(kubectl.port_forward(kt, res, 8083))
+                users.enter_context(LoadLoop(f"http://127.0.0.1:{port}", target.env.rollout.load))
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
+            output = proc.communicate(timeout=30)[0]
+            _kill_forwards(target.namespace)
+        print(output)
+        before = canary.read_state(target.rt)
+        assert before is not None and before.phase == canary.STEP
+        first = before.results(1)[SERVICE].intervals[0]
+        assert set(target.deployments()) == {"veza-docs", "veza-docs-canary"}   # one canary, left by the kill
+
+        out = LinesReporter()
+        m = Manifest.load(target.state / "manifest.json")
+        deploy_release(target.cfg, target.env, m, [SERVICE], kubeconfig=target.kubeconfig, timeout_s=120,
+                       reporter=out)
+        print(out.text)
+    assert "resuming the canary in progress" in out.text and "aborting it first" not in out.text
+    state = canary.read_state(target.rt)
+    assert state is not None and state.phase == canary.PROMOTED, out.text
+    result = state.results(1)[SERVICE]
+    assert result.decision == "promote-step" and result.intervals[0] == first   # continued, not started again
+    assert len(result.intervals) == 2
+    deps = target.deployments()
+    assert set(deps) == {"veza-docs"}
+    assert deps["veza-docs"]["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"{REPO}@{target.digests['good2']}"
+    status = LinesReporter()
+    info = status_report(target.cfg, target.env, m, status, kubeconfig=target.kubeconfig)   # exit 7 on any drift
+    assert info["differences"] == [] and info["canary"].startswith("canary: promoted"), status.text
+    print(f"killed and rerun canary: {time.monotonic() - t0:.0f}s")
