@@ -1,20 +1,20 @@
-"""Reads and writes to every serving pod of a Deployment while it rolls out, each pod through its own
-port-forward on loopback, so both the old and the new version really get traffic.
+"""Reads and writes to every serving pod of a Deployment while it rolls out, each pod through its own port-forward on
+loopback, so both the old and the new version really get traffic.
 
-Why one port-forward per pod: `kubectl port-forward svc/X` resolves the Service to one pod when it starts and
-pins it (it never follows the Service's endpoints), so during a rollout it reaches only the old pod until that
-pod goes, then breaks. Here a poller lists the Deployment's pods every POLL_S; a pod gets traffic from when it is
-Ready (when the Service's endpoints would add it) until the API marks it for deletion (when they would drop
-it). Bounds: at most `rps` requests per second per pod, `max_requests` in all, each with load.REQUEST_TIMEOUT_S;
-the target is a loopback port-forward (load.check_loopback).
+Why one port-forward per pod: `kubectl port-forward svc/X` resolves the Service to one pod when it starts and pins it
+(it never follows the Service's endpoints), so during a rollout it reaches only the old pod until that pod goes, then
+breaks. Here a poller lists the Deployment's pods every POLL_S; a pod gets traffic from when it is Ready (when the
+Service's endpoints would add it) until the API marks it for deletion (when they would drop it). Bounds: at most `rps`
+requests per second per pod, `max_requests` in all, each with load.REQUEST_TIMEOUT_S; the target is a loopback port-
+forward (load.check_loopback).
 
-Every answer is recorded with its pod, that pod's image, and when it was sent. `unexplained()` is what a rollout
-must not show: any 5xx, and any request that got no answer (status 0) other than those sent to a pod after its
-drain delay (`drain_s`, the chart's shutdownDelaySeconds) from when its deletion began (its deletionTimestamp
-less deletionGracePeriodSeconds: the API sets the timestamp to the end of the grace period;
-1 s resolution) — then the pod is shutting down and its port-forward ends with it — and those after which a new port-forward to the same pod got an answer at once: kubectl's tunnel
-broke (kubectl port-forward ends on the first failed stream), the pod was serving. A pod's container restart is
-no excuse: the test checks that the pods' restart counts stay 0.
+Every answer is recorded with its pod, that pod's image, and when it was sent. `unexplained()` is what a rollout must
+not show: any 5xx, and any request that got no answer (status 0) other than those sent to a pod after its drain delay
+(`drain_s`, the chart's shutdownDelaySeconds) from when its deletion began (its deletionTimestamp less
+deletionGracePeriodSeconds: the API sets the timestamp to the end of the grace period; 1 s resolution) — then the pod
+is shutting down and its port-forward ends with it — and those after which a new port-forward to the same pod got an
+answer at once: kubectl's tunnel broke (kubectl port-forward ends on the first failed stream), the pod was serving. A
+pod's container restart is no excuse: the test checks that the pods' restart counts stay 0.
 """
 
 from __future__ import annotations
