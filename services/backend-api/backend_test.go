@@ -2,8 +2,12 @@ package main
 
 import (
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +123,76 @@ func TestMigrationsAreOrderedAndStartAtOne(t *testing.T) {
 	for i, m := range ms {
 		if m.Version != i+1 || strings.TrimSpace(m.SQL) == "" {
 			t.Fatalf("migration %d: version %d (%s)", i, m.Version, m.Name)
+		}
+	}
+}
+
+// SIGTERM starts the drain: /ready says 503 draining at once, /health and the rest keep answering for the
+// delay, and only then does the listener close.
+func TestTerminationDrainsForTheDelayThenShutsDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := kit.New("drain-test", ln.Addr().String())
+	stop := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	delay := 600 * time.Millisecond
+	go func() { done <- s.Serve(ln, stop, delay) }()
+	base := "http://" + ln.Addr().String()
+	get := func(path string) (int, string, error) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	if code, body, err := get("/ready"); err != nil || code != http.StatusOK {
+		t.Fatalf("before SIGTERM /ready: %d %s %v", code, body, err)
+	}
+	signalled := time.Now()
+	stop <- syscall.SIGTERM
+	time.Sleep(50 * time.Millisecond)
+	code, body, err := get("/ready")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, `"draining":true`) {
+		t.Fatalf("draining /ready: %d %s %v", code, body, err)
+	}
+	for _, p := range []string{"/health", "/version", "/metrics"} {
+		if code, body, err := get(p); err != nil || code != http.StatusOK {
+			t.Fatalf("draining %s: %d %s %v", p, code, body, err)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v after %v, before the %v delay", err, time.Since(signalled), delay)
+	case <-time.After(delay - time.Since(signalled) - 100*time.Millisecond):
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still serving 5 s after the delay")
+	}
+	if _, _, err := get("/health"); err == nil {
+		t.Fatal("/health still answered after the shutdown")
+	}
+}
+
+func TestShutdownDelayIsNonNegativeSecondsDefaultZero(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 0, "0": 0, "5": 5 * time.Second, "1.5": 1500 * time.Millisecond} {
+		t.Setenv("SHUTDOWN_DELAY_S", v)
+		if got, err := kit.ShutdownDelay(); err != nil || got != want {
+			t.Errorf("SHUTDOWN_DELAY_S=%q: %v %v, want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"-1", "five", "5s", "NaN", "1e9"} {
+		t.Setenv("SHUTDOWN_DELAY_S", v)
+		if _, err := kit.ShutdownDelay(); err == nil || !strings.Contains(err.Error(), "SHUTDOWN_DELAY_S") {
+			t.Errorf("SHUTDOWN_DELAY_S=%q accepted (%v)", v, err)
 		}
 	}
 }

@@ -1,20 +1,20 @@
-"""Reads and writes to every serving pod of a Deployment while it rolls out, each pod through its own
-port-forward on loopback, so both the old and the new version really get traffic.
+"""Reads and writes to every serving pod of a Deployment while it rolls out, each pod through its own port-forward on
+loopback, so both the old and the new version really get traffic.
 
-Why one port-forward per pod: `kubectl port-forward svc/X` resolves the Service to one pod when it starts and
-pins it (it never follows the Service's endpoints), so during a rollout it reaches only the old pod until that
-pod goes, then breaks. Here a poller lists the Deployment's pods every POLL_S; a pod gets traffic from when it is
-Ready (when the Service's endpoints would add it) until the API marks it for deletion (when they would drop
-it). Bounds: at most `rps` requests per second per pod, `max_requests` in all, each with load.REQUEST_TIMEOUT_S;
-the target is a loopback port-forward (load.check_loopback).
+Why one port-forward per pod: `kubectl port-forward svc/X` resolves the Service to one pod when it starts and pins it
+(it never follows the Service's endpoints), so during a rollout it reaches only the old pod until that pod goes, then
+breaks. Here a poller lists the Deployment's pods every POLL_S; a pod gets traffic from when it is Ready (when the
+Service's endpoints would add it) until the API marks it for deletion (when they would drop it). Bounds: at most `rps`
+requests per second per pod, `max_requests` in all, each with load.REQUEST_TIMEOUT_S; the target is a loopback port-
+forward (load.check_loopback).
 
-Every answer is recorded with its pod, that pod's image, and when it was sent. `unexplained()` is what a rollout
-must not show: any 5xx, and any request that got no answer (status 0) other than those sent to a pod at or after
-its deletion began (its deletionTimestamp less deletionGracePeriodSeconds: the API sets the timestamp to
-the end of the grace period; 1 s resolution) — then the pod is shutting down and its port-forward
-ends with it — and those after which a new port-forward to the same pod got an answer at once: kubectl's tunnel
-broke (kubectl port-forward ends on the first failed stream), the pod was serving. A pod's container restart is
-no excuse: the test checks that the pods' restart counts stay 0.
+Every answer is recorded with its pod, that pod's image, and when it was sent. `unexplained()` is what a rollout must
+not show: any 5xx, and any request that got no answer (status 0) other than those sent to a pod after its drain delay
+(`drain_s`, the chart's shutdownDelaySeconds) from when its deletion began (its deletionTimestamp less
+deletionGracePeriodSeconds: the API sets the timestamp to the end of the grace period; 1 s resolution) — then the pod
+is shutting down and its port-forward ends with it — and those after which a new port-forward to the same pod got an
+answer at once: kubectl's tunnel broke (kubectl port-forward ends on the first failed stream), the pod was serving. A
+pod's container restart is no excuse: the test checks that the pods' restart counts stay 0.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ class PodTraffic:
     prefix: str
     rps: float = 4.0
     max_requests: int = 2000
+    # The chart's shutdownDelaySeconds: a pod serves for this long after its deletion began (its /ready says
+    # draining, the rest answers), so a request sent within it must be answered; 0 = no drain promised.
+    drain_s: float = 0.0
     answers: list[Answer] = field(default_factory=list)
     deleting: dict[str, float] = field(default_factory=dict)   # pod → when its deletion began (epoch s)
     written: list[str] = field(default_factory=list)          # ids whose PUT answered 200
@@ -176,7 +179,7 @@ class PodTraffic:
             if a.status >= 500:
                 bad.append(a)
             elif a.status == 0:
-                deleting = a.pod in self.deleting and a.sent >= self.deleting[a.pod] - 1.0
+                deleting = self._after_drain(a)
                 after = next((b for b in self.answers[i + 1:] if b.pod == a.pod), None)
                 tunnel = after is not None and 0 < after.status < 500
                 if not (deleting or tunnel):
@@ -187,7 +190,16 @@ class PodTraffic:
         """The requests without an answer that the tunnel's breaking explains (unexplained() says which)."""
         bad = self.unexplained()
         return [a for a in self.answers if a.status == 0 and a not in bad
-                and not (a.pod in self.deleting and a.sent >= self.deleting[a.pod] - 1.0)]
+                and not self._after_drain(a)]
+
+    def _after_drain(self, a: Answer) -> bool:
+        """Whether `a` was sent once its pod may have stopped serving: at or after its deletion began plus the
+        drain delay (the recorded start is truncated to 1 s, so never later than the real one: a request before
+        start + drain_s was inside the delay); without a drain, from 1 s before the recorded start."""
+        if a.pod not in self.deleting:
+            return False
+        start = self.deleting[a.pod]
+        return a.sent >= (start + self.drain_s if self.drain_s else start - 1.0)
 
     def summary(self) -> dict[str, Any]:
         return {"by_image": self.by_image(), "deleting": self.deleting, "requests": len(self.answers),

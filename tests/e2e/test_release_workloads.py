@@ -9,7 +9,8 @@ pipeline's own cluster; the data is written and read through the services' own A
    and changes the stream server. During R2's rolling update, bounded PUT/GET traffic goes to every serving
    backend pod through its own port-forward (tests/e2e/rollout_traffic.py says why not one to the Service):
    the old pod (schema-1 code, after the migration ran) and the new pod both answer, with no 5xx and no
-   unanswered request except those sent to a pod whose deletion had begun. After R2: R1's tracks read back,
+   unanswered request except those sent to a pod after its drain delay (the chart's shutdownDelaySeconds)
+   from when its deletion began. After R2: R1's tracks read back,
    the blob reads back (the stream pod was recreated on the same volume).
 3. `invoke rollback` to R1's revision: schema-1 code against schema 2; it reads R1's and R2's tracks, writes and
    reads a new one; the blob reads back.
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.stages.functional_checks import bearer_token
 from pipeline.tools import kubectl as kc
@@ -215,7 +217,10 @@ def test_data_and_traffic_survive_releases_and_a_wrong_password_is_rolled_back(
     _add_genre(clone)
     commit(clone, "feat: tracks have a genre (expand: a nullable column)")
     t1 = time.monotonic()
-    with PodTraffic(_kt(local_cluster), PODS, 8080, token, "roll") as traffic:
+    # The pods drain for the chart's shutdownDelaySeconds: a request within it after a deletion began is answered.
+    drain = float(yaml.safe_load((clone / "helm/veza/values.yaml").read_text())["global"]["shutdownDelaySeconds"])
+    assert drain > 0
+    with PodTraffic(_kt(local_cluster), PODS, 8080, token, "roll", drain_s=drain) as traffic:
         rc, out = _release(clone)
         time.sleep(3)   # the new pod serves a few requests more on its own
     timings["R2"] = time.monotonic() - t1

@@ -400,3 +400,25 @@ def test_docs_serves_the_site_and_reports_healthy(sandbox: Sandbox, service_imag
     wait_healthy(docs, timeout=30)
     assert time.monotonic() - t0 < 30
     _check_sigterm(docs)
+
+
+@pytest.mark.parametrize(("name", "port"), [("veza-docs", 8083), ("veza-chat-server", 8081)])
+def test_sigterm_drains_for_the_shutdown_delay_then_exits_0(name: str, port: int, sandbox: Sandbox,
+                                                            service_images: ServiceImages) -> None:
+    # One Go and one Rust image: during SHUTDOWN_DELAY_S /ready is 503 draining and /health still 200.
+    c = sandbox.start(service_images.refs[name], "drain", env={"SHUTDOWN_DELAY_S": "2"})
+    ip = sandbox.ip(c)
+    wait_http(ip, port, "/health")
+    t0 = time.monotonic()
+    c.kill(signal="SIGTERM")
+    time.sleep(0.3)
+    ready = http_call(ip, port, "/ready")
+    assert ready.status == 503 and ready.json() == {"ready": False, "draining": True}, ready
+    assert http_call(ip, port, "/health").status == 200
+    time.sleep(max(0.0, 1.5 - (time.monotonic() - t0)))
+    assert http_call(ip, port, "/health").status == 200, "stopped serving inside the delay"
+    code = c.wait(timeout=10)["StatusCode"]
+    elapsed = time.monotonic() - t0
+    assert code == 0, f"exit code {code} after SIGTERM"
+    assert 2 <= elapsed < 8, f"exited {elapsed:.1f}s after SIGTERM with a 2 s delay"
+    assert [r["msg"] for r in _json_logs(c) if r["msg"] in ("draining", "stopped")] == ["draining", "stopped"]

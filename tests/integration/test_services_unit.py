@@ -49,6 +49,7 @@ def test_backend_api_go_tests_pass_offline_with_the_vendored_libraries() -> None
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert "--- PASS: TestVerifierRefusesForgedExpiredUnsignedAndOtherAlgorithms" in out, out
+    assert "--- PASS: TestTerminationDrainsForTheDelayThenShutsDown" in out, out
     assert "ok  \tveza/backend-api" in out, out
 
 
@@ -56,4 +57,5 @@ def test_chat_server_rust_tests_pass_offline(docker_client: Any) -> None:
     out = _run_offline(docker_client, "rust", "services/chat-server",
                        ["cargo", "test", "--offline", "--locked"], {"CARGO_TARGET_DIR": "/tmp/target"})
     assert "test tests::refused_credentials_are_permission_denied_other_errors_are_not ... ok" in out, out
-    assert "test result: ok. 3 passed" in out, out
+    assert "test result: ok. 5 passed" in out, out
+    assert "test tests::draining_ready_answers_503_without_asking_nats ... ok" in out, out

@@ -65,7 +65,10 @@ fn build_info() -> &'static BuildInfo {
 
 // ---------------------------------------------------------------- SIGTERM without the libc crate
 
+/// Set by SIGTERM/SIGINT: the server is draining (/ready answers 503, everything else serves).
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set when the drain delay (SHUTDOWN_DELAY_S) is over: the accept loop ends and in-flight requests finish.
+static CLOSE: AtomicBool = AtomicBool::new(false);
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
 
@@ -352,7 +355,7 @@ fn subscribe_once(t: &NatsTarget, subject: &str, inbox: &Mutex<Inbox>, max_body:
 /// The subscriber thread: subscribe, and after a failure say why and try again (1 s, doubling to 15 s).
 fn subscriber(app: Arc<App>) {
     let mut delay = Duration::from_secs(1);
-    while !STOP.load(Ordering::SeqCst) {
+    while !CLOSE.load(Ordering::SeqCst) {
         let err = match subscribe_once(&app.nats, &app.subject, &app.inbox, app.max_body) {
             Ok(()) => io::Error::new(io::ErrorKind::Other, "subscription ended"),
             Err(e) => e,
@@ -480,6 +483,9 @@ impl App {
     /// 200 when NATS accepts the credentials now (a fresh CONNECT + PING) and the subscription is live; else
     /// 503 with each check's reason, and "rejected" naming the checks whose credentials were refused.
     fn ready(&self) -> Response {
+        if STOP.load(Ordering::SeqCst) {
+            return json_response(503, "{\"ready\":false,\"draining\":true}".to_string());
+        }
         let mut checks: Vec<(&str, Option<io::Error>)> = vec![("nats", nats_session(&self.nats, b"", Duration::from_secs(2))
             .map(|(s, _)| { let _ = s.shutdown(Shutdown::Both); }).err())];
         let sub = {
@@ -614,6 +620,18 @@ fn healthcheck(listen: &str) -> i32 {
     }
 }
 
+/// SHUTDOWN_DELAY_S: the seconds (a non-negative number, default 0) the server keeps serving with /ready at
+/// 503 after SIGTERM, so Kubernetes removes the pod from the Service's endpoints before the listener closes.
+fn shutdown_delay(value: Option<&str>) -> Result<Duration, String> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(Duration::ZERO),
+        Some(v) => match v.parse::<f64>() {
+            Ok(f) if (0.0..=3600.0).contains(&f) => Ok(Duration::from_secs_f64(f)),
+            _ => Err(format!("SHUTDOWN_DELAY_S must be a number of seconds from 0 to 3600, got {:?}", v)),
+        },
+    }
+}
+
 fn main() {
     let listen = env::var("LISTEN_ADDR").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "0.0.0.0:8081".into());
     if env::args().skip(1).any(|a| a == "-healthcheck" || a == "--healthcheck") {
@@ -642,6 +660,13 @@ fn main() {
             exit(2);
         }
     };
+    let delay = match shutdown_delay(env::var("SHUTDOWN_DELAY_S").ok().as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            log("error", "bad configuration", &[("error", json_str(&e))]);
+            exit(2);
+        }
+    };
     unsafe {
         signal(SIGTERM, on_signal);
         signal(SIGINT, on_signal);
@@ -663,6 +688,9 @@ fn main() {
         while !STOP.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(20));
         }
+        log("info", "draining", &[("delay_s", format!("{}", delay.as_secs_f64()))]);
+        thread::sleep(delay);
+        CLOSE.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
     });
     let app = Arc::new(App { nats, subject, inbox: Mutex::new(Inbox::default()), max_body, started: Instant::now(),
@@ -677,7 +705,7 @@ fn main() {
                                ("nats", json_str(&app.nats.addr)), ("subject", json_str(&app.subject))]);
     loop {
         match listener.accept() {
-            Ok(_) if STOP.load(Ordering::SeqCst) => break,
+            Ok(_) if CLOSE.load(Ordering::SeqCst) => break,
             Ok((stream, _)) => {
                 if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
                     let _ = (&stream).write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -691,7 +719,7 @@ fn main() {
                 });
             }
             Err(e) => {
-                if STOP.load(Ordering::SeqCst) {
+                if CLOSE.load(Ordering::SeqCst) {
                     break;
                 }
                 log("error", "accept failed", &[("error", json_str(&e.to_string()))]);
@@ -739,5 +767,30 @@ mod tests {
         assert_eq!(nats_error("-ERR 'Authorization Violation'").kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(nats_error("-ERR 'Authentication Timeout'").kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(nats_error("-ERR 'Maximum Payload Violation'").kind(), io::ErrorKind::Other);
+    }
+
+    #[test]
+    fn shutdown_delay_is_non_negative_seconds_default_zero() {
+        assert_eq!(shutdown_delay(None), Ok(Duration::ZERO));
+        assert_eq!(shutdown_delay(Some("")), Ok(Duration::ZERO));
+        assert_eq!(shutdown_delay(Some("5")), Ok(Duration::from_secs(5)));
+        assert_eq!(shutdown_delay(Some("1.5")), Ok(Duration::from_millis(1500)));
+        for bad in ["-1", "five", "5s", "NaN", "1e9"] {
+            assert!(shutdown_delay(Some(bad)).unwrap_err().contains("SHUTDOWN_DELAY_S"), "{}", bad);
+        }
+    }
+
+    #[test]
+    fn draining_ready_answers_503_without_asking_nats() {
+        // nats at a closed port: before the drain /ready is 503 for NATS, during it 503 draining at once.
+        let app = App { nats: parse_nats_url("nats://127.0.0.1:9").unwrap(), subject: "veza.chat".into(),
+                        inbox: Mutex::new(Inbox::default()), max_body: 1024, started: Instant::now(),
+                        metrics: Mutex::new(Metrics::default()), published: std::sync::atomic::AtomicU64::new(0) };
+        assert!(!String::from_utf8_lossy(&app.ready().body).contains("draining"));
+        STOP.store(true, Ordering::SeqCst);
+        let r = app.ready();
+        STOP.store(false, Ordering::SeqCst);
+        assert_eq!(r.code, 503);
+        assert_eq!(String::from_utf8_lossy(&r.body), "{\"ready\":false,\"draining\":true}\n");
     }
 }

@@ -1,6 +1,6 @@
 // Package kit is the small service toolkit shared by the Veza Go services (standard library only):
 // JSON logs, build info, Prometheus metrics, /health /ready /version /metrics, the -healthcheck mode
-// and graceful shutdown on SIGTERM.
+// and graceful termination on SIGTERM (drain: /ready answers 503 for SHUTDOWN_DELAY_S, then shut down).
 //
 // The same file is copied into each Go service's build context (a context cannot reach outside itself);
 // tests/unit/test_services_kit.py keeps the copies identical.
@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -184,6 +185,8 @@ type Service struct {
 	Metrics *Metrics
 	mux     *http.ServeMux
 	routes  map[string]bool
+	// draining is set when SIGTERM arrives: /ready answers 503 so the endpoints drop the pod, the rest serve.
+	draining atomic.Bool
 }
 
 func New(name, addr string) *Service {
@@ -220,6 +223,10 @@ func (s *Service) Handle(pattern string, h http.HandlerFunc) {
 }
 
 func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		JSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "draining": true})
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	results := map[string]string{}
@@ -263,25 +270,51 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	JSON(w, http.StatusServiceUnavailable, body)
 }
 
-// Run serves until SIGTERM/SIGINT, then shuts down gracefully (in-flight requests get up to 4 s).
-func (s *Service) Run() error {
-	srv := &http.Server{Addr: s.Addr, Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+// ShutdownDelay reads SHUTDOWN_DELAY_S: the seconds (a non-negative number, default 0) a terminating service
+// keeps serving with /ready at 503 before it shuts down, so Kubernetes removes the pod from the Service's
+// endpoints before its listener closes. An error names the variable and the value.
+func ShutdownDelay() (time.Duration, error) {
+	v := Env("SHUTDOWN_DELAY_S", "0")
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(f >= 0 && f <= 3600) { // also refuses NaN
+		return 0, fmt.Errorf("SHUTDOWN_DELAY_S must be a number of seconds from 0 to 3600, got %q", v)
+	}
+	return time.Duration(f * float64(time.Second)), nil
+}
+
+// Run serves on s.Addr until SIGTERM/SIGINT, then drains and shuts down as Serve does.
+func (s *Service) Run(delay time.Duration) error {
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return err
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	return s.Serve(ln, stop, delay)
+}
+
+// Serve serves on ln until a value arrives on stop; then /ready answers 503 {"draining": true} while every
+// other endpoint keeps serving for delay, and the server shuts down gracefully (in-flight requests get up
+// to 4 s). Returns nil after a clean shutdown, or the server's error.
+func (s *Service) Serve(ln net.Listener, stop <-chan os.Signal, delay time.Duration) error {
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	Log("info", "listening", map[string]any{"service": s.Name, "addr": s.Addr, "version": Version,
+	Log("info", "listening", map[string]any{"service": s.Name, "addr": ln.Addr().String(), "version": Version,
 		"revision": Revision})
 	select {
 	case err := <-errc:
 		return err
 	case sig := <-stop:
-		Log("info", "shutting down", map[string]any{"signal": sig.String()})
+		s.draining.Store(true)
+		Log("info", "draining", map[string]any{"signal": sig.String(), "delay_s": delay.Seconds()})
 	}
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(delay):
+	}
+	Log("info", "shutting down", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -299,7 +332,12 @@ func Main(s *Service) {
 			os.Exit(Healthcheck(s.Addr))
 		}
 	}
-	if err := s.Run(); err != nil {
+	delay, err := ShutdownDelay()
+	if err != nil {
+		Log("error", "bad configuration", map[string]any{"error": err.Error()})
+		os.Exit(2)
+	}
+	if err := s.Run(delay); err != nil {
 		Log("error", "server failed", map[string]any{"error": err.Error()})
 		os.Exit(1)
 	}
