@@ -26,8 +26,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.release_support import clone_repo, flat, invoke, kubectl, latest_report, manifest, remove_release
-from tests.e2e.test_release_migrate import _commit, _remove_pushed
+from tests.e2e.release_support import (
+    clone_repo,
+    commit,
+    flat,
+    invoke,
+    kubectl,
+    latest_report,
+    manifest,
+    remove_pushed,
+    remove_release,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
@@ -55,13 +64,13 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine
     dev = dev.replace('registry_namespace = "veza-dev"', f'registry_namespace = "{NS}"', 1)
     dev = dev.replace('namespace = "veza-dev"', f'namespace = "{NS}"', 1)
     toml.write_text(before + dev + after + f'\n[environments.dev.backup]\ndir = "{dest.parent / "backups"}"\n')
-    _commit(dest, "test: dev in a namespace of its own, its backups beside the clone")
+    commit(dest, "test: dev in a namespace of its own, its backups beside the clone")
     remove_release(local_cluster, NS)
     try:
         yield dest
     finally:
         remove_release(local_cluster, NS)
-        _remove_pushed(machine_registry, NS)
+        remove_pushed(machine_registry, NS)
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> str:
@@ -91,7 +100,7 @@ def test_backup_before_migration_and_restore(clone: Path, local_cluster: Path) -
     (clone / MIGRATION).write_text("ALTER TABLE tracks ADD COLUMN genre text NOT NULL DEFAULT '';\n")
     uses = clone / "services/backend-api/schema-uses.txt"
     uses.write_text(uses.read_text() + "tracks.genre\n")
-    _commit(clone, "feat: tracks have a genre")
+    commit(clone, "feat: tracks have a genre")
     second = _release(clone)
     assert second.returncode == 0, second.stdout[-8000:] + second.stderr[-3000:]
     image2 = _image(local_cluster)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.local.cluster import build, host, layout
+from pipeline.local.cluster.start import RELAY
 from pipeline.local.cluster.state import load_state
 from pipeline.tools import daemon, netfilter
 from tests.integration.cluster_fixtures import invoke, kubectl
@@ -51,7 +52,8 @@ def test_cluster_down_leaves_no_trace_and_is_idempotent(cluster_to_myself: Path,
 
     # Before: the traces the test then expects gone really exist (else the test could not fail).
     state = load_state()
-    assert state is not None and len(state.daemons) == 6
+    assert state is not None and sorted(d.name for d in state.daemons) == sorted([   # the relay is stopped too
+        "etcd", "kube-apiserver", RELAY, "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"])
     assert all(daemon.alive(d) for d in state.daemons)
     assert _kube_containers(docker_client)
     assert _state_mounts()

@@ -253,3 +253,17 @@ def test_each_places_checks_are_recorded_and_the_report_shows_those_after_the_de
                          [], tmp_path)
     assert "<h2>Functional checks after the deploy</h2>" in html
     assert "<span class=failed>failed</span>: expected two signed POSTs count +2, got signed POST #1" in html
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("nats", ("veza-prod", "nats")),
+    ("nats.veza-data", ("veza-data", "nats")),
+    ("nats.veza-data.svc", ("veza-data", "nats")),
+    ("nats.veza-data.svc.cluster.local", ("veza-data", "nats")),
+    ("10.0.0.12", ("veza-prod", "10.0.0.12")),
+    ("nats.example.com", ("veza-prod", "nats.example.com")),
+])
+def test_a_nats_host_names_its_service_by_kubernetes_dns_rules(host: str, expected: tuple[str, str]) -> None:
+    from pipeline.stages.deploy.checks import service_of_host
+
+    assert service_of_host(host, "veza-prod") == expected

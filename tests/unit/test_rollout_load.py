@@ -1,9 +1,11 @@
-"""The rollout's load loop (pipeline/stages/deploy/load.py) against a real HTTP server on 127.0.0.1 (ports 9190-9194):
+"""The rollout's load loop (pipeline/stages/deploy/load.py) against a real HTTP server on 127.0.0.1 (a port the
+kernel chooses):
 loopback only, paced at its rate, bounded by max_requests, every answer counted by status."""
 
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +15,14 @@ import pytest
 from pipeline.core.config_rollout import Load
 from pipeline.core.errors import UsageError
 from pipeline.stages.deploy.load import LoadLoop, check_loopback
-from tests.ports import PortPool
 
-free_port = PortPool(range(9190, 9195)).take
+
+def unused_port() -> int:
+    """A loopback port nothing listens on, chosen by the kernel (no fixed range: this file runs beside other
+    copies of the suite, e.g. the ci-local e2e's lint job, whose workers would share a fixed one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,7 @@ def server() -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}", seen
     srv.shutdown()
@@ -75,6 +82,6 @@ def test_max_requests_bounds_the_loop_whatever_the_duration(server: tuple[str, l
 
 
 def test_no_answer_is_counted_as_status_0() -> None:
-    with LoadLoop(f"http://127.0.0.1:{free_port()}", Load(rps=20.0, max_requests=3)) as loop:
+    with LoadLoop(f"http://127.0.0.1:{unused_port()}", Load(rps=20.0, max_requests=3)) as loop:
         time.sleep(0.5)
     assert loop.record.by_status == {0: 3}

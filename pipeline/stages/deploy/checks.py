@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import resource_name
 from pipeline.stages.functional_checks import NEEDS_JWT, Check, CheckTarget, service_checks
 from pipeline.tools import kubectl
+from pipeline.tools.kubectl import KubeTarget
 
 WINDOW_S = 10.0   # each check is retried this long (a Service's endpoints may lag a rollout by a few seconds)
 
@@ -44,29 +46,42 @@ def chart_secret(rt: ReleaseTarget, merged: dict[str, Any], key_name: str) -> tu
     return value, ""
 
 
-def _nats_service(rt: ReleaseTarget, host: str) -> str:
-    """The Service of the namespace whose name or ClusterIP is `host` ('' when none is)."""
+def service_of_host(host: str, namespace: str) -> tuple[str, str]:
+    """(namespace, name) a Service's DNS name points at, by Kubernetes' DNS schema
+    (https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/): `name`, `name.ns`, `name.ns.svc`
+    and `name.ns.svc.<cluster domain>`; any other host (an IP, an outside name) is looked up in `namespace` as is."""
+    parts = host.split(".")
+    if len(parts) == 2 or (len(parts) >= 3 and parts[2] == "svc"):
+        return parts[1], parts[0]
+    return namespace, host
+
+
+def _nats_service(rt: ReleaseTarget, host: str) -> tuple[KubeTarget, str]:
+    """The Service whose DNS name or ClusterIP is `host` ((target of its namespace, name); name '' when none is):
+    the operators' NATS may live in another namespace (nats.veza-data.svc.cluster.local)."""
+    namespace, name = service_of_host(host, rt.kube.namespace)
+    target = dataclasses.replace(rt.kube, namespace=namespace)
     try:
-        items = kubectl.get_json(rt.kube, "services").get("items", [])
+        items = kubectl.get_json(target, "services").get("items", [])
     except PipelineError:
-        return ""
+        return target, ""
     for s in items:
-        if host in (s.get("metadata", {}).get("name"), (s.get("spec") or {}).get("clusterIP")):
-            return str(s["metadata"]["name"])
-    return ""
+        if name in (s.get("metadata", {}).get("name"), (s.get("spec") or {}).get("clusterIP")):
+            return target, str(s["metadata"]["name"])
+    return target, ""
 
 
 @contextmanager
 def _nats(rt: ReleaseTarget, merged: dict[str, Any]) -> Iterator[tuple[tuple[str, int] | None, str]]:
     nats = (merged.get("infra") or {}).get("nats") or {}
     host, port = str(nats.get("host") or ""), int(nats.get("port") or 4222)
-    name = _nats_service(rt, host) if host else ""
+    target, name = _nats_service(rt, host) if host else (rt.kube, "")
     if not name:
         yield ((host, port) if host else None), (f"NATS at {host}:{port} did not answer" if host else
                                                  "the chart names no NATS host (infra.nats.host)")
         return
     try:
-        with kubectl.port_forward(rt.kube, f"svc/{name}", port) as local:
+        with kubectl.port_forward(target, f"svc/{name}", port) as local:
             yield ("127.0.0.1", local), ""
     except StageFailed as exc:
         yield None, f"no port-forward to svc/{name}:{port}: {exc.message}"
