@@ -422,8 +422,9 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
     problems = [f"{name} runs {live.get(resource_name(rt.release, name), ('nothing', False))[0]}, not {c.ref}"
                 for name, c in choices.items() if live.get(resource_name(rt.release, name), ("", False))[0] != c.ref]
     if not problems:
-        generated = image_values(cfg, choices, "", env.pull_secret)
-        problems = d.verify(choices, merged_values(d.chart, env_values_files(env), generated))
+        # The values the serving revision runs with (chart defaults and every values file its deploy was given,
+        # e.g. the operators' infra hosts), not the environment's files read again.
+        problems = d.verify(choices, helm.get_values(rt.kube, rt.release, all_values=True))
     _record_verify(manifest, d, choices, current.revision, problems)
     if not problems:
         say(f"verify {env.name}: revision {current.revision} runs the manifest's digests, Ready and answering; "
