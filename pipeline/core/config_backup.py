@@ -4,6 +4,8 @@
     enabled = true                      # default: true, except where generate_secrets = true (see below)
     dir = "/var/backups/veza/prod"      # absolute, ~, $VAR, or relative to the project root;
                                         # default: <state_dir>/<env>/backups (beside the environment's manifest)
+    keep = 10                           # backups kept per service, newest first; older ones are deleted after a
+                                        # new backup succeeds (0 = keep every backup)
 
 A missing table means the defaults: every environment that keeps its credentials (no `generate_secrets`) is
 backed up into `.pipeline/<env>/backups/` on the machine that runs the release. That is a choice: refusing a
@@ -22,17 +24,19 @@ from pathlib import Path
 from pipeline.core.config_reader import Table
 
 DEFAULT_SUBDIR = "backups"   # under <state_dir>/<env>/
+DEFAULT_KEEP = 10            # a release a week keeps about two months of restore points
 
 
 @dataclass(frozen=True)
 class Backup:
     enabled: bool = True
     dir: Path | None = None   # None: <state_dir>/<env>/backups (backup_dir() resolves it)
+    keep: int = DEFAULT_KEEP  # backups kept per service after a new one (0: all)
 
 
 def read_backup(et: Table, root: Path, *, generate_secrets: bool) -> Backup:
     """The optional `backup` table of an environment. ConfigError (exit 2) naming the key for a wrong type, an
-    empty `dir`, a `dir` that names an existing file, or an unknown key."""
+    empty `dir`, a `dir` that names an existing file, a negative `keep`, or an unknown key."""
     t = et.table("backup", required=False)
     enabled = t.flag("enabled", not generate_secrets)
     path: Path | None = None
@@ -47,8 +51,9 @@ def read_backup(et: Table, root: Path, *, generate_secrets: bool) -> Backup:
             t.fail(t.key("dir"), f"'{text}' is a file, not a directory", "point dir at a directory (it is created "
                                                                          "when missing)")
     t.used.add("dir")
+    keep = t.integer("keep", DEFAULT_KEEP, lo=0, hi=100_000)
     t.done()
-    return Backup(enabled, path)
+    return Backup(enabled, path, keep)
 
 
 def backup_dir(state_dir: Path, env_name: str, backup: Backup) -> Path:

@@ -170,6 +170,27 @@ def catalog(directory: Path, service: str = "") -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: str(r.get("at", "")))
 
 
+def prune(directory: Path, service: str, keep: int, *, taken: str) -> list[str]:
+    """Delete `service`'s backups in `directory` beyond the `keep` newest (by their recorded time), never the one
+    whose dump file is `taken` (the backup just made). keep = 0 deletes nothing. Returns the deleted dump files,
+    oldest first. A file that cannot be deleted is left and not listed (the next backup tries again); the record
+    goes first, so a half-deleted backup is never offered to `invoke restore` (catalog() needs both)."""
+    if keep <= 0:
+        return []
+    records = [r for r in catalog(directory, service) if r.get("file") != taken]
+    doomed = records[:max(0, len(records) - (keep - 1))]
+    gone = []
+    for rec in doomed:
+        dump = Path(str(rec["file"]))
+        try:
+            dump.with_suffix(".json").unlink(missing_ok=True)
+            dump.unlink(missing_ok=True)
+        except OSError:
+            continue
+        gone.append(str(dump))
+    return gone
+
+
 def for_revision(records: list[dict[str, Any]], revision: int) -> dict[str, Any] | None:
     """The newest backup taken while `revision` was serving, or None."""
     hits = [r for r in records if r.get("revision") == revision]

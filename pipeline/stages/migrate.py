@@ -225,6 +225,11 @@ class MigrateStage(BaseStage):
         ctx.reporter.step(self.name, svc.name, f"backup {rec['file']} ({rec['size']} bytes, {rec['sha256'][:19]}…, "
                                                f"schema version {held}, revision {revision or 'none'} serving)",
                           "done")
+        pruned = backup.prune(directory, svc.name, ctx.env.backup.keep, taken=str(rec["file"]))
+        if pruned:
+            ctx.reporter.step(self.name, svc.name, f"pruned {len(pruned)} backup(s) older than the newest "
+                                                   f"{ctx.env.backup.keep} ([environments.{ctx.env.name}.backup] "
+                                                   f"keep): {', '.join(Path(p).name for p in pruned)}", "done")
         return rec
 
     def migrate(self, ctx: RunContext, world: _World, svc: Service, latest: int,

@@ -63,6 +63,8 @@ def test_a_named_dir_relative_absolute_or_home(project: Path, tmp_path: Path) ->
     ('enabled = "yes"', "environments.dev.backup.enabled: expected boolean"),
     ('dri = "x"', "environments.dev.backup.dri: unknown key (fix: did you mean 'dir'?"),
     ('dir = "pipeline.toml"', "environments.dev.backup.dir: 'pipeline.toml' is a file, not a directory"),
+    ("keep = -1", "environments.dev.backup.keep: -1 is out of range"),
+    ('keep = "5"', "environments.dev.backup.keep: expected integer"),
 ])
 def test_a_bad_backup_table_is_one_line_naming_the_key(project: Path, table: str, expected: str) -> None:
     assert expected in _error(project, f"\n[environments.dev.backup]\n{table}\n")
@@ -188,3 +190,22 @@ def test_a_failed_backup_stops_with_one_line_and_keeps_nothing(tmp_path: Path) -
     (tmp_path / "file").write_text("")
     with pytest.raises(StageFailed, match="the backup directory .* cannot be created"):
         backup.take_backup(db, tmp_path / "file" / "sub", service="api", env="prod", revision=3, schema_version=1)
+
+
+def test_keep_defaults_to_ten_and_is_read(project: Path) -> None:
+    assert _cfg(project).env("dev").backup.keep == 10
+    assert _cfg(project, "\n[environments.dev.backup]\nkeep = 0\n").env("dev").backup.keep == 0
+
+
+def test_pruning_keeps_the_newest_per_service_and_never_the_one_just_taken(tmp_path: Path) -> None:
+    api = [_rec(tmp_path, "api", r, f"2026-01-0{r}T00:00:00Z", r) for r in range(1, 6)]
+    other = _rec(tmp_path, "chat", 1, "2026-01-01T00:00:00Z", 1)
+    # the one just taken is kept even if its recorded time sorts first (a clock set back)
+    taken = _rec(tmp_path, "api", 9, "2025-12-31T00:00:00Z", 9)
+    gone = backup.prune(tmp_path, "api", 3, taken=taken["file"])
+    assert gone == [api[0]["file"], api[1]["file"], api[2]["file"]]
+    assert backup.catalog(tmp_path, "api") == [taken, api[3], api[4]]
+    assert backup.catalog(tmp_path, "chat") == [other]           # another service's backups are not counted
+    assert not any(Path(str(r["file"])).with_suffix(".json").exists() for r in api[:3])
+    assert backup.prune(tmp_path, "api", 0, taken=taken["file"]) == []   # keep = 0: every backup stays
+    assert backup.prune(tmp_path, "api", 3, taken=taken["file"]) == []   # already within the limit
