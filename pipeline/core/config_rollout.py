@@ -12,6 +12,8 @@
     min_requests = 20                   # requests an interval must see on the canary to be judged
     prometheus = ""                     # "" = the embedded Prometheus; else its http(s) URL
     router = "none"                     # "none": weight = replica ratio (reported as achieved) | "haproxy" | "nginx"
+    max_canary_replicas = 4             # the canary's pods at most, whatever the weight asks (the achieved weight
+                                        # is reported: 90% beside 1 stable pod gets 4/5 = 80% with this bound)
     requests = "sum(increase(http_requests_total{...}[$interval]))"   # the canary's requests in one interval,
                                         # held to min_requests (default: REQUESTS)
 
@@ -112,6 +114,7 @@ class Rollout:
     min_requests: int = 20
     prometheus: str = ""
     router: str = "none"
+    max_canary_replicas: int = 4        # bound on the canary's pods per service (replica-ratio weights)
     metrics: tuple[MetricRule, ...] = ()
     requests: str = REQUESTS            # PromQL template: the canary's requests in one interval (min_requests)
     load: Load = field(default_factory=Load)
@@ -125,6 +128,7 @@ class Rollout:
 
 
 MAX_RPS = 50.0
+MAX_CANARY_REPLICAS = 50   # a canary is a sample of the new version beside the stable one, not a second fleet
 
 
 def duration_s(value: str) -> float:
@@ -161,6 +165,7 @@ def read_rollout(et: Table) -> Rollout:
         min_requests=t.integer("min_requests", 20, lo=0, hi=10**6),
         prometheus=_url(t, "prometheus"),
         router=t.text("router", "none", choices=ROUTERS),
+        max_canary_replicas=t.integer("max_canary_replicas", 4, lo=1, hi=MAX_CANARY_REPLICAS),
         metrics=_metrics(t),
         requests=_requests(t),
         load=_load(t),

@@ -15,6 +15,7 @@ can count them in the rendered DOM. Analysis charts are `<svg class="analysis" d
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -140,6 +141,8 @@ VERDICT_COLOR = {"pass": "#2e9e5b", "fail": "#d64545", "no-data": "#9aa3ad", "in
 
 
 def _fmt(v: float) -> str:
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
     return f"{v:.4g}"
 
 
@@ -148,10 +151,12 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
     """One metric's chart for one step: the canary's value per interval (a dot coloured by its verdict), the
     stable version's (grey) and the threshold it was held to (red, dashed: it moves with the baseline), over
     seconds since the step's analysis started. `points`: [{t, canary, baseline, threshold, verdict}] (unix
-    seconds; None where there was no sample: drawn as a grey mark on the axis, never as 0)."""
+    seconds; None where there was no sample: drawn as a grey mark on the axis, never as 0; "+Inf" (a quantile
+    above the largest finite bucket, analysis.json_value) is drawn on the chart's top edge and named in the tip)."""
     left, right, top, bottom = 56, 24, 26, 30
     plot_w, plot_h = width - left - right, height - top - bottom
-    values = [float(p[k]) for p in points for k in ("canary", "baseline", "threshold") if p.get(k) is not None]
+    values = [v for p in points for k in ("canary", "baseline", "threshold")
+              if p.get(k) is not None and math.isfinite(v := float(p[k]))]
     y_max = max(values + [0.0]) * 1.15 or 1.0
     t_end = max([float(p["t"]) - started for p in points] + [1.0])
 
@@ -159,6 +164,8 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
         return left + (float(p["t"]) - started) / t_end * plot_w
 
     def y(v: float) -> float:
+        if math.isinf(v):
+            v = y_max if v > 0 else 0.0
         return top + plot_h - v / y_max * plot_h
 
     def line(key: str, attrs: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,25 @@ def signing_env(clone: Path) -> dict[str, str]:
             "VEZA_STAGING_SIGNING_PASSPHRASE": passphrase, "VEZA_PROD_SIGNING_PASSPHRASE": passphrase}
 
 
-def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
-           drop_env: tuple[str, ...] = (), timeout: float = 3000) -> subprocess.CompletedProcess[str]:
+def invoke_env(clone: Path, extra_env: dict[str, str] | None = None, drop_env: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment `invoke` runs with in `clone` (its pipeline.toml, CI, the releases' port-forward range, its
+    signing keys), with `extra_env` over it and `drop_env` removed."""
     env = {**os.environ, "VEZA_CONFIG": str(clone / "pipeline.toml"), "CI": "true",
            "VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, **signing_env(clone), **(extra_env or {})}
     for name in drop_env:
         env.pop(name, None)
-    return subprocess.run([str(INVOKE), "-r", str(ROOT), *args], cwd=clone, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return env
+
+
+def invoke_argv(*args: str) -> list[str]:
+    """The argv of `invoke ARGS` with this work tree's tasks."""
+    return [str(INVOKE), "-r", str(ROOT), *args]
+
+
+def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None,
+           drop_env: tuple[str, ...] = (), timeout: float = 3000) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(invoke_argv(*args), cwd=clone, env=invoke_env(clone, extra_env, drop_env),
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def flat(text: str) -> str:
@@ -181,3 +193,23 @@ def remove_pushed(registry: str, namespace: str) -> None:
         tags += [t for t in listed.stdout.split() if not t.endswith(":<none>")]
     if tags:
         subprocess.run(["docker", "rmi", *tags], capture_output=True, timeout=120, check=False)
+
+
+def kill_port_forwards(namespace: str, port_range: str = "") -> None:
+    """SIGKILL, by pid, the `kubectl port-forward` processes of `namespace` a killed release left (each runs in a
+    session of its own, so they outlive it); with `port_range` ("LO-HI"), only those bound to a port in it (so a
+    test's own forwards of that namespace on other ports live on)."""
+    prefixes: tuple[bytes, ...] = (b"",)
+    if port_range:
+        lo, hi = (int(x) for x in port_range.split("-"))
+        prefixes = tuple(f"{p}:".encode() for p in range(lo, hi + 1))
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"port-forward" in argv and namespace.encode() in b" ".join(argv) \
+                and any(a.startswith(prefixes) for a in argv):
+            os.kill(int(proc.name), signal.SIGKILL)

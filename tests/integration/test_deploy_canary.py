@@ -48,7 +48,7 @@ from pipeline.stages.deploy.load import LoadLoop
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
-from tests.e2e.release_support import remove_release
+from tests.e2e.release_support import kill_port_forwards, remove_release
 from tests.integration.build_records import built_record
 from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, kc, sh, sign_manifest, wait_for, with_test_keys
 from tests.integration.prometheus_support import running_prometheus
@@ -336,19 +336,6 @@ KILLED = textwrap.dedent("""
 """)
 
 
-def _kill_forwards(namespace: str) -> None:
-    """The killed deploy's `kubectl port-forward` children (each in its own session, so they outlive it), by pid."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"port-forward" in argv and namespace.encode() in b" ".join(argv):
-            os.kill(int(proc.name), signal.SIGKILL)
-
-
 def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(target: Canary) -> None:
     t0 = time.monotonic()
     target.manifest("good2")
@@ -373,7 +360,7 @@ def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(ta
         finally:
             os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
             output = proc.communicate(timeout=30)[0]
-            _kill_forwards(target.namespace)
+            kill_port_forwards(target.namespace)
         print(output)
         before = canary.read_state(target.rt)
         assert before is not None and before.phase == canary.STEP

@@ -68,3 +68,17 @@ def test_the_report_shows_each_step_s_decision_with_its_reason_and_its_intervals
     assert len(aborted["intervals"]) == 1 and "<td>1</td>" in html
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     assert rollout_section({"strategy": "canary", "steps": []}) == ""
+
+
+def test_an_infinite_p95_is_drawn_on_the_chart_s_top_edge_and_named_in_its_tip() -> None:
+    """A +Inf quantile (written "+Inf" in the JSON) neither stretches the axis to infinity nor disappears."""
+    step = run(healthy(p95__canary=const(float("inf"))))[0].as_dict()
+    points = [i["points"]["p95"] for i in step["intervals"]]
+    assert points[0]["canary"] == "+Inf"
+    svg = ET.fromstring(analysis_svg(1, "p95", points, float(step["started"])))
+    dots = list(svg.iter(f"{SVG}circle"))
+    assert len(dots) == 1 and dots[0].get("data-verdict") == "fail"
+    top = 26   # analysis_svg's top margin
+    assert float(dots[0].get("cy") or "nan") == pytest.approx(top)
+    assert "canary +Inf" in (dots[0].findtext(f"{SVG}title") or "")
+    assert all("inf" not in (el.get("points") or "") + (el.get("cy") or "") for el in svg.iter())

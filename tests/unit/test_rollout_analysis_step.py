@@ -286,3 +286,36 @@ def test_the_failure_limit_counts_the_failed_intervals_before_a_kill() -> None:
                        resume=StepResult.from_dict(recorded[-1]))
     assert resumed.decision == ABORT and "interval 3/3" in resumed.reason
     assert "2 failed interval(s), above failure_limit 1" in resumed.reason
+
+
+def test_an_infinite_p95_is_written_as_valid_json_read_back_and_fails_its_bound() -> None:
+    """histogram_quantile() answers +Inf when the quantile lies in the +Inf bucket: the interval fails the p95's max,
+    and the record is strict JSON ("+Inf", as Prometheus's API writes it), read back to the same value."""
+    result, _, _ = run(healthy(p95__canary=const(float("inf"))))
+    assert result.decision == ABORT and "p95 +Inf > max 0.5" in result.reason, result.reason
+    text = json.dumps(result.as_dict(), allow_nan=False)   # raises on Infinity/NaN
+    point = json.loads(text)["intervals"][0]["points"]["p95"]
+    assert point["canary"] == "+Inf" and point["threshold"] == 0.5
+    back = StepResult.from_dict(json.loads(text))
+    assert back == result and back.intervals[0].points["p95"].canary == float("inf")
+
+
+def test_an_infinite_stable_p95_is_valid_json_and_two_infinite_p95s_are_not_a_pass() -> None:
+    rollout = replace(ROLLOUT, metrics=(replace(P95, max=None, baseline_ratio=1.5), ERRORS))
+    inf = const(float("inf"))
+    faster, _, _ = run(healthy(p95__canary=const(0.2), p95__stable=inf), rollout)
+    assert faster.decision == PROMOTE_STEP, faster.reason   # below the stable version's +Inf
+    point = json.loads(json.dumps(faster.as_dict(), allow_nan=False))["intervals"][0]["points"]["p95"]
+    assert (point["baseline"], point["threshold"]) == ("+Inf", "+Inf")
+    both, _, _ = run(healthy(p95__canary=inf, p95__stable=inf), rollout)
+    assert both.decision == ABORT and both.intervals[0].outcome == "inconclusive", both.reason
+    assert "+Inf for both versions" in both.reason
+    json.dumps(both.as_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "inf", "1.0", True, [1]])
+def test_a_recorded_value_of_another_shape_is_refused(value: object) -> None:
+    from pipeline.stages.deploy.analysis import read_value
+
+    with pytest.raises(ValueError):
+        read_value(value)

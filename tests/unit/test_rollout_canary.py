@@ -27,27 +27,37 @@ from pipeline.stages.deploy.values import ImageChoice
     (25, 1, 1), (50, 1, 1), (75, 1, 3), (10, 1, 1), (25, 3, 1), (50, 3, 3), (20, 4, 1), (34, 2, 1), (40, 3, 2),
     (90, 1, 9), (99, 2, 198), (1, 5, 1)])
 def test_the_canary_replicas_come_closest_to_the_weight(weight: int, stable: int, canary: int) -> None:
-    assert canary_replicas(weight, stable) == canary
+    assert canary_replicas(weight, stable, 1000) == canary
+
+
+@pytest.mark.parametrize(("weight", "stable", "limit", "canary"), [
+    (90, 1, 4, 4), (99, 2, 4, 4), (75, 1, 3, 3), (75, 1, 2, 2), (50, 3, 4, 3), (25, 1, 1, 1)])
+def test_the_canary_replicas_are_bounded_by_max_canary_replicas(weight: int, stable: int, limit: int,
+                                                                canary: int) -> None:
+    assert canary_replicas(weight, stable, limit) == canary
 
 
 def test_no_other_count_is_closer_and_the_stable_replicas_are_kept() -> None:
     for weight, stable in product(range(1, 100), range(1, 8)):
-        c = canary_replicas(weight, stable)
+        c = canary_replicas(weight, stable, 1000)
         assert c >= 1
         best = min(abs(n / (stable + n) - weight / 100) for n in range(1, 1000))
         assert abs(c / (stable + c) - weight / 100) == pytest.approx(best), (weight, stable, c)
 
 
-@pytest.mark.parametrize(("weight", "stable"), [(0, 1), (100, 1), (25, 0)])
-def test_a_weight_it_cannot_achieve_is_an_error(weight: int, stable: int) -> None:
+@pytest.mark.parametrize(("weight", "stable", "limit"), [(0, 1, 4), (100, 1, 4), (25, 0, 4), (25, 1, 0)])
+def test_a_weight_it_cannot_achieve_is_an_error(weight: int, stable: int, limit: int) -> None:
     with pytest.raises(ValueError):
-        canary_replicas(weight, stable)
+        canary_replicas(weight, stable, limit)
 
 
 def test_the_weight_is_reported_as_achieved_not_as_asked() -> None:
-    assert achieved_line(25, 1, 3) == "asked 25%, achieved 1/4 = 25%"
-    assert achieved_line(25, 1, 1) == "asked 25%, achieved 1/2 = 50%"
-    assert achieved_line(40, 2, 3) == "asked 40%, achieved 2/5 = 40%"
+    assert achieved_line(25, 1, 3, 4) == "asked 25%, achieved 1/4 = 25%"
+    assert achieved_line(25, 1, 1, 4) == "asked 25%, achieved 1/2 = 50%"
+    assert achieved_line(40, 2, 3, 4) == "asked 40%, achieved 2/5 = 40%"
+    # 90% beside 1 stable pod asks 9: the bound gives 4, and the line says so
+    assert achieved_line(90, 4, 1, 4) == "asked 90%, achieved 4/5 = 80%, bounded by max_canary_replicas = 4"
+    assert achieved_line(75, 3, 1, 3) == "asked 75%, achieved 3/4 = 75%"   # at the bound, not held by it
 
 
 def _result(step: int, decision: str = "") -> analysis.StepResult:
@@ -61,7 +71,7 @@ def _state() -> CanaryState:
                      stable={"veza-docs": "r/veza-docs@sha256:" + "0" * 64}, stable_revision=3,
                      templates={"veza-docs": {"sha256": "ab" * 32, "generation": 2}}, step=1)
     rec = st.step_record(1)
-    rec.update(weight=25, replicas={"veza-docs": [1, 1]}, achieved={"veza-docs": achieved_line(25, 1, 1)})
+    rec.update(weight=25, replicas={"veza-docs": [1, 1]}, achieved={"veza-docs": achieved_line(25, 1, 1, 4)})
     rec["results"]["veza-docs"] = _result(1).as_dict()
     return st
 

@@ -49,6 +49,9 @@ def test_a_canary_is_read_with_its_steps_metrics_and_defaults(project: Path) -> 
     assert r.strategy == "canary" and [(s.weight, s.analysis_s) for s in r.steps] == [(25, 30), (50, 30)]
     assert r.no_data == "abort" and r.inconclusive == "abort" and r.failure_limit == 0
     assert r.metrics[0].max == 0.05 and r.metrics[0].compares_baseline and r.router == "none"
+    assert r.max_canary_replicas == 4
+    assert _cfg(project, CANARY.replace("interval_s = 10", "interval_s = 10\nmax_canary_replicas = 2")) \
+        .env("dev").rollout.max_canary_replicas == 2
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), [
@@ -63,6 +66,8 @@ def test_a_canary_is_read_with_its_steps_metrics_and_defaults(project: Path) -> 
     ("max = 0.05\nbaseline_margin = 0.02", "", "metrics[0].name: metric 'error-ratio' has no threshold"),
     (',track="$track",code', ',track="$trak",code', "metrics[0].query: unknown placeholder $trak"),
     ("max = 0.05", "max = 0.05\nmin = 0.5", "metrics[0].min: 0.5 is above max 0.05"),
+    ("interval_s = 10", "interval_s = 10\nmax_canary_replicas = 0", "rollout.max_canary_replicas: 0 is out of range"),
+    ("interval_s = 10", "interval_s = 10\nmax_canary_replicas = 51", "rollout.max_canary_replicas: 51 is out of rang"),
 ])
 def test_bad_rollout_values_are_one_line_naming_the_key(project: Path, old: str, new: str, expected: str) -> None:
     text = CANARY.replace(old, new, 1)

@@ -77,7 +77,9 @@ class Target:
 @dataclass(frozen=True)
 class Point:
     """One interval of one metric, for the chart: unix time, canary and stable values (None: no sample), the
-    threshold the canary was held to (None: none could be drawn), and the metric's verdict."""
+    threshold the canary was held to (None: none could be drawn), and the metric's verdict. A value may be
+    infinite: histogram_quantile() answers +Inf when the quantile falls in the +Inf bucket (every observation
+    above the largest finite bound); as_dict() writes it as Prometheus's own JSON API does ("+Inf"/"-Inf")."""
     t: float
     canary: float | None
     baseline: float | None
@@ -134,15 +136,38 @@ class StepResult:
         intervals = [IntervalRecord(int(i["index"]), float(i["t"]),
                                     None if i["requests"] is None else int(i["requests"]),
                                     str(i["outcome"]), str(i["verdict"]), str(i["reason"]),
-                                    {m: Point(float(p["t"]), p["canary"], p["baseline"], p["threshold"],
-                                              str(p["verdict"])) for m, p in i["points"].items()})
+                                    {m: Point(float(p["t"]), read_value(p["canary"]), read_value(p["baseline"]),
+                                              read_value(p["threshold"]), str(p["verdict"]))
+                                     for m, p in i["points"].items()})
                      for i in doc["intervals"]]
         return cls(int(doc["step"]), int(doc["weight"]), int(doc["analysis_s"]), float(doc["started"]),
                    str(doc["decision"]), str(doc["reason"]), intervals)
 
 
 def _point_dict(p: Point) -> dict[str, Any]:
-    return {"t": p.t, "canary": p.canary, "baseline": p.baseline, "threshold": p.threshold, "verdict": p.verdict}
+    return {"t": p.t, "canary": json_value(p.canary), "baseline": json_value(p.baseline),
+            "threshold": json_value(p.threshold), "verdict": p.verdict}
+
+
+def json_value(v: float | None) -> float | str | None:
+    """A sample value as JSON can hold it: a finite float as it is, ±infinity as "+Inf"/"-Inf" (the strings of
+    Prometheus's HTTP API, https://prometheus.io/docs/prometheus/latest/querying/api/#expression-query-result-formats;
+    json.dumps would write `Infinity`, which is not JSON), None as it is. NaN never gets here (_number)."""
+    if v is None or math.isfinite(v):
+        return v
+    return "+Inf" if v > 0 else "-Inf"
+
+
+def read_value(v: object) -> float | None:
+    """json_value() read back: None, a number, or "+Inf"/"-Inf" (also the `Infinity` an older state holds, which
+    Python's json module reads as a float). ValueError for anything else."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError(f"{v!r} is not a sample value")
+    if isinstance(v, str) and v not in ("+Inf", "-Inf"):
+        raise ValueError(f"{v!r} is not a sample value")
+    return float(v)
 
 
 def _stamp(t: float) -> str:

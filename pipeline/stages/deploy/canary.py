@@ -55,22 +55,27 @@ STEP, ABORTING, PROMOTING, PROMOTED, ABORTED = "step", "aborting", "promoting", 
 IN_PROGRESS = (STEP, ABORTING, PROMOTING)
 
 
-def canary_replicas(weight: int, stable: int) -> int:
+def canary_replicas(weight: int, stable: int, limit: int) -> int:
     """The canary's replica count beside `stable` replicas (kept as they are) whose share c / (stable + c) is
-    closest to `weight` per cent, at least 1 (the fewer replicas on a tie). ValueError for a weight outside 1..99
-    or stable < 1 (config_rollout checks weights at load)."""
-    if not 1 <= weight <= 99 or stable < 1:
-        raise ValueError(f"weight {weight}% beside {stable} stable replica(s)")
+    closest to `weight` per cent, at least 1 (the fewer replicas on a tie), at most `limit` (the rollout's
+    max_canary_replicas: the share grows with c, so the bound is the closest count it allows). ValueError for a
+    weight outside 1..99, stable < 1 or limit < 1 (config_rollout checks weights and the bound at load)."""
+    if not 1 <= weight <= 99 or stable < 1 or limit < 1:
+        raise ValueError(f"weight {weight}% beside {stable} stable replica(s), at most {limit}")
     # c/(s+c) = w  ⇔  c = s·w/(1−w): the best integer is the floor or the ceiling of that
     exact = stable * weight / (100 - weight)
     candidates = {max(1, int(exact)), max(1, int(exact) + 1)}
-    return min(sorted(candidates), key=lambda c: abs(c / (stable + c) - weight / 100))
+    return min(limit, min(sorted(candidates), key=lambda c: abs(c / (stable + c) - weight / 100)))
 
 
-def achieved_line(weight: int, canary: int, stable: int) -> str:
-    """"asked 25%, achieved 1/4 = 25%": the weight as the replica ratio gives it (no router)."""
+def achieved_line(weight: int, canary: int, stable: int, limit: int) -> str:
+    """"asked 25%, achieved 1/4 = 25%": the weight as the replica ratio gives it (no router); ", bounded by
+    max_canary_replicas = N" when `canary` is the bound `limit` and the bound kept it below the weight."""
     total = canary + stable
-    return f"asked {weight}%, achieved {canary}/{total} = {100 * canary / total:.4g}%"
+    line = f"asked {weight}%, achieved {canary}/{total} = {100 * canary / total:.4g}%"
+    if canary == limit and canary_replicas(weight, stable, limit + 1) > limit:
+        line += f", bounded by max_canary_replicas = {limit}"
+    return line
 
 
 @dataclass
@@ -312,11 +317,12 @@ class CanaryRollout:
         for name, ref in state.canary.items():
             stable_n = int(((self.merged.get("services") or {}).get(name) or {}).get("replicas", 1) or 1)
             stable_n = int(((base.get("services") or {}).get(name) or {}).get("replicas", stable_n) or stable_n)
-            n = canary_replicas(step.weight, stable_n)
+            n = canary_replicas(step.weight, stable_n, self.rollout.max_canary_replicas)
             repo, _, digest = ref.partition("@")
             canaries[name] = (ImageChoice(name, repo, digest, "manifest"), n)
             rec.setdefault("replicas", {})[name] = [n, stable_n]
-            rec.setdefault("achieved", {})[name] = achieved_line(step.weight, n, stable_n)
+            rec.setdefault("achieved", {})[name] = achieved_line(step.weight, n, stable_n,
+                                                                    self.rollout.max_canary_replicas)
         self.save(state)   # before the revision: a kill during Helm's wait resumes this step
         for name in canaries:
             self.say(f"  canary step {number}/{len(self.rollout.steps)}: {name}: {rec['achieved'][name]} "
