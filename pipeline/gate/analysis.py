@@ -73,10 +73,10 @@ def judge(rule: MetricRule, sample: Sample) -> Judgement:
     if canary is None:
         return Judgement(rule.name, Verdict.NO_DATA, f"{rule.name}: no sample for the new version")
     if rule.max is not None and canary > rule.max:
-        return Judgement(rule.name, Verdict.FAIL, f"{rule.name} {_shown(canary)} > max {rule.max:g}",
+        return Judgement(rule.name, Verdict.FAIL, f"{rule.name} {shown_value(canary)} > max {rule.max:g}",
                          canary, baseline, rule.max)
     if rule.min is not None and canary < rule.min:
-        return Judgement(rule.name, Verdict.FAIL, f"{rule.name} {_shown(canary)} < min {rule.min:g}",
+        return Judgement(rule.name, Verdict.FAIL, f"{rule.name} {shown_value(canary)} < min {rule.min:g}",
                          canary, baseline, rule.min)
     limit: float | None = None
     if rule.compares_baseline:
@@ -87,24 +87,25 @@ def judge(rule: MetricRule, sample: Sample) -> Judgement:
             # histogram_quantile()'s +Inf: both quantiles lie above the largest finite bucket, so neither bounds
             # the other (inf <= inf would pass a canary that may be far slower)
             return Judgement(rule.name, Verdict.INCONCLUSIVE,
-                             f"{rule.name}: {_shown(canary)} for both versions (above the largest finite histogram "
-                             "bucket): no comparison", canary, baseline)
+                             f"{rule.name}: {shown_value(canary)} for both versions (above the largest finite "
+                             "histogram bucket): no comparison", canary, baseline)
         ratio = 1.0 if rule.baseline_ratio is None else rule.baseline_ratio
         margin = 0.0 if rule.baseline_margin is None else rule.baseline_margin
         limit = ratio * baseline + margin
         if canary > limit:
             return Judgement(rule.name, Verdict.FAIL,
-                             f"{rule.name} {_shown(canary)} > {_shown(limit)} (stable {_shown(baseline)} × {ratio:g} "
-                             f"+ {margin:g})",
+                             f"{rule.name} {shown_value(canary)} > {shown_value(limit)} "
+                             f"(stable {shown_value(baseline)} × {ratio:g} + {margin:g})",
                              canary, baseline, limit)
     uppers = [b for b in (rule.max, limit) if b is not None]
     bound = min(uppers) if uppers else rule.min   # the line the report draws
-    return Judgement(rule.name, Verdict.PASS, f"{rule.name} {_shown(canary)} within bounds", canary, baseline,
+    return Judgement(rule.name, Verdict.PASS, f"{rule.name} {shown_value(canary)} within bounds", canary, baseline,
                      bound)
 
 
-def _shown(v: float) -> str:
-    """A value in a reason: 4 significant digits, ±infinity as Prometheus writes it (+Inf: above every bucket)."""
+def shown_value(v: float) -> str:
+    """A sample value as a reason or a chart shows it: 4 significant digits; ±infinity as Prometheus's HTTP API
+    writes it ("+Inf"/"-Inf"; +Inf: a quantile above every finite histogram bucket)."""
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     return f"{v:.4g}"

@@ -24,6 +24,7 @@ from typing import Any
 from pipeline.core.errors import UsageError
 from pipeline.core.manifest import atomic_write
 from pipeline.core.redact import redact
+from pipeline.gate.analysis import shown_value
 from pipeline.observe.recorder import read_events
 
 HISTORY_FILE = "index.html"
@@ -140,10 +141,6 @@ VERDICT_COLOR = {"pass": "#2e9e5b", "fail": "#d64545", "no-data": "#9aa3ad", "in
                  "query-error": "#8e5bd6"}
 
 
-def _fmt(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return f"{v:.4g}"
 
 
 def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], started: float,
@@ -180,13 +177,13 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
 
     grid = "".join(f'<line x1="{left}" y1="{y(f * y_max):.1f}" x2="{left + plot_w}" y2="{y(f * y_max):.1f}" '
                    f'stroke="#eaeef2"/><text x="{left - 4}" y="{y(f * y_max) + 4:.1f}" text-anchor="end">'
-                   f'{_fmt(f * y_max)}</text>' for f in (0, 0.5, 1))
+                   f'{shown_value(f * y_max)}</text>' for f in (0, 0.5, 1))
     axis = "".join(f'<text x="{left + f * plot_w:.1f}" y="{height - 12}" text-anchor="middle">'
                    f'{_secs(f * t_end)}</text>' for f in (0, 0.5, 1))
     dots = []
     for p in points:
         verdict = str(p.get("verdict") or "")
-        shown = {k: "-" if p.get(k) is None else _fmt(float(p[k])) for k in ("canary", "baseline", "threshold")}
+        shown = {k: "-" if p.get(k) is None else shown_value(float(p[k])) for k in ("canary", "baseline", "threshold")}
         tip = (f"{_secs(float(p['t']) - started)}: canary {shown['canary']}, stable {shown['baseline']}, "
                f"threshold {shown['threshold']}: {verdict}")
         if p.get("canary") is None:

@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +195,29 @@ def remove_pushed(registry: str, namespace: str) -> None:
         tags += [t for t in listed.stdout.split() if not t.endswith(":<none>")]
     if tags:
         subprocess.run(["docker", "rmi", *tags], capture_output=True, timeout=120, check=False)
+
+
+@contextmanager
+def namespace_of_its_own(kubeconfig: Path, registry: str, namespace: str, port_range: str = "") -> Iterator[None]:
+    """For an e2e's clone that releases into `namespace`: its release removed before and after, what it pushed
+    under `namespace` removed afterwards, and, with `port_range` ("LO-HI"), the port-forwards the test itself opens
+    (kubectl.PORT_RANGE_ENV) kept in that range meanwhile."""
+    from pipeline.tools.kubectl import PORT_RANGE_ENV
+
+    remove_release(kubeconfig, namespace)
+    old = os.environ.get(PORT_RANGE_ENV)
+    if port_range:
+        os.environ[PORT_RANGE_ENV] = port_range
+    try:
+        yield
+    finally:
+        if port_range:
+            if old is None:
+                os.environ.pop(PORT_RANGE_ENV, None)
+            else:
+                os.environ[PORT_RANGE_ENV] = old
+        remove_release(kubeconfig, namespace)
+        remove_pushed(registry, namespace)
 
 
 def kill_port_forwards(namespace: str, port_range: str = "") -> None:

@@ -34,8 +34,7 @@ from tests.e2e.release_support import (
     kubectl,
     latest_report,
     manifest,
-    remove_pushed,
-    remove_release,
+    namespace_of_its_own,
 )
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
@@ -65,12 +64,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine
     dev = dev.replace('namespace = "veza-dev"', f'namespace = "{NS}"', 1)
     toml.write_text(before + dev + after + f'\n[environments.dev.backup]\ndir = "{dest.parent / "backups"}"\n')
     commit(dest, "test: dev in a namespace of its own, its backups beside the clone")
-    remove_release(local_cluster, NS)
-    try:
+    with namespace_of_its_own(local_cluster, machine_registry, NS):
         yield dest
-    finally:
-        remove_release(local_cluster, NS)
-        remove_pushed(machine_registry, NS)
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> str:

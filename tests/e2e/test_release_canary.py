@@ -55,8 +55,7 @@ from tests.e2e.release_support import (
     latest_report,
     local_env_in_namespace,
     manifest,
-    remove_pushed,
-    remove_release,
+    namespace_of_its_own,
     status_matches,
 )
 from tests.integration.cluster_fixtures import cluster_use
@@ -127,15 +126,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine
     local_env_in_namespace(dest, NS)
     set_rollout(dest, rollout_table())
     commit(dest, "test: the local environment runs canaries")
-    remove_release(local_cluster, NS)
-    mp = pytest.MonkeyPatch()
-    mp.setenv(kc.PORT_RANGE_ENV, TEST_PORTS)
-    try:
+    with namespace_of_its_own(local_cluster, machine_registry, NS, TEST_PORTS):
         yield dest
-    finally:
-        mp.undo()
-        remove_release(local_cluster, NS)
-        remove_pushed(machine_registry, NS)
 
 
 def _kt(kubeconfig: Path) -> KubeTarget:

@@ -34,8 +34,7 @@ from tests.e2e.release_support import (
     latest_report,
     local_env_in_namespace,
     manifest,
-    remove_pushed,
-    remove_release,
+    namespace_of_its_own,
 )
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
@@ -51,12 +50,8 @@ def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine
     stages this needs; the namespace and what was pushed under it are removed afterwards."""
     dest = clone_repo(tmp_path_factory.mktemp("migrate"))
     local_env_in_namespace(dest, NS)
-    remove_release(local_cluster, NS)
-    try:
+    with namespace_of_its_own(local_cluster, machine_registry, NS):
         yield dest
-    finally:
-        remove_release(local_cluster, NS)
-        remove_pushed(machine_registry, NS)
 
 
 def _kubectl(kubeconfig: Path, *args: str) -> str:

@@ -46,8 +46,7 @@ from tests.e2e.release_support import (
     latest_report,
     local_env_in_namespace,
     manifest,
-    remove_pushed,
-    remove_release,
+    namespace_of_its_own,
 )
 from tests.e2e.rollout_traffic import PodTraffic
 
@@ -65,15 +64,8 @@ PODS = f"app.kubernetes.io/name={BACKEND},app.kubernetes.io/instance=veza"
 def clone(tmp_path_factory: pytest.TempPathFactory, local_cluster: Path, machine_registry: str) -> Iterator[Path]:
     dest = clone_repo(tmp_path_factory.mktemp("workloads"))
     local_env_in_namespace(dest, NS)
-    remove_release(local_cluster, NS)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VEZA_PORT_FORWARD_PORTS", PORTS)
-    try:
+    with namespace_of_its_own(local_cluster, machine_registry, NS, PORTS):
         yield dest
-    finally:
-        mp.undo()
-        remove_release(local_cluster, NS)
-        remove_pushed(machine_registry, NS)
 
 
 def _kt(kubeconfig: Path) -> KubeTarget:

@@ -29,7 +29,16 @@ from typing import Any, Protocol
 
 from pipeline.core.config_rollout import MetricRule, Rollout, Step, duration_s
 from pipeline.core.errors import PipelineError
-from pipeline.gate.analysis import Decision, Interval, Judgement, Sample, StepAnalysis, Verdict, judge_interval
+from pipeline.gate.analysis import (
+    Decision,
+    Interval,
+    Judgement,
+    Sample,
+    StepAnalysis,
+    Verdict,
+    judge_interval,
+    shown_value,
+)
 from pipeline.tools.prometheus import PrometheusQueryError, PrometheusUnavailable
 
 PROMOTE_STEP = "promote-step"
@@ -153,9 +162,7 @@ def json_value(v: float | None) -> float | str | None:
     """A sample value as JSON can hold it: a finite float as it is, ±infinity as "+Inf"/"-Inf" (the strings of
     Prometheus's HTTP API, https://prometheus.io/docs/prometheus/latest/querying/api/#expression-query-result-formats;
     json.dumps would write `Infinity`, which is not JSON), None as it is. NaN never gets here (_number)."""
-    if v is None or math.isfinite(v):
-        return v
-    return "+Inf" if v > 0 else "-Inf"
+    return v if v is None or math.isfinite(v) else shown_value(v)
 
 
 def read_value(v: object) -> float | None:
