@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.errors import StageFailed
+from pipeline.stages.deploy.diagnosis import timestamp
+from pipeline.stages.deploy.failfast import pull_error, waiting_blocker
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 
@@ -107,14 +109,20 @@ def _finished(job: dict[str, Any]) -> tuple[bool, bool, str]:
 
 
 def _waiting_problem(target: KubeTarget, name: str) -> str:
-    """A reason the Job's pod cannot start (image pull, config error), "" while it may still start."""
+    """A reason the Job's pod cannot start (failfast.waiting_blocker: a bad reference at once, a pull still failing
+    after the kubelet's retries, a config error that persists), with the kubelet's pull error; "" while it may
+    still start."""
     pods = kubectl.get_json(target, "pods", selector=f"job-name={name}").get("items", [])
     for p in pods:
-        for cs in (p.get("status") or {}).get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError",
-                                         "InvalidImageName", "CreateContainerError"):
-                return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+        age = time.time() - timestamp(str((p.get("metadata") or {}).get("creationTimestamp", "")))
+        status = p.get("status") or {}
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            found = waiting_blocker(cs, age_s=age)
+            if found is not None:
+                category, reason = found
+                why = pull_error(kubectl.events(target), str(p["metadata"]["name"])) if category == "image-pull" \
+                    else ""
+                return f"{reason} — {why}" if why else reason
     return ""
 
 

@@ -188,6 +188,8 @@ def test_an_image_that_cannot_be_pulled_stops_the_deploy_within_seconds(target: 
     with pytest.raises(DeployFailed) as exc:
         target.deploy(m, "veza-docs", out)
     _assert_fast_failure(exc.value, time.monotonic() - t0, out, "image-pull", target)
+    # after the kubelet's retries (pull_grace_s), with its own pull error rather than the back-off's text
+    assert "Failed to pull image" in exc.value.message, exc.value.message
 
 
 def test_a_crash_loop_stops_the_deploy_within_seconds(target: Target, exiting_image: tuple[str, str]) -> None:

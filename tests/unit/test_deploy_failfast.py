@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.stages.deploy.failfast import Thresholds, find_blocker
+from pipeline.stages.deploy.failfast import Thresholds, find_blocker, pull_error, waiting_blocker
+from pipeline.tools.kubectl import Event
 
 T0 = 1_800_000_000.0
 
@@ -54,11 +55,47 @@ def test_insufficient_resources_block_as_unschedulable() -> None:
     assert b is not None and (b.category, b.reason) == ("unschedulable", "0/1 nodes are available: 1 Insufficient cpu.")
 
 
-def test_an_image_that_cannot_be_pulled_blocks_at_once() -> None:
-    pod = _pod(waiting={"reason": "ImagePullBackOff", "message": 'Back-off pulling image "r/x@sha256:1"'})
-    b = find_blocker([pod], [], since=T0, now=T0 + 3)
-    assert b is not None and b.category == "image-pull" and "container app: ImagePullBackOff" in b.reason
-    assert find_blocker([_pod(waiting={"reason": "ErrImagePull"})], [], since=T0, now=T0 + 3) is not None
+def test_a_pull_failure_the_kubelet_retries_blocks_only_after_its_grace() -> None:
+    # ErrImagePull / ImagePullBackOff may heal (a registry restarting, a node's CA being written): the kubelet
+    # retries with back-off, so they block once they persist pull_grace_s from the pod's creation.
+    grace = Thresholds().pull_grace_s
+    for reason in ("ErrImagePull", "ImagePullBackOff"):
+        pod = _pod(waiting={"reason": reason, "message": 'Back-off pulling image "r/x@sha256:1"'})
+        assert find_blocker([pod], [], since=T0, now=T0 + 13) is None, reason
+        assert find_blocker([pod], [], since=T0, now=T0 + 1 + grace - 1) is None, reason
+        b = find_blocker([pod], [], since=T0, now=T0 + 1 + grace)
+        assert b is not None and b.category == "image-pull" and f"container app: {reason}" in b.reason
+
+
+def test_a_reference_no_retry_can_pull_blocks_at_once() -> None:
+    for reason in ("InvalidImageName", "ErrImageNeverPull"):
+        b = find_blocker([_pod(waiting={"reason": reason, "message": "m"})], [], since=T0, now=T0 + 2)
+        assert b is not None and b.category == "image-pull" and f"{reason}: m" in b.reason
+
+
+def test_the_same_classifier_judges_init_containers_and_a_job_pod() -> None:
+    cs = {"name": "migrate", "image": "r/m@sha256:2", "state": {"waiting": {"reason": "ImagePullBackOff"}}}
+    assert waiting_blocker(cs, age_s=5) is None
+    assert waiting_blocker(cs, age_s=31) == ("image-pull", "container migrate: ImagePullBackOff: r/m@sha256:2")
+    cfg = {"name": "migrate", "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "no key"}}}
+    assert waiting_blocker(cfg, age_s=3) is None
+    assert waiting_blocker(cfg, age_s=11) == ("container-config",
+                                              "container migrate: CreateContainerConfigError: no key")
+    assert waiting_blocker({"name": "x", "state": {"running": {}}}, age_s=999) is None
+
+
+def test_the_pull_error_shown_is_the_kubelets_newest_failed_event_for_that_pod() -> None:
+    def ev(name: str, reason: str, message: str, at: str) -> Event:
+        return Event("Pod", name, reason, message, "Warning", 1, at)
+
+    events = [ev("p1", "Failed", "Failed to pull image \"r/x\": connection refused", "2026-01-01T00:00:01Z"),
+              ev("p1", "BackOff", "Back-off pulling image \"r/x\"", "2026-01-01T00:00:02Z"),
+              ev("p2", "Failed", "Failed to pull image \"r/y\": not found", "2026-01-01T00:00:03Z"),
+              ev("p1", "Failed", "Failed to pull image \"r/x\": x509: unknown authority", "2026-01-01T00:00:04Z"),
+              ev("p1", "Failed", "Error: ImagePullBackOff", "2026-01-01T00:00:05Z")]
+    assert pull_error(events, "p1") == 'Failed to pull image "r/x": x509: unknown authority'
+    assert pull_error(events, "p2").endswith("not found")
+    assert pull_error(events, "p3") == ""
 
 
 def test_a_crash_loop_blocks_with_the_exit_code() -> None:

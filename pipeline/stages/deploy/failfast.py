@@ -5,8 +5,10 @@ never resolve on their own during a deploy, and the Pod and PersistentVolumeClai
 - a pod the scheduler cannot place (PodScheduled=False, reason Unschedulable): an unbound claim, insufficient
   cpu/memory, an unmatched node selector — blocking once it persists `unschedulable_grace_s` (a claim being
   bound or a pod of the old revision going away can make it transient for a moment);
-- an image that cannot be pulled: container waiting with ErrImagePull / ImagePullBackOff / InvalidImageName /
-  ErrImageNeverPull;
+- an image that cannot be pulled: container waiting with InvalidImageName / ErrImageNeverPull (no retry changes
+  them) at once; with ErrImagePull / ImagePullBackOff once it persists `pull_grace_s` — the kubelet retries those
+  with back-off, and a registry restarting or a node's trust being written heals within that time. The reason
+  shown is the kubelet's own pull error (its Failed event), not the back-off's "Back-off pulling image";
 - a container that cannot be created from its spec (CreateContainerConfigError: a missing Secret key…),
   persisting `config_grace_s`;
 - a crash loop: container waiting with CrashLoopBackOff, or restarted `crash_restarts` times;
@@ -34,7 +36,10 @@ from pipeline.stages.deploy.diagnosis import readiness_record, timestamp
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 
-PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+# Pull failures that no retry changes (a malformed reference; imagePullPolicy: Never without the image), and
+# those the kubelet retries with back-off (10 s, 20 s, 40 s…: kubelet's image back-off) that may heal.
+PULL_TERMINAL = ("InvalidImageName", "ErrImageNeverPull")
+PULL_RETRIED = ("ErrImagePull", "ImagePullBackOff")
 CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError")
 
 
@@ -55,7 +60,36 @@ class Blocker:
 class Thresholds:
     unschedulable_grace_s: float = 10.0
     config_grace_s: float = 10.0
+    pull_grace_s: float = 30.0   # two of the kubelet's pull retries (after 10 s, then 20 s of back-off)
     crash_restarts: int = 2
+
+
+def waiting_blocker(container_status: Mapping[str, Any], *, age_s: float,
+                    limits: Thresholds = Thresholds()) -> tuple[str, str] | None:
+    """(category, reason) when a container's waiting state will not recover, judged `age_s` seconds after its pod
+    was created; None = it may still start. Categories: image-pull (PULL_TERMINAL at once, PULL_RETRIED after
+    `pull_grace_s`), container-config (CONFIG_FAILURES after `config_grace_s`). `container_status`: one entry of
+    a Pod's status.containerStatuses / initContainerStatuses (core/v1 ContainerStatus). Shared by the deploy's
+    watcher and the migrator Job's wait."""
+    waiting = (container_status.get("state") or {}).get("waiting") or {}
+    reason = str(waiting.get("reason", ""))
+    message = str(waiting.get("message", "")).strip()
+    container = f"container {container_status.get('name', '?')}"
+    if reason in PULL_TERMINAL or (reason in PULL_RETRIED and age_s >= limits.pull_grace_s):
+        return "image-pull", f"{container}: {reason}: {message or container_status.get('image', '')}"
+    if reason in CONFIG_FAILURES and age_s >= limits.config_grace_s:
+        return "container-config", f"{container}: {reason}: {message}"
+    return None
+
+
+def pull_error(events: Sequence[kubectl.Event], pod: str) -> str:
+    """The kubelet's newest pull error for `pod` (its Warning event `Failed`, "Failed to pull image …: <why>"),
+    "" when there is none. The waiting state's own message after the first failure is only the back-off."""
+    for ev in reversed(events):   # kubectl.events: oldest first
+        if ev.kind == "Pod" and ev.name == pod and ev.reason == "Failed" \
+                and ev.message.startswith("Failed to pull image"):   # not its "Error: ImagePullBackOff"
+            return ev.message
+    return ""
 
 
 def _claims(pod: dict[str, Any]) -> list[str]:
@@ -118,16 +152,11 @@ def find_blocker(pods: Sequence[dict[str, Any]], pvcs: Sequence[dict[str, Any]],
                 return Blocker("Pod", name, "unschedulable", message or "the scheduler cannot place it")
         statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
         for cs in statuses:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            reason = str(waiting.get("reason", ""))
-            message = str(waiting.get("message", "")).strip()
+            found = waiting_blocker(cs, age_s=now - timestamp(str(meta.get("creationTimestamp", ""))), limits=limits)
+            if found is not None:
+                return Blocker("Pod", name, *found)
+            reason = str(((cs.get("state") or {}).get("waiting") or {}).get("reason", ""))
             container = f"container {cs.get('name', '?')}"
-            if reason in PULL_FAILURES:
-                return Blocker("Pod", name, "image-pull", f"{container}: {reason}: {message or cs.get('image', '')}")
-            if reason in CONFIG_FAILURES:
-                created = timestamp(str(meta.get("creationTimestamp", "")))
-                if now - created >= limits.config_grace_s:
-                    return Blocker("Pod", name, "container-config", f"{container}: {reason}: {message}")
             restarts = int(cs.get("restartCount") or 0)
             if reason == "CrashLoopBackOff" or restarts >= limits.crash_restarts:
                 last = (cs.get("lastState") or {}).get("terminated") or {}
@@ -171,7 +200,11 @@ class BlockerWatcher:
         logs = {p["metadata"]["name"]: kubectl.logs(self.target, p["metadata"]["name"], tail=20, timeout=10)
                 for p in pods if _unready_running(p) and not p["metadata"].get("deletionTimestamp")
                 and timestamp(str(p["metadata"].get("creationTimestamp", ""))) >= self.since - 1}
-        return find_blocker(pods, pvcs, since=self.since, now=time.time(), limits=self.limits, logs=logs)
+        found = find_blocker(pods, pvcs, since=self.since, now=time.time(), limits=self.limits, logs=logs)
+        if found is not None and found.category == "image-pull":
+            why = pull_error(kubectl.events(self.target, timeout=15), found.name)
+            found = Blocker(found.kind, found.name, found.category, f"{found.reason} — {why}") if why else found
+        return found
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):
