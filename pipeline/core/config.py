@@ -296,6 +296,19 @@ class Config:
     environments: Mapping[str, Environment] = field(default_factory=dict)
     signing: Signing = field(default_factory=lambda: Signing(Path(os.path.expanduser(DEFAULT_KEY_DIR))))
 
+    def __post_init__(self) -> None:
+        # Every Config, not only a loaded one (load_config checks these too, with the file's position), names only
+        # environments it has: one made from another by dataclasses.replace (a task narrowing the environments,
+        # a test) would otherwise fail deep in a stage — or only on a fresh runner, where the build plan first
+        # looks into reuse_from's registries — with "unknown environment".
+        for env in self.environments.values():
+            for key in ("reuse_from", "shares_registry_namespace_with"):
+                unknown = [n for n in getattr(env, key) if n not in self.environments]
+                if unknown:
+                    raise ConfigError(f"environments.{env.name}.{key} names {', '.join(map(repr, unknown))}, "
+                                      f"which this configuration does not define",
+                                      f"define it, or drop it from {key} (known: {', '.join(self.environments)})")
+
     def service(self, name: str) -> Service:
         for s in self.services:
             if s.name == name:

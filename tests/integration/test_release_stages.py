@@ -246,7 +246,7 @@ def test_failed_smoke_stops_the_release_before_push(tmp_path: Path) -> None:
     with LocalRegistry(free_port(), root=tmp_path / "registry") as reg:
         base = load_config()
         env = dataclasses.replace(base.env("staging"), name="gate", registry=reg.address, registry_namespace="gate",
-                                  stages=("build", "smoke", "push"))
+                                  stages=("build", "smoke", "push"), reuse_from=())   # the only environment
         cfg = dataclasses.replace(base, state_dir=tmp_path / "state", environments={"gate": env})
         crash = ROOT / "tests/integration/smoke_overrides/crash-stream-server.yml"
         with pytest.raises(SmokeFailed) as info:

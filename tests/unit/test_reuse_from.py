@@ -73,6 +73,24 @@ def test_a_bad_reuse_from_is_one_line_naming_the_key(project: Path, reuse: str, 
     assert line.startswith("pipeline.toml: environments.prod.reuse_from: ") and expected in line, line
 
 
+def test_a_configuration_made_from_another_names_only_environments_it_has() -> None:
+    # not only load_config: a Config narrowed by dataclasses.replace (a task, a test) is checked when it is made,
+    # not on a fresh runner's first registry lookup ("unknown environment 'dev'" deep in the build stage)
+    import dataclasses
+
+    base = load_config()
+    staging = base.env("staging")
+    with pytest.raises(ConfigError) as exc:
+        dataclasses.replace(base, environments={"gate": dataclasses.replace(staging, name="gate")})
+    assert "environments.gate.reuse_from names 'dev'" in exc.value.message, exc.value.message
+    shared = dataclasses.replace(staging, name="gate", reuse_from=(), shares_registry_namespace_with=("qa",))
+    with pytest.raises(ConfigError, match="shares_registry_namespace_with names 'qa'"):
+        dataclasses.replace(base, environments={"gate": shared})
+    alone = dataclasses.replace(staging, name="gate", reuse_from=())
+    narrowed = dataclasses.replace(base, environments={"gate": alone})
+    assert set(narrowed.environments) == {"gate"}
+
+
 def test_a_source_that_neither_signs_nor_verifies_is_refused(project: Path) -> None:
     path = _write(project, '["dev"]')
     path.write_text(path.read_text().replace('stages = ["build", "scan", "push", "sign", "verify-images", "deploy"]',

@@ -260,23 +260,56 @@ fn await_pong(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>) -> io::
 }
 
 /// Connect, authenticate (CONNECT with the URL's credentials) and wait for the PONG that proves the server
-/// accepted them; `extra` is sent between CONNECT and PING (a PUB, SUBs).
+/// accepted them; `extra` is sent between CONNECT and PING (a PUB, SUBs). `timeout` bounds the whole session,
+/// name resolution included (a readiness answer must come within the probe's timeoutSeconds, 2 s in the chart).
 fn nats_session(t: &NatsTarget, extra: &[u8], timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpStream>)> {
+    let deadline = Instant::now() + timeout;
     let (mut stream, mut reader, _) = nats_connect(t, timeout)?;
     let mut msg = connect_line(t).into_bytes();
     msg.extend_from_slice(extra);
     msg.extend_from_slice(b"PING\r\n");
     stream.write_all(&msg)?;
+    stream.set_read_timeout(Some(remaining(deadline, &t.addr)?))?;
     await_pong(&mut stream, &mut reader)?;
     Ok((stream, reader))
 }
 
+/// The time left before `deadline`; TimedOut naming `what` when none is.
+fn remaining(deadline: Instant, what: &str) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{} did not answer in time", what)));
+    }
+    Ok(left)
+}
+
+/// The first address of `host:port`, within `timeout`. std's resolver (getaddrinfo) has no deadline of its own:
+/// a name whose server went away (a stopped container's name on Docker's DNS, which then asks the upstream
+/// resolver) can take longer than any probe waits. The lookup runs on a thread of its own; one that outlives the
+/// deadline ends by itself when the resolver gives up.
+fn resolve(addr: &str, timeout: Duration) -> io::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = addr.to_string();
+    thread::spawn(move || {
+        let _ = tx.send(name.to_socket_addrs().map(|mut found| found.next()));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(Some(found))) => Ok(found),
+        Ok(Ok(None)) => Err(io::Error::new(io::ErrorKind::NotFound, "NATS host does not resolve")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut,
+                                     format!("resolving {} took more than {:?}", addr, timeout))),
+    }
+}
+
+/// TCP connect and the server's INFO line, all within `timeout` (name resolution included).
 fn nats_connect(t: &NatsTarget, timeout: Duration) -> io::Result<(TcpStream, BufReader<TcpStream>, String)> {
-    let addr: SocketAddr = t.addr.to_socket_addrs()?.next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "NATS host does not resolve"))?;
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let deadline = Instant::now() + timeout;
+    let addr = resolve(&t.addr, timeout)?;
+    let stream = TcpStream::connect_timeout(&addr, remaining(deadline, &t.addr)?)?;
+    let left = remaining(deadline, &t.addr)?;
+    stream.set_read_timeout(Some(left))?;
+    stream.set_write_timeout(Some(left))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut info = String::new();
     reader.read_line(&mut info)?;
