@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.tools.kubectl import PORT_RANGE_ENV
 from tests.e2e.release_support import (
     clone_repo,
     commit,
@@ -37,9 +38,13 @@ from tests.e2e.release_support import (
     namespace_of_its_own,
 )
 
-pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
+# Its own namespace, registry repositories and port-forward range: it runs in the second cluster lane
+# (tests/lanes.py), beside the first, holding the cluster shared.
+pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.cluster_parallel,
+              pytest.mark.slow]
 
 NS = "veza-e2e-backup"
+PORTS = {PORT_RANGE_ENV: "21700-21749"}   # the releases', rollbacks' and restores' port-forwards
 SERVICE = "veza-backend-api"
 MIGRATION = Path("services/backend-api/migrations/0002_add_tracks_genre.sql")
 
@@ -83,7 +88,7 @@ def _image(kubeconfig: Path) -> str:
 
 
 def _release(clone: Path) -> subprocess.CompletedProcess[str]:
-    return invoke(clone, "release", "--env", "dev", "--yes", timeout=900)
+    return invoke(clone, "release", "--env", "dev", "--yes", extra_env=PORTS, timeout=900)
 
 
 def test_backup_before_migration_and_restore(clone: Path, local_cluster: Path) -> None:
@@ -116,7 +121,7 @@ def test_backup_before_migration_and_restore(clone: Path, local_cluster: Path) -
     _psql(local_cluster, "INSERT INTO tracks (id, title, created_by, genre) VALUES ('after', 't', 'e2e', 'jazz')")
 
     # a rollback across the migration says what it leaves
-    back = invoke(clone, "rollback", "--env", "dev", "--to", "1")
+    back = invoke(clone, "rollback", "--env", "dev", "--to", "1", extra_env=PORTS)
     out = flat(back.stdout + back.stderr)
     assert back.returncode == 0, out[-4000:]
     assert "these migrations stay applied: 0002_add_tracks_genre: expand-only" in out, out[-3000:]
@@ -126,23 +131,23 @@ def test_backup_before_migration_and_restore(clone: Path, local_cluster: Path) -
     assert _psql(local_cluster, "SELECT count(*) FROM tracks WHERE id = 'after'") == "1"
 
     # back on revision 2's code; dev guarded like prod: no --yes and no terminal is refused, nothing changes
-    fwd = invoke(clone, "rollback", "--env", "dev", "--to", "2")
+    fwd = invoke(clone, "rollback", "--env", "dev", "--to", "2", extra_env=PORTS)
     assert fwd.returncode == 0, fwd.stdout[-3000:] + fwd.stderr[-2000:]
     toml = clone / "pipeline.toml"
     before, dev, after = _section(toml.read_text(), "dev")
     toml.write_text(before + dev.replace("confirm = false", "confirm = true", 1)
                     .replace("auto_key = true", "auto_key = false", 1) + after)
-    refused = invoke(clone, "restore", "--env", "dev", "--to", "1")
+    refused = invoke(clone, "restore", "--env", "dev", "--to", "1", extra_env=PORTS)
     out = flat(refused.stdout + refused.stderr)
     assert refused.returncode == 2, out[-3000:]
     assert "needs confirmation and there is no terminal to ask" in out and "--yes" in out, out
     assert _psql(local_cluster, "SELECT max(version) FROM schema_migrations") == "2"
 
-    unknown = invoke(clone, "restore", "--env", "dev", "--to", "2", "--yes")
+    unknown = invoke(clone, "restore", "--env", "dev", "--to", "2", "--yes", extra_env=PORTS)
     out = flat(unknown.stdout + unknown.stderr)
     assert unknown.returncode == 2 and "(revisions with a backup in" in out and ": 1)" in out, out[-3000:]
 
-    done = invoke(clone, "restore", "--env", "dev", "--to", "1", "--yes")
+    done = invoke(clone, "restore", "--env", "dev", "--to", "1", "--yes", extra_env=PORTS)
     out = flat(done.stdout + done.stderr)
     assert done.returncode == 0, out[-5000:]
     assert "rolling it back first" in out and "to undo them" not in out, out[-3000:]   # it is the undo

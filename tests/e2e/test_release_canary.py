@@ -58,7 +58,6 @@ from tests.e2e.release_support import (
     namespace_of_its_own,
     status_matches,
 )
-from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.test_html_report_chromium import chromium
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.cluster_parallel,
@@ -111,13 +110,6 @@ def set_rollout(clone: Path, table: str) -> None:
     toml = clone / "pipeline.toml"
     text = toml.read_text().split("\n# --- canary e2e\n")[0].rstrip("\n") + "\n"
     toml.write_text(text + table)
-
-
-@pytest.fixture(autouse=True)
-def _shared_cluster() -> Iterator[None]:
-    """Held shared for each test: a test of the other lane that stops the cluster waits for it (cluster_use)."""
-    with cluster_use():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,17 @@ def cluster_use(exclusive: bool = False) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@pytest.fixture(autouse=True)
+def _cluster_parallel_holds_the_cluster_shared(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked `cluster_parallel` (the second cluster lane, tests/lanes.py) holds the cluster shared for its
+    whole run: a test of the first lane that stops the cluster (cluster_to_myself) waits until it ends."""
+    if request.node.get_closest_marker("cluster_parallel") is None:
+        yield
+        return
+    with cluster_use():
+        yield
+
+
 @pytest.fixture
 def cluster_to_myself(local_cluster: Path) -> Iterator[Path]:
     """The local cluster, held exclusively for this test (one that stops it): see cluster_use."""
