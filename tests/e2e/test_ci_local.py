@@ -257,7 +257,7 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
         assert remote_engine.docker("image", "inspect", image_id).returncode == 0, image_id
     assert tls_registry.password not in run.stdout + run.stderr
     # deploy-dev signed with dev's kept pair, which ci-local keeps beside the clone (VEZA_KEY_DIR) and handed over.
-    dev_keys = Path(signing_env(clone)["VEZA_KEY_DIR"]) / "dev"
+    dev_keys = (Path(signing_env(clone)["VEZA_KEY_DIR"]) / "dev").resolve()
     assert f"ci-local: dev's signing key: the pair kept in {dev_keys} " in out, out[:2000]
     dev_key_text = (dev_keys / "cosign.key").read_text()
     assert dev_key_text.splitlines()[1] not in out and (dev_keys / "passphrase").read_text() not in out
