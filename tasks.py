@@ -149,8 +149,9 @@ def test(c: Context, unit: bool = False, k: str = "", no_lint: bool = False, pyt
 def ci_local(c: Context, pipeline: str = "branch") -> None:
     """Run .gitlab-ci.yml here with the pinned gitlab-ci-local, each job isolated (README, "CI")."""
     from pipeline.machine.ci_local import run_ci_local
+    from pipeline.release.ci_keys import kept_dev_key
 
-    run_ci_local(pipeline)
+    run_ci_local(pipeline, kept_dev_key=kept_dev_key)
 
 
 # ---------------------------------------------------------------- versioning

@@ -49,6 +49,11 @@ ci_signing_key() {  # ci_signing_key ENV VAR: ENV's cosign.key from VAR, where t
     export VEZA_KEY_DIR="$VEZA_CI_TMP/keys"
 }
 
+ci_public_key() {  # ci_public_key ENV VAR: ENV's cosign.pub from VAR, where trusted_keys reads it (VEZA_KEY_DIR/ENV/)
+    ci_secret_file "$2" "$VEZA_CI_TMP/keys/$1/cosign.pub"
+    export VEZA_KEY_DIR="$VEZA_CI_TMP/keys"
+}
+
 ci_summary() {  # ci_summary ENV: the newest run report of ENV on stdout, and in GitHub's step summary when there is one
     local report
     report="$(ls -1 "$STATE_DIR/$1"/runs/*/report.md 2>/dev/null | sort | tail -n 1)"

@@ -4,16 +4,25 @@ Two pipelines, as GitLab starts them:
 - `branch`: a push to the default branch (CI_COMMIT_BRANCH = CI_DEFAULT_BRANCH = the checked-out branch):
   lint → build → scan, smoke → push → deploy-dev.
 - `tag`: a release tag vX.Y.Z at HEAD (CI_COMMIT_TAG; no CI_COMMIT_BRANCH): lint → build → scan, smoke →
-  release-prod. Refused at once, before any job, when the signing key, its passphrase or the prod kubeconfig
-  is not given (the same variables the job itself requires: ci/jobs/release-prod.sh).
+  release-prod. Refused at once, before any job, when the signing key, its passphrase, the prod kubeconfig or
+  dev's public key is not given (the same variables the job itself requires: ci/jobs/release-prod.sh); the branch
+  pipeline likewise for deploy-dev's (ci/jobs/deploy-dev.sh).
+
+dev's signing key is a kept one, as a team keeps it in its CI variables: unless our environment gives
+VEZA_DEV_SIGNING_KEY (or VEZA_DEV_SIGNING_PUBLIC_KEY), ci-local hands the jobs dev's pair of this machine's key
+directory (`[signing] key_dir/dev/`, made there on first use: dev is an auto_key environment) as
+VEZA_DEV_SIGNING_KEY, VEZA_DEV_SIGNING_PASSPHRASE and VEZA_DEV_SIGNING_PUBLIC_KEY. So the branch pipeline's
+deploy-dev signs with the same key whose public half the tag pipeline's release-prod trusts, and prod, on its own
+runner, reuses dev's images from dev's registry instead of rebuilding them (registry_reuse.py, `reuse_from`).
 
 What the jobs get is what a team sets in GitLab (README, "CI"), read here from our environment by name:
 - the engine, as a docker:dind service gives it: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH;
 - every VEZA_* variable (the registry's address, CA and credentials, passphrases, …) except the ones that
   describe this checkout (LOCAL_ONLY), which each job sets for its own copy;
-- DEV_KUBECONFIG, PROD_KUBECONFIG, VEZA_PROD_SIGNING_KEY, and every VEZA_*_CA_FILE (a registry's CA, which
-  pipeline.toml names as registry_ca_file = "$VEZA_DEV_REGISTRY_CA_FILE") as GitLab "File" variables: our value
-  is a path (its content is given) or the content itself; the job's variable holds the path of its own copy.
+- DEV_KUBECONFIG, PROD_KUBECONFIG, VEZA_PROD_SIGNING_KEY, VEZA_DEV_SIGNING_KEY, VEZA_DEV_SIGNING_PUBLIC_KEY and
+  every VEZA_*_CA_FILE (a registry's CA, which pipeline.toml names as registry_ca_file =
+  "$VEZA_DEV_REGISTRY_CA_FILE") as GitLab "File" variables: our value is a path (its content is given) or the
+  content itself; the job's variable holds the path of its own copy.
 Names that hold a secret (SECRET_SUFFIXES, and the file variables) go to gitlab-ci-local's variables file, never
 argv, and are redacted from every line. Nothing else of our environment reaches a job (tools/gitlab_ci_local).
 """
@@ -35,13 +44,24 @@ from pipeline.tools.gitlab_ci_local import Secret
 
 PIPELINES = ("branch", "tag")
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
-FILE_VARIABLES = ("DEV_KUBECONFIG", "PROD_KUBECONFIG", "VEZA_PROD_SIGNING_KEY")
+FILE_VARIABLES = ("DEV_KUBECONFIG", "PROD_KUBECONFIG", "VEZA_PROD_SIGNING_KEY", "VEZA_DEV_SIGNING_KEY",
+                  "VEZA_DEV_SIGNING_PUBLIC_KEY")
 FILE_SUFFIXES = ("_CA_FILE",)   # a registry's CA: a File variable too (not secret; given as one for its type)
-# What the tag pipeline's release-prod job requires (ci/jobs/release-prod.sh's ci_require line).
-TAG_REQUIRES = ("VEZA_PROD_SIGNING_KEY", "VEZA_PROD_SIGNING_PASSPHRASE", "PROD_KUBECONFIG")
+# dev's kept key pair as CI variables: the key and its passphrase (deploy-dev), its public half (release-prod).
+DEV_KEY, DEV_PASSPHRASE, DEV_PUBLIC_KEY = ("VEZA_DEV_SIGNING_KEY", "VEZA_DEV_SIGNING_PASSPHRASE",
+                                           "VEZA_DEV_SIGNING_PUBLIC_KEY")
+# What each pipeline's last job requires (the ci_require lines of ci/jobs/deploy-dev.sh and release-prod.sh).
+BRANCH_REQUIRES = ("DEV_KUBECONFIG", DEV_KEY, DEV_PASSPHRASE)
+TAG_REQUIRES = ("VEZA_PROD_SIGNING_KEY", "VEZA_PROD_SIGNING_PASSPHRASE", "PROD_KUBECONFIG", DEV_PUBLIC_KEY)
+REQUIRES = {"branch": ("deploy-dev", BRANCH_REQUIRES), "tag": ("release-prod", TAG_REQUIRES)}
+WHAT = {"DEV_KUBECONFIG": "the dev cluster's kubeconfig", "PROD_KUBECONFIG": "the prod cluster's kubeconfig",
+        "VEZA_PROD_SIGNING_KEY": "prod's cosign.key, its path or content",
+        "VEZA_PROD_SIGNING_PASSPHRASE": "its passphrase", DEV_KEY: "dev's cosign.key, its path or content",
+        DEV_PASSPHRASE: "its passphrase", DEV_PUBLIC_KEY: "dev's cosign.pub, its path or content"}
 SECRET_SUFFIXES = ("PASSWORD", "PASSPHRASE", "TOKEN", "SECRET", "KEY", "KUBECONFIG")
-# Variables of this checkout, not of the pipeline: a job's copy sets its own (paths.py reads them).
-LOCAL_ONLY = ("VEZA_ROOT", "VEZA_CONFIG", "VEZA_STATE_DIR", "VEZA_TOOLS_DIR")
+# Variables of this checkout, not of the pipeline: a job's copy sets its own (paths.py reads them; a job that signs
+# writes its key to a private VEZA_KEY_DIR of its own, ci/lib.sh, as on a fresh runner).
+LOCAL_ONLY = ("VEZA_ROOT", "VEZA_CONFIG", "VEZA_STATE_DIR", "VEZA_TOOLS_DIR", "VEZA_KEY_DIR")
 RELEASE_TAG = re.compile(r"^v\d+\.\d+\.\d+$")   # the template's release-prod rule
 TIMEOUT_S = 3 * 3600.0
 
@@ -139,31 +159,57 @@ def ci_variables(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, 
     return plain, secrets
 
 
-def missing_for(pipeline: str, plain: Mapping[str, str], secrets: Mapping[str, Secret]) -> list[str]:
-    """The variables a pipeline kind requires and is not given (tag: TAG_REQUIRES), in their order."""
-    if pipeline != "tag":
-        return []
-    return [n for n in TAG_REQUIRES if n not in secrets and n not in plain]
+def missing_for(pipeline: str, plain: Mapping[str, str], secrets: Mapping[str, Secret],
+                made: tuple[str, ...] = ()) -> list[str]:
+    """The variables a pipeline kind requires (REQUIRES) that are neither given nor `made` by ci-local, in their
+    order."""
+    return [n for n in REQUIRES[pipeline][1] if n not in secrets and n not in plain and n not in made]
+
+
+# dev's kept pair: (cosign.key PEM, its passphrase, cosign.pub PEM, where it is kept), from the trust layer
+# (pipeline/trust/envkeys.kept_pair; this layer may not import it: the task hands it in).
+KeptKey = Callable[[], tuple[str, str, str, str]]
+
+
+def makes_dev_key(plain: Mapping[str, str], secrets: Mapping[str, Secret], kept: KeptKey | None) -> bool:
+    """Whether ci-local hands the jobs dev's kept pair: our environment gives neither dev's key nor its public
+    half (given ones win: they are what the team's CI holds), and there is a kept pair to read."""
+    return kept is not None and not any(n in plain or n in secrets for n in (DEV_KEY, DEV_PUBLIC_KEY))
+
+
+def dev_key_secrets(kept: KeptKey) -> tuple[dict[str, Secret], str]:
+    """The three dev key variables of the kept pair (the key and public half as File variables), and where the
+    pair is kept (for the run's line). UsageError (exit 2) from `kept` when dev has no key it can read."""
+    private_pem, passphrase, public_pem, where = kept()
+    return ({DEV_KEY: Secret(private_pem, file=True), DEV_PASSPHRASE: Secret(passphrase),
+             DEV_PUBLIC_KEY: Secret(public_pem, file=True)}, where)
 
 
 def run_ci_local(pipeline: str = "branch", *, repo_dir: Path | None = None, environ: Mapping[str, str] | None = None,
-                 say: Callable[[str], None] = print, timeout: float = TIMEOUT_S) -> CiRun:
+                 say: Callable[[str], None] = print, timeout: float = TIMEOUT_S,
+                 kept_dev_key: KeptKey | None = None) -> CiRun:
     """Run the repository's .gitlab-ci.yml pipeline of this kind with the pinned gitlab-ci-local; every line of
-    its output to `say`. Returns the CiRun; StageFailed (exit 1) naming the log when a job failed, UsageError
-    (exit 2) before any job for a bad kind/ref or a tag pipeline without its variables, ToolMissing (exit 6)
-    when gitlab-ci-local is not installed."""
+    its output to `say`. `kept_dev_key`: dev's kept pair, handed to the jobs when our environment gives no dev key
+    (makes_dev_key). Returns the CiRun; StageFailed (exit 1) naming the log when a job failed, UsageError (exit 2)
+    before any job for a bad kind/ref, a pipeline without the variables its last job requires (REQUIRES) or a kept
+    dev key that cannot be read, ToolMissing (exit 6) when gitlab-ci-local is not installed."""
     environ = os.environ if environ is None else environ
     repo = GitRepo(repo_dir or Path.cwd())
     predefined, unset, ref = pipeline_variables(pipeline, repo)
     plain, secrets = ci_variables(environ)
-    missing = missing_for(pipeline, plain, secrets)
+    makes = makes_dev_key(plain, secrets, kept_dev_key)
+    missing = missing_for(pipeline, plain, secrets, (DEV_KEY, DEV_PASSPHRASE, DEV_PUBLIC_KEY) if makes else ())
     if missing:
-        raise UsageError(f"the tag pipeline's release-prod job needs the CI variable(s) {', '.join(missing)}; "
+        job = REQUIRES[pipeline][0]
+        raise UsageError(f"the {pipeline} pipeline's {job} job needs the CI variable(s) {', '.join(missing)}; "
                          "none is set",
-                         "set them (VEZA_PROD_SIGNING_KEY: prod's cosign.key, its path or content; "
-                         "VEZA_PROD_SIGNING_PASSPHRASE: its passphrase; PROD_KUBECONFIG: the prod cluster's "
-                         "kubeconfig) as in the README, \"CI\"")
+                         f"set them ({'; '.join(f'{n}: {WHAT[n]}' for n in missing)}) as in the README, \"CI\"")
     gitlab_ci_local.executable()
+    if makes and kept_dev_key is not None:
+        made, where = dev_key_secrets(kept_dev_key)
+        secrets.update(made)
+        say(f"ci-local: dev's signing key: the pair kept in {where} (VEZA_DEV_SIGNING_KEY, "
+            "VEZA_DEV_SIGNING_PASSPHRASE, VEZA_DEV_SIGNING_PUBLIC_KEY)")
     uv = VENV_DIR / "bin" / "uv"
     if uv.exists() and "VEZA_UV" not in plain:
         plain["VEZA_UV"] = str(uv)   # each job's bootstrap installs its venv with uv: seconds, not minutes

@@ -291,7 +291,7 @@ def _scan_one(t: ScanTarget, key_base: str, cache: Path, reports_dir: Path, scan
             tmp_report = Path(tmp) / "report.json"
             data = trivy.scan_image(t.ref, tmp_report, cache_dir=cache, scanners=tuple(scanners), timeout=timeout,
                                     image_src="remote" if t.remote else "docker",
-                                    username=t.username, password=t.password)
+                                    username=t.username, password=t.password, ca_file=t.ca_file)
             scanned_id = str((data.get("Metadata") or {}).get("ImageID", ""))
             if scanned_id and scanned_id != t.image_id:
                 raise StageFailed(f"{t.ref} changed during the scan ({scanned_id} != {t.image_id})",

@@ -10,7 +10,7 @@ from pipeline.core.errors import UsageError
 from pipeline.core.manifest import Manifest
 from pipeline.core.release_images import dependency_infra, infra_names
 from pipeline.gate.policy import Policy
-from pipeline.tools.registry_clients import registry_credentials
+from pipeline.tools.registry_clients import registry_access, registry_credentials
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ScanTarget:
     remote: bool = False    # ref is repository@digest in a registry (an image reused from there), not in the engine
     username: str = field(default="", repr=False)   # remote: the registry's credentials (registry_clients.py)
     password: str = field(default="", repr=False)
+    ca_file: str = ""       # remote: the CA that verifies the registry's certificate ("": the system store)
 
     @property
     def name(self) -> str:
@@ -40,9 +41,12 @@ def service_targets(cfg: Config, man: Manifest, services: list[str] | None) -> l
         local = docker.image_id(b.local_ref)
         if b.registry_image and local != b.image_id:
             # Reused from the registry and not pulled: Trivy reads it there, by digest, with its credentials.
-            creds = registry_credentials(cfg, b.registry_image.split("/", 1)[0])
+            address = b.registry_image.split("/", 1)[0]
+            creds = registry_credentials(cfg, address)
+            ca = registry_access(cfg, address).ca_file
             out.append(ScanTarget(b.service, b.registry_image, str(b.image_id), remote=True,
-                                  username=creds.username if creds else "", password=creds.password if creds else ""))
+                                  username=creds.username if creds else "", password=creds.password if creds else "",
+                                  ca_file=str(ca) if ca else ""))
             continue
         if local != b.image_id:
             found = f"it is {local}" if local else "it is missing"

@@ -39,6 +39,7 @@ from pipeline.tools.compose import (
     health_summary,
 )
 from pipeline.tools.docker import container_state, remove_labelled
+from pipeline.tools.registry_clients import registry_credentials
 
 DEFAULT_WAIT_TIMEOUT_S = 120.0
 PULL_TIMEOUT_S = 600.0            # one image reused from the registry, pulled by digest before the stack starts
@@ -114,7 +115,7 @@ def smoke_release(
     images = stack_spec.service_images(cfg, manifest)
     infra = stack_spec.infra_images(cfg)
     result.images = {name: c.ref for name, c in {**images, **infra}.items()}
-    pull_reused(images, say)
+    pull_reused(images, say, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     variables = stack_spec.stack_variables(run_id, {**images, **infra}, stack_spec.new_secrets(), SMOKE_VARIABLES)
     env_file = stack_spec.write_env_file(run_dir / "compose.env", variables)
@@ -197,14 +198,18 @@ def smoke_release(
 
 # ---------------------------------------------------------------- failure diagnosis
 
-def pull_reused(images: dict[str, stack_spec.StackImage], say: Callable[[str], None]) -> None:
+def pull_reused(images: dict[str, stack_spec.StackImage], say: Callable[[str], None],
+                cfg: Config | None = None) -> None:
     """Pull, by digest, the images the build reused from the registry that the engine does not have (compose runs
-    only what the engine has); StageFailed naming the image when the registry does not give it."""
+    only what the engine has), with the registry's credentials when `cfg` names them (registry_clients: a fresh
+    runner has no `docker login`); StageFailed naming the image when the registry does not give it."""
     for name, image in images.items():
         if image.source != "manifest:registry" or docker.image_id(image.ref) is not None:
             continue
         say(f"smoke: pulling {image.ref} ({name}, reused from the registry by the build)")
-        ok, why = docker.pull_image(image.ref, timeout=PULL_TIMEOUT_S)
+        creds = registry_credentials(cfg, image.ref.split("/", 1)[0]) if cfg is not None else None
+        ok, why = docker.pull_image(image.ref, timeout=PULL_TIMEOUT_S, username=creds.username if creds else "",
+                                    password=creds.password if creds else "")
         if not ok:
             raise StageFailed(f"smoke: cannot pull {image.ref} for {name}: {why}",
                               f"check that the registry answers, or rerun `invoke build --service {name}`")

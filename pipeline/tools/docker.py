@@ -253,8 +253,15 @@ def local_images() -> list[LocalImage]:
     return out
 
 
-def pull_image(ref: str, *, timeout: float) -> tuple[bool, str]:
-    """Try `docker pull ref`; (ok, one-line reason). Never raises for a registry that cannot be reached."""
+def pull_image(ref: str, *, timeout: float, username: str = "", password: str = "") -> tuple[bool, str]:
+    """Try `docker pull ref`; (ok, one-line reason). Never raises for a registry that cannot be reached.
+
+    With `username`/`password` (a registry the pipeline holds credentials for: a fresh CI runner has no
+    `docker login`), the pull goes through the Engine API (docker-py), the credentials in its X-Registry-Auth
+    header, never argv (https://docs.docker.com/reference/api/engine/version/v1.41/#tag/Image/operation/ImageCreate).
+    """
+    if username and password:
+        return _pull_with_auth(ref, username, password)
     try:
         res = proc.run(["docker", "pull", "--quiet", ref], timeout=timeout, check=False,
                        what=f"docker pull {ref}")
@@ -262,6 +269,40 @@ def pull_image(ref: str, *, timeout: float) -> tuple[bool, str]:
         return False, exc.message
     lines = (res.stderr.strip() or res.stdout.strip()).splitlines()
     return res.ok, (lines[-1] if lines else f"exit {res.returncode}")
+
+
+def split_pull_ref(ref: str) -> tuple[str, str | None]:
+    """(repository, tag or digest) as the Engine API's image create takes them (`fromImage`, `tag`): "r@sha256:…"
+    → ("r", "sha256:…"), "host:5000/r:t" → ("host:5000/r", "t"), "r" → ("r", None)."""
+    repository, at, digest = ref.partition("@")
+    if at:
+        return repository, digest
+    if ":" in repository.rsplit("/", 1)[-1]:
+        name, _, tag = repository.rpartition(":")
+        return name, tag
+    return repository, None
+
+
+def _pull_with_auth(ref: str, username: str, password: str) -> tuple[bool, str]:
+    """pull_image through the Engine API with these credentials: (ok, one-line reason). Each engine message waits
+    at most docker-py's client timeout (300 s)."""
+    import docker.errors
+    import requests
+
+    from pipeline.core.redact import redact
+
+    repository, tag = split_pull_ref(ref)
+    auth = {"username": username, "password": password, "serveraddress": repository.split("/", 1)[0]}
+    try:
+        for msg in client().api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+            if "error" in msg or "errorDetail" in msg:
+                detail = msg.get("errorDetail") or {}
+                return False, redact(str(detail.get("message") or msg.get("error") or msg)).strip()
+    except docker.errors.APIError as exc:
+        return False, redact(str(exc.explanation or exc)).strip()
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        return False, f"the engine connection failed: {type(exc).__name__}"
+    return True, f"pulled {ref}"
 
 
 def import_rootfs(tarball: Path, ref: str, *, changes: list[str], timeout: float) -> str:

@@ -125,13 +125,14 @@ def _db_args(db_repository: str) -> list[str]:
 def scan_image(
     ref: str, out: Path, *, cache_dir: Path, scanners: tuple[str, ...] = ("vuln", "secret", "misconfig"),
     timeout: float = 600, db_repository: str = "", image_src: str = "docker", username: str = "",
-    password: str = "",
+    password: str = "", ca_file: str = "",
 ) -> dict[str, Any]:
     """Scan an image; writes the JSON report (with every package) to `out`.
 
     image_src "docker": a local image of the engine (`ref` a tag or image ID); "remote": `ref` (e.g.
     `registry/repo@sha256:…`) read from its registry, no engine needed (plain HTTP on loopback, as Trivy allows),
-    credentials through Trivy's environment (TRIVY_USERNAME/PASSWORD), never argv.
+    credentials through Trivy's environment (TRIVY_USERNAME/PASSWORD), never argv; `ca_file`: the PEM CA of the
+    registry's certificate (Trivy's global `--cacert`), "" for the system store.
     Offline by default; with db_repository, Trivy itself fetches the DB from that OCI repository first.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ def scan_image(
         binary(), "image", *COMMON, *NO_IGNOREFILE, "--cache-dir", cache_dir, *_db_args(db_repository),
         "--skip-check-update",
         "--image-src", image_src, "--cache-backend", "memory", "--scanners", ",".join(scanners),
-        "--list-all-pkgs", "--format", "json", "--output", out, "--quiet",
+        "--list-all-pkgs", "--format", "json", "--output", out, "--quiet", *(["--cacert", ca_file] if ca_file else []),
     ]
     config_scanners = [s for s in scanners if s in ("misconfig", "secret")]
     if config_scanners:   # also check the image's own config (history, ENV) for secrets and misconfigurations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -91,6 +92,25 @@ def trusted_keys(cfg: Config, env: Environment) -> list[ec.EllipticCurvePublicKe
         raise UsageError(f"{env.name} trusts no signing key (no {own}, no trusted_keys)",
                          f"make one: invoke keygen --env {env.name}, or list trusted_keys in pipeline.toml")
     return out
+
+
+@dataclass(frozen=True)
+class KeptPair:
+    """An environment's kept key pair as CI variables hold it: the encrypted cosign.key (PEM text), its
+    passphrase and cosign.pub (PEM text). The passphrase is registered for redaction when read."""
+
+    private_pem: str = field(repr=False)
+    passphrase: str = field(repr=False)
+    public_pem: str
+
+
+def kept_pair(cfg: Config, env: Environment) -> KeptPair:
+    """env's key pair of key_dir/<env>/, decrypted once to check the passphrase opens it (signing_key: an auto_key
+    environment gets its pair made here on first use, and kept for the next call); UsageError (exit 2) as
+    signing_key when there is none, or the passphrase is missing or wrong."""
+    signing_key(cfg, env)
+    paths = key_paths(cfg, env)
+    return KeptPair(paths.private.read_text(), passphrase(cfg, env), paths.public.read_text())
 
 
 def keygen(cfg: Config, env: Environment, *, force: bool = False) -> KeyPaths:

@@ -11,6 +11,13 @@ pipeline/local/cluster/registry_trust.py) is set up by the test as them.
 - branch pipeline: lint → build → scan, smoke → push → deploy-dev; then `invoke status --env dev` exit 0, every
   service on its manifest digest; every release pod runs an image of the TLS registry, pulled through the
   dockerconfigjson pull Secret (the node's engine has no other credential for it).
+- tag pipeline on a fresh engine (the branch's images removed from it, as a new dind service has none): prod builds
+  nothing; it finds each service's input digest in dev's repository of the TLS registry and takes the image only
+  because dev's public key, given to release-prod as VEZA_DEV_SIGNING_PUBLIC_KEY, verifies its signature and
+  provenance: the key ci-local keeps for dev and handed the branch pipeline's deploy-dev (VEZA_DEV_SIGNING_KEY), so
+  both pipelines sign and trust with one kept pair, never one made on a runner. Each image is copied by digest into
+  prod's repository and signed with prod's key; the manifest records why (reused from dev's …, signed and attested
+  by dev's keys).
 - tag pipeline without its signing variables: refused at once, one line naming them, exit 2, no job run.
 Namespaces veza-ci-dev and veza-ci-prod (the clone renames dev's and prod's), its own registry and port-forward
 range (127.0.0.1:19800-19849): the test runs in the second cluster lane, beside the other e2e releases
@@ -249,6 +256,12 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
     for image_id in ids:
         assert remote_engine.docker("image", "inspect", image_id).returncode == 0, image_id
     assert tls_registry.password not in run.stdout + run.stderr
+    # deploy-dev signed with dev's kept pair, which ci-local keeps beside the clone (VEZA_KEY_DIR) and handed over.
+    dev_keys = (Path(signing_env(clone)["VEZA_KEY_DIR"]) / "dev").resolve()
+    assert f"ci-local: dev's signing key: the pair kept in {dev_keys} " in out, out[:2000]
+    dev_key_text = (dev_keys / "cosign.key").read_text()
+    assert dev_key_text.splitlines()[1] not in out and (dev_keys / "passphrase").read_text() not in out
+    assert manifest["stages"]["sign"]["status"] == "ok", manifest["stages"]["sign"]
     status_matches(clone, "dev", extra_env={"VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS, "VEZA_DEV_KUBECONFIG": str(kc),
                                             **registry_env(tls_registry, "dev")},
                    drop_env=("KUBECONFIG",))
@@ -257,7 +270,11 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
     print(f"ci-local branch pipeline: {took:.0f}s")
     remove_release(local_cluster, NAMESPACE)   # dev is shown; the node's room goes to prod's replicas
 
-    # The tag pipeline on the same commit: prod signed with the key the CI variables hold, built from nothing new.
+    # The tag pipeline on the same commit, on a fresh engine: none of the branch's images is left in it (the bases
+    # and infra images stay, as a runner's mirror gives them), so nothing can be reused from the engine.
+    gone = remote_engine.docker("rmi", "-f", *sorted(ids))
+    assert gone.returncode == 0, gone.stderr
+    assert all(remote_engine.docker("image", "inspect", i).returncode != 0 for i in ids)
     tag = tag_release(clone)
     made = invoke(clone, "keygen", "--env", "prod")
     assert made.returncode == 0, made.stdout + made.stderr
@@ -277,11 +294,25 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
     assert prod["version"]["sha"] == manifest["version"]["sha"], (prod["version"], manifest["version"])
     assert tag.removeprefix("v") in json.dumps(prod["version"]), prod["version"]
     dev_again = json.loads((clone / ".pipeline/dev/manifest.json").read_text())
-    # Built nothing: every image of the tag pipeline's build job (dev) and of release-prod is the branch's, reused
-    # by its input digest (the shared remote engine, as a dind service keeps them, or the registry's in- tag).
+    # Built nothing: every image of the tag pipeline's build job (dev) and of release-prod is the branch's, found
+    # by its input digest in the registry (the engine has none of them): dev's in its own repository, prod's in
+    # dev's, taken because dev's kept key (its public half, the one CI variable prod gets of dev) vouches for it.
     assert set(_statuses(prod).values()) == {"reused"} == set(_statuses(dev_again).values()), (
         _statuses(prod), _statuses(dev_again))
+    assert re.search(r"building \d+ image\(s\)", out) is None, out[-4000:]
     assert {rec["build"]["image_id"] for rec in prod["services"].values()} == ids
+    assert dev_key_text.splitlines()[1] not in out
+    for name, rec in prod["services"].items():
+        branch_push = manifest["services"][name]["push"]
+        dev_ref = f"{branch_push['repository']}@{branch_push['digest']}"
+        assert dev_again["services"][name]["build"]["reuse"]["registry_image"] == dev_ref, dev_again["services"][name]
+        reuse = rec["build"]["reuse"]
+        assert reuse["from_environment"] == "dev" and reuse["registry_image"] == dev_ref, (name, rec["build"])
+        assert rec["build"]["reason"].startswith(f"reused from dev's {dev_ref}, signed and attested by dev's keys"), (
+            name, rec["build"]["reason"])
+        # copied by digest into prod's own repository, then signed there with prod's key
+        assert rec["push"]["digest"] == branch_push["digest"], (name, rec["push"])
+        assert rec["push"]["repository"].startswith(f"{tls_registry.address}/veza/"), rec["push"]
     for stage in ("push", "sign", "verify-images", "deploy", "verify"):
         assert prod["stages"][stage]["status"] == "ok", (stage, prod["stages"][stage])
     status_matches(clone, "prod", extra_env={"VEZA_PORT_FORWARD_PORTS": PORT_FORWARDS,

@@ -91,11 +91,81 @@ def test_the_tag_pipeline_is_refused_before_any_job_naming_each_missing_variable
         ci_local.run_ci_local("tag", repo_dir=repo, environ={"VEZA_PROD_SIGNING_PASSPHRASE": "pp"},
                               say=lambda _: None)
     line = exc.value.one_line()
-    assert "VEZA_PROD_SIGNING_KEY, PROD_KUBECONFIG;" in line and "pp" not in line.replace("passphrase", "")
+    assert "release-prod job needs the CI variable(s) VEZA_PROD_SIGNING_KEY, PROD_KUBECONFIG, " \
+           "VEZA_DEV_SIGNING_PUBLIC_KEY;" in line and "pp" not in line.replace("passphrase", "")
     assert not (repo / ".gitlab-ci-local").exists()
-    # The list is the job's own: release-prod.sh requires exactly these.
-    script = (ROOT / "ci/jobs/release-prod.sh").read_text()
-    assert f"ci_require release-prod {' '.join(ci_local.TAG_REQUIRES)}" in script
+    # With a kept dev pair ci-local gives dev's public key itself; refused anyway, it reads no key at all.
+    calls: list[int] = []
+
+    def kept() -> tuple[str, str, str, str]:
+        calls.append(1)
+        return "k", "p", "pub", "/keys/dev"
+
+    with pytest.raises(UsageError) as exc:
+        ci_local.run_ci_local("tag", repo_dir=repo, environ={"VEZA_PROD_SIGNING_PASSPHRASE": "pp"},
+                              say=lambda _: None, kept_dev_key=kept)
+    assert "variable(s) VEZA_PROD_SIGNING_KEY, PROD_KUBECONFIG; " in exc.value.one_line() and not calls
+    # The lists are the jobs' own: release-prod.sh and deploy-dev.sh require exactly these.
+    for job, names in (("release-prod", ci_local.TAG_REQUIRES), ("deploy-dev", ci_local.BRANCH_REQUIRES)):
+        assert f"ci_require {job} {' '.join(names)}\n" in (ROOT / f"ci/jobs/{job}.sh").read_text()
+
+
+def test_the_branch_pipeline_is_refused_without_deploy_devs_variables(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    with pytest.raises(UsageError) as exc:
+        ci_local.run_ci_local("branch", repo_dir=repo, environ={}, say=lambda _: None)
+    line = exc.value.one_line()
+    assert "the branch pipeline's deploy-dev job needs the CI variable(s) DEV_KUBECONFIG, VEZA_DEV_SIGNING_KEY, " \
+           "VEZA_DEV_SIGNING_PASSPHRASE;" in line, line
+    assert "VEZA_DEV_SIGNING_KEY: dev's cosign.key, its path or content" in line
+    with pytest.raises(UsageError) as exc:   # ci-local makes dev's key variables itself from the kept pair
+        ci_local.run_ci_local("branch", repo_dir=repo, environ={}, say=lambda _: None,
+                              kept_dev_key=lambda: ("k", "p", "pub", "/keys/dev"))
+    assert "variable(s) DEV_KUBECONFIG; " in exc.value.one_line()
+    assert not (repo / ".gitlab-ci-local").exists()
+
+
+def test_devs_kept_pair_becomes_the_three_variables_unless_the_caller_gives_devs_key(tmp_path: Path) -> None:
+    def kept() -> tuple[str, str, str, str]:
+        return "-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n", "s3cret", "-----BEGIN PUBLIC KEY-----\n", "/k/dev"
+
+    made, where = ci_local.dev_key_secrets(kept)
+    assert made == {"VEZA_DEV_SIGNING_KEY": Secret("-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n", file=True),
+                    "VEZA_DEV_SIGNING_PASSPHRASE": Secret("s3cret"),
+                    "VEZA_DEV_SIGNING_PUBLIC_KEY": Secret("-----BEGIN PUBLIC KEY-----\n", file=True)}
+    assert where == "/k/dev"
+    doc = yaml.safe_load(gitlab_ci_local.variables_file(made))   # the key and public half as File variables
+    assert [doc["global"][n]["type"] for n in sorted(made)] == ["file", "variable", "file"]
+    assert ci_local.makes_dev_key({}, {}, kept)
+    # A passphrase given alone is the kept pair's own (dev's signing_passphrase_env): the pair is still read.
+    assert ci_local.makes_dev_key(*ci_local.ci_variables({"VEZA_DEV_SIGNING_PASSPHRASE": "x"}), kept)
+    for given in ("VEZA_DEV_SIGNING_KEY", "VEZA_DEV_SIGNING_PUBLIC_KEY"):   # the caller's win
+        plain, secrets = ci_local.ci_variables({given: "-----BEGIN X-----\nabc\n"})
+        assert secrets[given].file and not ci_local.makes_dev_key(plain, secrets, kept)
+    assert not ci_local.makes_dev_key({}, {}, None)
+    # The machine's key directory is this checkout's, not a job's: a job that signs writes its own.
+    assert "VEZA_KEY_DIR" not in ci_local.ci_variables({"VEZA_KEY_DIR": str(tmp_path)})[0]
+
+
+def test_the_kept_pair_is_made_once_and_read_back_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dev (auto_key) gets its pair made on first use and kept; the next pipeline reads the same one; a
+    passphrase variable that does not open it is refused (exit 2), naming it."""
+    from pipeline.core.config import load_config
+    from pipeline.trust import envkeys
+    from pipeline.trust.keys import decrypt_private_key, load_public_key
+
+    monkeypatch.setenv("VEZA_KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.delenv("VEZA_DEV_SIGNING_PASSPHRASE", raising=False)
+    cfg = load_config(ROOT / "pipeline.toml", check_files=False)
+    first = envkeys.kept_pair(cfg, cfg.env("dev"))
+    assert envkeys.kept_pair(cfg, cfg.env("dev")) == first
+    assert "s3cret" not in repr(first) and first.passphrase not in repr(first)
+    key = decrypt_private_key(first.private_pem.encode(), first.passphrase.encode(), where="test")
+    (tmp_path / "pub").write_text(first.public_pem)
+    assert load_public_key(tmp_path / "pub").public_numbers() == key.public_key().public_numbers()
+    monkeypatch.setenv("VEZA_DEV_SIGNING_PASSPHRASE", "not-the-kept-one")
+    with pytest.raises(UsageError):
+        envkeys.kept_pair(cfg, cfg.env("dev"))
 
 
 def test_the_shell_runner_file_is_the_template_without_its_job_image(tmp_path: Path) -> None:

@@ -131,11 +131,83 @@ def test_release_prod_without_its_variables_stops_at_once_naming_them(tmp_path: 
     cp = _run_job("release-prod", tmp_path)
     assert cp.returncode == 2, cp.stdout + cp.stderr
     assert cp.stdout == "" and len(cp.stderr.splitlines()) == 1, cp.stderr
-    for var in ("VEZA_PROD_SIGNING_KEY", "VEZA_PROD_SIGNING_PASSPHRASE", "PROD_KUBECONFIG"):
+    for var in ("VEZA_PROD_SIGNING_KEY", "VEZA_PROD_SIGNING_PASSPHRASE", "PROD_KUBECONFIG",
+                "VEZA_DEV_SIGNING_PUBLIC_KEY"):
         assert var in cp.stderr
-    cp = _run_job("release-prod", tmp_path, VEZA_PROD_SIGNING_KEY="k", VEZA_PROD_SIGNING_PASSPHRASE="p")
+    cp = _run_job("release-prod", tmp_path, VEZA_PROD_SIGNING_KEY="k", VEZA_PROD_SIGNING_PASSPHRASE="p",
+                  VEZA_DEV_SIGNING_PUBLIC_KEY="pub")
     assert cp.returncode == 2 and "PROD_KUBECONFIG" in cp.stderr and "SIGNING" not in cp.stderr, cp.stderr
     assert not list(tmp_path.glob("veza-ci.*")), "the job's private directory outlived it"
+
+
+def test_release_prod_without_devs_public_key_stops_naming_it_alone(tmp_path: Path) -> None:
+    """Given prod's own three, release-prod still stops before any setup without dev's public key: without it
+    prod's build could trust no image of dev's registry (reuse_from) and would rebuild every service."""
+    cp = _run_job("release-prod", tmp_path, VEZA_PROD_SIGNING_KEY="k", VEZA_PROD_SIGNING_PASSPHRASE="p",
+                  PROD_KUBECONFIG="kc")
+    assert cp.returncode == 2 and cp.stdout == "", cp.stdout + cp.stderr
+    assert cp.stderr.splitlines() == ["error: release-prod: set the CI variable(s) VEZA_DEV_SIGNING_PUBLIC_KEY "
+                                      "(masked; see README, \"CI\")"], cp.stderr
+
+
+def test_deploy_dev_without_devs_kept_key_stops_at_once_naming_the_variables(tmp_path: Path) -> None:
+    """deploy-dev signs with dev's kept key, never one made on the runner (auto_key would make a new one on every
+    fresh runner, which prod could not trust): without the key or its passphrase it stops before any setup, one
+    line naming each missing one, exit 2; the passphrase variable is the one pipeline.toml names for dev."""
+    from pipeline.core.config import load_config
+    from pipeline.trust.envkeys import passphrase_var
+
+    cfg = load_config(ROOT / "pipeline.toml", check_files=False)
+    assert passphrase_var(cfg, cfg.env("dev")) == "VEZA_DEV_SIGNING_PASSPHRASE"
+    cp = _run_job("deploy-dev", tmp_path, DEV_KUBECONFIG="kc")
+    assert cp.returncode == 2 and cp.stdout == "", cp.stdout + cp.stderr
+    assert cp.stderr.splitlines() == ["error: deploy-dev: set the CI variable(s) VEZA_DEV_SIGNING_KEY "
+                                      "VEZA_DEV_SIGNING_PASSPHRASE (masked; see README, \"CI\")"], cp.stderr
+    cp = _run_job("deploy-dev", tmp_path, DEV_KUBECONFIG="kc", VEZA_DEV_SIGNING_KEY="k")
+    assert cp.returncode == 2 and "variable(s) VEZA_DEV_SIGNING_PASSPHRASE (masked" in cp.stderr, cp.stderr
+    assert not list(tmp_path.glob("veza-ci.*")), "the job's private directory outlived it"
+    step = next(s for s in _github_steps()["deploy-dev"] if s.get("run") == "ci/jobs/deploy-dev.sh")
+    for var in ("VEZA_DEV_SIGNING_KEY", "VEZA_DEV_SIGNING_PASSPHRASE"):
+        assert step["env"][var] == f"${{{{ secrets.{var} }}}}"  # type: ignore[index]
+    step = next(s for s in _github_steps()["release-prod"] if s.get("run") == "ci/jobs/release-prod.sh")
+    assert step["env"]["VEZA_DEV_SIGNING_PUBLIC_KEY"] == "${{ vars.VEZA_DEV_SIGNING_PUBLIC_KEY }}"  # type: ignore
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["content", "file-variable"])
+def test_devs_public_key_from_ci_is_the_one_prods_reuse_trusts_for_dev(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      as_file: bool) -> None:
+    """release-prod's dev public key (content or File variable) lands where the plan's reuse lookup reads dev's
+    trusted keys (registry_reuse.reuse_sources → envkeys.trusted_keys of dev), beside prod's own key, and only
+    there: prod's own trusted keys stay prod's."""
+    from pipeline.core.config import load_config
+    from pipeline.stages.registry_reuse import reuse_sources
+    from pipeline.trust import envkeys
+    from pipeline.trust.keys import KeyPaths, generate_key_pair, load_public_key
+
+    dev = generate_key_pair(KeyPaths(tmp_path / "dev"), "d3v")
+    prod = generate_key_pair(KeyPaths(tmp_path / "prod"), "pr0d")
+    value = str(dev.public) if as_file else dev.public.read_text()
+    cp = subprocess.run(["bash", "-c", 'source ci/lib.sh; trap - EXIT; ci_signing_key prod VEZA_PROD_SIGNING_KEY; '
+                         'ci_public_key dev VEZA_DEV_SIGNING_PUBLIC_KEY; echo "$VEZA_KEY_DIR"'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=30, check=False,
+                        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "VEZA_DEV_SIGNING_PUBLIC_KEY": value,
+                             "VEZA_PROD_SIGNING_KEY": prod.private.read_text()})
+    assert cp.returncode == 0, cp.stderr
+    key_dir = Path(cp.stdout.strip())
+    assert sorted(p.relative_to(key_dir).as_posix() for p in key_dir.rglob("*") if p.is_file()) == \
+        ["dev/cosign.pub", "prod/cosign.key"]
+    monkeypatch.setenv("VEZA_KEY_DIR", str(key_dir))
+    monkeypatch.setenv("VEZA_PROD_SIGNING_PASSPHRASE", "pr0d")
+    cfg = load_config(ROOT / "pipeline.toml", check_files=False)
+    envkeys.signing_key(cfg, cfg.env("prod"))   # writes prod's public half, as the sign pre-flight does
+    numbers = load_public_key(dev.public).public_numbers()
+    by_env = {s.env.name: s for s in reuse_sources(cfg, cfg.env("prod"))}
+    assert [k.public_numbers() for k in by_env["dev"].trusted or ()] == [numbers] and not by_env["dev"].unusable
+    assert by_env["prod"].trusted is None   # its own repository: its own pushes
+    assert "staging's images cannot be checked here" in by_env["staging"].unusable   # no staging key given
+    assert [k.public_numbers() for k in envkeys.trusted_keys(cfg, cfg.env("prod"))] == \
+        [load_public_key(prod.public).public_numbers()]
 
 
 @pytest.mark.parametrize("as_file", [False, True], ids=["content", "file-variable"])

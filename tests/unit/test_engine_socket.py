@@ -37,3 +37,15 @@ def test_auth_header_is_url_safe_base64_json_as_the_engine_reads_it() -> None:
     assert "+" not in header and "/" not in header
     assert json.loads(base64.urlsafe_b64decode(header)) == {"username": "ci", "password": "s3cr?t>>",
                                                              "serveraddress": "127.0.0.1:5000"}
+
+
+def test_a_credentialed_pull_names_the_image_as_the_engine_api_takes_it() -> None:
+    """smoke's pull of a reused image by digest (and a tag, for completeness) splits as `fromImage` + `tag`: a
+    registry port is part of the repository, never a tag."""
+    from pipeline.tools.docker import split_pull_ref
+
+    digest = "sha256:" + "a" * 64
+    assert split_pull_ref(f"127.0.0.2:5443/veza-dev/veza-docs@{digest}") == ("127.0.0.2:5443/veza-dev/veza-docs",
+                                                                             digest)
+    assert split_pull_ref("127.0.0.2:5443/veza/veza-docs:0.1.1") == ("127.0.0.2:5443/veza/veza-docs", "0.1.1")
+    assert split_pull_ref("127.0.0.2:5443/veza/veza-docs") == ("127.0.0.2:5443/veza/veza-docs", None)
