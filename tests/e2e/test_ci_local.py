@@ -49,7 +49,6 @@ from tests.e2e.release_support import (
     tag_release,
 )
 from tests.e2e.release_support import invoke as _invoke
-from tests.integration.cluster_fixtures import cluster_use
 from tests.integration.remote_engine import RemoteEngine
 from tests.integration.tls_registry_fixtures import TlsRegistry
 
@@ -62,13 +61,6 @@ PULL_SECRET = "registry-secret"
 PROD_NAMESPACE = "veza-ci-prod"
 PORT_FORWARDS = "19800-19849"   # its own: other e2e releases use release_support.PORT_FORWARDS meanwhile
 NAMESPACES = {"dev": NAMESPACE, "prod": PROD_NAMESPACE}
-
-
-@pytest.fixture(autouse=True)
-def _cluster_shared() -> Iterator[None]:
-    """Held shared for each test: a test of the other lane that stops the cluster waits for it (cluster_use)."""
-    with cluster_use():
-        yield
 
 
 def invoke(clone: Path, *args: str, extra_env: dict[str, str] | None = None, **kw: object) -> CompletedProcess[str]:
