@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment
+from pipeline.core.errors import PipelineError
 from pipeline.core.manifest import Manifest
 from pipeline.stages.deploy.target import ReleaseTarget
-from pipeline.stages.deploy.values import resource_name
+from pipeline.stages.deploy.values import serving_deployment
 from pipeline.tools import helm, kubectl
 
 OBSERVE_TIMEOUT_S = 10
@@ -73,7 +74,7 @@ def summarize(cfg: Config, env: Environment, manifest: Manifest | None, seen: Ob
     out.update(revision=st.revision, status=st.status, last_deployed=st.last_deployed)
     recorded = manifest if manifest is not None and manifest.env == env.name else None
     for svc in cfg.services:
-        d = seen.deployments.get(resource_name(env.helm_release, svc.name))
+        d = seen.deployments.get(serving_deployment(env.helm_release, svc.name, seen.deployments))
         entry: dict[str, Any] = {"deployed": d is not None}
         if d is not None:
             image = d["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -99,7 +100,22 @@ def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
 
 def canary_status(rt: ReleaseTarget) -> str | None:
     """The release's canary as one line for `invoke status` (phase, step, weight achieved, intervals judged), from
-    its state in the cluster (canary.py); None when it never ran one."""
-    from pipeline.stages.deploy.canary import status_line
+    its state in the cluster (canary.py); None when its last rollout was not a canary."""
+    from pipeline.stages.deploy import canary, progressive
+
+    try:
+        doc = progressive.read_doc(rt)
+    except PipelineError as exc:
+        return f"canary: {exc.message}"
+    if doc is None or str(doc.get("strategy") or canary.STRATEGY) != canary.STRATEGY:
+        return None
+    return canary.status_line(rt)
+
+
+def blue_green_status(rt: ReleaseTarget) -> str | None:
+    """The release's blue-green rollout as one line for `invoke status` (phase, which colour serves and which
+    previews, intervals judged), from its state in the cluster (bluegreen.py); None when its last rollout was not
+    a blue-green."""
+    from pipeline.stages.deploy.bluegreen import status_line
 
     return status_line(rt)
