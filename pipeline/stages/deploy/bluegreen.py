@@ -138,7 +138,7 @@ class BlueGreenState:
         if state.phase not in PHASES:
             raise ValueError(f"unknown blue-green phase {state.phase!r}")
         if set(state.colours.values()) - {"blue", "green"} or set(state.colours) != set(state.new):
-            raise ValueError(f"colours {state.colours} do not name blue or green for each new service")
+            raise ValueError(f"blue-green colours {state.colours} do not name blue or green for each new service")
         return state
 
     def record(self, step: int) -> dict[str, Any]:
