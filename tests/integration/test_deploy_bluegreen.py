@@ -1,7 +1,7 @@
 """The blue-green strategy on the real local cluster, judged by a real Prometheus (Debian's 2.42, started by the test
 on 127.0.0.1:21000-21049) scraping both colours' pods (file_sd targets from the pods, rollout_support.PodTargets).
 
-veza-docs only (no infra), in a namespace veza-bg-*; three builds of it from the project's Dockerfile, pushed to the
+veza-docs only (no infra), in a namespace veza-bg-*; four builds of it from the project's Dockerfile, pushed to the
 machine's registry as 127.0.0.1:5000/veza-bg-test/veza-docs (stable, good: VERSION build args differ, so do the
 digests; late-bad: a copy of services/docs in the test's tmp dir whose "/" answers 500 on every second request once
 it has served LATE_AFTER of them, so it passes the preview's analysis and fails once it serves; nothing in the
@@ -9,19 +9,27 @@ project knows of it), removed from the engine at the end. The tests build on eac
 1. a first install (all at once), then the good build: blue serves, green previews and passes, the switch, the
    post-promotion analysis passes, blue is kept keep_old_s then scaled to 0; one Helm revision per step;
 2. the late-bad build goes to blue (green serves now): its preview passes, the switch, the post-promotion analysis
-   fails: switched back (exit 5), green's pods never restarted and answering throughout, blue at 0.
-Port-forwards 127.0.0.1:21050-21099."""
+   fails: switched back (exit 5), green's pods never restarted and answering throughout, blue at 0;
+3. a good build's deploy killed with SIGKILL during its preview analysis, then rerun: the preview continues from
+   the state in the cluster (its first interval kept), then switch, post-promotion, retire: one outcome, one
+   preview at most at any time, `invoke status` green.
+Port-forwards 127.0.0.1:21050-21079 (the killed deploy's: 21080-21099)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +41,23 @@ from pipeline.core.errors import DeployFailed
 from pipeline.core.manifest import Manifest
 from pipeline.core.paths import ROOT
 from pipeline.release.html_report import rollout_section
-from pipeline.stages.deploy import bluegreen, deploy_release, progressive
+from pipeline.stages.deploy import analysis, bluegreen, deploy_release, progressive
 from pipeline.stages.deploy.commands import status_report
+from pipeline.stages.deploy.load import LoadLoop
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
-from tests.e2e.release_support import remove_release
+from tests.e2e.release_support import kill_port_forwards, remove_release
 from tests.integration.build_records import built_record
-from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, kc, sh, sign_manifest, with_test_keys
+from tests.integration.deploy_support import (
+    TEST_COMMIT,
+    LinesReporter,
+    kc,
+    sh,
+    sign_manifest,
+    wait_for,
+    with_test_keys,
+)
 from tests.integration.prometheus_support import running_prometheus
 from tests.integration.rollout_support import SCRAPE, SERVICE, PodTargets, build_docs, faulty_docs, sd_dir
 from tests.ports import first_free
@@ -49,7 +66,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pyt
               pytest.mark.slow]
 
 REPO = "127.0.0.1:5000/veza-bg-test/veza-docs"
-PF_PORTS = "21050-21099"
+PF_PORTS, KILLED_PF_PORTS = "21050-21079", "21080-21099"
 # The preview sends about (window + preview_analysis_s) × rps = 120 requests to the new version; the late-bad
 # build starts failing well after that and well before the post-promotion analysis ends (as many again).
 LATE_AFTER = 170
@@ -147,9 +164,10 @@ def target(local_cluster: Path, machine_registry: str,
     context = base.service(SERVICE).context
     digests = {"stable": build_docs(base, REPO, run, "stable", context, "bg-stable"),
                "good": build_docs(base, REPO, run, "good", context, "bg-good"),
+               "good2": build_docs(base, REPO, run, "good2", context, "bg-good2"),
                "late-bad": build_docs(base, REPO, run, "late-bad", faulty_docs(base, tmp / "docs-late-bad", FAULT),
                                       "bg-late-bad")}
-    print(f"three builds of {SERVICE} pushed in {time.monotonic() - t0:.0f}s")
+    print(f"four builds of {SERVICE} pushed in {time.monotonic() - t0:.0f}s")
     ns = f"veza-bg-{uuid.uuid4().hex[:6]}"
     kc(local_cluster, "create", "namespace", ns)
     kc(local_cluster, "label", "namespace", ns, "veza.pipeline.test=deploy")
@@ -269,3 +287,72 @@ def test_a_build_failing_once_it_serves_is_switched_back_and_the_old_colour_neve
     assert "class=failed>abort" in rollout_section(rec)
     assert state.status_line().startswith("blue-green: switched-back (veza-docs: green serves, blue at 0)")
     print(f"switched-back blue-green: {time.monotonic() - t0:.0f}s, {len(answers)} probes of green all 200")
+
+
+_NONE = analysis.StepResult(0, 0, 0, 0.0)   # no analysis recorded yet
+KILLED = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from pipeline.core.manifest import Manifest
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import deploy_release
+    from tests.integration.test_deploy_bluegreen import target_config
+    a = json.loads(sys.argv[1])
+    cfg = target_config(a["ns"], Path(a["state"]), a["prometheus"])
+    deploy_release(cfg, cfg.env("local"), Manifest.load(Path(a["state"]) / "manifest.json"), ["veza-docs"],
+                   timeout_s=120, kubeconfig=Path(a["kubeconfig"]), reporter=PlainReporter(verbose=True))
+""")
+
+
+def test_a_deploy_killed_during_the_preview_analysis_then_rerun_continues_and_is_promoted(target: BlueGreen) -> None:
+    t0 = time.monotonic()
+    target.manifest("good2")
+    args = {"ns": target.namespace, "state": str(target.state), "kubeconfig": str(target.kubeconfig),
+            "prometheus": target.prometheus}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
+
+    def judged() -> bool:
+        st = target.state_now()
+        return st is not None and st.phase == bluegreen.PREVIEW and st.new[SERVICE].endswith(
+            target.digests["good2"]) and len(st.results(bluegreen.PREVIEW_STEP).get(SERVICE, _NONE).intervals) >= 1
+    with ExitStack() as users:
+        try:
+            wait_for(judged, 120, "the first interval of the killed deploy's preview analysis")
+            # users' traffic on both colours while nothing runs: the windows the dead deploy misses are judged at
+            # their times by the rerun (analysis.run_step), on what Prometheus kept of them
+            kt = KubeTarget(target.kubeconfig, "", target.namespace)
+            for res in ("svc/veza-docs", "svc/veza-docs-preview"):
+                port = users.enter_context(kubectl.port_forward(kt, res, 80))
+                users.enter_context(LoadLoop(f"http://127.0.0.1:{port}", target.env.rollout.load))
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
+            output = proc.communicate(timeout=30)[0]
+            kill_port_forwards(target.namespace, KILLED_PF_PORTS)
+        print(output)
+        before = target.state_now()
+        assert before is not None and before.phase == bluegreen.PREVIEW and before.colours == {SERVICE: "blue"}
+        first = before.results(bluegreen.PREVIEW_STEP)[SERVICE].intervals[0]
+        revisions = target.revisions()
+        out = LinesReporter()
+        m = Manifest.load(target.state / "manifest.json")
+        deploy_release(target.cfg, target.env, m, [SERVICE], kubeconfig=target.kubeconfig, timeout_s=120,
+                       reporter=out)
+        print(out.text)
+    assert "resuming the rollout in progress" in out.text and "undoing it first" not in out.text
+    state = target.state_now()
+    assert state is not None and state.phase == bluegreen.PROMOTED, out.text
+    preview = state.results(bluegreen.PREVIEW_STEP)[SERVICE]
+    assert preview.decision == "promote-step" and preview.intervals[0] == first   # continued, not started again
+    assert len(preview.intervals) == 2
+    _passed(state, bluegreen.POST_STEP)
+    assert target.revisions() == revisions + 3   # the preview applied again (no change), switch, retire
+    deps = target.get("deployments")
+    assert _image(deps["veza-docs"]) == f"{REPO}@{target.digests['good2']}" and deps["veza-docs"]["spec"]["replicas"]
+    assert deps["veza-docs-green"]["spec"]["replicas"] == 0
+    status = LinesReporter()
+    info = status_report(target.cfg, target.env, m, status, kubeconfig=target.kubeconfig)   # exit 7 on any drift
+    assert info["differences"] == [] and info["blue_green"].startswith("blue-green: promoted"), status.text
+    print(f"killed and rerun blue-green: {time.monotonic() - t0:.0f}s")
+
