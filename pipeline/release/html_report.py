@@ -206,7 +206,8 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
 
 
 def rollout_section(rollout: dict[str, Any]) -> str:
-    """The report's section for a progressive rollout: per step, its decision and reason, one chart per metric
+    """The report's section for a progressive rollout: per step (a canary's weight, a blue-green's preview or
+    post-promotion analysis: its `title`), its decision and reason, one chart per metric
     (analysis_svg) and its intervals. `rollout`: {strategy, steps: [pipeline.stages.deploy.analysis
     .StepResult.as_dict()]}; "" when it has no step."""
     steps = rollout.get("steps") or []
