@@ -313,9 +313,10 @@ class BlueGreenRollout:
                      f"({state.phase}), not of this release's version: "
                      + ("undoing it first (never two previews)" if plan == "undo" else
                         "its post-promotion analysis passed: retiring its old colour first"))
-            if plan == "undo":
+            if plan == "undo":   # the same layout either way; the phase says whether it had been switched
                 self.undo(state, state.reason if state.phase in (ABORTING, SWITCHING_BACK) else
-                          "superseded by a deploy of another version")
+                          "superseded by a deploy of another version",
+                          phase=SWITCHING_BACK if state.phase in (SWITCHING, POST, SWITCHING_BACK) else ABORTING)
             else:
                 self.retire_early(state)
         elif state is not None:
@@ -585,17 +586,3 @@ def deploy(ro: _Rollout, values_files: list[Path], choices: dict[str, ImageChoic
         ro.reporter.info("  blue-green: no deployed revision to run beside (first install): deploying all at once")
         return ro.upgrade(values_files, choices, dhash, notes, merged, previous)
     return BlueGreenRollout(ro, values_files, choices, dhash, notes, merged, previous, current).run()
-
-
-def status_line(rt: ReleaseTarget) -> str | None:
-    """`invoke status`'s blue-green line (BlueGreenState.status_line), None when the release's last rollout was
-    not a blue-green."""
-    try:
-        doc = progressive.read_doc(rt)
-        if doc is None or doc.get("strategy") != STRATEGY:
-            return None
-        return BlueGreenState.from_dict(doc).status_line()
-    except StageFailed as exc:
-        return f"blue-green: {exc.message}"
-    except ValueError as exc:
-        return f"blue-green: {progressive.unreadable(rt, str(exc)).message}"

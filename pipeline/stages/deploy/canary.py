@@ -432,13 +432,3 @@ def deploy(ro: _Rollout, values_files: list[Path], choices: dict[str, ImageChoic
                          "deploy; a canary runs beside the service's own Deployment (blue), which does not serve",
                          'deploy once with strategy = "blue-green" (it switches to blue) before a canary')
     return CanaryRollout(ro, values_files, choices, dhash, notes, merged, previous, current).run()
-
-
-def status_line(rt: ReleaseTarget) -> str | None:
-    """`invoke status`'s canary line (CanaryState.status_line), None when the release never ran a canary; a state
-    that cannot be read is said as such."""
-    try:
-        state = read_state(rt)
-    except StageFailed as exc:
-        return f"canary: {exc.message}"
-    return None if state is None else state.status_line()

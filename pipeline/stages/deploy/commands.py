@@ -14,7 +14,7 @@ from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.stages.deploy.drift import Difference, drift_hint, drift_report
 from pipeline.stages.deploy.monitoring import observe_monitoring
-from pipeline.stages.deploy.status import blue_green_status, canary_status, observe, summarize
+from pipeline.stages.deploy.status import observe, rollout_status, summarize
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
 
@@ -42,9 +42,9 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
     if mon is not None and mon.source != "none" and not mon.up:
         diffs.append(Difference("monitoring", f"the {mon.source} Prometheus ready ({mon.where})", mon.problem))
     info["monitoring"] = mon.as_dict() if mon is not None else None
-    installed = seen.cluster and seen.release is not None
-    info["canary"] = canary_status(rt) if installed else None
-    info["blue_green"] = blue_green_status(rt) if installed else None
+    # a canary's or a blue-green's progress or outcome, one line (None: not installed, or none ever ran)
+    info.update(rollout_status(rt) if seen.cluster and seen.release is not None else {"canary": None,
+                                                                                    "blue_green": None})
     info["differences"] = [d.line() for d in diffs]
     say = reporter.info
     if as_json:

@@ -98,24 +98,26 @@ def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
     return summarize(cfg, env, manifest, seen, kubectl.server_version(rt.kube) if seen.cluster else None)
 
 
-def canary_status(rt: ReleaseTarget) -> str | None:
-    """The release's canary as one line for `invoke status` (phase, step, weight achieved, intervals judged), from
-    its state in the cluster (canary.py); None when its last rollout was not a canary."""
-    from pipeline.stages.deploy import canary, progressive
+def rollout_status(rt: ReleaseTarget) -> dict[str, str | None]:
+    """The release's last progressive rollout as one line for `invoke status`, from its state in the cluster (one
+    read of progressive.py's ConfigMap): {"canary": phase, step, weight achieved, intervals judged (canary.py),
+    "blue_green": phase, which colour serves and which previews, intervals judged (bluegreen.py)}, the other one
+    None (both None: it never ran one). A state that cannot be read is said as such."""
+    from pipeline.stages.deploy import bluegreen, canary, progressive
 
+    out: dict[str, str | None] = {"canary": None, "blue_green": None}
     try:
         doc = progressive.read_doc(rt)
     except PipelineError as exc:
-        return f"canary: {exc.message}"
-    if doc is None or str(doc.get("strategy") or canary.STRATEGY) != canary.STRATEGY:
-        return None
-    return canary.status_line(rt)
-
-
-def blue_green_status(rt: ReleaseTarget) -> str | None:
-    """The release's blue-green rollout as one line for `invoke status` (phase, which colour serves and which
-    previews, intervals judged), from its state in the cluster (bluegreen.py); None when its last rollout was not
-    a blue-green."""
-    from pipeline.stages.deploy.bluegreen import status_line
-
-    return status_line(rt)
+        return {**out, "canary": f"rollout: {exc.message}"}
+    if doc is None:
+        return out
+    if doc.get("strategy") == bluegreen.STRATEGY:
+        try:
+            return {**out, "blue_green": bluegreen.BlueGreenState.from_dict(doc).status_line()}
+        except ValueError as exc:
+            return {**out, "blue_green": f"blue-green: {progressive.unreadable(rt, str(exc)).message}"}
+    try:
+        return {**out, "canary": canary.CanaryState.from_dict(doc).status_line()}
+    except ValueError as exc:
+        return {**out, "canary": f"canary: {progressive.unreadable(rt, str(exc)).message}"}
