@@ -67,9 +67,9 @@ pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pyt
 
 REPO = "127.0.0.1:5000/veza-bg-test/veza-docs"
 PF_PORTS, KILLED_PF_PORTS = "21050-21079", "21080-21099"
-# The preview sends about (window + preview_analysis_s) × rps = 120 requests to the new version; the late-bad
+# The preview sends about (window + preview_analysis_s) × rps = 160 requests to the new version; the late-bad
 # build starts failing well after that and well before the post-promotion analysis ends (as many again).
-LATE_AFTER = 170
+LATE_AFTER = 240
 FAULT = f"""	var served atomic.Uint64
 	s.Handle("/", func(w http.ResponseWriter, r *http.Request) {{
 		if n := served.Add(1); n > {LATE_AFTER} && n%2 == 0 {{
@@ -80,11 +80,11 @@ FAULT = f"""	var served atomic.Uint64
 
 
 def bg_rollout(prometheus: str) -> Rollout:
-    """Short windows (scrape 1 s, window 6 s, interval 3 s): preview and post-promotion analyses judged twice each,
+    """Short windows (scrape 1 s, window 8 s, interval 4 s): preview and post-promotion analyses judged twice each,
     on the default metrics (error ratio, p95 latency against the old version), the old colour kept 3 s."""
-    return Rollout(strategy="blue-green", interval_s=3, window="6s", min_requests=5, prometheus=prometheus,
+    return Rollout(strategy="blue-green", interval_s=4, window="8s", min_requests=5, prometheus=prometheus,
                    metrics=DEFAULT_METRICS, load=Load(rps=10, paths=("/",), max_requests=2000),
-                   preview_analysis_s=6, post_promotion_analysis_s=6, keep_old_s=3)
+                   preview_analysis_s=8, post_promotion_analysis_s=8, keep_old_s=3)
 
 
 def target_config(namespace: str, state: Path, prometheus: str) -> Config:
@@ -227,8 +227,8 @@ def test_a_good_build_is_previewed_switched_judged_and_the_old_colour_retired(ta
     rec = m.data["rollout"]
     assert rec["strategy"] == "blue-green" and rec["phase"] == "promoted"
     html = rollout_section(rec)
-    assert "Preview analysis (green on its preview Service, 6s): <span class=ok>promote-step" in html
-    assert "Post-promotion analysis (green serving, 6s): <span class=ok>promote-step" in html
+    assert "Preview analysis (green on its preview Service, 8s): <span class=ok>promote-step" in html
+    assert "Post-promotion analysis (green serving, 8s): <span class=ok>promote-step" in html
     status = LinesReporter()
     info = status_report(target.cfg, target.env, m, status, kubeconfig=target.kubeconfig)   # exit 7 on any drift
     assert info["differences"] == [], status.text
