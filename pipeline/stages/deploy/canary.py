@@ -177,11 +177,6 @@ def read_state(rt: ReleaseTarget) -> CanaryState | None:
         raise progressive.unreadable(rt, str(exc)) from None
 
 
-def write_state(rt: ReleaseTarget, state: CanaryState, owner: dict[str, Any] | None) -> None:
-    """Apply the ConfigMap holding `state` (owned by `owner`, a Deployment as kubectl gives it, when given)."""
-    progressive.write_state(rt, STRATEGY, state, owner)
-
-
 def stable_values(deployed: dict[str, Any]) -> dict[str, Any]:
     """A revision's user-supplied values with every service's `canary` removed: the stable version alone (and its
     `blueGreen` layout, whose blue colour, the Deployment the canary runs beside, serves: deploy() refuses a green
