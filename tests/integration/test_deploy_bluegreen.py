@@ -182,7 +182,7 @@ def target(local_cluster: Path, machine_registry: str,
     finally:
         sync.halt.set()
         sync.join(timeout=30)
-        remove_release(local_cluster, ns, wait=False)
+        remove_release(local_cluster, ns)   # waited: the images below are in use until its pods are gone
         for image in set(sh("docker", "images", "-q", REPO, check=False).split()):
             sh("docker", "rmi", image, check=False)
         if old is None:
