@@ -179,6 +179,11 @@ def read_rollout(et: Table) -> Rollout:
     if rollout.progressive and rollout.steps and min(s.analysis_s for s in rollout.steps) < rollout.interval_s:
         t.fail(t.key("steps"), f"a step's analysis_s is shorter than interval_s ({rollout.interval_s})",
                "make every analysis_s at least one interval")
+    if strategy == "blue-green":
+        for key in ("preview_analysis_s", "post_promotion_analysis_s"):
+            if getattr(rollout, key) < rollout.interval_s:
+                t.fail(t.key(key), f"{getattr(rollout, key)} is shorter than interval_s ({rollout.interval_s})",
+                       "make it at least one interval")
     t.done()
     return rollout
 

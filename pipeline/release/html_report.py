@@ -206,7 +206,8 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
 
 
 def rollout_section(rollout: dict[str, Any]) -> str:
-    """The report's section for a progressive rollout: per step, its decision and reason, one chart per metric
+    """The report's section for a progressive rollout: per step (a canary's weight, a blue-green's preview or
+    post-promotion analysis: its `title`), its decision and reason, one chart per metric
     (analysis_svg) and its intervals. `rollout`: {strategy, steps: [pipeline.stages.deploy.analysis
     .StepResult.as_dict()]}; "" when it has no step."""
     steps = rollout.get("steps") or []
@@ -216,9 +217,11 @@ def rollout_section(rollout: dict[str, Any]) -> str:
     for st in steps:
         decision = str(st.get("decision") or "running")
         cls = "ok" if decision == "promote-step" else "failed" if decision == "abort" else "meta"
-        out.append(f'<h3 class="step" data-step="{_e(st.get("step"))}">Step {_e(st.get("step"))} (weight '
-                   f'{_e(st.get("weight"))}%, {_e(st.get("analysis_s"))}s): <span class={cls}>{_e(decision)}</span>'
-                   f"</h3><p class=reason>{_e(st.get('reason'))}</p>")
+        # a blue-green's analyses carry their own title (preview, post-promotion); a canary's step its weight
+        title = _e(st.get("title")) or (f'Step {_e(st.get("step"))} (weight {_e(st.get("weight"))}%, '
+                                        f'{_e(st.get("analysis_s"))}s)')
+        out.append(f'<h3 class="step" data-step="{_e(st.get("step"))}">{title}: <span class={cls}>{_e(decision)}'
+                   f"</span></h3><p class=reason>{_e(st.get('reason'))}</p>")
         intervals = st.get("intervals") or []
         series: dict[str, list[dict[str, Any]]] = {}
         for i in intervals:

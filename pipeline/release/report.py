@@ -53,7 +53,7 @@ def report_data(ctx: RunContext, outcomes: Sequence[Outcome], *, status: str, er
         # post-release verification: each published digest re-read from the registry (signature, provenance,
         # SBOM and VEX attachments), when the environment signs or gates
         "published": ctx.state.published or None,
-        # a canary's steps and decision (pipeline/stages/deploy/canary.py), for html_report.rollout_section
+        # a progressive rollout's analyses and decision (deploy/canary.py, deploy/bluegreen.py), for rollout_section
         "rollout": m.data.get("rollout"),
     }
 

@@ -117,11 +117,13 @@ class _World:
         read); (None, why) when no version of `svc` runs. UsageError when it runs but does not answer (an image
         older than the declaration)."""
         from pipeline.stages import migrate_job
-        from pipeline.stages.deploy.values import resource_name
+        from pipeline.stages.deploy.values import colour_deployment, serving_deployment
         from pipeline.tools import kubectl
 
-        full = resource_name(self.rt.release, svc.name)
-        dep = kubectl.get_json(self.rt.kube, "deployment", full, ignore_not_found=True)
+        green = colour_deployment(self.rt.release, svc.name, "green")   # blue-green: the colour that serves
+        found = kubectl.get_json(self.rt.kube, "deployment", green, ignore_not_found=True)
+        full = serving_deployment(self.rt.release, svc.name, {green: found} if found else {})
+        dep = found if full == green else kubectl.get_json(self.rt.kube, "deployment", full, ignore_not_found=True)
         containers = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")
         if not containers:
             return None, f"no {full} runs in {self.rt.namespace}"

@@ -41,13 +41,10 @@ class DeployStage(BaseStage):
         from pipeline.stages.deploy.prepare import pull_credentials
 
         rollout = ctx.env.rollout   # read and checked at load (config_rollout.py)
-        if rollout.strategy == "blue-green":
-            raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = 'blue-green': this version deploys "
-                             "all at once or by canary (blue-green is not wired into deploy yet)",
-                             'set strategy = "canary" or "all-at-once"')
-        if rollout.strategy == "canary" and source(ctx.env) == "none":
-            raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = 'canary' has no Prometheus to judge "
-                             "the canary with", f"set [environments.{ctx.env.name}.rollout] prometheus = URL")
+        if rollout.progressive and source(ctx.env) == "none":
+            raise UsageError(f"environments.{ctx.env.name}.rollout.strategy = '{rollout.strategy}' has no "
+                             "Prometheus to judge the new version with",
+                             f"set [environments.{ctx.env.name}.rollout] prometheus = URL")
         pull_credentials(ctx.env)   # an unset pull variable: exit 2 before anything is built
         _cluster_reachable(ctx)
 

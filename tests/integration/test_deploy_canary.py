@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -52,21 +51,13 @@ from tests.e2e.release_support import kill_port_forwards, remove_release
 from tests.integration.build_records import built_record
 from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, kc, sh, sign_manifest, wait_for, with_test_keys
 from tests.integration.prometheus_support import running_prometheus
+from tests.integration.rollout_support import SCRAPE, SERVICE, PodTargets, build_docs, faulty_docs, sd_dir
 from tests.ports import first_free
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
-SERVICE = "veza-docs"
 REPO = "127.0.0.1:5000/veza-canary-test/veza-docs"
 PF_PORTS = "21650-21699"
-SCRAPE = """
-global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}
-scrape_configs:
-  - job_name: veza-pods
-    file_sd_configs:
-      - files: [/etc/prometheus/sd/*.json]
-        refresh_interval: 1s
-"""
 FAULT = """	var served atomic.Uint64
 	s.Handle("/", func(w http.ResponseWriter, r *http.Request) {
 		if served.Add(1)%5 == 0 {
@@ -138,77 +129,14 @@ class Canary:
         return {p["metadata"]["uid"] for p in data["items"] if not p["metadata"].get("deletionTimestamp")}
 
 
-def _build(cfg: Config, run: str, name: str, context: Path, version: str) -> str:
-    """veza-docs built from `context` with the project's Dockerfile and builder; pushed to REPO:name; its digest."""
-    from pipeline.tools import buildkit
-
-    svc = cfg.service(SERVICE)
-    tag = f"veza-canary-test/{SERVICE}:{run}-{name}"
-    args = {cfg.bases[b].build_arg: cfg.bases[b].local for b in svc.bases if cfg.bases[b].build_arg}
-    lines: list[str] = []
-    iid = Path(f"/tmp/{run}-{name}.iid")
-    rc = buildkit.build(buildkit.detect(cfg.build.builder), context=context, dockerfile=svc.dockerfile, tags=[tag],
-                        build_args={**args, "VERSION": version}, labels={"veza.pipeline.run": run}, no_cache=False,
-                        on_line=lines.append, timeout=900, iidfile=iid)
-    iid.unlink(missing_ok=True)
-    iid.with_suffix(".legacy.Dockerfile").unlink(missing_ok=True)
-    assert rc == 0, f"build of {name} failed:\n" + "\n".join(lines[-30:])
-    digest_file = Path(f"/tmp/{run}-{name}.digest")
-    try:
-        sh("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
-           f"docker-daemon:{tag}", f"docker://{REPO}:{name}")
-        return digest_file.read_text().strip()
-    finally:
-        digest_file.unlink(missing_ok=True)
-        sh("docker", "rmi", tag, check=False)
-
-
 def _images(cfg: Config, tmp: Path) -> dict[str, str]:
     run = "c" + uuid.uuid4().hex[:8]
-    bad = tmp / "docs-bad"
-    shutil.copytree(cfg.service(SERVICE).context, bad)
-    main = (bad / "main.go").read_text()
-    handler = '\ts.Handle("/", func(w http.ResponseWriter, r *http.Request) {\n'
-    assert handler in main, "services/docs/main.go changed: update the canary test's fault"
-    (bad / "main.go").write_text(main.replace(handler, FAULT).replace('"path/filepath"\n',
-                                                                          '"path/filepath"\n\t"sync/atomic"\n'))
+    bad = faulty_docs(cfg, tmp / "docs-bad", FAULT)
     context = cfg.service(SERVICE).context
-    return {"stable": _build(cfg, run, "stable", context, "canary-stable"),
-            "good": _build(cfg, run, "good", context, "canary-good"),
-            "good2": _build(cfg, run, "good2", context, "canary-good2"),
-            "bad": _build(cfg, run, "bad", bad, "canary-bad")}
-
-
-class _Targets(threading.Thread):
-    """Every second, the namespace's running pods as Prometheus file_sd targets (ip:port with namespace, service
-    and track labels), written by an atomic rename into `sd_dir`."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, sd_dir: Path, port: int) -> None:
-        super().__init__(daemon=True)
-        self.kubeconfig, self.namespace, self.sd_dir, self.port = kubeconfig, namespace, sd_dir, port
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.wait(1):
-            res = subprocess.run([*kubectl_argv(self.kubeconfig), "-n", self.namespace, "get", "pods", "-o", "json"],
-                                 capture_output=True, text=True, timeout=20, check=False)
-            if res.returncode != 0:
-                continue
-            groups = [{"targets": [f"{p['status']['podIP']}:{self.port}"],
-                       "labels": {"namespace": self.namespace,
-                                  "service": p["metadata"]["labels"].get("app.kubernetes.io/name", ""),
-                                  "track": p["metadata"]["labels"].get("veza.io/track", ""),
-                                  "pod": p["metadata"]["name"]}}
-                      for p in json.loads(res.stdout)["items"]
-                      if p.get("status", {}).get("podIP") and p["status"].get("phase") == "Running"]
-            tmp = self.sd_dir / ".targets.json.tmp"
-            tmp.write_text(json.dumps(groups))
-            tmp.chmod(0o644)
-            tmp.rename(self.sd_dir / "targets.json")
-
-
-def kubectl_argv(kubeconfig: Path) -> list[str]:
-    return [kubectl.kubectl(), "--kubeconfig", str(kubeconfig)]
+    return {"stable": build_docs(cfg, REPO, run, "stable", context, "canary-stable"),
+            "good": build_docs(cfg, REPO, run, "good", context, "canary-good"),
+            "good2": build_docs(cfg, REPO, run, "good2", context, "canary-good2"),
+            "bad": build_docs(cfg, REPO, run, "bad", bad, "canary-bad")}
 
 
 @pytest.fixture(scope="module")
@@ -225,12 +153,8 @@ def target(local_cluster: Path, machine_registry: str,
     ns = f"veza-canary-{uuid.uuid4().hex[:6]}"
     kc(local_cluster, "create", "namespace", ns)
     kc(local_cluster, "label", "namespace", ns, "veza.pipeline.test=deploy")
-    sd = tmp / "sd"
-    sd.mkdir()
-    sd.chmod(0o755)
-    (sd / "targets.json").write_text("[]")
-    (sd / "targets.json").chmod(0o644)
-    sync = _Targets(local_cluster, ns, sd, int(base.service(SERVICE).port))
+    sd = sd_dir(tmp)
+    sync = PodTargets(local_cluster, ns, sd, int(base.service(SERVICE).port))
     sync.start()
     try:
         with running_prometheus(SCRAPE, tmp, first_free(range(21600, 21650)), sd_dir=sd) as url:

@@ -114,13 +114,24 @@ def test_rendered_queries_escape_what_they_substitute() -> None:
     assert promql_escape("x\ny") == "x\\ny"
 
 
-def test_deploy_refuses_blue_green_and_a_canary_without_prometheus(project: Path) -> None:
+def test_a_blue_green_is_read_with_its_durations_each_at_least_one_interval(project: Path) -> None:
+    bg = CANARY.replace('"canary"', '"blue-green"').replace(
+        "interval_s = 10", "interval_s = 10\npreview_analysis_s = 20\npost_promotion_analysis_s = 30\nkeep_old_s = 5")
+    rollout = _cfg(project, bg).env("dev").rollout
+    assert (rollout.strategy, rollout.preview_analysis_s, rollout.post_promotion_analysis_s, rollout.keep_old_s) == (
+        "blue-green", 20, 30, 5)
+    assert "rollout.post_promotion_analysis_s: 5 is shorter than interval_s (10)" in _error(
+        project, bg.replace("post_promotion_analysis_s = 30", "post_promotion_analysis_s = 5"))
+
+
+def test_deploy_refuses_a_canary_or_a_blue_green_without_prometheus(project: Path) -> None:
     from types import SimpleNamespace
 
     from pipeline.stages.rollout import DeployStage
 
     for rollout, needle in ((CANARY, "rollout.strategy = 'canary' has no Prometheus"),
-                            (CANARY.replace('"canary"', '"blue-green"'), "rollout.strategy = 'blue-green'")):
+                            (CANARY.replace('"canary"', '"blue-green"'),
+                             "rollout.strategy = 'blue-green' has no Prometheus")):
         env = _cfg(project, rollout).env("dev")
         with pytest.raises(UsageError) as info:   # exit 2, before the cluster is touched
             DeployStage().preflight(SimpleNamespace(env=env))  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ target     the environment's kubeconfig/context, its Helm release (ReleaseTarget
 prepare    namespace, Secret, local volumes, local infra — what Helm needs before it runs
 recovery   pending releases of killed runs, rollback after a failure, `invoke rollback`
 rollout    the deploy: upgrade, wait, verify, record; deploy_release / verify_release / rollback_release
+canary     the canary strategy; bluegreen: the blue-green strategy; progressive: what they share (state, analysis)
 diagnosis  warning events and failing pods' logs
 status     what runs: one observation (revision, images, readiness) and its summary
 drift      does the cluster run what was recorded? deploy_holds (resume check), drift_report (invoke status)

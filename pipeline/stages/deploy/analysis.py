@@ -281,13 +281,14 @@ def judge_once(rollout: Rollout, target: Target, prom: Querier, at: float,
 
 def run_step(rollout: Rollout, target: Target, step: Step, step_number: int, prom: Querier, clock: Clock,
              *, settle_s: float | None = None, on_interval: Callable[[StepResult], None] | None = None,
-             resume: StepResult | None = None) -> StepResult:
+             resume: StepResult | None = None, label: str = "") -> StepResult:
     """Judge one step, whose new weight is in place now: first `settle_s` seconds (default: the rollout's
     `window`, so that every rate() of the first interval covers traffic at this weight only), then an interval
     every `rollout.interval_s` seconds until the step's `analysis_s` is covered (ceil(analysis_s / interval_s)
     intervals) or an interval aborts it. Interval k is asked at its scheduled time, started + k × interval_s
     (Prometheus answers for a past instant too): a slow answer does not shift the next one, and a rerun judges the
-    same windows. `on_interval` is called with the result so far after each interval (to record it where a rerun
+    same windows. `label` names the step in its reasons ("": "step N (weight W%)"; blue-green: "preview analysis").
+    `on_interval` is called with the result so far after each interval (to record it where a rerun
     finds it); `resume`, that record of this step, continues it from its last judged interval (a decided step is
     returned as it is; intervals missed while nothing ran are judged at their times, on what Prometheus kept).
     Raises nothing for what Prometheus answers: every outcome is in the decision and its reason; ValueError when
@@ -303,7 +304,7 @@ def run_step(rollout: Rollout, target: Target, step: Step, step_number: int, pro
     else:
         clock.sleep(duration_s(rollout.window) if settle_s is None else settle_s)
         result = StepResult(step_number, step.weight, step.analysis_s, clock.now())
-    where = f"step {step_number} (weight {step.weight}%)"
+    where = label or f"step {step_number} (weight {step.weight}%)"
     total = math.ceil(step.analysis_s / rollout.interval_s)
     while not result.decision:
         index = len(result.intervals) + 1

@@ -12,8 +12,9 @@ Flow of CanaryRollout.run(), once the deploy's checks before the upgrade have pa
   → abort: one Helm revision with the stable revision's values alone (canary disabled); the stable Deployment's
     pod template is checked byte-identical (same sha256, same generation) through every revision; exit 5.
 
-Where the state lives: a ConfigMap `<release>-rollout` (label veza.io/rollout-state), owned by the first canary
-service's stable Deployment (ownerReference: an uninstall takes it with it), and the manifest's `rollout` key.
+Where the state lives: a ConfigMap `<release>-rollout` (label veza.io/rollout-state; progressive.py, shared with
+blue-green), owned by the first canary service's stable Deployment (ownerReference: an uninstall takes it with it),
+and the manifest's `rollout` key.
 Not annotations on the stable Deployment: that object is Helm's (a three-way merge or a server-side apply of the
 next revision decides about its metadata), the state is rewritten every interval, and its interval records
 outgrow what annotations are meant for; the ConfigMap keeps our progress apart from Helm's record.
@@ -25,31 +26,28 @@ ReadWriteOnce); its new digest is applied at promotion, said so.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pipeline.core.config_rollout import Rollout, duration_s
+from pipeline.core.config_rollout import Rollout
 from pipeline.core.errors import DeployFailed, StageFailed, UsageError
-from pipeline.core.manifest import atomic_write
 from pipeline.core.vocab import DeployStatus, now_iso
-from pipeline.stages.deploy import analysis
-from pipeline.stages.deploy.load import LoadLoop
-from pipeline.stages.deploy.monitoring import prometheus_url, source
+from pipeline.stages.deploy import analysis, progressive
+from pipeline.stages.deploy.monitoring import source
+from pipeline.stages.deploy.progressive import STATE_KEY as STATE_KEY
+from pipeline.stages.deploy.progressive import STATE_LABEL as STATE_LABEL
+from pipeline.stages.deploy.progressive import state_name as state_name
+from pipeline.stages.deploy.progressive import template_fingerprint as template_fingerprint
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import ImageChoice, resource_name
-from pipeline.tools import helm, kubectl, prometheus
+from pipeline.tools import helm, kubectl
 
 if TYPE_CHECKING:
     from pipeline.stages.deploy.rollout import DeployResult, _Rollout
 
-STATE_LABEL = "veza.io/rollout-state"
-STATE_KEY = "state.json"
+STRATEGY = "canary"
 # phases of a canary's state; IN_PROGRESS are the ones a rerun must continue or finish
 STEP, ABORTING, PROMOTING, PROMOTED, ABORTED = "step", "aborting", "promoting", "promoted", "aborted"
 IN_PROGRESS = (STEP, ABORTING, PROMOTING)
@@ -161,51 +159,33 @@ class CanaryState:
                 f"so far; new version {', '.join(sorted(self.canary))}")
 
 
-def state_name(release: str) -> str:
-    return f"{release}-rollout"
-
-
 def read_state(rt: ReleaseTarget) -> CanaryState | None:
-    """The release's canary state from its ConfigMap (None when there is none). A ConfigMap that does not hold
-    a state (hand-edited, another version's) is StageFailed with the command that removes it."""
-    doc = kubectl.get_json(rt.kube, "configmap", state_name(rt.release), ignore_not_found=True)
-    if not doc:
+    """The release's canary state from its ConfigMap (None when there is none, or when it holds a finished
+    rollout of another strategy). StageFailed for a ConfigMap that holds no readable canary state (with the
+    command that removes it) and for another strategy's rollout in progress (progressive.foreign_rollout)."""
+    doc = progressive.read_doc(rt)
+    if doc is None:
         return None
-    raw = (doc.get("data") or {}).get(STATE_KEY, "")
+    if str(doc.get("strategy") or STRATEGY) != STRATEGY:
+        foreign = progressive.foreign_rollout(rt, doc, STRATEGY)
+        if foreign:
+            raise StageFailed(foreign, "rerun the deploy with the strategy it names; `invoke status` shows it")
+        return None
     try:
-        return CanaryState.from_dict(json.loads(raw))
+        return CanaryState.from_dict(doc)
     except ValueError as exc:
-        raise StageFailed(f"configmap/{state_name(rt.release)} in {rt.namespace} holds no readable canary state: "
-                          f"{exc}", f"inspect it; remove it with kubectl -n {rt.namespace} delete configmap "
-                          f"{state_name(rt.release)} once no canary runs") from None
-
-
-def write_state(rt: ReleaseTarget, state: CanaryState, owner: dict[str, Any] | None) -> None:
-    """Apply the ConfigMap holding `state` (owned by `owner`, a Deployment as kubectl gives it, when given)."""
-    state.updated = now_iso()
-    meta: dict[str, Any] = {"name": state_name(rt.release), "namespace": rt.namespace,
-                            "labels": {"app.kubernetes.io/instance": rt.release, STATE_LABEL: "canary"}}
-    if owner is not None:
-        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment",
-                                    "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
-    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-           "data": {STATE_KEY: json.dumps(state.as_dict(), sort_keys=True)}}
-    kubectl.apply(rt.kube, json.dumps(doc))
-
-
-def template_fingerprint(deployment: dict[str, Any]) -> dict[str, Any]:
-    """{sha256 of the pod template as canonical JSON, generation}: equal before and after means the Deployment
-    was never rolled (its pods never restarted by us)."""
-    body = json.dumps(deployment["spec"]["template"], sort_keys=True, separators=(",", ":")).encode()
-    return {"sha256": hashlib.sha256(body).hexdigest(), "generation": int(deployment["metadata"].get("generation", 0))}
+        raise progressive.unreadable(rt, str(exc)) from None
 
 
 def stable_values(deployed: dict[str, Any]) -> dict[str, Any]:
-    """A revision's user-supplied values with every service's `canary` removed: the stable version alone."""
+    """A revision's user-supplied values with every service's `canary` removed: the stable version alone (and its
+    `blueGreen` layout, whose blue colour, the Deployment the canary runs beside, serves: deploy() refuses a green
+    one), so the one Service selects the stable and the canary pods."""
     out: dict[str, Any] = json.loads(json.dumps(deployed))
     for svc in (out.get("services") or {}).values():
         if isinstance(svc, dict):
             svc.pop("canary", None)
+            svc.pop("blueGreen", None)
     return out
 
 
@@ -231,8 +211,7 @@ class CanaryRollout:
         self.values_files, self.choices, self.dhash, self.notes = values_files, choices, dhash, notes
         self.merged, self.previous, self.current = merged, previous, current
         self.values_path = ro.cfg.state_dir / "deploy" / f"{ro.env.name}-canary-values.json"
-        self._lock = threading.Lock()
-        self.owner: dict[str, Any] | None = None
+        self.store = progressive.StateStore(ro.rt, STRATEGY, ro.manifest)
 
     # -- the whole rollout
     def run(self) -> DeployResult:
@@ -240,7 +219,7 @@ class CanaryRollout:
         deployed = helm.get_values(self.rt.kube, self.rt.release)
         if state is not None and state.phase in IN_PROGRESS:
             wanted = {n: c.ref for n, c in self.canary_choices(state.stable).items()}
-            self.owner = self.stable_deployments(state).get(sorted(state.canary)[0])
+            self.store.owner = self.stable_deployments(state).get(sorted(state.canary)[0])
             if state.phase == ABORTING and state.canary == wanted:
                 self.say(f"  canary: the abort of this version was interrupted ({state.reason}): finishing it")
                 self.abort(state, state.reason)   # exit 5: the decision stands
@@ -269,7 +248,7 @@ class CanaryRollout:
                                 stable_revision=self.current.revision)
             deps = self.stable_deployments(state)
             state.templates = {n: template_fingerprint(d) for n, d in deps.items()}
-        self.owner = self.stable_deployments(state).get(sorted(state.canary)[0])
+        self.store.owner = self.stable_deployments(state).get(sorted(state.canary)[0])
         if state.phase == PROMOTING:
             return self.promote(state)
         base = stable_values(helm.get_values(self.rt.kube, self.rt.release, revision=state.stable_revision))
@@ -300,10 +279,7 @@ class CanaryRollout:
                 if resource_name(self.rt.release, n) in by_name}
 
     def save(self, state: CanaryState) -> None:
-        with self._lock:
-            write_state(self.rt, state, self.owner)
-            if self.ro.manifest is not None:
-                self.ro.manifest.set("rollout", state.report())
+        self.store.save(state)
 
     # -- one step
     def run_step(self, state: CanaryState, number: int, base: dict[str, Any]) -> str:
@@ -342,62 +318,38 @@ class CanaryRollout:
     def analyse(self, state: CanaryState, number: int, canaries: dict[str, tuple[ImageChoice, int]],
                 resumed: dict[str, analysis.StepResult]) -> dict[str, analysis.StepResult]:
         """Load on each track of each canary service through port-forwards, and run_step for each service in
-        parallel; every interval is saved (state + manifest) as it is judged."""
+        parallel (progressive.analyse); every interval is saved (state + manifest) as it is judged."""
         step = self.rollout.steps[number - 1]
         rec = state.step_record(number)
 
-        def saved(svc: str) -> Any:
-            def on_interval(result: analysis.StepResult) -> None:
-                with self._lock:
-                    rec["results"][svc] = result.as_dict()
-                self.save(state)
-            return on_interval
+        def on_interval(svc: str, result: analysis.StepResult) -> None:
+            with self.store.lock:
+                rec["results"][svc] = result.as_dict()
+            self.save(state)
 
-        with prometheus_url(self.ro.env) as url, ExitStack() as stack:
-            lifetime = step.analysis_s + duration_s(self.rollout.window) + 600   # the forwards outlive the step
-            loops = [stack.enter_context(loop) for loop in self.load_loops(stack, canaries, lifetime)]
-            prom = prometheus.Client(url)
-            with ThreadPoolExecutor(max_workers=max(1, len(canaries))) as pool:
-                futures = {svc: pool.submit(
-                    analysis.run_step, self.rollout, analysis.Target(svc, self.rt.namespace, self.rt.release),
-                    step, number, prom, analysis.SystemClock(),
-                    on_interval=saved(svc), resume=resumed.get(svc)) for svc in canaries}
-                results = {svc: f.result() for svc, f in futures.items()}
-            rec["load"] = [loop.stop().as_dict() for loop in loops]
+        jobs = {svc: progressive.Job(analysis.Target(svc, self.rt.namespace, self.rt.release), step, number,
+                                     resumed.get(svc)) for svc in canaries}
+        results, rec["load"] = progressive.analyse(self.ro, self.rollout, jobs, self.forwards(canaries), on_interval)
         for svc, result in results.items():
             rec["results"][svc] = result.as_dict()
-        sent = sum(int(x["requests"]) for x in rec["load"])
-        seen = ", ".join(f"{x['target']} {x['by_status']}" for x in rec["load"])
-        self.say(f"  canary step {number}: load: {sent} request(s) sent through port-forwards on 127.0.0.1 ({seen})")
+        self.say(f"  canary step {number}: load: {progressive.load_line(rec['load'])}")
         self.save(state)
         return results
 
-    def load_loops(self, stack: ExitStack, canaries: dict[str, tuple[ImageChoice, int]],
-                   lifetime: float) -> list[LoadLoop]:
-        """One loop per track of each canary service, each through its own port-forward to that Deployment."""
-        loops: list[LoadLoop] = []
+    def forwards(self, canaries: dict[str, tuple[ImageChoice, int]]) -> list[tuple[str, int]]:
+        """Each track of each canary service, by its Deployment and the container's port (a forward to a
+        Deployment reaches one of its pods)."""
+        out: list[tuple[str, int]] = []
         for name in canaries:
             full = resource_name(self.rt.release, name)
-            port = int(self.merged["services"][name]["port"])   # the container's: a forward to a Deployment's pod
-            for res in (f"deployment/{full}", f"deployment/{full}-canary"):
-                local = stack.enter_context(kubectl.port_forward(self.rt.kube, res, port, lifetime=lifetime))
-                loops.append(LoadLoop(f"http://127.0.0.1:{local}", self.rollout.load))
-        return loops
+            port = int(self.merged["services"][name]["port"])
+            out += [(f"deployment/{full}", port), (f"deployment/{full}-canary", port)]
+        return out
 
     # -- Helm revisions
     def helm_revision(self, values: dict[str, Any], what: str) -> str:
         """`helm upgrade` with `values` alone (waited for, rolled back by Helm on failure); "" or the problem."""
-        atomic_write(self.values_path, json.dumps(values, indent=2, sort_keys=True) + "\n")
-        self.values_path.chmod(0o600)
-        res = helm.upgrade_install(self.rt.kube, self.rt.release, self.ro.chart, [self.values_path],
-                                   timeout_s=self.rt.timeout_s, history_max=self.rt.history_max, wait=True,
-                                   rollback_on_failure=True)
-        after = helm.status(self.rt.kube, self.rt.release)
-        if not res.ok:
-            tail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-2:]
-            return f"helm upgrade ({what}) failed: {' | '.join(tail)}"
-        self.say(f"  helm: revision {after.revision if after else '?'} deployed ({what})")
-        return ""
+        return progressive.helm_revision(self.ro, values, what, self.values_path)
 
     def stable_untouched(self, state: CanaryState) -> str:
         """"" when each stable Deployment's pod template and generation are as when the canary started."""
@@ -467,14 +419,11 @@ def deploy(ro: _Rollout, values_files: list[Path], choices: dict[str, ImageChoic
     if current is None or current.status != "deployed":
         ro.reporter.info("  canary: no deployed revision to run beside (first install): deploying all at once")
         return ro.upgrade(values_files, choices, dhash, notes, merged, previous)
+    green = sorted(n for n, s in (helm.get_values(ro.rt.kube, ro.rt.release).get("services") or {}).items()
+                   if isinstance(s, dict) and (s.get("blueGreen") or {}).get("enabled")
+                   and (s.get("blueGreen") or {}).get("active") == "green")
+    if green:
+        raise UsageError(f"environment {env.name}: {', '.join(green)} serve(s) from the green colour of a blue-green "
+                         "deploy; a canary runs beside the service's own Deployment (blue), which does not serve",
+                         'deploy once with strategy = "blue-green" (it switches to blue) before a canary')
     return CanaryRollout(ro, values_files, choices, dhash, notes, merged, previous, current).run()
-
-
-def status_line(rt: ReleaseTarget) -> str | None:
-    """`invoke status`'s canary line (CanaryState.status_line), None when the release never ran a canary; a state
-    that cannot be read is said as such."""
-    try:
-        state = read_state(rt)
-    except StageFailed as exc:
-        return f"canary: {exc.message}"
-    return None if state is None else state.status_line()

@@ -14,7 +14,7 @@ from pipeline.core.redact import redact
 from pipeline.core.reporter import Reporter
 from pipeline.stages.deploy.drift import Difference, drift_hint, drift_report
 from pipeline.stages.deploy.monitoring import observe_monitoring
-from pipeline.stages.deploy.status import canary_status, observe, summarize
+from pipeline.stages.deploy.status import observe, rollout_status, summarize
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
 
@@ -42,7 +42,9 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
     if mon is not None and mon.source != "none" and not mon.up:
         diffs.append(Difference("monitoring", f"the {mon.source} Prometheus ready ({mon.where})", mon.problem))
     info["monitoring"] = mon.as_dict() if mon is not None else None
-    info["canary"] = canary_status(rt) if seen.cluster and seen.release is not None else None
+    # a canary's or a blue-green's progress or outcome, one line (None: not installed, or none ever ran)
+    info.update(rollout_status(rt) if seen.cluster and seen.release is not None else {"canary": None,
+                                                                                    "blue_green": None})
     info["differences"] = [d.line() for d in diffs]
     say = reporter.info
     if as_json:
@@ -61,8 +63,9 @@ def status_report(cfg: Config, env: Environment, manifest: Manifest | None, repo
             say(f"  {name:<20} {e['ready']}/{e['replicas']} ready  {e['digest'] or e['image']}  ({match})")
         if mon is not None:
             say(f"  {mon.line()}")
-        if info.get("canary"):
-            say(f"  {info['canary']}")
+        for rollout in ("canary", "blue_green"):
+            if info.get(rollout):
+                say(f"  {info[rollout]}")
     if diffs:
         for d in diffs if not as_json else []:  # the JSON carries them: stdout stays one JSON document
             reporter.warn(f"drift: {d.line()}")

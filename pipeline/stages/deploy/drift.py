@@ -22,7 +22,7 @@ from pipeline.core.manifest import Manifest
 from pipeline.core.reporter import Reporter
 from pipeline.stages.deploy.status import Observation, deployment_ready, observe
 from pipeline.stages.deploy.target import ReleaseTarget
-from pipeline.stages.deploy.values import resource_name
+from pipeline.stages.deploy.values import serving_deployment
 from pipeline.tools import helm
 
 
@@ -48,11 +48,12 @@ def _short(ref: str, other: str) -> str:
 def workload_differences(release: str, expected: Mapping[str, str],
                          deployments: Mapping[str, dict[str, Any]]) -> list[Difference]:
     """Each service of `expected` (service → repository@digest) must have its Deployment (the chart's name for
-    it), running exactly that reference in every container of its pod template, scaled above 0, rolled out
-    and Ready. Returns one Difference per service that is not, in `expected`'s order."""
+    it; blue-green's active colour: values.serving_deployment), running exactly that reference in every container
+    of its pod template, scaled above 0, rolled out and Ready. Returns one Difference per service that is not, in
+    `expected`'s order."""
     out: list[Difference] = []
     for service, ref in expected.items():
-        name = resource_name(release, service)
+        name = serving_deployment(release, service, deployments)
         d = deployments.get(name)
         if d is None:
             out.append(Difference(service, ref.partition("@")[2] or ref, f"Deployment {name} does not exist"))

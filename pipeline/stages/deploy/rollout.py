@@ -34,7 +34,7 @@ from pipeline.core.release_images import pinned_infra
 from pipeline.core.reporter import PlainReporter, Reporter
 from pipeline.core.vocab import DeployStatus, VerifyStatus
 from pipeline.gate import pod_security
-from pipeline.stages.deploy import canary, diagnosis, failfast, prepare, recovery, trust_gate
+from pipeline.stages.deploy import bluegreen, canary, diagnosis, failfast, prepare, recovery, trust_gate
 from pipeline.stages.deploy.checks import verify_checks
 from pipeline.stages.deploy.drift import workload_differences
 from pipeline.stages.deploy.status import live_images
@@ -42,7 +42,10 @@ from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, HISTORY_MAX, Releas
 from pipeline.stages.deploy.values import (
     CHART,
     ImageChoice,
+    active_colour,
     choose_images,
+    colour_deployment,
+    deep_merge,
     deploy_hash,
     env_values_files,
     image_values,
@@ -149,7 +152,9 @@ class _Rollout:
             raise UsageError(f"nothing to deploy to {env.name}: no service has a pushed digest in the manifest",
                              f"run: invoke build push --env {env.name}")
         dhash = deploy_hash(self.chart, values_files, choices, env.pull_secret)
-        generated = image_values(cfg, choices, dhash, env.pull_secret)
+        # a green colour that serves stays the one that serves (an upgrade rolls it; blue stays at 0)
+        generated = deep_merge(image_values(cfg, choices, dhash, env.pull_secret),
+                               bluegreen.carried_layout(deployed_values))
         atomic_write(self.gen_values, json.dumps(generated, indent=2, sort_keys=True) + "\n")
         all_values = [*values_files, self.gen_values]
         for c in choices.values():
@@ -197,6 +202,8 @@ class _Rollout:
                 say(f"  a failure will not roll back: {self.fallback_problem}")
             if env.rollout.strategy == "canary":   # steps, analysis, promotion or abort: canary.py
                 return canary.deploy(self, all_values, choices, dhash, notes, merged, previous, current)
+            if env.rollout.strategy == "blue-green":   # preview, switch, post-promotion, keep: bluegreen.py
+                return bluegreen.deploy(self, all_values, choices, dhash, notes, merged, previous, current)
             return self.upgrade(all_values, choices, dhash, notes, merged, previous)
 
     def result(self, status: str, revision: int, previous: int, choices: dict[str, ImageChoice], dhash: str,
@@ -305,7 +312,7 @@ class _Rollout:
         problems, one line each (a failed check: service, check, what it saw); keeps the checks in self.checks."""
         problems: list[str] = []
         for name in choices:
-            full = resource_name(self.rt.release, name)
+            full = colour_deployment(self.rt.release, name, active_colour(merged, name))   # blue-green: the serving
             rs = kubectl.rollout_status(self.rt.kube, f"deployment/{full}", timeout_s=min(self.rt.timeout_s, 120))
             if not rs.ok:
                 problems.append(f"{full} did not roll out: {(rs.stderr or rs.stdout).strip()[-200:]}")
@@ -419,8 +426,9 @@ def verify_release(cfg: Config, env: Environment, manifest: Manifest | None, ser
     deployed = helm.get_values(rt.kube, rt.release)
     choices, _ = choose_images(cfg, recorded_pushes(manifest), services, deployed)
     live = live_images(rt)
-    problems = [f"{name} runs {live.get(resource_name(rt.release, name), ('nothing', False))[0]}, not {c.ref}"
-                for name, c in choices.items() if live.get(resource_name(rt.release, name), ("", False))[0] != c.ref]
+    serving = {name: colour_deployment(rt.release, name, active_colour(deployed, name)) for name in choices}
+    problems = [f"{name} runs {live.get(serving[name], ('nothing', False))[0]}, not {c.ref}"
+                for name, c in choices.items() if live.get(serving[name], ("", False))[0] != c.ref]
     if not problems:
         # The values the serving revision runs with (chart defaults and every values file its deploy was given,
         # e.g. the operators' infra hosts), not the environment's files read again.

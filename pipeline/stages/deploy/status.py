@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config import Config, Environment
+from pipeline.core.errors import PipelineError
 from pipeline.core.manifest import Manifest
 from pipeline.stages.deploy.target import ReleaseTarget
-from pipeline.stages.deploy.values import resource_name
+from pipeline.stages.deploy.values import serving_deployment
 from pipeline.tools import helm, kubectl
 
 OBSERVE_TIMEOUT_S = 10
@@ -73,7 +74,7 @@ def summarize(cfg: Config, env: Environment, manifest: Manifest | None, seen: Ob
     out.update(revision=st.revision, status=st.status, last_deployed=st.last_deployed)
     recorded = manifest if manifest is not None and manifest.env == env.name else None
     for svc in cfg.services:
-        d = seen.deployments.get(resource_name(env.helm_release, svc.name))
+        d = seen.deployments.get(serving_deployment(env.helm_release, svc.name, seen.deployments))
         entry: dict[str, Any] = {"deployed": d is not None}
         if d is not None:
             image = d["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -97,9 +98,26 @@ def release_status(cfg: Config, env: Environment, manifest: Manifest | None, *,
     return summarize(cfg, env, manifest, seen, kubectl.server_version(rt.kube) if seen.cluster else None)
 
 
-def canary_status(rt: ReleaseTarget) -> str | None:
-    """The release's canary as one line for `invoke status` (phase, step, weight achieved, intervals judged), from
-    its state in the cluster (canary.py); None when it never ran one."""
-    from pipeline.stages.deploy.canary import status_line
+def rollout_status(rt: ReleaseTarget) -> dict[str, str | None]:
+    """The release's last progressive rollout as one line for `invoke status`, from its state in the cluster (one
+    read of progressive.py's ConfigMap): {"canary": phase, step, weight achieved, intervals judged (canary.py),
+    "blue_green": phase, which colour serves and which previews, intervals judged (bluegreen.py)}, the other one
+    None (both None: it never ran one). A state that cannot be read is said as such."""
+    from pipeline.stages.deploy import bluegreen, canary, progressive
 
-    return status_line(rt)
+    out: dict[str, str | None] = {"canary": None, "blue_green": None}
+    try:
+        doc = progressive.read_doc(rt)
+    except PipelineError as exc:
+        return {**out, "canary": f"rollout: {exc.message}"}
+    if doc is None:
+        return out
+    if doc.get("strategy") == bluegreen.STRATEGY:
+        try:
+            return {**out, "blue_green": bluegreen.BlueGreenState.from_dict(doc).status_line()}
+        except ValueError as exc:
+            return {**out, "blue_green": f"blue-green: {progressive.unreadable(rt, str(exc)).message}"}
+    try:
+        return {**out, "canary": canary.CanaryState.from_dict(doc).status_line()}
+    except ValueError as exc:
+        return {**out, "canary": f"canary: {progressive.unreadable(rt, str(exc)).message}"}

@@ -42,6 +42,33 @@ def resource_name(release: str, service: str) -> str:
     return name[:63].rstrip("-")
 
 
+# blue-green's colours (the chart's services.<name>.blueGreen): blue is the service's own Deployment, green its
+# <name>-green; the Deployment's metadata label veza.io/role says which one the main Service selects
+COLOURS = ("blue", "green")
+ROLE_LABEL = "veza.io/role"
+
+
+def colour_deployment(release: str, service: str, colour: str) -> str:
+    """The Deployment of `service`'s `colour` (blue: resource_name, green: resource_name + "-green")."""
+    full = resource_name(release, service)
+    return full if colour == "blue" else f"{full}-green"
+
+
+def active_colour(values: dict[str, Any], service: str) -> str:
+    """The colour serving `service` in a revision's `values` (blue unless its blueGreen is enabled with active
+    green)."""
+    bg = (((values.get("services") or {}).get(service) or {}).get("blueGreen") or {})
+    return "green" if bg.get("enabled") and bg.get("active") == "green" else "blue"
+
+
+def serving_deployment(release: str, service: str, deployments: Mapping[str, dict[str, Any]]) -> str:
+    """The name of the Deployment that serves `service` among `deployments` (as kubectl gives them, by name):
+    its green colour when that one is labelled the active one, else the service's own."""
+    green = deployments.get(colour_deployment(release, service, "green"))
+    labels = ((green or {}).get("metadata") or {}).get("labels") or {}
+    return colour_deployment(release, service, "green" if labels.get(ROLE_LABEL) == "active" else "blue")
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Helm's values coalescing for maps: `over` wins, nested maps merge, lists are replaced. Inputs unchanged."""
     out = copy.deepcopy(base)

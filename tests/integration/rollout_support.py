@@ -1,0 +1,109 @@
+"""What the progressive-rollout cluster tests share (test_deploy_canary.py, test_deploy_bluegreen.py): builds of
+veza-docs pushed to the machine's registry (a copy with an injected fault among them), a Prometheus scrape
+configuration fed by file_sd targets computed from the namespace's pods every second (Debian's Prometheus has no
+Kubernetes discovery here; the host routes to pod IPs), labelled namespace/service/track as the seed's pod
+relabelling does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+from pipeline.core.config import Config
+from pipeline.tools import kubectl
+from tests.integration.deploy_support import sh
+
+SERVICE = "veza-docs"
+SCRAPE = """
+global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: veza-pods
+    file_sd_configs:
+      - files: [/etc/prometheus/sd/*.json]
+        refresh_interval: 1s
+"""
+# services/docs/main.go's "/" handler, whose start a fault replaces (the replacement keeps it going)
+DOCS_HANDLER = '\ts.Handle("/", func(w http.ResponseWriter, r *http.Request) {\n'
+
+
+def build_docs(cfg: Config, repo: str, run: str, name: str, context: Path, version: str) -> str:
+    """veza-docs built from `context` with the project's Dockerfile and builder; pushed to `repo`:`name`; its
+    digest. The image is removed from the engine once pushed."""
+    from pipeline.tools import buildkit
+
+    svc = cfg.service(SERVICE)
+    tag = f"{repo.split('/', 1)[1]}:{run}-{name}"
+    args = {cfg.bases[b].build_arg: cfg.bases[b].local for b in svc.bases if cfg.bases[b].build_arg}
+    lines: list[str] = []
+    iid = Path(f"/tmp/{run}-{name}.iid")
+    rc = buildkit.build(buildkit.detect(cfg.build.builder), context=context, dockerfile=svc.dockerfile, tags=[tag],
+                        build_args={**args, "VERSION": version}, labels={"veza.pipeline.run": run}, no_cache=False,
+                        on_line=lines.append, timeout=900, iidfile=iid)
+    iid.unlink(missing_ok=True)
+    iid.with_suffix(".legacy.Dockerfile").unlink(missing_ok=True)
+    assert rc == 0, f"build of {name} failed:\n" + "\n".join(lines[-30:])
+    digest_file = Path(f"/tmp/{run}-{name}.digest")
+    try:
+        sh("skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", str(digest_file),
+           f"docker-daemon:{tag}", f"docker://{repo}:{name}")
+        return digest_file.read_text().strip()
+    finally:
+        digest_file.unlink(missing_ok=True)
+        sh("docker", "rmi", tag, check=False)
+
+
+def faulty_docs(cfg: Config, dest: Path, fault: str) -> Path:
+    """A copy of services/docs at `dest` whose "/" handler starts with `fault` (Go code that declares
+    `var served atomic.Uint64` and ends by opening the handler, as DOCS_HANDLER does); nothing in the project knows
+    of it."""
+    shutil.copytree(cfg.service(SERVICE).context, dest)
+    main = (dest / "main.go").read_text()
+    assert DOCS_HANDLER in main, "services/docs/main.go changed: update the rollout tests' fault"
+    (dest / "main.go").write_text(main.replace(DOCS_HANDLER, fault).replace('"path/filepath"\n',
+                                                                             '"path/filepath"\n\t"sync/atomic"\n'))
+    return dest
+
+
+def kubectl_argv(kubeconfig: Path) -> list[str]:
+    return [kubectl.kubectl(), "--kubeconfig", str(kubeconfig)]
+
+
+class PodTargets(threading.Thread):
+    """Every second, the namespace's running pods as Prometheus file_sd targets (ip:port with namespace, service
+    and track labels), written by an atomic rename into `sd_dir`."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, sd_dir: Path, port: int) -> None:
+        super().__init__(daemon=True)
+        self.kubeconfig, self.namespace, self.sd_dir, self.port = kubeconfig, namespace, sd_dir, port
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(1):
+            res = subprocess.run([*kubectl_argv(self.kubeconfig), "-n", self.namespace, "get", "pods", "-o", "json"],
+                                 capture_output=True, text=True, timeout=20, check=False)
+            if res.returncode != 0:
+                continue
+            groups = [{"targets": [f"{p['status']['podIP']}:{self.port}"],
+                       "labels": {"namespace": self.namespace,
+                                  "service": p["metadata"]["labels"].get("app.kubernetes.io/name", ""),
+                                  "track": p["metadata"]["labels"].get("veza.io/track", ""),
+                                  "pod": p["metadata"]["name"]}}
+                      for p in json.loads(res.stdout)["items"]
+                      if p.get("status", {}).get("podIP") and p["status"].get("phase") == "Running"]
+            tmp = self.sd_dir / ".targets.json.tmp"
+            tmp.write_text(json.dumps(groups))
+            tmp.chmod(0o644)
+            tmp.rename(self.sd_dir / "targets.json")
+
+
+def sd_dir(tmp: Path) -> Path:
+    """An empty file_sd directory Prometheus (another user in its container) can read."""
+    sd = tmp / "sd"
+    sd.mkdir()
+    sd.chmod(0o755)
+    (sd / "targets.json").write_text("[]")
+    (sd / "targets.json").chmod(0o644)
+    return sd

@@ -1,0 +1,361 @@
+"""The blue-green strategy on the real local cluster, judged by a real Prometheus (Debian's 2.42, started by the test
+on 127.0.0.1:21000-21049) scraping both colours' pods (file_sd targets from the pods, rollout_support.PodTargets).
+
+veza-docs only (no infra), in a namespace veza-bg-*; four builds of it from the project's Dockerfile, pushed to the
+machine's registry as 127.0.0.1:5000/veza-bg-test/veza-docs (stable, good: VERSION build args differ, so do the
+digests; late-bad: a copy of services/docs in the test's tmp dir whose "/" answers 500 on every second request once
+it has served LATE_AFTER of them, so it passes the preview's analysis and fails once it serves; nothing in the
+project knows of it), removed from the engine at the end. The tests build on each other in file order:
+1. a first install (all at once), then the good build: blue serves, green previews and passes, the switch, the
+   post-promotion analysis passes, blue is kept keep_old_s then scaled to 0; one Helm revision per step;
+2. the late-bad build goes to blue (green serves now): its preview passes, the switch, the post-promotion analysis
+   fails: switched back (exit 5), green's pods never restarted and answering throughout, blue at 0;
+3. a good build's deploy killed with SIGKILL during its preview analysis, then rerun: the preview continues from
+   the state in the cluster (its first interval kept), then switch, post-promotion, retire: one outcome, one
+   preview at most at any time, `invoke status` green.
+Port-forwards 127.0.0.1:21050-21079 (the killed deploy's: 21080-21099)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.core.config import Config, load_config
+from pipeline.core.config_rollout import DEFAULT_METRICS, Load, Rollout
+from pipeline.core.errors import DeployFailed
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import ROOT
+from pipeline.release.html_report import rollout_section
+from pipeline.stages.deploy import analysis, bluegreen, deploy_release, progressive
+from pipeline.stages.deploy.commands import status_report
+from pipeline.stages.deploy.load import LoadLoop
+from pipeline.stages.deploy.target import ReleaseTarget
+from pipeline.tools import helm, kubectl
+from pipeline.tools.kubectl import KubeTarget
+from tests.e2e.release_support import kill_port_forwards, remove_release
+from tests.integration.build_records import built_record
+from tests.integration.deploy_support import (
+    TEST_COMMIT,
+    LinesReporter,
+    kc,
+    sh,
+    sign_manifest,
+    wait_for,
+    with_test_keys,
+)
+from tests.integration.prometheus_support import running_prometheus
+from tests.integration.rollout_support import SCRAPE, SERVICE, PodTargets, build_docs, faulty_docs, sd_dir
+from tests.ports import first_free
+
+pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.cluster_parallel,
+              pytest.mark.slow]
+
+REPO = "127.0.0.1:5000/veza-bg-test/veza-docs"
+PF_PORTS, KILLED_PF_PORTS = "21050-21079", "21080-21099"
+# The preview sends about (window + preview_analysis_s) × rps = 165 requests to the new version (measured: 166); the
+# late-bad build starts failing after that, within the post-promotion analysis's first window (requests 40-120).
+LATE_AFTER = 200
+FAULT = f"""	var served atomic.Uint64
+	s.Handle("/", func(w http.ResponseWriter, r *http.Request) {{
+		if n := served.Add(1); n > {LATE_AFTER} && n%2 == 0 {{
+			http.Error(w, "injected by the blue-green test", http.StatusInternalServerError)
+			return
+		}}
+"""
+
+
+def bg_rollout(prometheus: str) -> Rollout:
+    """Short windows (scrape 1 s, window 8 s, interval 4 s): the preview judged twice, the post-promotion analysis
+    once, on the default metrics (error ratio, p95 latency against the old version), the old colour kept 2 s."""
+    return Rollout(strategy="blue-green", interval_s=4, window="8s", min_requests=5, prometheus=prometheus,
+                   metrics=DEFAULT_METRICS, load=Load(rps=10, paths=("/",), max_requests=2000),
+                   preview_analysis_s=8, post_promotion_analysis_s=4, keep_old_s=2)
+
+
+def target_config(namespace: str, state: Path, prometheus: str) -> Config:
+    base = load_config(ROOT / "pipeline.toml", check_files=False)
+    env = dataclasses.replace(base.env("local"), namespace=namespace, helm_release="veza", local_infra=False,
+                              generate_secrets=True, rollout=bg_rollout(prometheus))
+    return with_test_keys(dataclasses.replace(base, state_dir=state, environments={"local": env}), state / "keys")
+
+
+@dataclasses.dataclass
+class BlueGreen:
+    cfg: Config
+    kubeconfig: Path
+    namespace: str
+    state: Path
+    prometheus: str
+    digests: dict[str, str]
+
+    @property
+    def env(self) -> Any:
+        return self.cfg.env("local")
+
+    @property
+    def rt(self) -> ReleaseTarget:
+        return ReleaseTarget(self.env, KubeTarget(self.kubeconfig, "", self.namespace), "veza")
+
+    def manifest(self, build: str) -> Manifest:
+        """A manifest of veza-docs at the digest of `build`, signed with the test's key."""
+        path = self.state / "manifest.json"
+        path.unlink(missing_ok=True)
+        m = Manifest.new(path, env="local", release_id=f"test-{build}", version={"sha": TEST_COMMIT})
+        m.set_service(SERVICE, repository=REPO, tags=[build], input_digest="sha256:test")
+        m.record(SERVICE, "build", built_record("sha256:" + "b" * 64, TEST_COMMIT))
+        m.record(SERVICE, "push", {"status": "pushed", "digest": self.digests[build], "tags_pushed": [build]})
+        sign_manifest(self.cfg, self.env, m)
+        return m
+
+    def deploy(self, build: str, out: LinesReporter) -> Manifest:
+        m = self.manifest(build)
+        t0 = time.monotonic()
+        try:
+            deploy_release(self.cfg, self.env, m, [SERVICE], kubeconfig=self.kubeconfig, timeout_s=120, reporter=out)
+        finally:
+            print(f"deploy of {build} ended after {time.monotonic() - t0:.1f}s:\n{out.text}")
+        return m
+
+    def get(self, kind: str) -> dict[str, dict[str, Any]]:
+        data = json.loads(kc(self.kubeconfig, "-n", self.namespace, "get", kind, "-o", "json"))
+        return {d["metadata"]["name"]: d for d in data["items"]}
+
+    def pods(self, track: str) -> set[str]:
+        data = json.loads(kc(self.kubeconfig, "-n", self.namespace, "get", "pods", "-l", f"veza.io/track={track}",
+                             "-o", "json"))
+        return {p["metadata"]["name"] for p in data["items"] if not p["metadata"].get("deletionTimestamp")}
+
+    def revision(self) -> int:
+        """The release's latest revision number (its history keeps only the last --history-max of them)."""
+        status = helm.status(self.rt.kube, "veza")
+        return status.revision if status is not None else 0
+
+    def state_now(self) -> bluegreen.BlueGreenState | None:
+        return bluegreen.read_state(self.rt)
+
+
+def _image(dep: dict[str, Any]) -> str:
+    return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+@pytest.fixture(scope="module")
+def target(local_cluster: Path, machine_registry: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlueGreen]:
+    assert REPO.startswith(machine_registry + "/")
+    old = os.environ.get(kubectl.PORT_RANGE_ENV)
+    os.environ[kubectl.PORT_RANGE_ENV] = PF_PORTS
+    tmp = tmp_path_factory.mktemp("bluegreen")
+    base = load_config(ROOT / "pipeline.toml", check_files=False)
+    t0 = time.monotonic()
+    run = "g" + uuid.uuid4().hex[:8]
+    context = base.service(SERVICE).context
+    digests = {"stable": build_docs(base, REPO, run, "stable", context, "bg-stable"),
+               "good": build_docs(base, REPO, run, "good", context, "bg-good"),
+               "good2": build_docs(base, REPO, run, "good2", context, "bg-good2"),
+               "late-bad": build_docs(base, REPO, run, "late-bad", faulty_docs(base, tmp / "docs-late-bad", FAULT),
+                                      "bg-late-bad")}
+    print(f"four builds of {SERVICE} pushed in {time.monotonic() - t0:.0f}s")
+    ns = f"veza-bg-{uuid.uuid4().hex[:6]}"
+    kc(local_cluster, "create", "namespace", ns)
+    kc(local_cluster, "label", "namespace", ns, "veza.pipeline.test=deploy")
+    sd = sd_dir(tmp)
+    sync = PodTargets(local_cluster, ns, sd, int(base.service(SERVICE).port))
+    sync.start()
+    try:
+        with running_prometheus(SCRAPE, tmp, first_free(range(21000, 21050)), sd_dir=sd) as url:
+            yield BlueGreen(target_config(ns, tmp / "state", url), local_cluster, ns, tmp / "state", url, digests)
+    finally:
+        sync.halt.set()
+        sync.join(timeout=30)
+        remove_release(local_cluster, ns)   # waited: the images below are in use until its pods are gone
+        for image in set(sh("docker", "images", "-q", REPO, check=False).split()):
+            sh("docker", "rmi", image, check=False)
+        if old is None:
+            os.environ.pop(kubectl.PORT_RANGE_ENV, None)
+        else:
+            os.environ[kubectl.PORT_RANGE_ENV] = old
+
+
+def _passed(state: bluegreen.BlueGreenState, step: int) -> None:
+    result = state.results(step)[SERVICE]
+    intervals = 2 if step == bluegreen.PREVIEW_STEP else 1   # analysis_s / interval_s
+    assert result.decision == "promote-step" and len(result.intervals) == intervals, result.reason
+    assert all(i.requests and i.requests >= 5 for i in result.intervals)   # judged on traffic, not on silence
+
+
+def test_a_good_build_is_previewed_switched_judged_and_the_old_colour_retired(target: BlueGreen) -> None:
+    t0 = time.monotonic()
+    first = LinesReporter()
+    target.deploy("stable", first)
+    assert "first install" in first.text
+    blue_pods = target.pods("stable")
+    assert target.revision() == 1
+    out = LinesReporter()
+    m = target.deploy("good", out)
+    state = target.state_now()
+    assert state is not None and state.phase == bluegreen.PROMOTED, out.text
+    assert state.colours == {SERVICE: "green"}
+    _passed(state, bluegreen.PREVIEW_STEP)
+    _passed(state, bluegreen.POST_STEP)
+    for rec in state.analyses:   # load on the new and on the old version, through their two Services
+        assert len(rec["load"]) == 2 and all(x["requests"] > 0 and set(x["by_status"]) == {"200"}
+                                             for x in rec["load"]), rec["load"]
+    assert "svc/veza-docs-preview selects green" in out.text and "keeping the old colour" in out.text
+    # preview, switch, retire: one revision each, the last the deploy's ordinary upgrade
+    assert target.revision() == 4
+    deps = target.get("deployments")
+    assert set(deps) == {"veza-docs", "veza-docs-green"}
+    assert _image(deps["veza-docs-green"]) == f"{REPO}@{target.digests['good']}"
+    assert deps["veza-docs-green"]["metadata"]["labels"]["veza.io/role"] == "active"
+    assert deps["veza-docs"]["spec"]["replicas"] == 0 and _image(deps["veza-docs"]).endswith(target.digests["stable"])
+    services = target.get("services")
+    assert services["veza-docs"]["spec"]["selector"]["veza.io/track"] == "green"
+    assert services["veza-docs-preview"]["spec"]["selector"]["veza.io/track"] == "stable"
+    assert blue_pods and target.pods("stable") == set()   # blue's pods gone with the retire revision
+    rec = m.data["rollout"]
+    assert rec["strategy"] == "blue-green" and rec["phase"] == "promoted"
+    html = rollout_section(rec)
+    assert "Preview analysis (green on its preview Service, 8s): <span class=ok>promote-step" in html
+    assert "Post-promotion analysis (green serving, 4s): <span class=ok>promote-step" in html
+    status = LinesReporter()
+    info = status_report(target.cfg, target.env, m, status, kubeconfig=target.kubeconfig)   # exit 7 on any drift
+    assert info["differences"] == [], status.text
+    assert info["blue_green"].startswith("blue-green: promoted (veza-docs: green serves the new version, blue at 0)")
+    assert info["services"][SERVICE]["digest"] == target.digests["good"]
+    print(f"first install and a promoted blue-green: {time.monotonic() - t0:.0f}s")
+
+
+def test_a_build_failing_once_it_serves_is_switched_back_and_the_old_colour_never_moves(target: BlueGreen) -> None:
+    t0 = time.monotonic()
+    before = target.get("deployments")["veza-docs-green"]
+    green_pods = target.pods("green")
+    answers: list[int] = []
+    halt = threading.Event()
+
+    def probe() -> None:   # one of green's pods (the old version now), asked every 0.5 s through the whole rollout
+        with kubectl.port_forward(KubeTarget(target.kubeconfig, "", target.namespace), f"pod/{sorted(green_pods)[0]}",
+                                  8083) as port:
+            while not halt.wait(0.5):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
+                        answers.append(r.status)
+                except OSError:
+                    answers.append(0)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    out = LinesReporter()
+    try:
+        with pytest.raises(DeployFailed) as info:
+            target.deploy("late-bad", out)
+    finally:
+        halt.set()
+        prober.join(timeout=30)
+    assert info.value.exit_code == 5 and "blue-green of local switched back" in info.value.message, out.text
+    assert "post-promotion analysis" in info.value.message and "error-ratio" in info.value.message
+    assert "old colour untouched" in info.value.message
+    state = target.state_now()
+    assert state is not None and state.phase == bluegreen.SWITCHED_BACK and state.decision == "switch-back"
+    assert state.colours == {SERVICE: "blue"}   # the new version went to blue: green served
+    _passed(state, bluegreen.PREVIEW_STEP)      # it answered well while only previewed
+    post = state.results(bluegreen.POST_STEP)[SERVICE]
+    assert post.decision == "abort" and len(post.intervals) == 1, post.reason
+    served = next(x for x in state.record(bluegreen.POST_STEP)["load"] if x["by_status"].get("500"))
+    assert served["requests"] > 0
+    after = target.get("deployments")
+    assert progressive.template_fingerprint(after["veza-docs-green"]) == progressive.template_fingerprint(before)
+    assert target.pods("green") == green_pods          # never restarted
+    assert answers and set(answers) == {200}, answers   # and answering the whole time
+    assert after["veza-docs"]["spec"]["replicas"] == 0 and _image(after["veza-docs"]).endswith(
+        target.digests["late-bad"])
+    assert after["veza-docs-green"]["metadata"]["labels"]["veza.io/role"] == "active"
+    assert target.get("services")["veza-docs"]["spec"]["selector"]["veza.io/track"] == "green"
+    rec = Manifest.load(target.state / "manifest.json").data["rollout"]
+    assert rec["phase"] == "switched-back" and rec["reason"] == state.reason
+    assert "class=failed>abort" in rollout_section(rec)
+    assert state.status_line().startswith("blue-green: switched-back (veza-docs: green serves, blue at 0)")
+    print(f"switched-back blue-green: {time.monotonic() - t0:.0f}s, {len(answers)} probes of green all 200")
+
+
+_NONE = analysis.StepResult(0, 0, 0, 0.0)   # no analysis recorded yet
+KILLED = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from pipeline.core.manifest import Manifest
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import deploy_release
+    from tests.integration.test_deploy_bluegreen import target_config
+    a = json.loads(sys.argv[1])
+    cfg = target_config(a["ns"], Path(a["state"]), a["prometheus"])
+    deploy_release(cfg, cfg.env("local"), Manifest.load(Path(a["state"]) / "manifest.json"), ["veza-docs"],
+                   timeout_s=120, kubeconfig=Path(a["kubeconfig"]), reporter=PlainReporter(verbose=True))
+""")
+
+
+def test_a_deploy_killed_during_the_preview_analysis_then_rerun_continues_and_is_promoted(target: BlueGreen) -> None:
+    t0 = time.monotonic()
+    target.manifest("good2")
+    args = {"ns": target.namespace, "state": str(target.state), "kubeconfig": str(target.kubeconfig),
+            "prometheus": target.prometheus}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
+
+    def judged() -> bool:
+        st = target.state_now()
+        return st is not None and st.phase == bluegreen.PREVIEW and st.new[SERVICE].endswith(
+            target.digests["good2"]) and len(st.results(bluegreen.PREVIEW_STEP).get(SERVICE, _NONE).intervals) >= 1
+    with ExitStack() as users:
+        try:
+            wait_for(judged, 120, "the first interval of the killed deploy's preview analysis")
+            # users' traffic on both colours while nothing runs: the windows the dead deploy misses are judged at
+            # their times by the rerun (analysis.run_step), on what Prometheus kept of them
+            kt = KubeTarget(target.kubeconfig, "", target.namespace)
+            for res in ("svc/veza-docs", "svc/veza-docs-preview"):
+                port = users.enter_context(kubectl.port_forward(kt, res, 80))
+                users.enter_context(LoadLoop(f"http://127.0.0.1:{port}", target.env.rollout.load))
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
+            output = proc.communicate(timeout=30)[0]
+            kill_port_forwards(target.namespace, KILLED_PF_PORTS)
+        print(output)
+        before = target.state_now()
+        assert before is not None and before.phase == bluegreen.PREVIEW and before.colours == {SERVICE: "blue"}
+        first = before.results(bluegreen.PREVIEW_STEP)[SERVICE].intervals[0]
+        revision = target.revision()
+        out = LinesReporter()
+        m = Manifest.load(target.state / "manifest.json")
+        deploy_release(target.cfg, target.env, m, [SERVICE], kubeconfig=target.kubeconfig, timeout_s=120,
+                       reporter=out)
+        print(out.text)
+    assert "resuming the rollout in progress" in out.text and "undoing it first" not in out.text
+    state = target.state_now()
+    assert state is not None and state.phase == bluegreen.PROMOTED, out.text
+    preview = state.results(bluegreen.PREVIEW_STEP)[SERVICE]
+    assert preview.decision == "promote-step" and preview.intervals[0] == first   # continued, not started again
+    assert len(preview.intervals) == 2
+    _passed(state, bluegreen.POST_STEP)
+    assert target.revision() == revision + 3   # the preview applied again (no change), switch, retire
+    deps = target.get("deployments")
+    assert _image(deps["veza-docs"]) == f"{REPO}@{target.digests['good2']}" and deps["veza-docs"]["spec"]["replicas"]
+    assert deps["veza-docs-green"]["spec"]["replicas"] == 0
+    status = LinesReporter()
+    info = status_report(target.cfg, target.env, m, status, kubeconfig=target.kubeconfig)   # exit 7 on any drift
+    assert info["differences"] == [] and info["blue_green"].startswith("blue-green: promoted"), status.text
+    print(f"killed and rerun blue-green: {time.monotonic() - t0:.0f}s")
+
