@@ -113,6 +113,37 @@ def test_ci_deploys_reach_an_external_cluster_through_the_variable_pipeline_toml
     assert step["env"][secret] == f"${{{{ secrets.{secret} }}}}"  # type: ignore[index]
 
 
+
+# The job scripts that reach an environment's registry, and that environment (release-prod also reads the
+# registries of prod's reuse_from sources: lookups, signatures, the copy's reads).
+REGISTRY_JOBS = {"build": "dev", "scan": "dev", "smoke": "dev", "push": "dev", "deploy-dev": "dev",
+                 "release-prod": "prod"}
+
+
+def test_every_github_step_that_reaches_a_registry_gets_the_variables_pipeline_toml_names() -> None:
+    """Each GitHub step running a job of REGISTRY_JOBS is handed, from secrets, the push credential variables its
+    environment's registry_access names (and those of prod's reuse_from sources for release-prod), and the pull
+    ones when named: without them the reuse lookup of `build` silently builds everything, and a registry with
+    a login refuses the rest."""
+    from pipeline.core.config import load_config
+
+    cfg = load_config(ROOT / "pipeline.toml", check_files=False)
+    steps = {str(s["run"]).strip(): s for job in _github_steps().values() for s in job if "run" in s}
+    checked = 0
+    for job, env_name in REGISTRY_JOBS.items():
+        env = cfg.env(env_name)
+        envs = [env, *(cfg.env(n) for n in env.reuse_from)] if job == "release-prod" else [env]
+        wanted = {v for e in envs for v in (e.registry_access.username_env, e.registry_access.password_env) if v}
+        if job in ("deploy-dev", "release-prod"):
+            wanted |= {v for v in (env.pull_username_env, env.pull_password_env) if v}
+        given = steps[f"ci/jobs/{job}.sh"].get("env") or {}
+        assert isinstance(given, dict)
+        missing = sorted(wanted - set(given))
+        assert not missing, f"the GitHub step of {job} lacks {missing}"
+        assert all(given[v] == f"${{{{ secrets.{v} }}}}" for v in wanted), given
+        checked += len(wanted)
+    assert checked >= 2 * len(REGISTRY_JOBS)
+
 def _run_job(job: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run a copy of ci/ (so a script that went on could only bootstrap an empty directory) with only `env`."""
     shutil.copytree(ROOT / "ci", tmp_path / "ci", dirs_exist_ok=True)
