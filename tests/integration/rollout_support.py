@@ -6,15 +6,25 @@ relabelling does."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
+from typing import Any, ClassVar
 
-from pipeline.core.config import Config
+from pipeline.core.config import Config, load_config
+from pipeline.core.config_rollout import Rollout
+from pipeline.core.manifest import Manifest
+from pipeline.core.paths import ROOT
+from pipeline.stages.deploy import deploy_release
+from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
-from tests.integration.deploy_support import sh
+from pipeline.tools.kubectl import KubeTarget
+from tests.integration.build_records import built_record
+from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, sh, sign_manifest, with_test_keys
 
 SERVICE = "veza-docs"
 SCRAPE = """
@@ -107,3 +117,54 @@ def sd_dir(tmp: Path) -> Path:
     (sd / "targets.json").write_text("[]")
     (sd / "targets.json").chmod(0o644)
     return sd
+
+
+def rollout_config(namespace: str, state: Path, rollout: Rollout) -> Config:
+    """The tree's configuration with only `local`, releasing into `namespace` by `rollout`, its state and the
+    test's signing keys under `state` (no local infra: the chart's own Secret keys are generated)."""
+    base = load_config(ROOT / "pipeline.toml", check_files=False)
+    env = dataclasses.replace(base.env("local"), namespace=namespace, helm_release="veza", local_infra=False,
+                              generate_secrets=True, rollout=rollout)
+    return with_test_keys(dataclasses.replace(base, state_dir=state, environments={"local": env}), state / "keys")
+
+
+@dataclasses.dataclass
+class RolloutTarget:
+    """A rollout cluster test's release of veza-docs: its config, cluster, namespace, state, Prometheus and the
+    digests of its builds (name → digest) in `repository` (each test's own)."""
+
+    repository: ClassVar[str]
+    cfg: Config
+    kubeconfig: Path
+    namespace: str
+    state: Path
+    prometheus: str
+    digests: dict[str, str]
+
+    @property
+    def env(self) -> Any:
+        return self.cfg.env("local")
+
+    @property
+    def rt(self) -> ReleaseTarget:
+        return ReleaseTarget(self.env, KubeTarget(self.kubeconfig, "", self.namespace), "veza")
+
+    def manifest(self, build: str) -> Manifest:
+        """A manifest of veza-docs at the digest of `build`, signed with the test's key."""
+        path = self.state / "manifest.json"
+        path.unlink(missing_ok=True)
+        m = Manifest.new(path, env="local", release_id=f"test-{build}", version={"sha": TEST_COMMIT})
+        m.set_service(SERVICE, repository=self.repository, tags=[build], input_digest="sha256:test")
+        m.record(SERVICE, "build", built_record("sha256:" + "b" * 64, TEST_COMMIT))
+        m.record(SERVICE, "push", {"status": "pushed", "digest": self.digests[build], "tags_pushed": [build]})
+        sign_manifest(self.cfg, self.env, m)
+        return m
+
+    def deploy(self, build: str, out: LinesReporter) -> Manifest:
+        m = self.manifest(build)
+        t0 = time.monotonic()
+        try:
+            deploy_release(self.cfg, self.env, m, [SERVICE], kubeconfig=self.kubeconfig, timeout_s=120, reporter=out)
+        finally:
+            print(f"deploy of {build} ended after {time.monotonic() - t0:.1f}s:\n{out.text}")
+        return m

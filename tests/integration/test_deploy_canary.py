@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -44,14 +44,21 @@ from pipeline.release.html_report import rollout_section
 from pipeline.stages.deploy import canary, deploy_release
 from pipeline.stages.deploy.commands import status_report
 from pipeline.stages.deploy.load import LoadLoop
-from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
 from tests.e2e.release_support import kill_port_forwards, remove_release
-from tests.integration.build_records import built_record
-from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, kc, sh, sign_manifest, wait_for, with_test_keys
+from tests.integration.deploy_support import LinesReporter, kc, sh, wait_for
 from tests.integration.prometheus_support import running_prometheus
-from tests.integration.rollout_support import SCRAPE, SERVICE, PodTargets, build_docs, faulty_docs, sd_dir
+from tests.integration.rollout_support import (
+    SCRAPE,
+    SERVICE,
+    PodTargets,
+    RolloutTarget,
+    build_docs,
+    faulty_docs,
+    rollout_config,
+    sd_dir,
+)
 from tests.ports import first_free
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
@@ -76,48 +83,12 @@ def canary_rollout(prometheus: str) -> Rollout:
 
 
 def target_config(namespace: str, state: Path, prometheus: str) -> Config:
-    base = load_config(ROOT / "pipeline.toml", check_files=False)
-    env = dataclasses.replace(base.env("local"), namespace=namespace, helm_release="veza", local_infra=False,
-                              generate_secrets=True, rollout=canary_rollout(prometheus))
-    return with_test_keys(dataclasses.replace(base, state_dir=state, environments={"local": env}), state / "keys")
+    return rollout_config(namespace, state, canary_rollout(prometheus))
 
 
 @dataclasses.dataclass
-class Canary:
-    cfg: Config
-    kubeconfig: Path
-    namespace: str
-    state: Path
-    prometheus: str
-    digests: dict[str, str]
-
-    @property
-    def env(self) -> Any:
-        return self.cfg.env("local")
-
-    @property
-    def rt(self) -> ReleaseTarget:
-        return ReleaseTarget(self.env, KubeTarget(self.kubeconfig, "", self.namespace), "veza")
-
-    def manifest(self, build: str) -> Manifest:
-        """A manifest of veza-docs at the digest of `build`, signed with the test's key."""
-        path = self.state / "manifest.json"
-        path.unlink(missing_ok=True)
-        m = Manifest.new(path, env="local", release_id=f"test-{build}", version={"sha": TEST_COMMIT})
-        m.set_service(SERVICE, repository=REPO, tags=[build], input_digest="sha256:test")
-        m.record(SERVICE, "build", built_record("sha256:" + "b" * 64, TEST_COMMIT))
-        m.record(SERVICE, "push", {"status": "pushed", "digest": self.digests[build], "tags_pushed": [build]})
-        sign_manifest(self.cfg, self.env, m)
-        return m
-
-    def deploy(self, build: str, out: LinesReporter) -> Manifest:
-        m = self.manifest(build)
-        t0 = time.monotonic()
-        try:
-            deploy_release(self.cfg, self.env, m, [SERVICE], kubeconfig=self.kubeconfig, timeout_s=120, reporter=out)
-        finally:
-            print(f"deploy of {build} ended after {time.monotonic() - t0:.1f}s:\n{out.text}")
-        return m
+class Canary(RolloutTarget):
+    repository: ClassVar[str] = REPO
 
     def deployments(self) -> dict[str, dict[str, Any]]:
         data = json.loads(kc(self.kubeconfig, "-n", self.namespace, "get", "deploy", "-o", "json"))
