@@ -235,3 +235,22 @@ def test_another_strategys_rollout_in_progress_stops_a_deploy(doc: dict[str, obj
     assert (line is not None) == foreign
     if line:
         assert "is in progress" in line and 'strategy = "canary"' in line
+
+
+def test_only_changed_services_without_a_volume_get_a_second_version_and_the_note_is_said_once() -> None:
+    from pipeline.stages.deploy.progressive import second_version_choices
+    from pipeline.stages.deploy.values import ImageChoice
+
+    def choice(name: str, digest: str, source: str = "manifest") -> ImageChoice:
+        return ImageChoice(name, f"r/{name}", digest, source)
+
+    choices = {"docs": choice("docs", "sha256:2"), "api": choice("api", "sha256:1"),
+               "stream": choice("stream", "sha256:9"), "chat": choice("chat", "sha256:7", "deployed"),
+               "new": choice("new", "sha256:5")}
+    serving = {"docs": "r/docs@sha256:1", "api": "r/api@sha256:1", "stream": "r/stream@sha256:1",
+               "chat": "r/chat@sha256:1"}   # "new" serves nothing yet: no version to run beside
+    merged = {"services": {"stream": {"persistence": {"enabled": True}}}}
+    notes: list[str] = []
+    for _ in range(2):   # a resumed run asks twice
+        assert list(second_version_choices(choices, serving, merged, notes, "applied last")) == ["docs"]
+    assert notes == ["stream: has a persistent volume, applied last"]

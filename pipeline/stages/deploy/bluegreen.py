@@ -45,6 +45,7 @@ from pipeline.core.manifest import atomic_write
 from pipeline.core.vocab import DeployStatus, now_iso
 from pipeline.stages.deploy import analysis, progressive
 from pipeline.stages.deploy.monitoring import source
+from pipeline.stages.deploy.status import release_deployments
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import (
     ImageChoice,
@@ -53,7 +54,7 @@ from pipeline.stages.deploy.values import (
     deep_merge,
     resource_name,
 )
-from pipeline.tools import helm, kubectl
+from pipeline.tools import helm
 
 if TYPE_CHECKING:
     from pipeline.stages.deploy.rollout import DeployResult, _Rollout
@@ -372,27 +373,16 @@ class BlueGreenRollout:
 
     def candidates(self, old: dict[str, str]) -> dict[str, ImageChoice]:
         """The services whose new image differs from the serving one and that can run two colours."""
-        out: dict[str, ImageChoice] = {}
-        for name, c in self.choices.items():
-            if c.source != "manifest" or old.get(name) in (None, c.ref):
-                continue
-            persist = ((self.merged.get("services") or {}).get(name) or {}).get("persistence") or {}
-            if persist.get("enabled"):
-                note = (f"{name}: has a persistent volume, no second colour beside it; its new digest is applied by "
-                        "the last revision")
-                if note not in self.notes:
-                    self.notes.append(note)
-                continue
-            out[name] = c
-        return out
+        return progressive.second_version_choices(self.choices, old, self.merged, self.notes,
+                                                  "no second colour beside it; its new digest is applied by the last "
+                                                  "revision")
 
     def replicas(self, base: dict[str, Any], name: str) -> int:
         merged = int(((self.merged.get("services") or {}).get(name) or {}).get("replicas", 1) or 1)
         return int(((base.get("services") or {}).get(name) or {}).get("replicas", merged) or merged)
 
     def deployments(self) -> dict[str, dict[str, Any]]:
-        items = kubectl.get_json(self.rt.kube, "deployments", selector=self.rt.selector).get("items", [])
-        return {d["metadata"]["name"]: d for d in items}
+        return release_deployments(self.rt)
 
     def old_deployments(self, state: BlueGreenState) -> dict[str, dict[str, Any]]:
         """service → the Deployment of the colour that served when the rollout started."""

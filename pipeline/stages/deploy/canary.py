@@ -40,9 +40,10 @@ from pipeline.stages.deploy.progressive import STATE_KEY as STATE_KEY
 from pipeline.stages.deploy.progressive import STATE_LABEL as STATE_LABEL
 from pipeline.stages.deploy.progressive import state_name as state_name
 from pipeline.stages.deploy.progressive import template_fingerprint as template_fingerprint
+from pipeline.stages.deploy.status import release_deployments
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.stages.deploy.values import ImageChoice, resource_name
-from pipeline.tools import helm, kubectl
+from pipeline.tools import helm
 
 if TYPE_CHECKING:
     from pipeline.stages.deploy.rollout import DeployResult, _Rollout
@@ -260,21 +261,11 @@ class CanaryRollout:
 
     def canary_choices(self, stable: dict[str, str]) -> dict[str, ImageChoice]:
         """The services whose new image differs from the stable one and that can run a canary (no persistence)."""
-        out: dict[str, ImageChoice] = {}
-        for name, c in self.choices.items():
-            if c.source != "manifest" or stable.get(name) in (None, c.ref):
-                continue
-            persist = ((self.merged.get("services") or {}).get(name) or {}).get("persistence") or {}
-            if persist.get("enabled"):
-                self.notes.append(f"{name}: has a persistent volume, no canary beside it; its new digest is "
-                                  "applied at promotion")
-                continue
-            out[name] = c
-        return out
+        return progressive.second_version_choices(self.choices, stable, self.merged, self.notes,
+                                                  "no canary beside it; its new digest is applied at promotion")
 
     def stable_deployments(self, state: CanaryState) -> dict[str, dict[str, Any]]:
-        items = kubectl.get_json(self.rt.kube, "deployments", selector=self.rt.selector).get("items", [])
-        by_name = {d["metadata"]["name"]: d for d in items}
+        by_name = release_deployments(self.rt)
         return {n: by_name[resource_name(self.rt.release, n)] for n in state.canary
                 if resource_name(self.rt.release, n) in by_name}
 

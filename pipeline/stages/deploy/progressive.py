@@ -33,6 +33,7 @@ from pipeline.tools import helm, kubectl, prometheus
 
 if TYPE_CHECKING:
     from pipeline.stages.deploy.rollout import _Rollout
+    from pipeline.stages.deploy.values import ImageChoice
 
 STATE_LABEL = "veza.io/rollout-state"
 STATE_KEY = "state.json"
@@ -111,6 +112,26 @@ class StateStore:
             write_state(self.rt, self.strategy, state, self.owner)
             if self.manifest is not None:
                 self.manifest.set("rollout", state.report())
+
+
+def second_version_choices(choices: dict[str, ImageChoice], serving: dict[str, str], merged: dict[str, Any],
+                           notes: list[str], instead: str) -> dict[str, ImageChoice]:
+    """The services of `choices` whose manifest image differs from the one `serving` (service → image reference)
+    runs, and that can run a second version beside it. A service with a persistent volume cannot (its claim is
+    ReadWriteOnce: one pod set, values.yaml's `persistence`): it is left out, and `notes` gets, once,
+    "<service>: has a persistent volume, <instead>"."""
+    out: dict[str, ImageChoice] = {}
+    for name, c in choices.items():
+        if c.source != "manifest" or serving.get(name) in (None, c.ref):
+            continue
+        persist = ((merged.get("services") or {}).get(name) or {}).get("persistence") or {}
+        if persist.get("enabled"):
+            note = f"{name}: has a persistent volume, {instead}"
+            if note not in notes:
+                notes.append(note)
+            continue
+        out[name] = c
+    return out
 
 
 def template_fingerprint(deployment: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from pipeline.gate import pod_security
 from pipeline.stages.deploy import bluegreen, canary, diagnosis, failfast, prepare, recovery, trust_gate
 from pipeline.stages.deploy.checks import verify_checks
 from pipeline.stages.deploy.drift import workload_differences
-from pipeline.stages.deploy.status import live_images
+from pipeline.stages.deploy.status import live_images, release_deployments
 from pipeline.stages.deploy.target import DEFAULT_TIMEOUT_S, HISTORY_MAX, ReleaseTarget, deploy_lock
 from pipeline.stages.deploy.values import (
     CHART,
@@ -237,9 +237,7 @@ class _Rollout:
         deployed = helm.get_values(self.rt.kube, self.rt.release)
         if (deployed.get("global") or {}).get("deployHash") != dhash:
             return False
-        deployments = {d["metadata"]["name"]: d
-                       for d in kubectl.get_json(self.rt.kube, "deployments", selector=self.rt.selector)
-                       .get("items", [])}
+        deployments = release_deployments(self.rt)
         diffs = workload_differences(self.rt.release, {n: c.ref for n, c in choices.items()}, deployments)
         for d in diffs:
             self.reporter.info(f"  drift: {d.line()}; deploying again")

@@ -26,11 +26,16 @@ def deployment_ready(d: dict[str, Any]) -> bool:
             and int(st.get("observedGeneration", 0)) >= int(d["metadata"].get("generation", 0)))
 
 
+def release_deployments(rt: ReleaseTarget) -> dict[str, dict[str, Any]]:
+    """The release's Deployments (its selector) by name, as `kubectl get -o json` gives them."""
+    items = kubectl.get_json(rt.kube, "deployments", selector=rt.selector).get("items", [])
+    return {d["metadata"]["name"]: d for d in items}
+
+
 def live_images(rt: ReleaseTarget) -> dict[str, tuple[str, bool]]:
     """Deployment name → (its first container's image, deployment_ready) for the release's Deployments."""
-    data = kubectl.get_json(rt.kube, "deployments", selector=rt.selector)
-    return {d["metadata"]["name"]: (d["spec"]["template"]["spec"]["containers"][0]["image"], deployment_ready(d))
-            for d in data.get("items", [])}
+    return {name: (d["spec"]["template"]["spec"]["containers"][0]["image"], deployment_ready(d))
+            for name, d in release_deployments(rt).items()}
 
 
 @dataclass(frozen=True)
