@@ -220,14 +220,12 @@ def namespace_of_its_own(kubeconfig: Path, registry: str, namespace: str, port_r
         remove_pushed(registry, namespace)
 
 
-def kill_port_forwards(namespace: str, port_range: str = "") -> None:
+def kill_port_forwards(namespace: str, port_range: str) -> None:
     """SIGKILL, by pid, the `kubectl port-forward` processes of `namespace` a killed release left (each runs in a
-    session of its own, so they outlive it); with `port_range` ("LO-HI"), only those bound to a port in it (so a
-    test's own forwards of that namespace on other ports live on)."""
-    prefixes: tuple[bytes, ...] = (b"",)
-    if port_range:
-        lo, hi = (int(x) for x in port_range.split("-"))
-        prefixes = tuple(f"{p}:".encode() for p in range(lo, hi + 1))
+    session of its own, so they outlive it), only those bound to a port in `port_range` ("LO-HI", the release's
+    VEZA_PORT_FORWARD_PORTS): the test's own forwards of that namespace, on other ports, live on."""
+    lo, hi = (int(x) for x in port_range.split("-"))
+    prefixes = tuple(f"{p}:".encode() for p in range(lo, hi + 1))
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue

@@ -6,12 +6,18 @@ relabelling does."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
+import sys
+import textwrap
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -168,3 +174,53 @@ class RolloutTarget:
         finally:
             print(f"deploy of {build} ended after {time.monotonic() - t0:.1f}s:\n{out.text}")
         return m
+
+
+@contextlib.contextmanager
+def health_answers(target: RolloutTarget, resource: str) -> Iterator[list[int]]:
+    """GET /health of `resource` (a pod or a Deployment of the target's namespace) through a port-forward on
+    127.0.0.1, every 0.5 s while the block runs: the statuses, in order (0: no answer within 3 s)."""
+    answers: list[int] = []
+    halt = threading.Event()
+
+    def probe() -> None:
+        with kubectl.port_forward(KubeTarget(target.kubeconfig, "", target.namespace), resource, 8083) as port:
+            while not halt.wait(0.5):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
+                        answers.append(r.status)
+                except OSError:
+                    answers.append(0)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        yield answers
+    finally:
+        halt.set()
+        prober.join(timeout=30)
+
+
+_KILLABLE = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from pipeline.core.manifest import Manifest
+    from pipeline.core.reporter import PlainReporter
+    from pipeline.stages.deploy import deploy_release
+    from {module} import target_config
+    a = json.loads(sys.argv[1])
+    cfg = target_config(a["ns"], Path(a["state"]), a["prometheus"])
+    deploy_release(cfg, cfg.env("local"), Manifest.load(Path(a["state"]) / "manifest.json"), ["veza-docs"],
+                   timeout_s=120, kubeconfig=Path(a["kubeconfig"]), reporter=PlainReporter(verbose=True))
+""")
+
+
+def start_killable_deploy(module: str, target: RolloutTarget, env: dict[str, str] | None = None
+                          ) -> subprocess.Popen[str]:
+    """The deploy of the target's recorded manifest in a process group of its own (to be killed whole, like a CI
+    job), configured by `module`'s target_config; its output on stdout, `env` added to this one's."""
+    args = {"ns": target.namespace, "state": str(target.state), "kubeconfig": str(target.kubeconfig),
+            "prometheus": target.prometheus}
+    return subprocess.Popen([sys.executable, "-c", _KILLABLE.format(module=module), json.dumps(args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})

@@ -21,12 +21,7 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -61,8 +56,10 @@ from tests.integration.rollout_support import (
     RolloutTarget,
     build_docs,
     faulty_docs,
+    health_answers,
     rollout_config,
     sd_dir,
+    start_killable_deploy,
 )
 from tests.ports import first_free
 
@@ -212,28 +209,10 @@ def test_a_build_failing_once_it_serves_is_switched_back_and_the_old_colour_neve
     t0 = time.monotonic()
     before = target.get("deployments")["veza-docs-green"]
     green_pods = target.pods("green")
-    answers: list[int] = []
-    halt = threading.Event()
-
-    def probe() -> None:   # one of green's pods (the old version now), asked every 0.5 s through the whole rollout
-        with kubectl.port_forward(KubeTarget(target.kubeconfig, "", target.namespace), f"pod/{sorted(green_pods)[0]}",
-                                  8083) as port:
-            while not halt.wait(0.5):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
-                        answers.append(r.status)
-                except OSError:
-                    answers.append(0)
-
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
     out = LinesReporter()
-    try:
-        with pytest.raises(DeployFailed) as info:
-            target.deploy("late-bad", out)
-    finally:
-        halt.set()
-        prober.join(timeout=30)
+    # one of green's pods (the old version now), asked through the whole rollout
+    with health_answers(target, f"pod/{sorted(green_pods)[0]}") as answers, pytest.raises(DeployFailed) as info:
+        target.deploy("late-bad", out)
     assert info.value.exit_code == 5 and "blue-green of local switched back" in info.value.message, out.text
     assert "post-promotion analysis" in info.value.message and "error-ratio" in info.value.message
     assert "old colour untouched" in info.value.message
@@ -261,28 +240,10 @@ def test_a_build_failing_once_it_serves_is_switched_back_and_the_old_colour_neve
 
 
 _NONE = analysis.StepResult(0, 0, 0, 0.0)   # no analysis recorded yet
-KILLED = textwrap.dedent("""
-    import json, sys
-    from pathlib import Path
-    from pipeline.core.manifest import Manifest
-    from pipeline.core.reporter import PlainReporter
-    from pipeline.stages.deploy import deploy_release
-    from tests.integration.test_deploy_bluegreen import target_config
-    a = json.loads(sys.argv[1])
-    cfg = target_config(a["ns"], Path(a["state"]), a["prometheus"])
-    deploy_release(cfg, cfg.env("local"), Manifest.load(Path(a["state"]) / "manifest.json"), ["veza-docs"],
-                   timeout_s=120, kubeconfig=Path(a["kubeconfig"]), reporter=PlainReporter(verbose=True))
-""")
-
-
 def test_a_deploy_killed_during_the_preview_analysis_then_rerun_continues_and_is_promoted(target: BlueGreen) -> None:
     t0 = time.monotonic()
     target.manifest("good2")
-    args = {"ns": target.namespace, "state": str(target.state), "kubeconfig": str(target.kubeconfig),
-            "prometheus": target.prometheus}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
+    proc = start_killable_deploy(__name__, target, {kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
 
     def judged() -> bool:
         st = target.state_now()

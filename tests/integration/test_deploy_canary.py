@@ -21,12 +21,7 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -56,15 +51,18 @@ from tests.integration.rollout_support import (
     RolloutTarget,
     build_docs,
     faulty_docs,
+    health_answers,
     rollout_config,
     sd_dir,
+    start_killable_deploy,
 )
 from tests.ports import first_free
 
 pytestmark = [pytest.mark.engine, pytest.mark.registry, pytest.mark.cluster, pytest.mark.slow]
 
 REPO = "127.0.0.1:5000/veza-canary-test/veza-docs"
-PF_PORTS = "21650-21699"
+# the killed deploy forwards from its own range: the kill of its forwards must leave the users' ones
+PF_PORTS, KILLED_PF_PORTS = "21650-21679", "21680-21699"
 FAULT = """	var served atomic.Uint64
 	s.Handle("/", func(w http.ResponseWriter, r *http.Request) {
 		if served.Add(1)%5 == 0 {
@@ -175,28 +173,10 @@ def test_a_build_that_fails_a_fifth_of_its_requests_is_aborted_and_stable_never_
     t0 = time.monotonic()
     before = target.deployments()["veza-docs"]
     stable_pods = target.pods("stable")
-    answers: list[int] = []
-    halt = threading.Event()
-
-    def probe() -> None:   # the stable Deployment's pods, asked every 0.5 s through the whole rollout
-        with kubectl.port_forward(KubeTarget(target.kubeconfig, "", target.namespace), "deployment/veza-docs",
-                                  8083) as port:
-            while not halt.wait(0.5):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
-                        answers.append(r.status)
-                except OSError:
-                    answers.append(0)
-
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
     out = LinesReporter()
-    try:
-        with pytest.raises(DeployFailed) as info:
-            target.deploy("bad", out)
-    finally:
-        halt.set()
-        prober.join(timeout=30)
+    # the stable Deployment's pods, asked through the whole rollout
+    with health_answers(target, "deployment/veza-docs") as answers, pytest.raises(DeployFailed) as info:
+        target.deploy("bad", out)
     assert info.value.exit_code == 5 and "canary of local aborted" in info.value.message
     assert "error-ratio" in info.value.message and "stable version untouched" in info.value.message
     _achieved(out)
@@ -217,27 +197,10 @@ def test_a_build_that_fails_a_fifth_of_its_requests_is_aborted_and_stable_never_
     print(f"aborted canary: {time.monotonic() - t0:.0f}s, {len(answers)} probes of stable all 200")
 
 
-KILLED = textwrap.dedent("""
-    import json, sys
-    from pathlib import Path
-    from pipeline.core.manifest import Manifest
-    from pipeline.core.reporter import PlainReporter
-    from pipeline.stages.deploy import deploy_release
-    from tests.integration.test_deploy_canary import target_config
-    a = json.loads(sys.argv[1])
-    cfg = target_config(a["ns"], Path(a["state"]), a["prometheus"])
-    deploy_release(cfg, cfg.env("local"), Manifest.load(Path(a["state"]) / "manifest.json"), ["veza-docs"],
-                   timeout_s=120, kubeconfig=Path(a["kubeconfig"]), reporter=PlainReporter(verbose=True))
-""")
-
-
 def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(target: Canary) -> None:
     t0 = time.monotonic()
     target.manifest("good2")
-    args = {"ns": target.namespace, "state": str(target.state), "kubeconfig": str(target.kubeconfig),
-            "prometheus": target.prometheus}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ})
+    proc = start_killable_deploy(__name__, target, {kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
 
     def judged() -> bool:
         st = canary.read_state(target.rt)
@@ -255,7 +218,7 @@ def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(ta
         finally:
             os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
             output = proc.communicate(timeout=30)[0]
-            kill_port_forwards(target.namespace)
+            kill_port_forwards(target.namespace, KILLED_PF_PORTS)
         print(output)
         before = canary.read_state(target.rt)
         assert before is not None and before.phase == canary.STEP
@@ -264,9 +227,11 @@ def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(ta
 
         out = LinesReporter()
         m = Manifest.load(target.state / "manifest.json")
-        deploy_release(target.cfg, target.env, m, [SERVICE], kubeconfig=target.kubeconfig, timeout_s=120,
-                       reporter=out)
-        print(out.text)
+        try:
+            deploy_release(target.cfg, target.env, m, [SERVICE], kubeconfig=target.kubeconfig, timeout_s=120,
+                           reporter=out)
+        finally:
+            print(out.text)
     assert "resuming the canary in progress" in out.text and "aborting it first" not in out.text
     state = canary.read_state(target.rt)
     assert state is not None and state.phase == canary.PROMOTED, out.text
