@@ -39,6 +39,16 @@ ci_secret_file() {  # ci_secret_file VAR DEST: a variable holding a file's conte
     (umask 077 && mkdir -p "$(dirname "$2")" && if [ -f "$value" ]; then cp "$value" "$2"; else printf '%s\n' "$value" > "$2"; fi)
 }
 
+ci_ca_files() {  # every *_CA_FILE variable holding a PEM's content (a GitHub secret) becomes a path, as GitLab's File type gives
+    local var
+    for var in $(compgen -e | grep '_CA_FILE$' || true); do
+        case "${!var}" in
+            -----BEGIN*) ci_secret_file "$var" "$VEZA_CI_TMP/ca/$var.pem" && export "$var=$VEZA_CI_TMP/ca/$var.pem" ;;
+        esac
+    done
+}
+ci_ca_files
+
 ci_kubeconfig() {  # ci_kubeconfig VAR ENV_VAR: the cluster's kubeconfig from VAR; pipeline.toml's kubeconfig_env names ENV_VAR
     ci_secret_file "$1" "$VEZA_CI_TMP/kubeconfig"
     export "$2=$VEZA_CI_TMP/kubeconfig"

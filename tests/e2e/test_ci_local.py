@@ -91,6 +91,23 @@ def env_registry_config(clone: Path, env: str, address: str) -> None:
     (clone / "pipeline.toml").write_text(head + sep + "\n".join(lines) + "\n" + nxt + tail)
 
 
+def github_secrets(clone: Path, *envs: str) -> None:
+    """The clone's GitHub workflow hands the variables registry_keys names to every step that reaches a registry
+    (beside the default VEZA_REGISTRY_* ones), as a team that names them must: the lint job's unit tests hold the
+    workflow to pipeline.toml (test_ci_workflows.py)."""
+    path = clone / ".github/workflows/release.yml"
+    anchor = "VEZA_REGISTRY_PASSWORD: ${{ secrets.VEZA_REGISTRY_PASSWORD }}\n"
+    names = [v.lstrip("$") for e in envs for k, v in registry_keys(e).items() if k != "pull_secret"]
+    out = []
+    for line in path.read_text().splitlines(keepends=True):
+        out.append(line)
+        if line.endswith(anchor):
+            indent = line[: len(line) - len(line.lstrip())]
+            out += [f"{indent}{n}: ${{{{ secrets.{n} }}}}\n" for n in names]
+    assert len(out) > len(path.read_text().splitlines()), f"no {anchor.strip()} in {path}"
+    path.write_text("".join(out))
+
+
 def pin_upstreams(clone: Path, pins: dict[str, str]) -> None:
     """The clone's [bases.*] upstreams pinned by digest (`upstream = "name:tag@sha256:…"`): a runner's engine pulls
     a base only by its pin (pipeline/local/bases.py), from the mirror a team's runners use."""
@@ -225,6 +242,7 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
         values["infra"] = infra   # only the infra hosts: the lint job's unit tests hold the other values
         (clone / f"helm/veza/values-{env}.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
         env_registry_config(clone, env, tls_registry.address)
+    github_secrets(clone, "dev", "prod")
     pin_upstreams(clone, remote_engine.base_pins)
     subprocess.run(["git", "-C", str(clone), "commit", "-qam", "chore: dev's and prod's infra and registry, as "
                     "their operators run them; the upstream bases pinned by digest"], check=True, timeout=60)
@@ -245,6 +263,9 @@ def test_branch_then_tag_pipeline_release_dev_and_prod_through_the_remote_engine
     manifest = json.loads((clone / ".pipeline/dev/manifest.json").read_text())
     ids = {rec["build"]["image_id"] for rec in manifest["services"].values()}
     assert ids, manifest
+    # the manifest deploy-dev uploaded carries every job's record, each handed on by the next job's artifacts
+    assert {s: manifest["stages"][s]["status"] for s in ("build", "scan", "smoke", "push", "deploy")} == \
+        dict.fromkeys(("build", "scan", "smoke", "push", "deploy"), "ok"), manifest["stages"]
     for image_id in ids:
         assert remote_engine.docker("image", "inspect", image_id).returncode == 0, image_id
     assert tls_registry.password not in run.stdout + run.stderr

@@ -75,6 +75,44 @@ def test_both_templates_run_exactly_the_job_scripts() -> None:
     assert len(github) == len(set(github)), github
 
 
+def test_no_gitlab_job_downloads_two_diverging_copies_of_the_manifest() -> None:
+    """GitLab hands a job the artifacts of its `needs` (without `needs`: of every job of the earlier stages), a
+    later download overwriting a file of the same path. Of the jobs a job downloads an environment's manifest
+    from, the one of the latest stage must have been handed (transitively) every other's copy, so no record is
+    lost: scan and smoke side by side, both needed by push, lost one of their records."""
+    data = yaml.safe_load((ROOT / ".gitlab-ci.yml").read_text())
+    jobs = _gitlab_jobs()
+    stages: list[str] = data["stages"]
+    default_paths = data["default"]["artifacts"]["paths"]
+
+    def manifests(job: str) -> set[str]:
+        art = jobs[job].get("artifacts") or {"paths": default_paths}
+        return {p for p in art["paths"] if p.endswith("manifest.json")}   # type: ignore[index]
+
+    def sources(job: str) -> list[str]:
+        if "needs" in jobs[job]:
+            return list(jobs[job]["needs"])   # type: ignore[call-overload]
+        before = stages.index(str(jobs[job]["stage"]))
+        return [j for j in jobs if stages.index(str(jobs[j]["stage"])) < before]
+
+    def handed(job: str) -> set[str]:   # every job whose artifacts reached `job`, transitively
+        out: set[str] = set()
+        for src in sources(job):
+            out |= {src, *handed(src)}
+        return out
+
+    checked = 0
+    for job in jobs:
+        for path in {p for src in sources(job) for p in manifests(src)}:
+            uploaders = [src for src in sources(job) if path in manifests(src)]
+            last = max(uploaders, key=lambda j: stages.index(str(jobs[j]["stage"])))
+            same_stage = [j for j in uploaders if jobs[j]["stage"] == jobs[last]["stage"]]
+            assert same_stage == [last] and set(uploaders) - {last} <= handed(last), \
+                f"{job} downloads {path} from {uploaders}: the last one downloaded wins, dropping the others' records"
+            checked += 1
+    assert checked >= 5
+
+
 def test_ci_calls_only_existing_invoke_targets() -> None:
     listed = subprocess.run([str(Path(sys.executable).parent / "invoke"), "--list"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60, check=True).stdout
@@ -134,6 +172,8 @@ def test_every_github_step_that_reaches_a_registry_gets_the_variables_pipeline_t
         env = cfg.env(env_name)
         envs = [env, *(cfg.env(n) for n in env.reuse_from)] if job == "release-prod" else [env]
         wanted = {v for e in envs for v in (e.registry_access.username_env, e.registry_access.password_env) if v}
+        # a CA named through a variable (registry_ca_file = "$VAR", unset here so it stays in the path)
+        wanted |= {m for e in envs for m in re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", str(e.registry_ca_file or ""))}
         if job in ("deploy-dev", "release-prod"):
             wanted |= {v for v in (env.pull_username_env, env.pull_password_env) if v}
         given = steps[f"ci/jobs/{job}.sh"].get("env") or {}
@@ -265,6 +305,36 @@ def test_ci_signing_key_is_where_the_sign_stage_reads_it(tmp_path: Path, monkeyp
     assert public_pem(key) == made.public.read_bytes()
     assert [k.public_numbers() for k in envkeys.trusted_keys(cfg, cfg.env("prod"))] == \
         [key.public_key().public_numbers()]
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["content", "file-variable"])
+def test_a_registry_ca_ci_variable_is_a_file_pipeline_toml_reads_whether_it_holds_the_pem_or_a_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_file: bool) -> None:
+    """GitHub secrets hold content, GitLab File variables a path: ci/lib.sh leaves every *_CA_FILE variable a path
+    to the same PEM, which an environment's registry_ca_file = "$VAR" then resolves to and ssl loads."""
+    import ssl
+
+    from pipeline.core.config import load_config
+    from tests.integration.tls_registry_fixtures import Pki
+
+    ca = Pki.make(tmp_path / "ca").ca_file
+    value = str(ca) if as_file else ca.read_text()
+    cp = subprocess.run(["bash", "-c", 'source ci/lib.sh; trap - EXIT; printf %s "$VEZA_DEV_REGISTRY_CA_FILE"'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+                        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "VEZA_DEV_REGISTRY_CA_FILE": value})
+    assert cp.returncode == 0, cp.stderr
+    path = Path(cp.stdout)
+    assert path == ca if as_file else (path.parent.name == "ca" and oct(path.stat().st_mode & 0o777) == "0o600")
+    assert path.read_text().strip() == ca.read_text().strip()
+    head, table, rest = (ROOT / "pipeline.toml").read_text().partition("[environments.dev]\n")
+    body, nxt, tail = rest.partition("\n[")
+    body = "\n".join(ln for ln in body.splitlines() if ln.split("=")[0].strip() != "registry_ca_file")
+    toml = tmp_path / "pipeline.toml"
+    toml.write_text(f'{head}{table}registry_ca_file = "$VEZA_DEV_REGISTRY_CA_FILE"\n{body}{nxt}{tail}')
+    monkeypatch.setenv("VEZA_DEV_REGISTRY_CA_FILE", str(path))
+    got = load_config(toml, check_files=False).env("dev").registry_ca_file
+    assert got == path
+    ssl.create_default_context(cafile=str(got))
 
 
 def test_missing_signing_key_names_the_variables_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
