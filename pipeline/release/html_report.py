@@ -143,11 +143,17 @@ VERDICT_COLOR = {"pass": "#2e9e5b", "fail": "#d64545", "no-data": "#9aa3ad", "in
 
 
 
+# what a chart's two series are called, per strategy: the version judged and its baseline
+SERIES_NAMES = {"canary": ("canary", "stable"), "blue-green": ("new version", "previous version")}
+
+
 def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], started: float,
-                 width: int = 520, height: int = 180) -> str:
-    """One metric's chart for one step: the canary's value per interval (a dot coloured by its verdict), the
-    stable version's (grey) and the threshold it was held to (red, dashed: it moves with the baseline), over
-    seconds since the step's analysis started. `points`: [{t, canary, baseline, threshold, verdict}] (unix
+                 width: int = 520, height: int = 180, strategy: str = "canary") -> str:
+    """One metric's chart for one step: the judged version's value per interval (a dot coloured by its verdict),
+    its baseline's (grey) and the threshold it was held to (red, dashed: it moves with the baseline), over
+    seconds since the step's analysis started, the two named as `strategy` names them (SERIES_NAMES: a canary and
+    the stable version; a blue-green's new and previous versions, whichever colour serves).
+    `points`: [{t, canary, baseline, threshold, verdict}] (unix
     seconds; None where there was no sample: drawn as a grey mark on the axis, never as 0; "+Inf" (a quantile
     above the largest finite bucket, analysis.json_value) is drawn on the chart's top edge and named in the tip)."""
     left, right, top, bottom = 56, 24, 26, 30
@@ -180,11 +186,12 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
                    f'{shown_value(f * y_max)}</text>' for f in (0, 0.5, 1))
     axis = "".join(f'<text x="{left + f * plot_w:.1f}" y="{height - 12}" text-anchor="middle">'
                    f'{_secs(f * t_end)}</text>' for f in (0, 0.5, 1))
+    judged, base = SERIES_NAMES.get(strategy, SERIES_NAMES["canary"])
     dots = []
     for p in points:
         verdict = str(p.get("verdict") or "")
         shown = {k: "-" if p.get(k) is None else shown_value(float(p[k])) for k in ("canary", "baseline", "threshold")}
-        tip = (f"{_secs(float(p['t']) - started)}: canary {shown['canary']}, stable {shown['baseline']}, "
+        tip = (f"{_secs(float(p['t']) - started)}: {judged} {shown['canary']}, {base} {shown['baseline']}, "
                f"threshold {shown['threshold']}: {verdict}")
         if p.get("canary") is None:
             dots.append(f'<text class="point nodata" data-verdict="{_e(verdict)}" x="{x(p):.1f}" '
@@ -195,7 +202,7 @@ def analysis_svg(step: int, metric: str, points: Sequence[dict[str, Any]], start
                         f'cy="{y(float(p["canary"])):.1f}" r="4" fill="{VERDICT_COLOR.get(verdict, "#6b7280")}">'
                         f"<title>{_e(tip)}</title></circle>")
     legend = (f'<text x="{left}" y="14"><tspan font-weight="bold">{_e(metric)}</tspan>  '
-              f'<tspan fill="#3b82c4">● canary</tspan>  <tspan fill="#9aa3ad">— stable</tspan>  '
+              f'<tspan fill="#3b82c4">● {_e(judged)}</tspan>  <tspan fill="#9aa3ad">— {_e(base)}</tspan>  '
               f'<tspan fill="#d64545">- - threshold</tspan></text>')
     lines = (line("threshold", 'stroke="#d64545" stroke-dasharray="5 3"') + line("baseline", 'stroke="#9aa3ad" '
              'stroke-width="2"') + line("canary", 'stroke="#3b82c4" stroke-width="2"'))
@@ -227,8 +234,8 @@ def rollout_section(rollout: dict[str, Any]) -> str:
         for i in intervals:
             for metric, point in (i.get("points") or {}).items():
                 series.setdefault(metric, []).append(point)
-        out += [analysis_svg(int(st.get("step") or 0), metric, pts, float(st.get("started") or 0))
-                for metric, pts in series.items()]
+        out += [analysis_svg(int(st.get("step") or 0), metric, pts, float(st.get("started") or 0),
+                             strategy=str(rollout.get("strategy") or "canary")) for metric, pts in series.items()]
         out.append(_table(("interval", "at", "requests", "outcome", "counts as", "detail"), [
             [_e(i.get("index")), _secs(float(i.get("t") or 0) - float(st.get("started") or 0)), _e(i.get("requests")),
              f'<span style="color:{VERDICT_COLOR.get(str(i.get("outcome")), "#1f2328")}">{_e(i.get("outcome"))}</span>',

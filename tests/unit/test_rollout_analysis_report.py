@@ -82,3 +82,19 @@ def test_an_infinite_p95_is_drawn_on_the_chart_s_top_edge_and_named_in_its_tip()
     assert float(dots[0].get("cy") or "nan") == pytest.approx(top)
     assert "canary +Inf" in (dots[0].findtext(f"{SVG}title") or "")
     assert all("inf" not in (el.get("points") or "") + (el.get("cy") or "") for el in svg.iter())
+
+
+@pytest.mark.parametrize(("strategy", "judged", "base"), [("canary", "canary", "stable"),
+                                                          ("blue-green", "new version", "previous version")])
+def test_a_chart_names_its_series_as_the_strategy_does(strategy: str, judged: str, base: str) -> None:
+    """A blue-green's charts compare the new version with the previous one (the preview with the serving colour,
+    then the promoted colour with the one kept): no "canary" or "stable" in their legend or tips."""
+    step = _step()
+    html = rollout_section({"strategy": strategy, "steps": [step]})
+    svg = ET.fromstring(html[html.index("<svg"):html.index("</svg>") + 6])
+    legend = "".join(svg.itertext())
+    tips = [t.text or "" for t in svg.iter(f"{SVG}title")]
+    assert f"● {judged}" in legend and f"— {base}" in legend
+    assert tips and all(t.split(": ", 1)[1].startswith(f"{judged} ") and f", {base} " in t for t in tips), tips
+    if strategy == "blue-green":
+        assert "canary" not in legend + "".join(tips) and "stable" not in legend + "".join(tips)
