@@ -20,6 +20,9 @@ The faulty builds are made in the clone (its services/docs/main.go), never by a 
 4. R4, "/" sleeps 300 ms: aborted by the p95-latency rule (against the stable version's p95).
 5. R5/R6, a metric on a series nobody exports: no_data = "abort" aborts at its first interval; no_data = "pass"
    promotes, its reason saying the intervals passed only by policy.
+6. R7, the same environment turned blue-green (strategy = "blue-green" in its pipeline.toml): the good change is
+   previewed on veza-docs-preview, switched to, judged while it serves, and the old colour retired, all judged by
+   the same embedded Prometheus through `invoke release`; `invoke status` exits 0 with "blue-green: promoted".
 Namespace veza-ce2e-canary, registry repositories 127.0.0.1:5000/veza-ce2e-canary/*, port-forwards
 127.0.0.1:21300-21399 (the releases' 21300-21349, the test's own 21350-21399)."""
 
@@ -39,7 +42,7 @@ from typing import Any
 import pytest
 
 from pipeline.core.config_rollout import Load
-from pipeline.stages.deploy import canary
+from pipeline.stages.deploy import bluegreen, canary, progressive
 from pipeline.stages.deploy.load import LoadLoop
 from pipeline.tools import kubectl as kc
 from pipeline.tools.kubectl import KubeTarget
@@ -106,6 +109,24 @@ load = {{ rps = 10, paths = ["/"], max_requests = 2000 }}
 {metrics}"""
 
 
+def bluegreen_table() -> str:
+    """The clone's [environments.local.rollout] as blue-green: the preview judged twice, the serving new version
+    once, the old colour kept 5 s; the default metrics."""
+    return f"""
+# --- canary e2e
+[environments.local.rollout]
+strategy = "blue-green"
+interval_s = {INTERVAL_S}
+window = "15s"
+min_requests = 10
+failure_limit = 0
+preview_analysis_s = {STEP_S}
+post_promotion_analysis_s = {INTERVAL_S}
+keep_old_s = 5
+load = {{ rps = 10, paths = ["/"], max_requests = 2000 }}
+"""
+
+
 def set_rollout(clone: Path, table: str) -> None:
     toml = clone / "pipeline.toml"
     text = toml.read_text().split("\n# --- canary e2e\n")[0].rstrip("\n") + "\n"
@@ -159,13 +180,20 @@ def _with_sleep(main: str) -> str:
     return main.replace(HANDLER, SLOW).replace('"path/filepath"\n', '"path/filepath"\n\t"time"\n')
 
 
-def _state(kubeconfig: Path) -> canary.CanaryState | None:
+def _rollout_doc(kubeconfig: Path) -> dict[str, Any] | None:
+    """The release's rollout state (progressive.py's ConfigMap, either strategy's), None when there is none."""
     res = subprocess.run([str(kc.kubectl()), "--kubeconfig", str(kubeconfig), "-n", NS, "get", "configmap",
-                          canary.state_name("veza"), "-o", "json", "--ignore-not-found"], capture_output=True,
+                          progressive.state_name("veza"), "-o", "json", "--ignore-not-found"], capture_output=True,
                          text=True, timeout=60, check=False)
     if res.returncode != 0 or not res.stdout.strip():
         return None
-    return canary.CanaryState.from_dict(json.loads(json.loads(res.stdout)["data"][canary.STATE_KEY]))
+    doc: dict[str, Any] = json.loads(json.loads(res.stdout)["data"][progressive.STATE_KEY])
+    return doc
+
+
+def _state(kubeconfig: Path) -> canary.CanaryState | None:
+    doc = _rollout_doc(kubeconfig)
+    return None if doc is None else canary.CanaryState.from_dict(doc)
 
 
 def _deployments(kubeconfig: Path) -> dict[str, dict[str, Any]]:
@@ -322,3 +350,34 @@ def test_no_data_is_handled_as_configured(clone: Path, local_cluster: Path) -> N
     result = passed.steps[0]["results"][SERVICE]
     assert [i["outcome"] for i in result["intervals"]] == ["no-data", "no-data"], result
     assert "passed only by policy (no-data policy: pass)" in result["reason"], result["reason"]
+
+
+def test_the_environment_turned_blue_green_previews_switches_and_retires_the_old_colour(
+        clone: Path, local_cluster: Path) -> None:
+    t0 = time.monotonic()
+    set_rollout(clone, bluegreen_table())
+    _docs_change(clone, "a good change, released blue-green")
+    rc, out = _release(clone)
+    text = flat(out)
+    assert rc == 0, text[-6000:]
+    assert "svc/veza-docs-preview selects green" in text and "keeping the old colour" in text, text[-4000:]
+    doc = _rollout_doc(local_cluster)
+    assert doc is not None and doc["strategy"] == "blue-green", doc
+    state = bluegreen.BlueGreenState.from_dict(doc)
+    assert state.phase == bluegreen.PROMOTED and state.colours == {SERVICE: "green"}, state.reason
+    for step, intervals in ((bluegreen.PREVIEW_STEP, 2), (bluegreen.POST_STEP, 1)):
+        result = state.results(step)[SERVICE]
+        assert result.decision == "promote-step" and len(result.intervals) == intervals, result.reason
+        assert all(i.requests and i.requests >= 10 for i in result.intervals)   # judged on traffic
+    digest = manifest(clone, "local")["services"][SERVICE]["push"]["digest"]
+    deps = _deployments(local_cluster)
+    assert set(deps) == {SERVICE, f"{SERVICE}-green"}, set(deps)
+    green = deps[f"{SERVICE}-green"]
+    assert green["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f"@{digest}")
+    assert green["metadata"]["labels"]["veza.io/role"] == "active" and deps[SERVICE]["spec"]["replicas"] == 0
+    selector = json.loads(kubectl(local_cluster, "-n", NS, "get", "service", SERVICE, "-o", "json"))["spec"]["selector"]
+    assert selector["veza.io/track"] == "green", selector
+    info = status_matches(clone, "local", extra_env={kc.PORT_RANGE_ENV: RELEASE_PORTS})
+    assert info["blue_green"].startswith("blue-green: promoted (veza-docs: green serves the new version, blue at 0)"), \
+        info["blue_green"]
+    print(f"blue-green release: {time.monotonic() - t0:.0f}s")
