@@ -71,9 +71,13 @@ PF_PORTS, KILLED_PF_PORTS = "21050-21079", "21080-21099"
 # The preview sends about (window + preview_analysis_s) × rps = 165 requests to the new version (measured: 166); the
 # late-bad build starts failing after that, within the post-promotion analysis's first window (requests 40-120).
 LATE_AFTER = 200
-FAULT = f"""	var served atomic.Uint64
+
+
+def fault(after: int) -> str:
+    """services/docs/main.go's "/" handler answering 500 to every second request after the first `after`."""
+    return f"""	var served atomic.Uint64
 	s.Handle("/", func(w http.ResponseWriter, r *http.Request) {{
-		if n := served.Add(1); n > {LATE_AFTER} && n%2 == 0 {{
+		if n := served.Add(1); n > {after} && n%2 == 0 {{
 			http.Error(w, "injected by the blue-green test", http.StatusInternalServerError)
 			return
 		}}
@@ -132,9 +136,10 @@ def target(local_cluster: Path, machine_registry: str,
     digests = {"stable": build_docs(base, REPO, run, "stable", context, "bg-stable"),
                "good": build_docs(base, REPO, run, "good", context, "bg-good"),
                "good2": build_docs(base, REPO, run, "good2", context, "bg-good2"),
-               "late-bad": build_docs(base, REPO, run, "late-bad", faulty_docs(base, tmp / "docs-late-bad", FAULT),
-                                      "bg-late-bad")}
-    print(f"four builds of {SERVICE} pushed in {time.monotonic() - t0:.0f}s")
+               "late-bad": build_docs(base, REPO, run, "late-bad",
+                                      faulty_docs(base, tmp / "docs-late-bad", fault(LATE_AFTER)), "bg-late-bad"),
+               "bad": build_docs(base, REPO, run, "bad", faulty_docs(base, tmp / "docs-bad", fault(0)), "bg-bad")}
+    print(f"five builds of {SERVICE} pushed in {time.monotonic() - t0:.0f}s")
     ns = f"veza-bg-{uuid.uuid4().hex[:6]}"
     kc(local_cluster, "create", "namespace", ns)
     kc(local_cluster, "label", "namespace", ns, "veza.pipeline.test=deploy")
@@ -288,3 +293,34 @@ def test_a_deploy_killed_during_the_preview_analysis_then_rerun_continues_and_is
     assert info["differences"] == [] and info["blue_green"].startswith("blue-green: promoted"), status.text
     print(f"killed and rerun blue-green: {time.monotonic() - t0:.0f}s")
 
+
+def test_a_build_failing_from_the_start_is_aborted_on_its_preview_and_never_serves(target: BlueGreen) -> None:
+    """After the killed-and-rerun case blue serves good2: the new version goes to green, fails its preview analysis,
+    and is aborted before any switch, blue's pods never restarted and answering throughout."""
+    t0 = time.monotonic()
+    before = target.get("deployments")["veza-docs"]
+    blue_pods = target.pods("stable")
+    revision = target.revision()
+    out = LinesReporter()
+    with health_answers(target, f"pod/{sorted(blue_pods)[0]}") as answers, pytest.raises(DeployFailed) as info:
+        target.deploy("bad", out)
+    assert info.value.exit_code == 5 and "blue-green of local aborted before the switch" in info.value.message, \
+        out.text
+    assert "error-ratio" in info.value.message and "old colour untouched" in info.value.message
+    state = target.state_now()
+    assert state is not None and state.phase == bluegreen.ABORTED and state.decision == "abort"
+    assert state.colours == {SERVICE: "green"}   # blue served: the new version was green's
+    preview = state.results(bluegreen.PREVIEW_STEP)[SERVICE]
+    assert preview.decision == "abort" and 1 <= len(preview.intervals) <= 2, preview.reason
+    assert not state.results(bluegreen.POST_STEP)   # never judged as serving: it never served
+    assert target.revision() == revision + 2        # the preview, the abort: no switch
+    after = target.get("deployments")
+    assert progressive.template_fingerprint(after["veza-docs"]) == progressive.template_fingerprint(before)
+    assert target.pods("stable") == blue_pods            # never restarted
+    assert answers and set(answers) == {200}, answers    # and answering the whole time
+    assert _image(after["veza-docs"]) == f"{REPO}@{target.digests['good2']}"
+    assert after["veza-docs-green"]["spec"]["replicas"] == 0
+    assert _image(after["veza-docs-green"]).endswith(target.digests["bad"])
+    assert target.get("services")["veza-docs"]["spec"]["selector"]["veza.io/track"] == "stable"
+    assert state.status_line().startswith("blue-green: aborted (veza-docs: blue serves, green at 0)")
+    print(f"aborted blue-green preview: {time.monotonic() - t0:.0f}s, {len(answers)} probes of blue all 200")
