@@ -324,3 +324,47 @@ def test_a_build_failing_from_the_start_is_aborted_on_its_preview_and_never_serv
     assert target.get("services")["veza-docs"]["spec"]["selector"]["veza.io/track"] == "stable"
     assert state.status_line().startswith("blue-green: aborted (veza-docs: blue serves, green at 0)")
     print(f"aborted blue-green preview: {time.monotonic() - t0:.0f}s, {len(answers)} probes of blue all 200")
+
+
+def test_a_killed_preview_superseded_by_another_version_is_undone_first_then_the_new_one_promoted(
+        target: BlueGreen) -> None:
+    """Blue serves good2; a deploy of good is killed during its preview on green; the next deploy is of another
+    version (stable): good's preview is undone first (never two previews), then stable previewed on green,
+    switched to, judged and blue retired."""
+    t0 = time.monotonic()
+    blue_before = target.get("deployments")["veza-docs"]
+    target.manifest("good")
+    proc = start_killable_deploy(__name__, target, {kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
+
+    def previewing() -> bool:   # judged once: its preview revision applied and ready, not a Helm upgrade cut short
+        st = target.state_now()
+        return st is not None and st.phase == bluegreen.PREVIEW and st.new[SERVICE].endswith(
+            target.digests["good"]) and len(st.results(bluegreen.PREVIEW_STEP).get(SERVICE, _NONE).intervals) >= 1
+    try:
+        wait_for(previewing, 120, "the first interval of the killed deploy's preview of good")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
+        print(proc.communicate(timeout=30)[0])
+        kill_port_forwards(target.namespace, KILLED_PF_PORTS)
+    killed = target.state_now()
+    assert killed is not None and killed.phase == bluegreen.PREVIEW and killed.colours == {SERVICE: "green"}
+    out = LinesReporter()
+    m = target.deploy("stable", out)
+    assert "not of this release's version: undoing it first (never two previews)" in out.text, out.text
+    assert "blue-green abort: superseded by a deploy of another version; veza-docs: blue serves, green at 0" \
+        in out.text, out.text
+    state = target.state_now()
+    assert state is not None and state.phase == bluegreen.PROMOTED, out.text
+    assert state.new == {SERVICE: f"{REPO}@{target.digests['stable']}"} and state.colours == {SERVICE: "green"}
+    _passed(state, bluegreen.PREVIEW_STEP)
+    _passed(state, bluegreen.POST_STEP)
+    deps = target.get("deployments")
+    assert _image(deps["veza-docs-green"]) == f"{REPO}@{target.digests['stable']}"
+    assert deps["veza-docs-green"]["metadata"]["labels"]["veza.io/role"] == "active"
+    assert deps["veza-docs"]["spec"]["replicas"] == 0
+    # blue ran good2 until it was retired: the undone preview never touched it
+    assert _image(deps["veza-docs"]) == _image(blue_before) == f"{REPO}@{target.digests['good2']}"
+    status = LinesReporter()
+    info = status_report(target.cfg, target.env, m, status, kubeconfig=target.kubeconfig)   # exit 7 on any drift
+    assert info["differences"] == [] and info["blue_green"].startswith("blue-green: promoted"), status.text
+    print(f"superseded blue-green preview: {time.monotonic() - t0:.0f}s")
