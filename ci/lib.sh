@@ -36,15 +36,22 @@ ci_setup() {  # the machine: only what is missing (the bootstrap checks), as roo
 
 ci_secret_file() {  # ci_secret_file VAR DEST: a variable holding a file's content, or a path (GitLab "File" type)
     local value="${!1}"
-    (umask 077 && mkdir -p "$(dirname "$2")" && if [ -f "$value" ]; then cp "$value" "$2"; else printf '%s\n' "$value" > "$2"; fi)
+    (umask 077 && mkdir -p "$(dirname "$2")" && if [ -f "$value" ]; then cp "$value" "$2"
+    elif [[ "$value" =~ ^[[:space:]]*-----BEGIN ]]; then
+        # PEM content pasted into a secret may start with blank lines and hold indentation or CRLF line ends,
+        # which PEM readers (OpenSSL's, cryptography's) refuse: each line trimmed, nothing before the first header
+        # (a blank line after it may separate RFC 1421 headers from the base64: kept)
+        printf '%s\n' "$value" | tr -d '\r' | sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e '/-----BEGIN/,$!d' > "$2"
+    else printf '%s\n' "$value" > "$2"; fi)
 }
 
 ci_ca_files() {  # every *_CA_FILE variable holding a PEM's content (a GitHub secret) becomes a path, as GitLab's File type gives
     local var
     for var in $(compgen -e | grep '_CA_FILE$' || true); do
-        case "${!var}" in
-            -----BEGIN*) ci_secret_file "$var" "$VEZA_CI_TMP/ca/$var.pem" && export "$var=$VEZA_CI_TMP/ca/$var.pem" ;;
-        esac
+        if [[ "${!var}" =~ ^[[:space:]]*-----BEGIN ]]; then   # a path never starts with a PEM header
+            ci_secret_file "$var" "$VEZA_CI_TMP/ca/$var.pem"
+            export "$var=$VEZA_CI_TMP/ca/$var.pem"
+        fi
     done
 }
 ci_ca_files

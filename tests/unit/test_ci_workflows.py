@@ -281,9 +281,14 @@ def test_devs_public_key_from_ci_is_the_one_prods_reuse_trusts_for_dev(tmp_path:
         [load_public_key(prod.public).public_numbers()]
 
 
-@pytest.mark.parametrize("as_file", [False, True], ids=["content", "file-variable"])
+def _pasted(pem: str) -> str:
+    """PEM text as a secret pasted from another tool may hold it: a leading blank line, indented lines, CRLF ends."""
+    return "\r\n  " + "\r\n".join("  " + line for line in pem.splitlines()) + "\r\n"
+
+
+@pytest.mark.parametrize("form", ["content", "pasted-content", "file-variable"])
 def test_ci_signing_key_is_where_the_sign_stage_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         as_file: bool) -> None:
+                                                         form: str) -> None:
     """The key a CI variable holds (its content, or a GitLab File variable's path) decrypts through the
     pipeline's own lookup (VEZA_KEY_DIR/prod/cosign.key), and verify-images then trusts its public half."""
     from pipeline.core.config import load_config
@@ -291,7 +296,8 @@ def test_ci_signing_key_is_where_the_sign_stage_reads_it(tmp_path: Path, monkeyp
     from pipeline.trust.keys import KeyPaths, generate_key_pair, public_pem
 
     made = generate_key_pair(KeyPaths(tmp_path / "made"), "s3cret")
-    value = str(made.private) if as_file else made.private.read_text()
+    value = {"content": made.private.read_text(), "file-variable": str(made.private),
+             "pasted-content": _pasted(made.private.read_text())}[form]
     cp = subprocess.run(["bash", "-c", 'source ci/lib.sh; trap - EXIT; ci_signing_key prod VEZA_PROD_SIGNING_KEY; '
                          'echo "$VEZA_KEY_DIR"'], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
                         env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "VEZA_PROD_SIGNING_KEY": value})
@@ -307,9 +313,9 @@ def test_ci_signing_key_is_where_the_sign_stage_reads_it(tmp_path: Path, monkeyp
         [key.public_key().public_numbers()]
 
 
-@pytest.mark.parametrize("as_file", [False, True], ids=["content", "file-variable"])
+@pytest.mark.parametrize("form", ["content", "pasted-content", "file-variable"])
 def test_a_registry_ca_ci_variable_is_a_file_pipeline_toml_reads_whether_it_holds_the_pem_or_a_path(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_file: bool) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
     """GitHub secrets hold content, GitLab File variables a path: ci/lib.sh leaves every *_CA_FILE variable a path
     to the same PEM, which an environment's registry_ca_file = "$VAR" then resolves to and ssl loads."""
     import ssl
@@ -318,14 +324,15 @@ def test_a_registry_ca_ci_variable_is_a_file_pipeline_toml_reads_whether_it_hold
     from tests.integration.tls_registry_fixtures import Pki
 
     ca = Pki.make(tmp_path / "ca").ca_file
-    value = str(ca) if as_file else ca.read_text()
+    as_file = form == "file-variable"
+    value = {"content": ca.read_text(), "file-variable": str(ca), "pasted-content": _pasted(ca.read_text())}[form]
     cp = subprocess.run(["bash", "-c", 'source ci/lib.sh; trap - EXIT; printf %s "$VEZA_DEV_REGISTRY_CA_FILE"'],
                         cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
                         env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "VEZA_DEV_REGISTRY_CA_FILE": value})
     assert cp.returncode == 0, cp.stderr
     path = Path(cp.stdout)
     assert path == ca if as_file else (path.parent.name == "ca" and oct(path.stat().st_mode & 0o777) == "0o600")
-    assert path.read_text().strip() == ca.read_text().strip()
+    assert path.read_text().split() == ca.read_text().split()
     head, table, rest = (ROOT / "pipeline.toml").read_text().partition("[environments.dev]\n")
     body, nxt, tail = rest.partition("\n[")
     body = "\n".join(ln for ln in body.splitlines() if ln.split("=")[0].strip() != "registry_ca_file")
