@@ -118,20 +118,33 @@ def cluster_use(exclusive: bool = False) -> Iterator[None]:
 
     from pipeline.local.cluster import layout
 
+    global _shared_here
+    if exclusive and _shared_here:   # flock on another descriptor of this process would wait for ourselves
+        raise RuntimeError("this test process holds the cluster shared (a cluster_parallel module is running): "
+                           "a test that stops the cluster cannot run inside it")
     layout.STATE.mkdir(parents=True, exist_ok=True)
     with open(layout.STATE / "test-cluster-use.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        _shared_here += 0 if exclusive else 1
         try:
             yield
         finally:
+            _shared_here -= 0 if exclusive else 1
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-@pytest.fixture(autouse=True)
+_shared_here = 0   # this process's shared holds of the cluster (cluster_use)
+
+
+@pytest.fixture(scope="module", autouse=True)
 def _cluster_parallel_holds_the_cluster_shared(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test marked `cluster_parallel` (the second cluster lane, tests/lanes.py) holds the cluster shared for its
-    whole run: a test of the first lane that stops the cluster (cluster_to_myself) waits until it ends."""
-    if request.node.get_closest_marker("cluster_parallel") is None:
+    """A module with a test marked `cluster_parallel` (the second cluster lane, tests/lanes.py) holds the cluster
+    shared from before its module fixtures are set up until they are torn down: a test of the first lane that stops
+    the cluster (cluster_to_myself) waits until the module ends. Held per test, a cluster-down between two tests
+    wiped the release a module fixture had made (the canary e2e's namespace lost its Deployments midway)."""
+    module = request.module
+    if not any(item.get_closest_marker("cluster_parallel") is not None
+               for item in request.session.items if getattr(item, "module", None) is module):
         yield
         return
     with cluster_use():
