@@ -34,10 +34,14 @@ ci_setup() {  # the machine: only what is missing (the bootstrap checks), as roo
     fi
 }
 
+ci_is_pem() {  # ci_is_pem VALUE: PEM content (a path never starts with a PEM header), leading whitespace allowed
+    [[ "$1" =~ ^[[:space:]]*-----BEGIN ]]
+}
+
 ci_secret_file() {  # ci_secret_file VAR DEST: a variable holding a file's content, or a path (GitLab "File" type)
     local value="${!1}"
     (umask 077 && mkdir -p "$(dirname "$2")" && if [ -f "$value" ]; then cp "$value" "$2"
-    elif [[ "$value" =~ ^[[:space:]]*-----BEGIN ]]; then
+    elif ci_is_pem "$value"; then
         # PEM content pasted into a secret may start with blank lines and hold indentation or CRLF line ends,
         # which PEM readers (OpenSSL's, cryptography's) refuse: each line trimmed, nothing before the first header
         # (a blank line after it may separate RFC 1421 headers from the base64: kept)
@@ -48,7 +52,7 @@ ci_secret_file() {  # ci_secret_file VAR DEST: a variable holding a file's conte
 ci_ca_files() {  # every *_CA_FILE variable holding a PEM's content (a GitHub secret) becomes a path, as GitLab's File type gives
     local var
     for var in $(compgen -e | grep '_CA_FILE$' || true); do
-        if [[ "${!var}" =~ ^[[:space:]]*-----BEGIN ]]; then   # a path never starts with a PEM header
+        if ci_is_pem "${!var}"; then
             ci_secret_file "$var" "$VEZA_CI_TMP/ca/$var.pem"
             export "$var=$VEZA_CI_TMP/ca/$var.pem"
         fi

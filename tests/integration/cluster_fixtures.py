@@ -108,6 +108,9 @@ def local_cluster() -> Iterator[Path]:
         yield kubeconfig
 
 
+_shared_here = 0   # this process's shared holds of the cluster (cluster_use)
+
+
 @contextlib.contextmanager
 def cluster_use(exclusive: bool = False) -> Iterator[None]:
     """Hold the cluster for a test: shared (tests that only deploy into their own namespaces; two cluster lanes of
@@ -122,18 +125,16 @@ def cluster_use(exclusive: bool = False) -> Iterator[None]:
     if exclusive and _shared_here:   # flock on another descriptor of this process would wait for ourselves
         raise RuntimeError("this test process holds the cluster shared (a cluster_parallel module is running): "
                            "a test that stops the cluster cannot run inside it")
+    shared = 0 if exclusive else 1
     layout.STATE.mkdir(parents=True, exist_ok=True)
     with open(layout.STATE / "test-cluster-use.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        _shared_here += 0 if exclusive else 1
+        _shared_here += shared
         try:
             yield
         finally:
-            _shared_here -= 0 if exclusive else 1
+            _shared_here -= shared
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-_shared_here = 0   # this process's shared holds of the cluster (cluster_use)
 
 
 @pytest.fixture(scope="module", autouse=True)

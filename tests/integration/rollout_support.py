@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from pipeline.stages.deploy import deploy_release
 from pipeline.stages.deploy.target import ReleaseTarget
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
+from tests.e2e.release_support import kill_port_forwards
 from tests.integration.build_records import built_record
 from tests.integration.deploy_support import TEST_COMMIT, LinesReporter, sh, sign_manifest, with_test_keys
 
@@ -215,12 +217,30 @@ _KILLABLE = textwrap.dedent("""
 """)
 
 
-def start_killable_deploy(module: str, target: RolloutTarget, env: dict[str, str] | None = None
-                          ) -> subprocess.Popen[str]:
-    """The deploy of the target's recorded manifest in a process group of its own (to be killed whole, like a CI
-    job), configured by `module`'s target_config; its output on stdout, `env` added to this one's."""
+@dataclasses.dataclass
+class KillableDeploy:
+    """A deploy running in a process group of its own, its port-forwards on `port_range` alone."""
+
+    proc: subprocess.Popen[str]
+    namespace: str
+    port_range: str
+
+    def kill(self) -> str:
+        """SIGKILL the deploy and its children (like a killed CI job), then the port-forwards it left (each runs in
+        a session of its own), only those of its range: the test's own forwards of the namespace live on. Returns
+        the deploy's output."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        output = self.proc.communicate(timeout=30)[0]
+        kill_port_forwards(self.namespace, self.port_range)
+        return output
+
+
+def start_killable_deploy(module: str, target: RolloutTarget, port_range: str) -> KillableDeploy:
+    """The deploy of the target's recorded manifest, configured by `module`'s target_config, forwarding from
+    `port_range` ("LO-HI", kept apart from the test's own forwards); its output on stdout."""
     args = {"ns": target.namespace, "state": str(target.state), "kubeconfig": str(target.kubeconfig),
             "prometheus": target.prometheus}
-    return subprocess.Popen([sys.executable, "-c", _KILLABLE.format(module=module), json.dumps(args)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE.format(module=module), json.dumps(args)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, kubectl.PORT_RANGE_ENV: port_range})
+    return KillableDeploy(proc, target.namespace, port_range)

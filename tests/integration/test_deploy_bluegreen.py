@@ -20,10 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,7 +40,7 @@ from pipeline.stages.deploy.commands import status_report
 from pipeline.stages.deploy.load import LoadLoop
 from pipeline.tools import helm, kubectl
 from pipeline.tools.kubectl import KubeTarget
-from tests.e2e.release_support import kill_port_forwards, remove_release
+from tests.e2e.release_support import remove_release
 from tests.integration.deploy_support import (
     LinesReporter,
     kc,
@@ -245,18 +244,25 @@ def test_a_build_failing_once_it_serves_is_switched_back_and_the_old_colour_neve
 
 
 _NONE = analysis.StepResult(0, 0, 0, 0.0)   # no analysis recorded yet
-def test_a_deploy_killed_during_the_preview_analysis_then_rerun_continues_and_is_promoted(target: BlueGreen) -> None:
-    t0 = time.monotonic()
-    target.manifest("good2")
-    proc = start_killable_deploy(__name__, target, {kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
 
+
+def _preview_judged(target: BlueGreen, build: str) -> Callable[[], bool]:
+    """Whether `build`'s preview has a judged interval: its preview revision applied and ready, its analysis
+    under way (a kill then is one during the analysis, not of a Helm upgrade cut short)."""
     def judged() -> bool:
         st = target.state_now()
         return st is not None and st.phase == bluegreen.PREVIEW and st.new[SERVICE].endswith(
-            target.digests["good2"]) and len(st.results(bluegreen.PREVIEW_STEP).get(SERVICE, _NONE).intervals) >= 1
+            target.digests[build]) and len(st.results(bluegreen.PREVIEW_STEP).get(SERVICE, _NONE).intervals) >= 1
+    return judged
+def test_a_deploy_killed_during_the_preview_analysis_then_rerun_continues_and_is_promoted(target: BlueGreen) -> None:
+    t0 = time.monotonic()
+    target.manifest("good2")
+    deploy = start_killable_deploy(__name__, target, KILLED_PF_PORTS)
+
     with ExitStack() as users:
         try:
-            wait_for(judged, 120, "the first interval of the killed deploy's preview analysis")
+            wait_for(_preview_judged(target, "good2"), 120,
+                     "the first interval of the killed deploy's preview analysis")
             # users' traffic on both colours while nothing runs: the windows the dead deploy misses are judged at
             # their times by the rerun (analysis.run_step), on what Prometheus kept of them
             kt = KubeTarget(target.kubeconfig, "", target.namespace)
@@ -264,9 +270,7 @@ def test_a_deploy_killed_during_the_preview_analysis_then_rerun_continues_and_is
                 port = users.enter_context(kubectl.port_forward(kt, res, 80))
                 users.enter_context(LoadLoop(f"http://127.0.0.1:{port}", target.env.rollout.load))
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
-            output = proc.communicate(timeout=30)[0]
-            kill_port_forwards(target.namespace, KILLED_PF_PORTS)
+            output = deploy.kill()
         print(output)
         before = target.state_now()
         assert before is not None and before.phase == bluegreen.PREVIEW and before.colours == {SERVICE: "blue"}
@@ -334,18 +338,12 @@ def test_a_killed_preview_superseded_by_another_version_is_undone_first_then_the
     t0 = time.monotonic()
     blue_before = target.get("deployments")["veza-docs"]
     target.manifest("good")
-    proc = start_killable_deploy(__name__, target, {kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
+    deploy = start_killable_deploy(__name__, target, KILLED_PF_PORTS)
 
-    def previewing() -> bool:   # judged once: its preview revision applied and ready, not a Helm upgrade cut short
-        st = target.state_now()
-        return st is not None and st.phase == bluegreen.PREVIEW and st.new[SERVICE].endswith(
-            target.digests["good"]) and len(st.results(bluegreen.PREVIEW_STEP).get(SERVICE, _NONE).intervals) >= 1
     try:
-        wait_for(previewing, 120, "the first interval of the killed deploy's preview of good")
+        wait_for(_preview_judged(target, "good"), 120, "the first interval of the killed deploy's preview of good")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
-        print(proc.communicate(timeout=30)[0])
-        kill_port_forwards(target.namespace, KILLED_PF_PORTS)
+        print(deploy.kill())
     killed = target.state_now()
     assert killed is not None and killed.phase == bluegreen.PREVIEW and killed.colours == {SERVICE: "green"}
     out = LinesReporter()

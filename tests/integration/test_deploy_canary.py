@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from pipeline.stages.deploy.commands import status_report
 from pipeline.stages.deploy.load import LoadLoop
 from pipeline.tools import kubectl
 from pipeline.tools.kubectl import KubeTarget
-from tests.e2e.release_support import kill_port_forwards, remove_release
+from tests.e2e.release_support import remove_release
 from tests.integration.deploy_support import LinesReporter, kc, sh, wait_for
 from tests.integration.prometheus_support import running_prometheus
 from tests.integration.rollout_support import (
@@ -200,7 +199,7 @@ def test_a_build_that_fails_a_fifth_of_its_requests_is_aborted_and_stable_never_
 def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(target: Canary) -> None:
     t0 = time.monotonic()
     target.manifest("good2")
-    proc = start_killable_deploy(__name__, target, {kubectl.PORT_RANGE_ENV: KILLED_PF_PORTS})
+    deploy = start_killable_deploy(__name__, target, KILLED_PF_PORTS)
 
     def judged() -> bool:
         st = canary.read_state(target.rt)
@@ -216,9 +215,7 @@ def test_a_deploy_killed_during_analysis_then_rerun_continues_and_is_promoted(ta
                 port = users.enter_context(kubectl.port_forward(kt, res, 8083))
                 users.enter_context(LoadLoop(f"http://127.0.0.1:{port}", target.env.rollout.load))
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)   # the deploy and its children, like a killed CI job
-            output = proc.communicate(timeout=30)[0]
-            kill_port_forwards(target.namespace, KILLED_PF_PORTS)
+            output = deploy.kill()
         print(output)
         before = canary.read_state(target.rt)
         assert before is not None and before.phase == canary.STEP
